@@ -1,0 +1,248 @@
+//! The containerizer: runs executors (a `/bin/sh -c CMD` task or a custom executor program)
+//! as sandboxed processes with cgroup limits.
+//!
+//! Public API:
+//! * [`Containerizer::detect`] probes cgroups once (logging one line with the mode chosen) and
+//!   [`Containerizer::without_cgroups`] opts out; [`Containerizer::launch`] starts a
+//!   [`LaunchSpec`] and returns a [`Container`].
+//! * [`Container::wait`] yields an [`ExitReport`]; [`Container::killer`] gives a cloneable
+//!   [`Killer`] whose `kill(grace)` is SIGTERM → grace → SIGKILL on the whole process group.
+//!
+//! What every container gets:
+//! * its own session and process group (the leader's pid is its sid and pgid), so one signal
+//!   reaches everything it starts and nothing reaches the agent's terminal;
+//! * its sandbox directory (created if missing) as working directory, stdin from /dev/null,
+//!   stdout/stderr appended to `<sandbox>/stdout` and `<sandbox>/stderr`;
+//! * a clean environment: only `PATH` ([`DEFAULT_PATH`]), `HOME` (the sandbox, absolute) and
+//!   `LaunchSpec::env`, which may override those two. Nothing leaks from the agent's own
+//!   environment (credentials, `RUST_LOG`, ...);
+//! * its own cgroup with the limits of `LaunchSpec::limits`, entered before exec; removed
+//!   once it ends. Where the cgroups live and why: `cgroups.rs`. How the process joins
+//!   its cgroup without a race: `process.rs`.
+//!
+//! Files: `cgroups.rs` (everything under /sys/fs/cgroup), `process.rs` (spawn, reap, kill),
+//! `report.rs` (the exit report and its wording). This file validates specs and wires them.
+
+mod cgroups;
+mod process;
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use cgroups::Backend;
+pub use cgroups::CgroupMode;
+pub use process::{Container, Killer};
+pub use report::ExitReport;
+
+/// `PATH` every container starts with.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Resource limits of one container. 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    /// CPU time as a number of cores (hard quota per 100 ms, plus proportional weight).
+    pub cpus: f64,
+    /// Memory in MiB; a hard limit without swap, enforced by the kernel OOM killer.
+    pub mem_mib: u64,
+}
+
+/// Everything needed to start one executor.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Unique per running container; used as the cgroup directory name, so it must be a
+    /// single path component: non-empty, at most 200 bytes, no `/`, no NUL, not `.`/`..`.
+    pub container_id: String,
+    /// Created if missing; working directory, `HOME`, and home of the stdout/stderr files.
+    pub sandbox: PathBuf,
+    /// The executable; without a `/` it is looked up in the container's `PATH`.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to the clean environment (see the module header); may override PATH and HOME.
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+/// Why a container could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container id {id:?}: {reason}")]
+    InvalidId { id: String, reason: &'static str },
+    #[error("container {id}: invalid launch spec: {reason}")]
+    InvalidSpec { id: String, reason: String },
+    #[error("container {id}: {action} {}: {source}", .path.display())]
+    Io {
+        id: String,
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container {id}: setting up its cgroup: {action} {}: {source}", .path.display())]
+    Cgroup {
+        id: String,
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container {id}: starting {}: {source}", .program.display())]
+    Spawn {
+        id: String,
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Launches containers; one per agent, shared by reference.
+#[derive(Debug)]
+pub struct Containerizer {
+    backend: Backend,
+}
+
+impl Containerizer {
+    /// Probes the machine's cgroups once and creates the parent cgroup `parent_name` (e.g.
+    /// "bramble" or "bramble-<agent-id>"; same rules as a container id). Logs one line saying
+    /// which mode it uses; when cgroups are unusable it says why and runs without limits.
+    pub fn detect(parent_name: &str) -> Containerizer {
+        let backend = match validate_id(parent_name) {
+            Ok(()) => Backend::detect(parent_name),
+            Err(e) => Backend::None { reason: format!("parent cgroup name: {e}") },
+        };
+        let own = own_cgroup_path(&backend);
+        match backend.mode() {
+            CgroupMode::None => warn!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary()),
+            _ => info!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary()),
+        }
+        Containerizer { backend }
+    }
+
+    /// A containerizer that never touches cgroups (tests, or an operator's opt-out).
+    pub fn without_cgroups() -> Containerizer {
+        Containerizer { backend: Backend::None { reason: "disabled by configuration".into() } }
+    }
+
+    pub fn mode(&self) -> CgroupMode {
+        self.backend.mode()
+    }
+
+    /// One line describing the cgroup setup (what `detect` logged).
+    pub fn cgroup_summary(&self) -> String {
+        self.backend.summary()
+    }
+
+    /// Removes the parent cgroup(s) `detect` created. Only succeeds when no container of this
+    /// containerizer exists any more; for an agent leaving the machine for good, and tests.
+    pub fn remove_parent_cgroups(&self) -> Result<(), ContainerError> {
+        self.backend.remove_parent().map_err(|e| ContainerError::Cgroup {
+            id: String::new(),
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        })
+    }
+
+    /// Starts an executor. Returns once the process runs (or failed to exec); everything
+    /// made for it (cgroup) is undone on failure. Needs a tokio runtime.
+    pub async fn launch(&self, spec: LaunchSpec) -> Result<Container, ContainerError> {
+        let id = spec.container_id.as_str();
+        validate_id(id).map_err(|reason| ContainerError::InvalidId { id: id.to_string(), reason })?;
+        validate_spec(&spec).map_err(|reason| ContainerError::InvalidSpec { id: id.to_string(), reason })?;
+
+        let io_err = |action: &'static str, path: &Path| {
+            let (id, path) = (id.to_string(), path.to_path_buf());
+            move |source| ContainerError::Io { id, action, path, source }
+        };
+        tokio::fs::create_dir_all(&spec.sandbox).await.map_err(io_err("creating sandbox", &spec.sandbox))?;
+        // Absolute, so HOME and the working directory mean the same thing to the executor.
+        let sandbox = tokio::fs::canonicalize(&spec.sandbox).await.map_err(io_err("resolving sandbox", &spec.sandbox))?;
+
+        let cgroup = self.backend.create(id, spec.limits.cpus, spec.limits.mem_mib).map_err(|e| ContainerError::Cgroup {
+            id: id.to_string(),
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        })?;
+        let prepared = process::Prepared {
+            id,
+            sandbox: &sandbox,
+            program: &spec.program,
+            args: &spec.args,
+            env: environment(&sandbox, &spec.env),
+            memory_limit_mib: if cgroup.is_some() { spec.limits.mem_mib } else { 0 },
+        };
+        process::start(prepared, cgroup).await
+    }
+}
+
+/// The container's whole environment: defaults first, then the spec's (later entries win).
+fn environment(sandbox: &Path, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), DEFAULT_PATH.to_string()),
+        ("HOME".to_string(), sandbox.to_string_lossy().into_owned()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// A container id or parent name must be one safe path component.
+fn validate_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        Err("empty")
+    } else if id.len() > 200 {
+        Err("longer than 200 bytes")
+    } else if id == "." || id == ".." || id.contains("..") {
+        Err("contains \"..\"")
+    } else if id.contains('/') {
+        Err("contains '/'")
+    } else if id.chars().any(|c| c.is_control()) {
+        Err("contains a control character")
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_spec(spec: &LaunchSpec) -> Result<(), String> {
+    let Limits { cpus, .. } = spec.limits;
+    if !cpus.is_finite() || cpus < 0.0 {
+        return Err(format!("cpus must be a finite number >= 0 (0 = unlimited), got {cpus}"));
+    }
+    if spec.program.as_os_str().is_empty() {
+        return Err("program is empty".into());
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(format!("environment variable name {k:?} is empty or contains '=' or NUL"));
+        }
+        if v.contains('\0') {
+            return Err(format!("environment variable {k} contains NUL"));
+        }
+    }
+    if spec.args.iter().any(|a| a.contains('\0')) {
+        return Err("an argument contains NUL".into());
+    }
+    Ok(())
+}
+
+/// The agent's own cgroup, for the startup log line (where limits would nest, what to check).
+fn own_cgroup_path(backend: &Backend) -> String {
+    let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return "unknown".into();
+    };
+    let entries = cgroups::parse_proc_cgroup(&text);
+    let controller = match backend.mode() {
+        CgroupMode::V1 => Some("memory"),
+        CgroupMode::V2 | CgroupMode::None => None,
+    };
+    cgroups::cgroup_path_of(&entries, controller)
+        .or_else(|| cgroups::cgroup_path_of(&entries, None))
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,282 @@
+//! The executor process: spawning it into its own session and cgroup, reaping it, killing it.
+//!
+//! Shape: `start` spawns the child and hands it to a reaper task that owns it for life. The
+//! reaper waits for the leader, kills what is left of the process group and the cgroup, reads
+//! the OOM counter, removes the cgroup and only then publishes the `ExitReport` on a watch
+//! channel. So:
+//! * `Container::wait` just watches that channel: cancel-safe, callable from many tasks, and
+//!   when it returns the cgroup is already gone;
+//! * dropping a `Container` neither kills the executor (it may outlive us on purpose) nor
+//!   leaves a zombie (the reaper still reaps);
+//! * a `Killer` needs no access to the child: it signals the process group and watches the
+//!   same channel to learn when the leader is gone.
+//!
+//! Entering the cgroup without a race and without file I/O in the forked child: the parent
+//! opens each `cgroup.procs` for writing before the fork; in `pre_exec` the child calls
+//! `setsid()` and then `write(fd, "0")` on each (writing 0 moves the writer itself, in v1 and
+//! v2). Both are raw, async-signal-safe syscalls: no allocation, no locks, no path lookup, so
+//! they are safe in a child forked from the multi-threaded runtime. The process is therefore
+//! limited before `exec`, i.e. before any user code runs. The fds are close-on-exec, so the
+//! executor never sees them, and a failure becomes an ordinary spawn error (std reports
+//! `pre_exec` errors back through its exec pipe). This avoids a `/bin/sh` wrapper and its
+//! quoting, keeps argv[0] and exec errors (e.g. "No such file or directory") exact, and
+//! works for programs that are not shell-friendly.
+//!
+//! Known limit: signalling by pgid/pid (not pidfd) can in theory hit a recycled id in the
+//! microseconds between the leader being reaped and the group being killed; the cgroup path
+//! (`cgroup.kill` on v2) has no such window.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::cgroups::ContainerCgroup;
+use super::report::ExitReport;
+use super::ContainerError;
+
+/// How long the reaper keeps trying to empty and remove a cgroup after the leader exited.
+const CGROUP_REMOVE_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+enum State {
+    Running,
+    /// Leader reaped; the reaper is cleaning up.
+    LeaderExited,
+    Done(ExitReport),
+}
+
+/// State shared by the container handle, its killers and the reaper task.
+#[derive(Debug)]
+struct Shared {
+    id: String,
+    pgid: Pid,
+    killed: AtomicBool,
+    cgroup: Option<ContainerCgroup>,
+    state: watch::Sender<State>,
+}
+
+/// What `start` needs; validated by `Containerizer::launch`.
+pub(crate) struct Prepared<'a> {
+    pub id: &'a str,
+    pub sandbox: &'a Path,
+    pub program: &'a Path,
+    pub args: &'a [String],
+    pub env: Vec<(String, String)>,
+    pub memory_limit_mib: u64,
+}
+
+/// A running (or finished) executor. See the module header for lifetime rules.
+#[derive(Debug)]
+pub struct Container {
+    /// Pid of the leader; also its session id and process group id.
+    pub pid: u32,
+    shared: Arc<Shared>,
+}
+
+/// Kills one container; cheap to clone, usable while another task awaits `wait()`.
+#[derive(Debug, Clone)]
+pub struct Killer {
+    shared: Arc<Shared>,
+}
+
+/// Spawns the executor. Must run inside a tokio runtime (the reaper is a task).
+/// On failure the cgroup is removed again.
+pub(crate) async fn start(p: Prepared<'_>, cgroup: Option<ContainerCgroup>) -> Result<Container, ContainerError> {
+    match spawn_child(&p, cgroup.as_ref()) {
+        Ok(child) => Ok(adopt(p.id, child, cgroup, p.memory_limit_mib)),
+        Err(e) => {
+            if let Some(cg) = cgroup {
+                for (dir, err) in cg.destroy(Duration::from_secs(1)).await {
+                    warn!(container = p.id, cgroup = %dir.display(), "removing cgroup after failed start: {err}");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn spawn_child(p: &Prepared<'_>, cgroup: Option<&ContainerCgroup>) -> Result<tokio::process::Child, ContainerError> {
+    let io_err = |action: &'static str, path: PathBuf| {
+        let id = p.id.to_string();
+        move |source| ContainerError::Io { id, action, path, source }
+    };
+    let stdout_path = p.sandbox.join("stdout");
+    let stderr_path = p.sandbox.join("stderr");
+    let stdout = open_log(&stdout_path).map_err(io_err("opening", stdout_path.clone()))?;
+    let stderr = open_log(&stderr_path).map_err(io_err("opening", stderr_path.clone()))?;
+    let procs: Vec<File> = match cgroup {
+        Some(cg) => cg.open_procs().map_err(|e| ContainerError::Cgroup {
+            id: p.id.to_string(),
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        })?,
+        None => Vec::new(),
+    };
+    let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
+
+    let mut cmd = tokio::process::Command::new(p.program);
+    cmd.args(p.args)
+        .env_clear()
+        .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(p.sandbox)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(false);
+    // SAFETY: the closure only makes async-signal-safe syscalls (setsid, write) on fds that
+    // stay open in the parent until spawn returns; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || enter_container(&procs_fds));
+    }
+    let child = cmd.spawn().map_err(|source| ContainerError::Spawn {
+        id: p.id.to_string(),
+        program: p.program.to_path_buf(),
+        source,
+    })?;
+    drop(procs);
+    Ok(child)
+}
+
+/// Runs in the forked child, before exec. Async-signal-safe syscalls only.
+fn enter_container(procs_fds: &[RawFd]) -> io::Result<()> {
+    nix::unistd::setsid()?;
+    for &fd in procs_fds {
+        // SAFETY: the parent keeps these files open across the fork (see spawn_child).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        nix::unistd::write(fd, b"0")?;
+    }
+    Ok(())
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn adopt(id: &str, child: tokio::process::Child, cgroup: Option<ContainerCgroup>, memory_limit_mib: u64) -> Container {
+    // A spawned, not yet awaited child always has an id.
+    let pid = child.id().unwrap_or_default();
+    let (state, _) = watch::channel(State::Running);
+    let shared = Arc::new(Shared {
+        id: id.to_string(),
+        pgid: Pid::from_raw(pid as i32),
+        killed: AtomicBool::new(false),
+        cgroup,
+        state,
+    });
+    tokio::spawn(reap(child, Arc::clone(&shared), memory_limit_mib));
+    Container { pid, shared }
+}
+
+async fn reap(mut child: tokio::process::Child, shared: Arc<Shared>, memory_limit_mib: u64) {
+    let status = child.wait().await;
+    shared.state.send_replace(State::LeaderExited);
+    // The container ends with its leader: nothing it started may linger.
+    signal_group(&shared, Signal::SIGKILL);
+    let (code, signal) = match &status {
+        Ok(s) => (s.code(), s.signal()),
+        Err(e) => {
+            warn!(container = %shared.id, "waiting for the executor failed: {e}");
+            (None, None)
+        }
+    };
+    let mut memory_limit_exceeded = false;
+    if let Some(cg) = &shared.cgroup {
+        cg.kill_all();
+        memory_limit_exceeded = cg.memory_limit_exceeded(signal);
+        for (dir, err) in cg.destroy(CGROUP_REMOVE_DEADLINE).await {
+            warn!(container = %shared.id, cgroup = %dir.display(), "cgroup left behind: {err}");
+        }
+    }
+    let report = ExitReport {
+        code,
+        signal,
+        memory_limit_exceeded,
+        killed: shared.killed.load(Ordering::SeqCst),
+        memory_limit_mib,
+    };
+    debug!(container = %shared.id, "container ended: {}", report.describe());
+    shared.state.send_replace(State::Done(report));
+}
+
+fn signal_group(shared: &Shared, sig: Signal) {
+    match killpg(shared.pgid, sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => warn!(container = %shared.id, "sending {sig} to process group {}: {e}", shared.pgid),
+    }
+}
+
+impl Container {
+    /// The container id it was launched with.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Waits for the end of the container (leader exited, leftovers killed, cgroup removed).
+    /// Cancel-safe; any number of tasks may wait at once.
+    pub async fn wait(&self) -> ExitReport {
+        let mut rx = self.shared.state.subscribe();
+        loop {
+            if let State::Done(report) = &*rx.borrow_and_update() {
+                return report.clone();
+            }
+            // The sender lives in `self.shared`, so this only fails if the runtime is gone.
+            if rx.changed().await.is_err() {
+                return ExitReport { code: None, signal: None, memory_limit_exceeded: false, killed: false, memory_limit_mib: 0 };
+            }
+        }
+    }
+
+    /// The report if the container has ended, without waiting.
+    pub fn try_wait(&self) -> Option<ExitReport> {
+        match &*self.shared.state.borrow() {
+            State::Done(report) => Some(report.clone()),
+            State::Running | State::LeaderExited => None,
+        }
+    }
+
+    /// A handle that can kill this container from another task.
+    pub fn killer(&self) -> Killer {
+        Killer { shared: Arc::clone(&self.shared) }
+    }
+
+    /// The container's cgroup directories (empty without cgroups); gone once `wait` returns.
+    pub fn cgroup_dirs(&self) -> &[PathBuf] {
+        self.shared.cgroup.as_ref().map_or(&[], |cg| cg.dirs())
+    }
+}
+
+impl Killer {
+    /// SIGTERM to the process group; after `grace` without the leader exiting, SIGKILL to the
+    /// group and to everything in the cgroup. Idempotent: a no-op once the leader has exited
+    /// (the reaper then kills the rest). Returns when the leader is gone or SIGKILL is sent;
+    /// await `Container::wait` for the report.
+    pub async fn kill(&self, grace: Duration) {
+        let mut rx = self.shared.state.subscribe();
+        if !matches!(*rx.borrow_and_update(), State::Running) {
+            return;
+        }
+        self.shared.killed.store(true, Ordering::SeqCst);
+        signal_group(&self.shared, Signal::SIGTERM);
+        let leader_gone = rx.wait_for(|s| !matches!(s, State::Running));
+        if tokio::time::timeout(grace, leader_gone).await.is_ok() {
+            return;
+        }
+        signal_group(&self.shared, Signal::SIGKILL);
+        if let Some(cg) = &self.shared.cgroup {
+            cg.kill_all();
+        }
+    }
+}

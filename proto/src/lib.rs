@@ -1,0 +1,39 @@
+//! `bramble-proto` is the contract every Bramble process shares: the message types that cross
+//! the wire, the length-prefixed codec that frames them, the QUIC endpoints with mutual TLS,
+//! and the cluster identity (CA and role certificates) those endpoints trust.
+//!
+//! Nothing here knows about scheduling policy: the master, agent and SDK build on these types
+//! and keep their logic to themselves.
+
+pub mod codec;
+pub mod identity;
+pub mod ids;
+pub mod messages;
+pub mod resources;
+pub mod task;
+pub mod transport;
+
+pub use ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
+pub use resources::{PortRange, Resources};
+pub use task::{TaskReason, TaskState, TaskStatus};
+
+/// Wire protocol version. A master refuses peers whose hello carries another one.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// ALPN identifier negotiated on every QUIC connection.
+pub const ALPN: &[u8] = b"bramble/1";
+/// The crate version of the software speaking, sent in every hello for the operator's benefit.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Default UDP port the master's QUIC endpoint listens on.
+pub const DEFAULT_QUIC_PORT: u16 = 5051;
+/// Default TCP port reserved for the master's HTTP API and web UI.
+pub const DEFAULT_HTTP_PORT: u16 = 5050;
+/// mDNS service type the master advertises.
+pub const MDNS_SERVICE_TYPE: &str = "_bramble._udp.local.";
+
+/// Seconds since the Unix epoch as a float, the timestamp format used on the wire.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,299 @@
+//! Every message that crosses a Bramble connection, grouped by who sends it to whom.
+//!
+//! A connection starts with [`Hello`] from the dialing side and [`HelloReply`] from the master;
+//! only after a `Welcome` does the peer count as admitted. After that each side speaks the
+//! enum for its direction on the same control stream. Keeping one enum per direction means an
+//! agent sending a scheduler's call is a decode error, which closes that peer.
+
+use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
+use crate::resources::Resources;
+use crate::task::{ExecutorInfo, TaskInfo, TaskState, TaskStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// What the dialing peer intends to be on this connection. The master checks it against the
+/// role in the peer's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerKind {
+    Agent,
+    Scheduler,
+    Operator,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub software_version: String,
+    pub kind: PeerKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome {
+        protocol_version: u32,
+        software_version: String,
+        cluster_id: String,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent ⇄ master
+
+/// A task an agent reports as alive when it (re-)registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningTask {
+    pub framework_id: FrameworkId,
+    pub task: TaskInfo,
+    pub state: TaskState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentToMaster {
+    /// First message after the hello. `agent_id` is set when the agent has registered before
+    /// and wants its old identity (and its running tasks) back.
+    Register {
+        agent_id: Option<AgentId>,
+        hostname: String,
+        resources: Resources,
+        attributes: BTreeMap<String, String>,
+        tasks: Vec<RunningTask>,
+    },
+    Heartbeat,
+    /// A checkpointed update; the agent resends it until the master relays an ack.
+    StatusUpdate(TaskStatus),
+    /// Opaque bytes from an executor to its scheduler (best effort).
+    ExecutorMessage {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterToAgent {
+    Registered {
+        agent_id: AgentId,
+        heartbeat_interval_ms: u64,
+    },
+    HeartbeatAck,
+    RunTasks {
+        framework_id: FrameworkId,
+        framework_name: String,
+        tasks: Vec<TaskInfo>,
+    },
+    KillTask {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    },
+    /// The framework acknowledged this update: the agent may forget it.
+    Acknowledge {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        uuid: Uuid,
+    },
+    FrameworkMessage {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
+    /// The framework is gone: kill its tasks and executors.
+    ShutdownFramework {
+        framework_id: FrameworkId,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler ⇄ master
+
+/// Mesos-style refuse filter: do not re-offer these resources for this long.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    pub refuse_seconds: f64,
+}
+
+impl Default for Filters {
+    /// Mesos's default: five seconds.
+    fn default() -> Self {
+        Self {
+            refuse_seconds: 5.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    /// Set when resubscribing after a disconnect (failover).
+    pub framework_id: Option<FrameworkId>,
+    pub name: String,
+    pub role: String,
+    pub failover_timeout_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub id: OfferId,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    pub hostname: String,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+    /// Executors of this framework already running on the agent.
+    pub executor_ids: Vec<ExecutorId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SchedulerCall {
+    Subscribe(FrameworkInfo),
+    /// Launch `tasks` on the resources of `offer_ids` (all on one agent). Unused resources are
+    /// declined with `filters`.
+    Accept {
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+        filters: Filters,
+    },
+    Decline {
+        offer_ids: Vec<OfferId>,
+        filters: Filters,
+    },
+    Revive,
+    Suppress,
+    Kill {
+        task_id: TaskId,
+    },
+    Acknowledge {
+        agent_id: AgentId,
+        task_id: TaskId,
+        uuid: Uuid,
+    },
+    /// Explicit reconciliation for the listed tasks, or implicit (all of the framework's
+    /// tasks) when the list is empty.
+    Reconcile {
+        task_ids: Vec<TaskId>,
+    },
+    Message {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
+    /// The framework is done: kill its tasks and forget it.
+    Teardown,
+    Heartbeat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterEvent {
+    Subscribed {
+        framework_id: FrameworkId,
+        heartbeat_interval_ms: u64,
+    },
+    Offers(Vec<Offer>),
+    Rescind {
+        offer_id: OfferId,
+    },
+    Update(TaskStatus),
+    Message {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    },
+    AgentLost {
+        agent_id: AgentId,
+    },
+    /// A call was refused; the connection stays up unless the error is fatal.
+    Error {
+        message: String,
+        fatal: bool,
+    },
+    HeartbeatAck,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator ⇄ master
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OperatorCall {
+    GetState,
+    KillTask {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OperatorReply {
+    State(ClusterState),
+    Done,
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub cluster_id: String,
+    pub agents: Vec<AgentSummary>,
+    pub frameworks: Vec<FrameworkSummary>,
+    pub tasks: Vec<TaskSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub id: AgentId,
+    pub hostname: String,
+    pub address: String,
+    pub connected: bool,
+    pub total: Resources,
+    pub allocated: Resources,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkSummary {
+    pub id: FrameworkId,
+    pub name: String,
+    pub role: String,
+    pub connected: bool,
+    pub allocated: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub id: TaskId,
+    pub name: String,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    pub state: TaskState,
+    pub message: String,
+    pub resources: Resources,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Executor ⇄ agent (Unix socket in the executor's run directory)
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ExecutorToAgent {
+    /// First message: the ids come from the environment the agent gave the executor.
+    Register {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    /// The agent checkpoints it, answers `UpdateAck`, and relays it to the framework.
+    Update(TaskStatus),
+    Message(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentToExecutor {
+    Registered {
+        agent_id: AgentId,
+        framework_id: FrameworkId,
+        executor: ExecutorInfo,
+    },
+    LaunchTask(TaskInfo),
+    KillTask(TaskId),
+    UpdateAck(Uuid),
+    Message(Vec<u8>),
+    Shutdown,
+}

@@ -1,0 +1,250 @@
+//! Tasks: what a framework asks to run, the states a task moves through, and the status
+//! updates that report those moves.
+//!
+//! The transition table lives here, in one function, because the agent (which produces updates)
+//! and the master (which mirrors them) must agree on it exactly.
+
+use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
+use crate::resources::Resources;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use uuid::Uuid;
+
+/// What to run: a shell command line (`/bin/sh -c VALUE`) or a program with arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    pub value: String,
+    /// When true, `value` is handed to `/bin/sh -c`; otherwise it is the program path and
+    /// `arguments` are its argv (without argv[0]).
+    pub shell: bool,
+    pub arguments: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+}
+
+impl CommandInfo {
+    pub fn shell(line: impl Into<String>) -> Self {
+        Self {
+            value: line.into(),
+            shell: true,
+            arguments: Vec::new(),
+            environment: BTreeMap::new(),
+        }
+    }
+
+    pub fn program(path: impl Into<String>, arguments: Vec<String>) -> Self {
+        Self {
+            value: path.into(),
+            shell: false,
+            arguments,
+            environment: BTreeMap::new(),
+        }
+    }
+}
+
+/// A custom executor: a long-lived program that connects back to its agent and runs any number
+/// of the framework's tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorInfo {
+    pub executor_id: ExecutorId,
+    pub name: String,
+    pub command: CommandInfo,
+    /// Resources for the executor process itself, on top of its tasks'.
+    pub resources: Resources,
+}
+
+/// A task as launched by a framework. Exactly one of `command` (run by the agent's built-in
+/// command executor) or `executor` (a custom executor) must be set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub task_id: TaskId,
+    pub name: String,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+    pub command: Option<CommandInfo>,
+    pub executor: Option<ExecutorInfo>,
+    /// Opaque bytes for the executor (e.g. the pi chunk's term range).
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaskState {
+    Staging,
+    Starting,
+    Running,
+    Finished,
+    Failed,
+    Killed,
+    Lost,
+    Error,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Lost
+                | TaskState::Error
+        )
+    }
+
+    /// The single place that says which moves are legal. A task only moves forward: STAGING →
+    /// STARTING → RUNNING, and from any non-terminal state to any terminal one. Repeating the
+    /// current non-terminal state is allowed (a resent update); leaving a terminal state never is.
+    pub fn can_move_to(self, next: TaskState) -> bool {
+        use TaskState::*;
+        match (self, next) {
+            (from, _) if from.is_terminal() => false,
+            (_, to) if to.is_terminal() => true,
+            (Staging, Staging | Starting | Running) => true,
+            (Starting, Starting | Running) => true,
+            (Running, Running) => true,
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Error => "TASK_ERROR",
+        }
+    }
+
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Lost,
+        TaskState::Error,
+    ];
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a task is in its state, when the state alone does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskReason {
+    CommandExited,
+    MemoryLimit,
+    KilledByRequest,
+    ExecutorTerminated,
+    ExecutorRegistrationTimeout,
+    AgentRemoved,
+    AgentRestarted,
+    AgentUnknown,
+    FrameworkRemoved,
+    InvalidOffer,
+    ResourcesNotInOffer,
+    TaskTooLarge,
+    DuplicateTaskId,
+    InvalidTask,
+    Reconciliation,
+    LaunchFailed,
+}
+
+/// Who produced a status update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateSource {
+    Master,
+    Agent,
+    Executor,
+}
+
+/// A status update. Updates produced by agents and executors carry a `uuid` and are resent
+/// until the framework acknowledges that uuid. Updates the master produces on its own (launch
+/// errors, reconciliation answers, LOST for a removed agent) carry none and need no ack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: TaskId,
+    pub framework_id: FrameworkId,
+    pub agent_id: Option<AgentId>,
+    pub executor_id: Option<ExecutorId>,
+    pub state: TaskState,
+    pub reason: Option<TaskReason>,
+    pub message: String,
+    pub source: UpdateSource,
+    pub uuid: Option<Uuid>,
+    /// Seconds since the Unix epoch when the update was produced.
+    pub timestamp: f64,
+    pub exit_code: Option<i32>,
+    /// Opaque result bytes (e.g. a pi chunk's partial sum) carried reliably with the update.
+    pub data: Vec<u8>,
+}
+
+impl TaskStatus {
+    pub fn new(
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        state: TaskState,
+        source: UpdateSource,
+    ) -> Self {
+        Self {
+            task_id,
+            framework_id,
+            agent_id: None,
+            executor_id: None,
+            state,
+            reason: None,
+            message: String::new(),
+            source,
+            uuid: None,
+            timestamp: crate::unix_now(),
+            exit_code: None,
+            data: Vec::new(),
+        }
+    }
+
+    pub fn with_reason(mut self, reason: TaskReason, message: impl Into<String>) -> Self {
+        self.reason = Some(reason);
+        self.message = message.into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState::{self, *};
+
+    #[test]
+    fn terminal_states_never_move() {
+        for from in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in TaskState::ALL {
+                assert!(!from.can_move_to(to), "{from} -> {to} must be refused");
+            }
+        }
+    }
+
+    #[test]
+    fn live_states_move_forward_only() {
+        let expected_allowed = [
+            (Staging, Staging),
+            (Staging, Starting),
+            (Staging, Running),
+            (Starting, Starting),
+            (Starting, Running),
+            (Running, Running),
+        ];
+        for from in [Staging, Starting, Running] {
+            for to in TaskState::ALL {
+                let allowed = to.is_terminal() || expected_allowed.contains(&(from, to));
+                assert_eq!(from.can_move_to(to), allowed, "{from} -> {to}");
+            }
+        }
+    }
+}

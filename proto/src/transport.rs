@@ -1,0 +1,285 @@
+//! QUIC endpoints with mutual TLS, and the control stream every peer speaks on.
+//!
+//! Both sides trust exactly one root, the cluster CA, so a peer from another cluster fails the
+//! handshake (`UnknownIssuer`) before any of our code sees it. The server requires a client
+//! certificate; the role inside it is read here and handed to the master, which enforces what
+//! each role may do. Note that quinn's client `connect()` can succeed even when the server
+//! rejects the client's certificate; callers must treat a peer as admitted only after the
+//! hello/welcome exchange on the control stream.
+
+use crate::codec::{CodecError, FrameReader, FrameWriter};
+use crate::identity::{role_of, subject_of, Credentials, Role, NODE_SERVER_NAME};
+use crate::ALPN;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// QUIC keep-alive: frequent enough that NAT-free LANs and our idle timeout never bite a
+/// healthy but quiet connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// A connection with no packets for this long is dead. Application heartbeats decide what a
+/// dead connection *means* (agent removal has its own, longer, timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("building TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS verifier: {0}")]
+    Verifier(String),
+    #[error("binding QUIC endpoint on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Connection {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("peer presented no certificate")]
+    NoPeerCertificate,
+    #[error("peer certificate: {0}")]
+    PeerCertificate(String),
+    #[error("peer at {addr} has role {role}, expected a node (master)")]
+    NotANode { addr: SocketAddr, role: Role },
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(creds: &Credentials) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(creds.ca.clone())?;
+    Ok(roots)
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    // IDLE_TIMEOUT is a small constant, always representable.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// A server endpoint (the master) bound to `addr`, requiring client certificates from the
+/// cluster CA.
+pub fn server_endpoint(
+    creds: &Credentials,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(creds)?), provider.clone())
+            .build()
+            .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![creds.cert.clone()], creds.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(tls)
+        .map_err(|e| TransportError::Verifier(format!("QUIC server config: {e}")))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Bind { addr, source })
+}
+
+/// A client endpoint presenting `creds` and trusting only the cluster CA.
+pub fn client_endpoint(
+    creds: &Credentials,
+    bind: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(creds)?)
+        .with_client_auth_cert(vec![creds.cert.clone()], creds.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls)
+        .map_err(|e| TransportError::Verifier(format!("QUIC client config: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// The unspecified address of the same family as `target`, for binding a client endpoint.
+pub fn unspecified_for(target: SocketAddr) -> SocketAddr {
+    match target {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    }
+}
+
+/// Dials a master and checks that the certificate it presented is a node's.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+) -> Result<quinn::Connection, TransportError> {
+    let connecting = endpoint
+        .connect(addr, NODE_SERVER_NAME)
+        .map_err(|source| TransportError::Connect { addr, source })?;
+    let conn = connecting
+        .await
+        .map_err(|source| TransportError::Connection { addr, source })?;
+    let peer = peer_certificate(&conn)?;
+    let role = role_of(&peer).map_err(|e| TransportError::PeerCertificate(e.to_string()))?;
+    if role != Role::Node {
+        return Err(TransportError::NotANode { addr, role });
+    }
+    Ok(conn)
+}
+
+/// The leaf certificate the peer presented during the handshake.
+pub fn peer_certificate(
+    conn: &quinn::Connection,
+) -> Result<CertificateDer<'static>, TransportError> {
+    let identity = conn
+        .peer_identity()
+        .ok_or(TransportError::NoPeerCertificate)?;
+    let certs = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| TransportError::NoPeerCertificate)?;
+    certs
+        .into_iter()
+        .next()
+        .ok_or(TransportError::NoPeerCertificate)
+}
+
+/// Who is on the other end of an accepted connection, as their certificate says.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    pub role: Role,
+    pub subject: String,
+    pub address: SocketAddr,
+}
+
+pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, TransportError> {
+    let cert = peer_certificate(conn)?;
+    let role = role_of(&cert).map_err(|e| TransportError::PeerCertificate(e.to_string()))?;
+    Ok(PeerIdentity {
+        role,
+        subject: subject_of(&cert),
+        address: conn.remote_address(),
+    })
+}
+
+/// One bidirectional control stream with framed messages both ways.
+pub struct ControlStream {
+    pub reader: FrameReader<quinn::RecvStream>,
+    pub writer: FrameWriter<quinn::SendStream>,
+}
+
+impl ControlStream {
+    /// Opens the control stream from the dialing side.
+    pub async fn open(conn: &quinn::Connection) -> Result<Self, quinn::ConnectionError> {
+        let (send, recv) = conn.open_bi().await?;
+        Ok(Self::from_parts(send, recv))
+    }
+
+    /// Accepts the control stream on the listening side.
+    pub async fn accept(conn: &quinn::Connection) -> Result<Self, quinn::ConnectionError> {
+        let (send, recv) = conn.accept_bi().await?;
+        Ok(Self::from_parts(send, recv))
+    }
+
+    pub fn from_parts(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+        Self {
+            reader: FrameReader::new(recv),
+            writer: FrameWriter::new(send),
+        }
+    }
+
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), CodecError> {
+        self.writer.send(msg).await
+    }
+
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, CodecError> {
+        self.reader.recv().await
+    }
+
+    pub fn split(
+        self,
+    ) -> (
+        FrameReader<quinn::RecvStream>,
+        FrameWriter<quinn::SendStream>,
+    ) {
+        (self.reader, self.writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::init_cluster;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_reads_the_client_role() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init_cluster(dir.path(), "t").expect("init");
+        let node = Credentials::load(dir.path(), Role::Node).expect("node");
+        let fw = Credentials::load(dir.path(), Role::Framework).expect("fw");
+        let server = server_endpoint(&node, loopback()).expect("server");
+        let addr = server.local_addr().expect("addr");
+        let accept = tokio::spawn(async move {
+            let incoming = server.accept().await.expect("incoming");
+            let conn = incoming.await.expect("handshake");
+            let id = peer_identity(&conn).expect("identity");
+            let mut ctl = ControlStream::accept(&conn).await.expect("stream");
+            let n: u32 = ctl.recv().await.expect("recv");
+            (id.role, n)
+        });
+        let client = client_endpoint(&fw, unspecified_for(addr)).expect("client");
+        let conn = connect(&client, addr).await.expect("connect");
+        let mut ctl = ControlStream::open(&conn).await.expect("open");
+        ctl.send(&7u32).await.expect("send");
+        let (role, n) = accept.await.expect("join");
+        assert_eq!(role, Role::Framework);
+        assert_eq!(n, 7);
+    }
+
+    #[tokio::test]
+    async fn a_peer_from_another_cluster_is_refused_at_the_handshake() {
+        let ours = tempfile::tempdir().expect("tempdir");
+        let theirs = tempfile::tempdir().expect("tempdir");
+        init_cluster(ours.path(), "ours").expect("init");
+        init_cluster(theirs.path(), "theirs").expect("init");
+        let node = Credentials::load(ours.path(), Role::Node).expect("node");
+        let stranger = Credentials::load(theirs.path(), Role::Node).expect("stranger");
+        let server = server_endpoint(&node, loopback()).expect("server");
+        let addr = server.local_addr().expect("addr");
+        let accept = tokio::spawn(async move {
+            let incoming = server.accept().await.expect("incoming");
+            incoming.await.map(|_| ())
+        });
+        let client = client_endpoint(&stranger, unspecified_for(addr)).expect("client");
+        // The stranger does not trust our master's certificate either, so connect fails.
+        let result = connect(&client, addr).await;
+        assert!(result.is_err(), "foreign cluster must not connect");
+        let server_side = accept.await.expect("join");
+        assert!(server_side.is_err(), "server must refuse the handshake");
+    }
+}
