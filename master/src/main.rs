@@ -1,1 +1,81 @@
-fn main(){}
+//! `bramble-master`: parses flags and config, loads the cluster's node certificate, and runs
+//! the master until SIGINT/SIGTERM. All logic lives in the library.
+
+use anyhow::Context;
+use bramble_master::config::{MasterConfig, DEFAULT_CONFIG_PATH};
+use bramble_master::server;
+use bramble_proto::identity::{Credentials, Role};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bramble-master",
+    version,
+    about = "Bramble master: offers the cluster's resources to frameworks"
+)]
+struct Args {
+    /// Cluster directory (CA certificate, node certificate and key).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// QUIC listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// HTTP listen address for the API and web UI.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Directory for durable state.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Config file (default /etc/bramble/master.toml, used if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seconds without heartbeat before an agent is removed.
+    #[arg(long)]
+    agent_timeout_secs: Option<f64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let explicit = args.config.is_some();
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let mut cfg = MasterConfig::load(&path, explicit)?;
+    // A flag wins over the file.
+    if let Some(v) = args.cluster {
+        cfg.cluster = v;
+    }
+    if let Some(v) = args.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = args.http {
+        cfg.http = v;
+    }
+    if let Some(v) = args.state_dir {
+        cfg.state_dir = v;
+    }
+    if let Some(v) = args.agent_timeout_secs {
+        cfg.agent_timeout_secs = v;
+    }
+    cfg.validate(&path)?;
+    bramble_proto::logging::init(cfg.log.as_deref());
+
+    let creds = Credentials::load(&cfg.cluster, Role::Node).with_context(|| {
+        format!(
+            "loading the node certificate from {}",
+            cfg.cluster.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let master = server::start(&creds, &cfg).await?;
+        tracing::info!(listen = %master.addr, name = %cfg.name, "bramble-master ready");
+        bramble_proto::logging::wait_for_shutdown_signal().await;
+        tracing::info!("shutting down");
+        master.shutdown().await;
+        Ok(())
+    })
+}

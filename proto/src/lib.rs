@@ -6,8 +6,10 @@
 //! and keep their logic to themselves.
 
 pub mod codec;
+pub mod config;
 pub mod identity;
 pub mod ids;
+pub mod logging;
 pub mod messages;
 pub mod resources;
 pub mod task;

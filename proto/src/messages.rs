@@ -65,6 +65,11 @@ pub enum AgentToMaster {
     Heartbeat,
     /// A checkpointed update; the agent resends it until the master relays an ack.
     StatusUpdate(TaskStatus),
+    /// A custom executor ended; the resources charged for it are free again.
+    ExecutorExited {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
     /// Opaque bytes from an executor to its scheduler (best effort).
     ExecutorMessage {
         framework_id: FrameworkId,

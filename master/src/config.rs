@@ -1,0 +1,144 @@
+//! The master's configuration: `/etc/bramble/master.toml`, overridden by flags.
+//!
+//! Every key has a default so an empty file (or none at the default path) is a working
+//! master. Unknown keys are errors that name the file and line, because a typo such as
+//! `agent_timout_secs` silently ignored would be found at 2 a.m.
+
+use bramble_proto::config::{load_optional, ConfigError};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bramble/master.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// Directory holding the cluster CA certificate and the node certificate and key.
+    pub cluster: PathBuf,
+    /// QUIC listen address (UDP).
+    pub listen: SocketAddr,
+    /// HTTP listen address, reserved for the API and web UI.
+    pub http: SocketAddr,
+    /// Where the master keeps durable state.
+    pub state_dir: PathBuf,
+    /// A human name for the cluster, shown on the display and in logs.
+    pub name: String,
+    /// How often agents are asked to heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// An agent silent for this long is removed and its tasks become LOST.
+    pub agent_timeout_secs: f64,
+    /// An offer unanswered for this long is rescinded.
+    pub offer_timeout_secs: f64,
+    /// Period of the allocation pass (also run promptly after resources free up).
+    pub allocation_interval_ms: u64,
+    /// tracing filter, e.g. "info" or "bramble_master=debug".
+    pub log: Option<String>,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            cluster: PathBuf::from("/etc/bramble/cluster"),
+            listen: SocketAddr::from(([0, 0, 0, 0], bramble_proto::DEFAULT_QUIC_PORT)),
+            http: SocketAddr::from(([0, 0, 0, 0], bramble_proto::DEFAULT_HTTP_PORT)),
+            state_dir: PathBuf::from("/var/lib/bramble/master"),
+            name: "bramble".into(),
+            heartbeat_interval_ms: 1000,
+            agent_timeout_secs: 15.0,
+            offer_timeout_secs: 30.0,
+            allocation_interval_ms: 1000,
+            log: None,
+        }
+    }
+}
+
+impl MasterConfig {
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let cfg: MasterConfig = load_optional(path, explicit)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let positive = |key: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    path,
+                    key,
+                    format!("must be > 0, got {v}"),
+                ))
+            }
+        };
+        positive("agent_timeout_secs", self.agent_timeout_secs)?;
+        positive("offer_timeout_secs", self.offer_timeout_secs)?;
+        positive("heartbeat_interval_ms", self.heartbeat_interval_ms as f64)?;
+        positive("allocation_interval_ms", self.allocation_interval_ms as f64)?;
+        if self.agent_timeout_secs * 1000.0 <= self.heartbeat_interval_ms as f64 {
+            return Err(ConfigError::invalid(
+                path,
+                "agent_timeout_secs",
+                "must be longer than heartbeat_interval_ms".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn agent_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.agent_timeout_secs)
+    }
+
+    pub fn offer_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.offer_timeout_secs)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn allocation_interval(&self) -> Duration {
+        Duration::from_millis(self.allocation_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_in_a_key_names_file_line_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(&path, "name = \"pis\"\nagent_timout_secs = 3\n").expect("write");
+        let err = MasterConfig::load(&path, true).expect_err("typo must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("master.toml"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("agent_timout_secs"), "{msg}");
+    }
+
+    #[test]
+    fn timeout_shorter_than_heartbeat_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(
+            &path,
+            "agent_timeout_secs = 0.5\nheartbeat_interval_ms = 1000\n",
+        )
+        .expect("write");
+        let err = MasterConfig::load(&path, true).expect_err("must fail");
+        assert!(err.to_string().contains("agent_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults_but_missing_explicit_file_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("absent.toml");
+        let cfg = MasterConfig::load(&path, false).expect("defaults");
+        assert_eq!(cfg.listen.port(), 5051);
+        assert!(MasterConfig::load(&path, true).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! `bramble-master`: the middle of a Bramble cluster. It admits agents and frameworks over
+//! QUIC with mutual TLS, offers agents' resources to frameworks by Dominant Resource Fairness,
+//! launches what frameworks accept and relays status updates until they are acknowledged.
+//!
+//! Where to start reading: `server.rs` (connections in, messages out), then `state.rs` (the
+//! single-owner state machine), then `allocator.rs` (pure policy).
+
+pub mod allocator;
+pub mod config;
+pub mod server;
+pub mod state;

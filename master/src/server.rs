@@ -1,0 +1,370 @@
+//! The master's network side: the QUIC accept loop, one task per connection, and the single
+//! task that owns the [`Master`] state.
+//!
+//! A connection is admitted in three steps, each of which can drop it with a logged reason:
+//! the TLS handshake (cluster CA, client certificate required), the hello (protocol version,
+//! and a peer kind the certificate's role allows), then the role's own first message. After
+//! that its reader turns frames into [`Input`]s and its writer drains the peer's outbound queue.
+//! A frame that is too large or does not decode closes that one connection; nothing a peer
+//! sends can panic the master or hold up other peers.
+
+use crate::config::MasterConfig;
+use crate::state::{ConnId, Input, Master, PeerTx, Timeouts};
+use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
+use bramble_proto::identity::Credentials;
+use bramble_proto::messages::{
+    AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
+    OperatorReply, PeerKind, SchedulerCall,
+};
+use bramble_proto::transport::{peer_identity, server_endpoint, ControlStream, PeerIdentity};
+use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// How long a peer may take from handshake to hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound messages queued per peer before it counts as too slow.
+const PEER_QUEUE: usize = 4096;
+/// Connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// How often timeouts are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Transport(#[from] bramble_proto::transport::TransportError),
+    #[error("the master has stopped")]
+    Stopped,
+}
+
+/// A running master. Dropping it does not stop it; call [`MasterHandle::shutdown`].
+pub struct MasterHandle {
+    pub addr: SocketAddr,
+    pub cluster_id: String,
+    inputs: mpsc::Sender<Input>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoint: quinn::Endpoint,
+}
+
+impl MasterHandle {
+    /// The master's current picture of the cluster.
+    pub async fn state(&self) -> Result<ClusterState, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::Operator {
+                call: OperatorCall::GetState,
+                reply,
+            })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        match rx.await {
+            Ok(OperatorReply::State(s)) => Ok(s),
+            _ => Err(ServerError::Stopped),
+        }
+    }
+
+    /// Stops accepting, closes every connection and waits for the master's tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"master shutting down");
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Starts a master: binds its QUIC endpoint and spawns the state task and the accept loop.
+pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHandle, ServerError> {
+    let endpoint = server_endpoint(creds, cfg.listen)?;
+    let addr = endpoint.local_addr().unwrap_or(cfg.listen);
+    let cluster_id = creds.cluster_id.clone();
+    let timeouts = Timeouts {
+        heartbeat_interval: cfg.heartbeat_interval(),
+        agent_timeout: cfg.agent_timeout(),
+        offer_timeout: cfg.offer_timeout(),
+        allocation_interval: cfg.allocation_interval(),
+    };
+    let (inputs, input_rx) = mpsc::channel(PEER_QUEUE);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let master = Master::new(cluster_id.clone(), timeouts, Instant::now());
+    let state_task = tokio::spawn(run_state(master, input_rx, shutdown_rx.clone()));
+    let accept_task = tokio::spawn(accept_loop(
+        endpoint.clone(),
+        inputs.clone(),
+        cluster_id.clone(),
+        shutdown_rx,
+    ));
+    info!(%addr, cluster_id = %cluster_id, version = SOFTWARE_VERSION, "master listening (QUIC)");
+    Ok(MasterHandle {
+        addr,
+        cluster_id,
+        inputs,
+        shutdown,
+        tasks: vec![accept_task, state_task],
+        endpoint,
+    })
+}
+
+async fn run_state(
+    mut master: Master,
+    mut inputs: mpsc::Receiver<Input>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            input = inputs.recv() => match input {
+                Some(input) => master.handle(input, Instant::now()),
+                None => break,
+            },
+            _ = tick.tick() => master.tick(Instant::now()),
+        }
+    }
+    debug!("master state task stopped");
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    inputs: mpsc::Sender<Input>,
+    cluster_id: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let next_id = Arc::new(AtomicU64::new(1));
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.changed() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let conn_id = next_id.fetch_add(1, Ordering::Relaxed);
+        let inputs = inputs.clone();
+        let cluster_id = cluster_id.clone();
+        tokio::spawn(async move {
+            serve_connection(incoming, conn_id, inputs, cluster_id).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    conn_id: ConnId,
+    inputs: mpsc::Sender<Input>,
+    cluster_id: String,
+) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(peer = %remote, "TLS/QUIC handshake failed: {e}");
+            return;
+        }
+    };
+    let identity = match peer_identity(&conn) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(peer = %remote, "refusing peer: {e}");
+            conn.close(quinn::VarInt::from_u32(1), b"no usable certificate");
+            return;
+        }
+    };
+    let (kind, ctl) = match admit(&conn, &identity, &cluster_id).await {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            warn!(peer = %remote, subject = %identity.subject, role = %identity.role, "refusing peer: {reason}");
+            conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+            return;
+        }
+    };
+    debug!(peer = %remote, subject = %identity.subject, ?kind, "peer admitted");
+    let (reader, writer) = ctl.split();
+    let reason = match kind {
+        PeerKind::Agent => {
+            serve_peer::<AgentToMaster, MasterToAgent>(
+                &conn,
+                conn_id,
+                identity.clone(),
+                reader,
+                writer,
+                &inputs,
+                PeerTx::Agent,
+                |conn, msg| Input::FromAgent { conn, msg },
+            )
+            .await
+        }
+        PeerKind::Scheduler => {
+            serve_peer::<SchedulerCall, MasterEvent>(
+                &conn,
+                conn_id,
+                identity.clone(),
+                reader,
+                writer,
+                &inputs,
+                PeerTx::Scheduler,
+                |conn, call| Input::FromScheduler { conn, call },
+            )
+            .await
+        }
+        PeerKind::Operator => serve_operator(reader, writer, &inputs).await,
+    };
+    match &reason {
+        CodecError::Closed => debug!(peer = %remote, "peer closed its control stream"),
+        e => {
+            if conn.close_reason().is_none() {
+                warn!(peer = %remote, subject = %identity.subject, "closing peer: {e}");
+                let why = e.to_string();
+                conn.close(
+                    quinn::VarInt::from_u32(1),
+                    &why.as_bytes()[..why.len().min(200)],
+                );
+            }
+        }
+    }
+    if kind != PeerKind::Operator {
+        let _ = inputs
+            .send(Input::Disconnected {
+                conn: conn_id,
+                reason: reason.to_string(),
+            })
+            .await;
+    }
+}
+
+/// Accepts the control stream and answers the hello: the peer is admitted only once this
+/// returns.
+async fn admit(
+    conn: &quinn::Connection,
+    identity: &PeerIdentity,
+    cluster_id: &str,
+) -> Result<(PeerKind, ControlStream), String> {
+    let mut ctl = tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(conn))
+        .await
+        .map_err(|_| "no control stream within the hello timeout".to_string())?
+        .map_err(|e| format!("connection lost before hello: {e}"))?;
+    let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, ctl.recv())
+        .await
+        .map_err(|_| "no hello within the hello timeout".to_string())?
+        .map_err(|e| format!("bad hello: {e}"))?;
+    let refusal = if hello.protocol_version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
+            hello.protocol_version, hello.software_version
+        ))
+    } else {
+        Master::admits(hello.kind, identity.role).err()
+    };
+    if let Some(reason) = refusal {
+        // Best effort: tell the peer why before closing.
+        let _ = ctl
+            .send(&HelloReply::Refused {
+                reason: reason.clone(),
+            })
+            .await;
+        let _ = ctl.writer.get_mut().finish();
+        return Err(reason);
+    }
+    ctl.send(&HelloReply::Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        software_version: SOFTWARE_VERSION.to_string(),
+        cluster_id: cluster_id.to_string(),
+    })
+    .await
+    .map_err(|e| format!("sending welcome: {e}"))?;
+    Ok((hello.kind, ctl))
+}
+
+/// Runs an admitted agent or scheduler: a writer task drains its queue while this task reads.
+/// Returns why the connection ended.
+#[allow(clippy::too_many_arguments)]
+async fn serve_peer<In, Out>(
+    conn: &quinn::Connection,
+    conn_id: ConnId,
+    identity: PeerIdentity,
+    mut reader: FrameReader<quinn::RecvStream>,
+    mut writer: FrameWriter<quinn::SendStream>,
+    inputs: &mpsc::Sender<Input>,
+    make_tx: fn(mpsc::Sender<Out>) -> PeerTx,
+    wrap: fn(ConnId, In) -> Input,
+) -> CodecError
+where
+    In: DeserializeOwned,
+    Out: Serialize + Send + Sync + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Out>(PEER_QUEUE);
+    let connected = Input::Connected {
+        conn: conn_id,
+        identity,
+        tx: make_tx(tx),
+        handle: Some(conn.clone()),
+    };
+    if inputs.send(connected).await.is_err() {
+        return CodecError::Closed;
+    }
+    let writer_conn = conn.clone();
+    let writer_task = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Err(e) = writer.send(&msg).await {
+                debug!(peer = %writer_conn.remote_address(), "write failed: {e}");
+                writer_conn.close(quinn::VarInt::from_u32(1), b"write failed");
+                return;
+            }
+        }
+        // The master dropped this peer: finish the stream so the peer sees a clean end.
+        let _ = writer.get_mut().finish();
+    });
+    let reason = loop {
+        match reader.recv::<In>().await {
+            Ok(msg) => {
+                if inputs.send(wrap(conn_id, msg)).await.is_err() {
+                    break CodecError::Closed;
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    writer_task.abort();
+    reason
+}
+
+/// Operators make request/response calls; each is answered from the state task.
+async fn serve_operator(
+    mut reader: FrameReader<quinn::RecvStream>,
+    mut writer: FrameWriter<quinn::SendStream>,
+    inputs: &mpsc::Sender<Input>,
+) -> CodecError {
+    loop {
+        let call: OperatorCall = match reader.recv().await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let (reply, rx) = oneshot::channel();
+        if inputs.send(Input::Operator { call, reply }).await.is_err() {
+            return CodecError::Closed;
+        }
+        let answer = rx.await.unwrap_or(OperatorReply::Error {
+            message: "master is shutting down".into(),
+        });
+        if let Err(e) = writer.send(&answer).await {
+            return e;
+        }
+    }
+}

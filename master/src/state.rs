@@ -1,0 +1,1407 @@
+//! The master's brain: agents, frameworks, offers and tasks, driven one event at a time.
+//!
+//! Everything the master knows lives in [`Master`], owned by a single task (see `server.rs`),
+//! so there are no locks and every decision sees one consistent picture. Connections feed it
+//! [`Input`]s; it answers by pushing messages into each peer's bounded outbound queue. A peer
+//! whose queue is full is too slow to keep up and is disconnected rather than allowed to make
+//! the master buffer without limit or stall everyone else.
+//!
+//! Policy (who gets offered what) is the allocator's job; this module does the bookkeeping
+//! around it: offers outstanding, tasks and their states, timeouts, validation.
+
+use crate::allocator::Allocator;
+use bramble_proto::messages::{
+    AgentSummary, AgentToMaster, ClusterState, Filters, FrameworkInfo, FrameworkSummary,
+    MasterEvent, MasterToAgent, Offer, OperatorCall, OperatorReply, PeerKind, RunningTask,
+    SchedulerCall, TaskSummary,
+};
+use bramble_proto::task::{TaskInfo, UpdateSource};
+use bramble_proto::transport::PeerIdentity;
+use bramble_proto::{
+    AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+pub type ConnId = u64;
+
+/// Timing knobs the state machine needs (a subset of the master's config).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub heartbeat_interval: Duration,
+    pub agent_timeout: Duration,
+    pub offer_timeout: Duration,
+    pub allocation_interval: Duration,
+}
+
+/// Where to send a peer's messages.
+#[derive(Debug, Clone)]
+pub enum PeerTx {
+    Agent(mpsc::Sender<MasterToAgent>),
+    Scheduler(mpsc::Sender<MasterEvent>),
+}
+
+/// What connections tell the master.
+#[derive(Debug)]
+pub enum Input {
+    /// A peer passed the TLS handshake and its hello was accepted.
+    Connected {
+        conn: ConnId,
+        identity: PeerIdentity,
+        tx: PeerTx,
+        handle: Option<quinn::Connection>,
+    },
+    FromAgent {
+        conn: ConnId,
+        msg: AgentToMaster,
+    },
+    FromScheduler {
+        conn: ConnId,
+        call: SchedulerCall,
+    },
+    Operator {
+        call: OperatorCall,
+        reply: oneshot::Sender<OperatorReply>,
+    },
+    Disconnected {
+        conn: ConnId,
+        reason: String,
+    },
+}
+
+struct Conn {
+    identity: PeerIdentity,
+    tx: PeerTx,
+    handle: Option<quinn::Connection>,
+    bound: Option<Bound>,
+}
+
+#[derive(Debug, Clone)]
+enum Bound {
+    Agent(AgentId),
+    Framework(FrameworkId),
+}
+
+struct AgentEntry {
+    hostname: String,
+    address: SocketAddr,
+    total: Resources,
+    attributes: BTreeMap<String, String>,
+    conn: Option<ConnId>,
+    last_seen: Instant,
+    /// Executors running there, per framework, with the resources charged for them.
+    executors: HashMap<(FrameworkId, ExecutorId), Resources>,
+}
+
+struct FrameworkEntry {
+    info: FrameworkInfo,
+    conn: Option<ConnId>,
+    disconnected_at: Option<Instant>,
+    tasks: HashMap<TaskId, TaskEntry>,
+}
+
+struct TaskEntry {
+    info: TaskInfo,
+    state: TaskState,
+    message: String,
+    /// uuid of the terminal update, once seen: the task is forgotten when it is acknowledged.
+    terminal_uuid: Option<Uuid>,
+}
+
+struct OfferEntry {
+    framework_id: FrameworkId,
+    agent_id: AgentId,
+    resources: Resources,
+    expires: Instant,
+}
+
+pub struct Master {
+    cluster_id: String,
+    timeouts: Timeouts,
+    conns: HashMap<ConnId, Conn>,
+    agents: HashMap<AgentId, AgentEntry>,
+    frameworks: HashMap<FrameworkId, FrameworkEntry>,
+    offers: HashMap<OfferId, OfferEntry>,
+    allocator: Allocator,
+    allocation_due: bool,
+    next_allocation: Instant,
+}
+
+impl Master {
+    pub fn new(cluster_id: String, timeouts: Timeouts, now: Instant) -> Self {
+        Self {
+            cluster_id,
+            timeouts,
+            conns: HashMap::new(),
+            agents: HashMap::new(),
+            frameworks: HashMap::new(),
+            offers: HashMap::new(),
+            allocator: Allocator::new(Default::default()),
+            allocation_due: false,
+            next_allocation: now,
+        }
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Connected {
+                conn,
+                identity,
+                tx,
+                handle,
+            } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        identity,
+                        tx,
+                        handle,
+                        bound: None,
+                    },
+                );
+            }
+            Input::FromAgent { conn, msg } => self.agent_message(conn, msg, now),
+            Input::FromScheduler { conn, call } => self.scheduler_call(conn, call, now),
+            Input::Operator { call, reply } => {
+                let answer = self.operator_call(call);
+                // The operator may have hung up; nothing to do then.
+                let _ = reply.send(answer);
+            }
+            Input::Disconnected { conn, reason } => self.disconnected(conn, &reason, now),
+        }
+        if self.allocation_due {
+            self.allocate(now);
+        }
+    }
+
+    /// Periodic work: timeouts, failover expiry, the allocation pass.
+    pub fn tick(&mut self, now: Instant) {
+        self.expire_agents(now);
+        self.expire_frameworks(now);
+        self.expire_offers(now);
+        if now >= self.next_allocation {
+            self.allocation_due = true;
+        }
+        if self.allocation_due {
+            self.allocate(now);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sending
+
+    fn send_agent(&mut self, agent_id: &AgentId, msg: MasterToAgent) {
+        let Some(conn) = self.agents.get(agent_id).and_then(|a| a.conn) else {
+            debug!(agent = %agent_id, "agent not connected; dropping {}", msg_kind_agent(&msg));
+            return;
+        };
+        self.send_conn_agent(conn, msg);
+    }
+
+    fn send_conn_agent(&mut self, conn: ConnId, msg: MasterToAgent) {
+        let full = match self.conns.get(&conn).map(|c| &c.tx) {
+            Some(PeerTx::Agent(tx)) => tx.try_send(msg).is_err(),
+            _ => false,
+        };
+        if full {
+            self.drop_slow_peer(conn);
+        }
+    }
+
+    fn send_framework(&mut self, framework_id: &FrameworkId, event: MasterEvent) {
+        let Some(conn) = self.frameworks.get(framework_id).and_then(|f| f.conn) else {
+            return;
+        };
+        self.send_conn_scheduler(conn, event);
+    }
+
+    fn send_conn_scheduler(&mut self, conn: ConnId, event: MasterEvent) {
+        let full = match self.conns.get(&conn).map(|c| &c.tx) {
+            Some(PeerTx::Scheduler(tx)) => tx.try_send(event).is_err(),
+            _ => false,
+        };
+        if full {
+            self.drop_slow_peer(conn);
+        }
+    }
+
+    fn drop_slow_peer(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            warn!(peer = %c.identity.address, subject = %c.identity.subject,
+                "closing peer: its outbound queue is full (too slow or stuck)");
+            if let Some(h) = &c.handle {
+                h.close(quinn::VarInt::from_u32(2), b"outbound queue full");
+            }
+        }
+    }
+
+    fn close_conn(&mut self, conn: ConnId, reason: &str) {
+        if let Some(c) = self.conns.get(&conn) {
+            warn!(peer = %c.identity.address, subject = %c.identity.subject, "closing peer: {reason}");
+            if let Some(h) = &c.handle {
+                h.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Agents
+
+    fn agent_message(&mut self, conn: ConnId, msg: AgentToMaster, now: Instant) {
+        let bound = self.conns.get(&conn).and_then(|c| c.bound.clone());
+        match (msg, bound) {
+            (
+                AgentToMaster::Register {
+                    agent_id,
+                    hostname,
+                    resources,
+                    attributes,
+                    tasks,
+                },
+                None,
+            ) => self.register_agent(conn, agent_id, hostname, resources, attributes, tasks, now),
+            (AgentToMaster::Register { .. }, Some(_)) => {
+                self.close_conn(conn, "agent registered twice on one connection")
+            }
+            (_, None) | (_, Some(Bound::Framework(_))) => {
+                self.close_conn(conn, "agent message before registration")
+            }
+            (AgentToMaster::Heartbeat, Some(Bound::Agent(id))) => {
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.last_seen = now;
+                }
+                self.send_conn_agent(conn, MasterToAgent::HeartbeatAck);
+            }
+            (AgentToMaster::StatusUpdate(status), Some(Bound::Agent(id))) => {
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.last_seen = now;
+                }
+                self.status_update(&id, status);
+            }
+            (
+                AgentToMaster::ExecutorMessage {
+                    framework_id,
+                    executor_id,
+                    data,
+                },
+                Some(Bound::Agent(id)),
+            ) => self.send_framework(
+                &framework_id,
+                MasterEvent::Message {
+                    agent_id: id,
+                    executor_id,
+                    data,
+                },
+            ),
+            (
+                AgentToMaster::ExecutorExited {
+                    framework_id,
+                    executor_id,
+                },
+                Some(Bound::Agent(id)),
+            ) => {
+                let freed = self
+                    .agents
+                    .get_mut(&id)
+                    .and_then(|a| a.executors.remove(&(framework_id.clone(), executor_id)));
+                if let Some(res) = freed {
+                    self.allocator.recover(&id, &framework_id, &res);
+                    self.allocation_due = true;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn register_agent(
+        &mut self,
+        conn: ConnId,
+        agent_id: Option<AgentId>,
+        hostname: String,
+        total: Resources,
+        attributes: BTreeMap<String, String>,
+        tasks: Vec<RunningTask>,
+        now: Instant,
+    ) {
+        let Some(address) = self.conns.get(&conn).map(|c| c.identity.address) else {
+            return;
+        };
+        let id = agent_id.unwrap_or_else(|| AgentId(bramble_proto::ids::fresh("agent")));
+        let returning = self.agents.contains_key(&id);
+        if let Some(old) = self.agents.get(&id).and_then(|a| a.conn) {
+            if old != conn {
+                // The agent restarted faster than its old connection timed out.
+                self.close_conn(old, "replaced by a newer connection from the same agent");
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.bound = None;
+                }
+            }
+        }
+        self.rescind_agent_offers(&id);
+        self.allocator.remove_agent(&id);
+        self.allocator.add_agent(id.clone(), total.clone());
+        let executors = self
+            .agents
+            .remove(&id)
+            .map(|a| a.executors)
+            .unwrap_or_default();
+        self.agents.insert(
+            id.clone(),
+            AgentEntry {
+                hostname: hostname.clone(),
+                address,
+                total: total.clone(),
+                attributes,
+                conn: Some(conn),
+                last_seen: now,
+                executors,
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bound = Some(Bound::Agent(id.clone()));
+        }
+        self.send_conn_agent(
+            conn,
+            MasterToAgent::Registered {
+                agent_id: id.clone(),
+                heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
+            },
+        );
+        info!(agent = %id, %hostname, %address, resources = %total,
+            live_tasks = tasks.len(),
+            "agent {}", if returning { "re-registered" } else { "registered" });
+        self.reconcile_agent_tasks(&id, tasks);
+        self.allocation_due = true;
+    }
+
+    /// Compares what a (re-)registering agent runs with what the master believes runs there.
+    /// The master's picture wins: tasks it does not know (or already declared LOST, so their
+    /// framework has launched replacements) are killed; tasks it expected but the agent no
+    /// longer has are LOST.
+    fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<RunningTask>) {
+        let mut seen: HashSet<(FrameworkId, TaskId)> = HashSet::new();
+        for rt in reported {
+            let key = (rt.framework_id.clone(), rt.task.task_id.clone());
+            let known = self
+                .frameworks
+                .get(&rt.framework_id)
+                .and_then(|f| f.tasks.get(&rt.task.task_id))
+                .filter(|t| !t.state.is_terminal() && &t.info.agent_id == agent_id)
+                .is_some();
+            if known {
+                let res = rt.task.resources.clone();
+                if let Err(e) = self
+                    .allocator
+                    .allocate_existing(agent_id, &rt.framework_id, &res)
+                {
+                    warn!(agent = %agent_id, task = %rt.task.task_id, "re-registered task does not fit the agent's resources: {e}");
+                }
+                seen.insert(key);
+            } else {
+                info!(agent = %agent_id, framework = %rt.framework_id, task = %rt.task.task_id,
+                    "agent reports a task the master does not expect there; killing it");
+                self.send_agent(
+                    agent_id,
+                    MasterToAgent::KillTask {
+                        framework_id: rt.framework_id,
+                        task_id: rt.task.task_id,
+                    },
+                );
+            }
+        }
+        // Re-charge executors still recorded for this agent.
+        let executors: Vec<((FrameworkId, ExecutorId), Resources)> = self
+            .agents
+            .get(agent_id)
+            .map(|a| {
+                a.executors
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ((fw, _), res) in executors {
+            let _ = self.allocator.allocate_existing(agent_id, &fw, &res);
+        }
+        let missing: Vec<(FrameworkId, TaskId)> = self
+            .frameworks
+            .iter()
+            .flat_map(|(fid, f)| {
+                f.tasks
+                    .iter()
+                    .filter(|(_, t)| &t.info.agent_id == agent_id && !t.state.is_terminal())
+                    .map(move |(tid, _)| (fid.clone(), tid.clone()))
+            })
+            .filter(|k| !seen.contains(k))
+            .collect();
+        for (fw, task) in missing {
+            self.master_terminal_update(
+                &fw,
+                &task,
+                TaskState::Lost,
+                TaskReason::AgentRestarted,
+                "agent re-registered without this task",
+            );
+        }
+    }
+
+    fn expire_agents(&mut self, now: Instant) {
+        let timeout = self.timeouts.agent_timeout;
+        let expired: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove_agent(&id, "no heartbeat within the agent timeout");
+        }
+    }
+
+    fn remove_agent(&mut self, id: &AgentId, why: &str) {
+        let Some(agent) = self.agents.remove(id) else {
+            return;
+        };
+        warn!(agent = %id, hostname = %agent.hostname, "removing agent: {why}; its tasks become LOST");
+        if let Some(conn) = agent.conn {
+            self.close_conn(conn, "agent removed");
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.bound = None;
+            }
+        }
+        self.rescind_agent_offers(id);
+        self.allocator.remove_agent(id);
+        let lost: Vec<(FrameworkId, TaskId)> = self
+            .frameworks
+            .iter()
+            .flat_map(|(fid, f)| {
+                f.tasks
+                    .iter()
+                    .filter(|(_, t)| &t.info.agent_id == id && !t.state.is_terminal())
+                    .map(move |(tid, _)| (fid.clone(), tid.clone()))
+            })
+            .collect();
+        for (fw, task) in lost {
+            self.master_terminal_update(
+                &fw,
+                &task,
+                TaskState::Lost,
+                TaskReason::AgentRemoved,
+                &format!("agent {id} ({}) removed: {why}", agent.hostname),
+            );
+        }
+        let fws: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
+        for fw in fws {
+            self.send_framework(
+                &fw,
+                MasterEvent::AgentLost {
+                    agent_id: id.clone(),
+                },
+            );
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Frameworks
+
+    fn scheduler_call(&mut self, conn: ConnId, call: SchedulerCall, now: Instant) {
+        let bound = self.conns.get(&conn).and_then(|c| c.bound.clone());
+        let fw = match (&call, bound) {
+            (SchedulerCall::Subscribe(info), None) => {
+                self.subscribe(conn, info.clone(), now);
+                return;
+            }
+            (SchedulerCall::Subscribe(_), Some(_)) => {
+                self.close_conn(conn, "subscribed twice on one connection");
+                return;
+            }
+            (_, Some(Bound::Framework(fw))) => fw,
+            _ => {
+                self.close_conn(conn, "scheduler call before subscribing");
+                return;
+            }
+        };
+        match call {
+            SchedulerCall::Subscribe(_) => {}
+            SchedulerCall::Accept {
+                offer_ids,
+                tasks,
+                filters,
+            } => self.accept(&fw, offer_ids, tasks, filters, now),
+            SchedulerCall::Decline { offer_ids, filters } => {
+                for id in offer_ids {
+                    self.answer_offer(&fw, &id, filters, now);
+                }
+            }
+            SchedulerCall::Revive => {
+                self.allocator.revive(&fw);
+                self.allocation_due = true;
+            }
+            SchedulerCall::Suppress => {
+                self.allocator.suppress(&fw);
+                self.rescind_framework_offers(&fw);
+            }
+            SchedulerCall::Kill { task_id } => self.kill(&fw, &task_id),
+            SchedulerCall::Acknowledge {
+                agent_id,
+                task_id,
+                uuid,
+            } => self.acknowledge(&fw, agent_id, task_id, uuid),
+            SchedulerCall::Reconcile { task_ids } => self.reconcile(&fw, task_ids),
+            SchedulerCall::Message {
+                agent_id,
+                executor_id,
+                data,
+            } => {
+                if self.agents.get(&agent_id).and_then(|a| a.conn).is_some() {
+                    self.send_agent(
+                        &agent_id,
+                        MasterToAgent::FrameworkMessage {
+                            framework_id: fw,
+                            executor_id,
+                            data,
+                        },
+                    );
+                } else {
+                    self.send_framework(
+                        &fw,
+                        MasterEvent::Error {
+                            message: format!(
+                                "message not delivered: agent {agent_id} is not connected"
+                            ),
+                            fatal: false,
+                        },
+                    );
+                }
+            }
+            SchedulerCall::Teardown => {
+                info!(framework = %fw, "framework tore itself down");
+                self.remove_framework(&fw, "framework teardown");
+            }
+            SchedulerCall::Heartbeat => self.send_conn_scheduler(conn, MasterEvent::HeartbeatAck),
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnId, info: FrameworkInfo, now: Instant) {
+        let id = info
+            .framework_id
+            .clone()
+            .unwrap_or_else(|| FrameworkId(bramble_proto::ids::fresh("fw")));
+        let failover = self.frameworks.contains_key(&id);
+        if let Some(old) = self.frameworks.get(&id).and_then(|f| f.conn) {
+            if old != conn {
+                self.send_conn_scheduler(
+                    old,
+                    MasterEvent::Error {
+                        message: "framework failed over to a new connection".into(),
+                        fatal: true,
+                    },
+                );
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.bound = None;
+                }
+            }
+        }
+        let mut info = info;
+        info.framework_id = Some(id.clone());
+        let entry = self
+            .frameworks
+            .entry(id.clone())
+            .or_insert_with(|| FrameworkEntry {
+                info: info.clone(),
+                conn: None,
+                disconnected_at: None,
+                tasks: HashMap::new(),
+            });
+        entry.info = info.clone();
+        entry.conn = Some(conn);
+        entry.disconnected_at = None;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bound = Some(Bound::Framework(id.clone()));
+        }
+        if !failover {
+            self.allocator.add_framework(id.clone(), 1.0);
+        }
+        self.allocator.activate_framework(&id);
+        info!(framework = %id, name = %info.name, role = %info.role,
+            "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
+        self.send_conn_scheduler(
+            conn,
+            MasterEvent::Subscribed {
+                framework_id: id,
+                heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
+            },
+        );
+        let _ = now;
+        self.allocation_due = true;
+    }
+
+    fn expire_frameworks(&mut self, now: Instant) {
+        let expired: Vec<FrameworkId> = self
+            .frameworks
+            .iter()
+            .filter(|(_, f)| {
+                f.disconnected_at.is_some_and(|t| {
+                    now.duration_since(t).as_secs_f64() > f.info.failover_timeout_secs.max(0.0)
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove_framework(&id, "failover timeout passed without re-subscription");
+        }
+    }
+
+    fn remove_framework(&mut self, id: &FrameworkId, why: &str) {
+        self.rescind_framework_offers(id);
+        let Some(fw) = self.frameworks.remove(id) else {
+            return;
+        };
+        info!(framework = %id, name = %fw.info.name, live_tasks = fw.tasks.values().filter(|t| !t.state.is_terminal()).count(),
+            "removing framework: {why}; killing its tasks");
+        let agents: HashSet<AgentId> = fw.tasks.values().map(|t| t.info.agent_id.clone()).collect();
+        let agents: HashSet<AgentId> = agents
+            .into_iter()
+            .chain(
+                self.agents
+                    .iter()
+                    .filter(|(_, a)| a.executors.keys().any(|(f, _)| f == id))
+                    .map(|(aid, _)| aid.clone()),
+            )
+            .collect();
+        for agent in agents {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.executors.retain(|(f, _), _| f != id);
+            }
+            self.send_agent(
+                &agent,
+                MasterToAgent::ShutdownFramework {
+                    framework_id: id.clone(),
+                },
+            );
+        }
+        self.allocator.remove_framework(id);
+        if let Some(conn) = fw.conn {
+            self.send_conn_scheduler(
+                conn,
+                MasterEvent::Error {
+                    message: format!("framework removed: {why}"),
+                    fatal: true,
+                },
+            );
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.bound = None;
+            }
+        }
+        self.allocation_due = true;
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Offers
+
+    fn allocate(&mut self, now: Instant) {
+        self.allocation_due = false;
+        self.next_allocation = now + self.timeouts.allocation_interval;
+        let mut by_framework: HashMap<FrameworkId, Vec<Offer>> = HashMap::new();
+        for a in self.allocator.allocate(now) {
+            let Some(agent) = self.agents.get(&a.agent_id) else {
+                self.allocator
+                    .recover(&a.agent_id, &a.framework_id, &a.resources);
+                continue;
+            };
+            let id = OfferId(bramble_proto::ids::fresh("offer"));
+            let executor_ids = agent
+                .executors
+                .keys()
+                .filter(|(f, _)| f == &a.framework_id)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let offer = Offer {
+                id: id.clone(),
+                framework_id: a.framework_id.clone(),
+                agent_id: a.agent_id.clone(),
+                hostname: agent.hostname.clone(),
+                resources: a.resources.clone(),
+                attributes: agent.attributes.clone(),
+                executor_ids,
+            };
+            self.offers.insert(
+                id,
+                OfferEntry {
+                    framework_id: a.framework_id.clone(),
+                    agent_id: a.agent_id.clone(),
+                    resources: a.resources,
+                    expires: now + self.timeouts.offer_timeout,
+                },
+            );
+            by_framework.entry(a.framework_id).or_default().push(offer);
+        }
+        for (fw, offers) in by_framework {
+            debug!(framework = %fw, count = offers.len(), "sending offers");
+            self.send_framework(&fw, MasterEvent::Offers(offers));
+        }
+    }
+
+    /// Declines one offer: its resources go back to the pool behind a refuse filter.
+    fn answer_offer(&mut self, fw: &FrameworkId, id: &OfferId, filters: Filters, now: Instant) {
+        match self.offers.get(id) {
+            Some(o) if &o.framework_id == fw => {}
+            _ => return, // already gone (rescinded/expired) or not theirs: nothing to give back
+        }
+        if let Some(o) = self.offers.remove(id) {
+            self.release_with_filter(fw, &o.agent_id, &o.resources, filters, now);
+        }
+    }
+
+    fn release_with_filter(
+        &mut self,
+        fw: &FrameworkId,
+        agent: &AgentId,
+        resources: &Resources,
+        filters: Filters,
+        now: Instant,
+    ) {
+        if resources.is_empty() {
+            return;
+        }
+        self.allocator.recover(agent, fw, resources);
+        let refuse_for = crate::allocator::refuse_duration(filters.refuse_seconds);
+        if refuse_for.is_zero() {
+            self.allocation_due = true;
+        } else {
+            self.allocator
+                .add_refuse_filter(fw, agent, resources.clone(), now, refuse_for);
+        }
+    }
+
+    fn expire_offers(&mut self, now: Instant) {
+        let expired: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| o.expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            debug!(offer = %id, "offer timed out; rescinding");
+            self.rescind(&id);
+        }
+    }
+
+    fn rescind(&mut self, id: &OfferId) {
+        if let Some(o) = self.offers.remove(id) {
+            self.allocator
+                .recover(&o.agent_id, &o.framework_id, &o.resources);
+            self.send_framework(
+                &o.framework_id,
+                MasterEvent::Rescind {
+                    offer_id: id.clone(),
+                },
+            );
+            self.allocation_due = true;
+        }
+    }
+
+    fn rescind_agent_offers(&mut self, agent: &AgentId) {
+        let ids: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| &o.agent_id == agent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.rescind(&id);
+        }
+    }
+
+    fn rescind_framework_offers(&mut self, fw: &FrameworkId) {
+        let ids: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| &o.framework_id == fw)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.rescind(&id);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Launching
+
+    fn accept(
+        &mut self,
+        fw: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+        filters: Filters,
+        now: Instant,
+    ) {
+        // All offers must exist, be this framework's, and be on one agent.
+        let mut problem: Option<String> = None;
+        let mut agent: Option<AgentId> = None;
+        let mut pool = Resources::default();
+        if offer_ids.is_empty() {
+            problem = Some("accept names no offers".into());
+        }
+        for id in &offer_ids {
+            match self.offers.get(id) {
+                None => problem = Some(format!(
+                    "offer {id} is unknown or no longer valid (rescinded, expired or already used)"
+                )),
+                Some(o) if &o.framework_id != fw => {
+                    problem = Some(format!("offer {id} was made to another framework"))
+                }
+                Some(o) => {
+                    if agent.as_ref().is_some_and(|a| a != &o.agent_id) {
+                        problem = Some("offers in one accept must be on the same agent".into());
+                    }
+                    agent = Some(o.agent_id.clone());
+                    pool.add(&o.resources);
+                }
+            }
+        }
+        let (agent_id, problem) = match (agent, problem) {
+            (Some(a), None) => (a, None),
+            (_, p) => (AgentId(String::new()), p.or(Some("no valid offer".into()))),
+        };
+        if let Some(why) = problem {
+            // Valid offers among the bad ones are left outstanding for the framework to reuse.
+            for t in tasks {
+                self.task_error(fw, &t, TaskReason::InvalidOffer, &why);
+            }
+            return;
+        }
+        for id in &offer_ids {
+            self.offers.remove(id);
+        }
+
+        let offered = pool.clone();
+        let mut remaining = pool;
+        let mut launched = Vec::new();
+        let mut ids_in_accept: HashSet<TaskId> = HashSet::new();
+        let mut new_executors: HashMap<ExecutorId, Resources> = HashMap::new();
+        for task in tasks {
+            let needed = self.resources_needed(fw, &agent_id, &task, &new_executors);
+            let verdict = self.validate_task(
+                fw,
+                &agent_id,
+                &task,
+                &ids_in_accept,
+                &offered,
+                &remaining,
+                &needed,
+            );
+            match verdict {
+                Err((reason, why)) => self.task_error(fw, &task, reason, &why),
+                Ok(()) => {
+                    // `validate_task` checked that `needed` fits in `remaining`.
+                    remaining = remaining.checked_sub(&needed).unwrap_or_default();
+                    if let Some(e) = &task.executor {
+                        let already = self.agents.get(&agent_id).is_some_and(|a| {
+                            a.executors
+                                .contains_key(&(fw.clone(), e.executor_id.clone()))
+                        });
+                        if !already && !new_executors.contains_key(&e.executor_id) {
+                            new_executors.insert(e.executor_id.clone(), e.resources.clone());
+                        }
+                    }
+                    ids_in_accept.insert(task.task_id.clone());
+                    launched.push(task);
+                }
+            }
+        }
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            for (eid, res) in new_executors {
+                a.executors.insert((fw.clone(), eid), res);
+            }
+        }
+        self.release_with_filter(fw, &agent_id, &remaining, filters, now);
+        if launched.is_empty() {
+            return;
+        }
+        let name = self
+            .frameworks
+            .get(fw)
+            .map(|f| f.info.name.clone())
+            .unwrap_or_default();
+        if let Some(f) = self.frameworks.get_mut(fw) {
+            for t in &launched {
+                info!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task");
+                f.tasks.insert(
+                    t.task_id.clone(),
+                    TaskEntry {
+                        info: t.clone(),
+                        state: TaskState::Staging,
+                        message: String::new(),
+                        terminal_uuid: None,
+                    },
+                );
+            }
+        }
+        self.send_agent(
+            &agent_id,
+            MasterToAgent::RunTasks {
+                framework_id: fw.clone(),
+                framework_name: name,
+                tasks: launched,
+            },
+        );
+    }
+
+    /// Task resources plus, for a custom executor not yet running there, the executor's own.
+    fn resources_needed(
+        &self,
+        fw: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskInfo,
+        new_executors: &HashMap<ExecutorId, Resources>,
+    ) -> Resources {
+        let mut needed = task.resources.clone();
+        if let Some(e) = &task.executor {
+            let running = self.agents.get(agent).is_some_and(|a| {
+                a.executors
+                    .contains_key(&(fw.clone(), e.executor_id.clone()))
+            });
+            if !running && !new_executors.contains_key(&e.executor_id) {
+                needed.add(&e.resources);
+            }
+        }
+        needed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn validate_task(
+        &self,
+        fw: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskInfo,
+        ids_in_accept: &HashSet<TaskId>,
+        offered: &Resources,
+        remaining: &Resources,
+        needed: &Resources,
+    ) -> Result<(), (TaskReason, String)> {
+        if task.task_id.as_str().is_empty() {
+            return Err((TaskReason::InvalidTask, "task id is empty".into()));
+        }
+        if task.task_id.as_str().len() > 200
+            || task.task_id.as_str().contains('/')
+            || task.task_id.as_str().starts_with('.')
+        {
+            return Err((
+                TaskReason::InvalidTask,
+                "task id must be under 200 characters, without '/', not starting with '.'".into(),
+            ));
+        }
+        let duplicate = ids_in_accept.contains(&task.task_id)
+            || self
+                .frameworks
+                .get(fw)
+                .and_then(|f| f.tasks.get(&task.task_id))
+                .is_some();
+        if duplicate {
+            return Err((
+                TaskReason::DuplicateTaskId,
+                format!(
+                    "task id {} is already in use by this framework",
+                    task.task_id
+                ),
+            ));
+        }
+        if task.command.is_some() == task.executor.is_some() {
+            return Err((
+                TaskReason::InvalidTask,
+                "a task needs exactly one of a command or an executor".into(),
+            ));
+        }
+        if let Some(e) = &task.executor {
+            if e.executor_id.as_str().is_empty() || e.executor_id.as_str().contains('/') {
+                return Err((
+                    TaskReason::InvalidTask,
+                    "executor id is empty or contains '/'".into(),
+                ));
+            }
+        }
+        if &task.agent_id != agent {
+            return Err((
+                TaskReason::InvalidOffer,
+                format!(
+                    "task names agent {} but the offer is for {agent}",
+                    task.agent_id
+                ),
+            ));
+        }
+        if task.resources.cpus_milli == 0 && task.resources.mem_mib == 0 {
+            return Err((
+                TaskReason::InvalidTask,
+                "a task must ask for some cpus or mem".into(),
+            ));
+        }
+        if !offered.contains(needed) {
+            let shortfall = offered.shortfall(needed).unwrap_or_default();
+            let reason = if offered
+                .checked_sub(&Resources {
+                    ports: Vec::new(),
+                    ..needed.clone()
+                })
+                .is_some()
+            {
+                TaskReason::ResourcesNotInOffer
+            } else {
+                TaskReason::TaskTooLarge
+            };
+            return Err((
+                reason,
+                format!("task needs more than its offer has: {shortfall}"),
+            ));
+        }
+        if !remaining.contains(needed) {
+            let shortfall = remaining.shortfall(needed).unwrap_or_default();
+            return Err((
+                TaskReason::ResourcesNotInOffer,
+                format!(
+                    "offer's resources already used by earlier tasks in this accept: {shortfall}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn task_error(&mut self, fw: &FrameworkId, task: &TaskInfo, reason: TaskReason, why: &str) {
+        info!(framework = %fw, task = %task.task_id, ?reason, "refusing task: {why}");
+        let mut status = TaskStatus::new(
+            fw.clone(),
+            task.task_id.clone(),
+            TaskState::Error,
+            UpdateSource::Master,
+        )
+        .with_reason(reason, why);
+        status.agent_id = Some(task.agent_id.clone());
+        self.send_framework(fw, MasterEvent::Update(status));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Task state
+
+    fn status_update(&mut self, agent_id: &AgentId, status: TaskStatus) {
+        let fw = status.framework_id.clone();
+        let Some(uuid) = status.uuid else {
+            warn!(agent = %agent_id, task = %status.task_id, "agent sent a status update without uuid; ignoring");
+            return;
+        };
+        let framework_connected = self.frameworks.get(&fw).is_some_and(|f| f.conn.is_some());
+        let Some(task) = self
+            .frameworks
+            .get_mut(&fw)
+            .and_then(|f| f.tasks.get_mut(&status.task_id))
+        else {
+            // Nobody will ever acknowledge it: acknowledge on the framework's behalf so the
+            // agent stops resending.
+            debug!(agent = %agent_id, framework = %fw, task = %status.task_id, "update for an unknown task; acknowledging it");
+            self.send_agent(
+                agent_id,
+                MasterToAgent::Acknowledge {
+                    framework_id: fw,
+                    task_id: status.task_id,
+                    uuid,
+                },
+            );
+            return;
+        };
+        let previous = task.state;
+        if previous.can_move_to(status.state) {
+            task.state = status.state;
+            task.message = status.message.clone();
+            if status.state.is_terminal() {
+                task.terminal_uuid = Some(uuid);
+                let res = task.info.resources.clone();
+                let task_agent = task.info.agent_id.clone();
+                info!(framework = %fw, task = %status.task_id, state = %status.state, reason = ?status.reason, message = %status.message, "task ended");
+                self.allocator.recover(&task_agent, &fw, &res);
+                self.allocation_due = true;
+            } else if previous != status.state {
+                debug!(framework = %fw, task = %status.task_id, state = %status.state, "task state");
+            }
+        } else if !(previous.is_terminal() && task.terminal_uuid == Some(uuid))
+            && previous != status.state
+        {
+            debug!(framework = %fw, task = %status.task_id, from = %previous, to = %status.state,
+                "out-of-order update: master keeps {previous}, framework still gets it");
+        }
+        if framework_connected {
+            self.send_framework(&fw, MasterEvent::Update(status));
+        }
+    }
+
+    /// An update the master makes itself (no uuid, no ack): LOST tasks of a removed agent.
+    fn master_terminal_update(
+        &mut self,
+        fw: &FrameworkId,
+        task_id: &TaskId,
+        state: TaskState,
+        reason: TaskReason,
+        message: &str,
+    ) {
+        let Some(task) = self
+            .frameworks
+            .get_mut(fw)
+            .and_then(|f| f.tasks.remove(task_id))
+        else {
+            return;
+        };
+        if task.state.is_terminal() {
+            return;
+        }
+        let agent = task.info.agent_id.clone();
+        self.allocator.recover(&agent, fw, &task.info.resources);
+        self.allocation_due = true;
+        let mut status = TaskStatus::new(fw.clone(), task_id.clone(), state, UpdateSource::Master)
+            .with_reason(reason, message);
+        status.agent_id = Some(agent);
+        info!(framework = %fw, task = %task_id, %state, ?reason, "{message}");
+        self.send_framework(fw, MasterEvent::Update(status));
+    }
+
+    fn acknowledge(&mut self, fw: &FrameworkId, agent_id: AgentId, task_id: TaskId, uuid: Uuid) {
+        let forget = self
+            .frameworks
+            .get(fw)
+            .and_then(|f| f.tasks.get(&task_id))
+            .is_some_and(|t| t.terminal_uuid == Some(uuid));
+        if forget {
+            if let Some(f) = self.frameworks.get_mut(fw) {
+                f.tasks.remove(&task_id);
+            }
+        }
+        self.send_agent(
+            &agent_id,
+            MasterToAgent::Acknowledge {
+                framework_id: fw.clone(),
+                task_id,
+                uuid,
+            },
+        );
+    }
+
+    fn kill(&mut self, fw: &FrameworkId, task_id: &TaskId) {
+        let target = self
+            .frameworks
+            .get(fw)
+            .and_then(|f| f.tasks.get(task_id))
+            .map(|t| (t.info.agent_id.clone(), t.state));
+        match target {
+            Some((agent, state)) if !state.is_terminal() => {
+                info!(framework = %fw, task = %task_id, agent = %agent, "killing task");
+                self.send_agent(
+                    &agent,
+                    MasterToAgent::KillTask {
+                        framework_id: fw.clone(),
+                        task_id: task_id.clone(),
+                    },
+                );
+            }
+            Some(_) => {}
+            None => {
+                // Mesos answers a kill of an unknown task with TASK_LOST so the framework's
+                // view converges; a framework asking for another framework's task lands here
+                // too, and learns nothing about it.
+                let status = TaskStatus::new(
+                    fw.clone(),
+                    task_id.clone(),
+                    TaskState::Lost,
+                    UpdateSource::Master,
+                )
+                .with_reason(
+                    TaskReason::Reconciliation,
+                    "kill of a task unknown to this framework",
+                );
+                self.send_framework(fw, MasterEvent::Update(status));
+            }
+        }
+    }
+
+    fn reconcile(&mut self, fw: &FrameworkId, task_ids: Vec<TaskId>) {
+        let Some(f) = self.frameworks.get(fw) else {
+            return;
+        };
+        let status_of = |id: &TaskId, t: &TaskEntry| {
+            let mut s = TaskStatus::new(fw.clone(), id.clone(), t.state, UpdateSource::Master)
+                .with_reason(TaskReason::Reconciliation, t.message.clone());
+            s.agent_id = Some(t.info.agent_id.clone());
+            s
+        };
+        let updates: Vec<TaskStatus> = if task_ids.is_empty() {
+            f.tasks
+                .iter()
+                .filter(|(_, t)| !t.state.is_terminal())
+                .map(|(id, t)| status_of(id, t))
+                .collect()
+        } else {
+            task_ids
+                .iter()
+                .map(|id| match f.tasks.get(id) {
+                    Some(t) => status_of(id, t),
+                    None => TaskStatus::new(
+                        fw.clone(),
+                        id.clone(),
+                        TaskState::Lost,
+                        UpdateSource::Master,
+                    )
+                    .with_reason(TaskReason::Reconciliation, "task unknown to the master"),
+                })
+                .collect()
+        };
+        for u in updates {
+            self.send_framework(fw, MasterEvent::Update(u));
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Disconnects and the operator
+
+    fn disconnected(&mut self, conn: ConnId, reason: &str, now: Instant) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        match c.bound {
+            Some(Bound::Agent(id)) => {
+                if let Some(a) = self.agents.get_mut(&id) {
+                    if a.conn == Some(conn) {
+                        a.conn = None;
+                        warn!(agent = %id, hostname = %a.hostname, "agent disconnected: {reason}; removed if not back within the agent timeout");
+                        self.rescind_agent_offers(&id);
+                        // No offers for a disconnected agent: take it out of the pool until
+                        // it re-registers (which re-adds it with its live tasks).
+                        self.allocator.remove_agent(&id);
+                    }
+                }
+            }
+            Some(Bound::Framework(id)) => {
+                if let Some(f) = self.frameworks.get_mut(&id) {
+                    if f.conn == Some(conn) {
+                        f.conn = None;
+                        f.disconnected_at = Some(now);
+                        info!(framework = %id, failover_timeout_secs = f.info.failover_timeout_secs,
+                            "framework disconnected: {reason}; its tasks keep running until the failover timeout");
+                        self.allocator.deactivate_framework(&id);
+                        self.rescind_framework_offers(&id);
+                    }
+                }
+            }
+            None => debug!(peer = %c.identity.address, "unregistered peer disconnected: {reason}"),
+        }
+    }
+
+    fn operator_call(&mut self, call: OperatorCall) -> OperatorReply {
+        match call {
+            OperatorCall::GetState => OperatorReply::State(self.snapshot()),
+            OperatorCall::KillTask {
+                framework_id,
+                task_id,
+            } => {
+                let known = self
+                    .frameworks
+                    .get(&framework_id)
+                    .is_some_and(|f| f.tasks.contains_key(&task_id));
+                if known {
+                    self.kill(&framework_id, &task_id);
+                    OperatorReply::Done
+                } else {
+                    OperatorReply::Error {
+                        message: format!("no task {task_id} in framework {framework_id}"),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> ClusterState {
+        let mut agents: Vec<AgentSummary> = self
+            .agents
+            .iter()
+            .map(|(id, a)| AgentSummary {
+                id: id.clone(),
+                hostname: a.hostname.clone(),
+                address: a.address.to_string(),
+                connected: a.conn.is_some(),
+                total: a.total.clone(),
+                allocated: a.total.saturating_sub(
+                    &self
+                        .allocator
+                        .agent_free(id)
+                        .unwrap_or_else(|| a.total.clone()),
+                ),
+                attributes: a.attributes.clone(),
+            })
+            .collect();
+        agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+        let mut frameworks: Vec<FrameworkSummary> = self
+            .frameworks
+            .iter()
+            .map(|(id, f)| FrameworkSummary {
+                id: id.clone(),
+                name: f.info.name.clone(),
+                role: f.info.role.clone(),
+                connected: f.conn.is_some(),
+                allocated: self.allocator.framework_allocation(id),
+            })
+            .collect();
+        frameworks.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut tasks: Vec<TaskSummary> = self
+            .frameworks
+            .iter()
+            .flat_map(|(fid, f)| {
+                f.tasks.iter().map(move |(tid, t)| TaskSummary {
+                    id: tid.clone(),
+                    name: t.info.name.clone(),
+                    framework_id: fid.clone(),
+                    agent_id: t.info.agent_id.clone(),
+                    state: t.state,
+                    message: t.message.clone(),
+                    resources: t.info.resources.clone(),
+                })
+            })
+            .collect();
+        tasks.sort_by(|a, b| a.framework_id.cmp(&b.framework_id).then(a.id.cmp(&b.id)));
+        ClusterState {
+            cluster_id: self.cluster_id.clone(),
+            agents,
+            frameworks,
+            tasks,
+        }
+    }
+
+    /// Whether a hello of `kind` is allowed for a certificate of `role`.
+    pub fn admits(kind: PeerKind, role: bramble_proto::identity::Role) -> Result<(), String> {
+        use bramble_proto::identity::Role;
+        match (kind, role) {
+            (PeerKind::Agent, Role::Node) => Ok(()),
+            (PeerKind::Scheduler, Role::Framework | Role::Operator) => Ok(()),
+            (PeerKind::Operator, Role::Operator) => Ok(()),
+            (kind, role) => Err(format!(
+                "a {role} certificate may not connect as {}",
+                match kind {
+                    PeerKind::Agent => "an agent (needs a node certificate)",
+                    PeerKind::Scheduler =>
+                        "a scheduler (needs a framework or operator certificate)",
+                    PeerKind::Operator => "an operator (needs an operator certificate)",
+                }
+            )),
+        }
+    }
+}
+
+fn msg_kind_agent(msg: &MasterToAgent) -> &'static str {
+    match msg {
+        MasterToAgent::Registered { .. } => "Registered",
+        MasterToAgent::HeartbeatAck => "HeartbeatAck",
+        MasterToAgent::RunTasks { .. } => "RunTasks",
+        MasterToAgent::KillTask { .. } => "KillTask",
+        MasterToAgent::Acknowledge { .. } => "Acknowledge",
+        MasterToAgent::FrameworkMessage { .. } => "FrameworkMessage",
+        MasterToAgent::ShutdownFramework { .. } => "ShutdownFramework",
+    }
+}
