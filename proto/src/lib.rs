@@ -32,6 +32,21 @@ pub const DEFAULT_HTTP_PORT: u16 = 5050;
 /// mDNS service type the master advertises.
 pub const MDNS_SERVICE_TYPE: &str = "_bramble._udp.local.";
 
+/// Environment variables the agent gives a custom executor.
+pub mod executor_env {
+    /// Path of the agent's Unix socket.
+    pub const AGENT_SOCKET: &str = "BRAMBLE_AGENT_SOCKET";
+    pub const AGENT_ID: &str = "BRAMBLE_AGENT_ID";
+    pub const FRAMEWORK_ID: &str = "BRAMBLE_FRAMEWORK_ID";
+    pub const EXECUTOR_ID: &str = "BRAMBLE_EXECUTOR_ID";
+    /// One-time secret the executor presents when it registers.
+    pub const EXECUTOR_TOKEN: &str = "BRAMBLE_EXECUTOR_TOKEN";
+    /// The executor's sandbox directory (also its working directory).
+    pub const SANDBOX: &str = "BRAMBLE_SANDBOX";
+    /// Set for command tasks: the task's id.
+    pub const TASK_ID: &str = "BRAMBLE_TASK_ID";
+}
+
 /// Seconds since the Unix epoch as a float, the timestamp format used on the wire.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()

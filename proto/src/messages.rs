@@ -279,12 +279,17 @@ pub struct TaskSummary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ExecutorToAgent {
-    /// First message: the ids come from the environment the agent gave the executor.
+    /// First message: the ids and the one-time token come from the environment the agent
+    /// gave the executor (`BRAMBLE_FRAMEWORK_ID`, `BRAMBLE_EXECUTOR_ID`,
+    /// `BRAMBLE_EXECUTOR_TOKEN`); the token stops one task's process from posing as another
+    /// executor on the agent's socket.
     Register {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
+        token: String,
     },
-    /// The agent checkpoints it, answers `UpdateAck`, and relays it to the framework.
+    /// The agent checkpoints it, answers `UpdateAck` with the update's uuid (set by the
+    /// executor), and relays it to the framework.
     Update(TaskStatus),
     Message(Vec<u8>),
 }

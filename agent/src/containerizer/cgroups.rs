@@ -18,7 +18,7 @@
 //!   - Executors must outlive an agent restart (the agent reconnects to them). Under systemd
 //!     anything inside the agent's unit cgroup is killed when the unit stops
 //!     (`KillMode=control-group`); a top-level parent keeps them outside it.
-//!   The agent needs write access to `/sys/fs/cgroup` (root, and no `ProtectControlGroups=`
+//! * The agent needs write access to `/sys/fs/cgroup` (root, and no `ProtectControlGroups=`
 //!   in its unit). Anything else (non-root, read-only cgroupfs, controllers missing) gives
 //!   [`Backend::None`] with the reason, and containers run without limits.
 //! * v2: `memory` and `cpu` are enabled in the root's and the parent's
@@ -73,8 +73,9 @@ impl std::fmt::Display for CgroupError {
     }
 }
 
-fn ctx(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
-    move |source| CgroupError { action, path: path.to_path_buf(), source }
+fn ctx(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError { action, path, source }
 }
 
 /// The probed cgroup setup of this machine; the parent cgroup(s) exist once this is built.
@@ -607,7 +608,7 @@ garbage line
         let backend = Backend::V2 { parent: parent.clone(), memory: true, cpu: true };
         let cg = backend.create("task-1", 0.5, 64).expect("create").expect("some cgroup");
         let dir = parent.join("task-1");
-        assert_eq!(cg.dirs(), &[dir.clone()]);
+        assert_eq!(cg.dirs(), std::slice::from_ref(&dir));
         assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
         assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");
         assert!(!dir.join("memory.swap.max").exists(), "absent knobs are not created");

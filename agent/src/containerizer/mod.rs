@@ -90,6 +90,13 @@ pub enum ContainerError {
         #[source]
         source: io::Error,
     },
+    #[error("parent cgroup: {action} {}: {source}", .path.display())]
+    ParentCgroup {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("container {id}: starting {}: {source}", .program.display())]
     Spawn {
         id: String,
@@ -139,8 +146,7 @@ impl Containerizer {
     /// Removes the parent cgroup(s) `detect` created. Only succeeds when no container of this
     /// containerizer exists any more; for an agent leaving the machine for good, and tests.
     pub fn remove_parent_cgroups(&self) -> Result<(), ContainerError> {
-        self.backend.remove_parent().map_err(|e| ContainerError::Cgroup {
-            id: String::new(),
+        self.backend.remove_parent().map_err(|e| ContainerError::ParentCgroup {
             action: e.action,
             path: e.path,
             source: e.source,
