@@ -1,1 +1,131 @@
-fn main(){}
+//! `bramble-agent`: parses flags and config, detects the node's resources, loads its node
+//! certificate and runs the agent until SIGINT/SIGTERM. All logic lives in the library.
+
+use anyhow::{bail, Context};
+use bramble_agent::config::{self, AgentConfig, DEFAULT_CONFIG_PATH};
+use bramble_agent::master_link::MasterLocator;
+use bramble_agent::{resources, AgentOptions};
+use bramble_proto::identity::{Credentials, Role};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bramble-agent",
+    version,
+    about = "Bramble agent: runs the cluster's tasks on this node"
+)]
+struct Args {
+    /// Cluster directory (CA certificate, node certificate and key).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// The master's host:port (skips discovery).
+    #[arg(long)]
+    master: Option<String>,
+    /// Where sandboxes and checkpoints live.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// CPUs to offer instead of the detected count.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory to offer, in MiB, instead of the detected amount.
+    #[arg(long)]
+    mem: Option<u64>,
+    /// Disk to offer, in MiB, instead of the detected amount.
+    #[arg(long)]
+    disk: Option<u64>,
+    /// Ports to offer, e.g. "31000-32000,8080".
+    #[arg(long)]
+    ports: Option<String>,
+    /// Config file (default /etc/bramble/agent.toml, used if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run tasks without cgroup limits even where cgroups are usable.
+    #[arg(long)]
+    no_cgroups: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let explicit = args.config.is_some();
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let mut cfg = config::load_optional(&path, explicit)?;
+    apply_flags(&mut cfg, &args);
+    if let Err((key, message)) = cfg.validate() {
+        bail!(
+            "{}: key \"{key}\" (after applying flags): {message}",
+            path.display()
+        );
+    }
+    bramble_proto::logging::init(cfg.log.as_deref());
+    let opts = options(&cfg, &path, !args.no_cgroups)?;
+    let creds = Credentials::load(&cfg.cluster, Role::Node).with_context(|| {
+        format!(
+            "loading the node certificate from {}",
+            cfg.cluster.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let agent = bramble_agent::start(&creds, opts).await?;
+        bramble_proto::logging::wait_for_shutdown_signal().await;
+        tracing::info!("shutting down");
+        agent.shutdown().await;
+        Ok(())
+    })
+}
+
+/// A flag wins over the file.
+fn apply_flags(cfg: &mut AgentConfig, args: &Args) {
+    if let Some(v) = &args.cluster {
+        cfg.cluster = v.clone();
+    }
+    if let Some(v) = &args.master {
+        cfg.master = Some(v.clone());
+    }
+    if let Some(v) = &args.work_dir {
+        cfg.work_dir = v.clone();
+    }
+    if let Some(v) = args.cpus {
+        cfg.cpus = Some(v);
+    }
+    if let Some(v) = args.mem {
+        cfg.mem = Some(v);
+    }
+    if let Some(v) = args.disk {
+        cfg.disk = Some(v);
+    }
+    if let Some(v) = &args.ports {
+        cfg.ports = Some(v.clone());
+    }
+}
+
+fn options(cfg: &AgentConfig, path: &Path, cgroups: bool) -> anyhow::Result<AgentOptions> {
+    let overrides = cfg
+        .resource_overrides()
+        .map_err(|e| anyhow::anyhow!("{}: key \"ports\": {e}", path.display()))?;
+    let resources = resources::detect(&cfg.work_dir, &overrides).context("detecting resources")?;
+    let mut attributes = resources::attributes(Path::new("/"));
+    attributes.extend(cfg.attributes.clone());
+    let Some(master) = cfg.master.clone() else {
+        bail!(
+            "no master configured: set `master = \"host:port\"` in {} or pass --master",
+            path.display()
+        );
+    };
+    Ok(AgentOptions {
+        work_dir: cfg.work_dir.clone(),
+        master: MasterLocator::Static(master),
+        resources,
+        attributes,
+        hostname: resources::hostname(),
+        heartbeat_interval: cfg.heartbeat_interval(),
+        executor_registration_timeout: cfg.executor_registration_timeout(),
+        kill_grace: cfg.kill_grace(),
+        executor_idle_timeout: cfg.executor_idle_timeout(),
+        cgroups,
+    })
+}

@@ -849,9 +849,11 @@ impl Master {
         }
         for id in &offer_ids {
             match self.offers.get(id) {
-                None => problem = Some(format!(
+                None => {
+                    problem = Some(format!(
                     "offer {id} is unknown or no longer valid (rescinded, expired or already used)"
-                )),
+                ))
+                }
                 Some(o) if &o.framework_id != fw => {
                     problem = Some(format!("offer {id} was made to another framework"))
                 }

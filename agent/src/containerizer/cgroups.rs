@@ -69,21 +69,40 @@ pub(crate) struct CgroupError {
 
 impl std::fmt::Display for CgroupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.action, self.path.display(), self.source)
+        write!(
+            f,
+            "{} {}: {}",
+            self.action,
+            self.path.display(),
+            self.source
+        )
     }
 }
 
 fn ctx(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
     let path = path.to_path_buf();
-    move |source| CgroupError { action, path, source }
+    move |source| CgroupError {
+        action,
+        path,
+        source,
+    }
 }
 
 /// The probed cgroup setup of this machine; the parent cgroup(s) exist once this is built.
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
-    V2 { parent: PathBuf, memory: bool, cpu: bool },
-    V1 { memory_parent: Option<PathBuf>, cpu_parent: Option<PathBuf> },
-    None { reason: String },
+    V2 {
+        parent: PathBuf,
+        memory: bool,
+        cpu: bool,
+    },
+    V1 {
+        memory_parent: Option<PathBuf>,
+        cpu_parent: Option<PathBuf>,
+    },
+    None {
+        reason: String,
+    },
 }
 
 impl Backend {
@@ -98,17 +117,29 @@ impl Backend {
     /// One human line, used by the startup log and by test skip messages.
     pub fn summary(&self) -> String {
         match self {
-            Backend::V2 { parent, memory, cpu } => format!(
+            Backend::V2 {
+                parent,
+                memory,
+                cpu,
+            } => format!(
                 "cgroup v2 (unified) under {} with controllers:{}{}",
                 parent.display(),
                 if *memory { " memory" } else { "" },
                 if *cpu { " cpu" } else { "" },
             ),
-            Backend::V1 { memory_parent, cpu_parent } => {
+            Backend::V1 {
+                memory_parent,
+                cpu_parent,
+            } => {
                 let show = |p: &Option<PathBuf>| {
-                    p.as_ref().map_or_else(|| "unavailable".to_string(), |p| p.display().to_string())
+                    p.as_ref()
+                        .map_or_else(|| "unavailable".to_string(), |p| p.display().to_string())
                 };
-                format!("cgroup v1 with memory at {} and cpu at {}", show(memory_parent), show(cpu_parent))
+                format!(
+                    "cgroup v1 with memory at {} and cpu at {}",
+                    show(memory_parent),
+                    show(cpu_parent)
+                )
             }
             Backend::None { reason } => format!("no cgroups, running without limits: {reason}"),
         }
@@ -118,10 +149,17 @@ impl Backend {
     pub fn detect(parent_name: &str) -> Backend {
         let mountinfo = match fs::read_to_string("/proc/self/mountinfo") {
             Ok(text) => text,
-            Err(e) => return Backend::None { reason: format!("reading /proc/self/mountinfo: {e}") },
+            Err(e) => {
+                return Backend::None {
+                    reason: format!("reading /proc/self/mountinfo: {e}"),
+                }
+            }
         };
         let mounts = parse_mountinfo(&mountinfo);
-        let unified = mounts.iter().find(|m| m.fstype == "cgroup2").map(|m| m.mount_point.clone());
+        let unified = mounts
+            .iter()
+            .find(|m| m.fstype == "cgroup2")
+            .map(|m| m.mount_point.clone());
         let v1_with = |controller: &str| {
             mounts
                 .iter()
@@ -139,13 +177,21 @@ impl Backend {
             let (memory, cpu) = (available.contains("memory"), available.contains("cpu"));
             if memory || cpu {
                 return match setup_v2_parent(&root, parent_name, memory, cpu) {
-                    Ok(parent) => Backend::V2 { parent, memory, cpu },
-                    Err(e) => Backend::None { reason: format!("cgroup v2 at {} not usable: {e}", root.display()) },
+                    Ok(parent) => Backend::V2 {
+                        parent,
+                        memory,
+                        cpu,
+                    },
+                    Err(e) => Backend::None {
+                        reason: format!("cgroup v2 at {} not usable: {e}", root.display()),
+                    },
                 };
             }
         }
         if v1_memory.is_none() && v1_cpu.is_none() {
-            return Backend::None { reason: "no cgroup hierarchy with the memory or cpu controller is mounted".into() };
+            return Backend::None {
+                reason: "no cgroup hierarchy with the memory or cpu controller is mounted".into(),
+            };
         }
         let make = |root: &Option<PathBuf>| -> Result<Option<PathBuf>, CgroupError> {
             match root {
@@ -158,19 +204,38 @@ impl Backend {
             }
         };
         match (make(&v1_memory), make(&v1_cpu)) {
-            (Ok(memory_parent), Ok(cpu_parent)) => Backend::V1 { memory_parent, cpu_parent },
-            (Err(e), _) | (_, Err(e)) => Backend::None { reason: format!("cgroup v1 not writable: {e}") },
+            (Ok(memory_parent), Ok(cpu_parent)) => Backend::V1 {
+                memory_parent,
+                cpu_parent,
+            },
+            (Err(e), _) | (_, Err(e)) => Backend::None {
+                reason: format!("cgroup v1 not writable: {e}"),
+            },
         }
     }
 
     /// Makes (and limits) the cgroup of one container. `Ok(None)` without cgroups.
-    pub fn create(&self, container_id: &str, cpus: f64, mem_mib: u64) -> Result<Option<ContainerCgroup>, CgroupError> {
+    pub fn create(
+        &self,
+        container_id: &str,
+        cpus: f64,
+        mem_mib: u64,
+    ) -> Result<Option<ContainerCgroup>, CgroupError> {
         match self {
             Backend::None { .. } => Ok(None),
-            Backend::V2 { parent, memory, cpu } => {
+            Backend::V2 {
+                parent,
+                memory,
+                cpu,
+            } => {
                 let dir = parent.join(container_id);
                 make_fresh_dir(&dir)?;
-                let cg = ContainerCgroup { v2: true, dirs: vec![dir.clone()], memory_dir: memory.then(|| dir.clone()), mem_mib };
+                let cg = ContainerCgroup {
+                    v2: true,
+                    dirs: vec![dir.clone()],
+                    memory_dir: memory.then(|| dir.clone()),
+                    mem_mib,
+                };
                 // On any error below, drop `cg` after removing the directory we just made.
                 let apply = || -> Result<(), CgroupError> {
                     if *memory && mem_mib > 0 {
@@ -196,8 +261,16 @@ impl Backend {
                     }
                 }
             }
-            Backend::V1 { memory_parent, cpu_parent } => {
-                let mut cg = ContainerCgroup { v2: false, dirs: Vec::new(), memory_dir: None, mem_mib };
+            Backend::V1 {
+                memory_parent,
+                cpu_parent,
+            } => {
+                let mut cg = ContainerCgroup {
+                    v2: false,
+                    dirs: Vec::new(),
+                    memory_dir: None,
+                    mem_mib,
+                };
                 let apply = |cg: &mut ContainerCgroup| -> Result<(), CgroupError> {
                     if let Some(parent) = memory_parent {
                         let dir = parent.join(container_id);
@@ -219,7 +292,10 @@ impl Backend {
                             let (quota, period) = cfs_quota(cpus);
                             write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
                             write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                            write_if_present(&dir.join("cpu.shares"), &cpu_shares(cpus).to_string())?;
+                            write_if_present(
+                                &dir.join("cpu.shares"),
+                                &cpu_shares(cpus).to_string(),
+                            )?;
                         }
                     }
                     Ok(())
@@ -241,12 +317,17 @@ impl Backend {
     pub fn remove_parent(&self) -> Result<(), CgroupError> {
         let parents: Vec<&PathBuf> = match self {
             Backend::V2 { parent, .. } => vec![parent],
-            Backend::V1 { memory_parent, cpu_parent } => memory_parent.iter().chain(cpu_parent.iter()).collect(),
+            Backend::V1 {
+                memory_parent,
+                cpu_parent,
+            } => memory_parent.iter().chain(cpu_parent.iter()).collect(),
             Backend::None { .. } => Vec::new(),
         };
         for parent in parents {
             match fs::remove_dir(parent) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(ctx("removing cgroup", parent)(e)),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(ctx("removing cgroup", parent)(e))
+                }
                 _ => {}
             }
         }
@@ -255,8 +336,17 @@ impl Backend {
 }
 
 /// v2: make `<root>/<parent_name>` and let memory/cpu flow from the root down to it.
-fn setup_v2_parent(root: &Path, parent_name: &str, memory: bool, cpu: bool) -> Result<PathBuf, CgroupError> {
-    let wanted: Vec<&str> = [("memory", memory), ("cpu", cpu)].iter().filter(|(_, on)| *on).map(|(c, _)| *c).collect();
+fn setup_v2_parent(
+    root: &Path,
+    parent_name: &str,
+    memory: bool,
+    cpu: bool,
+) -> Result<PathBuf, CgroupError> {
+    let wanted: Vec<&str> = [("memory", memory), ("cpu", cpu)]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(c, _)| *c)
+        .collect();
     enable_controllers(root, &wanted)?;
     let parent = root.join(parent_name);
     mkdir_existing_ok(&parent)?;
@@ -267,7 +357,9 @@ fn setup_v2_parent(root: &Path, parent_name: &str, memory: bool, cpu: bool) -> R
 /// Adds each controller not yet in `dir/cgroup.subtree_control`.
 fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
     let file = dir.join("cgroup.subtree_control");
-    let enabled = fs::read_to_string(&file).map(|t| parse_controllers(&t)).map_err(ctx("reading", &file))?;
+    let enabled = fs::read_to_string(&file)
+        .map(|t| parse_controllers(&t))
+        .map_err(ctx("reading", &file))?;
     for c in controllers.iter().filter(|c| !enabled.contains(**c)) {
         write_file(&file, &format!("+{c}"))?;
     }
@@ -295,7 +387,10 @@ impl ContainerCgroup {
             .iter()
             .map(|d| {
                 let path = d.join("cgroup.procs");
-                fs::OpenOptions::new().write(true).open(&path).map_err(ctx("opening", &path))
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(ctx("opening", &path))
             })
             .collect()
     }
@@ -329,19 +424,32 @@ impl ContainerCgroup {
 
     /// Did the kernel's OOM killer act inside this container? `exit_signal` is the leader's.
     pub fn memory_limit_exceeded(&self, exit_signal: Option<i32>) -> bool {
-        let Some(dir) = &self.memory_dir else { return false };
+        let Some(dir) = &self.memory_dir else {
+            return false;
+        };
         if self.mem_mib == 0 {
             return false;
         }
-        let counter = if self.v2 { "memory.events" } else { "memory.oom_control" };
-        if let Some(n) = fs::read_to_string(dir.join(counter)).ok().and_then(|t| parse_keyed(&t, "oom_kill")) {
+        let counter = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        if let Some(n) = fs::read_to_string(dir.join(counter))
+            .ok()
+            .and_then(|t| parse_keyed(&t, "oom_kill"))
+        {
             return n > 0;
         }
         // Kernels before 4.13 have no v1 oom_kill counter: hitting the limit and dying by
         // SIGKILL is the best evidence there is.
         !self.v2
             && exit_signal == Some(Signal::SIGKILL as i32)
-            && fs::read_to_string(dir.join("memory.failcnt")).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0) > 0
+            && fs::read_to_string(dir.join("memory.failcnt"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                > 0
     }
 
     /// Kills what is left and removes the directories, retrying while the kernel still counts
@@ -388,8 +496,17 @@ pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let mut right = right.split(' ');
             let fstype = right.next()?.to_string();
             let _source = right.next()?;
-            let super_options = right.next().unwrap_or("").split(',').map(str::to_string).collect();
-            Some(Mount { mount_point: PathBuf::from(unescape_octal(mount_point)), fstype, super_options })
+            let super_options = right
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            Some(Mount {
+                mount_point: PathBuf::from(unescape_octal(mount_point)),
+                fstype,
+                super_options,
+            })
         })
         .collect()
 }
@@ -400,8 +517,15 @@ fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') as u32 * 64
+                + (bytes[i + 2] - b'0') as u32 * 8
+                + (bytes[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -426,9 +550,18 @@ pub(crate) fn parse_proc_cgroup(text: &str) -> Vec<ProcCgroup> {
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let hierarchy = parts.next()?.parse().ok()?;
-            let controllers = parts.next()?.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
+            let controllers = parts
+                .next()?
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
             let path = parts.next()?.to_string();
-            Some(ProcCgroup { hierarchy, controllers, path })
+            Some(ProcCgroup {
+                hierarchy,
+                controllers,
+                path,
+            })
         })
         .collect()
 }
@@ -513,7 +646,10 @@ fn make_fresh_dir(dir: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_dir(dir).map_err(ctx("removing leftover cgroup (is that container still running?)", dir))?;
+            fs::remove_dir(dir).map_err(ctx(
+                "removing leftover cgroup (is that container still running?)",
+                dir,
+            ))?;
             fs::create_dir(dir).map_err(ctx("creating cgroup", dir))
         }
         Err(e) => Err(ctx("creating cgroup", dir)(e)),
@@ -536,7 +672,10 @@ garbage line
 ";
         let mounts = parse_mountinfo(text);
         assert_eq!(mounts.len(), 5);
-        assert_eq!(mounts[1].mount_point, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            mounts[1].mount_point,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert!(mounts[1].super_options.iter().any(|o| o == "cpu"));
         assert_eq!(mounts[3].fstype, "cgroup2");
         assert_eq!(mounts[4].mount_point, PathBuf::from("/mnt/with space"));
@@ -546,14 +685,23 @@ garbage line
     fn proc_cgroup_parses_v1_and_v2_entries() {
         let v1 = "4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n";
         let entries = parse_proc_cgroup(v1);
-        assert_eq!(cgroup_path_of(&entries, Some("memory")).as_deref(), Some("/process_api/abc"));
-        assert_eq!(cgroup_path_of(&entries, Some("cpuacct")).as_deref(), Some("/"));
+        assert_eq!(
+            cgroup_path_of(&entries, Some("memory")).as_deref(),
+            Some("/process_api/abc")
+        );
+        assert_eq!(
+            cgroup_path_of(&entries, Some("cpuacct")).as_deref(),
+            Some("/")
+        );
         assert_eq!(cgroup_path_of(&entries, None).as_deref(), Some("/"));
         assert_eq!(cgroup_path_of(&entries, Some("pids")), None);
 
         let v2 = "0::/system.slice/bramble-agent.service\n";
         let entries = parse_proc_cgroup(v2);
-        assert_eq!(cgroup_path_of(&entries, None).as_deref(), Some("/system.slice/bramble-agent.service"));
+        assert_eq!(
+            cgroup_path_of(&entries, None).as_deref(),
+            Some("/system.slice/bramble-agent.service")
+        );
         assert_eq!(cgroup_path_of(&entries, Some("memory")), None);
     }
 
@@ -576,7 +724,11 @@ garbage line
         assert_eq!(cpu_max(1.0), "100000 100000");
         assert_eq!(cpu_max(0.5), "50000 100000");
         assert_eq!(cpu_max(2.25), "225000 100000");
-        assert_eq!(cpu_max(0.001), "1000 100000", "clamped to the kernel minimum quota");
+        assert_eq!(
+            cpu_max(0.001),
+            "1000 100000",
+            "clamped to the kernel minimum quota"
+        );
         assert_eq!(cfs_quota(1.5), (150_000, 100_000));
         assert_eq!(cpu_weight(1.0), 100);
         assert_eq!(cpu_weight(0.001), 1);
@@ -591,7 +743,11 @@ garbage line
     fn v2_setup_enables_controllers_and_writes_limits() {
         let root = tempfile::tempdir().expect("tempdir");
         let root = root.path();
-        fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
 
         // The fake kernel: a new cgroup dir has these files.
@@ -602,16 +758,38 @@ garbage line
         let got = setup_v2_parent(root, "bramble", true, true).expect("setup");
         assert_eq!(got, parent);
         // A real kernel turns "+cpu" into a list; the fake file keeps the last write.
-        assert_eq!(fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(), "+cpu");
-        assert_eq!(fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(), "+cpu");
+        assert_eq!(
+            fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
+            "+cpu"
+        );
+        assert_eq!(
+            fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
+            "+cpu"
+        );
 
-        let backend = Backend::V2 { parent: parent.clone(), memory: true, cpu: true };
-        let cg = backend.create("task-1", 0.5, 64).expect("create").expect("some cgroup");
+        let backend = Backend::V2 {
+            parent: parent.clone(),
+            memory: true,
+            cpu: true,
+        };
+        let cg = backend
+            .create("task-1", 0.5, 64)
+            .expect("create")
+            .expect("some cgroup");
         let dir = parent.join("task-1");
         assert_eq!(cg.dirs(), std::slice::from_ref(&dir));
-        assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
-        assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");
-        assert!(!dir.join("memory.swap.max").exists(), "absent knobs are not created");
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.max")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "50000 100000"
+        );
+        assert!(
+            !dir.join("memory.swap.max").exists(),
+            "absent knobs are not created"
+        );
 
         fs::write(dir.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
         assert!(cg.memory_limit_exceeded(None));

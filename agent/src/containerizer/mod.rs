@@ -119,19 +119,29 @@ impl Containerizer {
     pub fn detect(parent_name: &str) -> Containerizer {
         let backend = match validate_id(parent_name) {
             Ok(()) => Backend::detect(parent_name),
-            Err(e) => Backend::None { reason: format!("parent cgroup name: {e}") },
+            Err(e) => Backend::None {
+                reason: format!("parent cgroup name: {e}"),
+            },
         };
         let own = own_cgroup_path(&backend);
         match backend.mode() {
-            CgroupMode::None => warn!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary()),
-            _ => info!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary()),
+            CgroupMode::None => {
+                warn!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary())
+            }
+            _ => {
+                info!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary())
+            }
         }
         Containerizer { backend }
     }
 
     /// A containerizer that never touches cgroups (tests, or an operator's opt-out).
     pub fn without_cgroups() -> Containerizer {
-        Containerizer { backend: Backend::None { reason: "disabled by configuration".into() } }
+        Containerizer {
+            backend: Backend::None {
+                reason: "disabled by configuration".into(),
+            },
+        }
     }
 
     pub fn mode(&self) -> CgroupMode {
@@ -146,41 +156,65 @@ impl Containerizer {
     /// Removes the parent cgroup(s) `detect` created. Only succeeds when no container of this
     /// containerizer exists any more; for an agent leaving the machine for good, and tests.
     pub fn remove_parent_cgroups(&self) -> Result<(), ContainerError> {
-        self.backend.remove_parent().map_err(|e| ContainerError::ParentCgroup {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        })
+        self.backend
+            .remove_parent()
+            .map_err(|e| ContainerError::ParentCgroup {
+                action: e.action,
+                path: e.path,
+                source: e.source,
+            })
     }
 
     /// Starts an executor. Returns once the process runs (or failed to exec); everything
     /// made for it (cgroup) is undone on failure. Needs a tokio runtime.
     pub async fn launch(&self, spec: LaunchSpec) -> Result<Container, ContainerError> {
         let id = spec.container_id.as_str();
-        validate_id(id).map_err(|reason| ContainerError::InvalidId { id: id.to_string(), reason })?;
-        validate_spec(&spec).map_err(|reason| ContainerError::InvalidSpec { id: id.to_string(), reason })?;
+        validate_id(id).map_err(|reason| ContainerError::InvalidId {
+            id: id.to_string(),
+            reason,
+        })?;
+        validate_spec(&spec).map_err(|reason| ContainerError::InvalidSpec {
+            id: id.to_string(),
+            reason,
+        })?;
 
         let io_err = |action: &'static str, path: &Path| {
             let (id, path) = (id.to_string(), path.to_path_buf());
-            move |source| ContainerError::Io { id, action, path, source }
+            move |source| ContainerError::Io {
+                id,
+                action,
+                path,
+                source,
+            }
         };
-        tokio::fs::create_dir_all(&spec.sandbox).await.map_err(io_err("creating sandbox", &spec.sandbox))?;
+        tokio::fs::create_dir_all(&spec.sandbox)
+            .await
+            .map_err(io_err("creating sandbox", &spec.sandbox))?;
         // Absolute, so HOME and the working directory mean the same thing to the executor.
-        let sandbox = tokio::fs::canonicalize(&spec.sandbox).await.map_err(io_err("resolving sandbox", &spec.sandbox))?;
+        let sandbox = tokio::fs::canonicalize(&spec.sandbox)
+            .await
+            .map_err(io_err("resolving sandbox", &spec.sandbox))?;
 
-        let cgroup = self.backend.create(id, spec.limits.cpus, spec.limits.mem_mib).map_err(|e| ContainerError::Cgroup {
-            id: id.to_string(),
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        })?;
+        let cgroup = self
+            .backend
+            .create(id, spec.limits.cpus, spec.limits.mem_mib)
+            .map_err(|e| ContainerError::Cgroup {
+                id: id.to_string(),
+                action: e.action,
+                path: e.path,
+                source: e.source,
+            })?;
         let prepared = process::Prepared {
             id,
             sandbox: &sandbox,
             program: &spec.program,
             args: &spec.args,
             env: environment(&sandbox, &spec.env),
-            memory_limit_mib: if cgroup.is_some() { spec.limits.mem_mib } else { 0 },
+            memory_limit_mib: if cgroup.is_some() {
+                spec.limits.mem_mib
+            } else {
+                0
+            },
         };
         process::start(prepared, cgroup).await
     }
@@ -219,14 +253,18 @@ fn validate_id(id: &str) -> Result<(), &'static str> {
 fn validate_spec(spec: &LaunchSpec) -> Result<(), String> {
     let Limits { cpus, .. } = spec.limits;
     if !cpus.is_finite() || cpus < 0.0 {
-        return Err(format!("cpus must be a finite number >= 0 (0 = unlimited), got {cpus}"));
+        return Err(format!(
+            "cpus must be a finite number >= 0 (0 = unlimited), got {cpus}"
+        ));
     }
     if spec.program.as_os_str().is_empty() {
         return Err("program is empty".into());
     }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(format!("environment variable name {k:?} is empty or contains '=' or NUL"));
+            return Err(format!(
+                "environment variable name {k:?} is empty or contains '=' or NUL"
+            ));
         }
         if v.contains('\0') {
             return Err(format!("environment variable {k} contains NUL"));

@@ -93,7 +93,10 @@ pub struct Killer {
 
 /// Spawns the executor. Must run inside a tokio runtime (the reaper is a task).
 /// On failure the cgroup is removed again.
-pub(crate) async fn start(p: Prepared<'_>, cgroup: Option<ContainerCgroup>) -> Result<Container, ContainerError> {
+pub(crate) async fn start(
+    p: Prepared<'_>,
+    cgroup: Option<ContainerCgroup>,
+) -> Result<Container, ContainerError> {
     match spawn_child(&p, cgroup.as_ref()) {
         Ok(child) => Ok(adopt(p.id, child, cgroup, p.memory_limit_mib)),
         Err(e) => {
@@ -107,10 +110,18 @@ pub(crate) async fn start(p: Prepared<'_>, cgroup: Option<ContainerCgroup>) -> R
     }
 }
 
-fn spawn_child(p: &Prepared<'_>, cgroup: Option<&ContainerCgroup>) -> Result<tokio::process::Child, ContainerError> {
+fn spawn_child(
+    p: &Prepared<'_>,
+    cgroup: Option<&ContainerCgroup>,
+) -> Result<tokio::process::Child, ContainerError> {
     let io_err = |action: &'static str, path: PathBuf| {
         let id = p.id.to_string();
-        move |source| ContainerError::Io { id, action, path, source }
+        move |source| ContainerError::Io {
+            id,
+            action,
+            path,
+            source,
+        }
     };
     let stdout_path = p.sandbox.join("stdout");
     let stderr_path = p.sandbox.join("stderr");
@@ -165,7 +176,12 @@ fn open_log(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn adopt(id: &str, child: tokio::process::Child, cgroup: Option<ContainerCgroup>, memory_limit_mib: u64) -> Container {
+fn adopt(
+    id: &str,
+    child: tokio::process::Child,
+    cgroup: Option<ContainerCgroup>,
+    memory_limit_mib: u64,
+) -> Container {
     // A spawned, not yet awaited child always has an id.
     let pid = child.id().unwrap_or_default();
     let (state, _) = watch::channel(State::Running);
@@ -214,7 +230,9 @@ async fn reap(mut child: tokio::process::Child, shared: Arc<Shared>, memory_limi
 fn signal_group(shared: &Shared, sig: Signal) {
     match killpg(shared.pgid, sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => warn!(container = %shared.id, "sending {sig} to process group {}: {e}", shared.pgid),
+        Err(e) => {
+            warn!(container = %shared.id, "sending {sig} to process group {}: {e}", shared.pgid)
+        }
     }
 }
 
@@ -234,7 +252,13 @@ impl Container {
             }
             // The sender lives in `self.shared`, so this only fails if the runtime is gone.
             if rx.changed().await.is_err() {
-                return ExitReport { code: None, signal: None, memory_limit_exceeded: false, killed: false, memory_limit_mib: 0 };
+                return ExitReport {
+                    code: None,
+                    signal: None,
+                    memory_limit_exceeded: false,
+                    killed: false,
+                    memory_limit_mib: 0,
+                };
             }
         }
     }
@@ -249,7 +273,9 @@ impl Container {
 
     /// A handle that can kill this container from another task.
     pub fn killer(&self) -> Killer {
-        Killer { shared: Arc::clone(&self.shared) }
+        Killer {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// The container's cgroup directories (empty without cgroups); gone once `wait` returns.

@@ -35,7 +35,10 @@ impl ExitReport {
             (None, None) => "ended with an unknown status".to_string(),
         };
         if self.memory_limit_exceeded {
-            format!("memory limit of {} MiB exceeded ({how})", self.memory_limit_mib)
+            format!(
+                "memory limit of {} MiB exceeded ({how})",
+                self.memory_limit_mib
+            )
         } else if self.killed {
             format!("killed on request ({how})")
         } else {
@@ -45,7 +48,9 @@ impl ExitReport {
 }
 
 fn signal_name(sig: i32) -> &'static str {
-    Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal")
+    Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
 }
 
 #[cfg(test)]
@@ -53,30 +58,69 @@ mod tests {
     use super::*;
 
     fn report(code: Option<i32>, signal: Option<i32>) -> ExitReport {
-        ExitReport { code, signal, memory_limit_exceeded: false, killed: false, memory_limit_mib: 0 }
+        ExitReport {
+            code,
+            signal,
+            memory_limit_exceeded: false,
+            killed: false,
+            memory_limit_mib: 0,
+        }
     }
 
     #[test]
     fn describe_names_status_signal_and_cause() {
         assert_eq!(report(Some(3), None).describe(), "exited with status 3");
-        assert_eq!(report(None, Some(9)).describe(), "killed by signal 9 (SIGKILL)");
-        assert_eq!(report(None, None).describe(), "ended with an unknown status");
-        assert_eq!(report(None, Some(200)).describe(), "killed by signal 200 (unknown signal)");
+        assert_eq!(
+            report(None, Some(9)).describe(),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            report(None, None).describe(),
+            "ended with an unknown status"
+        );
+        assert_eq!(
+            report(None, Some(200)).describe(),
+            "killed by signal 200 (unknown signal)"
+        );
 
-        let oom = ExitReport { memory_limit_exceeded: true, memory_limit_mib: 64, ..report(None, Some(9)) };
-        assert_eq!(oom.describe(), "memory limit of 64 MiB exceeded (killed by signal 9 (SIGKILL))");
-        let oom_in_pipeline = ExitReport { memory_limit_exceeded: true, memory_limit_mib: 64, ..report(Some(137), None) };
-        assert_eq!(oom_in_pipeline.describe(), "memory limit of 64 MiB exceeded (exited with status 137)");
+        let oom = ExitReport {
+            memory_limit_exceeded: true,
+            memory_limit_mib: 64,
+            ..report(None, Some(9))
+        };
+        assert_eq!(
+            oom.describe(),
+            "memory limit of 64 MiB exceeded (killed by signal 9 (SIGKILL))"
+        );
+        let oom_in_pipeline = ExitReport {
+            memory_limit_exceeded: true,
+            memory_limit_mib: 64,
+            ..report(Some(137), None)
+        };
+        assert_eq!(
+            oom_in_pipeline.describe(),
+            "memory limit of 64 MiB exceeded (exited with status 137)"
+        );
 
-        let killed = ExitReport { killed: true, ..report(None, Some(15)) };
-        assert_eq!(killed.describe(), "killed on request (killed by signal 15 (SIGTERM))");
+        let killed = ExitReport {
+            killed: true,
+            ..report(None, Some(15))
+        };
+        assert_eq!(
+            killed.describe(),
+            "killed on request (killed by signal 15 (SIGTERM))"
+        );
     }
 
     #[test]
     fn success_only_for_a_clean_unprovoked_exit() {
         assert!(report(Some(0), None).success());
         assert!(!report(Some(1), None).success());
-        assert!(!ExitReport { killed: true, ..report(Some(0), None) }.success());
+        assert!(!ExitReport {
+            killed: true,
+            ..report(Some(0), None)
+        }
+        .success());
         assert!(!report(None, Some(15)).success());
     }
 }

@@ -1,0 +1,1067 @@
+//! The agent's brain: which executors run here, which tasks they carry, and what has been
+//! reported about them.
+//!
+//! Like the master, the agent's state is owned by one task and driven by [`Input`]s from the
+//! master link, the executor socket and container watchers. Every task state change goes
+//! through [`Agent::report`], which makes it durable in the status update manager *before*
+//! anything is sent; the manager then resends it until the framework acknowledges it.
+//!
+//! Two kinds of executor run here. A *command* task gets a container of its own running
+//! `/bin/sh -c` (or a program), watched by the agent itself: its exit status is the task's
+//! outcome. A *custom* executor is a program the framework names; it connects back over the
+//! agent's Unix socket and may run many tasks, reporting their states itself.
+
+use crate::containerizer::{Container, Containerizer, ExitReport, LaunchSpec, Limits};
+use crate::status_updates::StatusUpdateManager;
+use bramble_proto::executor_env as env;
+use bramble_proto::messages::{
+    AgentToExecutor, AgentToMaster, ExecutorToAgent, MasterToAgent, RunningTask,
+};
+use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};
+use bramble_proto::{
+    AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+/// Settings the state machine needs.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub work_dir: PathBuf,
+    pub socket_path: PathBuf,
+    pub hostname: String,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+    pub executor_registration_timeout: Duration,
+    pub kill_grace: Duration,
+    pub executor_idle_timeout: Duration,
+}
+
+pub type ContainerKey = String;
+
+#[derive(Debug)]
+pub enum Input {
+    /// The master link wants the Register message for a fresh connection.
+    BuildRegistration(oneshot::Sender<AgentToMaster>),
+    MasterConnected {
+        agent_id: AgentId,
+        tx: mpsc::Sender<AgentToMaster>,
+    },
+    MasterDisconnected,
+    FromMaster(MasterToAgent),
+    ContainerExited {
+        container: ContainerKey,
+        report: ExitReport,
+    },
+    ExecutorConnected {
+        serial: u64,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        token: String,
+        tx: mpsc::Sender<AgentToExecutor>,
+        reply: oneshot::Sender<Result<ContainerKey, String>>,
+    },
+    FromExecutor {
+        container: ContainerKey,
+        msg: ExecutorToAgent,
+    },
+    ExecutorDisconnected {
+        container: ContainerKey,
+        serial: u64,
+    },
+    /// For tests and the CLI: a summary of what runs here.
+    Inspect(oneshot::Sender<AgentView>),
+}
+
+/// What an agent reports about itself to tests.
+#[derive(Debug, Clone, Default)]
+pub struct AgentView {
+    pub agent_id: Option<AgentId>,
+    pub connected: bool,
+    pub containers: Vec<(ContainerKey, Option<u32>, Vec<(TaskId, TaskState)>)>,
+    pub pending_updates: usize,
+}
+
+struct TaskRun {
+    info: TaskInfo,
+    state: TaskState,
+    kill_requested: bool,
+    /// The terminal update has been recorded; the entry stays until it is acknowledged so
+    /// that a re-registration still reports the task and the master keeps waiting for it.
+    terminal: bool,
+}
+
+enum Kind {
+    Command,
+    Custom { info: ExecutorInfo },
+}
+
+struct Run {
+    framework_id: FrameworkId,
+    executor_id: ExecutorId,
+    kind: Kind,
+    sandbox: PathBuf,
+    container: Option<Arc<Container>>,
+    token: String,
+    conn: Option<(u64, mpsc::Sender<AgentToExecutor>)>,
+    tasks: HashMap<TaskId, TaskRun>,
+    /// Tasks waiting for a custom executor to register.
+    queued: Vec<TaskInfo>,
+    launched_at: Instant,
+    idle_since: Option<Instant>,
+    shutting_down: bool,
+    exited: bool,
+}
+
+impl Run {
+    fn live_tasks(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .count()
+            + self.queued.len()
+    }
+}
+
+pub struct Agent {
+    settings: AgentSettings,
+    containerizer: Arc<Containerizer>,
+    updates: StatusUpdateManager,
+    agent_id: Option<AgentId>,
+    master: Option<mpsc::Sender<AgentToMaster>>,
+    runs: HashMap<ContainerKey, Run>,
+    /// (framework, executor) → the container currently serving it.
+    active: HashMap<(FrameworkId, ExecutorId), ContainerKey>,
+    inputs: mpsc::Sender<Input>,
+}
+
+impl Agent {
+    pub fn new(
+        settings: AgentSettings,
+        containerizer: Arc<Containerizer>,
+        updates: StatusUpdateManager,
+        agent_id: Option<AgentId>,
+        inputs: mpsc::Sender<Input>,
+    ) -> Self {
+        Self {
+            settings,
+            containerizer,
+            updates,
+            agent_id,
+            master: None,
+            runs: HashMap::new(),
+            active: HashMap::new(),
+            inputs,
+        }
+    }
+
+    pub async fn handle(&mut self, input: Input) {
+        match input {
+            Input::BuildRegistration(reply) => {
+                let _ = reply.send(self.registration());
+            }
+            Input::MasterConnected { agent_id, tx } => {
+                if self.agent_id.as_ref() != Some(&agent_id) {
+                    if let Err(e) = crate::persist_agent_id(&self.settings.work_dir, &agent_id) {
+                        error!("could not persist agent id {agent_id}: {e}");
+                    }
+                    self.agent_id = Some(agent_id);
+                }
+                self.master = Some(tx);
+                self.updates.resend_all_now();
+                self.flush_updates(Instant::now());
+            }
+            Input::MasterDisconnected => self.master = None,
+            Input::FromMaster(msg) => self.master_message(msg).await,
+            Input::ContainerExited { container, report } => {
+                self.container_exited(&container, report)
+            }
+            Input::ExecutorConnected {
+                serial,
+                framework_id,
+                executor_id,
+                token,
+                tx,
+                reply,
+            } => {
+                let result = self.executor_connected(serial, framework_id, executor_id, token, tx);
+                let _ = reply.send(result);
+            }
+            Input::FromExecutor { container, msg } => self.executor_message(&container, msg),
+            Input::ExecutorDisconnected { container, serial } => {
+                self.executor_disconnected(&container, serial)
+            }
+            Input::Inspect(reply) => {
+                let _ = reply.send(self.view());
+            }
+        }
+    }
+
+    /// Periodic work: resends, executor registration timeouts, idle executors.
+    pub fn tick(&mut self, now: Instant) {
+        self.flush_updates(now);
+        let timeout = self.settings.executor_registration_timeout;
+        let idle_timeout = self.settings.executor_idle_timeout;
+        let mut to_kill = Vec::new();
+        for (key, run) in self.runs.iter_mut() {
+            if run.exited || run.shutting_down {
+                continue;
+            }
+            if let Kind::Custom { .. } = run.kind {
+                if run.conn.is_none() && now.duration_since(run.launched_at) > timeout {
+                    warn!(container = %key, executor = %run.executor_id, "executor did not register within {timeout:?}; killing it");
+                    run.shutting_down = true;
+                    to_kill.push(key.clone());
+                    continue;
+                }
+                if run.conn.is_some() && run.live_tasks() == 0 {
+                    let since = *run.idle_since.get_or_insert(now);
+                    if now.duration_since(since) > idle_timeout {
+                        info!(container = %key, executor = %run.executor_id, "shutting down idle executor");
+                        run.shutting_down = true;
+                        if let Some((_, tx)) = &run.conn {
+                            let _ = tx.try_send(AgentToExecutor::Shutdown);
+                        }
+                        to_kill.push(key.clone());
+                    }
+                } else {
+                    run.idle_since = None;
+                }
+            }
+        }
+        for key in to_kill {
+            self.kill_container(&key);
+        }
+    }
+
+    /// Kills every container (agent shutdown) and waits for them to exit.
+    pub async fn kill_everything(&mut self) {
+        let containers: Vec<Arc<Container>> = self
+            .runs
+            .values()
+            .filter_map(|r| r.container.clone())
+            .collect();
+        let grace = self.settings.kill_grace;
+        let kills = containers.iter().map(|c| {
+            let killer = c.killer();
+            async move { killer.kill(grace).await }
+        });
+        futures_join_all(kills).await;
+        for c in containers {
+            c.wait().await;
+        }
+    }
+
+    pub fn next_update_deadline(&self) -> Option<Instant> {
+        if self.master.is_some() {
+            self.updates.next_deadline()
+        } else {
+            None
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Status updates
+
+    /// Records `status` durably, then sends what is due. Every state change goes through here.
+    fn report(&mut self, mut status: TaskStatus) {
+        status.agent_id = self.agent_id.clone();
+        let task = status.task_id.clone();
+        let state = status.state;
+        match self.updates.record(status) {
+            Ok(uuid) => debug!(task = %task, %state, %uuid, "status update recorded"),
+            Err(e) => error!(task = %task, %state, "could not record status update: {e}"),
+        }
+        self.flush_updates(Instant::now());
+    }
+
+    fn flush_updates(&mut self, now: Instant) {
+        let Some(master) = &self.master else { return };
+        for mut update in self.updates.due(now) {
+            if update.agent_id.is_none() {
+                update.agent_id = self.agent_id.clone();
+            }
+            if master
+                .try_send(AgentToMaster::StatusUpdate(update))
+                .is_err()
+            {
+                // Queue full or link gone: the manager will resend it after its backoff.
+                break;
+            }
+        }
+    }
+
+    fn set_task_state(&mut self, key: &ContainerKey, task_id: &TaskId, state: TaskState) {
+        if let Some(t) = self
+            .runs
+            .get_mut(key)
+            .and_then(|r| r.tasks.get_mut(task_id))
+        {
+            t.state = state;
+            if state.is_terminal() {
+                t.terminal = true;
+            }
+        }
+    }
+
+    fn agent_status(
+        &self,
+        fw: &FrameworkId,
+        executor: Option<&ExecutorId>,
+        task: &TaskId,
+        state: TaskState,
+    ) -> TaskStatus {
+        let mut s = TaskStatus::new(fw.clone(), task.clone(), state, UpdateSource::Agent);
+        s.executor_id = executor.cloned();
+        s
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Master
+
+    fn registration(&self) -> AgentToMaster {
+        let tasks = self
+            .runs
+            .values()
+            .flat_map(|r| {
+                r.tasks
+                    .values()
+                    .map(|t| RunningTask {
+                        framework_id: r.framework_id.clone(),
+                        task: t.info.clone(),
+                        state: t.state,
+                    })
+                    .chain(r.queued.iter().map(|t| RunningTask {
+                        framework_id: r.framework_id.clone(),
+                        task: t.clone(),
+                        state: TaskState::Staging,
+                    }))
+            })
+            .collect();
+        AgentToMaster::Register {
+            agent_id: self.agent_id.clone(),
+            hostname: self.settings.hostname.clone(),
+            resources: self.settings.resources.clone(),
+            attributes: self.settings.attributes.clone(),
+            tasks,
+        }
+    }
+
+    async fn master_message(&mut self, msg: MasterToAgent) {
+        match msg {
+            MasterToAgent::Registered { .. } | MasterToAgent::HeartbeatAck => {}
+            MasterToAgent::RunTasks {
+                framework_id,
+                framework_name,
+                tasks,
+            } => {
+                for task in tasks {
+                    self.run_task(&framework_id, &framework_name, task).await;
+                }
+            }
+            MasterToAgent::KillTask {
+                framework_id,
+                task_id,
+            } => self.kill_task(&framework_id, &task_id),
+            MasterToAgent::Acknowledge {
+                framework_id,
+                task_id,
+                uuid,
+            } => {
+                match self.updates.acknowledge(&framework_id, &task_id, uuid) {
+                    Ok(true) => self.forget_acknowledged(&framework_id, &task_id),
+                    Ok(false) => {
+                        debug!(task = %task_id, %uuid, "acknowledgement for an unknown update")
+                    }
+                    Err(e) => {
+                        error!(task = %task_id, %uuid, "could not remove acknowledged update: {e}")
+                    }
+                }
+                self.flush_updates(Instant::now());
+            }
+            MasterToAgent::FrameworkMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => {
+                let conn = self
+                    .active
+                    .get(&(framework_id.clone(), executor_id.clone()))
+                    .and_then(|k| self.runs.get(k))
+                    .and_then(|r| r.conn.as_ref().map(|(_, tx)| tx.clone()));
+                match conn {
+                    Some(tx) => {
+                        let _ = tx.try_send(AgentToExecutor::Message(data));
+                    }
+                    None => {
+                        debug!(framework = %framework_id, executor = %executor_id, "framework message for an executor that is not connected; dropped")
+                    }
+                }
+            }
+            MasterToAgent::ShutdownFramework { framework_id } => {
+                self.shutdown_framework(&framework_id)
+            }
+        }
+    }
+
+    /// A task whose terminal update was acknowledged is forgotten; a run with nothing left
+    /// and no process is removed.
+    fn forget_acknowledged(&mut self, fw: &FrameworkId, task_id: &TaskId) {
+        let mut empty = None;
+        for (key, run) in self.runs.iter_mut() {
+            if &run.framework_id != fw {
+                continue;
+            }
+            let acked_terminal = run.tasks.get(task_id).is_some_and(|t| t.terminal)
+                && !self.updates.has_pending(fw, task_id);
+            if acked_terminal {
+                run.tasks.remove(task_id);
+                if run.exited && run.tasks.is_empty() && run.queued.is_empty() {
+                    empty = Some(key.clone());
+                }
+                break;
+            }
+        }
+        if let Some(key) = empty {
+            self.remove_run(&key);
+        }
+    }
+
+    fn remove_run(&mut self, key: &ContainerKey) {
+        if let Some(run) = self.runs.remove(key) {
+            let id = (run.framework_id, run.executor_id);
+            if self.active.get(&id) == Some(key) {
+                self.active.remove(&id);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Launching
+
+    async fn run_task(&mut self, fw: &FrameworkId, fw_name: &str, task: TaskInfo) {
+        if self.find_task(fw, &task.task_id).is_some() {
+            warn!(framework = %fw, task = %task.task_id, "master asked to run a task that already runs here; ignoring");
+            return;
+        }
+        match (&task.command, &task.executor) {
+            (Some(cmd), None) => {
+                let cmd = cmd.clone();
+                self.launch_command_task(fw, task, cmd).await
+            }
+            (None, Some(exec)) => {
+                let exec = exec.clone();
+                self.launch_on_custom_executor(fw, fw_name, task, exec)
+                    .await
+            }
+            _ => {
+                let status = self
+                    .agent_status(fw, None, &task.task_id, TaskState::Error)
+                    .with_reason(
+                        TaskReason::InvalidTask,
+                        "task needs exactly one of command or executor",
+                    );
+                self.report(status);
+            }
+        }
+    }
+
+    fn sandbox_for(&self, fw: &FrameworkId, executor: &ExecutorId, container: &str) -> PathBuf {
+        self.settings
+            .work_dir
+            .join("frameworks")
+            .join(fw.as_str())
+            .join("executors")
+            .join(executor.as_str())
+            .join("runs")
+            .join(container)
+    }
+
+    async fn launch_command_task(&mut self, fw: &FrameworkId, task: TaskInfo, cmd: CommandInfo) {
+        let executor_id = ExecutorId(format!("command-{}", task.task_id));
+        let key = new_container_key();
+        let sandbox = self.sandbox_for(fw, &executor_id, &key);
+        let (program, args) = program_and_args(&cmd);
+        let mut env_vars: Vec<(String, String)> = cmd.environment.clone().into_iter().collect();
+        env_vars.push((env::TASK_ID.into(), task.task_id.to_string()));
+        env_vars.push((env::FRAMEWORK_ID.into(), fw.to_string()));
+        env_vars.push((env::SANDBOX.into(), sandbox.display().to_string()));
+        if let Some(id) = &self.agent_id {
+            env_vars.push((env::AGENT_ID.into(), id.to_string()));
+        }
+        let spec = LaunchSpec {
+            container_id: key.clone(),
+            sandbox: sandbox.clone(),
+            program,
+            args,
+            env: env_vars,
+            limits: Limits {
+                cpus: task.resources.cpus(),
+                mem_mib: task.resources.mem_mib,
+            },
+        };
+        let task_id = task.task_id.clone();
+        let mut run = Run {
+            framework_id: fw.clone(),
+            executor_id: executor_id.clone(),
+            kind: Kind::Command,
+            sandbox,
+            container: None,
+            token: String::new(),
+            conn: None,
+            tasks: HashMap::new(),
+            queued: Vec::new(),
+            launched_at: Instant::now(),
+            idle_since: None,
+            shutting_down: false,
+            exited: false,
+        };
+        run.tasks.insert(
+            task_id.clone(),
+            TaskRun {
+                info: task,
+                state: TaskState::Staging,
+                kill_requested: false,
+                terminal: false,
+            },
+        );
+        match self.containerizer.launch(spec).await {
+            Ok(container) => {
+                let pid = container.pid;
+                let container = Arc::new(container);
+                self.watch(key.clone(), container.clone());
+                run.container = Some(container);
+                self.runs.insert(key.clone(), run);
+                self.active
+                    .insert((fw.clone(), executor_id.clone()), key.clone());
+                info!(framework = %fw, task = %task_id, container = %key, pid, "command task running");
+                self.set_task_state(&key, &task_id, TaskState::Running);
+                let mut status =
+                    self.agent_status(fw, Some(&executor_id), &task_id, TaskState::Running);
+                status.message = format!("pid {pid}");
+                self.report(status);
+            }
+            Err(e) => {
+                warn!(framework = %fw, task = %task_id, "launch failed: {e}");
+                run.exited = true;
+                self.runs.insert(key.clone(), run);
+                self.set_task_state(&key, &task_id, TaskState::Failed);
+                let status = self
+                    .agent_status(fw, Some(&executor_id), &task_id, TaskState::Failed)
+                    .with_reason(TaskReason::LaunchFailed, e.to_string());
+                self.report(status);
+            }
+        }
+    }
+
+    async fn launch_on_custom_executor(
+        &mut self,
+        fw: &FrameworkId,
+        fw_name: &str,
+        task: TaskInfo,
+        exec: ExecutorInfo,
+    ) {
+        let id = (fw.clone(), exec.executor_id.clone());
+        if let Some(key) = self.active.get(&id).cloned() {
+            let usable = self
+                .runs
+                .get(&key)
+                .is_some_and(|r| !r.exited && !r.shutting_down);
+            if usable {
+                self.give_task_to_executor(&key, task);
+                return;
+            }
+        }
+        let key = new_container_key();
+        let sandbox = self.sandbox_for(fw, &exec.executor_id, &key);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let (program, args) = program_and_args(&exec.command);
+        let mut env_vars: Vec<(String, String)> =
+            exec.command.environment.clone().into_iter().collect();
+        env_vars.extend([
+            (
+                env::AGENT_SOCKET.to_string(),
+                self.settings.socket_path.display().to_string(),
+            ),
+            (env::FRAMEWORK_ID.to_string(), fw.to_string()),
+            (env::EXECUTOR_ID.to_string(), exec.executor_id.to_string()),
+            (env::EXECUTOR_TOKEN.to_string(), token.clone()),
+            (env::SANDBOX.to_string(), sandbox.display().to_string()),
+            ("BRAMBLE_FRAMEWORK_NAME".to_string(), fw_name.to_string()),
+        ]);
+        if let Some(aid) = &self.agent_id {
+            env_vars.push((env::AGENT_ID.into(), aid.to_string()));
+        }
+        // A custom executor's tasks come and go, so its container is not capped at launch
+        // time: the limits cover the executor's own resources only when it asks for some.
+        let limits = Limits {
+            cpus: 0.0,
+            mem_mib: 0,
+        };
+        let spec = LaunchSpec {
+            container_id: key.clone(),
+            sandbox: sandbox.clone(),
+            program,
+            args,
+            env: env_vars,
+            limits,
+        };
+        let task_id = task.task_id.clone();
+        let executor_id = exec.executor_id.clone();
+        match self.containerizer.launch(spec).await {
+            Ok(container) => {
+                let pid = container.pid;
+                let container = Arc::new(container);
+                self.watch(key.clone(), container.clone());
+                info!(framework = %fw, executor = %executor_id, container = %key, pid, "custom executor launched");
+                self.runs.insert(
+                    key.clone(),
+                    Run {
+                        framework_id: fw.clone(),
+                        executor_id: executor_id.clone(),
+                        kind: Kind::Custom { info: exec },
+                        sandbox,
+                        container: Some(container),
+                        token,
+                        conn: None,
+                        tasks: HashMap::new(),
+                        queued: vec![task],
+                        launched_at: Instant::now(),
+                        idle_since: None,
+                        shutting_down: false,
+                        exited: false,
+                    },
+                );
+                self.active.insert(id, key);
+            }
+            Err(e) => {
+                warn!(framework = %fw, executor = %executor_id, "executor launch failed: {e}");
+                let status = self
+                    .agent_status(fw, Some(&executor_id), &task_id, TaskState::Failed)
+                    .with_reason(
+                        TaskReason::LaunchFailed,
+                        format!("executor launch failed: {e}"),
+                    );
+                self.report(status);
+            }
+        }
+    }
+
+    fn give_task_to_executor(&mut self, key: &ContainerKey, task: TaskInfo) {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        run.idle_since = None;
+        match &run.conn {
+            Some((_, tx)) => {
+                let task_id = task.task_id.clone();
+                run.tasks.insert(
+                    task_id,
+                    TaskRun {
+                        info: task.clone(),
+                        state: TaskState::Staging,
+                        kill_requested: false,
+                        terminal: false,
+                    },
+                );
+                if tx.try_send(AgentToExecutor::LaunchTask(task)).is_err() {
+                    warn!(container = %key, "executor's queue is full; its tasks will fail when it is killed");
+                }
+            }
+            None => run.queued.push(task),
+        }
+    }
+
+    fn watch(&self, key: ContainerKey, container: Arc<Container>) {
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let report = container.wait().await;
+            let _ = inputs
+                .send(Input::ContainerExited {
+                    container: key,
+                    report,
+                })
+                .await;
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Killing
+
+    fn find_task(&self, fw: &FrameworkId, task_id: &TaskId) -> Option<ContainerKey> {
+        self.runs
+            .iter()
+            .find(|(_, r)| {
+                &r.framework_id == fw
+                    && (r.tasks.contains_key(task_id)
+                        || r.queued.iter().any(|t| &t.task_id == task_id))
+            })
+            .map(|(k, _)| k.clone())
+    }
+
+    fn kill_task(&mut self, fw: &FrameworkId, task_id: &TaskId) {
+        let Some(key) = self.find_task(fw, task_id) else {
+            info!(framework = %fw, task = %task_id, "kill for a task unknown here; reporting it LOST");
+            let status = self
+                .agent_status(fw, None, task_id, TaskState::Lost)
+                .with_reason(
+                    TaskReason::AgentUnknown,
+                    "task is not running on this agent",
+                );
+            self.report(status);
+            return;
+        };
+        let Some(run) = self.runs.get_mut(&key) else {
+            return;
+        };
+        let executor_id = run.executor_id.clone();
+        if let Some(pos) = run.queued.iter().position(|t| &t.task_id == task_id) {
+            // Never reached its executor: nothing to stop.
+            run.queued.remove(pos);
+            let status = self
+                .agent_status(fw, Some(&executor_id), task_id, TaskState::Killed)
+                .with_reason(
+                    TaskReason::KilledByRequest,
+                    "killed before its executor registered",
+                );
+            self.report(status);
+            return;
+        }
+        let Some(task) = run.tasks.get_mut(task_id) else {
+            return;
+        };
+        if task.state.is_terminal() {
+            return;
+        }
+        task.kill_requested = true;
+        info!(framework = %fw, task = %task_id, container = %key, "killing task");
+        match &run.kind {
+            Kind::Command => self.kill_container(&key),
+            Kind::Custom { .. } => match &run.conn {
+                Some((_, tx)) => {
+                    let _ = tx.try_send(AgentToExecutor::KillTask(task_id.clone()));
+                }
+                None => self.kill_container(&key),
+            },
+        }
+    }
+
+    fn kill_container(&mut self, key: &ContainerKey) {
+        let Some(container) = self.runs.get(key).and_then(|r| r.container.clone()) else {
+            return;
+        };
+        let grace = self.settings.kill_grace;
+        tokio::spawn(async move { container.killer().kill(grace).await });
+    }
+
+    fn shutdown_framework(&mut self, fw: &FrameworkId) {
+        info!(framework = %fw, "framework shut down by the master; killing its executors");
+        let keys: Vec<ContainerKey> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| &r.framework_id == fw)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(run) = self.runs.get_mut(&key) {
+                run.shutting_down = true;
+                for t in run.tasks.values_mut() {
+                    t.kill_requested = true;
+                }
+                if let Some((_, tx)) = &run.conn {
+                    let _ = tx.try_send(AgentToExecutor::Shutdown);
+                }
+            }
+            self.kill_container(&key);
+        }
+        match self.updates.forget_framework(fw) {
+            Ok(n) if n > 0 => {
+                info!(framework = %fw, dropped = n, "dropped unacknowledged updates of a removed framework")
+            }
+            Ok(_) => {}
+            Err(e) => error!(framework = %fw, "could not drop updates of a removed framework: {e}"),
+        }
+    }
+
+    fn container_exited(&mut self, key: &ContainerKey, report: ExitReport) {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        run.exited = true;
+        run.conn = None;
+        run.container = None;
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        let is_command = matches!(run.kind, Kind::Command);
+        info!(framework = %fw, executor = %executor_id, container = %key, "container ended: {}", report.describe());
+        let mut outcomes: Vec<TaskStatus> = Vec::new();
+        for (task_id, task) in run.tasks.iter() {
+            if task.state.is_terminal() {
+                continue;
+            }
+            let mut status = TaskStatus::new(
+                fw.clone(),
+                task_id.clone(),
+                TaskState::Failed,
+                UpdateSource::Agent,
+            );
+            status.executor_id = Some(executor_id.clone());
+            status.exit_code = report.code;
+            let (state, reason) = if task.kill_requested {
+                (TaskState::Killed, TaskReason::KilledByRequest)
+            } else if report.memory_limit_exceeded {
+                (TaskState::Failed, TaskReason::MemoryLimit)
+            } else if is_command && report.success() {
+                (TaskState::Finished, TaskReason::CommandExited)
+            } else if is_command {
+                (TaskState::Failed, TaskReason::CommandExited)
+            } else {
+                (TaskState::Failed, TaskReason::ExecutorTerminated)
+            };
+            status.state = state;
+            status.reason = Some(reason);
+            status.message = if is_command {
+                report.describe()
+            } else {
+                format!("executor {executor_id} ended: {}", report.describe())
+            };
+            outcomes.push(status);
+        }
+        for task in run.queued.drain(..) {
+            let status = TaskStatus::new(
+                fw.clone(),
+                task.task_id.clone(),
+                TaskState::Failed,
+                UpdateSource::Agent,
+            )
+            .with_reason(
+                TaskReason::ExecutorTerminated,
+                format!(
+                    "executor {executor_id} ended before it registered: {}",
+                    report.describe()
+                ),
+            );
+            outcomes.push(status);
+        }
+        for status in outcomes {
+            self.set_task_state(key, &status.task_id, status.state);
+            self.report(status);
+        }
+        if !is_command {
+            if let Some(master) = &self.master {
+                let _ = master.try_send(AgentToMaster::ExecutorExited {
+                    framework_id: fw.clone(),
+                    executor_id: executor_id.clone(),
+                });
+            }
+        }
+        let id = (fw, executor_id);
+        if self.active.get(&id) == Some(key) {
+            self.active.remove(&id);
+        }
+        let finished = self.runs.get(key).is_some_and(|r| {
+            r.tasks.values().all(|t| t.terminal)
+                && r.tasks
+                    .iter()
+                    .all(|(tid, _)| !self.updates.has_pending(&r.framework_id, tid))
+        });
+        if finished {
+            self.remove_run(key);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Custom executors
+
+    fn executor_connected(
+        &mut self,
+        serial: u64,
+        fw: FrameworkId,
+        executor_id: ExecutorId,
+        token: String,
+        tx: mpsc::Sender<AgentToExecutor>,
+    ) -> Result<ContainerKey, String> {
+        let key = self
+            .active
+            .get(&(fw.clone(), executor_id.clone()))
+            .cloned()
+            .ok_or_else(|| {
+                format!("no executor {executor_id} of framework {fw} was launched here")
+            })?;
+        let agent_id = self
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| AgentId(String::new()));
+        let run = self.runs.get_mut(&key).ok_or("executor run vanished")?;
+        if run.token != token {
+            return Err("wrong executor token".into());
+        }
+        if run.conn.is_some() {
+            return Err("executor already registered".into());
+        }
+        let Kind::Custom { info } = &run.kind else {
+            return Err("not a custom executor".into());
+        };
+        let registered = AgentToExecutor::Registered {
+            agent_id,
+            framework_id: fw.clone(),
+            executor: info.clone(),
+        };
+        tx.try_send(registered)
+            .map_err(|_| "executor queue closed".to_string())?;
+        for task in run.queued.drain(..) {
+            run.tasks.insert(
+                task.task_id.clone(),
+                TaskRun {
+                    info: task.clone(),
+                    state: TaskState::Staging,
+                    kill_requested: false,
+                    terminal: false,
+                },
+            );
+            let _ = tx.try_send(AgentToExecutor::LaunchTask(task));
+        }
+        run.conn = Some((serial, tx));
+        info!(framework = %fw, executor = %executor_id, container = %key, "executor registered");
+        Ok(key)
+    }
+
+    fn executor_message(&mut self, key: &ContainerKey, msg: ExecutorToAgent) {
+        let Some(run) = self.runs.get(key) else {
+            return;
+        };
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        match msg {
+            ExecutorToAgent::Register { .. } => {
+                warn!(container = %key, "executor registered twice; ignoring");
+            }
+            ExecutorToAgent::Message(data) => {
+                if let Some(master) = &self.master {
+                    let _ = master.try_send(AgentToMaster::ExecutorMessage {
+                        framework_id: fw,
+                        executor_id,
+                        data,
+                    });
+                }
+            }
+            ExecutorToAgent::Update(mut status) => {
+                let conn = run.conn.as_ref().map(|(_, tx)| tx.clone());
+                let Some(task) = run.tasks.get(&status.task_id) else {
+                    warn!(container = %key, task = %status.task_id, "executor reported a task it does not run; ignoring");
+                    return;
+                };
+                let Some(uuid) = status.uuid else {
+                    warn!(container = %key, task = %status.task_id, "executor update without uuid; ignoring");
+                    return;
+                };
+                // The agent, not the executor, vouches for whose task this is.
+                status.framework_id = fw;
+                status.executor_id = Some(executor_id);
+                status.source = UpdateSource::Executor;
+                let legal = task.state.can_move_to(status.state);
+                let task_id = status.task_id.clone();
+                let state = status.state;
+                if legal {
+                    let mut status = status;
+                    if task.kill_requested && state.is_terminal() && state != TaskState::Killed {
+                        debug!(task = %task_id, "killed task ended as {state}");
+                    }
+                    status.agent_id = self.agent_id.clone();
+                    match self.updates.record(status) {
+                        Ok(_) => {}
+                        Err(e) => {
+                            error!(task = %task_id, "could not record executor update: {e}");
+                            return; // no ack: the executor resends
+                        }
+                    }
+                    self.set_task_state(key, &task_id, state);
+                    self.flush_updates(Instant::now());
+                } else {
+                    debug!(task = %task_id, from = %task.state, to = %state, "executor sent an illegal transition; acknowledged and dropped");
+                }
+                if let Some(tx) = conn {
+                    let _ = tx.try_send(AgentToExecutor::UpdateAck(uuid));
+                }
+            }
+        }
+    }
+
+    fn executor_disconnected(&mut self, key: &ContainerKey, serial: u64) {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        if run.conn.as_ref().map(|(s, _)| *s) != Some(serial) {
+            return;
+        }
+        run.conn = None;
+        if !run.exited {
+            warn!(container = %key, executor = %run.executor_id, "executor closed its connection; killing it");
+            run.shutting_down = true;
+            self.kill_container(key);
+        }
+    }
+
+    fn view(&self) -> AgentView {
+        let mut containers: Vec<_> = self
+            .runs
+            .iter()
+            .map(|(k, r)| {
+                let mut tasks: Vec<(TaskId, TaskState)> = r
+                    .tasks
+                    .iter()
+                    .map(|(id, t)| (id.clone(), t.state))
+                    .collect();
+                tasks.extend(
+                    r.queued
+                        .iter()
+                        .map(|t| (t.task_id.clone(), TaskState::Staging)),
+                );
+                tasks.sort();
+                (k.clone(), r.container.as_ref().map(|c| c.pid), tasks)
+            })
+            .collect();
+        containers.sort();
+        AgentView {
+            agent_id: self.agent_id.clone(),
+            connected: self.master.is_some(),
+            containers,
+            pending_updates: self.updates.pending(),
+        }
+    }
+
+    pub fn sandbox_of(&self, fw: &FrameworkId, task_id: &TaskId) -> Option<PathBuf> {
+        self.find_task(fw, task_id)
+            .and_then(|k| self.runs.get(&k))
+            .map(|r| r.sandbox.clone())
+    }
+}
+
+fn new_container_key() -> ContainerKey {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn program_and_args(cmd: &CommandInfo) -> (PathBuf, Vec<String>) {
+    if cmd.shell {
+        (
+            PathBuf::from("/bin/sh"),
+            vec!["-c".into(), cmd.value.clone()],
+        )
+    } else {
+        (PathBuf::from(&cmd.value), cmd.arguments.clone())
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(f);
+    }
+    for f in set {
+        f.await;
+    }
+}

@@ -1,0 +1,597 @@
+//! The agent's configuration file (`/etc/bramble/agent.toml`), and a loader whose errors an
+//! operator can act on over ssh.
+//!
+//! Every key is optional: an agent flashed from the image runs with no config file at all.
+//! Unknown keys are errors, not warnings, because a misspelt `cpu = 2` that is silently
+//! ignored offers the whole machine. Every error names the file, the line when known, and the
+//! key: `/etc/bramble/agent.toml: line 4: unknown key "cpu" (expected one of ...)`.
+//!
+//! The loader itself ([`load_toml`], [`read_optional`]) is generic so the master can read its
+//! own file the same way; it is self-contained so it can move to a shared crate unchanged.
+
+use crate::resources::ResourceOverrides;
+use bramble_proto::PortRange;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the agent looks when no `--config` is given. A missing file here means defaults.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bramble/agent.toml";
+
+/// The agent's configuration. See the module header for the file it comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Directory holding the cluster CA certificate and this node's certificate and key.
+    pub cluster: PathBuf,
+    /// The master's `host:port`; absent means find it by mDNS.
+    pub master: Option<String>,
+    /// Sandboxes, checkpoints and unacknowledged status updates live here.
+    pub work_dir: PathBuf,
+    /// CPUs to offer instead of the detected count.
+    pub cpus: Option<f64>,
+    /// Memory to offer in MiB instead of the detected amount.
+    pub mem: Option<u64>,
+    /// Disk to offer in MiB instead of the detected amount.
+    pub disk: Option<u64>,
+    /// Ports to offer, e.g. `"31000-32000,8080"`; `""` offers none. Default 31000-32000.
+    pub ports: Option<String>,
+    /// Extra attributes for offers, on top of the detected `arch`, `os`, `pi_model`, `serial`
+    /// (a key given here replaces the detected value).
+    pub attributes: BTreeMap<String, String>,
+    pub heartbeat_interval_ms: u64,
+    /// How long a launched custom executor has to connect back before its tasks fail.
+    pub executor_registration_timeout_secs: u64,
+    /// Time between SIGTERM and SIGKILL when killing a task.
+    pub kill_grace_secs: u64,
+    /// How long an executor with no tasks left is kept before it is shut down.
+    pub executor_idle_timeout_secs: u64,
+    /// A tracing filter such as `info,bramble_agent=debug`; `RUST_LOG` wins when set.
+    pub log: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            cluster: PathBuf::from("/etc/bramble/cluster"),
+            master: None,
+            work_dir: PathBuf::from("/var/lib/bramble/agent"),
+            cpus: None,
+            mem: None,
+            disk: None,
+            ports: None,
+            attributes: BTreeMap::new(),
+            heartbeat_interval_ms: 1000,
+            executor_registration_timeout_secs: 30,
+            kill_grace_secs: 5,
+            executor_idle_timeout_secs: 10,
+            log: None,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Checks values serde cannot: returns the offending key and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Some(c) = self.cpus {
+            if !c.is_finite() || c <= 0.0 {
+                return Err(("cpus", format!("must be a positive number, got {c}")));
+            }
+        }
+        if self.mem == Some(0) {
+            return Err(("mem", "must be at least 1 (MiB)".to_owned()));
+        }
+        if let Some(ports) = &self.ports {
+            parse_ports(ports).map_err(|e| ("ports", e))?;
+        }
+        if let Some(master) = &self.master {
+            check_host_port(master).map_err(|e| ("master", e))?;
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(("heartbeat_interval_ms", "must be at least 1".to_owned()));
+        }
+        if self.executor_registration_timeout_secs == 0 {
+            return Err((
+                "executor_registration_timeout_secs",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(key) = self.attributes.keys().find(|k| k.trim().is_empty()) {
+            return Err(("attributes", format!("empty attribute name {key:?}")));
+        }
+        if let Some(filter) = &self.log {
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The resource overrides this config asks for.
+    pub fn resource_overrides(&self) -> Result<ResourceOverrides, String> {
+        Ok(ResourceOverrides {
+            cpus: self.cpus,
+            mem_mib: self.mem,
+            disk_mib: self.disk,
+            ports: self.ports.as_deref().map(parse_ports).transpose()?,
+        })
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn executor_registration_timeout(&self) -> Duration {
+        Duration::from_secs(self.executor_registration_timeout_secs)
+    }
+
+    pub fn kill_grace(&self) -> Duration {
+        Duration::from_secs(self.kill_grace_secs)
+    }
+
+    pub fn executor_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.executor_idle_timeout_secs)
+    }
+}
+
+/// A config file that could not be used. Displayed as `PATH: line N: key "K": MESSAGE`, with
+/// the parts that are known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (including: it was asked for explicitly and is missing).
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or does not fit the expected shape.
+    #[error("{}: {}", .path.display(), located(.line, .key.as_deref(), .message))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    },
+    /// The file parsed, but a value is unacceptable.
+    #[error("{}: {}", .path.display(), located(.line, Some(.key.as_str()), .message))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+struct Located<'a> {
+    line: Option<usize>,
+    key: Option<&'a str>,
+    message: &'a str,
+}
+
+fn located<'a>(line: &Option<usize>, key: Option<&'a str>, message: &'a str) -> Located<'a> {
+    Located {
+        line: *line,
+        key,
+        message,
+    }
+}
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = self.key {
+            write!(f, "key \"{key}\": ")?;
+        }
+        f.write_str(self.message)
+    }
+}
+
+impl ConfigError {
+    /// A value error for `key`, located in `text` (the file's contents) when the key is there.
+    pub fn invalid(path: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_key(text, key),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Loads the agent config from `path`, which is treated as explicitly given (must exist)
+/// unless it is [`DEFAULT_CONFIG_PATH`].
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    load_optional(path, path != Path::new(DEFAULT_CONFIG_PATH))
+}
+
+/// Loads the agent config from `path`. A missing file is an error when `explicit` (the
+/// operator named it), and means all defaults otherwise.
+pub fn load_optional(path: &Path, explicit: bool) -> Result<AgentConfig, ConfigError> {
+    match read_optional(path, explicit)? {
+        Some(text) => parse(path, &text),
+        None => Ok(AgentConfig::default()),
+    }
+}
+
+/// Parses and validates the agent config `text`, read from `path` (used in messages only).
+pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+    let config: AgentConfig = load_toml(path, text)?;
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::invalid(path, text, key, message))?;
+    Ok(config)
+}
+
+/// Reads a config file: `Ok(None)` when it is missing and was not asked for explicitly.
+pub fn read_optional(path: &Path, explicit: bool) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Deserializes TOML `text` (the contents of `path`) into `T`, turning toml's byte spans into
+/// a line number and naming the key whose value is wrong.
+pub fn load_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let start = e.span().map(|s| s.start.min(text.len()));
+        let line = start.map(|s| text[..s].matches('\n').count() + 1);
+        let key = start.and_then(|s| key_of_value_at(text, s));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            key,
+            message: humanize_toml_message(e.message()),
+        }
+    })
+}
+
+/// Rewrites serde/toml wording for operators: "unknown field `cpu`, expected one of `a`, `b`"
+/// becomes `unknown key "cpu" (expected one of "a", "b")`; multi-line messages become one line.
+fn humanize_toml_message(message: &str) -> String {
+    let one_line = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace('`', "\"");
+    if let Some(rest) = one_line.strip_prefix("unknown field ") {
+        return match rest.split_once(", ") {
+            Some((name, "there are no fields")) => format!("unknown key {name}"),
+            Some((name, expected)) => format!("unknown key {name} ({expected})"),
+            None => format!("unknown key {rest}"),
+        };
+    }
+    one_line
+}
+
+/// When `offset` points into the value of a `key = value` line, the (table-qualified) key.
+/// Offsets inside the key itself, or in a header, give `None`: those messages name it already.
+fn key_of_value_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    let eq = line.find('=')?;
+    if offset < line_start + eq {
+        return None;
+    }
+    let key = unquote(line[..eq].trim());
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    match table_at(&text[..line_start]) {
+        Some(table) => Some(format!("{table}.{key}")),
+        None => Some(key.to_owned()),
+    }
+}
+
+/// The `[table]` header in force at the end of `before`, if any.
+fn table_at(before: &str) -> Option<&str> {
+    before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| {
+            let l = l.split('#').next().unwrap_or(l).trim();
+            l.trim_start_matches('[').trim_end_matches(']').trim()
+        })
+}
+
+fn unquote(key: &str) -> &str {
+    key.trim_matches(|c| c == '"' || c == '\'')
+}
+
+/// The line where top-level `key` is set in `text` (for value errors found after parsing).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = match key.rsplit_once('.') {
+        Some((t, l)) => (Some(t), l),
+        None => (None, key),
+    };
+    let mut current: Option<&str> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            current = table_at(line);
+            continue;
+        }
+        let Some((lhs, _)) = line.split_once('=') else {
+            continue;
+        };
+        if current == table && unquote(lhs.trim()) == leaf {
+            return Some(i + 1);
+        }
+    }
+    // A key that is a whole table (e.g. `attributes`) is located at its header.
+    text.lines()
+        .position(|l| table_at(l.trim()) == Some(key) && l.trim().starts_with('['))
+        .map(|i| i + 1)
+}
+
+/// Parses a port list like `"31000-32000,8080"`. Whitespace around entries is ignored; an
+/// empty string is an empty list. Port 0 is refused (it means "any port" to the kernel).
+pub fn parse_ports(s: &str) -> Result<Vec<PortRange>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                return Err(format!("empty entry in port list {s:?}"));
+            }
+            let (begin, end) = match entry.split_once('-') {
+                Some((b, e)) => (parse_port(b.trim(), entry)?, parse_port(e.trim(), entry)?),
+                None => {
+                    let p = parse_port(entry, entry)?;
+                    (p, p)
+                }
+            };
+            if begin > end {
+                return Err(format!("port range {entry:?} ends before it begins"));
+            }
+            Ok(PortRange::new(begin, end))
+        })
+        .collect()
+}
+
+fn parse_port(s: &str, entry: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ if s == entry => Err(format!("{s:?} is not a port number (1-65535)")),
+        _ => Err(format!("{s:?} in {entry:?} is not a port number (1-65535)")),
+    }
+}
+
+/// Checks `host:port` (IPv6 hosts in brackets: `[fd00::1]:5051`).
+fn check_host_port(s: &str) -> Result<(), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    if host.is_empty() || host == "[]" {
+        return Err(format!("{s:?} has no host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "{s:?}: write IPv6 addresses in brackets, e.g. [fd00::1]:5051"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{s:?} has no valid port after ':'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/etc/bramble/agent.toml";
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new(PATH), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_file_sets_every_key() {
+        let text = r#"
+cluster = "/srv/cluster"
+master = "pi-master.local:5051"
+work_dir = "/data/agent"
+cpus = 3.5
+mem = 3000
+disk = 20000
+ports = "31000-31100, 8080"
+heartbeat_interval_ms = 500
+executor_registration_timeout_secs = 60
+kill_grace_secs = 2
+executor_idle_timeout_secs = 0
+log = "info,bramble_agent=debug"
+
+[attributes]
+rack = "shelf-2"
+"#;
+        let c = parse(Path::new(PATH), text).unwrap();
+        assert_eq!(c.cluster, PathBuf::from("/srv/cluster"));
+        assert_eq!(c.master.as_deref(), Some("pi-master.local:5051"));
+        assert_eq!(c.work_dir, PathBuf::from("/data/agent"));
+        assert_eq!(c.cpus, Some(3.5));
+        assert_eq!(c.attributes["rack"], "shelf-2");
+        assert_eq!(c.heartbeat_interval(), Duration::from_millis(500));
+        assert_eq!(c.kill_grace(), Duration::from_secs(2));
+        let o = c.resource_overrides().unwrap();
+        assert_eq!(o.mem_mib, Some(3000));
+        assert_eq!(o.disk_mib, Some(20000));
+        assert_eq!(
+            o.ports,
+            Some(vec![
+                PortRange::new(31000, 31100),
+                PortRange::new(8080, 8080)
+            ])
+        );
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults_and_integer_cpus_are_accepted() {
+        assert_eq!(parse(Path::new(PATH), "").unwrap(), AgentConfig::default());
+        assert_eq!(parse(Path::new(PATH), "cpus = 4").unwrap().cpus, Some(4.0));
+        let d = AgentConfig::default();
+        assert_eq!(d.heartbeat_interval_ms, 1000);
+        assert_eq!(d.executor_registration_timeout_secs, 30);
+        assert_eq!(d.kill_grace_secs, 5);
+        assert_eq!(d.executor_idle_timeout_secs, 10);
+        assert_eq!(
+            d.resource_overrides().unwrap(),
+            ResourceOverrides::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_its_line_and_the_expected_keys() {
+        let err = parse_err("# agent\nwork_dir = \"/data\"\n\ncpu = 2\n");
+        assert!(
+            err.starts_with(r#"/etc/bramble/agent.toml: line 4: unknown key "cpu" (expected one of "cluster", "master""#),
+            "{err}"
+        );
+        assert!(err.ends_with(')'), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_line() {
+        let err = parse_err("mem = 512\ncpus = \"four\"\n");
+        assert!(
+            err.starts_with(
+                r#"/etc/bramble/agent.toml: line 2: key "cpus": invalid type: string "four""#
+            ),
+            "{err}"
+        );
+        let err = parse_err("[attributes]\nrack = 3\n");
+        assert!(
+            err.contains(r#"line 2: key "attributes.rack": invalid type"#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_a_line_number() {
+        let err = parse_err("mem = 512\nports = \"31000\n");
+        assert!(
+            err.starts_with("/etc/bramble/agent.toml: line 2: "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_after_parsing() {
+        assert_eq!(
+            parse_err("\n\nports = \"32000-31000\"\n"),
+            r#"/etc/bramble/agent.toml: line 3: key "ports": port range "32000-31000" ends before it begins"#
+        );
+        let err = parse_err("cpus = -1.0\n");
+        assert!(
+            err.contains(r#"line 1: key "cpus": must be a positive number"#),
+            "{err}"
+        );
+        let err = parse_err("cpus = nan\n");
+        assert!(err.contains(r#"key "cpus""#), "{err}");
+        let err = parse_err("master = \"pi-master\"\n");
+        assert!(err.contains(r#"key "master""#), "{err}");
+        let err = parse_err("heartbeat_interval_ms = 0\n");
+        assert!(err.contains(r#"key "heartbeat_interval_ms""#), "{err}");
+        let err = parse_err("log = \"info,=[\"\n");
+        assert!(err.contains(r#"key "log""#), "{err}");
+    }
+
+    #[test]
+    fn port_lists_parse_and_refuse_nonsense() {
+        assert_eq!(
+            parse_ports("31000-32000,8080"),
+            Ok(vec![
+                PortRange::new(31000, 32000),
+                PortRange::new(8080, 8080)
+            ])
+        );
+        assert_eq!(parse_ports(" 80 - 81 "), Ok(vec![PortRange::new(80, 81)]));
+        assert_eq!(parse_ports(""), Ok(vec![]));
+        assert!(parse_ports("70000")
+            .unwrap_err()
+            .contains("not a port number"));
+        assert!(parse_ports("0-10").is_err());
+        assert!(parse_ports("80,,90").unwrap_err().contains("empty entry"));
+        assert!(parse_ports("a-b").is_err());
+        assert!(parse_ports("90-80")
+            .unwrap_err()
+            .contains("ends before it begins"));
+    }
+
+    #[test]
+    fn host_port_accepts_names_and_bracketed_ipv6() {
+        assert!(check_host_port("pi-master.local:5051").is_ok());
+        assert!(check_host_port("[fd00::1]:5051").is_ok());
+        assert!(check_host_port("fd00::1:5051").is_err());
+        assert!(check_host_port(":5051").is_err());
+        assert!(check_host_port("host:0").is_err());
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_but_missing_default_is_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("agent.toml");
+        let err = load_optional(&missing, true).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err
+            .to_string()
+            .starts_with(&format!("{}: ", missing.display())));
+        assert_eq!(
+            load_optional(&missing, false).unwrap(),
+            AgentConfig::default()
+        );
+        // `load` treats any path but the default one as explicit.
+        assert!(load(&missing).is_err());
+    }
+
+    #[test]
+    fn load_reads_and_validates_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "mem = 300\n").unwrap();
+        assert_eq!(load(&path).unwrap().mem, Some(300));
+        std::fs::write(&path, "mem = 0\n").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: line 1: key \"mem\": must be at least 1 (MiB)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn generic_loader_works_for_other_config_types() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Other {
+            #[allow(dead_code)]
+            port: u16,
+        }
+        let err = load_toml::<Other>(Path::new("master.toml"), "port = 99999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(r#"master.toml: line 1: key "port": "#),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The agent's connection to its master: dial, hello, register, then heartbeats and messages
+//! both ways until the link dies, and again from the top with backoff.
+//!
+//! The link is the only place that knows about QUIC on the agent. It asks the agent state for
+//! a fresh Register message on every connection, so a re-registration always carries the
+//! tasks running *now*. A master that stops answering heartbeats is treated like a closed
+//! connection: QUIC's idle timeout alone would take longer, and the agent should go looking
+//! for a (possibly new) master promptly.
+
+use crate::agent::Input;
+use bramble_proto::codec::CodecError;
+use bramble_proto::messages::{AgentToMaster, Hello, HelloReply, MasterToAgent, PeerKind};
+use bramble_proto::transport::{connect, ControlStream};
+use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Heartbeats that may go unanswered before the master counts as gone.
+const MISSED_HEARTBEATS: u32 = 4;
+
+/// How the agent finds its master.
+#[derive(Debug, Clone)]
+pub enum MasterLocator {
+    /// A configured `host:port`, resolved again on every attempt (DNS may change).
+    Static(String),
+}
+
+impl MasterLocator {
+    async fn resolve(&self) -> Result<SocketAddr, String> {
+        match self {
+            MasterLocator::Static(hostport) => tokio::net::lookup_host(hostport.as_str())
+                .await
+                .map_err(|e| format!("resolving {hostport}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{hostport} resolves to no address")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Locate(String),
+    #[error("{0}")]
+    Transport(#[from] bramble_proto::transport::TransportError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("control stream: {0}")]
+    Codec(#[from] CodecError),
+    #[error("master refused this agent: {0}")]
+    Refused(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("master sent {0} before registering us")]
+    Unexpected(&'static str),
+    #[error("agent is shutting down")]
+    Shutdown,
+}
+
+/// Runs the link until `shutdown` flips.
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    locator: MasterLocator,
+    inputs: mpsc::Sender<Input>,
+    heartbeat: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let attempt = session(&endpoint, &locator, &inputs, heartbeat, &mut shutdown);
+        let started = Instant::now();
+        let result = attempt.await;
+        if inputs.send(Input::MasterDisconnected).await.is_err() {
+            return;
+        }
+        match result {
+            Err(LinkError::Shutdown) => return,
+            Err(LinkError::Refused(reason)) => {
+                // Retrying quickly will not change the master's mind: log loudly, retry slowly.
+                warn!("master refused this agent: {reason}");
+                backoff = MAX_BACKOFF;
+            }
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = MIN_BACKOFF; // the link had been healthy for a while
+                }
+                warn!("master link down: {e}; retrying in {backoff:?}");
+            }
+            Ok(()) => {}
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection, from dial to death.
+async fn session(
+    endpoint: &quinn::Endpoint,
+    locator: &MasterLocator,
+    inputs: &mpsc::Sender<Input>,
+    heartbeat: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let addr = locator.resolve().await.map_err(LinkError::Locate)?;
+    debug!(master = %addr, "connecting");
+    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(endpoint, addr))
+        .await
+        .map_err(|_| LinkError::Timeout("the QUIC handshake"))??;
+    let result = registered_session(&conn, addr, inputs, heartbeat, shutdown).await;
+    let why = match &result {
+        Err(LinkError::Shutdown) => "agent shutting down".to_string(),
+        Err(e) => e.to_string(),
+        Ok(()) => "closed".to_string(),
+    };
+    conn.close(
+        quinn::VarInt::from_u32(0),
+        &why.as_bytes()[..why.len().min(200)],
+    );
+    result
+}
+
+async fn registered_session(
+    conn: &quinn::Connection,
+    addr: SocketAddr,
+    inputs: &mpsc::Sender<Input>,
+    heartbeat: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), LinkError> {
+    let mut ctl = ControlStream::open(conn).await?;
+    ctl.send(&Hello {
+        protocol_version: PROTOCOL_VERSION,
+        software_version: SOFTWARE_VERSION.to_string(),
+        kind: PeerKind::Agent,
+    })
+    .await?;
+    let reply: HelloReply = tokio::time::timeout(HANDSHAKE_TIMEOUT, ctl.recv())
+        .await
+        .map_err(|_| LinkError::Timeout("the master's welcome"))??;
+    if let HelloReply::Refused { reason } = reply {
+        return Err(LinkError::Refused(reason));
+    }
+    let (reg_tx, reg_rx) = oneshot::channel();
+    inputs
+        .send(Input::BuildRegistration(reg_tx))
+        .await
+        .map_err(|_| LinkError::Shutdown)?;
+    let registration = reg_rx.await.map_err(|_| LinkError::Shutdown)?;
+    ctl.send(&registration).await?;
+    let (agent_id, interval) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, ctl.recv()).await {
+        Err(_) => return Err(LinkError::Timeout("registration")),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(MasterToAgent::Registered {
+            agent_id,
+            heartbeat_interval_ms,
+        })) => (
+            agent_id,
+            Duration::from_millis(heartbeat_interval_ms.max(50)),
+        ),
+        Ok(Ok(_)) => return Err(LinkError::Unexpected("a message")),
+    };
+    // The master's interval wins over ours: it times us out by it.
+    let interval = if interval.is_zero() {
+        heartbeat
+    } else {
+        interval
+    };
+    info!(master = %addr, agent = %agent_id, "registered with master");
+
+    let (tx, mut outbound) = mpsc::channel::<AgentToMaster>(4096);
+    inputs
+        .send(Input::MasterConnected { agent_id, tx })
+        .await
+        .map_err(|_| LinkError::Shutdown)?;
+
+    // Reads run in their own task: a frame read is not cancel-safe inside select!.
+    let (mut reader, mut writer) = ctl.split();
+    let (ack_tx, mut acks) = mpsc::channel::<()>(16);
+    let reader_inputs = inputs.clone();
+    let mut reader_task = tokio::spawn(async move {
+        loop {
+            match reader.recv::<MasterToAgent>().await {
+                Ok(MasterToAgent::HeartbeatAck) => {
+                    let _ = ack_tx.try_send(());
+                }
+                Ok(msg) => {
+                    if reader_inputs.send(Input::FromMaster(msg)).await.is_err() {
+                        return CodecError::Closed;
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
+    });
+
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ack = Instant::now();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break Err(LinkError::Shutdown),
+            read_end = &mut reader_task => {
+                break Err(match read_end {
+                    Ok(e) => LinkError::Codec(e),
+                    Err(_) => LinkError::Codec(CodecError::Closed),
+                });
+            }
+            Some(()) = acks.recv() => last_ack = Instant::now(),
+            msg = outbound.recv() => match msg {
+                Some(msg) => writer.send(&msg).await?,
+                None => break Err(LinkError::Shutdown),
+            },
+            _ = tick.tick() => {
+                if last_ack.elapsed() > interval * MISSED_HEARTBEATS {
+                    break Err(LinkError::Timeout("heartbeat acknowledgements"));
+                }
+                writer.send(&AgentToMaster::Heartbeat).await?;
+            }
+        }
+    };
+    reader_task.abort();
+    result
+}
