@@ -30,6 +30,8 @@ use tracing::{debug, info, warn};
 
 /// How long a peer may take from handshake to hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused peer gets to receive the reason before its connection is closed.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Outbound messages queued per peer before it counts as too slow.
 const PEER_QUEUE: usize = 4096;
 /// Connections served at once; more wait in the accept queue.
@@ -279,7 +281,12 @@ async fn admit(
                 reason: reason.clone(),
             })
             .await;
-        let _ = ctl.writer.get_mut().finish();
+        // Closing the connection at once would discard the refusal in flight: wait (briefly)
+        // until the peer has it.
+        let send = ctl.writer.get_mut();
+        if send.finish().is_ok() {
+            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+        }
         return Err(reason);
     }
     ctl.send(&HelloReply::Welcome {
