@@ -82,8 +82,16 @@ pub enum Input {
 pub struct AgentView {
     pub agent_id: Option<AgentId>,
     pub connected: bool,
-    pub containers: Vec<(ContainerKey, Option<u32>, Vec<(TaskId, TaskState)>)>,
+    pub containers: Vec<ContainerView>,
     pub pending_updates: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContainerView {
+    pub key: ContainerKey,
+    /// The process id while it runs.
+    pub pid: Option<u32>,
+    pub tasks: Vec<(TaskId, TaskState)>,
 }
 
 struct TaskRun {
@@ -1022,7 +1030,11 @@ impl Agent {
                         .map(|t| (t.task_id.clone(), TaskState::Staging)),
                 );
                 tasks.sort();
-                (k.clone(), r.container.as_ref().map(|c| c.pid), tasks)
+                ContainerView {
+                    key: k.clone(),
+                    pid: r.container.as_ref().map(|c| c.pid),
+                    tasks,
+                }
             })
             .collect();
         containers.sort();
