@@ -4,6 +4,8 @@
 //! Nothing here sleeps to let something happen: [`eventually`] polls a condition until a
 //! deadline and fails with a description of what never came true.
 
+pub mod framework;
+
 use bramble_agent::master_link::MasterLocator;
 use bramble_agent::{AgentHandle, AgentOptions};
 use bramble_master::config::MasterConfig;
