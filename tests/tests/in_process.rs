@@ -307,3 +307,93 @@ async fn a_task_over_its_memory_limit_fails_and_its_neighbour_keeps_running() {
     fw.stop(false).await;
     c.shutdown().await;
 }
+
+fn custom_task(
+    offer: &bramble_proto::messages::Offer,
+    id: &str,
+    data: &str,
+) -> bramble_proto::task::TaskInfo {
+    use bramble_proto::task::{CommandInfo, ExecutorInfo};
+    bramble_proto::task::TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        agent_id: offer.agent_id.clone(),
+        resources: Resources::new(0.1, 16),
+        command: None,
+        executor: Some(ExecutorInfo {
+            executor_id: "test-executor".into(),
+            name: "test executor".into(),
+            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
+            resources: Resources::new(0.1, 32),
+        }),
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn a_custom_executor_runs_many_tasks_and_messages_flow_both_ways() {
+    let c = cluster_with_agents(&["pi-a"], Resources::new(2.0, 1024), false).await;
+    let mut fw = c.framework("custom").await;
+    let offer = fw.offer_from("pi-a").await;
+    fw.launch(
+        &offer,
+        vec![
+            custom_task(&offer, "t1", "echo:3.14"),
+            custom_task(&offer, "t2", "sleep"),
+            custom_task(&offer, "t3", "fail"),
+        ],
+    );
+    let t1 = fw.terminal("t1").await;
+    assert_eq!(t1.state, TaskState::Finished, "{t1:?}");
+    assert_eq!(
+        t1.data, b"3.14",
+        "the result travels in the reliable update"
+    );
+    assert_eq!(
+        t1.executor_id.as_ref().map(|e| e.as_str()),
+        Some("test-executor")
+    );
+    assert_eq!(fw.terminal("t3").await.state, TaskState::Failed);
+    // One executor process ran all of them.
+    let running = fw.state("t2", TaskState::Running).await;
+    let t1_running = fw.state("t1", TaskState::Running).await;
+    assert_eq!(running.message, t1_running.message, "same executor pid");
+
+    // Scheduler → executor → scheduler.
+    fw.driver
+        .send_framework_message(
+            offer.agent_id.clone(),
+            "test-executor".into(),
+            b"ping".to_vec(),
+        )
+        .expect("message");
+    let reply = fw
+        .until("the executor's echo", |f| {
+            f.other.iter().find_map(|e| match e {
+                bramble_tests::framework::Event::Message(_, exec, data) => {
+                    Some((exec.clone(), data.clone()))
+                }
+                _ => None,
+            })
+        })
+        .await;
+    assert_eq!(reply.0.as_str(), "test-executor");
+    assert_eq!(reply.1, b"echo:ping");
+
+    // A later offer on the same agent says the executor is already there.
+    let offer = fw.offer_from("pi-a").await;
+    assert!(
+        offer
+            .executor_ids
+            .iter()
+            .any(|e| e.as_str() == "test-executor"),
+        "{offer:?}"
+    );
+    fw.launch(&offer, vec![custom_task(&offer, "t4", "echo:again")]);
+    assert_eq!(fw.terminal("t4").await.data, b"again");
+
+    fw.driver.kill_task("t2".into()).expect("kill");
+    assert_eq!(fw.terminal("t2").await.state, TaskState::Killed);
+    fw.stop(false).await;
+    c.shutdown().await;
+}

@@ -187,3 +187,66 @@ async fn an_oversized_frame_closes_only_that_connection() {
     );
     master.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_framework_cannot_kill_another_frameworks_task() {
+    use bramble_proto::{Resources, TaskReason, TaskState};
+    use bramble_tests::framework::{shell_task, TestFramework};
+    init_logs();
+    let cluster = TestCluster::new();
+    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
+    let agent = start_agent(
+        &cluster,
+        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
+    )
+    .await;
+    wait_for_agents(&master, 1).await;
+
+    let mut owner =
+        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "owner").await;
+    let offer = owner.offer_from("pi-a").await;
+    owner.launch(
+        &offer,
+        vec![shell_task(&offer, "precious", 0.1, 16, "exec sleep 600")],
+    );
+    owner.state("precious", TaskState::Running).await;
+
+    let mut intruder = TestFramework::start(
+        master.addr,
+        cluster.credentials(Role::Framework),
+        "intruder",
+    )
+    .await;
+    intruder
+        .driver
+        .kill_task("precious".into())
+        .expect("send kill");
+    let answer = intruder.terminal("precious").await;
+    assert_eq!(
+        answer.state,
+        TaskState::Lost,
+        "the intruder only learns the task is not theirs"
+    );
+    assert_eq!(answer.reason, Some(TaskReason::Reconciliation));
+
+    // The owner's task still runs, as the master sees it.
+    let state = master.state().await.expect("state");
+    let task = state
+        .tasks
+        .iter()
+        .find(|t| t.id.as_str() == "precious")
+        .expect("task listed");
+    assert_eq!(task.state, TaskState::Running);
+    assert_eq!(task.framework_id, owner.id);
+    assert!(!owner
+        .updates
+        .iter()
+        .any(|u| u.task_id.as_str() == "precious" && u.state.is_terminal()));
+
+    owner.driver.kill_task("precious".into()).expect("kill own");
+    assert_eq!(owner.terminal("precious").await.state, TaskState::Killed);
+    intruder.stop(false).await;
+    owner.stop(false).await;
+    agent.shutdown().await;
+    master.shutdown().await;
+}

@@ -1,0 +1,51 @@
+//! A custom executor for tests, built on the SDK. Each task's `data` says what to do:
+//! `sleep` runs until killed, `echo:TEXT` finishes with TEXT as its result, `fail` fails.
+//! Framework messages are echoed back prefixed with `echo:`. RUNNING updates carry the
+//! executor's pid so tests can see that tasks share one executor process.
+
+use async_trait::async_trait;
+use bramble_proto::task::TaskInfo;
+use bramble_proto::{TaskId, TaskState};
+use bramble_sdk::{run_executor, status, Executor, ExecutorDriver, TaskStatusExt};
+
+struct TestExecutor;
+
+#[async_trait]
+impl Executor for TestExecutor {
+    async fn launch_task(&mut self, driver: &ExecutorDriver, task: TaskInfo) {
+        let pid = std::process::id();
+        let _ = driver
+            .send_status_update(status(&task, TaskState::Running).message(format!("pid {pid}")));
+        let what = String::from_utf8_lossy(&task.data).to_string();
+        let done = if let Some(text) = what.strip_prefix("echo:") {
+            Some(status(&task, TaskState::Finished).data(text.as_bytes().to_vec()))
+        } else if what == "fail" {
+            Some(status(&task, TaskState::Failed).message("asked to fail"))
+        } else {
+            None // "sleep": runs until killed
+        };
+        if let Some(s) = done {
+            let _ = driver.send_status_update(s);
+        }
+    }
+
+    async fn kill_task(&mut self, driver: &ExecutorDriver, task_id: &TaskId) {
+        let _ = driver.send_status_update(
+            status(task_id, TaskState::Killed).message("killed by the test executor"),
+        );
+    }
+
+    async fn framework_message(&mut self, driver: &ExecutorDriver, data: &[u8]) {
+        let mut reply = b"echo:".to_vec();
+        reply.extend_from_slice(data);
+        let _ = driver.send_framework_message(reply);
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    if let Err(e) = run_executor(TestExecutor).await {
+        eprintln!("test-executor: {e}");
+        std::process::exit(1);
+    }
+}
