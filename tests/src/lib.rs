@@ -5,6 +5,7 @@
 //! deadline and fails with a description of what never came true.
 
 pub mod framework;
+pub mod processes;
 
 use bramble_agent::master_link::MasterLocator;
 use bramble_agent::{AgentHandle, AgentOptions};
@@ -176,4 +177,29 @@ pub async fn raw_hello(
     .await?;
     let reply: HelloReply = ctl.recv().await?;
     Ok((conn, ctl, reply))
+}
+
+/// The master's state as an operator sees it, over a fresh operator connection.
+pub async fn operator_state(
+    cluster: &TestCluster,
+    master: SocketAddr,
+) -> anyhow::Result<bramble_proto::messages::ClusterState> {
+    use bramble_proto::messages::{OperatorCall, OperatorReply, PeerKind};
+    let (conn, mut ctl, reply) = raw_hello(
+        &cluster.credentials(Role::Operator),
+        master,
+        PeerKind::Operator,
+    )
+    .await?;
+    anyhow::ensure!(
+        matches!(reply, HelloReply::Welcome { .. }),
+        "operator refused: {reply:?}"
+    );
+    ctl.send(&OperatorCall::GetState).await?;
+    let answer: OperatorReply = ctl.recv().await?;
+    conn.close(quinn::VarInt::from_u32(0), b"done");
+    match answer {
+        OperatorReply::State(s) => Ok(s),
+        other => anyhow::bail!("unexpected operator reply {other:?}"),
+    }
 }
