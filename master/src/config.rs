@@ -55,19 +55,23 @@ impl Default for MasterConfig {
 }
 
 impl MasterConfig {
+    /// Reads `path` (defaults when it is the default path and absent) and validates it.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
-        let cfg: MasterConfig = load_optional(path, explicit)?;
-        cfg.validate(path)?;
+        let (cfg, text): (MasterConfig, String) = load_optional(path, explicit)?;
+        cfg.validate(path, &text)?;
         Ok(cfg)
     }
 
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    /// Checks values that parse but make no sense. `text` is the file's contents, used to
+    /// point at the offending line (empty when checking values that came from flags).
+    pub fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let positive = |key: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
                 Err(ConfigError::invalid(
                     path,
+                    text,
                     key,
                     format!("must be > 0, got {v}"),
                 ))
@@ -80,6 +84,7 @@ impl MasterConfig {
         if self.agent_timeout_secs * 1000.0 <= self.heartbeat_interval_ms as f64 {
             return Err(ConfigError::invalid(
                 path,
+                text,
                 "agent_timeout_secs",
                 "must be longer than heartbeat_interval_ms".to_string(),
             ));
@@ -130,7 +135,8 @@ mod tests {
         )
         .expect("write");
         let err = MasterConfig::load(&path, true).expect_err("must fail");
-        assert!(err.to_string().contains("agent_timeout_secs"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("line 1: key \"agent_timeout_secs\""), "{msg}");
     }
 
     #[test]

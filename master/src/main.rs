@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.agent_timeout_secs {
         cfg.agent_timeout_secs = v;
     }
-    cfg.validate(&path)?;
+    cfg.validate(&path, "")?;
     bramble_proto::logging::init(cfg.log.as_deref());
 
     let creds = Credentials::load(&cfg.cluster, Role::Node).with_context(|| {
