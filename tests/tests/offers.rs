@@ -1,0 +1,208 @@
+//! Offer life cycle against a real in-process master: decline with a refuse filter, revive,
+//! suppress, rescind on timeout, DRF across two frameworks, and at-least-once status updates
+//! that are resent until the framework acknowledges them.
+
+use bramble_proto::identity::Role;
+use bramble_proto::messages::Filters;
+use bramble_proto::{Resources, TaskState};
+use bramble_sdk::{framework_info, SchedulerConfig};
+use bramble_tests::framework::{shell_task, Event, TestFramework};
+use bramble_tests::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn declined_offers_stay_away_until_revive_and_suppress_rescinds() {
+    init_logs();
+    let cluster = TestCluster::new();
+    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
+    let agent = start_agent(
+        &cluster,
+        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
+    )
+    .await;
+    wait_for_agents(&master, 1).await;
+    let mut fw = TestFramework::start(
+        master.addr,
+        cluster.credentials(Role::Framework),
+        "decliner",
+    )
+    .await;
+
+    let offer = fw.offer_from("pi-a").await;
+    fw.driver
+        .decline_offer(
+            offer.id.clone(),
+            Filters {
+                refuse_seconds: 3600.0,
+            },
+        )
+        .expect("decline");
+    // The allocator runs every 200 ms; a filtered agent is not offered again. Revive is what
+    // brings it back, at once.
+    eventually(
+        "declined resources back in the pool",
+        Duration::from_secs(5),
+        || async {
+            let s = master.state().await.ok()?;
+            (s.frameworks.first()?.allocated.cpus_milli == 0).then_some(())
+        },
+    )
+    .await;
+    fw.driver.revive_offers().expect("revive");
+    let again = fw.offer_from("pi-a").await;
+    assert_ne!(again.id, offer.id, "a fresh offer, not the declined one");
+
+    // Suppress: the outstanding offer is rescinded and no new one comes until revive.
+    fw.driver.suppress_offers().expect("suppress");
+    fw.until("the outstanding offer rescinded", |f| {
+        f.other
+            .iter()
+            .any(|e| matches!(e, Event::Rescinded(id) if *id == again.id))
+            .then_some(())
+    })
+    .await;
+    fw.driver.revive_offers().expect("revive");
+    fw.offer_from("pi-a").await;
+    fw.stop(false).await;
+    agent.shutdown().await;
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_is_rescinded_after_the_offer_timeout() {
+    init_logs();
+    let cluster = TestCluster::new();
+    let mut cfg = fast_master_config(&cluster);
+    cfg.offer_timeout_secs = 0.5;
+    let master = start_master(&cluster, &cfg).await;
+    let agent = start_agent(
+        &cluster,
+        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
+    )
+    .await;
+    let mut fw =
+        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "sleepy").await;
+    let offer = fw.offer_from("pi-a").await;
+    fw.until("the offer rescinded", |f| {
+        f.other
+            .iter()
+            .any(|e| matches!(e, Event::Rescinded(id) if *id == offer.id))
+            .then_some(())
+    })
+    .await;
+    // Using it now is refused as stale.
+    fw.launch(&offer, vec![shell_task(&offer, "late", 0.1, 16, "true")]);
+    let late = fw.terminal("late").await;
+    assert_eq!(late.state, TaskState::Error);
+    assert!(late.message.contains("no longer valid"), "{}", late.message);
+    fw.stop(false).await;
+    agent.shutdown().await;
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_frameworks_share_agents_by_dominant_share() {
+    init_logs();
+    let cluster = TestCluster::new();
+    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
+    let mut agents = Vec::new();
+    for name in ["pi-a", "pi-b"] {
+        agents.push(
+            start_agent(
+                &cluster,
+                agent_options(&cluster, name, master.addr, Resources::new(1.0, 256)),
+            )
+            .await,
+        );
+    }
+    wait_for_agents(&master, 2).await;
+    let mut first =
+        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "first").await;
+    // The first framework holds both agents' offers; a second framework arrives.
+    first
+        .until("offers from both agents", |f| {
+            (f.offers.len() == 2).then_some(())
+        })
+        .await;
+    let mut second =
+        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "second").await;
+    // The first declines everything without a filter: DRF now hands the freed agent(s) to
+    // the second framework, whose share (0) is the lowest.
+    for o in first.offers.drain(..).collect::<Vec<_>>() {
+        first
+            .driver
+            .decline_offer(
+                o.id,
+                Filters {
+                    refuse_seconds: 0.0,
+                },
+            )
+            .expect("decline");
+    }
+    second
+        .until("an offer for the newcomer", |f| {
+            (!f.offers.is_empty()).then_some(())
+        })
+        .await;
+    first.stop(false).await;
+    second.stop(false).await;
+    for a in agents {
+        a.shutdown().await;
+    }
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unacknowledged_update_is_resent_until_acknowledged() {
+    init_logs();
+    let cluster = TestCluster::new();
+    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
+    let agent = start_agent(
+        &cluster,
+        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
+    )
+    .await;
+    wait_for_agents(&master, 1).await;
+    let mut config = SchedulerConfig::new(
+        master.addr,
+        cluster.credentials(Role::Framework),
+        framework_info("forgetful"),
+    );
+    config.implicit_acknowledgements = false;
+    let mut fw = TestFramework::start_with(config).await;
+    let offer = fw.offer_from("pi-a").await;
+    fw.launch(&offer, vec![shell_task(&offer, "once", 0.1, 16, "true")]);
+    let running = fw.state("once", TaskState::Running).await;
+    let uuid = running.uuid.expect("agent updates carry a uuid");
+    // Not acknowledged: the agent sends the same update (same uuid) again after its backoff,
+    // and holds the task's next update back until this one is acknowledged.
+    fw.until("the RUNNING update resent", |f| {
+        (f.updates.iter().filter(|u| u.uuid == Some(uuid)).count() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        !fw.updates
+            .iter()
+            .any(|u| u.task_id.as_str() == "once" && u.state.is_terminal()),
+        "FINISHED waits behind the unacknowledged RUNNING"
+    );
+    assert_eq!(agent.view().await.expect("view").pending_updates, 2);
+    fw.driver.acknowledge(&running).expect("ack running");
+    let finished = fw.terminal("once").await;
+    assert_eq!(finished.state, TaskState::Finished);
+    fw.driver.acknowledge(&finished).expect("ack finished");
+    eventually(
+        "the agent forgets the acknowledged updates",
+        Duration::from_secs(10),
+        || async { (agent.view().await?.pending_updates == 0).then_some(()) },
+    )
+    .await;
+    let state = master.state().await.expect("state");
+    assert!(
+        state.tasks.is_empty(),
+        "the master forgets an acknowledged terminal task"
+    );
+    fw.stop(false).await;
+    agent.shutdown().await;
+    master.shutdown().await;
+}
