@@ -1,0 +1,471 @@
+//! The executor side: the [`Executor`] trait a framework's executor program implements and
+//! the [`ExecutorDriver`] that connects it to its agent over the Unix socket the agent names
+//! in the environment.
+//!
+//! Shape: a reader task reads the agent's frames, settles `UpdateAck`s itself (so updates get
+//! acknowledged even while a callback runs) and forwards everything else to the run loop,
+//! which calls the executor one event at a time. A writer task owns the socket's write half;
+//! driver calls queue frames for it, so they never block and can be made from any task.
+//!
+//! Callbacks must return promptly. `launch_task` in particular should start the work (spawn
+//! a tokio task or a child process, keep a handle to kill it) and return: while a callback
+//! runs, a `KillTask` for that very task waits behind it. The driver logs a warning when a
+//! callback takes longer than a second.
+//!
+//! Reliability: each update gets a uuid and stays pending until the agent answers
+//! `UpdateAck(uuid)` (after checkpointing it). Updates pending for longer than
+//! [`UPDATE_RESEND_INTERVAL`] are sent again with the same uuid, so the agent must treat a
+//! uuid it has already checkpointed as a duplicate. On `Shutdown` the driver waits briefly for
+//! the acknowledgements of what `shutdown()` reported before returning.
+
+use crate::error::SdkError;
+use crate::AbortOnDrop;
+use async_trait::async_trait;
+use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
+use bramble_proto::executor_env;
+use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
+use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
+use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// How long the agent has to answer `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// An update unacknowledged for this long is sent again.
+pub const UPDATE_RESEND_INTERVAL: Duration = Duration::from_secs(10);
+/// A callback slower than this is logged: it holds up kills.
+const SLOW_CALLBACK: Duration = Duration::from_secs(1);
+/// Bounds for flushing queued frames and awaiting final acks when the executor ends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+const FINAL_ACK_GRACE: Duration = Duration::from_secs(2);
+
+/// What a framework's executor implements. Every method runs on the driver's event loop, one
+/// at a time: return promptly and spawn long work (see the module docs).
+#[async_trait]
+pub trait Executor: Send {
+    /// The agent accepted the executor.
+    async fn registered(
+        &mut self,
+        _driver: &ExecutorDriver,
+        _executor: &ExecutorInfo,
+        _agent_id: &AgentId,
+    ) {
+    }
+
+    /// Run `task`. Report RUNNING, then a terminal state, with `driver.send_status_update`.
+    /// Start the work and return: a kill for this task cannot be delivered until this returns.
+    async fn launch_task(&mut self, driver: &ExecutorDriver, task: TaskInfo);
+
+    /// Kill the task and report KILLED (or whichever terminal state it reached first).
+    async fn kill_task(&mut self, driver: &ExecutorDriver, task_id: &TaskId);
+
+    /// Bytes from the scheduler (`SchedulerDriver::send_framework_message`).
+    async fn framework_message(&mut self, _driver: &ExecutorDriver, _data: &[u8]) {}
+
+    /// The agent asks the executor to end: kill what still runs and report it. The driver
+    /// returns from `run_executor` after this.
+    async fn shutdown(&mut self, _driver: &ExecutorDriver) {}
+}
+
+/// Runs `executor` with the socket and ids the agent put in the environment
+/// (`BRAMBLE_AGENT_SOCKET`, `BRAMBLE_FRAMEWORK_ID`, `BRAMBLE_EXECUTOR_ID`,
+/// `BRAMBLE_EXECUTOR_TOKEN`). Returns the executor after the agent's `Shutdown` (or
+/// `ExecutorDriver::stop`), or an error when the agent goes away.
+pub async fn run_executor<E: Executor>(executor: E) -> Result<E, SdkError> {
+    let var = |var: &'static str| std::env::var(var).map_err(|_| SdkError::MissingEnv { var });
+    let socket = var(executor_env::AGENT_SOCKET)?;
+    let framework_id = var(executor_env::FRAMEWORK_ID)?;
+    let executor_id = var(executor_env::EXECUTOR_ID)?;
+    let token = var(executor_env::EXECUTOR_TOKEN)?;
+    run_executor_with(
+        socket,
+        framework_id.into(),
+        executor_id.into(),
+        token,
+        executor,
+    )
+    .await
+}
+
+/// [`run_executor`] with explicit parameters, for tests and custom launchers.
+pub async fn run_executor_with<E: Executor>(
+    socket_path: impl AsRef<Path>,
+    framework_id: FrameworkId,
+    executor_id: ExecutorId,
+    token: String,
+    mut executor: E,
+) -> Result<E, SdkError> {
+    let path: PathBuf = socket_path.as_ref().to_path_buf();
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|source| SdkError::AgentSocket {
+            path: path.clone(),
+            source,
+        })?;
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FrameReader::new(read_half);
+    let mut writer = FrameWriter::new(write_half);
+    writer
+        .send(&ExecutorToAgent::Register {
+            framework_id: framework_id.clone(),
+            executor_id: executor_id.clone(),
+            token,
+        })
+        .await
+        .map_err(|e| {
+            SdkError::protocol(
+                format!("sending Register to the agent at {}", path.display()),
+                e,
+            )
+        })?;
+    let reply = tokio::time::timeout(REGISTER_TIMEOUT, reader.recv::<AgentToExecutor>())
+        .await
+        .map_err(|_| {
+            SdkError::Agent(format!(
+                "no answer to Register from {} within {REGISTER_TIMEOUT:?}",
+                path.display()
+            ))
+        })?
+        .map_err(|e| SdkError::protocol("waiting for the agent's Registered", e))?;
+    let (agent_id, info) = match reply {
+        AgentToExecutor::Registered {
+            agent_id,
+            framework_id: fid,
+            executor,
+        } => {
+            if fid != framework_id {
+                warn!(expected = %framework_id, got = %fid, "agent registered us under another framework id");
+            }
+            (agent_id, executor)
+        }
+        other => {
+            return Err(SdkError::Agent(format!(
+                "expected Registered in answer to Register, got {}",
+                message_name(&other)
+            )))
+        }
+    };
+    info!(framework = %framework_id, executor = %executor_id, agent = %agent_id, "executor registered with its agent");
+
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let driver = ExecutorDriver {
+        inner: Arc::new(Inner {
+            framework_id,
+            executor_id,
+            agent_id,
+            out: out_tx,
+            pending: Mutex::new(Vec::new()),
+            acked: Notify::new(),
+            stopped: Mutex::new(false),
+            stop: stop_tx,
+        }),
+    };
+    let _writer_task = AbortOnDrop(tokio::spawn(write_frames(writer, out_rx)));
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let _reader_task = AbortOnDrop(tokio::spawn(read_frames(reader, driver.clone(), events_tx)));
+
+    timed(
+        "registered",
+        executor.registered(&driver, &info, &driver.inner.agent_id),
+    )
+    .await;
+    let mut resend = tokio::time::interval(UPDATE_RESEND_INTERVAL);
+    resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome: Result<(), SdkError> = loop {
+        tokio::select! {
+            biased;
+            Ok(()) = stop_rx.changed() => {
+                if *stop_rx.borrow_and_update() {
+                    info!("executor stopped by its driver");
+                    break Ok(());
+                }
+            }
+            event = events.recv() => match event {
+                Some(Ok(AgentToExecutor::LaunchTask(task))) => {
+                    debug!(task = %task.task_id, "launching task");
+                    timed("launch_task", executor.launch_task(&driver, task)).await;
+                }
+                Some(Ok(AgentToExecutor::KillTask(task_id))) => {
+                    info!(task = %task_id, "kill requested");
+                    timed("kill_task", executor.kill_task(&driver, &task_id)).await;
+                }
+                Some(Ok(AgentToExecutor::Message(data))) => {
+                    timed("framework_message", executor.framework_message(&driver, &data)).await;
+                }
+                Some(Ok(AgentToExecutor::Shutdown)) => {
+                    info!("agent asked the executor to shut down");
+                    timed("shutdown", executor.shutdown(&driver)).await;
+                    break Ok(());
+                }
+                Some(Ok(AgentToExecutor::Registered { .. })) => {
+                    warn!("agent sent Registered again; ignored");
+                }
+                // Settled by the reader; never forwarded.
+                Some(Ok(AgentToExecutor::UpdateAck(_))) => {}
+                Some(Err(e)) => break Err(agent_gone(&driver, Some(e))),
+                None => break Err(agent_gone(&driver, None)),
+            },
+            _ = resend.tick() => driver.resend_stale(UPDATE_RESEND_INTERVAL),
+        }
+    };
+    if outcome.is_ok() {
+        driver.drain(&mut events).await;
+    }
+    *lock(&driver.inner.stopped) = true;
+    outcome.map(|()| executor)
+}
+
+fn agent_gone(driver: &ExecutorDriver, error: Option<CodecError>) -> SdkError {
+    let why = match error {
+        None | Some(CodecError::Closed) => "the agent closed the connection".to_string(),
+        Some(e) => format!("reading from the agent: {e}"),
+    };
+    let pending = lock(&driver.inner.pending).len();
+    warn!(pending_updates = pending, "{why}; executor ending");
+    SdkError::Agent(format!(
+        "{why} without a Shutdown ({pending} status updates unacknowledged)"
+    ))
+}
+
+/// Runs one callback, warning when it holds the event loop for long.
+async fn timed(what: &str, callback: impl Future<Output = ()>) {
+    let started = Instant::now();
+    callback.await;
+    let took = started.elapsed();
+    if took > SLOW_CALLBACK {
+        warn!("{what} took {took:.1?}: kills and messages wait while a callback runs; spawn long work and return");
+    }
+}
+
+/// A cheap, cloneable handle for reporting to the agent, usable from any task.
+#[derive(Clone)]
+pub struct ExecutorDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    framework_id: FrameworkId,
+    executor_id: ExecutorId,
+    agent_id: AgentId,
+    out: mpsc::UnboundedSender<Outbound>,
+    /// Updates sent and not yet acknowledged, oldest first.
+    pending: Mutex<Vec<Pending>>,
+    acked: Notify,
+    stopped: Mutex<bool>,
+    stop: watch::Sender<bool>,
+}
+
+struct Pending {
+    status: TaskStatus,
+    sent_at: Instant,
+}
+
+enum Outbound {
+    Frame(ExecutorToAgent),
+    /// Answered once every frame queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data; a panic elsewhere cannot leave it half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ExecutorDriver {
+    /// Sends a status update to the agent, which checkpoints it and relays it to the
+    /// scheduler. Fills in the framework, executor and agent ids, sets `source = Executor` and
+    /// a fresh v4 uuid when none is set. Returns the uuid; the update stays in
+    /// [`ExecutorDriver::pending_updates`] until the agent acknowledges it.
+    pub fn send_status_update(&self, mut status: TaskStatus) -> Result<Uuid, SdkError> {
+        self.check_running()?;
+        let uuid = *status.uuid.get_or_insert_with(Uuid::new_v4);
+        status.source = UpdateSource::Executor;
+        status.framework_id = self.inner.framework_id.clone();
+        status
+            .executor_id
+            .get_or_insert_with(|| self.inner.executor_id.clone());
+        status
+            .agent_id
+            .get_or_insert_with(|| self.inner.agent_id.clone());
+        debug!(task = %status.task_id, state = %status.state, %uuid, "sending status update");
+        // Queue while holding the lock so that pending order is wire order.
+        let mut pending = lock(&self.inner.pending);
+        self.send(ExecutorToAgent::Update(status.clone()))?;
+        pending.push(Pending {
+            status,
+            sent_at: Instant::now(),
+        });
+        Ok(uuid)
+    }
+
+    /// Sends bytes to the scheduler (best effort: not checkpointed, not resent).
+    pub fn send_framework_message(&self, data: Vec<u8>) -> Result<(), SdkError> {
+        self.check_running()?;
+        self.send(ExecutorToAgent::Message(data))
+    }
+
+    /// Updates sent but not yet acknowledged by the agent, oldest first.
+    pub fn pending_updates(&self) -> Vec<TaskStatus> {
+        lock(&self.inner.pending)
+            .iter()
+            .map(|p| p.status.clone())
+            .collect()
+    }
+
+    /// Ends the executor: `run_executor` flushes what was sent and returns. Usually the agent
+    /// decides (with `Shutdown`); this is for executors that finish on their own.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    pub fn framework_id(&self) -> &FrameworkId {
+        &self.inner.framework_id
+    }
+
+    pub fn executor_id(&self) -> &ExecutorId {
+        &self.inner.executor_id
+    }
+
+    pub fn agent_id(&self) -> &AgentId {
+        &self.inner.agent_id
+    }
+
+    fn check_running(&self) -> Result<(), SdkError> {
+        if *lock(&self.inner.stopped) {
+            Err(SdkError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send(&self, msg: ExecutorToAgent) -> Result<(), SdkError> {
+        self.inner
+            .out
+            .send(Outbound::Frame(msg))
+            .map_err(|_| SdkError::Agent("the connection to the agent is closed".into()))
+    }
+
+    fn settle(&self, uuid: Uuid) {
+        let mut pending = lock(&self.inner.pending);
+        let before = pending.len();
+        pending.retain(|p| p.status.uuid != Some(uuid));
+        if pending.len() == before {
+            debug!(%uuid, "acknowledgement for an update not pending (duplicate ack?)");
+        }
+        drop(pending);
+        self.inner.acked.notify_one();
+    }
+
+    fn resend_stale(&self, older_than: Duration) {
+        let mut pending = lock(&self.inner.pending);
+        for p in pending
+            .iter_mut()
+            .filter(|p| p.sent_at.elapsed() >= older_than)
+        {
+            info!(task = %p.status.task_id, uuid = ?p.status.uuid, "resending unacknowledged status update");
+            if self
+                .send(ExecutorToAgent::Update(p.status.clone()))
+                .is_err()
+            {
+                return;
+            }
+            p.sent_at = Instant::now();
+        }
+    }
+
+    /// Before returning normally: write everything queued, then give the agent a moment to
+    /// acknowledge the last updates.
+    async fn drain(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<Result<AgentToExecutor, CodecError>>,
+    ) {
+        let (flushed_tx, flushed) = oneshot::channel();
+        if self.inner.out.send(Outbound::Flush(flushed_tx)).is_ok()
+            && tokio::time::timeout(FLUSH_TIMEOUT, flushed).await.is_err()
+        {
+            warn!("queued messages not written to the agent within {FLUSH_TIMEOUT:?}");
+        }
+        let deadline = tokio::time::Instant::now() + FINAL_ACK_GRACE;
+        loop {
+            let acked = self.inner.acked.notified();
+            if lock(&self.inner.pending).is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = acked => {}
+                event = events.recv() => match event {
+                    Some(Ok(_)) => {}
+                    // The agent is gone; nothing more can be acknowledged.
+                    Some(Err(_)) | None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let left = lock(&self.inner.pending).len();
+        if left > 0 {
+            warn!(
+                pending_updates = left,
+                "ending with unacknowledged status updates"
+            );
+        }
+    }
+}
+
+async fn write_frames(
+    mut writer: FrameWriter<OwnedWriteHalf>,
+    mut out: mpsc::UnboundedReceiver<Outbound>,
+) {
+    while let Some(item) = out.recv().await {
+        match item {
+            Outbound::Frame(msg) => {
+                if let Err(e) = writer.send(&msg).await {
+                    warn!("writing to the agent failed: {e}");
+                    return;
+                }
+            }
+            Outbound::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn read_frames(
+    mut reader: FrameReader<OwnedReadHalf>,
+    driver: ExecutorDriver,
+    events: mpsc::UnboundedSender<Result<AgentToExecutor, CodecError>>,
+) {
+    loop {
+        match reader.recv::<AgentToExecutor>().await {
+            Ok(AgentToExecutor::UpdateAck(uuid)) => driver.settle(uuid),
+            Ok(msg) => {
+                if events.send(Ok(msg)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = events.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+fn message_name(msg: &AgentToExecutor) -> &'static str {
+    match msg {
+        AgentToExecutor::Registered { .. } => "Registered",
+        AgentToExecutor::LaunchTask(_) => "LaunchTask",
+        AgentToExecutor::KillTask(_) => "KillTask",
+        AgentToExecutor::UpdateAck(_) => "UpdateAck",
+        AgentToExecutor::Message(_) => "Message",
+        AgentToExecutor::Shutdown => "Shutdown",
+    }
+}
