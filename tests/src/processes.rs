@@ -17,16 +17,8 @@ pub fn bin_dir() -> PathBuf {
             .expect("workspace root")
             .to_path_buf();
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "bramble-master",
-                "-p",
-                "bramble-agent",
-                "-p",
-                "bramble",
-            ])
+            // Exactly the command `.ci/run` builds with, so this is a no-op there.
+            .args(["build", "--workspace", "--bins", "--locked", "--quiet"])
             .current_dir(&root)
             .status()
             .expect("running cargo build for the binaries");
