@@ -13,9 +13,10 @@
 
 use crate::containerizer::{Container, Containerizer, ExitReport, LaunchSpec, Limits};
 use crate::status_updates::StatusUpdateManager;
+use bramble_proto::bounded::BoundedMap;
 use bramble_proto::executor_env as env;
 use bramble_proto::messages::{
-    AgentToExecutor, AgentToMaster, ExecutorToAgent, MasterToAgent, RunningTask,
+    AgentToExecutor, AgentToMaster, ExecutorToAgent, MasterToAgent, RunningTask, SandboxRead,
 };
 use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{
@@ -144,8 +145,13 @@ pub struct Agent {
     runs: HashMap<ContainerKey, Run>,
     /// (framework, executor) → the container currently serving it.
     active: HashMap<(FrameworkId, ExecutorId), ContainerKey>,
+    /// Sandboxes of tasks that are over, still on disk, for `bramble logs`.
+    finished_sandboxes: BoundedMap<(FrameworkId, TaskId), PathBuf>,
     inputs: mpsc::Sender<Input>,
 }
+
+/// How many finished tasks' sandboxes the agent remembers the location of.
+const FINISHED_SANDBOXES: usize = 10_000;
 
 impl Agent {
     pub fn new(
@@ -163,6 +169,7 @@ impl Agent {
             master: None,
             runs: HashMap::new(),
             active: HashMap::new(),
+            finished_sandboxes: BoundedMap::new(FINISHED_SANDBOXES),
             inputs,
         }
     }
@@ -413,6 +420,7 @@ impl Agent {
             MasterToAgent::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(&framework_id)
             }
+            MasterToAgent::ReadSandbox { request, read } => self.read_sandbox(request, read),
         }
     }
 
@@ -428,6 +436,8 @@ impl Agent {
                 && !self.updates.has_pending(fw, task_id);
             if acked_terminal {
                 run.tasks.remove(task_id);
+                self.finished_sandboxes
+                    .insert((fw.clone(), task_id.clone()), run.sandbox.clone());
                 if run.exited && run.tasks.is_empty() && run.queued.is_empty() {
                     empty = Some(key.clone());
                 }
@@ -1046,10 +1056,40 @@ impl Agent {
         }
     }
 
-    pub fn sandbox_of(&self, fw: &FrameworkId, task_id: &TaskId) -> Option<PathBuf> {
-        self.find_task(fw, task_id)
+    /// Answers an operator's sandbox read off the state task: file I/O runs on the blocking
+    /// pool and the answer goes straight to the master link.
+    fn read_sandbox(&mut self, request: u64, read: SandboxRead) {
+        let key = (read.framework_id.clone(), read.task_id.clone());
+        let live = self
+            .find_task(&read.framework_id, &read.task_id)
             .and_then(|k| self.runs.get(&k))
-            .map(|r| r.sandbox.clone())
+            .map(|r| {
+                let ended = r
+                    .tasks
+                    .get(&read.task_id)
+                    .is_none_or(|t| t.state.is_terminal());
+                (r.sandbox.clone(), ended)
+            });
+        let found = live.or_else(|| self.finished_sandboxes.get(&key).map(|p| (p.clone(), true)));
+        let Some(master) = self.master.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let result = match found {
+                None => Err(format!(
+                    "no sandbox for task {} of framework {} on this agent",
+                    read.task_id, read.framework_id
+                )),
+                Some((sandbox, ended)) => tokio::task::spawn_blocking(move || {
+                    crate::sandbox::read(&sandbox, &read.path, read.offset, read.max_bytes, ended)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("sandbox read failed: {e}"))),
+            };
+            let _ = master
+                .send(AgentToMaster::SandboxData { request, result })
+                .await;
+        });
     }
 }
 

@@ -10,6 +10,7 @@ pub mod containerizer;
 pub mod executor_socket;
 pub mod master_link;
 pub mod resources;
+pub mod sandbox;
 pub mod status_updates;
 
 use agent::{Agent, AgentSettings, AgentView, Input};

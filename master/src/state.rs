@@ -10,10 +10,11 @@
 //! around it: offers outstanding, tasks and their states, timeouts, validation.
 
 use crate::allocator::Allocator;
+use bramble_proto::bounded::BoundedMap;
 use bramble_proto::messages::{
     AgentSummary, AgentToMaster, ClusterState, Filters, FrameworkInfo, FrameworkSummary,
-    MasterEvent, MasterToAgent, Offer, OperatorCall, OperatorReply, PeerKind, RunningTask,
-    SchedulerCall, TaskSummary,
+    JobProgress, JobSummary, MasterEvent, MasterToAgent, Offer, OperatorCall, OperatorReply,
+    PeerKind, RunningTask, SandboxChunk, SchedulerCall, TaskSummary,
 };
 use bramble_proto::task::{TaskInfo, UpdateSource};
 use bramble_proto::transport::PeerIdentity;
@@ -129,6 +130,23 @@ pub struct Master {
     allocator: Allocator,
     allocation_due: bool,
     next_allocation: Instant,
+    /// Where recent tasks ran, kept after they are forgotten so their sandboxes stay readable.
+    task_locations: BoundedMap<(FrameworkId, TaskId), AgentId>,
+    sandbox_reads: HashMap<u64, PendingRead>,
+    next_request: u64,
+    /// The latest progress each framework published.
+    progress: HashMap<FrameworkId, JobProgress>,
+}
+
+/// How long an agent has to answer a sandbox read.
+const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many finished tasks' locations are remembered for `bramble logs`.
+const RECENT_TASKS: usize = 10_000;
+
+struct PendingRead {
+    agent: AgentId,
+    reply: oneshot::Sender<OperatorReply>,
+    deadline: Instant,
 }
 
 impl Master {
@@ -143,6 +161,10 @@ impl Master {
             allocator: Allocator::new(Default::default()),
             allocation_due: false,
             next_allocation: now,
+            task_locations: BoundedMap::new(RECENT_TASKS),
+            sandbox_reads: HashMap::new(),
+            next_request: 0,
+            progress: HashMap::new(),
         }
     }
 
@@ -166,11 +188,7 @@ impl Master {
             }
             Input::FromAgent { conn, msg } => self.agent_message(conn, msg, now),
             Input::FromScheduler { conn, call } => self.scheduler_call(conn, call, now),
-            Input::Operator { call, reply } => {
-                let answer = self.operator_call(call);
-                // The operator may have hung up; nothing to do then.
-                let _ = reply.send(answer);
-            }
+            Input::Operator { call, reply } => self.operator_call(call, reply, now),
             Input::Disconnected { conn, reason } => self.disconnected(conn, &reason, now),
         }
         if self.allocation_due {
@@ -183,6 +201,7 @@ impl Master {
         self.expire_agents(now);
         self.expire_frameworks(now);
         self.expire_offers(now);
+        self.expire_sandbox_reads(now);
         if now >= self.next_allocation {
             self.allocation_due = true;
         }
@@ -297,6 +316,9 @@ impl Master {
                     data,
                 },
             ),
+            (AgentToMaster::SandboxData { request, result }, Some(Bound::Agent(id))) => {
+                self.sandbox_data(&id, request, result)
+            }
             (
                 AgentToMaster::ExecutorExited {
                     framework_id,
@@ -583,6 +605,9 @@ impl Master {
                 self.remove_framework(&fw, "framework teardown");
             }
             SchedulerCall::Heartbeat => self.send_conn_scheduler(conn, MasterEvent::HeartbeatAck),
+            SchedulerCall::PublishProgress(progress) => {
+                self.progress.insert(fw, progress);
+            }
         }
     }
 
@@ -685,6 +710,7 @@ impl Master {
             );
         }
         self.allocator.remove_framework(id);
+        self.progress.remove(id);
         if let Some(conn) = fw.conn {
             self.send_conn_scheduler(
                 conn,
@@ -932,6 +958,8 @@ impl Master {
             .unwrap_or_default();
         if let Some(f) = self.frameworks.get_mut(fw) {
             for t in &launched {
+                self.task_locations
+                    .insert((fw.clone(), t.task_id.clone()), agent_id.clone());
                 info!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task");
                 f.tasks.insert(
                     t.task_id.clone(),
@@ -1297,8 +1325,13 @@ impl Master {
         }
     }
 
-    fn operator_call(&mut self, call: OperatorCall) -> OperatorReply {
-        match call {
+    fn operator_call(
+        &mut self,
+        call: OperatorCall,
+        reply: oneshot::Sender<OperatorReply>,
+        now: Instant,
+    ) {
+        let answer = match call {
             OperatorCall::GetState => OperatorReply::State(self.snapshot()),
             OperatorCall::KillTask {
                 framework_id,
@@ -1316,6 +1349,79 @@ impl Master {
                         message: format!("no task {task_id} in framework {framework_id}"),
                     }
                 }
+            }
+            OperatorCall::ReadSandbox(read) => {
+                let key = (read.framework_id.clone(), read.task_id.clone());
+                let agent = self.task_locations.get(&key).cloned();
+                match agent {
+                    Some(agent) if self.agents.get(&agent).is_some_and(|a| a.conn.is_some()) => {
+                        self.next_request += 1;
+                        let request = self.next_request;
+                        self.sandbox_reads.insert(
+                            request,
+                            PendingRead {
+                                agent: agent.clone(),
+                                reply,
+                                deadline: now + SANDBOX_READ_TIMEOUT,
+                            },
+                        );
+                        self.send_agent(&agent, MasterToAgent::ReadSandbox { request, read });
+                        return;
+                    }
+                    Some(agent) => OperatorReply::Error {
+                        message: format!(
+                            "task {} ran on agent {agent}, which is not connected",
+                            read.task_id
+                        ),
+                    },
+                    None => OperatorReply::Error {
+                        message: format!(
+                            "no task {} of framework {} is known to this master",
+                            read.task_id, read.framework_id
+                        ),
+                    },
+                }
+            }
+        };
+        // The operator may have hung up; nothing to do then.
+        let _ = reply.send(answer);
+    }
+
+    fn sandbox_data(
+        &mut self,
+        agent: &AgentId,
+        request: u64,
+        result: Result<SandboxChunk, String>,
+    ) {
+        match self.sandbox_reads.remove(&request) {
+            Some(p) if &p.agent == agent => {
+                let _ = p.reply.send(match result {
+                    Ok(chunk) => OperatorReply::Sandbox(chunk),
+                    Err(message) => OperatorReply::Error { message },
+                });
+            }
+            Some(p) => {
+                warn!(agent = %agent, "agent answered another agent's sandbox read; ignoring");
+                self.sandbox_reads.insert(request, p);
+            }
+            None => debug!(agent = %agent, request, "late sandbox answer dropped"),
+        }
+    }
+
+    fn expire_sandbox_reads(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .sandbox_reads
+            .iter()
+            .filter(|(_, p)| {
+                p.deadline <= now || !self.agents.get(&p.agent).is_some_and(|a| a.conn.is_some())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.sandbox_reads.remove(&id) {
+                let _ = p.reply.send(OperatorReply::Error {
+                    message: format!("agent {} did not answer the sandbox read", p.agent),
+                });
             }
         }
     }
@@ -1368,11 +1474,26 @@ impl Master {
             })
             .collect();
         tasks.sort_by(|a, b| a.framework_id.cmp(&b.framework_id).then(a.id.cmp(&b.id)));
+        let mut jobs: Vec<JobSummary> = self
+            .progress
+            .iter()
+            .map(|(id, p)| JobSummary {
+                framework_id: id.clone(),
+                framework_name: self
+                    .frameworks
+                    .get(id)
+                    .map(|f| f.info.name.clone())
+                    .unwrap_or_default(),
+                progress: p.clone(),
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.framework_id.cmp(&b.framework_id));
         ClusterState {
             cluster_id: self.cluster_id.clone(),
             agents,
             frameworks,
             tasks,
+            jobs,
         }
     }
 
@@ -1405,5 +1526,6 @@ fn msg_kind_agent(msg: &MasterToAgent) -> &'static str {
         MasterToAgent::Acknowledge { .. } => "Acknowledge",
         MasterToAgent::FrameworkMessage { .. } => "FrameworkMessage",
         MasterToAgent::ShutdownFramework { .. } => "ShutdownFramework",
+        MasterToAgent::ReadSandbox { .. } => "ReadSandbox",
     }
 }

@@ -70,6 +70,11 @@ pub enum AgentToMaster {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
     },
+    /// Answer to `MasterToAgent::ReadSandbox`.
+    SandboxData {
+        request: u64,
+        result: Result<SandboxChunk, String>,
+    },
     /// Opaque bytes from an executor to its scheduler (best effort).
     ExecutorMessage {
         framework_id: FrameworkId,
@@ -108,6 +113,11 @@ pub enum MasterToAgent {
     /// The framework is gone: kill its tasks and executors.
     ShutdownFramework {
         framework_id: FrameworkId,
+    },
+    /// Read part of a sandbox file for an operator; answered with `SandboxData`.
+    ReadSandbox {
+        request: u64,
+        read: SandboxRead,
     },
 }
 
@@ -187,6 +197,29 @@ pub enum SchedulerCall {
     /// The framework is done: kill its tasks and forget it.
     Teardown,
     Heartbeat,
+    /// The framework's own account of how far its job has got, for the CLI, web UI and the
+    /// front-panel display. The latest one replaces the previous.
+    PublishProgress(JobProgress),
+}
+
+/// How far a framework's job has got, in the framework's own units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// What is being computed, e.g. "pi".
+    pub job: String,
+    pub done: u64,
+    pub total: u64,
+    /// Unit of `done`/`total`, e.g. "terms".
+    pub unit: String,
+    pub rate_per_s: f64,
+    pub tasks_done: u64,
+    pub tasks_total: u64,
+    /// The current result, when the job has a numeric one (the pi estimate).
+    pub estimate: Option<f64>,
+    /// Correct decimal digits of `estimate`, when known.
+    pub correct_digits: Option<u32>,
+    pub elapsed_s: f64,
+    pub finished: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,12 +259,38 @@ pub enum OperatorCall {
         framework_id: FrameworkId,
         task_id: TaskId,
     },
+    /// Reads part of a file in a task's sandbox (`stdout`, `stderr`, or another relative path).
+    ReadSandbox(SandboxRead),
 }
+
+/// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRead {
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
+    pub path: String,
+    pub offset: u64,
+    pub max_bytes: u32,
+}
+
+/// What a sandbox read found: the bytes from `offset`, and the file's size now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxChunk {
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub size: u64,
+    /// The task has ended: the file will not grow any more.
+    pub task_ended: bool,
+}
+
+/// Largest sandbox read answered in one message (it rides the control stream).
+pub const MAX_SANDBOX_READ: u32 = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OperatorReply {
     State(ClusterState),
     Done,
+    Sandbox(SandboxChunk),
     Error { message: String },
 }
 
@@ -241,6 +300,15 @@ pub struct ClusterState {
     pub agents: Vec<AgentSummary>,
     pub frameworks: Vec<FrameworkSummary>,
     pub tasks: Vec<TaskSummary>,
+    /// Progress published by frameworks with a job in flight.
+    pub jobs: Vec<JobSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub framework_id: FrameworkId,
+    pub framework_name: String,
+    pub progress: JobProgress,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
