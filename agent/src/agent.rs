@@ -1017,11 +1017,16 @@ impl Agent {
             return;
         }
         run.conn = None;
-        if !run.exited {
+        if run.exited {
+            return;
+        }
+        if run.shutting_down {
+            debug!(container = %key, executor = %run.executor_id, "executor disconnected while shutting down");
+        } else {
             warn!(container = %key, executor = %run.executor_id, "executor closed its connection; killing it");
             run.shutting_down = true;
-            self.kill_container(key);
         }
+        self.kill_container(key);
     }
 
     fn view(&self) -> AgentView {

@@ -11,6 +11,7 @@
 
 use crate::resources::ResourceOverrides;
 pub use bramble_proto::config::{load_toml, read_optional, ConfigError};
+use bramble_proto::discovery::DiscoveryConfig;
 use bramble_proto::PortRange;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub executor_idle_timeout_secs: u64,
     /// A tracing filter such as `info,bramble_agent=debug`; `RUST_LOG` wins when set.
     pub log: Option<String>,
+    /// `[discovery]`: which interfaces to browse for the master on when `master` is absent.
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for AgentConfig {
@@ -68,6 +71,7 @@ impl Default for AgentConfig {
             kill_grace_secs: 5,
             executor_idle_timeout_secs: 10,
             log: None,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -101,6 +105,7 @@ impl AgentConfig {
         if let Some(key) = self.attributes.keys().find(|k| k.trim().is_empty()) {
             return Err(("attributes", format!("empty attribute name {key:?}")));
         }
+        self.discovery.validate()?;
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter)
                 .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;
@@ -332,6 +337,17 @@ rack = "shelf-2"
         assert!(err.contains(r#"key "heartbeat_interval_ms""#), "{err}");
         let err = parse_err("log = \"info,=[\"\n");
         assert!(err.contains(r#"key "log""#), "{err}");
+    }
+
+    #[test]
+    fn discovery_interfaces_are_optional_and_checked() {
+        assert!(AgentConfig::default().discovery.interfaces.is_empty());
+        let c = parse(Path::new(PATH), "[discovery]\ninterfaces = [\"eth0\"]\n").unwrap();
+        assert_eq!(c.discovery.interfaces, vec!["eth0"]);
+        let err = parse_err("\n[discovery]\ninterfaces = [\"no/such\"]\n");
+        assert!(err.contains(r#"key "discovery.interfaces""#), "{err}");
+        let err = parse_err("[discovery]\niface = []\n");
+        assert!(err.contains(r#"unknown key "iface""#), "{err}");
     }
 
     #[test]

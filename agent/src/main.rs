@@ -1,5 +1,8 @@
 //! `bramble-agent`: parses flags and config, detects the node's resources, loads its node
 //! certificate and runs the agent until SIGINT/SIGTERM. All logic lives in the library.
+//!
+//! With no `master` configured the agent finds one by mDNS: a master advertising this node's
+//! cluster id (the fingerprint of the CA in its cluster directory).
 
 use anyhow::{bail, Context};
 use bramble_agent::config::{self, AgentConfig, DEFAULT_CONFIG_PATH};
@@ -19,7 +22,7 @@ struct Args {
     /// Cluster directory (CA certificate, node certificate and key).
     #[arg(long)]
     cluster: Option<PathBuf>,
-    /// The master's host:port (skips discovery).
+    /// The master's host:port (skips mDNS discovery).
     #[arg(long)]
     master: Option<String>,
     /// Where sandboxes and checkpoints live.
@@ -61,13 +64,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
     bramble_proto::logging::init(cfg.log.as_deref());
-    let opts = options(&cfg, &path, !args.no_cgroups)?;
     let creds = Credentials::load(&cfg.cluster, Role::Node).with_context(|| {
         format!(
             "loading the node certificate from {}",
             cfg.cluster.display()
         )
     })?;
+    let opts = options(&cfg, &path, &creds.cluster_id, !args.no_cgroups)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let agent = bramble_agent::start(&creds, opts).await?;
@@ -103,22 +106,28 @@ fn apply_flags(cfg: &mut AgentConfig, args: &Args) {
     }
 }
 
-fn options(cfg: &AgentConfig, path: &Path, cgroups: bool) -> anyhow::Result<AgentOptions> {
+fn options(
+    cfg: &AgentConfig,
+    path: &Path,
+    cluster_id: &str,
+    cgroups: bool,
+) -> anyhow::Result<AgentOptions> {
     let overrides = cfg
         .resource_overrides()
         .map_err(|e| anyhow::anyhow!("{}: key \"ports\": {e}", path.display()))?;
     let resources = resources::detect(&cfg.work_dir, &overrides).context("detecting resources")?;
     let mut attributes = resources::attributes(Path::new("/"));
     attributes.extend(cfg.attributes.clone());
-    let Some(master) = cfg.master.clone() else {
-        bail!(
-            "no master configured: set `master = \"host:port\"` in {} or pass --master",
-            path.display()
-        );
+    let master = match cfg.master.clone() {
+        Some(hostport) => MasterLocator::Static(hostport),
+        None => MasterLocator::Discover {
+            cluster_id: cluster_id.to_string(),
+            interfaces: cfg.discovery.interfaces.clone(),
+        },
     };
     Ok(AgentOptions {
         work_dir: cfg.work_dir.clone(),
-        master: MasterLocator::Static(master),
+        master,
         resources,
         attributes,
         hostname: resources::hostname(),

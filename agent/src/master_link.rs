@@ -1,16 +1,23 @@
-//! The agent's connection to its master: dial, hello, register, then heartbeats and messages
-//! both ways until the link dies, and again from the top with backoff.
+//! The agent's connection to its master: find it, dial, hello, register, then heartbeats and
+//! messages both ways until the link dies, and again from the top with backoff.
 //!
 //! The link is the only place that knows about QUIC on the agent. It asks the agent state for
 //! a fresh Register message on every connection, so a re-registration always carries the
 //! tasks running *now*. A master that stops answering heartbeats is treated like a closed
 //! connection: QUIC's idle timeout alone would take longer, and the agent should go looking
 //! for a (possibly new) master promptly.
+//!
+//! Finding the master is the [`MasterLocator`]'s job, asked again on every attempt: a
+//! configured address is resolved afresh (DNS may change); otherwise mDNS says where masters of
+//! this cluster are. An mDNS answer that cannot be dialled is reported back to the browser,
+//! which verifies it and browses afresh, so a master that moved or was replaced is found by its
+//! new announcement rather than by its stale record.
 
 use crate::agent::Input;
 use bramble_proto::codec::CodecError;
+use bramble_proto::discovery::{self, Browser};
 use bramble_proto::messages::{AgentToMaster, Hello, HelloReply, MasterToAgent, PeerKind};
-use bramble_proto::transport::{connect, ControlStream};
+use bramble_proto::transport::ControlStream;
 use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +26,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dialling a discovered master: its record may be stale, so give up sooner and look again.
+const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often "still looking" is logged while no master of this cluster is on mDNS.
+const STILL_LOOKING_EVERY: Duration = Duration::from_secs(30);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Heartbeats that may go unanswered before the master counts as gone.
@@ -29,16 +40,112 @@ const MISSED_HEARTBEATS: u32 = 4;
 pub enum MasterLocator {
     /// A configured `host:port`, resolved again on every attempt (DNS may change).
     Static(String),
+    /// Browse mDNS for a master advertising this cluster id, on these interfaces (empty: every
+    /// up, multicast-capable, non-loopback one).
+    Discover {
+        cluster_id: String,
+        interfaces: Vec<String>,
+    },
 }
 
-impl MasterLocator {
-    async fn resolve(&self) -> Result<SocketAddr, String> {
+/// Where to dial this attempt.
+struct Target {
+    /// The mDNS instance, when discovered.
+    instance: Option<String>,
+    addrs: Vec<SocketAddr>,
+    dial_timeout: Duration,
+}
+
+/// The locator at run time: the mDNS browser lives as long as the link.
+enum Resolver {
+    Static(String),
+    Mdns {
+        cluster_id: String,
+        interfaces: Vec<String>,
+        browser: Option<Browser>,
+    },
+}
+
+impl Resolver {
+    fn new(locator: MasterLocator) -> Self {
+        match locator {
+            MasterLocator::Static(hostport) => Resolver::Static(hostport),
+            MasterLocator::Discover {
+                cluster_id,
+                interfaces,
+            } => Resolver::Mdns {
+                cluster_id,
+                interfaces,
+                browser: None,
+            },
+        }
+    }
+
+    async fn resolve(&mut self) -> Result<Target, String> {
         match self {
-            MasterLocator::Static(hostport) => tokio::net::lookup_host(hostport.as_str())
-                .await
-                .map_err(|e| format!("resolving {hostport}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{hostport} resolves to no address")),
+            Resolver::Static(hostport) => {
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hostport.as_str())
+                    .await
+                    .map_err(|e| format!("resolving {hostport}: {e}"))?
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(format!("{hostport} resolves to no address"));
+                }
+                Ok(Target {
+                    instance: None,
+                    addrs,
+                    dial_timeout: HANDSHAKE_TIMEOUT,
+                })
+            }
+            Resolver::Mdns {
+                cluster_id,
+                interfaces,
+                browser,
+            } => {
+                let browser = match browser {
+                    Some(b) => b,
+                    None => {
+                        let b = Browser::start(cluster_id, interfaces)
+                            .map_err(|e| format!("starting the mDNS browser: {e}"))?;
+                        info!(cluster_id = %cluster_id, interfaces = ?interfaces,
+                            "no master configured: looking for one on mDNS");
+                        browser.insert(b)
+                    }
+                };
+                let (instance, addrs) = loop {
+                    match tokio::time::timeout(STILL_LOOKING_EVERY, browser.wait_for_master()).await
+                    {
+                        Ok(found) => break found.map_err(|e| e.to_string())?,
+                        Err(_) => {
+                            let strangers = browser.table().strangers();
+                            info!(cluster_id = %cluster_id, ?strangers,
+                                "still no master of this cluster on mDNS");
+                        }
+                    }
+                };
+                Ok(Target {
+                    instance: Some(instance),
+                    addrs,
+                    dial_timeout: DISCOVERED_DIAL_TIMEOUT,
+                })
+            }
+        }
+    }
+
+    /// Dialling `instance` failed, or a link to it ended.
+    fn report(&self, instance: &Option<String>, dial_failed: bool) {
+        if let (
+            Resolver::Mdns {
+                browser: Some(b), ..
+            },
+            Some(name),
+        ) = (self, instance)
+        {
+            if dial_failed {
+                b.failed(name);
+            } else {
+                b.lost(name);
+            }
         }
     }
 }
@@ -48,7 +155,7 @@ enum LinkError {
     #[error("{0}")]
     Locate(String),
     #[error("{0}")]
-    Transport(#[from] bramble_proto::transport::TransportError),
+    Dial(String),
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("control stream: {0}")]
@@ -71,9 +178,10 @@ pub async fn run(
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut resolver = Resolver::new(locator);
     let mut backoff = MIN_BACKOFF;
     loop {
-        let attempt = session(&endpoint, &locator, &inputs, heartbeat, &mut shutdown);
+        let attempt = session(&endpoint, &mut resolver, &inputs, heartbeat, &mut shutdown);
         let started = Instant::now();
         let result = attempt.await;
         if inputs.send(Input::MasterDisconnected).await.is_err() {
@@ -102,20 +210,35 @@ pub async fn run(
     }
 }
 
-/// One connection, from dial to death.
+/// One connection, from finding the master to the link's death.
 async fn session(
     endpoint: &quinn::Endpoint,
-    locator: &MasterLocator,
+    resolver: &mut Resolver,
     inputs: &mpsc::Sender<Input>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    let addr = locator.resolve().await.map_err(LinkError::Locate)?;
-    debug!(master = %addr, "connecting");
-    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(endpoint, addr))
-        .await
-        .map_err(|_| LinkError::Timeout("the QUIC handshake"))??;
+    let target = tokio::select! {
+        _ = shutdown.changed() => return Err(LinkError::Shutdown),
+        target = resolver.resolve() => target.map_err(LinkError::Locate)?,
+    };
+    debug!(master = ?target.addrs, "connecting");
+    let dialled = tokio::select! {
+        _ = shutdown.changed() => return Err(LinkError::Shutdown),
+        dialled = discovery::connect_first(endpoint, &target.addrs, target.dial_timeout) => dialled,
+    };
+    let (conn, addr) = match dialled {
+        Ok(c) => c,
+        Err(e) => {
+            resolver.report(&target.instance, true);
+            let what = target.instance.as_deref().unwrap_or("the master");
+            return Err(LinkError::Dial(format!("dialling {what}: {e}")));
+        }
+    };
     let result = registered_session(&conn, addr, inputs, heartbeat, shutdown).await;
+    if !matches!(result, Err(LinkError::Shutdown)) {
+        resolver.report(&target.instance, false);
+    }
     let why = match &result {
         Err(LinkError::Shutdown) => "agent shutting down".to_string(),
         Err(e) => e.to_string(),

@@ -5,6 +5,7 @@
 //! `agent_timout_secs` silently ignored would be found at 2 a.m.
 
 use bramble_proto::config::{load_optional, ConfigError};
+use bramble_proto::discovery::DiscoveryConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub struct MasterConfig {
     pub allocation_interval_ms: u64,
     /// tracing filter, e.g. "info" or "bramble_master=debug".
     pub log: Option<String>,
+    /// `[discovery]`: which interfaces the mDNS advertisement uses.
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for MasterConfig {
@@ -50,6 +53,7 @@ impl Default for MasterConfig {
             offer_timeout_secs: 30.0,
             allocation_interval_ms: 1000,
             log: None,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -88,6 +92,9 @@ impl MasterConfig {
                 "agent_timeout_secs",
                 "must be longer than heartbeat_interval_ms".to_string(),
             ));
+        }
+        if let Err((key, message)) = self.discovery.validate() {
+            return Err(ConfigError::invalid(path, text, key, message));
         }
         Ok(())
     }
@@ -137,6 +144,25 @@ mod tests {
         let err = MasterConfig::load(&path, true).expect_err("must fail");
         let msg = err.to_string();
         assert!(msg.contains("line 1: key \"agent_timeout_secs\""), "{msg}");
+    }
+
+    #[test]
+    fn discovery_interfaces_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(&path, "[discovery]\ninterfaces = [\"eth0\", \"wlan0\"]\n").expect("write");
+        let cfg = MasterConfig::load(&path, true).expect("valid");
+        assert_eq!(cfg.discovery.interfaces, vec!["eth0", "wlan0"]);
+        std::fs::write(&path, "[discovery]\ninterfaces = [\"\"]\n").expect("write");
+        let msg = MasterConfig::load(&path, true)
+            .expect_err("empty name")
+            .to_string();
+        assert!(msg.contains("discovery.interfaces"), "{msg}");
+        std::fs::write(&path, "[discovery]\ninterface = [\"eth0\"]\n").expect("write");
+        let msg = MasterConfig::load(&path, true)
+            .expect_err("typo")
+            .to_string();
+        assert!(msg.contains("interface"), "{msg}");
     }
 
     #[test]

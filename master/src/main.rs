@@ -1,9 +1,13 @@
 //! `bramble-master`: parses flags and config, loads the cluster's node certificate, and runs
 //! the master until SIGINT/SIGTERM. All logic lives in the library.
+//!
+//! Once the QUIC endpoint is bound the master advertises itself on mDNS (so agents with no
+//! `master` configured find it) and withdraws the advertisement before shutting down.
 
 use anyhow::Context;
 use bramble_master::config::{MasterConfig, DEFAULT_CONFIG_PATH};
 use bramble_master::server;
+use bramble_proto::discovery::{self, Advertiser, MasterAdvert};
 use bramble_proto::identity::{Credentials, Role};
 use clap::Parser;
 use std::net::SocketAddr;
@@ -72,9 +76,28 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let master = server::start(&creds, &cfg).await?;
+        let advert = MasterAdvert {
+            instance: discovery::local_hostname(),
+            cluster_id: master.cluster_id.clone(),
+            quic: master.addr,
+            http_port: cfg.http.port(),
+        };
+        // A master that cannot advertise still serves agents with a configured address.
+        let advertiser = match Advertiser::start(&advert, &cfg.discovery.interfaces) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(
+                    "not advertising on mDNS, agents must be given this master's address: {e}"
+                );
+                None
+            }
+        };
         tracing::info!(listen = %master.addr, name = %cfg.name, "bramble-master ready");
         bramble_proto::logging::wait_for_shutdown_signal().await;
         tracing::info!("shutting down");
+        if let Some(advertiser) = advertiser {
+            advertiser.stop().await;
+        }
         master.shutdown().await;
         Ok(())
     })

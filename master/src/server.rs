@@ -242,10 +242,15 @@ async fn serve_connection(
         }
     }
     if kind != PeerKind::Operator {
+        let graceful = matches!(
+            conn.close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == quinn::VarInt::from_u32(0)
+        );
         let _ = inputs
             .send(Input::Disconnected {
                 conn: conn_id,
                 reason: reason.to_string(),
+                graceful,
             })
             .await;
     }

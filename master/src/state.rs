@@ -71,6 +71,8 @@ pub enum Input {
     Disconnected {
         conn: ConnId,
         reason: String,
+        /// The peer said goodbye (closed with code 0), e.g. an agent shutting down.
+        graceful: bool,
     },
 }
 
@@ -189,7 +191,11 @@ impl Master {
             Input::FromAgent { conn, msg } => self.agent_message(conn, msg, now),
             Input::FromScheduler { conn, call } => self.scheduler_call(conn, call, now),
             Input::Operator { call, reply } => self.operator_call(call, reply, now),
-            Input::Disconnected { conn, reason } => self.disconnected(conn, &reason, now),
+            Input::Disconnected {
+                conn,
+                reason,
+                graceful,
+            } => self.disconnected(conn, &reason, graceful, now),
         }
         if self.allocation_due {
             self.allocate(now);
@@ -1292,7 +1298,7 @@ impl Master {
     // -----------------------------------------------------------------------------------------
     // Disconnects and the operator
 
-    fn disconnected(&mut self, conn: ConnId, reason: &str, now: Instant) {
+    fn disconnected(&mut self, conn: ConnId, reason: &str, graceful: bool, now: Instant) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -1301,7 +1307,11 @@ impl Master {
                 if let Some(a) = self.agents.get_mut(&id) {
                     if a.conn == Some(conn) {
                         a.conn = None;
-                        warn!(agent = %id, hostname = %a.hostname, "agent disconnected: {reason}; removed if not back within the agent timeout");
+                        if graceful {
+                            info!(agent = %id, hostname = %a.hostname, "agent left (it is shutting down); removed if not back within the agent timeout");
+                        } else {
+                            warn!(agent = %id, hostname = %a.hostname, "agent disconnected: {reason}; removed if not back within the agent timeout");
+                        }
                         self.rescind_agent_offers(&id);
                         // No offers for a disconnected agent: take it out of the pool until
                         // it re-registers (which re-adds it with its live tasks).

@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
 use bramble_proto::identity::Credentials;
 use bramble_proto::messages::{
-    Filters, FrameworkInfo, Hello, HelloReply, MasterEvent, Offer, PeerKind, SchedulerCall,
+    Filters, FrameworkInfo, Hello, HelloReply, JobProgress, MasterEvent, Offer, PeerKind,
+    SchedulerCall,
 };
 use bramble_proto::task::TaskInfo;
 use bramble_proto::transport::{self, ControlStream, TransportError};
@@ -308,6 +309,12 @@ impl SchedulerDriver {
             executor_id,
             data,
         })
+    }
+
+    /// Tells the master how far the framework's job has got, for the CLI, the web UI and the
+    /// front panel. Best effort: the latest one wins.
+    pub fn publish_progress(&self, progress: JobProgress) -> Result<(), SdkError> {
+        self.call(SchedulerCall::PublishProgress(progress))
     }
 
     /// Stops the driver; its run returns once this is done. `failover = false`: the framework
@@ -879,6 +886,7 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::Message { .. } => "Message",
         SchedulerCall::Teardown => "Teardown",
         SchedulerCall::Heartbeat => "Heartbeat",
+        SchedulerCall::PublishProgress(_) => "PublishProgress",
     }
 }
 

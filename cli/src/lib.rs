@@ -1,0 +1,8 @@
+//! The `bramble` command's library: the built-in frameworks (pi, factorial, hello, http),
+//! their executors, the operator's connection to the master, and the throwaway demo cluster.
+//! `main.rs` only parses arguments and calls in here.
+
+pub mod demo;
+pub mod operator;
+pub mod pi;
+pub mod progress;
