@@ -3,6 +3,9 @@
 //! `main.rs` only parses arguments and calls in here.
 
 pub mod demo;
+pub mod frameworks;
 pub mod operator;
+pub mod ops;
 pub mod pi;
 pub mod progress;
+pub mod run;

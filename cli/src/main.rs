@@ -2,10 +2,17 @@
 
 mod cluster;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use bramble::demo::{self, DemoOptions};
+use bramble::operator::OperatorClient;
+use bramble::ops;
+use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
 use bramble_proto::task::CommandInfo;
+use bramble_proto::{FrameworkId, Resources, TaskId, TaskState};
+use bramble_sdk::{framework_info, Credentials, Role, SchedulerConfig};
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +21,17 @@ use clap::{Parser, Subcommand};
     about = "Bramble: a cluster kernel for Raspberry Pi clusters"
 )]
 struct Cli {
+    /// The master's host:port (default: $BRAMBLE_MASTER).
+    #[arg(long, global = true, env = "BRAMBLE_MASTER")]
+    master: Option<String>,
+    /// Cluster directory with the certificates to use.
+    #[arg(
+        long,
+        global = true,
+        env = "BRAMBLE_CLUSTER",
+        default_value = "/etc/bramble/cluster"
+    )]
+    cluster: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,7 +58,68 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Agents, resources used/total, frameworks and jobs in flight.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The agents the master knows.
+    Agents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The frameworks subscribed.
+    Frameworks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tasks the master tracks.
+    Tasks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a task.
+    Kill {
+        task: String,
+        /// The task's framework, when the task id is ambiguous or already finished.
+        #[arg(long)]
+        framework: Option<String>,
+    },
+    /// Print a task's stdout (or stderr) from its sandbox.
+    Logs {
+        task: String,
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing as the task writes, until it ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        framework: Option<String>,
+    },
+    /// Run one shell command on the cluster, stream its output, exit with its status.
+    Run {
+        #[arg(long, default_value_t = 0.1)]
+        cpus: f64,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 64)]
+        mem: u64,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Compute pi across the cluster from the Leibniz series.
+    Pi {
+        #[arg(long, default_value = "2e10", value_parser = parse_count)]
+        terms: u64,
+        #[arg(long, default_value = "64", value_parser = parse_count)]
+        tasks: u64,
+        /// Path of the `bramble` binary on the agents (default: this program's path).
+        #[arg(long)]
+        executor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run an executor (started by an agent, not by hand).
+    #[command(hide = true)]
     Executor {
         #[command(subcommand)]
         kind: ExecutorKind,
@@ -74,6 +153,138 @@ fn self_executor(kind: &str) -> anyhow::Result<CommandInfo> {
         exe.display().to_string(),
         vec!["executor".into(), kind.into()],
     ))
+}
+
+/// The master's address: `--master`/`$BRAMBLE_MASTER`, resolved.
+async fn master_addr(cli_master: Option<&str>) -> anyhow::Result<SocketAddr> {
+    let Some(hostport) = cli_master else {
+        bail!("no master given: pass --master HOST:PORT or set BRAMBLE_MASTER");
+    };
+    tokio::net::lookup_host(hostport)
+        .await
+        .with_context(|| format!("resolving the master address {hostport}"))?
+        .next()
+        .with_context(|| format!("{hostport} resolves to no address"))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Commands that talk to a running cluster.
+async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
+    let master = master_addr(cli.master.as_deref()).await?;
+    let cluster = cli.cluster.as_path();
+    match cli.command {
+        Command::Status { json }
+        | Command::Agents { json }
+        | Command::Frameworks { json }
+        | Command::Tasks { json } => {
+            let mut op = OperatorClient::connect(cluster, master).await?;
+            let state = op.state().await?;
+            op.close();
+            match (&cli.command, json) {
+                (Command::Status { .. }, true) => print_json(&state)?,
+                (Command::Status { .. }, false) => ops::print_status(&state),
+                (Command::Agents { .. }, true) => print_json(&state.agents)?,
+                (Command::Agents { .. }, false) => ops::print_agents(&state),
+                (Command::Frameworks { .. }, true) => print_json(&state.frameworks)?,
+                (Command::Frameworks { .. }, false) => ops::print_frameworks(&state),
+                (_, true) => print_json(&state.tasks)?,
+                (_, false) => ops::print_tasks(&state),
+            }
+            Ok(0)
+        }
+        Command::Kill { task, framework } => {
+            let mut op = OperatorClient::connect(cluster, master).await?;
+            let state = op.state().await?;
+            let task = TaskId(task);
+            let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+            op.kill(fw, task.clone()).await?;
+            op.close();
+            eprintln!("kill sent to {task}");
+            Ok(0)
+        }
+        Command::Logs {
+            task,
+            stderr,
+            follow,
+            framework,
+        } => {
+            let mut op = OperatorClient::connect(cluster, master).await?;
+            let state = op.state().await?;
+            let task = TaskId(task);
+            let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+            let file = if stderr { "stderr" } else { "stdout" };
+            ops::logs(&mut op, &fw, &task, file, follow).await?;
+            op.close();
+            Ok(0)
+        }
+        Command::Run { cpus, mem, command } => {
+            anyhow::ensure!(
+                cpus > 0.0 && cpus.is_finite(),
+                "--cpus must be a positive number"
+            );
+            let line = command.join(" ");
+            let outcome =
+                bramble::run::run(cluster, master, line, Resources::new(cpus, mem)).await?;
+            Ok(match outcome.state {
+                TaskState::Finished => 0,
+                TaskState::Failed => outcome.exit_code.filter(|c| *c != 0).unwrap_or(1),
+                state => {
+                    eprintln!("task ended {state}: {}", outcome.message);
+                    1
+                }
+            })
+        }
+        Command::Pi {
+            terms,
+            tasks,
+            executor,
+            json,
+        } => {
+            anyhow::ensure!(
+                terms >= 1 && tasks >= 1,
+                "--terms and --tasks must be at least 1"
+            );
+            let executor = match executor {
+                Some(path) => CommandInfo::program(path, vec!["executor".into(), "pi".into()]),
+                None => self_executor("pi")?,
+            };
+            let job = PiJob::new(terms, tasks, executor);
+            let creds = Credentials::load(cluster, Role::Framework).with_context(|| {
+                format!(
+                    "loading the framework certificate from {}",
+                    cluster.display()
+                )
+            })?;
+            let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
+            let bar = tokio::spawn(bramble::progress::follow(rx, json));
+            let result = run_pi(
+                SchedulerConfig::new(master, creds, framework_info("pi")),
+                job,
+                tx,
+            )
+            .await;
+            let _ = bar.await;
+            let r = result?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "pi ≈ {:.15}  ({} correct digits, error {:.3e})",
+                    r.pi, r.correct_digits, r.abs_error
+                );
+                println!(
+                    "{} terms in {} tasks on {} agents: {:.2} s, {:.3e} terms/s, {} relaunched",
+                    r.terms, r.tasks, r.agents_used, r.wall_s, r.terms_per_s, r.relaunches
+                );
+            }
+            Ok(0)
+        }
+        Command::Cluster { .. } | Command::Demo { .. } | Command::Executor { .. } => Ok(0),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -131,6 +342,12 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        _ => {
+            bramble_proto::logging::init(Some("warn"));
+            let runtime = tokio::runtime::Runtime::new()?;
+            let code = runtime.block_on(cluster_command(cli))?;
+            std::process::exit(code);
         }
     }
 }

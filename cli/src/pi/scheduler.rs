@@ -251,7 +251,7 @@ impl Scheduler for PiScheduler {
                 );
                 continue;
             }
-            self.agents.insert(offer.hostname.clone());
+            self.agents.insert(offer.agent_id.to_string());
             let launched: Vec<usize> = tasks
                 .iter()
                 .filter_map(|t| parse_task_id(t.task_id.as_str()).map(|(i, _)| i))

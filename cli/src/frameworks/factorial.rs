@@ -1,0 +1,519 @@
+//! `bramble factorial N…`: the Mesos tutorial's factorial framework. One task per number (in
+//! input order, duplicates included), run by a custom executor (`bramble executor factorial`,
+//! one per agent, like pi's); exact big integers; each result travels back as the decimal
+//! string in the task's FINISHED update — the reliable, checkpointed path.
+//!
+//! Results are kept per input position, so they come out in the order given whatever order
+//! tasks finish in, and a task that is lost or fails runs again (a bounded number of times:
+//! a number that fails every time is a bug to report, not to retry forever).
+//!
+//! Inputs are capped at [`MAX_FACTORIAL_INPUT`] because the result must fit in one status
+//! update, and every frame on Bramble's wire is at most 1 MiB
+//! (`bramble_proto::codec::MAX_FRAME_BYTES`): 100 000! has 456 574 digits, under half of
+//! that, and takes well under a second on a Pi 4. Past about 205 000 the digits alone would
+//! not fit.
+
+use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
+use bramble_sdk::{
+    async_trait, status, Executor, ExecutorDriver, Filters, JobProgress, Offer, Resources,
+    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskReason, TaskState,
+    TaskStatus, TaskStatusExt,
+};
+use num_bigint::BigUint;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// The largest n accepted (see the module docs for why).
+pub const MAX_FACTORIAL_INPUT: u64 = 100_000;
+/// How many times one number is tried before the job gives up.
+pub const MAX_ATTEMPTS: u32 = 5;
+const EXECUTOR_ID: &str = "factorial-executor";
+
+/// Why a factorial job did not produce its results.
+#[derive(Debug, thiserror::Error)]
+pub enum FactorialError {
+    /// The input was refused before anything was launched.
+    #[error("{0}")]
+    Input(String),
+    #[error(
+        "computing {n}! (number {position} of the list) failed {attempts} times; last: {last}"
+    )]
+    TaskFailed {
+        n: u64,
+        position: usize,
+        attempts: u32,
+        last: String,
+    },
+    #[error(transparent)]
+    Sdk(#[from] SdkError),
+    #[error("the factorial framework stopped before every number was computed")]
+    Incomplete,
+}
+
+/// The results, in the order the numbers were given, and how the job went.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FactorialReport {
+    /// `(n, n!)`, n! in decimal.
+    pub results: Vec<(u64, String)>,
+    pub relaunches: u64,
+    pub agents_used: usize,
+    pub wall_s: f64,
+}
+
+/// n!, exactly. A product tree keeps the multiplications balanced, so the big ones use
+/// num-bigint's sub-quadratic algorithms instead of n small-by-huge steps.
+pub fn factorial(n: u64) -> BigUint {
+    product(1, n)
+}
+
+/// lo · (lo+1) · … · hi (1 when empty).
+fn product(lo: u64, hi: u64) -> BigUint {
+    if lo > hi {
+        return BigUint::from(1u32);
+    }
+    if hi - lo < 16 {
+        return (lo..=hi).fold(BigUint::from(1u32), |acc, k| acc * k);
+    }
+    let mid = lo + (hi - lo) / 2;
+    product(lo, mid) * product(mid + 1, hi)
+}
+
+/// Decimal digits of n!, estimated with Stirling's formula (for messages only).
+fn approx_digits(n: u64) -> f64 {
+    if n < 2 {
+        return 1.0;
+    }
+    let n = n as f64;
+    (n * (n / std::f64::consts::E).log10() + 0.5 * (2.0 * std::f64::consts::PI * n).log10()).floor()
+        + 1.0
+}
+
+/// Refuses inputs the job cannot serve, before anything is launched.
+pub fn check_inputs(numbers: &[u64]) -> Result<(), FactorialError> {
+    if numbers.is_empty() {
+        return Err(FactorialError::Input(
+            "no numbers given (example: bramble factorial 5 7 10 70 30)".into(),
+        ));
+    }
+    if let Some(&n) = numbers.iter().find(|&&n| n > MAX_FACTORIAL_INPUT) {
+        return Err(FactorialError::Input(format!(
+            "{n}! is too large: the limit is {MAX_FACTORIAL_INPUT}, because a result travels \
+             in one status update and frames are at most 1 MiB ({n}! has about {:.0} digits)",
+            approx_digits(n)
+        )));
+    }
+    Ok(())
+}
+
+/// A task's data: n in decimal ASCII, as in the tutorial.
+fn parse_number(data: &[u8]) -> Option<u64> {
+    std::str::from_utf8(data).ok()?.parse().ok()
+}
+
+/// A result is a non-empty run of decimal digits.
+fn parse_result(data: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(data).ok()?;
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then(|| text.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The executor
+
+/// `bramble executor factorial`: computes each task's n! on tokio's blocking pool and reports
+/// it in the FINISHED update. Long-lived: one per agent serves all the job's tasks there.
+#[derive(Default)]
+pub struct FactorialExecutor {
+    /// Tasks killed while computing: their result is dropped.
+    killed: Arc<Mutex<HashSet<TaskId>>>,
+}
+
+#[async_trait]
+impl Executor for FactorialExecutor {
+    async fn launch_task(&mut self, driver: &ExecutorDriver, task: TaskInfo) {
+        let n = match parse_number(&task.data) {
+            Some(n) if n <= MAX_FACTORIAL_INPUT => n,
+            _ => {
+                let failed = status(&task, TaskState::Failed)
+                    .reason(TaskReason::InvalidTask)
+                    .message(format!(
+                        "task data {:?} is not a number up to {MAX_FACTORIAL_INPUT}",
+                        String::from_utf8_lossy(&task.data)
+                    ));
+                let _ = driver.send_status_update(failed);
+                return;
+            }
+        };
+        let _ = driver.send_status_update(status(&task, TaskState::Running));
+        let driver = driver.clone();
+        let killed = self.killed.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let computed = tokio::task::spawn_blocking(move || factorial(n).to_str_radix(10)).await;
+            let was_killed = killed
+                .lock()
+                .map(|mut k| k.remove(&task.task_id))
+                .unwrap_or(false);
+            if was_killed {
+                return;
+            }
+            let update = match computed {
+                Ok(digits) => {
+                    let secs = started.elapsed().as_secs_f64();
+                    info!(task = %task.task_id, n, digits = digits.len(), secs, "factorial done");
+                    let message = format!("{n}! has {} digits ({secs:.3} s)", digits.len());
+                    status(&task, TaskState::Finished)
+                        .data(digits.into_bytes())
+                        .message(message)
+                }
+                Err(e) => {
+                    warn!(task = %task.task_id, "computing {n}! failed: {e}");
+                    status(&task, TaskState::Failed).message(format!("computing {n}! failed: {e}"))
+                }
+            };
+            let _ = driver.send_status_update(update);
+        });
+    }
+
+    async fn kill_task(&mut self, driver: &ExecutorDriver, task_id: &TaskId) {
+        if let Ok(mut k) = self.killed.lock() {
+            k.insert(task_id.clone());
+        }
+        let _ = driver.send_status_update(
+            status(task_id, TaskState::Killed)
+                .reason(TaskReason::KilledByRequest)
+                .message("factorial abandoned"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scheduler
+
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    Pending,
+    Running,
+    Done(String),
+}
+
+struct FactorialScheduler {
+    numbers: Vec<u64>,
+    executor: ExecutorInfo,
+    task_resources: Resources,
+    slots: Vec<Slot>,
+    /// Current attempt per position: updates of older attempts are stale.
+    attempt: Vec<u32>,
+    pending: VecDeque<usize>,
+    done: usize,
+    relaunches: u64,
+    agents: HashSet<String>,
+    failure: Option<FactorialError>,
+    started: Instant,
+}
+
+/// Task ids are `factorial-<position>-<attempt>`.
+fn task_id(position: usize, attempt: u32) -> TaskId {
+    format!("factorial-{position}-{attempt}").into()
+}
+
+fn parse_task_id(id: &str) -> Option<(usize, u32)> {
+    let rest = id.strip_prefix("factorial-")?;
+    let (position, attempt) = rest.split_once('-')?;
+    Some((position.parse().ok()?, attempt.parse().ok()?))
+}
+
+impl FactorialScheduler {
+    fn new(numbers: Vec<u64>, executor: CommandInfo) -> Self {
+        let n = numbers.len();
+        Self {
+            numbers,
+            executor: ExecutorInfo {
+                executor_id: EXECUTOR_ID.into(),
+                name: "factorial executor".into(),
+                command: executor,
+                resources: Resources::new(0.0, 32),
+            },
+            // Small: most factorials take microseconds; 100 000! a few MiB and under a second.
+            task_resources: Resources::new(0.25, 16),
+            slots: vec![Slot::Pending; n],
+            attempt: vec![0; n],
+            pending: (0..n).collect(),
+            done: 0,
+            relaunches: 0,
+            agents: HashSet::new(),
+            failure: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn progress(&self) -> JobProgress {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let total = self.numbers.len() as u64;
+        JobProgress {
+            job: "factorial".into(),
+            done: self.done as u64,
+            total,
+            unit: "numbers".into(),
+            rate_per_s: if elapsed > 0.0 {
+                self.done as f64 / elapsed
+            } else {
+                0.0
+            },
+            tasks_done: self.done as u64,
+            tasks_total: total,
+            estimate: None,
+            correct_digits: None,
+            elapsed_s: elapsed,
+            finished: self.done == self.numbers.len(),
+        }
+    }
+
+    fn requeue(&mut self, position: usize, driver: &SchedulerDriver) {
+        self.slots[position] = Slot::Pending;
+        if !self.pending.contains(&position) {
+            self.pending.push_back(position);
+        }
+        let _ = driver.revive_offers();
+    }
+
+    /// The current attempt at `position` did not produce a result.
+    fn attempt_failed(&mut self, position: usize, status: &TaskStatus, driver: &SchedulerDriver) {
+        let attempts = self.attempt[position];
+        let last = format!(
+            "{} {}{}",
+            status.state,
+            status
+                .reason
+                .map(|r| format!("({r:?}) "))
+                .unwrap_or_default(),
+            status.message
+        );
+        if attempts >= MAX_ATTEMPTS {
+            let n = self.numbers[position];
+            warn!(n, attempts, "giving up: {last}");
+            self.failure = Some(FactorialError::TaskFailed {
+                n,
+                position: position + 1,
+                attempts,
+                last,
+            });
+            driver.stop(false);
+            return;
+        }
+        info!(
+            position,
+            n = self.numbers[position],
+            "{last}; launching it again"
+        );
+        self.relaunches += 1;
+        self.requeue(position, driver);
+    }
+
+    fn report(&self) -> Option<FactorialReport> {
+        let results = self
+            .numbers
+            .iter()
+            .zip(&self.slots)
+            .map(|(&n, slot)| match slot {
+                Slot::Done(value) => Some((n, value.clone())),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(FactorialReport {
+            results,
+            relaunches: self.relaunches,
+            agents_used: self.agents.len(),
+            wall_s: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+#[async_trait]
+impl Scheduler for FactorialScheduler {
+    async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+        for offer in offers {
+            let mut left = offer.resources.clone();
+            if !offer.executor_ids.contains(&self.executor.executor_id) {
+                left = left
+                    .checked_sub(&self.executor.resources)
+                    .unwrap_or_default();
+            }
+            let mut tasks = Vec::new();
+            while let Some(rest) = left.checked_sub(&self.task_resources) {
+                let Some(position) = self.pending.pop_front() else {
+                    break;
+                };
+                left = rest;
+                self.attempt[position] += 1;
+                self.slots[position] = Slot::Running;
+                let n = self.numbers[position];
+                tasks.push(TaskInfo {
+                    task_id: task_id(position, self.attempt[position]),
+                    name: format!("{n}!"),
+                    agent_id: offer.agent_id.clone(),
+                    resources: self.task_resources.clone(),
+                    command: None,
+                    executor: Some(self.executor.clone()),
+                    data: n.to_string().into_bytes(),
+                });
+            }
+            if tasks.is_empty() {
+                // Nothing to run here now; relaunches revive offers.
+                let _ = driver.decline_offer(
+                    offer.id,
+                    Filters {
+                        refuse_seconds: 5.0,
+                    },
+                );
+                continue;
+            }
+            let launched: Vec<usize> = tasks
+                .iter()
+                .filter_map(|t| parse_task_id(t.task_id.as_str()).map(|(p, _)| p))
+                .collect();
+            self.agents.insert(offer.hostname.clone());
+            if let Err(e) = driver.launch_tasks(
+                vec![offer.id],
+                tasks,
+                Filters {
+                    refuse_seconds: 0.0,
+                },
+            ) {
+                warn!("launching factorial tasks failed: {e}; they will be retried");
+                for position in launched.into_iter().rev() {
+                    self.slots[position] = Slot::Pending;
+                    self.pending.push_front(position);
+                }
+            }
+        }
+    }
+
+    async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+        let Some((position, attempt)) = parse_task_id(status.task_id.as_str()) else {
+            warn!(task = %status.task_id, "update for a task that is not a factorial");
+            return;
+        };
+        if position >= self.slots.len() || self.failure.is_some() {
+            return;
+        }
+        let current = attempt == self.attempt[position];
+        match status.state {
+            TaskState::Finished => {
+                if matches!(self.slots[position], Slot::Done(_)) {
+                    return; // An earlier attempt's duplicate: counted once.
+                }
+                let Some(value) = parse_result(&status.data) else {
+                    warn!(task = %status.task_id, "FINISHED without a decimal result");
+                    if current {
+                        self.attempt_failed(position, status, driver);
+                    }
+                    return;
+                };
+                // Any attempt's result is right: n! does not depend on where it ran.
+                self.slots[position] = Slot::Done(value);
+                self.pending.retain(|&p| p != position);
+                self.done += 1;
+                let _ = driver.publish_progress(self.progress());
+                if self.done == self.slots.len() {
+                    info!(
+                        numbers = self.done,
+                        relaunches = self.relaunches,
+                        "factorial job complete"
+                    );
+                    driver.stop(false);
+                }
+            }
+            // Only the current attempt's end matters; a stale one was already replaced.
+            state
+                if state.is_terminal()
+                    && current
+                    && !matches!(self.slots[position], Slot::Done(_)) =>
+            {
+                self.attempt_failed(position, status, driver);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Computes n! for every number on the cluster `config` points at; `executor` is how agents
+/// start `bramble executor factorial`. Results come back in input order.
+pub async fn run_factorial(
+    config: SchedulerConfig,
+    numbers: Vec<u64>,
+    executor: CommandInfo,
+) -> Result<FactorialReport, FactorialError> {
+    check_inputs(&numbers)?;
+    let finished =
+        bramble_sdk::run_scheduler(config, FactorialScheduler::new(numbers, executor)).await?;
+    if let Some(failure) = finished.failure {
+        return Err(failure);
+    }
+    finished.report().ok_or(FactorialError::Incomplete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_factorials_are_exact() {
+        let expected = [1u64, 1, 2, 6, 24, 120, 720, 5040, 40320, 362880, 3628800];
+        for (n, want) in expected.iter().enumerate() {
+            assert_eq!(factorial(n as u64), BigUint::from(*want), "{n}!");
+        }
+        assert_eq!(
+            factorial(30).to_string(),
+            "265252859812191058636308480000000"
+        );
+        // Product tree and plain loop agree past the tree's leaf size.
+        let plain = (1..=200u64).fold(BigUint::from(1u32), |acc, k| acc * k);
+        assert_eq!(factorial(200), plain);
+    }
+
+    #[test]
+    fn the_largest_input_fits_in_one_frame() {
+        let digits = factorial(MAX_FACTORIAL_INPUT).to_str_radix(10);
+        assert_eq!(digits.len(), 456_574);
+        assert!(digits.len() < bramble_proto::codec::MAX_FRAME_BYTES / 2);
+        assert_eq!(approx_digits(MAX_FACTORIAL_INPUT), 456_574.0);
+    }
+
+    #[test]
+    fn absurd_inputs_are_refused_before_launching() {
+        assert!(check_inputs(&[5, 7, 10, 70, 30, 5]).is_ok());
+        assert!(check_inputs(&[MAX_FACTORIAL_INPUT]).is_ok());
+        let err = check_inputs(&[5, MAX_FACTORIAL_INPUT + 1]).unwrap_err();
+        assert!(err.to_string().contains("limit is 100000"), "{err}");
+        assert!(check_inputs(&[]).is_err());
+    }
+
+    #[test]
+    fn task_data_and_results_are_checked() {
+        assert_eq!(parse_number(b"70"), Some(70));
+        assert_eq!(parse_number(b"-1"), None);
+        assert_eq!(parse_result(b"120"), Some("120".into()));
+        assert_eq!(parse_result(b""), None);
+        assert_eq!(parse_result(b"12a"), None);
+        assert_eq!(parse_task_id(task_id(4, 2).as_str()), Some((4, 2)));
+        assert_eq!(parse_task_id("pi-1-1"), None);
+    }
+
+    #[test]
+    fn results_come_out_in_input_order_with_duplicates() {
+        let mut s = FactorialScheduler::new(vec![5, 3, 5], CommandInfo::shell("true"));
+        assert_eq!(s.report(), None);
+        s.slots = vec![
+            Slot::Done("120".into()),
+            Slot::Done("6".into()),
+            Slot::Done("120".into()),
+        ];
+        let report = s.report().expect("complete");
+        assert_eq!(
+            report.results,
+            vec![(5, "120".into()), (3, "6".into()), (5, "120".into())]
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! One long-running task, kept up until the caller says stop: the shape `hello` and `http`
+//! share (Marathon's job, cut down to a single instance).
+//!
+//! The task is launched on the first offer that fits, and offers are suppressed while it
+//! lives (a framework that wants nothing more should not hold the allocator's attention).
+//! If its agent is lost it is launched again elsewhere, a bounded number of times; any other
+//! end (FAILED, KILLED by an operator) ends the run and is reported. When the caller's `until`
+//! resolves, the task is killed, its KILLED update awaited (bounded), and the framework torn
+//! down — teardown also makes the master kill anything a racing launch left behind.
+//!
+//! The scheduler callbacks run on the driver's loop while `until` is awaited beside it, so
+//! the two share a small `Shared` behind a mutex: whether we are stopping, which task is
+//! current, and the caller's event reporter. Launch decisions are made holding that lock, so a
+//! stop can never miss a task that was just launched.
+
+use bramble_proto::task::TaskInfo;
+use bramble_sdk::{
+    async_trait, AgentId, Filters, FrameworkId, Offer, Scheduler, SchedulerConfig, SchedulerDriver,
+    SdkError, TaskId, TaskReason, TaskState, TaskStatus,
+};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// How many times a task whose agent was lost is launched again before giving up.
+pub const MAX_RELAUNCHES: u32 = 3;
+/// How long to wait for the terminal update after asking for a kill; then the framework is
+/// torn down anyway (the master kills what is left).
+const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Offers we have no use for come back after this long (offers are suppressed meanwhile).
+const REFUSE_UNUSED_SECS: f64 = 60.0;
+/// Offers too small for the task: a bigger agent may come, this one may free up.
+const REFUSE_UNFIT_SECS: f64 = 5.0;
+
+/// A task to launch, built from an offer, and the port it was given (if it needs one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub task: TaskInfo,
+    pub port: Option<u16>,
+}
+
+/// Turns an offer into the task with the given id, or says why the offer does not fit.
+pub type BuildTask = Box<dyn FnMut(&Offer, TaskId) -> Result<Launch, String> + Send>;
+
+/// What the service runs: task ids are `<name>-<attempt>`.
+pub struct ServiceSpec {
+    pub name: String,
+    pub build: BuildTask,
+}
+
+/// What happened, as it happens: `main.rs` prints these, tests watch them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceEvent {
+    Registered {
+        framework_id: FrameworkId,
+    },
+    /// No offer fits yet (reported when the reason changes, not for every offer).
+    NoFit {
+        reason: String,
+    },
+    Launched {
+        task_id: TaskId,
+        hostname: String,
+        port: Option<u16>,
+    },
+    Running {
+        framework_id: Option<FrameworkId>,
+        task_id: TaskId,
+        agent_id: AgentId,
+        hostname: String,
+        port: Option<u16>,
+    },
+    Relaunching {
+        task_id: TaskId,
+        state: TaskState,
+        message: String,
+    },
+    Killing {
+        task_id: TaskId,
+    },
+    Ended {
+        task_id: TaskId,
+        state: TaskState,
+        message: String,
+    },
+}
+
+impl fmt::Display for ServiceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceEvent::Registered { framework_id } => {
+                write!(f, "framework {framework_id} registered; waiting for an offer")
+            }
+            ServiceEvent::NoFit { reason } => write!(f, "no offer fits yet: {reason}"),
+            ServiceEvent::Launched {
+                task_id, hostname, ..
+            } => write!(f, "launching {task_id} on {hostname}"),
+            ServiceEvent::Running {
+                task_id,
+                hostname,
+                port: Some(port),
+                ..
+            } => write!(
+                f,
+                "{task_id} is RUNNING on {hostname}: serving http://{hostname}:{port}/ (Ctrl-C stops it)"
+            ),
+            ServiceEvent::Running {
+                task_id, hostname, ..
+            } => write!(
+                f,
+                "{task_id} is RUNNING on {hostname}; watch it with `bramble logs {task_id} --follow` (Ctrl-C stops it)"
+            ),
+            ServiceEvent::Relaunching {
+                task_id,
+                state,
+                message,
+            } => write!(f, "{task_id} ended {state} ({message}); launching it again"),
+            ServiceEvent::Killing { task_id } => write!(f, "killing {task_id}"),
+            ServiceEvent::Ended {
+                task_id,
+                state,
+                message,
+            } => {
+                write!(f, "{task_id} ended {state}")?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How the service ended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceOutcome {
+    pub framework_id: Option<FrameworkId>,
+    /// The last task launched; `None` when no offer ever fitted.
+    pub task_id: Option<TaskId>,
+    pub agent_id: Option<AgentId>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    /// Whether the task was ever seen RUNNING.
+    pub was_running: bool,
+    /// The last task's terminal state; `None` if it never ended (or never started).
+    pub final_state: Option<TaskState>,
+    pub message: String,
+    pub relaunches: u32,
+}
+
+impl ServiceOutcome {
+    /// The service's address, for a task that was given a port.
+    pub fn url(&self) -> Option<String> {
+        Some(format!(
+            "http://{}:{}/",
+            self.hostname.as_deref()?,
+            self.port?
+        ))
+    }
+}
+
+type Reporter = Box<dyn FnMut(&ServiceEvent) + Send>;
+
+struct Shared {
+    /// The caller asked to stop: launch nothing more.
+    stopping: bool,
+    /// The task to kill on stop.
+    current: Option<TaskId>,
+    report: Reporter,
+    last_no_fit: Option<String>,
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // Plain flags and a reporter: a panic elsewhere cannot leave them inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Clone)]
+struct Placement {
+    task_id: TaskId,
+    agent_id: AgentId,
+    hostname: String,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    /// Waiting for an offer that fits.
+    Waiting,
+    /// Launched, not yet RUNNING.
+    Launched(Placement),
+    Running(Placement),
+    Ended,
+}
+
+/// What to do with a task's terminal update; pure, so the policy is tested on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterEnd {
+    Relaunch,
+    Finish,
+}
+
+fn after_end(status: &TaskStatus, stopping: bool, relaunches: u32) -> AfterEnd {
+    let transient = match status.state {
+        TaskState::Lost => true,
+        // The offer went away between our accept and the master's check.
+        TaskState::Error => matches!(
+            status.reason,
+            Some(TaskReason::InvalidOffer | TaskReason::ResourcesNotInOffer)
+        ),
+        _ => false,
+    };
+    if !stopping && transient && relaunches < MAX_RELAUNCHES {
+        AfterEnd::Relaunch
+    } else {
+        AfterEnd::Finish
+    }
+}
+
+struct ServiceScheduler {
+    spec: ServiceSpec,
+    shared: Arc<Mutex<Shared>>,
+    attempt: u32,
+    phase: Phase,
+    outcome: ServiceOutcome,
+}
+
+impl ServiceScheduler {
+    fn emit(&self, event: ServiceEvent) {
+        info!(service = %self.spec.name, "{event}");
+        (lock(&self.shared).report)(&event);
+    }
+
+    fn placement(&self) -> Option<&Placement> {
+        match &self.phase {
+            Phase::Launched(p) | Phase::Running(p) => Some(p),
+            Phase::Waiting | Phase::Ended => None,
+        }
+    }
+
+    /// Tries to launch on `offer`; declines it otherwise.
+    fn offer(&mut self, driver: &SchedulerDriver, offer: Offer) {
+        let mut shared = lock(&self.shared);
+        if shared.stopping || !matches!(self.phase, Phase::Waiting) {
+            drop(shared);
+            let _ = driver.decline_offer(
+                offer.id,
+                Filters {
+                    refuse_seconds: REFUSE_UNUSED_SECS,
+                },
+            );
+            return;
+        }
+        let task_id = TaskId::from(format!("{}-{}", self.spec.name, self.attempt + 1));
+        let launch = match (self.spec.build)(&offer, task_id.clone()) {
+            Ok(launch) => launch,
+            Err(reason) => {
+                let _ = driver.decline_offer(
+                    offer.id,
+                    Filters {
+                        refuse_seconds: REFUSE_UNFIT_SECS,
+                    },
+                );
+                if shared.last_no_fit.as_ref() != Some(&reason) {
+                    shared.last_no_fit = Some(reason.clone());
+                    drop(shared);
+                    self.emit(ServiceEvent::NoFit { reason });
+                }
+                return;
+            }
+        };
+        let placement = Placement {
+            task_id: task_id.clone(),
+            agent_id: offer.agent_id.clone(),
+            hostname: offer.hostname.clone(),
+            port: launch.port,
+        };
+        if let Err(e) = driver.launch_tasks(
+            vec![offer.id],
+            vec![launch.task],
+            Filters {
+                refuse_seconds: REFUSE_UNUSED_SECS,
+            },
+        ) {
+            // Offers die with the connection; the next one after re-registration will do.
+            warn!(task = %task_id, "launching failed: {e}; waiting for another offer");
+            return;
+        }
+        self.attempt += 1;
+        shared.current = Some(task_id.clone());
+        drop(shared);
+        self.outcome.task_id = Some(task_id.clone());
+        self.outcome.agent_id = Some(placement.agent_id.clone());
+        self.outcome.hostname = Some(placement.hostname.clone());
+        self.outcome.port = placement.port;
+        self.phase = Phase::Launched(placement.clone());
+        // One task is all we want: stop the offers until a relaunch revives them.
+        let _ = driver.suppress_offers();
+        self.emit(ServiceEvent::Launched {
+            task_id,
+            hostname: placement.hostname,
+            port: placement.port,
+        });
+    }
+}
+
+#[async_trait]
+impl Scheduler for ServiceScheduler {
+    async fn registered(
+        &mut self,
+        driver: &SchedulerDriver,
+        framework_id: &FrameworkId,
+        reregistered: bool,
+    ) {
+        self.outcome.framework_id = Some(framework_id.clone());
+        if reregistered {
+            // Updates sent while we were away are resent by the agents; ask anyway.
+            if let Some(p) = self.placement() {
+                let _ = driver.reconcile_tasks(vec![p.task_id.clone()]);
+            }
+        } else {
+            self.emit(ServiceEvent::Registered {
+                framework_id: framework_id.clone(),
+            });
+        }
+    }
+
+    async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+        for offer in offers {
+            self.offer(driver, offer);
+        }
+    }
+
+    async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+        let Some(placement) = self.placement().cloned() else {
+            debug!(task = %status.task_id, state = %status.state, "update with no live task; ignored");
+            return;
+        };
+        if status.task_id != placement.task_id {
+            debug!(task = %status.task_id, state = %status.state, "update for an earlier attempt; ignored");
+            return;
+        }
+        match status.state {
+            TaskState::Running => {
+                if matches!(self.phase, Phase::Launched(_)) {
+                    self.phase = Phase::Running(placement.clone());
+                    self.outcome.was_running = true;
+                    self.emit(ServiceEvent::Running {
+                        framework_id: driver.framework_id(),
+                        task_id: placement.task_id,
+                        agent_id: placement.agent_id,
+                        hostname: placement.hostname,
+                        port: placement.port,
+                    });
+                }
+            }
+            state if state.is_terminal() => {
+                let stopping = {
+                    let mut shared = lock(&self.shared);
+                    shared.current = None;
+                    shared.stopping
+                };
+                self.outcome.final_state = Some(state);
+                self.outcome.message = status.message.clone();
+                match after_end(status, stopping, self.outcome.relaunches) {
+                    AfterEnd::Relaunch => {
+                        self.outcome.relaunches += 1;
+                        self.phase = Phase::Waiting;
+                        self.emit(ServiceEvent::Relaunching {
+                            task_id: placement.task_id,
+                            state,
+                            message: status.message.clone(),
+                        });
+                        let _ = driver.revive_offers();
+                    }
+                    AfterEnd::Finish => {
+                        self.phase = Phase::Ended;
+                        self.emit(ServiceEvent::Ended {
+                            task_id: placement.task_id,
+                            state,
+                            message: status.message.clone(),
+                        });
+                        driver.stop(false);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn error(&mut self, _driver: &SchedulerDriver, message: &str) {
+        warn!(service = %self.spec.name, "the master reported: {message}");
+    }
+}
+
+/// Runs `spec`'s task until `until` resolves (then kills it) or it ends by itself, reporting
+/// each step to `report`. Returns once the framework is torn down.
+pub async fn run_service(
+    config: SchedulerConfig,
+    spec: ServiceSpec,
+    until: impl Future<Output = ()> + Send,
+    report: impl FnMut(&ServiceEvent) + Send + 'static,
+) -> Result<ServiceOutcome, SdkError> {
+    let shared = Arc::new(Mutex::new(Shared {
+        stopping: false,
+        current: None,
+        report: Box::new(report),
+        last_no_fit: None,
+    }));
+    let scheduler = ServiceScheduler {
+        spec,
+        shared: shared.clone(),
+        attempt: 0,
+        phase: Phase::Waiting,
+        outcome: ServiceOutcome::default(),
+    };
+    let driver = SchedulerDriver::new(config);
+    let run = driver.run(scheduler);
+    tokio::pin!(run);
+    tokio::pin!(until);
+    let ended_by_itself = tokio::select! {
+        result = &mut run => Some(result),
+        () = &mut until => None,
+    };
+    let result = match ended_by_itself {
+        Some(result) => result,
+        None => {
+            let current = {
+                let mut s = lock(&shared);
+                s.stopping = true;
+                s.current.clone()
+            };
+            match current {
+                Some(task_id) => {
+                    let event = ServiceEvent::Killing {
+                        task_id: task_id.clone(),
+                    };
+                    info!("{event}");
+                    (lock(&shared).report)(&event);
+                    if let Err(e) = driver.kill_task(task_id) {
+                        warn!("cannot ask for the kill ({e}); tearing the framework down instead");
+                        driver.stop(false);
+                    }
+                }
+                None => driver.stop(false),
+            }
+            match tokio::time::timeout(KILL_TIMEOUT, &mut run).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!("no terminal update within {KILL_TIMEOUT:?} of the kill; tearing the framework down (the master kills its tasks)");
+                    driver.stop(false);
+                    run.await
+                }
+            }
+        }
+    };
+    let mut outcome = result?.outcome;
+    if outcome.framework_id.is_none() {
+        outcome.framework_id = driver.framework_id();
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_sdk::{status, TaskStatusExt};
+
+    fn ended(state: TaskState) -> TaskStatus {
+        status(&TaskId::from("svc-1"), state)
+    }
+
+    #[test]
+    fn lost_tasks_are_relaunched_a_bounded_number_of_times() {
+        let lost = ended(TaskState::Lost).reason(TaskReason::AgentRemoved);
+        assert_eq!(after_end(&lost, false, 0), AfterEnd::Relaunch);
+        assert_eq!(
+            after_end(&lost, false, MAX_RELAUNCHES - 1),
+            AfterEnd::Relaunch
+        );
+        assert_eq!(after_end(&lost, false, MAX_RELAUNCHES), AfterEnd::Finish);
+    }
+
+    #[test]
+    fn nothing_is_relaunched_once_stopping() {
+        let lost = ended(TaskState::Lost);
+        assert_eq!(after_end(&lost, true, 0), AfterEnd::Finish);
+    }
+
+    #[test]
+    fn failures_and_kills_end_the_service() {
+        for state in [TaskState::Failed, TaskState::Killed, TaskState::Finished] {
+            assert_eq!(after_end(&ended(state), false, 0), AfterEnd::Finish);
+        }
+        let refused = ended(TaskState::Error).reason(TaskReason::InvalidTask);
+        assert_eq!(after_end(&refused, false, 0), AfterEnd::Finish);
+        let raced = ended(TaskState::Error).reason(TaskReason::InvalidOffer);
+        assert_eq!(after_end(&raced, false, 0), AfterEnd::Relaunch);
+    }
+
+    #[test]
+    fn events_read_as_instructions() {
+        let running = ServiceEvent::Running {
+            framework_id: None,
+            task_id: "hello-1".into(),
+            agent_id: "a".into(),
+            hostname: "pi-a".into(),
+            port: None,
+        };
+        assert!(running
+            .to_string()
+            .contains("bramble logs hello-1 --follow"));
+        let serving = ServiceEvent::Running {
+            framework_id: None,
+            task_id: "http-1".into(),
+            agent_id: "a".into(),
+            hostname: "pi-a".into(),
+            port: Some(31000),
+        };
+        assert!(serving.to_string().contains("http://pi-a:31000/"));
+        let outcome = ServiceOutcome {
+            hostname: Some("pi-a".into()),
+            port: Some(31000),
+            ..ServiceOutcome::default()
+        };
+        assert_eq!(outcome.url().as_deref(), Some("http://pi-a:31000/"));
+    }
+}
