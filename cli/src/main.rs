@@ -4,6 +4,7 @@ mod cluster;
 
 use anyhow::{bail, Context};
 use bramble::demo::{self, DemoOptions};
+use bramble::frameworks;
 use bramble::operator::OperatorClient;
 use bramble::ops;
 use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
@@ -118,6 +119,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// n! for each number, exactly, one task each; printed in the order given.
+    Factorial {
+        #[arg(required = true)]
+        numbers: Vec<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A shell task printing a greeting every 5 s until Ctrl-C.
+    Hello,
+    /// A service task serving its sandbox's directory listing on an offered port until Ctrl-C.
+    Http,
+    /// Serve a directory listing over HTTP (the `http` task's program).
+    #[command(hide = true)]
+    ServeDir {
+        #[arg(long, env = "PORT")]
+        port: u16,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Run an executor (started by an agent, not by hand).
     #[command(hide = true)]
     Executor {
@@ -130,6 +150,8 @@ enum Command {
 enum ExecutorKind {
     /// The pi job's executor.
     Pi,
+    /// The factorial job's executor.
+    Factorial,
 }
 
 /// Parses counts such as `1000`, `1_000_000`, `4e9` or `2.5e6`.
@@ -170,6 +192,19 @@ async fn master_addr(cli_master: Option<&str>) -> anyhow::Result<SocketAddr> {
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+fn framework_creds(cluster: &std::path::Path) -> anyhow::Result<Credentials> {
+    Credentials::load(cluster, Role::Framework).with_context(|| {
+        format!(
+            "loading the framework certificate from {}",
+            cluster.display()
+        )
+    })
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Commands that talk to a running cluster.
@@ -283,7 +318,48 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Cluster { .. } | Command::Demo { .. } | Command::Executor { .. } => Ok(0),
+        Command::Factorial { numbers, json } => {
+            let config = SchedulerConfig::new(
+                master,
+                framework_creds(cluster)?,
+                framework_info("factorial"),
+            );
+            let report =
+                frameworks::factorial::run_factorial(config, numbers, self_executor("factorial")?)
+                    .await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                for (n, value) in &report.results {
+                    println!("{n}! = {value}");
+                }
+            }
+            Ok(0)
+        }
+        Command::Hello => {
+            let config =
+                SchedulerConfig::new(master, framework_creds(cluster)?, framework_info("hello"));
+            frameworks::hello::run_hello(config, ctrl_c(), frameworks::print_event).await?;
+            Ok(0)
+        }
+        Command::Http => {
+            let exe = std::env::current_exe().context("finding this program's path")?;
+            let serve = CommandInfo::program(exe.display().to_string(), vec!["serve-dir".into()]);
+            let config =
+                SchedulerConfig::new(master, framework_creds(cluster)?, framework_info("http"));
+            frameworks::http::run_http(
+                config,
+                frameworks::http::HttpJob::new(serve),
+                ctrl_c(),
+                frameworks::print_event,
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Cluster { .. }
+        | Command::Demo { .. }
+        | Command::Executor { .. }
+        | Command::ServeDir { .. } => Ok(0),
     }
 }
 
@@ -303,9 +379,20 @@ fn main() -> anyhow::Result<()> {
                         bramble_sdk::run_executor(bramble::pi::executor::PiExecutor::default())
                             .await?;
                     }
+                    ExecutorKind::Factorial => {
+                        bramble_sdk::run_executor(
+                            bramble::frameworks::factorial::FactorialExecutor::default(),
+                        )
+                        .await?;
+                    }
                 }
                 Ok(())
             })
+        }
+        Command::ServeDir { port, dir } => {
+            bramble_proto::logging::init(None);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(frameworks::http::serve_dir(port, dir))
         }
         Command::Demo {
             agents,

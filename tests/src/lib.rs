@@ -5,6 +5,7 @@
 //! deadline and fails with a description of what never came true.
 
 pub mod framework;
+pub mod netns;
 pub mod processes;
 
 use bramble_agent::master_link::MasterLocator;

@@ -19,16 +19,20 @@ pub fn bin_dir() -> PathBuf {
         let status = Command::new(env!("CARGO"))
             // Exactly the command `.ci/run` builds with, so this is a no-op there.
             .args(["build", "--workspace", "--bins", "--locked", "--quiet"])
+            // A release-built benchmark measures release binaries.
+            .args((!cfg!(debug_assertions)).then_some("--release"))
             .current_dir(&root)
             .status()
             .expect("running cargo build for the binaries");
         assert!(status.success(), "building the binaries failed");
-        // Tests run from target/<profile>/deps/.
+        // Tests run from target/<profile>/deps/, this crate's binaries from target/<profile>/.
         let exe = std::env::current_exe().expect("test exe path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf()
+        let dir = exe.parent().expect("target/<profile>");
+        if dir.ends_with("deps") {
+            dir.parent().expect("target/<profile>").to_path_buf()
+        } else {
+            dir.to_path_buf()
+        }
     })
     .clone()
 }

@@ -1,6 +1,7 @@
 //! The showcase job: pi from the Gregory–Leibniz series, split into chunks that run on every
 //! agent inside one long-lived custom executor per agent (`bramble executor pi`).
 
+pub mod book;
 pub mod executor;
 pub mod kernel;
 pub mod scheduler;

@@ -5,13 +5,14 @@
 //! estimate is bit-identical whatever the number of agents, the order tasks finish in, and
 //! however many were lost and run again.
 
-use super::kernel::{chunks, combine, correct_digits, Sum};
+use super::book::{ChunkBook, Recorded};
+use super::kernel::{chunks, correct_digits, Sum};
 use super::PiChunk;
 use bramble_sdk::{
     async_trait, CommandInfo, ExecutorInfo, Filters, JobProgress, Offer, Resources, Scheduler,
     SchedulerConfig, SchedulerDriver, SdkError, TaskInfo, TaskState, TaskStatus,
 };
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -56,26 +57,13 @@ pub struct PiResult {
     pub agents_used: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum ChunkState {
-    Pending,
-    Running,
-    Done(Sum),
-}
-
 const EXECUTOR_ID: &str = "pi-executor";
 /// Progress is published to the master at most this often.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 struct PiScheduler {
     job: PiJob,
-    ranges: Vec<(u64, u64)>,
-    state: Vec<ChunkState>,
-    /// Current attempt number per chunk: updates of older attempts are stale.
-    attempt: Vec<u32>,
-    pending: VecDeque<usize>,
-    done: usize,
-    terms_done: u64,
+    book: ChunkBook,
     relaunches: u64,
     duplicates: u64,
     agents: HashSet<String>,
@@ -87,16 +75,9 @@ struct PiScheduler {
 
 impl PiScheduler {
     fn new(job: PiJob, progress: watch::Sender<JobProgress>) -> Self {
-        let ranges = chunks(job.terms, job.tasks);
-        let n = ranges.len();
         Self {
+            book: ChunkBook::new(job.terms, job.tasks),
             job,
-            state: vec![ChunkState::Pending; n],
-            attempt: vec![0; n],
-            pending: (0..n).collect(),
-            ranges,
-            done: 0,
-            terms_done: 0,
             relaunches: 0,
             duplicates: 0,
             agents: HashSet::new(),
@@ -116,31 +97,21 @@ impl PiScheduler {
         }
     }
 
-    fn estimate(&self) -> Option<f64> {
-        // The partial sum over the chunks finished so far, in chunk order.
-        (self.done > 0).then(|| {
-            combine(self.state.iter().filter_map(|s| match s {
-                ChunkState::Done(sum) => Some(*sum),
-                _ => None,
-            }))
-        })
-    }
-
     fn snapshot(&self, finished: bool) -> JobProgress {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let estimate = self.estimate();
+        let estimate = self.book.estimate();
         JobProgress {
             job: "pi".into(),
-            done: self.terms_done,
+            done: self.book.terms_done(),
             total: self.job.terms,
             unit: "terms".into(),
             rate_per_s: if elapsed > 0.0 {
-                self.terms_done as f64 / elapsed
+                self.book.terms_done() as f64 / elapsed
             } else {
                 0.0
             },
-            tasks_done: self.done as u64,
-            tasks_total: self.ranges.len() as u64,
+            tasks_done: self.book.done() as u64,
+            tasks_total: self.book.len() as u64,
             estimate,
             correct_digits: estimate.map(correct_digits),
             elapsed_s: elapsed,
@@ -154,7 +125,7 @@ impl PiScheduler {
             return;
         }
         self.last_publish = Some(now);
-        let snapshot = self.snapshot(self.done == self.ranges.len());
+        let snapshot = self.snapshot(self.book.is_complete());
         self.progress.send_replace(snapshot.clone());
         // Best effort: a disconnected driver simply misses one publication.
         let _ = driver.publish_progress(snapshot);
@@ -162,16 +133,13 @@ impl PiScheduler {
 
     fn finish(&mut self, driver: &SchedulerDriver) {
         let wall = self.started.elapsed().as_secs_f64();
-        let pi = combine(self.state.iter().filter_map(|s| match s {
-            ChunkState::Done(sum) => Some(*sum),
-            _ => None,
-        }));
+        let pi = self.book.estimate().unwrap_or(0.0);
         self.result = Some(PiResult {
             pi,
             abs_error: (pi - std::f64::consts::PI).abs(),
             correct_digits: correct_digits(pi),
             terms: self.job.terms,
-            tasks: self.ranges.len() as u64,
+            tasks: self.book.len() as u64,
             wall_s: wall,
             terms_per_s: self.job.terms as f64 / wall,
             relaunches: self.relaunches,
@@ -200,7 +168,7 @@ fn parse_task_id(id: &str) -> Option<(usize, u32)> {
 impl Scheduler for PiScheduler {
     async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
         for offer in offers {
-            if self.pending.is_empty() {
+            if !self.book.has_pending() {
                 // Nothing to run now; relaunches revive offers.
                 let _ = driver.decline_offer(
                     offer.id,
@@ -213,27 +181,21 @@ impl Scheduler for PiScheduler {
             let mut left = offer.resources.clone();
             let executor = self.executor_info();
             if !offer.executor_ids.contains(&executor.executor_id) {
-                left = match left.checked_sub(&executor.resources) {
-                    Some(l) => l,
-                    None => Resources::default(),
-                };
+                left = left.checked_sub(&executor.resources).unwrap_or_default();
             }
             let mut tasks = Vec::new();
             while let Some(rest) = left.checked_sub(&self.job.task_resources) {
-                let Some(index) = self.pending.pop_front() else {
+                let Some((index, attempt, (begin, end))) = self.book.launch_next() else {
                     break;
                 };
                 left = rest;
-                self.attempt[index] += 1;
-                self.state[index] = ChunkState::Running;
-                let (begin, end) = self.ranges[index];
                 let chunk = PiChunk {
                     index: index as u32,
                     begin,
                     end,
                 };
                 tasks.push(TaskInfo {
-                    task_id: format!("pi-{index}-{}", self.attempt[index]).into(),
+                    task_id: format!("pi-{index}-{attempt}").into(),
                     name: format!("pi chunk {index}"),
                     agent_id: offer.agent_id.clone(),
                     resources: self.job.task_resources.clone(),
@@ -266,8 +228,7 @@ impl Scheduler for PiScheduler {
             ) {
                 warn!("launching pi chunks failed: {e}; they will be retried");
                 for index in launched {
-                    self.state[index] = ChunkState::Pending;
-                    self.pending.push_front(index);
+                    self.book.unlaunch(index);
                 }
             }
         }
@@ -278,62 +239,46 @@ impl Scheduler for PiScheduler {
             warn!(task = %status.task_id, "update for a task that is not a pi chunk");
             return;
         };
-        if index >= self.state.len() {
-            return;
-        }
         match status.state {
             TaskState::Finished => {
                 let Some(sum) = Sum::from_bytes(&status.data) else {
                     warn!(task = %status.task_id, "FINISHED without a valid result; running the chunk again");
-                    self.requeue(index, driver);
+                    if self.book.lost(index, attempt) {
+                        self.relaunches += 1;
+                        let _ = driver.revive_offers();
+                    }
                     return;
                 };
-                match self.state[index] {
-                    ChunkState::Done(previous) => {
-                        // A chunk that reports twice counts once (and must agree).
+                match self.book.finished(index, sum) {
+                    Some(Recorded::Counted) => {
+                        self.publish(driver, false);
+                        if self.book.is_complete() {
+                            self.finish(driver);
+                        }
+                    }
+                    Some(Recorded::Duplicate { agrees }) => {
+                        // A chunk that reports twice counts once.
                         self.duplicates += 1;
-                        if previous != sum {
+                        if !agrees {
                             warn!(
                                 chunk = index,
                                 "a repeated chunk gave a different result; keeping the first"
                             );
                         }
                     }
-                    _ => {
-                        self.state[index] = ChunkState::Done(sum);
-                        self.pending.retain(|&i| i != index);
-                        self.done += 1;
-                        let (b, e) = self.ranges[index];
-                        self.terms_done += e - b;
-                        self.publish(driver, false);
-                        if self.done == self.ranges.len() {
-                            self.finish(driver);
-                        }
+                    None => {
+                        warn!(task = %status.task_id, "result for a chunk this job does not have")
                     }
                 }
             }
-            state if state.is_terminal() => {
-                // Only the current attempt's loss matters; a stale one was already replaced.
-                if attempt == self.attempt[index]
-                    && !matches!(self.state[index], ChunkState::Done(_))
-                {
-                    info!(chunk = index, %state, reason = ?status.reason, message = %status.message, "chunk lost; launching it again");
-                    self.relaunches += 1;
-                    self.requeue(index, driver);
-                }
+            // Only the current attempt's loss matters; a stale one was already replaced.
+            state if state.is_terminal() && self.book.lost(index, attempt) => {
+                info!(chunk = index, %state, reason = ?status.reason, message = %status.message, "chunk lost; launching it again");
+                self.relaunches += 1;
+                let _ = driver.revive_offers();
             }
             _ => {}
         }
-    }
-}
-
-impl PiScheduler {
-    fn requeue(&mut self, index: usize, driver: &SchedulerDriver) {
-        self.state[index] = ChunkState::Pending;
-        if !self.pending.contains(&index) {
-            self.pending.push_back(index);
-        }
-        let _ = driver.revive_offers();
     }
 }
 

@@ -1,0 +1,421 @@
+//! The tutorial frameworks (factorial, hello, http) end to end: a master and agents in this
+//! process on loopback, the frameworks' own schedulers, and their executors and servers as
+//! real processes (`example-executors`, this crate's stand-in for `bramble executor factorial`
+//! and `bramble serve-dir`, built from the same library code).
+
+use bramble::frameworks::factorial::{run_factorial, FactorialError, MAX_ATTEMPTS};
+use bramble::frameworks::hello::run_hello;
+use bramble::frameworks::http::{run_http, HttpJob};
+use bramble::frameworks::ServiceEvent;
+use bramble::operator::OperatorClient;
+use bramble_proto::identity::Role;
+use bramble_proto::task::CommandInfo;
+use bramble_proto::{PortRange, Resources, TaskState};
+use bramble_sdk::{framework_info, SchedulerConfig};
+use bramble_tests::processes::bin_dir;
+use bramble_tests::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+const SEVENTY: &str = "11978571669969891796072783721689098736458938142546425857555362864628009582789845319680000000000000000";
+const THIRTY: &str = "265252859812191058636308480000000";
+
+struct Cluster {
+    cluster: TestCluster,
+    master: bramble_master::server::MasterHandle,
+    agents: Vec<bramble_agent::AgentHandle>,
+}
+
+async fn cluster_with_agents(agents: &[(&str, Resources)]) -> Cluster {
+    init_logs();
+    // Build the executor binaries before anything runs on this runtime.
+    tokio::task::spawn_blocking(bin_dir)
+        .await
+        .expect("building the binaries");
+    let cluster = TestCluster::new();
+    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
+    let mut handles = Vec::new();
+    for (name, resources) in agents {
+        let opts = agent_options(&cluster, name, master.addr, resources.clone());
+        handles.push(start_agent(&cluster, opts).await);
+    }
+    wait_for_agents(&master, agents.len()).await;
+    Cluster {
+        cluster,
+        master,
+        agents: handles,
+    }
+}
+
+impl Cluster {
+    fn scheduler_config(&self, name: &str) -> SchedulerConfig {
+        SchedulerConfig::new(
+            self.master.addr,
+            self.cluster.credentials(Role::Framework),
+            framework_info(name),
+        )
+    }
+
+    async fn shutdown(self) {
+        for a in self.agents {
+            a.shutdown().await;
+        }
+        self.master.shutdown().await;
+    }
+}
+
+/// `example-executors ARGS…`, as agents start it.
+fn example_program(args: &[&str]) -> CommandInfo {
+    CommandInfo::program(
+        bin_dir().join("example-executors").display().to_string(),
+        args.iter().map(|a| a.to_string()).collect(),
+    )
+}
+
+/// Events a service reports, forwarded to the test.
+fn event_channel() -> (
+    impl FnMut(&ServiceEvent) + Send + 'static,
+    mpsc::UnboundedReceiver<ServiceEvent>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        move |e: &ServiceEvent| {
+            let _ = tx.send(e.clone());
+        },
+        rx,
+    )
+}
+
+/// The first event `pick` accepts, within `deadline`; every event seen is kept in `seen`.
+async fn wait_event<T>(
+    events: &mut mpsc::UnboundedReceiver<ServiceEvent>,
+    seen: &mut Vec<ServiceEvent>,
+    what: &str,
+    deadline: Duration,
+    pick: impl Fn(&ServiceEvent) -> Option<T>,
+) -> T {
+    let found = timeout(deadline, async {
+        while let Some(e) = events.recv().await {
+            seen.push(e.clone());
+            if let Some(v) = pick(&e) {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => v,
+        Ok(None) => panic!("the service ended before {what}; events: {seen:#?}"),
+        Err(_) => panic!("no {what} within {deadline:?}; events: {seen:#?}"),
+    }
+}
+
+/// A TCP port free right now on loopback.
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One HTTP/1.1 GET over a plain socket: (status code, body).
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((code, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factorial_results_are_exact_and_in_the_order_given() {
+    let c = cluster_with_agents(&[
+        ("fact-a", Resources::new(1.0, 512)),
+        ("fact-b", Resources::new(1.0, 512)),
+    ])
+    .await;
+    let report = timeout(
+        Duration::from_secs(60),
+        run_factorial(
+            c.scheduler_config("factorial"),
+            vec![5, 7, 10, 70, 30, 5],
+            example_program(&["factorial"]),
+        ),
+    )
+    .await
+    .expect("the factorial job finishes within 60 s")
+    .expect("the factorial job succeeds");
+    let expected: Vec<(u64, String)> = [
+        (5, "120"),
+        (7, "5040"),
+        (10, "3628800"),
+        (70, SEVENTY),
+        (30, THIRTY),
+        (5, "120"),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n, v.to_string()))
+    .collect();
+    assert_eq!(report.results, expected);
+    assert_eq!(report.relaunches, 0, "{report:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factorial_relaunches_tasks_whose_executor_died() {
+    let c = cluster_with_agents(&[("fact-c", Resources::new(2.0, 512))]).await;
+    // The first executor started exits at once (mkdir succeeds exactly once); the tasks it
+    // took must be run again by the next one.
+    let marker = c.cluster.path("first-executor-died");
+    let exe = bin_dir().join("example-executors");
+    let executor = CommandInfo::shell(format!(
+        "if mkdir '{}' 2>/dev/null; then exit 7; fi; exec '{}' factorial",
+        marker.display(),
+        exe.display()
+    ));
+    let report = timeout(
+        Duration::from_secs(60),
+        run_factorial(c.scheduler_config("factorial"), vec![20, 3], executor),
+    )
+    .await
+    .expect("the factorial job finishes within 60 s")
+    .expect("the factorial job succeeds after relaunching");
+    assert!(marker.exists(), "the failing first executor never ran");
+    assert_eq!(
+        report.results,
+        vec![
+            (20, "2432902008176640000".to_string()),
+            (3, "6".to_string())
+        ]
+    );
+    assert!(report.relaunches >= 1, "{report:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn factorial_gives_up_with_the_reason_when_every_attempt_fails() {
+    let c = cluster_with_agents(&[("fact-d", Resources::new(1.0, 512))]).await;
+    let executor = CommandInfo::shell("echo no executor here >&2; exit 3");
+    let err = timeout(
+        Duration::from_secs(60),
+        run_factorial(c.scheduler_config("factorial"), vec![4], executor),
+    )
+    .await
+    .expect("the job gives up within 60 s")
+    .expect_err("no executor can ever run");
+    match err {
+        FactorialError::TaskFailed {
+            n, attempts, last, ..
+        } => {
+            assert_eq!((n, attempts), (4, MAX_ATTEMPTS), "{last}");
+        }
+        other => panic!("expected TaskFailed, got {other}"),
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn factorial_refuses_absurd_inputs_before_connecting() {
+    // An address nothing listens on: the refusal must come before any connection attempt.
+    let cluster = TestCluster::new();
+    let config = SchedulerConfig::new(
+        "127.0.0.1:9".parse().unwrap(),
+        cluster.credentials(Role::Framework),
+        framework_info("factorial"),
+    );
+    let err = run_factorial(config, vec![5, 1_000_000], CommandInfo::shell("true"))
+        .await
+        .expect_err("1000000! is refused");
+    assert!(matches!(err, FactorialError::Input(_)), "{err}");
+    assert!(err.to_string().contains("1000000! is too large"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_runs_until_told_to_stop_then_ends_killed() {
+    let c = cluster_with_agents(&[("hello-a", Resources::new(1.0, 256))]).await;
+    let (report, mut events) = event_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(run_hello(
+        c.scheduler_config("hello"),
+        async {
+            let _ = stopped.await;
+        },
+        report,
+    ));
+    let mut seen = Vec::new();
+    let (framework_id, task_id, hostname) = wait_event(
+        &mut events,
+        &mut seen,
+        "RUNNING",
+        Duration::from_secs(30),
+        |e| match e {
+            ServiceEvent::Running {
+                framework_id,
+                task_id,
+                hostname,
+                ..
+            } => Some((framework_id.clone(), task_id.clone(), hostname.clone())),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(hostname, "hello-a");
+    let framework_id = framework_id.expect("RUNNING names the framework");
+
+    // What `bramble logs TASK --follow` reads: the task's sandbox stdout, via the master.
+    let mut operator = OperatorClient::connect(&c.cluster.cluster_dir(), c.master.addr)
+        .await
+        .expect("operator connection");
+    let mut stdout = String::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !stdout.contains("hello from ") {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no greeting in {task_id}'s stdout within 20 s; got {stdout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stdout = match operator
+            .read_sandbox(&framework_id, &task_id, "stdout", 0)
+            .await
+        {
+            Ok(chunk) => String::from_utf8_lossy(&chunk.data).into_owned(),
+            Err(_) => String::new(), // not created yet
+        };
+    }
+    assert!(stdout.contains(" at "), "{stdout:?}");
+
+    stop.send(()).expect("the service is still waiting");
+    let outcome = timeout(Duration::from_secs(30), run)
+        .await
+        .expect("hello ends within 30 s of the stop")
+        .expect("hello's task")
+        .expect("hello ends cleanly");
+    assert_eq!(outcome.final_state, Some(TaskState::Killed), "{outcome:?}");
+    assert!(outcome.was_running);
+    assert_eq!(outcome.task_id, Some(task_id.clone()));
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(
+        seen.contains(&ServiceEvent::Killing {
+            task_id: task_id.clone()
+        }),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            ServiceEvent::Ended {
+                state: TaskState::Killed,
+                ..
+            }
+        )),
+        "{seen:#?}"
+    );
+    // Torn down: the master forgets the framework and its task.
+    eventually(
+        "the hello framework gone from the master",
+        Duration::from_secs(10),
+        || async {
+            let s = c.master.state().await.ok()?;
+            (!s.frameworks.iter().any(|f| f.id == framework_id)).then_some(())
+        },
+    )
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_serves_its_sandbox_on_an_offered_port_until_stopped() {
+    let (p1, p2) = {
+        let (a, b) = (free_tcp_port(), free_tcp_port());
+        (a.min(b), a.max(b))
+    };
+    let ports = [PortRange::new(p1, p1), PortRange::new(p2, p2)];
+    let c = cluster_with_agents(&[("http-a", Resources::new(1.0, 256).with_ports(ports))]).await;
+    let (report, mut events) = event_channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(run_http(
+        c.scheduler_config("http"),
+        HttpJob::new(example_program(&["serve-dir"])),
+        async {
+            let _ = stopped.await;
+        },
+        report,
+    ));
+    let mut seen = Vec::new();
+    let (task_id, port) = wait_event(
+        &mut events,
+        &mut seen,
+        "RUNNING",
+        Duration::from_secs(30),
+        |e| match e {
+            ServiceEvent::Running { task_id, port, .. } => Some((task_id.clone(), *port)),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(port, Some(p1), "the first port of the offer's ranges");
+    let addr = SocketAddr::from(([127, 0, 0, 1], p1));
+
+    // The master accounts for the port while the task runs.
+    let state = c.master.state().await.expect("master state");
+    let task = state
+        .tasks
+        .iter()
+        .find(|t| t.id == task_id)
+        .expect("the task is known to the master");
+    assert_eq!(task.resources.ports, vec![PortRange::new(p1, p1)]);
+
+    // RUNNING means started, not listening yet: retry the first request briefly.
+    let (code, body) = eventually(
+        "an HTTP answer from the directory server",
+        Duration::from_secs(20),
+        || async { http_get(addr, "/").await.ok() },
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Index of /"), "{body}");
+    // The sandbox holds the task's own stdout and stderr files.
+    assert!(body.contains("href=\"stderr\""), "{body}");
+    let (code, _) = http_get(addr, "/stderr").await.expect("GET /stderr");
+    assert_eq!(code, 200);
+
+    stop.send(()).expect("the service is still waiting");
+    let outcome = timeout(Duration::from_secs(30), run)
+        .await
+        .expect("http ends within 30 s of the stop")
+        .expect("http's task")
+        .expect("http ends cleanly");
+    assert_eq!(outcome.final_state, Some(TaskState::Killed), "{outcome:?}");
+    assert_eq!(
+        outcome.url().as_deref(),
+        Some(format!("http://http-a:{p1}/").as_str())
+    );
+    // The server is gone with its task.
+    eventually(
+        "the directory server to stop listening",
+        Duration::from_secs(10),
+        || async { TcpStream::connect(addr).await.is_err().then_some(()) },
+    )
+    .await;
+    c.shutdown().await;
+}
