@@ -1423,7 +1423,7 @@ impl Master {
             .sandbox_reads
             .iter()
             .filter(|(_, p)| {
-                p.deadline <= now || !self.agents.get(&p.agent).is_some_and(|a| a.conn.is_some())
+                p.deadline <= now || self.agents.get(&p.agent).is_none_or(|a| a.conn.is_none())
             })
             .map(|(id, _)| *id)
             .collect();
