@@ -48,81 +48,109 @@ fn cpus_per_agent(agents: usize) -> f64 {
     (cores / agents.max(1)).max(1) as f64
 }
 
-pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
-    let started = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("bramble-demo-")
-        .tempdir()
-        .context("creating the demo's temp dir")?;
-    let cluster = dir.path().join("cluster");
-    init_cluster(&cluster, "demo")?;
-    let master_cfg = MasterConfig {
-        cluster: cluster.clone(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        state_dir: dir.path().join("master"),
-        name: "demo".into(),
-        heartbeat_interval_ms: 500,
-        agent_timeout_secs: 5.0,
-        allocation_interval_ms: 250,
-        ..MasterConfig::default()
-    };
-    let master =
-        bramble_master::server::start(&Credentials::load(&cluster, Role::Node)?, &master_cfg)
+/// A cluster on loopback that lives in a temp dir and vanishes with it: a master and agents in
+/// this process, their executors real processes.
+pub struct Throwaway {
+    dir: tempfile::TempDir,
+    pub master: bramble_master::server::MasterHandle,
+    agents: Vec<bramble_agent::AgentHandle>,
+}
+
+impl Throwaway {
+    /// Starts a master and `agents` agents offering `cpus` and `mem_mib` each, and waits until
+    /// every agent is registered.
+    pub async fn start(agents: usize, cpus: f64, mem_mib: u64) -> anyhow::Result<Throwaway> {
+        let dir = tempfile::Builder::new()
+            .prefix("bramble-demo-")
+            .tempdir()
+            .context("creating the demo's temp dir")?;
+        let cluster = dir.path().join("cluster");
+        init_cluster(&cluster, "demo")?;
+        let master_cfg = MasterConfig {
+            cluster: cluster.clone(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: dir.path().join("master"),
+            name: "demo".into(),
+            heartbeat_interval_ms: 500,
+            agent_timeout_secs: 5.0,
+            allocation_interval_ms: 250,
+            ..MasterConfig::default()
+        };
+        let node = Credentials::load(&cluster, Role::Node)?;
+        let master = bramble_master::server::start(&node, &master_cfg)
             .await
             .context("starting the demo master")?;
-    let cpus = cpus_per_agent(opts.agents);
-    let mut agents = Vec::new();
-    for i in 1..=opts.agents {
-        let name = format!("demo-agent-{i}");
-        let agent_opts = AgentOptions {
-            work_dir: dir.path().join(&name),
-            master: MasterLocator::Static(master.addr.to_string()),
-            resources: Resources::new(cpus, 512),
-            attributes: [("arch".to_string(), std::env::consts::ARCH.to_string())].into(),
-            hostname: name,
-            heartbeat_interval: Duration::from_millis(500),
-            executor_registration_timeout: Duration::from_secs(30),
-            kill_grace: Duration::from_secs(2),
-            executor_idle_timeout: Duration::from_secs(30),
-            cgroups: true,
-        };
-        agents.push(
-            bramble_agent::start(&Credentials::load(&cluster, Role::Node)?, agent_opts).await?,
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let state = master.state().await?;
-        if state.agents.iter().filter(|a| a.connected).count() == opts.agents {
-            break;
+        let mut handles = Vec::new();
+        for i in 1..=agents {
+            let name = format!("demo-agent-{i}");
+            let agent_opts = AgentOptions {
+                work_dir: dir.path().join(&name),
+                master: MasterLocator::Static(master.addr.to_string()),
+                resources: Resources::new(cpus, mem_mib),
+                attributes: [("arch".to_string(), std::env::consts::ARCH.to_string())].into(),
+                hostname: name,
+                heartbeat_interval: Duration::from_millis(500),
+                executor_registration_timeout: Duration::from_secs(30),
+                kill_grace: Duration::from_secs(2),
+                executor_idle_timeout: Duration::from_secs(30),
+                cgroups: true,
+            };
+            handles.push(bramble_agent::start(&node, agent_opts).await?);
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "demo agents did not register within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Poll the master (cheap, in-process) until every agent is in, with a deadline.
+        loop {
+            let state = master.state().await?;
+            if state.agents.iter().filter(|a| a.connected).count() == agents {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "demo agents did not register within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Throwaway {
+            dir,
+            master,
+            agents: handles,
+        })
     }
+
+    pub fn scheduler_config(&self, name: &str) -> anyhow::Result<SchedulerConfig> {
+        Ok(SchedulerConfig::new(
+            self.master.addr,
+            Credentials::load(&self.dir.path().join("cluster"), Role::Framework)?,
+            framework_info(name),
+        ))
+    }
+
+    /// Stops everything: agents kill their executors, then the master stops; the temp dir goes.
+    pub async fn stop(self) {
+        for a in self.agents {
+            a.shutdown().await;
+        }
+        self.master.shutdown().await;
+        drop(self.dir);
+    }
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
+    let started = Instant::now();
+    let cpus = cpus_per_agent(opts.agents);
+    let cluster = Throwaway::start(opts.agents, cpus, 512).await?;
     let startup_s = started.elapsed().as_secs_f64();
 
     let job = PiJob::new(opts.terms, opts.tasks, opts.executor.clone());
     let (progress_tx, progress_rx) = watch::channel(initial_progress(&job));
     let bar = tokio::spawn(crate::progress::follow(progress_rx, opts.quiet));
-    let config = SchedulerConfig::new(
-        master.addr,
-        Credentials::load(&cluster, Role::Framework)?,
-        framework_info("pi"),
-    );
+    let config = cluster.scheduler_config("pi")?;
     let result: anyhow::Result<PiResult> =
         run_pi(config, job, progress_tx).await.map_err(Into::into);
     let _ = bar.await;
-
-    // Tear down whatever happened: agents kill their executors, then the master stops.
-    for a in agents {
-        a.shutdown().await;
-    }
-    master.shutdown().await;
-    drop(dir);
+    // Tear down whatever happened.
+    cluster.stop().await;
     let r = result?;
     Ok(DemoReport {
         pi: r.pi,

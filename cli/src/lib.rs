@@ -2,7 +2,9 @@
 //! their executors, the operator's connection to the master, and the throwaway demo cluster.
 //! `main.rs` only parses arguments and calls in here.
 
+pub mod bench;
 pub mod demo;
+pub mod display;
 pub mod frameworks;
 pub mod operator;
 pub mod ops;

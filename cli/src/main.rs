@@ -138,11 +138,60 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Save what the master's front panel (OLED) shows as a PNG.
+    Display {
+        /// Where to write the picture.
+        #[arg(long)]
+        png: PathBuf,
+        /// Also save the panel state behind it (JSON), for offline rendering.
+        #[arg(long)]
+        save_state: Option<PathBuf>,
+        /// Render this saved panel state instead of asking a master.
+        #[arg(long)]
+        from_state: Option<PathBuf>,
+        /// Panel size for offline rendering: 128x64 or 128x32.
+        #[arg(long, default_value = "128x64")]
+        size: String,
+        /// Screen for offline rendering: cluster or pi (default: what the panel would show first).
+        #[arg(long)]
+        screen: Option<String>,
+    },
+    /// Measurements behind `bench/` (JSON out).
+    Bench {
+        #[command(subcommand)]
+        what: BenchKind,
+    },
     /// Run an executor (started by an agent, not by hand).
     #[command(hide = true)]
     Executor {
         #[command(subcommand)]
         kind: ExecutorKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// The pi kernel on plain threads, no cluster: the control for the pi job.
+    Kernel {
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value = "1e10", value_parser = parse_count)]
+        terms: u64,
+        #[arg(long, default_value = "64", value_parser = parse_count)]
+        tasks: u64,
+        /// Accepted for symmetry with the other commands; the output is always JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tiny tasks through a throwaway cluster: tasks/s and launch→FINISHED latency.
+    Tasks {
+        #[arg(long, default_value = "10000", value_parser = parse_count)]
+        count: u64,
+        /// `executor` (no-op tasks on the long-lived custom executor) or `command` (`true`).
+        #[arg(long, default_value = "executor")]
+        path: String,
+        #[arg(long, default_value_t = 1)]
+        agents: usize,
     },
 }
 
@@ -356,10 +405,19 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             .await?;
             Ok(0)
         }
+        Command::Display {
+            png, save_state, ..
+        } => {
+            bramble::display::from_master(cluster, master, &png, save_state.as_deref()).await?;
+            eprintln!("wrote {}", png.display());
+            Ok(0)
+        }
+        // Handled in main() without a master.
         Command::Cluster { .. }
         | Command::Demo { .. }
         | Command::Executor { .. }
-        | Command::ServeDir { .. } => Ok(0),
+        | Command::ServeDir { .. }
+        | Command::Bench { .. } => Ok(0),
     }
 }
 
@@ -388,6 +446,43 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             })
+        }
+        Command::Display {
+            png,
+            from_state: Some(state),
+            size,
+            screen,
+            ..
+        } => bramble::display::offline(&state, &png, &size, screen.as_deref()),
+        Command::Bench { what } => {
+            bramble_proto::logging::init(Some("warn"));
+            match what {
+                BenchKind::Kernel {
+                    threads,
+                    terms,
+                    tasks,
+                    ..
+                } => print_json(&bramble::bench::kernel(threads, terms, tasks)),
+                BenchKind::Tasks {
+                    count,
+                    path,
+                    agents,
+                } => {
+                    let path = match path.as_str() {
+                        "executor" => bramble::bench::TaskPath::Executor,
+                        "command" => bramble::bench::TaskPath::Command,
+                        other => bail!("--path {other}: use executor or command"),
+                    };
+                    let runtime = tokio::runtime::Runtime::new()?;
+                    let report = runtime.block_on(bramble::bench::tasks(
+                        path,
+                        count,
+                        agents,
+                        self_executor("pi")?,
+                    ))?;
+                    print_json(&report)
+                }
+            }
         }
         Command::ServeDir { port, dir } => {
             bramble_proto::logging::init(None);

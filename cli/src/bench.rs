@@ -1,0 +1,236 @@
+//! `bramble bench …`: the controls and measurements behind `bench/`. Every number is printed
+//! as JSON so the scripts under `bench/` can compute ratios against a control measured in the
+//! same run (this machine is shared and noisy; absolute times mean little).
+
+use crate::pi::kernel::{chunks, combine, leibniz_range};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct KernelReport {
+    pub threads: usize,
+    pub terms: u64,
+    pub tasks: u64,
+    pub wall_s: f64,
+    pub terms_per_s: f64,
+    pub pi: f64,
+}
+
+/// The no-scheduler control: the same chunks the pi job would run, on `threads` plain threads
+/// in this process, combined the same way.
+pub fn kernel(threads: usize, terms: u64, tasks: u64) -> KernelReport {
+    let ranges = chunks(terms, tasks);
+    let next = Arc::new(AtomicUsize::new(0));
+    let results = Arc::new(Mutex::new(vec![None; ranges.len()]));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            let next = next.clone();
+            let results = results.clone();
+            let ranges = &ranges;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(b, e)) = ranges.get(i) else { break };
+                let sum = leibniz_range(b, e);
+                if let Ok(mut r) = results.lock() {
+                    r[i] = Some(sum);
+                }
+            });
+        }
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let sums: Vec<_> = results
+        .lock()
+        .map(|r| r.iter().flatten().copied().collect())
+        .unwrap_or_default();
+    KernelReport {
+        threads,
+        terms,
+        tasks: ranges.len() as u64,
+        wall_s: wall,
+        terms_per_s: terms as f64 / wall,
+        pi: combine(sums),
+    }
+}
+
+/// Which path tiny tasks take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TaskPath {
+    /// A no-op task on the long-lived custom executor (`bramble executor pi`, empty chunk).
+    Executor,
+    /// A `true` shell command: one process per task (fork/exec bound).
+    Command,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TasksReport {
+    pub path: TaskPath,
+    pub tasks: u64,
+    pub agents: usize,
+    pub wall_s: f64,
+    pub tasks_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub failed: u64,
+}
+
+mod tiny {
+    use super::TaskPath;
+    use crate::pi::PiChunk;
+    use bramble_sdk::{
+        async_trait, CommandInfo, ExecutorInfo, Filters, Offer, Resources, Scheduler,
+        SchedulerDriver, TaskInfo, TaskState, TaskStatus,
+    };
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    pub struct Tiny {
+        pub path: TaskPath,
+        pub executor: CommandInfo,
+        pub total: u64,
+        pub launched: u64,
+        pub finished: u64,
+        pub failed: u64,
+        pub started_at: HashMap<String, Instant>,
+        pub latencies: Vec<f64>,
+        pub first_launch: Option<Instant>,
+        pub last_finish: Option<Instant>,
+    }
+
+    const NEED_CPUS: f64 = 0.01;
+    const NEED_MEM: u64 = 1;
+
+    #[async_trait]
+    impl Scheduler for Tiny {
+        async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+            let need = Resources::new(NEED_CPUS, NEED_MEM);
+            let executor = ExecutorInfo {
+                executor_id: "bench-executor".into(),
+                name: "bench".into(),
+                command: self.executor.clone(),
+                resources: Resources::new(0.0, 32),
+            };
+            for offer in offers {
+                let mut left = offer.resources.clone();
+                if self.path == TaskPath::Executor
+                    && !offer.executor_ids.contains(&executor.executor_id)
+                {
+                    left = left.checked_sub(&executor.resources).unwrap_or_default();
+                }
+                let mut tasks = Vec::new();
+                let now = Instant::now();
+                while self.launched < self.total {
+                    let Some(rest) = left.checked_sub(&need) else {
+                        break;
+                    };
+                    left = rest;
+                    let id = format!("tiny-{}", self.launched);
+                    self.launched += 1;
+                    self.started_at.insert(id.clone(), now);
+                    let (command, exec, data) = match self.path {
+                        TaskPath::Command => (Some(CommandInfo::shell("true")), None, Vec::new()),
+                        TaskPath::Executor => (
+                            None,
+                            Some(executor.clone()),
+                            PiChunk {
+                                index: 0,
+                                begin: 0,
+                                end: 0,
+                            }
+                            .to_bytes(),
+                        ),
+                    };
+                    tasks.push(TaskInfo {
+                        task_id: id.into(),
+                        name: "tiny".into(),
+                        agent_id: offer.agent_id.clone(),
+                        resources: need.clone(),
+                        command,
+                        executor: exec,
+                        data,
+                    });
+                }
+                self.first_launch.get_or_insert(now);
+                let filters = Filters {
+                    refuse_seconds: 0.0,
+                };
+                let _ = if tasks.is_empty() {
+                    driver.decline_offer(
+                        offer.id,
+                        Filters {
+                            refuse_seconds: 1.0,
+                        },
+                    )
+                } else {
+                    driver.launch_tasks(vec![offer.id], tasks, filters)
+                };
+            }
+        }
+
+        async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+            if !status.state.is_terminal() {
+                return;
+            }
+            if let Some(t0) = self.started_at.remove(status.task_id.as_str()) {
+                self.latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                if status.state == TaskState::Finished {
+                    self.finished += 1;
+                } else {
+                    self.failed += 1;
+                }
+            }
+            if self.finished + self.failed == self.total {
+                self.last_finish = Some(Instant::now());
+                driver.stop(false);
+            }
+        }
+    }
+}
+
+/// Runs `count` tiny tasks through `path` on a throwaway in-process cluster of `agents`.
+pub async fn tasks(
+    path: TaskPath,
+    count: u64,
+    agents: usize,
+    executor: bramble_proto::task::CommandInfo,
+) -> anyhow::Result<TasksReport> {
+    let cluster = crate::demo::Throwaway::start(agents, 2.0, 4096).await?;
+    let scheduler = tiny::Tiny {
+        path,
+        executor,
+        total: count,
+        launched: 0,
+        finished: 0,
+        failed: 0,
+        started_at: Default::default(),
+        latencies: Vec::with_capacity(count as usize),
+        first_launch: None,
+        last_finish: None,
+    };
+    let done = bramble_sdk::run_scheduler(cluster.scheduler_config("bench")?, scheduler).await;
+    cluster.stop().await;
+    let mut t = done?;
+    t.latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        t.latencies
+            .get(((t.latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let wall = match (t.first_launch, t.last_finish) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(TasksReport {
+        path,
+        tasks: count,
+        agents,
+        wall_s: wall,
+        tasks_per_s: if wall > 0.0 { count as f64 / wall } else { 0.0 },
+        latency_p50_ms: pct(0.5),
+        latency_p99_ms: pct(0.99),
+        failed: t.failed,
+    })
+}
