@@ -1,0 +1,151 @@
+//! The master's front panel: turns the live cluster picture into what the SSD1306 OLED shows.
+//!
+//! A tokio task samples the master's state a few times a second and maps it to a
+//! [`PanelState`]; a dedicated thread owns the display driver (its I2C calls block) and draws
+//! whatever state is newest. The driver itself decides when the glass needs redrawing, rotates
+//! screens and guards against burn-in; a missing or failing panel is logged once by the driver
+//! and never disturbs the cluster. The last composed picture is kept in a [`PanelFeed`] so
+//! `bramble display --png` and the web UI can show exactly what the panel shows.
+
+use crate::server::MasterHandle;
+use bramble_firmware::board::BoardFacts;
+use bramble_firmware::render::{to_png, Framebuffer};
+use bramble_firmware::{
+    AgentBar, DisplayConfig, JobProgress, LinuxDisplayDriver, PanelState, Phase,
+};
+use bramble_proto::messages::ClusterState;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::debug;
+
+/// How often the master's state is sampled for the panel.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How often the display thread offers the driver a state (the driver throttles itself).
+const DRAW_EVERY: Duration = Duration::from_millis(100);
+/// Scale of PNGs served to people (128×64 → 512×256).
+pub const PNG_SCALE: u32 = 4;
+
+/// The latest picture on the panel and the state it was drawn from.
+#[derive(Clone, Default)]
+pub struct PanelFeed(Arc<Mutex<Option<(PanelState, Framebuffer)>>>);
+
+impl PanelFeed {
+    fn publish(&self, state: &PanelState, frame: &Framebuffer) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((state.clone(), frame.clone()));
+        }
+    }
+
+    /// The panel as a PNG, and the state behind it as JSON; `None` before the first frame.
+    pub fn snapshot(&self) -> Option<(Vec<u8>, String)> {
+        let slot = self.0.lock().ok()?;
+        let (state, frame) = slot.as_ref()?;
+        let json = serde_json::to_string(state).unwrap_or_default();
+        Some((to_png(frame, PNG_SCALE), json))
+    }
+}
+
+/// Maps the master's picture of the cluster to the panel's.
+pub fn panel_state(name: &str, cluster: &ClusterState, temperature_c: Option<f32>) -> PanelState {
+    let up: Vec<_> = cluster.agents.iter().filter(|a| a.connected).collect();
+    let mut state = PanelState::starting(name);
+    state.phase = Phase::Running;
+    state.agents_up = up.len() as u32;
+    state.agents_known = cluster.agents.len() as u32;
+    state.cpus_total = up.iter().map(|a| a.total.cpus()).sum();
+    state.cpus_allocated = up.iter().map(|a| a.allocated.cpus()).sum();
+    state.mem_total_mib = up.iter().map(|a| a.total.mem_mib).sum();
+    state.mem_allocated_mib = up.iter().map(|a| a.allocated.mem_mib).sum();
+    state.agents = cluster
+        .agents
+        .iter()
+        .map(|a| AgentBar {
+            name: a.hostname.clone(),
+            cpus_allocated: a.allocated.cpus(),
+            cpus_total: a.total.cpus(),
+            up: a.connected,
+        })
+        .collect();
+    // The job in flight, else the most recently finished one.
+    let job = cluster
+        .jobs
+        .iter()
+        .find(|j| !j.progress.finished)
+        .or_else(|| cluster.jobs.last());
+    state.job = job.map(|j| {
+        let p = &j.progress;
+        let left = p.total.saturating_sub(p.done);
+        JobProgress {
+            name: format!("{}-{}", p.job, j.framework_name),
+            terms_done: p.done,
+            terms_total: p.total,
+            estimate: p.estimate.unwrap_or(0.0),
+            correct_digits: p.correct_digits.unwrap_or(0),
+            terms_per_s: p.rate_per_s,
+            eta_s: (p.rate_per_s > 0.0 && !p.finished).then(|| left as f64 / p.rate_per_s),
+        }
+    });
+    state.temperature_c = temperature_c;
+    state
+}
+
+/// A running panel; dropping it does not stop it, [`DisplayHandle::stop`] does.
+pub struct DisplayHandle {
+    stop: Arc<AtomicBool>,
+    sampler: tokio::task::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DisplayHandle {
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.abort();
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Starts the panel for `master`: opens the display as `config` says (`auto` runs without one
+/// when nothing answers) and keeps it in step with the cluster.
+pub fn start(master: &MasterHandle, config: DisplayConfig, name: String) -> DisplayHandle {
+    let feed = master.panel_feed();
+    let (tx, rx) = watch::channel(PanelState::starting(name.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let inputs = master.clone_requester();
+    let sampler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        loop {
+            tick.tick().await;
+            let Ok(cluster) = inputs.state().await else {
+                return;
+            };
+            let temp = BoardFacts::read(Path::new("/")).temperature_c;
+            tx.send_replace(panel_state(&name, &cluster, temp));
+        }
+    });
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("display".into())
+        .spawn(move || {
+            let mut driver = LinuxDisplayDriver::open(config);
+            while !thread_stop.load(Ordering::Relaxed) {
+                let state = rx.borrow().clone();
+                let outcome = driver.update(&state, Instant::now());
+                if let Some(frame) = driver.frame() {
+                    feed.publish(&state, frame);
+                }
+                debug!(?outcome, "display update");
+                std::thread::sleep(DRAW_EVERY);
+            }
+        })
+        .ok();
+    DisplayHandle {
+        stop,
+        sampler,
+        thread,
+    }
+}

@@ -1,0 +1,80 @@
+//! The master's front panel follows the live cluster, and `GetPanel` (what
+//! `bramble display --png` uses) returns exactly the picture composed for the glass.
+
+use bramble_firmware::{compose, from_png, DisplayConfig, Enabled, PanelState, Screen};
+use bramble_proto::identity::Role;
+use bramble_proto::messages::{OperatorCall, OperatorReply, PeerKind};
+use bramble_proto::Resources;
+use bramble_tests::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn the_panel_shows_the_live_cluster_and_operators_can_fetch_it() {
+    init_logs();
+    let cluster = TestCluster::new();
+    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
+    // No I2C panel in tests: the driver composes the same frames without one.
+    let config = DisplayConfig {
+        enabled: Enabled::Off,
+        ..DisplayConfig::default()
+    };
+    let display = bramble_master::display::start(&master, config, "testbed".into());
+    let mut agents = Vec::new();
+    for name in ["pi-1", "pi-2"] {
+        agents.push(
+            start_agent(
+                &cluster,
+                agent_options(&cluster, name, master.addr, Resources::new(4.0, 2048)),
+            )
+            .await,
+        );
+    }
+    wait_for_agents(&master, 2).await;
+
+    let (png, state) = eventually(
+        "the panel shows both agents",
+        Duration::from_secs(10),
+        || async {
+            let (_conn, mut ctl, _) = raw_hello(
+                &cluster.credentials(Role::Operator),
+                master.addr,
+                PeerKind::Operator,
+            )
+            .await
+            .ok()?;
+            ctl.send(&OperatorCall::GetPanel).await.ok()?;
+            match ctl.recv::<OperatorReply>().await.ok()? {
+                OperatorReply::Panel { png, state_json } => {
+                    let state: PanelState = serde_json::from_str(&state_json).ok()?;
+                    (state.agents_up == 2).then_some((png, state))
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert_eq!(state.cluster_name, "testbed");
+    assert_eq!(state.cpus_total, 8.0);
+    assert_eq!(state.mem_total_mib, 4096);
+    let names: Vec<&str> = state.agents.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["pi-1", "pi-2"]);
+    // The PNG is the cluster screen composed from that state (no job is running).
+    let shown = from_png(&png, bramble_master::display::PNG_SCALE).expect("a PNG of the panel");
+    let expected = compose(
+        &state,
+        &Screen::Cluster,
+        Default::default(),
+        Default::default(),
+    );
+    assert_eq!(
+        shown.diff_count(&expected),
+        0,
+        "the served picture is the composed frame"
+    );
+
+    display.stop().await;
+    for a in agents {
+        a.shutdown().await;
+    }
+    master.shutdown().await;
+}
