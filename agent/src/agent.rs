@@ -16,7 +16,8 @@ use crate::status_updates::StatusUpdateManager;
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::executor_env as env;
 use bramble_proto::messages::{
-    AgentToExecutor, AgentToMaster, ExecutorToAgent, MasterToAgent, RunningTask, SandboxRead,
+    AgentToExecutor, AgentToMaster, ExecutorToAgent, MasterToAgent, RunningTask, SandboxList,
+    SandboxRead,
 };
 use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{
@@ -421,6 +422,7 @@ impl Agent {
                 self.shutdown_framework(&framework_id)
             }
             MasterToAgent::ReadSandbox { request, read } => self.read_sandbox(request, read),
+            MasterToAgent::ListSandbox { request, list } => self.list_sandbox(request, list),
         }
     }
 
@@ -1064,18 +1066,7 @@ impl Agent {
     /// Answers an operator's sandbox read off the state task: file I/O runs on the blocking
     /// pool and the answer goes straight to the master link.
     fn read_sandbox(&mut self, request: u64, read: SandboxRead) {
-        let key = (read.framework_id.clone(), read.task_id.clone());
-        let live = self
-            .find_task(&read.framework_id, &read.task_id)
-            .and_then(|k| self.runs.get(&k))
-            .map(|r| {
-                let ended = r
-                    .tasks
-                    .get(&read.task_id)
-                    .is_none_or(|t| t.state.is_terminal());
-                (r.sandbox.clone(), ended)
-            });
-        let found = live.or_else(|| self.finished_sandboxes.get(&key).map(|p| (p.clone(), true)));
+        let found = self.sandbox_of(&read.framework_id, &read.task_id);
         let Some(master) = self.master.clone() else {
             return;
         };
@@ -1093,6 +1084,48 @@ impl Agent {
             };
             let _ = master
                 .send(AgentToMaster::SandboxData { request, result })
+                .await;
+        });
+    }
+}
+
+impl Agent {
+    /// A task's sandbox directory, and whether the task has ended.
+    fn sandbox_of(&self, fw: &FrameworkId, task_id: &TaskId) -> Option<(PathBuf, bool)> {
+        let live = self
+            .find_task(fw, task_id)
+            .and_then(|k| self.runs.get(&k))
+            .map(|r| {
+                let ended = r.tasks.get(task_id).is_none_or(|t| t.state.is_terminal());
+                (r.sandbox.clone(), ended)
+            });
+        live.or_else(|| {
+            self.finished_sandboxes
+                .get(&(fw.clone(), task_id.clone()))
+                .map(|p| (p.clone(), true))
+        })
+    }
+
+    /// Answers an operator's sandbox listing, like [`Agent::read_sandbox`].
+    fn list_sandbox(&mut self, request: u64, list: SandboxList) {
+        let found = self.sandbox_of(&list.framework_id, &list.task_id);
+        let Some(master) = self.master.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let result = match found {
+                None => Err(format!(
+                    "no sandbox for task {} of framework {} on this agent",
+                    list.task_id, list.framework_id
+                )),
+                Some((sandbox, ended)) => tokio::task::spawn_blocking(move || {
+                    crate::sandbox::list(&sandbox, &list.path, ended)
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("sandbox listing failed: {e}"))),
+            };
+            let _ = master
+                .send(AgentToMaster::SandboxListing { request, result })
                 .await;
         });
     }

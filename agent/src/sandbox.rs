@@ -4,7 +4,9 @@
 //! must not climb out with `..`, and after resolving symlinks must still lie inside the
 //! sandbox. Reads are bounded by [`MAX_SANDBOX_READ`].
 
-use bramble_proto::messages::{SandboxChunk, MAX_SANDBOX_READ};
+use bramble_proto::messages::{
+    SandboxChunk, SandboxEntry, SandboxListing, MAX_SANDBOX_ENTRIES, MAX_SANDBOX_READ,
+};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
@@ -67,6 +69,62 @@ pub fn read(
     })
 }
 
+/// How deep a listing descends below the directory asked for.
+const MAX_LIST_DEPTH: usize = 8;
+
+/// Lists `relative` (a directory in `sandbox`) recursively, depth first, up to
+/// [`MAX_SANDBOX_ENTRIES`]. Symlinks are listed but never followed: a read of one goes through
+/// [`resolve`] like any other path.
+pub fn list(sandbox: &Path, relative: &str, task_ended: bool) -> Result<SandboxListing, String> {
+    let dir = resolve(sandbox, relative)?;
+    let root = sandbox
+        .canonicalize()
+        .map_err(|e| format!("sandbox {}: {e}", sandbox.display()))?;
+    if !dir.is_dir() {
+        return Err(format!("{relative}: not a directory"));
+    }
+    let mut listing = SandboxListing {
+        entries: Vec::new(),
+        truncated: false,
+        task_ended,
+    };
+    let mut stack = vec![(dir, 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let mut children: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .collect();
+        children.sort_by_key(|e| e.file_name());
+        for child in children.into_iter().rev() {
+            if listing.entries.len() >= MAX_SANDBOX_ENTRIES {
+                listing.truncated = true;
+                break;
+            }
+            let path = child.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let rel = path.strip_prefix(&root).unwrap_or(&path);
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            listing.entries.push(SandboxEntry {
+                path: rel.to_string_lossy().into_owned(),
+                size: if meta.is_file() { meta.len() } else { 0 },
+                is_dir: meta.is_dir(),
+                modified,
+            });
+            if meta.is_dir() && depth + 1 < MAX_LIST_DEPTH {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    listing.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(listing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +155,24 @@ mod tests {
         assert!(read(&sandbox, "link", 0, 10, false)
             .expect_err("symlink out")
             .contains("outside the sandbox"));
+    }
+
+    #[test]
+    fn listing_shows_files_without_following_symlinks_out() {
+        let outer = tempfile::tempdir().expect("tempdir");
+        let sandbox = outer.path().join("sb");
+        std::fs::create_dir_all(sandbox.join("out")).expect("mkdir");
+        std::fs::write(sandbox.join("stdout"), b"hi\n").expect("write");
+        std::fs::write(sandbox.join("out/result.txt"), b"42").expect("write");
+        std::fs::create_dir(outer.path().join("secret")).expect("mkdir");
+        std::fs::write(outer.path().join("secret/key"), b"k").expect("write");
+        std::os::unix::fs::symlink(outer.path().join("secret"), sandbox.join("link"))
+            .expect("symlink");
+        let listing = list(&sandbox, ".", false).expect("list");
+        let paths: Vec<&str> = listing.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["link", "out", "out/result.txt", "stdout"]);
+        assert_eq!(listing.entries[3].size, 3);
+        assert!(list(&sandbox, "link", false).is_err(), "symlinked dir out");
+        assert!(list(&sandbox, "..", false).is_err());
     }
 }

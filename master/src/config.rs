@@ -20,8 +20,12 @@ pub struct MasterConfig {
     pub cluster: PathBuf,
     /// QUIC listen address (UDP).
     pub listen: SocketAddr,
-    /// HTTP listen address, reserved for the API and web UI.
+    /// HTTP listen address of the API and web UI (TCP).
     pub http: SocketAddr,
+    /// When set, every HTTP endpoint needs this token (`Authorization: Bearer TOKEN`, or the
+    /// cookie the web UI's login sets), and operators may kill tasks over HTTP. Unset, the
+    /// HTTP side is read-only and open to anyone who can reach `http`.
+    pub http_token: Option<String>,
     /// Where the master keeps durable state.
     pub state_dir: PathBuf,
     /// A human name for the cluster, shown on the display and in logs.
@@ -46,6 +50,7 @@ impl Default for MasterConfig {
             cluster: PathBuf::from("/etc/bramble/cluster"),
             listen: SocketAddr::from(([0, 0, 0, 0], bramble_proto::DEFAULT_QUIC_PORT)),
             http: SocketAddr::from(([0, 0, 0, 0], bramble_proto::DEFAULT_HTTP_PORT)),
+            http_token: None,
             state_dir: PathBuf::from("/var/lib/bramble/master"),
             name: "bramble".into(),
             heartbeat_interval_ms: 1000,
@@ -92,6 +97,18 @@ impl MasterConfig {
                 "agent_timeout_secs",
                 "must be longer than heartbeat_interval_ms".to_string(),
             ));
+        }
+        if let Some(token) = &self.http_token {
+            if token.trim().len() < 8 || token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::invalid(
+                    path,
+                    text,
+                    "http_token",
+                    "must be at least 8 characters, without spaces (e.g. `openssl rand -hex 16`)"
+                        .to_string(),
+                ));
+            }
         }
         if let Err((key, message)) = self.discovery.validate() {
             return Err(ConfigError::invalid(path, text, key, message));

@@ -7,5 +7,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod display;
+pub mod http;
 pub mod server;
 pub mod state;

@@ -92,9 +92,11 @@ fn main() -> anyhow::Result<()> {
                 None
             }
         };
+        let panel = bramble_master::display::start(&master, cfg.display.clone(), cfg.name.clone());
         tracing::info!(listen = %master.addr, name = %cfg.name, "bramble-master ready");
         bramble_proto::logging::wait_for_shutdown_signal().await;
         tracing::info!("shutting down");
+        panel.stop().await;
         if let Some(advertiser) = advertiser {
             advertiser.stop().await;
         }

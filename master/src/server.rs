@@ -9,6 +9,7 @@
 //! sends can panic the master or hold up other peers.
 
 use crate::config::MasterConfig;
+use crate::display::PanelFeed;
 use crate::state::{ConnId, Input, Master, PeerTx, Timeouts};
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
 use bramble_proto::identity::Credentials;
@@ -50,14 +51,23 @@ pub enum ServerError {
 /// A running master. Dropping it does not stop it; call [`MasterHandle::shutdown`].
 pub struct MasterHandle {
     pub addr: SocketAddr,
+    /// Where the HTTP API and web UI listen (TCP); `None` if the address could not be bound.
+    pub http_addr: Option<SocketAddr>,
     pub cluster_id: String,
     inputs: mpsc::Sender<Input>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
+    panel: PanelFeed,
 }
 
-impl MasterHandle {
+/// A cheap handle for asking a running master questions from other tasks.
+#[derive(Clone)]
+pub struct MasterRequester {
+    inputs: mpsc::Sender<Input>,
+}
+
+impl MasterRequester {
     /// The master's current picture of the cluster.
     pub async fn state(&self) -> Result<ClusterState, ServerError> {
         let (reply, rx) = oneshot::channel();
@@ -72,6 +82,24 @@ impl MasterHandle {
             Ok(OperatorReply::State(s)) => Ok(s),
             _ => Err(ServerError::Stopped),
         }
+    }
+}
+
+impl MasterHandle {
+    /// The master's current picture of the cluster.
+    pub async fn state(&self) -> Result<ClusterState, ServerError> {
+        self.clone_requester().state().await
+    }
+
+    pub fn clone_requester(&self) -> MasterRequester {
+        MasterRequester {
+            inputs: self.inputs.clone(),
+        }
+    }
+
+    /// Where the front panel's current picture is kept.
+    pub fn panel_feed(&self) -> PanelFeed {
+        self.panel.clone()
     }
 
     /// Stops accepting, closes every connection and waits for the master's tasks to end.
@@ -99,7 +127,27 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
     };
     let (inputs, input_rx) = mpsc::channel(PEER_QUEUE);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let master = Master::new(cluster_id.clone(), timeouts, Instant::now());
+    let panel = PanelFeed::default();
+    let master = Master::new(cluster_id.clone(), timeouts, panel.clone(), Instant::now());
+    let api = crate::http::MasterApi {
+        inputs: inputs.clone(),
+        events: master.events(),
+        endpoint: endpoint.clone(),
+        cluster_id: cluster_id.clone(),
+        name: cfg.name.clone(),
+        shutdown: shutdown_rx.clone(),
+    };
+    // Like mDNS, the web side is a convenience: a master that cannot bind it still runs the
+    // cluster, and says why loudly.
+    let (http_addr, http_task) = match crate::http::serve(cfg.http, cfg.http_token.clone(), api)
+        .await
+    {
+        Ok((addr, task)) => (Some(addr), Some(task)),
+        Err(e) => {
+            tracing::error!(addr = %cfg.http, "not serving the HTTP API and web UI: binding {}: {e}; set `http` in the master config (or --http) to a free address", cfg.http);
+            (None, None)
+        }
+    };
     let state_task = tokio::spawn(run_state(master, input_rx, shutdown_rx.clone()));
     let accept_task = tokio::spawn(accept_loop(
         endpoint.clone(),
@@ -110,11 +158,16 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
     info!(%addr, cluster_id = %cluster_id, version = SOFTWARE_VERSION, "master listening (QUIC)");
     Ok(MasterHandle {
         addr,
+        http_addr,
         cluster_id,
         inputs,
         shutdown,
-        tasks: vec![accept_task, state_task],
+        tasks: [Some(accept_task), Some(state_task), http_task]
+            .into_iter()
+            .flatten()
+            .collect(),
         endpoint,
+        panel,
     })
 }
 

@@ -10,18 +10,20 @@
 //! around it: offers outstanding, tasks and their states, timeouts, validation.
 
 use crate::allocator::Allocator;
+use crate::display::PanelFeed;
+use crate::http::events::{ClusterEvent, EventSink};
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::messages::{
     AgentSummary, AgentToMaster, ClusterState, Filters, FrameworkInfo, FrameworkSummary,
     JobProgress, JobSummary, MasterEvent, MasterToAgent, Offer, OperatorCall, OperatorReply,
-    PeerKind, RunningTask, SandboxChunk, SchedulerCall, TaskSummary,
+    PeerKind, RunningTask, SchedulerCall, TaskSummary,
 };
 use bramble_proto::task::{TaskInfo, UpdateSource};
 use bramble_proto::transport::PeerIdentity;
 use bramble_proto::{
     AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -113,6 +115,11 @@ struct TaskEntry {
     message: String,
     /// uuid of the terminal update, once seen: the task is forgotten when it is acknowledged.
     terminal_uuid: Option<Uuid>,
+    reason: Option<TaskReason>,
+    /// Unix times, for operators: launched by the master, RUNNING and terminal on the agent.
+    launched_at: f64,
+    started_at: Option<f64>,
+    ended_at: Option<f64>,
 }
 
 struct OfferEntry {
@@ -138,7 +145,16 @@ pub struct Master {
     next_request: u64,
     /// The latest progress each framework published.
     progress: HashMap<FrameworkId, JobProgress>,
+    /// What the front panel shows, for operators.
+    panel: PanelFeed,
+    /// Change events for the web UI (never blocks; see `http/events.rs`).
+    events: EventSink,
+    /// Recently forgotten tasks, for operators (oldest first, at most `RECENT_COMPLETED`).
+    completed: VecDeque<TaskSummary>,
 }
+
+/// How many forgotten tasks the operator views keep.
+const RECENT_COMPLETED: usize = 1000;
 
 /// How long an agent has to answer a sandbox read.
 const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,7 +168,7 @@ struct PendingRead {
 }
 
 impl Master {
-    pub fn new(cluster_id: String, timeouts: Timeouts, now: Instant) -> Self {
+    pub fn new(cluster_id: String, timeouts: Timeouts, panel: PanelFeed, now: Instant) -> Self {
         Self {
             cluster_id,
             timeouts,
@@ -167,6 +183,28 @@ impl Master {
             sandbox_reads: HashMap::new(),
             next_request: 0,
             progress: HashMap::new(),
+            panel,
+            events: EventSink::new(),
+            completed: VecDeque::new(),
+        }
+    }
+
+    /// Where this master publishes change events and update latencies.
+    pub fn events(&self) -> EventSink {
+        self.events.clone()
+    }
+
+    fn remember_completed(&mut self, summary: TaskSummary) {
+        if self.completed.len() >= RECENT_COMPLETED {
+            self.completed.pop_front();
+        }
+        self.completed.push_back(summary);
+    }
+
+    fn emit_task(&self, fw: &FrameworkId, task_id: &TaskId) {
+        if let Some(t) = self.frameworks.get(fw).and_then(|f| f.tasks.get(task_id)) {
+            self.events
+                .emit(|| ClusterEvent::Task(task_summary(fw, task_id, t)));
         }
     }
 
@@ -323,7 +361,10 @@ impl Master {
                 },
             ),
             (AgentToMaster::SandboxData { request, result }, Some(Bound::Agent(id))) => {
-                self.sandbox_data(&id, request, result)
+                self.sandbox_answer(&id, request, result.map(OperatorReply::Sandbox))
+            }
+            (AgentToMaster::SandboxListing { request, result }, Some(Bound::Agent(id))) => {
+                self.sandbox_answer(&id, request, result.map(OperatorReply::SandboxListing))
             }
             (
                 AgentToMaster::ExecutorExited {
@@ -402,6 +443,11 @@ impl Master {
         info!(agent = %id, %hostname, %address, resources = %total,
             live_tasks = tasks.len(),
             "agent {}", if returning { "re-registered" } else { "registered" });
+        self.events.emit(|| ClusterEvent::AgentRegistered {
+            agent_id: id.clone(),
+            hostname: hostname.clone(),
+            returning,
+        });
         self.reconcile_agent_tasks(&id, tasks);
         self.allocation_due = true;
     }
@@ -495,6 +541,10 @@ impl Master {
             return;
         };
         warn!(agent = %id, hostname = %agent.hostname, "removing agent: {why}; its tasks become LOST");
+        self.events.emit(|| ClusterEvent::AgentRemoved {
+            agent_id: id.clone(),
+            reason: why.to_string(),
+        });
         if let Some(conn) = agent.conn {
             self.close_conn(conn, "agent removed");
             if let Some(c) = self.conns.get_mut(&conn) {
@@ -612,6 +662,10 @@ impl Master {
             }
             SchedulerCall::Heartbeat => self.send_conn_scheduler(conn, MasterEvent::HeartbeatAck),
             SchedulerCall::PublishProgress(progress) => {
+                self.events.emit(|| ClusterEvent::Progress {
+                    framework_id: fw.clone(),
+                    progress: progress.clone(),
+                });
                 self.progress.insert(fw, progress);
             }
         }
@@ -660,6 +714,10 @@ impl Master {
         self.allocator.activate_framework(&id);
         info!(framework = %id, name = %info.name, role = %info.role,
             "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
+        self.events.emit(|| ClusterEvent::FrameworkSubscribed {
+            framework_id: id.clone(),
+            name: info.name.clone(),
+        });
         self.send_conn_scheduler(
             conn,
             MasterEvent::Subscribed {
@@ -694,6 +752,10 @@ impl Master {
         };
         info!(framework = %id, name = %fw.info.name, live_tasks = fw.tasks.values().filter(|t| !t.state.is_terminal()).count(),
             "removing framework: {why}; killing its tasks");
+        self.events.emit(|| ClusterEvent::FrameworkRemoved {
+            framework_id: id.clone(),
+            reason: why.to_string(),
+        });
         let agents: HashSet<AgentId> = fw.tasks.values().map(|t| t.info.agent_id.clone()).collect();
         let agents: HashSet<AgentId> = agents
             .into_iter()
@@ -974,9 +1036,16 @@ impl Master {
                         state: TaskState::Staging,
                         message: String::new(),
                         terminal_uuid: None,
+                        reason: None,
+                        launched_at: bramble_proto::unix_now(),
+                        started_at: None,
+                        ended_at: None,
                     },
                 );
             }
+        }
+        for t in &launched {
+            self.emit_task(fw, &t.task_id);
         }
         self.send_agent(
             &agent_id,
@@ -1116,6 +1185,21 @@ impl Master {
         )
         .with_reason(reason, why);
         status.agent_id = Some(task.agent_id.clone());
+        self.events.emit(|| {
+            ClusterEvent::Task(TaskSummary {
+                id: task.task_id.clone(),
+                name: task.name.clone(),
+                framework_id: fw.clone(),
+                agent_id: task.agent_id.clone(),
+                state: TaskState::Error,
+                message: why.to_string(),
+                resources: task.resources.clone(),
+                reason: Some(reason),
+                launched_at: status.timestamp,
+                started_at: None,
+                ended_at: Some(status.timestamp),
+            })
+        });
         self.send_framework(fw, MasterEvent::Update(status));
     }
 
@@ -1148,9 +1232,21 @@ impl Master {
             return;
         };
         let previous = task.state;
+        self.events.observe_update_latency(status.timestamp);
         if previous.can_move_to(status.state) {
             task.state = status.state;
             task.message = status.message.clone();
+            task.reason = status.reason;
+            if status.state == TaskState::Running && task.started_at.is_none() {
+                task.started_at = Some(status.timestamp);
+            }
+            if status.state.is_terminal() {
+                task.ended_at = Some(status.timestamp);
+            }
+            if previous != status.state {
+                let summary = task_summary(&fw, &status.task_id, task);
+                self.events.emit(|| ClusterEvent::Task(summary));
+            }
             if status.state.is_terminal() {
                 task.terminal_uuid = Some(uuid);
                 let res = task.info.resources.clone();
@@ -1197,6 +1293,13 @@ impl Master {
         let mut status = TaskStatus::new(fw.clone(), task_id.clone(), state, UpdateSource::Master)
             .with_reason(reason, message);
         status.agent_id = Some(agent);
+        let mut summary = task_summary(fw, task_id, &task);
+        summary.state = state;
+        summary.reason = Some(reason);
+        summary.message = message.to_string();
+        summary.ended_at = Some(status.timestamp);
+        self.events.emit(|| ClusterEvent::Task(summary.clone()));
+        self.remember_completed(summary);
         info!(framework = %fw, task = %task_id, %state, ?reason, "{message}");
         self.send_framework(fw, MasterEvent::Update(status));
     }
@@ -1208,8 +1311,12 @@ impl Master {
             .and_then(|f| f.tasks.get(&task_id))
             .is_some_and(|t| t.terminal_uuid == Some(uuid));
         if forget {
-            if let Some(f) = self.frameworks.get_mut(fw) {
-                f.tasks.remove(&task_id);
+            let removed = self
+                .frameworks
+                .get_mut(fw)
+                .and_then(|f| f.tasks.remove(&task_id));
+            if let Some(t) = removed {
+                self.remember_completed(task_summary(fw, &task_id, &t));
             }
         }
         self.send_agent(
@@ -1312,6 +1419,9 @@ impl Master {
                         } else {
                             warn!(agent = %id, hostname = %a.hostname, "agent disconnected: {reason}; removed if not back within the agent timeout");
                         }
+                        self.events.emit(|| ClusterEvent::AgentDisconnected {
+                            agent_id: id.clone(),
+                        });
                         self.rescind_agent_offers(&id);
                         // No offers for a disconnected agent: take it out of the pool until
                         // it re-registers (which re-adds it with its live tasks).
@@ -1326,6 +1436,9 @@ impl Master {
                         f.disconnected_at = Some(now);
                         info!(framework = %id, failover_timeout_secs = f.info.failover_timeout_secs,
                             "framework disconnected: {reason}; its tasks keep running until the failover timeout");
+                        self.events.emit(|| ClusterEvent::FrameworkDisconnected {
+                            framework_id: id.clone(),
+                        });
                         self.allocator.deactivate_framework(&id);
                         self.rescind_framework_offers(&id);
                     }
@@ -1360,53 +1473,70 @@ impl Master {
                     }
                 }
             }
+            OperatorCall::GetPanel => match self.panel.snapshot() {
+                Some((png, state_json)) => OperatorReply::Panel { png, state_json },
+                None => OperatorReply::Error {
+                    message: "the front panel has not drawn anything yet (is the display running?)"
+                        .into(),
+                },
+            },
             OperatorCall::ReadSandbox(read) => {
-                let key = (read.framework_id.clone(), read.task_id.clone());
-                let agent = self.task_locations.get(&key).cloned();
-                match agent {
-                    Some(agent) if self.agents.get(&agent).is_some_and(|a| a.conn.is_some()) => {
-                        self.next_request += 1;
-                        let request = self.next_request;
-                        self.sandbox_reads.insert(
-                            request,
-                            PendingRead {
-                                agent: agent.clone(),
-                                reply,
-                                deadline: now + SANDBOX_READ_TIMEOUT,
-                            },
-                        );
-                        self.send_agent(&agent, MasterToAgent::ReadSandbox { request, read });
-                        return;
-                    }
-                    Some(agent) => OperatorReply::Error {
-                        message: format!(
-                            "task {} ran on agent {agent}, which is not connected",
-                            read.task_id
-                        ),
-                    },
-                    None => OperatorReply::Error {
-                        message: format!(
-                            "no task {} of framework {} is known to this master",
-                            read.task_id, read.framework_id
-                        ),
-                    },
-                }
+                let (fw, task) = (read.framework_id.clone(), read.task_id.clone());
+                let ask = move |request| MasterToAgent::ReadSandbox { request, read };
+                return self.ask_task_agent(&fw, &task, reply, now, ask);
+            }
+            OperatorCall::ListSandbox(list) => {
+                let (fw, task) = (list.framework_id.clone(), list.task_id.clone());
+                let ask = move |request| MasterToAgent::ListSandbox { request, list };
+                return self.ask_task_agent(&fw, &task, reply, now, ask);
             }
         };
         // The operator may have hung up; nothing to do then.
         let _ = reply.send(answer);
     }
 
-    fn sandbox_data(
+    /// Sends a sandbox request to the agent a task ran on; its answer goes to `reply` (see
+    /// `sandbox_answer`), as does an error when that agent cannot be asked.
+    fn ask_task_agent(
+        &mut self,
+        fw: &FrameworkId,
+        task: &TaskId,
+        reply: oneshot::Sender<OperatorReply>,
+        now: Instant,
+        ask: impl FnOnce(u64) -> MasterToAgent,
+    ) {
+        let key = (fw.clone(), task.clone());
+        let message = match self.task_locations.get(&key).cloned() {
+            Some(agent) if self.agents.get(&agent).is_some_and(|a| a.conn.is_some()) => {
+                self.next_request += 1;
+                let request = self.next_request;
+                self.sandbox_reads.insert(
+                    request,
+                    PendingRead {
+                        agent: agent.clone(),
+                        reply,
+                        deadline: now + SANDBOX_READ_TIMEOUT,
+                    },
+                );
+                self.send_agent(&agent, ask(request));
+                return;
+            }
+            Some(agent) => format!("task {task} ran on agent {agent}, which is not connected"),
+            None => format!("no task {task} of framework {fw} is known to this master"),
+        };
+        let _ = reply.send(OperatorReply::Error { message });
+    }
+
+    fn sandbox_answer(
         &mut self,
         agent: &AgentId,
         request: u64,
-        result: Result<SandboxChunk, String>,
+        result: Result<OperatorReply, String>,
     ) {
         match self.sandbox_reads.remove(&request) {
             Some(p) if &p.agent == agent => {
                 let _ = p.reply.send(match result {
-                    Ok(chunk) => OperatorReply::Sandbox(chunk),
+                    Ok(answer) => answer,
                     Err(message) => OperatorReply::Error { message },
                 });
             }
@@ -1453,6 +1583,7 @@ impl Master {
                         .unwrap_or_else(|| a.total.clone()),
                 ),
                 attributes: a.attributes.clone(),
+                last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
             })
             .collect();
         agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
@@ -1465,6 +1596,20 @@ impl Master {
                 role: f.info.role.clone(),
                 connected: f.conn.is_some(),
                 allocated: self.allocator.framework_allocation(id),
+                tasks_by_state: f
+                    .tasks
+                    .values()
+                    .map(|t| t.state)
+                    .chain(
+                        self.completed
+                            .iter()
+                            .filter(|t| &t.framework_id == id && !f.tasks.contains_key(&t.id))
+                            .map(|t| t.state),
+                    )
+                    .fold(BTreeMap::new(), |mut m, s| {
+                        *m.entry(s).or_insert(0) += 1;
+                        m
+                    }),
             })
             .collect();
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1472,15 +1617,9 @@ impl Master {
             .frameworks
             .iter()
             .flat_map(|(fid, f)| {
-                f.tasks.iter().map(move |(tid, t)| TaskSummary {
-                    id: tid.clone(),
-                    name: t.info.name.clone(),
-                    framework_id: fid.clone(),
-                    agent_id: t.info.agent_id.clone(),
-                    state: t.state,
-                    message: t.message.clone(),
-                    resources: t.info.resources.clone(),
-                })
+                f.tasks
+                    .iter()
+                    .map(move |(tid, t)| task_summary(fid, tid, t))
             })
             .collect();
         tasks.sort_by(|a, b| a.framework_id.cmp(&b.framework_id).then(a.id.cmp(&b.id)));
@@ -1504,6 +1643,17 @@ impl Master {
             frameworks,
             tasks,
             jobs,
+            offers_outstanding: self.offers.len() as u64,
+            completed_tasks: self
+                .completed
+                .iter()
+                .filter(|t| {
+                    self.frameworks
+                        .get(&t.framework_id)
+                        .is_none_or(|f| !f.tasks.contains_key(&t.id))
+                })
+                .cloned()
+                .collect(),
         }
     }
 
@@ -1527,6 +1677,22 @@ impl Master {
     }
 }
 
+fn task_summary(fw: &FrameworkId, id: &TaskId, t: &TaskEntry) -> TaskSummary {
+    TaskSummary {
+        id: id.clone(),
+        name: t.info.name.clone(),
+        framework_id: fw.clone(),
+        agent_id: t.info.agent_id.clone(),
+        state: t.state,
+        message: t.message.clone(),
+        resources: t.info.resources.clone(),
+        reason: t.reason,
+        launched_at: t.launched_at,
+        started_at: t.started_at,
+        ended_at: t.ended_at,
+    }
+}
+
 fn msg_kind_agent(msg: &MasterToAgent) -> &'static str {
     match msg {
         MasterToAgent::Registered { .. } => "Registered",
@@ -1537,5 +1703,6 @@ fn msg_kind_agent(msg: &MasterToAgent) -> &'static str {
         MasterToAgent::FrameworkMessage { .. } => "FrameworkMessage",
         MasterToAgent::ShutdownFramework { .. } => "ShutdownFramework",
         MasterToAgent::ReadSandbox { .. } => "ReadSandbox",
+        MasterToAgent::ListSandbox { .. } => "ListSandbox",
     }
 }

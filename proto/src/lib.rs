@@ -8,6 +8,7 @@
 pub mod bounded;
 pub mod codec;
 pub mod config;
+pub mod discovery;
 pub mod identity;
 pub mod ids;
 pub mod logging;

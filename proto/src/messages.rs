@@ -7,7 +7,7 @@
 
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::resources::Resources;
-use crate::task::{ExecutorInfo, TaskInfo, TaskState, TaskStatus};
+use crate::task::{ExecutorInfo, TaskInfo, TaskReason, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -81,6 +81,11 @@ pub enum AgentToMaster {
         executor_id: ExecutorId,
         data: Vec<u8>,
     },
+    /// Answer to `MasterToAgent::ListSandbox`.
+    SandboxListing {
+        request: u64,
+        result: Result<SandboxListing, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +123,11 @@ pub enum MasterToAgent {
     ReadSandbox {
         request: u64,
         read: SandboxRead,
+    },
+    /// List a directory of a task's sandbox for an operator; answered with `SandboxListing`.
+    ListSandbox {
+        request: u64,
+        list: SandboxList,
     },
 }
 
@@ -261,6 +271,10 @@ pub enum OperatorCall {
     },
     /// Reads part of a file in a task's sandbox (`stdout`, `stderr`, or another relative path).
     ReadSandbox(SandboxRead),
+    /// What the master's front panel shows right now.
+    GetPanel,
+    /// Lists a directory of a task's sandbox (recursively, up to [`MAX_SANDBOX_ENTRIES`]).
+    ListSandbox(SandboxList),
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -286,12 +300,49 @@ pub struct SandboxChunk {
 /// Largest sandbox read answered in one message (it rides the control stream).
 pub const MAX_SANDBOX_READ: u32 = 256 * 1024;
 
+/// A directory of a task's sandbox to list; `path` is relative (`.` for the sandbox itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxList {
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
+    pub path: String,
+}
+
+/// One file or directory in a sandbox listing; `path` is relative to the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxEntry {
+    pub path: String,
+    pub size: u64,
+    pub is_dir: bool,
+    /// Last modification, seconds since the Unix epoch.
+    pub modified: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxListing {
+    pub entries: Vec<SandboxEntry>,
+    /// More entries exist than [`MAX_SANDBOX_ENTRIES`].
+    pub truncated: bool,
+    pub task_ended: bool,
+}
+
+/// Most entries one sandbox listing returns (it rides the control stream too).
+pub const MAX_SANDBOX_ENTRIES: usize = 1000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OperatorReply {
     State(ClusterState),
     Done,
     Sandbox(SandboxChunk),
-    Error { message: String },
+    /// The panel as a PNG, and the panel state it shows as JSON (for offline re-rendering).
+    Panel {
+        png: Vec<u8>,
+        state_json: String,
+    },
+    Error {
+        message: String,
+    },
+    SandboxListing(SandboxListing),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +353,10 @@ pub struct ClusterState {
     pub tasks: Vec<TaskSummary>,
     /// Progress published by frameworks with a job in flight.
     pub jobs: Vec<JobSummary>,
+    /// Offers made and not yet answered, rescinded or expired.
+    pub offers_outstanding: u64,
+    /// Recently ended tasks the master has already forgotten (bounded, oldest first).
+    pub completed_tasks: Vec<TaskSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -320,6 +375,8 @@ pub struct AgentSummary {
     pub total: Resources,
     pub allocated: Resources,
     pub attributes: BTreeMap<String, String>,
+    /// When the agent was last heard from, seconds since the Unix epoch.
+    pub last_heartbeat: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -329,6 +386,8 @@ pub struct FrameworkSummary {
     pub role: String,
     pub connected: bool,
     pub allocated: Resources,
+    /// The framework's tasks (live and recently completed) counted by state.
+    pub tasks_by_state: BTreeMap<TaskState, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,6 +399,13 @@ pub struct TaskSummary {
     pub state: TaskState,
     pub message: String,
     pub resources: Resources,
+    pub reason: Option<TaskReason>,
+    /// When the master launched it, seconds since the Unix epoch.
+    pub launched_at: f64,
+    /// When it reached RUNNING, by the agent's clock.
+    pub started_at: Option<f64>,
+    /// When it reached a terminal state, by the clock of whoever reported it.
+    pub ended_at: Option<f64>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+//! `GET /metrics`: Prometheus (OpenMetrics text) exposition with `prometheus-client`.
+//!
+//! Gauges are read off a fresh state snapshot at scrape time and put in a registry built for
+//! that scrape, so an agent or state that disappears disappears from the output too (no stale
+//! label sets). The one metric the state task accumulates, status-update latency, is a
+//! histogram shared with it through [`super::events::EventSink`].
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bramble_proto::messages::{ClusterState, OperatorCall, OperatorReply};
+use bramble_proto::{Resources, TaskState};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let state = match app.api.call(OperatorCall::GetState).await {
+        Ok(OperatorReply::State(s)) => s,
+        _ => return super::api::error(StatusCode::SERVICE_UNAVAILABLE, "master not answering"),
+    };
+    let mut registry = Registry::with_prefix("bramble");
+    register_state(&mut registry, &state);
+    let quic: Gauge = Gauge::default();
+    quic.set(app.api.endpoint.open_connections() as i64);
+    registry.register(
+        "quic_connections",
+        "QUIC connections open on the master's endpoint",
+        quic,
+    );
+    let streams: Gauge = Gauge::default();
+    streams.set(app.api.events.subscribers() as i64);
+    registry.register(
+        "http_event_streams",
+        "Web clients subscribed to the event stream",
+        streams,
+    );
+    registry.register(
+        "status_update_latency_seconds",
+        "From an agent producing a status update to the master forwarding it",
+        app.api.events.update_latency(),
+    );
+    let mut body = String::new();
+    if encode(&mut body, &registry).is_err() {
+        return super::api::error(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics");
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn register_state(registry: &mut Registry, state: &ClusterState) {
+    let agents = Family::<Labels, Gauge>::default();
+    for connected in [true, false] {
+        let n = state
+            .agents
+            .iter()
+            .filter(|a| a.connected == connected)
+            .count();
+        agents
+            .get_or_create(&labels(&[(
+                "connected",
+                if connected { "true" } else { "false" },
+            )]))
+            .set(n as i64);
+    }
+    registry.register("agents", "Agents known to the master", agents);
+
+    let resources = Family::<Labels, FloatGauge>::default();
+    let mut total = Resources::default();
+    let mut allocated = Resources::default();
+    for a in state.agents.iter().filter(|a| a.connected) {
+        total.add(&a.total);
+        allocated.add(&a.allocated);
+    }
+    for (kind, r) in [("total", &total), ("allocated", &allocated)] {
+        for (name, v) in [
+            ("cpus", r.cpus_milli as f64 / 1000.0),
+            ("mem_mib", r.mem_mib as f64),
+            ("disk_mib", r.disk_mib as f64),
+        ] {
+            resources
+                .get_or_create(&labels(&[("resource", name), ("kind", kind)]))
+                .set(v);
+        }
+    }
+    registry.register(
+        "resources",
+        "Resources of connected agents: total, and allocated to frameworks",
+        resources,
+    );
+
+    let tasks = Family::<Labels, Gauge>::default();
+    for s in TaskState::ALL {
+        let n = state.tasks.iter().filter(|t| t.state == s).count();
+        tasks
+            .get_or_create(&labels(&[("state", s.name())]))
+            .set(n as i64);
+    }
+    registry.register("tasks", "Tasks the master tracks, by state", tasks);
+
+    let frameworks = Family::<Labels, Gauge>::default();
+    for connected in [true, false] {
+        let n = state
+            .frameworks
+            .iter()
+            .filter(|f| f.connected == connected)
+            .count();
+        frameworks
+            .get_or_create(&labels(&[(
+                "connected",
+                if connected { "true" } else { "false" },
+            )]))
+            .set(n as i64);
+    }
+    registry.register("frameworks", "Frameworks subscribed", frameworks);
+
+    let offers: Gauge = Gauge::default();
+    offers.set(state.offers_outstanding as i64);
+    registry.register("offers_outstanding", "Offers not yet answered", offers);
+
+    let progress = Family::<Labels, FloatGauge>::default();
+    for j in &state.jobs {
+        let ratio = if j.progress.total == 0 {
+            0.0
+        } else {
+            j.progress.done as f64 / j.progress.total as f64
+        };
+        progress
+            .get_or_create(&labels(&[
+                ("framework", j.framework_id.as_str()),
+                ("job", &j.progress.job),
+            ]))
+            .set(ratio);
+    }
+    registry.register(
+        "job_progress_ratio",
+        "Published job progress, done/total",
+        progress,
+    );
+}

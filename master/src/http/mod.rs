@@ -1,0 +1,236 @@
+//! The master's HTTP side: a JSON API, a server-sent-events stream of changes, Prometheus
+//! metrics and the web UI, all on `MasterConfig::http` (default `0.0.0.0:5050`).
+//!
+//! It owns no cluster state. Every answer comes from the state task through the same
+//! [`Input::Operator`] calls the CLI makes over QUIC (sandbox files included: the state task
+//! forwards those to the task's agent), and change events arrive through the non-blocking
+//! broadcast in [`events`]. A browser therefore cannot slow the master down: a slow event
+//! reader loses events and is told to resync; long-lived streams are capped by a semaphore.
+//!
+//! Access: read-only and open by default. With `http_token` configured every endpoint except
+//! the static page and the login needs the token (`Authorization: Bearer …` or the cookie the
+//! login form sets), and only then does the one state-changing endpoint exist (killing a task).
+//!
+//! Shutdown: the server stops with the master's shutdown signal; every SSE stream watches the
+//! same signal and ends, so graceful shutdown is not held open by a browser tab.
+
+pub mod api;
+pub mod events;
+mod metrics;
+mod ui;
+
+use crate::state::Input;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bramble_proto::messages::{OperatorCall, OperatorReply};
+use events::EventSink;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Open SSE streams (events and file follows) served at once; more get 503.
+const MAX_STREAMS: usize = 64;
+/// How long graceful shutdown may take before open connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// An operator call that takes longer than this (a sandbox read from a stuck agent) fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Name of the login cookie.
+pub(crate) const COOKIE: &str = "bramble_session";
+
+/// What the HTTP server needs from a running master. Built by `server::start`.
+pub struct MasterApi {
+    pub(crate) inputs: mpsc::Sender<Input>,
+    pub(crate) events: EventSink,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) cluster_id: String,
+    pub(crate) name: String,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Why an operator call got no answer.
+#[derive(Debug)]
+pub enum CallError {
+    Stopped,
+    TimedOut,
+}
+
+impl MasterApi {
+    /// Asks the state task, as an operator would.
+    pub async fn call(&self, call: OperatorCall) -> Result<OperatorReply, CallError> {
+        let (reply, rx) = oneshot::channel();
+        self.inputs
+            .send(Input::Operator { call, reply })
+            .await
+            .map_err(|_| CallError::Stopped)?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(CallError::Stopped),
+            Err(_) => Err(CallError::TimedOut),
+        }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) api: Arc<MasterApi>,
+    /// The session cookie value that proves the token, when a token is configured.
+    auth: Option<Arc<Auth>>,
+    streams: Arc<Semaphore>,
+}
+
+struct Auth {
+    token: String,
+    session: String,
+}
+
+pub(crate) type StreamPermit = OwnedSemaphorePermit;
+
+impl AppState {
+    pub(crate) fn stream_permit(&self) -> Option<StreamPermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
+    pub(crate) fn auth_enabled(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The cookie value a successful login sets, if `token` is right.
+    pub(crate) fn login(&self, token: &str) -> Option<String> {
+        let auth = self.auth.as_ref()?;
+        constant_time_eq(token.as_bytes(), auth.token.as_bytes()).then(|| auth.session.clone())
+    }
+}
+
+/// Binds `listen` and serves until `api.shutdown` turns true. Returns the bound address and
+/// the server's task (which ends within [`SHUTDOWN_GRACE`] of the signal).
+pub async fn serve(
+    listen: SocketAddr,
+    token: Option<String>,
+    api: MasterApi,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let mut shutdown = api.shutdown.clone();
+    let auth = token.map(|token| {
+        Arc::new(Auth {
+            session: session_value(&token),
+            token,
+        })
+    });
+    let state = AppState {
+        api: Arc::new(api),
+        auth,
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+    };
+    let app = router(state.clone());
+    info!(%addr, auth = state.auth_enabled(), "master listening (HTTP API and web UI)");
+    let task = tokio::spawn(async move {
+        let mut signal = shutdown.clone();
+        let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        });
+        let mut serving = std::pin::pin!(graceful.into_future());
+        tokio::select! {
+            r = &mut serving => {
+                if let Err(e) = r {
+                    warn!("HTTP server stopped: {e}");
+                }
+                return;
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+        // Streams end on the signal by themselves; this bounds anything else still open.
+        if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {
+            warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; dropping them");
+        }
+    });
+    Ok((addr, task))
+}
+
+fn router(state: AppState) -> Router {
+    let mut api = Router::new()
+        .route("/api/v1/state", get(api::state))
+        .route("/api/v1/events", get(events::stream))
+        .route(
+            "/api/v1/tasks/{framework}/{task}/files",
+            get(api::list_files),
+        )
+        .route(
+            "/api/v1/tasks/{framework}/{task}/files/read",
+            get(api::read_file),
+        )
+        .route(
+            "/api/v1/tasks/{framework}/{task}/files/follow",
+            get(api::follow_file),
+        )
+        .route("/metrics", get(metrics::metrics))
+        .route("/health", get(api::health))
+        .route("/version", get(api::version));
+    if state.auth_enabled() {
+        // No token, no way to change anything: the route does not even exist then.
+        api = api.route("/api/v1/tasks/{framework}/{task}/kill", post(api::kill));
+    }
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    Router::new()
+        .merge(ui::routes())
+        .route("/api/v1/login", post(api::login))
+        .route("/api/v1/logout", post(api::logout))
+        .merge(api)
+        .with_state(state)
+}
+
+/// With a token configured, lets a request through only with `Authorization: Bearer TOKEN`
+/// or the session cookie the login sets.
+async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(auth) = &app.auth else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), auth.token.as_bytes()));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .any(|(k, v)| k == COOKIE && constant_time_eq(v.as_bytes(), auth.session.as_bytes()));
+    if bearer || cookie {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"bramble\"")],
+            axum::Json(serde_json::json!({ "error": "this master needs its HTTP token" })),
+        )
+            .into_response()
+    }
+}
+
+/// The cookie proves the token without being it: a hash of it under a fixed label.
+fn session_value(token: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("bramble-http-session\0{token}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,641 @@
+//! The master's HTTP API and web UI against an in-process cluster: the JSON matches the
+//! cluster, sandbox files are readable and never escapable, the token is enforced when set,
+//! the event stream carries task states and never holds up shutdown. The last test drives the
+//! page in headless Chromium (skipped, saying so, when Chromium or the Node driver is absent).
+
+use bramble_proto::identity::Role;
+use bramble_proto::{Resources, TaskState};
+use bramble_tests::framework::{shell_task, TestFramework};
+use bramble_tests::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1 client
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> hyper::Response<Incoming> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the master's HTTP port");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    sender.send_request(req).await.expect("HTTP request")
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let res = send(addr, method, path, headers, body).await;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = tokio::time::timeout(Duration::from_secs(30), res.into_body().collect())
+        .await
+        .expect("body within 30 s")
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, &[], "").await
+}
+
+/// A server-sent-events stream being read.
+struct EventStream {
+    body: Incoming,
+    buf: String,
+}
+
+impl EventStream {
+    async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let res = send(addr, "GET", path, headers, "").await;
+        assert_eq!(res.status(), StatusCode::OK, "opening {path}");
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/event-stream"));
+        Self {
+            body: res.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next `(event, data)`, or `None` when the stream ends.
+    async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::new(), Vec::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim_start().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                    }
+                }
+                if !event.is_empty() || !data.is_empty() {
+                    return Some((event, data.join("\n")));
+                }
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads events until one named `name` satisfies `pred`, or panics after `deadline`.
+    async fn until(
+        &mut self,
+        name: &str,
+        deadline: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let next = tokio::time::timeout_at(until, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("no matching {name} event within {deadline:?}"))
+                .unwrap_or_else(|| panic!("event stream ended while waiting for {name}"));
+            if next.0 == name {
+                let v: Value = serde_json::from_str(&next.1).expect("event data is JSON");
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+struct Cluster {
+    cluster: TestCluster,
+    master: bramble_master::server::MasterHandle,
+    agents: Vec<bramble_agent::AgentHandle>,
+    http: SocketAddr,
+}
+
+async fn cluster(names: &[&str], cpus: f64, token: Option<&str>) -> Cluster {
+    init_logs();
+    let cluster = TestCluster::new();
+    let mut cfg = fast_master_config(&cluster);
+    cfg.http_token = token.map(str::to_string);
+    let master = start_master(&cluster, &cfg).await;
+    let http = master.http_addr.expect("the master serves HTTP");
+    let mut agents = Vec::new();
+    for name in names {
+        let opts = agent_options(&cluster, name, master.addr, Resources::new(cpus, 512));
+        agents.push(start_agent(&cluster, opts).await);
+    }
+    wait_for_agents(&master, names.len()).await;
+    Cluster {
+        cluster,
+        master,
+        agents,
+        http,
+    }
+}
+
+impl Cluster {
+    async fn framework(&self, name: &str) -> TestFramework {
+        TestFramework::start(
+            self.master.addr,
+            self.cluster.credentials(Role::Framework),
+            name,
+        )
+        .await
+    }
+
+    async fn shutdown(self) {
+        for a in self.agents {
+            a.shutdown().await;
+        }
+        self.master.shutdown().await;
+    }
+}
+
+/// Runs a shell task on `host` to its end and returns the framework (still subscribed).
+async fn run_task(c: &Cluster, host: &str, id: &str, line: &str) -> TestFramework {
+    let mut fw = c.framework("web-test").await;
+    let offer = fw.offer_from(host).await;
+    fw.launch(&offer, vec![shell_task(&offer, id, 0.1, 32, line)]);
+    let end = fw.terminal(id).await;
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    fw
+}
+
+fn find_task<'a>(state: &'a Value, id: &str) -> Option<&'a Value> {
+    state["tasks"]
+        .as_array()
+        .into_iter()
+        .chain(state["completed_tasks"].as_array())
+        .flatten()
+        .find(|t| t["id"] == id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn state_json_matches_the_cluster() {
+    let c = cluster(&["pi-a", "pi-b"], 2.0, None).await;
+    let fw = run_task(&c, "pi-a", "hello", "echo hello from the web").await;
+
+    let state = eventually(
+        "the finished task in /api/v1/state",
+        Duration::from_secs(10),
+        || async {
+            let s = get(c.http, "/api/v1/state").await.json();
+            find_task(&s, "hello").is_some().then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(state["cluster_id"], c.cluster.cluster_id.as_str());
+    assert_eq!(state["version"], bramble_proto::SOFTWARE_VERSION);
+    let agents = state["agents"].as_array().expect("agents");
+    let hosts: Vec<&str> = agents
+        .iter()
+        .map(|a| a["hostname"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(hosts, ["pi-a", "pi-b"]);
+    for a in agents {
+        assert_eq!(a["connected"], true);
+        assert_eq!(a["total"]["cpus_milli"], 2000);
+        assert_eq!(a["total"]["mem_mib"], 512);
+        assert!(a["id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(a["address"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:")));
+        assert_eq!(a["attributes"]["name"], a["hostname"]);
+        let age = state["now"].as_f64().unwrap() - a["last_heartbeat"].as_f64().unwrap();
+        assert!((0.0..5.0).contains(&age), "heartbeat {age} s ago");
+    }
+    let task = find_task(&state, "hello").expect("task");
+    assert_eq!(task["state"], "Finished");
+    assert_eq!(task["reason"], "CommandExited");
+    assert_eq!(task["framework_id"], fw.id.as_str());
+    assert_eq!(task["resources"]["cpus_milli"], 100);
+    let (launched, started, ended) = (
+        task["launched_at"].as_f64().unwrap(),
+        task["started_at"].as_f64().unwrap(),
+        task["ended_at"].as_f64().unwrap(),
+    );
+    assert!(
+        launched > 1e9 && launched <= started + 0.5 && started <= ended,
+        "{task}"
+    );
+    let f = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == fw.id.as_str())
+        .expect("framework");
+    assert_eq!(f["name"], "web-test");
+    assert_eq!(f["connected"], true);
+    assert_eq!(f["tasks_by_state"]["Finished"], 1);
+
+    let health = get(c.http, "/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["agents"], 2);
+    let version = get(c.http, "/version").await.json();
+    assert_eq!(version["version"], bramble_proto::SOFTWARE_VERSION);
+    assert_eq!(version["auth"], false);
+
+    let metrics = get(c.http, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for line in [
+        "bramble_agents{connected=\"true\"} 2",
+        "bramble_resources{resource=\"cpus\",kind=\"total\"} 4.0",
+        "bramble_tasks{state=\"TASK_RUNNING\"} 0",
+        "bramble_offers_outstanding ",
+        "bramble_quic_connections ",
+        "bramble_status_update_latency_seconds_count ",
+    ] {
+        assert!(
+            metrics.body.contains(line),
+            "no {line:?} in\n{}",
+            metrics.body
+        );
+    }
+
+    // Read-only without a token: the kill route does not exist.
+    let path = format!("/api/v1/tasks/{}/hello/kill", fw.id);
+    assert_eq!(
+        request(c.http, "POST", &path, &[], "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The page and its assets are served from the binary.
+    let page = get(c.http, "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("/ui/app.js"));
+    assert_eq!(get(c.http, "/ui/app.js").await.status, StatusCode::OK);
+    fw.stop(false).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn sandbox_files_are_listed_read_and_followed_but_never_escaped() {
+    let c = cluster(&["pi-a"], 1.0, None).await;
+    let fw = run_task(
+        &c,
+        "pi-a",
+        "writer",
+        "echo 'hello from the sandbox'; echo oops >&2; mkdir -p out; echo 42 > out/answer; \
+         ln -s /etc/passwd pw; ln -s / root",
+    )
+    .await;
+    let base = format!("/api/v1/tasks/{}/writer/files", fw.id);
+
+    let listing = get(c.http, &base).await;
+    assert_eq!(listing.status, StatusCode::OK, "{}", listing.body);
+    let paths: Vec<String> = listing.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["stdout", "stderr", "out", "out/answer", "pw", "root"] {
+        assert!(paths.iter().any(|p| p == want), "{want} not in {paths:?}");
+    }
+
+    let read = get(c.http, &format!("{base}/read?path=stdout")).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let chunk = read.json();
+    assert_eq!(chunk["data"], "hello from the sandbox\n");
+    assert_eq!(chunk["eof"], true);
+    let part = get(
+        c.http,
+        &format!("{base}/read?path=stdout&offset=6&length=4"),
+    )
+    .await
+    .json();
+    assert_eq!(part["data"], "from");
+    assert_eq!(part["next_offset"], 10);
+    let answer = get(c.http, &format!("{base}/read?path=out/answer"))
+        .await
+        .json();
+    assert_eq!(answer["data"], "42\n");
+
+    let mut follow = EventStream::open(c.http, &format!("{base}/follow?path=stderr"), &[]).await;
+    let data = follow
+        .until("data", Duration::from_secs(10), |_| true)
+        .await;
+    assert_eq!(data["data"], "oops\n");
+    let (event, _) = follow.next().await.expect("eof event");
+    assert_eq!(event, "eof");
+    assert!(follow.next().await.is_none(), "follow ends after eof");
+
+    for (path, status) in [
+        ("../../../../etc/passwd", StatusCode::BAD_REQUEST),
+        ("%2e%2e/%2e%2e/etc/passwd", StatusCode::BAD_REQUEST),
+        ("out/../../x", StatusCode::BAD_REQUEST),
+        ("/etc/passwd", StatusCode::BAD_REQUEST),
+        ("%2fetc%2fpasswd", StatusCode::BAD_REQUEST),
+        ("pw", StatusCode::FORBIDDEN),
+        ("root/etc/passwd", StatusCode::FORBIDDEN),
+        ("missing", StatusCode::NOT_FOUND),
+    ] {
+        let r = get(c.http, &format!("{base}/read?path={path}")).await;
+        assert_eq!(r.status, status, "read {path}: {}", r.body);
+        assert!(!r.body.contains("root:"), "read {path} leaked {}", r.body);
+        let r = get(c.http, &format!("{base}/follow?path={path}")).await;
+        assert_eq!(r.status, status, "follow {path}: {}", r.body);
+    }
+    for (path, status) in [
+        ("..", StatusCode::BAD_REQUEST),
+        ("/", StatusCode::BAD_REQUEST),
+        ("root", StatusCode::FORBIDDEN),
+    ] {
+        let r = get(c.http, &format!("{base}?path={path}")).await;
+        assert_eq!(r.status, status, "list {path}: {}", r.body);
+    }
+    let unknown = get(
+        c.http,
+        &format!("/api/v1/tasks/{}/nope/files/read?path=stdout", fw.id),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    fw.stop(false).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_is_enforced_when_set_and_kill_needs_it() {
+    const TOKEN: &str = "s3cret-token";
+    let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let auth: &[(&str, &str)] = &[("authorization", &bearer)];
+
+    for path in [
+        "/api/v1/state",
+        "/metrics",
+        "/health",
+        "/version",
+        "/api/v1/events",
+    ] {
+        assert_eq!(
+            get(c.http, path).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path} without a token"
+        );
+        let wrong = request(c.http, "GET", path, &[("authorization", "Bearer nope")], "").await;
+        assert_eq!(
+            wrong.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}, wrong token"
+        );
+    }
+    for path in ["/api/v1/state", "/metrics", "/health", "/version"] {
+        let r = request(c.http, "GET", path, auth, "").await;
+        assert_eq!(r.status, StatusCode::OK, "{path} with the token");
+    }
+    // The page itself holds no data and loads, so it can ask for the token.
+    assert_eq!(get(c.http, "/").await.status, StatusCode::OK);
+
+    // The login form sets a cookie that then works instead of the header.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let bad = request(c.http, "POST", "/api/v1/login", &form, "token=guess").await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    let good = request(
+        c.http,
+        "POST",
+        "/api/v1/login",
+        &form,
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(good.status, StatusCode::NO_CONTENT, "{}", good.body);
+    let set_cookie = good.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    assert!(
+        !set_cookie.contains(TOKEN),
+        "the cookie must not be the token itself"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let with_cookie = request(c.http, "GET", "/api/v1/state", &[("cookie", &cookie)], "").await;
+    assert_eq!(with_cookie.status, StatusCode::OK);
+
+    // Killing a task: refused without the token, done with it.
+    let mut fw = c.framework("victim").await;
+    let offer = fw.offer_from("pi-a").await;
+    fw.launch(
+        &offer,
+        vec![shell_task(&offer, "sleeper", 0.1, 16, "exec sleep 600")],
+    );
+    fw.state("sleeper", TaskState::Running).await;
+    let kill = format!("/api/v1/tasks/{}/sleeper/kill", fw.id);
+    assert_eq!(
+        request(c.http, "POST", &kill, &[], "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = request(c.http, "POST", &kill, auth, "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let killed = fw.terminal("sleeper").await;
+    assert_eq!(killed.state, TaskState::Killed);
+    let ghost = format!("/api/v1/tasks/{}/ghost/kill", fw.id);
+    assert_eq!(
+        request(c.http, "POST", &ghost, auth, "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    fw.stop(false).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn event_stream_carries_task_states_and_shutdown_ends_it_promptly() {
+    let c = cluster(&["pi-a"], 1.0, None).await;
+    let mut events = EventStream::open(c.http, "/api/v1/events", &[]).await;
+    let (first, hello) = events.next().await.expect("hello");
+    assert_eq!(first, "hello");
+    assert!(hello.contains(&c.cluster.cluster_id), "{hello}");
+
+    let fw = run_task(&c, "pi-a", "evented", "echo hi").await;
+    let running = events
+        .until("task", Duration::from_secs(10), |t| {
+            t["id"] == "evented" && t["state"] == "Running"
+        })
+        .await;
+    assert_eq!(running["framework_id"], fw.id.as_str());
+    let finished = events
+        .until("task", Duration::from_secs(10), |t| {
+            t["id"] == "evented" && t["state"] == "Finished"
+        })
+        .await;
+    assert!(finished["ended_at"].as_f64().is_some());
+
+    // A second client that never reads does not disturb anything.
+    let _idle = EventStream::open(c.http, "/api/v1/events", &[]).await;
+
+    // Shutdown with both streams open: the master stops well within the HTTP grace period,
+    // because the streams end on the signal.
+    fw.stop(false).await;
+    let Cluster { master, agents, .. } = c;
+    for a in agents {
+        a.shutdown().await;
+    }
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), master.shutdown())
+        .await
+        .expect("master shutdown completes with an open event stream");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while events.next().await.is_some() {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the event stream ends with the master");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page in a real browser
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn browser_missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!(
+            "{chromium} not found (apt-get install chromium; .ci/run does)"
+        ));
+    }
+    let driver = repo_root().join("tests/browser/node_modules/playwright-core");
+    if !driver.exists() {
+        return Some(format!(
+            "{} missing (npm ci --prefix tests/browser; .ci/run does)",
+            driver.display()
+        ));
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Some("node not found".into());
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_in_headless_chromium_shows_agents_task_output_and_pi_progress() {
+    if let Some(why) = browser_missing() {
+        println!("SKIP web_ui_in_headless_chromium: {why}");
+        return;
+    }
+    use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
+    use bramble_proto::task::CommandInfo;
+    use bramble_sdk::{framework_info, SchedulerConfig};
+
+    let c = cluster(&["pi-a", "pi-b"], 1.0, None).await;
+    let fw = run_task(
+        &c,
+        "pi-b",
+        "hello",
+        "echo 'hello from a Raspberry Pi'; echo 'a line on stderr' >&2",
+    )
+    .await;
+
+    // A pi job slow enough for the page to watch its progress move.
+    let executor = CommandInfo::program(
+        bramble_tests::processes::bin_dir()
+            .join("bramble")
+            .display()
+            .to_string(),
+        vec!["executor".into(), "pi".into()],
+    );
+    let job = PiJob::new(8_000_000_000, 64, executor);
+    let config = SchedulerConfig::new(
+        c.master.addr,
+        c.cluster.credentials(Role::Framework),
+        framework_info("pi"),
+    );
+    let (tx, _rx) = tokio::sync::watch::channel(initial_progress(&job));
+    let pi = tokio::spawn(run_pi(config, job, tx));
+
+    let shots = std::env::var("BRAMBLE_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let script = repo_root().join("tests/browser/ui.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", c.http))
+        .arg(fw.id.as_str())
+        .arg("hello")
+        .arg(&shots)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("browser check finishes within 180 s")
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser check failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    pi.abort();
+    fw.stop(false).await;
+    c.shutdown().await;
+}
