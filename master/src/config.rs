@@ -42,6 +42,9 @@ pub struct MasterConfig {
     pub log: Option<String>,
     /// `[discovery]`: which interfaces the mDNS advertisement uses.
     pub discovery: DiscoveryConfig,
+    /// The SSD1306 front panel (`[display]`): enabled = "auto" | "on" | "off", bus, address,
+    /// size, rotation.
+    pub display: bramble_firmware::DisplayConfig,
 }
 
 impl Default for MasterConfig {
@@ -59,6 +62,7 @@ impl Default for MasterConfig {
             allocation_interval_ms: 1000,
             log: None,
             discovery: DiscoveryConfig::default(),
+            display: bramble_firmware::DisplayConfig::default(),
         }
     }
 }
