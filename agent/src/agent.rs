@@ -146,6 +146,8 @@ pub struct Agent {
     runs: HashMap<ContainerKey, Run>,
     /// (framework, executor) → the container currently serving it.
     active: HashMap<(FrameworkId, ExecutorId), ContainerKey>,
+    /// Updates reported but not yet durable, with the executor ack each one owes.
+    uncommitted: Vec<(TaskStatus, Option<(ContainerKey, uuid::Uuid)>)>,
     /// Sandboxes of tasks that are over, still on disk, for `bramble logs`.
     finished_sandboxes: BoundedMap<(FrameworkId, TaskId), PathBuf>,
     inputs: mpsc::Sender<Input>,
@@ -171,6 +173,7 @@ impl Agent {
             runs: HashMap::new(),
             active: HashMap::new(),
             finished_sandboxes: BoundedMap::new(FINISHED_SANDBOXES),
+            uncommitted: Vec::new(),
             inputs,
         }
     }
@@ -286,11 +289,46 @@ impl Agent {
     /// Records `status` durably, then sends what is due. Every state change goes through here.
     fn report(&mut self, mut status: TaskStatus) {
         status.agent_id = self.agent_id.clone();
-        let task = status.task_id.clone();
-        let state = status.state;
-        match self.updates.record(status) {
-            Ok(uuid) => debug!(task = %task, %state, %uuid, "status update recorded"),
-            Err(e) => error!(task = %task, %state, "could not record status update: {e}"),
+        self.uncommitted.push((status, None));
+    }
+
+    /// Group commit: makes every update reported since the last commit durable in one batch,
+    /// then acknowledges executors' updates and sends what is due. Called after each burst of
+    /// inputs; nothing reported is sent or acknowledged before this returns.
+    pub fn commit(&mut self) {
+        if self.uncommitted.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.uncommitted);
+        let statuses: Vec<TaskStatus> = batch.iter().map(|(s, _)| s.clone()).collect();
+        let recorded: Vec<bool> = match self.updates.record_batch(statuses) {
+            Ok(_) => vec![true; batch.len()],
+            // One refused update must not sink the others: record them one by one.
+            Err(e) => {
+                debug!(
+                    "batch of {} updates refused ({e}); recording one by one",
+                    batch.len()
+                );
+                batch
+                    .iter()
+                    .map(|(s, _)| match self.updates.record(s.clone()) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            error!(task = %s.task_id, state = %s.state, "could not record status update: {e}");
+                            false
+                        }
+                    })
+                    .collect()
+            }
+        };
+        for ((status, ack), ok) in batch.into_iter().zip(recorded) {
+            debug!(task = %status.task_id, state = %status.state, recorded = ok, "status update");
+            // An executor's update is acknowledged only once durable; unrecorded, it resends.
+            if let (Some((key, uuid)), true) = (ack, ok) {
+                if let Some((_, tx)) = self.runs.get(&key).and_then(|r| r.conn.as_ref()) {
+                    let _ = tx.try_send(AgentToExecutor::UpdateAck(uuid));
+                }
+            }
         }
         self.flush_updates(Instant::now());
     }
@@ -992,20 +1030,14 @@ impl Agent {
                         debug!(task = %task_id, "killed task ended as {state}");
                     }
                     status.agent_id = self.agent_id.clone();
-                    match self.updates.record(status) {
-                        Ok(_) => {}
-                        Err(e) => {
-                            error!(task = %task_id, "could not record executor update: {e}");
-                            return; // no ack: the executor resends
-                        }
-                    }
+                    // Acknowledged to the executor by `commit`, once durable.
+                    self.uncommitted.push((status, Some((key.clone(), uuid))));
                     self.set_task_state(key, &task_id, state);
-                    self.flush_updates(Instant::now());
                 } else {
                     debug!(task = %task_id, from = %task.state, to = %state, "executor sent an illegal transition; acknowledged and dropped");
-                }
-                if let Some(tx) = conn {
-                    let _ = tx.try_send(AgentToExecutor::UpdateAck(uuid));
+                    if let Some(tx) = conn {
+                        let _ = tx.try_send(AgentToExecutor::UpdateAck(uuid));
+                    }
                 }
             }
         }

@@ -171,6 +171,9 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
     })
 }
 
+/// Inputs handled before a group commit at most.
+const MAX_BURST: usize = 512;
+
 async fn run_state(
     mut agent: Agent,
     mut inputs: mpsc::Receiver<Input>,
@@ -182,10 +185,24 @@ async fn run_state(
         tokio::select! {
             _ = shutdown.changed() => break,
             input = inputs.recv() => match input {
-                Some(input) => agent.handle(input).await,
+                Some(input) => {
+                    agent.handle(input).await;
+                    // Take whatever else is already queued, then commit the burst's updates
+                    // together: one flush for many updates.
+                    for _ in 0..MAX_BURST {
+                        match inputs.try_recv() {
+                            Ok(more) => agent.handle(more).await,
+                            Err(_) => break,
+                        }
+                    }
+                    agent.commit();
+                }
                 None => break,
             },
-            _ = tick.tick() => agent.tick(Instant::now()),
+            _ = tick.tick() => {
+                agent.tick(Instant::now());
+                agent.commit();
+            }
         }
     }
     agent.kill_everything().await;
