@@ -22,7 +22,7 @@ use std::path::PathBuf;
     about = "Bramble: a cluster kernel for Raspberry Pi clusters"
 )]
 struct Cli {
-    /// The master's host:port (default: $BRAMBLE_MASTER).
+    /// The master's host:port (default: $BRAMBLE_MASTER, else found by mDNS).
     #[arg(long, global = true, env = "BRAMBLE_MASTER")]
     master: Option<String>,
     /// Cluster directory with the certificates to use.
@@ -226,16 +226,41 @@ fn self_executor(kind: &str) -> anyhow::Result<CommandInfo> {
     ))
 }
 
-/// The master's address: `--master`/`$BRAMBLE_MASTER`, resolved.
-async fn master_addr(cli_master: Option<&str>) -> anyhow::Result<SocketAddr> {
-    let Some(hostport) = cli_master else {
-        bail!("no master given: pass --master HOST:PORT or set BRAMBLE_MASTER");
-    };
-    tokio::net::lookup_host(hostport)
-        .await
-        .with_context(|| format!("resolving the master address {hostport}"))?
-        .next()
-        .with_context(|| format!("{hostport} resolves to no address"))
+/// The master's address: `--master`/`$BRAMBLE_MASTER` resolved, or else the master of this
+/// cluster found by mDNS (its advertisement must carry our CA's fingerprint).
+async fn master_addr(
+    cli_master: Option<&str>,
+    cluster: &std::path::Path,
+) -> anyhow::Result<SocketAddr> {
+    if let Some(hostport) = cli_master {
+        return tokio::net::lookup_host(hostport)
+            .await
+            .with_context(|| format!("resolving the master address {hostport}"))?
+            .next()
+            .with_context(|| format!("{hostport} resolves to no address"));
+    }
+    let ca =
+        bramble_proto::identity::load_cert(&cluster.join(bramble_proto::identity::files::CA_CERT))
+            .with_context(|| {
+                format!(
+                    "no --master given, and no cluster CA to look for it by mDNS in {}",
+                    cluster.display()
+                )
+            })?;
+    let cluster_id = bramble_proto::identity::cluster_id(&ca);
+    let found = bramble_proto::discovery::find_master(
+        &cluster_id,
+        &[],
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .context(
+        "no --master given and none found by mDNS (pass --master HOST:PORT or set BRAMBLE_MASTER)",
+    )?;
+    found
+        .first()
+        .copied()
+        .context("mDNS found the master without an address")
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -258,7 +283,7 @@ async fn ctrl_c() {
 
 /// Commands that talk to a running cluster.
 async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
-    let master = master_addr(cli.master.as_deref()).await?;
+    let master = master_addr(cli.master.as_deref(), &cli.cluster).await?;
     let cluster = cli.cluster.as_path();
     match cli.command {
         Command::Status { json }

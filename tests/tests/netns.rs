@@ -235,3 +235,77 @@ async fn a_master_stopped_cleanly_withdraws_its_advertisement() {
     let log = hc.master.as_ref().expect("master").log_text();
     assert!(log.contains("mDNS advertisement withdrawn"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pi_job_across_three_hosts_matches_the_in_process_run_bit_for_bit() {
+    use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
+    use bramble_proto::task::CommandInfo;
+    use bramble_sdk::{framework_info, SchedulerConfig};
+    if netns::skip("a_pi_job_across_three_hosts_matches_the_in_process_run_bit_for_bit") {
+        return;
+    }
+    init_logs();
+    const TERMS: u64 = 1_500_000_000;
+    const TASKS: u64 = 12;
+    let executor = CommandInfo::program(
+        bramble_tests::processes::bin_dir()
+            .join("bramble")
+            .display()
+            .to_string(),
+        vec!["executor".into(), "pi".into()],
+    );
+    let run = |master, cluster: &TestCluster| {
+        let config = SchedulerConfig::new(
+            master,
+            cluster.credentials(Role::Framework),
+            framework_info("pi"),
+        );
+        let job = PiJob::new(TERMS, TASKS, executor.clone());
+        let (tx, _rx) = tokio::sync::watch::channel(initial_progress(&job));
+        run_pi(config, job, tx)
+    };
+
+    // Across the namespaced hosts, found by mDNS.
+    let mut hc = HostCluster::new(3).await;
+    hc.start_agents();
+    let (addr, agents) = hc.ready().await;
+    assert_eq!(agents, 3);
+    let across = tokio::time::timeout(Duration::from_secs(120), run(addr, &hc.cluster))
+        .await
+        .expect("pi across hosts finishes")
+        .expect("pi across hosts succeeds");
+    assert_eq!(across.agents_used, 3, "{across:?}");
+
+    // The same job in one process on loopback.
+    let local = TestCluster::new();
+    let master =
+        bramble_tests::start_master(&local, &bramble_tests::fast_master_config(&local)).await;
+    let agent = bramble_tests::start_agent(
+        &local,
+        bramble_tests::agent_options(
+            &local,
+            "solo",
+            master.addr,
+            bramble_proto::Resources::new(2.0, 512),
+        ),
+    )
+    .await;
+    bramble_tests::wait_for_agents(&master, 1).await;
+    let alone = tokio::time::timeout(Duration::from_secs(120), run(master.addr, &local))
+        .await
+        .expect("in-process pi finishes")
+        .expect("in-process pi succeeds");
+    agent.shutdown().await;
+    master.shutdown().await;
+    assert_eq!(
+        across.pi.to_bits(),
+        alone.pi.to_bits(),
+        "{} vs {}",
+        across.pi,
+        alone.pi
+    );
+    eprintln!(
+        "pi across 3 hosts = {} (bit-identical to the in-process run)",
+        across.pi
+    );
+}
