@@ -270,8 +270,8 @@ mod tests {
     fn correct_digits_truncate_rather_than_round() {
         // 3.141595 is stored as 3.14159500000000014…: five digits agree, then 5 vs 2.
         assert_eq!(correct_digits(3.141595), 5);
-        // 3.1416 rounds pi well but is stored as 3.14159999…: truncated, four digits agree.
-        assert_eq!(correct_digits(3.1416), 4);
+        // 3.1416 is stored as 3.14159999…: truncated, five digits agree.
+        assert_eq!(correct_digits(3.1416), 5);
         assert_eq!(correct_digits(3.14158), 4);
         assert_eq!(correct_digits(std::f64::consts::PI), 15);
         assert_eq!(correct_digits(2.9), 0);
