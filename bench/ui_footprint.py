@@ -141,7 +141,7 @@ def main():
                 print(f"{mode}: {results[mode][-1]}", file=sys.stderr)
 
     def med(mode, key):
-        return statistics.median(r[key] for r in results[mode])
+        return round(statistics.median(r[key] for r in results[mode]), 3)
 
     rss_delta = med("with", "rss_max_kib") - med("without", "rss_max_kib")
     cpu_delta = med("with", "master_cpu_pct_of_core") - med("without", "master_cpu_pct_of_core")

@@ -292,6 +292,16 @@ impl Agent {
         self.uncommitted.push((status, None));
     }
 
+    /// Whether an update of this task is still unacknowledged, counting the ones reported in
+    /// this burst and not yet committed.
+    fn awaiting_ack(&self, fw: &FrameworkId, task_id: &TaskId) -> bool {
+        self.updates.has_pending(fw, task_id)
+            || self
+                .uncommitted
+                .iter()
+                .any(|(u, _)| &u.framework_id == fw && &u.task_id == task_id)
+    }
+
     /// Group commit: makes every update reported since the last commit durable in one batch,
     /// then acknowledges executors' updates and sends what is due. Called after each burst of
     /// inputs; nothing reported is sent or acknowledged before this returns.
@@ -473,7 +483,11 @@ impl Agent {
                 continue;
             }
             let acked_terminal = run.tasks.get(task_id).is_some_and(|t| t.terminal)
-                && !self.updates.has_pending(fw, task_id);
+                && !self.updates.has_pending(fw, task_id)
+                && !self
+                    .uncommitted
+                    .iter()
+                    .any(|(u, _)| &u.framework_id == fw && &u.task_id == task_id);
             if acked_terminal {
                 run.tasks.remove(task_id);
                 self.finished_sandboxes
@@ -491,6 +505,13 @@ impl Agent {
 
     fn remove_run(&mut self, key: &ContainerKey) {
         if let Some(run) = self.runs.remove(key) {
+            // However the run ends, its tasks' sandboxes stay readable for operators.
+            for task_id in run.tasks.keys() {
+                self.finished_sandboxes.insert(
+                    (run.framework_id.clone(), task_id.clone()),
+                    run.sandbox.clone(),
+                );
+            }
             let id = (run.framework_id, run.executor_id);
             if self.active.get(&id) == Some(key) {
                 self.active.remove(&id);
@@ -925,7 +946,7 @@ impl Agent {
             r.tasks.values().all(|t| t.terminal)
                 && r.tasks
                     .iter()
-                    .all(|(tid, _)| !self.updates.has_pending(&r.framework_id, tid))
+                    .all(|(tid, _)| !self.awaiting_ack(&r.framework_id, tid))
         });
         if finished {
             self.remove_run(key);

@@ -31,8 +31,10 @@ const browser = await chromium.launch({
 });
 const problems = [];
 let failed = false;
+const t0 = Date.now();
 function check(ok, what) {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  const at = ((Date.now() - t0) / 1000).toFixed(1);
+  console.log(`${ok ? "ok  " : "FAIL"} ${what} [${at} s]`);
   if (!ok) failed = true;
 }
 

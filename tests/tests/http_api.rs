@@ -592,8 +592,11 @@ async fn web_ui_in_headless_chromium_shows_agents_task_output_and_pi_progress() 
         "echo 'hello from a Raspberry Pi'; echo 'a line on stderr' >&2",
     )
     .await;
+    // Leave the agents' resources to the pi job.
+    fw.driver.suppress_offers().expect("suppress offers");
 
-    // A pi job slow enough for the page to watch its progress move.
+    // A pi job far too long to finish while the page watches its progress move; it is
+    // stopped (and its executors killed with the agents) once the page has been checked.
     let executor = CommandInfo::program(
         bramble_tests::processes::bin_dir()
             .join("bramble")
@@ -601,7 +604,7 @@ async fn web_ui_in_headless_chromium_shows_agents_task_output_and_pi_progress() 
             .to_string(),
         vec!["executor".into(), "pi".into()],
     );
-    let job = PiJob::new(8_000_000_000, 64, executor);
+    let job = PiJob::new(200_000_000_000, 400, executor);
     let config = SchedulerConfig::new(
         c.master.addr,
         c.cluster.credentials(Role::Framework),
