@@ -72,6 +72,28 @@ async fn the_panel_shows_the_live_cluster_and_operators_can_fetch_it() {
         "the served picture is the composed frame"
     );
 
+    // The web UI's mirror of the panel serves the same picture over HTTP.
+    let http = master.http_addr.expect("the test master serves HTTP");
+    let mut stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /api/v1/panel.png HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("response");
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers")
+        + 4;
+    let head = String::from_utf8_lossy(&response[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: image/png"), "{head}");
+    let served =
+        from_png(&response[head_end..], bramble_master::display::PNG_SCALE).expect("PNG body");
+    assert_eq!(served.diff_count(&expected), 0);
+
     display.stop().await;
     for a in agents {
         a.shutdown().await;

@@ -23,6 +23,8 @@ fn master_args(cluster: &TestCluster, port: u16) -> Vec<String> {
         cluster.cluster_dir().display().to_string(),
         "--listen".into(),
         addr(port).to_string(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
         "--state-dir".into(),
         cluster.path("master-state").display().to_string(),
     ]

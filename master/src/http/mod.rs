@@ -173,6 +173,7 @@ fn router(state: AppState) -> Router {
             get(api::follow_file),
         )
         .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/panel.png", get(api::panel))
         .route("/health", get(api::health))
         .route("/version", get(api::version));
     if state.auth_enabled() {
