@@ -204,3 +204,57 @@ pub async fn operator_state(
         other => anyhow::bail!("unexpected operator reply {other:?}"),
     }
 }
+
+/// A master and named agents in this process on loopback, every agent registered: the
+/// starting point of most cluster tests.
+pub struct InProcessCluster {
+    pub cluster: TestCluster,
+    pub master: MasterHandle,
+    pub agents: Vec<AgentHandle>,
+}
+
+impl InProcessCluster {
+    /// Starts a master (fast test timeouts, then `tweak`) and one agent per name, each offering
+    /// `resources`, with cgroups when asked.
+    pub async fn start(
+        tweak: impl FnOnce(&mut MasterConfig),
+        names: &[&str],
+        resources: Resources,
+        cgroups: bool,
+    ) -> Self {
+        init_logs();
+        let cluster = TestCluster::new();
+        let mut cfg = fast_master_config(&cluster);
+        tweak(&mut cfg);
+        let master = start_master(&cluster, &cfg).await;
+        let mut agents = Vec::new();
+        for name in names {
+            let mut opts = agent_options(&cluster, name, master.addr, resources.clone());
+            opts.cgroups = cgroups;
+            agents.push(start_agent(&cluster, opts).await);
+        }
+        wait_for_agents(&master, names.len()).await;
+        Self {
+            cluster,
+            master,
+            agents,
+        }
+    }
+
+    pub async fn framework(&self, name: &str) -> framework::TestFramework {
+        framework::TestFramework::start(
+            self.master.addr,
+            self.cluster.credentials(Role::Framework),
+            name,
+        )
+        .await
+    }
+
+    /// Stops the agents (killing their containers), then the master.
+    pub async fn shutdown(self) {
+        for a in self.agents {
+            a.shutdown().await;
+        }
+        self.master.shutdown().await;
+    }
+}

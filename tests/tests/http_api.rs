@@ -158,49 +158,35 @@ impl EventStream {
 // ---------------------------------------------------------------------------------------------
 // The cluster
 
+/// An in-process cluster whose master also serves HTTP.
 struct Cluster {
-    cluster: TestCluster,
-    master: bramble_master::server::MasterHandle,
-    agents: Vec<bramble_agent::AgentHandle>,
+    inner: InProcessCluster,
     http: SocketAddr,
 }
 
-async fn cluster(names: &[&str], cpus: f64, token: Option<&str>) -> Cluster {
-    init_logs();
-    let cluster = TestCluster::new();
-    let mut cfg = fast_master_config(&cluster);
-    cfg.http_token = token.map(str::to_string);
-    let master = start_master(&cluster, &cfg).await;
-    let http = master.http_addr.expect("the master serves HTTP");
-    let mut agents = Vec::new();
-    for name in names {
-        let opts = agent_options(&cluster, name, master.addr, Resources::new(cpus, 512));
-        agents.push(start_agent(&cluster, opts).await);
-    }
-    wait_for_agents(&master, names.len()).await;
-    Cluster {
-        cluster,
-        master,
-        agents,
-        http,
+impl std::ops::Deref for Cluster {
+    type Target = InProcessCluster;
+    fn deref(&self) -> &InProcessCluster {
+        &self.inner
     }
 }
 
-impl Cluster {
-    async fn framework(&self, name: &str) -> TestFramework {
-        TestFramework::start(
-            self.master.addr,
-            self.cluster.credentials(Role::Framework),
-            name,
-        )
-        .await
-    }
+async fn cluster(names: &[&str], cpus: f64, token: Option<&str>) -> Cluster {
+    let token = token.map(str::to_string);
+    let inner = InProcessCluster::start(
+        |cfg| cfg.http_token = token,
+        names,
+        Resources::new(cpus, 512),
+        false,
+    )
+    .await;
+    let http = inner.master.http_addr.expect("the master serves HTTP");
+    Cluster { inner, http }
+}
 
+impl Cluster {
     async fn shutdown(self) {
-        for a in self.agents {
-            a.shutdown().await;
-        }
-        self.master.shutdown().await;
+        self.inner.shutdown().await;
     }
 }
 
@@ -519,7 +505,7 @@ async fn event_stream_carries_task_states_and_shutdown_ends_it_promptly() {
     // Shutdown with both streams open: the master stops well within the HTTP grace period,
     // because the streams end on the signal.
     fw.stop(false).await;
-    let Cluster { master, agents, .. } = c;
+    let InProcessCluster { master, agents, .. } = c.inner;
     for a in agents {
         a.shutdown().await;
     }

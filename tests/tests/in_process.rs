@@ -2,53 +2,18 @@
 //! with mutual TLS. Command tasks finish, fail with their exit code, get killed; impossible
 //! tasks are refused with a reason; resources limits hold when cgroups are usable.
 
-use bramble_proto::identity::Role;
 use bramble_proto::messages::Filters;
 use bramble_proto::{OfferId, PortRange, Resources, TaskReason, TaskState};
-use bramble_tests::framework::{shell_task, TestFramework};
+use bramble_tests::framework::shell_task;
 use bramble_tests::*;
 use std::time::Duration;
 
-struct Cluster {
-    cluster: TestCluster,
-    master: bramble_master::server::MasterHandle,
-    agents: Vec<bramble_agent::AgentHandle>,
-}
-
-async fn cluster_with_agents(names: &[&str], resources: Resources, cgroups: bool) -> Cluster {
-    init_logs();
-    let cluster = TestCluster::new();
-    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
-    let mut agents = Vec::new();
-    for name in names {
-        let mut opts = agent_options(&cluster, name, master.addr, resources.clone());
-        opts.cgroups = cgroups;
-        agents.push(start_agent(&cluster, opts).await);
-    }
-    wait_for_agents(&master, names.len()).await;
-    Cluster {
-        cluster,
-        master,
-        agents,
-    }
-}
-
-impl Cluster {
-    async fn framework(&self, name: &str) -> TestFramework {
-        TestFramework::start(
-            self.master.addr,
-            self.cluster.credentials(Role::Framework),
-            name,
-        )
-        .await
-    }
-
-    async fn shutdown(self) {
-        for a in self.agents {
-            a.shutdown().await;
-        }
-        self.master.shutdown().await;
-    }
+async fn cluster_with_agents(
+    names: &[&str],
+    resources: Resources,
+    cgroups: bool,
+) -> InProcessCluster {
+    InProcessCluster::start(|_| {}, names, resources, cgroups).await
 }
 
 fn stdout_of(cluster: &TestCluster, agent: &str, fw: &str, task: &str) -> String {
