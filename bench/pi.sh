@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pi benchmarks (issue 3): kernel vs the textbook C loop, and the pi job on a cluster vs the
-# no-scheduler control on the same number of threads. Prints one JSON object.
+# no-scheduler control on the same number of threads (K agents of one CPU each vs K threads). Prints one JSON object.
 # Every target is a ratio against a control measured in the same run.
 #   bench/pi.sh [TERMS_FOR_EFFICIENCY]     (default 2e10 ≈ 10 s on one of this machine's cores)
 set -euo pipefail
@@ -14,9 +14,9 @@ cc -O3 -o "$tmp/leibniz" bench/leibniz.c
 c_ref=$("$tmp/leibniz" 1000000000)
 k1=$($B bench kernel --threads 1 --terms 4e9 --tasks 16)
 k1e=$($B bench kernel --threads 1 --terms "$N" --tasks $T)
-c1=$($B demo --agents 1 --terms "$N" --tasks $T --json)
+c1=$($B demo --agents 1 --cpus-per-agent 1 --terms "$N" --tasks $T --json)
 k2e=$($B bench kernel --threads 2 --terms "$N" --tasks $T)
-c2=$($B demo --agents 2 --terms "$N" --tasks $T --json)
+c2=$($B demo --agents 2 --cpus-per-agent 1 --terms "$N" --tasks $T --json)
 python3 - "$c_ref" "$k1" "$k1e" "$c1" "$k2e" "$c2" <<'PY'
 import json, sys
 c_ref, k1, k1e, c1, k2e, c2 = (json.loads(a) for a in sys.argv[1:])

@@ -23,6 +23,8 @@ pub struct DemoOptions {
     /// How agents start the pi executor (this very binary, normally).
     pub executor: CommandInfo,
     pub quiet: bool,
+    /// CPUs each agent offers; `None` shares the machine's cores out among the agents.
+    pub cpus_per_agent: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -138,7 +140,9 @@ impl Throwaway {
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
-    let cpus = cpus_per_agent(opts.agents);
+    let cpus = opts
+        .cpus_per_agent
+        .unwrap_or_else(|| cpus_per_agent(opts.agents));
     let cluster = Throwaway::start(opts.agents, cpus, 512).await?;
     let startup_s = started.elapsed().as_secs_f64();
 

@@ -55,6 +55,9 @@ enum Command {
         /// Number of tasks (chunks) the series is cut into.
         #[arg(long, default_value = "64", value_parser = parse_count)]
         tasks: u64,
+        /// CPUs each agent offers (default: the machine's cores shared out, at least 1).
+        #[arg(long)]
+        cpus_per_agent: Option<f64>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -518,6 +521,7 @@ fn main() -> anyhow::Result<()> {
             agents,
             terms,
             tasks,
+            cpus_per_agent,
             json,
         } => {
             // The demo's own cluster logs only what is worth seeing; RUST_LOG overrides.
@@ -533,6 +537,7 @@ fn main() -> anyhow::Result<()> {
                 tasks,
                 executor: self_executor("pi")?,
                 quiet: json,
+                cpus_per_agent,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(demo::run(opts))?;
