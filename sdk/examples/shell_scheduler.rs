@@ -1,38 +1,22 @@
-//! Runs a shell command as N tasks on a Bramble cluster, printing every status update.
+//! Runs a shell command as N tasks on a Bramble cluster, printing every status update; exits 0
+//! when all FINISHED. `--executor PATH` runs them on `shell_executor` instead of the agent's
+//! built-in command executor.
 //!
-//! ```text
-//! shell_scheduler --master 192.168.1.10:5051 --cluster /etc/bramble/cluster \
-//!     --command "echo hi from $(hostname)" --tasks 4 [--executor /path/to/shell_executor]
-//! ```
-//!
-//! Each task takes 0.1 CPU and 32 MiB. Without `--executor` the agent's built-in command
-//! executor runs the line; with it, the custom executor in `shell_executor.rs` does. Exits 0
-//! when every task FINISHED.
+//! `shell_scheduler --master 192.168.1.10:5051 --cluster /etc/bramble/cluster --command "echo hi" --tasks 4`
 
-use anyhow::Context;
-use bramble_sdk::{
-    async_trait, framework_info, run_scheduler, CommandInfo, Credentials, ExecutorInfo, Filters,
-    Offer, Resources, Role, Scheduler, SchedulerConfig, SchedulerDriver, TaskInfo, TaskState,
-    TaskStatus,
-};
+use bramble_sdk::*;
 use clap::Parser;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 
 #[derive(Parser)]
 struct Args {
-    /// The master's QUIC address.
     #[arg(long)]
-    master: SocketAddr,
-    /// Cluster directory holding ca.pem and the framework certificate.
+    master: std::net::SocketAddr,
     #[arg(long)]
-    cluster: PathBuf,
-    /// Shell line each task runs.
+    cluster: std::path::PathBuf,
     #[arg(long)]
     command: String,
     #[arg(long, default_value_t = 1)]
     tasks: usize,
-    /// Run tasks with this custom executor program instead of the built-in one.
     #[arg(long)]
     executor: Option<String>,
 }
@@ -41,8 +25,7 @@ struct Shell {
     args: Args,
     executor: Option<ExecutorInfo>,
     launched: usize,
-    finished: usize,
-    failed: usize,
+    ended: Vec<TaskState>,
 }
 
 #[async_trait]
@@ -51,22 +34,22 @@ impl Scheduler for Shell {
         let need = Resources::new(0.1, 32);
         for offer in offers {
             let mut left = offer.resources.clone();
-            // A custom executor not yet running on that agent needs room of its own.
-            if let Some(e) = &self.executor {
-                if !offer.executor_ids.contains(&e.executor_id) {
-                    left = left.checked_sub(&e.resources).unwrap_or_default();
-                }
+            if let Some(e) = self
+                .executor
+                .as_ref()
+                .filter(|e| !offer.executor_ids.contains(&e.executor_id))
+            {
+                left = left.checked_sub(&e.resources).unwrap_or_default(); // room for the executor
             }
             let mut tasks = Vec::new();
-            while let Some(rest) = left.checked_sub(&need) {
-                if self.launched == self.args.tasks {
-                    break;
-                }
+            while let (true, Some(rest)) =
+                (self.launched < self.args.tasks, left.checked_sub(&need))
+            {
                 left = rest;
                 self.launched += 1;
                 tasks.push(TaskInfo {
                     task_id: format!("shell-{}", self.launched).into(),
-                    name: format!("shell {}", self.launched),
+                    name: self.args.command.clone(),
                     agent_id: offer.agent_id.clone(),
                     resources: need.clone(),
                     command: self
@@ -77,31 +60,16 @@ impl Scheduler for Shell {
                     data: self.args.command.clone().into_bytes(),
                 });
             }
-            let answer = if tasks.is_empty() {
-                driver.decline_offer(
-                    offer.id,
-                    Filters {
-                        refuse_seconds: 30.0,
-                    },
-                )
-            } else {
-                println!("launching {} task(s) on {}", tasks.len(), offer.hostname);
-                driver.launch_tasks(vec![offer.id], tasks, Filters::default())
-            };
-            if let Err(e) = answer {
-                eprintln!("answering an offer: {e}");
-            }
+            let _ = driver.launch_tasks(vec![offer.id], tasks, Filters::default());
+            // none = decline
         }
     }
 
     async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
         println!("{} {} {}", status.task_id, status.state, status.message);
         if status.state.is_terminal() {
-            match status.state {
-                TaskState::Finished => self.finished += 1,
-                _ => self.failed += 1,
-            }
-            if self.finished + self.failed == self.args.tasks {
+            self.ended.push(status.state);
+            if self.ended.len() == self.args.tasks {
                 driver.stop(false);
             }
         }
@@ -110,14 +78,8 @@ impl Scheduler for Shell {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bramble_sdk::proto::logging::init(None);
     let args = Args::parse();
-    let creds = Credentials::load(&args.cluster, Role::Framework).with_context(|| {
-        format!(
-            "loading the framework certificate from {}",
-            args.cluster.display()
-        )
-    })?;
+    let creds = Credentials::load(&args.cluster, Role::Framework)?;
     let config = SchedulerConfig::new(args.master, creds, framework_info("shell"));
     let executor = args.executor.as_ref().map(|path| ExecutorInfo {
         executor_id: "shell-executor".into(),
@@ -125,14 +87,16 @@ async fn main() -> anyhow::Result<()> {
         command: CommandInfo::program(path.clone(), vec![]),
         resources: Resources::new(0.1, 32),
     });
-    let shell = Shell {
-        args,
-        executor,
-        launched: 0,
-        finished: 0,
-        failed: 0,
-    };
-    let done = run_scheduler(config, shell).await?;
-    println!("{} finished, {} did not", done.finished, done.failed);
-    std::process::exit(if done.failed == 0 { 0 } else { 1 });
+    let shell = run_scheduler(
+        config,
+        Shell {
+            args,
+            executor,
+            launched: 0,
+            ended: Vec::new(),
+        },
+    )
+    .await?;
+    let ok = shell.ended.iter().all(|s| *s == TaskState::Finished);
+    std::process::exit(if ok { 0 } else { 1 });
 }
