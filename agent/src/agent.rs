@@ -1116,29 +1116,29 @@ impl Agent {
         }
     }
 
-    /// Answers an operator's sandbox read off the state task: file I/O runs on the blocking
-    /// pool and the answer goes straight to the master link.
+    /// Answers an operator's sandbox read, like every sandbox request (see
+    /// [`Agent::answer_from_sandbox`]).
     fn read_sandbox(&mut self, request: u64, read: SandboxRead) {
-        let found = self.sandbox_of(&read.framework_id, &read.task_id);
-        let Some(master) = self.master.clone() else {
-            return;
-        };
-        tokio::spawn(async move {
-            let result = match found {
-                None => Err(format!(
-                    "no sandbox for task {} of framework {} on this agent",
-                    read.task_id, read.framework_id
-                )),
-                Some((sandbox, ended)) => tokio::task::spawn_blocking(move || {
-                    crate::sandbox::read(&sandbox, &read.path, read.offset, read.max_bytes, ended)
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("sandbox read failed: {e}"))),
-            };
-            let _ = master
-                .send(AgentToMaster::SandboxData { request, result })
-                .await;
-        });
+        let (fw, task) = (read.framework_id.clone(), read.task_id.clone());
+        self.answer_from_sandbox(
+            &fw,
+            &task,
+            move |sandbox, ended| {
+                crate::sandbox::read(sandbox, &read.path, read.offset, read.max_bytes, ended)
+            },
+            move |result| AgentToMaster::SandboxData { request, result },
+        );
+    }
+
+    /// Answers an operator's sandbox listing.
+    fn list_sandbox(&mut self, request: u64, list: SandboxList) {
+        let (fw, task) = (list.framework_id.clone(), list.task_id.clone());
+        self.answer_from_sandbox(
+            &fw,
+            &task,
+            move |sandbox, ended| crate::sandbox::list(sandbox, &list.path, ended),
+            move |result| AgentToMaster::SandboxListing { request, result },
+        );
     }
 }
 
@@ -1159,27 +1159,30 @@ impl Agent {
         })
     }
 
-    /// Answers an operator's sandbox listing, like [`Agent::read_sandbox`].
-    fn list_sandbox(&mut self, request: u64, list: SandboxList) {
-        let found = self.sandbox_of(&list.framework_id, &list.task_id);
+    /// Runs `work` on a task's sandbox off the state task (file I/O on the blocking pool) and
+    /// sends its answer, wrapped by `reply`, straight to the master link.
+    fn answer_from_sandbox<T: Send + 'static>(
+        &self,
+        fw: &FrameworkId,
+        task: &TaskId,
+        work: impl FnOnce(&std::path::Path, bool) -> Result<T, String> + Send + 'static,
+        reply: impl FnOnce(Result<T, String>) -> AgentToMaster + Send + 'static,
+    ) {
+        let found = self.sandbox_of(fw, task);
         let Some(master) = self.master.clone() else {
             return;
         };
+        let missing = format!("no sandbox for task {task} of framework {fw} on this agent");
         tokio::spawn(async move {
             let result = match found {
-                None => Err(format!(
-                    "no sandbox for task {} of framework {} on this agent",
-                    list.task_id, list.framework_id
-                )),
-                Some((sandbox, ended)) => tokio::task::spawn_blocking(move || {
-                    crate::sandbox::list(&sandbox, &list.path, ended)
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("sandbox listing failed: {e}"))),
+                None => Err(missing),
+                Some((sandbox, ended)) => {
+                    tokio::task::spawn_blocking(move || work(&sandbox, ended))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("sandbox access failed: {e}")))
+                }
             };
-            let _ = master
-                .send(AgentToMaster::SandboxListing { request, result })
-                .await;
+            let _ = master.send(reply(result)).await;
         });
     }
 }
