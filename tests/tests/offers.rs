@@ -12,21 +12,8 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn declined_offers_stay_away_until_revive_and_suppress_rescinds() {
-    init_logs();
-    let cluster = TestCluster::new();
-    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
-    let agent = start_agent(
-        &cluster,
-        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
-    )
-    .await;
-    wait_for_agents(&master, 1).await;
-    let mut fw = TestFramework::start(
-        master.addr,
-        cluster.credentials(Role::Framework),
-        "decliner",
-    )
-    .await;
+    let c = InProcessCluster::start(|_| {}, &["pi-a"], Resources::new(1.0, 256), false).await;
+    let mut fw = c.framework("decliner").await;
 
     let offer = fw.offer_from("pi-a").await;
     fw.driver
@@ -43,7 +30,7 @@ async fn declined_offers_stay_away_until_revive_and_suppress_rescinds() {
         "declined resources back in the pool",
         Duration::from_secs(5),
         || async {
-            let s = master.state().await.ok()?;
+            let s = c.master.state().await.ok()?;
             (s.frameworks.first()?.allocated.cpus_milli == 0).then_some(())
         },
     )
@@ -64,24 +51,19 @@ async fn declined_offers_stay_away_until_revive_and_suppress_rescinds() {
     fw.driver.revive_offers().expect("revive");
     fw.offer_from("pi-a").await;
     fw.stop(false).await;
-    agent.shutdown().await;
-    master.shutdown().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_unanswered_offer_is_rescinded_after_the_offer_timeout() {
-    init_logs();
-    let cluster = TestCluster::new();
-    let mut cfg = fast_master_config(&cluster);
-    cfg.offer_timeout_secs = 0.5;
-    let master = start_master(&cluster, &cfg).await;
-    let agent = start_agent(
-        &cluster,
-        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
+    let c = InProcessCluster::start(
+        |cfg| cfg.offer_timeout_secs = 0.5,
+        &["pi-a"],
+        Resources::new(1.0, 256),
+        false,
     )
     .await;
-    let mut fw =
-        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "sleepy").await;
+    let mut fw = c.framework("sleepy").await;
     let offer = fw.offer_from("pi-a").await;
     fw.until("the offer rescinded", |f| {
         f.other
@@ -96,36 +78,21 @@ async fn an_unanswered_offer_is_rescinded_after_the_offer_timeout() {
     assert_eq!(late.state, TaskState::Error);
     assert!(late.message.contains("no longer valid"), "{}", late.message);
     fw.stop(false).await;
-    agent.shutdown().await;
-    master.shutdown().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
 async fn two_frameworks_share_agents_by_dominant_share() {
-    init_logs();
-    let cluster = TestCluster::new();
-    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
-    let mut agents = Vec::new();
-    for name in ["pi-a", "pi-b"] {
-        agents.push(
-            start_agent(
-                &cluster,
-                agent_options(&cluster, name, master.addr, Resources::new(1.0, 256)),
-            )
-            .await,
-        );
-    }
-    wait_for_agents(&master, 2).await;
-    let mut first =
-        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "first").await;
+    let c =
+        InProcessCluster::start(|_| {}, &["pi-a", "pi-b"], Resources::new(1.0, 256), false).await;
+    let mut first = c.framework("first").await;
     // The first framework holds both agents' offers; a second framework arrives.
     first
         .until("offers from both agents", |f| {
             (f.offers.len() == 2).then_some(())
         })
         .await;
-    let mut second =
-        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "second").await;
+    let mut second = c.framework("second").await;
     // The first declines everything without a filter: DRF now hands the freed agent(s) to
     // the second framework, whose share (0) is the lowest.
     for o in first.offers.drain(..).collect::<Vec<_>>() {
@@ -146,26 +113,15 @@ async fn two_frameworks_share_agents_by_dominant_share() {
         .await;
     first.stop(false).await;
     second.stop(false).await;
-    for a in agents {
-        a.shutdown().await;
-    }
-    master.shutdown().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_unacknowledged_update_is_resent_until_acknowledged() {
-    init_logs();
-    let cluster = TestCluster::new();
-    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
-    let agent = start_agent(
-        &cluster,
-        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
-    )
-    .await;
-    wait_for_agents(&master, 1).await;
+    let c = InProcessCluster::start(|_| {}, &["pi-a"], Resources::new(1.0, 256), false).await;
     let mut config = SchedulerConfig::new(
-        master.addr,
-        cluster.credentials(Role::Framework),
+        c.master.addr,
+        c.cluster.credentials(Role::Framework),
         framework_info("forgetful"),
     );
     config.implicit_acknowledgements = false;
@@ -186,7 +142,7 @@ async fn an_unacknowledged_update_is_resent_until_acknowledged() {
             .any(|u| u.task_id.as_str() == "once" && u.state.is_terminal()),
         "FINISHED waits behind the unacknowledged RUNNING"
     );
-    assert_eq!(agent.view().await.expect("view").pending_updates, 2);
+    assert_eq!(c.agents[0].view().await.expect("view").pending_updates, 2);
     fw.driver.acknowledge(&running).expect("ack running");
     let finished = fw.terminal("once").await;
     assert_eq!(finished.state, TaskState::Finished);
@@ -194,15 +150,14 @@ async fn an_unacknowledged_update_is_resent_until_acknowledged() {
     eventually(
         "the agent forgets the acknowledged updates",
         Duration::from_secs(10),
-        || async { (agent.view().await?.pending_updates == 0).then_some(()) },
+        || async { (c.agents[0].view().await?.pending_updates == 0).then_some(()) },
     )
     .await;
-    let state = master.state().await.expect("state");
+    let state = c.master.state().await.expect("state");
     assert!(
         state.tasks.is_empty(),
         "the master forgets an acknowledged terminal task"
     );
     fw.stop(false).await;
-    agent.shutdown().await;
-    master.shutdown().await;
+    c.shutdown().await;
 }
