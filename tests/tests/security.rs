@@ -191,19 +191,10 @@ async fn an_oversized_frame_closes_only_that_connection() {
 #[tokio::test]
 async fn a_framework_cannot_kill_another_frameworks_task() {
     use bramble_proto::{Resources, TaskReason, TaskState};
-    use bramble_tests::framework::{shell_task, TestFramework};
-    init_logs();
-    let cluster = TestCluster::new();
-    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
-    let agent = start_agent(
-        &cluster,
-        agent_options(&cluster, "pi-a", master.addr, Resources::new(1.0, 256)),
-    )
-    .await;
-    wait_for_agents(&master, 1).await;
+    use bramble_tests::framework::shell_task;
+    let c = InProcessCluster::start(|_| {}, &["pi-a"], Resources::new(1.0, 256), false).await;
 
-    let mut owner =
-        TestFramework::start(master.addr, cluster.credentials(Role::Framework), "owner").await;
+    let mut owner = c.framework("owner").await;
     let offer = owner.offer_from("pi-a").await;
     owner.launch(
         &offer,
@@ -211,12 +202,7 @@ async fn a_framework_cannot_kill_another_frameworks_task() {
     );
     owner.state("precious", TaskState::Running).await;
 
-    let mut intruder = TestFramework::start(
-        master.addr,
-        cluster.credentials(Role::Framework),
-        "intruder",
-    )
-    .await;
+    let mut intruder = c.framework("intruder").await;
     intruder
         .driver
         .kill_task("precious".into())
@@ -230,7 +216,7 @@ async fn a_framework_cannot_kill_another_frameworks_task() {
     assert_eq!(answer.reason, Some(TaskReason::Reconciliation));
 
     // The owner's task still runs, as the master sees it.
-    let state = master.state().await.expect("state");
+    let state = c.master.state().await.expect("state");
     let task = state
         .tasks
         .iter()
@@ -247,6 +233,5 @@ async fn a_framework_cannot_kill_another_frameworks_task() {
     assert_eq!(owner.terminal("precious").await.state, TaskState::Killed);
     intruder.stop(false).await;
     owner.stop(false).await;
-    agent.shutdown().await;
-    master.shutdown().await;
+    c.shutdown().await;
 }
