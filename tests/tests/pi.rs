@@ -20,32 +20,20 @@ fn executor() -> CommandInfo {
     )
 }
 
-struct PiCluster {
-    cluster: TestCluster,
-    master: bramble_master::server::MasterHandle,
-    agents: Vec<bramble_agent::AgentHandle>,
+/// The pi job's cluster: the shared fixture plus the job to run on it.
+struct PiCluster(InProcessCluster);
+
+impl std::ops::Deref for PiCluster {
+    type Target = InProcessCluster;
+    fn deref(&self) -> &InProcessCluster {
+        &self.0
+    }
 }
 
 async fn pi_cluster(agents: usize, cpus: f64) -> PiCluster {
-    init_logs();
-    let cluster = TestCluster::new();
-    let master = start_master(&cluster, &fast_master_config(&cluster)).await;
-    let mut handles = Vec::new();
-    for i in 0..agents {
-        let opts = agent_options(
-            &cluster,
-            &format!("pi-{i}"),
-            master.addr,
-            Resources::new(cpus, 512),
-        );
-        handles.push(start_agent(&cluster, opts).await);
-    }
-    wait_for_agents(&master, agents).await;
-    PiCluster {
-        cluster,
-        master,
-        agents: handles,
-    }
+    let names: Vec<String> = (0..agents).map(|i| format!("pi-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    PiCluster(InProcessCluster::start(|_| {}, &names, Resources::new(cpus, 512), false).await)
 }
 
 impl PiCluster {
@@ -68,10 +56,7 @@ impl PiCluster {
     }
 
     async fn shutdown(self) {
-        for a in self.agents {
-            a.shutdown().await;
-        }
-        self.master.shutdown().await;
+        self.0.shutdown().await;
     }
 }
 
