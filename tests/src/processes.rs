@@ -54,6 +54,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, binary: &str, args: &[String], log_dir: &Path) -> Proc {
+        Self::spawn_with_stdout(name, binary, args, log_dir, Stdio::null())
+    }
+
+    /// Like [`Proc::spawn`], with stdout kept in `<name>.out` (see [`Proc::stdout_path`]).
+    pub fn spawn_capturing(name: &str, binary: &str, args: &[String], log_dir: &Path) -> Proc {
+        let out = File::create(log_dir.join(format!("{name}.out"))).expect("stdout file");
+        Self::spawn_with_stdout(name, binary, args, log_dir, Stdio::from(out))
+    }
+
+    fn spawn_with_stdout(
+        name: &str,
+        binary: &str,
+        args: &[String],
+        log_dir: &Path,
+        stdout: Stdio,
+    ) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let stderr = File::create(&log).expect("log file");
         let child = Command::new(bin_dir().join(binary))
@@ -61,7 +77,7 @@ impl Proc {
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
@@ -80,6 +96,11 @@ impl Proc {
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Where [`Proc::spawn_capturing`] keeps stdout.
+    pub fn stdout_path(&self) -> PathBuf {
+        self.log.with_extension("out")
     }
 
     pub fn log_text(&self) -> String {
