@@ -145,7 +145,7 @@ impl Cluster {
             &config,
             format!(
                 "heartbeat_interval_ms = 200\nkill_grace_secs = 1\n\n\
-                 [gc]\nmax_age_secs = {SANDBOX_MAX_AGE_SECS}\nsweep_interval_ms = 500\n"
+                 [gc]\nmax_age_secs = {SANDBOX_MAX_AGE_SECS}\ninterval_secs = 1\n"
             ),
         )
         .expect("agent config");
