@@ -691,6 +691,11 @@ impl Master {
                 }
             }
         }
+        if failover {
+            // Offers made to the previous connection are unknown to the new scheduler: take
+            // them back now instead of leaving the resources out until the offer timeout.
+            self.rescind_framework_offers(&id);
+        }
         let mut info = info;
         info.framework_id = Some(id.clone());
         let entry = self
