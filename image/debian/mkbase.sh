@@ -80,7 +80,7 @@ packages=(
   # boot: Debian's arm64 kernel runs on Pi 3/4/400/Zero 2 W and on QEMU's virt machine;
   # raspi-firmware puts the Pi's boot firmware, DTBs, config.txt and cmdline.txt in /boot/firmware.
   linux-image-arm64 raspi-firmware initramfs-tools zstd
-  systemd systemd-sysv systemd-timesyncd udev kmod dbus
+  systemd systemd-sysv systemd-timesyncd systemd-resolved libnss-myhostname udev kmod dbus
   # the network: systemd-networkd (configured in hooks.sh), ssh, mDNS for the agents
   iproute2 openssh-server avahi-daemon libnss-mdns
   ca-certificates e2fsprogs i2c-tools

@@ -98,7 +98,8 @@ RUST_LOG=info "${qemu[@]}" "$bin/bramble-master" --config "$work/master.toml" \
   --state-dir "$work/master-state" </dev/null >/dev/null 2>"$work/master.log" &
 pids+=($!)
 master_port() { grep -o 'bramble-master ready.*listen=127\.0\.0\.1:[0-9]*' "$work/master.log" | grep -o '[0-9]*$' | head -1; }
-poll 60 "master ready" test -n "$(master_port)"
+master_ready() { [ -n "$(master_port)" ]; }
+poll 60 "master ready" master_ready
 port=$(master_port)
 master=127.0.0.1:$port
 log "master ready on $master after $(since "$t_start")s"
