@@ -83,11 +83,12 @@ free_port() { # free_port tcp|udp
 t_all=$(now)
 
 # 1. Binaries: aarch64 release for the image, native for the operator's CLI (and bramble-image).
-log "cargo build --release --target $target --bins"
+log "cargo build --release --target $target (the three services' binaries)"
 t=$(now)
-(cd "$repo" && cargo build --release --locked --target "$target" --bins --quiet)
+(cd "$repo" && cargo build --release --locked --target "$target" -p bramble-master -p bramble-agent -p bramble --quiet)
 cross_build_s=$(since "$t")
-(cd "$repo" && cargo build --locked --bins --quiet)
+# The same command as .ci/run's, so a no-op there.
+(cd "$repo" && cargo build --workspace --bins --locked --quiet)
 native=$repo/target/debug
 aarch64_bins=$repo/target/$target/release
 

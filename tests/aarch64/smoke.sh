@@ -9,7 +9,8 @@
 # the series summed here independently. Prints one JSON line with the timings.
 #
 # BIN_DIR defaults to target/aarch64-unknown-linux-gnu/$BRAMBLE_AARCH64_PROFILE (release).
-# Build first: cargo build --release --locked --target aarch64-unknown-linux-gnu --bins
+# Build first: cargo build --release --locked --target aarch64-unknown-linux-gnu \
+#   -p bramble-master -p bramble-agent -p bramble
 # Needs: qemu-user-static and the cross glibc (libc6-arm64-cross, /usr/aarch64-linux-gnu);
 # not binfmt_misc: every aarch64 program is started through qemu-aarch64-static explicitly.
 # Every wait polls with a deadline; every process started here is stopped on exit.
@@ -72,7 +73,7 @@ t_start=$(now)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
 for b in bramble-master bramble-agent bramble; do
   exe=$bin/$b
-  [ -x "$exe" ] || fail "$exe missing: cargo build --$profile --target aarch64-unknown-linux-gnu --bins"
+  [ -x "$exe" ] || fail "$exe missing: cargo build --$profile --target aarch64-unknown-linux-gnu -p bramble-master -p bramble-agent -p bramble"
   machine=$(od -An -tx1 -j18 -N2 "$exe" | tr -d ' \n')
   [ "$machine" = b700 ] || fail "$exe is not an aarch64 ELF (e_machine bytes $machine)"
   out=$(timeout 60 "${qemu[@]}" "$exe" --version) || fail "$b --version exited non-zero"
