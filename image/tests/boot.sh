@@ -7,17 +7,18 @@
 #     (which calls image/debian/mkbase.sh for the base);
 #  3. take kernel and initrd out of the image's FAT boot partition with mtools (no mounting);
 #  4. boot `qemu-system-aarch64 -M virt -cpu cortex-a72` on the image with -snapshot (the built
-#     image stays clean) and a restricted user network: ssh and the master's QUIC port are
-#     forwarded to loopback, nothing else goes in or out;
+#     image stays clean) and a restricted user network: only ssh is forwarded (to loopback),
+#     nothing else goes in or out;
 #  5. assert over ssh: first boot named the node bramble-XXXX and gave it the master role,
-#     bramble-master and bramble-agent are active; from this machine, as the operator: the
-#     node's agent is registered ("cluster ready") and a pi job runs on the node to the exact
-#     partial sum of the series.
+#     bramble-master and bramble-agent are active; as the operator (CLI on the node, operator
+#     certificate pushed into /run for the test): the node's agent is registered ("cluster
+#     ready") and a pi job runs on the node to the exact partial sum of the series.
 # Prints one JSON line: build and boot timings, power-on to cluster ready, the job's time.
 #
 # Env: BRAMBLE_BOOT_WORK=DIR keeps the image, logs and serial console there (default: a temp
 #      dir, removed); BRAMBLE_BOOT_MANUAL=1 customises the base with dev-customise.sh instead
-#      of bramble-image (development only, for a tree without the image crate);
+#      of bramble-image (development only, for a tree without the image crate), with
+#      BRAMBLE_BOOT_BASE=IMG reusing a base mkbase.sh made earlier;
 #      BRAMBLE_SSH_USER (default root): who the image's --ssh-key logs in as.
 # Needs root (mkbase.sh), qemu-system-arm, qemu-user-static + binfmt_misc, mmdebstrap, mtools,
 # dosfstools, e2fsprogs, fdisk, openssh-client, the aarch64 cross toolchain.
@@ -101,7 +102,11 @@ img=$work/bramble.img
 t=$(now)
 if [ "${BRAMBLE_BOOT_MANUAL:-0}" = 1 ]; then
   log "BRAMBLE_BOOT_MANUAL=1: base + dev-customise.sh (development only, not bramble-image)"
-  "$repo/image/debian/mkbase.sh" "$img"
+  if [ -n "${BRAMBLE_BOOT_BASE:-}" ]; then
+    cp --sparse=always "$BRAMBLE_BOOT_BASE" "$img"   # a base made earlier by mkbase.sh
+  else
+    "$repo/image/debian/mkbase.sh" "$img"
+  fi
   "$repo/image/tests/dev-customise.sh" "$img" "$work/cluster" "$aarch64_bins" "$work/key.pub"
 else
   [ -x "$native/bramble-image" ] || fail "$native/bramble-image not built (is the image crate in the workspace?)"
@@ -123,14 +128,13 @@ log "booting $kernel with $initrd"
 
 # 4. Power on. No KVM for an aarch64 guest on an x86_64 host: TCG, multi-threaded.
 ssh_port=$(free_port tcp)
-quic_port=$(free_port udp)
 : >"$work/serial.log"
 t_power=$(now)
 qemu-system-aarch64 -M virt -cpu cortex-a72 -m 1024 -smp 2 -accel tcg,thread=multi \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
   -append "root=/dev/vda2 rootwait rw console=ttyAMA0 systemd.show_status=1" \
   -drive "file=$img,if=virtio,format=raw" -snapshot \
-  -netdev "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:$ssh_port-:22,hostfwd=udp:127.0.0.1:$quic_port-:5051" \
+  -netdev "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
   -device virtio-net-pci,netdev=n \
   -display none -monitor none -serial "file:$work/serial.log" </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -159,8 +163,14 @@ ssh_node grep -Eq "'^role *= *\"master\"'" /boot/firmware/bramble.toml \
   || fail "bramble.toml on the boot partition does not say role = \"master\""
 log "node $node: role master, bramble-master and bramble-agent active"
 
-# Cluster ready: the node's own agent registered with its master, seen by the operator here.
-cli() { timeout 300 "$native/bramble" --cluster "$work/cluster" --master "127.0.0.1:$quic_port" "$@"; }
+# Cluster ready: the node's own agent registered with its master, seen by the operator. QUIC
+# is UDP, and slirp's restricted mode drops the guest's replies to a forwarded UDP port, so the
+# operator's CLI runs on the node with the operator certificate pushed over ssh into /run
+# (tmpfs: never on the card, gone at power-off) — the image itself never carries it.
+tar -C "$work/cluster" -cf - ca.pem operator.pem operator.key framework.pem framework.key \
+  | ssh_node 'umask 077; mkdir -p /run/bramble-operator && tar -C /run/bramble-operator -xf -' \
+  || fail "pushing the operator certificate to the node"
+cli() { ssh_node timeout 300 /usr/local/bin/bramble --cluster /run/bramble-operator --master 127.0.0.1:5051 "$@"; }
 agent_registered() {
   cli agents --json 2>>"$work/cli.log" | python3 -c '
 import json, sys
@@ -171,12 +181,12 @@ poll 300 "the node's agent registered with its master" agent_registered
 ready_s=$(since "$t_power")
 log "cluster ready (agent on $node registered) ${ready_s}s after power-on"
 
-# The job: scheduled from here, run by the node's agent with the node's aarch64 bramble.
+# The job, run by the node's agent with the node's aarch64 bramble as executor.
 t=$(now)
-cli pi --terms "$terms" --tasks "$tasks" --executor /usr/local/bin/bramble --json \
+cli pi --terms "$terms" --tasks "$tasks" --json \
   >"$work/pi.json" 2>>"$work/cli.log" || fail "bramble pi failed: $(tail -5 "$work/cli.log")"
 job_s=$(since "$t")
-python3 - "$work/pi.json" "$terms" "$tasks" <<'EOF' || fail "pi result wrong: $(cat "$work/pi.json")"
+python3 - "$work/pi.json" "$terms" "$tasks" <<'PY' || fail "pi result wrong: $(cat "$work/pi.json")"
 import json, math, sys
 result = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 terms, tasks = int(sys.argv[2]), int(sys.argv[3])
@@ -184,7 +194,7 @@ terms, tasks = int(sys.argv[2]), int(sys.argv[3])
 expected = 4.0 * math.fsum(2.0 / ((2.0 * k + 2.0) ** 2 - 1.0) for k in range(0, terms, 2))
 assert result["terms"] == terms and result["tasks"] == tasks, result
 assert abs(result["pi"] - expected) <= 1e-12, (result["pi"], expected)
-EOF
+PY
 log "pi over $terms terms on $node: $(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["pi"])' "$work/pi.json") in ${job_s}s"
 
 ok=1
