@@ -249,8 +249,16 @@ pub struct Removal {
     pub path: PathBuf,
     pub age: Duration,
     pub why: Why,
-    /// `Err` with the reason when it could not be removed.
-    pub result: Result<(), String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Removed,
+    /// Nothing was there (a launch that failed before creating it, or removed by hand).
+    AlreadyGone,
+    /// Could not be removed; the reason.
+    Failed(String),
 }
 
 /// One sweep: removes what is past its allowed age, then, while the disk is above the high
@@ -297,13 +305,13 @@ fn remove_one(
     age: Duration,
     why: Why,
 ) -> Removal {
-    let result = match disk.remove(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.to_string()),
+    let outcome = match disk.remove(&path) {
+        Ok(()) => Outcome::Removed,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Outcome::AlreadyGone,
+        Err(e) => Outcome::Failed(e.to_string()),
     };
-    let give_up = match (&result, schedule.entries.get_mut(&path)) {
-        (Err(_), Some(entry)) => {
+    let give_up = match (&outcome, schedule.entries.get_mut(&path)) {
+        (Outcome::Failed(_), Some(entry)) => {
             entry.failures += 1;
             entry.failures >= MAX_ATTEMPTS
         }
@@ -316,7 +324,7 @@ fn remove_one(
         path,
         age,
         why,
-        result,
+        outcome,
     }
 }
 
@@ -527,12 +535,15 @@ async fn run(
 fn log_removals(removals: &[Removal], removed: &Mutex<BoundedMap<PathBuf, String>>) {
     let mut memory = removed.lock().unwrap_or_else(|e| e.into_inner());
     for r in removals {
-        match &r.result {
-            Ok(()) => {
+        match &r.outcome {
+            Outcome::AlreadyGone => {
+                debug!(sandbox = %r.path.display(), "finished sandbox was already gone")
+            }
+            Outcome::Removed => {
                 info!(sandbox = %r.path.display(), age = %age(r.age), "removed finished sandbox: {}", r.why);
                 memory.insert(r.path.clone(), format!("at age {}, {}", age(r.age), r.why));
             }
-            Err(e) => {
+            Outcome::Failed(e) => {
                 warn!(sandbox = %r.path.display(), age = %age(r.age), "could not remove finished sandbox ({}): {e}", r.why)
             }
         }
@@ -683,7 +694,7 @@ mod tests {
         assert_eq!(disk.removed(), ["old", "older", "mid"]);
         assert!(done
             .iter()
-            .all(|r| matches!(r.why, Why::Watermark { .. }) && r.result.is_ok()));
+            .all(|r| matches!(r.why, Why::Watermark { .. }) && r.outcome == Outcome::Removed));
         assert_eq!(s.len(), 1);
         assert!(s.contains(Path::new("new")));
         assert!(done[0]
@@ -721,7 +732,7 @@ mod tests {
         for attempt in 1..=MAX_ATTEMPTS {
             let done = sweep(&mut s, &policy(), now, &disk).unwrap();
             assert_eq!(done.len(), 1);
-            assert!(done[0].result.is_err());
+            assert!(matches!(done[0].outcome, Outcome::Failed(_)));
             assert_eq!(s.contains(Path::new("stuck")), attempt < MAX_ATTEMPTS);
         }
     }
