@@ -12,6 +12,7 @@ use bramble_agent::gc::{DiskUsage, GcPolicy};
 use bramble_agent::AgentHandle;
 use bramble_master::server::MasterHandle;
 use bramble_proto::identity::Role;
+use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_proto::{FrameworkId, Resources, TaskId, TaskReason, TaskState};
 use bramble_tests::framework::{shell_task, TestFramework};
 use bramble_tests::*;
@@ -415,6 +416,46 @@ async fn tasks_run_as_the_task_user_and_cannot_write_the_agents_meta_dir() {
             .uid(),
         task_user.uid.as_raw()
     );
+
+    // A custom executor runs as the user too, and can still reach the agent's socket.
+    let offer = s.fw.offer_from("pi-user").await;
+    s.fw.launch(&offer, vec![custom_task(&offer, "exec-sleep", "sleep")]);
+    let running = s.fw.state("exec-sleep", TaskState::Running).await;
+    let pid = running
+        .message
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("RUNNING names the executor's pid: {running:?}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("executor status");
+    let uids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid line");
+    let expected = task_user.uid.to_string();
+    assert!(
+        uids.split_whitespace().all(|u| u == expected),
+        "executor uids {uids:?}, expected {expected}"
+    );
+    s.fw.driver.kill_task("exec-sleep".into()).expect("kill");
+    assert_eq!(s.fw.terminal("exec-sleep").await.state, TaskState::Killed);
     s.shutdown().await;
     drop(user);
+}
+
+/// A task for the tests' custom executor (`tests/src/bin/test-executor.rs`).
+fn custom_task(offer: &bramble_proto::messages::Offer, id: &str, data: &str) -> TaskInfo {
+    TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        agent_id: offer.agent_id.clone(),
+        resources: Resources::new(0.1, 16),
+        command: None,
+        executor: Some(ExecutorInfo {
+            executor_id: "test-executor".into(),
+            name: "test executor".into(),
+            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
+            resources: Resources::new(0.1, 32),
+        }),
+        data: data.as_bytes().to_vec(),
+    }
 }
