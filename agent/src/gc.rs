@@ -46,6 +46,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const REMEMBERED_REMOVALS: usize = 10_000;
 /// A sandbox that cannot be removed is retried this many sweeps, then given up (and logged).
 const MAX_ATTEMPTS: u32 = 3;
+/// Removals per sweep. A slow SD card takes ~10 ms per sandbox, so a backlog is worked off
+/// in steps of well under a second: removals are logged and remembered as they go, and a
+/// shutdown never waits long for a sweep on the blocking pool.
+const SWEEP_BUDGET: usize = 32;
 
 /// When finished sandboxes are removed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,13 +266,15 @@ pub enum Outcome {
 }
 
 /// One sweep: removes what is past its allowed age, then, while the disk is above the high
-/// watermark, the oldest of the rest, measuring again after each removal. A sandbox that
-/// could not be removed stays scheduled for the next sweep, up to [`MAX_ATTEMPTS`].
+/// watermark, the oldest of the rest, measuring again after each removal; at most `budget`
+/// removals (a caller with more to do sweeps again). A sandbox that could not be removed
+/// stays scheduled for the next sweep, up to [`MAX_ATTEMPTS`].
 pub fn sweep(
     schedule: &mut Schedule,
     policy: &GcPolicy,
     now: Instant,
     disk: &dyn Disk,
+    budget: usize,
 ) -> io::Result<Vec<Removal>> {
     if schedule.is_empty() {
         return Ok(Vec::new());
@@ -277,7 +283,7 @@ pub fn sweep(
     let mut done = Vec::new();
     let expired = schedule.expired(policy, usage, now);
     let allowed = policy.allowed_age(usage);
-    for (path, age) in expired {
+    for (path, age) in expired.into_iter().take(budget) {
         let why = Why::Age { allowed, usage };
         done.push(remove_one(schedule, disk, path, age, why));
     }
@@ -285,7 +291,7 @@ pub fn sweep(
         usage = disk.usage()?.used_fraction();
     }
     for (path, age) in schedule.oldest_first(now) {
-        if usage <= policy.high_watermark {
+        if usage <= policy.high_watermark || done.len() >= budget {
             break;
         }
         let why = Why::Watermark {
@@ -490,29 +496,40 @@ async fn run(
     let mut schedule = Schedule::default();
     let mut tick = tokio::time::interval(policy.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last sweep used its whole budget: sweep again as soon as the queue is drained.
+    let mut more = false;
     loop {
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Cmd::Schedule(path, age)) => {
-                    if !schedule.contains(&path) {
-                        debug!(sandbox = %path.display(), age = %self::age(age), "sandbox scheduled for gc");
-                    }
-                    schedule.insert(path, age, Instant::now());
-                    continue;
-                }
-                Some(Cmd::SweepNow) => {}
-                None => return,
-            },
-            _ = tick.tick() => {}
+        let cmd = if more {
+            match rx.try_recv() {
+                Ok(cmd) => Some(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => return,
+                },
+                _ = tick.tick() => None,
+            }
+        };
+        if let Some(Cmd::Schedule(path, age)) = cmd {
+            if !schedule.contains(&path) {
+                debug!(sandbox = %path.display(), age = %self::age(age), "sandbox scheduled for gc");
+            }
+            schedule.insert(path, age, Instant::now());
+            continue;
         }
         if schedule.is_empty() {
+            more = false;
             continue;
         }
         let disk = WorkDirDisk {
             work_dir: work_dir.clone(),
         };
         let job = tokio::task::spawn_blocking(move || {
-            let result = sweep(&mut schedule, &policy, Instant::now(), &disk);
+            let result = sweep(&mut schedule, &policy, Instant::now(), &disk, SWEEP_BUDGET);
             (schedule, result)
         });
         let result;
@@ -523,8 +540,12 @@ async fn run(
                 (Schedule::default(), Ok(Vec::new()))
             }
         };
+        more = false;
         match result {
-            Ok(removals) => log_removals(&removals, &removed),
+            Ok(removals) => {
+                more = removals.len() >= SWEEP_BUDGET;
+                log_removals(&removals, &removed)
+            }
             Err(e) => {
                 warn!(work_dir = %work_dir.display(), "sandbox gc: measuring the disk: {e}")
             }
@@ -689,7 +710,7 @@ mod tests {
         };
         let mut s = scheduled(now, &[("new", 1), ("old", 4), ("mid", 2), ("older", 3)]);
         let disk = FakeDisk::new(100, 95, &[("new", 3), ("old", 2), ("mid", 5), ("older", 2)]);
-        let done = sweep(&mut s, &p, now, &disk).unwrap();
+        let done = sweep(&mut s, &p, now, &disk, 100).unwrap();
         // 95% → 93 (old) → 91 (older, still above 90) → 86 (mid): under the watermark.
         assert_eq!(disk.removed(), ["old", "older", "mid"]);
         assert!(done
@@ -709,7 +730,7 @@ mod tests {
         let p = policy(); // at 50% use, 40 h allowed
         let mut s = scheduled(now, &[("a", 45), ("b", 10), ("c", 1)]);
         let disk = FakeDisk::new(100, 50, &[("a", 10)]);
-        let done = sweep(&mut s, &p, now, &disk).unwrap();
+        let done = sweep(&mut s, &p, now, &disk, 100).unwrap();
         assert_eq!(disk.removed(), ["a"]);
         assert_eq!(
             done[0].why,
@@ -720,7 +741,18 @@ mod tests {
         );
         assert_eq!(s.len(), 2);
         // Nothing to do below the watermark with young sandboxes.
-        assert!(sweep(&mut s, &p, now, &disk).unwrap().is_empty());
+        assert!(sweep(&mut s, &p, now, &disk, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sweep_stops_at_its_budget_and_the_next_one_goes_on() {
+        let now = Instant::now();
+        let mut s = scheduled(now, &[("a", 200), ("b", 300), ("c", 400)]);
+        let disk = FakeDisk::new(100, 10, &[]);
+        assert_eq!(sweep(&mut s, &policy(), now, &disk, 2).unwrap().len(), 2);
+        assert_eq!(disk.removed(), ["c", "b"]);
+        assert_eq!(sweep(&mut s, &policy(), now, &disk, 2).unwrap().len(), 1);
+        assert!(s.is_empty());
     }
 
     #[test]
@@ -730,7 +762,7 @@ mod tests {
         let mut disk = FakeDisk::new(100, 10, &[]);
         disk.broken.insert("stuck".into());
         for attempt in 1..=MAX_ATTEMPTS {
-            let done = sweep(&mut s, &policy(), now, &disk).unwrap();
+            let done = sweep(&mut s, &policy(), now, &disk, 100).unwrap();
             assert_eq!(done.len(), 1);
             assert!(matches!(done[0].outcome, Outcome::Failed(_)));
             assert_eq!(s.contains(Path::new("stuck")), attempt < MAX_ATTEMPTS);
