@@ -133,19 +133,19 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
     let endpoint = client_endpoint(creds, SocketAddr::from(([0u16; 8], 0)))
         .or_else(|_| client_endpoint(creds, SocketAddr::from(([0, 0, 0, 0], 0))))?;
     let agent_id = load_agent_id(&opts.work_dir);
-    let containerizer = Arc::new(
-        if opts.cgroups {
-            let parent = match &agent_id {
-                Some(id) => format!("bramble-{id}"),
-                None => "bramble".to_string(),
-            };
-            Containerizer::detect(&parent)
-        } else {
-            Containerizer::without_cgroups()
-        }
+    let containerizer = if opts.cgroups {
+        let parent = match &agent_id {
+            Some(id) => format!("bramble-{id}"),
+            None => "bramble".to_string(),
+        };
+        Containerizer::detect(&parent)
+    } else {
+        Containerizer::without_cgroups()
+    };
+    let containerizer = containerizer
         .with_task_user(opts.task_user.clone(), &opts.work_dir, &socket_path)
-        .map_err(StartError::TaskUser)?,
-    );
+        .map_err(StartError::TaskUser)?;
+    let containerizer = Arc::new(containerizer);
     info!(work_dir = %opts.work_dir.display(), resources = %opts.resources, hostname = %opts.hostname,
         agent = ?agent_id.as_ref().map(|a| a.to_string()), cgroups = %containerizer.cgroup_summary(), "agent starting");
     let settings = AgentSettings {
