@@ -41,6 +41,8 @@ pub struct AgentSettings {
     pub executor_registration_timeout: Duration,
     pub kill_grace: Duration,
     pub executor_idle_timeout: Duration,
+    /// When finished sandboxes are removed (`gc.rs`).
+    pub gc: crate::gc::GcPolicy,
 }
 
 pub type ContainerKey = String;
@@ -151,6 +153,11 @@ pub struct Agent {
     /// Sandboxes of tasks that are over, still on disk, for `bramble logs`.
     finished_sandboxes: BoundedMap<(FrameworkId, TaskId), PathBuf>,
     inputs: mpsc::Sender<Input>,
+    /// Removes finished sandboxes by age and disk use; its task ends with the agent.
+    gc: crate::gc::GcHandle,
+    /// Status updates that could not be made durable (e.g. a full disk): since when, and
+    /// when that was last logged. They stay in `uncommitted` and are retried every tick.
+    unrecorded_since: Option<(Instant, Instant)>,
 }
 
 /// How many finished tasks' sandboxes the agent remembers the location of.
@@ -164,7 +171,10 @@ impl Agent {
         agent_id: Option<AgentId>,
         inputs: mpsc::Sender<Input>,
     ) -> Self {
+        let gc = crate::gc::GcHandle::spawn(settings.work_dir.clone(), settings.gc);
         Self {
+            gc,
+            unrecorded_since: None,
             settings,
             containerizer,
             updates,
@@ -311,27 +321,58 @@ impl Agent {
         }
         let batch = std::mem::take(&mut self.uncommitted);
         let statuses: Vec<TaskStatus> = batch.iter().map(|(s, _)| s.clone()).collect();
-        let recorded: Vec<bool> = match self.updates.record_batch(statuses) {
-            Ok(_) => vec![true; batch.len()],
+        let recorded: Vec<Option<bool>> = match self.updates.record_batch(statuses) {
+            Ok(_) => vec![Some(true); batch.len()],
             // One refused update must not sink the others: record them one by one.
             Err(e) => {
                 debug!(
                     "batch of {} updates refused ({e}); recording one by one",
                     batch.len()
                 );
+                let mut failed: Vec<(FrameworkId, TaskId)> = Vec::new();
                 batch
                     .iter()
-                    .map(|(s, _)| match self.updates.record(s.clone()) {
-                        Ok(_) => true,
-                        Err(e) => {
-                            error!(task = %s.task_id, state = %s.state, "could not record status update: {e}");
-                            false
+                    .map(|(s, _)| {
+                        let stream = (s.framework_id.clone(), s.task_id.clone());
+                        // Behind an update that failed to write, keep the task's order.
+                        if failed.contains(&stream) {
+                            return None;
+                        }
+                        match self.updates.record(s.clone()) {
+                            Ok(_) => Some(true),
+                            Err(e @ crate::status_updates::StatusUpdateError::Io { .. }) => {
+                                self.note_unrecorded(&e);
+                                failed.push(stream);
+                                None
+                            }
+                            Err(e) => {
+                                error!(task = %s.task_id, state = %s.state, "could not record status update: {e}");
+                                Some(false)
+                            }
                         }
                     })
                     .collect()
             }
         };
-        for ((status, ack), ok) in batch.into_iter().zip(recorded) {
+        // Updates that failed to write (full disk, I/O error) wait for the next commit.
+        let mut retry = Vec::new();
+        let mut done = Vec::new();
+        for (entry, outcome) in batch.into_iter().zip(recorded) {
+            match outcome {
+                Some(ok) => done.push((entry, ok)),
+                None => retry.push(entry),
+            }
+        }
+        if retry.is_empty() {
+            if let Some((since, _)) = self.unrecorded_since.take() {
+                info!(
+                    "status updates are being recorded again after failing for {:?}",
+                    since.elapsed()
+                );
+            }
+        }
+        self.uncommitted = retry;
+        for ((status, ack), ok) in done {
             debug!(task = %status.task_id, state = %status.state, recorded = ok, "status update");
             // An executor's update is acknowledged only once durable; unrecorded, it resends.
             if let (Some((key, uuid)), true) = (ack, ok) {
@@ -626,6 +667,7 @@ impl Agent {
             }
             Err(e) => {
                 warn!(framework = %fw, task = %task_id, "launch failed: {e}");
+                self.launch_failed_in(&run.sandbox, &e);
                 run.exited = true;
                 self.runs.insert(key.clone(), run);
                 self.set_task_state(&key, &task_id, TaskState::Failed);
@@ -719,6 +761,7 @@ impl Agent {
             }
             Err(e) => {
                 warn!(framework = %fw, executor = %executor_id, "executor launch failed: {e}");
+                self.launch_failed_in(&sandbox, &e);
                 let status = self
                     .agent_status(fw, Some(&executor_id), &task_id, TaskState::Failed)
                     .with_reason(
@@ -873,6 +916,7 @@ impl Agent {
         run.exited = true;
         run.conn = None;
         run.container = None;
+        self.gc.schedule(run.sandbox.clone());
         let fw = run.framework_id.clone();
         let executor_id = run.executor_id.clone();
         let is_command = matches!(run.kind, Kind::Command);
@@ -1173,10 +1217,14 @@ impl Agent {
             return;
         };
         let missing = format!("no sandbox for task {task} of framework {fw} on this agent");
+        let gc = self.gc.clone();
+        let task = task.clone();
         tokio::spawn(async move {
-            let result = match found {
-                None => Err(missing),
-                Some((sandbox, ended)) => {
+            let removed = found.as_ref().and_then(|(sandbox, _)| gc.removed(sandbox));
+            let result = match (found, removed) {
+                (None, _) => Err(missing),
+                (Some(_), Some(why)) => Err(format!("sandbox of task {task} removed by gc {why}")),
+                (Some((sandbox, ended)), None) => {
                     tokio::task::spawn_blocking(move || work(&sandbox, ended))
                         .await
                         .unwrap_or_else(|e| Err(format!("sandbox access failed: {e}")))
@@ -1184,6 +1232,63 @@ impl Agent {
             };
             let _ = master.send(reply(result)).await;
         });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox gc and full disks (`gc.rs`): the hooks the state machine calls.
+
+impl Agent {
+    /// At startup, once the runs the agent knows are in place: every other sandbox in the work
+    /// dir is a leftover and is scheduled for gc by its age on disk.
+    pub async fn schedule_leftover_sandboxes(&self) {
+        let live: std::collections::HashSet<PathBuf> =
+            self.runs.values().map(|r| r.sandbox.clone()).collect();
+        let work_dir = self.settings.work_dir.clone();
+        let found =
+            tokio::task::spawn_blocking(move || crate::gc::scan_leftovers(&work_dir, &live))
+                .await
+                .unwrap_or_default();
+        if !found.is_empty() {
+            info!(
+                count = found.len(),
+                "scheduling sandboxes left over from before the restart for gc"
+            );
+        }
+        for (sandbox, age) in found {
+            self.gc.schedule_aged(sandbox, age);
+        }
+    }
+
+    /// A launch failed: what exists of its sandbox is finished; a full disk gets a sweep now.
+    fn launch_failed_in(
+        &self,
+        sandbox: &std::path::Path,
+        e: &crate::containerizer::ContainerError,
+    ) {
+        self.gc.schedule(sandbox.to_path_buf());
+        if matches!(e, crate::containerizer::ContainerError::DiskFull { .. }) {
+            self.gc.sweep_now();
+        }
+    }
+
+    /// Logs a status update that could not be written: at once, then every 30 s while it lasts.
+    fn note_unrecorded(&mut self, e: &crate::status_updates::StatusUpdateError) {
+        let now = Instant::now();
+        match &mut self.unrecorded_since {
+            None => {
+                error!("could not record a status update, will retry: {e}");
+                self.unrecorded_since = Some((now, now));
+            }
+            Some((since, logged)) if now.duration_since(*logged) >= Duration::from_secs(30) => {
+                error!(
+                    "still cannot record status updates after {:?}, retrying: {e}",
+                    since.elapsed()
+                );
+                *logged = now;
+            }
+            Some(_) => {}
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //! The loader itself ([`load_toml`], [`read_optional`]) is generic so the master can read its
 //! own file the same way; it is self-contained so it can move to a shared crate unchanged.
 
+use crate::containerizer::TaskUser;
+use crate::gc::GcPolicy;
 use crate::resources::ResourceOverrides;
 pub use bramble_proto::config::{load_toml, read_optional, ConfigError};
 use bramble_proto::discovery::DiscoveryConfig;
@@ -53,6 +55,11 @@ pub struct AgentConfig {
     pub log: Option<String>,
     /// `[discovery]`: which interfaces to browse for the master on when `master` is absent.
     pub discovery: DiscoveryConfig,
+    // -- Sandbox lifecycle and the task user (see `gc_and_user` below).
+    /// `[gc]`: when finished sandboxes are removed.
+    pub gc: GcConfig,
+    /// Run tasks as this user (needs the agent to run as root). Unset: as the agent's user.
+    pub task_user: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -72,6 +79,8 @@ impl Default for AgentConfig {
             executor_idle_timeout_secs: 10,
             log: None,
             discovery: DiscoveryConfig::default(),
+            gc: GcConfig::default(),
+            task_user: None,
         }
     }
 }
@@ -106,6 +115,7 @@ impl AgentConfig {
             return Err(("attributes", format!("empty attribute name {key:?}")));
         }
         self.discovery.validate()?;
+        self.validate_gc_and_user()?;
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter)
                 .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;
@@ -137,6 +147,71 @@ impl AgentConfig {
 
     pub fn executor_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.executor_idle_timeout_secs)
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Sandbox lifecycle (`[gc]`) and the task user (`task_user`).
+
+/// `[gc]`: Mesos's `gc_delay` and `disk_watermark_gc`, see `gc.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// How long a finished sandbox is kept on an empty disk (shortened as the disk fills).
+    pub max_age_secs: u64,
+    /// Fraction of the disk treated as already used when shortening `max_age_secs`.
+    pub disk_headroom: f64,
+    /// Above this fraction of the disk in use the oldest finished sandboxes go at once.
+    pub disk_high_watermark: f64,
+    /// Seconds between sweeps.
+    pub interval_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        let p = GcPolicy::default();
+        Self {
+            max_age_secs: p.max_age.as_secs(),
+            disk_headroom: p.disk_headroom,
+            disk_high_watermark: p.high_watermark,
+            interval_secs: p.interval.as_secs(),
+        }
+    }
+}
+
+impl AgentConfig {
+    fn validate_gc_and_user(&self) -> Result<(), (&'static str, String)> {
+        let h = self.gc.disk_headroom;
+        if !(0.0..1.0).contains(&h) {
+            return Err(("gc.disk_headroom", format!("must be in [0, 1), got {h}")));
+        }
+        let w = self.gc.disk_high_watermark;
+        if !(w > 0.0 && w <= 1.0) {
+            return Err((
+                "gc.disk_high_watermark",
+                format!("must be in (0, 1], got {w}"),
+            ));
+        }
+        if self.gc.interval_secs == 0 {
+            return Err(("gc.interval_secs", "must be at least 1".to_owned()));
+        }
+        self.task_user().map_err(|e| ("task_user", e))?;
+        Ok(())
+    }
+
+    /// The sandbox gc policy this config asks for.
+    pub fn gc_policy(&self) -> GcPolicy {
+        GcPolicy {
+            max_age: Duration::from_secs(self.gc.max_age_secs),
+            disk_headroom: self.gc.disk_headroom,
+            high_watermark: self.gc.disk_high_watermark,
+            interval: Duration::from_secs(self.gc.interval_secs),
+        }
+    }
+
+    /// The task user, looked up on this machine (an unknown name is an error).
+    pub fn task_user(&self) -> Result<Option<TaskUser>, String> {
+        self.task_user.as_deref().map(TaskUser::resolve).transpose()
     }
 }
 
@@ -348,6 +423,42 @@ rack = "shelf-2"
         assert!(err.contains(r#"key "discovery.interfaces""#), "{err}");
         let err = parse_err("[discovery]\niface = []\n");
         assert!(err.contains(r#"unknown key "iface""#), "{err}");
+    }
+
+    #[test]
+    fn gc_keys_default_parse_and_are_checked() {
+        let d = AgentConfig::default();
+        assert_eq!(d.gc_policy(), GcPolicy::default());
+        assert_eq!(d.gc.max_age_secs, 3 * 24 * 3600);
+        assert_eq!(d.task_user, None);
+        let c = parse(
+            Path::new(PATH),
+            "[gc]\nmax_age_secs = 60\ndisk_headroom = 0.2\ndisk_high_watermark = 0.8\ninterval_secs = 5\n",
+        )
+        .unwrap();
+        let p = c.gc_policy();
+        assert_eq!(p.max_age, Duration::from_secs(60));
+        assert_eq!((p.disk_headroom, p.high_watermark), (0.2, 0.8));
+        assert_eq!(p.interval, Duration::from_secs(5));
+        let err = parse_err("[gc]\ndisk_high_watermark = 1.5\n");
+        assert!(
+            err.contains(r#"line 2: key "gc.disk_high_watermark": must be in (0, 1]"#),
+            "{err}"
+        );
+        let err = parse_err("[gc]\ndisk_headroom = -0.1\n");
+        assert!(err.contains(r#"key "gc.disk_headroom""#), "{err}");
+        let err = parse_err("[gc]\nmax_age = 3\n");
+        assert!(err.contains(r#"unknown key "max_age""#), "{err}");
+    }
+
+    #[test]
+    fn task_user_must_exist() {
+        let c = parse(Path::new(PATH), "task_user = \"root\"\n").unwrap();
+        assert!(c.task_user().unwrap().unwrap().uid.is_root());
+        assert_eq!(
+            parse_err("\ntask_user = \"no-such-user-bramble\"\n"),
+            r#"/etc/bramble/agent.toml: line 2: key "task_user": no user "no-such-user-bramble" on this machine (see /etc/passwd)"#
+        );
     }
 
     #[test]

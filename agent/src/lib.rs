@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod containerizer;
 pub mod executor_socket;
+pub mod gc;
 pub mod master_link;
 pub mod resources;
 pub mod sandbox;
@@ -43,6 +44,10 @@ pub struct AgentOptions {
     pub executor_idle_timeout: Duration,
     /// Use cgroups when the machine allows (false: never, e.g. for unprivileged tests).
     pub cgroups: bool,
+    /// When finished sandboxes are removed.
+    pub gc: gc::GcPolicy,
+    /// Run tasks as this user when the agent is root (None: as the agent's own user).
+    pub task_user: Option<containerizer::TaskUser>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,8 @@ pub enum StartError {
     Socket(#[from] executor_socket::SocketError),
     #[error("{0}")]
     Transport(#[from] bramble_proto::transport::TransportError),
+    #[error("{0}")]
+    TaskUser(String),
 }
 
 /// A running agent.
@@ -126,7 +133,7 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
     let endpoint = client_endpoint(creds, SocketAddr::from(([0u16; 8], 0)))
         .or_else(|_| client_endpoint(creds, SocketAddr::from(([0, 0, 0, 0], 0))))?;
     let agent_id = load_agent_id(&opts.work_dir);
-    let containerizer = Arc::new(if opts.cgroups {
+    let containerizer = if opts.cgroups {
         let parent = match &agent_id {
             Some(id) => format!("bramble-{id}"),
             None => "bramble".to_string(),
@@ -134,7 +141,11 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
         Containerizer::detect(&parent)
     } else {
         Containerizer::without_cgroups()
-    });
+    };
+    let containerizer = containerizer
+        .with_task_user(opts.task_user.clone(), &opts.work_dir, &socket_path)
+        .map_err(StartError::TaskUser)?;
+    let containerizer = Arc::new(containerizer);
     info!(work_dir = %opts.work_dir.display(), resources = %opts.resources, hostname = %opts.hostname,
         agent = ?agent_id.as_ref().map(|a| a.to_string()), cgroups = %containerizer.cgroup_summary(), "agent starting");
     let settings = AgentSettings {
@@ -146,6 +157,7 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
         executor_registration_timeout: opts.executor_registration_timeout,
         kill_grace: opts.kill_grace,
         executor_idle_timeout: opts.executor_idle_timeout,
+        gc: opts.gc,
     };
     let (inputs, input_rx) = mpsc::channel(4096);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -179,6 +191,7 @@ async fn run_state(
     mut inputs: mpsc::Receiver<Input>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    agent.schedule_leftover_sandboxes().await;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -136,5 +136,9 @@ fn options(
         kill_grace: cfg.kill_grace(),
         executor_idle_timeout: cfg.executor_idle_timeout(),
         cgroups,
+        gc: cfg.gc_policy(),
+        task_user: cfg
+            .task_user()
+            .map_err(|e| anyhow::anyhow!("{}: key \"task_user\": {e}", path.display()))?,
     })
 }

@@ -97,6 +97,8 @@ impl Throwaway {
                 kill_grace: Duration::from_secs(2),
                 executor_idle_timeout: Duration::from_secs(30),
                 cgroups: true,
+                gc: Default::default(),
+                task_user: None,
             };
             handles.push(bramble_agent::start(&node, agent_opts).await?);
         }

@@ -95,6 +95,8 @@ pub fn agent_options(
         kill_grace: Duration::from_millis(500),
         executor_idle_timeout: Duration::from_secs(2),
         cgroups: false,
+        gc: Default::default(),
+        task_user: None,
     }
 }
 

@@ -20,14 +20,21 @@
 //!   once it ends. Where the cgroups live and why: `cgroups.rs`. How the process joins
 //!   its cgroup without a race: `process.rs`.
 //!
+//! * when the agent is root and has a `task_user`, that user's ids from just before exec, and
+//!   its sandbox chowned to it (`user.rs`);
+//! * a clear [`ContainerError::DiskFull`] instead of an I/O error when the work dir's disk has
+//!   no room for a new sandbox (checked before creating it, and for ENOSPC while creating it).
+//!
 //! Files: `cgroups.rs` (everything under /sys/fs/cgroup), `process.rs` (spawn, reap, kill),
-//! `report.rs` (the exit report and its wording). This file validates specs and wires them.
+//! `report.rs` (the exit report and its wording), `user.rs` (the task user). This file
+//! validates specs and wires them.
 
 mod cgroups;
 mod process;
 mod report;
 #[cfg(test)]
 mod tests;
+mod user;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -38,6 +45,7 @@ use cgroups::Backend;
 pub use cgroups::CgroupMode;
 pub use process::{Container, Killer};
 pub use report::ExitReport;
+pub use user::TaskUser;
 
 /// `PATH` every container starts with.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -97,6 +105,12 @@ pub enum ContainerError {
         #[source]
         source: io::Error,
     },
+    #[error("container {id}: disk full on {}, {usage}", .path.display())]
+    DiskFull {
+        id: String,
+        path: PathBuf,
+        usage: crate::gc::DiskUsage,
+    },
     #[error("container {id}: starting {}: {source}", .program.display())]
     Spawn {
         id: String,
@@ -110,6 +124,8 @@ pub enum ContainerError {
 #[derive(Debug)]
 pub struct Containerizer {
     backend: Backend,
+    /// Set only when the agent is root (see `user.rs`).
+    task_user: Option<TaskUser>,
 }
 
 impl Containerizer {
@@ -132,7 +148,10 @@ impl Containerizer {
                 info!(mode = ?backend.mode(), agent_cgroup = %own, "containerizer: {}", backend.summary())
             }
         }
-        Containerizer { backend }
+        Containerizer {
+            backend,
+            task_user: None,
+        }
     }
 
     /// A containerizer that never touches cgroups (tests, or an operator's opt-out).
@@ -141,6 +160,7 @@ impl Containerizer {
             backend: Backend::None {
                 reason: "disabled by configuration".into(),
             },
+            task_user: None,
         }
     }
 
@@ -187,13 +207,21 @@ impl Containerizer {
                 source,
             }
         };
-        tokio::fs::create_dir_all(&spec.sandbox)
+        let disk_full = |e: ContainerError| disk_full_or(e, id, &spec.sandbox);
+        check_room(id, &spec.sandbox)?;
+        create_sandbox(&spec.sandbox)
             .await
-            .map_err(io_err("creating sandbox", &spec.sandbox))?;
+            .map_err(io_err("creating sandbox", &spec.sandbox))
+            .map_err(disk_full)?;
         // Absolute, so HOME and the working directory mean the same thing to the executor.
         let sandbox = tokio::fs::canonicalize(&spec.sandbox)
             .await
             .map_err(io_err("resolving sandbox", &spec.sandbox))?;
+        if let Some(user) = &self.task_user {
+            user::prepare_sandbox(&sandbox, user)
+                .map_err(io_err("handing to the task user", &sandbox))
+                .map_err(disk_full)?;
+        }
 
         let cgroup = self
             .backend
@@ -215,8 +243,55 @@ impl Containerizer {
             } else {
                 0
             },
+            user: self.task_user.as_ref().map(user::Ids::of),
         };
-        process::start(prepared, cgroup).await
+        process::start(prepared, cgroup).await.map_err(disk_full)
+    }
+}
+
+/// Below this much free space a new sandbox is refused: its logs would have nowhere to go.
+pub const MIN_FREE_FOR_LAUNCH: u64 = 1024 * 1024;
+
+/// Refuses a launch when the filesystem the sandbox would live on is (nearly) full.
+fn check_room(id: &str, sandbox: &Path) -> Result<(), ContainerError> {
+    // The sandbox does not exist yet: measure the nearest directory that does.
+    let probe = sandbox.ancestors().find(|p| p.exists()).unwrap_or(sandbox);
+    match crate::gc::DiskUsage::of(probe) {
+        Ok(usage) if usage.available < MIN_FREE_FOR_LAUNCH => Err(ContainerError::DiskFull {
+            id: id.to_string(),
+            path: probe.to_path_buf(),
+            usage,
+        }),
+        // Unmeasurable: let the launch itself find out.
+        Ok(_) | Err(_) => Ok(()),
+    }
+}
+
+/// Turns an error caused by ENOSPC into [`ContainerError::DiskFull`], measuring the disk.
+fn disk_full_or(e: ContainerError, id: &str, sandbox: &Path) -> ContainerError {
+    let enospc = match &e {
+        ContainerError::Io { source, .. } | ContainerError::Spawn { source, .. } => {
+            source.raw_os_error() == Some(nix::libc::ENOSPC)
+        }
+        _ => false,
+    };
+    let probe = sandbox.ancestors().find(|p| p.exists()).unwrap_or(sandbox);
+    match crate::gc::DiskUsage::of(probe) {
+        Ok(usage) if enospc => ContainerError::DiskFull {
+            id: id.to_string(),
+            path: probe.to_path_buf(),
+            usage,
+        },
+        _ => e,
+    }
+}
+
+/// Creates the sandbox directory, trying once more if the sandbox gc removed an empty parent
+/// between the two steps of `create_dir_all`.
+async fn create_sandbox(sandbox: &Path) -> io::Result<()> {
+    match tokio::fs::create_dir_all(sandbox).await {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => tokio::fs::create_dir_all(sandbox).await,
+        other => other,
     }
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct Prepared<'a> {
     pub args: &'a [String],
     pub env: Vec<(String, String)>,
     pub memory_limit_mib: u64,
+    /// Switch to this user before exec (see `user.rs`).
+    pub user: Option<super::user::Ids>,
 }
 
 /// A running (or finished) executor. See the module header for lifetime rules.
@@ -137,6 +139,7 @@ fn spawn_child(
         None => Vec::new(),
     };
     let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let user = p.user.clone();
 
     let mut cmd = tokio::process::Command::new(p.program);
     cmd.args(p.args)
@@ -147,10 +150,15 @@ fn spawn_child(
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(false);
-    // SAFETY: the closure only makes async-signal-safe syscalls (setsid, write) on fds that
-    // stay open in the parent until spawn returns; it allocates nothing and takes no locks.
+    // SAFETY: the closure only makes async-signal-safe syscalls (setsid, write, and the
+    // user switch's setgroups/setgid/setuid) on fds that stay open in the parent until spawn
+    // returns and on memory moved in before the fork; it allocates nothing, takes no locks.
     unsafe {
-        cmd.pre_exec(move || enter_container(&procs_fds));
+        cmd.pre_exec(move || {
+            enter_container(&procs_fds)?;
+            // After joining the cgroup (root-only), before exec.
+            user.as_ref().map_or(Ok(()), |ids| ids.switch())
+        });
     }
     let child = cmd.spawn().map_err(|source| ContainerError::Spawn {
         id: p.id.to_string(),

@@ -1,0 +1,207 @@
+//! Running tasks as an unprivileged user (`task_user` in the agent's config).
+//!
+//! The agent runs as root on a Pi (it needs cgroups); its tasks should not. With a task user
+//! set, and only when the agent is root, every container:
+//! * gets its sandbox directory and its `stdout`/`stderr` chowned to that user, so the task
+//!   can write its own files but nothing else of the agent's (the meta dir stays root's);
+//! * drops privileges in the forked child *after* setsid and joining its cgroup (which need
+//!   root) and *before* exec: `setgroups(user's groups)`, `setgid`, `setuid`, in that order
+//!   (after setuid the others are no longer allowed). All three are plain syscalls on data
+//!   resolved before the fork, so they are safe in the child of a multi-threaded process.
+//!
+//! The user is resolved once, when the config is loaded ([`TaskUser::resolve`]): an unknown
+//! name is a config error, not a failure of every launch. An agent that is not root cannot
+//! switch users; it says so once at startup and runs tasks as itself (tests, the demo).
+//! At startup the agent also checks that the user can reach the work dir (every directory on
+//! the way must be searchable by it) and lets it connect to the executor socket (group access).
+
+use super::Containerizer;
+use nix::unistd::{Gid, Uid, User};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use tracing::{info, warn};
+
+/// A user tasks run as, resolved from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskUser {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    /// Supplementary groups, the primary one included.
+    pub groups: Vec<Gid>,
+}
+
+impl TaskUser {
+    /// Looks `name` up in the user database (and its groups).
+    pub fn resolve(name: &str) -> Result<TaskUser, String> {
+        let user = User::from_name(name)
+            .map_err(|e| format!("looking up user {name:?}: {e}"))?
+            .ok_or_else(|| format!("no user {name:?} on this machine (see /etc/passwd)"))?;
+        let cname = CString::new(name).map_err(|_| format!("user name {name:?} contains NUL"))?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid)
+            .map_err(|e| format!("looking up the groups of user {name:?}: {e}"))?;
+        Ok(TaskUser {
+            name: name.to_string(),
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+        })
+    }
+
+    /// Whether directory metadata `meta` lets this user search (enter) it.
+    fn can_search(&self, meta: &std::fs::Metadata) -> bool {
+        let mode = meta.mode();
+        if meta.uid() == self.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if self.groups.iter().any(|g| g.as_raw() == meta.gid()) {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    }
+
+    /// Checks that every directory from `/` down to `dir` is searchable by this user, so its
+    /// tasks can reach their sandboxes by absolute path (`HOME`, `BRAMBLE_SANDBOX`).
+    pub fn check_can_reach(&self, dir: &Path) -> Result<(), String> {
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        for d in dir.ancestors() {
+            let meta = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            if !self.can_search(&meta) {
+                return Err(format!(
+                    "task_user {:?} cannot reach the work dir {}: {} is mode {:04o}, owner uid {} \
+                     gid {}; let others search it (chmod o+x) or choose another work_dir",
+                    self.name,
+                    dir.display(),
+                    d.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Containerizer {
+    /// Makes containers run as `user` (see the module header). A non-root agent keeps running
+    /// tasks as itself and says so. `work_dir` must be reachable by the user; the executor
+    /// socket is opened to the user's group so custom executors can connect back.
+    pub fn with_task_user(
+        mut self,
+        user: Option<TaskUser>,
+        work_dir: &Path,
+        executor_socket: &Path,
+    ) -> Result<Containerizer, String> {
+        let Some(user) = user else {
+            return Ok(self);
+        };
+        let me = Uid::effective();
+        if !me.is_root() {
+            if me != user.uid {
+                warn!(task_user = %user.name, agent_uid = %me, "task_user is set but the agent is not root: tasks run as the agent's own user");
+            }
+            return Ok(self);
+        }
+        user.check_can_reach(work_dir)?;
+        nix::unistd::chown(executor_socket, None, Some(user.gid)).map_err(|e| {
+            format!(
+                "giving group {} the executor socket {}: {e}",
+                user.gid,
+                executor_socket.display()
+            )
+        })?;
+        std::fs::set_permissions(executor_socket, std::fs::Permissions::from_mode(0o660))
+            .map_err(|e| format!("{}: {e}", executor_socket.display()))?;
+        info!(task_user = %user.name, uid = %user.uid, gid = %user.gid, "tasks run as an unprivileged user");
+        self.task_user = Some(user);
+        Ok(self)
+    }
+}
+
+/// Hands the sandbox and its log files to the task user (before the process starts).
+pub(super) fn prepare_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()> {
+    let chown = |path: &Path| {
+        nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(io::Error::from)
+    };
+    chown(sandbox)?;
+    for log in ["stdout", "stderr"] {
+        let path = sandbox.join(log);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        chown(&path)?;
+    }
+    Ok(())
+}
+
+/// The ids the forked child switches to, resolved before the fork.
+#[derive(Debug, Clone)]
+pub(super) struct Ids {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+impl Ids {
+    pub(super) fn of(user: &TaskUser) -> Ids {
+        Ids {
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+        }
+    }
+
+    /// Runs in the forked child: raw syscalls on memory allocated before the fork only.
+    pub(super) fn switch(&self) -> io::Result<()> {
+        nix::unistd::setgroups(&self.groups)?;
+        nix::unistd::setgid(self.gid)?;
+        nix::unistd::setuid(self.uid)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_resolves_and_unknown_users_are_named() {
+        let root = TaskUser::resolve("root").expect("root exists");
+        assert!(root.uid.is_root());
+        assert!(root.groups.contains(&root.gid));
+        let err = TaskUser::resolve("no-such-user-bramble").unwrap_err();
+        assert_eq!(
+            err,
+            "no user \"no-such-user-bramble\" on this machine (see /etc/passwd)"
+        );
+    }
+
+    #[test]
+    fn a_private_directory_on_the_way_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let private = tmp.path().join("private");
+        let work = private.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Someone who owns none of it and is in none of its groups.
+        let stranger = TaskUser {
+            name: "stranger".into(),
+            uid: Uid::from_raw(54_321),
+            gid: Gid::from_raw(54_321),
+            groups: vec![Gid::from_raw(54_321)],
+        };
+        let err = stranger.check_can_reach(&work).unwrap_err();
+        assert!(err.contains("is mode 0700"), "{err}");
+        assert!(err.contains(&private.display().to_string()), "{err}");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+        // tempdir's own parents (/tmp) are searchable by everyone.
+        stranger.check_can_reach(&work).unwrap();
+    }
+}
