@@ -181,9 +181,8 @@ fn toml_string(s: &str) -> String {
 pub fn parse_settings(path: &Path, text: &str) -> Result<NodeSettings, NodeError> {
     let settings: NodeSettings = bramble_proto::config::load_toml(path, text)?;
     if !settings.hostname.is_empty() {
-        check_hostname(&settings.hostname).map_err(|m| {
-            bramble_proto::config::ConfigError::invalid(path, text, "hostname", m)
-        })?;
+        check_hostname(&settings.hostname)
+            .map_err(|m| bramble_proto::config::ConfigError::invalid(path, text, "hostname", m))?;
     }
     if settings.cluster_name.trim().is_empty() {
         return Err(bramble_proto::config::ConfigError::invalid(
@@ -386,7 +385,11 @@ pub fn firstboot(
     let role = if is_master { "master" } else { "agent" };
 
     let etc = root.join("etc/bramble");
-    write_file(&etc.join("agent.toml"), agent_toml(&settings).as_bytes(), 0o644)?;
+    write_file(
+        &etc.join("agent.toml"),
+        agent_toml(&settings).as_bytes(),
+        0o644,
+    )?;
     let master_conf = etc.join("master.toml");
     if is_master {
         write_file(&master_conf, master_toml(&settings).as_bytes(), 0o644)?;
@@ -449,7 +452,11 @@ fn set_hostname(opts: &FirstbootOptions, hostname: &str) -> Result<(), NodeError
         Err(e) if e.kind() == io::ErrorKind::NotFound => "127.0.0.1\tlocalhost\n".to_owned(),
         Err(e) => return Err(io_err("reading", &hosts_path)(e)),
     };
-    write_file(&hosts_path, set_hosts_name(&hosts, hostname).as_bytes(), 0o644)?;
+    write_file(
+        &hosts_path,
+        set_hosts_name(&hosts, hostname).as_bytes(),
+        0o644,
+    )?;
     if opts.live {
         // Now, not at the next boot: avahi and the DHCP client start after this unit.
         let path = Path::new("/proc/sys/kernel/hostname");
@@ -780,13 +787,13 @@ mod tests {
     fn identity_prefers_the_serial_then_cpuinfo_then_machine_id() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        assert!(matches!(
-            node_identity(root),
-            Err(NodeError::NoIdentity(_))
-        ));
+        assert!(matches!(node_identity(root), Err(NodeError::NoIdentity(_))));
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n")
-            .unwrap();
+        std::fs::write(
+            root.join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
         assert_eq!(node_identity(root).unwrap().source, "machine id");
         std::fs::create_dir_all(root.join("proc")).unwrap();
         std::fs::write(
@@ -795,7 +802,10 @@ mod tests {
         )
         .unwrap();
         let id = node_identity(root).unwrap();
-        assert_eq!((id.source, id.id.as_str()), ("/proc/cpuinfo serial", "10000000deadbeef"));
+        assert_eq!(
+            (id.source, id.id.as_str()),
+            ("/proc/cpuinfo serial", "10000000deadbeef")
+        );
         std::fs::create_dir_all(root.join("sys/firmware/devicetree/base")).unwrap();
         std::fs::write(
             root.join("sys/firmware/devicetree/base/serial-number"),

@@ -233,7 +233,8 @@ fn customise(
     payload::check_no_secrets(&root_edits, &cluster.dir)?;
     tracing::info!(files = root_edits.len(), "writing the root partition");
     root.apply(&root_edits)?;
-    file.sync_all().map_err(|e| BuildError::io("syncing", out, e))?;
+    file.sync_all()
+        .map_err(|e| BuildError::io("syncing", out, e))?;
     Ok(base)
 }
 
@@ -261,7 +262,8 @@ pub fn cross_build(workspace: &Path) -> Result<PathBuf, BuildError> {
             workspace.display()
         )));
     }
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace).args([
         "build",
         "--release",

@@ -56,7 +56,11 @@ impl HostView {
         }
         std::fs::canonicalize(self.class_dir(name))
             .ok()
-            .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|p| {
+                p.parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_else(|| name.to_owned())
     }
 
@@ -174,9 +178,9 @@ impl Refusal {
     pub fn message(&self, device: &Path) -> String {
         let d = device.display();
         match self {
-            Refusal::Partition { disk } => format!(
-                "{d} is a partition; flash the whole disk (/dev/{disk})"
-            ),
+            Refusal::Partition { disk } => {
+                format!("{d} is a partition; flash the whole disk (/dev/{disk})")
+            }
             Refusal::InUse { device, how } => format!(
                 "{d} is in use: /dev/{device} is {how}; unmount it first (umount /dev/{device})"
             ),
@@ -274,7 +278,11 @@ mod tests {
             p
         };
         let sdb = mk("sdb");
-        std::fs::write(sdb.join("removable"), if removable_sdb { "1\n" } else { "0\n" }).unwrap();
+        std::fs::write(
+            sdb.join("removable"),
+            if removable_sdb { "1\n" } else { "0\n" },
+        )
+        .unwrap();
         for part in ["sdb1", "sdb2"] {
             let p = mk(&format!("sdb/{part}"));
             std::fs::write(p.join("partition"), "1\n").unwrap();
@@ -342,7 +350,10 @@ mod tests {
             }]
         );
         let r = refusals("sdb1", &view);
-        assert!(r.contains(&Refusal::Partition { disk: "sdb".into() }), "{r:?}");
+        assert!(
+            r.contains(&Refusal::Partition { disk: "sdb".into() }),
+            "{r:?}"
+        );
     }
 
     #[test]

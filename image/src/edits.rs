@@ -161,7 +161,10 @@ dtoverlay=dwc2,dr_mode=host
     fn i2c_in_a_board_filter_does_not_count() {
         let text = "[pi4]\ndtparam=i2c_arm=on\n";
         let out = ensure_config_setting(text, I2C_DTPARAM, WHY, true);
-        assert!(out.ends_with("\n[all]\n# Bramble: I2C for the front panel\ndtparam=i2c_arm=on\n"), "{out}");
+        assert!(
+            out.ends_with("\n[all]\n# Bramble: I2C for the front panel\ndtparam=i2c_arm=on\n"),
+            "{out}"
+        );
         assert_eq!(out.matches("[all]").count(), 1);
         assert_eq!(ensure_config_setting(&out, I2C_DTPARAM, WHY, true), out);
     }
@@ -179,7 +182,10 @@ dtoverlay=dwc2,dr_mode=host
     #[test]
     fn fragment_for_a_generated_file_opens_its_own_all_section() {
         let out = ensure_config_setting("", I2C_DTPARAM, WHY, false);
-        assert_eq!(out, "\n[all]\n# Bramble: I2C for the front panel\ndtparam=i2c_arm=on\n");
+        assert_eq!(
+            out,
+            "\n[all]\n# Bramble: I2C for the front panel\ndtparam=i2c_arm=on\n"
+        );
         assert_eq!(ensure_config_setting(&out, I2C_DTPARAM, WHY, false), out);
     }
 
@@ -210,7 +216,10 @@ dtoverlay=dwc2,dr_mode=host
             ensure_cmdline_args("a\nb\n", &CGROUP_ARGS),
             Err(EditError::CmdlineLines(2))
         );
-        assert_eq!(ensure_cmdline_args(" \n", &CGROUP_ARGS), Err(EditError::CmdlineEmpty));
+        assert_eq!(
+            ensure_cmdline_args(" \n", &CGROUP_ARGS),
+            Err(EditError::CmdlineEmpty)
+        );
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub struct ElfInfo {
 
 impl ElfInfo {
     pub fn is_aarch64_executable(&self) -> bool {
-        self.class_64 && self.little_endian && self.machine == EM_AARCH64 && matches!(self.kind, 2 | 3)
+        self.class_64
+            && self.little_endian
+            && self.machine == EM_AARCH64
+            && matches!(self.kind, 2 | 3)
     }
 
     /// e.g. `aarch64`, `x86_64`, `arm`.

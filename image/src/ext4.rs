@@ -188,7 +188,10 @@ impl RootFs {
             return Ok(None);
         }
         if !errors.is_empty() {
-            return Err(tool_err("debugfs", format!("cat {path}: {}", errors.join("; "))));
+            return Err(tool_err(
+                "debugfs",
+                format!("cat {path}: {}", errors.join("; ")),
+            ));
         }
         Ok(Some(out.stdout))
     }
@@ -213,7 +216,9 @@ impl RootFs {
                 Some(_) => return self.read(&path),
             }
         }
-        Err(Ext4Error::Layout(format!("{path}: too many levels of symlinks")))
+        Err(Ext4Error::Layout(format!(
+            "{path}: too many levels of symlinks"
+        )))
     }
 
     /// The entries of directory `dir` (without `.` and `..`), `None` when it does not exist.
@@ -246,7 +251,10 @@ impl RootFs {
             let (Some(dir), Some(entry)) = (current.as_ref(), parse_ls_line(line)) else {
                 continue;
             };
-            let list = sections.entry(dir.clone()).or_default().get_or_insert_with(Vec::new);
+            let list = sections
+                .entry(dir.clone())
+                .or_default()
+                .get_or_insert_with(Vec::new);
             if entry.name != "." && entry.name != ".." {
                 list.push(entry);
             }
@@ -462,7 +470,9 @@ fn split(path: &str) -> (String, String) {
 /// Paths go into a debugfs script unquoted: absolute, plain, no whitespace or `..`.
 fn check_path(path: &str) -> Result<(), Ext4Error> {
     let ok = path.starts_with('/')
-        && !path.chars().any(|c| c.is_whitespace() || c == '"' || c.is_control())
+        && !path
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c.is_control())
         && !path.split('/').any(|p| p == "..");
     if ok {
         Ok(())
@@ -519,11 +529,9 @@ fn run_batch(spec: &str, script: &str, write: bool) -> Result<std::process::Outp
         path: std::env::temp_dir(),
         source,
     })?;
-    std::io::Write::write_all(&mut file, script.as_bytes()).map_err(|source| {
-        Ext4Error::Stage {
-            path: file.path().to_path_buf(),
-            source,
-        }
+    std::io::Write::write_all(&mut file, script.as_bytes()).map_err(|source| Ext4Error::Stage {
+        path: file.path().to_path_buf(),
+        source,
     })?;
     let cmd_path = file.path().display().to_string();
     let mut args = vec![];
@@ -556,7 +564,9 @@ mod tests {
         let e = parse_ls_line("/15/100600/0/0/hn/3/").unwrap();
         assert_eq!((e.name.as_str(), e.mode, e.size), ("hn", 0o100600, 3));
         assert!(e.is_file());
-        assert!(parse_ls_line("/16/120777/0/0/link/4/").unwrap().is_symlink());
+        assert!(parse_ls_line("/16/120777/0/0/link/4/")
+            .unwrap()
+            .is_symlink());
         assert!(parse_ls_line("/12/040755/0/0/.//").unwrap().is_dir());
         assert!(parse_ls_line("debugfs: ls -p /etc").is_none());
     }
@@ -569,7 +579,10 @@ mod tests {
         assert!(check_path("/etc/a b").is_err());
         assert!(check_path("/etc/../x").is_err());
         assert!(check_path("etc").is_err());
-        assert_eq!(resolve("/etc", "../usr/lib/os-release"), "/usr/lib/os-release");
+        assert_eq!(
+            resolve("/etc", "../usr/lib/os-release"),
+            "/usr/lib/os-release"
+        );
         assert_eq!(resolve("/etc", "/x/./y"), "/x/y");
     }
 }

@@ -63,7 +63,8 @@ impl BootFs {
             .root_dir()
             .create_file(name)
             .map_err(fat_err(format!("creating {name}")))?;
-        f.truncate().map_err(fat_err(format!("truncating {name}")))?;
+        f.truncate()
+            .map_err(fat_err(format!("truncating {name}")))?;
         f.write_all(contents)
             .and_then(|_| f.flush())
             .map_err(fat_err(format!("writing {name}")))

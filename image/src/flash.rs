@@ -111,7 +111,8 @@ pub fn flash(opts: &FlashOptions) -> Result<FlashReport, BuildError> {
     let mut buf = vec![0u8; CHUNK];
     let mut written: u64 = 0;
     loop {
-        let n = read_full(&mut input, &mut buf).map_err(|e| BuildError::io("reading", &opts.image, e))?;
+        let n = read_full(&mut input, &mut buf)
+            .map_err(|e| BuildError::io("reading", &opts.image, e))?;
         if n == 0 {
             break;
         }
@@ -131,7 +132,8 @@ pub fn flash(opts: &FlashOptions) -> Result<FlashReport, BuildError> {
 
     let started = Instant::now();
     let bar = progress_bar(opts.progress, Some(written), "verifying");
-    let mut dev = File::open(&opts.device).map_err(|e| BuildError::io("opening", &opts.device, e))?;
+    let mut dev =
+        File::open(&opts.device).map_err(|e| BuildError::io("opening", &opts.device, e))?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut left = written;
     while left > 0 {
@@ -203,7 +205,8 @@ pub fn per_card_settings(
     let (text, _) = settings::update(Some(&String::from_utf8_lossy(&existing)), &update)?;
     boot.write(node::SETTINGS_FILE, text.as_bytes())?;
     boot.close()?;
-    dev.sync_all().map_err(|e| BuildError::io("syncing", device, e))?;
+    dev.sync_all()
+        .map_err(|e| BuildError::io("syncing", device, e))?;
     drop_cache(&dev);
     let boot = BootFs::open(&dev, boot_part)?;
     let back = boot.read(node::SETTINGS_FILE)?.unwrap_or_default();

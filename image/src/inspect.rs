@@ -104,7 +104,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, BuildError> {
     let cmdline = text(boot.read("cmdline.txt")?).unwrap_or_default();
     let boot_view = BootView {
         i2c_enabled: edits::ensure_config_setting(&config, I2C_DTPARAM, "", true) == config,
-        memory_cgroup: edits::ensure_cmdline_args(&cmdline, &CGROUP_ARGS).ok().as_ref()
+        memory_cgroup: edits::ensure_cmdline_args(&cmdline, &CGROUP_ARGS)
+            .ok()
+            .as_ref()
             == Some(&cmdline),
         ssh_marker: boot.read("ssh")?.is_some(),
         cmdline: cmdline.trim().to_owned(),
@@ -181,7 +183,10 @@ fn bramble_view(root: &RootFs) -> Result<Option<BrambleView>, BuildError> {
         .collect();
     cluster_files.sort();
     let cluster_id = root
-        .read(&format!("{cluster_dir}/{}", bramble_proto::identity::files::CA_CERT))?
+        .read(&format!(
+            "{cluster_dir}/{}",
+            bramble_proto::identity::files::CA_CERT
+        ))?
         .and_then(|pem| {
             use rustls_pki_types::pem::PemObject;
             rustls_pki_types::CertificateDer::from_pem_slice(&pem).ok()
@@ -221,7 +226,10 @@ pub fn render(i: &Inspection) -> String {
             p.partition.len >> 20
         ));
     }
-    line(format!("base       {}", i.base.as_deref().unwrap_or("unknown")));
+    line(format!(
+        "base       {}",
+        i.base.as_deref().unwrap_or("unknown")
+    ));
     match &i.bramble {
         None => line("bramble    not installed (not a Bramble image)".into()),
         Some(b) => {
@@ -231,7 +239,12 @@ pub fn render(i: &Inspection) -> String {
                 b.route.as_deref().unwrap_or("unknown")
             ));
             for bin in &b.binaries {
-                line(format!("  {:<15} {:<8} {:>6} KiB", bin.name, bin.arch, bin.bytes >> 10));
+                line(format!(
+                    "  {:<15} {:<8} {:>6} KiB",
+                    bin.name,
+                    bin.arch,
+                    bin.bytes >> 10
+                ));
             }
             line(format!(
                 "cluster    {} id {}",
@@ -241,17 +254,25 @@ pub fn render(i: &Inspection) -> String {
             line(format!("  certs    {}", b.cluster_files.join(" ")));
             line(format!(
                 "ssh key    {}",
-                if b.ssh_key_installed { "installed by first boot" } else { "none" }
+                if b.ssh_key_installed {
+                    "installed by first boot"
+                } else {
+                    "none"
+                }
             ));
         }
     }
     match (&i.settings, &i.settings_error) {
         (Some(s), _) => line(format!(
-            "settings   role {}, cluster {}, hostname {}, display {:?} on i2c-{} at {:#04x}",
+            "settings   role {}, cluster {}, hostname {}, display {} on i2c-{} at {:#04x}",
             s.role.as_str(),
             s.cluster_name,
-            if s.hostname.is_empty() { "from serial" } else { &s.hostname },
-            s.display.enabled,
+            if s.hostname.is_empty() {
+                "from serial"
+            } else {
+                &s.hostname
+            },
+            format!("{:?}", s.display.enabled).to_lowercase(),
             s.display.bus,
             s.display.address
         )),

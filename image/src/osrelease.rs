@@ -22,7 +22,10 @@ pub fn parse(text: &str) -> BTreeMap<String, String> {
                 return None;
             }
             let (k, v) = l.split_once('=')?;
-            Some((k.trim().to_owned(), v.trim().trim_matches('"').trim_matches('\'').to_owned()))
+            Some((
+                k.trim().to_owned(),
+                v.trim().trim_matches('"').trim_matches('\'').to_owned(),
+            ))
         })
         .collect()
 }
@@ -52,9 +55,10 @@ pub fn check_supported(text: &str) -> Result<(), String> {
         .and_then(|v| v.split('.').next())
         .and_then(|v| v.parse().ok());
     let debian_like = ["ID", "ID_LIKE"].iter().any(|k| {
-        fields
-            .get(*k)
-            .is_some_and(|v| v.split_whitespace().any(|w| w == "debian" || w == "raspbian"))
+        fields.get(*k).is_some_and(|v| {
+            v.split_whitespace()
+                .any(|w| w == "debian" || w == "raspbian")
+        })
     });
     let old = codename
         .as_deref()
@@ -93,13 +97,22 @@ mod tests {
         assert_eq!(check_supported(bookworm), Ok(()));
         let trixie = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\nID=debian\n";
         assert_eq!(check_supported(trixie), Ok(()));
-        let sid = "PRETTY_NAME=\"Debian GNU/Linux trixie/sid\"\nVERSION_CODENAME=trixie\nID=debian\n";
+        let sid =
+            "PRETTY_NAME=\"Debian GNU/Linux trixie/sid\"\nVERSION_CODENAME=trixie\nID=debian\n";
         assert_eq!(check_supported(sid), Ok(()));
         let bullseye = "PRETTY_NAME=\"Raspbian GNU/Linux 11 (bullseye)\"\nVERSION_ID=\"11\"\nVERSION_CODENAME=bullseye\nID=raspbian\nID_LIKE=debian\n";
         let err = check_supported(bullseye).unwrap_err();
-        assert!(err.starts_with("the base image is Debian 11 (bullseye): "), "{err}");
-        assert!(err.contains("glibc 2.34") && err.contains("Bookworm"), "{err}");
+        assert!(
+            err.starts_with("the base image is Debian 11 (bullseye): "),
+            "{err}"
+        );
+        assert!(
+            err.contains("glibc 2.34") && err.contains("Bookworm"),
+            "{err}"
+        );
         let fedora = "NAME=Fedora\nVERSION_ID=40\nID=fedora\n";
-        assert!(check_supported(fedora).unwrap_err().contains("not Debian-based"));
+        assert!(check_supported(fedora)
+            .unwrap_err()
+            .contains("not Debian-based"));
     }
 }

@@ -48,7 +48,8 @@ impl Table {
             path: path.display().to_string(),
             detail,
         };
-        file.seek(SeekFrom::Start(0)).map_err(|e| err(e.to_string()))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| err(e.to_string()))?;
         let mbr = mbrman::MBR::read_from(file, SECTOR as u32).map_err(|e| {
             err(format!(
                 "{e} (is this a disk image with an MBR partition table?)"
@@ -73,7 +74,11 @@ impl Table {
 
     /// The Raspberry Pi layout: a FAT boot partition 1 and a Linux root partition 2, both
     /// inside the file.
-    pub fn pi_layout(&self, path: &Path, file_len: u64) -> Result<(Partition, Partition), PartError> {
+    pub fn pi_layout(
+        &self,
+        path: &Path,
+        file_len: u64,
+    ) -> Result<(Partition, Partition), PartError> {
         let layout = |detail: String| PartError::Layout {
             path: path.display().to_string(),
             detail,

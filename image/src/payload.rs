@@ -81,7 +81,14 @@ impl ClusterFiles {
                 ))
             })
         };
-        let ca_der = identity::load_cert(&dir.join(files::CA_CERT)).map_err(|e| err(e.to_string()))?;
+        if !dir.join(files::CA_CERT).exists() {
+            return Err(err(format!(
+                "no {} here: make a cluster with `bramble cluster init DIR`",
+                files::CA_CERT
+            )));
+        }
+        let ca_der =
+            identity::load_cert(&dir.join(files::CA_CERT)).map_err(|e| err(e.to_string()))?;
         let node_cert_path = dir.join(files::cert(Role::Node));
         let node_der = identity::load_cert(&node_cert_path).map_err(|e| err(e.to_string()))?;
         match identity::role_of(&node_der) {
@@ -177,7 +184,9 @@ pub fn load_ssh_keys_text(text: &str) -> Result<String, String> {
         )
     };
     if keys.is_empty() || !keys.iter().all(looks_like_key) {
-        return Err("expected OpenSSH public keys, one per line (ssh-ed25519 AAAA... comment)".into());
+        return Err(
+            "expected OpenSSH public keys, one per line (ssh-ed25519 AAAA... comment)".into(),
+        );
     }
     Ok(keys.join("\n") + "\n")
 }
@@ -215,7 +224,11 @@ impl RootPayload<'_> {
     pub fn edits(&self) -> Vec<Edit> {
         let mut edits = Vec::new();
         for (name, bytes) in &self.binaries.files {
-            edits.push(Edit::file(&format!("{BIN_DIR}/{name}"), bytes.clone(), 0o755));
+            edits.push(Edit::file(
+                &format!("{BIN_DIR}/{name}"),
+                bytes.clone(),
+                0o755,
+            ));
         }
         for (name, text) in UNITS {
             edits.push(Edit::file(
@@ -373,10 +386,7 @@ pub fn check_no_secrets(edits: &[Edit], cluster_dir: &Path) -> Result<(), Payloa
             .map(|(i, _)| i)
             .collect();
         for (name, secret) in &forbidden {
-            if starts
-                .iter()
-                .any(|&i| contents[i..].starts_with(secret))
-            {
+            if starts.iter().any(|&i| contents[i..].starts_with(secret)) {
                 return Err(PayloadError::Secret {
                     what: format!("the contents of {name}"),
                     path: path.clone(),

@@ -79,7 +79,10 @@ mod tests {
             cluster_name: Some("shelf"),
         };
         let (text, s) = update(Some(user), &up).unwrap();
-        assert!(text.starts_with("# my shelf\nrole = \"master\"   # decided later\n"), "{text}");
+        assert!(
+            text.starts_with("# my shelf\nrole = \"master\"   # decided later\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("role =").count(), 1);
         assert_eq!(s.role, RoleSetting::Master);
         assert_eq!(s.hostname, "pi-7");

@@ -50,19 +50,27 @@ dtoverlay=dwc2,dr_mode=host
 const PI_OS_CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n";
 const BOOKWORM: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n";
 const BULLSEYE: &str = "PRETTY_NAME=\"Raspbian GNU/Linux 11 (bullseye)\"\nNAME=\"Raspbian GNU/Linux\"\nVERSION_ID=\"11\"\nVERSION_CODENAME=bullseye\nID=raspbian\nID_LIKE=debian\n";
-const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBrambleTestKeyOnlyForTheImageTests test@laptop\n";
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBrambleTestKeyOnlyForTheImageTests test@laptop\n";
 
 fn have_tools() -> bool {
-    let missing: Vec<&str> = ["mkfs.vfat", "fsck.vfat", "mke2fs", "debugfs", "e2fsck", "dumpe2fs"]
-        .into_iter()
-        .filter(|t| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .map(|o| !o.status.success())
-                .unwrap_or(true)
-        })
-        .collect();
+    let missing: Vec<&str> = [
+        "mkfs.vfat",
+        "fsck.vfat",
+        "mke2fs",
+        "debugfs",
+        "e2fsck",
+        "dumpe2fs",
+    ]
+    .into_iter()
+    .filter(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+    })
+    .collect();
     if !missing.is_empty() {
         eprintln!("SKIP image tests: missing {missing:?} (apt-get install e2fsprogs dosfstools)");
     }
@@ -117,7 +125,10 @@ fn make_base(dir: &Path, os_release: &str) -> PathBuf {
     write(&tree.join("usr/lib/os-release"), os_release);
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::os::unix::fs::symlink("../usr/lib/os-release", tree.join("etc/os-release")).unwrap();
-    write(&tree.join("usr/lib/aarch64-linux-gnu/libc.so.6"), "stand-in\n");
+    write(
+        &tree.join("usr/lib/aarch64-linux-gnu/libc.so.6"),
+        "stand-in\n",
+    );
     write(
         &tree.join("etc/fstab"),
         "proc /proc proc defaults 0 0\nPARTUUID=1234abcd-01 /boot/firmware vfat defaults 0 2\nPARTUUID=1234abcd-02 / ext4 defaults,noatime 0 1\n",
@@ -127,11 +138,23 @@ fn make_base(dir: &Path, os_release: &str) -> PathBuf {
         &tree.join("etc/hosts"),
         "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n127.0.1.1\t\traspberrypi\n",
     );
-    write(&tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n");
+    write(
+        &tree.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\n",
+    );
     write(&tree.join("etc/group"), "root:x:0:\ni2c:x:998:\n");
-    write(&tree.join("etc/machine-id"), "4f9d0c2b8e4a4d6f9c1b2a3d4e5f6071\n");
-    write(&tree.join("usr/lib/systemd/system/ssh.service"), "[Service]\nExecStart=/usr/sbin/sshd -D\n");
-    write(&tree.join("usr/lib/systemd/system/cron.service"), "[Service]\nExecStart=/usr/sbin/cron -f\n");
+    write(
+        &tree.join("etc/machine-id"),
+        "4f9d0c2b8e4a4d6f9c1b2a3d4e5f6071\n",
+    );
+    write(
+        &tree.join("usr/lib/systemd/system/ssh.service"),
+        "[Service]\nExecStart=/usr/sbin/sshd -D\n",
+    );
+    write(
+        &tree.join("usr/lib/systemd/system/cron.service"),
+        "[Service]\nExecStart=/usr/sbin/cron -f\n",
+    );
     std::fs::create_dir_all(tree.join("etc/systemd/system/multi-user.target.wants")).unwrap();
     std::os::unix::fs::symlink(
         "/usr/lib/systemd/system/cron.service",
@@ -288,7 +311,9 @@ fn boot_text(f: &File, part: Partition, name: &str) -> Option<String> {
 }
 
 fn root_text(root: &RootFs, path: &str) -> Option<String> {
-    root.read(path).unwrap().map(|b| String::from_utf8(b).unwrap())
+    root.read(path)
+        .unwrap()
+        .map(|b| String::from_utf8(b).unwrap())
 }
 
 fn fsck_vfat(image: &Path, part: Partition, scratch: &Path) {
@@ -332,18 +357,28 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     assert!(after_all.contains("\ndtparam=i2c_arm=on\n"), "{config}");
     assert_eq!(
         boot_text(&f, boot, "cmdline.txt").unwrap(),
-        format!("{} cgroup_enable=memory cgroup_memory=1\n", PI_OS_CMDLINE.trim_end())
+        format!(
+            "{} cgroup_enable=memory cgroup_memory=1\n",
+            PI_OS_CMDLINE.trim_end()
+        )
     );
     assert_eq!(boot_text(&f, boot, "ssh").as_deref(), Some(""));
     let settings_text = boot_text(&f, boot, node::SETTINGS_FILE).unwrap();
     let settings = node::parse_settings(Path::new("bramble.toml"), &settings_text).unwrap();
     assert_eq!(settings.role, RoleSetting::Auto);
     assert_eq!(settings.cluster_name, "testshelf");
-    assert_eq!(boot_text(&f, boot, "kernel8.img").as_deref(), Some("stand-in kernel"));
+    assert_eq!(
+        boot_text(&f, boot, "kernel8.img").as_deref(),
+        Some("stand-in kernel")
+    );
     // The first build's boot files are identical to the second's: nothing added twice.
     let (f1, boot1, root1) = open_parts(&first.out);
     for name in ["config.txt", "cmdline.txt", node::SETTINGS_FILE] {
-        assert_eq!(boot_text(&f1, boot1, name), boot_text(&f, boot, name), "{name}");
+        assert_eq!(
+            boot_text(&f1, boot1, name),
+            boot_text(&f, boot, name),
+            "{name}"
+        );
     }
 
     // Binaries: aarch64 ELF, executable, the bytes given.
@@ -351,7 +386,10 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     for name in payload::BINARIES {
         let entry = bin_dir.iter().find(|e| e.name == name).unwrap();
         assert_eq!(entry.mode & 0o7777, 0o755, "{name}");
-        let bytes = root.read(&format!("/usr/local/bin/{name}")).unwrap().unwrap();
+        let bytes = root
+            .read(&format!("/usr/local/bin/{name}"))
+            .unwrap()
+            .unwrap();
         assert_eq!(elf::why_not_aarch64(&bytes), None, "{name}");
         assert_eq!(bytes, std::fs::read(fx.bins.join(name)).unwrap(), "{name}");
     }
@@ -359,7 +397,10 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
 
     // Units, and the links that enable them (first boot enables the master where needed).
     for (name, text) in payload::UNITS {
-        assert_eq!(root_text(&root, &format!("/etc/systemd/system/{name}")).as_deref(), Some(text));
+        assert_eq!(
+            root_text(&root, &format!("/etc/systemd/system/{name}")).as_deref(),
+            Some(text)
+        );
     }
     let wants = "/etc/systemd/system/multi-user.target.wants";
     let mut linked: Vec<(String, Option<String>)> = root
@@ -378,8 +419,14 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     assert_eq!(
         linked,
         vec![
-            expect("bramble-agent.service", "/etc/systemd/system/bramble-agent.service"),
-            expect("bramble-firstboot.service", "/etc/systemd/system/bramble-firstboot.service"),
+            expect(
+                "bramble-agent.service",
+                "/etc/systemd/system/bramble-agent.service"
+            ),
+            expect(
+                "bramble-firstboot.service",
+                "/etc/systemd/system/bramble-firstboot.service"
+            ),
             expect("cron.service", "/usr/lib/systemd/system/cron.service"),
             expect("ssh.service", "/usr/lib/systemd/system/ssh.service"),
         ]
@@ -426,9 +473,11 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     assert!(checked > 10, "walked {checked} files");
 
     // Configs, modules, users.
-    let agent: toml::Table = toml::from_str(&root_text(&root, "/etc/bramble/agent.toml").unwrap()).unwrap();
+    let agent: toml::Table =
+        toml::from_str(&root_text(&root, "/etc/bramble/agent.toml").unwrap()).unwrap();
     assert_eq!(agent["task_user"].as_str(), Some("bramble-task"));
-    let master: toml::Table = toml::from_str(&root_text(&root, "/etc/bramble/master.toml").unwrap()).unwrap();
+    let master: toml::Table =
+        toml::from_str(&root_text(&root, "/etc/bramble/master.toml").unwrap()).unwrap();
     assert_eq!(master["name"].as_str(), Some("testshelf"));
     let modules = root_text(&root, "/etc/modules-load.d/bramble.conf").unwrap();
     assert_eq!(modules.lines().filter(|l| l.trim() == "i2c-dev").count(), 1);
@@ -436,11 +485,20 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
         root_text(&root, "/usr/lib/sysusers.d/bramble.conf").as_deref(),
         Some(node::SYSUSERS_CONF)
     );
-    assert_eq!(root_text(&root, "/etc/bramble/ssh_authorized_keys").as_deref(), Some(SSH_KEY));
+    assert_eq!(
+        root_text(&root, "/etc/bramble/ssh_authorized_keys").as_deref(),
+        Some(SSH_KEY)
+    );
     // Untouched: the base's own files.
-    assert!(root_text(&root, "/etc/fstab").unwrap().contains("PARTUUID=1234abcd-02 / ext4"));
+    assert!(root_text(&root, "/etc/fstab")
+        .unwrap()
+        .contains("PARTUUID=1234abcd-02 / ext4"));
     // Same tree after one build and after two.
-    for p in ["/etc/bramble/agent.toml", "/etc/modules-load.d/bramble.conf", "/etc/bramble/image.toml"] {
+    for p in [
+        "/etc/bramble/agent.toml",
+        "/etc/modules-load.d/bramble.conf",
+        "/etc/bramble/image.toml",
+    ] {
         assert_eq!(root_text(&root1, p), root_text(&root, p), "{p}");
     }
 
@@ -459,14 +517,23 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     assert_eq!(b.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     assert_eq!(b.route.as_deref(), Some("raspios"));
     assert_eq!(b.binaries.len(), 3);
-    assert!(b.binaries.iter().all(|x| x.arch == "aarch64"), "{:?}", b.binaries);
+    assert!(
+        b.binaries.iter().all(|x| x.arch == "aarch64"),
+        "{:?}",
+        b.binaries
+    );
     assert_eq!(b.cluster_id.as_deref(), Some(fx.cluster_id.as_str()));
     assert_eq!(b.cluster_name.as_deref(), Some("testshelf"));
     assert!(b.ssh_key_installed);
     assert_eq!(i.settings.as_ref().unwrap().role, RoleSetting::Auto);
     assert_eq!(
         i.enabled_units,
-        ["bramble-agent.service", "bramble-firstboot.service", "cron.service", "ssh.service"]
+        [
+            "bramble-agent.service",
+            "bramble-firstboot.service",
+            "cron.service",
+            "ssh.service"
+        ]
     );
     assert!(i.boot.i2c_enabled && i.boot.memory_cgroup && i.boot.ssh_marker);
     let out = Command::new(env!("CARGO_BIN_EXE_bramble-image"))
@@ -474,7 +541,11 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
         .arg(img)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["bramble"]["cluster_id"], fx.cluster_id.as_str());
     assert_eq!(json["settings"]["role"], "auto");
@@ -490,7 +561,10 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     // The release checksum is the image's.
     let side = std::fs::read_to_string(bramble_image::imagefile::sidecar(img, "sha256")).unwrap();
     assert_eq!(side, format!("{}  twice.img\n", twice.sha256));
-    assert_eq!(bramble_image::imagefile::sha256_file(img).unwrap(), twice.sha256);
+    assert_eq!(
+        bramble_image::imagefile::sha256_file(img).unwrap(),
+        twice.sha256
+    );
 
     first_boot_on_the_built_root(&fx, img, root_part);
 }
@@ -501,7 +575,11 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
         eprintln!("SKIP first boot on the built image: needs root (chown to the bramble group)");
         return;
     }
-    if Command::new("systemd-sysusers").arg("--version").output().is_err() {
+    if Command::new("systemd-sysusers")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP first boot on the built image: systemd-sysusers missing");
         return;
     }
@@ -531,8 +609,13 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
     assert_eq!(report.role, "master");
     assert_eq!(report.hostname, "bramble-6071", "from the machine id");
     assert_eq!(report.ssh_keys_added, 1);
-    assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "bramble-6071\n");
-    assert!(std::fs::read_to_string(root.join("etc/hosts")).unwrap().contains("127.0.1.1\tbramble-6071\n"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "bramble-6071\n"
+    );
+    assert!(std::fs::read_to_string(root.join("etc/hosts"))
+        .unwrap()
+        .contains("127.0.1.1\tbramble-6071\n"));
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     assert_eq!(
         std::fs::read_link(wants.join("bramble-master.service")).unwrap(),
@@ -540,12 +623,22 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
     );
     assert!(root.join("etc/bramble/master.toml").exists());
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert!(passwd.lines().any(|l| l.starts_with("bramble:")), "{passwd}");
-    assert!(passwd.lines().any(|l| l.starts_with("bramble-task:")), "{passwd}");
+    assert!(
+        passwd.lines().any(|l| l.starts_with("bramble:")),
+        "{passwd}"
+    );
+    assert!(
+        passwd.lines().any(|l| l.starts_with("bramble-task:")),
+        "{passwd}"
+    );
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     let i2c = group.lines().find(|l| l.starts_with("i2c:")).unwrap();
     assert!(i2c.ends_with(":bramble"), "{i2c}");
-    assert_eq!(i2c.split(':').nth(2), Some("998"), "the base's i2c group is kept");
+    assert_eq!(
+        i2c.split(':').nth(2),
+        Some("998"),
+        "the base's i2c group is kept"
+    );
     use std::os::unix::fs::MetadataExt;
     let key = std::fs::metadata(root.join("etc/bramble/cluster/node.key")).unwrap();
     assert_eq!(key.mode() & 0o777, 0o640);
@@ -564,8 +657,13 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
         node::settings_template("testshelf", RoleSetting::Agent, "shelf-3"),
     )
     .unwrap();
-    let report = node::firstboot(&opts, &mut |_| panic!("role is given")).unwrap().unwrap();
-    assert_eq!((report.role.as_str(), report.hostname.as_str()), ("agent", "shelf-3"));
+    let report = node::firstboot(&opts, &mut |_| panic!("role is given"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (report.role.as_str(), report.hostname.as_str()),
+        ("agent", "shelf-3")
+    );
     assert_eq!(report.ssh_keys_added, 0, "the key is there already");
     // Links point at absolute paths inside the card: look at the links, not through them.
     assert!(std::fs::symlink_metadata(wants.join("bramble-master.service")).is_err());
@@ -671,10 +769,18 @@ fn flash_refuses_the_mounted_root_disk_even_when_forced() {
     };
     let view = HostView::system();
     for force in [false, true] {
-        let err = flash::check_device(&dev, force, &view).unwrap_err().to_string();
+        let err = flash::check_device(&dev, force, &view)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("refusing to write"), "{err}");
-        assert!(err.contains("in use") && err.contains("mounted at /"), "{err}");
-        assert!(err.contains("holds this machine's root filesystem"), "{err}");
+        assert!(
+            err.contains("in use") && err.contains("mounted at /"),
+            "{err}"
+        );
+        assert!(
+            err.contains("holds this machine's root filesystem"),
+            "{err}"
+        );
     }
 }
 
@@ -697,8 +803,13 @@ fn flash_refuses_a_non_removable_disk_unless_forced() {
         eprintln!("SKIP: no idle non-removable block device here");
         return;
     };
-    let err = flash::check_device(&dev, false, &view).unwrap_err().to_string();
-    assert!(err.contains("not a removable disk") && err.contains("--force"), "{err}");
+    let err = flash::check_device(&dev, false, &view)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a removable disk") && err.contains("--force"),
+        "{err}"
+    );
     // Forced, it passes the checks (nothing is written here).
     assert!(matches!(
         flash::check_device(&dev, true, &view),
@@ -717,7 +828,10 @@ fn a_base_older_than_bookworm_is_refused_with_the_reason_and_no_output() {
     let msg = err.to_string();
     assert!(matches!(err, BuildError::Base(_)), "{msg}");
     assert!(msg.contains("Debian 11 (bullseye)"), "{msg}");
-    assert!(msg.contains("glibc 2.34") && msg.contains("Bookworm"), "{msg}");
+    assert!(
+        msg.contains("glibc 2.34") && msg.contains("Bookworm"),
+        "{msg}"
+    );
     assert!(!opts.out.exists(), "the half-built output is removed");
     let out = Command::new(env!("CARGO_BIN_EXE_bramble-image"))
         .arg("build")
@@ -756,8 +870,14 @@ fn host_binaries_and_secrets_are_refused_before_the_base_is_touched() {
 
     // The secret check compares contents, whatever the path.
     let ca_key = std::fs::read(fx.cluster.join("ca.key")).unwrap();
-    let sneaky = [bramble_image::ext4::Edit::file("/etc/bramble/extra.pem", ca_key, 0o644)];
-    let err = payload::check_no_secrets(&sneaky, &fx.cluster).unwrap_err().to_string();
+    let sneaky = [bramble_image::ext4::Edit::file(
+        "/etc/bramble/extra.pem",
+        ca_key,
+        0o644,
+    )];
+    let err = payload::check_no_secrets(&sneaky, &fx.cluster)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ca.key"), "{err}");
     let op = std::fs::read(fx.cluster.join("operator.pem")).unwrap();
     let err = payload::check_no_secrets(
@@ -771,10 +891,16 @@ fn host_binaries_and_secrets_are_refused_before_the_base_is_touched() {
     // The base is only ever read.
     let before = bramble_image::imagefile::sha256_file(&fx.base).unwrap();
     bake::build(&fx.options(&fx.base, "ok.img")).unwrap();
-    assert_eq!(bramble_image::imagefile::sha256_file(&fx.base).unwrap(), before);
+    assert_eq!(
+        bramble_image::imagefile::sha256_file(&fx.base).unwrap(),
+        before
+    );
     let mut same = fx.options(&fx.base, "x");
     same.out = fx.base.clone();
-    assert!(bake::build(&same).unwrap_err().to_string().contains("base image itself"));
+    assert!(bake::build(&same)
+        .unwrap_err()
+        .to_string()
+        .contains("base image itself"));
 }
 
 #[test]
@@ -798,7 +924,10 @@ fn debian_route_without_its_recipe_says_what_is_missing() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("image/debian/mkbase.sh") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("image/debian/mkbase.sh") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
