@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod display;
 pub mod frameworks;
+pub mod node;
 pub mod operator;
 pub mod ops;
 pub mod pi;

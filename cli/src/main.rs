@@ -164,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         what: BenchKind,
     },
+    /// Set this Pi up as a cluster node (run by bramble-firstboot.service).
+    Node {
+        #[command(subcommand)]
+        command: bramble::node::NodeCommand,
+    },
     /// Run an executor (started by an agent, not by hand).
     #[command(hide = true)]
     Executor {
@@ -443,6 +448,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         // Handled in main() without a master.
         Command::Cluster { .. }
         | Command::Demo { .. }
+        | Command::Node { .. }
         | Command::Executor { .. }
         | Command::ServeDir { .. }
         | Command::Bench { .. } => Ok(0),
@@ -455,6 +461,10 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster { command } => {
             bramble_proto::logging::init(None);
             cluster::run(command)
+        }
+        Command::Node { command } => {
+            bramble_proto::logging::init(None);
+            bramble::node::run(command)
         }
         Command::Executor { kind } => {
             bramble_proto::logging::init(None);
