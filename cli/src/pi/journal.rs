@@ -19,6 +19,8 @@
 
 use super::kernel::{chunks, Sum};
 use bramble_sdk::FrameworkId;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -81,6 +83,8 @@ pub enum JournalError {
     },
     #[error("{path}: the journal is unusable after an earlier write failed")]
     Poisoned { path: PathBuf },
+    #[error("{path} is in use by another bramble pi: wait for it to end, or pass another --journal")]
+    InUse { path: PathBuf },
 }
 
 /// What a journal held when it was opened.
@@ -115,6 +119,9 @@ pub struct Journal {
     spec: JobSpec,
     /// `None` after a failed write: the file's tail is unknown, so nothing more is written.
     file: Option<File>,
+    /// Held while the journal is open: two processes resuming one job would take the
+    /// framework from each other in turn. The kernel drops it when the process dies.
+    _lock: Flock<File>,
 }
 
 /// A journal's full contents.
@@ -131,6 +138,7 @@ impl Journal {
     /// replaces a finished one, and refuses one of another job (or a damaged one) unless
     /// `fresh`, which starts over in every case.
     pub fn open(path: &Path, spec: JobSpec, fresh: bool) -> Result<(Journal, Opening), JournalError> {
+        let lock = lock(path)?;
         let existing = match std::fs::metadata(path) {
             Ok(_) => Some(read(path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -163,6 +171,7 @@ impl Journal {
                     path: path.to_path_buf(),
                     spec,
                     file: Some(file),
+                    _lock: lock,
                 };
                 return Ok((journal, Opening::Resume(c.recovered)));
             }
@@ -173,6 +182,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 spec,
                 file: Some(file),
+                _lock: lock,
             },
             opening,
         ))
@@ -382,13 +392,41 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Journal
     }
 }
 
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Takes `<journal>.lock` (created next to it) for as long as the journal is open.
+fn lock(path: &Path) -> Result<Flock<File>, JournalError> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(io(dir, "creating the journal's directory"))?;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path, "opening the journal's lock file"))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, Errno::EWOULDBLOCK)) => Err(JournalError::InUse {
+            path: path.to_path_buf(),
+        }),
+        Err((_, e)) => Err(JournalError::Io {
+            path: lock_path,
+            what: "locking the journal",
+            source: e.into(),
+        }),
+    }
+}
+
 /// A new journal holding only its header, in place atomically.
 fn create(path: &Path, spec: JobSpec) -> Result<File, JournalError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir, "creating the journal's directory"))?;
+    let dir = parent_dir(path);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir, "creating a temporary journal"))?;
     let header = format!(
         "{MAGIC} kernel={} terms={} tasks={} chunks={}",
@@ -536,6 +574,20 @@ mod tests {
         let c = read(&path).expect("new journal");
         assert_eq!(c.spec, spec());
         assert_eq!(c.recovered, Recovered::default());
+    }
+
+    #[test]
+    fn one_journal_serves_one_process_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pi.journal");
+        let (first, _) = Journal::open(&path, spec(), false).expect("first");
+        let e = Journal::open(&path, spec(), false).expect_err("second while the first is open");
+        assert!(matches!(e, JournalError::InUse { .. }), "{e}");
+        let e = Journal::open(&path, spec(), true).expect_err("--fresh does not break the lock");
+        assert!(matches!(e, JournalError::InUse { .. }), "{e}");
+        drop(first);
+        let (_, opening) = Journal::open(&path, spec(), false).expect("free again");
+        assert_eq!(opening, Opening::Resume(Recovered::default()));
     }
 
     #[test]

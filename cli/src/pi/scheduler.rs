@@ -69,6 +69,9 @@ pub struct PiResult {
     pub relaunches: u64,
     pub duplicate_results: u64,
     pub agents_used: usize,
+    /// Chunks counted over the job's life, this run and those it resumed (`restored +
+    /// counted`): equal to `tasks` unless a chunk was counted twice or never.
+    pub chunks_counted: u64,
     /// How every chunk was accounted for; `restored + counted == chunks`.
     pub chunks: BookCounts,
     pub framework_id: Option<String>,
@@ -255,6 +258,7 @@ impl PiScheduler {
             relaunches: counts.relaunched,
             duplicate_results: counts.duplicates_ignored,
             agents_used: self.agents.len(),
+            chunks_counted: counts.restored + counts.counted,
             chunks: counts,
             framework_id: driver.framework_id().map(|f| f.to_string()),
             resumed: self.resumed,
