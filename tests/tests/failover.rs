@@ -80,7 +80,11 @@ fn info(name: &str, failover_timeout_secs: f64) -> FrameworkInfo {
     info
 }
 
-async fn start_framework(c: &InProcessCluster, via: SocketAddr, info: FrameworkInfo) -> TestFramework {
+async fn start_framework(
+    c: &InProcessCluster,
+    via: SocketAddr,
+    info: FrameworkInfo,
+) -> TestFramework {
     TestFramework::start_with(SchedulerConfig::new(
         via,
         c.cluster.credentials(Role::Framework),
@@ -132,7 +136,10 @@ async fn state(c: &InProcessCluster) -> ClusterState {
     c.master.state().await.expect("master state")
 }
 
-fn framework<'a>(s: &'a ClusterState, id: &FrameworkId) -> Option<&'a bramble_proto::messages::FrameworkSummary> {
+fn framework<'a>(
+    s: &'a ClusterState,
+    id: &FrameworkId,
+) -> Option<&'a bramble_proto::messages::FrameworkSummary> {
     s.frameworks.iter().find(|f| &f.id == id)
 }
 
@@ -178,7 +185,11 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
     .await;
     assert!(c.agents[0].view().await.expect("view").pending_updates >= 1);
     let s = state(&c).await;
-    assert!(framework(&s, &id).is_some(), "the framework is kept: {:?}", s.frameworks);
+    assert!(
+        framework(&s, &id).is_some(),
+        "the framework is kept: {:?}",
+        s.frameworks
+    );
     assert!(alive(executor_pid), "its executor keeps running");
 
     // A new scheduler with the same framework id takes over.
@@ -214,7 +225,11 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
     .await;
     // Messages from its executor reach the new scheduler.
     b.driver
-        .send_framework_message(offer.agent_id.clone(), "test-executor".into(), b"ping".to_vec())
+        .send_framework_message(
+            offer.agent_id.clone(),
+            "test-executor".into(),
+            b"ping".to_vec(),
+        )
         .expect("message");
     let echo = b
         .until("the executor's echo", |f| {
@@ -315,7 +330,10 @@ async fn past_the_failover_timeout_the_tasks_are_killed_and_the_framework_remove
     let mut pids = Vec::new();
     for fw in [&mut silent, &mut clean] {
         let offer = fw.offer_from("fo-c").await;
-        fw.launch(&offer, vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")]);
+        fw.launch(
+            &offer,
+            vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
+        );
         pids.push(pid_of(&fw.state("sleeper", TaskState::Running).await));
     }
     let ids = [silent.id.clone(), clean.id.clone()];
@@ -397,7 +415,10 @@ async fn offers_come_back_to_the_scheduler_that_replaced_a_silently_dead_one() {
     assert_eq!(b.id, id);
     let offer = b.offer_from("fo-d").await;
     assert_ne!(offer.id, held.id, "a new offer");
-    assert_eq!(offer.resources, held.resources, "the same resources, all of them");
+    assert_eq!(
+        offer.resources, held.resources,
+        "the same resources, all of them"
+    );
     b.stop(false).await;
     c.shutdown().await;
 }

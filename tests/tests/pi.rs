@@ -218,6 +218,7 @@ async fn bramble_pi_killed_mid_job_resumes_from_its_journal_with_identical_bits(
         ]
     };
 
+    let t0 = std::time::Instant::now();
     // The fault-free run.
     let reference_journal = dir.join("reference.journal");
     let (reference, _) = PiProcess::spawn(&c, &dir, "reference", &args(&reference_journal, CHUNKS))
@@ -227,7 +228,10 @@ async fn bramble_pi_killed_mid_job_resumes_from_its_journal_with_identical_bits(
     assert_eq!(reference["resumed"], false, "{reference}");
     assert_eq!(reference["chunks"]["counted"], CHUNKS, "{reference}");
     let done = journal::read(&reference_journal).expect("reference journal");
-    assert!(done.recovered.finished.is_some(), "the journal is marked finished");
+    assert!(
+        done.recovered.finished.is_some(),
+        "the journal is marked finished"
+    );
 
     // The same job, killed with SIGKILL once a few chunks are counted.
     let path = dir.join("job.journal");
@@ -241,6 +245,10 @@ async fn bramble_pi_killed_mid_job_resumes_from_its_journal_with_identical_bits(
         },
     )
     .await;
+    eprintln!(
+        "{:?}: SIGKILL after {counted_before_kill} chunks",
+        t0.elapsed()
+    );
     first.child.kill().expect("SIGKILL bramble pi");
     let _ = first.child.wait();
     let at_kill = journal::read(&path).expect("journal after the kill");
@@ -269,6 +277,10 @@ async fn bramble_pi_killed_mid_job_resumes_from_its_journal_with_identical_bits(
     let (resumed, err) = PiProcess::spawn(&c, &dir, "second", &args(&path, CHUNKS))
         .result()
         .await;
+    eprintln!(
+        "{:?}: reference: {reference}\nresumed after SIGKILL: {resumed}",
+        t0.elapsed()
+    );
     assert!(
         err.contains(&format!(
             "framework id {framework_id}, {restored} of {CHUNKS} chunks done"
@@ -277,25 +289,41 @@ async fn bramble_pi_killed_mid_job_resumes_from_its_journal_with_identical_bits(
     );
     assert_eq!(resumed["resumed"], true, "{resumed}");
     assert_eq!(resumed["framework_id"], framework_id.as_str(), "{resumed}");
-    assert_eq!(resumed["pi_bits"], ref_bits.as_str(), "{resumed} vs {reference}");
+    assert_eq!(
+        resumed["pi_bits"],
+        ref_bits.as_str(),
+        "{resumed} vs {reference}"
+    );
     let counts = &resumed["chunks"];
     assert_eq!(counts["restored"], restored, "{resumed}");
-    assert_eq!(counts["counted"], CHUNKS - restored, "no chunk counted twice: {resumed}");
+    assert_eq!(
+        counts["counted"],
+        CHUNKS - restored,
+        "no chunk counted twice: {resumed}"
+    );
     assert_eq!(counts["duplicates_disagreeing"], 0, "{resumed}");
     let end = journal::read(&path).expect("final journal");
-    assert_eq!(end.recovered.results.len() as u64, CHUNKS, "every chunk once");
+    assert_eq!(
+        end.recovered.results.len() as u64,
+        CHUNKS,
+        "every chunk once"
+    );
     assert_eq!(
         end.recovered.finished.map(|b| format!("{b:016x}")),
         Some(ref_bits)
     );
     // Finished means torn down: the master forgets the framework.
-    eventually("the framework is torn down", Duration::from_secs(10), || async {
-        let s = c.master.state().await.ok()?;
-        s.frameworks
-            .iter()
-            .all(|f| f.id != framework_id)
-            .then_some(())
-    })
+    eventually(
+        "the framework is torn down",
+        Duration::from_secs(10),
+        || async {
+            let s = c.master.state().await.ok()?;
+            s.frameworks
+                .iter()
+                .all(|f| f.id != framework_id)
+                .then_some(())
+        },
+    )
     .await;
     c.shutdown().await;
 }

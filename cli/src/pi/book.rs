@@ -90,7 +90,10 @@ impl ChunkBook {
     /// A result an earlier run of this job already counted (from its journal). `false` for
     /// an unknown chunk or one already done.
     pub fn restore_result(&mut self, index: usize, sum: Sum) -> bool {
-        if !matches!(self.chunks.get(index), Some(Chunk::Pending | Chunk::Running)) {
+        if !matches!(
+            self.chunks.get(index),
+            Some(Chunk::Pending | Chunk::Running)
+        ) {
             return false;
         }
         self.mark_done(index, sum);
@@ -143,7 +146,10 @@ impl ChunkBook {
 
     /// Whether a result for `index` would be counted (the chunk exists and is not done).
     pub fn would_count(&self, index: usize) -> bool {
-        matches!(self.chunks.get(index), Some(Chunk::Pending | Chunk::Running))
+        matches!(
+            self.chunks.get(index),
+            Some(Chunk::Pending | Chunk::Running)
+        )
     }
 
     pub fn finished(&mut self, index: usize, sum: Sum) -> Option<Recorded> {
@@ -310,9 +316,15 @@ mod tests {
         assert!(!book.restore_result(2, sum(2)), "restored twice");
         assert!(!book.restore_result(9, sum(2)), "unknown chunk");
         assert_eq!(book.running(), vec![(1, 2), (3, 1)]);
-        assert!(!book.has_pending(), "in-flight chunks wait for the cluster's word");
+        assert!(
+            !book.has_pending(),
+            "in-flight chunks wait for the cluster's word"
+        );
         // The agents resend chunk 0's result: ignored. Attempt 1 of chunk 1 is stale.
-        assert_eq!(book.finished(0, sum(0)), Some(Recorded::Duplicate { agrees: true }));
+        assert_eq!(
+            book.finished(0, sum(0)),
+            Some(Recorded::Duplicate { agrees: true })
+        );
         assert!(!book.lost(1, 1));
         // The master no longer knows attempt 1 of chunk 3: it runs again as attempt 2.
         assert!(book.lost(3, 1));
@@ -345,9 +357,19 @@ mod tests {
         let mut book = ChunkBook::new(100, 1);
         let s = leibniz_range(0, 100);
         assert_eq!(book.finished(0, s), Some(Recorded::Counted));
-        let other = Sum { hi: s.hi, lo: s.lo + 1e-30 };
-        assert_eq!(book.finished(0, other), Some(Recorded::Duplicate { agrees: false }));
+        let other = Sum {
+            hi: s.hi,
+            lo: s.lo + 1e-30,
+        };
+        assert_eq!(
+            book.finished(0, other),
+            Some(Recorded::Duplicate { agrees: false })
+        );
         assert_eq!(book.counts().duplicates_disagreeing, 1);
-        assert_eq!(book.estimate().map(f64::to_bits), Some(combine([s]).to_bits()), "the first result is kept");
+        assert_eq!(
+            book.estimate().map(f64::to_bits),
+            Some(combine([s]).to_bits()),
+            "the first result is kept"
+        );
     }
 }

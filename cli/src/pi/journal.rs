@@ -83,7 +83,9 @@ pub enum JournalError {
     },
     #[error("{path}: the journal is unusable after an earlier write failed")]
     Poisoned { path: PathBuf },
-    #[error("{path} is in use by another bramble pi: wait for it to end, or pass another --journal")]
+    #[error(
+        "{path} is in use by another bramble pi: wait for it to end, or pass another --journal"
+    )]
     InUse { path: PathBuf },
 }
 
@@ -137,7 +139,11 @@ impl Journal {
     /// Opens the journal at `path` for `spec`: resumes an unfinished journal of the same job,
     /// replaces a finished one, and refuses one of another job (or a damaged one) unless
     /// `fresh`, which starts over in every case.
-    pub fn open(path: &Path, spec: JobSpec, fresh: bool) -> Result<(Journal, Opening), JournalError> {
+    pub fn open(
+        path: &Path,
+        spec: JobSpec,
+        fresh: bool,
+    ) -> Result<(Journal, Opening), JournalError> {
         let lock = lock(path)?;
         let existing = match std::fs::metadata(path) {
             Ok(_) => Some(read(path)),
@@ -236,7 +242,9 @@ impl Journal {
         for r in records {
             buf.push_str(&line(r));
         }
-        let written = file.write_all(buf.as_bytes()).and_then(|()| file.sync_data());
+        let written = file
+            .write_all(buf.as_bytes())
+            .and_then(|()| file.sync_data());
         written.map_err(|source| {
             // A half-written tail is dropped when the journal is next read, but appending
             // after it now would bury good records behind a bad line.
@@ -321,7 +329,10 @@ fn parse_header(text: &str) -> Result<JobSpec, String> {
         kernel: u32::try_from(get("kernel")?).map_err(|_| "kernel version out of range")?,
     };
     if spec.chunks != chunks(spec.terms, spec.tasks).len() as u64 {
-        return Err(format!("header's chunk count {} does not match its terms and tasks", spec.chunks));
+        return Err(format!(
+            "header's chunk count {} does not match its terms and tasks",
+            spec.chunks
+        ));
     }
     Ok(spec)
 }
@@ -385,11 +396,7 @@ fn checked(raw: &str) -> Option<&str> {
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> JournalError {
     let path = path.to_path_buf();
-    move |source| JournalError::Io {
-        path,
-        what,
-        source,
-    }
+    move |source| JournalError::Io { path, what, source }
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -427,7 +434,8 @@ fn lock(path: &Path) -> Result<Flock<File>, JournalError> {
 /// A new journal holding only its header, in place atomically.
 fn create(path: &Path, spec: JobSpec) -> Result<File, JournalError> {
     let dir = parent_dir(path);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir, "creating a temporary journal"))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(io(dir, "creating a temporary journal"))?;
     let header = format!(
         "{MAGIC} kernel={} terms={} tasks={} chunks={}",
         spec.kernel, spec.terms, spec.tasks, spec.chunks
@@ -435,13 +443,11 @@ fn create(path: &Path, spec: JobSpec) -> Result<File, JournalError> {
     tmp.write_all(line(&header).as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(io(path, "writing the new journal"))?;
-    let file = tmp
-        .persist(path)
-        .map_err(|e| JournalError::Io {
-            path: path.to_path_buf(),
-            what: "moving the new journal into place",
-            source: e.error,
-        })?;
+    let file = tmp.persist(path).map_err(|e| JournalError::Io {
+        path: path.to_path_buf(),
+        what: "moving the new journal into place",
+        source: e.error,
+    })?;
     // The rename is durable only once the directory is.
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -455,7 +461,10 @@ fn reopen(path: &Path, valid_len: u64) -> Result<File, JournalError> {
         .write(true)
         .open(path)
         .map_err(io(path, "opening the journal"))?;
-    let len = file.metadata().map_err(io(path, "reading the journal"))?.len();
+    let len = file
+        .metadata()
+        .map_err(io(path, "reading the journal"))?
+        .len();
     if len != valid_len {
         tracing::warn!(journal = %path.display(), dropped_bytes = len - valid_len,
             "dropping the journal's torn last line (the previous run died mid-write)");
@@ -501,9 +510,13 @@ mod tests {
         let (mut j, opening) = Journal::open(&path, spec(), false).expect("new");
         assert_eq!(opening, Opening::New);
         let s = leibniz_range(0, 250);
-        let odd = Sum { hi: -0.0, lo: f64::MIN_POSITIVE / 3.0 };
+        let odd = Sum {
+            hi: -0.0,
+            lo: f64::MIN_POSITIVE / 3.0,
+        };
         j.record_framework(&FrameworkId("fw-1".into())).expect("fw");
-        j.record_launches(&[(0, 1), (1, 1), (1, 2)]).expect("launch");
+        j.record_launches(&[(0, 1), (1, 1), (1, 2)])
+            .expect("launch");
         j.record_result(0, s).expect("result");
         j.record_result(1, odd).expect("result");
         drop(j);
@@ -515,7 +528,11 @@ mod tests {
         assert_eq!(r.launches, BTreeMap::from([(0, 1), (1, 2)]));
         assert_eq!(r.results.len(), 2);
         assert_eq!(r.results[0].1.to_bytes(), s.to_bytes());
-        assert_eq!(r.results[1].1.to_bytes(), odd.to_bytes(), "signed zero and subnormal exact");
+        assert_eq!(
+            r.results[1].1.to_bytes(),
+            odd.to_bytes(),
+            "signed zero and subnormal exact"
+        );
     }
 
     #[test]
@@ -527,7 +544,11 @@ mod tests {
         drop(j);
         let good = std::fs::read(&path).expect("read");
         // A crash mid-append: half a record, then the same with a newline but a bad sum.
-        for tail in [&b"result 3 3ff0"[..], b"result 3 00 00 #0123\n", b"\0\0\0\0\0"] {
+        for tail in [
+            &b"result 3 3ff0"[..],
+            b"result 3 00 00 #0123\n",
+            b"\0\0\0\0\0",
+        ] {
             let mut torn = good.clone();
             torn.extend_from_slice(tail);
             std::fs::write(&path, &torn).expect("write");
@@ -535,7 +556,8 @@ mod tests {
             assert_eq!(c.valid_len, good.len() as u64);
             assert_eq!(c.recovered.results.len(), 1);
             let (mut j, _) = Journal::open(&path, spec(), false).expect("resume");
-            j.record_result(3, leibniz_range(750, 1000)).expect("append after the cut");
+            j.record_result(3, leibniz_range(750, 1000))
+                .expect("append after the cut");
             drop(j);
             let c = read(&path).expect("clean again");
             assert_eq!(c.recovered.results.len(), 2, "tail {tail:?}");
@@ -564,7 +586,11 @@ mod tests {
         let e = Journal::open(&path, other, false).expect_err("different job");
         assert!(matches!(e, JournalError::DifferentJob { .. }), "{e}");
         assert!(e.to_string().contains("--fresh"), "{e}");
-        assert_eq!(read(&path).expect("untouched").recovered.results.len(), 1, "refusal loses nothing");
+        assert_eq!(
+            read(&path).expect("untouched").recovered.results.len(),
+            1,
+            "refusal loses nothing"
+        );
         let (mut j, opening) = Journal::open(&path, other, true).expect("fresh");
         assert_eq!(opening, Opening::Discarded { spec: Some(spec()) });
         j.record_finished(3.0).expect("finish");
@@ -595,7 +621,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("pi.journal");
         let header = format!("{MAGIC} kernel=1 terms=1000 tasks=4 chunks=4");
-        for bad in ["result 9 00 00", "result 1 00 00\nresult 1 00 00", "launch x 1", "finished 00\nlaunch 0 1", "hello"] {
+        for bad in [
+            "result 9 00 00",
+            "result 1 00 00\nresult 1 00 00",
+            "launch x 1",
+            "finished 00\nlaunch 0 1",
+            "hello",
+        ] {
             let mut text = line(&header);
             for l in bad.lines() {
                 text.push_str(&line(l));
@@ -604,7 +636,11 @@ mod tests {
             std::fs::write(&path, text).expect("write");
             assert!(read(&path).is_err(), "{bad:?} accepted");
         }
-        std::fs::write(&path, line(&format!("{MAGIC} kernel=1 terms=1000 tasks=4 chunks=5"))).expect("write");
+        std::fs::write(
+            &path,
+            line(&format!("{MAGIC} kernel=1 terms=1000 tasks=4 chunks=5")),
+        )
+        .expect("write");
         assert!(read(&path).is_err(), "inconsistent header accepted");
     }
 }

@@ -19,8 +19,7 @@ use super::kernel::{chunks, correct_digits, Sum};
 use super::PiChunk;
 use bramble_sdk::{
     async_trait, CommandInfo, ExecutorInfo, Filters, FrameworkId, JobProgress, Offer, Resources,
-    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState,
-    TaskStatus,
+    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -263,8 +262,15 @@ impl PiScheduler {
             framework_id: driver.framework_id().map(|f| f.to_string()),
             resumed: self.resumed,
         });
-        info!(pi, wall_s = wall, relaunches = counts.relaunched, restored = counts.restored,
-            counted = counts.counted, duplicates_ignored = counts.duplicates_ignored, "pi job complete");
+        info!(
+            pi,
+            wall_s = wall,
+            relaunches = counts.relaunched,
+            restored = counts.restored,
+            counted = counts.counted,
+            duplicates_ignored = counts.duplicates_ignored,
+            "pi job complete"
+        );
         // The answer stands even if this record is lost: a rerun finds every result in the
         // journal and finishes at once.
         if let Err(e) = self.journal_write(move |j| j.record_finished(pi)).await {
@@ -324,7 +330,10 @@ impl PiScheduler {
         }
         // Recorded before sent: after a restart every task id that may exist is known.
         let record = launched.clone();
-        if let Err(e) = self.journal_write(move |j| j.record_launches(&record)).await {
+        if let Err(e) = self
+            .journal_write(move |j| j.record_launches(&record))
+            .await
+        {
             for (index, _) in launched {
                 self.book.unlaunch(index);
             }
@@ -366,19 +375,17 @@ impl PiScheduler {
                     return true;
                 };
                 if self.book.would_count(index) {
-                    if let Err(e) = self.journal_write(move |j| j.record_result(index, sum)).await
+                    if let Err(e) = self
+                        .journal_write(move |j| j.record_result(index, sum))
+                        .await
                     {
                         self.fail(driver, e);
                         return false;
                     }
                 }
                 match self.book.finished(index, sum) {
-                    Some(Recorded::Counted) => {
-                        self.publish(driver, false);
-                        if self.book.is_complete() {
-                            self.finish(driver).await;
-                        }
-                    }
+                    // Completion is handled once this update is acknowledged.
+                    Some(Recorded::Counted) => self.publish(driver, false),
                     Some(Recorded::Duplicate { agrees }) => {
                         // A chunk that reports twice counts once.
                         if !agrees {
@@ -442,7 +449,10 @@ impl Scheduler for PiScheduler {
         }
         let running = self.book.running();
         if reregistered && !running.is_empty() {
-            info!(in_flight = running.len(), "reconciling the chunks that were in flight");
+            info!(
+                in_flight = running.len(),
+                "reconciling the chunks that were in flight"
+            );
             let ids = running.iter().map(|&(i, a)| task_id(i, a)).collect();
             let _ = driver.reconcile_tasks(ids);
         }
@@ -471,6 +481,10 @@ impl Scheduler for PiScheduler {
                 // The agent resends it; the chunk is already counted and will not count twice.
                 warn!(task = %status.task_id, "could not acknowledge: {e}");
             }
+        }
+        // After the acknowledgement: once stopped, the driver takes no more calls.
+        if self.book.is_complete() && self.result.is_none() && self.failure.is_none() {
+            self.finish(driver).await;
         }
     }
 }
