@@ -132,6 +132,25 @@ fn pid_of(running: &bramble_proto::TaskStatus) -> i32 {
         .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", running.message))
 }
 
+/// Waits until the agents hold no unacknowledged update: the framework acknowledged every
+/// update so far. An agent sends a task's updates one at a time, so a RUNNING left
+/// unacknowledged would hold back the task's later updates until someone acknowledges it.
+async fn all_acknowledged(c: &InProcessCluster) {
+    eventually(
+        "every update so far acknowledged",
+        Duration::from_secs(20),
+        || async {
+            for a in &c.agents {
+                if a.view().await?.pending_updates != 0 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
 async fn state(c: &InProcessCluster) -> ClusterState {
     c.master.state().await.expect("master state")
 }
@@ -167,6 +186,7 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
     );
     a.state("waits", TaskState::Running).await;
     let executor_pid = pid_of(&a.state("sleeps", TaskState::Running).await);
+    all_acknowledged(&c).await;
     vanish(a, &relay).await;
 
     // While nobody listens, one task finishes: the agent keeps its update until it is acked.
@@ -266,6 +286,7 @@ async fn stop_with_failover_keeps_the_tasks_and_a_new_driver_picks_them_up() {
     );
     a.state("waits", TaskState::Running).await;
     let sleeper = pid_of(&a.state("sleeps", TaskState::Running).await);
+    all_acknowledged(&c).await;
     a.stop(true).await;
     let stopped = Instant::now();
     eventually(
