@@ -7,7 +7,6 @@ use bramble::demo::{self, DemoOptions};
 use bramble::frameworks;
 use bramble::operator::OperatorClient;
 use bramble::ops;
-use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
 use bramble_proto::task::CommandInfo;
 use bramble_proto::{FrameworkId, Resources, TaskId, TaskState};
 use bramble_sdk::{framework_info, Credentials, Role, SchedulerConfig};
@@ -121,6 +120,16 @@ enum Command {
         executor: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Job journal: a rerun after a crash resumes the job from it (default:
+        /// $XDG_STATE_HOME/bramble/pi.journal, else ~/.local/state/bramble/pi.journal).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// Start over even if the journal holds an unfinished job.
+        #[arg(long)]
+        fresh: bool,
+        /// Seconds the master keeps the job's tasks running while this command is gone.
+        #[arg(long, default_value_t = bramble::pi::command::DEFAULT_FAILOVER_TIMEOUT_SECS)]
+        failover_timeout: f64,
     },
     /// n! for each number, exactly, one task each; printed in the order given.
     Factorial {
@@ -360,44 +369,24 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             tasks,
             executor,
             json,
+            journal,
+            fresh,
+            failover_timeout,
         } => {
-            anyhow::ensure!(
-                terms >= 1 && tasks >= 1,
-                "--terms and --tasks must be at least 1"
-            );
             let executor = match executor {
                 Some(path) => CommandInfo::program(path, vec!["executor".into(), "pi".into()]),
                 None => self_executor("pi")?,
             };
-            let job = PiJob::new(terms, tasks, executor);
-            let creds = Credentials::load(cluster, Role::Framework).with_context(|| {
-                format!(
-                    "loading the framework certificate from {}",
-                    cluster.display()
-                )
-            })?;
-            let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
-            let bar = tokio::spawn(bramble::progress::follow(rx, json));
-            let result = run_pi(
-                SchedulerConfig::new(master, creds, framework_info("pi")),
-                job,
-                tx,
-            )
-            .await;
-            let _ = bar.await;
-            let r = result?;
-            if json {
-                print_json(&r)?;
-            } else {
-                println!(
-                    "pi ≈ {:.15}  ({} correct digits, error {:.3e})",
-                    r.pi, r.correct_digits, r.abs_error
-                );
-                println!(
-                    "{} terms in {} tasks on {} agents: {:.2} s, {:.3e} terms/s, {} relaunched",
-                    r.terms, r.tasks, r.agents_used, r.wall_s, r.terms_per_s, r.relaunches
-                );
-            }
+            let cmd = bramble::pi::command::PiCommand {
+                terms,
+                tasks,
+                executor,
+                journal,
+                fresh,
+                failover_timeout_secs: failover_timeout,
+                json,
+            };
+            bramble::pi::command::run(cmd, master, framework_creds(cluster)?).await?;
             Ok(0)
         }
         Command::Factorial { numbers, json } => {

@@ -84,7 +84,9 @@ pub trait Scheduler: Send {
     async fn offer_rescinded(&mut self, _driver: &SchedulerDriver, _offer_id: &OfferId) {}
 
     /// A task changed state. With implicit acknowledgements (the default) the driver
-    /// acknowledges the update after this returns, so the agent stops resending it.
+    /// acknowledges the update only after this returns, so the agent stops resending it:
+    /// whatever this awaits (e.g. writing the update to disk) happens before the
+    /// acknowledgement. Work spawned elsewhere does not; use explicit acknowledgements then.
     async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus);
 
     /// Bytes an executor sent with `ExecutorDriver::send_framework_message` (best effort).

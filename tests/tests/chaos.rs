@@ -305,6 +305,12 @@ fn start_job(cluster: &Cluster, plan: &Plan, job: usize) -> Proc {
         "--tasks".into(),
         plan.tasks.to_string(),
         "--json".into(),
+        "--journal".into(),
+        cluster
+            .test
+            .path(&format!("job{job}.journal"))
+            .display()
+            .to_string(),
     ];
     Proc::spawn_capturing(&format!("job{job}"), "bramble", &args, &cluster.logs)
 }
@@ -381,11 +387,17 @@ async fn pi_jobs_survive_random_sigkills_of_agents_and_the_master() {
         );
         let result: serde_json::Value = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("job {job_no} printed no JSON ({e}): {out:?}"));
-        let pi = result["pi"].as_f64().expect("pi in the job's JSON");
+        // Compare the exact bits the job printed: a float parsed back from JSON may be off by
+        // an ulp.
+        let bits = result["pi_bits"]
+            .as_str()
+            .and_then(|b| u64::from_str_radix(b, 16).ok())
+            .unwrap_or_else(|| panic!("job {job_no}: no pi_bits in {result}"));
         assert_eq!(
-            pi.to_bits(),
+            bits,
             expected,
-            "job {job_no}: {pi:e} is not bit-identical to the fault-free {:e}",
+            "job {job_no}: {:e} is not bit-identical to the fault-free {:e}",
+            f64::from_bits(bits),
             f64::from_bits(expected)
         );
         let counted = result["chunks_counted"].as_u64().expect("chunks_counted");

@@ -1,7 +1,9 @@
 //! The pi job's ledger: which chunks are pending, running or done, and with what result.
 //! Pure bookkeeping, so the rules that make the answer trustworthy are unit-tested: a chunk
-//! counts once however often it reports; only the current attempt's loss sends it back to
-//! the queue; the estimate combines finished chunks in chunk order.
+//! counts once however often it reports (across restarts too: results restored from the
+//! journal are done before anything reports); only the current attempt's loss sends it back to
+//! the queue; the estimate combines finished chunks in chunk order. [`BookCounts`] says how
+//! that went, so a chaos test can check that no chunk was counted twice.
 
 use super::kernel::{chunks, combine, Sum};
 use std::collections::VecDeque;
@@ -23,6 +25,24 @@ pub enum Recorded {
     },
 }
 
+/// How the ledger's chunks were accounted for. `restored + counted == chunks` once the job
+/// is complete; anything else means a chunk was counted twice or never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BookCounts {
+    pub chunks: u64,
+    /// Results taken from the journal of an earlier run of the same job.
+    pub restored: u64,
+    /// Results counted by this run.
+    pub counted: u64,
+    /// Chunks sent back to the queue because their current attempt ended without a result.
+    pub relaunched: u64,
+    /// Results for chunks already done, ignored.
+    pub duplicates_ignored: u64,
+    /// Of those, results whose bits differed from the kept one (should stay 0: the kernel is
+    /// a pure function of the range).
+    pub duplicates_disagreeing: u64,
+}
+
 pub struct ChunkBook {
     ranges: Vec<(u64, u64)>,
     chunks: Vec<Chunk>,
@@ -30,6 +50,7 @@ pub struct ChunkBook {
     pending: VecDeque<usize>,
     done: usize,
     terms_done: u64,
+    counts: BookCounts,
 }
 
 impl ChunkBook {
@@ -43,6 +64,10 @@ impl ChunkBook {
             pending: (0..n).collect(),
             done: 0,
             terms_done: 0,
+            counts: BookCounts {
+                chunks: n as u64,
+                ..BookCounts::default()
+            },
         }
     }
 
@@ -56,6 +81,51 @@ impl ChunkBook {
 
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    pub fn counts(&self) -> BookCounts {
+        self.counts
+    }
+
+    /// A result an earlier run of this job already counted (from its journal). `false` for
+    /// an unknown chunk or one already done.
+    pub fn restore_result(&mut self, index: usize, sum: Sum) -> bool {
+        if !matches!(
+            self.chunks.get(index),
+            Some(Chunk::Pending | Chunk::Running)
+        ) {
+            return false;
+        }
+        self.mark_done(index, sum);
+        self.counts.restored += 1;
+        true
+    }
+
+    /// Attempt `attempt` of chunk `index` was launched by an earlier run. Later attempts get
+    /// higher numbers (task ids stay unique across runs); a chunk not yet done is taken as
+    /// running that attempt until the cluster says otherwise.
+    pub fn restore_launch(&mut self, index: usize, attempt: u32) {
+        let Some(known) = self.attempts.get_mut(index) else {
+            return;
+        };
+        if attempt < *known {
+            return;
+        }
+        *known = attempt;
+        if !matches!(self.chunks[index], Chunk::Done(_)) {
+            self.chunks[index] = Chunk::Running;
+            self.pending.retain(|&i| i != index);
+        }
+    }
+
+    /// The chunks believed running, with their current attempt.
+    pub fn running(&self) -> Vec<(usize, u32)> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Chunk::Running))
+            .map(|(i, _)| (i, self.attempts[i]))
+            .collect()
     }
 
     /// Takes the next pending chunk to launch: its index, attempt number and term range.
@@ -74,20 +144,38 @@ impl ChunkBook {
         }
     }
 
+    /// Whether a result for `index` would be counted (the chunk exists and is not done).
+    pub fn would_count(&self, index: usize) -> bool {
+        matches!(
+            self.chunks.get(index),
+            Some(Chunk::Pending | Chunk::Running)
+        )
+    }
+
     pub fn finished(&mut self, index: usize, sum: Sum) -> Option<Recorded> {
         match *self.chunks.get(index)? {
-            Chunk::Done(previous) => Some(Recorded::Duplicate {
-                agrees: previous == sum,
-            }),
+            Chunk::Done(previous) => {
+                let agrees = previous.to_bytes() == sum.to_bytes();
+                self.counts.duplicates_ignored += 1;
+                if !agrees {
+                    self.counts.duplicates_disagreeing += 1;
+                }
+                Some(Recorded::Duplicate { agrees })
+            }
             _ => {
-                self.chunks[index] = Chunk::Done(sum);
-                self.pending.retain(|&i| i != index);
-                self.done += 1;
-                let (b, e) = self.ranges[index];
-                self.terms_done += e - b;
+                self.mark_done(index, sum);
+                self.counts.counted += 1;
                 Some(Recorded::Counted)
             }
         }
+    }
+
+    fn mark_done(&mut self, index: usize, sum: Sum) {
+        self.chunks[index] = Chunk::Done(sum);
+        self.pending.retain(|&i| i != index);
+        self.done += 1;
+        let (b, e) = self.ranges[index];
+        self.terms_done += e - b;
     }
 
     /// Attempt `attempt` of chunk `index` ended without a result. Returns true when the chunk
@@ -99,6 +187,7 @@ impl ChunkBook {
         }
         self.chunks[index] = Chunk::Pending;
         self.pending.push_back(index);
+        self.counts.relaunched += 1;
         true
     }
 
@@ -209,5 +298,78 @@ mod tests {
             Some(Recorded::Duplicate { agrees: true })
         );
         assert!(!book.has_pending());
+    }
+
+    #[test]
+    fn a_restored_book_counts_each_chunk_once_and_says_so() {
+        let ranges = chunks(1_000, 4);
+        let sum = |i: usize| leibniz_range(ranges[i].0, ranges[i].1);
+        // The first run counted chunk 0 and 2 and had launched 1 (attempt 2) and 3.
+        let mut book = ChunkBook::new(1_000, 4);
+        book.restore_launch(1, 1);
+        book.restore_launch(1, 2);
+        book.restore_launch(1, 1);
+        book.restore_launch(3, 1);
+        book.restore_launch(0, 1);
+        assert!(book.restore_result(0, sum(0)));
+        assert!(book.restore_result(2, sum(2)));
+        assert!(!book.restore_result(2, sum(2)), "restored twice");
+        assert!(!book.restore_result(9, sum(2)), "unknown chunk");
+        assert_eq!(book.running(), vec![(1, 2), (3, 1)]);
+        assert!(
+            !book.has_pending(),
+            "in-flight chunks wait for the cluster's word"
+        );
+        // The agents resend chunk 0's result: ignored. Attempt 1 of chunk 1 is stale.
+        assert_eq!(
+            book.finished(0, sum(0)),
+            Some(Recorded::Duplicate { agrees: true })
+        );
+        assert!(!book.lost(1, 1));
+        // The master no longer knows attempt 1 of chunk 3: it runs again as attempt 2.
+        assert!(book.lost(3, 1));
+        assert_eq!(book.launch_next().map(|(i, a, _)| (i, a)), Some((3, 2)));
+        assert_eq!(book.finished(1, sum(1)), Some(Recorded::Counted));
+        assert_eq!(book.finished(3, sum(3)), Some(Recorded::Counted));
+        assert!(book.is_complete());
+        assert_eq!(
+            book.counts(),
+            BookCounts {
+                chunks: 4,
+                restored: 2,
+                counted: 2,
+                relaunched: 1,
+                duplicates_ignored: 1,
+                duplicates_disagreeing: 0,
+            }
+        );
+        let mut whole = ChunkBook::new(1_000, 4);
+        run_all(&mut whole, &[0, 1, 2, 3]);
+        assert_eq!(
+            book.estimate().map(f64::to_bits),
+            whole.estimate().map(f64::to_bits),
+            "restored results give the same bits"
+        );
+    }
+
+    #[test]
+    fn a_disagreeing_duplicate_is_counted_as_such() {
+        let mut book = ChunkBook::new(100, 1);
+        let s = leibniz_range(0, 100);
+        assert_eq!(book.finished(0, s), Some(Recorded::Counted));
+        let other = Sum {
+            hi: s.hi,
+            lo: s.lo + 1e-30,
+        };
+        assert_eq!(
+            book.finished(0, other),
+            Some(Recorded::Duplicate { agrees: false })
+        );
+        assert_eq!(book.counts().duplicates_disagreeing, 1);
+        assert_eq!(
+            book.estimate().map(f64::to_bits),
+            Some(combine([s]).to_bits()),
+            "the first result is kept"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! agent inside one long-lived custom executor per agent (`bramble executor pi`).
 
 pub mod book;
+pub mod command;
 pub mod executor;
+pub mod journal;
 pub mod kernel;
 pub mod scheduler;
 

@@ -4,18 +4,27 @@
 //! Results are collected per chunk index and combined in chunk order at the end, so the final
 //! estimate is bit-identical whatever the number of agents, the order tasks finish in, and
 //! however many were lost and run again.
+//!
+//! Restarts: with a [`Journal`] the scheduler survives being killed mid-job. It records its
+//! framework id, every launch (before sending it) and every counted result (before
+//! acknowledging the update that carried it — acknowledgements are explicit for exactly this
+//! reason); a new process opens the same journal, fails over to the same framework id,
+//! reconciles the attempts that were in flight and goes on. A result the agents resend after
+//! the restart finds its chunk already done and is ignored; an attempt the master no longer
+//! knows comes back LOST and is launched again.
 
-use super::book::{ChunkBook, Recorded};
+use super::book::{BookCounts, ChunkBook, Recorded};
+use super::journal::{Journal, JournalError, Recovered};
 use super::kernel::{chunks, correct_digits, Sum};
 use super::PiChunk;
 use bramble_sdk::{
-    async_trait, CommandInfo, ExecutorInfo, Filters, JobProgress, Offer, Resources, Scheduler,
-    SchedulerConfig, SchedulerDriver, SdkError, TaskInfo, TaskState, TaskStatus,
+    async_trait, CommandInfo, ExecutorInfo, Filters, FrameworkId, JobProgress, Offer, Resources,
+    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What to compute and with what.
 #[derive(Debug, Clone)]
@@ -46,15 +55,44 @@ impl PiJob {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PiResult {
     pub pi: f64,
+    /// `pi`'s IEEE-754 bit pattern in hex: what "bit-identical" compares.
+    pub pi_bits: String,
     pub abs_error: f64,
     pub correct_digits: u32,
     pub terms: u64,
     pub tasks: u64,
+    /// Wall time of this run (a resumed job's earlier runs not included).
     pub wall_s: f64,
+    /// Terms computed by this run per second of it.
     pub terms_per_s: f64,
     pub relaunches: u64,
     pub duplicate_results: u64,
     pub agents_used: usize,
+    /// Chunks counted over the job's life, this run and those it resumed (`restored +
+    /// counted`): equal to `tasks` unless a chunk was counted twice or never.
+    pub chunks_counted: u64,
+    /// How every chunk was accounted for; `restored + counted == chunks`.
+    pub chunks: BookCounts,
+    pub framework_id: Option<String>,
+    /// This run continued a journal left by an earlier one.
+    pub resumed: bool,
+}
+
+/// Why a pi job did not produce its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PiError {
+    #[error(transparent)]
+    Sdk(#[from] SdkError),
+    #[error("the job's journal failed, so it was stopped without tearing it down (its tasks keep running for the failover timeout; rerun to resume): {0}")]
+    Journal(#[from] JournalError),
+    #[error("the pi framework stopped before every chunk finished")]
+    Incomplete,
+}
+
+/// The durable side of a job: the journal and what it held when opened.
+pub struct Durable {
+    pub journal: Journal,
+    pub recovered: Option<Recovered>,
 }
 
 const EXECUTOR_ID: &str = "pi-executor";
@@ -64,27 +102,55 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 struct PiScheduler {
     job: PiJob,
     book: ChunkBook,
-    relaunches: u64,
-    duplicates: u64,
     agents: HashSet<String>,
     started: Instant,
+    /// Terms already done when this run started (restored from the journal).
+    terms_at_start: u64,
     last_publish: Option<Instant>,
     progress: watch::Sender<JobProgress>,
     result: Option<PiResult>,
+    /// Taken out while a blocking write runs; `journaled` says whether there is one at all.
+    journal: Option<Journal>,
+    journaled: bool,
+    /// The framework id the journal holds.
+    journal_framework: Option<FrameworkId>,
+    resumed: bool,
+    failure: Option<JournalError>,
 }
 
 impl PiScheduler {
-    fn new(job: PiJob, progress: watch::Sender<JobProgress>) -> Self {
+    fn new(job: PiJob, progress: watch::Sender<JobProgress>, durable: Option<Durable>) -> Self {
+        let mut book = ChunkBook::new(job.terms, job.tasks);
+        let mut journal_framework = None;
+        let mut resumed = false;
+        let journaled = durable.is_some();
+        let journal = durable.map(|d| {
+            if let Some(r) = d.recovered {
+                resumed = true;
+                journal_framework = r.framework_id;
+                for (chunk, attempt) in r.launches {
+                    book.restore_launch(chunk, attempt);
+                }
+                for (chunk, sum) in r.results {
+                    book.restore_result(chunk, sum);
+                }
+            }
+            d.journal
+        });
         Self {
-            book: ChunkBook::new(job.terms, job.tasks),
+            terms_at_start: book.terms_done(),
+            book,
             job,
-            relaunches: 0,
-            duplicates: 0,
             agents: HashSet::new(),
             started: Instant::now(),
             last_publish: None,
             progress,
             result: None,
+            journal,
+            journaled,
+            journal_framework,
+            resumed,
+            failure: None,
         }
     }
 
@@ -97,6 +163,14 @@ impl PiScheduler {
         }
     }
 
+    fn rate(&self, elapsed: f64) -> f64 {
+        if elapsed > 0.0 {
+            (self.book.terms_done() - self.terms_at_start) as f64 / elapsed
+        } else {
+            0.0
+        }
+    }
+
     fn snapshot(&self, finished: bool) -> JobProgress {
         let elapsed = self.started.elapsed().as_secs_f64();
         let estimate = self.book.estimate();
@@ -105,11 +179,7 @@ impl PiScheduler {
             done: self.book.terms_done(),
             total: self.job.terms,
             unit: "terms".into(),
-            rate_per_s: if elapsed > 0.0 {
-                self.book.terms_done() as f64 / elapsed
-            } else {
-                0.0
-            },
+            rate_per_s: self.rate(elapsed),
             tasks_done: self.book.done() as u64,
             tasks_total: self.book.len() as u64,
             estimate,
@@ -131,134 +201,193 @@ impl PiScheduler {
         let _ = driver.publish_progress(snapshot);
     }
 
-    fn finish(&mut self, driver: &SchedulerDriver) {
+    /// Runs `write` on the journal off the event loop (it fsyncs) and waits for it: whatever
+    /// the caller does next happens only once the record is durable. A no-op without a journal.
+    async fn journal_write<F>(&mut self, write: F) -> Result<(), JournalError>
+    where
+        F: FnOnce(&mut Journal) -> Result<(), JournalError> + Send + 'static,
+    {
+        if !self.journaled {
+            return Ok(());
+        }
+        let Some(mut journal) = self.journal.take() else {
+            return Err(JournalError::Poisoned {
+                path: "the pi journal".into(),
+            });
+        };
+        let path = journal.path().to_path_buf();
+        match tokio::task::spawn_blocking(move || {
+            let result = write(&mut journal);
+            (journal, result)
+        })
+        .await
+        {
+            Ok((journal, result)) => {
+                self.journal = Some(journal);
+                result
+            }
+            Err(e) => {
+                error!("journal write did not complete: {e}");
+                Err(JournalError::Poisoned { path })
+            }
+        }
+    }
+
+    /// The journal cannot be trusted any more: stop without a teardown, so the tasks keep
+    /// running and a rerun (once the disk is fixed) resumes from what is durable.
+    fn fail(&mut self, driver: &SchedulerDriver, e: JournalError) {
+        error!("{e}; stopping (failover) without acknowledging anything more");
+        self.failure = Some(e);
+        driver.stop(true);
+    }
+
+    async fn finish(&mut self, driver: &SchedulerDriver) {
         let wall = self.started.elapsed().as_secs_f64();
         let pi = self.book.estimate().unwrap_or(0.0);
+        let counts = self.book.counts();
         self.result = Some(PiResult {
             pi,
+            pi_bits: format!("{:016x}", pi.to_bits()),
             abs_error: (pi - std::f64::consts::PI).abs(),
             correct_digits: correct_digits(pi),
             terms: self.job.terms,
             tasks: self.book.len() as u64,
             wall_s: wall,
-            terms_per_s: self.job.terms as f64 / wall,
-            relaunches: self.relaunches,
-            duplicate_results: self.duplicates,
+            terms_per_s: self.rate(wall),
+            relaunches: counts.relaunched,
+            duplicate_results: counts.duplicates_ignored,
             agents_used: self.agents.len(),
+            chunks_counted: counts.restored + counts.counted,
+            chunks: counts,
+            framework_id: driver.framework_id().map(|f| f.to_string()),
+            resumed: self.resumed,
         });
         info!(
             pi,
             wall_s = wall,
-            relaunches = self.relaunches,
+            relaunches = counts.relaunched,
+            restored = counts.restored,
+            counted = counts.counted,
+            duplicates_ignored = counts.duplicates_ignored,
             "pi job complete"
         );
+        // The answer stands even if this record is lost: a rerun finds every result in the
+        // journal and finishes at once.
+        if let Err(e) = self.journal_write(move |j| j.record_finished(pi)).await {
+            warn!("could not mark the journal finished: {e}");
+        }
         self.publish(driver, true);
         driver.stop(false);
     }
-}
 
-/// Task ids are `pi-<chunk>-<attempt>`.
-fn parse_task_id(id: &str) -> Option<(usize, u32)> {
-    let rest = id.strip_prefix("pi-")?;
-    let (chunk, attempt) = rest.split_once('-')?;
-    Some((chunk.parse().ok()?, attempt.parse().ok()?))
-}
-
-#[async_trait]
-impl Scheduler for PiScheduler {
-    async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
-        for offer in offers {
-            if !self.book.has_pending() {
-                // Nothing to run now; relaunches revive offers.
-                let _ = driver.decline_offer(
-                    offer.id,
-                    Filters {
-                        refuse_seconds: 5.0,
-                    },
-                );
-                continue;
-            }
-            let mut left = offer.resources.clone();
-            let executor = self.executor_info();
-            if !offer.executor_ids.contains(&executor.executor_id) {
-                left = left.checked_sub(&executor.resources).unwrap_or_default();
-            }
-            let mut tasks = Vec::new();
-            while let Some(rest) = left.checked_sub(&self.job.task_resources) {
-                let Some((index, attempt, (begin, end))) = self.book.launch_next() else {
-                    break;
-                };
-                left = rest;
-                let chunk = PiChunk {
-                    index: index as u32,
-                    begin,
-                    end,
-                };
-                tasks.push(TaskInfo {
-                    task_id: format!("pi-{index}-{attempt}").into(),
-                    name: format!("pi chunk {index}"),
-                    agent_id: offer.agent_id.clone(),
-                    resources: self.job.task_resources.clone(),
-                    command: None,
-                    executor: Some(executor.clone()),
-                    data: chunk.to_bytes(),
-                });
-            }
-            if tasks.is_empty() {
-                let _ = driver.decline_offer(
-                    offer.id,
-                    Filters {
-                        refuse_seconds: 1.0,
-                    },
-                );
-                continue;
-            }
-            self.agents.insert(offer.agent_id.to_string());
-            let launched: Vec<usize> = tasks
-                .iter()
-                .filter_map(|t| parse_task_id(t.task_id.as_str()).map(|(i, _)| i))
-                .collect();
-            // Unused resources come straight back: another chunk may finish any moment.
-            if let Err(e) = driver.launch_tasks(
-                vec![offer.id],
-                tasks,
+    async fn launch_on(&mut self, driver: &SchedulerDriver, offer: Offer) {
+        if !self.book.has_pending() {
+            // Nothing to run now; relaunches revive offers.
+            let _ = driver.decline_offer(
+                offer.id,
                 Filters {
-                    refuse_seconds: 0.0,
+                    refuse_seconds: 5.0,
                 },
-            ) {
-                warn!("launching pi chunks failed: {e}; they will be retried");
-                for index in launched {
-                    self.book.unlaunch(index);
-                }
+            );
+            return;
+        }
+        let mut left = offer.resources.clone();
+        let executor = self.executor_info();
+        if !offer.executor_ids.contains(&executor.executor_id) {
+            left = left.checked_sub(&executor.resources).unwrap_or_default();
+        }
+        let mut tasks = Vec::new();
+        let mut launched = Vec::new();
+        while let Some(rest) = left.checked_sub(&self.job.task_resources) {
+            let Some((index, attempt, (begin, end))) = self.book.launch_next() else {
+                break;
+            };
+            left = rest;
+            let chunk = PiChunk {
+                index: index as u32,
+                begin,
+                end,
+            };
+            launched.push((index, attempt));
+            tasks.push(TaskInfo {
+                task_id: task_id(index, attempt),
+                name: format!("pi chunk {index}"),
+                agent_id: offer.agent_id.clone(),
+                resources: self.job.task_resources.clone(),
+                command: None,
+                executor: Some(executor.clone()),
+                data: chunk.to_bytes(),
+            });
+        }
+        if tasks.is_empty() {
+            let _ = driver.decline_offer(
+                offer.id,
+                Filters {
+                    refuse_seconds: 1.0,
+                },
+            );
+            return;
+        }
+        // Recorded before sent: after a restart every task id that may exist is known.
+        let record = launched.clone();
+        if let Err(e) = self
+            .journal_write(move |j| j.record_launches(&record))
+            .await
+        {
+            for (index, _) in launched {
+                self.book.unlaunch(index);
+            }
+            self.fail(driver, e);
+            return;
+        }
+        self.agents.insert(offer.agent_id.to_string());
+        // Unused resources come straight back: another chunk may finish any moment.
+        if let Err(e) = driver.launch_tasks(
+            vec![offer.id],
+            tasks,
+            Filters {
+                refuse_seconds: 0.0,
+            },
+        ) {
+            warn!("launching pi chunks failed: {e}; they will be retried");
+            for (index, _) in launched {
+                self.book.unlaunch(index);
             }
         }
     }
 
-    async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+    /// Handles one update. `false` when it must not be acknowledged (the journal failed).
+    async fn update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) -> bool {
         let Some((index, attempt)) = parse_task_id(status.task_id.as_str()) else {
             warn!(task = %status.task_id, "update for a task that is not a pi chunk");
-            return;
+            return true;
         };
         match status.state {
             TaskState::Finished => {
                 let Some(sum) = Sum::from_bytes(&status.data) else {
-                    warn!(task = %status.task_id, "FINISHED without a valid result; running the chunk again");
+                    // Also what a reconciliation says of a finished, unacknowledged task: its
+                    // result is still on the way from the agent, but running the chunk again
+                    // bounds the wait; whichever result comes first counts.
+                    warn!(task = %status.task_id, reason = ?status.reason, "FINISHED without a result; running the chunk again");
                     if self.book.lost(index, attempt) {
-                        self.relaunches += 1;
                         let _ = driver.revive_offers();
                     }
-                    return;
+                    return true;
                 };
-                match self.book.finished(index, sum) {
-                    Some(Recorded::Counted) => {
-                        self.publish(driver, false);
-                        if self.book.is_complete() {
-                            self.finish(driver);
-                        }
+                if self.book.would_count(index) {
+                    if let Err(e) = self
+                        .journal_write(move |j| j.record_result(index, sum))
+                        .await
+                    {
+                        self.fail(driver, e);
+                        return false;
                     }
+                }
+                match self.book.finished(index, sum) {
+                    // Completion is handled once this update is acknowledged.
+                    Some(Recorded::Counted) => self.publish(driver, false),
                     Some(Recorded::Duplicate { agrees }) => {
                         // A chunk that reports twice counts once.
-                        self.duplicates += 1;
                         if !agrees {
                             warn!(
                                 chunk = index,
@@ -274,26 +403,129 @@ impl Scheduler for PiScheduler {
             // Only the current attempt's loss matters; a stale one was already replaced.
             state if state.is_terminal() && self.book.lost(index, attempt) => {
                 info!(chunk = index, %state, reason = ?status.reason, message = %status.message, "chunk lost; launching it again");
-                self.relaunches += 1;
                 let _ = driver.revive_offers();
             }
             _ => {}
+        }
+        true
+    }
+}
+
+fn task_id(index: usize, attempt: u32) -> TaskId {
+    format!("pi-{index}-{attempt}").into()
+}
+
+/// Task ids are `pi-<chunk>-<attempt>`.
+fn parse_task_id(id: &str) -> Option<(usize, u32)> {
+    let rest = id.strip_prefix("pi-")?;
+    let (chunk, attempt) = rest.split_once('-')?;
+    Some((chunk.parse().ok()?, attempt.parse().ok()?))
+}
+
+#[async_trait]
+impl Scheduler for PiScheduler {
+    async fn registered(
+        &mut self,
+        driver: &SchedulerDriver,
+        framework_id: &FrameworkId,
+        reregistered: bool,
+    ) {
+        if self.failure.is_some() {
+            return;
+        }
+        if self.journal_framework.as_ref() != Some(framework_id) {
+            // Before any launch: a restart must fail over to the framework owning the tasks.
+            let id = framework_id.clone();
+            if let Err(e) = self.journal_write(move |j| j.record_framework(&id)).await {
+                self.fail(driver, e);
+                return;
+            }
+            self.journal_framework = Some(framework_id.clone());
+        }
+        if self.book.is_complete() {
+            // Every result was already durable (the previous run died before finishing up).
+            self.finish(driver).await;
+            return;
+        }
+        let running = self.book.running();
+        if reregistered && !running.is_empty() {
+            info!(
+                in_flight = running.len(),
+                "reconciling the chunks that were in flight"
+            );
+            let ids = running.iter().map(|&(i, a)| task_id(i, a)).collect();
+            let _ = driver.reconcile_tasks(ids);
+        }
+        self.publish(driver, true);
+    }
+
+    async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+        for offer in offers {
+            if self.failure.is_some() || self.result.is_some() {
+                let _ = driver.decline_offer(offer.id, Filters::default());
+                continue;
+            }
+            self.launch_on(driver, offer).await;
+        }
+    }
+
+    async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+        if self.failure.is_some() {
+            return;
+        }
+        let acknowledge = self.update(driver, status).await;
+        // With a journal, acknowledgements are explicit and come only now, after the result
+        // is durable; without one the driver acknowledges once this returns.
+        if acknowledge && self.journaled {
+            if let Err(e) = driver.acknowledge(status) {
+                // The agent resends it; the chunk is already counted and will not count twice.
+                warn!(task = %status.task_id, "could not acknowledge: {e}");
+            }
+        }
+        // After the acknowledgement: once stopped, the driver takes no more calls.
+        if self.book.is_complete() && self.result.is_none() && self.failure.is_none() {
+            self.finish(driver).await;
         }
     }
 }
 
 /// Runs a pi job to completion on the cluster `config` points at. `progress` receives a
-/// snapshot after every finished chunk (for a progress bar).
+/// snapshot after every finished chunk (for a progress bar). Nothing is journaled: a restart
+/// starts over.
 pub async fn run_pi(
     config: SchedulerConfig,
     job: PiJob,
     progress: watch::Sender<JobProgress>,
 ) -> Result<PiResult, SdkError> {
-    let scheduler = PiScheduler::new(job, progress);
+    run_pi_durable(config, job, None, progress)
+        .await
+        .map_err(|e| match e {
+            PiError::Sdk(e) => e,
+            other => SdkError::InvalidCall(other.to_string()),
+        })
+}
+
+/// Runs a pi job with a journal when `durable` is given: fails over to the journal's framework
+/// id (overriding `config`'s), acknowledges updates explicitly once their results are
+/// durable, and marks the journal finished at the end.
+pub async fn run_pi_durable(
+    mut config: SchedulerConfig,
+    job: PiJob,
+    durable: Option<Durable>,
+    progress: watch::Sender<JobProgress>,
+) -> Result<PiResult, PiError> {
+    if let Some(d) = &durable {
+        config.implicit_acknowledgements = false;
+        if let Some(id) = d.recovered.as_ref().and_then(|r| r.framework_id.clone()) {
+            config.framework.framework_id = Some(id);
+        }
+    }
+    let scheduler = PiScheduler::new(job, progress, durable);
     let done = bramble_sdk::run_scheduler(config, scheduler).await?;
-    done.result.ok_or_else(|| {
-        SdkError::InvalidCall("the pi framework stopped before every chunk finished".into())
-    })
+    if let Some(e) = done.failure {
+        return Err(PiError::Journal(e));
+    }
+    done.result.ok_or(PiError::Incomplete)
 }
 
 /// An empty progress snapshot for a job about to start.

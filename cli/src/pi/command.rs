@@ -1,0 +1,111 @@
+//! `bramble pi`: opens (or resumes) the job's journal, says what it found, runs the job and
+//! prints the answer. Kept out of `main.rs`, which only parses the arguments.
+
+use super::journal::{self, JobSpec, Journal, Opening};
+use super::scheduler::{initial_progress, run_pi_durable, Durable, PiJob, PiResult};
+use anyhow::Context;
+use bramble_sdk::{framework_info, CommandInfo, Credentials, SchedulerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The failover timeout `bramble pi` asks for unless told otherwise: long enough to notice a
+/// crash and start the command again.
+pub const DEFAULT_FAILOVER_TIMEOUT_SECS: f64 = 120.0;
+
+/// What `bramble pi` was asked to do.
+#[derive(Debug, Clone)]
+pub struct PiCommand {
+    pub terms: u64,
+    pub tasks: u64,
+    pub executor: CommandInfo,
+    /// `None`: [`journal::default_path`].
+    pub journal: Option<PathBuf>,
+    /// Discard an unfinished journal instead of resuming (or refusing) it.
+    pub fresh: bool,
+    pub failover_timeout_secs: f64,
+    pub json: bool,
+}
+
+/// Runs the command; the result is printed by the caller's choice of format here.
+pub async fn run(cmd: PiCommand, master: SocketAddr, creds: Credentials) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cmd.terms >= 1 && cmd.tasks >= 1,
+        "--terms and --tasks must be at least 1"
+    );
+    anyhow::ensure!(
+        cmd.failover_timeout_secs.is_finite() && cmd.failover_timeout_secs >= 0.0,
+        "--failover-timeout must be a number of seconds, 0 or more"
+    );
+    let path = match cmd.journal.clone() {
+        Some(p) => p,
+        None => journal::default_path().context(
+            "no place for the job journal: set XDG_STATE_HOME or HOME, or pass --journal FILE",
+        )?,
+    };
+    let spec = JobSpec::new(cmd.terms, cmd.tasks);
+    let (journal, opening) = Journal::open(&path, spec, cmd.fresh)?;
+    eprintln!("journal: {}", path.display());
+    let recovered = match opening {
+        Opening::New => None,
+        Opening::ReplacedFinished { spec } => {
+            eprintln!("the journal's previous job ({spec}) had finished; starting a new one");
+            None
+        }
+        Opening::Discarded { spec } => {
+            match spec {
+                Some(spec) => eprintln!("--fresh: discarded an unfinished job ({spec}); its tasks run until its framework's failover timeout"),
+                None => eprintln!("--fresh: discarded an unreadable journal"),
+            }
+            None
+        }
+        Opening::Resume(r) => {
+            let done: std::collections::HashSet<usize> =
+                r.results.iter().map(|(i, _)| *i).collect();
+            eprintln!(
+                "resuming job {spec}, framework id {}, {} of {} chunks done",
+                r.framework_id
+                    .as_ref()
+                    .map_or_else(|| "(none yet)".to_string(), ToString::to_string),
+                done.len(),
+                spec.chunks
+            );
+            Some(r)
+        }
+    };
+    let job = PiJob::new(cmd.terms, cmd.tasks, cmd.executor);
+    let mut info = framework_info("pi");
+    info.failover_timeout_secs = cmd.failover_timeout_secs;
+    let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
+    let bar = tokio::spawn(crate::progress::follow(rx, cmd.json));
+    let result = run_pi_durable(
+        SchedulerConfig::new(master, creds, info),
+        job,
+        Some(Durable { journal, recovered }),
+        tx,
+    )
+    .await;
+    let _ = bar.await;
+    print(&result?, cmd.json)
+}
+
+fn print(r: &PiResult, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    println!(
+        "pi ≈ {:.15}  ({} correct digits, error {:.3e})",
+        r.pi, r.correct_digits, r.abs_error
+    );
+    println!(
+        "{} terms in {} tasks on {} agents: {:.2} s, {:.3e} terms/s, {} relaunched",
+        r.terms, r.tasks, r.agents_used, r.wall_s, r.terms_per_s, r.relaunches
+    );
+    if r.resumed {
+        println!(
+            "resumed: {} chunks from the journal, {} counted now, {} repeated results ignored",
+            r.chunks.restored, r.chunks.counted, r.chunks.duplicates_ignored
+        );
+    }
+    Ok(())
+}
