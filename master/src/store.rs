@@ -516,6 +516,7 @@ mod tests {
         let msg = Store::open(dir.path(), CLUSTER)
             .expect_err("garbage")
             .to_string();
+        eprintln!("{msg}");
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains("not a Bramble master store"), "{msg}");
         // The file was left as it was, for the operator to look at.
@@ -549,6 +550,7 @@ mod tests {
         let msg = Store::open(dir.path(), CLUSTER)
             .expect_err("damaged")
             .to_string();
+        eprintln!("{msg}");
         assert!(msg.contains(&path.display().to_string()), "{msg}");
     }
 
