@@ -331,7 +331,8 @@ async fn a_master_killed_with_sigkill_comes_back_without_killing_the_running_tas
     .await;
     let mut fw =
         TestFramework::start(addr(port), cluster.credentials(Role::Framework), "steady").await;
-    let offer = fw.offer_from("agent1").await;
+    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
+    fw.offers.clear();
     fw.launch(
         &offer,
         vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
