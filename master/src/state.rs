@@ -2032,3 +2032,286 @@ fn msg_kind_agent(msg: &MasterToAgent) -> &'static str {
         MasterToAgent::ListSandbox { .. } => "ListSandbox",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::identity::Role;
+    use bramble_proto::task::CommandInfo;
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            heartbeat_interval: Duration::from_millis(200),
+            agent_timeout: Duration::from_secs(2),
+            offer_timeout: Duration::from_secs(30),
+            allocation_interval: Duration::from_millis(200),
+            agent_reregistration_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn identity(role: Role) -> PeerIdentity {
+        PeerIdentity {
+            role,
+            subject: "test".into(),
+            address: "127.0.0.1:9".parse().expect("addr"),
+        }
+    }
+
+    fn connect_agent(m: &mut Master, conn: ConnId, now: Instant) -> mpsc::Receiver<MasterToAgent> {
+        let (tx, rx) = mpsc::channel(64);
+        m.handle(
+            Input::Connected {
+                conn,
+                identity: identity(Role::Node),
+                tx: PeerTx::Agent(tx),
+                handle: None,
+            },
+            now,
+        );
+        rx
+    }
+
+    fn connect_framework(
+        m: &mut Master,
+        conn: ConnId,
+        id: Option<&str>,
+        now: Instant,
+    ) -> mpsc::Receiver<MasterEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        m.handle(
+            Input::Connected {
+                conn,
+                identity: identity(Role::Framework),
+                tx: PeerTx::Scheduler(tx),
+                handle: None,
+            },
+            now,
+        );
+        let info = FrameworkInfo {
+            framework_id: id.map(|i| FrameworkId(i.into())),
+            name: "fw".into(),
+            role: "*".into(),
+            failover_timeout_secs: 60.0,
+        };
+        m.handle(
+            Input::FromScheduler {
+                conn,
+                call: SchedulerCall::Subscribe(info),
+            },
+            now,
+        );
+        rx
+    }
+
+    fn register(m: &mut Master, conn: ConnId, id: &str, tasks: Vec<RunningTask>, now: Instant) {
+        m.handle(
+            Input::FromAgent {
+                conn,
+                msg: AgentToMaster::Register {
+                    agent_id: Some(AgentId(id.into())),
+                    hostname: id.into(),
+                    resources: Resources::new(2.0, 1024),
+                    attributes: BTreeMap::new(),
+                    tasks,
+                },
+            },
+            now,
+        );
+    }
+
+    fn task_info(id: &str) -> TaskInfo {
+        TaskInfo {
+            task_id: TaskId(id.into()),
+            name: id.into(),
+            agent_id: AgentId("a1".into()),
+            resources: Resources::new(0.5, 64),
+            command: Some(CommandInfo::shell("sleep 600")),
+            executor: None,
+            data: Vec::new(),
+        }
+    }
+
+    fn recovered(tasks: &[&str]) -> Recovered {
+        Recovered {
+            frameworks: vec![FrameworkRecord {
+                id: FrameworkId("fw1".into()),
+                info: FrameworkInfo {
+                    framework_id: Some(FrameworkId("fw1".into())),
+                    name: "fw".into(),
+                    role: "*".into(),
+                    failover_timeout_secs: 60.0,
+                },
+            }],
+            agents: vec![AgentRecord {
+                id: AgentId("a1".into()),
+                hostname: "a1".into(),
+                address: "127.0.0.1:9".parse().expect("addr"),
+                total: Resources::new(2.0, 1024),
+                attributes: BTreeMap::new(),
+                executors: Vec::new(),
+            }],
+            tasks: tasks
+                .iter()
+                .map(|t| TaskRecord {
+                    framework_id: FrameworkId("fw1".into()),
+                    info: task_info(t),
+                    state: TaskState::Running,
+                    message: String::new(),
+                    reason: None,
+                    launched_at: 0.0,
+                    started_at: Some(0.0),
+                    ended_at: None,
+                    terminal: None,
+                    resend_by_master: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn drain<T>(rx: &mut mpsc::Receiver<T>) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    #[test]
+    fn replies_wait_in_the_outbox_until_the_burst_is_taken_for_commit() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        let mut agent = connect_agent(&mut m, 1, now);
+        register(&mut m, 1, "a1", Vec::new(), now);
+        let mut fw = connect_framework(&mut m, 2, None, now);
+        m.end_burst(now);
+        assert!(matches!(agent.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(fw.try_recv(), Err(TryRecvError::Empty)));
+        let batch = m.take_writes();
+        assert_eq!(batch.agents.len(), 1);
+        assert!(batch.agents[0].1.is_some());
+        assert_eq!(batch.frameworks.len(), 1);
+        m.flush_outbox();
+        assert!(matches!(
+            agent.try_recv(),
+            Ok(MasterToAgent::Registered { .. })
+        ));
+        assert!(matches!(fw.try_recv(), Ok(MasterEvent::Subscribed { .. })));
+        // Nothing changed since: the next batch is empty.
+        assert!(m.take_writes().is_empty());
+    }
+
+    #[test]
+    fn a_recovered_agent_keeps_the_tasks_it_reports_and_the_missing_one_is_lost_until_acked() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        m.recover(recovered(&["kept", "gone"]), now);
+        assert!(m.take_writes().is_empty(), "recovery itself writes nothing");
+        // No offers from an agent that has not re-registered.
+        let mut fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        m.tick(now + Duration::from_secs(1));
+        m.take_writes();
+        m.flush_outbox();
+        let events = drain(&mut fw);
+        assert!(
+            matches!(events.first(), Some(MasterEvent::Subscribed { .. })),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, MasterEvent::Offers(_))),
+            "{events:?}"
+        );
+
+        let mut agent = connect_agent(&mut m, 1, now);
+        let kept = RunningTask {
+            framework_id: FrameworkId("fw1".into()),
+            task: task_info("kept"),
+            state: TaskState::Running,
+        };
+        register(&mut m, 1, "a1", vec![kept], now);
+        m.end_burst(now);
+        let batch = m.take_writes();
+        let lost = batch
+            .tasks
+            .iter()
+            .find(|((_, t), _)| t.as_str() == "gone")
+            .and_then(|(_, r)| r.clone())
+            .expect("the missing task is written");
+        assert_eq!(lost.state, TaskState::Lost);
+        assert!(lost.resend_by_master);
+        m.flush_outbox();
+        let to_agent = drain(&mut agent);
+        assert!(
+            !to_agent
+                .iter()
+                .any(|msg| matches!(msg, MasterToAgent::KillTask { .. })),
+            "{to_agent:?}"
+        );
+        let update = drain(&mut fw)
+            .into_iter()
+            .find_map(|e| match e {
+                MasterEvent::Update(s) if s.task_id.as_str() == "gone" => Some(s),
+                _ => None,
+            })
+            .expect("LOST forwarded");
+        assert_eq!(update.state, TaskState::Lost);
+        let uuid = update.uuid.expect("a uuid to acknowledge");
+
+        // Resent on the framework's next subscription, until acknowledged.
+        m.handle(
+            Input::Disconnected {
+                conn: 2,
+                reason: "test".into(),
+                graceful: false,
+            },
+            now,
+        );
+        let mut fw = connect_framework(&mut m, 3, Some("fw1"), now);
+        m.take_writes();
+        m.flush_outbox();
+        assert!(drain(&mut fw)
+            .iter()
+            .any(|e| matches!(e, MasterEvent::Update(s) if s.uuid == Some(uuid))));
+        m.handle(
+            Input::FromScheduler {
+                conn: 3,
+                call: SchedulerCall::Acknowledge {
+                    agent_id: AgentId("a1".into()),
+                    task_id: TaskId("gone".into()),
+                    uuid,
+                },
+            },
+            now,
+        );
+        let batch = m.take_writes();
+        assert!(
+            batch
+                .tasks
+                .iter()
+                .any(|((_, t), r)| t.as_str() == "gone" && r.is_none()),
+            "{batch:?}"
+        );
+        m.flush_outbox();
+        // The agent never made that update, so it is not told about its acknowledgement.
+        assert!(drain(&mut agent).is_empty());
+        assert!(m.snapshot().tasks.iter().any(|t| t.id.as_str() == "kept"));
+    }
+
+    #[test]
+    fn a_recovered_agent_that_does_not_return_is_removed_after_the_reregistration_timeout() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        m.recover(recovered(&["t"]), now);
+        // Longer than the agent timeout, shorter than the re-registration timeout: kept.
+        m.tick(now + Duration::from_secs(3));
+        assert_eq!(m.snapshot().agents.len(), 1);
+        m.tick(now + Duration::from_secs(6));
+        let s = m.snapshot();
+        assert!(s.agents.is_empty(), "{:?}", s.agents);
+        let t = s.tasks.iter().find(|t| t.id.as_str() == "t").expect("task");
+        assert_eq!(t.state, TaskState::Lost);
+        assert_eq!(t.reason, Some(TaskReason::AgentRemoved));
+        let batch = m.take_writes();
+        assert!(batch.agents.iter().any(|(_, r)| r.is_none()));
+    }
+}

@@ -79,7 +79,7 @@ pub enum StoreError {
         path: PathBuf,
         op: &'static str,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 }
 
@@ -180,7 +180,9 @@ impl Store {
             .set_check_integrity_on_open(true)
             .create(&path)
             .map_err(|source| match source {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse { path: path.clone() }
+                }
                 source => StoreError::Open {
                     path: path.clone(),
                     source,
@@ -200,7 +202,7 @@ impl Store {
         move |e| StoreError::Redb {
             path: self.path.clone(),
             op,
-            source: e.into(),
+            source: Box::new(e.into()),
         }
     }
 
@@ -328,7 +330,9 @@ impl Store {
         }
         let txn = self.db.begin_write().map_err(self.redb("committing"))?;
         {
-            let mut frameworks = txn.open_table(FRAMEWORKS).map_err(self.redb("committing"))?;
+            let mut frameworks = txn
+                .open_table(FRAMEWORKS)
+                .map_err(self.redb("committing"))?;
             for (id, record) in &batch.frameworks {
                 match record {
                     Some(r) => frameworks.insert(id.as_str(), encode(r).as_slice()),
@@ -389,7 +393,9 @@ mod tests {
             hostname: format!("{id}-host"),
             address: "10.0.0.7:4000".parse().expect("addr"),
             total: Resources::new(4.0, 1024),
-            attributes: [("rack".to_string(), "a".to_string())].into_iter().collect(),
+            attributes: [("rack".to_string(), "a".to_string())]
+                .into_iter()
+                .collect(),
             executors: vec![(
                 FrameworkId("fw".into()),
                 ExecutorId("ex".into()),
@@ -500,8 +506,14 @@ mod tests {
         let err = Store::open(dir.path(), "cluster-b").expect_err("other cluster");
         let msg = err.to_string();
         assert!(matches!(err, StoreError::OtherCluster { .. }), "{msg}");
-        assert!(msg.contains("cluster-a") && msg.contains("cluster-b"), "{msg}");
-        assert!(msg.contains(&dir.path().join(FILE_NAME).display().to_string()), "{msg}");
+        assert!(
+            msg.contains("cluster-a") && msg.contains("cluster-b"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&dir.path().join(FILE_NAME).display().to_string()),
+            "{msg}"
+        );
         // Nothing was lost by refusing.
         let (_, recovered) = Store::open(dir.path(), CLUSTER).expect("reopen");
         assert_eq!(recovered.frameworks, vec![framework("fw1")]);
@@ -511,8 +523,11 @@ mod tests {
     fn a_file_that_is_not_a_store_gives_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE_NAME);
-        std::fs::write(&path, b"this is not a database, just some text ".repeat(200))
-            .expect("write");
+        std::fs::write(
+            &path,
+            b"this is not a database, just some text ".repeat(200),
+        )
+        .expect("write");
         let msg = Store::open(dir.path(), CLUSTER)
             .expect_err("garbage")
             .to_string();

@@ -69,8 +69,7 @@ async fn a_restarted_master_keeps_running_tasks_and_frameworks_reconcile_against
         cluster,
         master,
         agents,
-    } = InProcessCluster::start(reregistration, &["pi-a"], Resources::new(2.0, 1024), false)
-        .await;
+    } = InProcessCluster::start(reregistration, &["pi-a"], Resources::new(2.0, 1024), false).await;
     let mut fw = TestFramework::start(
         master.addr,
         cluster.credentials(Role::Framework),
@@ -92,14 +91,18 @@ async fn a_restarted_master_keeps_running_tasks_and_frameworks_reconcile_against
     let master = restart_master(&cluster, addr, reregistration).await;
 
     // The agent comes back under its id and the master keeps its task RUNNING.
-    state_where(&master, "the agent re-registers with its task RUNNING", |s| {
-        let back = s.agents.iter().any(|a| a.id == agent_id && a.connected);
-        let running = s
-            .tasks
-            .iter()
-            .any(|t| t.id.as_str() == "long" && t.state == TaskState::Running);
-        (back && running).then_some(())
-    })
+    state_where(
+        &master,
+        "the agent re-registers with its task RUNNING",
+        |s| {
+            let back = s.agents.iter().any(|a| a.id == agent_id && a.connected);
+            let running = s
+                .tasks
+                .iter()
+                .any(|t| t.id.as_str() == "long" && t.state == TaskState::Running);
+            (back && running).then_some(())
+        },
+    )
     .await;
     // The allocator charges the recovered task to its framework again.
     let allocated = state_where(&master, "the task's resources are allocated", |s| {
@@ -138,11 +141,16 @@ async fn a_restarted_master_keeps_running_tasks_and_frameworks_reconcile_against
     assert_eq!(implicit.state, TaskState::Running, "{implicit:?}");
 
     // Same process, never killed.
-    assert!(alive(pid), "task process {pid} died across the master restart");
+    assert!(
+        alive(pid),
+        "task process {pid} died across the master restart"
+    );
     let view = agents[0].view().await.expect("agent view");
     assert!(
         view.containers.iter().any(|c| c.pid == Some(pid as u32)
-            && c.tasks.iter().any(|(t, s)| t.as_str() == "long" && *s == TaskState::Running)),
+            && c.tasks
+                .iter()
+                .any(|(t, s)| t.as_str() == "long" && *s == TaskState::Running)),
         "{view:?}"
     );
 
@@ -225,7 +233,10 @@ async fn an_agent_that_does_not_return_after_a_master_restart_has_its_tasks_lost
         .await;
     let took = restarted.elapsed();
     assert_eq!(lost.reason, Some(TaskReason::AgentRemoved), "{lost:?}");
-    assert!(lost.uuid.is_some(), "a master-made LOST is acknowledged like any update");
+    assert!(
+        lost.uuid.is_some(),
+        "a master-made LOST is acknowledged like any update"
+    );
     assert!(
         took >= Duration::from_secs_f64(REREGISTRATION),
         "LOST after {took:?}, before the re-registration timeout"
@@ -234,11 +245,15 @@ async fn an_agent_that_does_not_return_after_a_master_restart_has_its_tasks_lost
     resubscribed(&mut fw).await;
 
     // The framework's acknowledgement lets the master forget the task and the agent.
-    state_where(&master, "the LOST task is acknowledged and forgotten", |s| {
-        (!s.tasks.iter().any(|t| t.id.as_str() == "doomed")
-            && !s.agents.iter().any(|a| a.id == offer.agent_id))
-        .then_some(())
-    })
+    state_where(
+        &master,
+        "the LOST task is acknowledged and forgotten",
+        |s| {
+            (!s.tasks.iter().any(|t| t.id.as_str() == "doomed")
+                && !s.agents.iter().any(|a| a.id == offer.agent_id))
+            .then_some(())
+        },
+    )
     .await;
 
     // And stays forgotten across another restart.
@@ -384,9 +399,7 @@ async fn a_master_killed_with_sigkill_comes_back_without_killing_the_running_tas
     );
 
     // The new master still controls the task.
-    fw.driver
-        .kill_task(TaskId("sleeper".into()))
-        .expect("kill");
+    fw.driver.kill_task(TaskId("sleeper".into())).expect("kill");
     let killed = fw.terminal("sleeper").await;
     assert_eq!(killed.state, TaskState::Killed, "{killed:?}");
     kill_group(pid);
