@@ -181,7 +181,15 @@ pub async fn run(
     let mut resolver = Resolver::new(locator);
     let mut backoff = MIN_BACKOFF;
     loop {
-        let attempt = session(&endpoint, &mut resolver, &inputs, heartbeat, &mut shutdown);
+        let mut registered = false;
+        let attempt = session(
+            &endpoint,
+            &mut resolver,
+            &inputs,
+            heartbeat,
+            &mut shutdown,
+            &mut registered,
+        );
         let started = Instant::now();
         let result = attempt.await;
         if inputs.send(Input::MasterDisconnected).await.is_err() {
@@ -195,8 +203,10 @@ pub async fn run(
                 backoff = MAX_BACKOFF;
             }
             Err(e) => {
-                if started.elapsed() > Duration::from_secs(10) {
-                    backoff = MIN_BACKOFF; // the link had been healthy for a while
+                // The link had been healthy for a while, or the master had taken us in (a
+                // restarted master is back at once: find it without a grown backoff).
+                if registered || started.elapsed() > Duration::from_secs(10) {
+                    backoff = MIN_BACKOFF;
                 }
                 warn!("master link down: {e}; retrying in {backoff:?}");
             }
@@ -217,6 +227,7 @@ async fn session(
     inputs: &mpsc::Sender<Input>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
+    registered: &mut bool,
 ) -> Result<(), LinkError> {
     let target = tokio::select! {
         _ = shutdown.changed() => return Err(LinkError::Shutdown),
@@ -235,7 +246,7 @@ async fn session(
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
-    let result = registered_session(&conn, addr, inputs, heartbeat, shutdown).await;
+    let result = registered_session(&conn, addr, inputs, heartbeat, shutdown, registered).await;
     if !matches!(result, Err(LinkError::Shutdown)) {
         resolver.report(&target.instance, false);
     }
@@ -257,6 +268,7 @@ async fn registered_session(
     inputs: &mpsc::Sender<Input>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
+    registered: &mut bool,
 ) -> Result<(), LinkError> {
     let mut ctl = ControlStream::open(conn).await?;
     ctl.send(&Hello {
@@ -297,6 +309,7 @@ async fn registered_session(
         interval
     };
     info!(master = %addr, agent = %agent_id, "registered with master");
+    *registered = true;
 
     let (tx, mut outbound) = mpsc::channel::<AgentToMaster>(4096);
     inputs

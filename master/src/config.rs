@@ -26,7 +26,8 @@ pub struct MasterConfig {
     /// cookie the web UI's login sets), and operators may kill tasks over HTTP. Unset, the
     /// HTTP side is read-only and open to anyone who can reach `http`.
     pub http_token: Option<String>,
-    /// Where the master keeps durable state.
+    /// Where the master keeps durable state: `master.redb` (frameworks, admitted agents, tasks
+    /// not yet terminal-and-acknowledged), which a restarted master recovers from.
     pub state_dir: PathBuf,
     /// A human name for the cluster, shown on the display and in logs.
     pub name: String,
@@ -34,6 +35,9 @@ pub struct MasterConfig {
     pub heartbeat_interval_ms: u64,
     /// An agent silent for this long is removed and its tasks become LOST.
     pub agent_timeout_secs: f64,
+    /// After a restart, how long agents known from the store have to re-register before they
+    /// are removed and their tasks become LOST. Long enough for a Pi to reboot.
+    pub agent_reregistration_timeout_secs: f64,
     /// An offer unanswered for this long is rescinded.
     pub offer_timeout_secs: f64,
     /// Period of the allocation pass (also run promptly after resources free up).
@@ -58,6 +62,7 @@ impl Default for MasterConfig {
             name: "bramble".into(),
             heartbeat_interval_ms: 1000,
             agent_timeout_secs: 15.0,
+            agent_reregistration_timeout_secs: 120.0,
             offer_timeout_secs: 30.0,
             allocation_interval_ms: 1000,
             log: None,
@@ -91,6 +96,10 @@ impl MasterConfig {
             }
         };
         positive("agent_timeout_secs", self.agent_timeout_secs)?;
+        positive(
+            "agent_reregistration_timeout_secs",
+            self.agent_reregistration_timeout_secs,
+        )?;
         positive("offer_timeout_secs", self.offer_timeout_secs)?;
         positive("heartbeat_interval_ms", self.heartbeat_interval_ms as f64)?;
         positive("allocation_interval_ms", self.allocation_interval_ms as f64)?;
@@ -122,6 +131,10 @@ impl MasterConfig {
 
     pub fn agent_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.agent_timeout_secs)
+    }
+
+    pub fn agent_reregistration_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.agent_reregistration_timeout_secs)
     }
 
     pub fn offer_timeout(&self) -> Duration {

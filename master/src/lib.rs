@@ -3,7 +3,8 @@
 //! launches what frameworks accept and relays status updates until they are acknowledged.
 //!
 //! Where to start reading: `server.rs` (connections in, messages out), then `state.rs` (the
-//! single-owner state machine), then `allocator.rs` (pure policy).
+//! single-owner state machine), then `allocator.rs` (pure policy) and `store.rs` (the
+//! redb file a restarted master recovers from).
 
 pub mod allocator;
 pub mod config;
@@ -11,3 +12,4 @@ pub mod display;
 pub mod http;
 pub mod server;
 pub mod state;
+pub mod store;

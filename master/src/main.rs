@@ -1,6 +1,9 @@
 //! `bramble-master`: parses flags and config, loads the cluster's node certificate, and runs
 //! the master until SIGINT/SIGTERM. All logic lives in the library.
 //!
+//! Durable state lives in `<state_dir>/master.redb`; a master restarted on the same state dir
+//! recovers from it. A store that cannot be written stops the master with a non-zero exit.
+//!
 //! Once the QUIC endpoint is bound the master advertises itself on mDNS (so agents with no
 //! `master` configured find it) and withdraws the advertisement before shutting down.
 
@@ -94,13 +97,20 @@ fn main() -> anyhow::Result<()> {
         };
         let panel = bramble_master::display::start(&master, cfg.display.clone(), cfg.name.clone());
         tracing::info!(listen = %master.addr, name = %cfg.name, "bramble-master ready");
-        bramble_proto::logging::wait_for_shutdown_signal().await;
+        let failure = tokio::select! {
+            _ = bramble_proto::logging::wait_for_shutdown_signal() => None,
+            reason = master.failed() => Some(reason),
+        };
         tracing::info!("shutting down");
         panel.stop().await;
         if let Some(advertiser) = advertiser {
             advertiser.stop().await;
         }
         master.shutdown().await;
-        Ok(())
+        match failure {
+            // Exit non-zero so a supervisor restarts us (from what the store holds).
+            Some(reason) => Err(anyhow::anyhow!("the master stopped: {reason}")),
+            None => Ok(()),
+        }
     })
 }

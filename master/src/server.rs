@@ -7,10 +7,16 @@
 //! that its reader turns frames into [`Input`]s and its writer drains the peer's outbound queue.
 //! A frame that is too large or does not decode closes that one connection; nothing a peer
 //! sends can panic the master or hold up other peers.
+//!
+//! The state task works in bursts: it handles every input already waiting (up to
+//! `MAX_BURST`), commits what the burst changed to the store in one transaction, and only then
+//! lets the burst's messages out (group commit; see `state.rs`). A store that cannot be written
+//! stops the master: answering without durability would break what peers were promised.
 
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::state::{ConnId, Input, Master, PeerTx, Timeouts};
+use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
 use bramble_proto::identity::Credentials;
 use bramble_proto::messages::{
@@ -27,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How long a peer may take from handshake to hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,11 +45,17 @@ const PEER_QUEUE: usize = 4096;
 const MAX_CONNECTIONS: usize = 4096;
 /// How often timeouts are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// Inputs handled before a commit at most; more wait for the next burst.
+const MAX_BURST: usize = 1024;
+/// A commit slower than this is worth telling the operator about (a dying SD card).
+const SLOW_COMMIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("{0}")]
     Transport(#[from] bramble_proto::transport::TransportError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
     #[error("the master has stopped")]
     Stopped,
 }
@@ -56,6 +68,10 @@ pub struct MasterHandle {
     pub cluster_id: String,
     inputs: mpsc::Sender<Input>,
     shutdown: watch::Sender<bool>,
+    /// Tells the state task to stop as if the power went: no flush, no goodbye.
+    crash: watch::Sender<bool>,
+    /// Set by the state task when it stopped because the store could not be written.
+    failure: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
     panel: PanelFeed,
@@ -102,6 +118,48 @@ impl MasterHandle {
         self.panel.clone()
     }
 
+    /// Resolves (with the reason) if the master stopped on its own because its store could
+    /// not be written; never resolves otherwise.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.failure.clone();
+        loop {
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if failure.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Stops like a power cut, for tests of recovery: the state task stops between bursts
+    /// (what it committed stays committed, what it had not yet sent is never sent), and
+    /// nothing is said to peers. The endpoint moves to a throwaway socket first so that the
+    /// connections' last words leave from an address their peers ignore, and the listen
+    /// address is free for a new master when this returns.
+    pub async fn kill(self) {
+        let listen = self.addr;
+        let throwaway = |_| std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0));
+        // quinn keeps reading the previous socket until traffic arrives on the new one:
+        // rebinding twice lets go of the listen socket itself.
+        for step in 0..2 {
+            match throwaway(step).and_then(|s| self.endpoint.rebind(s)) {
+                Ok(()) => {}
+                Err(e) => warn!("killing the master: moving off {listen}: {e}"),
+            }
+        }
+        let _ = self.crash.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        // Connections drop their handle on the old socket as they notice the rebind.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::UdpSocket::bind(listen).is_err() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Stops accepting, closes every connection and waits for the master's tasks to end.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -116,19 +174,28 @@ impl MasterHandle {
 
 /// Starts a master: binds its QUIC endpoint and spawns the state task and the accept loop.
 pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHandle, ServerError> {
+    let cluster_id = creds.cluster_id.clone();
+    // The store first: a state dir of another cluster, or one in use, stops us before we bind.
+    let (store, recovered) = Store::open(&cfg.state_dir, &cluster_id)?;
+    info!(store = %store.path().display(), frameworks = recovered.frameworks.len(),
+        agents = recovered.agents.len(), tasks = recovered.tasks.len(), "master store opened");
     let endpoint = server_endpoint(creds, cfg.listen)?;
     let addr = endpoint.local_addr().unwrap_or(cfg.listen);
-    let cluster_id = creds.cluster_id.clone();
     let timeouts = Timeouts {
         heartbeat_interval: cfg.heartbeat_interval(),
         agent_timeout: cfg.agent_timeout(),
         offer_timeout: cfg.offer_timeout(),
         allocation_interval: cfg.allocation_interval(),
+        agent_reregistration_timeout: cfg.agent_reregistration_timeout(),
     };
     let (inputs, input_rx) = mpsc::channel(PEER_QUEUE);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (crash, crash_rx) = watch::channel(false);
+    let (failed, failure) = watch::channel(None);
     let panel = PanelFeed::default();
-    let master = Master::new(cluster_id.clone(), timeouts, panel.clone(), Instant::now());
+    let now = Instant::now();
+    let mut master = Master::new(cluster_id.clone(), timeouts, panel.clone(), now);
+    master.recover(recovered, now);
     let api = crate::http::MasterApi {
         inputs: inputs.clone(),
         events: master.events(),
@@ -148,7 +215,14 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
             (None, None)
         }
     };
-    let state_task = tokio::spawn(run_state(master, input_rx, shutdown_rx.clone()));
+    let state_task = tokio::spawn(run_state(
+        master,
+        store,
+        input_rx,
+        shutdown_rx.clone(),
+        crash_rx,
+        failed,
+    ));
     let accept_task = tokio::spawn(accept_loop(
         endpoint.clone(),
         inputs.clone(),
@@ -162,6 +236,8 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         cluster_id,
         inputs,
         shutdown,
+        crash,
+        failure,
         tasks: [Some(accept_task), Some(state_task), http_task]
             .into_iter()
             .flatten()
@@ -173,22 +249,76 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
 
 async fn run_state(
     mut master: Master,
+    store: Store,
     mut inputs: mpsc::Receiver<Input>,
     mut shutdown: watch::Receiver<bool>,
+    mut crash: watch::Receiver<bool>,
+    failed: watch::Sender<Option<String>>,
 ) {
+    let mut store = Some(store);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = crash.changed() => return,
             input = inputs.recv() => match input {
-                Some(input) => master.handle(input, Instant::now()),
+                Some(input) => {
+                    master.handle(input, Instant::now());
+                    for _ in 1..MAX_BURST {
+                        match inputs.try_recv() {
+                            Ok(input) => master.handle(input, Instant::now()),
+                            Err(_) => break,
+                        }
+                    }
+                    master.end_burst(Instant::now());
+                }
                 None => break,
             },
             _ = tick.tick() => master.tick(Instant::now()),
         }
+        let batch = master.take_writes();
+        if !batch.is_empty() {
+            let Some(open) = store.take() else { break };
+            match commit(open, batch).await {
+                Ok(open) => store = Some(open),
+                Err(e) => {
+                    error!("stopping the master: {e}; nothing more is sent, so no peer is told anything that is not on disk");
+                    let _ = failed.send(Some(e));
+                    return;
+                }
+            }
+        }
+        if *crash.borrow() {
+            return;
+        }
+        master.flush_outbox();
     }
     debug!("master state task stopped");
+}
+
+/// Writes one burst's changes, off the async threads (a commit waits for fsync).
+async fn commit(mut store: Store, batch: Batch) -> Result<Store, String> {
+    let started = Instant::now();
+    let records = batch.len();
+    let done = tokio::task::spawn_blocking(move || {
+        let result = store.commit(&batch);
+        (store, result)
+    })
+    .await;
+    match done {
+        Ok((store, Ok(()))) => {
+            let took = started.elapsed();
+            if took > SLOW_COMMIT {
+                warn!(?took, records, store = %store.path().display(), "slow commit to the master store (failing storage?)");
+            } else {
+                debug!(?took, records, "committed");
+            }
+            Ok(store)
+        }
+        Ok((_, Err(e))) => Err(e.to_string()),
+        Err(e) => Err(format!("the master store's commit task failed: {e}")),
+    }
 }
 
 async fn accept_loop(

@@ -2,9 +2,22 @@
 //!
 //! Everything the master knows lives in [`Master`], owned by a single task (see `server.rs`),
 //! so there are no locks and every decision sees one consistent picture. Connections feed it
-//! [`Input`]s; it answers by pushing messages into each peer's bounded outbound queue. A peer
-//! whose queue is full is too slow to keep up and is disconnected rather than allowed to make
-//! the master buffer without limit or stall everyone else.
+//! [`Input`]s; what it says back goes into an outbox, not onto the wire.
+//!
+//! Nothing is acknowledged before it is durable. Every change to a durable fact (a framework,
+//! an admitted agent, a task not yet terminal-and-acknowledged) marks that fact dirty; after a
+//! burst of inputs the server takes the dirty facts as one [`Batch`] ([`Master::take_writes`]),
+//! commits it to the store, and only then releases the outbox ([`Master::flush_outbox`]) into
+//! each peer's bounded queue. So a Subscribed, a Registered, a RunTasks, a forwarded status
+//! update or the agent's acknowledgement of a forgotten task never leaves before the fact it
+//! rests on is on disk, and a burst of a thousand updates costs one fsync. A peer whose queue
+//! is full is too slow to keep up and is disconnected rather than allowed to make the master
+//! buffer without limit or stall everyone else.
+//!
+//! A restarted master starts from the store ([`Master::recover`]): its agents are known but
+//! disconnected until they re-register (within `agent_reregistration_timeout`, else they are
+//! removed and their tasks become LOST), its frameworks are disconnected since the start and
+//! may fail over within their failover timeout.
 //!
 //! Policy (who gets offered what) is the allocator's job; this module does the bookkeeping
 //! around it: offers outstanding, tasks and their states, timeouts, validation.
@@ -12,6 +25,7 @@
 use crate::allocator::Allocator;
 use crate::display::PanelFeed;
 use crate::http::events::{ClusterEvent, EventSink};
+use crate::store::{AgentRecord, Batch, FrameworkRecord, Recovered, TaskRecord};
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::messages::{
     AgentSummary, AgentToMaster, ClusterState, Filters, FrameworkInfo, FrameworkSummary,
@@ -39,6 +53,8 @@ pub struct Timeouts {
     pub agent_timeout: Duration,
     pub offer_timeout: Duration,
     pub allocation_interval: Duration,
+    /// How long an agent known from the store has to re-register after a master restart.
+    pub agent_reregistration_timeout: Duration,
 }
 
 /// Where to send a peer's messages.
@@ -100,6 +116,9 @@ struct AgentEntry {
     last_seen: Instant,
     /// Executors running there, per framework, with the resources charged for them.
     executors: HashMap<(FrameworkId, ExecutorId), Resources>,
+    /// Known from the store and not back since the master started: removed (its tasks LOST)
+    /// if it has not re-registered by then.
+    reregister_by: Option<Instant>,
 }
 
 struct FrameworkEntry {
@@ -113,13 +132,58 @@ struct TaskEntry {
     info: TaskInfo,
     state: TaskState,
     message: String,
-    /// uuid of the terminal update, once seen: the task is forgotten when it is acknowledged.
-    terminal_uuid: Option<Uuid>,
+    /// The terminal update, once seen: the task is forgotten when its uuid is acknowledged.
+    terminal: Option<TaskStatus>,
+    /// The master (not the agent) resends `terminal` until it is acknowledged: a LOST the
+    /// master made itself, or the unacknowledged end of a task whose agent was removed.
+    resend_by_master: bool,
     reason: Option<TaskReason>,
     /// Unix times, for operators: launched by the master, RUNNING and terminal on the agent.
     launched_at: f64,
     started_at: Option<f64>,
     ended_at: Option<f64>,
+}
+
+impl TaskEntry {
+    fn terminal_uuid(&self) -> Option<Uuid> {
+        self.terminal.as_ref().and_then(|s| s.uuid)
+    }
+
+    fn record(&self, fw: &FrameworkId) -> TaskRecord {
+        TaskRecord {
+            framework_id: fw.clone(),
+            info: self.info.clone(),
+            state: self.state,
+            message: self.message.clone(),
+            reason: self.reason,
+            launched_at: self.launched_at,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            terminal: self.terminal.clone(),
+            resend_by_master: self.resend_by_master,
+        }
+    }
+
+    fn from_record(r: TaskRecord) -> Self {
+        Self {
+            info: r.info,
+            state: r.state,
+            message: r.message,
+            terminal: r.terminal,
+            resend_by_master: r.resend_by_master,
+            reason: r.reason,
+            launched_at: r.launched_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        }
+    }
+}
+
+/// A message held until the burst that produced it is committed.
+enum Outgoing {
+    Agent(ConnId, MasterToAgent),
+    Scheduler(ConnId, MasterEvent),
+    Reply(oneshot::Sender<OperatorReply>, OperatorReply),
 }
 
 struct OfferEntry {
@@ -151,6 +215,14 @@ pub struct Master {
     events: EventSink,
     /// Recently forgotten tasks, for operators (oldest first, at most `RECENT_COMPLETED`).
     completed: VecDeque<TaskSummary>,
+    /// What this burst of inputs says, released by `flush_outbox` after the commit.
+    outbox: Vec<Outgoing>,
+    /// Durable facts changed since the last `take_writes`.
+    dirty_frameworks: HashSet<FrameworkId>,
+    dirty_agents: HashSet<AgentId>,
+    dirty_tasks: HashSet<(FrameworkId, TaskId)>,
+    /// When terminal updates the master holds are next resent to connected frameworks.
+    next_resend: Instant,
 }
 
 /// How many forgotten tasks the operator views keep.
@@ -160,6 +232,9 @@ const RECENT_COMPLETED: usize = 1000;
 const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many finished tasks' locations are remembered for `bramble logs`.
 const RECENT_TASKS: usize = 10_000;
+/// How often terminal updates the master holds (LOST it made itself) are resent until
+/// acknowledged; they are also resent at once whenever their framework subscribes.
+const MASTER_RESEND_INTERVAL: Duration = Duration::from_secs(10);
 
 struct PendingRead {
     agent: AgentId,
@@ -186,7 +261,162 @@ impl Master {
             panel,
             events: EventSink::new(),
             completed: VecDeque::new(),
+            outbox: Vec::new(),
+            dirty_frameworks: HashSet::new(),
+            dirty_agents: HashSet::new(),
+            dirty_tasks: HashSet::new(),
+            next_resend: now + MASTER_RESEND_INTERVAL,
         }
+    }
+
+    /// Loads what a previous master committed. Agents are known but disconnected (and not
+    /// offered) until they re-register; frameworks count as disconnected since `now`, so their
+    /// failover timeout runs from the master's start.
+    pub fn recover(&mut self, recovered: Recovered, now: Instant) {
+        if recovered.is_empty() {
+            return;
+        }
+        let deadline = now + self.timeouts.agent_reregistration_timeout;
+        for r in recovered.agents {
+            self.agents.insert(
+                r.id.clone(),
+                AgentEntry {
+                    hostname: r.hostname,
+                    address: r.address,
+                    total: r.total,
+                    attributes: r.attributes,
+                    conn: None,
+                    last_seen: now,
+                    executors: r
+                        .executors
+                        .into_iter()
+                        .map(|(fw, ex, res)| ((fw, ex), res))
+                        .collect(),
+                    reregister_by: Some(deadline),
+                },
+            );
+        }
+        for r in recovered.frameworks {
+            // Their tasks' resources count towards their share, but nothing is offered to
+            // them before they come back.
+            self.allocator.add_framework(r.id.clone(), 1.0);
+            self.allocator.deactivate_framework(&r.id);
+            self.frameworks.insert(
+                r.id,
+                FrameworkEntry {
+                    info: r.info,
+                    conn: None,
+                    disconnected_at: Some(now),
+                    tasks: HashMap::new(),
+                },
+            );
+        }
+        let mut orphans = Vec::new();
+        let task_count = recovered.tasks.len();
+        for r in recovered.tasks {
+            let fw = r.framework_id.clone();
+            let id = r.info.task_id.clone();
+            let agent = r.info.agent_id.clone();
+            match self.frameworks.get_mut(&fw) {
+                Some(f) => {
+                    let entry = TaskEntry::from_record(r);
+                    if !entry.state.is_terminal() && !self.agents.contains_key(&agent) {
+                        orphans.push((fw.clone(), id.clone()));
+                    }
+                    self.task_locations.insert((fw, id.clone()), agent);
+                    f.tasks.insert(id, entry);
+                }
+                None => {
+                    warn!(framework = %fw, task = %id, "store holds a task of an unknown framework; dropping it");
+                    self.dirty_tasks.insert((fw, id));
+                }
+            }
+        }
+        for (fw, task) in orphans {
+            self.master_terminal_update(
+                &fw,
+                &task,
+                TaskState::Lost,
+                TaskReason::AgentRemoved,
+                "its agent is not among the agents the master recovered",
+            );
+        }
+        info!(
+            agents = self.agents.len(),
+            frameworks = self.frameworks.len(),
+            tasks = task_count,
+            reregistration_timeout_secs = self.timeouts.agent_reregistration_timeout.as_secs_f64(),
+            "recovered the master's state from its store; waiting for agents to re-register and frameworks to fail over"
+        );
+    }
+
+    /// The durable facts changed since the last call, as one batch for the store.
+    pub fn take_writes(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        for id in std::mem::take(&mut self.dirty_frameworks) {
+            let record = self.frameworks.get(&id).map(|f| FrameworkRecord {
+                id: id.clone(),
+                info: f.info.clone(),
+            });
+            batch.frameworks.push((id, record));
+        }
+        for id in std::mem::take(&mut self.dirty_agents) {
+            let record = self.agents.get(&id).map(|a| AgentRecord {
+                id: id.clone(),
+                hostname: a.hostname.clone(),
+                address: a.address,
+                total: a.total.clone(),
+                attributes: a.attributes.clone(),
+                executors: a
+                    .executors
+                    .iter()
+                    .map(|((fw, ex), res)| (fw.clone(), ex.clone(), res.clone()))
+                    .collect(),
+            });
+            batch.agents.push((id, record));
+        }
+        for (fw, task) in std::mem::take(&mut self.dirty_tasks) {
+            let record = self
+                .frameworks
+                .get(&fw)
+                .and_then(|f| f.tasks.get(&task))
+                .map(|t| t.record(&fw));
+            batch.tasks.push(((fw, task), record));
+        }
+        batch
+    }
+
+    /// Releases what the committed burst said: into each peer's queue (a full queue drops
+    /// that peer), and operators' answers.
+    pub fn flush_outbox(&mut self) {
+        for out in std::mem::take(&mut self.outbox) {
+            let full = match out {
+                Outgoing::Agent(conn, msg) => match self.conns.get(&conn).map(|c| &c.tx) {
+                    Some(PeerTx::Agent(tx)) => tx.try_send(msg).is_err().then_some(conn),
+                    _ => None,
+                },
+                Outgoing::Scheduler(conn, event) => match self.conns.get(&conn).map(|c| &c.tx) {
+                    Some(PeerTx::Scheduler(tx)) => tx.try_send(event).is_err().then_some(conn),
+                    _ => None,
+                },
+                Outgoing::Reply(reply, answer) => {
+                    // The operator may have hung up; nothing to do then.
+                    let _ = reply.send(answer);
+                    None
+                }
+            };
+            if let Some(conn) = full {
+                self.drop_slow_peer(conn);
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: oneshot::Sender<OperatorReply>, answer: OperatorReply) {
+        self.outbox.push(Outgoing::Reply(reply, answer));
+    }
+
+    fn dirty_task(&mut self, fw: &FrameworkId, task: &TaskId) {
+        self.dirty_tasks.insert((fw.clone(), task.clone()));
     }
 
     /// Where this master publishes change events and update latencies.
@@ -235,23 +465,38 @@ impl Master {
                 graceful,
             } => self.disconnected(conn, &reason, graceful, now),
         }
+    }
+
+    /// After a burst of inputs: one allocation pass if anything freed or asked for resources
+    /// (rather than one per input).
+    pub fn end_burst(&mut self, now: Instant) {
         if self.allocation_due {
             self.allocate(now);
         }
     }
 
-    /// Periodic work: timeouts, failover expiry, the allocation pass.
+    /// Periodic work: timeouts, failover expiry, resends, the allocation pass.
     pub fn tick(&mut self, now: Instant) {
         self.expire_agents(now);
         self.expire_frameworks(now);
         self.expire_offers(now);
         self.expire_sandbox_reads(now);
+        if now >= self.next_resend {
+            self.next_resend = now + MASTER_RESEND_INTERVAL;
+            let connected: Vec<FrameworkId> = self
+                .frameworks
+                .iter()
+                .filter(|(_, f)| f.conn.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for fw in connected {
+                self.resend_master_updates(&fw);
+            }
+        }
         if now >= self.next_allocation {
             self.allocation_due = true;
         }
-        if self.allocation_due {
-            self.allocate(now);
-        }
+        self.end_burst(now);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -266,13 +511,7 @@ impl Master {
     }
 
     fn send_conn_agent(&mut self, conn: ConnId, msg: MasterToAgent) {
-        let full = match self.conns.get(&conn).map(|c| &c.tx) {
-            Some(PeerTx::Agent(tx)) => tx.try_send(msg).is_err(),
-            _ => false,
-        };
-        if full {
-            self.drop_slow_peer(conn);
-        }
+        self.outbox.push(Outgoing::Agent(conn, msg));
     }
 
     fn send_framework(&mut self, framework_id: &FrameworkId, event: MasterEvent) {
@@ -283,13 +522,7 @@ impl Master {
     }
 
     fn send_conn_scheduler(&mut self, conn: ConnId, event: MasterEvent) {
-        let full = match self.conns.get(&conn).map(|c| &c.tx) {
-            Some(PeerTx::Scheduler(tx)) => tx.try_send(event).is_err(),
-            _ => false,
-        };
-        if full {
-            self.drop_slow_peer(conn);
-        }
+        self.outbox.push(Outgoing::Scheduler(conn, event));
     }
 
     fn drop_slow_peer(&mut self, conn: ConnId) {
@@ -378,6 +611,7 @@ impl Master {
                     .get_mut(&id)
                     .and_then(|a| a.executors.remove(&(framework_id.clone(), executor_id)));
                 if let Some(res) = freed {
+                    self.dirty_agents.insert(id.clone());
                     self.allocator.recover(&id, &framework_id, &res);
                     self.allocation_due = true;
                 }
@@ -399,8 +633,13 @@ impl Master {
         let Some(address) = self.conns.get(&conn).map(|c| c.identity.address) else {
             return;
         };
+        let claimed = agent_id.is_some();
         let id = agent_id.unwrap_or_else(|| AgentId(bramble_proto::ids::fresh("agent")));
         let returning = self.agents.contains_key(&id);
+        let after_failover = self
+            .agents
+            .get(&id)
+            .is_some_and(|a| a.reregister_by.is_some());
         if let Some(old) = self.agents.get(&id).and_then(|a| a.conn) {
             if old != conn {
                 // The agent restarted faster than its old connection timed out.
@@ -428,8 +667,10 @@ impl Master {
                 conn: Some(conn),
                 last_seen: now,
                 executors,
+                reregister_by: None,
             },
         );
+        self.dirty_agents.insert(id.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.bound = Some(Bound::Agent(id.clone()));
         }
@@ -440,9 +681,14 @@ impl Master {
                 heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
             },
         );
+        let how = match (returning, after_failover, claimed) {
+            (true, true, _) => "re-registered after master failover",
+            (true, false, _) => "re-registered",
+            (false, _, true) => "registered (new agent: its id is not known to this master)",
+            (false, _, false) => "registered (new agent)",
+        };
         info!(agent = %id, %hostname, %address, resources = %total,
-            live_tasks = tasks.len(),
-            "agent {}", if returning { "re-registered" } else { "registered" });
+            live_tasks = tasks.len(), "agent {how}");
         self.events.emit(|| ClusterEvent::AgentRegistered {
             agent_id: id.clone(),
             hostname: hostname.clone(),
@@ -452,10 +698,10 @@ impl Master {
         self.allocation_due = true;
     }
 
-    /// Compares what a (re-)registering agent runs with what the master believes runs there.
-    /// The master's picture wins: tasks it does not know (or already declared LOST, so their
-    /// framework has launched replacements) are killed; tasks it expected but the agent no
-    /// longer has are LOST.
+    /// Compares what a (re-)registering agent runs with what the master believes runs there
+    /// (after a master restart: what the store says). The master's picture wins: tasks it does
+    /// not know (or already declared LOST, so their framework has launched replacements) are
+    /// killed; tasks it expected but the agent no longer has are LOST.
     fn reconcile_agent_tasks(&mut self, agent_id: &AgentId, reported: Vec<RunningTask>) {
         let mut seen: HashSet<(FrameworkId, TaskId)> = HashSet::new();
         for rt in reported {
@@ -525,14 +771,20 @@ impl Master {
 
     fn expire_agents(&mut self, now: Instant) {
         let timeout = self.timeouts.agent_timeout;
-        let expired: Vec<AgentId> = self
+        let expired: Vec<(AgentId, &'static str)> = self
             .agents
             .iter()
-            .filter(|(_, a)| now.duration_since(a.last_seen) > timeout)
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, a)| match a.reregister_by {
+                Some(by) => (now > by).then_some((
+                    id.clone(),
+                    "it did not re-register within the agent re-registration timeout after the master restarted",
+                )),
+                None => (now.duration_since(a.last_seen) > timeout)
+                    .then_some((id.clone(), "no heartbeat within the agent timeout")),
+            })
             .collect();
-        for id in expired {
-            self.remove_agent(&id, "no heartbeat within the agent timeout");
+        for (id, why) in expired {
+            self.remove_agent(&id, why);
         }
     }
 
@@ -541,6 +793,7 @@ impl Master {
             return;
         };
         warn!(agent = %id, hostname = %agent.hostname, "removing agent: {why}; its tasks become LOST");
+        self.dirty_agents.insert(id.clone());
         self.events.emit(|| ClusterEvent::AgentRemoved {
             agent_id: id.clone(),
             reason: why.to_string(),
@@ -571,6 +824,28 @@ impl Master {
                 TaskReason::AgentRemoved,
                 &format!("agent {id} ({}) removed: {why}", agent.hostname),
             );
+        }
+        // Ended tasks whose update the agent was still resending: nobody else will now.
+        let orphaned: Vec<(FrameworkId, TaskId)> = self
+            .frameworks
+            .iter()
+            .flat_map(|(fid, f)| {
+                f.tasks
+                    .iter()
+                    .filter(|(_, t)| &t.info.agent_id == id && !t.resend_by_master)
+                    .filter(|(_, t)| t.terminal.is_some())
+                    .map(move |(tid, _)| (fid.clone(), tid.clone()))
+            })
+            .collect();
+        for (fw, task) in orphaned {
+            if let Some(t) = self
+                .frameworks
+                .get_mut(&fw)
+                .and_then(|f| f.tasks.get_mut(&task))
+            {
+                t.resend_by_master = true;
+            }
+            self.dirty_task(&fw, &task);
         }
         let fws: Vec<FrameworkId> = self.frameworks.keys().cloned().collect();
         for fw in fws {
@@ -710,6 +985,7 @@ impl Master {
         entry.info = info.clone();
         entry.conn = Some(conn);
         entry.disconnected_at = None;
+        self.dirty_frameworks.insert(id.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.bound = Some(Bound::Framework(id.clone()));
         }
@@ -726,12 +1002,31 @@ impl Master {
         self.send_conn_scheduler(
             conn,
             MasterEvent::Subscribed {
-                framework_id: id,
+                framework_id: id.clone(),
                 heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
             },
         );
+        self.resend_master_updates(&id);
         let _ = now;
         self.allocation_due = true;
+    }
+
+    /// Sends the framework the terminal updates only the master resends (until acknowledged).
+    fn resend_master_updates(&mut self, fw: &FrameworkId) {
+        let pending: Vec<TaskStatus> = self
+            .frameworks
+            .get(fw)
+            .map(|f| {
+                f.tasks
+                    .values()
+                    .filter(|t| t.resend_by_master)
+                    .filter_map(|t| t.terminal.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for status in pending {
+            self.send_framework(fw, MasterEvent::Update(status));
+        }
     }
 
     fn expire_frameworks(&mut self, now: Instant) {
@@ -755,6 +1050,10 @@ impl Master {
         let Some(fw) = self.frameworks.remove(id) else {
             return;
         };
+        self.dirty_frameworks.insert(id.clone());
+        for task in fw.tasks.keys() {
+            self.dirty_tasks.insert((id.clone(), task.clone()));
+        }
         info!(framework = %id, name = %fw.info.name, live_tasks = fw.tasks.values().filter(|t| !t.state.is_terminal()).count(),
             "removing framework: {why}; killing its tasks");
         self.events.emit(|| ClusterEvent::FrameworkRemoved {
@@ -773,7 +1072,11 @@ impl Master {
             .collect();
         for agent in agents {
             if let Some(a) = self.agents.get_mut(&agent) {
+                let before = a.executors.len();
                 a.executors.retain(|(f, _), _| f != id);
+                if a.executors.len() != before {
+                    self.dirty_agents.insert(agent.clone());
+                }
             }
             self.send_agent(
                 &agent,
@@ -1016,6 +1319,9 @@ impl Master {
             }
         }
         if let Some(a) = self.agents.get_mut(&agent_id) {
+            if !new_executors.is_empty() {
+                self.dirty_agents.insert(agent_id.clone());
+            }
             for (eid, res) in new_executors {
                 a.executors.insert((fw.clone(), eid), res);
             }
@@ -1040,7 +1346,8 @@ impl Master {
                         info: t.clone(),
                         state: TaskState::Staging,
                         message: String::new(),
-                        terminal_uuid: None,
+                        terminal: None,
+                        resend_by_master: false,
                         reason: None,
                         launched_at: bramble_proto::unix_now(),
                         started_at: None,
@@ -1050,6 +1357,7 @@ impl Master {
             }
         }
         for t in &launched {
+            self.dirty_task(fw, &t.task_id);
             self.emit_task(fw, &t.task_id);
         }
         self.send_agent(
@@ -1238,7 +1546,8 @@ impl Master {
         };
         let previous = task.state;
         self.events.observe_update_latency(status.timestamp);
-        if previous.can_move_to(status.state) {
+        let moved = previous.can_move_to(status.state);
+        if moved {
             task.state = status.state;
             task.message = status.message.clone();
             task.reason = status.reason;
@@ -1253,7 +1562,7 @@ impl Master {
                 self.events.emit(|| ClusterEvent::Task(summary));
             }
             if status.state.is_terminal() {
-                task.terminal_uuid = Some(uuid);
+                task.terminal = Some(status.clone());
                 let res = task.info.resources.clone();
                 let task_agent = task.info.agent_id.clone();
                 info!(framework = %fw, task = %status.task_id, state = %status.state, reason = ?status.reason, message = %status.message, "task ended");
@@ -1262,18 +1571,24 @@ impl Master {
             } else if previous != status.state {
                 debug!(framework = %fw, task = %status.task_id, state = %status.state, "task state");
             }
-        } else if !(previous.is_terminal() && task.terminal_uuid == Some(uuid))
+        } else if !(previous.is_terminal() && task.terminal_uuid() == Some(uuid))
             && previous != status.state
         {
             debug!(framework = %fw, task = %status.task_id, from = %previous, to = %status.state,
                 "out-of-order update: master keeps {previous}, framework still gets it");
+        }
+        if moved {
+            // Forwarded (below) only once this is committed.
+            self.dirty_task(&fw, &status.task_id);
         }
         if framework_connected {
             self.send_framework(&fw, MasterEvent::Update(status));
         }
     }
 
-    /// An update the master makes itself (no uuid, no ack): LOST tasks of a removed agent.
+    /// A terminal update the master makes itself (LOST tasks of a removed agent, or of an
+    /// agent that came back without them). It carries a uuid and, like an agent's, is kept
+    /// (durably) and resent by the master until the framework acknowledges it.
     fn master_terminal_update(
         &mut self,
         fw: &FrameworkId,
@@ -1285,7 +1600,7 @@ impl Master {
         let Some(task) = self
             .frameworks
             .get_mut(fw)
-            .and_then(|f| f.tasks.remove(task_id))
+            .and_then(|f| f.tasks.get_mut(task_id))
         else {
             return;
         };
@@ -1293,28 +1608,33 @@ impl Master {
             return;
         }
         let agent = task.info.agent_id.clone();
-        self.allocator.recover(&agent, fw, &task.info.resources);
-        self.allocation_due = true;
+        let resources = task.info.resources.clone();
         let mut status = TaskStatus::new(fw.clone(), task_id.clone(), state, UpdateSource::Master)
             .with_reason(reason, message);
-        status.agent_id = Some(agent);
-        let mut summary = task_summary(fw, task_id, &task);
-        summary.state = state;
-        summary.reason = Some(reason);
-        summary.message = message.to_string();
-        summary.ended_at = Some(status.timestamp);
-        self.events.emit(|| ClusterEvent::Task(summary.clone()));
-        self.remember_completed(summary);
+        status.agent_id = Some(agent.clone());
+        status.uuid = Some(Uuid::new_v4());
+        task.state = state;
+        task.reason = Some(reason);
+        task.message = message.to_string();
+        task.ended_at = Some(status.timestamp);
+        task.terminal = Some(status.clone());
+        task.resend_by_master = true;
+        let summary = task_summary(fw, task_id, task);
+        self.events.emit(|| ClusterEvent::Task(summary));
+        self.dirty_task(fw, task_id);
+        self.allocator.recover(&agent, fw, &resources);
+        self.allocation_due = true;
         info!(framework = %fw, task = %task_id, %state, ?reason, "{message}");
         self.send_framework(fw, MasterEvent::Update(status));
     }
 
     fn acknowledge(&mut self, fw: &FrameworkId, agent_id: AgentId, task_id: TaskId, uuid: Uuid) {
-        let forget = self
+        let (forget, master_held) = self
             .frameworks
             .get(fw)
             .and_then(|f| f.tasks.get(&task_id))
-            .is_some_and(|t| t.terminal_uuid == Some(uuid));
+            .map(|t| (t.terminal_uuid() == Some(uuid), t.resend_by_master))
+            .unwrap_or((false, false));
         if forget {
             let removed = self
                 .frameworks
@@ -1323,6 +1643,13 @@ impl Master {
             if let Some(t) = removed {
                 self.remember_completed(task_summary(fw, &task_id, &t));
             }
+            // The agent hears of the acknowledgement only once the task is forgotten on disk;
+            // before that, its resend is what carries the update across a master crash.
+            self.dirty_task(fw, &task_id);
+        }
+        if forget && master_held {
+            // The master made this update; no agent is waiting for its acknowledgement.
+            return;
         }
         self.send_agent(
             &agent_id,
@@ -1496,8 +1823,7 @@ impl Master {
                 return self.ask_task_agent(&fw, &task, reply, now, ask);
             }
         };
-        // The operator may have hung up; nothing to do then.
-        let _ = reply.send(answer);
+        self.reply(reply, answer);
     }
 
     /// Sends a sandbox request to the agent a task ran on; its answer goes to `reply` (see
@@ -1529,7 +1855,7 @@ impl Master {
             Some(agent) => format!("task {task} ran on agent {agent}, which is not connected"),
             None => format!("no task {task} of framework {fw} is known to this master"),
         };
-        let _ = reply.send(OperatorReply::Error { message });
+        self.reply(reply, OperatorReply::Error { message });
     }
 
     fn sandbox_answer(
@@ -1540,10 +1866,11 @@ impl Master {
     ) {
         match self.sandbox_reads.remove(&request) {
             Some(p) if &p.agent == agent => {
-                let _ = p.reply.send(match result {
+                let answer = match result {
                     Ok(answer) => answer,
                     Err(message) => OperatorReply::Error { message },
-                });
+                };
+                self.reply(p.reply, answer);
             }
             Some(p) => {
                 warn!(agent = %agent, "agent answered another agent's sandbox read; ignoring");
@@ -1564,9 +1891,8 @@ impl Master {
             .collect();
         for id in expired {
             if let Some(p) = self.sandbox_reads.remove(&id) {
-                let _ = p.reply.send(OperatorReply::Error {
-                    message: format!("agent {} did not answer the sandbox read", p.agent),
-                });
+                let message = format!("agent {} did not answer the sandbox read", p.agent);
+                self.reply(p.reply, OperatorReply::Error { message });
             }
         }
     }
@@ -1709,5 +2035,288 @@ fn msg_kind_agent(msg: &MasterToAgent) -> &'static str {
         MasterToAgent::ShutdownFramework { .. } => "ShutdownFramework",
         MasterToAgent::ReadSandbox { .. } => "ReadSandbox",
         MasterToAgent::ListSandbox { .. } => "ListSandbox",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::identity::Role;
+    use bramble_proto::task::CommandInfo;
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            heartbeat_interval: Duration::from_millis(200),
+            agent_timeout: Duration::from_secs(2),
+            offer_timeout: Duration::from_secs(30),
+            allocation_interval: Duration::from_millis(200),
+            agent_reregistration_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn identity(role: Role) -> PeerIdentity {
+        PeerIdentity {
+            role,
+            subject: "test".into(),
+            address: "127.0.0.1:9".parse().expect("addr"),
+        }
+    }
+
+    fn connect_agent(m: &mut Master, conn: ConnId, now: Instant) -> mpsc::Receiver<MasterToAgent> {
+        let (tx, rx) = mpsc::channel(64);
+        m.handle(
+            Input::Connected {
+                conn,
+                identity: identity(Role::Node),
+                tx: PeerTx::Agent(tx),
+                handle: None,
+            },
+            now,
+        );
+        rx
+    }
+
+    fn connect_framework(
+        m: &mut Master,
+        conn: ConnId,
+        id: Option<&str>,
+        now: Instant,
+    ) -> mpsc::Receiver<MasterEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        m.handle(
+            Input::Connected {
+                conn,
+                identity: identity(Role::Framework),
+                tx: PeerTx::Scheduler(tx),
+                handle: None,
+            },
+            now,
+        );
+        let info = FrameworkInfo {
+            framework_id: id.map(|i| FrameworkId(i.into())),
+            name: "fw".into(),
+            role: "*".into(),
+            failover_timeout_secs: 60.0,
+        };
+        m.handle(
+            Input::FromScheduler {
+                conn,
+                call: SchedulerCall::Subscribe(info),
+            },
+            now,
+        );
+        rx
+    }
+
+    fn register(m: &mut Master, conn: ConnId, id: &str, tasks: Vec<RunningTask>, now: Instant) {
+        m.handle(
+            Input::FromAgent {
+                conn,
+                msg: AgentToMaster::Register {
+                    agent_id: Some(AgentId(id.into())),
+                    hostname: id.into(),
+                    resources: Resources::new(2.0, 1024),
+                    attributes: BTreeMap::new(),
+                    tasks,
+                },
+            },
+            now,
+        );
+    }
+
+    fn task_info(id: &str) -> TaskInfo {
+        TaskInfo {
+            task_id: TaskId(id.into()),
+            name: id.into(),
+            agent_id: AgentId("a1".into()),
+            resources: Resources::new(0.5, 64),
+            command: Some(CommandInfo::shell("sleep 600")),
+            executor: None,
+            data: Vec::new(),
+        }
+    }
+
+    fn recovered(tasks: &[&str]) -> Recovered {
+        Recovered {
+            frameworks: vec![FrameworkRecord {
+                id: FrameworkId("fw1".into()),
+                info: FrameworkInfo {
+                    framework_id: Some(FrameworkId("fw1".into())),
+                    name: "fw".into(),
+                    role: "*".into(),
+                    failover_timeout_secs: 60.0,
+                },
+            }],
+            agents: vec![AgentRecord {
+                id: AgentId("a1".into()),
+                hostname: "a1".into(),
+                address: "127.0.0.1:9".parse().expect("addr"),
+                total: Resources::new(2.0, 1024),
+                attributes: BTreeMap::new(),
+                executors: Vec::new(),
+            }],
+            tasks: tasks
+                .iter()
+                .map(|t| TaskRecord {
+                    framework_id: FrameworkId("fw1".into()),
+                    info: task_info(t),
+                    state: TaskState::Running,
+                    message: String::new(),
+                    reason: None,
+                    launched_at: 0.0,
+                    started_at: Some(0.0),
+                    ended_at: None,
+                    terminal: None,
+                    resend_by_master: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn drain<T>(rx: &mut mpsc::Receiver<T>) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    #[test]
+    fn replies_wait_in_the_outbox_until_the_burst_is_taken_for_commit() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        let mut agent = connect_agent(&mut m, 1, now);
+        register(&mut m, 1, "a1", Vec::new(), now);
+        let mut fw = connect_framework(&mut m, 2, None, now);
+        m.end_burst(now);
+        assert!(matches!(agent.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(fw.try_recv(), Err(TryRecvError::Empty)));
+        let batch = m.take_writes();
+        assert_eq!(batch.agents.len(), 1);
+        assert!(batch.agents[0].1.is_some());
+        assert_eq!(batch.frameworks.len(), 1);
+        m.flush_outbox();
+        assert!(matches!(
+            agent.try_recv(),
+            Ok(MasterToAgent::Registered { .. })
+        ));
+        assert!(matches!(fw.try_recv(), Ok(MasterEvent::Subscribed { .. })));
+        // Nothing changed since: the next batch is empty.
+        assert!(m.take_writes().is_empty());
+    }
+
+    #[test]
+    fn a_recovered_agent_keeps_the_tasks_it_reports_and_the_missing_one_is_lost_until_acked() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        m.recover(recovered(&["kept", "gone"]), now);
+        assert!(m.take_writes().is_empty(), "recovery itself writes nothing");
+        // No offers from an agent that has not re-registered.
+        let mut fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        m.tick(now + Duration::from_secs(1));
+        m.take_writes();
+        m.flush_outbox();
+        let events = drain(&mut fw);
+        assert!(
+            matches!(events.first(), Some(MasterEvent::Subscribed { .. })),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, MasterEvent::Offers(_))),
+            "{events:?}"
+        );
+
+        let mut agent = connect_agent(&mut m, 1, now);
+        let kept = RunningTask {
+            framework_id: FrameworkId("fw1".into()),
+            task: task_info("kept"),
+            state: TaskState::Running,
+        };
+        register(&mut m, 1, "a1", vec![kept], now);
+        m.end_burst(now);
+        let batch = m.take_writes();
+        let lost = batch
+            .tasks
+            .iter()
+            .find(|((_, t), _)| t.as_str() == "gone")
+            .and_then(|(_, r)| r.clone())
+            .expect("the missing task is written");
+        assert_eq!(lost.state, TaskState::Lost);
+        assert!(lost.resend_by_master);
+        m.flush_outbox();
+        let to_agent = drain(&mut agent);
+        assert!(
+            !to_agent
+                .iter()
+                .any(|msg| matches!(msg, MasterToAgent::KillTask { .. })),
+            "{to_agent:?}"
+        );
+        let update = drain(&mut fw)
+            .into_iter()
+            .find_map(|e| match e {
+                MasterEvent::Update(s) if s.task_id.as_str() == "gone" => Some(s),
+                _ => None,
+            })
+            .expect("LOST forwarded");
+        assert_eq!(update.state, TaskState::Lost);
+        let uuid = update.uuid.expect("a uuid to acknowledge");
+
+        // Resent on the framework's next subscription, until acknowledged.
+        m.handle(
+            Input::Disconnected {
+                conn: 2,
+                reason: "test".into(),
+                graceful: false,
+            },
+            now,
+        );
+        let mut fw = connect_framework(&mut m, 3, Some("fw1"), now);
+        m.take_writes();
+        m.flush_outbox();
+        assert!(drain(&mut fw)
+            .iter()
+            .any(|e| matches!(e, MasterEvent::Update(s) if s.uuid == Some(uuid))));
+        m.handle(
+            Input::FromScheduler {
+                conn: 3,
+                call: SchedulerCall::Acknowledge {
+                    agent_id: AgentId("a1".into()),
+                    task_id: TaskId("gone".into()),
+                    uuid,
+                },
+            },
+            now,
+        );
+        let batch = m.take_writes();
+        assert!(
+            batch
+                .tasks
+                .iter()
+                .any(|((_, t), r)| t.as_str() == "gone" && r.is_none()),
+            "{batch:?}"
+        );
+        m.flush_outbox();
+        // The agent never made that update, so it is not told about its acknowledgement.
+        assert!(drain(&mut agent).is_empty());
+        assert!(m.snapshot().tasks.iter().any(|t| t.id.as_str() == "kept"));
+    }
+
+    #[test]
+    fn a_recovered_agent_that_does_not_return_is_removed_after_the_reregistration_timeout() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        m.recover(recovered(&["t"]), now);
+        // Longer than the agent timeout, shorter than the re-registration timeout: kept.
+        m.tick(now + Duration::from_secs(3));
+        assert_eq!(m.snapshot().agents.len(), 1);
+        m.tick(now + Duration::from_secs(6));
+        let s = m.snapshot();
+        assert!(s.agents.is_empty(), "{:?}", s.agents);
+        let t = s.tasks.iter().find(|t| t.id.as_str() == "t").expect("task");
+        assert_eq!(t.state, TaskState::Lost);
+        assert_eq!(t.reason, Some(TaskReason::AgentRemoved));
+        let batch = m.take_writes();
+        assert!(batch.agents.iter().any(|(_, r)| r.is_none()));
     }
 }

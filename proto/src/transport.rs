@@ -99,7 +99,51 @@ pub fn server_endpoint(
         .map_err(|e| TransportError::Verifier(format!("QUIC server config: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport_config()));
-    quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Bind { addr, source })
+    let bind = |source| TransportError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(stateless_reset_key(creds)));
+    endpoint_config.cid_generator(|| Box::new(RandomCids));
+    quinn::Endpoint::new(
+        endpoint_config,
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind)
+}
+
+/// The key behind the master's QUIC stateless resets, derived from its private key rather
+/// than random per process: a master restarted at the same address then answers packets of its
+/// predecessor's connections with a reset those peers accept, so agents and frameworks
+/// reconnect at once instead of waiting for missed heartbeats.
+fn stateless_reset_key(creds: &Credentials) -> ring::hmac::Key {
+    let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, creds.key.secret_der());
+    let seed = ring::hmac::sign(&derive, b"bramble/1 quic stateless reset");
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref())
+}
+
+/// Random 8-byte connection ids that any master accepts as possibly its own. quinn's default
+/// generator signs its ids with a per-process key and silently drops packets whose id it did
+/// not sign, which would keep a restarted master from resetting its predecessor's connections.
+struct RandomCids;
+
+const CID_LEN: usize = 8;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut bytes = [0u8; CID_LEN];
+        // The system RNG does not fail on Linux; a zero id would still work, just guessably.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A client endpoint presenting `creds` and trusting only the cluster CA.

@@ -1,0 +1,598 @@
+//! The master's durable facts in one redb file, `<state_dir>/master.redb`: frameworks, admitted
+//! agents and every task not yet terminal-and-acknowledged.
+//!
+//! The state machine never touches this file. It collects what changed during a burst of
+//! inputs into a [`Batch`]; the server loop writes the batch with one [`Store::commit`] (one
+//! fsync, however many updates the burst held) and only then releases the burst's outgoing
+//! messages. On start, [`Store::open`] hands back everything committed so far ([`Recovered`]).
+//!
+//! Records are postcard-encoded wire types; the `meta` table holds the store format and the
+//! cluster id (CA fingerprint) the store was written for, so a state dir from another cluster
+//! is refused instead of being merged into this one.
+
+use bramble_proto::messages::FrameworkInfo;
+use bramble_proto::task::TaskInfo;
+use bramble_proto::{
+    AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The store's file name inside the master's state dir.
+pub const FILE_NAME: &str = "master.redb";
+/// Bumped whenever a record's encoding changes incompatibly.
+pub const FORMAT: u64 = 1;
+/// redb's page cache; the store is small and the master may run on a 1 GiB Pi.
+const CACHE_BYTES: usize = 16 << 20;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const FRAMEWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("frameworks");
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
+
+const META_CLUSTER_ID: &str = "cluster_id";
+const META_FORMAT: &str = "format";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("creating the master state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the master store {path} is open in another process (is another bramble-master running on this state_dir?)")]
+    InUse { path: PathBuf },
+    #[error("opening the master store {path}: {source}; it is not a Bramble master store or it is damaged (move it aside to start with an empty store)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("{path} is a redb database but not a Bramble master store: {detail}")]
+    NotAStore { path: PathBuf, detail: String },
+    #[error("the master store {path} was written for cluster {found}, but this master's CA is cluster {expected}; refusing to mix two clusters' state (give this master another state_dir, or move the file aside)")]
+    OtherCluster {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("the master store {path} has format {found}; this master reads format {expected}")]
+    Format {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("the master store {path}: {what} {key} does not decode: {reason}")]
+    Decode {
+        path: PathBuf,
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("the master store {path}: {op}: {source}")]
+    Redb {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: Box<redb::Error>,
+    },
+}
+
+/// A framework the master has admitted (its info carries its id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkRecord {
+    pub id: FrameworkId,
+    pub info: FrameworkInfo,
+}
+
+/// An agent the master has admitted, as it last registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub hostname: String,
+    pub address: SocketAddr,
+    pub total: Resources,
+    pub attributes: BTreeMap<String, String>,
+    /// Custom executors launched there, with the resources charged for them.
+    pub executors: Vec<(FrameworkId, ExecutorId, Resources)>,
+}
+
+/// A task that is not yet terminal-and-acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub framework_id: FrameworkId,
+    pub info: TaskInfo,
+    pub state: TaskState,
+    pub message: String,
+    pub reason: Option<TaskReason>,
+    pub launched_at: f64,
+    pub started_at: Option<f64>,
+    pub ended_at: Option<f64>,
+    /// The terminal update forwarded to the framework, until it is acknowledged.
+    pub terminal: Option<TaskStatus>,
+    /// Whether the master (not the agent) resends `terminal` until it is acknowledged: LOST
+    /// updates the master made itself, and those of an agent that was removed.
+    pub resend_by_master: bool,
+}
+
+/// What changed during one burst of inputs: `Some` puts a record, `None` deletes it.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub frameworks: Vec<(FrameworkId, Option<FrameworkRecord>)>,
+    pub agents: Vec<(AgentId, Option<AgentRecord>)>,
+    pub tasks: Vec<((FrameworkId, TaskId), Option<TaskRecord>)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.frameworks.len() + self.agents.len() + self.tasks.len()
+    }
+}
+
+/// Everything the store held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub frameworks: Vec<FrameworkRecord>,
+    pub agents: Vec<AgentRecord>,
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl Recovered {
+    pub fn is_empty(&self) -> bool {
+        self.frameworks.is_empty() && self.agents.is_empty() && self.tasks.is_empty()
+    }
+}
+
+/// The open store. Only the master's state task holds it.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `state_dir` for the cluster `cluster_id`, and reads
+    /// back everything committed in it.
+    pub fn open(state_dir: &Path, cluster_id: &str) -> Result<(Store, Recovered), StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(FILE_NAME);
+        // A file damaged outside redb is reported as corrupted rather than trusted (a plain
+        // open may panic on it); the check is cheap for a store this size.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse { path: path.clone() }
+                }
+                source => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        let store = Store { db, path };
+        store.check_or_init_meta(cluster_id)?;
+        let recovered = store.load()?;
+        Ok((store, recovered))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn redb<E: Into<redb::Error>>(&self, op: &'static str) -> impl FnOnce(E) -> StoreError + '_ {
+        move |e| StoreError::Redb {
+            path: self.path.clone(),
+            op,
+            source: Box::new(e.into()),
+        }
+    }
+
+    /// A new store gets its meta (and empty tables); an existing one must be ours.
+    fn check_or_init_meta(&self, cluster_id: &str) -> Result<(), StoreError> {
+        let read = self.db.begin_read().map_err(self.redb("reading"))?;
+        let meta = match read.open_table(META) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(redb::TableError::TableTypeMismatch { .. }) => {
+                return Err(StoreError::NotAStore {
+                    path: self.path.clone(),
+                    detail: "its meta table has other types".into(),
+                })
+            }
+            Err(e) => return Err(self.redb("opening the meta table")(e)),
+        };
+        let Some(meta) = meta else {
+            let tables: Vec<String> = read
+                .list_tables()
+                .map_err(self.redb("listing tables"))?
+                .map(|t| t.name().to_string())
+                .collect();
+            drop(read);
+            if !tables.is_empty() {
+                return Err(StoreError::NotAStore {
+                    path: self.path.clone(),
+                    detail: format!("no meta table, but tables {tables:?}"),
+                });
+            }
+            return self.init(cluster_id);
+        };
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(self.redb("reading meta"))?
+                .map(|v| v.value().to_vec()))
+        };
+        let format = get(META_FORMAT)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_le_bytes);
+        let found_cluster = get(META_CLUSTER_ID)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let (Some(format), Some(found_cluster)) = (format, found_cluster) else {
+            return Err(StoreError::NotAStore {
+                path: self.path.clone(),
+                detail: "its meta table lacks the format or the cluster id".into(),
+            });
+        };
+        if found_cluster != cluster_id {
+            return Err(StoreError::OtherCluster {
+                path: self.path.clone(),
+                found: found_cluster,
+                expected: cluster_id.to_string(),
+            });
+        }
+        if format != FORMAT {
+            return Err(StoreError::Format {
+                path: self.path.clone(),
+                found: format,
+                expected: FORMAT,
+            });
+        }
+        Ok(())
+    }
+
+    fn init(&self, cluster_id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(self.redb("initialising"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(self.redb("initialising"))?;
+            meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())
+                .map_err(self.redb("initialising"))?;
+            meta.insert(META_CLUSTER_ID, cluster_id.as_bytes())
+                .map_err(self.redb("initialising"))?;
+            txn.open_table(FRAMEWORKS)
+                .map_err(self.redb("initialising"))?;
+            txn.open_table(AGENTS).map_err(self.redb("initialising"))?;
+            txn.open_table(TASKS).map_err(self.redb("initialising"))?;
+        }
+        txn.commit().map_err(self.redb("initialising"))
+    }
+
+    /// Reads every record.
+    pub fn load(&self) -> Result<Recovered, StoreError> {
+        let read = self.db.begin_read().map_err(self.redb("reading"))?;
+        let mut out = Recovered::default();
+        let frameworks = read.open_table(FRAMEWORKS).map_err(self.redb("reading"))?;
+        for row in frameworks.iter().map_err(self.redb("reading"))? {
+            let (k, v) = row.map_err(self.redb("reading"))?;
+            out.frameworks
+                .push(self.decode("framework", k.value(), v.value())?);
+        }
+        let agents = read.open_table(AGENTS).map_err(self.redb("reading"))?;
+        for row in agents.iter().map_err(self.redb("reading"))? {
+            let (k, v) = row.map_err(self.redb("reading"))?;
+            out.agents.push(self.decode("agent", k.value(), v.value())?);
+        }
+        let tasks = read.open_table(TASKS).map_err(self.redb("reading"))?;
+        for row in tasks.iter().map_err(self.redb("reading"))? {
+            let (k, v) = row.map_err(self.redb("reading"))?;
+            let (fw, task) = k.value();
+            out.tasks
+                .push(self.decode("task", &format!("{fw}/{task}"), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            what,
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Writes `batch` in one transaction, durable (fsync'd) when this returns.
+    pub fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(self.redb("committing"))?;
+        {
+            let mut frameworks = txn
+                .open_table(FRAMEWORKS)
+                .map_err(self.redb("committing"))?;
+            for (id, record) in &batch.frameworks {
+                match record {
+                    Some(r) => frameworks.insert(id.as_str(), encode(r).as_slice()),
+                    None => frameworks.remove(id.as_str()),
+                }
+                .map_err(self.redb("writing a framework"))?;
+            }
+            let mut agents = txn.open_table(AGENTS).map_err(self.redb("committing"))?;
+            for (id, record) in &batch.agents {
+                match record {
+                    Some(r) => agents.insert(id.as_str(), encode(r).as_slice()),
+                    None => agents.remove(id.as_str()),
+                }
+                .map_err(self.redb("writing an agent"))?;
+            }
+            let mut tasks = txn.open_table(TASKS).map_err(self.redb("committing"))?;
+            for ((fw, task), record) in &batch.tasks {
+                let key = (fw.as_str(), task.as_str());
+                match record {
+                    Some(r) => tasks.insert(key, encode(r).as_slice()),
+                    None => tasks.remove(key),
+                }
+                .map_err(self.redb("writing a task"))?;
+            }
+        }
+        txn.commit().map_err(self.redb("committing"))
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Encoding plain data into a Vec cannot fail: postcard errors only on unsupported serde
+    // features (none of our types use them) or a full fixed-size buffer (not used here).
+    postcard::to_allocvec(record).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::task::{CommandInfo, UpdateSource};
+
+    const CLUSTER: &str = "cluster-a";
+
+    fn framework(id: &str) -> FrameworkRecord {
+        FrameworkRecord {
+            id: FrameworkId(id.into()),
+            info: FrameworkInfo {
+                framework_id: Some(FrameworkId(id.into())),
+                name: format!("{id}-name"),
+                role: "*".into(),
+                failover_timeout_secs: 60.0,
+            },
+        }
+    }
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            id: AgentId(id.into()),
+            hostname: format!("{id}-host"),
+            address: "10.0.0.7:4000".parse().expect("addr"),
+            total: Resources::new(4.0, 1024),
+            attributes: [("rack".to_string(), "a".to_string())]
+                .into_iter()
+                .collect(),
+            executors: vec![(
+                FrameworkId("fw".into()),
+                ExecutorId("ex".into()),
+                Resources::new(0.1, 32),
+            )],
+        }
+    }
+
+    fn task(fw: &str, id: &str, state: TaskState) -> TaskRecord {
+        let terminal = state.is_terminal().then(|| {
+            let mut s = TaskStatus::new(
+                FrameworkId(fw.into()),
+                TaskId(id.into()),
+                state,
+                UpdateSource::Master,
+            );
+            s.uuid = Some(uuid::Uuid::new_v4());
+            s.data = vec![1, 2, 3];
+            s
+        });
+        TaskRecord {
+            framework_id: FrameworkId(fw.into()),
+            info: TaskInfo {
+                task_id: TaskId(id.into()),
+                name: id.into(),
+                agent_id: AgentId("a1".into()),
+                resources: Resources::new(0.5, 64),
+                command: Some(CommandInfo::shell("sleep 1")),
+                executor: None,
+                data: vec![9, 9],
+            },
+            state,
+            message: "pid 42".into(),
+            reason: None,
+            launched_at: 1.5,
+            started_at: Some(2.5),
+            ended_at: None,
+            terminal,
+            resend_by_master: false,
+        }
+    }
+
+    fn key(r: &TaskRecord) -> (FrameworkId, TaskId) {
+        (r.framework_id.clone(), r.info.task_id.clone())
+    }
+
+    #[test]
+    fn records_round_trip_and_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, recovered) = Store::open(dir.path(), CLUSTER).expect("open");
+        assert!(recovered.is_empty());
+        let running = task("fw1", "t1", TaskState::Running);
+        let lost = task("fw1", "t2", TaskState::Lost);
+        let gone = task("fw1", "t3", TaskState::Staging);
+        store
+            .commit(&Batch {
+                frameworks: vec![
+                    (FrameworkId("fw1".into()), Some(framework("fw1"))),
+                    (FrameworkId("fw2".into()), Some(framework("fw2"))),
+                ],
+                agents: vec![(AgentId("a1".into()), Some(agent("a1")))],
+                tasks: vec![
+                    (key(&running), Some(running.clone())),
+                    (key(&lost), Some(lost.clone())),
+                    (key(&gone), Some(gone.clone())),
+                ],
+            })
+            .expect("commit");
+        // A later batch overwrites and deletes.
+        let mut finished = running.clone();
+        finished.state = TaskState::Finished;
+        store
+            .commit(&Batch {
+                frameworks: vec![(FrameworkId("fw2".into()), None)],
+                agents: vec![],
+                tasks: vec![(key(&gone), None), (key(&running), Some(finished.clone()))],
+            })
+            .expect("commit");
+        let now = store.load().expect("load");
+        assert_eq!(now.frameworks, vec![framework("fw1")]);
+        drop(store);
+
+        let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(again.frameworks, vec![framework("fw1")]);
+        assert_eq!(again.agents, vec![agent("a1")]);
+        assert_eq!(again.tasks, vec![finished, lost]);
+    }
+
+    #[test]
+    fn an_empty_batch_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        store.commit(&Batch::default()).expect("commit");
+        assert!(store.load().expect("load").is_empty());
+    }
+
+    #[test]
+    fn a_store_of_another_cluster_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        store
+            .commit(&Batch {
+                frameworks: vec![(FrameworkId("fw1".into()), Some(framework("fw1")))],
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        let err = Store::open(dir.path(), "cluster-b").expect_err("other cluster");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::OtherCluster { .. }), "{msg}");
+        assert!(
+            msg.contains("cluster-a") && msg.contains("cluster-b"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&dir.path().join(FILE_NAME).display().to_string()),
+            "{msg}"
+        );
+        // Nothing was lost by refusing.
+        let (_, recovered) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(recovered.frameworks, vec![framework("fw1")]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_gives_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            b"this is not a database, just some text ".repeat(200),
+        )
+        .expect("write");
+        let msg = Store::open(dir.path(), CLUSTER)
+            .expect_err("garbage")
+            .to_string();
+        eprintln!("{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("not a Bramble master store"), "{msg}");
+        // The file was left as it was, for the operator to look at.
+        assert!(std::fs::read(&path)
+            .expect("read")
+            .starts_with(b"this is not"));
+    }
+
+    #[test]
+    fn a_damaged_store_gives_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        let tasks: Vec<_> = (0..200)
+            .map(|i| task("fw1", &format!("t{i}"), TaskState::Running))
+            .collect();
+        store
+            .commit(&Batch {
+                tasks: tasks.iter().map(|t| (key(t), Some(t.clone()))).collect(),
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        // Scribble over everything after the header pages.
+        let mut bytes = std::fs::read(&path).expect("read");
+        let len = bytes.len();
+        for b in &mut bytes[8192.min(len)..] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let msg = Store::open(dir.path(), CLUSTER)
+            .expect_err("damaged")
+            .to_string();
+        eprintln!("{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn another_redb_file_is_not_taken_for_a_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE_NAME);
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                let other: TableDefinition<u64, u64> = TableDefinition::new("counters");
+                let mut t = txn.open_table(other).expect("table");
+                t.insert(1, 2).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let err = Store::open(dir.path(), CLUSTER).expect_err("foreign");
+        assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+        assert!(err.to_string().contains("counters"), "{err}");
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_store_is_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        let err = Store::open(dir.path(), CLUSTER).expect_err("in use");
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    }
+}
