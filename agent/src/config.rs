@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub log: Option<String>,
     /// `[discovery]`: which interfaces to browse for the master on when `master` is absent.
     pub discovery: DiscoveryConfig,
+    /// `[recovery]`: what a stopping agent leaves for the next one. See [`RecoveryConfig`].
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for AgentConfig {
@@ -72,6 +74,7 @@ impl Default for AgentConfig {
             executor_idle_timeout_secs: 10,
             log: None,
             discovery: DiscoveryConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -106,6 +109,7 @@ impl AgentConfig {
             return Err(("attributes", format!("empty attribute name {key:?}")));
         }
         self.discovery.validate()?;
+        self.recovery.validate()?;
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter)
                 .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;
@@ -137,6 +141,47 @@ impl AgentConfig {
 
     pub fn executor_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.executor_idle_timeout_secs)
+    }
+}
+
+// ----- [recovery] -----
+
+/// `[recovery]`: agent restarts. Tasks outlive the agent process; a restarted agent re-adopts
+/// them from its work dir (see `checkpoint.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// On SIGTERM/SIGINT, kill every task before exiting (true), or leave them running for the
+    /// next agent process to re-adopt (false, the default: `systemctl restart bramble-agent`
+    /// or an upgrade must not kill the node's tasks).
+    pub kill_tasks_on_shutdown: bool,
+    /// How long a custom executor whose agent went away keeps trying to reconnect before it
+    /// exits (its tasks then end with it).
+    pub executor_reconnect_timeout_secs: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            kill_tasks_on_shutdown: false,
+            executor_reconnect_timeout_secs: 15 * 60,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.executor_reconnect_timeout_secs == 0 {
+            return Err((
+                "recovery.executor_reconnect_timeout_secs",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn executor_reconnect_timeout(&self) -> Duration {
+        Duration::from_secs(self.executor_reconnect_timeout_secs)
     }
 }
 
@@ -348,6 +393,30 @@ rack = "shelf-2"
         assert!(err.contains(r#"key "discovery.interfaces""#), "{err}");
         let err = parse_err("[discovery]\niface = []\n");
         assert!(err.contains(r#"unknown key "iface""#), "{err}");
+    }
+
+    #[test]
+    fn recovery_section_defaults_to_leaving_tasks_running() {
+        let d = AgentConfig::default();
+        assert!(!d.recovery.kill_tasks_on_shutdown);
+        assert_eq!(
+            d.recovery.executor_reconnect_timeout(),
+            Duration::from_secs(900)
+        );
+        let c = parse(
+            Path::new(PATH),
+            "[recovery]\nkill_tasks_on_shutdown = true\nexecutor_reconnect_timeout_secs = 60\n",
+        )
+        .unwrap();
+        assert!(c.recovery.kill_tasks_on_shutdown);
+        assert_eq!(c.recovery.executor_reconnect_timeout_secs, 60);
+        let err = parse_err("[recovery]\nexecutor_reconnect_timeout_secs = 0\n");
+        assert!(
+            err.contains(r#"key "recovery.executor_reconnect_timeout_secs""#),
+            "{err}"
+        );
+        let err = parse_err("[recovery]\nkill_tasks = true\n");
+        assert!(err.contains(r#"unknown key "kill_tasks""#), "{err}");
     }
 
     #[test]
