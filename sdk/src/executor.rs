@@ -26,7 +26,9 @@
 //! resends every unacknowledged update in order and calls [`Executor::reregistered`]. While
 //! disconnected, `send_status_update` still queues (the update is sent on reconnection);
 //! callbacks are not called. An agent that accepts the connection and then closes it without
-//! answering does not know this executor (it refused the token): the executor ends.
+//! answering [`REFUSALS_TO_GIVE_UP`] times in a row does not know this executor (it refused the
+//! token): the executor ends. (Once is not enough: an agent being killed can take a connection
+//! into its dying listener and drop it.)
 
 use crate::error::SdkError;
 use crate::AbortOnDrop;
@@ -50,6 +52,8 @@ use uuid::Uuid;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time between attempts to reach a restarting agent.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Closes-without-an-answer in a row that count as the agent refusing this executor.
+pub const REFUSALS_TO_GIVE_UP: u32 = 3;
 /// How long an executor waits for its agent to come back when the agent says nothing.
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// An update unacknowledged for this long is sent again.
@@ -264,6 +268,8 @@ type Connected = (
 enum Attempt {
     /// Nobody listening yet (agent restarting) or no answer in time: try again.
     Retry(SdkError),
+    /// Accepted, then closed without an answer: a refusal, or an agent dying right then.
+    Closed(SdkError),
     /// The agent answered but refused, or spoke nonsense: give up.
     Fatal(SdkError),
 }
@@ -274,12 +280,23 @@ impl Hello {
     async fn connect(&self, timeout: Duration) -> Result<Connected, SdkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut attempts = 0u32;
+        let mut closed_in_a_row = 0u32;
         loop {
             attempts += 1;
             let last = match self.attempt().await {
                 Ok(connected) => return Ok(connected),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(e)) => e,
+                Err(Attempt::Closed(e)) => {
+                    closed_in_a_row += 1;
+                    if closed_in_a_row >= REFUSALS_TO_GIVE_UP {
+                        return Err(e);
+                    }
+                    e
+                }
+                Err(Attempt::Retry(e)) => {
+                    closed_in_a_row = 0;
+                    e
+                }
             };
             if tokio::time::Instant::now() + RECONNECT_INTERVAL > deadline {
                 return Err(SdkError::Agent(format!(
@@ -325,7 +342,7 @@ impl Hello {
                 )))
             })?
             .map_err(|e| {
-                Attempt::Fatal(SdkError::protocol(
+                Attempt::Closed(SdkError::protocol(
                     "the agent closed the connection instead of answering Register (it does not know this executor or its token)",
                     e,
                 ))

@@ -239,14 +239,17 @@ async fn unacknowledged_updates_are_resent_to_a_restarted_agent_and_a_refusal_en
         }
         other => panic!("expected the resent RUNNING, got {other:?}"),
     }
-    // This time the agent that answers does not know the executor: it closes unanswered.
+    // This time the agent that answers does not know the executor: it closes unanswered,
+    // every time the executor tries.
     drop(agent);
-    let mut refusing = FakeAgent::accept(&listener).await;
-    assert!(matches!(
-        refusing.recv().await,
-        ExecutorToAgent::Register { .. }
-    ));
-    drop(refusing);
+    for _ in 0..bramble_sdk::REFUSALS_TO_GIVE_UP {
+        let mut refusing = FakeAgent::accept(&listener).await;
+        assert!(matches!(
+            refusing.recv().await,
+            ExecutorToAgent::Register { .. }
+        ));
+        drop(refusing);
+    }
     let err = match timeout(DEADLINE, run)
         .await
         .expect("run_executor did not notice the refusal")

@@ -137,6 +137,30 @@ impl Setup {
         .await
     }
 
+    /// Every agent log and every sandbox's stderr, for failure messages.
+    fn dump(&self) -> String {
+        let mut out = String::new();
+        let mut files = Vec::new();
+        let mut dirs = vec![self.logs.clone(), self.work_dir().join("frameworks")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "log")
+                    || path.file_name().is_some_and(|n| n == "stderr")
+                {
+                    files.push(path);
+                }
+            }
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            out.push_str(&format!("\n===== {} =====\n{text}", f.display()));
+        }
+        out
+    }
+
     /// The master's view of `task`'s state.
     async fn master_state_of(&self, task: &str) -> Option<TaskState> {
         let s = operator_state(&self.cluster, self.master()).await.ok()?;
@@ -171,6 +195,18 @@ fn wait_then_exit(release: &Path, code: i32) -> String {
         "while [ ! -e '{}' ]; do sleep 0.05; done; exit {code}",
         release.display()
     )
+}
+
+/// Kills these process groups when dropped: tasks outlive their agents on purpose, so a
+/// failing test must not leave them behind.
+struct KillGroups(Vec<i32>);
+
+impl Drop for KillGroups {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            kill_group(pid);
+        }
+    }
 }
 
 fn pid_of(status: &bramble_proto::TaskStatus) -> i32 {
@@ -227,6 +263,7 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
     let cmd_pid = pid_of(&fw.state("cmd", TaskState::Running).await);
     let cmd_down_pid = pid_of(&fw.state("cmd-down", TaskState::Running).await);
     let executor_pid = pid_of(&fw.state("exec", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![cmd_pid, cmd_down_pid, executor_pid]);
     assert_eq!(
         pid_of(&fw.state("exec-down", TaskState::Running).await),
         executor_pid,
@@ -234,7 +271,11 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
     );
 
     agent.kill_hard();
-    assert!(alive(cmd_pid) && alive(cmd_down_pid) && alive(executor_pid));
+    assert!(
+        alive(cmd_pid) && alive(cmd_down_pid) && alive(executor_pid),
+        "{}",
+        setup.dump()
+    );
     // Produced while no agent runs: a command's exit status and an executor's update.
     std::fs::write(release("cmd-down"), "").expect("release cmd-down");
     until_dead(cmd_down_pid).await;
@@ -301,9 +342,6 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
         assert!(states.iter().any(|s| s.is_terminal()), "{task}: {states:?}");
     }
     fw.stop(false).await;
-    for pid in [cmd_pid, executor_pid] {
-        kill_group(pid);
-    }
     assert!(
         agent_again
             .log_text()
@@ -330,6 +368,7 @@ async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
     );
     let sleeper_pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
     let executor_pid = pid_of(&fw.state("exec", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![sleeper_pid, executor_pid]);
 
     agent.kill_hard();
     // The "reboot": the same processes are still here (a real reboot would have ended them),
@@ -354,8 +393,6 @@ async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
     let log = agent_again.log_text();
     assert!(!log.contains("re-adopted"), "{log}");
     fw.stop(false).await;
-    kill_group(sleeper_pid);
-    kill_group(executor_pid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,6 +408,7 @@ async fn changed_resources_refuse_recovery_and_say_what_changed() {
         vec![shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600")],
     );
     let pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![pid]);
     agent.kill_hard();
 
     let mut refused = setup.agent("agent-fewer-cpus", "1");
@@ -406,7 +444,6 @@ async fn changed_resources_refuse_recovery_and_say_what_changed() {
         Some(TaskState::Running)
     );
     fw.stop(false).await;
-    kill_group(pid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,6 +466,7 @@ async fn sigterm_leaves_tasks_running_for_the_next_agent() {
         )],
     );
     let pid = pid_of(&fw.state("cmd", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![pid]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.pid()),
         nix::sys::signal::Signal::SIGTERM,
