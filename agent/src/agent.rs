@@ -712,6 +712,10 @@ impl Agent {
                     .insert((fw.clone(), task_id.clone()), run.sandbox.clone());
                 if run.exited && run.tasks.is_empty() && run.queued.is_empty() {
                     empty = Some(key.clone());
+                } else if !run.exited {
+                    // Or a restarted agent would bring the task back from the run file, with
+                    // no update left to say it ended.
+                    self.dirty.insert(key.clone());
                 }
                 break;
             }
