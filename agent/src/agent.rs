@@ -10,8 +10,15 @@
 //! `/bin/sh -c` (or a program), watched by the agent itself: its exit status is the task's
 //! outcome. A *custom* executor is a program the framework names; it connects back over the
 //! agent's Unix socket and may run many tasks, reporting their states itself.
+//!
+//! Recovery: every run is checkpointed (`checkpoint.rs`) in the same group commit as the
+//! updates it causes. A restarted agent calls [`Agent::recover`] before serving anything: live
+//! processes are re-adopted (custom executors then reconnect with their token and resend what
+//! was not acknowledged; command tasks' supervisors record their exit status), dead ones are
+//! reported, and after a host reboot every old task is LOST without touching any pid.
 
-use crate::containerizer::{Container, Containerizer, ExitReport, LaunchSpec, Limits};
+use crate::checkpoint::{Checkpoints, RunCheckpoint, TaskCheckpoint};
+use crate::containerizer::{Container, Containerizer, ExitReport, LaunchSpec, Limits, RecoverSpec};
 use crate::status_updates::StatusUpdateManager;
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::executor_env as env;
@@ -23,7 +30,7 @@ use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{
     AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +50,9 @@ pub struct AgentSettings {
     pub executor_idle_timeout: Duration,
     /// When finished sandboxes are removed (`gc.rs`).
     pub gc: crate::gc::GcPolicy,
+    /// How long a custom executor that lost this agent keeps trying to reconnect (passed to
+    /// it in its environment).
+    pub executor_recovery_timeout: Duration,
 }
 
 pub type ContainerKey = String;
@@ -127,6 +137,9 @@ struct Run {
     idle_since: Option<Instant>,
     shutting_down: bool,
     exited: bool,
+    memory_limit_mib: u64,
+    /// Re-adopted from a previous agent process.
+    recovered: bool,
 }
 
 impl Run {
@@ -158,6 +171,27 @@ pub struct Agent {
     /// Status updates that could not be made durable (e.g. a full disk): since when, and
     /// when that was last logged. They stay in `uncommitted` and are retried every tick.
     unrecorded_since: Option<(Instant, Instant)>,
+    checkpoints: Checkpoints,
+    /// Runs whose checkpoint must be (re)written in the next commit.
+    dirty: BTreeSet<ContainerKey>,
+    /// Re-adopted custom executors that have not reconnected yet, and when recovery began.
+    awaiting_reconnect: BTreeSet<ContainerKey>,
+    recovery_began: Option<Instant>,
+    /// Executors found ended during recovery, to tell the master once it is connected.
+    exited_while_down: Vec<(FrameworkId, ExecutorId)>,
+}
+
+/// What [`Agent::recover`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Runs read from checkpoints.
+    pub runs: usize,
+    /// Processes still running and re-adopted.
+    pub adopted: usize,
+    /// Custom executors among them, expected to reconnect.
+    pub executors: usize,
+    /// Tasks reported ended or lost because their processes did not survive.
+    pub tasks_gone: usize,
 }
 
 /// How many finished tasks' sandboxes the agent remembers the location of.
@@ -168,6 +202,7 @@ impl Agent {
         settings: AgentSettings,
         containerizer: Arc<Containerizer>,
         updates: StatusUpdateManager,
+        checkpoints: Checkpoints,
         agent_id: Option<AgentId>,
         inputs: mpsc::Sender<Input>,
     ) -> Self {
@@ -175,6 +210,11 @@ impl Agent {
         Self {
             gc,
             unrecorded_since: None,
+            checkpoints,
+            dirty: BTreeSet::new(),
+            awaiting_reconnect: BTreeSet::new(),
+            recovery_began: None,
+            exited_while_down: Vec::new(),
             settings,
             containerizer,
             updates,
@@ -199,6 +239,12 @@ impl Agent {
                         error!("could not persist agent id {agent_id}: {e}");
                     }
                     self.agent_id = Some(agent_id);
+                }
+                for (framework_id, executor_id) in self.exited_while_down.drain(..) {
+                    let _ = tx.try_send(AgentToMaster::ExecutorExited {
+                        framework_id,
+                        executor_id,
+                    });
                 }
                 self.master = Some(tx);
                 self.updates.resend_all_now();
@@ -285,6 +331,157 @@ impl Agent {
         }
     }
 
+    /// Takes over what a previous agent process left (see the module header). Call once,
+    /// before any input is handled. `reboot`: why nothing can have survived (the host
+    /// rebooted), or `None` to re-adopt live processes.
+    pub fn recover(&mut self, runs: Vec<RunCheckpoint>, reboot: Option<String>) -> RecoverySummary {
+        let mut summary = RecoverySummary {
+            runs: runs.len(),
+            ..RecoverySummary::default()
+        };
+        if runs.is_empty() {
+            return summary;
+        }
+        self.recovery_began = Some(Instant::now());
+        // The newest unacknowledged update of each task is at least as new as its run file.
+        let latest: HashMap<(FrameworkId, TaskId), TaskState> = self
+            .updates
+            .latest()
+            .map(|u| ((u.framework_id.clone(), u.task_id.clone()), u.state))
+            .collect();
+        for cp in runs {
+            let key = cp.container.clone();
+            let mut tasks = HashMap::new();
+            for t in cp.tasks {
+                let pending = latest
+                    .get(&(cp.framework_id.clone(), t.info.task_id.clone()))
+                    .copied();
+                let state = match pending {
+                    Some(p) if t.state.can_move_to(p) => p,
+                    _ => t.state,
+                };
+                tasks.insert(
+                    t.info.task_id.clone(),
+                    TaskRun {
+                        info: t.info,
+                        state,
+                        kill_requested: false,
+                        terminal: state.is_terminal(),
+                    },
+                );
+            }
+            let is_command = cp.executor.is_none();
+            let mut run = Run {
+                framework_id: cp.framework_id.clone(),
+                executor_id: cp.executor_id.clone(),
+                kind: match cp.executor {
+                    Some(info) => Kind::Custom { info },
+                    None => Kind::Command,
+                },
+                sandbox: cp.sandbox,
+                container: None,
+                token: cp.token,
+                conn: None,
+                tasks,
+                queued: cp.queued,
+                launched_at: Instant::now(),
+                idle_since: None,
+                shutting_down: false,
+                exited: false,
+                memory_limit_mib: cp.memory_limit_mib,
+                recovered: true,
+            };
+            if let Some(why) = &reboot {
+                summary.tasks_gone += self.lose_run(&key, run, why);
+                continue;
+            }
+            // pid 0: the run was written after its process was already known to be gone.
+            let alive = cp.pid != 0 && crate::containerizer::is_same_process(cp.pid, cp.start_time);
+            let container = Arc::new(self.containerizer.recover(RecoverSpec {
+                container_id: key.clone(),
+                pid: cp.pid,
+                start_time: cp.start_time,
+                cgroup_dirs: cp.cgroup_dirs,
+                memory_limit_mib: cp.memory_limit_mib,
+                exit_status_file: is_command.then(|| self.checkpoints.exit_status_file(&key)),
+            }));
+            if alive {
+                summary.adopted += 1;
+                info!(framework = %run.framework_id, executor = %run.executor_id, container = %key,
+                    pid = cp.pid, "re-adopted a running {}", if is_command { "command task" } else { "executor" });
+                if !is_command {
+                    summary.executors += 1;
+                    self.awaiting_reconnect.insert(key.clone());
+                }
+            } else {
+                summary.tasks_gone += run.live_tasks();
+                info!(framework = %run.framework_id, executor = %run.executor_id, container = %key,
+                    pid = cp.pid, "{} ended while the agent was down", if is_command { "command task" } else { "executor" });
+            }
+            // Dead or alive, the end is reported the usual way, through the watcher.
+            self.watch(key.clone(), container.clone());
+            run.container = Some(container);
+            self.active.insert(
+                (run.framework_id.clone(), run.executor_id.clone()),
+                key.clone(),
+            );
+            self.runs.insert(key, run);
+        }
+        if self.awaiting_reconnect.is_empty() {
+            self.recovery_began = None;
+        }
+        info!(
+            runs = summary.runs,
+            adopted = summary.adopted,
+            executors = summary.executors,
+            tasks_gone = summary.tasks_gone,
+            "recovered checkpointed runs"
+        );
+        summary
+    }
+
+    /// After a reboot: every unfinished task of `run` is LOST, and no pid it names is touched.
+    /// Returns how many tasks were reported.
+    fn lose_run(&mut self, key: &ContainerKey, mut run: Run, why: &str) -> usize {
+        run.exited = true;
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        let mut lost: Vec<TaskId> = run
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.state.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.extend(run.queued.drain(..).map(|t| t.task_id));
+        if matches!(run.kind, Kind::Custom { .. }) {
+            self.exited_while_down
+                .push((fw.clone(), executor_id.clone()));
+        }
+        warn!(framework = %fw, executor = %executor_id, container = %key, tasks = lost.len(),
+            "{why}: reporting the run's tasks LOST");
+        self.runs.insert(key.clone(), run);
+        for task_id in &lost {
+            self.set_task_state(key, task_id, TaskState::Lost);
+            let status = self
+                .agent_status(&fw, Some(&executor_id), task_id, TaskState::Lost)
+                .with_reason(TaskReason::HostRebooted, why.to_string());
+            self.report(status);
+        }
+        let done = self.runs.get(key).is_some_and(|r| {
+            r.tasks.values().all(|t| t.terminal)
+                && r.tasks
+                    .keys()
+                    .all(|tid| !self.awaiting_ack(&r.framework_id, tid))
+        });
+        if done {
+            self.remove_run(key);
+        } else {
+            // Rewritten without its pid: in this boot that pid means nothing.
+            self.dirty.insert(key.clone());
+        }
+        lost.len()
+    }
+
     pub fn next_update_deadline(&self) -> Option<Instant> {
         if self.master.is_some() {
             self.updates.next_deadline()
@@ -316,6 +513,7 @@ impl Agent {
     /// then acknowledges executors' updates and sends what is due. Called after each burst of
     /// inputs; nothing reported is sent or acknowledged before this returns.
     pub fn commit(&mut self) {
+        self.checkpoint_dirty_runs();
         if self.uncommitted.is_empty() {
             return;
         }
@@ -382,6 +580,26 @@ impl Agent {
             }
         }
         self.flush_updates(Instant::now());
+    }
+
+    /// Writes the checkpoints of runs launched or changed in this burst, before the burst's
+    /// updates are recorded (so a RUNNING sent out always has its run on disk).
+    fn checkpoint_dirty_runs(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let checkpoints: Vec<RunCheckpoint> = dirty
+            .iter()
+            .filter_map(|key| self.runs.get(key).map(|run| run_checkpoint(key, run)))
+            .collect();
+        let refs: Vec<&RunCheckpoint> = checkpoints.iter().collect();
+        if let Err(e) = self.checkpoints.save_runs(&refs) {
+            error!(
+                runs = refs.len(),
+                "could not checkpoint runs; a restarted agent will not recover them: {e}"
+            );
+        }
     }
 
     fn flush_updates(&mut self, now: Instant) {
@@ -535,6 +753,10 @@ impl Agent {
                     .insert((fw.clone(), task_id.clone()), run.sandbox.clone());
                 if run.exited && run.tasks.is_empty() && run.queued.is_empty() {
                     empty = Some(key.clone());
+                } else if !run.exited {
+                    // Or a restarted agent would bring the task back from the run file, with
+                    // no update left to say it ended.
+                    self.dirty.insert(key.clone());
                 }
                 break;
             }
@@ -545,6 +767,8 @@ impl Agent {
     }
 
     fn remove_run(&mut self, key: &ContainerKey) {
+        self.dirty.remove(key);
+        self.checkpoints.remove_run(key);
         if let Some(run) = self.runs.remove(key) {
             // However the run ends, its tasks' sandboxes stay readable for operators.
             for task_id in run.tasks.keys() {
@@ -623,7 +847,9 @@ impl Agent {
                 cpus: task.resources.cpus(),
                 mem_mib: task.resources.mem_mib,
             },
+            exit_status_file: Some(self.checkpoints.exit_status_file(&key)),
         };
+        let memory_limit_mib = spec.limits.mem_mib;
         let task_id = task.task_id.clone();
         let mut run = Run {
             framework_id: fw.clone(),
@@ -639,6 +865,8 @@ impl Agent {
             idle_since: None,
             shutting_down: false,
             exited: false,
+            memory_limit_mib,
+            recovered: false,
         };
         run.tasks.insert(
             task_id.clone(),
@@ -660,6 +888,7 @@ impl Agent {
                     .insert((fw.clone(), executor_id.clone()), key.clone());
                 info!(framework = %fw, task = %task_id, container = %key, pid, "command task running");
                 self.set_task_state(&key, &task_id, TaskState::Running);
+                self.dirty.insert(key.clone());
                 let mut status =
                     self.agent_status(fw, Some(&executor_id), &task_id, TaskState::Running);
                 status.message = format!("pid {pid}");
@@ -713,6 +942,13 @@ impl Agent {
             (env::EXECUTOR_TOKEN.to_string(), token.clone()),
             (env::SANDBOX.to_string(), sandbox.display().to_string()),
             ("BRAMBLE_FRAMEWORK_NAME".to_string(), fw_name.to_string()),
+            (
+                env::RECOVERY_TIMEOUT_SECS.to_string(),
+                self.settings
+                    .executor_recovery_timeout
+                    .as_secs()
+                    .to_string(),
+            ),
         ]);
         if let Some(aid) = &self.agent_id {
             env_vars.push((env::AGENT_ID.into(), aid.to_string()));
@@ -730,6 +966,7 @@ impl Agent {
             args,
             env: env_vars,
             limits,
+            exit_status_file: None,
         };
         let task_id = task.task_id.clone();
         let executor_id = exec.executor_id.clone();
@@ -755,9 +992,12 @@ impl Agent {
                         idle_since: None,
                         shutting_down: false,
                         exited: false,
+                        memory_limit_mib: 0,
+                        recovered: false,
                     },
                 );
-                self.active.insert(id, key);
+                self.active.insert(id, key.clone());
+                self.dirty.insert(key);
             }
             Err(e) => {
                 warn!(framework = %fw, executor = %executor_id, "executor launch failed: {e}");
@@ -778,6 +1018,7 @@ impl Agent {
             return;
         };
         run.idle_since = None;
+        self.dirty.insert(key.clone());
         match &run.conn {
             Some((_, tx)) => {
                 let task_id = task.task_id.clone();
@@ -910,6 +1151,7 @@ impl Agent {
     }
 
     fn container_exited(&mut self, key: &ContainerKey, report: ExitReport) {
+        self.reconnected(key);
         let Some(run) = self.runs.get_mut(key) else {
             return;
         };
@@ -1049,8 +1291,28 @@ impl Agent {
             let _ = tx.try_send(AgentToExecutor::LaunchTask(task));
         }
         run.conn = Some((serial, tx));
-        info!(framework = %fw, executor = %executor_id, container = %key, "executor registered");
+        let recovered = run.recovered;
+        self.dirty.insert(key.clone());
+        if recovered {
+            info!(framework = %fw, executor = %executor_id, container = %key, "recovered executor reconnected");
+        } else {
+            info!(framework = %fw, executor = %executor_id, container = %key, "executor registered");
+        }
+        self.reconnected(&key);
         Ok(key)
+    }
+
+    /// A re-adopted executor reconnected (or ended): recovery is over once none is awaited.
+    fn reconnected(&mut self, key: &ContainerKey) {
+        if !self.awaiting_reconnect.remove(key) || !self.awaiting_reconnect.is_empty() {
+            return;
+        }
+        if let Some(began) = self.recovery_began.take() {
+            info!(
+                took_ms = began.elapsed().as_millis() as u64,
+                "recovery complete: every re-adopted executor has reconnected or ended"
+            );
+        }
     }
 
     fn executor_message(&mut self, key: &ContainerKey, msg: ExecutorToAgent) {
@@ -1314,5 +1576,35 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterat
     }
     for f in set {
         f.await;
+    }
+}
+
+/// The checkpoint of one run as it stands. A run without a live container is written with
+/// pid 0: there is nothing to re-adopt.
+fn run_checkpoint(key: &ContainerKey, run: &Run) -> RunCheckpoint {
+    let container = run.container.as_ref().filter(|_| !run.exited);
+    RunCheckpoint {
+        container: key.clone(),
+        framework_id: run.framework_id.clone(),
+        executor_id: run.executor_id.clone(),
+        executor: match &run.kind {
+            Kind::Command => None,
+            Kind::Custom { info } => Some(info.clone()),
+        },
+        sandbox: run.sandbox.clone(),
+        token: run.token.clone(),
+        pid: container.map_or(0, |c| c.pid),
+        start_time: container.map_or(0, |c| c.start_time),
+        cgroup_dirs: container.map_or_else(Vec::new, |c| c.cgroup_dirs().to_vec()),
+        memory_limit_mib: run.memory_limit_mib,
+        tasks: run
+            .tasks
+            .values()
+            .map(|t| TaskCheckpoint {
+                info: t.info.clone(),
+                state: t.state,
+            })
+            .collect(),
+        queued: run.queued.clone(),
     }
 }

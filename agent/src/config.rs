@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub gc: GcConfig,
     /// Run tasks as this user (needs the agent to run as root). Unset: as the agent's user.
     pub task_user: Option<String>,
+    /// `[recovery]`: what a stopping agent leaves for the next one. See [`RecoveryConfig`].
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for AgentConfig {
@@ -81,6 +83,7 @@ impl Default for AgentConfig {
             discovery: DiscoveryConfig::default(),
             gc: GcConfig::default(),
             task_user: None,
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl AgentConfig {
         }
         self.discovery.validate()?;
         self.validate_gc_and_user()?;
+        self.recovery.validate()?;
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter)
                 .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;
@@ -179,6 +183,31 @@ impl Default for GcConfig {
     }
 }
 
+// ----- [recovery] -----
+
+/// `[recovery]`: agent restarts. Tasks outlive the agent process; a restarted agent re-adopts
+/// them from its work dir (see `checkpoint.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// On SIGTERM/SIGINT, kill every task before exiting (true), or leave them running for the
+    /// next agent process to re-adopt (false, the default: `systemctl restart bramble-agent`
+    /// or an upgrade must not kill the node's tasks).
+    pub kill_tasks_on_shutdown: bool,
+    /// How long a custom executor whose agent went away keeps trying to reconnect before it
+    /// exits (its tasks then end with it).
+    pub executor_reconnect_timeout_secs: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            kill_tasks_on_shutdown: false,
+            executor_reconnect_timeout_secs: 15 * 60,
+        }
+    }
+}
+
 impl AgentConfig {
     fn validate_gc_and_user(&self) -> Result<(), (&'static str, String)> {
         let h = self.gc.disk_headroom;
@@ -212,6 +241,22 @@ impl AgentConfig {
     /// The task user, looked up on this machine (an unknown name is an error).
     pub fn task_user(&self) -> Result<Option<TaskUser>, String> {
         self.task_user.as_deref().map(TaskUser::resolve).transpose()
+    }
+}
+
+impl RecoveryConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.executor_reconnect_timeout_secs == 0 {
+            return Err((
+                "recovery.executor_reconnect_timeout_secs",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn executor_reconnect_timeout(&self) -> Duration {
+        Duration::from_secs(self.executor_reconnect_timeout_secs)
     }
 }
 
@@ -459,6 +504,30 @@ rack = "shelf-2"
             parse_err("\ntask_user = \"no-such-user-bramble\"\n"),
             r#"/etc/bramble/agent.toml: line 2: key "task_user": no user "no-such-user-bramble" on this machine (see /etc/passwd)"#
         );
+    }
+
+    #[test]
+    fn recovery_section_defaults_to_leaving_tasks_running() {
+        let d = AgentConfig::default();
+        assert!(!d.recovery.kill_tasks_on_shutdown);
+        assert_eq!(
+            d.recovery.executor_reconnect_timeout(),
+            Duration::from_secs(900)
+        );
+        let c = parse(
+            Path::new(PATH),
+            "[recovery]\nkill_tasks_on_shutdown = true\nexecutor_reconnect_timeout_secs = 60\n",
+        )
+        .unwrap();
+        assert!(c.recovery.kill_tasks_on_shutdown);
+        assert_eq!(c.recovery.executor_reconnect_timeout_secs, 60);
+        let err = parse_err("[recovery]\nexecutor_reconnect_timeout_secs = 0\n");
+        assert!(
+            err.contains(r#"key "recovery.executor_reconnect_timeout_secs""#),
+            "{err}"
+        );
+        let err = parse_err("[recovery]\nkill_tasks = true\n");
+        assert!(err.contains(r#"unknown key "kill_tasks""#), "{err}");
     }
 
     #[test]

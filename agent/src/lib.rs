@@ -3,8 +3,15 @@
 //!
 //! Where to start reading: `lib.rs` (wiring), `agent.rs` (the state machine), then
 //! `master_link.rs`, `executor_socket.rs` and `containerizer/` (the edges).
+//!
+//! Restarts: [`start`] recovers what a previous agent process left in the work dir before it
+//! serves anything (`checkpoint.rs`, [`Agent::recover`]). How an agent stops decides what
+//! the next one finds: [`AgentHandle::shutdown`] kills every container (tests, `bramble
+//! demo`); [`AgentHandle::shutdown_leaving_tasks`] leaves them running for the next agent
+//! process to re-adopt (the `bramble-agent` binary on SIGTERM, unless configured otherwise).
 
 pub mod agent;
+pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
 pub mod executor_socket;
@@ -18,6 +25,7 @@ use agent::{Agent, AgentSettings, AgentView, Input};
 use bramble_proto::identity::Credentials;
 use bramble_proto::transport::client_endpoint;
 use bramble_proto::AgentId;
+use checkpoint::{AgentInfo, Checkpoints};
 use containerizer::Containerizer;
 use master_link::MasterLocator;
 use status_updates::StatusUpdateManager;
@@ -66,12 +74,64 @@ pub enum StartError {
     Transport(#[from] bramble_proto::transport::TransportError),
     #[error("{0}")]
     TaskUser(String),
+    #[error("{0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(
+        "refusing to recover: the agent's resources changed since {path} was written, while \
+         {runs} executor run(s) checkpointed there may still be running (pids: {pids}): {}. \
+         Restore the previous settings, or start clean: stop those processes and remove \
+         {runs_dir} (their tasks will be reported LOST)",
+        .changes.join("; "),
+        path = .path.display(),
+        runs_dir = .runs_dir.display()
+    )]
+    ResourcesChanged {
+        path: PathBuf,
+        runs_dir: PathBuf,
+        runs: usize,
+        pids: String,
+        changes: Vec<String>,
+    },
+}
+
+/// How a (re)starting agent treats what a previous agent process left behind.
+#[derive(Debug, Clone)]
+pub struct RecoveryOptions {
+    /// The file holding this boot's id (a different one than checkpointed means a reboot).
+    pub boot_id_path: PathBuf,
+    /// Compare the disk size with the checkpoint (false when it is detected: it is the free
+    /// space, which moves on its own).
+    pub compare_disk: bool,
+    /// How long custom executors that lost their agent try to reconnect before exiting.
+    pub executor_reconnect_timeout: Duration,
+}
+
+/// Default [`RecoveryOptions::executor_reconnect_timeout`], as Mesos's recovery timeout.
+pub const DEFAULT_EXECUTOR_RECONNECT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        Self {
+            boot_id_path: checkpoint::boot_id_path(),
+            compare_disk: true,
+            executor_reconnect_timeout: DEFAULT_EXECUTOR_RECONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// How the agent stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    KillEverything,
+    LeaveRunning,
 }
 
 /// A running agent.
 pub struct AgentHandle {
     inputs: mpsc::Sender<Input>,
     shutdown: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     tasks: Vec<JoinHandle<()>>,
     state_task: JoinHandle<()>,
 }
@@ -84,8 +144,19 @@ impl AgentHandle {
         rx.await.ok()
     }
 
-    /// Stops the agent, killing its containers.
+    /// Stops the agent, killing its containers: nothing it started keeps running.
     pub async fn shutdown(self) {
+        self.stop_as(Stop::KillEverything).await
+    }
+
+    /// Stops the agent and leaves its containers running, checkpointed, for the next agent
+    /// process on this work dir to re-adopt (custom executors wait for it to come back).
+    pub async fn shutdown_leaving_tasks(self) {
+        self.stop_as(Stop::LeaveRunning).await
+    }
+
+    async fn stop_as(self, how: Stop) {
+        let _ = self.stop.send(how);
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -121,13 +192,27 @@ pub fn persist_agent_id(work_dir: &Path, id: &AgentId) -> std::io::Result<()> {
     std::fs::File::open(&dir)?.sync_all()
 }
 
-/// Starts an agent: opens its checkpoints, binds the executor socket and starts the master link.
+/// Starts an agent with default [`RecoveryOptions`]: opens its checkpoints, recovers what a
+/// previous agent left, binds the executor socket and starts the master link.
 pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandle, StartError> {
+    start_with(creds, opts, RecoveryOptions::default()).await
+}
+
+/// [`start`] with explicit recovery options.
+pub async fn start_with(
+    creds: &Credentials,
+    opts: AgentOptions,
+    recovery: RecoveryOptions,
+) -> Result<AgentHandle, StartError> {
+    let started = Instant::now();
     std::fs::create_dir_all(&opts.work_dir).map_err(|source| StartError::WorkDir {
         path: opts.work_dir.clone(),
         source,
     })?;
-    let updates = StatusUpdateManager::open(&meta_dir(&opts.work_dir).join("updates"))?;
+    let meta = meta_dir(&opts.work_dir);
+    let checkpoints = Checkpoints::open(&meta)?;
+    let (runs, reboot) = check_previous_run(&checkpoints, &opts, &recovery)?;
+    let updates = StatusUpdateManager::open(&meta.join("updates"))?;
     let socket_path = opts.work_dir.join("agent.sock");
     let listener = executor_socket::bind(&socket_path)?;
     let endpoint = client_endpoint(creds, SocketAddr::from(([0u16; 8], 0)))
@@ -158,11 +243,30 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
         kill_grace: opts.kill_grace,
         executor_idle_timeout: opts.executor_idle_timeout,
         gc: opts.gc,
+        executor_recovery_timeout: recovery.executor_reconnect_timeout,
     };
     let (inputs, input_rx) = mpsc::channel(4096);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let agent = Agent::new(settings, containerizer, updates, agent_id, inputs.clone());
-    let state_task = tokio::spawn(run_state(agent, input_rx, shutdown_rx.clone()));
+    let (stop, stop_rx) = watch::channel(Stop::Running);
+    let mut agent = Agent::new(
+        settings,
+        containerizer,
+        updates,
+        checkpoints,
+        agent_id,
+        inputs.clone(),
+    );
+    if !runs.is_empty() {
+        agent.recover(runs, reboot);
+        // The checkpoints and LOST updates recovery produced are durable before anything
+        // is served.
+        agent.commit();
+        info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "recovery checkpoints read; serving executors"
+        );
+    }
+    let state_task = tokio::spawn(run_state(agent, input_rx, shutdown_rx.clone(), stop_rx));
     let link = tokio::spawn(master_link::run(
         endpoint.clone(),
         opts.master.clone(),
@@ -178,9 +282,62 @@ pub async fn start(creds: &Credentials, opts: AgentOptions) -> Result<AgentHandl
     Ok(AgentHandle {
         inputs,
         shutdown,
+        stop,
         tasks: vec![link, socket],
         state_task,
     })
+}
+
+/// Reads what the previous agent process checkpointed and decides what can be recovered:
+/// its runs, and `Some(why)` when the host rebooted since (nothing survived). Refuses when
+/// runs are checkpointed and the resources changed under them. Records this start.
+fn check_previous_run(
+    checkpoints: &Checkpoints,
+    opts: &AgentOptions,
+    recovery: &RecoveryOptions,
+) -> Result<(Vec<checkpoint::RunCheckpoint>, Option<String>), StartError> {
+    let boot_id = checkpoint::read_boot_id(&recovery.boot_id_path)?;
+    let now = AgentInfo {
+        boot_id: boot_id.clone(),
+        resources: opts.resources.clone(),
+        attributes: opts.attributes.clone(),
+    };
+    let previous = checkpoints.load_agent_info()?;
+    let runs = checkpoints.load_runs()?;
+    let reboot = previous
+        .as_ref()
+        .filter(|p| p.boot_id != boot_id)
+        .map(|p| {
+            format!(
+                "the host rebooted while the agent was down (boot id {} → {boot_id}); the task's processes are gone",
+                p.boot_id
+            )
+        });
+    if let (Some(previous), None, false) = (&previous, &reboot, runs.is_empty()) {
+        let changes = checkpoint::changes(previous, &now, recovery.compare_disk);
+        if !changes.is_empty() {
+            let pids: Vec<String> = runs
+                .iter()
+                .filter(|r| r.pid > 1 && containerizer::is_same_process(r.pid, r.start_time))
+                .map(|r| r.pid.to_string())
+                .collect();
+            return Err(StartError::ResourcesChanged {
+                path: checkpoints.meta_dir().join("agent.json"),
+                runs_dir: checkpoints.runs_dir(),
+                runs: runs.len(),
+                pids: if pids.is_empty() {
+                    "none alive".to_string()
+                } else {
+                    pids.join(", ")
+                },
+                changes,
+            });
+        }
+    }
+    if previous.as_ref() != Some(&now) {
+        checkpoints.save_agent_info(&now)?;
+    }
+    Ok((runs, reboot))
 }
 
 /// Inputs handled before a group commit at most.
@@ -190,6 +347,7 @@ async fn run_state(
     mut agent: Agent,
     mut inputs: mpsc::Receiver<Input>,
     mut shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
 ) {
     agent.schedule_leftover_sandboxes().await;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -218,6 +376,12 @@ async fn run_state(
             }
         }
     }
-    agent.kill_everything().await;
-    info!("agent stopped");
+    agent.commit();
+    let how = *stop.borrow();
+    if how == Stop::LeaveRunning {
+        info!("agent stopped; its tasks keep running for the next agent process to recover");
+    } else {
+        agent.kill_everything().await;
+        info!("agent stopped");
+    }
 }

@@ -3,11 +3,15 @@
 //!
 //! With no `master` configured the agent finds one by mDNS: a master advertising this node's
 //! cluster id (the fingerprint of the CA in its cluster directory).
+//!
+//! On SIGTERM/SIGINT the agent leaves its tasks running for the next agent process to
+//! re-adopt, unless `[recovery] kill_tasks_on_shutdown = true`. A start that the checkpoints
+//! refuse (resources changed under running tasks) exits non-zero with what changed.
 
 use anyhow::{bail, Context};
 use bramble_agent::config::{self, AgentConfig, DEFAULT_CONFIG_PATH};
 use bramble_agent::master_link::MasterLocator;
-use bramble_agent::{resources, AgentOptions};
+use bramble_agent::{resources, AgentOptions, RecoveryOptions};
 use bramble_proto::identity::{Credentials, Role};
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -71,12 +75,25 @@ fn main() -> anyhow::Result<()> {
         )
     })?;
     let opts = options(&cfg, &path, &creds.cluster_id, !args.no_cgroups)?;
+    let recovery = RecoveryOptions {
+        compare_disk: cfg.disk.is_some(),
+        executor_reconnect_timeout: cfg.recovery.executor_reconnect_timeout(),
+        ..RecoveryOptions::default()
+    };
+    let kill_tasks = cfg.recovery.kill_tasks_on_shutdown;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let agent = bramble_agent::start(&creds, opts).await?;
+        let agent = bramble_agent::start_with(&creds, opts, recovery).await?;
         bramble_proto::logging::wait_for_shutdown_signal().await;
-        tracing::info!("shutting down");
-        agent.shutdown().await;
+        if kill_tasks {
+            tracing::info!(
+                "shutting down and killing every task ([recovery] kill_tasks_on_shutdown)"
+            );
+            agent.shutdown().await;
+        } else {
+            tracing::info!("shutting down; tasks keep running for the next agent process");
+            agent.shutdown_leaving_tasks().await;
+        }
         Ok(())
     })
 }

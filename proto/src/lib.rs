@@ -47,6 +47,9 @@ pub mod executor_env {
     pub const SANDBOX: &str = "BRAMBLE_SANDBOX";
     /// Set for command tasks: the task's id.
     pub const TASK_ID: &str = "BRAMBLE_TASK_ID";
+    /// Seconds a custom executor keeps trying to reconnect after losing its agent (the agent
+    /// may be restarting and will recover it) before it gives up and exits.
+    pub const RECOVERY_TIMEOUT_SECS: &str = "BRAMBLE_RECOVERY_TIMEOUT_SECS";
 }
 
 /// Seconds since the Unix epoch as a float, the timestamp format used on the wire.

@@ -156,6 +156,8 @@ pub enum TaskReason {
     InvalidTask,
     Reconciliation,
     LaunchFailed,
+    /// The agent's host rebooted while the agent was down: the task's processes are gone.
+    HostRebooted,
 }
 
 /// Who produced a status update.

@@ -17,6 +17,18 @@
 //! [`UPDATE_RESEND_INTERVAL`] are sent again with the same uuid, so the agent must treat a
 //! uuid it has already checkpointed as a duplicate. On `Shutdown` the driver waits briefly for
 //! the acknowledgements of what `shutdown()` reported before returning.
+//!
+//! Agent restarts: the executor outlives its agent. When the connection drops without a
+//! `Shutdown`, the driver keeps trying to connect to the same socket path and register with
+//! the same token (every [`RECONNECT_INTERVAL`]) for the recovery timeout the agent put in the
+//! environment (`BRAMBLE_RECOVERY_TIMEOUT_SECS`, default [`DEFAULT_RECOVERY_TIMEOUT`]); the
+//! restarted agent, having re-adopted this process, answers `Registered` again, and the driver
+//! resends every unacknowledged update in order and calls [`Executor::reregistered`]. While
+//! disconnected, `send_status_update` still queues (the update is sent on reconnection);
+//! callbacks are not called. An agent that accepts the connection and then closes it without
+//! answering [`REFUSALS_TO_GIVE_UP`] times in a row does not know this executor (it refused the
+//! token): the executor ends. (Once is not enough: an agent being killed can take a connection
+//! into its dying listener and drop it.)
 
 use crate::error::SdkError;
 use crate::AbortOnDrop;
@@ -38,6 +50,12 @@ use uuid::Uuid;
 
 /// How long the agent has to answer `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time between attempts to reach a restarting agent.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// Closes-without-an-answer in a row that count as the agent refusing this executor.
+pub const REFUSALS_TO_GIVE_UP: u32 = 3;
+/// How long an executor waits for its agent to come back when the agent says nothing.
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// An update unacknowledged for this long is sent again.
 pub const UPDATE_RESEND_INTERVAL: Duration = Duration::from_secs(10);
 /// A callback slower than this is logged: it holds up kills.
@@ -50,6 +68,10 @@ const FINAL_ACK_GRACE: Duration = Duration::from_secs(2);
 /// at a time: return promptly and spawn long work (see the module docs).
 #[async_trait]
 pub trait Executor: Send {
+    /// The restarted agent took this executor back after a disconnection; unacknowledged
+    /// updates have been resent already.
+    async fn reregistered(&mut self, _driver: &ExecutorDriver, _agent_id: &AgentId) {}
+
     /// The agent accepted the executor.
     async fn registered(
         &mut self,
@@ -94,7 +116,8 @@ pub async fn run_executor<E: Executor>(executor: E) -> Result<E, SdkError> {
     .await
 }
 
-/// [`run_executor`] with explicit parameters, for tests and custom launchers.
+/// [`run_executor`] with explicit parameters, for tests and custom launchers. The recovery
+/// timeout comes from the environment as for [`run_executor`].
 pub async fn run_executor_with<E: Executor>(
     socket_path: impl AsRef<Path>,
     framework_id: FrameworkId,
@@ -103,55 +126,20 @@ pub async fn run_executor_with<E: Executor>(
     mut executor: E,
 ) -> Result<E, SdkError> {
     let path: PathBuf = socket_path.as_ref().to_path_buf();
-    let stream = UnixStream::connect(&path)
-        .await
-        .map_err(|source| SdkError::AgentSocket {
-            path: path.clone(),
-            source,
-        })?;
-    let (read_half, write_half) = stream.into_split();
-    let mut reader = FrameReader::new(read_half);
-    let mut writer = FrameWriter::new(write_half);
-    writer
-        .send(&ExecutorToAgent::Register {
-            framework_id: framework_id.clone(),
-            executor_id: executor_id.clone(),
-            token,
-        })
-        .await
-        .map_err(|e| {
-            SdkError::protocol(
-                format!("sending Register to the agent at {}", path.display()),
-                e,
-            )
-        })?;
-    let reply = tokio::time::timeout(REGISTER_TIMEOUT, reader.recv::<AgentToExecutor>())
-        .await
-        .map_err(|_| {
-            SdkError::Agent(format!(
-                "no answer to Register from {} within {REGISTER_TIMEOUT:?}",
-                path.display()
-            ))
-        })?
-        .map_err(|e| SdkError::protocol("waiting for the agent's Registered", e))?;
-    let (agent_id, info) = match reply {
-        AgentToExecutor::Registered {
-            agent_id,
-            framework_id: fid,
-            executor,
-        } => {
-            if fid != framework_id {
-                warn!(expected = %framework_id, got = %fid, "agent registered us under another framework id");
-            }
-            (agent_id, executor)
-        }
-        other => {
-            return Err(SdkError::Agent(format!(
-                "expected Registered in answer to Register, got {}",
-                message_name(&other)
-            )))
-        }
+    let recovery_timeout = std::env::var(executor_env::RECOVERY_TIMEOUT_SECS)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_RECOVERY_TIMEOUT);
+    let hello = Hello {
+        path: path.clone(),
+        framework_id: framework_id.clone(),
+        executor_id: executor_id.clone(),
+        token,
     };
+    // The agent may be restarting right now: the first connection is retried like a
+    // reconnection.
+    let (reader, writer, agent_id, info) = hello.connect(recovery_timeout).await?;
     info!(framework = %framework_id, executor = %executor_id, agent = %agent_id, "executor registered with its agent");
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -168,9 +156,15 @@ pub async fn run_executor_with<E: Executor>(
             stop: stop_tx,
         }),
     };
-    let _writer_task = AbortOnDrop(tokio::spawn(write_frames(writer, out_rx)));
+    let (writers_tx, writers_rx) = mpsc::unbounded_channel();
+    let _ = writers_tx.send(writer);
+    let _writer_task = AbortOnDrop(tokio::spawn(write_frames(writers_rx, out_rx)));
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let _reader_task = AbortOnDrop(tokio::spawn(read_frames(reader, driver.clone(), events_tx)));
+    let mut reader_task = AbortOnDrop(tokio::spawn(read_frames(
+        reader,
+        driver.clone(),
+        events_tx.clone(),
+    )));
 
     timed(
         "registered",
@@ -210,17 +204,166 @@ pub async fn run_executor_with<E: Executor>(
                 }
                 // Settled by the reader; never forwarded.
                 Some(Ok(AgentToExecutor::UpdateAck(_))) => {}
-                Some(Err(e)) => break Err(agent_gone(&driver, Some(e))),
+                Some(Err(e)) => {
+                    let why = agent_gone(&driver, Some(e));
+                    let reconnected = tokio::select! {
+                        r = hello.connect(recovery_timeout) => r,
+                        Ok(()) = stop_rx.changed() => {
+                            info!("executor stopped by its driver while reconnecting");
+                            break Ok(());
+                        }
+                    };
+                    match reconnected {
+                        Ok((reader, writer, agent_id, _)) => {
+                            // The writer task takes the new connection before anything queued
+                            // after this point; then everything unacknowledged goes again.
+                            let _ = writers_tx.send(writer);
+                            reader_task = AbortOnDrop(tokio::spawn(read_frames(
+                                reader,
+                                driver.clone(),
+                                events_tx.clone(),
+                            )));
+                            let resent = driver.resend_stale(Duration::ZERO);
+                            info!(agent = %agent_id, resent, "reconnected to the restarted agent");
+                            timed("reregistered", executor.reregistered(&driver, &agent_id)).await;
+                        }
+                        Err(e) => {
+                            warn!("giving up on the agent: {e}");
+                            break Err(SdkError::Agent(format!("{why}; and then: {e}")));
+                        }
+                    }
+                }
+                // The run loop holds a sender itself: never reached.
                 None => break Err(agent_gone(&driver, None)),
             },
-            _ = resend.tick() => driver.resend_stale(UPDATE_RESEND_INTERVAL),
+            _ = resend.tick() => {
+                driver.resend_stale(UPDATE_RESEND_INTERVAL);
+            }
         }
     };
+    drop(reader_task);
     if outcome.is_ok() {
         driver.drain(&mut events).await;
     }
     *lock(&driver.inner.stopped) = true;
     outcome.map(|()| executor)
+}
+
+/// What the executor presents to its agent, on the first connection and every reconnection.
+struct Hello {
+    path: PathBuf,
+    framework_id: FrameworkId,
+    executor_id: ExecutorId,
+    token: String,
+}
+
+type Connected = (
+    FrameReader<OwnedReadHalf>,
+    FrameWriter<OwnedWriteHalf>,
+    AgentId,
+    ExecutorInfo,
+);
+
+/// Why one attempt to register failed, and whether another attempt may succeed.
+enum Attempt {
+    /// Nobody listening yet (agent restarting) or no answer in time: try again.
+    Retry(SdkError),
+    /// Accepted, then closed without an answer: a refusal, or an agent dying right then.
+    Closed(SdkError),
+    /// The agent answered but refused, or spoke nonsense: give up.
+    Fatal(SdkError),
+}
+
+impl Hello {
+    /// Connects and registers, retrying every [`RECONNECT_INTERVAL`] while the agent is not
+    /// there, for at most `timeout`.
+    async fn connect(&self, timeout: Duration) -> Result<Connected, SdkError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempts = 0u32;
+        let mut closed_in_a_row = 0u32;
+        loop {
+            attempts += 1;
+            let last = match self.attempt().await {
+                Ok(connected) => return Ok(connected),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Closed(e)) => {
+                    closed_in_a_row += 1;
+                    if closed_in_a_row >= REFUSALS_TO_GIVE_UP {
+                        return Err(e);
+                    }
+                    e
+                }
+                Err(Attempt::Retry(e)) => {
+                    closed_in_a_row = 0;
+                    e
+                }
+            };
+            if tokio::time::Instant::now() + RECONNECT_INTERVAL > deadline {
+                return Err(SdkError::Agent(format!(
+                    "the agent at {} did not take this executor back within {timeout:?} ({attempts} attempts); last error: {last}",
+                    self.path.display()
+                )));
+            }
+            // A retry interval, not a stand-in for an event: a Unix socket that does not
+            // exist yet cannot be waited on.
+            tokio::time::sleep(RECONNECT_INTERVAL).await;
+        }
+    }
+
+    async fn attempt(&self) -> Result<Connected, Attempt> {
+        let stream = UnixStream::connect(&self.path).await.map_err(|source| {
+            Attempt::Retry(SdkError::AgentSocket {
+                path: self.path.clone(),
+                source,
+            })
+        })?;
+        let (read_half, write_half) = stream.into_split();
+        let mut reader = FrameReader::new(read_half);
+        let mut writer = FrameWriter::new(write_half);
+        writer
+            .send(&ExecutorToAgent::Register {
+                framework_id: self.framework_id.clone(),
+                executor_id: self.executor_id.clone(),
+                token: self.token.clone(),
+            })
+            .await
+            .map_err(|e| {
+                Attempt::Retry(SdkError::protocol(
+                    format!("sending Register to the agent at {}", self.path.display()),
+                    e,
+                ))
+            })?;
+        let reply = tokio::time::timeout(REGISTER_TIMEOUT, reader.recv::<AgentToExecutor>())
+            .await
+            .map_err(|_| {
+                Attempt::Retry(SdkError::Agent(format!(
+                    "no answer to Register from {} within {REGISTER_TIMEOUT:?}",
+                    self.path.display()
+                )))
+            })?
+            .map_err(|e| {
+                Attempt::Closed(SdkError::protocol(
+                    "the agent closed the connection instead of answering Register (it does not know this executor or its token)",
+                    e,
+                ))
+            })?;
+        match reply {
+            AgentToExecutor::Registered {
+                agent_id,
+                framework_id,
+                executor,
+            } => {
+                if framework_id != self.framework_id {
+                    warn!(expected = %self.framework_id, got = %framework_id, "agent registered us under another framework id");
+                }
+                Ok((reader, writer, agent_id, executor))
+            }
+            other => Err(Attempt::Fatal(SdkError::Agent(format!(
+                "expected Registered in answer to Register, got {}",
+                message_name(&other)
+            )))),
+        }
+    }
 }
 
 fn agent_gone(driver: &ExecutorDriver, error: Option<CodecError>) -> SdkError {
@@ -364,8 +507,11 @@ impl ExecutorDriver {
         self.inner.acked.notify_one();
     }
 
-    fn resend_stale(&self, older_than: Duration) {
+    /// Sends again, in order, every update unacknowledged for at least `older_than`.
+    /// Returns how many.
+    fn resend_stale(&self, older_than: Duration) -> usize {
         let mut pending = lock(&self.inner.pending);
+        let mut resent = 0;
         for p in pending
             .iter_mut()
             .filter(|p| p.sent_at.elapsed() >= older_than)
@@ -375,10 +521,12 @@ impl ExecutorDriver {
                 .send(ExecutorToAgent::Update(p.status.clone()))
                 .is_err()
             {
-                return;
+                break;
             }
             p.sent_at = Instant::now();
+            resent += 1;
         }
+        resent
     }
 
     /// Before returning normally: write everything queued, then give the agent a moment to
@@ -419,21 +567,36 @@ impl ExecutorDriver {
     }
 }
 
+/// Owns the connection's write half; a reconnection hands it a new one through `writers`.
+/// Frames queued while there is no working connection are dropped: updates among them stay
+/// pending and are resent after the reconnection, framework messages are best effort.
 async fn write_frames(
-    mut writer: FrameWriter<OwnedWriteHalf>,
+    mut writers: mpsc::UnboundedReceiver<FrameWriter<OwnedWriteHalf>>,
     mut out: mpsc::UnboundedReceiver<Outbound>,
 ) {
-    while let Some(item) = out.recv().await {
-        match item {
-            Outbound::Frame(msg) => {
-                if let Err(e) = writer.send(&msg).await {
-                    warn!("writing to the agent failed: {e}");
-                    return;
+    let mut writer: Option<FrameWriter<OwnedWriteHalf>> = None;
+    loop {
+        tokio::select! {
+            // A new connection first, so frames queued after it was made go out on it.
+            biased;
+            w = writers.recv() => match w {
+                Some(w) => writer = Some(w),
+                None => return,
+            },
+            item = out.recv() => match item {
+                Some(Outbound::Frame(msg)) => {
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.send(&msg).await {
+                            warn!("writing to the agent failed: {e}");
+                            writer = None;
+                        }
+                    }
                 }
-            }
-            Outbound::Flush(done) => {
-                let _ = done.send(());
-            }
+                Some(Outbound::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                None => return,
+            },
         }
     }
 }

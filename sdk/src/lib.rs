@@ -24,7 +24,8 @@ mod scheduler;
 
 pub use error::SdkError;
 pub use executor::{
-    run_executor, run_executor_with, Executor, ExecutorDriver, UPDATE_RESEND_INTERVAL,
+    run_executor, run_executor_with, Executor, ExecutorDriver, DEFAULT_RECOVERY_TIMEOUT,
+    RECONNECT_INTERVAL, REFUSALS_TO_GIVE_UP, UPDATE_RESEND_INTERVAL,
 };
 pub use scheduler::{
     framework_info, run_scheduler, Scheduler, SchedulerConfig, SchedulerDriver,

@@ -213,7 +213,7 @@ async fn executor_runs_kills_and_shuts_down_against_an_agent() {
 }
 
 #[tokio::test]
-async fn unacknowledged_updates_stay_pending_and_agent_loss_is_an_error() {
+async fn unacknowledged_updates_are_resent_to_a_restarted_agent_and_a_refusal_ends_the_executor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("agent.sock");
     let listener = UnixListener::bind(&socket).expect("bind");
@@ -223,23 +223,45 @@ async fn unacknowledged_updates_stay_pending_and_agent_loss_is_an_error() {
     agent
         .send(AgentToExecutor::LaunchTask(task("t1", b"run")))
         .await;
-    match agent.recv().await {
-        ExecutorToAgent::Update(s) => assert_eq!(s.state, TaskState::Running),
+    let first = match agent.recv().await {
+        ExecutorToAgent::Update(s) => s,
         other => panic!("expected RUNNING, got {other:?}"),
-    }
-    // Not acknowledged: the agent goes away instead.
+    };
+    assert_eq!(first.state, TaskState::Running);
+    // Not acknowledged: the agent goes away instead (killed, restarting).
     drop(agent);
+    // The executor comes back with the same token and resends the very same update.
+    let mut agent = registered_agent(&listener).await;
+    match agent.recv().await {
+        ExecutorToAgent::Update(s) => {
+            assert_eq!(s.uuid, first.uuid, "a resend keeps its uuid");
+            assert_eq!(s.state, TaskState::Running);
+        }
+        other => panic!("expected the resent RUNNING, got {other:?}"),
+    }
+    // This time the agent that answers does not know the executor: it closes unanswered,
+    // every time the executor tries.
+    drop(agent);
+    for _ in 0..bramble_sdk::REFUSALS_TO_GIVE_UP {
+        let mut refusing = FakeAgent::accept(&listener).await;
+        assert!(matches!(
+            refusing.recv().await,
+            ExecutorToAgent::Register { .. }
+        ));
+        drop(refusing);
+    }
     let err = match timeout(DEADLINE, run)
         .await
-        .expect("run_executor did not notice the agent leaving")
+        .expect("run_executor did not notice the refusal")
         .expect("executor task panicked")
     {
         Err(e) => e,
-        Ok(_) => panic!("losing the agent must be an error"),
+        Ok(_) => panic!("being refused by the agent must be an error"),
     };
     let msg = err.to_string();
     assert!(matches!(err, SdkError::Agent(_)), "{msg}");
     assert!(msg.contains("1 status updates unacknowledged"), "{msg}");
+    assert!(msg.contains("does not know this executor"), "{msg}");
 }
 
 #[tokio::test]

@@ -376,6 +376,28 @@ pub(crate) struct ContainerCgroup {
 }
 
 impl ContainerCgroup {
+    /// The cgroup of a container launched by a previous agent process, from its directories
+    /// as checkpointed (those still present). `None` when none is left.
+    pub fn existing(dirs: &[PathBuf], mem_mib: u64) -> Option<ContainerCgroup> {
+        let dirs: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+        if dirs.is_empty() {
+            return None;
+        }
+        let v2 = dirs.iter().any(|d| d.join("cgroup.controllers").exists());
+        let memory_file = if v2 {
+            "memory.max"
+        } else {
+            "memory.oom_control"
+        };
+        let memory_dir = dirs.iter().find(|d| d.join(memory_file).exists()).cloned();
+        Some(ContainerCgroup {
+            v2,
+            dirs,
+            memory_dir,
+            mem_mib,
+        })
+    }
+
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }

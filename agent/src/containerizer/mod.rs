@@ -25,12 +25,20 @@
 //! * a clear [`ContainerError::DiskFull`] instead of an I/O error when the work dir's disk has
 //!   no room for a new sandbox (checked before creating it, and for ENOSPC while creating it).
 //!
+//!
+//! Surviving the agent: a container never dies with the agent. [`LaunchSpec::exit_status_file`]
+//! runs it under a tiny shell supervisor that records its exit status, and
+//! [`Containerizer::recover`] re-adopts a (pid, start time) left by a previous agent process,
+//! with its cgroup, as an ordinary [`Container`] (see `recover.rs`).
+//!
 //! Files: `cgroups.rs` (everything under /sys/fs/cgroup), `process.rs` (spawn, reap, kill),
+//! `recover.rs` (exit-status supervisor, process identity, waiting for a non-child),
 //! `report.rs` (the exit report and its wording), `user.rs` (the task user). This file
 //! validates specs and wires them.
 
 mod cgroups;
 mod process;
+mod recover;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -44,6 +52,7 @@ use tracing::{info, warn};
 use cgroups::Backend;
 pub use cgroups::CgroupMode;
 pub use process::{Container, Killer};
+pub use recover::{is_same_process, process_start_time};
 pub use report::ExitReport;
 pub use user::TaskUser;
 
@@ -73,6 +82,23 @@ pub struct LaunchSpec {
     /// Added to the clean environment (see the module header); may override PATH and HOME.
     pub env: Vec<(String, String)>,
     pub limits: Limits,
+    /// Run under the exit-status supervisor (`/bin/sh` waiting for the program and writing
+    /// its status here), so the status survives the agent: for command tasks. The file's
+    /// directory must exist.
+    pub exit_status_file: Option<PathBuf>,
+}
+
+/// A container left running by a previous agent process, as checkpointed at its launch.
+#[derive(Debug, Clone)]
+pub struct RecoverSpec {
+    pub container_id: String,
+    pub pid: u32,
+    /// `Container::start_time` at launch.
+    pub start_time: u64,
+    /// `Container::cgroup_dirs` at launch.
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub memory_limit_mib: u64,
+    pub exit_status_file: Option<PathBuf>,
 }
 
 /// Why a container could not be started.
@@ -223,6 +249,30 @@ impl Containerizer {
                 .map_err(disk_full)?;
         }
 
+        let env = environment(&sandbox, &spec.env);
+        if let Some(file) = &spec.exit_status_file {
+            // A status left by an earlier run under the same name must not be read as ours.
+            match std::fs::remove_file(file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(ContainerError::Io {
+                        id: id.to_string(),
+                        action: "removing a stale exit status",
+                        path: file.clone(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+            // Under the supervisor a missing program would only show as the shell's exit 127:
+            // keep the exact spawn error instead.
+            check_program(&spec.program, &env, &sandbox).map_err(|source| {
+                ContainerError::Spawn {
+                    id: id.to_string(),
+                    program: spec.program.clone(),
+                    source,
+                }
+            })?;
+        }
         let cgroup = self
             .backend
             .create(id, spec.limits.cpus, spec.limits.mem_mib)
@@ -237,15 +287,32 @@ impl Containerizer {
             sandbox: &sandbox,
             program: &spec.program,
             args: &spec.args,
-            env: environment(&sandbox, &spec.env),
+            env,
             memory_limit_mib: if cgroup.is_some() {
                 spec.limits.mem_mib
             } else {
                 0
             },
             user: self.task_user.as_ref().map(user::Ids::of),
+            exit_status_file: spec.exit_status_file.clone(),
         };
         process::start(prepared, cgroup).await.map_err(disk_full)
+    }
+
+    /// Re-adopts a container a previous agent process launched. Never fails: a process that
+    /// is gone (or whose pid now belongs to another process) yields a container that has
+    /// already ended, reporting the status its supervisor recorded, if any. Its cgroup is
+    /// taken over as found (whatever mode this containerizer detected) and removed at its end.
+    pub fn recover(&self, spec: RecoverSpec) -> Container {
+        let cgroup = cgroups::ContainerCgroup::existing(&spec.cgroup_dirs, spec.memory_limit_mib);
+        process::adopt_existing(
+            &spec.container_id,
+            spec.pid,
+            spec.start_time,
+            cgroup,
+            spec.memory_limit_mib,
+            spec.exit_status_file,
+        )
     }
 }
 
@@ -306,6 +373,34 @@ fn environment(sandbox: &Path, extra: &[(String, String)]) -> Vec<(String, Strin
         env.push((k.clone(), v.clone()));
     }
     env
+}
+
+/// What `execvp` would find for `program` in the container's `PATH` (relative names with a
+/// `/` resolve against the sandbox): an error when nothing executable is there.
+fn check_program(program: &Path, env: &[(String, String)], sandbox: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    let found = if program.as_os_str().to_string_lossy().contains('/') {
+        executable(&sandbox.join(program))
+    } else {
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .any(|d| executable(&Path::new(d).join(program)))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(nix::libc::ENOENT))
+    }
 }
 
 /// A container id or parent name must be one safe path component.

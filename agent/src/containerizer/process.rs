@@ -22,6 +22,11 @@
 //! quoting, keeps argv[0] and exec errors (e.g. "No such file or directory") exact, and
 //! works for programs that are not shell-friendly.
 //!
+//! Re-adoption after an agent restart: [`adopt_existing`] builds the same `Container` around a
+//! process that is not our child. Its watcher waits on a pidfd instead of `waitpid` and takes
+//! the exit status from the supervisor's status file (see `recover.rs`); everything after the
+//! leader's end (group kill, OOM check, cgroup removal, report) is shared with `reap`.
+//!
 //! Known limit: signalling by pgid/pid (not pidfd) can in theory hit a recycled id in the
 //! microseconds between the leader being reaped and the group being killed; the cgroup path
 //! (`cgroup.kill` on v2) has no such window.
@@ -43,6 +48,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::cgroups::ContainerCgroup;
+use super::recover;
 use super::report::ExitReport;
 use super::ContainerError;
 
@@ -64,6 +70,9 @@ struct Shared {
     pgid: Pid,
     killed: AtomicBool,
     cgroup: Option<ContainerCgroup>,
+    /// Where the exit-status supervisor records the status (command tasks).
+    exit_status_file: Option<PathBuf>,
+    memory_limit_mib: u64,
     state: watch::Sender<State>,
 }
 
@@ -77,6 +86,8 @@ pub(crate) struct Prepared<'a> {
     pub memory_limit_mib: u64,
     /// Switch to this user before exec (see `user.rs`).
     pub user: Option<super::user::Ids>,
+    /// Run under the exit-status supervisor, recording the status here.
+    pub exit_status_file: Option<PathBuf>,
 }
 
 /// A running (or finished) executor. See the module header for lifetime rules.
@@ -84,6 +95,9 @@ pub(crate) struct Prepared<'a> {
 pub struct Container {
     /// Pid of the leader; also its session id and process group id.
     pub pid: u32,
+    /// The leader's start time (clock ticks since boot): with `pid`, its identity across an
+    /// agent restart. 0 when it could not be read (it already exited).
+    pub start_time: u64,
     shared: Arc<Shared>,
 }
 
@@ -100,7 +114,13 @@ pub(crate) async fn start(
     cgroup: Option<ContainerCgroup>,
 ) -> Result<Container, ContainerError> {
     match spawn_child(&p, cgroup.as_ref()) {
-        Ok(child) => Ok(adopt(p.id, child, cgroup, p.memory_limit_mib)),
+        Ok(child) => Ok(adopt(
+            p.id,
+            child,
+            cgroup,
+            p.memory_limit_mib,
+            p.exit_status_file.clone(),
+        )),
         Err(e) => {
             if let Some(cg) = cgroup {
                 for (dir, err) in cg.destroy(Duration::from_secs(1)).await {
@@ -141,8 +161,12 @@ fn spawn_child(
     let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
     let user = p.user.clone();
 
-    let mut cmd = tokio::process::Command::new(p.program);
-    cmd.args(p.args)
+    let (program, args) = match &p.exit_status_file {
+        Some(file) => recover::wrap(file, p.program, p.args),
+        None => (p.program.to_path_buf(), p.args.to_vec()),
+    };
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&args)
         .env_clear()
         .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(p.sandbox)
@@ -184,31 +208,80 @@ fn open_log(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+fn shared(
+    id: &str,
+    pid: u32,
+    cgroup: Option<ContainerCgroup>,
+    memory_limit_mib: u64,
+    exit_status_file: Option<PathBuf>,
+) -> Arc<Shared> {
+    let (state, _) = watch::channel(State::Running);
+    Arc::new(Shared {
+        id: id.to_string(),
+        pgid: Pid::from_raw(pid as i32),
+        killed: AtomicBool::new(false),
+        cgroup,
+        exit_status_file,
+        memory_limit_mib,
+        state,
+    })
+}
+
 fn adopt(
     id: &str,
     child: tokio::process::Child,
     cgroup: Option<ContainerCgroup>,
     memory_limit_mib: u64,
+    exit_status_file: Option<PathBuf>,
 ) -> Container {
     // A spawned, not yet awaited child always has an id.
     let pid = child.id().unwrap_or_default();
-    let (state, _) = watch::channel(State::Running);
-    let shared = Arc::new(Shared {
-        id: id.to_string(),
-        pgid: Pid::from_raw(pid as i32),
-        killed: AtomicBool::new(false),
-        cgroup,
-        state,
-    });
-    tokio::spawn(reap(child, Arc::clone(&shared), memory_limit_mib));
-    Container { pid, shared }
+    let start_time = recover::process_start_time(pid).unwrap_or_default();
+    let shared = shared(id, pid, cgroup, memory_limit_mib, exit_status_file);
+    tokio::spawn(reap(child, Arc::clone(&shared)));
+    Container {
+        pid,
+        start_time,
+        shared,
+    }
 }
 
-async fn reap(mut child: tokio::process::Child, shared: Arc<Shared>, memory_limit_mib: u64) {
+/// A container around a process this agent did not start (it survived an agent restart).
+/// If (pid, start_time) is no longer that process, the container is reported ended at once,
+/// with the status its supervisor recorded if any.
+pub(crate) fn adopt_existing(
+    id: &str,
+    pid: u32,
+    start_time: u64,
+    cgroup: Option<ContainerCgroup>,
+    memory_limit_mib: u64,
+    exit_status_file: Option<PathBuf>,
+) -> Container {
+    // Gone already: its pid (and so its group id) may belong to someone else by now.
+    let alive = pid > 1 && recover::is_same_process(pid, start_time);
+    let shared = shared(
+        id,
+        if alive { pid } else { 0 },
+        cgroup,
+        memory_limit_mib,
+        exit_status_file,
+    );
+    let watched = Arc::clone(&shared);
+    tokio::spawn(async move {
+        if alive {
+            recover::wait_gone(pid, start_time).await;
+        }
+        finish(watched, None, None, true).await;
+    });
+    Container {
+        pid,
+        start_time,
+        shared,
+    }
+}
+
+async fn reap(mut child: tokio::process::Child, shared: Arc<Shared>) {
     let status = child.wait().await;
-    shared.state.send_replace(State::LeaderExited);
-    // The container ends with its leader: nothing it started may linger.
-    signal_group(&shared, Signal::SIGKILL);
     let (code, signal) = match &status {
         Ok(s) => (s.code(), s.signal()),
         Err(e) => {
@@ -216,6 +289,27 @@ async fn reap(mut child: tokio::process::Child, shared: Arc<Shared>, memory_limi
             (None, None)
         }
     };
+    finish(shared, code, signal, false).await;
+}
+
+/// After the leader's end: kill what is left, check for OOM, remove the cgroup, publish the
+/// report. The supervisor's recorded status (if any) wins over the leader's own, which for a
+/// supervised container is the shell's. `unobserved`: nobody could `waitpid` the leader.
+async fn finish(shared: Arc<Shared>, code: Option<i32>, signal: Option<i32>, unobserved: bool) {
+    shared.state.send_replace(State::LeaderExited);
+    // The container ends with its leader: nothing it started may linger.
+    signal_group(&shared, Signal::SIGKILL);
+    let recorded = shared
+        .exit_status_file
+        .as_deref()
+        .and_then(recover::read_exit_status);
+    let (code, signal) = match recorded {
+        Some(status) => status,
+        // The supervisor died before recording (SIGKILL): the leader's own status says so.
+        None => (code, signal),
+    };
+    let unobserved = unobserved && recorded.is_none();
+    let memory_limit_mib = shared.memory_limit_mib;
     let mut memory_limit_exceeded = false;
     if let Some(cg) = &shared.cgroup {
         cg.kill_all();
@@ -230,12 +324,18 @@ async fn reap(mut child: tokio::process::Child, shared: Arc<Shared>, memory_limi
         memory_limit_exceeded,
         killed: shared.killed.load(Ordering::SeqCst),
         memory_limit_mib,
+        unobserved,
     };
     debug!(container = %shared.id, "container ended: {}", report.describe());
     shared.state.send_replace(State::Done(report));
 }
 
 fn signal_group(shared: &Shared, sig: Signal) {
+    // pgid 0 is "my own group" to the kernel, 1 is init's: a container that has no live
+    // leader of its own (found dead on recovery) signals nobody.
+    if shared.pgid.as_raw() <= 1 {
+        return;
+    }
     match killpg(shared.pgid, sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {
@@ -266,6 +366,7 @@ impl Container {
                     memory_limit_exceeded: false,
                     killed: false,
                     memory_limit_mib: 0,
+                    unobserved: false,
                 };
             }
         }

@@ -18,6 +18,9 @@ pub struct ExitReport {
     pub killed: bool,
     /// The memory limit it ran under, in MiB (0: unlimited); lets `describe` say it.
     pub memory_limit_mib: u64,
+    /// It ended while no agent watched it (re-adopted after an agent restart, or found dead
+    /// on recovery) and left no recorded exit status.
+    pub unobserved: bool,
 }
 
 impl ExitReport {
@@ -32,6 +35,9 @@ impl ExitReport {
         let how = match (self.code, self.signal) {
             (_, Some(sig)) => format!("killed by signal {sig} ({})", signal_name(sig)),
             (Some(code), None) => format!("exited with status {code}"),
+            (None, None) if self.unobserved => {
+                "ended while the agent was down; its exit status was not recorded".to_string()
+            }
             (None, None) => "ended with an unknown status".to_string(),
         };
         if self.memory_limit_exceeded {
@@ -64,6 +70,7 @@ mod tests {
             memory_limit_exceeded: false,
             killed: false,
             memory_limit_mib: 0,
+            unobserved: false,
         }
     }
 
@@ -77,6 +84,14 @@ mod tests {
         assert_eq!(
             report(None, None).describe(),
             "ended with an unknown status"
+        );
+        assert_eq!(
+            ExitReport {
+                unobserved: true,
+                ..report(None, None)
+            }
+            .describe(),
+            "ended while the agent was down; its exit status was not recorded"
         );
         assert_eq!(
             report(None, Some(200)).describe(),

@@ -31,6 +31,7 @@ fn spec(id: &str, sandbox: &Path, program: &str, args: &[&str]) -> LaunchSpec {
         args: args.iter().map(|a| a.to_string()).collect(),
         env: Vec::new(),
         limits: Limits::default(),
+        exit_status_file: None,
     }
 }
 
@@ -479,4 +480,126 @@ async fn leftovers_outside_the_group_die_with_the_container() {
     for d in c.cgroup_dirs() {
         assert!(!d.exists(), "{} removed", d.display());
     }
+}
+
+/// Until the supervisor's child runs `sleep` (a signal that reaches the forked shell before
+/// its exec would meet the supervisor's trap and be lost).
+async fn child_started(pid: u32) {
+    eventually("the supervised program starts", || {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .is_ok_and(|n| n.trim() == "sleep")
+            })
+    })
+    .await
+}
+
+fn supervised(id: &str, sandbox: &Path, status: &Path, script: &str) -> LaunchSpec {
+    LaunchSpec {
+        exit_status_file: Some(status.to_path_buf()),
+        ..sh(id, sandbox, script)
+    }
+}
+
+#[tokio::test]
+async fn supervised_containers_report_like_plain_ones_and_record_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status");
+    let cz = Containerizer::without_cgroups();
+    let c = cz
+        .launch(supervised(&unique("sup"), dir.path(), &status, "exit 3"))
+        .await
+        .unwrap();
+    let report = wait_for_exit(&c).await;
+    assert_eq!((report.code, report.signal), (Some(3), None));
+    assert_eq!(read(&status).trim(), "3");
+
+    // A killed supervised container still reads "killed by signal 15".
+    let c = cz
+        .launch(supervised(
+            &unique("sup"),
+            dir.path(),
+            &status,
+            "exec sleep 600",
+        ))
+        .await
+        .unwrap();
+    child_started(c.pid).await;
+    c.killer().kill(Duration::from_secs(20)).await;
+    let report = wait_for_exit(&c).await;
+    assert_eq!(
+        report.signal,
+        Some(Signal::SIGTERM as i32),
+        "{}",
+        report.describe()
+    );
+    assert!(report.killed);
+
+    // A missing program is still a launch error, not the shell's 127.
+    let missing = LaunchSpec {
+        exit_status_file: Some(status.clone()),
+        ..spec(&unique("sup"), dir.path(), "no-such-program-here", &[])
+    };
+    let err = cz.launch(missing).await.unwrap_err().to_string();
+    assert!(err.contains("No such file or directory"), "{err}");
+}
+
+#[tokio::test]
+async fn a_recovered_container_is_watched_without_being_our_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status");
+    let cz = Containerizer::without_cgroups();
+    let id = unique("adopt");
+    let original = cz
+        .launch(supervised(&id, dir.path(), &status, "exec sleep 600"))
+        .await
+        .unwrap();
+    assert!(process_start_time(original.pid).is_some());
+    child_started(original.pid).await;
+    // What a restarted agent does with the checkpointed (pid, start time).
+    let recovered = cz.recover(RecoverSpec {
+        container_id: id.clone(),
+        pid: original.pid,
+        start_time: original.start_time,
+        cgroup_dirs: Vec::new(),
+        memory_limit_mib: 0,
+        exit_status_file: Some(status.clone()),
+    });
+    assert_eq!(recovered.try_wait(), None, "still running");
+    recovered.killer().kill(Duration::from_secs(20)).await;
+    let report = wait_for_exit(&recovered).await;
+    assert_eq!(
+        report.signal,
+        Some(Signal::SIGTERM as i32),
+        "{}",
+        report.describe()
+    );
+    assert!(report.killed && !report.unobserved);
+    wait_for_exit(&original).await;
+
+    // A pid whose start time does not match is not ours: ended at once, nobody signalled.
+    let other = cz
+        .launch(sh(&unique("other"), dir.path(), "exec sleep 600"))
+        .await
+        .unwrap();
+    let stale = cz.recover(RecoverSpec {
+        container_id: unique("stale"),
+        pid: other.pid,
+        start_time: other.start_time + 1,
+        cgroup_dirs: Vec::new(),
+        memory_limit_mib: 0,
+        exit_status_file: Some(dir.path().join("never-written")),
+    });
+    let report = wait_for_exit(&stale).await;
+    assert!(report.unobserved, "{report:?}");
+    assert_eq!(
+        report.describe(),
+        "ended while the agent was down; its exit status was not recorded"
+    );
+    assert!(!is_dead(other.pid), "a reused pid must not be signalled");
+    other.killer().kill(Duration::from_secs(20)).await;
+    wait_for_exit(&other).await;
 }

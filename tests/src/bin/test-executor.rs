@@ -1,5 +1,7 @@
 //! A custom executor for tests, built on the SDK. Each task's `data` says what to do:
-//! `sleep` runs until killed, `echo:TEXT` finishes with TEXT as its result, `fail` fails.
+//! `sleep` runs until killed, `echo:TEXT` finishes with TEXT as its result, `fail` fails,
+//! `wait:PATH` finishes once the file PATH exists (reporting first, then removing the file, so
+//! a test that sees the file gone knows the update was produced).
 //! Framework messages are echoed back prefixed with `echo:`. RUNNING updates carry the
 //! executor's pid so tests can see that tasks share one executor process.
 
@@ -17,6 +19,19 @@ impl Executor for TestExecutor {
         let _ = driver
             .send_status_update(status(&task, TaskState::Running).message(format!("pid {pid}")));
         let what = String::from_utf8_lossy(&task.data).to_string();
+        if let Some(path) = what.strip_prefix("wait:") {
+            let (driver, path) = (driver.clone(), std::path::PathBuf::from(path));
+            let finished = status(&task, TaskState::Finished).message("released");
+            tokio::spawn(async move {
+                // A test fixture polling a file it was told to wait for.
+                while !path.exists() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                let _ = driver.send_status_update(finished);
+                let _ = std::fs::remove_file(&path);
+            });
+            return;
+        }
         let done = if let Some(text) = what.strip_prefix("echo:") {
             Some(status(&task, TaskState::Finished).data(text.as_bytes().to_vec()))
         } else if what == "fail" {

@@ -1,0 +1,388 @@
+//! The agent's checkpoints besides status updates: what a restarted agent needs to find and
+//! re-adopt what its previous process left running.
+//!
+//! **On disk**, under `work_dir/meta/` (next to `agent_id` and `updates/`):
+//! * `agent.json`: the boot id and the resources and attributes the agent last started with.
+//!   A different boot id means the host rebooted: nothing checkpointed runs any more. Different
+//!   resources or attributes while runs are checkpointed means the operator changed the node
+//!   under running tasks: the agent refuses to start (see [`changes`]) rather than re-adopt
+//!   tasks the master would then place against resources that no longer exist.
+//! * `runs/<container>.json`: one per executor run (a command task or a custom executor): ids,
+//!   sandbox, the executor's token, the leader's pid and start time, its cgroup directories,
+//!   and its tasks (with their state when last written) and queued tasks. Written when the run
+//!   is launched and when its task set changes — as part of the agent's group commit, before
+//!   the updates of the same burst, so a RUNNING sent out always has its run on disk. Removed
+//!   once every task of the run is terminal and acknowledged.
+//! * `runs/<container>.exit`: the exit status a command task's supervisor records (see
+//!   `containerizer/recover.rs`), read when the task ends while no agent watches it.
+//!
+//! Every write is temp file → fsync → rename → directory fsync, like status updates; a file
+//! that does not parse is moved aside as `<name>.corrupt` and logged, never fatal. Task states
+//! are not rewritten on every change (that would double the fsyncs of tiny tasks): the state in
+//! a run file is a lower bound, and recovery takes the newest unacknowledged update over it.
+
+use bramble_proto::task::{ExecutorInfo, TaskInfo, TaskState};
+use bramble_proto::{ExecutorId, FrameworkId, Resources};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use tracing::warn;
+
+/// Where the kernel publishes this boot's id.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+/// Hidden override of [`BOOT_ID_PATH`], for tests that simulate a reboot.
+pub const BOOT_ID_ENV: &str = "BRAMBLE_BOOT_ID_FILE";
+
+const AGENT_FILE: &str = "agent.json";
+const RUNS_DIR: &str = "runs";
+const RUN_SUFFIX: &str = ".json";
+const EXIT_SUFFIX: &str = ".exit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint: {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("checkpoint: encoding {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
+    let path = path.to_path_buf();
+    move |source| CheckpointError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// What the agent started with last time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub boot_id: String,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One task of a run, as last written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    pub info: TaskInfo,
+    /// A lower bound: the state when the run file was last written.
+    pub state: TaskState,
+}
+
+/// One executor run (see the module header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCheckpoint {
+    pub container: String,
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    /// `None` for a command task.
+    pub executor: Option<ExecutorInfo>,
+    pub sandbox: PathBuf,
+    /// The custom executor's token; it reconnects with it after an agent restart.
+    pub token: String,
+    pub pid: u32,
+    pub start_time: u64,
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub memory_limit_mib: u64,
+    pub tasks: Vec<TaskCheckpoint>,
+    /// Tasks not yet handed to the custom executor (it had not registered).
+    pub queued: Vec<TaskInfo>,
+}
+
+/// The checkpoint files under one agent's meta directory.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    meta: PathBuf,
+}
+
+impl Checkpoints {
+    /// Uses `meta` (`work_dir/meta`), creating `meta/runs` if needed.
+    pub fn open(meta: &Path) -> Result<Self, CheckpointError> {
+        let runs = meta.join(RUNS_DIR);
+        if !runs.is_dir() {
+            fs::create_dir_all(&runs).map_err(io_err("creating", &runs))?;
+            sync_dir(meta)?;
+        }
+        Ok(Self {
+            meta: meta.to_path_buf(),
+        })
+    }
+
+    pub fn meta_dir(&self) -> &Path {
+        &self.meta
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.meta.join(RUNS_DIR)
+    }
+
+    /// Where the supervisor of command task run `container` records its exit status.
+    pub fn exit_status_file(&self, container: &str) -> PathBuf {
+        self.runs_dir().join(format!("{container}{EXIT_SUFFIX}"))
+    }
+
+    pub fn load_agent_info(&self) -> Result<Option<AgentInfo>, CheckpointError> {
+        let path = self.meta.join(AGENT_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        match serde_json::from_str(&text) {
+            Ok(info) => Ok(Some(info)),
+            Err(e) => {
+                move_aside(&path, &e.to_string())?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn save_agent_info(&self, info: &AgentInfo) -> Result<(), CheckpointError> {
+        let bytes = encode(info, "agent info")?;
+        write_durably(&self.meta, &[(AGENT_FILE.to_string(), bytes)])
+    }
+
+    /// Every run checkpoint that parses, in no particular order.
+    pub fn load_runs(&self) -> Result<Vec<RunCheckpoint>, CheckpointError> {
+        let dir = self.runs_dir();
+        let mut runs = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(RUN_SUFFIX) {
+                continue;
+            }
+            let parsed = fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<RunCheckpoint>(&t).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(run) => runs.push(run),
+                Err(why) => move_aside(&path, &why)?,
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Writes these runs' checkpoints durably, sharing one directory flush.
+    pub fn save_runs(&self, runs: &[&RunCheckpoint]) -> Result<(), CheckpointError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let files = runs
+            .iter()
+            .map(|r| {
+                let bytes = encode(r, &format!("run {}", r.container))?;
+                Ok((format!("{}{RUN_SUFFIX}", r.container), bytes))
+            })
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
+        write_durably(&self.runs_dir(), &files)
+    }
+
+    /// Forgets a run (and its recorded exit status). Not flushed: a run resurrected by a
+    /// crash is found ended on recovery and its tasks are reported again, which
+    /// at-least-once delivery allows.
+    pub fn remove_run(&self, container: &str) {
+        let dir = self.runs_dir();
+        for name in [
+            format!("{container}{RUN_SUFFIX}"),
+            format!("{container}{EXIT_SUFFIX}"),
+        ] {
+            let path = dir.join(name);
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!(path = %path.display(), "could not remove run checkpoint: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// This boot's id (trimmed), from `path`.
+pub fn read_boot_id(path: &Path) -> Result<String, CheckpointError> {
+    let text = fs::read_to_string(path).map_err(io_err("reading the boot id from", path))?;
+    Ok(text.trim().to_string())
+}
+
+/// The boot id file: [`BOOT_ID_PATH`] unless [`BOOT_ID_ENV`] names another.
+pub fn boot_id_path() -> PathBuf {
+    std::env::var_os(BOOT_ID_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BOOT_ID_PATH))
+}
+
+/// What differs between the checkpointed and the current resources and attributes, one
+/// "what: old → new" entry each. Disk is compared only when `compare_disk` (a detected disk
+/// size is the free space, which moves on its own).
+pub fn changes(old: &AgentInfo, new: &AgentInfo, compare_disk: bool) -> Vec<String> {
+    let (o, n) = (&old.resources, &new.resources);
+    let mut out = Vec::new();
+    if o.cpus_milli != n.cpus_milli {
+        out.push(format!("cpus: {} → {}", o.cpus(), n.cpus()));
+    }
+    if o.mem_mib != n.mem_mib {
+        out.push(format!("mem: {} → {} MiB", o.mem_mib, n.mem_mib));
+    }
+    if compare_disk && o.disk_mib != n.disk_mib {
+        out.push(format!("disk: {} → {} MiB", o.disk_mib, n.disk_mib));
+    }
+    if o.ports != n.ports {
+        let show = |r: &Resources| {
+            let v: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
+            format!("[{}]", v.join(","))
+        };
+        out.push(format!("ports: {} → {}", show(o), show(n)));
+    }
+    let keys: std::collections::BTreeSet<&String> =
+        old.attributes.keys().chain(new.attributes.keys()).collect();
+    for k in keys {
+        let (a, b) = (old.attributes.get(k), new.attributes.get(k));
+        if a != b {
+            let show = |v: Option<&String>| v.map_or("(none)".to_string(), |v| format!("{v:?}"));
+            out.push(format!("attribute {k}: {} → {}", show(a), show(b)));
+        }
+    }
+    out
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, CheckpointError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| CheckpointError::Encode {
+        what: what.to_string(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Temp files, data flushed, renamed into place, one directory flush.
+fn write_durably(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), CheckpointError> {
+    let mut temps = Vec::with_capacity(files.len());
+    for (name, bytes) in files {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        f.write_all(bytes).map_err(io_err("writing", &tmp))?;
+        f.sync_data().map_err(io_err("syncing", &tmp))?;
+        temps.push((tmp, dir.join(name)));
+    }
+    for (tmp, path) in temps {
+        fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing directory", dir))
+}
+
+fn move_aside(path: &Path, why: &str) -> Result<(), CheckpointError> {
+    let aside = PathBuf::from(format!("{}.corrupt", path.display()));
+    warn!(path = %path.display(), moved_to = %aside.display(), "corrupt checkpoint moved aside: {why}");
+    fs::rename(path, &aside).map_err(io_err("moving aside", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::task::CommandInfo;
+    use bramble_proto::{AgentId, TaskId};
+
+    fn run(key: &str) -> RunCheckpoint {
+        RunCheckpoint {
+            container: key.to_string(),
+            framework_id: FrameworkId("fw".into()),
+            executor_id: ExecutorId("ex".into()),
+            executor: None,
+            sandbox: PathBuf::from("/tmp/sb"),
+            token: String::new(),
+            pid: 42,
+            start_time: 7,
+            cgroup_dirs: vec![],
+            memory_limit_mib: 0,
+            tasks: vec![TaskCheckpoint {
+                info: TaskInfo {
+                    task_id: TaskId("t".into()),
+                    name: "t".into(),
+                    agent_id: AgentId("a".into()),
+                    resources: Resources::new(1.0, 32),
+                    command: Some(CommandInfo::shell("true")),
+                    executor: None,
+                    data: vec![],
+                },
+                state: TaskState::Running,
+            }],
+            queued: vec![],
+        }
+    }
+
+    #[test]
+    fn runs_round_trip_and_corrupt_ones_are_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let (a, b) = (run("a"), run("b"));
+        cp.save_runs(&[&a, &b]).unwrap();
+        std::fs::write(cp.runs_dir().join("c.json"), "{not json").unwrap();
+        let mut loaded = cp.load_runs().unwrap();
+        loaded.sort_by(|x, y| x.container.cmp(&y.container));
+        assert_eq!(loaded, vec![a, b]);
+        assert!(cp.runs_dir().join("c.json.corrupt").exists());
+        cp.remove_run("a");
+        assert_eq!(cp.load_runs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn agent_info_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        assert_eq!(cp.load_agent_info().unwrap(), None);
+        let info = AgentInfo {
+            boot_id: "b1".into(),
+            resources: Resources::new(2.0, 512),
+            attributes: [("rack".to_string(), "1".to_string())].into(),
+        };
+        cp.save_agent_info(&info).unwrap();
+        assert_eq!(cp.load_agent_info().unwrap(), Some(info));
+    }
+
+    #[test]
+    fn changes_name_what_changed_old_to_new() {
+        let old = AgentInfo {
+            boot_id: "b".into(),
+            resources: Resources::new(1.0, 256).with_disk(100),
+            attributes: [("rack".to_string(), "1".to_string())].into(),
+        };
+        assert!(changes(&old, &old, true).is_empty());
+        let mut new = old.clone();
+        new.resources = Resources::new(2.0, 256).with_disk(90);
+        new.attributes.insert("rack".into(), "2".into());
+        new.attributes.insert("zone".into(), "a".into());
+        assert_eq!(
+            changes(&old, &new, false),
+            vec![
+                "cpus: 1 → 2".to_string(),
+                "attribute rack: \"1\" → \"2\"".to_string(),
+                "attribute zone: (none) → \"a\"".to_string(),
+            ]
+        );
+        assert!(changes(&old, &new, true).contains(&"disk: 100 → 90 MiB".to_string()));
+    }
+}

@@ -1,0 +1,490 @@
+//! Level 3: agent recovery with real processes. A `bramble-agent` is SIGKILLed while a command
+//! task and a custom executor run, and restarted on the same work dir: it re-adopts the same
+//! processes, the master keeps them RUNNING, and every update (including those produced while
+//! the agent was down) reaches the framework. A simulated reboot makes the old tasks LOST
+//! without touching their pids; changed resources make the restart refuse with what changed.
+//!
+//! The boot id comes from a file the test controls (`BRAMBLE_BOOT_ID_FILE`), so a "reboot" is
+//! a changed line in it.
+
+use bramble_proto::identity::Role;
+use bramble_proto::messages::Offer;
+use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
+use bramble_proto::{Resources, TaskReason, TaskState};
+use bramble_tests::framework::{shell_task, TestFramework};
+use bramble_tests::processes::*;
+use bramble_tests::*;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A master on loopback that keeps a silent agent for 60 s: restarts happen well within that,
+/// so the master still expects the agent's tasks when it comes back.
+struct Setup {
+    cluster: TestCluster,
+    port: u16,
+    logs: PathBuf,
+    boot_id: PathBuf,
+    _master: Proc,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        init_logs();
+        let cluster = TestCluster::new();
+        let port = free_udp_port();
+        let logs = cluster.path("logs");
+        std::fs::create_dir_all(&logs).expect("logs dir");
+        let boot_id = cluster.path("boot_id");
+        std::fs::write(&boot_id, "boot-1\n").expect("boot id file");
+        let config = cluster.path("master.toml");
+        std::fs::write(
+            &config,
+            "heartbeat_interval_ms = 200\nagent_timeout_secs = 60\nallocation_interval_ms = 200\n",
+        )
+        .expect("master config");
+        let args: Vec<String> = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--cluster".into(),
+            cluster.cluster_dir().display().to_string(),
+            "--listen".into(),
+            addr(port).to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--state-dir".into(),
+            cluster.path("master-state").display().to_string(),
+        ];
+        let master = Proc::spawn("master", "bramble-master", &args, &logs);
+        Setup {
+            cluster,
+            port,
+            logs,
+            boot_id,
+            _master: master,
+        }
+    }
+
+    fn master(&self) -> SocketAddr {
+        addr(self.port)
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.cluster.path("agent")
+    }
+
+    /// Starts `bramble-agent` on the shared work dir, offering `cpus`.
+    fn agent(&self, name: &str, cpus: &str) -> Proc {
+        let config = self.cluster.path("agent.toml");
+        std::fs::write(
+            &config,
+            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\nexecutor_idle_timeout_secs = 60\n\
+             [recovery]\nexecutor_reconnect_timeout_secs = 60\n",
+        )
+        .expect("agent config");
+        let args = [
+            "--config",
+            &config.display().to_string(),
+            "--cluster",
+            &self.cluster.cluster_dir().display().to_string(),
+            "--master",
+            &self.master().to_string(),
+            "--work-dir",
+            &self.work_dir().display().to_string(),
+            "--cpus",
+            cpus,
+            "--mem",
+            "512",
+            "--disk",
+            "1000",
+            "--no-cgroups",
+        ];
+        let log = self.logs.join(format!("{name}.log"));
+        let child = Command::new(bin_dir().join("bramble-agent"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env(bramble_agent::checkpoint::BOOT_ID_ENV, &self.boot_id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("starting bramble-agent");
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    async fn agent_connected(&self) {
+        eventually("the agent is connected to the master", WAIT, || async {
+            let s = operator_state(&self.cluster, self.master()).await.ok()?;
+            s.agents.iter().any(|a| a.connected).then_some(())
+        })
+        .await
+    }
+
+    async fn framework(&self) -> TestFramework {
+        TestFramework::start(
+            self.master(),
+            self.cluster.credentials(Role::Framework),
+            "recovery",
+        )
+        .await
+    }
+
+    /// Every agent log and every sandbox's stderr, for failure messages.
+    fn dump(&self) -> String {
+        let mut out = String::new();
+        let mut files = Vec::new();
+        let mut dirs = vec![self.logs.clone(), self.work_dir().join("frameworks")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "log")
+                    || path.file_name().is_some_and(|n| n == "stderr")
+                {
+                    files.push(path);
+                }
+            }
+        }
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            out.push_str(&format!("\n===== {} =====\n{text}", f.display()));
+        }
+        out
+    }
+
+    /// The master's view of `task`'s state.
+    async fn master_state_of(&self, task: &str) -> Option<TaskState> {
+        let s = operator_state(&self.cluster, self.master()).await.ok()?;
+        s.tasks
+            .iter()
+            .find(|t| t.id.as_str() == task)
+            .map(|t| t.state)
+    }
+}
+
+/// A task for the test executor (`tests/src/bin/test-executor.rs`), all on one executor.
+fn executor_task(offer: &Offer, id: &str, data: &str) -> TaskInfo {
+    TaskInfo {
+        task_id: id.into(),
+        name: id.into(),
+        agent_id: offer.agent_id.clone(),
+        resources: Resources::new(0.1, 16),
+        command: None,
+        executor: Some(ExecutorInfo {
+            executor_id: "test-executor".into(),
+            name: "test executor".into(),
+            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
+            resources: Resources::new(0.1, 32),
+        }),
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+/// A shell line that waits for `release` to exist, then exits with `code`.
+fn wait_then_exit(release: &Path, code: i32) -> String {
+    format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; exit {code}",
+        release.display()
+    )
+}
+
+/// Kills these process groups when dropped: tasks outlive their agents on purpose, so a
+/// failing test must not leave them behind.
+struct KillGroups(Vec<i32>);
+
+impl Drop for KillGroups {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            kill_group(pid);
+        }
+    }
+}
+
+fn pid_of(status: &bramble_proto::TaskStatus) -> i32 {
+    status
+        .message
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", status.message))
+}
+
+async fn until_dead(pid: i32) {
+    eventually(&format!("process {pid} ends"), WAIT, || async {
+        (!alive(pid)).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_framework() {
+    let setup = Setup::start();
+    let mut agent = setup.agent("agent", "2");
+    setup.agent_connected().await;
+    let mut fw = setup.framework().await;
+    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
+    fw.offers.clear();
+
+    let release = |name: &str| setup.cluster.path(name);
+    fw.launch(
+        &offer,
+        vec![
+            // Survives the restart, then exits 3.
+            shell_task(&offer, "cmd", 0.2, 16, &wait_then_exit(&release("cmd"), 3)),
+            // Exits 5 while the agent is down.
+            shell_task(
+                &offer,
+                "cmd-down",
+                0.2,
+                16,
+                &wait_then_exit(&release("cmd-down"), 5),
+            ),
+            // On the custom executor: finishes after the restart, and while the agent is down.
+            executor_task(
+                &offer,
+                "exec",
+                &format!("wait:{}", release("exec").display()),
+            ),
+            executor_task(
+                &offer,
+                "exec-down",
+                &format!("wait:{}", release("exec-down").display()),
+            ),
+        ],
+    );
+    let cmd_pid = pid_of(&fw.state("cmd", TaskState::Running).await);
+    let cmd_down_pid = pid_of(&fw.state("cmd-down", TaskState::Running).await);
+    let executor_pid = pid_of(&fw.state("exec", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![cmd_pid, cmd_down_pid, executor_pid]);
+    assert_eq!(
+        pid_of(&fw.state("exec-down", TaskState::Running).await),
+        executor_pid,
+        "both tasks run on one executor"
+    );
+
+    agent.kill_hard();
+    assert!(
+        alive(cmd_pid) && alive(cmd_down_pid) && alive(executor_pid),
+        "{}",
+        setup.dump()
+    );
+    // Produced while no agent runs: a command's exit status and an executor's update.
+    std::fs::write(release("cmd-down"), "").expect("release cmd-down");
+    until_dead(cmd_down_pid).await;
+    std::fs::write(release("exec-down"), "").expect("release exec-down");
+    eventually(
+        "the executor reports exec-down (it removes the file after reporting)",
+        WAIT,
+        || async { (!release("exec-down").exists()).then_some(()) },
+    )
+    .await;
+
+    let agent_again = setup.agent("agent-again", "2");
+    let log = agent_again.log.clone();
+    eventually(
+        "the restarted agent's executor reconnects",
+        WAIT,
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("recovered executor reconnected")
+                .then_some(())
+        },
+    )
+    .await;
+    // The same processes, still RUNNING at the master.
+    assert!(alive(cmd_pid), "the command task survived the agent");
+    assert!(alive(executor_pid), "the executor survived the agent");
+    for task in ["cmd", "exec"] {
+        assert_eq!(
+            setup.master_state_of(task).await,
+            Some(TaskState::Running),
+            "{task} at the master after the restart"
+        );
+    }
+
+    // What happened while the agent was down reaches the framework.
+    let down = fw.terminal("cmd-down").await;
+    assert_eq!(down.state, TaskState::Failed, "{down:?}");
+    assert_eq!(down.exit_code, Some(5), "{down:?}");
+    assert_eq!(down.reason, Some(TaskReason::CommandExited), "{down:?}");
+    let exec_down = fw.terminal("exec-down").await;
+    assert_eq!(exec_down.state, TaskState::Finished, "{exec_down:?}");
+
+    // The re-adopted command task's real exit code, after the restart.
+    std::fs::write(release("cmd"), "").expect("release cmd");
+    let cmd = fw.terminal("cmd").await;
+    assert_eq!(cmd.state, TaskState::Failed, "{cmd:?}");
+    assert_eq!(cmd.exit_code, Some(3), "{cmd:?}");
+    assert!(cmd.message.contains("status 3"), "{}", cmd.message);
+    // The reconnected executor still runs tasks both ways.
+    std::fs::write(release("exec"), "").expect("release exec");
+    let exec = fw.terminal("exec").await;
+    assert_eq!(exec.state, TaskState::Finished, "{exec:?}");
+
+    // Every task's updates reached the framework, each state once per uuid.
+    for task in ["cmd", "cmd-down", "exec", "exec-down"] {
+        let states: Vec<TaskState> = fw
+            .updates
+            .iter()
+            .filter(|u| u.task_id.as_str() == task)
+            .map(|u| u.state)
+            .collect();
+        assert!(states.contains(&TaskState::Running), "{task}: {states:?}");
+        assert!(states.iter().any(|s| s.is_terminal()), "{task}: {states:?}");
+    }
+    fw.stop(false).await;
+    assert!(
+        agent_again
+            .log_text()
+            .contains("re-adopted a running command task"),
+        "{}",
+        agent_again.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
+    let setup = Setup::start();
+    let mut agent = setup.agent("agent", "2");
+    setup.agent_connected().await;
+    let mut fw = setup.framework().await;
+    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
+    fw.offers.clear();
+    fw.launch(
+        &offer,
+        vec![
+            shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600"),
+            executor_task(&offer, "exec", "sleep"),
+        ],
+    );
+    let sleeper_pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
+    let executor_pid = pid_of(&fw.state("exec", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![sleeper_pid, executor_pid]);
+
+    agent.kill_hard();
+    // The "reboot": the same processes are still here (a real reboot would have ended them),
+    // so a restarted agent that waited on or signalled old pids would show it.
+    std::fs::write(&setup.boot_id, "boot-2\n").expect("new boot id");
+    let agent_again = setup.agent("agent-again", "2");
+    for task in ["sleeper", "exec"] {
+        let lost = fw.terminal(task).await;
+        assert_eq!(lost.state, TaskState::Lost, "{lost:?}");
+        assert_eq!(lost.reason, Some(TaskReason::HostRebooted), "{lost:?}");
+        assert!(lost.message.contains("rebooted"), "{}", lost.message);
+        assert!(
+            lost.message.contains("boot-1") && lost.message.contains("boot-2"),
+            "{}",
+            lost.message
+        );
+    }
+    assert!(
+        alive(sleeper_pid),
+        "the agent must not signal a pid from before the reboot"
+    );
+    let log = agent_again.log_text();
+    assert!(!log.contains("re-adopted"), "{log}");
+    fw.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_resources_refuse_recovery_and_say_what_changed() {
+    let setup = Setup::start();
+    let mut agent = setup.agent("agent", "2");
+    setup.agent_connected().await;
+    let mut fw = setup.framework().await;
+    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
+    fw.offers.clear();
+    fw.launch(
+        &offer,
+        vec![shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600")],
+    );
+    let pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![pid]);
+    agent.kill_hard();
+
+    let mut refused = setup.agent("agent-fewer-cpus", "1");
+    let status = eventually("the agent exits", WAIT, || {
+        let exited = refused.child.try_wait().expect("try_wait");
+        async move { exited }
+    })
+    .await;
+    assert!(!status.success(), "refusal exits non-zero: {status:?}");
+    let log = refused.log_text();
+    assert!(log.contains("refusing to recover"), "{log}");
+    assert!(log.contains("cpus: 2 → 1"), "{log}");
+    let runs = setup.work_dir().join("meta").join("runs");
+    assert!(log.contains(&format!("remove {}", runs.display())), "{log}");
+    assert!(log.contains(&pid.to_string()), "names the live pid: {log}");
+    assert!(alive(pid), "a refused start touches nothing");
+
+    // The old settings still recover.
+    let again = setup.agent("agent-same", "2");
+    eventually(
+        "the agent with the old settings re-adopts the task",
+        WAIT,
+        || async {
+            again
+                .log_text()
+                .contains("re-adopted a running command task")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        setup.master_state_of("sleeper").await,
+        Some(TaskState::Running)
+    );
+    fw.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_tasks_running_for_the_next_agent() {
+    let setup = Setup::start();
+    let agent = setup.agent("agent", "2");
+    setup.agent_connected().await;
+    let mut fw = setup.framework().await;
+    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
+    fw.offers.clear();
+    let release = setup.cluster.path("release");
+    fw.launch(
+        &offer,
+        vec![shell_task(
+            &offer,
+            "cmd",
+            0.2,
+            16,
+            &wait_then_exit(&release, 0),
+        )],
+    );
+    let pid = pid_of(&fw.state("cmd", TaskState::Running).await);
+    let _cleanup = KillGroups(vec![pid]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the agent");
+    let mut agent = agent;
+    let status = eventually("the agent exits on SIGTERM", WAIT, || {
+        let exited = agent.child.try_wait().expect("try_wait");
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    assert!(alive(pid), "SIGTERM left the task running");
+    let _again = setup.agent("agent-again", "2");
+    setup.agent_connected().await;
+    std::fs::write(&release, "").expect("release");
+    let done = fw.terminal("cmd").await;
+    assert_eq!(done.state, TaskState::Finished, "{done:?}");
+    assert_eq!(done.exit_code, Some(0), "{done:?}");
+    fw.stop(false).await;
+}
