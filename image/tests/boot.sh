@@ -162,14 +162,38 @@ poll 300 "login prompt on the serial console" login_prompt
 login_s=$(since "$t_power")
 log "login prompt after ${login_s}s"
 # Root's key comes from bramble-firstboot (the image carries it in /etc/bramble).
-poll 180 "ssh as root with the image's key" ssh_node true
+ssh_quiet() { ssh_node true 2>/dev/null; }
+poll 180 "ssh as root with the image's key" ssh_quiet
 ssh_s=$(since "$t_power")
 log "ssh answers after ${ssh_s}s"
-
-# 5. What first boot did, and the services.
-services_active() { ssh_node systemctl is-active --quiet bramble-master bramble-agent; }
-poll 180 "bramble-master and bramble-agent active" services_active
 node=$(ssh_node hostname)
+
+# 5. Cluster ready: the node's own agent registered with its master, seen by the operator. QUIC
+# is UDP, and slirp's restricted mode drops the guest's replies to a forwarded UDP port, so the
+# operator's CLI runs on the node with the operator and framework certificates pushed over ssh
+# into /run (tmpfs: never on the card, gone at power-off) — the image never carries them.
+tar -C "$work/cluster" -cf - ca.pem operator.pem operator.key framework.pem framework.key \
+  | ssh_node 'umask 077; mkdir -p /run/bramble-operator && tar -C /run/bramble-operator -xf -' \
+  || fail "pushing the operator certificate to the node"
+cli() { ssh_node timeout 300 /usr/local/bin/bramble --cluster /run/bramble-operator --master 127.0.0.1:5051 "$@"; }
+agent_registered() {
+  cli agents --json 2>>"$work/cli.log" | python3 -c '
+import json, sys
+agents = json.load(sys.stdin)
+sys.exit(0 if any(a["hostname"] == sys.argv[1] and a["connected"] for a in agents) else 1)' "$node"
+}
+poll 300 "the node's agent registered with its master" agent_registered
+ready_s=$(since "$t_power")
+# The same moment by the node's own clock (seconds since its kernel started, i.e. since power
+# on less QEMU's own start-up), free of this script's polling interval.
+ready_guest_s=$(ssh_node journalctl -b -o short-monotonic -u bramble-agent --grep "'registered with master'" \
+  | sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p' | head -1)
+[ -n "$ready_guest_s" ] || fail "the agent's journal has no 'registered with master'"
+log "cluster ready (agent on $node registered) ${ready_s}s after power-on (${ready_guest_s}s on the node's clock)"
+
+# 6. What first boot did, and the services.
+ssh_node systemctl is-active --quiet bramble-master bramble-agent \
+  || fail "bramble-master and bramble-agent are not both active"
 [[ "$node" =~ ^bramble-[0-9a-f]{4}$ ]] || fail "hostname is '$node', expected bramble-XXXX"
 ssh_node grep -Eq "'^role *= *\"master\"'" /boot/firmware/bramble.toml \
   || fail "bramble.toml on the boot partition does not say role = \"master\""
@@ -198,24 +222,6 @@ master_user=$(user_of bramble-master)
 agent_user=$(user_of bramble-agent)
 [ "$agent_user" = root ] || fail "bramble-agent runs as '$agent_user', not root"
 log "node $node: first boot once, role master; bramble-master (user bramble) and bramble-agent active"
-
-# Cluster ready: the node's own agent registered with its master, seen by the operator. QUIC
-# is UDP, and slirp's restricted mode drops the guest's replies to a forwarded UDP port, so the
-# operator's CLI runs on the node with the operator and framework certificates pushed over ssh
-# into /run (tmpfs: never on the card, gone at power-off) — the image never carries them.
-tar -C "$work/cluster" -cf - ca.pem operator.pem operator.key framework.pem framework.key \
-  | ssh_node 'umask 077; mkdir -p /run/bramble-operator && tar -C /run/bramble-operator -xf -' \
-  || fail "pushing the operator certificate to the node"
-cli() { ssh_node timeout 300 /usr/local/bin/bramble --cluster /run/bramble-operator --master 127.0.0.1:5051 "$@"; }
-agent_registered() {
-  cli agents --json 2>>"$work/cli.log" | python3 -c '
-import json, sys
-agents = json.load(sys.stdin)
-sys.exit(0 if any(a["hostname"] == sys.argv[1] and a["connected"] for a in agents) else 1)' "$node"
-}
-poll 300 "the node's agent registered with its master" agent_registered
-ready_s=$(since "$t_power")
-log "cluster ready (agent on $node registered) ${ready_s}s after power-on"
 
 # A command task runs as the task user.
 cli run -- id -un >"$work/run.out" 2>>"$work/cli.log" || fail "bramble run failed: $(tail -5 "$work/cli.log")"
@@ -253,8 +259,16 @@ assert abs(result["pi"] - expected) <= 1e-12, (result["pi"], expected)
 EOF
 log "pi over $terms terms on $node: $(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["pi"])' "$work/pi.json") in ${job_s}s, executors as bramble-task"
 
+# Where the boot's time went, for whoever makes it faster.
+ssh_node systemd-analyze >"$work/systemd-analyze.txt" 2>&1 || true
+ssh_node systemd-analyze blame >"$work/blame.txt" 2>&1 || true
+ssh_node systemd-analyze critical-chain bramble-agent.service >"$work/critical-chain.txt" 2>&1 || true
+ssh_node journalctl -b -o short-monotonic -u bramble-firstboot -u bramble-master -u bramble-agent \
+  >"$work/bramble-journal.txt" 2>&1 || true
+log "$(head -1 "$work/systemd-analyze.txt")"
+
 ok=1
 kvm=no
 [ -w /dev/kvm ] && kvm="present (unused: aarch64 guest on $(uname -m))"
-printf '{"test":"image_boot","cross_build_s":%s,"image_build_s":%s,"login_prompt_s":%s,"ssh_s":%s,"power_on_to_cluster_ready_s":%s,"pi_job_s":%s,"pi_terms":%s,"accel":"tcg","kvm":"%s","total_s":%s}\n' \
-  "$cross_build_s" "$image_build_s" "$login_s" "$ssh_s" "$ready_s" "$job_s" "$terms" "$kvm" "$(since "$t_all")"
+printf '{"test":"image_boot","cross_build_s":%s,"image_build_s":%s,"login_prompt_s":%s,"ssh_s":%s,"power_on_to_cluster_ready_s":%s,"cluster_ready_node_clock_s":%s,"pi_job_s":%s,"pi_terms":%s,"accel":"tcg","kvm":"%s","total_s":%s}\n' \
+  "$cross_build_s" "$image_build_s" "$login_s" "$ssh_s" "$ready_s" "$ready_guest_s" "$job_s" "$terms" "$kvm" "$(since "$t_all")"
