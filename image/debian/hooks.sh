@@ -19,10 +19,13 @@ log() { echo "hooks[$stage]: $*" >&2; }
 
 # Modules the initramfs needs to find and mount the root filesystem, and nothing else:
 # QEMU's virt machine (virtio disk on PCI or MMIO) and the Pi 3/4/400/Zero 2 W (SD card via
-# sdhost/sdhci-iproc, USB boot via dwc2 / the Pi 4's PCIe xHCI).
-initramfs_modules=(
-  virtio_pci virtio_mmio virtio_blk virtio_net
-  ext4 crc32c_generic vfat nls_cp437 nls_ascii
+# sdhost/sdhci-iproc, USB boot via dwc2 / the Pi 4's PCIe xHCI). Only the root filesystem's
+# are loaded unconditionally (/etc/initramfs-tools/modules); the drivers are merely included
+# (a hook) and udev loads the ones whose hardware is there: loading all of them on every
+# boot cost seconds under QEMU and loads the Pi's drivers on QEMU and QEMU's on the Pi.
+initramfs_load=(ext4 crc32c_generic)
+initramfs_include=(
+  virtio_pci virtio_mmio virtio_blk
   mmc_block sdhci sdhci_pltfm sdhci_iproc bcm2835 bcm2835_dma
   dwc2 pcie_brcmstb reset_raspberrypi xhci_pci xhci_plat_hcd usb_storage uas sd_mod
 )
@@ -67,6 +70,11 @@ stage_essential() {
   chroot "$root" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
   ln -sf /bin/true "$root/usr/sbin/update-initramfs"
   mkdir -p "$root/boot/firmware"
+  # openssh-server's postinst makes RSA, ECDSA and Ed25519 host keys unless they exist (the
+  # RSA one takes seconds under qemu-user), and customize deletes them again: every card makes
+  # its own on first boot. Empty stand-ins make the postinst skip them.
+  mkdir -p "$root/etc/ssh"
+  touch "$root"/etc/ssh/ssh_host_{rsa,ecdsa,ed25519}_key
 }
 
 cache_out() {
@@ -130,22 +138,35 @@ EOF
   ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
   chroot "$root" systemctl enable --quiet systemd-networkd systemd-resolved systemd-timesyncd
 
-  # One image is flashed to many cards: each card makes its own ssh host keys on first boot.
+  # One image is flashed to many cards: each card makes its own ssh host key on first boot.
+  # Ed25519 only: every current client speaks it, and it takes milliseconds where RSA takes
+  # seconds on a Pi 3 (and under QEMU's TCG).
   rm -f "$root"/etc/ssh/ssh_host_*
+  mkdir -p "$root/etc/ssh/sshd_config.d"
+  printf '# bramble: one host key, made on first boot (ssh-host-keys.service)\nHostKey /etc/ssh/ssh_host_ed25519_key\n' \
+    >"$root/etc/ssh/sshd_config.d/bramble-hostkey.conf"
   cat >"$root/etc/systemd/system/ssh-host-keys.service" <<'EOF'
 [Unit]
-Description=Generate this machine's SSH host keys
+Description=Generate this machine's SSH host key
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 Before=ssh.service
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -C "" -f /etc/ssh/ssh_host_ed25519_key
 
 [Install]
 WantedBy=ssh.service
 EOF
   chroot "$root" systemctl enable --quiet ssh-host-keys.service ssh.service avahi-daemon.service
+
+  # Units a Bramble node never needs, each a process or a module load at boot (seconds under
+  # QEMU): fuse, loop and device-mapper modules, EFI pstore (no EFI on a Pi), DRM ahead of
+  # logind (the Pi's KMS driver loads by udev anyway), and e2scrub's LVM snapshot cleanup.
+  local unit
+  for unit in modprobe@fuse modprobe@loop modprobe@dm_mod modprobe@efi_pstore modprobe@drm e2scrub_reap; do
+    ln -sf /dev/null "$root/etc/systemd/system/$unit.service"
+  done
 
   # I2C for the front panel: i2c-dev at boot (config.txt's dtparam is bramble-image's edit).
   echo i2c-dev >"$root/etc/modules-load.d/i2c-dev.conf"
@@ -160,8 +181,17 @@ build_initramfs() {
   rm -f "$root/usr/sbin/update-initramfs"
   chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
   printf 'MODULES=list\n' >"$root/etc/initramfs-tools/conf.d/bramble.conf"
-  printf '%s\n' "# bramble: what the root filesystem needs on QEMU virt and the Pi" \
-    "${initramfs_modules[@]}" >>"$root/etc/initramfs-tools/modules"
+  printf '%s\n' "# bramble: the root filesystem's modules" \
+    "${initramfs_load[@]}" >>"$root/etc/initramfs-tools/modules"
+  cat >"$root/etc/initramfs-tools/hooks/bramble" <<EOF
+#!/bin/sh
+# bramble: the drivers that may hold the root filesystem on QEMU virt and on the Pi; included
+# only, udev loads those whose hardware is present.
+[ "\$1" = prereqs ] && exit 0
+. /usr/share/initramfs-tools/hook-functions
+for m in ${initramfs_include[*]}; do manual_add_modules "\$m"; done
+EOF
+  chmod 755 "$root/etc/initramfs-tools/hooks/bramble"
   local kver n=0
   for kver in $(ls "$root/lib/modules"); do
     log "update-initramfs for $kver"

@@ -18,6 +18,11 @@ pub const BINARIES: [&str; 3] = ["bramble-master", "bramble-agent", "bramble"];
 pub const IMAGE_INFO: &str = "/etc/bramble/image.toml";
 pub const MODULES_CONF: &str = "/etc/modules-load.d/bramble.conf";
 pub const UDEV_RULE: &str = "/etc/udev/rules.d/60-bramble-i2c.rules";
+/// systemd (>= 247) starts the clock no earlier than this file's modification time. A Pi has
+/// no real-time clock: without network time it would boot at systemd's build date, before the
+/// cluster certificates' start of validity, and every TLS handshake would fail. Written at
+/// build time, after `bramble cluster init` made the certificates (backdated a day).
+pub const CLOCK_EPOCH: &str = "/usr/lib/clock-epoch";
 pub const SSH_UNIT: &str = "/usr/lib/systemd/system/ssh.service";
 pub const RASPI_FIRMWARE_CUSTOM: &str = "/etc/default/raspi-firmware-custom";
 pub const RASPI_EXTRA_CMDLINE: &str = "/etc/default/raspi-extra-cmdline";
@@ -308,6 +313,7 @@ impl RootPayload<'_> {
             0o644,
         ));
         edits.push(Edit::file(UDEV_RULE, UDEV_RULE_TEXT, 0o644));
+        edits.push(Edit::file(CLOCK_EPOCH, "", 0o644));
         edits.push(Edit::file(IMAGE_INFO, self.image_info(), 0o644));
         edits
     }
