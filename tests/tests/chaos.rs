@@ -483,11 +483,19 @@ async fn agent_fault(cluster: &mut Cluster, rng: &mut Rng, counts: &mut Counts) 
     tokio::time::sleep(down).await; // the outage itself: nothing to wait on
     let restarted = Instant::now();
     cluster.start_agent(i);
+    // The master may not have noticed the old process die yet, so "connected" alone proves
+    // nothing: wait for the new process to say the master registered it.
     let cl = &*cluster;
     eventually(
         &format!("agent{i} re-registers after its restart"),
         Duration::from_secs(30),
-        || async move { (cl.connected_agents().await? == 3).then_some(()) },
+        || async move {
+            let new = cl.agents[i].as_ref()?;
+            if !new.log_text().contains("registered with master") {
+                return None;
+            }
+            (cl.connected_agents().await? == 3).then_some(())
+        },
     )
     .await;
     counts
