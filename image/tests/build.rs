@@ -481,7 +481,10 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     assert_eq!(master["name"].as_str(), Some("testshelf"));
     let modules = root_text(&root, "/etc/modules-load.d/bramble.conf").unwrap();
     // A Pi without network time starts its clock here, after the certificates were made.
-    assert_eq!(root_text(&root, "/usr/lib/clock-epoch").as_deref(), Some(""));
+    assert_eq!(
+        root_text(&root, "/usr/lib/clock-epoch").as_deref(),
+        Some("")
+    );
     assert_eq!(modules.lines().filter(|l| l.trim() == "i2c-dev").count(), 1);
     assert_eq!(
         root_text(&root, "/usr/lib/sysusers.d/bramble.conf").as_deref(),
