@@ -137,7 +137,8 @@ log "booting $kernel with $initrd"
 
 # 4. Power on with the kernel command line the image gives a Pi (cmdline.txt as raspi-firmware
 # wrote it: root=PARTUUID=... and our cgroup settings) plus QEMU's serial console.
-# No KVM for an aarch64 guest on an x86_64 host: TCG, multi-threaded.
+# No KVM for an aarch64 guest on an x86_64 host: TCG, multi-threaded. No option ROM for the
+# NIC (romfile=): the kernel is booted directly, and CI need not install ipxe-qemu.
 cmdline=$(mtype -i "$fat" ::/cmdline.txt | tr -d '\r\n') || fail "no cmdline.txt on the boot partition"
 [[ "$cmdline" == *root=PARTUUID=* ]] || fail "cmdline.txt has no root=PARTUUID=: $cmdline"
 ssh_port=$(free_port tcp)
@@ -148,7 +149,7 @@ qemu-system-aarch64 -M virt -cpu cortex-a72 -m 1024 -smp 2 -accel tcg,thread=mul
   -append "$cmdline console=ttyAMA0" \
   -drive "file=$img,if=virtio,format=raw" -snapshot \
   -netdev "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
-  -device virtio-net-pci,netdev=n \
+  -device virtio-net-pci,netdev=n,romfile= \
   -display none -monitor none -serial "file:$work/serial.log" </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
 
