@@ -15,7 +15,7 @@ root=${2:?chroot dir}
 cache=${BRAMBLE_CACHE:?}
 disk_id=${BRAMBLE_DISKID:?}
 
-log() { echo "hooks[$stage]: $*" >&2; }
+log() { echo "hooks[$stage]: [$(date -u +%H:%M:%S)] $*" >&2; }
 
 # Modules the initramfs needs to find and mount the root filesystem, and nothing else:
 # QEMU's virt machine (virtio disk on PCI or MMIO) and the Pi 3/4/400/Zero 2 W (SD card via
@@ -69,6 +69,11 @@ stage_essential() {
   # (minutes each under qemu-user); customize builds the one we need.
   chroot "$root" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
   ln -sf /bin/true "$root/usr/sbin/update-initramfs"
+  # The kernel's postinst runs depmod over its ~4000 modules: tens of seconds emulated, a
+  # fraction of a second for the host's own depmod, which reads any architecture's modules
+  # (cross-built kernels are installed the same way). customize runs it natively.
+  chroot "$root" dpkg-divert --quiet --local --rename --add /sbin/depmod
+  ln -sf /bin/true "$root/sbin/depmod"
   mkdir -p "$root/boot/firmware"
   # openssh-server's postinst makes RSA, ECDSA and Ed25519 host keys unless they exist (the
   # RSA one takes seconds under qemu-user), and customize deletes them again: every card makes
@@ -192,8 +197,12 @@ build_initramfs() {
 for m in ${initramfs_include[*]}; do manual_add_modules "\$m"; done
 EOF
   chmod 755 "$root/etc/initramfs-tools/hooks/bramble"
+  rm -f "$root/sbin/depmod"
+  chroot "$root" dpkg-divert --quiet --local --rename --remove /sbin/depmod
   local kver n=0
   for kver in $(ls "$root/lib/modules"); do
+    log "depmod (native) for $kver"
+    depmod -b "$root" "$kver"
     log "update-initramfs for $kver"
     chroot "$root" update-initramfs -c -k "$kver" >&2
     # Writes kernel, DTBs, config.txt and cmdline.txt (with ROOTPART) into /boot/firmware.

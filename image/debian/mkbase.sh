@@ -6,7 +6,7 @@
 #
 # `bramble-image build --debian` calls this for the base and then customises the result; the
 # base itself knows nothing about Bramble beyond carrying what the services need (systemd,
-# openssh-server, avahi-daemon, i2c-tools, ca-certificates).
+# openssh-server, avahi-daemon, i2c-tools).
 #
 # Why it is shaped this way (see DESIGN.md "Pitfalls"): under qemu-user nearly all the time
 # goes into maintainer scripts and the initramfs, so dpkg runs under eatmydata, docs and
@@ -17,7 +17,7 @@
 # Usage: mkbase.sh [--refresh] [--cache DIR] [--disk-id HEX8] OUT.img
 # Env:   BRAMBLE_IMAGE_CACHE (default /var/cache/bramble-image), BRAMBLE_DEBIAN_MIRROR,
 #        BRAMBLE_KEEP_TREE=DIR (leave the root tree there, for debugging).
-# Needs: root (mmdebstrap root mode keeps file ownership for mke2fs -d), mmdebstrap,
+# Needs: root (mmdebstrap root mode keeps file ownership for mke2fs -d), mmdebstrap, kmod,
 #        qemu-user-static with binfmt_misc, arch-test, e2fsprogs >= 1.43, dosfstools, mtools,
 #        fdisk (sfdisk).
 set -euo pipefail
@@ -47,8 +47,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out" ] || die "usage: mkbase.sh [--refresh] [--cache DIR] [--disk-id HEX8] OUT.img"
 [ "$(id -u)" = 0 ] || die "needs root: mmdebstrap's root mode keeps file ownership for mke2fs -d"
-for tool in mmdebstrap arch-test mke2fs mkfs.vfat mcopy sfdisk; do
-  command -v "$tool" >/dev/null || die "$tool not found (apt-get install mmdebstrap arch-test e2fsprogs dosfstools mtools fdisk qemu-user-static)"
+for tool in mmdebstrap arch-test depmod mke2fs mkfs.vfat mcopy sfdisk; do
+  command -v "$tool" >/dev/null || die "$tool not found (apt-get install mmdebstrap arch-test kmod e2fsprogs dosfstools mtools fdisk qemu-user-static)"
 done
 arch-test arm64 >/dev/null 2>&1 || die "this machine cannot run arm64 binaries: install qemu-user-static and mount binfmt_misc (mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-aarch64)"
 
@@ -83,7 +83,9 @@ packages=(
   systemd systemd-sysv systemd-timesyncd systemd-resolved libnss-myhostname udev kmod dbus
   # the network: systemd-networkd (configured in hooks.sh), ssh, mDNS for the agents
   iproute2 openssh-server avahi-daemon libnss-mdns
-  ca-certificates e2fsprogs i2c-tools
+  # No ca-certificates: a node trusts only its cluster's CA, and that package's postinst (a
+  # process per certificate) is the slowest step of the whole build under qemu-user.
+  e2fsprogs i2c-tools
   # eatmydata is installed properly so the cached debs hold it for the next run's hook
   eatmydata libeatmydata1
 )
