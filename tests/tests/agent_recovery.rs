@@ -7,17 +7,13 @@
 //! The boot id comes from a file the test controls (`BRAMBLE_BOOT_ID_FILE`), so a "reboot" is
 //! a changed line in it.
 
-use bramble_proto::identity::Role;
 use bramble_proto::messages::Offer;
 use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_proto::{Resources, TaskReason, TaskState};
 use bramble_tests::framework::{shell_task, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::*;
-use std::fs::File;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,123 +21,60 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A master on loopback that keeps a silent agent for 60 s: restarts happen well within that,
 /// so the master still expects the agent's tasks when it comes back.
 struct Setup {
-    cluster: TestCluster,
-    port: u16,
-    logs: PathBuf,
+    net: LoopbackCluster,
     boot_id: PathBuf,
     _master: Proc,
 }
 
 impl Setup {
     fn start() -> Setup {
-        init_logs();
-        let cluster = TestCluster::new();
-        let port = free_udp_port();
-        let logs = cluster.path("logs");
-        std::fs::create_dir_all(&logs).expect("logs dir");
-        let boot_id = cluster.path("boot_id");
+        let net = LoopbackCluster::new();
+        let boot_id = net.test.path("boot_id");
         std::fs::write(&boot_id, "boot-1\n").expect("boot id file");
-        let config = cluster.path("master.toml");
-        std::fs::write(
-            &config,
-            "heartbeat_interval_ms = 200\nagent_timeout_secs = 60\nallocation_interval_ms = 200\n",
-        )
-        .expect("master config");
-        let args: Vec<String> = vec![
-            "--config".into(),
-            config.display().to_string(),
-            "--cluster".into(),
-            cluster.cluster_dir().display().to_string(),
-            "--listen".into(),
-            addr(port).to_string(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-            "--state-dir".into(),
-            cluster.path("master-state").display().to_string(),
-        ];
-        let master = Proc::spawn("master", "bramble-master", &args, &logs);
+        let master = net.start_master("master", &MasterCmd::default().agent_timeout_secs(60.0));
         Setup {
-            cluster,
-            port,
-            logs,
+            net,
             boot_id,
             _master: master,
         }
     }
 
-    fn master(&self) -> SocketAddr {
-        addr(self.port)
+    /// The agent's settings, offering `cpus`: always the same work dir, and executors and
+    /// their reconnection kept for 60 s so they outlast any outage here.
+    fn agent_cmd(&self, cpus: &str) -> AgentCmd {
+        AgentCmd::new("agent")
+            .cpus(cpus)
+            .mem_mib(512)
+            .disk_mib(1000)
+            .config(
+                "executor_idle_timeout_secs = 60\n\
+                 [recovery]\nexecutor_reconnect_timeout_secs = 60\n",
+            )
+            .env(bramble_agent::checkpoint::BOOT_ID_ENV, &self.boot_id)
     }
 
     fn work_dir(&self) -> PathBuf {
-        self.cluster.path("agent")
+        self.net.work_dir(&self.agent_cmd("2"))
     }
 
     /// Starts `bramble-agent` on the shared work dir, offering `cpus`.
     fn agent(&self, name: &str, cpus: &str) -> Proc {
-        let config = self.cluster.path("agent.toml");
-        std::fs::write(
-            &config,
-            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\nexecutor_idle_timeout_secs = 60\n\
-             [recovery]\nexecutor_reconnect_timeout_secs = 60\n",
-        )
-        .expect("agent config");
-        let args = [
-            "--config",
-            &config.display().to_string(),
-            "--cluster",
-            &self.cluster.cluster_dir().display().to_string(),
-            "--master",
-            &self.master().to_string(),
-            "--work-dir",
-            &self.work_dir().display().to_string(),
-            "--cpus",
-            cpus,
-            "--mem",
-            "512",
-            "--disk",
-            "1000",
-            "--no-cgroups",
-        ];
-        let log = self.logs.join(format!("{name}.log"));
-        let child = Command::new(bin_dir().join("bramble-agent"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env(bramble_agent::checkpoint::BOOT_ID_ENV, &self.boot_id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("starting bramble-agent");
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
+        self.net.start_agent(name, &self.agent_cmd(cpus))
     }
 
     async fn agent_connected(&self) {
-        eventually("the agent is connected to the master", WAIT, || async {
-            let s = operator_state(&self.cluster, self.master()).await.ok()?;
-            s.agents.iter().any(|a| a.connected).then_some(())
-        })
-        .await
+        self.net.connected_agent(WAIT).await;
     }
 
     async fn framework(&self) -> TestFramework {
-        TestFramework::start(
-            self.master(),
-            self.cluster.credentials(Role::Framework),
-            "recovery",
-        )
-        .await
+        self.net.framework("recovery").await
     }
 
     /// Every agent log and every sandbox's stderr, for failure messages.
     fn dump(&self) -> String {
         let mut out = String::new();
         let mut files = Vec::new();
-        let mut dirs = vec![self.logs.clone(), self.work_dir().join("frameworks")];
+        let mut dirs = vec![self.net.logs.clone(), self.work_dir().join("frameworks")];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
@@ -163,7 +96,7 @@ impl Setup {
 
     /// The master's view of `task`'s state.
     async fn master_state_of(&self, task: &str) -> Option<TaskState> {
-        let s = operator_state(&self.cluster, self.master()).await.ok()?;
+        let s = self.net.state().await?;
         s.tasks
             .iter()
             .find(|t| t.id.as_str() == task)
@@ -233,7 +166,7 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
     let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
     fw.offers.clear();
 
-    let release = |name: &str| setup.cluster.path(name);
+    let release = |name: &str| setup.net.test.path(name);
     fw.launch(
         &offer,
         vec![
@@ -454,7 +387,7 @@ async fn sigterm_leaves_tasks_running_for_the_next_agent() {
     let mut fw = setup.framework().await;
     let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
     fw.offers.clear();
-    let release = setup.cluster.path("release");
+    let release = setup.net.test.path("release");
     fw.launch(
         &offer,
         vec![shell_task(
