@@ -7,10 +7,8 @@
 //! The boot id comes from a file the test controls (`BRAMBLE_BOOT_ID_FILE`), so a "reboot" is
 //! a changed line in it.
 
-use bramble_proto::messages::Offer;
-use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
-use bramble_proto::{Resources, TaskReason, TaskState};
-use bramble_tests::framework::{shell_task, TestFramework};
+use bramble_proto::{TaskReason, TaskState};
+use bramble_tests::framework::{pid_of, shell_task, TestExecutor, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::*;
 use std::path::{Path, PathBuf};
@@ -104,23 +102,8 @@ impl Setup {
     }
 }
 
-/// A task for the test executor (`tests/src/bin/test-executor.rs`), all on one executor.
-fn executor_task(offer: &Offer, id: &str, data: &str) -> TaskInfo {
-    TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        agent_id: offer.agent_id.clone(),
-        resources: Resources::new(0.1, 16),
-        command: None,
-        executor: Some(ExecutorInfo {
-            executor_id: "test-executor".into(),
-            name: "test executor".into(),
-            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
-            resources: Resources::new(0.1, 32),
-        }),
-        data: data.as_bytes().to_vec(),
-    }
-}
+/// The test executor: every task on it runs on one executor process.
+const EXECUTOR: TestExecutor = TestExecutor(env!("CARGO_BIN_EXE_test-executor"));
 
 /// A shell line that waits for `release` to exist, then exits with `code`.
 fn wait_then_exit(release: &Path, code: i32) -> String {
@@ -142,14 +125,6 @@ impl Drop for KillGroups {
     }
 }
 
-fn pid_of(status: &bramble_proto::TaskStatus) -> i32 {
-    status
-        .message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", status.message))
-}
-
 async fn until_dead(pid: i32) {
     eventually(&format!("process {pid} ends"), WAIT, || async {
         (!alive(pid)).then_some(())
@@ -163,8 +138,7 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
     let mut agent = setup.agent("agent", "2");
     setup.agent_connected().await;
     let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
+    let offer = fw.first_offer().await;
 
     let release = |name: &str| setup.net.test.path(name);
     fw.launch(
@@ -181,12 +155,12 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
                 &wait_then_exit(&release("cmd-down"), 5),
             ),
             // On the custom executor: finishes after the restart, and while the agent is down.
-            executor_task(
+            EXECUTOR.task(
                 &offer,
                 "exec",
                 &format!("wait:{}", release("exec").display()),
             ),
-            executor_task(
+            EXECUTOR.task(
                 &offer,
                 "exec-down",
                 &format!("wait:{}", release("exec-down").display()),
@@ -290,13 +264,12 @@ async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
     let mut agent = setup.agent("agent", "2");
     setup.agent_connected().await;
     let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
+    let offer = fw.first_offer().await;
     fw.launch(
         &offer,
         vec![
             shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600"),
-            executor_task(&offer, "exec", "sleep"),
+            EXECUTOR.task(&offer, "exec", "sleep"),
         ],
     );
     let sleeper_pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
@@ -334,13 +307,14 @@ async fn changed_resources_refuse_recovery_and_say_what_changed() {
     let mut agent = setup.agent("agent", "2");
     setup.agent_connected().await;
     let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
-    fw.launch(
-        &offer,
-        vec![shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600")],
+    let offer = fw.first_offer().await;
+    let pid = pid_of(
+        &fw.launch_one(
+            &offer,
+            shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600"),
+        )
+        .await,
     );
-    let pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
     let _cleanup = KillGroups(vec![pid]);
     agent.kill_hard();
 
@@ -385,20 +359,15 @@ async fn sigterm_leaves_tasks_running_for_the_next_agent() {
     let agent = setup.agent("agent", "2");
     setup.agent_connected().await;
     let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
+    let offer = fw.first_offer().await;
     let release = setup.net.test.path("release");
-    fw.launch(
-        &offer,
-        vec![shell_task(
+    let pid = pid_of(
+        &fw.launch_one(
             &offer,
-            "cmd",
-            0.2,
-            16,
-            &wait_then_exit(&release, 0),
-        )],
+            shell_task(&offer, "cmd", 0.2, 16, &wait_then_exit(&release, 0)),
+        )
+        .await,
     );
-    let pid = pid_of(&fw.state("cmd", TaskState::Running).await);
     let _cleanup = KillGroups(vec![pid]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.pid()),

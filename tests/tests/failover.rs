@@ -9,11 +9,10 @@
 //! process or a pulled cable. The clean `stop(failover = true)` path is tested alongside.
 
 use bramble_proto::identity::Role;
-use bramble_proto::messages::{ClusterState, FrameworkInfo, Offer};
-use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
+use bramble_proto::messages::{ClusterState, FrameworkInfo};
 use bramble_proto::{FrameworkId, Resources, TaskReason, TaskState};
 use bramble_sdk::{framework_info, SchedulerConfig};
-use bramble_tests::framework::{shell_task, Event, TestFramework};
+use bramble_tests::framework::{pid_of, shell_task, Event, TestExecutor, TestFramework};
 use bramble_tests::processes::alive;
 use bramble_tests::*;
 use std::net::SocketAddr;
@@ -100,36 +99,12 @@ async fn vanish(fw: TestFramework, relay: &Relay) {
     fw.stop(true).await;
 }
 
-/// A task of the test executor (`tests/src/bin/test-executor.rs`): `sleep` runs until killed,
-/// and the executor echoes framework messages back.
-fn executor_task(offer: &Offer, id: &str, data: &str) -> TaskInfo {
-    TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        agent_id: offer.agent_id.clone(),
-        resources: Resources::new(0.1, 16),
-        command: None,
-        executor: Some(ExecutorInfo {
-            executor_id: "test-executor".into(),
-            name: "test executor".into(),
-            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
-            resources: Resources::new(0.1, 32),
-        }),
-        data: data.as_bytes().to_vec(),
-    }
-}
+/// The test executor: `sleep` runs until killed, and it echoes framework messages back.
+const EXECUTOR: TestExecutor = TestExecutor(env!("CARGO_BIN_EXE_test-executor"));
 
 /// A shell line that runs until `gate` exists, then exits 0.
 fn until_exists(gate: &std::path::Path) -> String {
     format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display())
-}
-
-fn pid_of(running: &bramble_proto::TaskStatus) -> i32 {
-    running
-        .message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", running.message))
 }
 
 /// Waits until the agents hold no unacknowledged update: the framework acknowledged every
@@ -181,7 +156,7 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
         &offer,
         vec![
             shell_task(&offer, "waits", 0.2, 32, &until_exists(&gate)),
-            executor_task(&offer, "sleeps", "sleep"),
+            EXECUTOR.task(&offer, "sleeps", "sleep"),
         ],
     );
     a.state("waits", TaskState::Running).await;
@@ -244,20 +219,8 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
     })
     .await;
     // Messages from its executor reach the new scheduler.
-    b.driver
-        .send_framework_message(
-            offer.agent_id.clone(),
-            "test-executor".into(),
-            b"ping".to_vec(),
-        )
-        .expect("message");
     let echo = b
-        .until("the executor's echo", |f| {
-            f.other.iter().find_map(|e| match e {
-                Event::Message(_, exec, data) => Some((exec.clone(), data.clone())),
-                _ => None,
-            })
-        })
+        .round_trip(&offer.agent_id, "test-executor", b"ping")
         .await;
     assert_eq!(echo.1, b"echo:ping", "from {}", echo.0);
     // It can act on its inherited task.
@@ -351,11 +314,13 @@ async fn past_the_failover_timeout_the_tasks_are_killed_and_the_framework_remove
     let mut pids = Vec::new();
     for fw in [&mut silent, &mut clean] {
         let offer = fw.offer_from("fo-c").await;
-        fw.launch(
-            &offer,
-            vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
-        );
-        pids.push(pid_of(&fw.state("sleeper", TaskState::Running).await));
+        let running = fw
+            .launch_one(
+                &offer,
+                shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600"),
+            )
+            .await;
+        pids.push(pid_of(&running));
     }
     let ids = [silent.id.clone(), clean.id.clone()];
     vanish(silent, &relay).await;

@@ -11,20 +11,13 @@ use bramble_master::server::MasterHandle;
 use bramble_proto::identity::Role;
 use bramble_proto::messages::ClusterState;
 use bramble_proto::{Resources, TaskId, TaskReason, TaskState};
-use bramble_tests::framework::{shell_task, Event, TestFramework};
+use bramble_tests::framework::{pid_of, shell_task, Event, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn pid_of(message: &str) -> i32 {
-    message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {message:?}"))
-}
 
 /// Starts a master like the first one (same state dir) on the address the first one had.
 async fn restart_master(
@@ -82,8 +75,10 @@ async fn a_restarted_master_keeps_running_tasks_and_frameworks_reconcile_against
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
     let offer = fw.offer_from("pi-a").await;
     let line = format!("exec head -c 1 {}", fifo.display());
-    fw.launch(&offer, vec![shell_task(&offer, "long", 0.5, 32, &line)]);
-    let pid = pid_of(&fw.state("long", TaskState::Running).await.message);
+    let pid = pid_of(
+        &fw.launch_one(&offer, shell_task(&offer, "long", 0.5, 32, &line))
+            .await,
+    );
     let agent_id = offer.agent_id.clone();
 
     let addr = master.addr;
@@ -190,11 +185,11 @@ async fn an_agent_that_does_not_return_after_a_master_restart_has_its_tasks_lost
     let mut fw =
         TestFramework::start(master.addr, cluster.credentials(Role::Framework), "orphan").await;
     let offer = fw.offer_from("pi-gone").await;
-    fw.launch(
+    fw.launch_one(
         &offer,
-        vec![shell_task(&offer, "doomed", 0.5, 32, "exec sleep 600")],
-    );
-    fw.state("doomed", TaskState::Running).await;
+        shell_task(&offer, "doomed", 0.5, 32, "exec sleep 600"),
+    )
+    .await;
 
     let addr = master.addr;
     master.kill().await;
@@ -287,13 +282,14 @@ async fn a_master_killed_with_sigkill_comes_back_without_killing_the_running_tas
     let _agent = net.start_agent("agent", &AgentCmd::new("agent1"));
     let agent_id = net.connected_agent(WAIT).await;
     let mut fw = net.framework("steady").await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
-    fw.launch(
-        &offer,
-        vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
+    let offer = fw.first_offer().await;
+    let pid = pid_of(
+        &fw.launch_one(
+            &offer,
+            shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600"),
+        )
+        .await,
     );
-    let pid = pid_of(&fw.state("sleeper", TaskState::Running).await.message);
 
     master.kill_hard();
     let _master = net.start_master("master-again", &master_cmd());

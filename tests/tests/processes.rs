@@ -1,7 +1,7 @@
 //! Level 3: real `bramble-master` and `bramble-agent` processes on loopback, killed for real.
 
 use bramble_proto::{TaskReason, TaskState};
-use bramble_tests::framework::shell_task;
+use bramble_tests::framework::{pid_of, shell_task};
 use bramble_tests::processes::*;
 use bramble_tests::*;
 use std::time::{Duration, Instant};
@@ -24,18 +24,14 @@ async fn an_agent_killed_with_sigkill_makes_its_tasks_lost_within_its_timeout() 
     let first = net.connected_agent(Duration::from_secs(20)).await;
 
     let mut fw = net.framework("victim").await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
-    fw.launch(
-        &offer,
-        vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
+    let offer = fw.first_offer().await;
+    let task_pid = pid_of(
+        &fw.launch_one(
+            &offer,
+            shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600"),
+        )
+        .await,
     );
-    let running = fw.state("sleeper", TaskState::Running).await;
-    let task_pid: i32 = running
-        .message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", running.message));
     assert!(alive(task_pid));
 
     agent.kill_hard();
