@@ -7,6 +7,7 @@
 //! The boot id comes from a file the test controls (`BRAMBLE_BOOT_ID_FILE`), so a "reboot" is
 //! a changed line in it.
 
+use bramble_proto::messages::Offer;
 use bramble_proto::{TaskReason, TaskState};
 use bramble_tests::framework::{pid_of, shell_task, TestExecutor, TestFramework};
 use bramble_tests::processes::*;
@@ -25,16 +26,23 @@ struct Setup {
 }
 
 impl Setup {
-    fn start() -> Setup {
+    /// Where every test here starts: the master, the first agent process (offering 2 cpus)
+    /// registered, and a framework holding its offer.
+    async fn start() -> (Setup, Proc, TestFramework, Offer) {
         let net = LoopbackCluster::new();
         let boot_id = net.test.path("boot_id");
         std::fs::write(&boot_id, "boot-1\n").expect("boot id file");
         let master = net.start_master("master", &MasterCmd::default().agent_timeout_secs(60.0));
-        Setup {
+        let setup = Setup {
             net,
             boot_id,
             _master: master,
-        }
+        };
+        let agent = setup.agent("agent", "2");
+        setup.agent_connected().await;
+        let mut fw = setup.net.framework("recovery").await;
+        let offer = fw.first_offer().await;
+        (setup, agent, fw, offer)
     }
 
     /// The agent's settings, offering `cpus`: always the same work dir, and executors and
@@ -62,10 +70,6 @@ impl Setup {
 
     async fn agent_connected(&self) {
         self.net.connected_agent(WAIT).await;
-    }
-
-    async fn framework(&self) -> TestFramework {
-        self.net.framework("recovery").await
     }
 
     /// Every agent log and every sandbox's stderr, for failure messages.
@@ -134,11 +138,7 @@ async fn until_dead(pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_framework() {
-    let setup = Setup::start();
-    let mut agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.first_offer().await;
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
 
     let release = |name: &str| setup.net.test.path(name);
     fw.launch(
@@ -260,11 +260,7 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
-    let setup = Setup::start();
-    let mut agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.first_offer().await;
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
     fw.launch(
         &offer,
         vec![
@@ -303,11 +299,7 @@ async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_resources_refuse_recovery_and_say_what_changed() {
-    let setup = Setup::start();
-    let mut agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.first_offer().await;
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
     let pid = pid_of(
         &fw.launch_one(
             &offer,
@@ -319,11 +311,7 @@ async fn changed_resources_refuse_recovery_and_say_what_changed() {
     agent.kill_hard();
 
     let mut refused = setup.agent("agent-fewer-cpus", "1");
-    let status = eventually("the agent exits", WAIT, || {
-        let exited = refused.child.try_wait().expect("try_wait");
-        async move { exited }
-    })
-    .await;
+    let status = refused.exited("the agent exits", WAIT).await;
     assert!(!status.success(), "refusal exits non-zero: {status:?}");
     let log = refused.log_text();
     assert!(log.contains("refusing to recover"), "{log}");
@@ -355,11 +343,7 @@ async fn changed_resources_refuse_recovery_and_say_what_changed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_leaves_tasks_running_for_the_next_agent() {
-    let setup = Setup::start();
-    let agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.first_offer().await;
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
     let release = setup.net.test.path("release");
     let pid = pid_of(
         &fw.launch_one(
@@ -374,12 +358,7 @@ async fn sigterm_leaves_tasks_running_for_the_next_agent() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM the agent");
-    let mut agent = agent;
-    let status = eventually("the agent exits on SIGTERM", WAIT, || {
-        let exited = agent.child.try_wait().expect("try_wait");
-        async move { exited }
-    })
-    .await;
+    let status = agent.exited("the agent exits on SIGTERM", WAIT).await;
     assert!(status.success(), "{status:?}");
     assert!(alive(pid), "SIGTERM left the task running");
     let _again = setup.agent("agent-again", "2");
