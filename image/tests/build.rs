@@ -119,42 +119,40 @@ fn boot_part() -> Partition {
     }
 }
 
+/// The base root's files besides its release file, as (path under `/`, contents).
+const BASE_FILES: &[(&str, &str)] = &[
+    ("usr/lib/aarch64-linux-gnu/libc.so.6", "stand-in\n"),
+    (
+        "etc/fstab",
+        "proc /proc proc defaults 0 0\nPARTUUID=1234abcd-01 /boot/firmware vfat defaults 0 2\nPARTUUID=1234abcd-02 / ext4 defaults,noatime 0 1\n",
+    ),
+    ("etc/hostname", "raspberrypi\n"),
+    (
+        "etc/hosts",
+        "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n127.0.1.1\t\traspberrypi\n",
+    ),
+    ("etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"),
+    ("etc/group", "root:x:0:\ni2c:x:998:\n"),
+    ("etc/machine-id", "4f9d0c2b8e4a4d6f9c1b2a3d4e5f6071\n"),
+    (
+        "usr/lib/systemd/system/ssh.service",
+        "[Service]\nExecStart=/usr/sbin/sshd -D\n",
+    ),
+    (
+        "usr/lib/systemd/system/cron.service",
+        "[Service]\nExecStart=/usr/sbin/cron -f\n",
+    ),
+];
+
 /// A Raspberry Pi OS Lite-like image with `os_release` as the root's release file.
 fn make_base(dir: &Path, os_release: &str) -> PathBuf {
     let tree = dir.join("tree");
     write(&tree.join("usr/lib/os-release"), os_release);
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::os::unix::fs::symlink("../usr/lib/os-release", tree.join("etc/os-release")).unwrap();
-    write(
-        &tree.join("usr/lib/aarch64-linux-gnu/libc.so.6"),
-        "stand-in\n",
-    );
-    write(
-        &tree.join("etc/fstab"),
-        "proc /proc proc defaults 0 0\nPARTUUID=1234abcd-01 /boot/firmware vfat defaults 0 2\nPARTUUID=1234abcd-02 / ext4 defaults,noatime 0 1\n",
-    );
-    write(&tree.join("etc/hostname"), "raspberrypi\n");
-    write(
-        &tree.join("etc/hosts"),
-        "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n\n127.0.1.1\t\traspberrypi\n",
-    );
-    write(
-        &tree.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/bash\n",
-    );
-    write(&tree.join("etc/group"), "root:x:0:\ni2c:x:998:\n");
-    write(
-        &tree.join("etc/machine-id"),
-        "4f9d0c2b8e4a4d6f9c1b2a3d4e5f6071\n",
-    );
-    write(
-        &tree.join("usr/lib/systemd/system/ssh.service"),
-        "[Service]\nExecStart=/usr/sbin/sshd -D\n",
-    );
-    write(
-        &tree.join("usr/lib/systemd/system/cron.service"),
-        "[Service]\nExecStart=/usr/sbin/cron -f\n",
-    );
+    for (path, text) in BASE_FILES {
+        write(&tree.join(path), text);
+    }
     std::fs::create_dir_all(tree.join("etc/systemd/system/multi-user.target.wants")).unwrap();
     std::os::unix::fs::symlink(
         "/usr/lib/systemd/system/cron.service",
@@ -291,13 +289,26 @@ impl Fixture {
     }
 }
 
-fn open_parts(image: &Path) -> (File, Partition, RootFs) {
+/// The image opened, with its boot and root partitions.
+fn layout(image: &Path) -> (File, Partition, Partition) {
     let mut f = File::open(image).unwrap();
     let len = f.metadata().unwrap().len();
     let table = Table::read(&mut f, image).unwrap();
     let (boot, root) = table.pi_layout(image, len).unwrap();
+    (f, boot, root)
+}
+
+fn open_parts(image: &Path) -> (File, Partition, RootFs) {
+    let (f, boot, root) = layout(image);
     let rootfs = RootFs::open(image, root).unwrap();
     (f, boot, rootfs)
+}
+
+/// Asserts that `text` (an error or a log) says each of `parts`.
+fn assert_says(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
 }
 
 fn boot_text(f: &File, part: Partition, name: &str) -> Option<String> {
@@ -442,13 +453,7 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     // No file under /etc carries the CA key or the operator's or framework's credentials.
     let etc_dump = fx.dir.path().join("etc-dump");
     std::fs::create_dir_all(&etc_dump).unwrap();
-    let (_, _, root_part) = {
-        let mut g = File::open(img).unwrap();
-        let len = g.metadata().unwrap().len();
-        let t = Table::read(&mut g, img).unwrap();
-        let (b, r) = t.pi_layout(img, len).unwrap();
-        (g, b, r)
-    };
+    let (_, _, root_part) = layout(img);
     run(Command::new("debugfs")
         .arg("-R")
         .arg(format!("rdump /etc {}", etc_dump.display()))
@@ -750,7 +755,7 @@ fn flashing_to_a_file_writes_verifies_and_sets_that_cards_settings() {
         progress: false,
     })
     .unwrap_err();
-    assert!(err.to_string().contains("not a hostname"), "{err}");
+    assert_says(&err.to_string(), &["not a hostname"]);
     assert!(!untouched.exists());
 }
 
@@ -777,14 +782,14 @@ fn flash_refuses_the_mounted_root_disk_even_when_forced() {
         let err = flash::check_device(&dev, force, &view)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("refusing to write"), "{err}");
-        assert!(
-            err.contains("in use") && err.contains("mounted at /"),
-            "{err}"
-        );
-        assert!(
-            err.contains("holds this machine's root filesystem"),
-            "{err}"
+        assert_says(
+            &err,
+            &[
+                "refusing to write",
+                "in use",
+                "mounted at /",
+                "holds this machine's root filesystem",
+            ],
         );
     }
 }
@@ -811,10 +816,7 @@ fn flash_refuses_a_non_removable_disk_unless_forced() {
     let err = flash::check_device(&dev, false, &view)
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("not a removable disk") && err.contains("--force"),
-        "{err}"
-    );
+    assert_says(&err, &["not a removable disk", "--force"]);
     // Forced, it passes the checks (nothing is written here).
     assert!(matches!(
         flash::check_device(&dev, true, &view),
@@ -832,11 +834,7 @@ fn a_base_older_than_bookworm_is_refused_with_the_reason_and_no_output() {
     let err = bake::build(&opts).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, BuildError::Base(_)), "{msg}");
-    assert!(msg.contains("Debian 11 (bullseye)"), "{msg}");
-    assert!(
-        msg.contains("glibc 2.34") && msg.contains("Bookworm"),
-        "{msg}"
-    );
+    assert_says(&msg, &["Debian 11 (bullseye)", "glibc 2.34", "Bookworm"]);
     assert!(!opts.out.exists(), "the half-built output is removed");
     let out = Command::new(env!("CARGO_BIN_EXE_bramble-image"))
         .arg("build")
@@ -852,7 +850,7 @@ fn a_base_older_than_bookworm_is_refused_with_the_reason_and_no_output() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Bookworm (Debian 12) or newer"), "{stderr}");
+    assert_says(&stderr, &["Bookworm (Debian 12) or newer"]);
 }
 
 #[test]
@@ -870,7 +868,7 @@ fn host_binaries_and_secrets_are_refused_before_the_base_is_touched() {
     let mut opts = fx.options(&fx.base, "x86.img");
     opts.binaries = Some(x86);
     let err = bake::build(&opts).unwrap_err().to_string();
-    assert!(err.contains("not an aarch64 executable"), "{err}");
+    assert_says(&err, &["not an aarch64 executable"]);
     assert!(!opts.out.exists());
 
     // The secret check compares contents, whatever the path.
@@ -883,7 +881,7 @@ fn host_binaries_and_secrets_are_refused_before_the_base_is_touched() {
     let err = payload::check_no_secrets(&sneaky, &fx.cluster)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("ca.key"), "{err}");
+    assert_says(&err, &["ca.key"]);
     let op = std::fs::read(fx.cluster.join("operator.pem")).unwrap();
     let err = payload::check_no_secrets(
         &[bramble_image::ext4::Edit::file("/x", op, 0o644)],
@@ -891,7 +889,7 @@ fn host_binaries_and_secrets_are_refused_before_the_base_is_touched() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("operator.pem"), "{err}");
+    assert_says(&err, &["operator.pem"]);
 
     // The base is only ever read.
     let before = bramble_image::imagefile::sha256_file(&fx.base).unwrap();
@@ -929,10 +927,7 @@ fn debian_route_without_its_recipe_says_what_is_missing() {
     })
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("image/debian/mkbase.sh") && err.contains("missing"),
-        "{err}"
-    );
+    assert_says(&err, &["image/debian/mkbase.sh", "missing"]);
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! A scriptable framework for tests: a `Scheduler` that forwards every event to the test,
 //! which then acts through the driver. Tests read like the protocol: wait for offers, launch,
-//! wait for an update.
+//! wait for an update. Also the task builders the tests share: shell commands and tasks for
+//! the tests' custom executor.
 
 use async_trait::async_trait;
 use bramble_proto::identity::Credentials;
 use bramble_proto::messages::{Filters, Offer};
-use bramble_proto::task::{CommandInfo, TaskInfo};
+use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_proto::{
     AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskState, TaskStatus,
 };
@@ -160,6 +161,13 @@ impl TestFramework {
         offer
     }
 
+    /// Waits for any offer, takes the first and drops the rest (a one-agent cluster offers one).
+    pub async fn first_offer(&mut self) -> Offer {
+        let offer = self.until("an offer", |f| f.offers.first().cloned()).await;
+        self.offers.clear();
+        offer
+    }
+
     /// Waits for the first update of `task` in a state satisfying `pred`.
     pub async fn update_where(
         &mut self,
@@ -198,6 +206,33 @@ impl TestFramework {
             .expect("launch");
     }
 
+    /// Launches the one task `task` on `offer` and waits until it is RUNNING.
+    pub async fn launch_one(&mut self, offer: &Offer, task: TaskInfo) -> TaskStatus {
+        let id = task.task_id.as_str().to_string();
+        self.launch(offer, vec![task]);
+        self.state(&id, TaskState::Running).await
+    }
+
+    /// Sends `data` to the executor `executor` on `agent` and waits for the first framework
+    /// message back; returns the executor it came from and its data.
+    pub async fn round_trip(
+        &mut self,
+        agent: &AgentId,
+        executor: &str,
+        data: &[u8],
+    ) -> (ExecutorId, Vec<u8>) {
+        self.driver
+            .send_framework_message(agent.clone(), executor.into(), data.to_vec())
+            .expect("message");
+        self.until("the executor's echo", |f| {
+            f.other.iter().find_map(|e| match e {
+                Event::Message(_, exec, data) => Some((exec.clone(), data.clone())),
+                _ => None,
+            })
+        })
+        .await
+    }
+
     /// Stops the driver (teardown unless `failover`) and waits for its run to end.
     pub async fn stop(mut self, failover: bool) {
         self.driver.stop(failover);
@@ -217,5 +252,41 @@ pub fn shell_task(offer: &Offer, id: &str, cpus: f64, mem_mib: u64, line: &str) 
         command: Some(CommandInfo::shell(line)),
         executor: None,
         data: Vec::new(),
+    }
+}
+
+/// The pid a RUNNING update of a command task or an executor carries (`"pid N"`).
+pub fn pid_of(running: &TaskStatus) -> i32 {
+    running
+        .message
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", running.message))
+}
+
+/// The tests' custom executor (`tests/src/bin/test-executor.rs`) at its built path. Only the
+/// integration tests know that path (`env!("CARGO_BIN_EXE_test-executor")`), so each holds
+/// one of these: `const EXECUTOR: TestExecutor = TestExecutor(env!(...));`.
+pub struct TestExecutor(pub &'static str);
+
+impl TestExecutor {
+    /// A task for `offer`'s agent on the one executor "test-executor"; `data` tells the
+    /// executor what to do (`sleep` runs until killed, `echo:X` finishes with X, `fail`,
+    /// `wait:PATH`), and it echoes framework messages back.
+    pub fn task(&self, offer: &Offer, id: &str, data: &str) -> TaskInfo {
+        TaskInfo {
+            task_id: id.into(),
+            name: id.into(),
+            agent_id: offer.agent_id.clone(),
+            resources: Resources::new(0.1, 16),
+            command: None,
+            executor: Some(ExecutorInfo {
+                executor_id: "test-executor".into(),
+                name: "test executor".into(),
+                command: CommandInfo::program(self.0, vec![]),
+                resources: Resources::new(0.1, 32),
+            }),
+            data: data.as_bytes().to_vec(),
+        }
     }
 }

@@ -1,12 +1,23 @@
 //! Level 3: the built binaries as real processes on loopback. Builds them once (with the same
 //! cargo and profile as the tests), starts them with their stderr captured to files, and kills
 //! them for real. Every process started here is killed when its guard drops.
+//!
+//! [`LoopbackCluster`] with [`MasterCmd`] and [`AgentCmd`] is the one place that knows the
+//! command lines and config files of `bramble-master` and `bramble-agent` in tests, so a new
+//! flag or setting is added here once rather than in every real-process test.
 
+use crate::framework::TestFramework;
+use crate::{eventually, init_logs, operator_state, TestCluster};
+use bramble_proto::identity::Role;
+use bramble_proto::messages::ClusterState;
+use bramble_proto::AgentId;
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The directory holding `bramble-master`, `bramble-agent` and `bramble`, built on first use.
 pub fn bin_dir() -> PathBuf {
@@ -54,19 +65,20 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, binary: &str, args: &[String], log_dir: &Path) -> Proc {
-        Self::spawn_with_stdout(name, binary, args, log_dir, Stdio::null())
+        Self::spawn_with(name, binary, args, &[], log_dir, Stdio::null())
     }
 
     /// Like [`Proc::spawn`], with stdout kept in `<name>.out` (see [`Proc::stdout_path`]).
     pub fn spawn_capturing(name: &str, binary: &str, args: &[String], log_dir: &Path) -> Proc {
         let out = File::create(log_dir.join(format!("{name}.out"))).expect("stdout file");
-        Self::spawn_with_stdout(name, binary, args, log_dir, Stdio::from(out))
+        Self::spawn_with(name, binary, args, &[], log_dir, Stdio::from(out))
     }
 
-    fn spawn_with_stdout(
+    fn spawn_with(
         name: &str,
         binary: &str,
         args: &[String],
+        env: &[(String, OsString)],
         log_dir: &Path,
         stdout: Stdio,
     ) -> Proc {
@@ -76,6 +88,7 @@ impl Proc {
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -96,6 +109,15 @@ impl Proc {
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits (up to `deadline`) for the process to exit on its own and returns its status.
+    pub async fn exited(&mut self, what: &str, deadline: Duration) -> ExitStatus {
+        eventually(what, deadline, || {
+            let exited = self.child.try_wait().expect("try_wait");
+            async move { exited }
+        })
+        .await
     }
 
     /// Where [`Proc::spawn_capturing`] keeps stdout.
@@ -137,4 +159,224 @@ pub fn alive(pid: i32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(false)
+}
+
+/// Settings of a `bramble-master` process: heartbeats every 200 ms and test-sized timeouts
+/// (by default a 2 s agent timeout and an allocation round every 200 ms).
+#[derive(Debug, Clone)]
+pub struct MasterCmd {
+    agent_timeout_secs: f64,
+    allocation_interval_ms: u64,
+    extra: String,
+}
+
+impl Default for MasterCmd {
+    fn default() -> Self {
+        Self {
+            agent_timeout_secs: 2.0,
+            allocation_interval_ms: 200,
+            extra: String::new(),
+        }
+    }
+}
+
+impl MasterCmd {
+    pub fn agent_timeout_secs(mut self, secs: f64) -> Self {
+        self.agent_timeout_secs = secs;
+        self
+    }
+
+    pub fn allocation_interval_ms(mut self, ms: u64) -> Self {
+        self.allocation_interval_ms = ms;
+        self
+    }
+
+    /// More lines for `master.toml`, after the defaults.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "heartbeat_interval_ms = 200\nagent_timeout_secs = {}\nallocation_interval_ms = {}\n{}",
+            self.agent_timeout_secs, self.allocation_interval_ms, self.extra
+        )
+    }
+}
+
+/// Settings of a `bramble-agent` process: its work dir (a directory under the cluster's temp
+/// dir, with its config file `<work>.toml` beside it), the resources it offers (by default
+/// 1 cpu and 256 MiB), heartbeats every 200 ms, a 1 s kill grace, no cgroups.
+#[derive(Debug, Clone)]
+pub struct AgentCmd {
+    work: String,
+    cpus: String,
+    mem_mib: u64,
+    disk_mib: Option<u64>,
+    extra: String,
+    env: Vec<(String, OsString)>,
+}
+
+impl AgentCmd {
+    pub fn new(work: &str) -> Self {
+        Self {
+            work: work.to_string(),
+            cpus: "1".into(),
+            mem_mib: 256,
+            disk_mib: None,
+            extra: String::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn cpus(mut self, cpus: &str) -> Self {
+        self.cpus = cpus.to_string();
+        self
+    }
+
+    pub fn mem_mib(mut self, mib: u64) -> Self {
+        self.mem_mib = mib;
+        self
+    }
+
+    pub fn disk_mib(mut self, mib: u64) -> Self {
+        self.disk_mib = Some(mib);
+        self
+    }
+
+    /// More lines for the agent's config file, after the defaults (top-level keys first, then
+    /// tables).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
+    }
+
+    /// An environment variable for the process.
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    fn config_text(&self) -> String {
+        format!(
+            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\n{}",
+            self.extra
+        )
+    }
+}
+
+/// A cluster of real processes on loopback: a fresh identity, the UDP port the master listens
+/// on, and the directory every process's log goes to. The master's state dir and each agent's
+/// work dir stay the same across starts, so a process started again after a SIGKILL recovers
+/// what the killed one left.
+pub struct LoopbackCluster {
+    pub test: TestCluster,
+    pub port: u16,
+    pub logs: PathBuf,
+}
+
+impl LoopbackCluster {
+    pub fn new() -> Self {
+        init_logs();
+        let test = TestCluster::new();
+        let logs = test.path("logs");
+        std::fs::create_dir_all(&logs).expect("logs dir");
+        Self {
+            test,
+            port: free_udp_port(),
+            logs,
+        }
+    }
+
+    pub fn master_addr(&self) -> SocketAddr {
+        addr(self.port)
+    }
+
+    /// Starts `bramble-master` with `cmd`'s settings; its log is `<name>.log`.
+    pub fn start_master(&self, name: &str, cmd: &MasterCmd) -> Proc {
+        let config = self.test.path("master.toml");
+        std::fs::write(&config, cmd.config_text()).expect("master config");
+        let args = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--cluster".into(),
+            self.test.cluster_dir().display().to_string(),
+            "--listen".into(),
+            self.master_addr().to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--state-dir".into(),
+            self.test.path("master-state").display().to_string(),
+        ];
+        Proc::spawn(name, "bramble-master", &args, &self.logs)
+    }
+
+    /// Where an agent started with `cmd` keeps its sandboxes and checkpoints.
+    pub fn work_dir(&self, cmd: &AgentCmd) -> PathBuf {
+        self.test.path(&cmd.work)
+    }
+
+    /// Starts `bramble-agent` with `cmd`'s settings against this cluster's master; its log is
+    /// `<name>.log`.
+    pub fn start_agent(&self, name: &str, cmd: &AgentCmd) -> Proc {
+        let config = self.test.path(&format!("{}.toml", cmd.work));
+        std::fs::write(&config, cmd.config_text()).expect("agent config");
+        let mut args: Vec<String> = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--cluster".into(),
+            self.test.cluster_dir().display().to_string(),
+            "--master".into(),
+            self.master_addr().to_string(),
+            "--work-dir".into(),
+            self.work_dir(cmd).display().to_string(),
+            "--cpus".into(),
+            cmd.cpus.clone(),
+            "--mem".into(),
+            cmd.mem_mib.to_string(),
+        ];
+        if let Some(disk) = cmd.disk_mib {
+            args.extend(["--disk".into(), disk.to_string()]);
+        }
+        args.push("--no-cgroups".into());
+        Proc::spawn_with(
+            name,
+            "bramble-agent",
+            &args,
+            &cmd.env,
+            &self.logs,
+            Stdio::null(),
+        )
+    }
+
+    /// A framework called `name` subscribed to this cluster's master.
+    pub async fn framework(&self, name: &str) -> TestFramework {
+        TestFramework::start(
+            self.master_addr(),
+            self.test.credentials(Role::Framework),
+            name,
+        )
+        .await
+    }
+
+    /// The master's state over a fresh operator connection; `None` while it does not answer.
+    pub async fn state(&self) -> Option<ClusterState> {
+        operator_state(&self.test, self.master_addr()).await.ok()
+    }
+
+    /// Waits (up to `deadline`) until the master lists a connected agent; returns its id.
+    pub async fn connected_agent(&self, deadline: Duration) -> AgentId {
+        eventually("the agent process registers", deadline, || async {
+            let s = self.state().await?;
+            s.agents.iter().find(|a| a.connected).map(|a| a.id.clone())
+        })
+        .await
+    }
+}
+
+impl Default for LoopbackCluster {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -7,17 +7,12 @@
 //! The boot id comes from a file the test controls (`BRAMBLE_BOOT_ID_FILE`), so a "reboot" is
 //! a changed line in it.
 
-use bramble_proto::identity::Role;
 use bramble_proto::messages::Offer;
-use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
-use bramble_proto::{Resources, TaskReason, TaskState};
-use bramble_tests::framework::{shell_task, TestFramework};
+use bramble_proto::{TaskReason, TaskState};
+use bramble_tests::framework::{pid_of, shell_task, TestExecutor, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::*;
-use std::fs::File;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -25,123 +20,63 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A master on loopback that keeps a silent agent for 60 s: restarts happen well within that,
 /// so the master still expects the agent's tasks when it comes back.
 struct Setup {
-    cluster: TestCluster,
-    port: u16,
-    logs: PathBuf,
+    net: LoopbackCluster,
     boot_id: PathBuf,
     _master: Proc,
 }
 
 impl Setup {
-    fn start() -> Setup {
-        init_logs();
-        let cluster = TestCluster::new();
-        let port = free_udp_port();
-        let logs = cluster.path("logs");
-        std::fs::create_dir_all(&logs).expect("logs dir");
-        let boot_id = cluster.path("boot_id");
+    /// Where every test here starts: the master, the first agent process (offering 2 cpus)
+    /// registered, and a framework holding its offer.
+    async fn start() -> (Setup, Proc, TestFramework, Offer) {
+        let net = LoopbackCluster::new();
+        let boot_id = net.test.path("boot_id");
         std::fs::write(&boot_id, "boot-1\n").expect("boot id file");
-        let config = cluster.path("master.toml");
-        std::fs::write(
-            &config,
-            "heartbeat_interval_ms = 200\nagent_timeout_secs = 60\nallocation_interval_ms = 200\n",
-        )
-        .expect("master config");
-        let args: Vec<String> = vec![
-            "--config".into(),
-            config.display().to_string(),
-            "--cluster".into(),
-            cluster.cluster_dir().display().to_string(),
-            "--listen".into(),
-            addr(port).to_string(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-            "--state-dir".into(),
-            cluster.path("master-state").display().to_string(),
-        ];
-        let master = Proc::spawn("master", "bramble-master", &args, &logs);
-        Setup {
-            cluster,
-            port,
-            logs,
+        let master = net.start_master("master", &MasterCmd::default().agent_timeout_secs(60.0));
+        let setup = Setup {
+            net,
             boot_id,
             _master: master,
-        }
+        };
+        let agent = setup.agent("agent", "2");
+        setup.agent_connected().await;
+        let mut fw = setup.net.framework("recovery").await;
+        let offer = fw.first_offer().await;
+        (setup, agent, fw, offer)
     }
 
-    fn master(&self) -> SocketAddr {
-        addr(self.port)
+    /// The agent's settings, offering `cpus`: always the same work dir, and executors and
+    /// their reconnection kept for 60 s so they outlast any outage here.
+    fn agent_cmd(&self, cpus: &str) -> AgentCmd {
+        AgentCmd::new("agent")
+            .cpus(cpus)
+            .mem_mib(512)
+            .disk_mib(1000)
+            .config(
+                "executor_idle_timeout_secs = 60\n\
+                 [recovery]\nexecutor_reconnect_timeout_secs = 60\n",
+            )
+            .env(bramble_agent::checkpoint::BOOT_ID_ENV, &self.boot_id)
     }
 
     fn work_dir(&self) -> PathBuf {
-        self.cluster.path("agent")
+        self.net.work_dir(&self.agent_cmd("2"))
     }
 
     /// Starts `bramble-agent` on the shared work dir, offering `cpus`.
     fn agent(&self, name: &str, cpus: &str) -> Proc {
-        let config = self.cluster.path("agent.toml");
-        std::fs::write(
-            &config,
-            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\nexecutor_idle_timeout_secs = 60\n\
-             [recovery]\nexecutor_reconnect_timeout_secs = 60\n",
-        )
-        .expect("agent config");
-        let args = [
-            "--config",
-            &config.display().to_string(),
-            "--cluster",
-            &self.cluster.cluster_dir().display().to_string(),
-            "--master",
-            &self.master().to_string(),
-            "--work-dir",
-            &self.work_dir().display().to_string(),
-            "--cpus",
-            cpus,
-            "--mem",
-            "512",
-            "--disk",
-            "1000",
-            "--no-cgroups",
-        ];
-        let log = self.logs.join(format!("{name}.log"));
-        let child = Command::new(bin_dir().join("bramble-agent"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env(bramble_agent::checkpoint::BOOT_ID_ENV, &self.boot_id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("starting bramble-agent");
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
+        self.net.start_agent(name, &self.agent_cmd(cpus))
     }
 
     async fn agent_connected(&self) {
-        eventually("the agent is connected to the master", WAIT, || async {
-            let s = operator_state(&self.cluster, self.master()).await.ok()?;
-            s.agents.iter().any(|a| a.connected).then_some(())
-        })
-        .await
-    }
-
-    async fn framework(&self) -> TestFramework {
-        TestFramework::start(
-            self.master(),
-            self.cluster.credentials(Role::Framework),
-            "recovery",
-        )
-        .await
+        self.net.connected_agent(WAIT).await;
     }
 
     /// Every agent log and every sandbox's stderr, for failure messages.
     fn dump(&self) -> String {
         let mut out = String::new();
         let mut files = Vec::new();
-        let mut dirs = vec![self.logs.clone(), self.work_dir().join("frameworks")];
+        let mut dirs = vec![self.net.logs.clone(), self.work_dir().join("frameworks")];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
@@ -163,7 +98,7 @@ impl Setup {
 
     /// The master's view of `task`'s state.
     async fn master_state_of(&self, task: &str) -> Option<TaskState> {
-        let s = operator_state(&self.cluster, self.master()).await.ok()?;
+        let s = self.net.state().await?;
         s.tasks
             .iter()
             .find(|t| t.id.as_str() == task)
@@ -171,23 +106,8 @@ impl Setup {
     }
 }
 
-/// A task for the test executor (`tests/src/bin/test-executor.rs`), all on one executor.
-fn executor_task(offer: &Offer, id: &str, data: &str) -> TaskInfo {
-    TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        agent_id: offer.agent_id.clone(),
-        resources: Resources::new(0.1, 16),
-        command: None,
-        executor: Some(ExecutorInfo {
-            executor_id: "test-executor".into(),
-            name: "test executor".into(),
-            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
-            resources: Resources::new(0.1, 32),
-        }),
-        data: data.as_bytes().to_vec(),
-    }
-}
+/// The test executor: every task on it runs on one executor process.
+const EXECUTOR: TestExecutor = TestExecutor(env!("CARGO_BIN_EXE_test-executor"));
 
 /// A shell line that waits for `release` to exist, then exits with `code`.
 fn wait_then_exit(release: &Path, code: i32) -> String {
@@ -209,14 +129,6 @@ impl Drop for KillGroups {
     }
 }
 
-fn pid_of(status: &bramble_proto::TaskStatus) -> i32 {
-    status
-        .message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", status.message))
-}
-
 async fn until_dead(pid: i32) {
     eventually(&format!("process {pid} ends"), WAIT, || async {
         (!alive(pid)).then_some(())
@@ -226,14 +138,9 @@ async fn until_dead(pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_framework() {
-    let setup = Setup::start();
-    let mut agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
 
-    let release = |name: &str| setup.cluster.path(name);
+    let release = |name: &str| setup.net.test.path(name);
     fw.launch(
         &offer,
         vec![
@@ -248,12 +155,12 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
                 &wait_then_exit(&release("cmd-down"), 5),
             ),
             // On the custom executor: finishes after the restart, and while the agent is down.
-            executor_task(
+            EXECUTOR.task(
                 &offer,
                 "exec",
                 &format!("wait:{}", release("exec").display()),
             ),
-            executor_task(
+            EXECUTOR.task(
                 &offer,
                 "exec-down",
                 &format!("wait:{}", release("exec-down").display()),
@@ -353,17 +260,12 @@ async fn a_sigkilled_agent_readopts_its_tasks_and_every_update_reaches_the_frame
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
-    let setup = Setup::start();
-    let mut agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
     fw.launch(
         &offer,
         vec![
             shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600"),
-            executor_task(&offer, "exec", "sleep"),
+            EXECUTOR.task(&offer, "exec", "sleep"),
         ],
     );
     let sleeper_pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
@@ -397,26 +299,19 @@ async fn after_a_reboot_the_old_tasks_are_lost_and_their_pids_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_resources_refuse_recovery_and_say_what_changed() {
-    let setup = Setup::start();
-    let mut agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
-    fw.launch(
-        &offer,
-        vec![shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600")],
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
+    let pid = pid_of(
+        &fw.launch_one(
+            &offer,
+            shell_task(&offer, "sleeper", 0.2, 16, "exec sleep 600"),
+        )
+        .await,
     );
-    let pid = pid_of(&fw.state("sleeper", TaskState::Running).await);
     let _cleanup = KillGroups(vec![pid]);
     agent.kill_hard();
 
     let mut refused = setup.agent("agent-fewer-cpus", "1");
-    let status = eventually("the agent exits", WAIT, || {
-        let exited = refused.child.try_wait().expect("try_wait");
-        async move { exited }
-    })
-    .await;
+    let status = refused.exited("the agent exits", WAIT).await;
     assert!(!status.success(), "refusal exits non-zero: {status:?}");
     let log = refused.log_text();
     assert!(log.contains("refusing to recover"), "{log}");
@@ -448,36 +343,22 @@ async fn changed_resources_refuse_recovery_and_say_what_changed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_leaves_tasks_running_for_the_next_agent() {
-    let setup = Setup::start();
-    let agent = setup.agent("agent", "2");
-    setup.agent_connected().await;
-    let mut fw = setup.framework().await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
-    let release = setup.cluster.path("release");
-    fw.launch(
-        &offer,
-        vec![shell_task(
+    let (setup, mut agent, mut fw, offer) = Setup::start().await;
+    let release = setup.net.test.path("release");
+    let pid = pid_of(
+        &fw.launch_one(
             &offer,
-            "cmd",
-            0.2,
-            16,
-            &wait_then_exit(&release, 0),
-        )],
+            shell_task(&offer, "cmd", 0.2, 16, &wait_then_exit(&release, 0)),
+        )
+        .await,
     );
-    let pid = pid_of(&fw.state("cmd", TaskState::Running).await);
     let _cleanup = KillGroups(vec![pid]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.pid()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM the agent");
-    let mut agent = agent;
-    let status = eventually("the agent exits on SIGTERM", WAIT, || {
-        let exited = agent.child.try_wait().expect("try_wait");
-        async move { exited }
-    })
-    .await;
+    let status = agent.exited("the agent exits on SIGTERM", WAIT).await;
     assert!(status.success(), "{status:?}");
     assert!(alive(pid), "SIGTERM left the task running");
     let _again = setup.agent("agent-again", "2");

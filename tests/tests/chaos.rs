@@ -77,22 +77,16 @@ impl Rng {
 }
 
 struct Cluster {
-    test: TestCluster,
-    port: u16,
-    logs: PathBuf,
+    net: LoopbackCluster,
     master: Option<Proc>,
     agents: Vec<Option<Proc>>,
     restarts: usize,
 }
 
 impl Cluster {
-    fn start(test: TestCluster) -> Cluster {
-        let logs = test.path("logs");
-        std::fs::create_dir_all(&logs).expect("logs dir");
+    fn start() -> Cluster {
         let mut c = Cluster {
-            port: free_udp_port(),
-            test,
-            logs,
+            net: LoopbackCluster::new(),
             master: None,
             agents: (0..3).map(|_| None).collect(),
             restarts: 0,
@@ -110,73 +104,35 @@ impl Cluster {
     }
 
     fn start_master(&mut self) {
-        let config = self.test.path("master.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "heartbeat_interval_ms = 200\nagent_timeout_secs = {AGENT_TIMEOUT_SECS}\n\
-                 allocation_interval_ms = 100\n"
-            ),
-        )
-        .expect("master config");
-        let args = vec![
-            "--config".into(),
-            config.display().to_string(),
-            "--cluster".into(),
-            self.test.cluster_dir().display().to_string(),
-            "--listen".into(),
-            addr(self.port).to_string(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-            "--state-dir".into(),
-            self.test.path("master-state").display().to_string(),
-        ];
+        let cmd = MasterCmd::default()
+            .agent_timeout_secs(AGENT_TIMEOUT_SECS)
+            .allocation_interval_ms(100);
         let name = self.name("master");
-        self.master = Some(Proc::spawn(&name, "bramble-master", &args, &self.logs));
+        self.master = Some(self.net.start_master(&name, &cmd));
+    }
+
+    fn agent_cmd(i: usize) -> AgentCmd {
+        AgentCmd::new(&format!("agent{i}"))
+            .mem_mib(512)
+            .config(&format!(
+                "\n[gc]\nmax_age_secs = {SANDBOX_MAX_AGE_SECS}\ninterval_secs = 1\n"
+            ))
     }
 
     fn agent_dir(&self, i: usize) -> PathBuf {
-        self.test.path(&format!("agent{i}"))
+        self.net.work_dir(&Self::agent_cmd(i))
     }
 
     fn start_agent(&mut self, i: usize) {
-        let config = self.test.path(&format!("agent{i}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "heartbeat_interval_ms = 200\nkill_grace_secs = 1\n\n\
-                 [gc]\nmax_age_secs = {SANDBOX_MAX_AGE_SECS}\ninterval_secs = 1\n"
-            ),
-        )
-        .expect("agent config");
-        let args = vec![
-            "--config".into(),
-            config.display().to_string(),
-            "--cluster".into(),
-            self.test.cluster_dir().display().to_string(),
-            "--master".into(),
-            addr(self.port).to_string(),
-            "--work-dir".into(),
-            self.agent_dir(i).display().to_string(),
-            "--cpus".into(),
-            "1".into(),
-            "--mem".into(),
-            "512".into(),
-            "--no-cgroups".into(),
-        ];
         let name = self.name(&format!("agent{i}"));
-        self.agents[i] = Some(Proc::spawn(&name, "bramble-agent", &args, &self.logs));
-    }
-
-    fn master_addr(&self) -> std::net::SocketAddr {
-        addr(self.port)
+        self.agents[i] = Some(self.net.start_agent(&name, &Self::agent_cmd(i)));
     }
 
     /// The master's state, or `None` while it is down (a dead UDP port never answers QUIC).
     async fn state(&self) -> Option<bramble_proto::messages::ClusterState> {
         tokio::time::timeout(
             Duration::from_millis(800),
-            operator_state(&self.test, self.master_addr()),
+            operator_state(&self.net.test, self.net.master_addr()),
         )
         .await
         .ok()?
@@ -296,9 +252,9 @@ fn sandboxes(cluster: &Cluster) -> Vec<PathBuf> {
 fn start_job(cluster: &Cluster, plan: &Plan, job: usize) -> Proc {
     let args: Vec<String> = vec![
         "--master".into(),
-        cluster.master_addr().to_string(),
+        cluster.net.master_addr().to_string(),
         "--cluster".into(),
-        cluster.test.cluster_dir().display().to_string(),
+        cluster.net.test.cluster_dir().display().to_string(),
         "pi".into(),
         "--terms".into(),
         plan.terms.to_string(),
@@ -307,12 +263,13 @@ fn start_job(cluster: &Cluster, plan: &Plan, job: usize) -> Proc {
         "--json".into(),
         "--journal".into(),
         cluster
+            .net
             .test
             .path(&format!("job{job}.journal"))
             .display()
             .to_string(),
     ];
-    Proc::spawn_capturing(&format!("job{job}"), "bramble", &args, &cluster.logs)
+    Proc::spawn_capturing(&format!("job{job}"), "bramble", &args, &cluster.net.logs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +294,7 @@ async fn pi_jobs_survive_random_sigkills_of_agents_and_the_master() {
         move || fault_free_bits(terms, tasks)
     });
 
-    let mut cluster = Cluster::start(TestCluster::new());
+    let mut cluster = Cluster::start();
     eventually("three agents register", Duration::from_secs(30), || async {
         (cluster.connected_agents().await? == 3).then_some(())
     })
@@ -429,7 +386,7 @@ async fn pi_jobs_survive_random_sigkills_of_agents_and_the_master() {
     }
 
     // No executor left behind once the jobs are over.
-    let root = cluster.test.path("");
+    let root = cluster.net.test.path("");
     let ours = cluster.pids();
     eventually(
         "no executor or task process left running",

@@ -10,13 +10,14 @@
 
 use bramble_proto::identity::Role;
 use bramble_proto::messages::{ClusterState, FrameworkInfo, Offer};
-use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
+use bramble_proto::task::TaskInfo;
 use bramble_proto::{FrameworkId, Resources, TaskReason, TaskState};
 use bramble_sdk::{framework_info, SchedulerConfig};
-use bramble_tests::framework::{shell_task, Event, TestFramework};
+use bramble_tests::framework::{pid_of, shell_task, Event, TestExecutor, TestFramework};
 use bramble_tests::processes::alive;
 use bramble_tests::*;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +94,44 @@ async fn start_framework(
     .await
 }
 
+/// A framework `name` that talks to the master through a relay of its own, so that
+/// [`vanish`] can silence it.
+async fn behind_relay(
+    c: &InProcessCluster,
+    name: &str,
+    failover_timeout_secs: f64,
+) -> (Relay, TestFramework) {
+    let relay = Relay::start(c.master.addr).await;
+    let fw = start_framework(c, relay.addr, info(name, failover_timeout_secs)).await;
+    (relay, fw)
+}
+
+/// A new scheduler for the framework `id`, subscribing directly; the master must keep the id.
+async fn resume(
+    c: &InProcessCluster,
+    name: &str,
+    failover_timeout_secs: f64,
+    id: &FrameworkId,
+) -> TestFramework {
+    let mut again = info(name, failover_timeout_secs);
+    again.framework_id = Some(id.clone());
+    let fw = start_framework(c, c.master.addr, again).await;
+    assert_eq!(&fw.id, id, "the master kept the id");
+    fw
+}
+
+/// One agent `agent` on a master whose offers live long, so an offer can only come back by the
+/// failover itself.
+async fn long_offers_cluster(agent: &str) -> InProcessCluster {
+    InProcessCluster::start(
+        |m| m.offer_timeout_secs = 300.0,
+        &[agent],
+        Resources::new(2.0, 1024),
+        false,
+    )
+    .await
+}
+
 /// Kills the framework the way a SIGKILL would: the relay goes silent first, so the driver's
 /// goodbye (and anything else) never reaches the master.
 async fn vanish(fw: TestFramework, relay: &Relay) {
@@ -100,36 +139,49 @@ async fn vanish(fw: TestFramework, relay: &Relay) {
     fw.stop(true).await;
 }
 
-/// A task of the test executor (`tests/src/bin/test-executor.rs`): `sleep` runs until killed,
-/// and the executor echoes framework messages back.
-fn executor_task(offer: &Offer, id: &str, data: &str) -> TaskInfo {
-    TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        agent_id: offer.agent_id.clone(),
-        resources: Resources::new(0.1, 16),
-        command: None,
-        executor: Some(ExecutorInfo {
-            executor_id: "test-executor".into(),
-            name: "test executor".into(),
-            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
-            resources: Resources::new(0.1, 32),
-        }),
-        data: data.as_bytes().to_vec(),
-    }
-}
+/// The test executor: `sleep` runs until killed, and it echoes framework messages back.
+const EXECUTOR: TestExecutor = TestExecutor(env!("CARGO_BIN_EXE_test-executor"));
 
 /// A shell line that runs until `gate` exists, then exits 0.
-fn until_exists(gate: &std::path::Path) -> String {
+fn until_exists(gate: &Path) -> String {
     format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display())
 }
 
-fn pid_of(running: &bramble_proto::TaskStatus) -> i32 {
-    running
-        .message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {:?}", running.message))
+/// The gate file that ends the task `waits`.
+fn gate(c: &InProcessCluster) -> PathBuf {
+    c.cluster.path("gate")
+}
+
+/// Launches `waits` (a shell task that runs until its [`gate`] exists) and `sleeps` (which runs
+/// until killed) on `offer`; waits until both run and every update so far is acknowledged.
+/// Returns the pid `sleeps` runs as.
+async fn launch_waits_and_sleeps(
+    c: &InProcessCluster,
+    fw: &mut TestFramework,
+    offer: &Offer,
+    sleeps: TaskInfo,
+) -> i32 {
+    assert_eq!(sleeps.task_id.as_str(), "sleeps");
+    let waits = shell_task(offer, "waits", 0.2, 32, &until_exists(&gate(c)));
+    fw.launch(offer, vec![waits, sleeps]);
+    fw.state("waits", TaskState::Running).await;
+    let pid = pid_of(&fw.state("sleeps", TaskState::Running).await);
+    all_acknowledged(c).await;
+    pid
+}
+
+/// Opens the [`gate`] while the framework is away and waits (up to `deadline`) until the
+/// master records `waits` FINISHED.
+async fn finish_waits_while_away(c: &InProcessCluster, what: &str, deadline: Duration) {
+    std::fs::write(gate(c), b"").expect("open the gate");
+    eventually(what, deadline, || async {
+        let s = state(c).await;
+        s.tasks
+            .iter()
+            .any(|t| t.id.as_str() == "waits" && t.state == TaskState::Finished)
+            .then_some(())
+    })
+    .await;
 }
 
 /// Waits until the agents hold no unacknowledged update: the framework acknowledged every
@@ -164,43 +216,19 @@ fn framework<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_id() {
-    // Offers live long here, so an offer can only come back by the failover itself.
-    let c = InProcessCluster::start(
-        |m| m.offer_timeout_secs = 300.0,
-        &["fo-a"],
-        Resources::new(2.0, 1024),
-        false,
-    )
-    .await;
-    let relay = Relay::start(c.master.addr).await;
-    let mut a = start_framework(&c, relay.addr, info("phoenix", 30.0)).await;
+    let c = long_offers_cluster("fo-a").await;
+    let (relay, mut a) = behind_relay(&c, "phoenix", 30.0).await;
     let id = a.id.clone();
     let offer = a.offer_from("fo-a").await;
-    let gate = c.cluster.path("gate");
-    a.launch(
-        &offer,
-        vec![
-            shell_task(&offer, "waits", 0.2, 32, &until_exists(&gate)),
-            executor_task(&offer, "sleeps", "sleep"),
-        ],
-    );
-    a.state("waits", TaskState::Running).await;
-    let executor_pid = pid_of(&a.state("sleeps", TaskState::Running).await);
-    all_acknowledged(&c).await;
+    let sleeps = EXECUTOR.task(&offer, "sleeps", "sleep");
+    let executor_pid = launch_waits_and_sleeps(&c, &mut a, &offer, sleeps).await;
     vanish(a, &relay).await;
 
     // While nobody listens, one task finishes: the agent keeps its update until it is acked.
-    std::fs::write(&gate, b"").expect("open the gate");
-    eventually(
+    finish_waits_while_away(
+        &c,
         "the master records waits FINISHED, not yet acknowledged",
         Duration::from_secs(20),
-        || async {
-            let s = state(&c).await;
-            s.tasks
-                .iter()
-                .any(|t| t.id.as_str() == "waits" && t.state == TaskState::Finished)
-                .then_some(())
-        },
     )
     .await;
     assert!(c.agents[0].view().await.expect("view").pending_updates >= 1);
@@ -213,10 +241,7 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
     assert!(alive(executor_pid), "its executor keeps running");
 
     // A new scheduler with the same framework id takes over.
-    let mut again = info("phoenix", 30.0);
-    again.framework_id = Some(id.clone());
-    let mut b = start_framework(&c, c.master.addr, again).await;
-    assert_eq!(b.id, id, "the master kept the id");
+    let mut b = resume(&c, "phoenix", 30.0, &id).await;
     assert!(
         b.other.iter().all(|e| !matches!(e, Event::Error(_))),
         "{:?}",
@@ -244,20 +269,8 @@ async fn a_scheduler_killed_mid_job_is_resumed_by_a_new_one_with_its_framework_i
     })
     .await;
     // Messages from its executor reach the new scheduler.
-    b.driver
-        .send_framework_message(
-            offer.agent_id.clone(),
-            "test-executor".into(),
-            b"ping".to_vec(),
-        )
-        .expect("message");
     let echo = b
-        .until("the executor's echo", |f| {
-            f.other.iter().find_map(|e| match e {
-                Event::Message(_, exec, data) => Some((exec.clone(), data.clone())),
-                _ => None,
-            })
-        })
+        .round_trip(&offer.agent_id, "test-executor", b"ping")
         .await;
     assert_eq!(echo.1, b"echo:ping", "from {}", echo.0);
     // It can act on its inherited task.
@@ -276,17 +289,8 @@ async fn stop_with_failover_keeps_the_tasks_and_a_new_driver_picks_them_up() {
     let mut a = start_framework(&c, c.master.addr, info("clean", CLEAN_TIMEOUT)).await;
     let id = a.id.clone();
     let offer = a.offer_from("fo-b").await;
-    let gate = c.cluster.path("gate");
-    a.launch(
-        &offer,
-        vec![
-            shell_task(&offer, "waits", 0.2, 32, &until_exists(&gate)),
-            shell_task(&offer, "sleeps", 0.2, 32, "exec sleep 600"),
-        ],
-    );
-    a.state("waits", TaskState::Running).await;
-    let sleeper = pid_of(&a.state("sleeps", TaskState::Running).await);
-    all_acknowledged(&c).await;
+    let sleeps = shell_task(&offer, "sleeps", 0.2, 32, "exec sleep 600");
+    let sleeper = launch_waits_and_sleeps(&c, &mut a, &offer, sleeps).await;
     a.stop(true).await;
     let stopped = Instant::now();
     eventually(
@@ -298,27 +302,17 @@ async fn stop_with_failover_keeps_the_tasks_and_a_new_driver_picks_them_up() {
         },
     )
     .await;
-    std::fs::write(&gate, b"").expect("open the gate");
-    eventually(
+    finish_waits_while_away(
+        &c,
         "waits finishes while the framework is away",
         Duration::from_secs(10),
-        || async {
-            let s = state(&c).await;
-            s.tasks
-                .iter()
-                .any(|t| t.id.as_str() == "waits" && t.state == TaskState::Finished)
-                .then_some(())
-        },
     )
     .await;
     assert!(
         stopped.elapsed() < Duration::from_secs_f64(CLEAN_TIMEOUT),
         "the test is too slow to come back within the failover timeout"
     );
-    let mut again = info("clean", CLEAN_TIMEOUT);
-    again.framework_id = Some(id.clone());
-    let mut b = start_framework(&c, c.master.addr, again).await;
-    assert_eq!(b.id, id);
+    let mut b = resume(&c, "clean", CLEAN_TIMEOUT, &id).await;
     assert!(b.state("waits", TaskState::Finished).await.uuid.is_some());
     b.offer_from("fo-b").await;
     // Back in time, so the timeout no longer runs: watch past the moment it would have
@@ -345,17 +339,18 @@ async fn past_the_failover_timeout_the_tasks_are_killed_and_the_framework_remove
     const TIMEOUT: f64 = 1.0;
     let c = InProcessCluster::start(|_| {}, &["fo-c"], Resources::new(2.0, 1024), false).await;
     // One framework dies silently, one stops cleanly with failover; both stay away.
-    let relay = Relay::start(c.master.addr).await;
-    let mut silent = start_framework(&c, relay.addr, info("silent", TIMEOUT)).await;
+    let (relay, mut silent) = behind_relay(&c, "silent", TIMEOUT).await;
     let mut clean = start_framework(&c, c.master.addr, info("clean", TIMEOUT)).await;
     let mut pids = Vec::new();
     for fw in [&mut silent, &mut clean] {
         let offer = fw.offer_from("fo-c").await;
-        fw.launch(
-            &offer,
-            vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
-        );
-        pids.push(pid_of(&fw.state("sleeper", TaskState::Running).await));
+        let running = fw
+            .launch_one(
+                &offer,
+                shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600"),
+            )
+            .await;
+        pids.push(pid_of(&running));
     }
     let ids = [silent.id.clone(), clean.id.clone()];
     vanish(silent, &relay).await;
@@ -413,24 +408,13 @@ async fn past_the_failover_timeout_the_tasks_are_killed_and_the_framework_remove
 /// the new scheduler; they must come back to it on failover, not only after the offer timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_come_back_to_the_scheduler_that_replaced_a_silently_dead_one() {
-    // Offers live long here, so an offer can only come back by the failover itself.
-    let c = InProcessCluster::start(
-        |m| m.offer_timeout_secs = 300.0,
-        &["fo-d"],
-        Resources::new(2.0, 1024),
-        false,
-    )
-    .await;
-    let relay = Relay::start(c.master.addr).await;
-    let mut a = start_framework(&c, relay.addr, info("offered", 30.0)).await;
+    let c = long_offers_cluster("fo-d").await;
+    let (relay, mut a) = behind_relay(&c, "offered", 30.0).await;
     let id = a.id.clone();
     // The scheduler holds an offer, unanswered, when it dies.
     let held = a.offer_from("fo-d").await;
     vanish(a, &relay).await;
-    let mut again = info("offered", 30.0);
-    again.framework_id = Some(id.clone());
-    let mut b = start_framework(&c, c.master.addr, again).await;
-    assert_eq!(b.id, id);
+    let mut b = resume(&c, "offered", 30.0, &id).await;
     let offer = b.offer_from("fo-d").await;
     assert_ne!(offer.id, held.id, "a new offer");
     assert_eq!(

@@ -4,7 +4,7 @@
 
 use bramble_proto::messages::Filters;
 use bramble_proto::{OfferId, PortRange, Resources, TaskReason, TaskState};
-use bramble_tests::framework::shell_task;
+use bramble_tests::framework::{shell_task, TestExecutor};
 use bramble_tests::*;
 use std::time::Duration;
 
@@ -194,11 +194,11 @@ async fn explicit_and_implicit_reconciliation_report_what_the_master_knows() {
     let c = cluster_with_agents(&["pi-a"], Resources::new(1.0, 256), false).await;
     let mut fw = c.framework("reconciler").await;
     let offer = fw.offer_from("pi-a").await;
-    fw.launch(
+    fw.launch_one(
         &offer,
-        vec![shell_task(&offer, "sleeper", 0.1, 16, "exec sleep 600")],
-    );
-    fw.state("sleeper", TaskState::Running).await;
+        shell_task(&offer, "sleeper", 0.1, 16, "exec sleep 600"),
+    )
+    .await;
     let before = fw.updates.len();
 
     fw.driver
@@ -273,27 +273,7 @@ async fn a_task_over_its_memory_limit_fails_and_its_neighbour_keeps_running() {
     c.shutdown().await;
 }
 
-fn custom_task(
-    offer: &bramble_proto::messages::Offer,
-    id: &str,
-    data: &str,
-) -> bramble_proto::task::TaskInfo {
-    use bramble_proto::task::{CommandInfo, ExecutorInfo};
-    bramble_proto::task::TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        agent_id: offer.agent_id.clone(),
-        resources: Resources::new(0.1, 16),
-        command: None,
-        executor: Some(ExecutorInfo {
-            executor_id: "test-executor".into(),
-            name: "test executor".into(),
-            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
-            resources: Resources::new(0.1, 32),
-        }),
-        data: data.as_bytes().to_vec(),
-    }
-}
+const EXECUTOR: TestExecutor = TestExecutor(env!("CARGO_BIN_EXE_test-executor"));
 
 #[tokio::test]
 async fn a_custom_executor_runs_many_tasks_and_messages_flow_both_ways() {
@@ -303,9 +283,9 @@ async fn a_custom_executor_runs_many_tasks_and_messages_flow_both_ways() {
     fw.launch(
         &offer,
         vec![
-            custom_task(&offer, "t1", "echo:3.14"),
-            custom_task(&offer, "t2", "sleep"),
-            custom_task(&offer, "t3", "fail"),
+            EXECUTOR.task(&offer, "t1", "echo:3.14"),
+            EXECUTOR.task(&offer, "t2", "sleep"),
+            EXECUTOR.task(&offer, "t3", "fail"),
         ],
     );
     let t1 = fw.terminal("t1").await;
@@ -325,22 +305,8 @@ async fn a_custom_executor_runs_many_tasks_and_messages_flow_both_ways() {
     assert_eq!(running.message, t1_running.message, "same executor pid");
 
     // Scheduler → executor → scheduler.
-    fw.driver
-        .send_framework_message(
-            offer.agent_id.clone(),
-            "test-executor".into(),
-            b"ping".to_vec(),
-        )
-        .expect("message");
     let reply = fw
-        .until("the executor's echo", |f| {
-            f.other.iter().find_map(|e| match e {
-                bramble_tests::framework::Event::Message(_, exec, data) => {
-                    Some((exec.clone(), data.clone()))
-                }
-                _ => None,
-            })
-        })
+        .round_trip(&offer.agent_id, "test-executor", b"ping")
         .await;
     assert_eq!(reply.0.as_str(), "test-executor");
     assert_eq!(reply.1, b"echo:ping");
@@ -354,7 +320,7 @@ async fn a_custom_executor_runs_many_tasks_and_messages_flow_both_ways() {
             .any(|e| e.as_str() == "test-executor"),
         "{offer:?}"
     );
-    fw.launch(&offer, vec![custom_task(&offer, "t4", "echo:again")]);
+    fw.launch(&offer, vec![EXECUTOR.task(&offer, "t4", "echo:again")]);
     assert_eq!(fw.terminal("t4").await.data, b"again");
 
     fw.driver.kill_task("t2".into()).expect("kill");

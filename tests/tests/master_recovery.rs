@@ -11,20 +11,13 @@ use bramble_master::server::MasterHandle;
 use bramble_proto::identity::Role;
 use bramble_proto::messages::ClusterState;
 use bramble_proto::{Resources, TaskId, TaskReason, TaskState};
-use bramble_tests::framework::{shell_task, Event, TestFramework};
+use bramble_tests::framework::{pid_of, shell_task, Event, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn pid_of(message: &str) -> i32 {
-    message
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("RUNNING carries the pid: {message:?}"))
-}
 
 /// Starts a master like the first one (same state dir) on the address the first one had.
 async fn restart_master(
@@ -82,8 +75,10 @@ async fn a_restarted_master_keeps_running_tasks_and_frameworks_reconcile_against
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
     let offer = fw.offer_from("pi-a").await;
     let line = format!("exec head -c 1 {}", fifo.display());
-    fw.launch(&offer, vec![shell_task(&offer, "long", 0.5, 32, &line)]);
-    let pid = pid_of(&fw.state("long", TaskState::Running).await.message);
+    let pid = pid_of(
+        &fw.launch_one(&offer, shell_task(&offer, "long", 0.5, 32, &line))
+            .await,
+    );
     let agent_id = offer.agent_id.clone();
 
     let addr = master.addr;
@@ -190,11 +185,11 @@ async fn an_agent_that_does_not_return_after_a_master_restart_has_its_tasks_lost
     let mut fw =
         TestFramework::start(master.addr, cluster.credentials(Role::Framework), "orphan").await;
     let offer = fw.offer_from("pi-gone").await;
-    fw.launch(
+    fw.launch_one(
         &offer,
-        vec![shell_task(&offer, "doomed", 0.5, 32, "exec sleep 600")],
-    );
-    fw.state("doomed", TaskState::Running).await;
+        shell_task(&offer, "doomed", 0.5, 32, "exec sleep 600"),
+    )
+    .await;
 
     let addr = master.addr;
     master.kill().await;
@@ -275,98 +270,35 @@ async fn an_agent_that_does_not_return_after_a_master_restart_has_its_tasks_lost
 // ---------------------------------------------------------------------------------------------
 // Real processes
 
-fn master_args(cluster: &TestCluster, port: u16) -> Vec<String> {
-    let config = cluster.path("master.toml");
-    std::fs::write(
-        &config,
-        "heartbeat_interval_ms = 200\nagent_timeout_secs = 2\nallocation_interval_ms = 200\nagent_reregistration_timeout_secs = 30\n",
-    )
-    .expect("master config");
-    vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--cluster".into(),
-        cluster.cluster_dir().display().to_string(),
-        "--listen".into(),
-        addr(port).to_string(),
-        "--http".into(),
-        "127.0.0.1:0".into(),
-        "--state-dir".into(),
-        cluster.path("master-state").display().to_string(),
-    ]
-}
-
-fn agent_args(cluster: &TestCluster, port: u16, name: &str) -> Vec<String> {
-    let config = cluster.path(&format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        "heartbeat_interval_ms = 200\nkill_grace_secs = 1\n",
-    )
-    .expect("agent config");
-    vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--cluster".into(),
-        cluster.cluster_dir().display().to_string(),
-        "--master".into(),
-        addr(port).to_string(),
-        "--work-dir".into(),
-        cluster.path(name).display().to_string(),
-        "--cpus".into(),
-        "1".into(),
-        "--mem".into(),
-        "256".into(),
-        "--no-cgroups".into(),
-    ]
+/// A master that waits 30 s for agents to re-register after a restart.
+fn master_cmd() -> MasterCmd {
+    MasterCmd::default().config("agent_reregistration_timeout_secs = 30\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_with_sigkill_comes_back_without_killing_the_running_task() {
-    init_logs();
-    let cluster = TestCluster::new();
-    let port = free_udp_port();
-    let logs = cluster.path("logs");
-    std::fs::create_dir_all(&logs).expect("logs dir");
-    let mut master = Proc::spawn(
-        "master",
-        "bramble-master",
-        &master_args(&cluster, port),
-        &logs,
+    let net = LoopbackCluster::new();
+    let mut master = net.start_master("master", &master_cmd());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1"));
+    let agent_id = net.connected_agent(WAIT).await;
+    let mut fw = net.framework("steady").await;
+    let offer = fw.first_offer().await;
+    let pid = pid_of(
+        &fw.launch_one(
+            &offer,
+            shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600"),
+        )
+        .await,
     );
-    let _agent = Proc::spawn(
-        "agent",
-        "bramble-agent",
-        &agent_args(&cluster, port, "agent1"),
-        &logs,
-    );
-    let agent_id = eventually("the agent process registers", WAIT, || async {
-        let s = operator_state(&cluster, addr(port)).await.ok()?;
-        s.agents.iter().find(|a| a.connected).map(|a| a.id.clone())
-    })
-    .await;
-    let mut fw =
-        TestFramework::start(addr(port), cluster.credentials(Role::Framework), "steady").await;
-    let offer = fw.until("an offer", |f| f.offers.first().cloned()).await;
-    fw.offers.clear();
-    fw.launch(
-        &offer,
-        vec![shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600")],
-    );
-    let pid = pid_of(&fw.state("sleeper", TaskState::Running).await.message);
 
     master.kill_hard();
-    let _master = Proc::spawn(
-        "master-again",
-        "bramble-master",
-        &master_args(&cluster, port),
-        &logs,
-    );
+    let _master = net.start_master("master-again", &master_cmd());
     let restarted = Instant::now();
     eventually(
         "the agent re-registers with the restarted master, its task RUNNING",
         WAIT,
         || async {
-            let s = operator_state(&cluster, addr(port)).await.ok()?;
+            let s = net.state().await?;
             let back = s.agents.iter().any(|a| a.id == agent_id && a.connected);
             let running = s
                 .tasks

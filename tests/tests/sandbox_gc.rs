@@ -12,9 +12,8 @@ use bramble_agent::gc::{DiskUsage, GcPolicy};
 use bramble_agent::AgentHandle;
 use bramble_master::server::MasterHandle;
 use bramble_proto::identity::Role;
-use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_proto::{FrameworkId, Resources, TaskId, TaskReason, TaskState};
-use bramble_tests::framework::{shell_task, TestFramework};
+use bramble_tests::framework::{shell_task, TestExecutor, TestFramework};
 use bramble_tests::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -419,7 +418,7 @@ async fn tasks_run_as_the_task_user_and_cannot_write_the_agents_meta_dir() {
 
     // A custom executor runs as the user too, and can still reach the agent's socket.
     let offer = s.fw.offer_from("pi-user").await;
-    s.fw.launch(&offer, vec![custom_task(&offer, "exec-sleep", "sleep")]);
+    s.fw.launch(&offer, vec![EXECUTOR.task(&offer, "exec-sleep", "sleep")]);
     let running = s.fw.state("exec-sleep", TaskState::Running).await;
     let pid = running
         .message
@@ -442,20 +441,5 @@ async fn tasks_run_as_the_task_user_and_cannot_write_the_agents_meta_dir() {
     drop(user);
 }
 
-/// A task for the tests' custom executor (`tests/src/bin/test-executor.rs`).
-fn custom_task(offer: &bramble_proto::messages::Offer, id: &str, data: &str) -> TaskInfo {
-    TaskInfo {
-        task_id: id.into(),
-        name: id.into(),
-        agent_id: offer.agent_id.clone(),
-        resources: Resources::new(0.1, 16),
-        command: None,
-        executor: Some(ExecutorInfo {
-            executor_id: "test-executor".into(),
-            name: "test executor".into(),
-            command: CommandInfo::program(env!("CARGO_BIN_EXE_test-executor"), vec![]),
-            resources: Resources::new(0.1, 32),
-        }),
-        data: data.as_bytes().to_vec(),
-    }
-}
+/// The tests' custom executor (`tests/src/bin/test-executor.rs`).
+const EXECUTOR: TestExecutor = TestExecutor(env!("CARGO_BIN_EXE_test-executor"));
