@@ -137,6 +137,10 @@ struct TaskEntry {
     /// The master (not the agent) resends `terminal` until it is acknowledged: a LOST the
     /// master made itself, or the unacknowledged end of a task whose agent was removed.
     resend_by_master: bool,
+    /// A kill was asked for: resent whenever the agent (re-)registers still running the task,
+    /// since a KillTask sent while its link was dropping is lost with the connection. In
+    /// memory only: a master restart forgets it (the store's format is unchanged).
+    kill_requested: bool,
     reason: Option<TaskReason>,
     /// Unix times, for operators: launched by the master, RUNNING and terminal on the agent.
     launched_at: f64,
@@ -171,6 +175,7 @@ impl TaskEntry {
             message: r.message,
             terminal: r.terminal,
             resend_by_master: r.resend_by_master,
+            kill_requested: false,
             reason: r.reason,
             launched_at: r.launched_at,
             started_at: r.started_at,
@@ -710,9 +715,20 @@ impl Master {
                 .frameworks
                 .get(&rt.framework_id)
                 .and_then(|f| f.tasks.get(&rt.task.task_id))
-                .filter(|t| !t.state.is_terminal() && &t.info.agent_id == agent_id)
-                .is_some();
-            if known {
+                .filter(|t| !t.state.is_terminal() && &t.info.agent_id == agent_id);
+            let kill_pending = known.is_some_and(|t| t.kill_requested);
+            if known.is_some() {
+                if kill_pending {
+                    info!(agent = %agent_id, framework = %rt.framework_id, task = %rt.task.task_id,
+                        "agent still runs a task whose kill was requested; sending the kill again");
+                    self.send_agent(
+                        agent_id,
+                        MasterToAgent::KillTask {
+                            framework_id: rt.framework_id.clone(),
+                            task_id: rt.task.task_id.clone(),
+                        },
+                    );
+                }
                 let res = rt.task.resources.clone();
                 if let Err(e) = self
                     .allocator
@@ -1348,6 +1364,7 @@ impl Master {
                         message: String::new(),
                         terminal: None,
                         resend_by_master: false,
+                        kill_requested: false,
                         reason: None,
                         launched_at: bramble_proto::unix_now(),
                         started_at: None,
@@ -1664,9 +1681,14 @@ impl Master {
     fn kill(&mut self, fw: &FrameworkId, task_id: &TaskId) {
         let target = self
             .frameworks
-            .get(fw)
-            .and_then(|f| f.tasks.get(task_id))
-            .map(|t| (t.info.agent_id.clone(), t.state));
+            .get_mut(fw)
+            .and_then(|f| f.tasks.get_mut(task_id))
+            .map(|t| {
+                if !t.state.is_terminal() {
+                    t.kill_requested = true;
+                }
+                (t.info.agent_id.clone(), t.state)
+            });
         match target {
             Some((agent, state)) if !state.is_terminal() => {
                 info!(framework = %fw, task = %task_id, agent = %agent, "killing task");
@@ -2204,6 +2226,80 @@ mod tests {
         assert!(matches!(fw.try_recv(), Ok(MasterEvent::Subscribed { .. })));
         // Nothing changed since: the next batch is empty.
         assert!(m.take_writes().is_empty());
+    }
+
+    #[test]
+    fn a_kill_lost_with_the_agents_connection_is_sent_again_when_it_re_registers() {
+        let now = Instant::now();
+        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        m.recover(recovered(&["sleeper", "other"]), now);
+        let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        let running = |id: &str| RunningTask {
+            framework_id: FrameworkId("fw1".into()),
+            task: task_info(id),
+            state: TaskState::Running,
+        };
+        let mut agent = connect_agent(&mut m, 1, now);
+        register(
+            &mut m,
+            1,
+            "a1",
+            vec![running("sleeper"), running("other")],
+            now,
+        );
+        m.end_burst(now);
+        m.take_writes();
+        m.flush_outbox();
+        drain(&mut agent);
+
+        // The kill goes out on a connection that is already dead (the agent never sees it).
+        m.handle(
+            Input::FromScheduler {
+                conn: 2,
+                call: SchedulerCall::Kill {
+                    task_id: TaskId("sleeper".into()),
+                },
+            },
+            now,
+        );
+        m.end_burst(now);
+        m.take_writes();
+        m.flush_outbox();
+        let lost_with_link = drain(&mut agent);
+        assert!(
+            lost_with_link.iter().any(|msg| matches!(msg, MasterToAgent::KillTask { task_id, .. } if task_id.as_str() == "sleeper")),
+            "{lost_with_link:?}"
+        );
+        drop(agent);
+        m.handle(
+            Input::Disconnected {
+                conn: 1,
+                reason: "link dropped".into(),
+                graceful: false,
+            },
+            now,
+        );
+
+        // Back on a new connection, still running it: the kill is sent again, and only it.
+        let mut agent = connect_agent(&mut m, 3, now);
+        register(
+            &mut m,
+            3,
+            "a1",
+            vec![running("sleeper"), running("other")],
+            now,
+        );
+        m.end_burst(now);
+        m.take_writes();
+        m.flush_outbox();
+        let kills: Vec<String> = drain(&mut agent)
+            .into_iter()
+            .filter_map(|msg| match msg {
+                MasterToAgent::KillTask { task_id, .. } => Some(task_id.as_str().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kills, vec!["sleeper".to_string()]);
     }
 
     #[test]
