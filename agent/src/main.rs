@@ -12,16 +12,14 @@ use anyhow::{bail, Context};
 use bramble_agent::config::{self, AgentConfig, DEFAULT_CONFIG_PATH};
 use bramble_agent::master_link::MasterLocator;
 use bramble_agent::{resources, AgentOptions, RecoveryOptions};
-use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::identity::Role;
+use bramble_proto::startup;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 
+/// Bramble agent: runs the cluster's tasks on this node
 #[derive(Debug, Parser)]
-#[command(
-    name = "bramble-agent",
-    version,
-    about = "Bramble agent: runs the cluster's tasks on this node"
-)]
+#[command(name = "bramble-agent", version)]
 struct Args {
     /// Cluster directory (CA certificate, node certificate and key).
     #[arg(long)]
@@ -54,11 +52,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let explicit = args.config.is_some();
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let (path, explicit) = startup::config_file(args.config.as_deref(), DEFAULT_CONFIG_PATH);
     let mut cfg = config::load_optional(&path, explicit)?;
     apply_flags(&mut cfg, &args);
     if let Err((key, message)) = cfg.validate() {
@@ -68,12 +62,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     bramble_proto::logging::init(cfg.log.as_deref());
-    let creds = Credentials::load(&cfg.cluster, Role::Node).with_context(|| {
-        format!(
-            "loading the node certificate from {}",
-            cfg.cluster.display()
-        )
-    })?;
+    let creds = startup::credentials(&cfg.cluster, Role::Node)?;
     let opts = options(&cfg, &path, &creds.cluster_id, !args.no_cgroups)?;
     let recovery = RecoveryOptions {
         compare_disk: cfg.disk.is_some(),

@@ -2,7 +2,7 @@
 //! as JSON so the scripts under `bench/` can compute ratios against a control measured in the
 //! same run (this machine is shared and noisy; absolute times mean little).
 
-use crate::pi::kernel::{chunks, combine, leibniz_range};
+use bramble_frameworks::pi::kernel::{chunks, combine, leibniz_range};
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,7 +78,7 @@ pub struct TasksReport {
 
 mod tiny {
     use super::TaskPath;
-    use crate::pi::PiChunk;
+    use bramble_frameworks::pi::PiChunk;
     use bramble_sdk::{
         async_trait, CommandInfo, ExecutorInfo, Filters, Offer, Resources, Scheduler,
         SchedulerDriver, TaskInfo, TaskState, TaskStatus,

@@ -2,10 +2,10 @@
 //! a master and N agents in this process talking real QUIC with mutual TLS, and real executor
 //! processes — runs the pi job on it and tears everything down again.
 
-use crate::pi::scheduler::{initial_progress, run_pi, PiJob, PiResult};
 use anyhow::Context;
 use bramble_agent::master_link::MasterLocator;
 use bramble_agent::AgentOptions;
+use bramble_frameworks::pi::scheduler::{initial_progress, run_pi, PiJob, PiResult};
 use bramble_master::config::MasterConfig;
 use bramble_proto::identity::{init_cluster, Credentials, Role};
 use bramble_proto::task::CommandInfo;

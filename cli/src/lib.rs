@@ -1,14 +1,13 @@
-//! The `bramble` command's library: the built-in frameworks (pi, factorial, hello, http),
-//! their executors, the operator's connection to the master, and the throwaway demo cluster.
-//! `main.rs` only parses arguments and calls in here.
+//! The `bramble` command's library: the operator's connection to the master, the throwaway
+//! demo cluster, the bench harness and the progress bar. The built-in frameworks and their
+//! executors live in `bramble-frameworks`; `main.rs` only parses arguments and hands each
+//! subcommand to its module under `commands/`.
 
 pub mod bench;
 pub mod demo;
 pub mod display;
-pub mod frameworks;
 pub mod node;
 pub mod operator;
 pub mod ops;
-pub mod pi;
 pub mod progress;
 pub mod run;

@@ -1,25 +1,19 @@
-//! `bramble`: the operator's command line. Thin glue over the `bramble` library.
+//! `bramble`: the operator's command line. Parses the arguments and hands each subcommand to
+//! its module under `commands/`, which does the work through the libraries and prints.
 
-mod cluster;
+mod commands;
 
-use anyhow::{bail, Context};
-use bramble::demo::{self, DemoOptions};
-use bramble::frameworks;
-use bramble::operator::OperatorClient;
-use bramble::ops;
-use bramble_proto::task::CommandInfo;
-use bramble_proto::{FrameworkId, Resources, TaskId, TaskState};
-use bramble_sdk::{framework_info, Credentials, Role, SchedulerConfig};
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
+use commands::bench::BenchKind;
+use commands::cluster::ClusterCommand;
+use commands::executor::ExecutorKind;
+use commands::state::View;
+use commands::Target;
 use std::path::PathBuf;
 
+/// Bramble: a cluster kernel for Raspberry Pi clusters
 #[derive(Debug, Parser)]
-#[command(
-    name = "bramble",
-    version,
-    about = "Bramble: a cluster kernel for Raspberry Pi clusters"
-)]
+#[command(name = "bramble", version)]
 struct Cli {
     /// The master's host:port (default: $BRAMBLE_MASTER, else found by mDNS).
     #[arg(long, global = true, env = "BRAMBLE_MASTER")]
@@ -41,7 +35,7 @@ enum Command {
     /// Create or inspect a cluster identity (CA and role certificates).
     Cluster {
         #[command(subcommand)]
-        command: cluster::ClusterCommand,
+        command: ClusterCommand,
     },
     /// Bring up a throwaway cluster on loopback, compute pi on it, tear it down.
     Demo {
@@ -128,7 +122,7 @@ enum Command {
         #[arg(long)]
         fresh: bool,
         /// Seconds the master keeps the job's tasks running while this command is gone.
-        #[arg(long, default_value_t = bramble::pi::command::DEFAULT_FAILOVER_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = commands::pi::DEFAULT_FAILOVER_TIMEOUT_SECS)]
         failover_timeout: f64,
     },
     /// n! for each number, exactly, one task each; printed in the order given.
@@ -186,40 +180,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum BenchKind {
-    /// The pi kernel on plain threads, no cluster: the control for the pi job.
-    Kernel {
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        #[arg(long, default_value = "1e10", value_parser = parse_count)]
-        terms: u64,
-        #[arg(long, default_value = "64", value_parser = parse_count)]
-        tasks: u64,
-        /// Accepted for symmetry with the other commands; the output is always JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Tiny tasks through a throwaway cluster: tasks/s and launch→FINISHED latency.
-    Tasks {
-        #[arg(long, default_value = "10000", value_parser = parse_count)]
-        count: u64,
-        /// `executor` (no-op tasks on the long-lived custom executor) or `command` (`true`).
-        #[arg(long, default_value = "executor")]
-        path: String,
-        #[arg(long, default_value_t = 1)]
-        agents: usize,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ExecutorKind {
-    /// The pi job's executor.
-    Pi,
-    /// The factorial job's executor.
-    Factorial,
-}
-
 /// Parses counts such as `1000`, `1_000_000`, `4e9` or `2.5e6`.
 fn parse_count(s: &str) -> Result<u64, String> {
     let cleaned = s.replace('_', "");
@@ -234,135 +194,26 @@ fn parse_count(s: &str) -> Result<u64, String> {
     }
 }
 
-/// How agents on this machine start an executor of this binary.
-fn self_executor(kind: &str) -> anyhow::Result<CommandInfo> {
-    let exe = std::env::current_exe().context("finding this program's path for the executor")?;
-    Ok(CommandInfo::program(
-        exe.display().to_string(),
-        vec!["executor".into(), kind.into()],
-    ))
-}
-
-/// The master's address: `--master`/`$BRAMBLE_MASTER` resolved, or else the master of this
-/// cluster found by mDNS (its advertisement must carry our CA's fingerprint).
-async fn master_addr(
-    cli_master: Option<&str>,
-    cluster: &std::path::Path,
-) -> anyhow::Result<SocketAddr> {
-    if let Some(hostport) = cli_master {
-        return tokio::net::lookup_host(hostport)
-            .await
-            .with_context(|| format!("resolving the master address {hostport}"))?
-            .next()
-            .with_context(|| format!("{hostport} resolves to no address"));
-    }
-    let ca =
-        bramble_proto::identity::load_cert(&cluster.join(bramble_proto::identity::files::CA_CERT))
-            .with_context(|| {
-                format!(
-                    "no --master given, and no cluster CA to look for it by mDNS in {}",
-                    cluster.display()
-                )
-            })?;
-    let cluster_id = bramble_proto::identity::cluster_id(&ca);
-    let found = bramble_proto::discovery::find_master(
-        &cluster_id,
-        &[],
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .context(
-        "no --master given and none found by mDNS (pass --master HOST:PORT or set BRAMBLE_MASTER)",
-    )?;
-    found
-        .first()
-        .copied()
-        .context("mDNS found the master without an address")
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
-    Ok(())
-}
-
-fn framework_creds(cluster: &std::path::Path) -> anyhow::Result<Credentials> {
-    Credentials::load(cluster, Role::Framework).with_context(|| {
-        format!(
-            "loading the framework certificate from {}",
-            cluster.display()
-        )
-    })
-}
-
-async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Commands that talk to a running cluster.
+/// Commands that talk to a running cluster: the master is found first.
 async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
-    let master = master_addr(cli.master.as_deref(), &cli.cluster).await?;
-    let cluster = cli.cluster.as_path();
+    let target = Target::find(cli.master.as_deref(), &cli.cluster).await?;
+    let target = &target;
     match cli.command {
-        Command::Status { json }
-        | Command::Agents { json }
-        | Command::Frameworks { json }
-        | Command::Tasks { json } => {
-            let mut op = OperatorClient::connect(cluster, master).await?;
-            let state = op.state().await?;
-            op.close();
-            match (&cli.command, json) {
-                (Command::Status { .. }, true) => print_json(&state)?,
-                (Command::Status { .. }, false) => ops::print_status(&state),
-                (Command::Agents { .. }, true) => print_json(&state.agents)?,
-                (Command::Agents { .. }, false) => ops::print_agents(&state),
-                (Command::Frameworks { .. }, true) => print_json(&state.frameworks)?,
-                (Command::Frameworks { .. }, false) => ops::print_frameworks(&state),
-                (_, true) => print_json(&state.tasks)?,
-                (_, false) => ops::print_tasks(&state),
-            }
-            Ok(0)
+        Command::Status { json } => commands::state::show(target, View::Status, json).await?,
+        Command::Agents { json } => commands::state::show(target, View::Agents, json).await?,
+        Command::Frameworks { json } => {
+            commands::state::show(target, View::Frameworks, json).await?
         }
-        Command::Kill { task, framework } => {
-            let mut op = OperatorClient::connect(cluster, master).await?;
-            let state = op.state().await?;
-            let task = TaskId(task);
-            let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
-            op.kill(fw, task.clone()).await?;
-            op.close();
-            eprintln!("kill sent to {task}");
-            Ok(0)
-        }
+        Command::Tasks { json } => commands::state::show(target, View::Tasks, json).await?,
+        Command::Kill { task, framework } => commands::state::kill(target, task, framework).await?,
         Command::Logs {
             task,
             stderr,
             follow,
             framework,
-        } => {
-            let mut op = OperatorClient::connect(cluster, master).await?;
-            let state = op.state().await?;
-            let task = TaskId(task);
-            let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
-            let file = if stderr { "stderr" } else { "stdout" };
-            ops::logs(&mut op, &fw, &task, file, follow).await?;
-            op.close();
-            Ok(0)
-        }
+        } => commands::state::logs(target, task, stderr, follow, framework).await?,
         Command::Run { cpus, mem, command } => {
-            anyhow::ensure!(
-                cpus > 0.0 && cpus.is_finite(),
-                "--cpus must be a positive number"
-            );
-            let line = command.join(" ");
-            let outcome =
-                bramble::run::run(cluster, master, line, Resources::new(cpus, mem)).await?;
-            Ok(match outcome.state {
-                TaskState::Finished => 0,
-                TaskState::Failed => outcome.exit_code.filter(|c| *c != 0).unwrap_or(1),
-                state => {
-                    eprintln!("task ended {state}: {}", outcome.message);
-                    1
-                }
-            })
+            return commands::run::run(target, cpus, mem, command).await
         }
         Command::Pi {
             terms,
@@ -373,75 +224,34 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             fresh,
             failover_timeout,
         } => {
-            let executor = match executor {
-                Some(path) => CommandInfo::program(path, vec!["executor".into(), "pi".into()]),
-                None => self_executor("pi")?,
-            };
-            let cmd = bramble::pi::command::PiCommand {
+            let cmd = commands::pi::PiCommand {
                 terms,
                 tasks,
-                executor,
+                executor: commands::pi::executor(executor)?,
                 journal,
                 fresh,
                 failover_timeout_secs: failover_timeout,
                 json,
             };
-            bramble::pi::command::run(cmd, master, framework_creds(cluster)?).await?;
-            Ok(0)
+            commands::pi::run(cmd, target).await?
         }
         Command::Factorial { numbers, json } => {
-            let config = SchedulerConfig::new(
-                master,
-                framework_creds(cluster)?,
-                framework_info("factorial"),
-            );
-            let report =
-                frameworks::factorial::run_factorial(config, numbers, self_executor("factorial")?)
-                    .await?;
-            if json {
-                print_json(&report)?;
-            } else {
-                for (n, value) in &report.results {
-                    println!("{n}! = {value}");
-                }
-            }
-            Ok(0)
+            commands::frameworks::factorial(target, numbers, json).await?
         }
-        Command::Hello => {
-            let config =
-                SchedulerConfig::new(master, framework_creds(cluster)?, framework_info("hello"));
-            frameworks::hello::run_hello(config, ctrl_c(), frameworks::print_event).await?;
-            Ok(0)
-        }
-        Command::Http => {
-            let exe = std::env::current_exe().context("finding this program's path")?;
-            let serve = CommandInfo::program(exe.display().to_string(), vec!["serve-dir".into()]);
-            let config =
-                SchedulerConfig::new(master, framework_creds(cluster)?, framework_info("http"));
-            frameworks::http::run_http(
-                config,
-                frameworks::http::HttpJob::new(serve),
-                ctrl_c(),
-                frameworks::print_event,
-            )
-            .await?;
-            Ok(0)
-        }
+        Command::Hello => commands::frameworks::hello(target).await?,
+        Command::Http => commands::frameworks::http(target).await?,
         Command::Display {
             png, save_state, ..
-        } => {
-            bramble::display::from_master(cluster, master, &png, save_state.as_deref()).await?;
-            eprintln!("wrote {}", png.display());
-            Ok(0)
-        }
+        } => commands::display::from_master(target, &png, save_state.as_deref()).await?,
         // Handled in main() without a master.
         Command::Cluster { .. }
         | Command::Demo { .. }
         | Command::Node { .. }
         | Command::Executor { .. }
         | Command::ServeDir { .. }
-        | Command::Bench { .. } => Ok(0),
+        | Command::Bench { .. } => {}
     }
+    Ok(0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -449,7 +259,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster { command } => {
             bramble_proto::logging::init(None);
-            cluster::run(command)
+            commands::cluster::run(command)
         }
         Command::Node { command } => {
             bramble_proto::logging::init(None);
@@ -457,22 +267,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Executor { kind } => {
             bramble_proto::logging::init(None);
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                match kind {
-                    ExecutorKind::Pi => {
-                        bramble_sdk::run_executor(bramble::pi::executor::PiExecutor::default())
-                            .await?;
-                    }
-                    ExecutorKind::Factorial => {
-                        bramble_sdk::run_executor(
-                            bramble::frameworks::factorial::FactorialExecutor::default(),
-                        )
-                        .await?;
-                    }
-                }
-                Ok(())
-            })
+            commands::executor::run(kind)
         }
         Command::Display {
             png,
@@ -483,38 +278,11 @@ fn main() -> anyhow::Result<()> {
         } => bramble::display::offline(&state, &png, &size, screen.as_deref()),
         Command::Bench { what } => {
             bramble_proto::logging::init(Some("warn"));
-            match what {
-                BenchKind::Kernel {
-                    threads,
-                    terms,
-                    tasks,
-                    ..
-                } => print_json(&bramble::bench::kernel(threads, terms, tasks)),
-                BenchKind::Tasks {
-                    count,
-                    path,
-                    agents,
-                } => {
-                    let path = match path.as_str() {
-                        "executor" => bramble::bench::TaskPath::Executor,
-                        "command" => bramble::bench::TaskPath::Command,
-                        other => bail!("--path {other}: use executor or command"),
-                    };
-                    let runtime = tokio::runtime::Runtime::new()?;
-                    let report = runtime.block_on(bramble::bench::tasks(
-                        path,
-                        count,
-                        agents,
-                        self_executor("pi")?,
-                    ))?;
-                    print_json(&report)
-                }
-            }
+            commands::bench::run(what)
         }
         Command::ServeDir { port, dir } => {
             bramble_proto::logging::init(None);
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(frameworks::http::serve_dir(port, dir))
+            commands::frameworks::serve(port, dir)
         }
         Command::Demo {
             agents,
@@ -525,34 +293,13 @@ fn main() -> anyhow::Result<()> {
         } => {
             // The demo's own cluster logs only what is worth seeing; RUST_LOG overrides.
             bramble_proto::logging::init(Some("warn"));
-            anyhow::ensure!(agents >= 1, "--agents must be at least 1");
-            anyhow::ensure!(
-                terms >= 1 && tasks >= 1,
-                "--terms and --tasks must be at least 1"
-            );
-            let opts = DemoOptions {
+            commands::demo::run(commands::demo::DemoCommand {
                 agents,
                 terms,
                 tasks,
-                executor: self_executor("pi")?,
-                quiet: json,
                 cpus_per_agent,
-            };
-            let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(demo::run(opts))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "pi ≈ {:.15}  ({} correct digits, error {:.3e})",
-                    report.pi, report.correct_digits, report.abs_error
-                );
-                println!(
-                    "{} terms in {} tasks on {} agents: {:.2} s, {:.3e} terms/s (cluster up in {:.2} s)",
-                    report.terms, report.tasks, report.agents, report.wall_s, report.terms_per_s, report.startup_s
-                );
-            }
-            Ok(())
+                json,
+            })
         }
         _ => {
             bramble_proto::logging::init(Some("warn"));

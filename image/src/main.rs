@@ -9,12 +9,9 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+/// Bake Bramble into a Raspberry Pi image (no mounts, no loop devices), inspect one, flash one
 #[derive(Debug, Parser)]
-#[command(
-    name = "bramble-image",
-    version,
-    about = "Bake Bramble into a Raspberry Pi image (no mounts, no loop devices), inspect one, flash one"
-)]
+#[command(name = "bramble-image", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

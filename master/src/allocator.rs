@@ -1085,19 +1085,12 @@ mod tests {
         assert_eq!(a.agent_free(&agent("a0")), Some(res(2.0, 8192)));
     }
 
-    /// xorshift64*: deterministic, no dependencies.
-    struct Rng(u64);
+    /// Deterministic: a seed replays a run.
+    struct Rng(bramble_proto::rng::XorShift64Star);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
         fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
+            self.0.below(n)
         }
 
         fn resources(&mut self, max_cpus_milli: u64, max_mem: u64) -> Resources {
@@ -1158,7 +1151,9 @@ mod tests {
     #[test]
     fn random_allocate_recover_sequences_keep_bookkeeping_consistent() {
         for seed in 1..=20u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut rng = Rng(bramble_proto::rng::XorShift64Star::new(
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            ));
             let mut a = Allocator::new(AllocatorConfig::default());
             let agent_ids: Vec<AgentId> = (0..6).map(|i| agent(&format!("a{i}"))).collect();
             let fw_ids: Vec<FrameworkId> = (0..4).map(|i| fw(&format!("f{i}"))).collect();

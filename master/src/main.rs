@@ -11,17 +11,15 @@ use anyhow::Context;
 use bramble_master::config::{MasterConfig, DEFAULT_CONFIG_PATH};
 use bramble_master::server;
 use bramble_proto::discovery::{self, Advertiser, MasterAdvert};
-use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::identity::Role;
+use bramble_proto::startup;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Bramble master: offers the cluster's resources to frameworks
 #[derive(Debug, Parser)]
-#[command(
-    name = "bramble-master",
-    version,
-    about = "Bramble master: offers the cluster's resources to frameworks"
-)]
+#[command(name = "bramble-master", version)]
 struct Args {
     /// Cluster directory (CA certificate, node certificate and key).
     #[arg(long)]
@@ -45,11 +43,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let explicit = args.config.is_some();
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let (path, explicit) = startup::config_file(args.config.as_deref(), DEFAULT_CONFIG_PATH);
     let mut cfg = MasterConfig::load(&path, explicit)?;
     // A flag wins over the file.
     if let Some(v) = args.cluster {
@@ -70,12 +64,7 @@ fn main() -> anyhow::Result<()> {
     cfg.validate(&path, "")?;
     bramble_proto::logging::init(cfg.log.as_deref());
 
-    let creds = Credentials::load(&cfg.cluster, Role::Node).with_context(|| {
-        format!(
-            "loading the node certificate from {}",
-            cfg.cluster.display()
-        )
-    })?;
+    let creds = startup::credentials(&cfg.cluster, Role::Node)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let master = server::start(&creds, &cfg).await?;

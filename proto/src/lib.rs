@@ -14,6 +14,8 @@ pub mod ids;
 pub mod logging;
 pub mod messages;
 pub mod resources;
+pub mod rng;
+pub mod startup;
 pub mod task;
 pub mod transport;
 

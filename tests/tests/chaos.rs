@@ -58,23 +58,8 @@ impl Plan {
     }
 }
 
-/// A small deterministic generator (xorshift64*) so a seed replays a run's choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-}
+/// A small deterministic generator so a seed replays a run's choices.
+type Rng = bramble_proto::rng::XorShift64Star;
 
 struct Cluster {
     net: LoopbackCluster,
@@ -180,7 +165,7 @@ fn median(v: &[f64]) -> f64 {
 /// The fault-free answer: the pi kernel over the same chunks, combined in chunk order — the
 /// same bits any fault-free split of the job gives (tests/tests/pi.rs checks that).
 fn fault_free_bits(terms: u64, tasks: u64) -> u64 {
-    use bramble::pi::kernel::{chunks, combine, leibniz_range};
+    use bramble_frameworks::pi::kernel::{chunks, combine, leibniz_range};
     combine(
         chunks(terms, tasks)
             .into_iter()
@@ -287,7 +272,7 @@ async fn pi_jobs_survive_random_sigkills_of_agents_and_the_master() {
                 | 1
         });
     eprintln!("chaos: {} run, seed {seed}", plan.name);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let started = Instant::now();
     let expected = tokio::task::spawn_blocking({
         let (terms, tasks) = (plan.terms, plan.tasks);
@@ -323,7 +308,7 @@ async fn pi_jobs_survive_random_sigkills_of_agents_and_the_master() {
         let mut job = start_job(&cluster, &plan, job_no);
         // Chaos while the job runs: one fault at a time, each followed by its recovery.
         loop {
-            tokio::time::sleep(rng.millis(300, 1500)).await; // think time between faults, not a wait
+            tokio::time::sleep(Duration::from_millis(rng.between(300, 1500))).await; // think time between faults, not a wait
             if job.child.try_wait().ok().flatten().is_some() {
                 break;
             }
@@ -432,7 +417,7 @@ async fn agent_fault(cluster: &mut Cluster, rng: &mut Rng, counts: &mut Counts) 
     };
     proc.kill_hard();
     counts.agent_kills += 1;
-    let down = rng.millis(100, 3000);
+    let down = Duration::from_millis(rng.between(100, 3000));
     if down.as_secs_f64() > AGENT_TIMEOUT_SECS {
         counts.agent_kills_past_timeout += 1;
     }
@@ -467,7 +452,7 @@ async fn master_fault(cluster: &mut Cluster, rng: &mut Rng, counts: &mut Counts)
     };
     proc.kill_hard();
     counts.master_kills += 1;
-    let down = rng.millis(100, 1000);
+    let down = Duration::from_millis(rng.between(100, 1000));
     eprintln!("chaos: SIGKILL master, down for {down:?}");
     tokio::time::sleep(down).await; // the outage itself: nothing to wait on
     let restarted = Instant::now();

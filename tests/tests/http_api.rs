@@ -566,7 +566,7 @@ async fn web_ui_in_headless_chromium_shows_agents_task_output_and_pi_progress() 
         println!("SKIP web_ui_in_headless_chromium: {why}");
         return;
     }
-    use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
+    use bramble_frameworks::pi::scheduler::{initial_progress, run_pi, PiJob};
     use bramble_proto::task::CommandInfo;
     use bramble_sdk::{framework_info, SchedulerConfig};
 

@@ -238,7 +238,7 @@ async fn a_master_stopped_cleanly_withdraws_its_advertisement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pi_job_across_three_hosts_matches_the_in_process_run_bit_for_bit() {
-    use bramble::pi::scheduler::{initial_progress, run_pi, PiJob};
+    use bramble_frameworks::pi::scheduler::{initial_progress, run_pi, PiJob};
     use bramble_proto::task::CommandInfo;
     use bramble_sdk::{framework_info, SchedulerConfig};
     if netns::skip("a_pi_job_across_three_hosts_matches_the_in_process_run_bit_for_bit") {

@@ -1,7 +1,7 @@
 //! The pi job on an in-process cluster with real executor processes: the answer is
 //! bit-identical whatever the number of agents and however many chunks were lost and run again.
 
-use bramble::pi::scheduler::{initial_progress, run_pi, PiJob, PiResult};
+use bramble_frameworks::pi::scheduler::{initial_progress, run_pi, PiJob, PiResult};
 use bramble_proto::identity::Role;
 use bramble_proto::task::CommandInfo;
 use bramble_proto::Resources;
@@ -198,7 +198,7 @@ impl Drop for PiProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bramble_pi_killed_mid_job_resumes_from_its_journal_with_identical_bits() {
-    use bramble::pi::journal;
+    use bramble_frameworks::pi::journal;
     const TERMS: &str = "4800000000";
     const CHUNKS: u64 = 48;
     let c = pi_cluster(2, 1.0).await;

@@ -6,7 +6,7 @@
 //!   (`--port` falls back to `$PORT`, `--dir` to `.`).
 
 use anyhow::{bail, Context};
-use bramble::frameworks::{factorial::FactorialExecutor, http::serve_dir};
+use bramble_frameworks::{factorial::FactorialExecutor, http::serve_dir};
 use std::path::PathBuf;
 
 fn serve_dir_args(args: &[String]) -> anyhow::Result<(u16, PathBuf)> {

@@ -13,15 +13,15 @@
 //! that, and takes well under a second on a Pi 4. Past about 205 000 the digits alone would
 //! not fit.
 
+use crate::attempt_id;
+use crate::compute_executor::{Computation, ComputeExecutor};
 use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_sdk::{
-    async_trait, status, Executor, ExecutorDriver, Filters, JobProgress, Offer, Resources,
-    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskReason, TaskState,
-    TaskStatus, TaskStatusExt,
+    async_trait, Filters, JobProgress, Offer, Resources, Scheduler, SchedulerConfig,
+    SchedulerDriver, SdkError, TaskId, TaskState, TaskStatus,
 };
 use num_bigint::BigUint;
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -123,69 +123,42 @@ fn parse_result(data: &[u8]) -> Option<String> {
 
 /// `bramble executor factorial`: computes each task's n! on tokio's blocking pool and reports
 /// it in the FINISHED update. Long-lived: one per agent serves all the job's tasks there.
-#[derive(Default)]
-pub struct FactorialExecutor {
-    /// Tasks killed while computing: their result is dropped.
-    killed: Arc<Mutex<HashSet<TaskId>>>,
-}
+pub type FactorialExecutor = ComputeExecutor<FactorialOf>;
 
-#[async_trait]
-impl Executor for FactorialExecutor {
-    async fn launch_task(&mut self, driver: &ExecutorDriver, task: TaskInfo) {
-        let n = match parse_number(&task.data) {
-            Some(n) if n <= MAX_FACTORIAL_INPUT => n,
-            _ => {
-                let failed = status(&task, TaskState::Failed)
-                    .reason(TaskReason::InvalidTask)
-                    .message(format!(
-                        "task data {:?} is not a number up to {MAX_FACTORIAL_INPUT}",
-                        String::from_utf8_lossy(&task.data)
-                    ));
-                let _ = driver.send_status_update(failed);
-                return;
-            }
-        };
-        let _ = driver.send_status_update(status(&task, TaskState::Running));
-        let driver = driver.clone();
-        let killed = self.killed.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let computed = tokio::task::spawn_blocking(move || factorial(n).to_str_radix(10)).await;
-            let was_killed = killed
-                .lock()
-                .map(|mut k| k.remove(&task.task_id))
-                .unwrap_or(false);
-            if was_killed {
-                return;
-            }
-            let update = match computed {
-                Ok(digits) => {
-                    let secs = started.elapsed().as_secs_f64();
-                    info!(task = %task.task_id, n, digits = digits.len(), secs, "factorial done");
-                    let message = format!("{n}! has {} digits ({secs:.3} s)", digits.len());
-                    status(&task, TaskState::Finished)
-                        .data(digits.into_bytes())
-                        .message(message)
-                }
-                Err(e) => {
-                    warn!(task = %task.task_id, "computing {n}! failed: {e}");
-                    status(&task, TaskState::Failed).message(format!("computing {n}! failed: {e}"))
-                }
-            };
-            let _ = driver.send_status_update(update);
-        });
-    }
+/// One task's work: n!, n from the task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactorialOf(pub u64);
 
-    async fn kill_task(&mut self, driver: &ExecutorDriver, task_id: &TaskId) {
-        if let Ok(mut k) = self.killed.lock() {
-            k.insert(task_id.clone());
+impl Computation for FactorialOf {
+    /// n! in decimal.
+    type Output = String;
+
+    fn decode(data: &[u8]) -> Result<Self, String> {
+        match parse_number(data) {
+            Some(n) if n <= MAX_FACTORIAL_INPUT => Ok(FactorialOf(n)),
+            _ => Err(format!(
+                "task data {:?} is not a number up to {MAX_FACTORIAL_INPUT}",
+                String::from_utf8_lossy(data)
+            )),
         }
-        let _ = driver.send_status_update(
-            status(task_id, TaskState::Killed)
-                .reason(TaskReason::KilledByRequest)
-                .message("factorial abandoned"),
-        );
     }
+
+    fn compute(&self) -> String {
+        factorial(self.0).to_str_radix(10)
+    }
+
+    fn finished(&self, task: &TaskId, digits: String, secs: f64) -> (Vec<u8>, String) {
+        let n = self.0;
+        info!(task = %task, n, digits = digits.len(), secs, "factorial done");
+        let message = format!("{n}! has {} digits ({secs:.3} s)", digits.len());
+        (digits.into_bytes(), message)
+    }
+
+    fn failed(&self, error: &str) -> String {
+        format!("computing {}! failed: {error}", self.0)
+    }
+
+    const ABANDONED: &'static str = "factorial abandoned";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,14 +187,14 @@ struct FactorialScheduler {
 }
 
 /// Task ids are `factorial-<position>-<attempt>`.
+const JOB: &str = "factorial";
+
 fn task_id(position: usize, attempt: u32) -> TaskId {
-    format!("factorial-{position}-{attempt}").into()
+    attempt_id::task_id(JOB, position, attempt)
 }
 
 fn parse_task_id(id: &str) -> Option<(usize, u32)> {
-    let rest = id.strip_prefix("factorial-")?;
-    let (position, attempt) = rest.split_once('-')?;
-    Some((position.parse().ok()?, attempt.parse().ok()?))
+    attempt_id::parse(JOB, id)
 }
 
 impl FactorialScheduler {

@@ -1,11 +1,13 @@
-//! `bramble pi`: opens (or resumes) the job's journal, says what it found, runs the job and
-//! prints the answer. Kept out of `main.rs`, which only parses the arguments.
+//! `bramble pi`: opens (or resumes) the job's journal, says what it found, runs the job
+//! (`bramble_frameworks::pi`) with a progress bar and prints the answer.
 
-use super::journal::{self, JobSpec, Journal, Opening};
-use super::scheduler::{initial_progress, run_pi_durable, Durable, PiJob, PiResult};
+use super::Target;
 use anyhow::Context;
-use bramble_sdk::{framework_info, CommandInfo, Credentials, SchedulerConfig};
-use std::net::SocketAddr;
+use bramble_frameworks::pi::journal::{self, JobSpec, Journal, Opening};
+use bramble_frameworks::pi::scheduler::{
+    initial_progress, run_pi_durable, Durable, PiJob, PiResult,
+};
+use bramble_sdk::{framework_info, CommandInfo, SchedulerConfig};
 use std::path::PathBuf;
 
 /// The failover timeout `bramble pi` asks for unless told otherwise: long enough to notice a
@@ -26,8 +28,18 @@ pub struct PiCommand {
     pub json: bool,
 }
 
+/// How agents start the pi executor: `PATH executor pi` when `--executor PATH` was given,
+/// else this very program.
+pub fn executor(path: Option<String>) -> anyhow::Result<CommandInfo> {
+    match path {
+        Some(path) => Ok(CommandInfo::program(path, super::executor::arguments("pi"))),
+        None => super::self_executor("pi"),
+    }
+}
+
 /// Runs the command; the result is printed by the caller's choice of format here.
-pub async fn run(cmd: PiCommand, master: SocketAddr, creds: Credentials) -> anyhow::Result<()> {
+pub async fn run(cmd: PiCommand, target: &Target<'_>) -> anyhow::Result<()> {
+    let creds = target.framework_creds()?;
     anyhow::ensure!(
         cmd.terms >= 1 && cmd.tasks >= 1,
         "--terms and --tasks must be at least 1"
@@ -76,9 +88,9 @@ pub async fn run(cmd: PiCommand, master: SocketAddr, creds: Credentials) -> anyh
     let mut info = framework_info("pi");
     info.failover_timeout_secs = cmd.failover_timeout_secs;
     let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
-    let bar = tokio::spawn(crate::progress::follow(rx, cmd.json));
+    let bar = tokio::spawn(bramble::progress::follow(rx, cmd.json));
     let result = run_pi_durable(
-        SchedulerConfig::new(master, creds, info),
+        SchedulerConfig::new(target.master, creds, info),
         job,
         Some(Durable { journal, recovered }),
         tx,
@@ -93,10 +105,7 @@ fn print(r: &PiResult, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
-    println!(
-        "pi ≈ {:.15}  ({} correct digits, error {:.3e})",
-        r.pi, r.correct_digits, r.abs_error
-    );
+    print_answer(r.pi, r.correct_digits, r.abs_error);
     println!(
         "{} terms in {} tasks on {} agents: {:.2} s, {:.3e} terms/s, {} relaunched",
         r.terms, r.tasks, r.agents_used, r.wall_s, r.terms_per_s, r.relaunches
@@ -108,4 +117,9 @@ fn print(r: &PiResult, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The first line of a pi job's text output: the estimate and how good it is.
+pub fn print_answer(pi: f64, correct_digits: u32, abs_error: f64) {
+    println!("pi ≈ {pi:.15}  ({correct_digits} correct digits, error {abs_error:.3e})");
 }

@@ -17,6 +17,7 @@ use super::book::{BookCounts, ChunkBook, Recorded};
 use super::journal::{Journal, JournalError, Recovered};
 use super::kernel::{chunks, correct_digits, Sum};
 use super::PiChunk;
+use crate::attempt_id;
 use bramble_sdk::{
     async_trait, CommandInfo, ExecutorInfo, Filters, FrameworkId, JobProgress, Offer, Resources,
     Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState, TaskStatus,
@@ -411,15 +412,15 @@ impl PiScheduler {
     }
 }
 
+/// Task ids are `pi-<chunk>-<attempt>`.
+const JOB: &str = "pi";
+
 fn task_id(index: usize, attempt: u32) -> TaskId {
-    format!("pi-{index}-{attempt}").into()
+    attempt_id::task_id(JOB, index, attempt)
 }
 
-/// Task ids are `pi-<chunk>-<attempt>`.
 fn parse_task_id(id: &str) -> Option<(usize, u32)> {
-    let rest = id.strip_prefix("pi-")?;
-    let (chunk, attempt) = rest.split_once('-')?;
-    Some((chunk.parse().ok()?, attempt.parse().ok()?))
+    attempt_id::parse(JOB, id)
 }
 
 #[async_trait]

@@ -1,8 +1,16 @@
 //! The showcase job: pi from the Gregory–Leibniz series, split into chunks that run on every
 //! agent inside one long-lived custom executor per agent (`bramble executor pi`).
+//!
+//! - `kernel`: the series itself, bit-reproducible per term range;
+//! - `book`: the chunk ledger — each chunk counted once, only the current attempt's loss
+//!   requeued, results combined in chunk order;
+//! - `journal`: what a restarted scheduler needs to resume the same job;
+//! - `scheduler`: launches chunks on offers and collects the answer;
+//! - `executor`: computes chunks on the agents.
+//!
+//! `bramble pi` (in the CLI) opens the journal, runs the scheduler and prints the answer.
 
 pub mod book;
-pub mod command;
 pub mod executor;
 pub mod journal;
 pub mod kernel;

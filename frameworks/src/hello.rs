@@ -3,7 +3,7 @@
 //! run by the agent's built-in command executor, in its own session and sandbox, so the
 //! greetings land in the sandbox's `stdout` (`bramble logs TASK --follow` shows them).
 
-use super::service::{run_service, Launch, ServiceEvent, ServiceOutcome, ServiceSpec};
+use crate::service::{run_service, Launch, ServiceEvent, ServiceOutcome, ServiceSpec};
 use bramble_proto::task::{CommandInfo, TaskInfo};
 use bramble_sdk::{Offer, Resources, SchedulerConfig, SdkError, TaskId};
 use std::future::Future;
@@ -64,19 +64,8 @@ pub async fn run_hello(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_sdk::{AgentId, FrameworkId, OfferId};
-
-    fn offer(resources: Resources) -> Offer {
-        Offer {
-            id: OfferId::from("o1"),
-            framework_id: FrameworkId::from("f"),
-            agent_id: AgentId::from("a1"),
-            hostname: "pi-a".into(),
-            resources,
-            attributes: Default::default(),
-            executor_ids: Vec::new(),
-        }
-    }
+    use crate::test_support::offer;
+    use bramble_sdk::AgentId;
 
     #[test]
     fn hello_is_a_shell_task_on_the_offering_agent() {

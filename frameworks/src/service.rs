@@ -399,10 +399,11 @@ impl Scheduler for ServiceScheduler {
 /// each step to `report`. Returns once the framework is torn down.
 pub async fn run_service(
     config: SchedulerConfig,
-    spec: ServiceSpec,
+    spec: impl Into<ServiceSpec>,
     until: impl Future<Output = ()> + Send,
     report: impl FnMut(&ServiceEvent) + Send + 'static,
 ) -> Result<ServiceOutcome, SdkError> {
+    let spec = spec.into();
     let shared = Arc::new(Mutex::new(Shared {
         stopping: false,
         current: None,

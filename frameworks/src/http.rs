@@ -9,13 +9,12 @@
 //! RUNNING means the process started, not that it listens yet: a client should retry its
 //! first connection for a moment.
 
-use super::service::{run_service, Launch, ServiceEvent, ServiceOutcome, ServiceSpec};
+use crate::service::{Launch, ServiceOutcome, ServiceSpec};
 use bramble_proto::task::{CommandInfo, TaskInfo};
 use bramble_proto::PortRange;
-use bramble_sdk::{Offer, Resources, SchedulerConfig, SdkError, TaskId};
-use std::future::Future;
+use bramble_sdk::{Offer, Resources, TaskId};
 
-pub use super::dir_server::{serve_dir, serve_dir_on};
+pub use crate::dir_server::{serve_dir, serve_dir_on};
 
 /// How the http service ended; [`ServiceOutcome::url`] says where it was served.
 pub type HttpOutcome = ServiceOutcome;
@@ -98,38 +97,26 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Launches the directory server on the first offer with a port, reports each step to
-/// `report` (RUNNING carries the port: the URL is `http://<agent hostname>:<port>/`), and when
-/// `until` resolves kills the task, waits for KILLED and tears the framework down.
-pub async fn run_http(
-    config: SchedulerConfig,
-    job: HttpJob,
-    until: impl Future<Output = ()> + Send,
-    report: impl FnMut(&ServiceEvent) + Send + 'static,
-) -> Result<HttpOutcome, SdkError> {
-    let spec = ServiceSpec {
-        name: "http".into(),
-        build: Box::new(move |offer, task_id| job.task_for(offer, task_id)),
-    };
-    run_service(config, spec, until, report).await
+/// The directory server as a service: launched on the first offer with a port.
+impl From<HttpJob> for ServiceSpec {
+    fn from(job: HttpJob) -> Self {
+        ServiceSpec {
+            name: "http".into(),
+            build: Box::new(move |offer, task_id| job.task_for(offer, task_id)),
+        }
+    }
 }
+
+/// `run_http(config, job, until, report)` launches the directory server on the first offer
+/// with a port, reports each step to `report` (RUNNING carries the port: the URL is
+/// `http://<agent hostname>:<port>/`), and when `until` resolves kills the task, waits for
+/// KILLED and tears the framework down: [`run_service`] for an [`HttpJob`].
+pub use crate::service::run_service as run_http;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_sdk::{AgentId, FrameworkId, OfferId};
-
-    fn offer(resources: Resources) -> Offer {
-        Offer {
-            id: OfferId::from("o1"),
-            framework_id: FrameworkId::from("f"),
-            agent_id: AgentId::from("a1"),
-            hostname: "pi-a".into(),
-            resources,
-            attributes: Default::default(),
-            executor_ids: Vec::new(),
-        }
-    }
+    use crate::test_support::offer;
 
     fn job() -> HttpJob {
         HttpJob::new(CommandInfo::program(

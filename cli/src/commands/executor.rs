@@ -1,0 +1,35 @@
+//! `bramble executor pi|factorial` (hidden): the built-in frameworks' executors, started by
+//! an agent with the arguments [`arguments`] builds, never by hand. The executors themselves
+//! are in `bramble-frameworks`; this only picks one and runs it until its agent is done.
+
+use bramble_frameworks::{FactorialExecutor, PiExecutor};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum ExecutorKind {
+    /// The pi job's executor.
+    Pi,
+    /// The factorial job's executor.
+    Factorial,
+}
+
+/// The arguments that make this binary run the executor `kind` (`pi`, `factorial`).
+pub fn arguments(kind: &str) -> Vec<String> {
+    vec!["executor".into(), kind.into()]
+}
+
+/// Runs the executor until its agent lets it go.
+pub fn run(kind: ExecutorKind) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        match kind {
+            ExecutorKind::Pi => {
+                bramble_sdk::run_executor(PiExecutor::default()).await?;
+            }
+            ExecutorKind::Factorial => {
+                bramble_sdk::run_executor(FactorialExecutor::default()).await?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,108 @@
+//! What each `bramble` subcommand does once its arguments are parsed: one module per
+//! subcommand (or family of them), each doing the work through the libraries and printing
+//! the result. `main.rs` parses and dispatches here; nothing here parses arguments beyond a
+//! subcommand's own `clap` enum.
+//!
+//! This file holds what the modules share: finding the master, the credentials a framework
+//! presents, how agents start an executor of this very binary, JSON output.
+
+pub mod bench;
+pub mod cluster;
+pub mod demo;
+pub mod display;
+pub mod executor;
+pub mod frameworks;
+pub mod pi;
+pub mod run;
+pub mod state;
+
+use anyhow::Context;
+use bramble_proto::startup;
+use bramble_proto::task::CommandInfo;
+use bramble_sdk::{framework_info, Credentials, Role, SchedulerConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The running cluster a command talks to: its master and our certificates for it.
+pub struct Target<'a> {
+    pub master: SocketAddr,
+    /// The cluster directory with the certificates to present.
+    pub cluster: &'a Path,
+}
+
+impl Target<'_> {
+    /// Finds the master (`--master`/`$BRAMBLE_MASTER`, else mDNS) for the cluster in `cluster`.
+    pub async fn find<'a>(master: Option<&str>, cluster: &'a Path) -> anyhow::Result<Target<'a>> {
+        Ok(Target {
+            master: master_addr(master, cluster).await?,
+            cluster,
+        })
+    }
+
+    pub fn framework_creds(&self) -> anyhow::Result<Credentials> {
+        Ok(startup::credentials(self.cluster, Role::Framework)?)
+    }
+
+    /// How the framework `name` subscribes to this cluster's master.
+    pub fn scheduler_config(&self, name: &str) -> anyhow::Result<SchedulerConfig> {
+        Ok(SchedulerConfig::new(
+            self.master,
+            self.framework_creds()?,
+            framework_info(name),
+        ))
+    }
+}
+
+/// The master's address: `--master`/`$BRAMBLE_MASTER` resolved, or else the master of this
+/// cluster found by mDNS (its advertisement must carry our CA's fingerprint).
+async fn master_addr(cli_master: Option<&str>, cluster: &Path) -> anyhow::Result<SocketAddr> {
+    if let Some(hostport) = cli_master {
+        return tokio::net::lookup_host(hostport)
+            .await
+            .with_context(|| format!("resolving the master address {hostport}"))?
+            .next()
+            .with_context(|| format!("{hostport} resolves to no address"));
+    }
+    let ca =
+        bramble_proto::identity::load_cert(&cluster.join(bramble_proto::identity::files::CA_CERT))
+            .with_context(|| {
+                format!(
+                    "no --master given, and no cluster CA to look for it by mDNS in {}",
+                    cluster.display()
+                )
+            })?;
+    let cluster_id = bramble_proto::identity::cluster_id(&ca);
+    let found = bramble_proto::discovery::find_master(
+        &cluster_id,
+        &[],
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .context(
+        "no --master given and none found by mDNS (pass --master HOST:PORT or set BRAMBLE_MASTER)",
+    )?;
+    found
+        .first()
+        .copied()
+        .context("mDNS found the master without an address")
+}
+
+/// How agents on this machine start an executor of this binary: `bramble executor <kind>`.
+pub fn self_executor(kind: &str) -> anyhow::Result<CommandInfo> {
+    let exe = std::env::current_exe().context("finding this program's path for the executor")?;
+    Ok(CommandInfo::program(
+        exe.display().to_string(),
+        executor::arguments(kind),
+    ))
+}
+
+/// One line of JSON on stdout: what every `--json` prints.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Resolves when the operator presses Ctrl-C: how long-running services are told to stop.
+pub async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,35 @@
+//! `bramble run CMD…`: one shell command on the cluster, its output streamed; the process
+//! exits with the task's status, as if the command had run here.
+
+use super::Target;
+use bramble_proto::{Resources, TaskState};
+
+/// Runs `command` (joined with spaces, for `/bin/sh -c`) and returns the exit code to leave
+/// with: the command's own when it failed with one, 1 for any other unhappy end.
+pub async fn run(
+    target: &Target<'_>,
+    cpus: f64,
+    mem: u64,
+    command: Vec<String>,
+) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        cpus > 0.0 && cpus.is_finite(),
+        "--cpus must be a positive number"
+    );
+    let line = command.join(" ");
+    let outcome = bramble::run::run(
+        target.cluster,
+        target.master,
+        line,
+        Resources::new(cpus, mem),
+    )
+    .await?;
+    Ok(match outcome.state {
+        TaskState::Finished => 0,
+        TaskState::Failed => outcome.exit_code.filter(|c| *c != 0).unwrap_or(1),
+        state => {
+            eprintln!("task ended {state}: {}", outcome.message);
+            1
+        }
+    })
+}

@@ -1,0 +1,68 @@
+//! `bramble status|agents|frameworks|tasks` print the master's picture of the cluster (as a
+//! table, or JSON with `--json`); `bramble kill|logs` act on one task of it.
+
+use super::{print_json, Target};
+use bramble::operator::OperatorClient;
+use bramble::ops;
+use bramble_proto::{FrameworkId, TaskId};
+
+/// Which part of the cluster's state to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Status,
+    Agents,
+    Frameworks,
+    Tasks,
+}
+
+/// Prints `view` of the master's state.
+pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result<()> {
+    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
+    let state = op.state().await?;
+    op.close();
+    match (view, json) {
+        (View::Status, true) => print_json(&state)?,
+        (View::Status, false) => ops::print_status(&state),
+        (View::Agents, true) => print_json(&state.agents)?,
+        (View::Agents, false) => ops::print_agents(&state),
+        (View::Frameworks, true) => print_json(&state.frameworks)?,
+        (View::Frameworks, false) => ops::print_frameworks(&state),
+        (View::Tasks, true) => print_json(&state.tasks)?,
+        (View::Tasks, false) => ops::print_tasks(&state),
+    }
+    Ok(())
+}
+
+/// Asks the master to kill `task` (of `framework`, when the id alone is ambiguous).
+pub async fn kill(
+    target: &Target<'_>,
+    task: String,
+    framework: Option<String>,
+) -> anyhow::Result<()> {
+    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
+    let state = op.state().await?;
+    let task = TaskId(task);
+    let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+    op.kill(fw, task.clone()).await?;
+    op.close();
+    eprintln!("kill sent to {task}");
+    Ok(())
+}
+
+/// Prints `task`'s stdout (or stderr) from its sandbox, following it while it runs if asked.
+pub async fn logs(
+    target: &Target<'_>,
+    task: String,
+    stderr: bool,
+    follow: bool,
+    framework: Option<String>,
+) -> anyhow::Result<()> {
+    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
+    let state = op.state().await?;
+    let task = TaskId(task);
+    let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+    let file = if stderr { "stderr" } else { "stdout" };
+    ops::logs(&mut op, &fw, &task, file, follow).await?;
+    op.close();
+    Ok(())
+}
