@@ -110,7 +110,7 @@ impl From<HttpJob> for ServiceSpec {
 /// `run_http(config, job, until, report)` launches the directory server on the first offer
 /// with a port, reports each step to `report` (RUNNING carries the port: the URL is
 /// `http://<agent hostname>:<port>/`), and when `until` resolves kills the task, waits for
-/// KILLED and tears the framework down: [`run_service`] for an [`HttpJob`].
+/// KILLED and tears the framework down: [`run_service`](crate::service::run_service) for an [`HttpJob`].
 pub use crate::service::run_service as run_http;
 
 #[cfg(test)]
