@@ -15,6 +15,7 @@
 
 use crate::attempt_id;
 use crate::compute_executor::{Computation, ComputeExecutor};
+use crate::offers;
 use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_sdk::{
     async_trait, Filters, JobProgress, Offer, Resources, Scheduler, SchedulerConfig,
@@ -307,12 +308,7 @@ impl FactorialScheduler {
 impl Scheduler for FactorialScheduler {
     async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
         for offer in offers {
-            let mut left = offer.resources.clone();
-            if !offer.executor_ids.contains(&self.executor.executor_id) {
-                left = left
-                    .checked_sub(&self.executor.resources)
-                    .unwrap_or_default();
-            }
+            let mut left = offers::room_for_tasks(&offer, &self.executor);
             let mut tasks = Vec::new();
             while let Some(rest) = left.checked_sub(&self.task_resources) {
                 let Some(position) = self.pending.pop_front() else {
@@ -334,12 +330,7 @@ impl Scheduler for FactorialScheduler {
             }
             if tasks.is_empty() {
                 // Nothing to run here now; relaunches revive offers.
-                let _ = driver.decline_offer(
-                    offer.id,
-                    Filters {
-                        refuse_seconds: 5.0,
-                    },
-                );
+                offers::decline(driver, offer.id, 5.0);
                 continue;
             }
             let launched: Vec<usize> = tasks

@@ -3,8 +3,10 @@
 //! run by the agent's built-in command executor, in its own session and sandbox, so the
 //! greetings land in the sandbox's `stdout` (`bramble logs TASK --follow` shows them).
 
-use crate::service::{run_service, Launch, ServiceEvent, ServiceOutcome, ServiceSpec};
-use bramble_proto::task::{CommandInfo, TaskInfo};
+use crate::service::{
+    command_task, run_service, Launch, ServiceEvent, ServiceOutcome, ServiceSpec,
+};
+use bramble_proto::task::CommandInfo;
 use bramble_sdk::{Offer, Resources, SchedulerConfig, SdkError, TaskId};
 use std::future::Future;
 
@@ -25,25 +27,15 @@ pub fn hello_resources() -> Resources {
 
 /// The hello task for `offer`, or why the offer cannot take it.
 pub fn hello_task(offer: &Offer, task_id: TaskId) -> Result<Launch, String> {
-    let resources = hello_resources();
-    if let Some(short) = offer.resources.shortfall(&resources) {
-        return Err(format!(
-            "{} is too small for hello ({short})",
-            offer.hostname
-        ));
-    }
-    Ok(Launch {
-        task: TaskInfo {
-            task_id,
-            name: "hello".into(),
-            agent_id: offer.agent_id.clone(),
-            resources,
-            command: Some(CommandInfo::shell(HELLO_SCRIPT)),
-            executor: None,
-            data: Vec::new(),
-        },
-        port: None,
-    })
+    let task = command_task(
+        offer,
+        task_id,
+        "hello",
+        "hello",
+        hello_resources(),
+        CommandInfo::shell(HELLO_SCRIPT),
+    )?;
+    Ok(Launch { task, port: None })
 }
 
 /// Launches the hello task on the first offer that fits, reports each step to `report`

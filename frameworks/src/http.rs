@@ -9,8 +9,8 @@
 //! RUNNING means the process started, not that it listens yet: a client should retry its
 //! first connection for a moment.
 
-use crate::service::{Launch, ServiceOutcome, ServiceSpec};
-use bramble_proto::task::{CommandInfo, TaskInfo};
+use crate::service::{command_task, Launch, ServiceOutcome, ServiceSpec};
+use bramble_proto::task::CommandInfo;
 use bramble_proto::PortRange;
 use bramble_sdk::{Offer, Resources, TaskId};
 
@@ -51,22 +51,16 @@ impl HttpJob {
             .resources
             .clone()
             .with_ports([PortRange::new(port, port)]);
-        if let Some(short) = offer.resources.shortfall(&resources) {
-            return Err(format!(
-                "{} is too small for the http server ({short})",
-                offer.hostname
-            ));
-        }
+        let task = command_task(
+            offer,
+            task_id,
+            "http",
+            "the http server",
+            resources,
+            self.command(port),
+        )?;
         Ok(Launch {
-            task: TaskInfo {
-                task_id,
-                name: "http".into(),
-                agent_id: offer.agent_id.clone(),
-                resources,
-                command: Some(self.command(port)),
-                executor: None,
-                data: Vec::new(),
-            },
+            task,
             port: Some(port),
         })
     }

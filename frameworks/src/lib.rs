@@ -25,6 +25,7 @@ mod dir_server;
 pub mod factorial;
 pub mod hello;
 pub mod http;
+pub mod offers;
 pub mod pi;
 pub mod service;
 #[cfg(test)]

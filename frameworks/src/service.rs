@@ -13,10 +13,11 @@
 //! current, and the caller's event reporter. Launch decisions are made holding that lock, so a
 //! stop can never miss a task that was just launched.
 
-use bramble_proto::task::TaskInfo;
+use crate::offers;
+use bramble_proto::task::{CommandInfo, TaskInfo};
 use bramble_sdk::{
-    async_trait, AgentId, Filters, FrameworkId, Offer, Scheduler, SchedulerConfig, SchedulerDriver,
-    SdkError, TaskId, TaskReason, TaskState, TaskStatus,
+    async_trait, AgentId, Filters, FrameworkId, Offer, Resources, Scheduler, SchedulerConfig,
+    SchedulerDriver, SdkError, TaskId, TaskReason, TaskState, TaskStatus,
 };
 use std::fmt;
 use std::future::Future;
@@ -39,6 +40,34 @@ const REFUSE_UNFIT_SECS: f64 = 5.0;
 pub struct Launch {
     pub task: TaskInfo,
     pub port: Option<u16>,
+}
+
+/// The command task `name` (run by the agent's built-in command executor) with `resources`
+/// on `offer`'s agent, or why the offer cannot hold it: `<host> is too small for <what>
+/// (<shortfall>)`.
+pub fn command_task(
+    offer: &Offer,
+    task_id: TaskId,
+    name: &str,
+    what: &str,
+    resources: Resources,
+    command: CommandInfo,
+) -> Result<TaskInfo, String> {
+    if let Some(short) = offer.resources.shortfall(&resources) {
+        return Err(format!(
+            "{} is too small for {what} ({short})",
+            offer.hostname
+        ));
+    }
+    Ok(TaskInfo {
+        task_id,
+        name: name.into(),
+        agent_id: offer.agent_id.clone(),
+        resources,
+        command: Some(command),
+        executor: None,
+        data: Vec::new(),
+    })
 }
 
 /// Turns an offer into the task with the given id, or says why the offer does not fit.
@@ -245,24 +274,14 @@ impl ServiceScheduler {
         let mut shared = lock(&self.shared);
         if shared.stopping || !matches!(self.phase, Phase::Waiting) {
             drop(shared);
-            let _ = driver.decline_offer(
-                offer.id,
-                Filters {
-                    refuse_seconds: REFUSE_UNUSED_SECS,
-                },
-            );
+            offers::decline(driver, offer.id, REFUSE_UNUSED_SECS);
             return;
         }
         let task_id = TaskId::from(format!("{}-{}", self.spec.name, self.attempt + 1));
         let launch = match (self.spec.build)(&offer, task_id.clone()) {
             Ok(launch) => launch,
             Err(reason) => {
-                let _ = driver.decline_offer(
-                    offer.id,
-                    Filters {
-                        refuse_seconds: REFUSE_UNFIT_SECS,
-                    },
-                );
+                offers::decline(driver, offer.id, REFUSE_UNFIT_SECS);
                 if shared.last_no_fit.as_ref() != Some(&reason) {
                     shared.last_no_fit = Some(reason.clone());
                     drop(shared);

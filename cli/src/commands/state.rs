@@ -33,16 +33,27 @@ pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result
     Ok(())
 }
 
-/// Asks the master to kill `task` (of `framework`, when the id alone is ambiguous).
+/// Connects as the operator and finds whose `task` it is (`framework` settles an ambiguous
+/// or finished task's id).
+async fn owned_task(
+    target: &Target<'_>,
+    task: String,
+    framework: Option<String>,
+) -> anyhow::Result<(OperatorClient, FrameworkId, TaskId)> {
+    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
+    let state = op.state().await?;
+    let task = TaskId(task);
+    let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+    Ok((op, fw, task))
+}
+
+/// Asks the master to kill `task`.
 pub async fn kill(
     target: &Target<'_>,
     task: String,
     framework: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
-    let state = op.state().await?;
-    let task = TaskId(task);
-    let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+    let (mut op, fw, task) = owned_task(target, task, framework).await?;
     op.kill(fw, task.clone()).await?;
     op.close();
     eprintln!("kill sent to {task}");
@@ -57,10 +68,7 @@ pub async fn logs(
     follow: bool,
     framework: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
-    let state = op.state().await?;
-    let task = TaskId(task);
-    let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+    let (mut op, fw, task) = owned_task(target, task, framework).await?;
     let file = if stderr { "stderr" } else { "stdout" };
     ops::logs(&mut op, &fw, &task, file, follow).await?;
     op.close();

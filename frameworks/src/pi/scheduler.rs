@@ -17,7 +17,7 @@ use super::book::{BookCounts, ChunkBook, Recorded};
 use super::journal::{Journal, JournalError, Recovered};
 use super::kernel::{chunks, correct_digits, Sum};
 use super::PiChunk;
-use crate::attempt_id;
+use crate::{attempt_id, offers};
 use bramble_sdk::{
     async_trait, CommandInfo, ExecutorInfo, Filters, FrameworkId, JobProgress, Offer, Resources,
     Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState, TaskStatus,
@@ -284,19 +284,11 @@ impl PiScheduler {
     async fn launch_on(&mut self, driver: &SchedulerDriver, offer: Offer) {
         if !self.book.has_pending() {
             // Nothing to run now; relaunches revive offers.
-            let _ = driver.decline_offer(
-                offer.id,
-                Filters {
-                    refuse_seconds: 5.0,
-                },
-            );
+            offers::decline(driver, offer.id, 5.0);
             return;
         }
-        let mut left = offer.resources.clone();
         let executor = self.executor_info();
-        if !offer.executor_ids.contains(&executor.executor_id) {
-            left = left.checked_sub(&executor.resources).unwrap_or_default();
-        }
+        let mut left = offers::room_for_tasks(&offer, &executor);
         let mut tasks = Vec::new();
         let mut launched = Vec::new();
         while let Some(rest) = left.checked_sub(&self.job.task_resources) {
@@ -321,12 +313,7 @@ impl PiScheduler {
             });
         }
         if tasks.is_empty() {
-            let _ = driver.decline_offer(
-                offer.id,
-                Filters {
-                    refuse_seconds: 1.0,
-                },
-            );
+            offers::decline(driver, offer.id, 1.0);
             return;
         }
         // Recorded before sent: after a restart every task id that may exist is known.
