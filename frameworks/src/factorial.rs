@@ -18,8 +18,8 @@ use crate::compute_executor::{Computation, ComputeExecutor};
 use crate::offers;
 use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
 use bramble_sdk::{
-    async_trait, Filters, JobProgress, Offer, Resources, Scheduler, SchedulerConfig,
-    SchedulerDriver, SdkError, TaskId, TaskState, TaskStatus,
+    async_trait, JobProgress, Offer, Resources, Scheduler, SchedulerConfig, SchedulerDriver,
+    SdkError, TaskId, TaskState, TaskStatus,
 };
 use num_bigint::BigUint;
 use std::collections::{HashSet, VecDeque};
@@ -338,13 +338,7 @@ impl Scheduler for FactorialScheduler {
                 .filter_map(|t| parse_task_id(t.task_id.as_str()).map(|(p, _)| p))
                 .collect();
             self.agents.insert(offer.hostname.clone());
-            if let Err(e) = driver.launch_tasks(
-                vec![offer.id],
-                tasks,
-                Filters {
-                    refuse_seconds: 0.0,
-                },
-            ) {
+            if let Err(e) = offers::launch(driver, offer.id, tasks) {
                 warn!("launching factorial tasks failed: {e}; they will be retried");
                 for position in launched.into_iter().rev() {
                     self.slots[position] = Slot::Pending;

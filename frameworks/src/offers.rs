@@ -1,7 +1,10 @@
 //! Small answers to offers that every framework here gives the same way: what an offer
-//! leaves for tasks once their executor is paid for, and declining an offer for a while.
+//! leaves for tasks once their executor is paid for, launching a batch of tasks on it, and
+//! declining an offer for a while.
 
-use bramble_sdk::{ExecutorInfo, Filters, Offer, OfferId, Resources, SchedulerDriver};
+use bramble_sdk::{
+    ExecutorInfo, Filters, Offer, OfferId, Resources, SchedulerDriver, SdkError, TaskInfo,
+};
 
 /// What `offer` leaves for tasks: the executor's own resources are charged once per agent,
 /// so only when it is not running there already.
@@ -14,6 +17,22 @@ pub fn room_for_tasks(offer: &Offer, executor: &ExecutorInfo) -> Resources {
             .checked_sub(&executor.resources)
             .unwrap_or_default()
     }
+}
+
+/// Launches `tasks` on `offer`. What they leave unused comes straight back (no refuse
+/// filter): a batch job's next task may be ready any moment.
+pub fn launch(
+    driver: &SchedulerDriver,
+    offer: OfferId,
+    tasks: Vec<TaskInfo>,
+) -> Result<(), SdkError> {
+    driver.launch_tasks(
+        vec![offer],
+        tasks,
+        Filters {
+            refuse_seconds: 0.0,
+        },
+    )
 }
 
 /// Declines `offer`; the master offers those resources to us again after `refuse_seconds`

@@ -329,14 +329,7 @@ impl PiScheduler {
             return;
         }
         self.agents.insert(offer.agent_id.to_string());
-        // Unused resources come straight back: another chunk may finish any moment.
-        if let Err(e) = driver.launch_tasks(
-            vec![offer.id],
-            tasks,
-            Filters {
-                refuse_seconds: 0.0,
-            },
-        ) {
+        if let Err(e) = offers::launch(driver, offer.id, tasks) {
             warn!("launching pi chunks failed: {e}; they will be retried");
             for (index, _) in launched {
                 self.book.unlaunch(index);
