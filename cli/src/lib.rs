@@ -7,7 +7,6 @@ pub mod demo;
 pub mod display;
 pub mod frameworks;
 pub mod node;
-pub mod operator;
 pub mod ops;
 pub mod pi;
 pub mod progress;

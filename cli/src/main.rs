@@ -5,13 +5,12 @@ mod cluster;
 use anyhow::{bail, Context};
 use bramble::demo::{self, DemoOptions};
 use bramble::frameworks;
-use bramble::operator::OperatorClient;
 use bramble::ops;
+use bramble_client::{locate_master, owner_of, OperatorClient};
 use bramble_proto::task::CommandInfo;
 use bramble_proto::{FrameworkId, Resources, TaskId, TaskState};
 use bramble_sdk::{framework_info, Credentials, Role, SchedulerConfig};
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -243,43 +242,6 @@ fn self_executor(kind: &str) -> anyhow::Result<CommandInfo> {
     ))
 }
 
-/// The master's address: `--master`/`$BRAMBLE_MASTER` resolved, or else the master of this
-/// cluster found by mDNS (its advertisement must carry our CA's fingerprint).
-async fn master_addr(
-    cli_master: Option<&str>,
-    cluster: &std::path::Path,
-) -> anyhow::Result<SocketAddr> {
-    if let Some(hostport) = cli_master {
-        return tokio::net::lookup_host(hostport)
-            .await
-            .with_context(|| format!("resolving the master address {hostport}"))?
-            .next()
-            .with_context(|| format!("{hostport} resolves to no address"));
-    }
-    let ca =
-        bramble_proto::identity::load_cert(&cluster.join(bramble_proto::identity::files::CA_CERT))
-            .with_context(|| {
-                format!(
-                    "no --master given, and no cluster CA to look for it by mDNS in {}",
-                    cluster.display()
-                )
-            })?;
-    let cluster_id = bramble_proto::identity::cluster_id(&ca);
-    let found = bramble_proto::discovery::find_master(
-        &cluster_id,
-        &[],
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .context(
-        "no --master given and none found by mDNS (pass --master HOST:PORT or set BRAMBLE_MASTER)",
-    )?;
-    found
-        .first()
-        .copied()
-        .context("mDNS found the master without an address")
-}
-
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
@@ -300,7 +262,7 @@ async fn ctrl_c() {
 
 /// Commands that talk to a running cluster.
 async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
-    let master = master_addr(cli.master.as_deref(), &cli.cluster).await?;
+    let master = locate_master(cli.master.as_deref(), &cli.cluster).await?;
     let cluster = cli.cluster.as_path();
     match cli.command {
         Command::Status { json }
@@ -326,7 +288,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             let mut op = OperatorClient::connect(cluster, master).await?;
             let state = op.state().await?;
             let task = TaskId(task);
-            let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+            let fw = owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
             op.kill(fw, task.clone()).await?;
             op.close();
             eprintln!("kill sent to {task}");
@@ -341,9 +303,10 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             let mut op = OperatorClient::connect(cluster, master).await?;
             let state = op.state().await?;
             let task = TaskId(task);
-            let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+            let fw = owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
             let file = if stderr { "stderr" } else { "stdout" };
-            ops::logs(&mut op, &fw, &task, file, follow).await?;
+            op.copy_sandbox_file(&fw, &task, file, follow, &mut std::io::stdout())
+                .await?;
             op.close();
             Ok(0)
         }

@@ -7,7 +7,7 @@ use bramble::frameworks::factorial::{run_factorial, FactorialError, MAX_ATTEMPTS
 use bramble::frameworks::hello::run_hello;
 use bramble::frameworks::http::{run_http, HttpJob};
 use bramble::frameworks::ServiceEvent;
-use bramble::operator::OperatorClient;
+use bramble_client::OperatorClient;
 use bramble_proto::identity::Role;
 use bramble_proto::task::CommandInfo;
 use bramble_proto::{PortRange, Resources, TaskState};
