@@ -14,11 +14,11 @@
 //! new announcement rather than by its stale record.
 
 use crate::agent::Input;
+use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::CodecError;
 use bramble_proto::discovery::{self, Browser};
-use bramble_proto::messages::{AgentToMaster, Hello, HelloReply, MasterToAgent, PeerKind};
-use bramble_proto::transport::ControlStream;
-use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
+use bramble_proto::handshake::{self, HandshakeError};
+use bramble_proto::messages::{AgentToMaster, MasterToAgent, PeerKind};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,8 +30,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often "still looking" is logged while no master of this cluster is on mDNS.
 const STILL_LOOKING_EVERY: Duration = Duration::from_secs(30);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Heartbeats that may go unanswered before the master counts as gone.
 const MISSED_HEARTBEATS: u32 = 4;
 
@@ -179,7 +177,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut resolver = Resolver::new(locator);
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let mut registered = false;
         let attempt = session(
@@ -195,28 +193,30 @@ pub async fn run(
         if inputs.send(Input::MasterDisconnected).await.is_err() {
             return;
         }
-        match result {
+        let delay = match result {
             Err(LinkError::Shutdown) => return,
             Err(LinkError::Refused(reason)) => {
                 // Retrying quickly will not change the master's mind: log loudly, retry slowly.
                 warn!("master refused this agent: {reason}");
-                backoff = MAX_BACKOFF;
+                backoff.slowest();
+                backoff.next_delay()
             }
             Err(e) => {
                 // The link had been healthy for a while, or the master had taken us in (a
                 // restarted master is back at once: find it without a grown backoff).
                 if registered || started.elapsed() > Duration::from_secs(10) {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                 }
-                warn!("master link down: {e}; retrying in {backoff:?}");
+                let delay = backoff.next_delay();
+                warn!("master link down: {e}; retrying in {delay:?}");
+                delay
             }
-            Ok(()) => {}
-        }
+            Ok(()) => backoff.next_delay(),
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -270,19 +270,17 @@ async fn registered_session(
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
 ) -> Result<(), LinkError> {
-    let mut ctl = ControlStream::open(conn).await?;
-    ctl.send(&Hello {
-        protocol_version: PROTOCOL_VERSION,
-        software_version: SOFTWARE_VERSION.to_string(),
-        kind: PeerKind::Agent,
-    })
-    .await?;
-    let reply: HelloReply = tokio::time::timeout(HANDSHAKE_TIMEOUT, ctl.recv())
-        .await
-        .map_err(|_| LinkError::Timeout("the master's welcome"))??;
-    if let HelloReply::Refused { reason } = reply {
-        return Err(LinkError::Refused(reason));
-    }
+    let (mut ctl, _) = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake::say_hello(conn, PeerKind::Agent),
+    )
+    .await
+    .map_err(|_| LinkError::Timeout("the master's welcome"))?
+    .map_err(|e| match e {
+        HandshakeError::Open(e) => LinkError::Connection(e),
+        HandshakeError::Send(e) | HandshakeError::Reply(e) => LinkError::Codec(e),
+        HandshakeError::Refused(reason) => LinkError::Refused(reason),
+    })?;
     let (reg_tx, reg_rx) = oneshot::channel();
     inputs
         .send(Input::BuildRegistration(reg_tx))

@@ -1,10 +1,9 @@
 //! `bramble display --png FILE`: what the master's OLED shows, as a picture — from a running
 //! master (exactly the frame on the glass), or offline from a saved panel state.
 
-use crate::operator::OperatorClient;
 use anyhow::{bail, Context};
+use bramble_client::OperatorClient;
 use bramble_firmware::{render_png, PanelSize, PanelState, Screen};
-use bramble_proto::messages::{OperatorCall, OperatorReply};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -19,16 +18,13 @@ pub async fn from_master(
     state_out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut op = OperatorClient::connect(cluster, master).await?;
-    let answer = op.call(OperatorCall::GetPanel).await?;
+    let panel = op.panel().await;
     op.close();
-    let (png, state_json) = match answer {
-        OperatorReply::Panel { png, state_json } => (png, state_json),
-        OperatorReply::Error { message } => bail!("{message}"),
-        other => bail!("unexpected answer from the master: {other:?}"),
-    };
-    std::fs::write(png_out, png).with_context(|| format!("writing {}", png_out.display()))?;
+    let panel = panel?;
+    std::fs::write(png_out, panel.png).with_context(|| format!("writing {}", png_out.display()))?;
     if let Some(path) = state_out {
-        std::fs::write(path, state_json).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, panel.state_json)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -1,13 +1,9 @@
-//! Operator views and actions: `status`, `agents`, `frameworks`, `tasks`, `kill`, `logs`.
-//! Each fetches what it needs over one operator connection and prints a table, or one JSON
-//! object with `--json`.
+//! Printing the operator views: `status`, `agents`, `frameworks`, `tasks`. What is printed
+//! comes from `bramble-client` (one operator connection per command); `--json` prints the
+//! same data as one JSON object instead (in `main.rs`).
 
-use crate::operator::OperatorClient;
-use anyhow::{bail, Context};
 use bramble_proto::messages::ClusterState;
-use bramble_proto::{FrameworkId, Resources, TaskId};
-use std::io::Write;
-use std::time::Duration;
+use bramble_proto::Resources;
 
 fn pct(used: f64, total: f64) -> String {
     if total > 0.0 {
@@ -86,118 +82,150 @@ pub fn print_status(state: &ClusterState) {
 }
 
 pub fn print_agents(state: &ClusterState) {
-    println!(
-        "{:<40} {:<16} {:<6} {:>12} {:>16}",
-        "ID", "HOSTNAME", "UP", "CPUS", "MEM (MiB)"
+    let columns = [
+        Column::left("ID", 40),
+        Column::left("HOSTNAME", 16),
+        Column::left("UP", 6),
+        Column::right("CPUS", 12),
+        Column::right("MEM (MiB)", 16),
+    ];
+    print_table(
+        &columns,
+        state.agents.iter().map(|a| {
+            vec![
+                a.id.to_string(),
+                a.hostname.clone(),
+                yes_no(a.connected),
+                format!("{:.1}/{:.1}", a.allocated.cpus(), a.total.cpus()),
+                format!("{}/{}", a.allocated.mem_mib, a.total.mem_mib),
+            ]
+        }),
     );
-    for a in &state.agents {
-        println!(
-            "{:<40} {:<16} {:<6} {:>12} {:>16}",
-            a.id,
-            a.hostname,
-            if a.connected { "yes" } else { "no" },
-            format!("{:.1}/{:.1}", a.allocated.cpus(), a.total.cpus()),
-            format!("{}/{}", a.allocated.mem_mib, a.total.mem_mib),
-        );
-    }
 }
 
 pub fn print_frameworks(state: &ClusterState) {
-    println!(
-        "{:<40} {:<16} {:<10} {:>8} {:>10}",
-        "ID", "NAME", "CONNECTED", "CPUS", "MEM (MiB)"
+    let columns = [
+        Column::left("ID", 40),
+        Column::left("NAME", 16),
+        Column::left("CONNECTED", 10),
+        Column::right("CPUS", 8),
+        Column::right("MEM (MiB)", 10),
+    ];
+    print_table(
+        &columns,
+        state.frameworks.iter().map(|f| {
+            vec![
+                f.id.to_string(),
+                f.name.clone(),
+                yes_no(f.connected),
+                format!("{:.1}", f.allocated.cpus()),
+                f.allocated.mem_mib.to_string(),
+            ]
+        }),
     );
-    for f in &state.frameworks {
-        println!(
-            "{:<40} {:<16} {:<10} {:>8.1} {:>10}",
-            f.id,
-            f.name,
-            if f.connected { "yes" } else { "no" },
-            f.allocated.cpus(),
-            f.allocated.mem_mib
-        );
-    }
 }
 
 pub fn print_tasks(state: &ClusterState) {
-    println!(
-        "{:<24} {:<16} {:<14} {:<24} MESSAGE",
-        "TASK", "FRAMEWORK", "STATE", "AGENT"
+    let columns = [
+        Column::left("TASK", 24),
+        Column::left("FRAMEWORK", 16),
+        Column::left("STATE", 14),
+        Column::left("AGENT", 24),
+        Column::left("MESSAGE", 0),
+    ];
+    print_table(
+        &columns,
+        state.tasks.iter().map(|t| {
+            let fw = state
+                .frameworks
+                .iter()
+                .find(|f| f.id == t.framework_id)
+                .map(|f| f.name.as_str())
+                .unwrap_or(t.framework_id.as_str());
+            let agent = state
+                .agents
+                .iter()
+                .find(|a| a.id == t.agent_id)
+                .map(|a| a.hostname.as_str())
+                .unwrap_or(t.agent_id.as_str());
+            vec![
+                t.id.to_string(),
+                fw.to_owned(),
+                t.state.name().to_owned(),
+                agent.to_owned(),
+                t.message.clone(),
+            ]
+        }),
     );
-    for t in &state.tasks {
-        let fw = state
-            .frameworks
-            .iter()
-            .find(|f| f.id == t.framework_id)
-            .map(|f| f.name.as_str())
-            .unwrap_or(t.framework_id.as_str());
-        let agent = state
-            .agents
-            .iter()
-            .find(|a| a.id == t.agent_id)
-            .map(|a| a.hostname.as_str())
-            .unwrap_or(t.agent_id.as_str());
-        println!(
-            "{:<24} {:<16} {:<14} {:<24} {}",
-            t.id,
-            fw,
-            t.state.name(),
-            agent,
-            t.message
-        );
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+/// A table column: its header, its width, and which side it is aligned to.
+struct Column {
+    header: &'static str,
+    width: usize,
+    right: bool,
+}
+
+impl Column {
+    fn left(header: &'static str, width: usize) -> Self {
+        Column {
+            header,
+            width,
+            right: false,
+        }
+    }
+
+    fn right(header: &'static str, width: usize) -> Self {
+        Column {
+            header,
+            width,
+            right: true,
+        }
     }
 }
 
-/// Finds which framework owns `task` (the task must be known to the master), or uses the
-/// one given.
-pub fn owner_of(
-    state: &ClusterState,
-    task: &TaskId,
-    framework: Option<&FrameworkId>,
-) -> anyhow::Result<FrameworkId> {
-    if let Some(f) = framework {
-        return Ok(f.clone());
+/// The header, then one line per row, each cell padded to its column.
+fn print_table(columns: &[Column], rows: impl Iterator<Item = Vec<String>>) {
+    let header: Vec<String> = columns.iter().map(|c| c.header.to_owned()).collect();
+    println!("{}", table_line(columns, &header));
+    for row in rows {
+        println!("{}", table_line(columns, &row));
     }
-    let owners: Vec<&FrameworkId> = state
-        .tasks
+}
+
+fn table_line(columns: &[Column], cells: &[String]) -> String {
+    columns
         .iter()
-        .filter(|t| &t.id == task)
-        .map(|t| &t.framework_id)
-        .collect();
-    match owners.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => bail!(
-            "no live task {task} is known to the master (pass --framework for a finished one)"
-        ),
-        _ => bail!("several frameworks have a task {task}: pass --framework"),
-    }
+        .zip(cells)
+        .map(|(c, cell)| {
+            if c.right {
+                format!("{cell:>w$}", w = c.width)
+            } else {
+                format!("{cell:<w$}", w = c.width)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// Prints a sandbox file (`stdout` or `stderr`), following it while the task runs when asked.
-pub async fn logs(
-    client: &mut OperatorClient,
-    framework: &FrameworkId,
-    task: &TaskId,
-    file: &str,
-    follow: bool,
-) -> anyhow::Result<()> {
-    let mut offset = 0;
-    let mut out = std::io::stdout();
-    loop {
-        let chunk = client
-            .read_sandbox(framework, task, file, offset)
-            .await
-            .with_context(|| format!("reading {file} of task {task}"))?;
-        out.write_all(&chunk.data)?;
-        out.flush()?;
-        offset += chunk.data.len() as u64;
-        let more_now = offset < chunk.size;
-        if more_now {
-            continue;
-        }
-        if !follow || chunk.task_ended {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_are_padded_to_their_columns() {
+        let columns = [
+            Column::left("ID", 4),
+            Column::right("CPUS", 6),
+            Column::left("MESSAGE", 0),
+        ];
+        let header: Vec<String> = ["ID", "CPUS", "MESSAGE"].map(String::from).into();
+        assert_eq!(table_line(&columns, &header), "ID     CPUS MESSAGE");
+        let row: Vec<String> = ["a1", "0.5", "done"].map(String::from).into();
+        assert_eq!(table_line(&columns, &row), "a1      0.5 done");
     }
 }

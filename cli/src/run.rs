@@ -1,8 +1,8 @@
 //! `bramble run -- CMD…`: one shell command as a task somewhere on the cluster, its output
 //! streamed back, and its exit status as ours.
 
-use crate::operator::OperatorClient;
 use anyhow::{bail, Context};
+use bramble_client::OperatorClient;
 use bramble_proto::task::{CommandInfo, TaskInfo};
 use bramble_sdk::{
     async_trait, framework_info, Credentials, Filters, FrameworkId, Offer, Resources, Role,
@@ -128,7 +128,9 @@ pub async fn run(
     }
     let task = bramble_proto::TaskId(task_id);
     if last.as_ref().is_some_and(|s| s.state == TaskState::Running) {
-        crate::ops::logs(&mut operator, &framework, &task, "stdout", true).await?;
+        operator
+            .copy_sandbox_file(&framework, &task, "stdout", true, &mut std::io::stdout())
+            .await?;
         while let Some(s) = rx.recv().await {
             let over = s.state.is_terminal();
             last = Some(s);

@@ -14,7 +14,7 @@ use crate::part::Table;
 use crate::payload::{self, Binaries, ClusterFiles, RootPayload, Route};
 use crate::settings::{self, SettingsUpdate};
 use crate::BuildError;
-use bramble::node::RoleSetting;
+use bramble_node::RoleSetting;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,17 +22,38 @@ use std::time::Instant;
 pub const CROSS_TARGET: &str = "aarch64-unknown-linux-gnu";
 const I2C_WHY: &str = "Bramble: the I2C bus on the header, for the front panel (SSD1306)";
 
-#[derive(Debug, Clone)]
+/// What to build. Also the arguments of `bramble-image build` (the doc comments are its help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BuildOptions {
+    /// Cluster directory from `bramble cluster init` (only ca.pem, node.pem and node.key
+    /// go on the card).
+    #[arg(long)]
     pub cluster: PathBuf,
+    /// The image to write (a `.sha256` is written next to it).
+    #[arg(long)]
     pub out: PathBuf,
+    /// Raspberry Pi OS Lite arm64 (Bookworm or newer), `.img` or `.img.xz`, as downloaded.
+    #[arg(long)]
     pub base: Option<PathBuf>,
+    /// Build the base from Debian packages (image/debian/mkbase.sh) instead of --base.
+    #[arg(long)]
     pub debian: bool,
+    /// ssh public key(s) first boot installs for root (Pi OS has no default user).
+    #[arg(long)]
     pub ssh_key: Option<PathBuf>,
+    /// Role written to bramble.toml: master, agent or auto (default: auto).
+    #[arg(long)]
     pub role: Option<RoleSetting>,
+    /// Also write OUT.xz (and its .sha256) for release.
+    #[arg(long)]
     pub xz: bool,
-    /// Prebuilt aarch64 binaries; `None` cross-builds them from `workspace`.
+    /// Directory with prebuilt aarch64 bramble-master, bramble-agent and bramble
+    /// (default: cross-build them from the workspace).
+    #[arg(long)]
     pub binaries: Option<PathBuf>,
+    /// The Bramble workspace to cross-build from.
+    // The workspace this tool was built in: image/ is one level below it.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.."))]
     pub workspace: PathBuf,
 }
 
@@ -192,7 +213,7 @@ fn customise(
         boot.write("ssh", b"")?;
     }
     let existing = boot
-        .read(bramble::node::SETTINGS_FILE)?
+        .read(bramble_node::SETTINGS_FILE)?
         .map(|b| String::from_utf8_lossy(&b).into_owned());
     let (settings_text, _) = settings::update(
         existing.as_deref(),
@@ -203,7 +224,7 @@ fn customise(
         },
     )?;
     if existing.as_deref() != Some(settings_text.as_str()) {
-        boot.write(bramble::node::SETTINGS_FILE, settings_text.as_bytes())?;
+        boot.write(bramble_node::SETTINGS_FILE, settings_text.as_bytes())?;
     }
     boot.close()?;
 

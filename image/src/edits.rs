@@ -72,12 +72,7 @@ pub fn ensure_cmdline_args(cmdline: &str, args: &[&str]) -> Result<String, EditE
         1 => {}
         n => return Err(EditError::CmdlineLines(n)),
     }
-    let present: Vec<&str> = lines[0].split_whitespace().collect();
-    let missing: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| !present.contains(a))
-        .collect();
+    let missing = missing_args(lines[0], args);
     if missing.is_empty() {
         return Ok(cmdline.to_owned());
     }
@@ -93,12 +88,7 @@ pub fn ensure_cmdline_args(cmdline: &str, args: &[&str]) -> Result<String, EditE
 /// Debian's `/etc/default/raspi-extra-cmdline`: arguments the raspi-firmware hook adds to the
 /// `cmdline.txt` it regenerates on every kernel update. May be empty or absent.
 pub fn ensure_extra_cmdline(text: &str, args: &[&str]) -> String {
-    let present: Vec<&str> = text.split_whitespace().collect();
-    let missing: Vec<&str> = args
-        .iter()
-        .copied()
-        .filter(|a| !present.contains(a))
-        .collect();
+    let missing = missing_args(text, args);
     if missing.is_empty() {
         return text.to_owned();
     }
@@ -108,6 +98,15 @@ pub fn ensure_extra_cmdline(text: &str, args: &[&str]) -> String {
     } else {
         format!("{body} {}\n", missing.join(" "))
     }
+}
+
+/// The `args` that are not already a whitespace-separated token of `text`, in order.
+fn missing_args<'a>(text: &str, args: &[&'a str]) -> Vec<&'a str> {
+    let present: Vec<&str> = text.split_whitespace().collect();
+    args.iter()
+        .copied()
+        .filter(|a| !present.contains(a))
+        .collect()
 }
 
 /// A one-name-per-line list (`/etc/modules-load.d/*.conf`) with `item` in it.
@@ -128,24 +127,8 @@ pub fn ensure_line(text: &str, item: &str) -> String {
 mod tests {
     use super::*;
 
-    const PI_OS_CONFIG: &str = "\
-# For more options and information see
-# http://rptl.io/configtxt
-#dtparam=i2c_arm=on
-#dtparam=spi=on
-dtparam=audio=on
-auto_initramfs=1
-dtoverlay=vc4-kms-v3d
-arm_64bit=1
-
-[cm4]
-otg_mode=1
-
-[cm5]
-dtoverlay=dwc2,dr_mode=host
-
-[all]
-";
+    /// Raspberry Pi OS Bookworm's `config.txt`, as shipped.
+    const PI_OS_CONFIG: &str = include_str!("../tests/data/pi-os-config.txt");
 
     const WHY: &str = "Bramble: I2C for the front panel";
 

@@ -12,7 +12,7 @@ use crate::imagefile::{self, read_full};
 use crate::part::Table;
 use crate::settings::{self, SettingsUpdate};
 use crate::BuildError;
-use bramble::node::{self, RoleSetting};
+use bramble_node::{self as node, RoleSetting};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};

@@ -9,7 +9,7 @@ use crate::fat::BootFs;
 use crate::part::{Partition, Table};
 use crate::payload::{self, BINARIES, BIN_DIR, IMAGE_INFO};
 use crate::{elf, osrelease, BuildError};
-use bramble::node::{self, NodeSettings};
+use bramble_node::{self as node, NodeSettings};
 use serde::Serialize;
 use std::path::Path;
 

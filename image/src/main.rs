@@ -1,10 +1,10 @@
 //! `bramble-image`: parses arguments and calls the library (build, inspect, flash).
 
 use anyhow::Context;
-use bramble::node::RoleSetting;
 use bramble_image::bake::{self, BuildOptions};
 use bramble_image::flash::{self, FlashOptions};
 use bramble_image::inspect;
+use bramble_node::RoleSetting;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,35 +21,8 @@ struct Cli {
 enum Command {
     /// Build a flashable image: a base image plus Bramble, its units, configs and certificates.
     Build {
-        /// Cluster directory from `bramble cluster init` (only ca.pem, node.pem and node.key
-        /// go on the card).
-        #[arg(long)]
-        cluster: PathBuf,
-        /// The image to write (a `.sha256` is written next to it).
-        #[arg(long)]
-        out: PathBuf,
-        /// Raspberry Pi OS Lite arm64 (Bookworm or newer), `.img` or `.img.xz`, as downloaded.
-        #[arg(long)]
-        base: Option<PathBuf>,
-        /// Build the base from Debian packages (image/debian/mkbase.sh) instead of --base.
-        #[arg(long)]
-        debian: bool,
-        /// ssh public key(s) first boot installs for root (Pi OS has no default user).
-        #[arg(long)]
-        ssh_key: Option<PathBuf>,
-        /// Role written to bramble.toml: master, agent or auto (default: auto).
-        #[arg(long, value_parser = parse_role)]
-        role: Option<RoleSetting>,
-        /// Also write OUT.xz (and its .sha256) for release.
-        #[arg(long)]
-        xz: bool,
-        /// Directory with prebuilt aarch64 bramble-master, bramble-agent and bramble
-        /// (default: cross-build them from the workspace).
-        #[arg(long)]
-        binaries: Option<PathBuf>,
-        /// The Bramble workspace to cross-build from.
-        #[arg(long, default_value = default_workspace())]
-        workspace: PathBuf,
+        #[command(flatten)]
+        options: BuildOptions,
         #[arg(long)]
         json: bool,
     },
@@ -64,7 +37,7 @@ enum Command {
         image: PathBuf,
         /// The card's whole disk, e.g. /dev/sdb or /dev/mmcblk0 (a regular file works too).
         device: PathBuf,
-        #[arg(long, value_parser = parse_role)]
+        #[arg(long)]
         role: Option<RoleSetting>,
         #[arg(long)]
         hostname: Option<String>,
@@ -77,42 +50,12 @@ enum Command {
     },
 }
 
-fn default_workspace() -> &'static str {
-    // The workspace this tool was built in: image/ is one level below it.
-    concat!(env!("CARGO_MANIFEST_DIR"), "/..")
-}
-
-fn parse_role(s: &str) -> Result<RoleSetting, String> {
-    RoleSetting::parse(s).ok_or_else(|| format!("{s:?}: use master, agent or auto"))
-}
-
 fn main() -> anyhow::Result<()> {
     bramble_proto::logging::init(None);
     match Cli::parse().command {
-        Command::Build {
-            cluster,
-            out,
-            base,
-            debian,
-            ssh_key,
-            role,
-            xz,
-            binaries,
-            workspace,
-            json,
-        } => {
-            let report = bake::build(&BuildOptions {
-                cluster,
-                out: out.clone(),
-                base,
-                debian,
-                ssh_key,
-                role,
-                xz,
-                binaries,
-                workspace,
-            })
-            .with_context(|| format!("building {}", out.display()))?;
+        Command::Build { options, json } => {
+            let report = bake::build(&options)
+                .with_context(|| format!("building {}", options.out.display()))?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -9,7 +9,7 @@
 
 use crate::elf;
 use crate::ext4::Edit;
-use bramble::node::{self, NodeSettings};
+use bramble_node::{self as node, NodeSettings};
 use bramble_proto::identity::{self, files, Role};
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! keeping whatever the user wrote in it: comments, order and other keys survive, only the
 //! keys being set change. The result must still be a valid settings file.
 
-use bramble::node::{self, NodeSettings, RoleSetting};
+use bramble_node::{self as node, NodeSettings, RoleSetting};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,6 @@
 //! `target/aarch64-unknown-linux-gnu/release` (or `$BRAMBLE_AARCH64_BIN`) has them;
 //! otherwise small stand-in files with an aarch64 ELF header, and the test says so.
 
-use bramble::node::{self, RoleSetting};
 use bramble_image::bake::{self, BuildOptions};
 use bramble_image::devices::{self, HostView, Refusal, Target};
 use bramble_image::ext4::RootFs;
@@ -16,6 +15,7 @@ use bramble_image::fat::BootFs;
 use bramble_image::flash::{self, FlashOptions};
 use bramble_image::part::{Partition, Table};
 use bramble_image::{elf, inspect, payload, BuildError};
+use bramble_node::{self as node, RoleSetting};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -28,25 +28,9 @@ const BOOT_LEN: u64 = 40 * MIB;
 const ROOT_LEN: u64 = 112 * MIB;
 const DISK_ID: [u8; 4] = [0xcd, 0xab, 0x34, 0x12];
 
-const PI_OS_CONFIG: &str = "\
-# For more options and information see
-# http://rptl.io/configtxt
-#dtparam=i2c_arm=on
-#dtparam=spi=on
-dtparam=audio=on
-camera_auto_detect=1
-auto_initramfs=1
-dtoverlay=vc4-kms-v3d
-arm_64bit=1
-
-[cm4]
-otg_mode=1
-
-[cm5]
-dtoverlay=dwc2,dr_mode=host
-
-[all]
-";
+/// Raspberry Pi OS Bookworm's `config.txt`, as shipped (shared with the unit tests in
+/// `src/edits.rs`).
+const PI_OS_CONFIG: &str = include_str!("data/pi-os-config.txt");
 const PI_OS_CMDLINE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 fsck.repair=yes rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot\n";
 const BOOKWORM: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n";
 const BULLSEYE: &str = "PRETTY_NAME=\"Raspbian GNU/Linux 11 (bullseye)\"\nNAME=\"Raspbian GNU/Linux\"\nVERSION_ID=\"11\"\nVERSION_CODENAME=bullseye\nID=raspbian\nID_LIKE=debian\n";

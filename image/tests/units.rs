@@ -94,7 +94,7 @@ fn first_boot_runs_once_before_the_services_and_the_network() {
     }
     assert!(has(&u, "After", "systemd-modules-load.service"));
     assert_eq!(
-        format!("/{}", bramble::node::DONE_MARKER),
+        format!("/{}", bramble_node::DONE_MARKER),
         "/var/lib/bramble/firstboot.done"
     );
 }

@@ -5,10 +5,12 @@
 //! Nothing here knows about scheduling policy: the master, agent and SDK build on these types
 //! and keep their logic to themselves.
 
+pub mod backoff;
 pub mod bounded;
 pub mod codec;
 pub mod config;
 pub mod discovery;
+pub mod handshake;
 pub mod identity;
 pub mod ids;
 pub mod logging;

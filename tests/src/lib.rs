@@ -12,8 +12,9 @@ use bramble_agent::master_link::MasterLocator;
 use bramble_agent::{AgentHandle, AgentOptions};
 use bramble_master::config::MasterConfig;
 use bramble_master::server::MasterHandle;
+use bramble_proto::handshake::exchange_hello;
 use bramble_proto::identity::{init_cluster, Credentials, Role};
-use bramble_proto::messages::{Hello, HelloReply};
+use bramble_proto::messages::HelloReply;
 use bramble_proto::transport::{client_endpoint, connect, unspecified_for, ControlStream};
 use bramble_proto::Resources;
 use std::future::Future;
@@ -163,7 +164,7 @@ pub fn is_root() -> bool {
 }
 
 /// Dials the master with `creds` and says hello as `kind`; returns the connection, its
-/// control stream and the master's answer.
+/// control stream and the master's answer, refusals included (for tests of admission).
 pub async fn raw_hello(
     creds: &Credentials,
     master: SocketAddr,
@@ -172,13 +173,7 @@ pub async fn raw_hello(
     let endpoint = client_endpoint(creds, unspecified_for(master))?;
     let conn = connect(&endpoint, master).await?;
     let mut ctl = ControlStream::open(&conn).await?;
-    ctl.send(&Hello {
-        protocol_version: bramble_proto::PROTOCOL_VERSION,
-        software_version: "test".into(),
-        kind,
-    })
-    .await?;
-    let reply: HelloReply = ctl.recv().await?;
+    let reply = exchange_hello(&mut ctl, kind).await?;
     Ok((conn, ctl, reply))
 }
 
@@ -187,24 +182,10 @@ pub async fn operator_state(
     cluster: &TestCluster,
     master: SocketAddr,
 ) -> anyhow::Result<bramble_proto::messages::ClusterState> {
-    use bramble_proto::messages::{OperatorCall, OperatorReply, PeerKind};
-    let (conn, mut ctl, reply) = raw_hello(
-        &cluster.credentials(Role::Operator),
-        master,
-        PeerKind::Operator,
-    )
-    .await?;
-    anyhow::ensure!(
-        matches!(reply, HelloReply::Welcome { .. }),
-        "operator refused: {reply:?}"
-    );
-    ctl.send(&OperatorCall::GetState).await?;
-    let answer: OperatorReply = ctl.recv().await?;
-    conn.close(quinn::VarInt::from_u32(0), b"done");
-    match answer {
-        OperatorReply::State(s) => Ok(s),
-        other => anyhow::bail!("unexpected operator reply {other:?}"),
-    }
+    let mut op = bramble_client::OperatorClient::connect(&cluster.cluster_dir(), master).await?;
+    let state = op.state().await;
+    op.close();
+    Ok(state?)
 }
 
 /// A master and named agents in this process on loopback, every agent registered: the

@@ -6,10 +6,10 @@
 //! The disk tests mount a 2 MiB tmpfs as the agent's work dir and the task-user test creates
 //! a throwaway system user: both need root and print `SKIP ...: needs root` otherwise.
 
-use bramble::operator::OperatorClient;
 use bramble_agent::containerizer::TaskUser;
 use bramble_agent::gc::{DiskUsage, GcPolicy};
 use bramble_agent::AgentHandle;
+use bramble_client::OperatorClient;
 use bramble_master::server::MasterHandle;
 use bramble_proto::identity::Role;
 use bramble_proto::{FrameworkId, Resources, TaskId, TaskReason, TaskState};

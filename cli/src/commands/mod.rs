@@ -34,7 +34,7 @@ impl Target<'_> {
     /// Finds the master (`--master`/`$BRAMBLE_MASTER`, else mDNS) for the cluster in `cluster`.
     pub async fn find<'a>(master: Option<&str>, cluster: &'a Path) -> anyhow::Result<Target<'a>> {
         Ok(Target {
-            master: master_addr(master, cluster).await?,
+            master: bramble_client::locate_master(master, cluster).await?,
             cluster,
         })
     }
@@ -51,40 +51,6 @@ impl Target<'_> {
             framework_info(name),
         ))
     }
-}
-
-/// The master's address: `--master`/`$BRAMBLE_MASTER` resolved, or else the master of this
-/// cluster found by mDNS (its advertisement must carry our CA's fingerprint).
-async fn master_addr(cli_master: Option<&str>, cluster: &Path) -> anyhow::Result<SocketAddr> {
-    if let Some(hostport) = cli_master {
-        return tokio::net::lookup_host(hostport)
-            .await
-            .with_context(|| format!("resolving the master address {hostport}"))?
-            .next()
-            .with_context(|| format!("{hostport} resolves to no address"));
-    }
-    let ca =
-        bramble_proto::identity::load_cert(&cluster.join(bramble_proto::identity::files::CA_CERT))
-            .with_context(|| {
-                format!(
-                    "no --master given, and no cluster CA to look for it by mDNS in {}",
-                    cluster.display()
-                )
-            })?;
-    let cluster_id = bramble_proto::identity::cluster_id(&ca);
-    let found = bramble_proto::discovery::find_master(
-        &cluster_id,
-        &[],
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .context(
-        "no --master given and none found by mDNS (pass --master HOST:PORT or set BRAMBLE_MASTER)",
-    )?;
-    found
-        .first()
-        .copied()
-        .context("mDNS found the master without an address")
 }
 
 /// How agents on this machine start an executor of this binary: `bramble executor <kind>`.

@@ -2,8 +2,8 @@
 //! table, or JSON with `--json`); `bramble kill|logs` act on one task of it.
 
 use super::{print_json, Target};
-use bramble::operator::OperatorClient;
 use bramble::ops;
+use bramble_client::{owner_of, OperatorClient};
 use bramble_proto::{FrameworkId, TaskId};
 
 /// Which part of the cluster's state to print.
@@ -43,7 +43,7 @@ async fn owned_task(
     let mut op = OperatorClient::connect(target.cluster, target.master).await?;
     let state = op.state().await?;
     let task = TaskId(task);
-    let fw = ops::owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
+    let fw = owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
     Ok((op, fw, task))
 }
 
@@ -70,7 +70,8 @@ pub async fn logs(
 ) -> anyhow::Result<()> {
     let (mut op, fw, task) = owned_task(target, task, framework).await?;
     let file = if stderr { "stderr" } else { "stdout" };
-    ops::logs(&mut op, &fw, &task, file, follow).await?;
+    op.copy_sandbox_file(&fw, &task, file, follow, &mut std::io::stdout())
+        .await?;
     op.close();
     Ok(())
 }

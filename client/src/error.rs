@@ -1,0 +1,89 @@
+//! What can go wrong between an operator and the master, by step: finding it, dialling it,
+//! being admitted, and the calls themselves. Messages say what was being done; the cause is
+//! the error's source.
+
+use bramble_proto::codec::CodecError;
+use bramble_proto::discovery::DiscoveryError;
+use bramble_proto::handshake::HandshakeError;
+use bramble_proto::identity::IdentityError;
+use bramble_proto::transport::TransportError;
+use bramble_proto::TaskId;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    // Finding the master.
+    #[error("resolving the master address {hostport}")]
+    Resolve {
+        hostport: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error("no --master given, and no cluster CA to look for it by mDNS in {}", dir.display())]
+    NoClusterCa {
+        dir: PathBuf,
+        #[source]
+        source: IdentityError,
+    },
+    #[error(
+        "no --master given and none found by mDNS (pass --master HOST:PORT or set BRAMBLE_MASTER)"
+    )]
+    NotDiscovered(#[source] DiscoveryError),
+    #[error("mDNS found the master without an address")]
+    DiscoveredWithoutAddress,
+
+    // Dialling and hello.
+    #[error(
+        "loading the operator certificate from {} (operator commands need operator.pem/operator.key)",
+        dir.display()
+    )]
+    Credentials {
+        dir: PathBuf,
+        #[source]
+        source: IdentityError,
+    },
+    #[error(transparent)]
+    Endpoint(TransportError),
+    #[error("connecting to the master at {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: TransportError,
+    },
+    #[error(transparent)]
+    Hello(HandshakeError),
+    #[error("the master refused this operator: {0}")]
+    Refused(String),
+
+    // Calls.
+    #[error(transparent)]
+    Call(#[from] CodecError),
+    /// The master answered the call with an error of its own.
+    #[error("{0}")]
+    Master(String),
+    #[error("unexpected answer from the master: {0}")]
+    Unexpected(String),
+    #[error("reading {file} of task {task}")]
+    ReadSandbox {
+        file: String,
+        task: TaskId,
+        #[source]
+        source: Box<ClientError>,
+    },
+    #[error("writing out {file} of task {task}")]
+    WriteOut {
+        file: String,
+        task: TaskId,
+        #[source]
+        source: std::io::Error,
+    },
+
+    // Naming a task's framework.
+    #[error("no live task {0} is known to the master (pass --framework for a finished one)")]
+    UnknownTask(TaskId),
+    #[error("several frameworks have a task {0}: pass --framework")]
+    AmbiguousTask(TaskId),
+}

@@ -1,0 +1,202 @@
+//! [`OperatorClient`]: one QUIC connection to the master with the operator certificate, and
+//! request/response calls on its control stream (the master answers each call before the
+//! next is read, so no call ids are needed).
+
+use crate::error::ClientError;
+use bramble_proto::handshake::{say_hello, HandshakeError};
+use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::messages::{
+    ClusterState, OperatorCall, OperatorReply, PeerKind, SandboxChunk, SandboxRead,
+    MAX_SANDBOX_READ,
+};
+use bramble_proto::transport::{client_endpoint, connect, unspecified_for, ControlStream};
+use bramble_proto::{FrameworkId, TaskId};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// How often a followed sandbox file is read again once its end is reached.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// What the master's front panel shows.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// The frame on the glass, as a PNG.
+    pub png: Vec<u8>,
+    /// The panel state behind it (JSON), for offline rendering.
+    pub state_json: String,
+}
+
+pub struct OperatorClient {
+    conn: quinn::Connection,
+    ctl: ControlStream,
+    // Kept alive with the connection.
+    _endpoint: quinn::Endpoint,
+}
+
+impl OperatorClient {
+    /// Dials the master at `master` with the operator certificate in `cluster` and says hello.
+    pub async fn connect(cluster: &Path, master: SocketAddr) -> Result<Self, ClientError> {
+        let creds = Credentials::load(cluster, Role::Operator).map_err(|source| {
+            ClientError::Credentials {
+                dir: cluster.to_path_buf(),
+                source,
+            }
+        })?;
+        let endpoint =
+            client_endpoint(&creds, unspecified_for(master)).map_err(ClientError::Endpoint)?;
+        let conn = connect(&endpoint, master)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: master,
+                source,
+            })?;
+        let (ctl, _) = say_hello(&conn, PeerKind::Operator)
+            .await
+            .map_err(|e| match e {
+                HandshakeError::Refused(reason) => ClientError::Refused(reason),
+                other => ClientError::Hello(other),
+            })?;
+        Ok(Self {
+            conn,
+            ctl,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// One call, its reply as the master sent it.
+    pub async fn call(&mut self, call: OperatorCall) -> Result<OperatorReply, ClientError> {
+        self.ctl.send(&call).await?;
+        Ok(self.ctl.recv().await?)
+    }
+
+    /// The cluster as the master sees it.
+    pub async fn state(&mut self) -> Result<ClusterState, ClientError> {
+        match self.call(OperatorCall::GetState).await? {
+            OperatorReply::State(s) => Ok(s),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Up to [`MAX_SANDBOX_READ`] bytes of `path` in the task's sandbox from `offset`.
+    pub async fn read_sandbox(
+        &mut self,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        path: &str,
+        offset: u64,
+    ) -> Result<SandboxChunk, ClientError> {
+        let read = SandboxRead {
+            framework_id: framework_id.clone(),
+            task_id: task_id.clone(),
+            path: path.to_string(),
+            offset,
+            max_bytes: MAX_SANDBOX_READ,
+        };
+        match self.call(OperatorCall::ReadSandbox(read)).await? {
+            OperatorReply::Sandbox(chunk) => Ok(chunk),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Copies a sandbox file (`stdout`, `stderr`, ...) to `out` from its start; with `follow`,
+    /// keeps copying what the task writes until it ends.
+    pub async fn copy_sandbox_file(
+        &mut self,
+        framework: &FrameworkId,
+        task: &TaskId,
+        file: &str,
+        follow: bool,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
+        let mut offset = 0;
+        loop {
+            let chunk = self
+                .read_sandbox(framework, task, file, offset)
+                .await
+                .map_err(|e| ClientError::ReadSandbox {
+                    file: file.to_owned(),
+                    task: task.clone(),
+                    source: Box::new(e),
+                })?;
+            out.write_all(&chunk.data)
+                .and_then(|()| out.flush())
+                .map_err(|source| ClientError::WriteOut {
+                    file: file.to_owned(),
+                    task: task.clone(),
+                    source,
+                })?;
+            offset += chunk.data.len() as u64;
+            let more_now = offset < chunk.size;
+            if more_now {
+                continue;
+            }
+            if !follow || chunk.task_ended {
+                return Ok(());
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+
+    /// Kills a task of `framework_id`; its terminal update goes to the framework as usual.
+    pub async fn kill(
+        &mut self,
+        framework_id: FrameworkId,
+        task_id: TaskId,
+    ) -> Result<(), ClientError> {
+        match self
+            .call(OperatorCall::KillTask {
+                framework_id,
+                task_id,
+            })
+            .await?
+        {
+            OperatorReply::Done => Ok(()),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// What the master's front panel shows now.
+    pub async fn panel(&mut self) -> Result<Panel, ClientError> {
+        match self.call(OperatorCall::GetPanel).await? {
+            OperatorReply::Panel { png, state_json } => Ok(Panel { png, state_json }),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    pub fn close(self) {
+        self.conn.close(quinn::VarInt::from_u32(0), b"done");
+    }
+}
+
+/// A reply that is not the one the call asked for: the master's error, or a surprise.
+fn not_the_answer(reply: OperatorReply) -> ClientError {
+    match reply {
+        OperatorReply::Error { message } => ClientError::Master(message),
+        other => ClientError::Unexpected(format!("{other:?}")),
+    }
+}
+
+/// The framework that owns `task`: `framework` when given, else the one task of that id the
+/// master knows (a finished task may be forgotten, hence the hint to name its framework).
+pub fn owner_of(
+    state: &ClusterState,
+    task: &TaskId,
+    framework: Option<&FrameworkId>,
+) -> Result<FrameworkId, ClientError> {
+    if let Some(f) = framework {
+        return Ok(f.clone());
+    }
+    let owners: Vec<&FrameworkId> = state
+        .tasks
+        .iter()
+        .filter(|t| &t.id == task)
+        .map(|t| &t.framework_id)
+        .collect();
+    match owners.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ClientError::UnknownTask(task.clone())),
+        _ => Err(ClientError::AmbiguousTask(task.clone())),
+    }
+}

@@ -1,0 +1,55 @@
+//! The config files first boot renders from `bramble.toml`: `/etc/bramble/agent.toml` on every
+//! node, `master.toml` on the master. Only what differs from the daemons' defaults is written,
+//! so a node picks up better defaults with new software.
+
+use crate::settings::{toml_string, NodeSettings};
+use crate::users::TASK_USER;
+use bramble_firmware::DisplayConfig;
+use serde::Serialize;
+
+/// `/etc/bramble/master.toml`: every key not set here keeps the master's default.
+pub fn master_toml(settings: &NodeSettings) -> String {
+    #[derive(Serialize)]
+    struct File<'a> {
+        name: &'a str,
+        display: &'a DisplayConfig,
+    }
+    let body = toml::to_string(&File {
+        name: &settings.cluster_name,
+        display: &settings.display,
+    })
+    .unwrap_or_default();
+    format!(
+        "# Written by bramble-firstboot from bramble.toml; edit freely, it is not rewritten.\n{body}"
+    )
+}
+
+/// `/etc/bramble/agent.toml`: tasks run as the unprivileged task user, never as root.
+pub fn agent_toml(_settings: &NodeSettings) -> String {
+    format!(
+        "# Written by bramble-firstboot from bramble.toml; edit freely, it is not rewritten.\n\
+         # The agent runs as root (cgroups) and starts every task as this user.\n\
+         task_user = {}\n",
+        toml_string(TASK_USER)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_configs_carry_the_settings() {
+        let s = NodeSettings {
+            cluster_name: "shelf".into(),
+            ..NodeSettings::default()
+        };
+        let master: toml::Table = toml::from_str(&master_toml(&s)).unwrap();
+        assert_eq!(master["name"].as_str(), Some("shelf"));
+        assert_eq!(master["display"]["address"].as_integer(), Some(0x3C));
+        let agent: toml::Table = toml::from_str(&agent_toml(&s)).unwrap();
+        assert_eq!(agent["task_user"].as_str(), Some(TASK_USER));
+        // That the master accepts what first boot writes for it is checked where the master
+        // is a dependency: tests/tests/node_configs.rs.
+    }
+}

@@ -1,0 +1,283 @@
+//! [`SchedulerDriver`]: the cheap, cloneable handle a framework acts through. Calls are checked
+//! against the connection state (refused while disconnected or stopped) and queued for the run
+//! loop in `runner.rs`/`session.rs`, which is the only place that writes to the master.
+
+use super::runner::Runner;
+use super::{Scheduler, SchedulerConfig};
+use crate::error::SdkError;
+use bramble_proto::messages::{Filters, JobProgress, SchedulerCall};
+use bramble_proto::task::TaskInfo;
+use bramble_proto::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskStatus};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, watch};
+
+/// A cheap, cloneable handle to the scheduler's connection. Calls are non-blocking: they are
+/// queued for the run loop, which writes them in order.
+#[derive(Clone)]
+pub struct SchedulerDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    calls: mpsc::UnboundedSender<SchedulerCall>,
+    /// `Some(failover)` once `stop` was called.
+    stop: watch::Sender<Option<bool>>,
+    status: Mutex<DriverStatus>,
+    implicit_acknowledgements: bool,
+    /// Taken by `run`.
+    parts: Mutex<Option<RunParts>>,
+}
+
+#[derive(Default)]
+struct DriverStatus {
+    framework_id: Option<FrameworkId>,
+    connected: bool,
+    stopped: bool,
+}
+
+struct RunParts {
+    config: SchedulerConfig,
+    calls: mpsc::UnboundedReceiver<SchedulerCall>,
+    stop: watch::Receiver<Option<bool>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is plain flags; a panic elsewhere cannot leave it inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SchedulerDriver {
+    /// A driver for `config`, not yet connected: clone it, then call [`SchedulerDriver::run`].
+    pub fn new(config: SchedulerConfig) -> Self {
+        let (calls_tx, calls_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let implicit_acknowledgements = config.implicit_acknowledgements;
+        let framework_id = config.framework.framework_id.clone();
+        Self {
+            inner: Arc::new(Inner {
+                calls: calls_tx,
+                stop: stop_tx,
+                status: Mutex::new(DriverStatus {
+                    framework_id,
+                    ..DriverStatus::default()
+                }),
+                implicit_acknowledgements,
+                parts: Mutex::new(Some(RunParts {
+                    config,
+                    calls: calls_rx,
+                    stop: stop_rx,
+                })),
+            }),
+        }
+    }
+
+    /// Runs the driver (see [`run_scheduler`]). May be called once per driver.
+    pub async fn run<S: Scheduler>(&self, mut scheduler: S) -> Result<S, SdkError> {
+        let parts = lock(&self.inner.parts)
+            .take()
+            .ok_or(SdkError::AlreadyRunning)?;
+        let mut runner = Runner {
+            driver: self.clone(),
+            addr: parts.config.master,
+            info: parts.config.framework.clone(),
+            config: parts.config,
+            calls: parts.calls,
+            stop: parts.stop,
+        };
+        let result = runner.run(&mut scheduler).await;
+        {
+            let mut st = lock(&self.inner.status);
+            st.connected = false;
+            st.stopped = true;
+        }
+        result.map(|()| scheduler)
+    }
+
+    /// Launches `tasks` on the resources of `offer_ids` (all from one agent). Resources left
+    /// over are declined with `filters`. An empty `tasks` declines the offers.
+    pub fn launch_tasks(
+        &self,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+        filters: Filters,
+    ) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Accept {
+            offer_ids,
+            tasks,
+            filters,
+        })
+    }
+
+    /// Declines an offer; the master does not re-offer its resources for `filters.refuse_seconds`.
+    pub fn decline_offer(&self, offer_id: OfferId, filters: Filters) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Decline {
+            offer_ids: vec![offer_id],
+            filters,
+        })
+    }
+
+    /// Clears refuse filters and resumes offers after `suppress_offers`.
+    pub fn revive_offers(&self) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Revive)
+    }
+
+    /// Asks the master to stop sending offers (outstanding ones are rescinded).
+    pub fn suppress_offers(&self) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Suppress)
+    }
+
+    /// Kills a task; its terminal update arrives through `status_update`. Killing a task the
+    /// master does not know yields a LOST update.
+    pub fn kill_task(&self, task_id: TaskId) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Kill { task_id })
+    }
+
+    /// Acknowledges an update when implicit acknowledgements are off. Updates without a uuid
+    /// (the master's own) need no acknowledgement and are ignored.
+    pub fn acknowledge(&self, status: &TaskStatus) -> Result<(), SdkError> {
+        if self.inner.implicit_acknowledgements {
+            return Err(SdkError::InvalidCall(
+                "acknowledge() is for explicit acknowledgements, but this driver acknowledges \
+                 implicitly (set SchedulerConfig::implicit_acknowledgements = false)"
+                    .into(),
+            ));
+        }
+        match ack_call(status) {
+            Ok(Some(call)) => self.call(call),
+            Ok(None) => Ok(()),
+            Err(why) => Err(SdkError::InvalidCall(why)),
+        }
+    }
+
+    /// Asks for the current state of `task_ids`, or of all the framework's live tasks when
+    /// empty. Answers arrive as status updates (unknown tasks come back LOST).
+    pub fn reconcile_tasks(&self, task_ids: Vec<TaskId>) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Reconcile { task_ids })
+    }
+
+    /// Sends bytes to one of the framework's executors (best effort).
+    pub fn send_framework_message(
+        &self,
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    ) -> Result<(), SdkError> {
+        self.call(SchedulerCall::Message {
+            agent_id,
+            executor_id,
+            data,
+        })
+    }
+
+    /// Tells the master how far the framework's job has got, for the CLI, the web UI and the
+    /// front panel. Best effort: the latest one wins.
+    pub fn publish_progress(&self, progress: JobProgress) -> Result<(), SdkError> {
+        self.call(SchedulerCall::PublishProgress(progress))
+    }
+
+    /// Stops the driver; its run returns once this is done. `failover = false`: the framework
+    /// is finished — the master kills its tasks and forgets it (Teardown). `failover = true`:
+    /// just disconnect; the tasks keep running for the failover timeout, during which a new
+    /// driver with the same `framework_id` can take over. Calls queued before `stop` are sent
+    /// first. Idempotent: the first call decides.
+    pub fn stop(&self, failover: bool) {
+        lock(&self.inner.status).stopped = true;
+        self.inner.stop.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(failover);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The framework's id, once the master assigned one (or the configured failover id).
+    pub fn framework_id(&self) -> Option<FrameworkId> {
+        lock(&self.inner.status).framework_id.clone()
+    }
+
+    /// Whether the driver currently has a subscribed connection.
+    pub fn is_connected(&self) -> bool {
+        lock(&self.inner.status).connected
+    }
+
+    fn call(&self, call: SchedulerCall) -> Result<(), SdkError> {
+        {
+            let st = lock(&self.inner.status);
+            if st.stopped {
+                return Err(SdkError::Stopped);
+            }
+            if !st.connected {
+                return Err(SdkError::Disconnected);
+            }
+        }
+        self.inner.calls.send(call).map_err(|_| SdkError::Stopped)
+    }
+
+    pub(super) fn acknowledges_implicitly(&self) -> bool {
+        self.inner.implicit_acknowledgements
+    }
+
+    pub(super) fn set_connected(&self, framework_id: Option<FrameworkId>, connected: bool) {
+        let mut st = lock(&self.inner.status);
+        if framework_id.is_some() {
+            st.framework_id = framework_id;
+        }
+        st.connected = connected;
+    }
+}
+
+/// The acknowledgement for `status`, `None` when it needs none.
+pub(super) fn ack_call(status: &TaskStatus) -> Result<Option<SchedulerCall>, String> {
+    let Some(uuid) = status.uuid else {
+        return Ok(None);
+    };
+    let Some(agent_id) = status.agent_id.clone() else {
+        return Err(format!(
+            "update {uuid} for task {} carries no agent id and cannot be acknowledged",
+            status.task_id
+        ));
+    };
+    Ok(Some(SchedulerCall::Acknowledge {
+        agent_id,
+        task_id: status.task_id.clone(),
+        uuid,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::task::UpdateSource;
+    use bramble_proto::TaskState;
+
+    #[test]
+    fn only_updates_with_a_uuid_are_acknowledged() {
+        let mut s = TaskStatus::new(
+            "fw".into(),
+            "t".into(),
+            TaskState::Lost,
+            UpdateSource::Master,
+        );
+        assert!(
+            matches!(ack_call(&s), Ok(None)),
+            "master updates need no ack"
+        );
+        s.uuid = Some(uuid::Uuid::new_v4());
+        assert!(ack_call(&s).is_err(), "no agent id: cannot ack");
+        s.agent_id = Some("a".into());
+        match ack_call(&s) {
+            Ok(Some(SchedulerCall::Acknowledge {
+                agent_id,
+                task_id,
+                uuid,
+            })) => {
+                assert_eq!(agent_id, AgentId::from("a"));
+                assert_eq!(task_id, TaskId::from("t"));
+                assert_eq!(Some(uuid), s.uuid);
+            }
+            _ => panic!("expected an Acknowledge"),
+        }
+    }
+}

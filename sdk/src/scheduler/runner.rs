@@ -1,0 +1,246 @@
+//! The run loop's outer half: connect, say hello, subscribe, and after a lost connection do it
+//! again with backoff until the framework's failover timeout has passed. A refusal, a fatal
+//! error from the master or a peer that is not the cluster's master ends the run: retrying
+//! cannot help.
+
+use super::driver::SchedulerDriver;
+use super::session::{SessionEnd, CLOSE_OK};
+use super::{Scheduler, SchedulerConfig};
+use crate::error::SdkError;
+use bramble_proto::backoff::Backoff;
+use bramble_proto::codec::{FrameReader, FrameWriter};
+use bramble_proto::handshake::{self, HandshakeError};
+use bramble_proto::messages::{FrameworkInfo, MasterEvent, PeerKind, SchedulerCall};
+use bramble_proto::transport::{self, TransportError};
+use bramble_proto::FrameworkId;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+/// Upper bound for one connect + hello + subscribe attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lower bound for a reconnect attempt even when little failover time is left.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Used when the master announces a zero heartbeat interval.
+const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(1);
+/// QUIC close code the master uses when it refuses a peer.
+const CLOSE_REFUSED: u32 = 1;
+
+/// A subscribed connection.
+pub(super) struct Session {
+    pub(super) conn: quinn::Connection,
+    pub(super) reader: FrameReader<quinn::RecvStream>,
+    pub(super) writer: FrameWriter<quinn::SendStream>,
+    pub(super) framework_id: FrameworkId,
+    pub(super) heartbeat: Duration,
+}
+
+/// Why one attempt to subscribe failed.
+enum AttemptError {
+    /// Retrying cannot help.
+    Fatal(SdkError),
+    Retry(String),
+}
+
+pub(super) struct Runner {
+    pub(super) driver: SchedulerDriver,
+    pub(super) config: SchedulerConfig,
+    pub(super) addr: SocketAddr,
+    /// What the next Subscribe sends: carries the framework id once assigned.
+    pub(super) info: FrameworkInfo,
+    pub(super) calls: mpsc::UnboundedReceiver<SchedulerCall>,
+    pub(super) stop: watch::Receiver<Option<bool>>,
+}
+
+impl Runner {
+    pub(super) async fn run<S: Scheduler>(&mut self, scheduler: &mut S) -> Result<(), SdkError> {
+        let endpoint = transport::client_endpoint(
+            &self.config.credentials,
+            transport::unspecified_for(self.addr),
+        )
+        .map_err(SdkError::Endpoint)?;
+        let result = self.run_sessions(&endpoint, scheduler).await;
+        endpoint.close(quinn::VarInt::from_u32(CLOSE_OK), b"scheduler stopped");
+        // Lets the CONNECTION_CLOSE reach the master; bounded in case it never answers.
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        result
+    }
+
+    async fn run_sessions<S: Scheduler>(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        scheduler: &mut S,
+    ) -> Result<(), SdkError> {
+        let mut down_since = Instant::now();
+        let mut first = true;
+        loop {
+            let Some(session) = self.establish(endpoint, down_since, first).await? else {
+                info!("scheduler stopped while disconnected (failover): the master keeps the framework until its failover timeout");
+                return Ok(());
+            };
+            first = false;
+            let reregistered = self.info.framework_id.is_some();
+            let id = session.framework_id.clone();
+            self.info.framework_id = Some(id.clone());
+            self.driver.set_connected(Some(id.clone()), true);
+            let stop_requested = *self.stop.borrow();
+            if let Some(failover) = stop_requested {
+                // stop() was called while reconnecting: finish what it asked for.
+                return self.finish(session, failover).await;
+            }
+            info!(framework = %id, master = %self.addr, name = %self.info.name, reregistered,
+                "framework {}", if reregistered { "re-registered" } else { "registered" });
+            scheduler.registered(&self.driver, &id, reregistered).await;
+            match self.serve(session, scheduler).await? {
+                SessionEnd::Stopped => return Ok(()),
+                SessionEnd::Fatal(message) => return Err(SdkError::Fatal(message)),
+                SessionEnd::Lost(reason) => {
+                    self.driver.set_connected(None, false);
+                    warn!(framework = %id, master = %self.addr, "disconnected from the master: {reason}; reconnecting");
+                    scheduler.disconnected(&self.driver).await;
+                    down_since = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Connects and subscribes, retrying with backoff until the failover timeout has passed
+    /// since `down_since`. `None` when `stop(true)` was called meanwhile.
+    async fn establish(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        down_since: Instant,
+        first: bool,
+    ) -> Result<Option<Session>, SdkError> {
+        let failover_timeout_secs = self.info.failover_timeout_secs;
+        let failover_timeout =
+            Duration::try_from_secs_f64(failover_timeout_secs.max(0.0)).unwrap_or(Duration::MAX);
+        let mut backoff = Backoff::new();
+        let mut attempts = 0u32;
+        loop {
+            let stop_requested = *self.stop.borrow();
+            if stop_requested == Some(true) {
+                return Ok(None);
+            }
+            attempts += 1;
+            let remaining = failover_timeout.saturating_sub(down_since.elapsed());
+            let attempt_timeout = if first {
+                ATTEMPT_TIMEOUT
+            } else {
+                remaining.clamp(MIN_ATTEMPT_TIMEOUT, ATTEMPT_TIMEOUT)
+            };
+            let last_error =
+                match tokio::time::timeout(attempt_timeout, self.attempt(endpoint)).await {
+                    Ok(Ok(session)) => return Ok(Some(session)),
+                    Ok(Err(AttemptError::Fatal(e))) => {
+                        error!(master = %self.addr, "cannot subscribe: {e}");
+                        return Err(e);
+                    }
+                    Ok(Err(AttemptError::Retry(why))) => why,
+                    Err(_) => format!("no answer within {attempt_timeout:?}"),
+                };
+            if stop_requested == Some(false) {
+                return Err(SdkError::TeardownNotDelivered {
+                    addr: self.addr,
+                    reason: last_error,
+                });
+            }
+            let waited = down_since.elapsed();
+            if waited >= failover_timeout {
+                let e = SdkError::FailoverTimeout {
+                    addr: self.addr,
+                    waited,
+                    failover_timeout_secs,
+                    attempts,
+                    last_error,
+                };
+                error!("giving up: {e}");
+                return Err(e);
+            }
+            let delay = backoff
+                .next_delay()
+                .min(failover_timeout.saturating_sub(waited));
+            warn!(master = %self.addr, attempt = attempts, "subscribing failed: {last_error}; retrying in {delay:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // stop() interrupts the wait; the loop head decides what it means.
+                Ok(()) = self.stop.changed() => {}
+            }
+        }
+    }
+
+    /// One connect + hello + subscribe.
+    async fn attempt(&self, endpoint: &quinn::Endpoint) -> Result<Session, AttemptError> {
+        let addr = self.addr;
+        let conn = transport::connect(endpoint, addr)
+            .await
+            .map_err(|e| match e {
+                TransportError::NotANode { .. }
+                | TransportError::PeerCertificate(_)
+                | TransportError::NoPeerCertificate => {
+                    AttemptError::Fatal(SdkError::Connect { addr, source: e })
+                }
+                other => AttemptError::Retry(other.to_string()),
+            })?;
+        // A refused peer can see connect() succeed and fail only on the stream, with the
+        // master's reason in the close frame: check for that on every failure below.
+        let mut ctl = match handshake::say_hello(&conn, PeerKind::Scheduler).await {
+            Ok((ctl, welcome)) => {
+                debug!(master = %addr, software_version = %welcome.software_version,
+                    cluster_id = %welcome.cluster_id, "welcomed by the master");
+                ctl
+            }
+            Err(HandshakeError::Refused(reason)) => {
+                return Err(AttemptError::Fatal(SdkError::Refused(reason)))
+            }
+            Err(e) => return Err(refusal_or_retry(&conn, e.to_string())),
+        };
+        let failed = |what: String| refusal_or_retry(&conn, what);
+        ctl.send(&SchedulerCall::Subscribe(self.info.clone()))
+            .await
+            .map_err(|e| failed(format!("sending subscribe: {e}")))?;
+        loop {
+            match ctl.recv::<MasterEvent>().await {
+                Ok(MasterEvent::Subscribed {
+                    framework_id,
+                    heartbeat_interval_ms,
+                }) => {
+                    let heartbeat = match heartbeat_interval_ms {
+                        0 => FALLBACK_HEARTBEAT,
+                        ms => Duration::from_millis(ms),
+                    };
+                    let (reader, writer) = ctl.split();
+                    return Ok(Session {
+                        conn,
+                        reader,
+                        writer,
+                        framework_id,
+                        heartbeat,
+                    });
+                }
+                Ok(MasterEvent::Error {
+                    message,
+                    fatal: true,
+                }) => return Err(AttemptError::Fatal(SdkError::Fatal(message))),
+                Ok(other) => debug!(?other, "ignoring an event before Subscribed"),
+                Err(e) => return Err(failed(format!("waiting for Subscribed: {e}"))),
+            }
+        }
+    }
+}
+
+/// A handshake-phase failure: a close with the master's refusal code carries the reason the
+/// master gave; anything else is worth retrying.
+fn refusal_or_retry(conn: &quinn::Connection, what: String) -> AttemptError {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(CLOSE_REFUSED) =>
+        {
+            AttemptError::Fatal(SdkError::Refused(
+                String::from_utf8_lossy(&close.reason).into_owned(),
+            ))
+        }
+        _ => AttemptError::Retry(what),
+    }
+}
