@@ -1,5 +1,5 @@
 //! The `bramble` command's library: the built-in frameworks (pi, factorial, hello, http),
-//! their executors, the operator's connection to the master, and the throwaway demo cluster.
+//! their executors, the operator views (over `bramble-client`), and the throwaway demo cluster.
 //! `main.rs` only parses arguments and calls in here.
 
 pub mod bench;
