@@ -1,4 +1,4 @@
-//! The `bramble` command's library: printing the master's picture, first boot, the throwaway
+//! The `bramble` command's library: the operator views (over `bramble-client`), first boot, the throwaway
 //! demo cluster, the bench harness and the progress bar. The built-in frameworks and their
 //! executors live in `bramble-frameworks`; `main.rs` only parses arguments and hands each
 //! subcommand to its module under `commands/`.

@@ -200,3 +200,78 @@ pub fn owner_of(
         _ => Err(ClientError::AmbiguousTask(task.clone())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::messages::TaskSummary;
+    use bramble_proto::{Resources, TaskState};
+
+    fn task(id: &str, framework: &str) -> TaskSummary {
+        TaskSummary {
+            id: id.into(),
+            name: id.into(),
+            framework_id: framework.into(),
+            agent_id: "a".into(),
+            state: TaskState::Running,
+            message: String::new(),
+            resources: Resources::default(),
+            reason: None,
+            launched_at: 0.0,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
+    fn state(tasks: Vec<TaskSummary>) -> ClusterState {
+        ClusterState {
+            cluster_id: "c".into(),
+            agents: Vec::new(),
+            frameworks: Vec::new(),
+            tasks,
+            jobs: Vec::new(),
+            offers_outstanding: 0,
+            completed_tasks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_task_s_owner_is_found_named_or_refused_when_ambiguous() {
+        let s = state(vec![
+            task("t1", "fw-a"),
+            task("t2", "fw-a"),
+            task("t2", "fw-b"),
+        ]);
+        assert_eq!(
+            owner_of(&s, &"t1".into(), None).expect("one owner"),
+            FrameworkId::from("fw-a")
+        );
+        assert!(matches!(
+            owner_of(&s, &"t2".into(), None),
+            Err(ClientError::AmbiguousTask(_))
+        ));
+        assert!(matches!(
+            owner_of(&s, &"gone".into(), None),
+            Err(ClientError::UnknownTask(_))
+        ));
+        let named = FrameworkId::from("fw-b");
+        assert_eq!(
+            owner_of(&s, &"t2".into(), Some(&named)).expect("named"),
+            named
+        );
+    }
+
+    #[test]
+    fn a_reply_that_is_not_the_answer_says_what_came() {
+        let err = not_the_answer(OperatorReply::Error {
+            message: "no such task".into(),
+        });
+        assert_eq!(err.to_string(), "no such task");
+        let err = not_the_answer(OperatorReply::Done);
+        assert!(
+            err.to_string()
+                .starts_with("unexpected answer from the master"),
+            "{err}"
+        );
+    }
+}
