@@ -9,6 +9,7 @@ pub mod bounded;
 pub mod codec;
 pub mod config;
 pub mod discovery;
+pub mod durable;
 pub mod identity;
 pub mod ids;
 pub mod logging;
