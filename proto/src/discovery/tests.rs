@@ -13,6 +13,17 @@ fn sighting(name: &str, cluster: Option<&str>, addrs: &[&str]) -> Sighting {
     }
 }
 
+/// A table that has resolved masters of our cluster named `names`, the i-th at 10.0.0.<i+1>
+/// (so the last one is the most recent).
+fn table_of(names: &[&str]) -> MasterTable {
+    let mut t = MasterTable::new(OURS);
+    for (i, name) in names.iter().enumerate() {
+        let addr = format!("10.0.0.{}:5051", i + 1);
+        t.resolved(sighting(name, Some(OURS), &[addr.as_str()]));
+    }
+    t
+}
+
 fn full(name: &str) -> String {
     format!("{name}._bramble._udp.local.")
 }
@@ -64,9 +75,7 @@ fn answers_without_cluster_id_or_address_or_with_another_version_are_not_used() 
 
 #[test]
 fn the_most_recently_changed_master_comes_first() {
-    let mut t = MasterTable::new(OURS);
-    t.resolved(sighting("a", Some(OURS), &["10.0.0.1:5051"]));
-    t.resolved(sighting("b", Some(OURS), &["10.0.0.2:5051"]));
+    let mut t = table_of(&["a", "b"]);
     assert_eq!(t.best().unwrap().0, full("b"));
     // "a" moved: its new address is the freshest news.
     assert_eq!(
@@ -84,9 +93,7 @@ fn the_most_recently_changed_master_comes_first() {
 
 #[test]
 fn a_failed_master_drops_back_until_its_addresses_change() {
-    let mut t = MasterTable::new(OURS);
-    t.resolved(sighting("a", Some(OURS), &["10.0.0.1:5051"]));
-    t.resolved(sighting("b", Some(OURS), &["10.0.0.2:5051"]));
+    let mut t = table_of(&["a", "b"]);
     t.failed(&full("b"));
     assert_eq!(t.best().unwrap().0, full("a"));
     // A cache replay of the same answer does not make it fresh again.
@@ -113,8 +120,7 @@ fn a_failed_master_drops_back_until_its_addresses_change() {
 
 #[test]
 fn a_removed_master_is_forgotten_and_a_stranger_reusing_a_name_replaces_it() {
-    let mut t = MasterTable::new(OURS);
-    t.resolved(sighting("a", Some(OURS), &["10.0.0.1:5051"]));
+    let mut t = table_of(&["a"]);
     assert!(t.removed(&full("a")));
     assert!(!t.removed(&full("a")));
     assert_eq!(t.best(), None);
@@ -125,9 +131,7 @@ fn a_removed_master_is_forgotten_and_a_stranger_reusing_a_name_replaces_it() {
 
 #[test]
 fn a_resync_drops_what_the_cache_replay_did_not_mention() {
-    let mut t = MasterTable::new(OURS);
-    t.resolved(sighting("a", Some(OURS), &["10.0.0.1:5051"]));
-    t.resolved(sighting("b", Some(OURS), &["10.0.0.2:5051"]));
+    let mut t = table_of(&["a", "b"]);
     t.begin_sync();
     t.resolved(sighting("b", Some(OURS), &["10.0.0.2:5051"]));
     assert_eq!(t.end_sync(), vec![full("a")]);

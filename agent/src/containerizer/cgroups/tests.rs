@@ -70,11 +70,17 @@ fn cpu_limits_convert_to_kernel_units() {
         "clamped to the kernel minimum quota"
     );
     assert_eq!(cfs_quota(1.5), (150_000, 100_000));
-    assert_eq!(cpu_weight(1.0), 100);
-    assert_eq!(cpu_weight(0.001), 1);
-    assert_eq!(cpu_weight(1000.0), 10_000);
-    assert_eq!(cpu_shares(0.5), 512);
-    assert_eq!(cpu_shares(0.0001), 2);
+    // (cpus, v2 weight clamped to 1..=10000, v1 shares at least 2)
+    for (cpus, weight, shares) in [
+        (1.0, 100, 1024),
+        (0.5, 50, 512),
+        (0.001, 1, 2),
+        (0.0001, 1, 2),
+        (1000.0, 10_000, 1_024_000),
+    ] {
+        assert_eq!(cpu_weight(cpus), weight, "weight of {cpus} cpus");
+        assert_eq!(cpu_shares(cpus), shares, "shares of {cpus} cpus");
+    }
 }
 
 /// Drives the v2 setup against a directory laid out like a v2 root, so the v2 path is
