@@ -189,6 +189,13 @@ fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), FileError> {
 mod tests {
     use super::*;
 
+    /// `path` holds exactly `contents` and is the only file in its directory (no temp file).
+    fn assert_only_file(path: &Path, contents: &[u8]) {
+        assert_eq!(fs::read(path).unwrap(), contents);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(names(path.parent().unwrap()), vec![name]);
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -203,8 +210,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent_id");
         write(&path, b"a-1").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"a-1");
-        assert_eq!(names(dir.path()), vec!["agent_id".to_string()]);
+        assert_only_file(&path, b"a-1");
     }
 
     #[test]
@@ -213,8 +219,7 @@ mod tests {
         let path = dir.path().join("agent.json");
         fs::write(&path, b"a much longer old content").unwrap();
         write(&path, b"new").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(names(dir.path()), vec!["agent.json".to_string()]);
+        assert_only_file(&path, b"new");
     }
 
     #[test]
@@ -223,8 +228,7 @@ mod tests {
         let path = dir.path().join("f");
         fs::write(temp_path(&path), b"torn write from a crashed process").unwrap();
         write(&path, b"ok").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"ok");
-        assert_eq!(names(dir.path()), vec!["f".to_string()]);
+        assert_only_file(&path, b"ok");
     }
 
     #[test]
@@ -248,8 +252,7 @@ mod tests {
         let err = write_with(&path, b"second", once).unwrap_err();
         assert_eq!(err.source.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(err.path, path);
-        assert_eq!(fs::read(&path).unwrap(), b"first");
-        assert_eq!(names(dir.path()), vec!["ca.key".to_string()]);
+        assert_only_file(&path, b"first");
     }
 
     #[test]

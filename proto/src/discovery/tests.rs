@@ -3,6 +3,16 @@ use super::*;
 use crate::PROTOCOL_VERSION;
 
 const OURS: &str = "ab12";
+/// A master of ours the table knew, answering at new addresses.
+const KNOWN_MASTER_MOVED: Verdict = Verdict::Ours {
+    new: false,
+    changed: true,
+};
+/// A master of ours the table knew, answering as before (a cache replay).
+const KNOWN_MASTER_UNCHANGED: Verdict = Verdict::Ours {
+    new: false,
+    changed: false,
+};
 
 fn sighting(name: &str, cluster: Option<&str>, addrs: &[&str]) -> Sighting {
     Sighting {
@@ -80,10 +90,7 @@ fn the_most_recently_changed_master_comes_first() {
     // "a" moved: its new address is the freshest news.
     assert_eq!(
         t.resolved(sighting("a", Some(OURS), &["10.0.0.3:5051"])),
-        Verdict::Ours {
-            new: false,
-            changed: true
-        }
+        KNOWN_MASTER_MOVED
     );
     assert_eq!(
         t.best(),
@@ -99,10 +106,7 @@ fn a_failed_master_drops_back_until_its_addresses_change() {
     // A cache replay of the same answer does not make it fresh again.
     assert_eq!(
         t.resolved(sighting("b", Some(OURS), &["10.0.0.2:5051"])),
-        Verdict::Ours {
-            new: false,
-            changed: false
-        }
+        KNOWN_MASTER_UNCHANGED
     );
     assert_eq!(t.best().unwrap().0, full("a"));
     // Both failed: the one that failed longest ago is retried first.
