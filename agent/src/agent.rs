@@ -815,14 +815,7 @@ impl Agent {
     }
 
     fn sandbox_for(&self, fw: &FrameworkId, executor: &ExecutorId, container: &str) -> PathBuf {
-        self.settings
-            .work_dir
-            .join("frameworks")
-            .join(fw.as_str())
-            .join("executors")
-            .join(executor.as_str())
-            .join("runs")
-            .join(container)
+        crate::paths::WorkDir::new(&self.settings.work_dir).sandbox(fw, executor, container)
     }
 
     async fn launch_command_task(&mut self, fw: &FrameworkId, task: TaskInfo, cmd: CommandInfo) {

@@ -1,7 +1,8 @@
 //! The agent's checkpoints besides status updates: what a restarted agent needs to find and
 //! re-adopt what its previous process left running.
 //!
-//! **On disk**, under `work_dir/meta/` (next to `agent_id` and `updates/`):
+//! **On disk**, under `work_dir/meta/` (next to `agent_id` and `updates/`; `paths.rs` has the
+//! whole layout):
 //! * `agent.json`: the boot id and the resources and attributes the agent last started with.
 //!   A different boot id means the host rebooted: nothing checkpointed runs any more. Different
 //!   resources or attributes while runs are checkpointed means the operator changed the node
@@ -16,17 +17,20 @@
 //! * `runs/<container>.exit`: the exit status a command task's supervisor records (see
 //!   `containerizer/recover.rs`), read when the task ends while no agent watches it.
 //!
-//! Every write is temp file → fsync → rename → directory fsync, like status updates; a file
+//! Every write goes through `bramble_proto::durable` (temp file → fsync → rename → directory
+//! fsync, one directory fsync for all the runs of a commit), like status updates; a file
 //! that does not parse is moved aside as `<name>.corrupt` and logged, never fatal. Task states
 //! are not rewritten on every change (that would double the fsyncs of tiny tasks): the state in
 //! a run file is a lower bound, and recovery takes the newest unacknowledged update over it.
 
+use crate::paths::{self, WorkDir};
+use bramble_proto::durable::{self, FileError};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, TaskState};
 use bramble_proto::{ExecutorId, FrameworkId, Resources};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -35,19 +39,12 @@ pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// Hidden override of [`BOOT_ID_PATH`], for tests that simulate a reboot.
 pub const BOOT_ID_ENV: &str = "BRAMBLE_BOOT_ID_FILE";
 
-const AGENT_FILE: &str = "agent.json";
-const RUNS_DIR: &str = "runs";
-const RUN_SUFFIX: &str = ".json";
-const EXIT_SUFFIX: &str = ".exit";
-
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint: {action} {}: {source}", .path.display())]
+    #[error("checkpoint: {source}")]
     Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
+        #[from]
+        source: FileError,
     },
     #[error("checkpoint: encoding {what}: {source}")]
     Encode {
@@ -55,15 +52,6 @@ pub enum CheckpointError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
-    let path = path.to_path_buf();
-    move |source| CheckpointError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// What the agent started with last time.
@@ -105,41 +93,42 @@ pub struct RunCheckpoint {
 /// The checkpoint files under one agent's meta directory.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
-    meta: PathBuf,
+    work_dir: WorkDir,
 }
 
 impl Checkpoints {
-    /// Uses `meta` (`work_dir/meta`), creating `meta/runs` if needed.
-    pub fn open(meta: &Path) -> Result<Self, CheckpointError> {
-        let runs = meta.join(RUNS_DIR);
+    /// Uses `work_dir`'s meta directory, creating its `runs/` if needed.
+    pub fn open(work_dir: &WorkDir) -> Result<Self, CheckpointError> {
+        let runs = work_dir.runs_dir();
         if !runs.is_dir() {
-            fs::create_dir_all(&runs).map_err(io_err("creating", &runs))?;
-            sync_dir(meta)?;
+            fs::create_dir_all(&runs).map_err(FileError::at("creating", &runs))?;
+            durable::sync_dir(&work_dir.meta_dir())?;
         }
         Ok(Self {
-            meta: meta.to_path_buf(),
+            work_dir: work_dir.clone(),
         })
     }
 
-    pub fn meta_dir(&self) -> &Path {
-        &self.meta
+    /// Where [`AgentInfo`] is kept.
+    pub fn agent_info_file(&self) -> PathBuf {
+        self.work_dir.agent_info_file()
     }
 
     pub fn runs_dir(&self) -> PathBuf {
-        self.meta.join(RUNS_DIR)
+        self.work_dir.runs_dir()
     }
 
     /// Where the supervisor of command task run `container` records its exit status.
     pub fn exit_status_file(&self, container: &str) -> PathBuf {
-        self.runs_dir().join(format!("{container}{EXIT_SUFFIX}"))
+        self.work_dir.exit_status_file(container)
     }
 
     pub fn load_agent_info(&self) -> Result<Option<AgentInfo>, CheckpointError> {
-        let path = self.meta.join(AGENT_FILE);
+        let path = self.agent_info_file();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading", &path)(e)),
+            Err(e) => return Err(FileError::at("reading", &path)(e).into()),
         };
         match serde_json::from_str(&text) {
             Ok(info) => Ok(Some(info)),
@@ -152,22 +141,22 @@ impl Checkpoints {
 
     pub fn save_agent_info(&self, info: &AgentInfo) -> Result<(), CheckpointError> {
         let bytes = encode(info, "agent info")?;
-        write_durably(&self.meta, &[(AGENT_FILE.to_string(), bytes)])
+        Ok(durable::write(&self.agent_info_file(), &bytes)?)
     }
 
     /// Every run checkpoint that parses, in no particular order.
     pub fn load_runs(&self) -> Result<Vec<RunCheckpoint>, CheckpointError> {
         let dir = self.runs_dir();
         let mut runs = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            let entry = entry.map_err(io_err("listing", &dir))?;
+        for entry in fs::read_dir(&dir).map_err(FileError::at("listing", &dir))? {
+            let entry = entry.map_err(FileError::at("listing", &dir))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".tmp") {
+            if durable::is_temp_file_name(&name) {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            if !name.ends_with(RUN_SUFFIX) {
+            if !paths::is_run_file_name(&name) {
                 continue;
             }
             let parsed = fs::read_to_string(&path)
@@ -190,22 +179,20 @@ impl Checkpoints {
             .iter()
             .map(|r| {
                 let bytes = encode(r, &format!("run {}", r.container))?;
-                Ok((format!("{}{RUN_SUFFIX}", r.container), bytes))
+                Ok((paths::run_file_name(&r.container), bytes))
             })
             .collect::<Result<Vec<_>, CheckpointError>>()?;
-        write_durably(&self.runs_dir(), &files)
+        Ok(durable::write_batch(&self.runs_dir(), &files)?)
     }
 
     /// Forgets a run (and its recorded exit status). Not flushed: a run resurrected by a
     /// crash is found ended on recovery and its tasks are reported again, which
     /// at-least-once delivery allows.
     pub fn remove_run(&self, container: &str) {
-        let dir = self.runs_dir();
-        for name in [
-            format!("{container}{RUN_SUFFIX}"),
-            format!("{container}{EXIT_SUFFIX}"),
+        for path in [
+            self.work_dir.run_file(container),
+            self.work_dir.exit_status_file(container),
         ] {
-            let path = dir.join(name);
             if let Err(e) = fs::remove_file(&path) {
                 if e.kind() != io::ErrorKind::NotFound {
                     warn!(path = %path.display(), "could not remove run checkpoint: {e}");
@@ -217,7 +204,7 @@ impl Checkpoints {
 
 /// This boot's id (trimmed), from `path`.
 pub fn read_boot_id(path: &Path) -> Result<String, CheckpointError> {
-    let text = fs::read_to_string(path).map_err(io_err("reading the boot id from", path))?;
+    let text = fs::read_to_string(path).map_err(FileError::at("reading the boot id from", path))?;
     Ok(text.trim().to_string())
 }
 
@@ -272,32 +259,11 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, CheckpointErro
     Ok(bytes)
 }
 
-/// Temp files, data flushed, renamed into place, one directory flush.
-fn write_durably(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), CheckpointError> {
-    let mut temps = Vec::with_capacity(files.len());
-    for (name, bytes) in files {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        f.write_all(bytes).map_err(io_err("writing", &tmp))?;
-        f.sync_data().map_err(io_err("syncing", &tmp))?;
-        temps.push((tmp, dir.join(name)));
-    }
-    for (tmp, path) in temps {
-        fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
-    }
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing directory", dir))
-}
-
 fn move_aside(path: &Path, why: &str) -> Result<(), CheckpointError> {
     let aside = PathBuf::from(format!("{}.corrupt", path.display()));
     warn!(path = %path.display(), moved_to = %aside.display(), "corrupt checkpoint moved aside: {why}");
-    fs::rename(path, &aside).map_err(io_err("moving aside", path))
+    fs::rename(path, &aside).map_err(FileError::at("moving aside", path))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -337,7 +303,7 @@ mod tests {
     #[test]
     fn runs_round_trip_and_corrupt_ones_are_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let cp = Checkpoints::open(dir.path()).unwrap();
+        let cp = Checkpoints::open(&WorkDir::new(dir.path())).unwrap();
         let (a, b) = (run("a"), run("b"));
         cp.save_runs(&[&a, &b]).unwrap();
         std::fs::write(cp.runs_dir().join("c.json"), "{not json").unwrap();
@@ -352,7 +318,7 @@ mod tests {
     #[test]
     fn agent_info_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let cp = Checkpoints::open(dir.path()).unwrap();
+        let cp = Checkpoints::open(&WorkDir::new(dir.path())).unwrap();
         assert_eq!(cp.load_agent_info().unwrap(), None);
         let info = AgentInfo {
             boot_id: "b1".into(),

@@ -17,19 +17,21 @@ pub mod containerizer;
 pub mod executor_socket;
 pub mod gc;
 pub mod master_link;
+pub mod paths;
 pub mod resources;
 pub mod sandbox;
 pub mod status_updates;
 
 use agent::{Agent, AgentSettings, AgentView, Input};
+use bramble_proto::durable::{self, FileError};
 use bramble_proto::identity::Credentials;
 use bramble_proto::transport::client_endpoint;
 use bramble_proto::AgentId;
 use checkpoint::{AgentInfo, Checkpoints};
 use containerizer::Containerizer;
 use master_link::MasterLocator;
+use paths::WorkDir;
 use status_updates::StatusUpdateManager;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -165,31 +167,21 @@ impl AgentHandle {
     }
 }
 
-const AGENT_ID_FILE: &str = "agent_id";
-
-fn meta_dir(work_dir: &Path) -> PathBuf {
-    work_dir.join("meta")
-}
-
 /// The id this agent registered under before, if any.
 pub fn load_agent_id(work_dir: &Path) -> Option<AgentId> {
-    std::fs::read_to_string(meta_dir(work_dir).join(AGENT_ID_FILE))
+    std::fs::read_to_string(WorkDir::new(work_dir).agent_id_file())
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .map(AgentId)
 }
 
-/// Writes the agent id durably (temp file, fsync, rename).
-pub fn persist_agent_id(work_dir: &Path, id: &AgentId) -> std::io::Result<()> {
-    let dir = meta_dir(work_dir);
-    std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(".agent_id.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(id.as_str().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(AGENT_ID_FILE))?;
-    std::fs::File::open(&dir)?.sync_all()
+/// Writes the agent id durably.
+pub fn persist_agent_id(work_dir: &Path, id: &AgentId) -> Result<(), FileError> {
+    let work_dir = WorkDir::new(work_dir);
+    let meta = work_dir.meta_dir();
+    std::fs::create_dir_all(&meta).map_err(FileError::at("creating", &meta))?;
+    durable::write(&work_dir.agent_id_file(), id.as_str().as_bytes())
 }
 
 /// Starts an agent with default [`RecoveryOptions`]: opens its checkpoints, recovers what a
@@ -209,11 +201,11 @@ pub async fn start_with(
         path: opts.work_dir.clone(),
         source,
     })?;
-    let meta = meta_dir(&opts.work_dir);
-    let checkpoints = Checkpoints::open(&meta)?;
+    let work_dir = WorkDir::new(&opts.work_dir);
+    let checkpoints = Checkpoints::open(&work_dir)?;
     let (runs, reboot) = check_previous_run(&checkpoints, &opts, &recovery)?;
-    let updates = StatusUpdateManager::open(&meta.join("updates"))?;
-    let socket_path = opts.work_dir.join("agent.sock");
+    let updates = StatusUpdateManager::open(&work_dir.updates_dir())?;
+    let socket_path = work_dir.executor_socket();
     let listener = executor_socket::bind(&socket_path)?;
     let endpoint = client_endpoint(creds, SocketAddr::from(([0u16; 8], 0)))
         .or_else(|_| client_endpoint(creds, SocketAddr::from(([0, 0, 0, 0], 0))))?;
@@ -322,7 +314,7 @@ fn check_previous_run(
                 .map(|r| r.pid.to_string())
                 .collect();
             return Err(StartError::ResourcesChanged {
-                path: checkpoints.meta_dir().join("agent.json"),
+                path: checkpoints.agent_info_file(),
                 runs_dir: checkpoints.runs_dir(),
                 runs: runs.len(),
                 pids: if pids.is_empty() {

@@ -169,6 +169,10 @@ fn no_job_text(state: &PanelState) -> Plain<'static> {
 const RIGHT: i32 = 126;
 const ON: BinaryColor = BinaryColor::On;
 
+/// What every screen draws into: a monochrome `DrawTarget` (the panel, or a PNG in tests).
+trait Canvas: DrawTarget<Color = BinaryColor> {}
+impl<T: DrawTarget<Color = BinaryColor>> Canvas for T {}
+
 fn style(font: &'static MonoFont<'static>) -> MonoTextStyle<'static, BinaryColor> {
     MonoTextStyle::new(font, ON)
 }
@@ -187,7 +191,7 @@ fn fit(s: &str, font: &MonoFont, max_px: i32) -> String {
     s.chars().take(max).collect()
 }
 
-fn text<D: DrawTarget<Color = BinaryColor>>(
+fn text<D: Canvas>(
     d: &mut D,
     s: &str,
     font: &'static MonoFont<'static>,
@@ -198,7 +202,7 @@ fn text<D: DrawTarget<Color = BinaryColor>>(
     Ok(())
 }
 
-fn text_right<D: DrawTarget<Color = BinaryColor>>(
+fn text_right<D: Canvas>(
     d: &mut D,
     s: &str,
     font: &'static MonoFont<'static>,
@@ -208,7 +212,7 @@ fn text_right<D: DrawTarget<Color = BinaryColor>>(
     text(d, s, font, right + 1 - text_w(s, font), y)
 }
 
-fn text_center<D: DrawTarget<Color = BinaryColor>>(
+fn text_center<D: Canvas>(
     d: &mut D,
     s: &str,
     font: &'static MonoFont<'static>,
@@ -220,7 +224,7 @@ fn text_center<D: DrawTarget<Color = BinaryColor>>(
 }
 
 /// A horizontal bar: a one-pixel outline, a one-pixel gap, and a fill for `fraction`.
-fn hbar<D: DrawTarget<Color = BinaryColor>>(
+fn hbar<D: Canvas>(
     d: &mut D,
     x: i32,
     y: i32,
@@ -245,7 +249,7 @@ fn hbar<D: DrawTarget<Color = BinaryColor>>(
 }
 
 /// A vertical mini bar, filling upwards, with the same outline and gap as [`hbar`].
-fn vbar<D: DrawTarget<Color = BinaryColor>>(
+fn vbar<D: Canvas>(
     d: &mut D,
     x: i32,
     y: i32,
@@ -291,11 +295,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 // ---------------------------------------------------------------------------------------
 // Cluster
 
-fn draw_cluster<D: DrawTarget<Color = BinaryColor>>(
-    d: &mut D,
-    s: &PanelState,
-    compact: bool,
-) -> Result<(), D::Error> {
+fn draw_cluster<D: Canvas>(d: &mut D, s: &PanelState, compact: bool) -> Result<(), D::Error> {
     // Header: name on the left, agents (and temperature) on the right.
     let mut right = format!("{}/{} up", s.agents_up, s.agents_known);
     if let Some(t) = s.temperature_c {
@@ -338,7 +338,7 @@ fn draw_cluster<D: DrawTarget<Color = BinaryColor>>(
 }
 
 /// Agents as labelled rows when up to three, else as vertical columns (with "+N" for the rest).
-fn draw_agents<D: DrawTarget<Color = BinaryColor>>(
+fn draw_agents<D: Canvas>(
     d: &mut D,
     agents: &[AgentBar],
     top: i32,
@@ -412,11 +412,7 @@ fn draw_agents<D: DrawTarget<Color = BinaryColor>>(
 // ---------------------------------------------------------------------------------------
 // Pi
 
-fn draw_pi<D: DrawTarget<Color = BinaryColor>>(
-    d: &mut D,
-    job: &JobProgress,
-    compact: bool,
-) -> Result<(), D::Error> {
+fn draw_pi<D: Canvas>(d: &mut D, job: &JobProgress, compact: bool) -> Result<(), D::Error> {
     let estimate = fmt_estimate(job.estimate, job.correct_digits);
     let digits = format!(
         "{} digit{}",
@@ -493,11 +489,7 @@ struct Plain<'a> {
     detail: Vec<String>,
 }
 
-fn draw_plain<D: DrawTarget<Color = BinaryColor>>(
-    d: &mut D,
-    p: &Plain,
-    compact: bool,
-) -> Result<(), D::Error> {
+fn draw_plain<D: Canvas>(d: &mut D, p: &Plain, compact: bool) -> Result<(), D::Error> {
     if compact {
         let title = p.title.join(" ");
         let font = if text_w(&title, &FONT_7X13_BOLD) <= RIGHT + 1 {
@@ -521,11 +513,7 @@ fn draw_plain<D: DrawTarget<Color = BinaryColor>>(
     Ok(())
 }
 
-fn draw_error<D: DrawTarget<Color = BinaryColor>>(
-    d: &mut D,
-    msg: &str,
-    compact: bool,
-) -> Result<(), D::Error> {
+fn draw_error<D: Canvas>(d: &mut D, msg: &str, compact: bool) -> Result<(), D::Error> {
     let per_line = ((RIGHT + 1) / char_w(&FONT_6X10)) as usize;
     if compact {
         text(d, "ERROR", &FONT_7X13_BOLD, 0, 0)?;

@@ -6,6 +6,7 @@
 //! in a message. The cluster id is the SHA-256 fingerprint of the CA certificate, which is
 //! what agents compare against mDNS advertisements.
 
+use crate::durable::{self, WriteOptions};
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -14,7 +15,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -76,6 +76,8 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the cluster: {0}")]
+    Write(#[from] durable::FileError),
     #[error("{path}: not a usable PEM {what}: {detail}")]
     Pem {
         path: PathBuf,
@@ -205,17 +207,11 @@ fn role_extension(role: Role) -> CustomExtension {
     ext
 }
 
+/// Writes one file of a new cluster durably, never over an existing one.
 fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), IdentityError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mode = if secret { 0o600 } else { 0o644 };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(contents).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
+    let options = WriteOptions::default().mode(mode).create_new();
+    Ok(durable::write_with(path, contents, options)?)
 }
 
 /// The cluster id: lowercase hex SHA-256 of the CA certificate's DER encoding.

@@ -10,6 +10,7 @@ pub mod bounded;
 pub mod codec;
 pub mod config;
 pub mod discovery;
+pub mod durable;
 pub mod handshake;
 pub mod identity;
 pub mod ids;

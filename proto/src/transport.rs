@@ -276,18 +276,29 @@ mod tests {
     use super::*;
     use crate::identity::init_cluster;
 
-    fn loopback() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
+    /// A fresh cluster directory (removed when the guard drops).
+    fn new_cluster(name: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init_cluster(dir.path(), name).expect("init");
+        dir
+    }
+
+    fn creds(cluster: &tempfile::TempDir, role: Role) -> Credentials {
+        Credentials::load(cluster.path(), role).expect("credentials")
+    }
+
+    /// A server endpoint on an ephemeral loopback port, and that port's address.
+    fn serve(creds: &Credentials) -> (quinn::Endpoint, SocketAddr) {
+        let server = server_endpoint(creds, SocketAddr::from(([127, 0, 0, 1], 0))).expect("server");
+        let addr = server.local_addr().expect("addr");
+        (server, addr)
     }
 
     #[tokio::test]
     async fn mutual_tls_reads_the_client_role() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        init_cluster(dir.path(), "t").expect("init");
-        let node = Credentials::load(dir.path(), Role::Node).expect("node");
-        let fw = Credentials::load(dir.path(), Role::Framework).expect("fw");
-        let server = server_endpoint(&node, loopback()).expect("server");
-        let addr = server.local_addr().expect("addr");
+        let cluster = new_cluster("t");
+        let fw = creds(&cluster, Role::Framework);
+        let (server, addr) = serve(&creds(&cluster, Role::Node));
         let accept = tokio::spawn(async move {
             let incoming = server.accept().await.expect("incoming");
             let conn = incoming.await.expect("handshake");
@@ -307,14 +318,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_from_another_cluster_is_refused_at_the_handshake() {
-        let ours = tempfile::tempdir().expect("tempdir");
-        let theirs = tempfile::tempdir().expect("tempdir");
-        init_cluster(ours.path(), "ours").expect("init");
-        init_cluster(theirs.path(), "theirs").expect("init");
-        let node = Credentials::load(ours.path(), Role::Node).expect("node");
-        let stranger = Credentials::load(theirs.path(), Role::Node).expect("stranger");
-        let server = server_endpoint(&node, loopback()).expect("server");
-        let addr = server.local_addr().expect("addr");
+        let (ours, theirs) = (new_cluster("ours"), new_cluster("theirs"));
+        let stranger = creds(&theirs, Role::Node);
+        let (server, addr) = serve(&creds(&ours, Role::Node));
         let accept = tokio::spawn(async move {
             let incoming = server.accept().await.expect("incoming");
             incoming.await.map(|_| ())

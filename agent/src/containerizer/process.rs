@@ -145,8 +145,8 @@ fn spawn_child(
             source,
         }
     };
-    let stdout_path = p.sandbox.join("stdout");
-    let stderr_path = p.sandbox.join("stderr");
+    let stdout_path = p.sandbox.join(crate::paths::STDOUT);
+    let stderr_path = p.sandbox.join(crate::paths::STDERR);
     let stdout = open_log(&stdout_path).map_err(io_err("opening", stdout_path.clone()))?;
     let stderr = open_log(&stderr_path).map_err(io_err("opening", stderr_path.clone()))?;
     let procs: Vec<File> = match cgroup {

@@ -129,7 +129,7 @@ pub(super) fn prepare_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()>
         nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(io::Error::from)
     };
     chown(sandbox)?;
-    for log in ["stdout", "stderr"] {
+    for log in [crate::paths::STDOUT, crate::paths::STDERR] {
         let path = sandbox.join(log);
         std::fs::OpenOptions::new()
             .create(true)

@@ -1,0 +1,360 @@
+//! The status update manager: every task status update this agent produces is made durable
+//! before it is sent, and resent until the framework acknowledges its uuid (at-least-once).
+//!
+//! Shape, as in Mesos:
+//! * one **stream** per `(framework, task)`: updates of one task go out in the order they were
+//!   recorded, one in flight at a time; the next is sent only once the head is acknowledged;
+//! * a head that is not acknowledged is resent with exponential backoff ([`INITIAL_BACKOFF`],
+//!   doubling, capped at [`MAX_BACKOFF`]), so sends happen at t = 0, 1, 3, 7, 15, 31, 61, 91 s…;
+//!   [`StatusUpdateManager::resend_all_now`] short-cuts the wait after reconnecting to a master;
+//! * once a task's terminal update is queued, further updates for it are refused with
+//!   [`StatusUpdateError::AfterTerminal`] (a typed error rather than a silent `Ok`, because it
+//!   means the producer has a bug or lost track of the task and the caller should log it). An
+//!   update whose uuid is already queued for its task is a resend by the producer and returns
+//!   `Ok` with that uuid without writing anything.
+//!
+//! This module is pure bookkeeping plus files: it never sends, sleeps or reads the clock for
+//! scheduling decisions; the caller passes `now` to [`StatusUpdateManager::due`] and sleeps
+//! until [`StatusUpdateManager::next_deadline`].
+//!
+//! **On disk**: one file per unacknowledged update, written before `record` returns; the
+//! format, the recovery of a crashed write and the fsync cost are in `files.rs`.
+
+use bramble_proto::durable::{self, FileError};
+use bramble_proto::task::TaskState;
+use bramble_proto::{FrameworkId, TaskId, TaskStatus};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+mod files;
+use uuid::Uuid;
+
+/// Delay before the first resend of an unacknowledged update.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest delay between resends: doubling stops here.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusUpdateError {
+    #[error("status updates: {source}")]
+    Io {
+        #[from]
+        source: FileError,
+    },
+    #[error(
+        "task {task_id} of framework {framework_id}: refusing {state} update {uuid}: \
+         terminal update {terminal_uuid} ({terminal_state}) is already queued"
+    )]
+    AfterTerminal {
+        framework_id: FrameworkId,
+        task_id: TaskId,
+        state: TaskState,
+        uuid: Uuid,
+        terminal_uuid: Uuid,
+        terminal_state: TaskState,
+    },
+    #[error("status updates: encoding update for task {task_id}: {source}")]
+    Encode {
+        task_id: TaskId,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+type StreamKey = (FrameworkId, TaskId);
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    uuid: Uuid,
+    status: TaskStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Now,
+    At(Instant),
+}
+
+impl Due {
+    fn reached(self, now: Instant) -> bool {
+        match self {
+            Due::Now => true,
+            Due::At(t) => t <= now,
+        }
+    }
+}
+
+/// One task's queue. Only the head is ever in flight.
+#[derive(Debug)]
+struct Stream {
+    queue: VecDeque<Pending>,
+    /// When the head is next to be (re)sent.
+    due: Due,
+    /// The wait after the head's latest send; `None` until the head is first sent.
+    backoff: Option<Duration>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            due: Due::Now,
+            backoff: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.due = Due::Now;
+        self.backoff = None;
+    }
+}
+
+/// Checkpointed, ordered, at-least-once status updates. See the module header.
+#[derive(Debug)]
+pub struct StatusUpdateManager {
+    dir: PathBuf,
+    next_seq: u64,
+    streams: BTreeMap<StreamKey, Stream>,
+}
+
+impl StatusUpdateManager {
+    /// Opens (creating if needed) `dir` and loads every checkpointed, unacknowledged update,
+    /// all due for sending at once. Corrupt files are logged and moved aside to
+    /// `<name>.corrupt`; left-over temporary files are deleted.
+    pub fn open(dir: &Path) -> Result<Self, StatusUpdateError> {
+        let loaded = files::load_all(dir)?;
+        let max_seq = loaded.iter().map(|p| p.seq).max().unwrap_or(0);
+        let mut streams: BTreeMap<StreamKey, Stream> = BTreeMap::new();
+        for p in loaded {
+            let key = (p.status.framework_id.clone(), p.status.task_id.clone());
+            streams
+                .entry(key)
+                .or_insert_with(Stream::new)
+                .queue
+                .push_back(p);
+        }
+        let manager = Self {
+            dir: dir.to_path_buf(),
+            next_seq: max_seq + 1,
+            streams,
+        };
+        if manager.pending() > 0 {
+            debug!(
+                dir = %dir.display(),
+                pending = manager.pending(),
+                tasks = manager.streams.len(),
+                "recovered unacknowledged status updates"
+            );
+        }
+        Ok(manager)
+    }
+
+    /// The directory holding the checkpoints.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes `update` durable and queues it behind its task's earlier updates. Assigns a uuid
+    /// when it has none; returns the uuid.
+    ///
+    /// An update whose uuid is already queued for its task returns `Ok` with that uuid and
+    /// writes nothing. Any update for a task whose terminal update is queued is refused with
+    /// [`StatusUpdateError::AfterTerminal`].
+    pub fn record(&mut self, update: TaskStatus) -> Result<Uuid, StatusUpdateError> {
+        Ok(self.record_batch(vec![update])?[0])
+    }
+
+    /// Like [`record`](Self::record) for several updates, sharing one directory fsync.
+    /// All or nothing: if any update is refused or any write fails, none is queued (files
+    /// already written are removed, best effort). Uuids are returned in input order.
+    pub fn record_batch(
+        &mut self,
+        updates: Vec<TaskStatus>,
+    ) -> Result<Vec<Uuid>, StatusUpdateError> {
+        let mut uuids = Vec::with_capacity(updates.len());
+        let mut fresh: Vec<Pending> = Vec::with_capacity(updates.len());
+        // Check everything first, against the queues plus the earlier updates of this batch.
+        for mut status in updates {
+            let uuid = *status.uuid.get_or_insert_with(Uuid::new_v4);
+            let same_task = |p: &&Pending| {
+                p.status.framework_id == status.framework_id && p.status.task_id == status.task_id
+            };
+            let stream = self
+                .streams
+                .get(&(status.framework_id.clone(), status.task_id.clone()));
+            let queued = stream
+                .into_iter()
+                .flat_map(|s| s.queue.iter())
+                .chain(fresh.iter().filter(same_task));
+            let mut terminal = None;
+            let mut duplicate = false;
+            for p in queued {
+                duplicate |= p.uuid == uuid;
+                if terminal.is_none() && p.status.state.is_terminal() {
+                    terminal = Some((p.uuid, p.status.state));
+                }
+            }
+            uuids.push(uuid);
+            if duplicate {
+                debug!(task = %status.task_id, %uuid, "status update already queued");
+                continue;
+            }
+            if let Some((terminal_uuid, terminal_state)) = terminal {
+                return Err(StatusUpdateError::AfterTerminal {
+                    framework_id: status.framework_id,
+                    task_id: status.task_id,
+                    state: status.state,
+                    uuid,
+                    terminal_uuid,
+                    terminal_state,
+                });
+            }
+            let seq = self.next_seq + fresh.len() as u64;
+            fresh.push(Pending { seq, uuid, status });
+        }
+        if fresh.is_empty() {
+            return Ok(uuids);
+        }
+        files::write_batch(&self.dir, &fresh)?;
+        self.next_seq += fresh.len() as u64;
+        for p in fresh {
+            let key = (p.status.framework_id.clone(), p.status.task_id.clone());
+            self.streams
+                .entry(key)
+                .or_insert_with(Stream::new)
+                .queue
+                .push_back(p);
+        }
+        Ok(uuids)
+    }
+
+    /// The framework acknowledged `uuid` for this task: deletes its checkpoint, dequeues it,
+    /// and makes the task's next update (if any) due now. `Ok(false)` for a uuid that is not
+    /// the head of that task's queue (unknown, or already acknowledged): harmless.
+    pub fn acknowledge(
+        &mut self,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        uuid: Uuid,
+    ) -> Result<bool, StatusUpdateError> {
+        let key = (framework_id.clone(), task_id.clone());
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return Ok(false);
+        };
+        match stream.queue.front() {
+            Some(head) if head.uuid == uuid => {
+                files::remove(&self.dir, head)?;
+            }
+            _ => {
+                if stream.queue.iter().any(|p| p.uuid == uuid) {
+                    warn!(task = %task_id, %uuid, "acknowledgement for an update not yet sent; ignored");
+                }
+                return Ok(false);
+            }
+        }
+        stream.queue.pop_front();
+        if stream.queue.is_empty() {
+            self.streams.remove(&key);
+        } else {
+            stream.reset();
+        }
+        Ok(true)
+    }
+
+    /// The queue heads whose (re)send is due at `now`. Each returned head is marked sent and
+    /// its next resend scheduled: `now + 1 s` after the first send, then doubling to 30 s.
+    pub fn due(&mut self, now: Instant) -> Vec<TaskStatus> {
+        let mut out = Vec::new();
+        for stream in self.streams.values_mut() {
+            let Some(head) = stream.queue.front() else {
+                continue;
+            };
+            if !stream.due.reached(now) {
+                continue;
+            }
+            out.push(head.status.clone());
+            let backoff = match stream.backoff {
+                None => INITIAL_BACKOFF,
+                Some(b) => (b * 2).min(MAX_BACKOFF),
+            };
+            stream.backoff = Some(backoff);
+            stream.due = Due::At(now + backoff);
+        }
+        out
+    }
+
+    /// Makes every queue head due immediately with its backoff reset (after (re)connecting to
+    /// a master, when whatever was in flight may have been lost).
+    pub fn resend_all_now(&mut self) {
+        self.streams.values_mut().for_each(Stream::reset);
+    }
+
+    /// When the next (re)send is due, for a `sleep_until`; `None` when nothing is pending. A
+    /// head that is due immediately reports the current instant.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for stream in self.streams.values() {
+            let at = match stream.due {
+                Due::Now => return Some(Instant::now()),
+                Due::At(t) => t,
+            };
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+        earliest
+    }
+
+    /// Whether any update of this task still waits for its acknowledgement.
+    pub fn has_pending(&self, fw: &FrameworkId, task: &TaskId) -> bool {
+        self.streams
+            .get(&(fw.clone(), task.clone()))
+            .is_some_and(|s| !s.queue.is_empty())
+    }
+
+    /// Number of unacknowledged updates, over all tasks.
+    pub fn pending(&self) -> usize {
+        self.streams.values().map(|s| s.queue.len()).sum()
+    }
+
+    /// The latest recorded state of each task with unacknowledged updates (the tail of each
+    /// queue), for re-registration with a master.
+    pub fn latest(&self) -> impl Iterator<Item = &TaskStatus> + '_ {
+        self.streams
+            .values()
+            .filter_map(|s| s.queue.back())
+            .map(|p| &p.status)
+    }
+
+    /// Drops, durably, everything queued for framework `fw` (the framework was removed and
+    /// will never acknowledge). Returns how many updates were dropped.
+    pub fn forget_framework(&mut self, fw: &FrameworkId) -> Result<usize, StatusUpdateError> {
+        let keys: Vec<StreamKey> = self
+            .streams
+            .range((fw.clone(), TaskId(String::new()))..)
+            .take_while(|((f, _), _)| f == fw)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut dropped = 0;
+        for key in keys {
+            let Some(stream) = self.streams.get_mut(&key) else {
+                continue;
+            };
+            // Pop only what is deleted, so an error leaves memory matching the disk.
+            while let Some(head) = stream.queue.front() {
+                files::remove(&self.dir, head)?;
+                stream.queue.pop_front();
+                dropped += 1;
+            }
+            self.streams.remove(&key);
+        }
+        if dropped > 0 {
+            durable::sync_dir(&self.dir)?;
+        }
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests;

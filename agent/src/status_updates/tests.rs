@@ -1,0 +1,289 @@
+use super::files::{file_name, parse_file_name, CORRUPT_SUFFIX, SUFFIX};
+use super::*;
+use bramble_proto::task::UpdateSource;
+use std::fs;
+use tempfile::TempDir;
+
+fn update(fw: &str, task: &str, state: TaskState) -> TaskStatus {
+    TaskStatus::new(fw.into(), task.into(), state, UpdateSource::Agent)
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A manager on a new, empty directory (kept alive by the returned guard).
+fn fresh() -> (TempDir, StatusUpdateManager) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = StatusUpdateManager::open(dir.path()).unwrap();
+    (dir, m)
+}
+
+fn states(updates: &[TaskStatus]) -> Vec<TaskState> {
+    updates.iter().map(|u| u.state).collect()
+}
+
+#[test]
+fn record_due_ack_then_next_is_due() {
+    let (_dir, mut m) = fresh();
+    let t0 = Instant::now();
+    let running = m.record(update("fw", "t1", TaskState::Running)).unwrap();
+    let finished = m.record(update("fw", "t1", TaskState::Finished)).unwrap();
+    assert_eq!(m.pending(), 2);
+
+    let sent = m.due(t0);
+    assert_eq!(sent.len(), 1, "one update in flight per task");
+    assert_eq!(sent[0].uuid, Some(running));
+    assert!(m.due(t0).is_empty(), "not resent before its backoff");
+
+    assert!(m.acknowledge(&"fw".into(), &"t1".into(), running).unwrap());
+    let sent = m.due(t0);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].uuid, Some(finished));
+    assert_eq!(sent[0].state, TaskState::Finished);
+
+    assert!(m.acknowledge(&"fw".into(), &"t1".into(), finished).unwrap());
+    assert_eq!(m.pending(), 0);
+    assert_eq!(m.next_deadline(), None);
+    assert!(m.due(t0 + Duration::from_secs(100)).is_empty());
+}
+
+#[test]
+fn unacknowledged_head_is_resent_with_capped_exponential_backoff() {
+    let (_dir, mut m) = fresh();
+    m.record(update("fw", "t1", TaskState::Running)).unwrap();
+    let t0 = Instant::now();
+    let secs = |s: u64| t0 + Duration::from_secs(s);
+
+    let mut sent_at = Vec::new();
+    for s in 0..=200 {
+        if !m.due(secs(s)).is_empty() {
+            sent_at.push(s);
+        }
+    }
+    assert_eq!(sent_at, vec![0, 1, 3, 7, 15, 31, 61, 91, 121, 151, 181]);
+    assert_eq!(m.next_deadline(), Some(secs(211)));
+
+    // Reconnecting makes it due at once and restarts the backoff.
+    m.resend_all_now();
+    assert!(m.next_deadline().unwrap() <= Instant::now());
+    assert_eq!(m.due(secs(205)).len(), 1);
+    assert_eq!(m.next_deadline(), Some(secs(206)));
+    assert!(m.due(secs(205)).is_empty());
+}
+
+#[test]
+fn tasks_progress_independently() {
+    let (_dir, mut m) = fresh();
+    let t0 = Instant::now();
+    let a = m.record(update("fw", "a", TaskState::Running)).unwrap();
+    m.record(update("fw", "b", TaskState::Running)).unwrap();
+    assert_eq!(m.due(t0).len(), 2);
+    m.acknowledge(&"fw".into(), &"a".into(), a).unwrap();
+    m.record(update("fw", "a", TaskState::Finished)).unwrap();
+    // a's next update is due now; b waits for its backoff.
+    let sent = m.due(t0);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].task_id, TaskId::from("a"));
+}
+
+#[test]
+fn order_per_task_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let mut m = StatusUpdateManager::open(dir.path()).unwrap();
+        for state in [TaskState::Staging, TaskState::Starting, TaskState::Running] {
+            expected.push(m.record(update("fw", "t1", state)).unwrap());
+            m.record(update("fw", "t2", state)).unwrap();
+        }
+        expected.push(m.record(update("fw", "t1", TaskState::Failed)).unwrap());
+        let first = m.due(Instant::now());
+        m.acknowledge(&"fw".into(), &"t1".into(), first[0].uuid.unwrap())
+            .unwrap();
+        expected.remove(0);
+    }
+    let mut m = StatusUpdateManager::open(dir.path()).unwrap();
+    assert_eq!(m.pending(), 3 + 3);
+    let latest: Vec<_> = m.latest().map(|s| (s.task_id.clone(), s.state)).collect();
+    assert_eq!(
+        latest,
+        vec![
+            ("t1".into(), TaskState::Failed),
+            ("t2".into(), TaskState::Running)
+        ]
+    );
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    loop {
+        let sent: Vec<_> = m
+            .due(t0)
+            .into_iter()
+            .filter(|s| s.task_id.as_str() == "t1")
+            .collect();
+        let Some(head) = sent.first() else { break };
+        got.push(head.uuid.unwrap());
+        m.acknowledge(&"fw".into(), &"t1".into(), head.uuid.unwrap())
+            .unwrap();
+    }
+    assert_eq!(got, expected);
+
+    // New updates after the restart sort after the recovered ones.
+    let before = files(dir.path(), SUFFIX);
+    m.record(update("fw", "t3", TaskState::Running)).unwrap();
+    let after = files(dir.path(), SUFFIX);
+    assert!(after.last().unwrap() > before.last().unwrap());
+}
+
+#[test]
+fn acknowledging_an_unknown_or_repeated_uuid_is_harmless() {
+    let (_dir, mut m) = fresh();
+    let (fw, t1) = (FrameworkId::from("fw"), TaskId::from("t1"));
+    assert!(!m.acknowledge(&fw, &t1, Uuid::new_v4()).unwrap());
+    let u = m.record(update("fw", "t1", TaskState::Running)).unwrap();
+    let later = m.record(update("fw", "t1", TaskState::Finished)).unwrap();
+    assert!(!m.acknowledge(&fw, &t1, Uuid::new_v4()).unwrap());
+    assert!(!m.acknowledge(&fw, &t1, later).unwrap(), "not the head yet");
+    assert!(!m.acknowledge(&"other".into(), &t1, u).unwrap());
+    assert_eq!(m.pending(), 2);
+    assert!(m.acknowledge(&fw, &t1, u).unwrap());
+    assert!(!m.acknowledge(&fw, &t1, u).unwrap(), "already acknowledged");
+    assert_eq!(m.pending(), 1);
+}
+
+#[test]
+fn files_are_gone_after_acknowledgement() {
+    let (dir, mut m) = fresh();
+    let u = m.record(update("fw", "t1", TaskState::Finished)).unwrap();
+    let names = files(dir.path(), SUFFIX);
+    assert_eq!(names.len(), 1);
+    assert!(names[0].ends_with(&format!("-{u}.upd")), "{names:?}");
+    // Human-readable JSON carrying the assigned uuid.
+    let text = fs::read_to_string(dir.path().join(&names[0])).unwrap();
+    assert!(text.contains("\"Finished\""), "{text}");
+    assert!(text.contains(&u.to_string()), "{text}");
+
+    m.acknowledge(&"fw".into(), &"t1".into(), u).unwrap();
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert_eq!(StatusUpdateManager::open(dir.path()).unwrap().pending(), 0);
+}
+
+#[test]
+fn corrupt_file_is_moved_aside_and_the_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = {
+        let mut m = StatusUpdateManager::open(dir.path()).unwrap();
+        m.record(update("fw", "t1", TaskState::Running)).unwrap();
+        m.record(update("fw", "t2", TaskState::Running)).unwrap()
+    };
+    let names = files(dir.path(), SUFFIX);
+    fs::write(dir.path().join(&names[0]), b"{\"task_id\": trunc").unwrap();
+    fs::write(dir.path().join("junk.upd"), b"").unwrap();
+    fs::write(dir.path().join(".00000000000000000009-x.upd.tmp"), b"{").unwrap();
+
+    let m = StatusUpdateManager::open(dir.path()).unwrap();
+    assert_eq!(m.pending(), 1);
+    assert_eq!(m.latest().next().unwrap().uuid, Some(good));
+    assert_eq!(
+        files(dir.path(), CORRUPT_SUFFIX),
+        vec![
+            format!("{}.corrupt", names[0]),
+            "junk.upd.corrupt".to_owned()
+        ]
+    );
+    assert!(
+        files(dir.path(), ".tmp").is_empty(),
+        "unfinished write removed"
+    );
+}
+
+#[test]
+fn updates_after_a_terminal_one_are_refused_but_resends_are_idempotent() {
+    let (dir, mut m) = fresh();
+    let done = m.record(update("fw", "t1", TaskState::Finished)).unwrap();
+    let err = m.record(update("fw", "t1", TaskState::Failed)).unwrap_err();
+    assert!(
+        matches!(err, StatusUpdateError::AfterTerminal { terminal_uuid, .. } if terminal_uuid == done)
+    );
+    let mut resend = update("fw", "t1", TaskState::Finished);
+    resend.uuid = Some(done);
+    assert_eq!(m.record(resend).unwrap(), done);
+    assert_eq!(m.pending(), 1);
+    assert_eq!(files(dir.path(), SUFFIX).len(), 1);
+}
+
+#[test]
+fn batch_is_all_or_nothing_and_keeps_order() {
+    let (dir, mut m) = fresh();
+    let err = m.record_batch(vec![
+        update("fw", "t1", TaskState::Running),
+        update("fw", "t1", TaskState::Lost),
+        update("fw", "t1", TaskState::Killed),
+    ]);
+    assert!(matches!(err, Err(StatusUpdateError::AfterTerminal { .. })));
+    assert_eq!(m.pending(), 0);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let uuids = m
+        .record_batch(vec![
+            update("fw", "t1", TaskState::Running),
+            update("fw", "t2", TaskState::Lost),
+            update("fw", "t1", TaskState::Lost),
+        ])
+        .unwrap();
+    assert_eq!(uuids.len(), 3);
+    assert_eq!(files(dir.path(), SUFFIX).len(), 3);
+    let t0 = Instant::now();
+    assert_eq!(
+        states(&m.due(t0)),
+        vec![TaskState::Running, TaskState::Lost]
+    );
+    m.acknowledge(&"fw".into(), &"t1".into(), uuids[0]).unwrap();
+    let next = m.due(t0);
+    assert_eq!(next[0].uuid, Some(uuids[2]));
+}
+
+#[test]
+fn forgetting_a_framework_drops_its_updates_only() {
+    let (dir, mut m) = fresh();
+    m.record(update("fw-a", "t1", TaskState::Running)).unwrap();
+    m.record(update("fw-a", "t1", TaskState::Finished)).unwrap();
+    m.record(update("fw-a", "t2", TaskState::Running)).unwrap();
+    let kept = m.record(update("fw-b", "t1", TaskState::Running)).unwrap();
+    assert_eq!(m.forget_framework(&"fw-a".into()).unwrap(), 3);
+    assert_eq!(m.forget_framework(&"fw-none".into()).unwrap(), 0);
+    assert_eq!(m.pending(), 1);
+    assert_eq!(files(dir.path(), SUFFIX).len(), 1);
+    let m = StatusUpdateManager::open(dir.path()).unwrap();
+    assert_eq!(m.latest().next().unwrap().uuid, Some(kept));
+}
+
+#[test]
+fn recovered_updates_are_due_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut m = StatusUpdateManager::open(dir.path()).unwrap();
+        m.record(update("fw", "t1", TaskState::Running)).unwrap();
+        m.due(Instant::now());
+    }
+    let mut m = StatusUpdateManager::open(dir.path()).unwrap();
+    assert!(m.next_deadline().unwrap() <= Instant::now());
+    let t0 = Instant::now();
+    assert_eq!(m.due(t0).len(), 1);
+    assert_eq!(m.next_deadline(), Some(t0 + INITIAL_BACKOFF));
+}
+
+#[test]
+fn file_names_round_trip_and_sort_by_sequence() {
+    let u = Uuid::new_v4();
+    let name = file_name(42, u);
+    assert_eq!(parse_file_name(&name), Some((42, u)));
+    assert!(file_name(9, u) < file_name(10, u));
+    assert_eq!(parse_file_name("42-abc.upd"), None);
+}

@@ -1,0 +1,151 @@
+//! The master's side of discovery: registering `_bramble._udp.local.` once the QUIC endpoint
+//! is bound, logging the name actually used (mdns-sd renames on a clash), and saying goodbye
+//! on stop. Also the names it advertises under.
+
+use super::{daemon, describe, DiscoveryError, TXT_CLUSTER_ID, TXT_HTTP, TXT_QUIC, TXT_VERSION};
+use crate::{MDNS_SERVICE_TYPE, PROTOCOL_VERSION};
+use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// What the master advertises.
+#[derive(Debug, Clone)]
+pub struct MasterAdvert {
+    /// Instance name, normally the host name.
+    pub instance: String,
+    pub cluster_id: String,
+    /// The bound QUIC address: its port is advertised; an unspecified IPv4 address limits the
+    /// advertised addresses to IPv4, a specific one to itself.
+    pub quic: SocketAddr,
+    pub http_port: u16,
+}
+
+/// The master's advertisement; stop it with [`Advertiser::stop`] to say goodbye.
+pub struct Advertiser {
+    daemon: ServiceDaemon,
+    fullname: String,
+    monitor: JoinHandle<()>,
+}
+
+impl Advertiser {
+    /// Registers the service. Must run inside a tokio runtime (a task logs renames).
+    pub fn start(ad: &MasterAdvert, interfaces: &[String]) -> Result<Self, DiscoveryError> {
+        let daemon = daemon(interfaces)?;
+        let instance = ad.instance.replace('.', "-");
+        let host = format!("{}-bramble.local.", dns_label(&ad.instance));
+        let txt = [
+            (TXT_CLUSTER_ID, ad.cluster_id.clone()),
+            (TXT_VERSION, PROTOCOL_VERSION.to_string()),
+            (TXT_QUIC, ad.quic.port().to_string()),
+            (TXT_HTTP, ad.http_port.to_string()),
+        ];
+        let ip = ad.quic.ip();
+        let mut info = if ip.is_unspecified() {
+            let info = ServiceInfo::new(
+                MDNS_SERVICE_TYPE,
+                &instance,
+                &host,
+                "",
+                ad.quic.port(),
+                &txt[..],
+            )?
+            .enable_addr_auto();
+            if ip.is_ipv4() {
+                // Bound to 0.0.0.0: an IPv6 address would only waste an agent's attempt.
+                daemon.disable_interface(IfKind::IPv6)?;
+            }
+            info
+        } else {
+            ServiceInfo::new(
+                MDNS_SERVICE_TYPE,
+                &instance,
+                &host,
+                ip,
+                ad.quic.port(),
+                &txt[..],
+            )?
+        };
+        if !ip.is_unspecified() {
+            info.set_interfaces(vec![IfKind::Addr(ip)]);
+        }
+        let fullname = info.get_fullname().to_string();
+        let events = daemon.monitor()?;
+        daemon.register(info)?;
+        info!(
+            name = %fullname, cluster_id = %ad.cluster_id, quic = ad.quic.port(), http = ad.http_port,
+            interfaces = %describe(interfaces), "advertising the master on mDNS"
+        );
+        let monitor = tokio::spawn(async move {
+            while let Ok(event) = events.recv_async().await {
+                match event {
+                    DaemonEvent::NameChange(change) => info!(
+                        "mDNS name {} is taken on this network: advertising as {} instead",
+                        change.original, change.new_name
+                    ),
+                    DaemonEvent::Error(e) => warn!("mDNS: {e}"),
+                    other => debug!("mDNS: {other:?}"),
+                }
+            }
+        });
+        Ok(Self {
+            daemon,
+            fullname,
+            monitor,
+        })
+    }
+
+    /// The full name registered (before any rename on a clash, which is logged).
+    pub fn fullname(&self) -> &str {
+        &self.fullname
+    }
+
+    /// Unregisters (mDNS goodbye, so browsers drop us at once) and stops the daemon.
+    pub async fn stop(self) {
+        let Self {
+            daemon,
+            fullname,
+            monitor,
+        } = self;
+        let done = tokio::task::spawn_blocking(move || {
+            if let Ok(status) = daemon.unregister(&fullname) {
+                let _ = status.recv_timeout(Duration::from_secs(2));
+            }
+            if let Ok(status) = daemon.shutdown() {
+                let _ = status.recv_timeout(Duration::from_secs(2));
+            }
+            fullname
+        })
+        .await;
+        monitor.abort();
+        if let Ok(fullname) = done {
+            info!(name = %fullname, "mDNS advertisement withdrawn");
+        }
+    }
+}
+
+/// This machine's host name (for the instance name), without a domain.
+pub fn local_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().split('.').next().unwrap_or("").to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "bramble-master".to_string())
+}
+
+/// A DNS label from `s`: letters, digits and '-', at most 50 characters.
+pub(super) fn dns_label(s: &str) -> String {
+    let label: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(50)
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() {
+        "bramble".to_string()
+    } else {
+        label.to_string()
+    }
+}
