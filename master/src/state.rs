@@ -22,9 +22,9 @@
 //! Policy (who gets offered what) is the allocator's job; this module does the bookkeeping
 //! around it: offers outstanding, tasks and their states, timeouts, validation.
 
+pub mod feed;
+
 use crate::allocator::Allocator;
-use crate::display::PanelFeed;
-use crate::http::events::{ClusterEvent, EventSink};
 use crate::store::{AgentRecord, Batch, FrameworkRecord, Recovered, TaskRecord};
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::messages::{
@@ -37,6 +37,7 @@ use bramble_proto::transport::PeerIdentity;
 use bramble_proto::{
     AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
 };
+use feed::{AgentLoad, ClusterEvent, ClusterSummary, Feed};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -214,10 +215,10 @@ pub struct Master {
     next_request: u64,
     /// The latest progress each framework published.
     progress: HashMap<FrameworkId, JobProgress>,
-    /// What the front panel shows, for operators.
-    panel: PanelFeed,
-    /// Change events for the web UI (never blocks; see `http/events.rs`).
-    events: EventSink,
+    /// Change events and the summary, for whoever watches (never blocks; see `feed.rs`).
+    events: Feed,
+    /// When the summary may next be rebuilt for its watchers.
+    next_summary: Instant,
     /// Recently forgotten tasks, for operators (oldest first, at most `RECENT_COMPLETED`).
     completed: VecDeque<TaskSummary>,
     /// What this burst of inputs says, released by `flush_outbox` after the commit.
@@ -248,7 +249,7 @@ struct PendingRead {
 }
 
 impl Master {
-    pub fn new(cluster_id: String, timeouts: Timeouts, panel: PanelFeed, now: Instant) -> Self {
+    pub fn new(cluster_id: String, timeouts: Timeouts, now: Instant) -> Self {
         Self {
             cluster_id,
             timeouts,
@@ -263,8 +264,8 @@ impl Master {
             sandbox_reads: HashMap::new(),
             next_request: 0,
             progress: HashMap::new(),
-            panel,
-            events: EventSink::new(),
+            events: Feed::new(),
+            next_summary: now,
             completed: VecDeque::new(),
             outbox: Vec::new(),
             dirty_frameworks: HashSet::new(),
@@ -424,8 +425,8 @@ impl Master {
         self.dirty_tasks.insert((fw.clone(), task.clone()));
     }
 
-    /// Where this master publishes change events and update latencies.
-    pub fn events(&self) -> EventSink {
+    /// Where this master publishes change events, its summary and update latencies.
+    pub fn feed(&self) -> Feed {
         self.events.clone()
     }
 
@@ -478,6 +479,7 @@ impl Master {
         if self.allocation_due {
             self.allocate(now);
         }
+        self.publish_summary(now);
     }
 
     /// Periodic work: timeouts, failover expiry, resends, the allocation pass.
@@ -1827,12 +1829,9 @@ impl Master {
                     }
                 }
             }
-            OperatorCall::GetPanel => match self.panel.snapshot() {
-                Some((png, state_json)) => OperatorReply::Panel { png, state_json },
-                None => OperatorReply::Error {
-                    message: "the front panel has not drawn anything yet (is the display running?)"
-                        .into(),
-                },
+            // The panel's picture lives at the edge, which answers this call itself.
+            OperatorCall::GetPanel => OperatorReply::Error {
+                message: "the front panel is not served by the master's state".into(),
             },
             OperatorCall::ReadSandbox(read) => {
                 let (fw, task) = (read.framework_id.clone(), read.task_id.clone());
@@ -1919,6 +1918,59 @@ impl Master {
         }
     }
 
+    /// Rebuilds the summary for its watchers, if anyone watches and it is time.
+    fn publish_summary(&mut self, now: Instant) {
+        if now < self.next_summary || !self.events.summary_watched() {
+            return;
+        }
+        self.next_summary = now + feed::SUMMARY_EVERY;
+        self.events.publish_summary(self.summary());
+    }
+
+    /// Agents' loads and jobs' progress: what the front panel draws, without the tasks.
+    pub fn summary(&self) -> ClusterSummary {
+        let mut agents: Vec<AgentLoad> = self
+            .agents
+            .iter()
+            .map(|(id, a)| AgentLoad {
+                id: id.clone(),
+                hostname: a.hostname.clone(),
+                connected: a.conn.is_some(),
+                total: a.total.clone(),
+                allocated: self.allocated_on(id, &a.total),
+            })
+            .collect();
+        agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+        ClusterSummary {
+            agents,
+            jobs: self.jobs(),
+        }
+    }
+
+    /// What frameworks hold on an agent with `total` resources.
+    fn allocated_on(&self, id: &AgentId, total: &Resources) -> Resources {
+        let free = self.allocator.agent_free(id);
+        total.saturating_sub(free.as_ref().unwrap_or(total))
+    }
+
+    fn jobs(&self) -> Vec<JobSummary> {
+        let mut jobs: Vec<JobSummary> = self
+            .progress
+            .iter()
+            .map(|(id, p)| JobSummary {
+                framework_id: id.clone(),
+                framework_name: self
+                    .frameworks
+                    .get(id)
+                    .map(|f| f.info.name.clone())
+                    .unwrap_or_default(),
+                progress: p.clone(),
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.framework_id.cmp(&b.framework_id));
+        jobs
+    }
+
     pub fn snapshot(&self) -> ClusterState {
         let mut agents: Vec<AgentSummary> = self
             .agents
@@ -1929,12 +1981,7 @@ impl Master {
                 address: a.address.to_string(),
                 connected: a.conn.is_some(),
                 total: a.total.clone(),
-                allocated: a.total.saturating_sub(
-                    &self
-                        .allocator
-                        .agent_free(id)
-                        .unwrap_or_else(|| a.total.clone()),
-                ),
+                allocated: self.allocated_on(id, &a.total),
                 attributes: a.attributes.clone(),
                 last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
             })
@@ -1976,26 +2023,12 @@ impl Master {
             })
             .collect();
         tasks.sort_by(|a, b| a.framework_id.cmp(&b.framework_id).then(a.id.cmp(&b.id)));
-        let mut jobs: Vec<JobSummary> = self
-            .progress
-            .iter()
-            .map(|(id, p)| JobSummary {
-                framework_id: id.clone(),
-                framework_name: self
-                    .frameworks
-                    .get(id)
-                    .map(|f| f.info.name.clone())
-                    .unwrap_or_default(),
-                progress: p.clone(),
-            })
-            .collect();
-        jobs.sort_by(|a, b| a.framework_id.cmp(&b.framework_id));
         ClusterState {
             cluster_id: self.cluster_id.clone(),
             agents,
             frameworks,
             tasks,
-            jobs,
+            jobs: self.jobs(),
             offers_outstanding: self.offers.len() as u64,
             completed_tasks: self
                 .completed
@@ -2207,7 +2240,7 @@ mod tests {
     #[test]
     fn replies_wait_in_the_outbox_until_the_burst_is_taken_for_commit() {
         let now = Instant::now();
-        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        let mut m = Master::new("c".into(), timeouts(), now);
         let mut agent = connect_agent(&mut m, 1, now);
         register(&mut m, 1, "a1", Vec::new(), now);
         let mut fw = connect_framework(&mut m, 2, None, now);
@@ -2231,7 +2264,7 @@ mod tests {
     #[test]
     fn a_kill_lost_with_the_agents_connection_is_sent_again_when_it_re_registers() {
         let now = Instant::now();
-        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        let mut m = Master::new("c".into(), timeouts(), now);
         m.recover(recovered(&["sleeper", "other"]), now);
         let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
         let running = |id: &str| RunningTask {
@@ -2305,7 +2338,7 @@ mod tests {
     #[test]
     fn a_recovered_agent_keeps_the_tasks_it_reports_and_the_missing_one_is_lost_until_acked() {
         let now = Instant::now();
-        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        let mut m = Master::new("c".into(), timeouts(), now);
         m.recover(recovered(&["kept", "gone"]), now);
         assert!(m.take_writes().is_empty(), "recovery itself writes nothing");
         // No offers from an agent that has not re-registered.
@@ -2401,7 +2434,7 @@ mod tests {
     #[test]
     fn a_recovered_agent_that_does_not_return_is_removed_after_the_reregistration_timeout() {
         let now = Instant::now();
-        let mut m = Master::new("c".into(), timeouts(), PanelFeed::default(), now);
+        let mut m = Master::new("c".into(), timeouts(), now);
         m.recover(recovered(&["t"]), now);
         // Longer than the agent timeout, shorter than the re-registration timeout: kept.
         m.tick(now + Duration::from_secs(3));

@@ -77,20 +77,17 @@ pub async fn state(State(app): State<AppState>) -> Response {
 /// `GET /api/v1/panel.png`: the master's front panel exactly as the OLED shows it now;
 /// 404 before the display has drawn anything (or when the master runs without it).
 pub async fn panel(State(app): State<AppState>) -> Response {
-    match app.api.call(OperatorCall::GetPanel).await {
-        Ok(OperatorReply::Panel { png, .. }) => (
+    match app.api.panel.reply() {
+        OperatorReply::Panel { png, .. } => (
             [
-                (axum::http::header::CONTENT_TYPE, "image/png"),
-                (axum::http::header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "no-store"),
             ],
             png,
         )
             .into_response(),
-        Ok(OperatorReply::Error { message }) => {
-            (axum::http::StatusCode::NOT_FOUND, message).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(e) => call_failed(e),
+        OperatorReply::Error { message } => (StatusCode::NOT_FOUND, message).into_response(),
+        other => unexpected(other),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Gauges are read off a fresh state snapshot at scrape time and put in a registry built for
 //! that scrape, so an agent or state that disappears disappears from the output too (no stale
 //! label sets). The one metric the state task accumulates, status-update latency, is a
-//! histogram shared with it through [`super::events::EventSink`].
+//! histogram shared with it through the state's [`crate::state::feed::Feed`].
 
 use super::AppState;
 use axum::extract::State;
