@@ -10,7 +10,7 @@
 //!
 //! The state task works in bursts: it handles every input already waiting (up to
 //! `MAX_BURST`), commits what the burst changed to the store in one transaction, and only then
-//! lets the burst's messages out (group commit; see `state.rs`). A store that cannot be written
+//! lets the burst's messages out (group commit; see `state/mod.rs`). A store that cannot be written
 //! stops the master: answering without durability would break what peers were promised.
 
 use crate::config::MasterConfig;

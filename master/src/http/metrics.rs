@@ -62,21 +62,23 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-fn register_state(registry: &mut Registry, state: &ClusterState) {
-    let agents = Family::<Labels, Gauge>::default();
-    for connected in [true, false] {
-        let n = state
-            .agents
-            .iter()
-            .filter(|a| a.connected == connected)
-            .count();
-        agents
-            .get_or_create(&labels(&[(
-                "connected",
-                if connected { "true" } else { "false" },
-            )]))
-            .set(n as i64);
+/// A count per `connected="true"|"false"` label, both present even when zero.
+fn by_connected(connected: impl Iterator<Item = bool>) -> Family<Labels, Gauge> {
+    let (up, down) = connected.fold(
+        (0, 0),
+        |(up, down), c| if c { (up + 1, down) } else { (up, down + 1) },
+    );
+    let family = Family::<Labels, Gauge>::default();
+    for (value, n) in [("true", up), ("false", down)] {
+        family
+            .get_or_create(&labels(&[("connected", value)]))
+            .set(n);
     }
+    family
+}
+
+fn register_state(registry: &mut Registry, state: &ClusterState) {
+    let agents = by_connected(state.agents.iter().map(|a| a.connected));
     registry.register("agents", "Agents known to the master", agents);
 
     let resources = Family::<Labels, FloatGauge>::default();
@@ -112,20 +114,7 @@ fn register_state(registry: &mut Registry, state: &ClusterState) {
     }
     registry.register("tasks", "Tasks the master tracks, by state", tasks);
 
-    let frameworks = Family::<Labels, Gauge>::default();
-    for connected in [true, false] {
-        let n = state
-            .frameworks
-            .iter()
-            .filter(|f| f.connected == connected)
-            .count();
-        frameworks
-            .get_or_create(&labels(&[(
-                "connected",
-                if connected { "true" } else { "false" },
-            )]))
-            .set(n as i64);
-    }
+    let frameworks = by_connected(state.frameworks.iter().map(|f| f.connected));
     registry.register("frameworks", "Frameworks subscribed", frameworks);
 
     let offers: Gauge = Gauge::default();

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 use tracing::{info, warn};
 
+/// An agent the master knows: registered now, or recovered from the store and expected back.
 pub(super) struct AgentEntry {
     pub(super) hostname: String,
     pub(super) address: SocketAddr,
@@ -394,15 +395,13 @@ mod tests {
         let mut m = master(now);
         m.recover(recovered(&["sleeper", "other"]), now);
         let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
-        let mut agent = connect_agent(&mut m, 1, now);
-        register(
+        let mut agent = join(
             &mut m,
             1,
             "a1",
             vec![running("sleeper"), running("other")],
             now,
         );
-        settle(&mut m, now);
         drain(&mut agent);
 
         // The kill goes out on a connection that is already dead (the agent never sees it).
@@ -422,25 +421,16 @@ mod tests {
             "{lost_with_link:?}"
         );
         drop(agent);
-        m.handle(
-            Input::Disconnected {
-                conn: 1,
-                reason: "link dropped".into(),
-                graceful: false,
-            },
-            now,
-        );
+        disconnect(&mut m, 1, now);
 
         // Back on a new connection, still running it: the kill is sent again, and only it.
-        let mut agent = connect_agent(&mut m, 3, now);
-        register(
+        let mut agent = join(
             &mut m,
             3,
             "a1",
             vec![running("sleeper"), running("other")],
             now,
         );
-        settle(&mut m, now);
         let kills: Vec<String> = drain(&mut agent)
             .into_iter()
             .filter_map(|msg| match msg {
@@ -475,9 +465,7 @@ mod tests {
         let mut m = master(now);
         m.recover(recovered(&["t"]), now);
         let mut fw = connect_framework(&mut m, 2, Some("fw1"), now);
-        let _agent = connect_agent(&mut m, 1, now);
-        register(&mut m, 1, "a1", vec![running("t")], now);
-        settle(&mut m, now);
+        let _agent = join(&mut m, 1, "a1", vec![running("t")], now);
         drain(&mut fw);
         // Registered again, so the (shorter) agent timeout applies: 2 s without a heartbeat.
         m.tick(now + Duration::from_secs(1));
@@ -503,9 +491,7 @@ mod tests {
     fn a_task_the_master_does_not_expect_on_a_registering_agent_is_killed() {
         let now = Instant::now();
         let mut m = master(now);
-        let mut agent = connect_agent(&mut m, 1, now);
-        register(&mut m, 1, "a1", vec![running("stray")], now);
-        settle(&mut m, now);
+        let mut agent = join(&mut m, 1, "a1", vec![running("stray")], now);
         let sent = drain(&mut agent);
         assert!(
             matches!(sent.first(), Some(MasterToAgent::Registered { .. })),

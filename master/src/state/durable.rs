@@ -196,14 +196,7 @@ mod tests {
         let uuid = update.uuid.expect("a uuid to acknowledge");
 
         // Resent on the framework's next subscription, until acknowledged.
-        m.handle(
-            Input::Disconnected {
-                conn: 2,
-                reason: "test".into(),
-                graceful: false,
-            },
-            now,
-        );
+        disconnect(&mut m, 2, now);
         let mut fw = connect_framework(&mut m, 3, Some("fw1"), now);
         m.take_writes();
         m.flush_outbox();

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use tracing::info;
 
+/// A framework the master knows, connected or within its failover timeout, and its tasks.
 pub(super) struct FrameworkEntry {
     pub(super) info: FrameworkInfo,
     pub(super) conn: Option<ConnId>,
@@ -287,7 +288,6 @@ impl Master {
 #[cfg(test)]
 mod tests {
     use crate::state::testing::*;
-    use crate::state::Input;
     use bramble_proto::messages::MasterEvent;
     use std::time::{Duration, Instant};
 
@@ -320,14 +320,7 @@ mod tests {
         let mut m = master(now);
         let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
         settle(&mut m, now);
-        m.handle(
-            Input::Disconnected {
-                conn: 2,
-                reason: "gone".into(),
-                graceful: false,
-            },
-            now,
-        );
+        disconnect(&mut m, 2, now);
         // The test frameworks' failover timeout is 60 s.
         m.tick(now + Duration::from_secs(59));
         assert_eq!(m.snapshot().frameworks.len(), 1);

@@ -115,6 +115,8 @@ pub enum Input {
     },
 }
 
+/// Everything the master knows, owned by the state task and changed only through the
+/// `impl Master` blocks of this module's children.
 pub struct Master {
     cluster_id: String,
     timeouts: Timeouts,
@@ -189,6 +191,7 @@ impl Master {
         self.feed.clone()
     }
 
+    /// One input, as it arrives; what it makes the master say waits in the outbox.
     pub fn handle(&mut self, input: Input, now: Instant) {
         match input {
             Input::Connected {

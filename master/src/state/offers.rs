@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 use tracing::debug;
 
+/// An offer made and not yet answered: its resources count as allocated to the framework.
 pub(super) struct OfferEntry {
     pub(super) framework_id: FrameworkId,
     pub(super) agent_id: AgentId,
@@ -154,7 +155,6 @@ impl Master {
 #[cfg(test)]
 mod tests {
     use crate::state::testing::*;
-    use crate::state::Input;
     use bramble_proto::messages::{Filters, MasterEvent, SchedulerCall};
     use bramble_proto::Resources;
     use std::time::{Duration, Instant};
@@ -199,14 +199,7 @@ mod tests {
         let mut m = master(now);
         let (_agent, mut fw) = agent_and_framework(&mut m, now);
         let offer = offers(&drain(&mut fw)).remove(0);
-        m.handle(
-            Input::Disconnected {
-                conn: 1,
-                reason: "cable pulled".into(),
-                graceful: false,
-            },
-            now,
-        );
+        disconnect(&mut m, 1, now);
         settle(&mut m, now);
         let events = drain(&mut fw);
         assert!(

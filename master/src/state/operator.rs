@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 /// How long an agent has to answer a sandbox read.
 const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A sandbox read or listing sent to an agent, waiting for its answer.
 pub(super) struct PendingRead {
     pub(super) agent: AgentId,
     pub(super) reply: oneshot::Sender<OperatorReply>,
@@ -185,10 +186,7 @@ mod tests {
     fn a_sandbox_read_goes_to_the_tasks_agent_and_fails_if_it_never_answers() {
         let now = Instant::now();
         let mut m = master(now);
-        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
-        let offer = offers(&drain(&mut fw)).remove(0);
-        accept(&mut m, &offer, vec![task_info("t1")], now);
-        drain(&mut agent);
+        let (mut agent, _fw) = launched(&mut m, vec![task_info("t1")], now);
         let mut answer = ask(&mut m, read("t1"), now);
         assert!(
             drain(&mut agent)

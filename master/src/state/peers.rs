@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+/// An admitted connection: who it is, where its messages go, and what it registered as.
 pub(super) struct Conn {
     pub(super) identity: PeerIdentity,
     pub(super) tx: PeerTx,
@@ -18,6 +19,7 @@ pub(super) struct Conn {
     pub(super) bound: Option<Bound>,
 }
 
+/// What a connection registered (an agent) or subscribed (a framework) as.
 #[derive(Debug, Clone)]
 pub(super) enum Bound {
     Agent(AgentId),

@@ -12,6 +12,7 @@ use bramble_proto::{AgentId, FrameworkId, TaskId, TaskReason, TaskState, TaskSta
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+/// A task the master tracks, from launch until its terminal update is acknowledged.
 pub(super) struct TaskEntry {
     pub(super) info: TaskInfo,
     pub(super) state: TaskState,
@@ -340,10 +341,7 @@ mod tests {
     fn a_finished_task_is_forgotten_once_its_update_is_acknowledged() {
         let now = Instant::now();
         let mut m = master(now);
-        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
-        let offer = offers(&drain(&mut fw)).remove(0);
-        accept(&mut m, &offer, vec![task_info("t1")], now);
-        drain(&mut agent);
+        let (mut agent, mut fw) = launched(&mut m, vec![task_info("t1")], now);
         let uuid = Uuid::new_v4();
         let mut finished = TaskStatus::new(
             FrameworkId("fw1".into()),

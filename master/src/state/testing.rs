@@ -192,6 +192,45 @@ pub(super) fn agent_and_framework(
     (agent, fw)
 }
 
+/// Agent `id` connects on `conn` and registers reporting `tasks`; settled.
+pub(super) fn join(
+    m: &mut Master,
+    conn: ConnId,
+    id: &str,
+    tasks: Vec<RunningTask>,
+    now: Instant,
+) -> mpsc::Receiver<MasterToAgent> {
+    let rx = connect_agent(m, conn, now);
+    register(m, conn, id, tasks, now);
+    settle(m, now);
+    rx
+}
+
+/// Connection `conn` drops without a goodbye.
+pub(super) fn disconnect(m: &mut Master, conn: ConnId, now: Instant) {
+    let reason = "link dropped".into();
+    let input = Input::Disconnected {
+        conn,
+        reason,
+        graceful: false,
+    };
+    m.handle(input, now);
+}
+
+/// [`agent_and_framework`], then `tasks` launched from the first offer; both queues drained.
+pub(super) fn launched(
+    m: &mut Master,
+    tasks: Vec<TaskInfo>,
+    now: Instant,
+) -> (mpsc::Receiver<MasterToAgent>, mpsc::Receiver<MasterEvent>) {
+    let (mut agent, mut fw) = agent_and_framework(m, now);
+    let offer = offers(&drain(&mut fw)).remove(0);
+    accept(m, &offer, tasks, now);
+    drain(&mut agent);
+    drain(&mut fw);
+    (agent, fw)
+}
+
 /// The offers among `events`.
 pub(super) fn offers(events: &[MasterEvent]) -> Vec<Offer> {
     events
