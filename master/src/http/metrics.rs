@@ -29,20 +29,12 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     };
     let mut registry = Registry::with_prefix("bramble");
     register_state(&mut registry, &state);
-    let quic: Gauge = Gauge::default();
-    quic.set(app.api.endpoint.open_connections() as i64);
-    registry.register(
-        "quic_connections",
-        "QUIC connections open on the master's endpoint",
-        quic,
-    );
-    let streams: Gauge = Gauge::default();
-    streams.set(app.api.events.subscribers() as i64);
-    registry.register(
-        "http_event_streams",
-        "Web clients subscribed to the event stream",
-        streams,
-    );
+    let quic = app.api.endpoint.open_connections();
+    let help = "QUIC connections open on the master's endpoint";
+    registry.register("quic_connections", help, gauge(quic as i64));
+    let streams = app.api.events.subscribers();
+    let help = "Web clients subscribed to the event stream";
+    registry.register("http_event_streams", help, gauge(streams as i64));
     registry.register(
         "status_update_latency_seconds",
         "From an agent producing a status update to the master forwarding it",
@@ -60,6 +52,12 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+fn gauge(value: i64) -> Gauge {
+    let g = Gauge::default();
+    g.set(value);
+    g
 }
 
 /// A count per `connected="true"|"false"` label, both present even when zero.
@@ -117,8 +115,7 @@ fn register_state(registry: &mut Registry, state: &ClusterState) {
     let frameworks = by_connected(state.frameworks.iter().map(|f| f.connected));
     registry.register("frameworks", "Frameworks subscribed", frameworks);
 
-    let offers: Gauge = Gauge::default();
-    offers.set(state.offers_outstanding as i64);
+    let offers = gauge(state.offers_outstanding as i64);
     registry.register("offers_outstanding", "Offers not yet answered", offers);
 
     let progress = Family::<Labels, FloatGauge>::default();

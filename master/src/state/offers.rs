@@ -128,22 +128,19 @@ impl Master {
     }
 
     pub(super) fn rescind_agent_offers(&mut self, agent: &AgentId) {
-        let ids: Vec<OfferId> = self
-            .offers
-            .iter()
-            .filter(|(_, o)| &o.agent_id == agent)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            self.rescind(&id);
-        }
+        self.rescind_where(|o| &o.agent_id == agent);
     }
 
     pub(super) fn rescind_framework_offers(&mut self, fw: &FrameworkId) {
+        self.rescind_where(|o| &o.framework_id == fw);
+    }
+
+    /// Rescinds every outstanding offer `which` picks.
+    fn rescind_where(&mut self, which: impl Fn(&OfferEntry) -> bool) {
         let ids: Vec<OfferId> = self
             .offers
             .iter()
-            .filter(|(_, o)| &o.framework_id == fw)
+            .filter(|(_, o)| which(o))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
