@@ -1,19 +1,21 @@
-//! The master's front panel: turns the live cluster picture into what the SSD1306 OLED shows.
+//! The master's front panel: turns the cluster summary into what the SSD1306 OLED shows.
 //!
-//! A tokio task samples the master's state a few times a second and maps it to a
-//! [`PanelState`]; a dedicated thread owns the display driver (its I2C calls block) and draws
-//! whatever state is newest. The driver itself decides when the glass needs redrawing, rotates
-//! screens and guards against burn-in; a missing or failing panel is logged once by the driver
-//! and never disturbs the cluster. The last composed picture is kept in a [`PanelFeed`] so
-//! `bramble display --png` and the web UI can show exactly what the panel shows.
+//! A tokio task waits for the summary the state publishes on its [`Feed`] (agents' loads and
+//! jobs' progress, pushed when they change; never the whole state) and maps it to a
+//! [`PanelState`], re-reading the board's temperature now and then; a dedicated thread owns
+//! the display driver (its I2C calls block) and draws whatever state is newest. The driver
+//! itself decides when the glass needs redrawing, rotates screens and guards against burn-in;
+//! a missing or failing panel is logged once by the driver and never disturbs the cluster.
+//! The last composed picture is kept in a [`PanelFeed`], from which the master's edges answer
+//! `bramble display --png` and the web UI: exactly what the panel shows.
 
-use crate::server::MasterHandle;
+use crate::state::feed::{ClusterSummary, Feed};
 use bramble_firmware::board::BoardFacts;
 use bramble_firmware::render::{to_png, Framebuffer};
 use bramble_firmware::{
-    AgentBar, DisplayConfig, JobProgress, LinuxDisplayDriver, PanelState, Phase,
+    AgentBar, DisplayConfig, JobProgress, LinuxDisplayDriver, PanelState, Phase, UpdateOutcome,
 };
-use bramble_proto::messages::ClusterState;
+use bramble_proto::messages::OperatorReply;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +23,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::debug;
 
-/// How often the master's state is sampled for the panel.
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How often the board's temperature is re-read when the cluster does not change.
+const TEMPERATURE_EVERY: Duration = Duration::from_secs(1);
 /// How often the display thread offers the driver a state (the driver throttles itself).
 const DRAW_EVERY: Duration = Duration::from_millis(100);
 /// Scale of PNGs served to people (128×64 → 512×256).
@@ -46,10 +48,21 @@ impl PanelFeed {
         let json = serde_json::to_string(state).unwrap_or_default();
         Some((to_png(frame, PNG_SCALE), json))
     }
+
+    /// The answer to `OperatorCall::GetPanel`.
+    pub fn reply(&self) -> OperatorReply {
+        match self.snapshot() {
+            Some((png, state_json)) => OperatorReply::Panel { png, state_json },
+            None => OperatorReply::Error {
+                message: "the front panel has not drawn anything yet (is the display running?)"
+                    .into(),
+            },
+        }
+    }
 }
 
-/// Maps the master's picture of the cluster to the panel's.
-pub fn panel_state(name: &str, cluster: &ClusterState, temperature_c: Option<f32>) -> PanelState {
+/// Maps the master's summary of the cluster to the panel's.
+pub fn panel_state(name: &str, cluster: &ClusterSummary, temperature_c: Option<f32>) -> PanelState {
     let up: Vec<_> = cluster.agents.iter().filter(|a| a.connected).collect();
     let mut state = PanelState::starting(name);
     state.phase = Phase::Running;
@@ -109,22 +122,31 @@ impl DisplayHandle {
     }
 }
 
-/// Starts the panel for `master`: opens the display as `config` says (`auto` runs without one
-/// when nothing answers) and keeps it in step with the cluster.
-pub fn start(master: &MasterHandle, config: DisplayConfig, name: String) -> DisplayHandle {
-    let feed = master.panel_feed();
+/// Starts the panel: opens the display as `config` says (`auto` runs without one when nothing
+/// answers), keeps it in step with the summaries on `cluster`, and leaves each composed
+/// picture in `panel` (the master's, see `MasterHandle::panel_feed`).
+pub fn start(
+    cluster: &Feed,
+    panel: PanelFeed,
+    config: DisplayConfig,
+    name: String,
+) -> DisplayHandle {
+    let feed = panel;
+    let mut summaries = cluster.watch_summary();
     let (tx, rx) = watch::channel(PanelState::starting(name.clone()));
     let stop = Arc::new(AtomicBool::new(false));
-    let inputs = master.clone_requester();
     let sampler = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        let mut temperature = tokio::time::interval(TEMPERATURE_EVERY);
         loop {
-            tick.tick().await;
-            let Ok(cluster) = inputs.state().await else {
-                return;
-            };
+            tokio::select! {
+                changed = summaries.changed() => if changed.is_err() {
+                    return; // the master is gone
+                },
+                _ = temperature.tick() => {}
+            }
             let temp = BoardFacts::read(Path::new("/")).temperature_c;
-            tx.send_replace(panel_state(&name, &cluster, temp));
+            let summary = summaries.borrow_and_update().clone();
+            tx.send_replace(panel_state(&name, &summary, temp));
         }
     });
     let thread_stop = stop.clone();
@@ -135,7 +157,10 @@ pub fn start(master: &MasterHandle, config: DisplayConfig, name: String) -> Disp
             while !thread_stop.load(Ordering::Relaxed) {
                 let state = rx.borrow().clone();
                 let outcome = driver.update(&state, Instant::now());
-                if let Some(frame) = driver.frame() {
+                // A throttled update composed nothing: its frame is still an older state's,
+                // and the feed must pair each picture with the state it was drawn from.
+                let composed = outcome != UpdateOutcome::Throttled;
+                if let Some(frame) = driver.frame().filter(|_| composed) {
                     feed.publish(&state, frame);
                 }
                 debug!(?outcome, "display update");

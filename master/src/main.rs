@@ -84,7 +84,12 @@ fn main() -> anyhow::Result<()> {
                 None
             }
         };
-        let panel = bramble_master::display::start(&master, cfg.display.clone(), cfg.name.clone());
+        let panel = bramble_master::display::start(
+            &master.feed(),
+            master.panel_feed(),
+            cfg.display.clone(),
+            cfg.name.clone(),
+        );
         tracing::info!(listen = %master.addr, name = %cfg.name, "bramble-master ready");
         let failure = tokio::select! {
             _ = bramble_proto::logging::wait_for_shutdown_signal() => None,

@@ -10,11 +10,12 @@
 //!
 //! The state task works in bursts: it handles every input already waiting (up to
 //! `MAX_BURST`), commits what the burst changed to the store in one transaction, and only then
-//! lets the burst's messages out (group commit; see `state.rs`). A store that cannot be written
+//! lets the burst's messages out (group commit; see `state/mod.rs`). A store that cannot be written
 //! stops the master: answering without durability would break what peers were promised.
 
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
+use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
@@ -74,16 +75,11 @@ pub struct MasterHandle {
     failure: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
+    feed: Feed,
     panel: PanelFeed,
 }
 
-/// A cheap handle for asking a running master questions from other tasks.
-#[derive(Clone)]
-pub struct MasterRequester {
-    inputs: mpsc::Sender<Input>,
-}
-
-impl MasterRequester {
+impl MasterHandle {
     /// The master's current picture of the cluster.
     pub async fn state(&self) -> Result<ClusterState, ServerError> {
         let (reply, rx) = oneshot::channel();
@@ -99,21 +95,14 @@ impl MasterRequester {
             _ => Err(ServerError::Stopped),
         }
     }
-}
 
-impl MasterHandle {
-    /// The master's current picture of the cluster.
-    pub async fn state(&self) -> Result<ClusterState, ServerError> {
-        self.clone_requester().state().await
+    /// What the state publishes: change events, the cluster summary, update latencies.
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 
-    pub fn clone_requester(&self) -> MasterRequester {
-        MasterRequester {
-            inputs: self.inputs.clone(),
-        }
-    }
-
-    /// Where the front panel's current picture is kept.
+    /// Where the front panel leaves its current picture (the display fills it; operators'
+    /// `GetPanel` and the web UI read it).
     pub fn panel_feed(&self) -> PanelFeed {
         self.panel.clone()
     }
@@ -194,11 +183,13 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
     let (failed, failure) = watch::channel(None);
     let panel = PanelFeed::default();
     let now = Instant::now();
-    let mut master = Master::new(cluster_id.clone(), timeouts, panel.clone(), now);
+    let mut master = Master::new(cluster_id.clone(), timeouts, now);
     master.recover(recovered, now);
+    let feed = master.feed();
     let api = crate::http::MasterApi {
         inputs: inputs.clone(),
-        events: master.events(),
+        events: feed.clone(),
+        panel: panel.clone(),
         endpoint: endpoint.clone(),
         cluster_id: cluster_id.clone(),
         name: cfg.name.clone(),
@@ -227,6 +218,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         endpoint.clone(),
         inputs.clone(),
         cluster_id.clone(),
+        panel.clone(),
         shutdown_rx,
     ));
     info!(%addr, cluster_id = %cluster_id, version = SOFTWARE_VERSION, "master listening (QUIC)");
@@ -243,6 +235,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
             .flatten()
             .collect(),
         endpoint,
+        feed,
         panel,
     })
 }
@@ -325,6 +318,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
+    panel: PanelFeed,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let next_id = Arc::new(AtomicU64::new(1));
@@ -343,8 +337,9 @@ async fn accept_loop(
         let conn_id = next_id.fetch_add(1, Ordering::Relaxed);
         let inputs = inputs.clone();
         let cluster_id = cluster_id.clone();
+        let panel = panel.clone();
         tokio::spawn(async move {
-            serve_connection(incoming, conn_id, inputs, cluster_id).await;
+            serve_connection(incoming, conn_id, inputs, cluster_id, panel).await;
             drop(permit);
         });
     }
@@ -355,6 +350,7 @@ async fn serve_connection(
     conn_id: ConnId,
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
+    panel: PanelFeed,
 ) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -382,34 +378,24 @@ async fn serve_connection(
     };
     debug!(peer = %remote, subject = %identity.subject, ?kind, "peer admitted");
     let (reader, writer) = ctl.split();
+    let peer = Peer {
+        conn: &conn,
+        conn_id,
+        identity: identity.clone(),
+        inputs: &inputs,
+    };
     let reason = match kind {
         PeerKind::Agent => {
-            serve_peer::<AgentToMaster, MasterToAgent>(
-                &conn,
-                conn_id,
-                identity.clone(),
-                reader,
-                writer,
-                &inputs,
-                PeerTx::Agent,
-                |conn, msg| Input::FromAgent { conn, msg },
-            )
-            .await
+            let wrap = |conn, msg| Input::FromAgent { conn, msg };
+            serve_peer::<AgentToMaster, MasterToAgent>(peer, reader, writer, PeerTx::Agent, wrap)
+                .await
         }
         PeerKind::Scheduler => {
-            serve_peer::<SchedulerCall, MasterEvent>(
-                &conn,
-                conn_id,
-                identity.clone(),
-                reader,
-                writer,
-                &inputs,
-                PeerTx::Scheduler,
-                |conn, call| Input::FromScheduler { conn, call },
-            )
-            .await
+            let wrap = |conn, call| Input::FromScheduler { conn, call };
+            serve_peer::<SchedulerCall, MasterEvent>(peer, reader, writer, PeerTx::Scheduler, wrap)
+                .await
         }
-        PeerKind::Operator => serve_operator(reader, writer, &inputs).await,
+        PeerKind::Operator => serve_operator(reader, writer, &inputs, &panel).await,
     };
     match &reason {
         CodecError::Closed => debug!(peer = %remote, "peer closed its control stream"),
@@ -487,16 +473,21 @@ async fn admit(
     Ok((hello.kind, ctl))
 }
 
-/// Runs an admitted agent or scheduler: a writer task drains its queue while this task reads.
-/// Returns why the connection ended.
-#[allow(clippy::too_many_arguments)]
-async fn serve_peer<In, Out>(
-    conn: &quinn::Connection,
+/// An admitted agent or scheduler connection, and where its inputs go.
+struct Peer<'a> {
+    conn: &'a quinn::Connection,
     conn_id: ConnId,
     identity: PeerIdentity,
+    inputs: &'a mpsc::Sender<Input>,
+}
+
+/// Runs an admitted agent or scheduler: a writer task drains its queue (made into a
+/// [`PeerTx`] by `make_tx`) while this task reads its messages (made into [`Input`]s by
+/// `wrap`). Returns why the connection ended.
+async fn serve_peer<In, Out>(
+    peer: Peer<'_>,
     mut reader: FrameReader<quinn::RecvStream>,
     mut writer: FrameWriter<quinn::SendStream>,
-    inputs: &mpsc::Sender<Input>,
     make_tx: fn(mpsc::Sender<Out>) -> PeerTx,
     wrap: fn(ConnId, In) -> Input,
 ) -> CodecError
@@ -504,6 +495,12 @@ where
     In: DeserializeOwned,
     Out: Serialize + Send + Sync + 'static,
 {
+    let Peer {
+        conn,
+        conn_id,
+        identity,
+        inputs,
+    } = peer;
     let (tx, mut rx) = mpsc::channel::<Out>(PEER_QUEUE);
     let connected = Input::Connected {
         conn: conn_id,
@@ -540,24 +537,31 @@ where
     reason
 }
 
-/// Operators make request/response calls; each is answered from the state task.
+/// Operators make request/response calls; each is answered from the state task, except the
+/// front panel's picture, which lives here at the edge (`panel`).
 async fn serve_operator(
     mut reader: FrameReader<quinn::RecvStream>,
     mut writer: FrameWriter<quinn::SendStream>,
     inputs: &mpsc::Sender<Input>,
+    panel: &PanelFeed,
 ) -> CodecError {
     loop {
         let call: OperatorCall = match reader.recv().await {
             Ok(c) => c,
             Err(e) => return e,
         };
-        let (reply, rx) = oneshot::channel();
-        if inputs.send(Input::Operator { call, reply }).await.is_err() {
-            return CodecError::Closed;
-        }
-        let answer = rx.await.unwrap_or(OperatorReply::Error {
-            message: "master is shutting down".into(),
-        });
+        let answer = match call {
+            OperatorCall::GetPanel => panel.reply(),
+            call => {
+                let (reply, rx) = oneshot::channel();
+                if inputs.send(Input::Operator { call, reply }).await.is_err() {
+                    return CodecError::Closed;
+                }
+                rx.await.unwrap_or(OperatorReply::Error {
+                    message: "master is shutting down".into(),
+                })
+            }
+        };
         if let Err(e) = writer.send(&answer).await {
             return e;
         }

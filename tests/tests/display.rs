@@ -18,7 +18,12 @@ async fn the_panel_shows_the_live_cluster_and_operators_can_fetch_it() {
         enabled: Enabled::Off,
         ..DisplayConfig::default()
     };
-    let display = bramble_master::display::start(&master, config, "testbed".into());
+    let display = bramble_master::display::start(
+        &master.feed(),
+        master.panel_feed(),
+        config,
+        "testbed".into(),
+    );
     let mut agents = Vec::new();
     for name in ["pi-1", "pi-2"] {
         agents.push(

@@ -77,20 +77,17 @@ pub async fn state(State(app): State<AppState>) -> Response {
 /// `GET /api/v1/panel.png`: the master's front panel exactly as the OLED shows it now;
 /// 404 before the display has drawn anything (or when the master runs without it).
 pub async fn panel(State(app): State<AppState>) -> Response {
-    match app.api.call(OperatorCall::GetPanel).await {
-        Ok(OperatorReply::Panel { png, .. }) => (
+    match app.api.panel.reply() {
+        OperatorReply::Panel { png, .. } => (
             [
-                (axum::http::header::CONTENT_TYPE, "image/png"),
-                (axum::http::header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "no-store"),
             ],
             png,
         )
             .into_response(),
-        Ok(OperatorReply::Error { message }) => {
-            (axum::http::StatusCode::NOT_FOUND, message).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(e) => call_failed(e),
+        OperatorReply::Error { message } => (StatusCode::NOT_FOUND, message).into_response(),
+        other => unexpected(other),
     }
 }
 
@@ -271,24 +268,12 @@ pub async fn read_file(
     Path((framework, task)): Path<(String, String)>,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    let path = match check_path(q.path.as_deref(), None) {
-        Ok(p) => p,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    let (offset, length) = (q.offset.unwrap_or(0), q.length.unwrap_or(DEFAULT_READ));
+    let chunk = match check_path(q.path.as_deref(), None) {
+        Ok(path) => read_chunk(&app, &framework, &task, &path, offset, length).await,
+        Err(why) => Err(error(StatusCode::BAD_REQUEST, why)),
     };
-    let length = q.length.unwrap_or(DEFAULT_READ);
-    match read_chunk(
-        &app,
-        &framework,
-        &task,
-        &path,
-        q.offset.unwrap_or(0),
-        length,
-    )
-    .await
-    {
-        Ok(chunk) => Json(chunk).into_response(),
-        Err(r) => r,
-    }
+    chunk.map_or_else(|r| r, |c| Json(c).into_response())
 }
 
 /// `GET /api/v1/tasks/{framework}/{task}/files/follow?path=P[&offset=N|&tail=BYTES]`: SSE.

@@ -1,129 +1,20 @@
-//! Change events: what the state task tells the web UI, and the SSE endpoint that carries them.
+//! `GET /api/v1/events`: the state's change events (see `state/feed.rs`) as server-sent events.
 //!
-//! The state task must never wait for a browser, so it publishes into a bounded
-//! `tokio::sync::broadcast` channel and moves on: a subscriber that falls behind loses the
-//! oldest events and is sent a `resync` event instead (the page then refetches
-//! `/api/v1/state`). Nothing a client does — reading slowly, vanishing — reaches the master.
-//! Every stream ends when the master shuts down, because an open SSE stream would otherwise
-//! hold axum's graceful shutdown forever.
+//! The state task never waits for a browser: it publishes into the feed's bounded broadcast and
+//! moves on, and a subscriber that falls behind is sent a `resync` event instead of what it
+//! lost (the page then refetches `/api/v1/state`). Nothing a client does — reading slowly,
+//! vanishing — reaches the master. Every stream ends when the master shuts down, because an
+//! open SSE stream would otherwise hold axum's graceful shutdown forever.
 
 use super::{AppState, StreamPermit};
+use crate::state::feed::ClusterEvent;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use bramble_proto::messages::{JobProgress, TaskSummary};
-use bramble_proto::{AgentId, FrameworkId};
 use futures_util::stream::Stream;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-
-/// Events buffered per subscriber before a slow one is told to resync.
-const EVENT_BUFFER: usize = 1024;
-
-/// One change in the cluster, as the web UI sees it. Serialized as JSON with a `type` tag that
-/// is also the SSE event name.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClusterEvent {
-    AgentRegistered {
-        agent_id: AgentId,
-        hostname: String,
-        returning: bool,
-    },
-    AgentDisconnected {
-        agent_id: AgentId,
-    },
-    AgentRemoved {
-        agent_id: AgentId,
-        reason: String,
-    },
-    FrameworkSubscribed {
-        framework_id: FrameworkId,
-        name: String,
-    },
-    FrameworkDisconnected {
-        framework_id: FrameworkId,
-    },
-    FrameworkRemoved {
-        framework_id: FrameworkId,
-        reason: String,
-    },
-    /// A task was launched or changed state (the summary is the task as it is now).
-    Task(TaskSummary),
-    Progress {
-        framework_id: FrameworkId,
-        progress: JobProgress,
-    },
-}
-
-impl ClusterEvent {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ClusterEvent::AgentRegistered { .. } => "agent_registered",
-            ClusterEvent::AgentDisconnected { .. } => "agent_disconnected",
-            ClusterEvent::AgentRemoved { .. } => "agent_removed",
-            ClusterEvent::FrameworkSubscribed { .. } => "framework_subscribed",
-            ClusterEvent::FrameworkDisconnected { .. } => "framework_disconnected",
-            ClusterEvent::FrameworkRemoved { .. } => "framework_removed",
-            ClusterEvent::Task(_) => "task",
-            ClusterEvent::Progress { .. } => "progress",
-        }
-    }
-}
-
-/// The state task's side: publish events, record status-update latency. Cheap to clone.
-#[derive(Clone)]
-pub struct EventSink {
-    tx: broadcast::Sender<ClusterEvent>,
-    update_latency: Histogram,
-}
-
-impl Default for EventSink {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl EventSink {
-    pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(EVENT_BUFFER);
-        Self {
-            tx,
-            // 1 ms .. ~16 s
-            update_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
-        }
-    }
-
-    /// Publishes `event` to whoever listens; costs nothing when nobody does.
-    pub fn emit(&self, event: impl FnOnce() -> ClusterEvent) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(event());
-        }
-    }
-
-    /// Records how long an agent's status update took from being produced (its `timestamp`,
-    /// the agent's clock) to being forwarded by the master. Clock skew can make it negative;
-    /// that is clamped to zero.
-    pub fn observe_update_latency(&self, produced_at: f64) {
-        let latency = (bramble_proto::unix_now() - produced_at).max(0.0);
-        self.update_latency.observe(latency);
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
-        self.tx.subscribe()
-    }
-
-    pub fn update_latency(&self) -> Histogram {
-        self.update_latency.clone()
-    }
-
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
-    }
-}
 
 /// `GET /api/v1/events`: `hello` first (fetch the state after it), then one event per change,
 /// `resync` after losing events, keep-alive comments in between.
@@ -174,10 +65,7 @@ fn event_stream(
             // A closed watch (the master handle is gone) ends the stream too.
             _ = st.shutdown.changed() => return None,
             r = st.rx.recv() => match r {
-                Ok(ev) => Event::default()
-                    .event(ev.name())
-                    .json_data(&ev)
-                    .unwrap_or_else(|_| Event::default().event("resync").data("encode")),
+                Ok(ev) => sse_event(&ev),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     Event::default().event("resync").data(n.to_string())
                 }
@@ -186,4 +74,13 @@ fn event_stream(
         };
         Some((Ok(event), st))
     })
+}
+
+/// An event named by its JSON `type` tag, so each variant's name is said once (in serde's).
+fn sse_event(event: &ClusterEvent) -> Event {
+    let encoded = serde_json::to_value(event).ok().and_then(|json| {
+        let name = json.get("type")?.as_str()?.to_string();
+        Event::default().event(name).json_data(json).ok()
+    });
+    encoded.unwrap_or_else(|| Event::default().event("resync").data("encode"))
 }

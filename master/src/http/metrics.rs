@@ -3,7 +3,7 @@
 //! Gauges are read off a fresh state snapshot at scrape time and put in a registry built for
 //! that scrape, so an agent or state that disappears disappears from the output too (no stale
 //! label sets). The one metric the state task accumulates, status-update latency, is a
-//! histogram shared with it through [`super::events::EventSink`].
+//! histogram shared with it through the state's [`crate::state::feed::Feed`].
 
 use super::AppState;
 use axum::extract::State;
@@ -29,20 +29,12 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     };
     let mut registry = Registry::with_prefix("bramble");
     register_state(&mut registry, &state);
-    let quic: Gauge = Gauge::default();
-    quic.set(app.api.endpoint.open_connections() as i64);
-    registry.register(
-        "quic_connections",
-        "QUIC connections open on the master's endpoint",
-        quic,
-    );
-    let streams: Gauge = Gauge::default();
-    streams.set(app.api.events.subscribers() as i64);
-    registry.register(
-        "http_event_streams",
-        "Web clients subscribed to the event stream",
-        streams,
-    );
+    let quic = app.api.endpoint.open_connections();
+    let help = "QUIC connections open on the master's endpoint";
+    registry.register("quic_connections", help, gauge(quic as i64));
+    let streams = app.api.events.subscribers();
+    let help = "Web clients subscribed to the event stream";
+    registry.register("http_event_streams", help, gauge(streams as i64));
     registry.register(
         "status_update_latency_seconds",
         "From an agent producing a status update to the master forwarding it",
@@ -62,21 +54,29 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-fn register_state(registry: &mut Registry, state: &ClusterState) {
-    let agents = Family::<Labels, Gauge>::default();
-    for connected in [true, false] {
-        let n = state
-            .agents
-            .iter()
-            .filter(|a| a.connected == connected)
-            .count();
-        agents
-            .get_or_create(&labels(&[(
-                "connected",
-                if connected { "true" } else { "false" },
-            )]))
-            .set(n as i64);
+fn gauge(value: i64) -> Gauge {
+    let g = Gauge::default();
+    g.set(value);
+    g
+}
+
+/// A count per `connected="true"|"false"` label, both present even when zero.
+fn by_connected(connected: impl Iterator<Item = bool>) -> Family<Labels, Gauge> {
+    let (up, down) = connected.fold(
+        (0, 0),
+        |(up, down), c| if c { (up + 1, down) } else { (up, down + 1) },
+    );
+    let family = Family::<Labels, Gauge>::default();
+    for (value, n) in [("true", up), ("false", down)] {
+        family
+            .get_or_create(&labels(&[("connected", value)]))
+            .set(n);
     }
+    family
+}
+
+fn register_state(registry: &mut Registry, state: &ClusterState) {
+    let agents = by_connected(state.agents.iter().map(|a| a.connected));
     registry.register("agents", "Agents known to the master", agents);
 
     let resources = Family::<Labels, FloatGauge>::default();
@@ -112,24 +112,10 @@ fn register_state(registry: &mut Registry, state: &ClusterState) {
     }
     registry.register("tasks", "Tasks the master tracks, by state", tasks);
 
-    let frameworks = Family::<Labels, Gauge>::default();
-    for connected in [true, false] {
-        let n = state
-            .frameworks
-            .iter()
-            .filter(|f| f.connected == connected)
-            .count();
-        frameworks
-            .get_or_create(&labels(&[(
-                "connected",
-                if connected { "true" } else { "false" },
-            )]))
-            .set(n as i64);
-    }
+    let frameworks = by_connected(state.frameworks.iter().map(|f| f.connected));
     registry.register("frameworks", "Frameworks subscribed", frameworks);
 
-    let offers: Gauge = Gauge::default();
-    offers.set(state.offers_outstanding as i64);
+    let offers = gauge(state.offers_outstanding as i64);
     registry.register("offers_outstanding", "Offers not yet answered", offers);
 
     let progress = Family::<Labels, FloatGauge>::default();

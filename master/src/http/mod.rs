@@ -3,8 +3,8 @@
 //!
 //! It owns no cluster state. Every answer comes from the state task through the same
 //! [`Input::Operator`] calls the CLI makes over QUIC (sandbox files included: the state task
-//! forwards those to the task's agent), and change events arrive through the non-blocking
-//! broadcast in [`events`]. A browser therefore cannot slow the master down: a slow event
+//! forwards those to the task's agent), change events arrive through the state's non-blocking
+//! [`Feed`], and the panel's picture is read from the [`PanelFeed`] the display fills. A browser therefore cannot slow the master down: a slow event
 //! reader loses events and is told to resync; long-lived streams are capped by a semaphore.
 //!
 //! Access: read-only and open by default. With `http_token` configured every endpoint except
@@ -19,6 +19,8 @@ pub mod events;
 mod metrics;
 mod ui;
 
+use crate::display::PanelFeed;
+use crate::state::feed::Feed;
 use crate::state::Input;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -27,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bramble_proto::messages::{OperatorCall, OperatorReply};
-use events::EventSink;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +49,8 @@ pub(crate) const COOKIE: &str = "bramble_session";
 /// What the HTTP server needs from a running master. Built by `server::start`.
 pub struct MasterApi {
     pub(crate) inputs: mpsc::Sender<Input>,
-    pub(crate) events: EventSink,
+    pub(crate) events: Feed,
+    pub(crate) panel: PanelFeed,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) cluster_id: String,
     pub(crate) name: String,

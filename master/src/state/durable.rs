@@ -1,0 +1,248 @@
+//! The master's durable side, without touching the store: loading what a previous master
+//! committed ([`Master::recover`]) and collecting each burst's changed facts into one
+//! [`Batch`] for the server to commit ([`Master::take_writes`]). Everything that changes a
+//! durable fact marks it dirty; this module turns the marks into records.
+
+use super::agents::AgentEntry;
+use super::frameworks::FrameworkEntry;
+use super::tasks::TaskEntry;
+use super::Master;
+use crate::store::{AgentRecord, Batch, FrameworkRecord, Recovered};
+use bramble_proto::{FrameworkId, TaskId, TaskReason, TaskState};
+use std::collections::HashMap;
+use std::time::Instant;
+use tracing::{info, warn};
+
+impl Master {
+    /// Loads what a previous master committed. Agents are known but disconnected (and not
+    /// offered) until they re-register; frameworks count as disconnected since `now`, so their
+    /// failover timeout runs from the master's start.
+    pub fn recover(&mut self, recovered: Recovered, now: Instant) {
+        if recovered.is_empty() {
+            return;
+        }
+        let deadline = now + self.timeouts.agent_reregistration_timeout;
+        for r in recovered.agents {
+            self.agents.insert(
+                r.id.clone(),
+                AgentEntry {
+                    hostname: r.hostname,
+                    address: r.address,
+                    total: r.total,
+                    attributes: r.attributes,
+                    conn: None,
+                    last_seen: now,
+                    executors: r
+                        .executors
+                        .into_iter()
+                        .map(|(fw, ex, res)| ((fw, ex), res))
+                        .collect(),
+                    reregister_by: Some(deadline),
+                },
+            );
+        }
+        for r in recovered.frameworks {
+            // Their tasks' resources count towards their share, but nothing is offered to
+            // them before they come back.
+            self.allocator.add_framework(r.id.clone(), 1.0);
+            self.allocator.deactivate_framework(&r.id);
+            self.frameworks.insert(
+                r.id,
+                FrameworkEntry {
+                    info: r.info,
+                    conn: None,
+                    disconnected_at: Some(now),
+                    tasks: HashMap::new(),
+                },
+            );
+        }
+        let mut orphans = Vec::new();
+        let task_count = recovered.tasks.len();
+        for r in recovered.tasks {
+            let fw = r.framework_id.clone();
+            let id = r.info.task_id.clone();
+            let agent = r.info.agent_id.clone();
+            match self.frameworks.get_mut(&fw) {
+                Some(f) => {
+                    let entry = TaskEntry::from_record(r);
+                    if !entry.state.is_terminal() && !self.agents.contains_key(&agent) {
+                        orphans.push((fw.clone(), id.clone()));
+                    }
+                    self.task_locations.insert((fw, id.clone()), agent);
+                    f.tasks.insert(id, entry);
+                }
+                None => {
+                    warn!(framework = %fw, task = %id, "store holds a task of an unknown framework; dropping it");
+                    self.dirty_tasks.insert((fw, id));
+                }
+            }
+        }
+        for (fw, task) in orphans {
+            self.master_terminal_update(
+                &fw,
+                &task,
+                TaskState::Lost,
+                TaskReason::AgentRemoved,
+                "its agent is not among the agents the master recovered",
+            );
+        }
+        info!(
+            agents = self.agents.len(),
+            frameworks = self.frameworks.len(),
+            tasks = task_count,
+            reregistration_timeout_secs = self.timeouts.agent_reregistration_timeout.as_secs_f64(),
+            "recovered the master's state from its store; waiting for agents to re-register and frameworks to fail over"
+        );
+    }
+
+    /// The durable facts changed since the last call, as one batch for the store.
+    pub fn take_writes(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        for id in std::mem::take(&mut self.dirty_frameworks) {
+            let record = self.frameworks.get(&id).map(|f| FrameworkRecord {
+                id: id.clone(),
+                info: f.info.clone(),
+            });
+            batch.frameworks.push((id, record));
+        }
+        for id in std::mem::take(&mut self.dirty_agents) {
+            let record = self.agents.get(&id).map(|a| AgentRecord {
+                id: id.clone(),
+                hostname: a.hostname.clone(),
+                address: a.address,
+                total: a.total.clone(),
+                attributes: a.attributes.clone(),
+                executors: a
+                    .executors
+                    .iter()
+                    .map(|((fw, ex), res)| (fw.clone(), ex.clone(), res.clone()))
+                    .collect(),
+            });
+            batch.agents.push((id, record));
+        }
+        for (fw, task) in std::mem::take(&mut self.dirty_tasks) {
+            let record = self
+                .frameworks
+                .get(&fw)
+                .and_then(|f| f.tasks.get(&task))
+                .map(|t| t.record(&fw));
+            batch.tasks.push(((fw, task), record));
+        }
+        batch
+    }
+
+    pub(super) fn dirty_task(&mut self, fw: &FrameworkId, task: &TaskId) {
+        self.dirty_tasks.insert((fw.clone(), task.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::testing::*;
+    use crate::state::Input;
+    use bramble_proto::messages::{MasterEvent, MasterToAgent, SchedulerCall};
+    use bramble_proto::{AgentId, FrameworkId, TaskId, TaskState};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_recovered_agent_keeps_the_tasks_it_reports_and_the_missing_one_is_lost_until_acked() {
+        let now = Instant::now();
+        let mut m = master(now);
+        m.recover(recovered(&["kept", "gone"]), now);
+        assert!(m.take_writes().is_empty(), "recovery itself writes nothing");
+        // No offers from an agent that has not re-registered.
+        let mut fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        m.tick(now + Duration::from_secs(1));
+        m.take_writes();
+        m.flush_outbox();
+        let events = drain(&mut fw);
+        assert!(
+            matches!(events.first(), Some(MasterEvent::Subscribed { .. })),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, MasterEvent::Offers(_))),
+            "{events:?}"
+        );
+
+        let mut agent = connect_agent(&mut m, 1, now);
+        register(&mut m, 1, "a1", vec![running("kept")], now);
+        m.end_burst(now);
+        let batch = m.take_writes();
+        let lost = batch
+            .tasks
+            .iter()
+            .find(|((_, t), _)| t.as_str() == "gone")
+            .and_then(|(_, r)| r.clone())
+            .expect("the missing task is written");
+        assert_eq!(lost.state, TaskState::Lost);
+        assert!(lost.resend_by_master);
+        m.flush_outbox();
+        let to_agent = drain(&mut agent);
+        assert!(
+            !to_agent
+                .iter()
+                .any(|msg| matches!(msg, MasterToAgent::KillTask { .. })),
+            "{to_agent:?}"
+        );
+        let update = drain(&mut fw)
+            .into_iter()
+            .find_map(|e| match e {
+                MasterEvent::Update(s) if s.task_id.as_str() == "gone" => Some(s),
+                _ => None,
+            })
+            .expect("LOST forwarded");
+        assert_eq!(update.state, TaskState::Lost);
+        let uuid = update.uuid.expect("a uuid to acknowledge");
+
+        // Resent on the framework's next subscription, until acknowledged.
+        disconnect(&mut m, 2, now);
+        let mut fw = connect_framework(&mut m, 3, Some("fw1"), now);
+        m.take_writes();
+        m.flush_outbox();
+        assert!(drain(&mut fw)
+            .iter()
+            .any(|e| matches!(e, MasterEvent::Update(s) if s.uuid == Some(uuid))));
+        m.handle(
+            Input::FromScheduler {
+                conn: 3,
+                call: SchedulerCall::Acknowledge {
+                    agent_id: AgentId("a1".into()),
+                    task_id: TaskId("gone".into()),
+                    uuid,
+                },
+            },
+            now,
+        );
+        let batch = m.take_writes();
+        assert!(
+            batch
+                .tasks
+                .iter()
+                .any(|((_, t), r)| t.as_str() == "gone" && r.is_none()),
+            "{batch:?}"
+        );
+        m.flush_outbox();
+        // The agent never made that update, so it is not told about its acknowledgement.
+        assert!(drain(&mut agent).is_empty());
+        assert!(m.snapshot().tasks.iter().any(|t| t.id.as_str() == "kept"));
+    }
+
+    #[test]
+    fn a_stored_task_of_an_unknown_framework_is_dropped_from_the_store() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut stored = recovered(&["orphan"]);
+        stored.tasks[0].framework_id = FrameworkId("gone".into());
+        m.recover(stored, now);
+        let batch = m.take_writes();
+        assert!(
+            batch
+                .tasks
+                .iter()
+                .any(|((fw, t), r)| fw.as_str() == "gone" && t.as_str() == "orphan" && r.is_none()),
+            "{batch:?}"
+        );
+        assert!(m.snapshot().tasks.is_empty());
+    }
+}

@@ -1,0 +1,338 @@
+//! Frameworks: subscription and failover under a known id, the scheduler calls that are not
+//! about one offer or task, disconnection (tasks keep running for the failover timeout) and
+//! removal (tasks killed, executors shut down).
+
+use super::feed::ClusterEvent;
+use super::peers::Bound;
+use super::tasks::TaskEntry;
+use super::{ConnId, Master};
+use bramble_proto::messages::{FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall};
+use bramble_proto::{AgentId, FrameworkId, TaskId, TaskStatus};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+use tracing::info;
+
+/// A framework the master knows, connected or within its failover timeout, and its tasks.
+pub(super) struct FrameworkEntry {
+    pub(super) info: FrameworkInfo,
+    pub(super) conn: Option<ConnId>,
+    pub(super) disconnected_at: Option<Instant>,
+    pub(super) tasks: HashMap<TaskId, TaskEntry>,
+}
+
+impl Master {
+    pub(super) fn scheduler_call(&mut self, conn: ConnId, call: SchedulerCall, now: Instant) {
+        let bound = self.conns.get(&conn).and_then(|c| c.bound.clone());
+        let fw = match (&call, bound) {
+            (SchedulerCall::Subscribe(info), None) => {
+                self.subscribe(conn, info.clone(), now);
+                return;
+            }
+            (SchedulerCall::Subscribe(_), Some(_)) => {
+                self.close_conn(conn, "subscribed twice on one connection");
+                return;
+            }
+            (_, Some(Bound::Framework(fw))) => fw,
+            _ => {
+                self.close_conn(conn, "scheduler call before subscribing");
+                return;
+            }
+        };
+        match call {
+            SchedulerCall::Subscribe(_) => {}
+            SchedulerCall::Accept {
+                offer_ids,
+                tasks,
+                filters,
+            } => self.accept(&fw, offer_ids, tasks, filters, now),
+            SchedulerCall::Decline { offer_ids, filters } => {
+                for id in offer_ids {
+                    self.answer_offer(&fw, &id, filters, now);
+                }
+            }
+            SchedulerCall::Revive => {
+                self.allocator.revive(&fw);
+                self.allocation_due = true;
+            }
+            SchedulerCall::Suppress => {
+                self.allocator.suppress(&fw);
+                self.rescind_framework_offers(&fw);
+            }
+            SchedulerCall::Kill { task_id } => self.kill(&fw, &task_id),
+            SchedulerCall::Acknowledge {
+                agent_id,
+                task_id,
+                uuid,
+            } => self.acknowledge(&fw, agent_id, task_id, uuid),
+            SchedulerCall::Reconcile { task_ids } => self.reconcile(&fw, task_ids),
+            SchedulerCall::Message {
+                agent_id,
+                executor_id,
+                data,
+            } => {
+                if self.agents.get(&agent_id).and_then(|a| a.conn).is_some() {
+                    self.send_agent(
+                        &agent_id,
+                        MasterToAgent::FrameworkMessage {
+                            framework_id: fw,
+                            executor_id,
+                            data,
+                        },
+                    );
+                } else {
+                    self.send_framework(
+                        &fw,
+                        MasterEvent::Error {
+                            message: format!(
+                                "message not delivered: agent {agent_id} is not connected"
+                            ),
+                            fatal: false,
+                        },
+                    );
+                }
+            }
+            SchedulerCall::Teardown => {
+                info!(framework = %fw, "framework tore itself down");
+                self.remove_framework(&fw, "framework teardown");
+            }
+            SchedulerCall::Heartbeat => self.send_conn_scheduler(conn, MasterEvent::HeartbeatAck),
+            SchedulerCall::PublishProgress(progress) => {
+                self.feed.emit(|| ClusterEvent::Progress {
+                    framework_id: fw.clone(),
+                    progress: progress.clone(),
+                });
+                self.progress.insert(fw, progress);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnId, info: FrameworkInfo, now: Instant) {
+        let id = info
+            .framework_id
+            .clone()
+            .unwrap_or_else(|| FrameworkId(bramble_proto::ids::fresh("fw")));
+        let failover = self.frameworks.contains_key(&id);
+        if let Some(old) = self.frameworks.get(&id).and_then(|f| f.conn) {
+            if old != conn {
+                self.send_conn_scheduler(
+                    old,
+                    MasterEvent::Error {
+                        message: "framework failed over to a new connection".into(),
+                        fatal: true,
+                    },
+                );
+                if let Some(c) = self.conns.get_mut(&old) {
+                    c.bound = None;
+                }
+            }
+        }
+        if failover {
+            // Offers made to the previous connection are unknown to the new scheduler: take
+            // them back now instead of leaving the resources out until the offer timeout.
+            self.rescind_framework_offers(&id);
+        }
+        let mut info = info;
+        info.framework_id = Some(id.clone());
+        let entry = self
+            .frameworks
+            .entry(id.clone())
+            .or_insert_with(|| FrameworkEntry {
+                info: info.clone(),
+                conn: None,
+                disconnected_at: None,
+                tasks: HashMap::new(),
+            });
+        entry.info = info.clone();
+        entry.conn = Some(conn);
+        entry.disconnected_at = None;
+        self.dirty_frameworks.insert(id.clone());
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bound = Some(Bound::Framework(id.clone()));
+        }
+        if !failover {
+            self.allocator.add_framework(id.clone(), 1.0);
+        }
+        self.allocator.activate_framework(&id);
+        info!(framework = %id, name = %info.name, role = %info.role,
+            "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
+        self.feed.emit(|| ClusterEvent::FrameworkSubscribed {
+            framework_id: id.clone(),
+            name: info.name.clone(),
+        });
+        self.send_conn_scheduler(
+            conn,
+            MasterEvent::Subscribed {
+                framework_id: id.clone(),
+                heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
+            },
+        );
+        self.resend_master_updates(&id);
+        let _ = now;
+        self.allocation_due = true;
+    }
+
+    /// Sends the framework the terminal updates only the master resends (until acknowledged).
+    pub(super) fn resend_master_updates(&mut self, fw: &FrameworkId) {
+        let pending: Vec<TaskStatus> = self
+            .frameworks
+            .get(fw)
+            .map(|f| {
+                f.tasks
+                    .values()
+                    .filter(|t| t.resend_by_master)
+                    .filter_map(|t| t.terminal.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for status in pending {
+            self.send_framework(fw, MasterEvent::Update(status));
+        }
+    }
+
+    pub(super) fn expire_frameworks(&mut self, now: Instant) {
+        let expired: Vec<FrameworkId> = self
+            .frameworks
+            .iter()
+            .filter(|(_, f)| {
+                f.disconnected_at.is_some_and(|t| {
+                    now.duration_since(t).as_secs_f64() > f.info.failover_timeout_secs.max(0.0)
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove_framework(&id, "failover timeout passed without re-subscription");
+        }
+    }
+
+    fn remove_framework(&mut self, id: &FrameworkId, why: &str) {
+        self.rescind_framework_offers(id);
+        let Some(fw) = self.frameworks.remove(id) else {
+            return;
+        };
+        self.dirty_frameworks.insert(id.clone());
+        for task in fw.tasks.keys() {
+            self.dirty_tasks.insert((id.clone(), task.clone()));
+        }
+        info!(framework = %id, name = %fw.info.name, live_tasks = fw.tasks.values().filter(|t| !t.state.is_terminal()).count(),
+            "removing framework: {why}; killing its tasks");
+        self.feed.emit(|| ClusterEvent::FrameworkRemoved {
+            framework_id: id.clone(),
+            reason: why.to_string(),
+        });
+        let agents: HashSet<AgentId> = fw.tasks.values().map(|t| t.info.agent_id.clone()).collect();
+        let agents: HashSet<AgentId> = agents
+            .into_iter()
+            .chain(
+                self.agents
+                    .iter()
+                    .filter(|(_, a)| a.executors.keys().any(|(f, _)| f == id))
+                    .map(|(aid, _)| aid.clone()),
+            )
+            .collect();
+        for agent in agents {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                let before = a.executors.len();
+                a.executors.retain(|(f, _), _| f != id);
+                if a.executors.len() != before {
+                    self.dirty_agents.insert(agent.clone());
+                }
+            }
+            self.send_agent(
+                &agent,
+                MasterToAgent::ShutdownFramework {
+                    framework_id: id.clone(),
+                },
+            );
+        }
+        self.allocator.remove_framework(id);
+        self.progress.remove(id);
+        if let Some(conn) = fw.conn {
+            self.send_conn_scheduler(
+                conn,
+                MasterEvent::Error {
+                    message: format!("framework removed: {why}"),
+                    fatal: true,
+                },
+            );
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.bound = None;
+            }
+        }
+        self.allocation_due = true;
+    }
+
+    /// The framework's connection `conn` ended: no offers, and its failover timeout starts.
+    pub(super) fn framework_disconnected(
+        &mut self,
+        id: &FrameworkId,
+        conn: ConnId,
+        reason: &str,
+        now: Instant,
+    ) {
+        let Some(f) = self.frameworks.get_mut(id).filter(|f| f.conn == Some(conn)) else {
+            return; // a connection the framework has already replaced
+        };
+        f.conn = None;
+        f.disconnected_at = Some(now);
+        info!(framework = %id, failover_timeout_secs = f.info.failover_timeout_secs,
+            "framework disconnected: {reason}; its tasks keep running until the failover timeout");
+        self.feed.emit(|| ClusterEvent::FrameworkDisconnected {
+            framework_id: id.clone(),
+        });
+        self.allocator.deactivate_framework(id);
+        self.rescind_framework_offers(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::testing::*;
+    use bramble_proto::messages::MasterEvent;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_framework_failing_over_keeps_its_id_and_its_old_connection_is_told_fatally() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut old = connect_framework(&mut m, 2, Some("fw1"), now);
+        settle(&mut m, now);
+        drain(&mut old);
+        let mut new = connect_framework(&mut m, 3, Some("fw1"), now);
+        settle(&mut m, now);
+        let told = drain(&mut old);
+        assert!(
+            told.iter()
+                .any(|e| matches!(e, MasterEvent::Error { fatal: true, .. })),
+            "{told:?}"
+        );
+        let events = drain(&mut new);
+        assert!(
+            matches!(events.first(), Some(MasterEvent::Subscribed { framework_id, .. }) if framework_id.as_str() == "fw1"),
+            "{events:?}"
+        );
+        assert_eq!(m.snapshot().frameworks.len(), 1);
+    }
+
+    #[test]
+    fn a_framework_not_back_within_its_failover_timeout_is_removed() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        settle(&mut m, now);
+        disconnect(&mut m, 2, now);
+        // The test frameworks' failover timeout is 60 s.
+        m.tick(now + Duration::from_secs(59));
+        assert_eq!(m.snapshot().frameworks.len(), 1);
+        m.tick(now + Duration::from_secs(61));
+        assert!(m.snapshot().frameworks.is_empty());
+        let batch = m.take_writes();
+        assert!(
+            batch
+                .frameworks
+                .iter()
+                .any(|(id, r)| id.as_str() == "fw1" && r.is_none()),
+            "{batch:?}"
+        );
+    }
+}

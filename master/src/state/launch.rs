@@ -1,0 +1,378 @@
+//! Launching: a framework accepts offers with tasks. The offers must be known, its own and
+//! on one agent; each task is validated (ids, command xor executor, fits what is left) and a
+//! failure becomes a `TASK_ERROR` with a reason. Valid tasks go to the agent in one
+//! `RunTasks`; what the accept left unused goes back behind the framework's filter.
+
+use super::feed::ClusterEvent;
+use super::tasks::TaskEntry;
+use super::Master;
+use bramble_proto::messages::{Filters, MasterEvent, MasterToAgent, TaskSummary};
+use bramble_proto::task::{TaskInfo, UpdateSource};
+use bramble_proto::{
+    AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
+};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+use tracing::info;
+
+impl Master {
+    pub(super) fn accept(
+        &mut self,
+        fw: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+        filters: Filters,
+        now: Instant,
+    ) {
+        // All offers must exist, be this framework's, and be on one agent.
+        let mut problem: Option<String> = None;
+        let mut agent: Option<AgentId> = None;
+        let mut pool = Resources::default();
+        if offer_ids.is_empty() {
+            problem = Some("accept names no offers".into());
+        }
+        for id in &offer_ids {
+            match self.offers.get(id) {
+                None => {
+                    problem = Some(format!(
+                    "offer {id} is unknown or no longer valid (rescinded, expired or already used)"
+                ))
+                }
+                Some(o) if &o.framework_id != fw => {
+                    problem = Some(format!("offer {id} was made to another framework"))
+                }
+                Some(o) => {
+                    if agent.as_ref().is_some_and(|a| a != &o.agent_id) {
+                        problem = Some("offers in one accept must be on the same agent".into());
+                    }
+                    agent = Some(o.agent_id.clone());
+                    pool.add(&o.resources);
+                }
+            }
+        }
+        let (agent_id, problem) = match (agent, problem) {
+            (Some(a), None) => (a, None),
+            (_, p) => (AgentId(String::new()), p.or(Some("no valid offer".into()))),
+        };
+        if let Some(why) = problem {
+            // Valid offers among the bad ones are left outstanding for the framework to reuse.
+            for t in tasks {
+                self.task_error(fw, &t, TaskReason::InvalidOffer, &why);
+            }
+            return;
+        }
+        for id in &offer_ids {
+            self.offers.remove(id);
+        }
+
+        let offered = pool.clone();
+        let mut remaining = pool;
+        let mut launched = Vec::new();
+        let mut ids_in_accept: HashSet<TaskId> = HashSet::new();
+        let mut new_executors: HashMap<ExecutorId, Resources> = HashMap::new();
+        for task in tasks {
+            let needed = self.resources_needed(fw, &agent_id, &task, &new_executors);
+            let verdict = self.validate_task(
+                fw,
+                &agent_id,
+                &task,
+                &ids_in_accept,
+                &offered,
+                &remaining,
+                &needed,
+            );
+            match verdict {
+                Err((reason, why)) => self.task_error(fw, &task, reason, &why),
+                Ok(()) => {
+                    // `validate_task` checked that `needed` fits in `remaining`.
+                    remaining = remaining.checked_sub(&needed).unwrap_or_default();
+                    if let Some(e) = &task.executor {
+                        let already = self.agents.get(&agent_id).is_some_and(|a| {
+                            a.executors
+                                .contains_key(&(fw.clone(), e.executor_id.clone()))
+                        });
+                        if !already && !new_executors.contains_key(&e.executor_id) {
+                            new_executors.insert(e.executor_id.clone(), e.resources.clone());
+                        }
+                    }
+                    ids_in_accept.insert(task.task_id.clone());
+                    launched.push(task);
+                }
+            }
+        }
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            if !new_executors.is_empty() {
+                self.dirty_agents.insert(agent_id.clone());
+            }
+            for (eid, res) in new_executors {
+                a.executors.insert((fw.clone(), eid), res);
+            }
+        }
+        self.release_with_filter(fw, &agent_id, &remaining, filters, now);
+        if launched.is_empty() {
+            return;
+        }
+        let name = self
+            .frameworks
+            .get(fw)
+            .map(|f| f.info.name.clone())
+            .unwrap_or_default();
+        if let Some(f) = self.frameworks.get_mut(fw) {
+            for t in &launched {
+                self.task_locations
+                    .insert((fw.clone(), t.task_id.clone()), agent_id.clone());
+                info!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task");
+                f.tasks.insert(
+                    t.task_id.clone(),
+                    TaskEntry {
+                        info: t.clone(),
+                        state: TaskState::Staging,
+                        message: String::new(),
+                        terminal: None,
+                        resend_by_master: false,
+                        kill_requested: false,
+                        reason: None,
+                        launched_at: bramble_proto::unix_now(),
+                        started_at: None,
+                        ended_at: None,
+                    },
+                );
+            }
+        }
+        for t in &launched {
+            self.dirty_task(fw, &t.task_id);
+            self.emit_task(fw, &t.task_id);
+        }
+        self.send_agent(
+            &agent_id,
+            MasterToAgent::RunTasks {
+                framework_id: fw.clone(),
+                framework_name: name,
+                tasks: launched,
+            },
+        );
+    }
+
+    /// Task resources plus, for a custom executor not yet running there, the executor's own.
+    fn resources_needed(
+        &self,
+        fw: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskInfo,
+        new_executors: &HashMap<ExecutorId, Resources>,
+    ) -> Resources {
+        let mut needed = task.resources.clone();
+        if let Some(e) = &task.executor {
+            let running = self.agents.get(agent).is_some_and(|a| {
+                a.executors
+                    .contains_key(&(fw.clone(), e.executor_id.clone()))
+            });
+            if !running && !new_executors.contains_key(&e.executor_id) {
+                needed.add(&e.resources);
+            }
+        }
+        needed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn validate_task(
+        &self,
+        fw: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskInfo,
+        ids_in_accept: &HashSet<TaskId>,
+        offered: &Resources,
+        remaining: &Resources,
+        needed: &Resources,
+    ) -> Result<(), (TaskReason, String)> {
+        if task.task_id.as_str().is_empty() {
+            return Err((TaskReason::InvalidTask, "task id is empty".into()));
+        }
+        if task.task_id.as_str().len() > 200
+            || task.task_id.as_str().contains('/')
+            || task.task_id.as_str().starts_with('.')
+        {
+            return Err((
+                TaskReason::InvalidTask,
+                "task id must be under 200 characters, without '/', not starting with '.'".into(),
+            ));
+        }
+        let duplicate = ids_in_accept.contains(&task.task_id)
+            || self
+                .frameworks
+                .get(fw)
+                .and_then(|f| f.tasks.get(&task.task_id))
+                .is_some();
+        if duplicate {
+            return Err((
+                TaskReason::DuplicateTaskId,
+                format!(
+                    "task id {} is already in use by this framework",
+                    task.task_id
+                ),
+            ));
+        }
+        if task.command.is_some() == task.executor.is_some() {
+            return Err((
+                TaskReason::InvalidTask,
+                "a task needs exactly one of a command or an executor".into(),
+            ));
+        }
+        if let Some(e) = &task.executor {
+            if e.executor_id.as_str().is_empty() || e.executor_id.as_str().contains('/') {
+                return Err((
+                    TaskReason::InvalidTask,
+                    "executor id is empty or contains '/'".into(),
+                ));
+            }
+        }
+        if &task.agent_id != agent {
+            return Err((
+                TaskReason::InvalidOffer,
+                format!(
+                    "task names agent {} but the offer is for {agent}",
+                    task.agent_id
+                ),
+            ));
+        }
+        if task.resources.cpus_milli == 0 && task.resources.mem_mib == 0 {
+            return Err((
+                TaskReason::InvalidTask,
+                "a task must ask for some cpus or mem".into(),
+            ));
+        }
+        if !offered.contains(needed) {
+            let shortfall = offered.shortfall(needed).unwrap_or_default();
+            let reason = if offered
+                .checked_sub(&Resources {
+                    ports: Vec::new(),
+                    ..needed.clone()
+                })
+                .is_some()
+            {
+                TaskReason::ResourcesNotInOffer
+            } else {
+                TaskReason::TaskTooLarge
+            };
+            return Err((
+                reason,
+                format!("task needs more than its offer has: {shortfall}"),
+            ));
+        }
+        if !remaining.contains(needed) {
+            let shortfall = remaining.shortfall(needed).unwrap_or_default();
+            return Err((
+                TaskReason::ResourcesNotInOffer,
+                format!(
+                    "offer's resources already used by earlier tasks in this accept: {shortfall}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn task_error(&mut self, fw: &FrameworkId, task: &TaskInfo, reason: TaskReason, why: &str) {
+        info!(framework = %fw, task = %task.task_id, ?reason, "refusing task: {why}");
+        let mut status = TaskStatus::new(
+            fw.clone(),
+            task.task_id.clone(),
+            TaskState::Error,
+            UpdateSource::Master,
+        )
+        .with_reason(reason, why);
+        status.agent_id = Some(task.agent_id.clone());
+        self.feed.emit(|| {
+            ClusterEvent::Task(TaskSummary {
+                id: task.task_id.clone(),
+                name: task.name.clone(),
+                framework_id: fw.clone(),
+                agent_id: task.agent_id.clone(),
+                state: TaskState::Error,
+                message: why.to_string(),
+                resources: task.resources.clone(),
+                reason: Some(reason),
+                launched_at: status.timestamp,
+                started_at: None,
+                ended_at: Some(status.timestamp),
+            })
+        });
+        self.send_framework(fw, MasterEvent::Update(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::testing::*;
+    use bramble_proto::messages::{MasterEvent, MasterToAgent};
+    use bramble_proto::{Resources, TaskReason, TaskState};
+    use std::time::Instant;
+
+    #[test]
+    fn accepted_tasks_go_to_their_agent_in_one_run_tasks() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        accept(&mut m, &offer, vec![task_info("t1"), task_info("t2")], now);
+        let sent = drain(&mut agent);
+        let launched: Vec<Vec<String>> = sent
+            .iter()
+            .filter_map(|msg| match msg {
+                MasterToAgent::RunTasks { tasks, .. } => Some(
+                    tasks
+                        .iter()
+                        .map(|t| t.task_id.as_str().to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(launched, vec![vec!["t1".to_string(), "t2".to_string()]]);
+        let states: Vec<TaskState> = m.snapshot().tasks.iter().map(|t| t.state).collect();
+        assert_eq!(states, vec![TaskState::Staging, TaskState::Staging]);
+    }
+
+    #[test]
+    fn a_task_id_used_twice_in_one_accept_is_refused_with_task_error() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (_agent, mut fw) = agent_and_framework(&mut m, now);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        accept(&mut m, &offer, vec![task_info("t1"), task_info("t1")], now);
+        let refused: Vec<_> = drain(&mut fw)
+            .into_iter()
+            .filter_map(|e| match e {
+                MasterEvent::Update(s) => Some((s.state, s.reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            refused,
+            vec![(TaskState::Error, Some(TaskReason::DuplicateTaskId))]
+        );
+        assert_eq!(m.snapshot().tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_task_larger_than_its_offer_is_refused_and_nothing_is_launched() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let mut huge = task_info("huge");
+        huge.resources = Resources::new(4.0, 64);
+        accept(&mut m, &offer, vec![huge], now);
+        let refused = drain(&mut fw)
+            .into_iter()
+            .find_map(|e| match e {
+                MasterEvent::Update(s) => Some(s),
+                _ => None,
+            })
+            .expect("a TASK_ERROR");
+        assert_eq!(refused.state, TaskState::Error);
+        assert_eq!(refused.reason, Some(TaskReason::TaskTooLarge));
+        assert!(drain(&mut agent).is_empty());
+    }
+}

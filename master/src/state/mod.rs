@@ -1,0 +1,256 @@
+//! The master's brain: agents, frameworks, offers and tasks, driven one event at a time.
+//!
+//! Everything the master knows lives in [`Master`], owned by a single task (see `server.rs`),
+//! so there are no locks and every decision sees one consistent picture. Connections feed it
+//! [`Input`]s; what it says back goes into an outbox, not onto the wire; what it wants the
+//! world to see (change events, a summary for the front panel) goes into its [`feed::Feed`].
+//! It does no I/O and knows nothing of the network, the store, the panel or the web.
+//!
+//! Nothing is acknowledged before it is durable. Every change to a durable fact (a framework,
+//! an admitted agent, a task not yet terminal-and-acknowledged) marks that fact dirty; after a
+//! burst of inputs the server takes the dirty facts as one [`Batch`](crate::store::Batch) ([`Master::take_writes`]),
+//! commits it to the store, and only then releases the outbox ([`Master::flush_outbox`]) into
+//! each peer's bounded queue. So a Subscribed, a Registered, a RunTasks, a forwarded status
+//! update or the agent's acknowledgement of a forgotten task never leaves before the fact it
+//! rests on is on disk, and a burst of a thousand updates costs one fsync. A peer whose queue
+//! is full is too slow to keep up and is disconnected rather than allowed to make the master
+//! buffer without limit or stall everyone else.
+//!
+//! A restarted master starts from the store ([`Master::recover`]): its agents are known but
+//! disconnected until they re-register (within `agent_reregistration_timeout`, else they are
+//! removed and their tasks become LOST), its frameworks are disconnected since the start and
+//! may fail over within their failover timeout.
+//!
+//! Policy (who gets offered what) is the allocator's job; these modules do the bookkeeping
+//! around it, one concern each, every one an `impl Master` block over the fields below:
+//! - `peers.rs`: connections, the outbox, who may connect as what;
+//! - `durable.rs`: recovery from the store and the batch of writes per burst;
+//! - `agents.rs`: registration, reconciliation, heartbeats, removal;
+//! - `frameworks.rs`: subscription, failover, scheduler calls, removal;
+//! - `offers.rs`: allocation passes, declines and refuse filters, rescinds;
+//! - `launch.rs`: accepting offers, validating tasks, sending them to agents;
+//! - `tasks.rs`: status updates, acknowledgements, kills, reconciliation;
+//! - `operator.rs`: operator calls, sandbox reads relayed to agents;
+//! - `snapshot.rs`: the operator's picture of the cluster and the feed's summary;
+//! - `feed.rs`: the events and summary the edges subscribe to.
+
+mod agents;
+mod durable;
+pub mod feed;
+mod frameworks;
+mod launch;
+mod offers;
+mod operator;
+mod peers;
+mod snapshot;
+mod tasks;
+#[cfg(test)]
+mod testing;
+
+use crate::allocator::Allocator;
+use agents::AgentEntry;
+use bramble_proto::bounded::BoundedMap;
+use bramble_proto::messages::{
+    AgentToMaster, JobProgress, MasterEvent, MasterToAgent, OperatorCall, OperatorReply,
+    SchedulerCall, TaskSummary,
+};
+use bramble_proto::transport::PeerIdentity;
+use bramble_proto::{AgentId, FrameworkId, OfferId, TaskId};
+use feed::Feed;
+use frameworks::FrameworkEntry;
+use offers::OfferEntry;
+use operator::PendingRead;
+use peers::{Conn, Outgoing};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+pub type ConnId = u64;
+
+/// Timing knobs the state machine needs (a subset of the master's config).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub heartbeat_interval: Duration,
+    pub agent_timeout: Duration,
+    pub offer_timeout: Duration,
+    pub allocation_interval: Duration,
+    /// How long an agent known from the store has to re-register after a master restart.
+    pub agent_reregistration_timeout: Duration,
+}
+
+/// Where to send a peer's messages.
+#[derive(Debug, Clone)]
+pub enum PeerTx {
+    Agent(mpsc::Sender<MasterToAgent>),
+    Scheduler(mpsc::Sender<MasterEvent>),
+}
+
+/// What connections tell the master.
+#[derive(Debug)]
+pub enum Input {
+    /// A peer passed the TLS handshake and its hello was accepted.
+    Connected {
+        conn: ConnId,
+        identity: PeerIdentity,
+        tx: PeerTx,
+        handle: Option<quinn::Connection>,
+    },
+    FromAgent {
+        conn: ConnId,
+        msg: AgentToMaster,
+    },
+    FromScheduler {
+        conn: ConnId,
+        call: SchedulerCall,
+    },
+    Operator {
+        call: OperatorCall,
+        reply: oneshot::Sender<OperatorReply>,
+    },
+    Disconnected {
+        conn: ConnId,
+        reason: String,
+        /// The peer said goodbye (closed with code 0), e.g. an agent shutting down.
+        graceful: bool,
+    },
+}
+
+/// Everything the master knows, owned by the state task and changed only through the
+/// `impl Master` blocks of this module's children.
+pub struct Master {
+    cluster_id: String,
+    timeouts: Timeouts,
+    conns: HashMap<ConnId, Conn>,
+    agents: HashMap<AgentId, AgentEntry>,
+    frameworks: HashMap<FrameworkId, FrameworkEntry>,
+    offers: HashMap<OfferId, OfferEntry>,
+    allocator: Allocator,
+    allocation_due: bool,
+    next_allocation: Instant,
+    /// Where recent tasks ran, kept after they are forgotten so their sandboxes stay readable.
+    task_locations: BoundedMap<(FrameworkId, TaskId), AgentId>,
+    sandbox_reads: HashMap<u64, PendingRead>,
+    next_request: u64,
+    /// The latest progress each framework published.
+    progress: HashMap<FrameworkId, JobProgress>,
+    /// Change events and the summary, for whoever watches (never blocks; see `feed.rs`).
+    feed: Feed,
+    /// When the summary may next be rebuilt for its watchers.
+    next_summary: Instant,
+    /// Recently forgotten tasks, for operators (oldest first, at most `RECENT_COMPLETED`).
+    completed: VecDeque<TaskSummary>,
+    /// What this burst of inputs says, released by `flush_outbox` after the commit.
+    outbox: Vec<Outgoing>,
+    /// Durable facts changed since the last `take_writes`.
+    dirty_frameworks: HashSet<FrameworkId>,
+    dirty_agents: HashSet<AgentId>,
+    dirty_tasks: HashSet<(FrameworkId, TaskId)>,
+    /// When terminal updates the master holds are next resent to connected frameworks.
+    next_resend: Instant,
+}
+
+/// How many forgotten tasks the operator views keep.
+const RECENT_COMPLETED: usize = 1000;
+
+/// How many finished tasks' locations are remembered for `bramble logs`.
+const RECENT_TASKS: usize = 10_000;
+
+/// How often terminal updates the master holds (LOST it made itself) are resent until
+/// acknowledged; they are also resent at once whenever their framework subscribes.
+const MASTER_RESEND_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Master {
+    pub fn new(cluster_id: String, timeouts: Timeouts, now: Instant) -> Self {
+        Self {
+            cluster_id,
+            timeouts,
+            conns: HashMap::new(),
+            agents: HashMap::new(),
+            frameworks: HashMap::new(),
+            offers: HashMap::new(),
+            allocator: Allocator::new(Default::default()),
+            allocation_due: false,
+            next_allocation: now,
+            task_locations: BoundedMap::new(RECENT_TASKS),
+            sandbox_reads: HashMap::new(),
+            next_request: 0,
+            progress: HashMap::new(),
+            feed: Feed::new(),
+            next_summary: now,
+            completed: VecDeque::new(),
+            outbox: Vec::new(),
+            dirty_frameworks: HashSet::new(),
+            dirty_agents: HashSet::new(),
+            dirty_tasks: HashSet::new(),
+            next_resend: now + MASTER_RESEND_INTERVAL,
+        }
+    }
+
+    /// Where this master publishes change events, its summary and update latencies.
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
+    }
+
+    /// One input, as it arrives; what it makes the master say waits in the outbox.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Connected {
+                conn,
+                identity,
+                tx,
+                handle,
+            } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        identity,
+                        tx,
+                        handle,
+                        bound: None,
+                    },
+                );
+            }
+            Input::FromAgent { conn, msg } => self.agent_message(conn, msg, now),
+            Input::FromScheduler { conn, call } => self.scheduler_call(conn, call, now),
+            Input::Operator { call, reply } => self.operator_call(call, reply, now),
+            Input::Disconnected {
+                conn,
+                reason,
+                graceful,
+            } => self.disconnected(conn, &reason, graceful, now),
+        }
+    }
+
+    /// After a burst of inputs: one allocation pass if anything freed or asked for resources
+    /// (rather than one per input).
+    pub fn end_burst(&mut self, now: Instant) {
+        if self.allocation_due {
+            self.allocate(now);
+        }
+        self.publish_summary(now);
+    }
+
+    /// Periodic work: timeouts, failover expiry, resends, the allocation pass.
+    pub fn tick(&mut self, now: Instant) {
+        self.expire_agents(now);
+        self.expire_frameworks(now);
+        self.expire_offers(now);
+        self.expire_sandbox_reads(now);
+        if now >= self.next_resend {
+            self.next_resend = now + MASTER_RESEND_INTERVAL;
+            let connected: Vec<FrameworkId> = self
+                .frameworks
+                .iter()
+                .filter(|(_, f)| f.conn.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for fw in connected {
+                self.resend_master_updates(&fw);
+            }
+        }
+        if now >= self.next_allocation {
+            self.allocation_due = true;
+        }
+        self.end_burst(now);
+    }
+}

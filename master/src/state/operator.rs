@@ -1,0 +1,217 @@
+//! Operator calls: the state, kills, and sandbox reads and listings, which are relayed to the
+//! agent the task ran on and answered when it replies (or fails after a timeout). The front
+//! panel's picture is not here: the edge that holds it answers `GetPanel` itself.
+
+use super::Master;
+use bramble_proto::messages::{MasterToAgent, OperatorCall, OperatorReply};
+use bramble_proto::{AgentId, FrameworkId, TaskId};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+/// How long an agent has to answer a sandbox read.
+const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A sandbox read or listing sent to an agent, waiting for its answer.
+pub(super) struct PendingRead {
+    pub(super) agent: AgentId,
+    pub(super) reply: oneshot::Sender<OperatorReply>,
+    pub(super) deadline: Instant,
+}
+
+impl Master {
+    pub(super) fn operator_call(
+        &mut self,
+        call: OperatorCall,
+        reply: oneshot::Sender<OperatorReply>,
+        now: Instant,
+    ) {
+        let answer = match call {
+            OperatorCall::GetState => OperatorReply::State(self.snapshot()),
+            OperatorCall::KillTask {
+                framework_id,
+                task_id,
+            } => {
+                let known = self
+                    .frameworks
+                    .get(&framework_id)
+                    .is_some_and(|f| f.tasks.contains_key(&task_id));
+                if known {
+                    self.kill(&framework_id, &task_id);
+                    OperatorReply::Done
+                } else {
+                    OperatorReply::Error {
+                        message: format!("no task {task_id} in framework {framework_id}"),
+                    }
+                }
+            }
+            // The panel's picture lives at the edge, which answers this call itself.
+            OperatorCall::GetPanel => OperatorReply::Error {
+                message: "the front panel is not served by the master's state".into(),
+            },
+            OperatorCall::ReadSandbox(read) => {
+                let (fw, task) = (read.framework_id.clone(), read.task_id.clone());
+                let ask = move |request| MasterToAgent::ReadSandbox { request, read };
+                return self.ask_task_agent(&fw, &task, reply, now, ask);
+            }
+            OperatorCall::ListSandbox(list) => {
+                let (fw, task) = (list.framework_id.clone(), list.task_id.clone());
+                let ask = move |request| MasterToAgent::ListSandbox { request, list };
+                return self.ask_task_agent(&fw, &task, reply, now, ask);
+            }
+        };
+        self.reply(reply, answer);
+    }
+
+    /// Sends a sandbox request to the agent a task ran on; its answer goes to `reply` (see
+    /// `sandbox_answer`), as does an error when that agent cannot be asked.
+    fn ask_task_agent(
+        &mut self,
+        fw: &FrameworkId,
+        task: &TaskId,
+        reply: oneshot::Sender<OperatorReply>,
+        now: Instant,
+        ask: impl FnOnce(u64) -> MasterToAgent,
+    ) {
+        let key = (fw.clone(), task.clone());
+        let message = match self.task_locations.get(&key).cloned() {
+            Some(agent) if self.agents.get(&agent).is_some_and(|a| a.conn.is_some()) => {
+                self.next_request += 1;
+                let request = self.next_request;
+                self.sandbox_reads.insert(
+                    request,
+                    PendingRead {
+                        agent: agent.clone(),
+                        reply,
+                        deadline: now + SANDBOX_READ_TIMEOUT,
+                    },
+                );
+                self.send_agent(&agent, ask(request));
+                return;
+            }
+            Some(agent) => format!("task {task} ran on agent {agent}, which is not connected"),
+            None => format!("no task {task} of framework {fw} is known to this master"),
+        };
+        self.reply(reply, OperatorReply::Error { message });
+    }
+
+    pub(super) fn sandbox_answer(
+        &mut self,
+        agent: &AgentId,
+        request: u64,
+        result: Result<OperatorReply, String>,
+    ) {
+        match self.sandbox_reads.remove(&request) {
+            Some(p) if &p.agent == agent => {
+                let answer = match result {
+                    Ok(answer) => answer,
+                    Err(message) => OperatorReply::Error { message },
+                };
+                self.reply(p.reply, answer);
+            }
+            Some(p) => {
+                warn!(agent = %agent, "agent answered another agent's sandbox read; ignoring");
+                self.sandbox_reads.insert(request, p);
+            }
+            None => debug!(agent = %agent, request, "late sandbox answer dropped"),
+        }
+    }
+
+    pub(super) fn expire_sandbox_reads(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .sandbox_reads
+            .iter()
+            .filter(|(_, p)| {
+                p.deadline <= now || self.agents.get(&p.agent).is_none_or(|a| a.conn.is_none())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.sandbox_reads.remove(&id) {
+                let message = format!("agent {} did not answer the sandbox read", p.agent);
+                self.reply(p.reply, OperatorReply::Error { message });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::testing::*;
+    use crate::state::{Input, Master};
+    use bramble_proto::messages::{MasterToAgent, OperatorCall, OperatorReply, SandboxRead};
+    use bramble_proto::{FrameworkId, TaskId};
+    use std::time::{Duration, Instant};
+    use tokio::sync::oneshot;
+
+    /// Asks `call` as an operator and settles; the answer, if there is one yet.
+    fn ask(m: &mut Master, call: OperatorCall, now: Instant) -> oneshot::Receiver<OperatorReply> {
+        let (reply, rx) = oneshot::channel();
+        m.handle(Input::Operator { call, reply }, now);
+        settle(m, now);
+        rx
+    }
+
+    fn read(task: &str) -> OperatorCall {
+        OperatorCall::ReadSandbox(SandboxRead {
+            framework_id: FrameworkId("fw1".into()),
+            task_id: TaskId(task.into()),
+            path: "stdout".into(),
+            offset: 0,
+            max_bytes: 100,
+        })
+    }
+
+    #[test]
+    fn operators_get_an_error_for_a_task_the_master_does_not_know() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let kill = OperatorCall::KillTask {
+            framework_id: FrameworkId("fw1".into()),
+            task_id: TaskId("nobody".into()),
+        };
+        let answer = ask(&mut m, kill, now).try_recv();
+        assert!(
+            matches!(answer, Ok(OperatorReply::Error { .. })),
+            "{answer:?}"
+        );
+        let answer = ask(&mut m, read("nobody"), now).try_recv();
+        assert!(
+            matches!(&answer, Ok(OperatorReply::Error { message }) if message.contains("is known to this master")),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn a_sandbox_read_goes_to_the_tasks_agent_and_fails_if_it_never_answers() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, _fw) = launched(&mut m, vec![task_info("t1")], now);
+        let mut answer = ask(&mut m, read("t1"), now);
+        assert!(
+            drain(&mut agent)
+                .iter()
+                .any(|msg| matches!(msg, MasterToAgent::ReadSandbox { .. })),
+            "relayed to the agent"
+        );
+        assert!(answer.try_recv().is_err(), "no answer before the agent's");
+        m.tick(now + Duration::from_secs(11));
+        m.flush_outbox();
+        let answer = answer.try_recv();
+        assert!(
+            matches!(&answer, Ok(OperatorReply::Error { message }) if message.contains("did not answer")),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn the_panel_is_not_the_states_to_answer() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let answer = ask(&mut m, OperatorCall::GetPanel, now).try_recv();
+        assert!(
+            matches!(answer, Ok(OperatorReply::Error { .. })),
+            "{answer:?}"
+        );
+    }
+}

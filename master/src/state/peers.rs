@@ -1,0 +1,210 @@
+//! Who is connected and what the master says to them. Every message and operator answer goes
+//! into the outbox first; [`Master::flush_outbox`] releases it only after the burst that
+//! produced it is committed (see the module above). A peer whose queue is full is closed, never
+//! waited for. Also here: which certificate roles may connect as which kind of peer.
+
+use super::{ConnId, Master, PeerTx};
+use bramble_proto::messages::{MasterEvent, MasterToAgent, OperatorReply, PeerKind};
+use bramble_proto::transport::PeerIdentity;
+use bramble_proto::{AgentId, FrameworkId};
+use std::time::Instant;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+/// An admitted connection: who it is, where its messages go, and what it registered as.
+pub(super) struct Conn {
+    pub(super) identity: PeerIdentity,
+    pub(super) tx: PeerTx,
+    pub(super) handle: Option<quinn::Connection>,
+    pub(super) bound: Option<Bound>,
+}
+
+/// What a connection registered (an agent) or subscribed (a framework) as.
+#[derive(Debug, Clone)]
+pub(super) enum Bound {
+    Agent(AgentId),
+    Framework(FrameworkId),
+}
+
+/// A message held until the burst that produced it is committed.
+pub(super) enum Outgoing {
+    Agent(ConnId, MasterToAgent),
+    Scheduler(ConnId, MasterEvent),
+    Reply(oneshot::Sender<OperatorReply>, OperatorReply),
+}
+
+impl Master {
+    /// Releases what the committed burst said: into each peer's queue (a full queue drops
+    /// that peer), and operators' answers.
+    pub fn flush_outbox(&mut self) {
+        for out in std::mem::take(&mut self.outbox) {
+            let full = match out {
+                Outgoing::Agent(conn, msg) => match self.conns.get(&conn).map(|c| &c.tx) {
+                    Some(PeerTx::Agent(tx)) => tx.try_send(msg).is_err().then_some(conn),
+                    _ => None,
+                },
+                Outgoing::Scheduler(conn, event) => match self.conns.get(&conn).map(|c| &c.tx) {
+                    Some(PeerTx::Scheduler(tx)) => tx.try_send(event).is_err().then_some(conn),
+                    _ => None,
+                },
+                Outgoing::Reply(reply, answer) => {
+                    // The operator may have hung up; nothing to do then.
+                    let _ = reply.send(answer);
+                    None
+                }
+            };
+            if let Some(conn) = full {
+                self.drop_slow_peer(conn);
+            }
+        }
+    }
+
+    pub(super) fn reply(&mut self, reply: oneshot::Sender<OperatorReply>, answer: OperatorReply) {
+        self.outbox.push(Outgoing::Reply(reply, answer));
+    }
+
+    pub(super) fn send_agent(&mut self, agent_id: &AgentId, msg: MasterToAgent) {
+        let Some(conn) = self.agents.get(agent_id).and_then(|a| a.conn) else {
+            debug!(agent = %agent_id, message = variant(&msg), "agent not connected; dropping a message");
+            return;
+        };
+        self.send_conn_agent(conn, msg);
+    }
+
+    pub(super) fn send_conn_agent(&mut self, conn: ConnId, msg: MasterToAgent) {
+        self.outbox.push(Outgoing::Agent(conn, msg));
+    }
+
+    pub(super) fn send_framework(&mut self, framework_id: &FrameworkId, event: MasterEvent) {
+        let Some(conn) = self.frameworks.get(framework_id).and_then(|f| f.conn) else {
+            return;
+        };
+        self.send_conn_scheduler(conn, event);
+    }
+
+    pub(super) fn send_conn_scheduler(&mut self, conn: ConnId, event: MasterEvent) {
+        self.outbox.push(Outgoing::Scheduler(conn, event));
+    }
+
+    fn drop_slow_peer(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            warn!(peer = %c.identity.address, subject = %c.identity.subject,
+                "closing peer: its outbound queue is full (too slow or stuck)");
+            if let Some(h) = &c.handle {
+                h.close(quinn::VarInt::from_u32(2), b"outbound queue full");
+            }
+        }
+    }
+
+    pub(super) fn close_conn(&mut self, conn: ConnId, reason: &str) {
+        if let Some(c) = self.conns.get(&conn) {
+            warn!(peer = %c.identity.address, subject = %c.identity.subject, "closing peer: {reason}");
+            if let Some(h) = &c.handle {
+                h.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+            }
+        }
+    }
+
+    pub(super) fn disconnected(
+        &mut self,
+        conn: ConnId,
+        reason: &str,
+        graceful: bool,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        match c.bound {
+            Some(Bound::Agent(id)) => self.agent_disconnected(&id, conn, reason, graceful),
+            Some(Bound::Framework(id)) => self.framework_disconnected(&id, conn, reason, now),
+            None => debug!(peer = %c.identity.address, "unregistered peer disconnected: {reason}"),
+        }
+    }
+
+    /// Whether a hello of `kind` is allowed for a certificate of `role`.
+    pub fn admits(kind: PeerKind, role: bramble_proto::identity::Role) -> Result<(), String> {
+        use bramble_proto::identity::Role;
+        match (kind, role) {
+            (PeerKind::Agent, Role::Node) => Ok(()),
+            (PeerKind::Scheduler, Role::Framework | Role::Operator) => Ok(()),
+            (PeerKind::Operator, Role::Operator) => Ok(()),
+            (kind, role) => Err(format!(
+                "a {role} certificate may not connect as {}",
+                match kind {
+                    PeerKind::Agent => "an agent (needs a node certificate)",
+                    PeerKind::Scheduler =>
+                        "a scheduler (needs a framework or operator certificate)",
+                    PeerKind::Operator => "an operator (needs an operator certificate)",
+                }
+            )),
+        }
+    }
+}
+
+/// The name of `msg`'s variant (`RunTasks`, …), for logs; read off its `Debug` form so that
+/// no list of names has to follow the enum.
+fn variant(msg: &impl std::fmt::Debug) -> String {
+    let text = format!("{msg:?}");
+    let end = text.find([' ', '{', '(']).unwrap_or(text.len());
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::testing::*;
+    use bramble_proto::identity::Role;
+    use bramble_proto::messages::{MasterEvent, MasterToAgent};
+    use std::time::Instant;
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    #[test]
+    fn replies_wait_in_the_outbox_until_the_burst_is_taken_for_commit() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut agent = connect_agent(&mut m, 1, now);
+        register(&mut m, 1, "a1", Vec::new(), now);
+        let mut fw = connect_framework(&mut m, 2, None, now);
+        m.end_burst(now);
+        assert!(matches!(agent.try_recv(), Err(TryRecvError::Empty)));
+        assert!(matches!(fw.try_recv(), Err(TryRecvError::Empty)));
+        let batch = m.take_writes();
+        assert_eq!(batch.agents.len(), 1);
+        assert!(batch.agents[0].1.is_some());
+        assert_eq!(batch.frameworks.len(), 1);
+        m.flush_outbox();
+        assert!(matches!(
+            agent.try_recv(),
+            Ok(MasterToAgent::Registered { .. })
+        ));
+        assert!(matches!(fw.try_recv(), Ok(MasterEvent::Subscribed { .. })));
+        // Nothing changed since: the next batch is empty.
+        assert!(m.take_writes().is_empty());
+    }
+
+    #[test]
+    fn a_certificate_may_connect_only_as_what_its_role_allows() {
+        let allowed = [
+            (PeerKind::Agent, Role::Node),
+            (PeerKind::Scheduler, Role::Framework),
+            (PeerKind::Scheduler, Role::Operator),
+            (PeerKind::Operator, Role::Operator),
+        ];
+        for kind in [PeerKind::Agent, PeerKind::Scheduler, PeerKind::Operator] {
+            for role in [Role::Node, Role::Framework, Role::Operator] {
+                let verdict = Master::admits(kind, role);
+                assert_eq!(
+                    verdict.is_ok(),
+                    allowed.contains(&(kind, role)),
+                    "{kind:?} as {role:?}: {verdict:?}"
+                );
+            }
+        }
+        let refusal = Master::admits(PeerKind::Operator, Role::Framework).unwrap_err();
+        assert!(
+            refusal.contains("needs an operator certificate"),
+            "{refusal}"
+        );
+    }
+}
