@@ -4,7 +4,7 @@
 //! one-time token the agent put in that executor's environment. Executor traffic stays on the
 //! machine (no network, no TLS needed) and uses the same framed codec as QUIC streams.
 
-use crate::agent::Input;
+use crate::runtime::Input;
 use bramble_proto::codec::{FrameReader, FrameWriter};
 use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
 use std::path::Path;
