@@ -18,7 +18,7 @@ use crate::core::{
 };
 use crate::gc::GcHandle;
 use crate::status_updates::{StatusUpdateError, StatusUpdateManager};
-use bramble_proto::messages::{AgentToExecutor, AgentToMaster, ExecutorToAgent, MasterToAgent};
+use bramble_proto::messages::{AgentToExecutor, AgentToMaster, MasterToAgent};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -39,10 +39,6 @@ pub enum Input {
     },
     MasterDisconnected,
     FromMaster(MasterToAgent),
-    ContainerExited {
-        container: ContainerKey,
-        report: containerizer::ExitReport,
-    },
     ExecutorConnected {
         serial: u64,
         framework_id: FrameworkId,
@@ -51,14 +47,9 @@ pub enum Input {
         tx: mpsc::Sender<AgentToExecutor>,
         reply: oneshot::Sender<Result<ContainerKey, String>>,
     },
-    FromExecutor {
-        container: ContainerKey,
-        msg: ExecutorToAgent,
-    },
-    ExecutorDisconnected {
-        container: ContainerKey,
-        serial: u64,
-    },
+    /// Plain data for the core as it is: executors' messages and disconnections, containers'
+    /// ends.
+    Core(CoreInput),
     /// For tests and the CLI: a summary of what runs here.
     Inspect(oneshot::Sender<AgentView>),
 }
@@ -169,10 +160,6 @@ impl Runtime {
                 CoreInput::MasterDisconnected
             }
             Input::FromMaster(msg) => CoreInput::FromMaster(msg),
-            Input::ContainerExited { container, report } => {
-                self.containers.remove(&container);
-                CoreInput::ContainerExited { container, report }
-            }
             Input::ExecutorConnected {
                 serial,
                 framework_id,
@@ -190,10 +177,17 @@ impl Runtime {
                     token,
                 }
             }
-            Input::FromExecutor { container, msg } => CoreInput::FromExecutor { container, msg },
-            Input::ExecutorDisconnected { container, serial } => {
-                self.executors.remove(&serial);
-                CoreInput::ExecutorDisconnected { container, serial }
+            Input::Core(input) => {
+                match &input {
+                    CoreInput::ContainerExited { container, .. } => {
+                        self.containers.remove(container);
+                    }
+                    CoreInput::ExecutorDisconnected { serial, .. } => {
+                        self.executors.remove(serial);
+                    }
+                    _ => {}
+                }
+                input
             }
         };
         let effects = self.core.handle(input, Instant::now());
@@ -219,9 +213,7 @@ impl Runtime {
                     mut spec,
                     supervised,
                 } => {
-                    if supervised {
-                        spec.exit_status_file = Some(self.checkpoints.exit_status_file(&container));
-                    }
+                    spec.exit_status_file = self.exit_status_file(&container, supervised);
                     let result = self.containerizer.launch(spec).await.map(|c| {
                         let info = container_info(&c);
                         self.watch(container.clone(), c);
@@ -234,9 +226,7 @@ impl Runtime {
                     mut spec,
                     supervised,
                 } => {
-                    if supervised {
-                        spec.exit_status_file = Some(self.checkpoints.exit_status_file(&container));
-                    }
+                    spec.exit_status_file = self.exit_status_file(&container, supervised);
                     let adopted = self.containerizer.recover(spec);
                     let info = container_info(&adopted);
                     self.watch(container.clone(), adopted);
@@ -297,6 +287,11 @@ impl Runtime {
         }
     }
 
+    /// Where a supervised (command task's) container records its exit status.
+    fn exit_status_file(&self, container: &ContainerKey, supervised: bool) -> Option<PathBuf> {
+        supervised.then(|| self.checkpoints.exit_status_file(container))
+    }
+
     fn acknowledge(
         &mut self,
         framework_id: FrameworkId,
@@ -330,12 +325,11 @@ impl Runtime {
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
             let report = container.wait().await;
-            let _ = inputs
-                .send(Input::ContainerExited {
-                    container: key,
-                    report,
-                })
-                .await;
+            let exited = CoreInput::ContainerExited {
+                container: key,
+                report,
+            };
+            let _ = inputs.send(Input::Core(exited)).await;
         });
     }
 

@@ -124,6 +124,13 @@ fn commit(agent: &mut Agent) -> (Writes, Vec<Effect>) {
     (writes, effects)
 }
 
+/// Commits, and checks that the one update recorded is `task`'s `state` for `reason`.
+fn assert_reported(agent: &mut Agent, task: &str, state: TaskState, reason: TaskReason) {
+    let (writes, _) = commit(agent);
+    assert_eq!(states(&writes), vec![(tid(task), state)]);
+    assert_eq!(writes.updates[0].reason, Some(reason));
+}
+
 fn states(writes: &Writes) -> Vec<(TaskId, TaskState)> {
     writes
         .updates
@@ -132,15 +139,27 @@ fn states(writes: &Writes) -> Vec<(TaskId, TaskState)> {
         .collect()
 }
 
-/// Launches command task `id` with pid `pid` and commits its RUNNING.
-fn running_command_task(agent: &mut Agent, id: &str, pid: u32) -> ContainerKey {
-    let effects = agent.handle(run_tasks(vec![task(id)]), Instant::now());
-    let (key, _, _) = the_launch(&effects);
+/// Hands `tasks` to the agent and answers their one launch with a container of `pid`;
+/// returns the container, its launch spec, and the effects of its start.
+fn launch_and_start(
+    agent: &mut Agent,
+    tasks: Vec<TaskInfo>,
+    pid: u32,
+    now: Instant,
+) -> (ContainerKey, crate::containerizer::LaunchSpec, Vec<Effect>) {
+    let effects = agent.handle(run_tasks(tasks), now);
+    let (key, spec, _) = the_launch(&effects);
     let launched = Input::Launched {
         container: key.clone(),
         result: Ok(started(pid)),
     };
-    agent.handle(launched, Instant::now());
+    let effects = agent.handle(launched, now);
+    (key, spec, effects)
+}
+
+/// Launches command task `id` with pid `pid` and commits its RUNNING.
+fn running_command_task(agent: &mut Agent, id: &str, pid: u32) -> ContainerKey {
+    let (key, _, _) = launch_and_start(agent, vec![task(id)], pid, Instant::now());
     commit(agent);
     key
 }
@@ -149,15 +168,8 @@ fn running_command_task(agent: &mut Agent, id: &str, pid: u32) -> ContainerKey {
 /// commits; returns its container.
 fn registered_executor(agent: &mut Agent, ids: &[&str], serial: u64) -> ContainerKey {
     let tasks = ids.iter().map(|id| executor_task(id)).collect();
-    let effects = agent.handle(run_tasks(tasks), Instant::now());
-    let (key, spec, _) = the_launch(&effects);
-    let token = token_of(&spec);
-    let launched = Input::Launched {
-        container: key.clone(),
-        result: Ok(started(300)),
-    };
-    agent.handle(launched, Instant::now());
-    let effects = agent.handle(connect(serial, &token), Instant::now());
+    let (key, spec, _) = launch_and_start(agent, tasks, 300, Instant::now());
+    let effects = agent.handle(connect(serial, &token_of(&spec)), Instant::now());
     assert!(
         effects.iter().any(|e| matches!(e,
             Effect::AnswerExecutor { serial: s, result: Ok(k) } if *s == serial && *k == key)),
@@ -294,13 +306,7 @@ fn a_command_task_is_launched_supervised_in_its_own_sandbox() {
 #[test]
 fn a_launched_command_task_is_checkpointed_and_reported_running_in_one_commit() {
     let mut agent = connected_agent();
-    let effects = agent.handle(run_tasks(vec![task("t1")]), Instant::now());
-    let (key, _, _) = the_launch(&effects);
-    let launched = Input::Launched {
-        container: key.clone(),
-        result: Ok(started(4242)),
-    };
-    agent.handle(launched, Instant::now());
+    let (key, _, _) = launch_and_start(&mut agent, vec![task("t1")], 4242, Instant::now());
     let (writes, _) = commit(&mut agent);
     assert_eq!(writes.runs.len(), 1, "the run is on disk with its RUNNING");
     assert_eq!(writes.runs[0].container, key);
@@ -314,13 +320,7 @@ fn a_launched_command_task_is_checkpointed_and_reported_running_in_one_commit() 
 #[test]
 fn a_status_update_is_handed_over_for_recording_and_never_sent_by_the_core() {
     let mut agent = connected_agent();
-    let effects = agent.handle(run_tasks(vec![task("t1")]), Instant::now());
-    let (key, _, _) = the_launch(&effects);
-    let launched = Input::Launched {
-        container: key,
-        result: Ok(started(7)),
-    };
-    let effects = agent.handle(launched, Instant::now());
+    let (_, _, effects) = launch_and_start(&mut agent, vec![task("t1")], 7, Instant::now());
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::ToMaster(_))),
         "the RUNNING goes out only from the update log, once recorded: {effects:?}"
@@ -447,9 +447,12 @@ fn a_killed_command_task_ends_killed() {
         },
         Instant::now(),
     );
-    let (writes, _) = commit(&mut agent);
-    assert_eq!(states(&writes), vec![(tid("t1"), TaskState::Killed)]);
-    assert_eq!(writes.updates[0].reason, Some(TaskReason::KilledByRequest));
+    assert_reported(
+        &mut agent,
+        "t1",
+        TaskState::Killed,
+        TaskReason::KilledByRequest,
+    );
 }
 
 #[test]
@@ -461,9 +464,12 @@ fn a_kill_for_a_task_unknown_here_reports_it_lost() {
     });
     let effects = agent.handle(kill, Instant::now());
     assert!(kills(&effects).is_empty());
-    let (writes, _) = commit(&mut agent);
-    assert_eq!(states(&writes), vec![(tid("ghost"), TaskState::Lost)]);
-    assert_eq!(writes.updates[0].reason, Some(TaskReason::AgentUnknown));
+    assert_reported(
+        &mut agent,
+        "ghost",
+        TaskState::Lost,
+        TaskReason::AgentUnknown,
+    );
 }
 
 #[test]
@@ -481,9 +487,7 @@ fn a_task_with_neither_command_nor_executor_is_an_error() {
     bad.command = None;
     let effects = agent.handle(run_tasks(vec![bad]), Instant::now());
     assert!(effects.is_empty());
-    let (writes, _) = commit(&mut agent);
-    assert_eq!(states(&writes), vec![(tid("t1"), TaskState::Error)]);
-    assert_eq!(writes.updates[0].reason, Some(TaskReason::InvalidTask));
+    assert_reported(&mut agent, "t1", TaskState::Error, TaskReason::InvalidTask);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,13 +504,11 @@ fn an_executor_task_waits_for_its_executor_then_is_handed_to_it() {
         env::AGENT_SOCKET.into(),
         "/var/lib/bramble-test/agent.sock".into()
     )));
-    agent.handle(
-        Input::Launched {
-            container: key.clone(),
-            result: Ok(started(300)),
-        },
-        Instant::now(),
-    );
+    let launched = Input::Launched {
+        container: key.clone(),
+        result: Ok(started(300)),
+    };
+    agent.handle(launched, Instant::now());
     let (writes, _) = commit(&mut agent);
     assert_eq!(writes.runs.len(), 1);
     assert_eq!(writes.runs[0].queued.len(), 1, "queued until it registers");
@@ -627,15 +629,7 @@ fn a_killed_executor_task_is_killed_by_its_executor() {
 #[test]
 fn a_task_killed_before_its_executor_registers_is_killed_at_once() {
     let mut agent = connected_agent();
-    let effects = agent.handle(run_tasks(vec![executor_task("t1")]), Instant::now());
-    let (key, _, _) = the_launch(&effects);
-    agent.handle(
-        Input::Launched {
-            container: key,
-            result: Ok(started(300)),
-        },
-        Instant::now(),
-    );
+    launch_and_start(&mut agent, vec![executor_task("t1")], 300, Instant::now());
     let kill = Input::FromMaster(MasterToAgent::KillTask {
         framework_id: fw(),
         task_id: tid("t1"),
@@ -648,18 +642,8 @@ fn a_task_killed_before_its_executor_registers_is_killed_at_once() {
 #[test]
 fn an_executor_that_exits_fails_its_tasks_and_is_reported_to_the_master() {
     let mut agent = connected_agent();
-    let effects = agent.handle(
-        run_tasks(vec![executor_task("t1"), executor_task("t2")]),
-        Instant::now(),
-    );
-    let (key, spec, _) = the_launch(&effects);
-    agent.handle(
-        Input::Launched {
-            container: key.clone(),
-            result: Ok(started(300)),
-        },
-        Instant::now(),
-    );
+    let tasks = vec![executor_task("t1"), executor_task("t2")];
+    let (key, spec, _) = launch_and_start(&mut agent, tasks, 300, Instant::now());
     agent.handle(connect(1, &token_of(&spec)), Instant::now());
     commit(&mut agent);
     let (running, _) = executor_update(&key, "t1", TaskState::Running);
@@ -716,15 +700,7 @@ fn an_executor_that_closes_its_connection_is_killed() {
 fn an_executor_that_does_not_register_in_time_is_killed() {
     let mut agent = connected_agent();
     let start = Instant::now();
-    let effects = agent.handle(run_tasks(vec![executor_task("t1")]), start);
-    let (key, _, _) = the_launch(&effects);
-    agent.handle(
-        Input::Launched {
-            container: key.clone(),
-            result: Ok(started(300)),
-        },
-        start,
-    );
+    let (key, _, _) = launch_and_start(&mut agent, vec![executor_task("t1")], 300, start);
     assert!(kills(&agent.tick(start + REGISTRATION_TIMEOUT / 2)).is_empty());
     let effects = agent.tick(start + REGISTRATION_TIMEOUT + Duration::from_secs(1));
     assert_eq!(kills(&effects), vec![&key]);
