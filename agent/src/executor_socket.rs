@@ -4,7 +4,8 @@
 //! one-time token the agent put in that executor's environment. Executor traffic stays on the
 //! machine (no network, no TLS needed) and uses the same framed codec as QUIC streams.
 
-use crate::agent::Input;
+use crate::core;
+use crate::runtime::Input;
 use bramble_proto::codec::{FrameReader, FrameWriter};
 use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
 use std::path::Path;
@@ -126,10 +127,10 @@ async fn serve_executor(stream: UnixStream, serial: u64, inputs: mpsc::Sender<In
     loop {
         match reader.recv::<ExecutorToAgent>().await {
             Ok(msg) => {
-                let input = Input::FromExecutor {
+                let input = Input::Core(core::Input::FromExecutor {
                     container: container.clone(),
                     msg,
-                };
+                });
                 if inputs.send(input).await.is_err() {
                     break;
                 }
@@ -142,6 +143,9 @@ async fn serve_executor(stream: UnixStream, serial: u64, inputs: mpsc::Sender<In
     }
     writer_task.abort();
     let _ = inputs
-        .send(Input::ExecutorDisconnected { container, serial })
+        .send(Input::Core(core::Input::ExecutorDisconnected {
+            container,
+            serial,
+        }))
         .await;
 }

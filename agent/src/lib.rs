@@ -1,28 +1,30 @@
 //! `bramble-agent`: runs on every node. It offers the node's resources to the master, runs the
 //! executors and tasks the master sends, and reports every task's state reliably.
 //!
-//! Where to start reading: `lib.rs` (wiring), `agent.rs` (the state machine), then
-//! `master_link.rs`, `executor_socket.rs` and `containerizer/` (the edges).
+//! Where to start reading: `lib.rs` (wiring), `core/` (the state machine: inputs in, effects
+//! out, no I/O), `runtime.rs` (carries the effects out), then `master_link.rs`,
+//! `executor_socket.rs` and `containerizer/` (the edges).
 //!
 //! Restarts: [`start`] recovers what a previous agent process left in the work dir before it
-//! serves anything (`checkpoint.rs`, [`Agent::recover`]). How an agent stops decides what
+//! serves anything (`checkpoint.rs`, [`runtime::Runtime::recover`]). How an agent stops decides what
 //! the next one finds: [`AgentHandle::shutdown`] kills every container (tests, `bramble
 //! demo`); [`AgentHandle::shutdown_leaving_tasks`] leaves them running for the next agent
 //! process to re-adopt (the `bramble-agent` binary on SIGTERM, unless configured otherwise).
 
-pub mod agent;
 pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
+pub mod core;
 pub mod executor_socket;
 pub mod gc;
 pub mod master_link;
 pub mod paths;
 pub mod resources;
+pub mod runtime;
 pub mod sandbox;
 pub mod status_updates;
 
-use agent::{Agent, AgentSettings, AgentView, Input};
+use crate::core::{Agent, AgentSettings, AgentView};
 use bramble_proto::durable::{self, FileError};
 use bramble_proto::identity::Credentials;
 use bramble_proto::transport::client_endpoint;
@@ -31,6 +33,7 @@ use checkpoint::{AgentInfo, Checkpoints};
 use containerizer::Containerizer;
 use master_link::MasterLocator;
 use paths::WorkDir;
+use runtime::{Edges, Input, Runtime, Stop};
 use status_updates::StatusUpdateManager;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,14 +122,6 @@ impl Default for RecoveryOptions {
             executor_reconnect_timeout: DEFAULT_EXECUTOR_RECONNECT_TIMEOUT,
         }
     }
-}
-
-/// How the agent stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Running,
-    KillEverything,
-    LeaveRunning,
 }
 
 /// A running agent.
@@ -232,33 +227,37 @@ pub async fn start_with(
         resources: opts.resources.clone(),
         attributes: opts.attributes.clone(),
         executor_registration_timeout: opts.executor_registration_timeout,
-        kill_grace: opts.kill_grace,
         executor_idle_timeout: opts.executor_idle_timeout,
-        gc: opts.gc,
         executor_recovery_timeout: recovery.executor_reconnect_timeout,
     };
     let (inputs, input_rx) = mpsc::channel(4096);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(Stop::Running);
-    let mut agent = Agent::new(
-        settings,
+    let core = Agent::new(settings, agent_id, updates.latest());
+    let edges = Edges {
         containerizer,
         updates,
         checkpoints,
-        agent_id,
-        inputs.clone(),
-    );
+        work_dir: opts.work_dir.clone(),
+        kill_grace: opts.kill_grace,
+        gc: opts.gc,
+    };
+    let mut runtime = Runtime::new(core, edges, inputs.clone());
     if !runs.is_empty() {
-        agent.recover(runs, reboot);
-        // The checkpoints and LOST updates recovery produced are durable before anything
-        // is served.
-        agent.commit();
+        // The checkpoints and LOST updates recovery produces are durable before anything is
+        // served.
+        runtime.recover(runs, reboot).await;
         info!(
             took_ms = started.elapsed().as_millis() as u64,
             "recovery checkpoints read; serving executors"
         );
     }
-    let state_task = tokio::spawn(run_state(agent, input_rx, shutdown_rx.clone(), stop_rx));
+    let state_task = tokio::spawn(runtime::run(
+        runtime,
+        input_rx,
+        shutdown_rx.clone(),
+        stop_rx,
+    ));
     let link = tokio::spawn(master_link::run(
         endpoint.clone(),
         opts.master.clone(),
@@ -330,50 +329,4 @@ fn check_previous_run(
         checkpoints.save_agent_info(&now)?;
     }
     Ok((runs, reboot))
-}
-
-/// Inputs handled before a group commit at most.
-const MAX_BURST: usize = 512;
-
-async fn run_state(
-    mut agent: Agent,
-    mut inputs: mpsc::Receiver<Input>,
-    mut shutdown: watch::Receiver<bool>,
-    stop: watch::Receiver<Stop>,
-) {
-    agent.schedule_leftover_sandboxes().await;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            input = inputs.recv() => match input {
-                Some(input) => {
-                    agent.handle(input).await;
-                    // Take whatever else is already queued, then commit the burst's updates
-                    // together: one flush for many updates.
-                    for _ in 0..MAX_BURST {
-                        match inputs.try_recv() {
-                            Ok(more) => agent.handle(more).await,
-                            Err(_) => break,
-                        }
-                    }
-                    agent.commit();
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                agent.tick(Instant::now());
-                agent.commit();
-            }
-        }
-    }
-    agent.commit();
-    let how = *stop.borrow();
-    if how == Stop::LeaveRunning {
-        info!("agent stopped; its tasks keep running for the next agent process to recover");
-    } else {
-        agent.kill_everything().await;
-        info!("agent stopped");
-    }
 }

@@ -13,7 +13,7 @@
 //! which verifies it and browses afresh, so a master that moved or was replaced is found by its
 //! new announcement rather than by its stale record.
 
-use crate::agent::Input;
+use crate::runtime::Input;
 use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::CodecError;
 use bramble_proto::discovery::{self, Browser};

@@ -13,6 +13,8 @@ pub enum NodeError {
         source: io::Error,
     },
     #[error(transparent)]
+    File(#[from] bramble_proto::durable::FileError),
+    #[error(transparent)]
     Config(#[from] bramble_proto::config::ConfigError),
     #[error(
         "no board serial ({0}/proc/device-tree/serial-number, /proc/cpuinfo) and no machine id \

@@ -3,11 +3,11 @@
 //! real processes (`example-executors`, this crate's stand-in for `bramble executor factorial`
 //! and `bramble serve-dir`, built from the same library code).
 
+use bramble_client::OperatorClient;
 use bramble_frameworks::factorial::{run_factorial, FactorialError, MAX_ATTEMPTS};
 use bramble_frameworks::hello::run_hello;
 use bramble_frameworks::http::{run_http, HttpJob};
 use bramble_frameworks::ServiceEvent;
-use bramble_client::OperatorClient;
 use bramble_proto::identity::Role;
 use bramble_proto::task::CommandInfo;
 use bramble_proto::{PortRange, Resources, TaskState};

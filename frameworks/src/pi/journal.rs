@@ -18,6 +18,7 @@
 //! ```
 
 use super::kernel::{chunks, Sum};
+use bramble_proto::durable;
 use bramble_sdk::FrameworkId;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -431,28 +432,22 @@ fn lock(path: &Path) -> Result<Flock<File>, JournalError> {
     }
 }
 
-/// A new journal holding only its header, in place atomically.
+/// A new journal holding only its header, in place durably (a crash leaves no journal or
+/// this one), opened for appending.
 fn create(path: &Path, spec: JobSpec) -> Result<File, JournalError> {
-    let dir = parent_dir(path);
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io(dir, "creating a temporary journal"))?;
     let header = format!(
         "{MAGIC} kernel={} terms={} tasks={} chunks={}",
         spec.kernel, spec.terms, spec.tasks, spec.chunks
     );
-    tmp.write_all(line(&header).as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(io(path, "writing the new journal"))?;
-    let file = tmp.persist(path).map_err(|e| JournalError::Io {
-        path: path.to_path_buf(),
-        what: "moving the new journal into place",
-        source: e.error,
+    durable::write(path, line(&header).as_bytes()).map_err(|e| JournalError::Io {
+        path: e.path,
+        what: e.action,
+        source: e.source,
     })?;
-    // The rename is durable only once the directory is.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir, "syncing the journal's directory"))?;
-    Ok(file)
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io(path, "opening the new journal"))
 }
 
 /// Opens an existing journal for appending, cutting off a torn tail first.

@@ -1,0 +1,191 @@
+//! Taking over what a previous agent process left (see the module header in `mod.rs`): the
+//! runtime reads the checkpoints and checks which processes still live; the core decides what
+//! each run is now and asks for the live ones to be re-adopted.
+
+use super::{Agent, ContainerKey, Effect, Kind, Run, TaskRun};
+use crate::checkpoint::RunCheckpoint;
+use crate::containerizer::RecoverSpec;
+use bramble_proto::{TaskId, TaskReason, TaskState};
+use std::collections::HashMap;
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// One checkpointed run, and whether its process is still the one that was launched.
+#[derive(Debug, Clone)]
+pub struct RecoveredRun {
+    pub checkpoint: RunCheckpoint,
+    pub alive: bool,
+}
+
+/// What [`Agent::recover`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// Runs read from checkpoints.
+    pub runs: usize,
+    /// Processes still running and re-adopted.
+    pub adopted: usize,
+    /// Custom executors among them, expected to reconnect.
+    pub executors: usize,
+    /// Tasks reported ended or lost because their processes did not survive.
+    pub tasks_gone: usize,
+}
+
+impl Agent {
+    /// Takes over what a previous agent process left. Call once, before any input is
+    /// handled. `reboot`: why nothing can have survived (the host rebooted), or `None` to
+    /// re-adopt live processes. Every run that is not lost is adopted ([`Effect::Adopt`]),
+    /// dead or alive: its end is reported the usual way, through `ContainerExited`.
+    pub fn recover(
+        &mut self,
+        runs: Vec<RecoveredRun>,
+        reboot: Option<String>,
+        now: Instant,
+    ) -> (RecoverySummary, Vec<Effect>) {
+        let mut summary = RecoverySummary {
+            runs: runs.len(),
+            ..RecoverySummary::default()
+        };
+        if runs.is_empty() {
+            return (summary, self.take_effects());
+        }
+        self.recovery_began = Some(now);
+        for RecoveredRun {
+            checkpoint: cp,
+            alive,
+        } in runs
+        {
+            let key = cp.container.clone();
+            let mut tasks = HashMap::new();
+            for t in cp.tasks {
+                // The newest unacknowledged update of each task is at least as new as its
+                // run file.
+                let pending = self
+                    .unacknowledged
+                    .get(&(cp.framework_id.clone(), t.info.task_id.clone()))
+                    .copied();
+                let state = match pending {
+                    Some(p) if t.state.can_move_to(p) => p,
+                    _ => t.state,
+                };
+                let mut task = TaskRun::staging(t.info);
+                task.state = state;
+                task.terminal = state.is_terminal();
+                tasks.insert(task.info.task_id.clone(), task);
+            }
+            let is_command = cp.executor.is_none();
+            let mut run = Run {
+                framework_id: cp.framework_id.clone(),
+                executor_id: cp.executor_id.clone(),
+                kind: match cp.executor {
+                    Some(info) => Kind::Custom { info },
+                    None => Kind::Command,
+                },
+                sandbox: cp.sandbox,
+                container: None,
+                token: cp.token,
+                conn: None,
+                tasks,
+                queued: cp.queued,
+                launched_at: now,
+                idle_since: None,
+                shutting_down: false,
+                exited: false,
+                memory_limit_mib: cp.memory_limit_mib,
+                recovered: true,
+            };
+            if let Some(why) = &reboot {
+                summary.tasks_gone += self.lose_run(&key, run, why);
+                continue;
+            }
+            let what = if is_command {
+                "command task"
+            } else {
+                "executor"
+            };
+            // pid 0: the run was written after its process was already known to be gone.
+            if alive && cp.pid != 0 {
+                summary.adopted += 1;
+                info!(framework = %run.framework_id, executor = %run.executor_id, container = %key,
+                    pid = cp.pid, "re-adopted a running {what}");
+                if !is_command {
+                    summary.executors += 1;
+                    self.awaiting_reconnect.insert(key.clone());
+                }
+            } else {
+                summary.tasks_gone += run.live_tasks();
+                info!(framework = %run.framework_id, executor = %run.executor_id, container = %key,
+                    pid = cp.pid, "{what} ended while the agent was down");
+            }
+            // Until the runtime says what it adopted, the run stands as checkpointed.
+            run.container = Some(super::ContainerInfo {
+                pid: cp.pid,
+                start_time: cp.start_time,
+                cgroup_dirs: cp.cgroup_dirs.clone(),
+            });
+            self.effects.push(Effect::Adopt {
+                container: key.clone(),
+                spec: RecoverSpec {
+                    container_id: key.clone(),
+                    pid: cp.pid,
+                    start_time: cp.start_time,
+                    cgroup_dirs: cp.cgroup_dirs,
+                    memory_limit_mib: cp.memory_limit_mib,
+                    exit_status_file: None,
+                },
+                supervised: is_command,
+            });
+            self.active.insert(
+                (run.framework_id.clone(), run.executor_id.clone()),
+                key.clone(),
+            );
+            self.runs.insert(key, run);
+        }
+        if self.awaiting_reconnect.is_empty() {
+            self.recovery_began = None;
+        }
+        info!(
+            runs = summary.runs,
+            adopted = summary.adopted,
+            executors = summary.executors,
+            tasks_gone = summary.tasks_gone,
+            "recovered checkpointed runs"
+        );
+        (summary, self.take_effects())
+    }
+
+    /// After a reboot: every unfinished task of `run` is LOST, and no pid it names is touched.
+    /// Returns how many tasks were reported.
+    fn lose_run(&mut self, key: &ContainerKey, mut run: Run, why: &str) -> usize {
+        run.exited = true;
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        let mut lost: Vec<TaskId> = run
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.state.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.extend(run.queued.drain(..).map(|t| t.task_id));
+        if matches!(run.kind, Kind::Custom { .. }) {
+            self.exited_while_down
+                .push((fw.clone(), executor_id.clone()));
+        }
+        warn!(framework = %fw, executor = %executor_id, container = %key, tasks = lost.len(),
+            "{why}: reporting the run's tasks LOST");
+        self.runs.insert(key.clone(), run);
+        for task_id in &lost {
+            self.set_task_state(key, task_id, TaskState::Lost);
+            let status = self
+                .agent_status(&fw, Some(&executor_id), task_id, TaskState::Lost)
+                .with_reason(TaskReason::HostRebooted, why.to_string());
+            self.report(status);
+        }
+        if self.run_is_over(key) {
+            self.remove_run(key);
+        } else {
+            // Rewritten without its pid: in this boot that pid means nothing.
+            self.dirty.insert(key.clone());
+        }
+        lost.len()
+    }
+}

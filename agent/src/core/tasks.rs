@@ -1,0 +1,491 @@
+//! Tasks' lives on this agent: launching them (in a container of their own, or on a custom
+//! executor), killing them, and what a container's end means for the tasks it carried.
+//!
+//! A launch is two steps: [`Agent::run_task`] records the run and asks for the container
+//! ([`Effect::Launch`]); [`Agent::launched`] takes the outcome. The runtime answers a launch
+//! before it takes the next input, so no other input sees a run halfway launched.
+
+use super::{Agent, ContainerInfo, ContainerKey, Effect, Kind, Run, TaskRun};
+use crate::containerizer::{ContainerError, ExitReport, LaunchSpec, Limits};
+use bramble_proto::executor_env as env;
+use bramble_proto::messages::{AgentToExecutor, AgentToMaster};
+use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};
+use bramble_proto::{ExecutorId, FrameworkId, TaskId, TaskReason, TaskState, TaskStatus};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::{error, info, warn};
+
+impl Agent {
+    // -----------------------------------------------------------------------------------------
+    // Launching
+
+    pub(super) fn run_task(&mut self, fw: &FrameworkId, fw_name: &str, task: TaskInfo) {
+        if self.find_task(fw, &task.task_id).is_some() {
+            warn!(framework = %fw, task = %task.task_id, "master asked to run a task that already runs here; ignoring");
+            return;
+        }
+        match (&task.command, &task.executor) {
+            (Some(cmd), None) => {
+                let cmd = cmd.clone();
+                self.launch_command_task(fw, task, cmd)
+            }
+            (None, Some(exec)) => {
+                let exec = exec.clone();
+                self.launch_on_custom_executor(fw, fw_name, task, exec)
+            }
+            _ => {
+                let status = self
+                    .agent_status(fw, None, &task.task_id, TaskState::Error)
+                    .with_reason(
+                        TaskReason::InvalidTask,
+                        "task needs exactly one of command or executor",
+                    );
+                self.report(status);
+            }
+        }
+    }
+
+    fn sandbox_for(&self, fw: &FrameworkId, executor: &ExecutorId, container: &str) -> PathBuf {
+        crate::paths::WorkDir::new(&self.settings.work_dir).sandbox(fw, executor, container)
+    }
+
+    fn launch_command_task(&mut self, fw: &FrameworkId, task: TaskInfo, cmd: CommandInfo) {
+        let executor_id = ExecutorId(format!("command-{}", task.task_id));
+        let key = new_container_key();
+        let sandbox = self.sandbox_for(fw, &executor_id, &key);
+        let env_vars = vec![
+            (env::TASK_ID.into(), task.task_id.to_string()),
+            (env::FRAMEWORK_ID.into(), fw.to_string()),
+            (env::SANDBOX.into(), sandbox.display().to_string()),
+        ];
+        let limits = Limits {
+            cpus: task.resources.cpus(),
+            mem_mib: task.resources.mem_mib,
+        };
+        let spec = self.launch_spec(&key, &sandbox, &cmd, env_vars, limits);
+        let mut run = self.new_run(fw, executor_id, Kind::Command, sandbox, String::new());
+        run.memory_limit_mib = limits.mem_mib;
+        run.tasks
+            .insert(task.task_id.clone(), TaskRun::staging(task));
+        self.launch(key, run, spec, true);
+    }
+
+    fn launch_on_custom_executor(
+        &mut self,
+        fw: &FrameworkId,
+        fw_name: &str,
+        task: TaskInfo,
+        exec: ExecutorInfo,
+    ) {
+        let id = (fw.clone(), exec.executor_id.clone());
+        if let Some(key) = self.active.get(&id).cloned() {
+            let usable = self
+                .runs
+                .get(&key)
+                .is_some_and(|r| !r.exited && !r.shutting_down);
+            if usable {
+                self.give_task_to_executor(&key, task);
+                return;
+            }
+        }
+        let key = new_container_key();
+        let sandbox = self.sandbox_for(fw, &exec.executor_id, &key);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let env_vars = vec![
+            (
+                env::AGENT_SOCKET.to_string(),
+                self.settings.socket_path.display().to_string(),
+            ),
+            (env::FRAMEWORK_ID.to_string(), fw.to_string()),
+            (env::EXECUTOR_ID.to_string(), exec.executor_id.to_string()),
+            (env::EXECUTOR_TOKEN.to_string(), token.clone()),
+            (env::SANDBOX.to_string(), sandbox.display().to_string()),
+            ("BRAMBLE_FRAMEWORK_NAME".to_string(), fw_name.to_string()),
+            (
+                env::RECOVERY_TIMEOUT_SECS.to_string(),
+                self.settings
+                    .executor_recovery_timeout
+                    .as_secs()
+                    .to_string(),
+            ),
+        ];
+        // A custom executor's tasks come and go, so its container is not capped at launch
+        // time: the limits cover the executor's own resources only when it asks for some.
+        let limits = Limits {
+            cpus: 0.0,
+            mem_mib: 0,
+        };
+        let spec = self.launch_spec(&key, &sandbox, &exec.command, env_vars, limits);
+        let executor_id = exec.executor_id.clone();
+        let mut run = self.new_run(fw, executor_id, Kind::Custom { info: exec }, sandbox, token);
+        run.queued.push(task);
+        self.active.insert(id, key.clone());
+        self.launch(key, run, spec, false);
+    }
+
+    /// What a container for `cmd` is started with: the command's own environment, then
+    /// `env_vars`, then the agent id when there is one.
+    fn launch_spec(
+        &self,
+        key: &ContainerKey,
+        sandbox: &Path,
+        cmd: &CommandInfo,
+        env_vars: Vec<(String, String)>,
+        limits: Limits,
+    ) -> LaunchSpec {
+        let (program, args) = program_and_args(cmd);
+        let mut env: Vec<(String, String)> = cmd.environment.clone().into_iter().collect();
+        env.extend(env_vars);
+        if let Some(id) = &self.agent_id {
+            env.push((env::AGENT_ID.into(), id.to_string()));
+        }
+        LaunchSpec {
+            container_id: key.clone(),
+            sandbox: sandbox.to_path_buf(),
+            program,
+            args,
+            env,
+            limits,
+            exit_status_file: None,
+        }
+    }
+
+    fn new_run(
+        &self,
+        fw: &FrameworkId,
+        executor_id: ExecutorId,
+        kind: Kind,
+        sandbox: PathBuf,
+        token: String,
+    ) -> Run {
+        Run {
+            framework_id: fw.clone(),
+            executor_id,
+            kind,
+            sandbox,
+            container: None,
+            token,
+            conn: None,
+            tasks: HashMap::new(),
+            queued: Vec::new(),
+            launched_at: Instant::now(),
+            idle_since: None,
+            shutting_down: false,
+            exited: false,
+            memory_limit_mib: 0,
+            recovered: false,
+        }
+    }
+
+    /// Records `run` as launching and asks for its container.
+    fn launch(&mut self, key: ContainerKey, run: Run, spec: LaunchSpec, supervised: bool) {
+        self.runs.insert(key.clone(), run);
+        self.effects.push(Effect::Launch {
+            container: key,
+            spec,
+            supervised,
+        });
+    }
+
+    /// The outcome of [`Effect::Launch`].
+    pub(super) fn launched(
+        &mut self,
+        key: &ContainerKey,
+        result: Result<ContainerInfo, ContainerError>,
+        now: Instant,
+    ) {
+        let Some(run) = self.runs.get(key) else {
+            error!(container = %key, "launch result for an unknown run; ignoring");
+            return;
+        };
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        let sandbox = run.sandbox.clone();
+        let is_command = matches!(run.kind, Kind::Command);
+        let task_ids: Vec<TaskId> = run.tasks.keys().cloned().collect();
+        match result {
+            Ok(container) => self.container_started(key, container, now),
+            Err(e) if is_command => {
+                warn!(framework = %fw, container = %key, "launch failed: {e}");
+                self.launch_failed_in(sandbox, &e);
+                if let Some(run) = self.runs.get_mut(key) {
+                    run.exited = true;
+                }
+                for task_id in task_ids {
+                    self.set_task_state(key, &task_id, TaskState::Failed);
+                    let status = self
+                        .agent_status(&fw, Some(&executor_id), &task_id, TaskState::Failed)
+                        .with_reason(TaskReason::LaunchFailed, e.to_string());
+                    self.report(status);
+                }
+            }
+            Err(e) => {
+                warn!(framework = %fw, executor = %executor_id, "executor launch failed: {e}");
+                self.launch_failed_in(sandbox, &e);
+                // Never started: nothing was checkpointed and nothing is left to remember.
+                let queued = self.runs.remove(key).map(|r| r.queued).unwrap_or_default();
+                let id = (fw.clone(), executor_id.clone());
+                if self.active.get(&id) == Some(key) {
+                    self.active.remove(&id);
+                }
+                for task in queued {
+                    let status = self
+                        .agent_status(&fw, Some(&executor_id), &task.task_id, TaskState::Failed)
+                        .with_reason(
+                            TaskReason::LaunchFailed,
+                            format!("executor launch failed: {e}"),
+                        );
+                    self.report(status);
+                }
+            }
+        }
+    }
+
+    /// A container is up: its run is checkpointed in this burst, and a command task is
+    /// RUNNING.
+    fn container_started(&mut self, key: &ContainerKey, container: ContainerInfo, now: Instant) {
+        let pid = container.pid;
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        run.container = Some(container);
+        run.launched_at = now;
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        // Killed or shut down while it was being launched.
+        let killed = run.shutting_down || run.tasks.values().any(|t| t.kill_requested);
+        self.dirty.insert(key.clone());
+        match run.kind {
+            Kind::Command => {
+                let task_id = run.tasks.keys().next().cloned();
+                if let Some(task_id) = task_id {
+                    info!(framework = %fw, task = %task_id, container = %key, pid, "command task running");
+                    self.set_task_state(key, &task_id, TaskState::Running);
+                    let mut status =
+                        self.agent_status(&fw, Some(&executor_id), &task_id, TaskState::Running);
+                    status.message = format!("pid {pid}");
+                    self.report(status);
+                }
+            }
+            Kind::Custom { .. } => {
+                info!(framework = %fw, executor = %executor_id, container = %key, pid, "custom executor launched");
+            }
+        }
+        if killed {
+            self.kill_container(key);
+        }
+    }
+
+    /// A launch failed: what exists of its sandbox is finished; a full disk gets a sweep now.
+    fn launch_failed_in(&mut self, sandbox: PathBuf, e: &ContainerError) {
+        self.effects.push(Effect::ScheduleGc { sandbox });
+        if matches!(e, ContainerError::DiskFull { .. }) {
+            self.effects.push(Effect::SweepGcNow);
+        }
+    }
+
+    fn give_task_to_executor(&mut self, key: &ContainerKey, task: TaskInfo) {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        run.idle_since = None;
+        self.dirty.insert(key.clone());
+        match run.conn {
+            Some(serial) => {
+                run.tasks
+                    .insert(task.task_id.clone(), TaskRun::staging(task.clone()));
+                let msg = AgentToExecutor::LaunchTask(task);
+                self.effects.push(Effect::ToExecutor { serial, msg });
+            }
+            None => run.queued.push(task),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Killing
+
+    pub(super) fn kill_task(&mut self, fw: &FrameworkId, task_id: &TaskId) {
+        let Some(key) = self.find_task(fw, task_id) else {
+            info!(framework = %fw, task = %task_id, "kill for a task unknown here; reporting it LOST");
+            let status = self
+                .agent_status(fw, None, task_id, TaskState::Lost)
+                .with_reason(
+                    TaskReason::AgentUnknown,
+                    "task is not running on this agent",
+                );
+            self.report(status);
+            return;
+        };
+        let Some(run) = self.runs.get_mut(&key) else {
+            return;
+        };
+        let executor_id = run.executor_id.clone();
+        if let Some(pos) = run.queued.iter().position(|t| &t.task_id == task_id) {
+            // Never reached its executor: nothing to stop.
+            run.queued.remove(pos);
+            let status = self
+                .agent_status(fw, Some(&executor_id), task_id, TaskState::Killed)
+                .with_reason(
+                    TaskReason::KilledByRequest,
+                    "killed before its executor registered",
+                );
+            self.report(status);
+            return;
+        }
+        let Some(task) = run.tasks.get_mut(task_id) else {
+            return;
+        };
+        if task.state.is_terminal() {
+            return;
+        }
+        task.kill_requested = true;
+        info!(framework = %fw, task = %task_id, container = %key, "killing task");
+        match (&run.kind, run.conn) {
+            (Kind::Custom { .. }, Some(serial)) => {
+                let msg = AgentToExecutor::KillTask(task_id.clone());
+                self.effects.push(Effect::ToExecutor { serial, msg });
+            }
+            _ => self.kill_container(&key),
+        }
+    }
+
+    /// Asks for the container to be stopped, if it runs (one being launched is stopped once
+    /// it is up: see `launched`).
+    pub(super) fn kill_container(&mut self, key: &ContainerKey) {
+        if self.runs.get(key).is_some_and(|r| r.container.is_some()) {
+            self.effects.push(Effect::Kill {
+                container: key.clone(),
+            });
+        }
+    }
+
+    pub(super) fn shutdown_framework(&mut self, fw: &FrameworkId) {
+        info!(framework = %fw, "framework shut down by the master; killing its executors");
+        let keys: Vec<ContainerKey> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| &r.framework_id == fw)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(run) = self.runs.get_mut(&key) {
+                run.shutting_down = true;
+                for t in run.tasks.values_mut() {
+                    t.kill_requested = true;
+                }
+                if let Some(serial) = run.conn {
+                    let msg = AgentToExecutor::Shutdown;
+                    self.effects.push(Effect::ToExecutor { serial, msg });
+                }
+            }
+            self.kill_container(&key);
+        }
+        self.forget_framework_updates(fw);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Containers ending
+
+    pub(super) fn container_exited(
+        &mut self,
+        key: &ContainerKey,
+        report: ExitReport,
+        now: Instant,
+    ) {
+        self.reconnected(key, now);
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        run.exited = true;
+        run.conn = None;
+        run.container = None;
+        let sandbox = run.sandbox.clone();
+        let fw = run.framework_id.clone();
+        let executor_id = run.executor_id.clone();
+        let is_command = matches!(run.kind, Kind::Command);
+        info!(framework = %fw, executor = %executor_id, container = %key, "container ended: {}", report.describe());
+        let mut outcomes: Vec<TaskStatus> = Vec::new();
+        for (task_id, task) in run.tasks.iter() {
+            if task.state.is_terminal() {
+                continue;
+            }
+            let mut status = TaskStatus::new(
+                fw.clone(),
+                task_id.clone(),
+                TaskState::Failed,
+                UpdateSource::Agent,
+            );
+            status.executor_id = Some(executor_id.clone());
+            status.exit_code = report.code;
+            let (state, reason) = if task.kill_requested {
+                (TaskState::Killed, TaskReason::KilledByRequest)
+            } else if report.memory_limit_exceeded {
+                (TaskState::Failed, TaskReason::MemoryLimit)
+            } else if is_command && report.success() {
+                (TaskState::Finished, TaskReason::CommandExited)
+            } else if is_command {
+                (TaskState::Failed, TaskReason::CommandExited)
+            } else {
+                (TaskState::Failed, TaskReason::ExecutorTerminated)
+            };
+            status.state = state;
+            status.reason = Some(reason);
+            status.message = if is_command {
+                report.describe()
+            } else {
+                format!("executor {executor_id} ended: {}", report.describe())
+            };
+            outcomes.push(status);
+        }
+        for task in run.queued.drain(..) {
+            let status = TaskStatus::new(
+                fw.clone(),
+                task.task_id.clone(),
+                TaskState::Failed,
+                UpdateSource::Agent,
+            )
+            .with_reason(
+                TaskReason::ExecutorTerminated,
+                format!(
+                    "executor {executor_id} ended before it registered: {}",
+                    report.describe()
+                ),
+            );
+            outcomes.push(status);
+        }
+        self.effects.push(Effect::ScheduleGc { sandbox });
+        for status in outcomes {
+            self.set_task_state(key, &status.task_id, status.state);
+            self.report(status);
+        }
+        if !is_command {
+            self.send_master(AgentToMaster::ExecutorExited {
+                framework_id: fw.clone(),
+                executor_id: executor_id.clone(),
+            });
+        }
+        let id = (fw, executor_id);
+        if self.active.get(&id) == Some(key) {
+            self.active.remove(&id);
+        }
+        if self.run_is_over(key) {
+            self.remove_run(key);
+        }
+    }
+}
+
+fn new_container_key() -> ContainerKey {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn program_and_args(cmd: &CommandInfo) -> (PathBuf, Vec<String>) {
+    if cmd.shell {
+        (
+            PathBuf::from("/bin/sh"),
+            vec!["-c".into(), cmd.value.clone()],
+        )
+    } else {
+        (PathBuf::from(&cmd.value), cmd.arguments.clone())
+    }
+}

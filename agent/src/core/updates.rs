@@ -1,0 +1,212 @@
+//! Reporting task states, and the group commit that makes them durable before anything is
+//! sent: [`Agent::take_writes`] hands the runtime one burst's checkpoints and updates,
+//! [`Agent::committed`] takes what became of them. Also what an acknowledgement frees: a task
+//! whose terminal update is acknowledged is forgotten, and a run with nothing left is removed.
+
+use super::{Agent, ContainerKey, Effect, Kind, Recorded, Run, Writes};
+use crate::checkpoint::{RunCheckpoint, TaskCheckpoint};
+use bramble_proto::messages::AgentToExecutor;
+use bramble_proto::{FrameworkId, TaskId, TaskStatus};
+use tracing::{debug, error};
+
+impl Agent {
+    /// Collects `status` for the next commit. Every state change the agent itself decides
+    /// goes through here; nothing is sent before it is durable.
+    pub(super) fn report(&mut self, mut status: TaskStatus) {
+        status.agent_id = self.agent_id.clone();
+        self.uncommitted.push((status, None));
+    }
+
+    /// Like `report` for an executor's update, which the executor gets acknowledged (by
+    /// `uuid`) once it is durable.
+    pub(super) fn report_for_executor(
+        &mut self,
+        mut status: TaskStatus,
+        key: &ContainerKey,
+        uuid: uuid::Uuid,
+    ) {
+        status.agent_id = self.agent_id.clone();
+        self.uncommitted.push((status, Some((key.clone(), uuid))));
+    }
+
+    /// Whether an update of this task is still unacknowledged, counting the ones reported in
+    /// this burst and not yet committed.
+    pub(super) fn awaiting_ack(&self, fw: &FrameworkId, task_id: &TaskId) -> bool {
+        let same = |(u, _): &(TaskStatus, _)| &u.framework_id == fw && &u.task_id == task_id;
+        self.unacknowledged
+            .contains_key(&(fw.clone(), task_id.clone()))
+            || self.uncommitted.iter().any(same)
+            || self.committing.iter().any(same)
+    }
+
+    /// Every task of the run has ended and been acknowledged: nothing is left to remember.
+    pub(super) fn run_is_over(&self, key: &ContainerKey) -> bool {
+        self.runs.get(key).is_some_and(|r| {
+            r.tasks.values().all(|t| t.terminal)
+                && r.tasks
+                    .keys()
+                    .all(|tid| !self.awaiting_ack(&r.framework_id, tid))
+        })
+    }
+
+    /// The burst's durable writes (see [`Writes`]). Call [`Agent::committed`] with what became
+    /// of its updates before taking the next.
+    pub fn take_writes(&mut self) -> Writes {
+        let removed_runs = std::mem::take(&mut self.removed).into_iter().collect();
+        let runs = std::mem::take(&mut self.dirty)
+            .iter()
+            .filter_map(|key| self.runs.get(key).map(|run| run_checkpoint(key, run)))
+            .collect();
+        self.committing.append(&mut self.uncommitted);
+        Writes {
+            agent_id: self.new_agent_id.take(),
+            removed_runs,
+            runs,
+            updates: self.committing.iter().map(|(s, _)| s.clone()).collect(),
+        }
+    }
+
+    /// What became of the updates of the last [`Writes`], in their order: durable ones are
+    /// awaited acknowledgements now (and executors' are acknowledged to them); unwritten ones
+    /// are kept, in order, for the next commit.
+    pub fn committed(&mut self, outcomes: &[Recorded]) -> Vec<Effect> {
+        let batch = std::mem::take(&mut self.committing);
+        if batch.len() != outcomes.len() {
+            error!(
+                updates = batch.len(),
+                outcomes = outcomes.len(),
+                "commit outcome does not match its updates; keeping them all for the next commit"
+            );
+            self.uncommitted.splice(0..0, batch);
+            return self.take_effects();
+        }
+        let mut retry = Vec::new();
+        for ((status, ack), outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                Recorded::NotWritten => {
+                    retry.push((status, ack));
+                    continue;
+                }
+                Recorded::Refused => {}
+                Recorded::Durable => {
+                    self.unacknowledged.insert(
+                        (status.framework_id.clone(), status.task_id.clone()),
+                        status.state,
+                    );
+                    // An executor's update is acknowledged only once durable; unrecorded, it
+                    // resends.
+                    let conn = ack.and_then(|(key, uuid)| {
+                        self.runs.get(&key).and_then(|r| r.conn).map(|s| (s, uuid))
+                    });
+                    if let Some((serial, uuid)) = conn {
+                        let msg = AgentToExecutor::UpdateAck(uuid);
+                        self.effects.push(Effect::ToExecutor { serial, msg });
+                    }
+                }
+            }
+            debug!(task = %status.task_id, state = %status.state, recorded = (*outcome == Recorded::Durable), "status update");
+        }
+        // Behind an update that failed to write, its task's later updates wait too.
+        retry.append(&mut self.uncommitted);
+        self.uncommitted = retry;
+        self.take_effects()
+    }
+
+    /// The update log removed an acknowledged head update (see `Effect::AcknowledgeUpdate`).
+    pub(super) fn update_acknowledged(
+        &mut self,
+        fw: &FrameworkId,
+        task_id: &TaskId,
+        settled: bool,
+    ) {
+        if settled {
+            self.unacknowledged.remove(&(fw.clone(), task_id.clone()));
+        }
+        self.forget_acknowledged(fw, task_id);
+    }
+
+    /// A task whose terminal update was acknowledged is forgotten; a run with nothing left
+    /// and no process is removed.
+    fn forget_acknowledged(&mut self, fw: &FrameworkId, task_id: &TaskId) {
+        if self.awaiting_ack(fw, task_id) {
+            return;
+        }
+        let found = self.runs.iter_mut().find(|(_, run)| {
+            &run.framework_id == fw && run.tasks.get(task_id).is_some_and(|t| t.terminal)
+        });
+        let Some((key, run)) = found else {
+            return;
+        };
+        let key = key.clone();
+        run.tasks.remove(task_id);
+        let sandbox = run.sandbox.clone();
+        let empty = run.exited && run.tasks.is_empty() && run.queued.is_empty();
+        let live = !run.exited;
+        self.finished_sandboxes
+            .insert((fw.clone(), task_id.clone()), sandbox);
+        if empty {
+            self.remove_run(&key);
+        } else if live {
+            // Or a restarted agent would bring the task back from the run file, with no
+            // update left to say it ended.
+            self.dirty.insert(key);
+        }
+    }
+
+    /// The framework is gone for good: its unacknowledged updates are dropped.
+    pub(super) fn forget_framework_updates(&mut self, fw: &FrameworkId) {
+        self.unacknowledged.retain(|(f, _), _| f != fw);
+        self.effects.push(Effect::ForgetFrameworkUpdates {
+            framework_id: fw.clone(),
+        });
+    }
+
+    /// Forgets a run; its checkpoint is removed in the next commit.
+    pub(super) fn remove_run(&mut self, key: &ContainerKey) {
+        self.dirty.remove(key);
+        self.removed.insert(key.clone());
+        if let Some(run) = self.runs.remove(key) {
+            // However the run ends, its tasks' sandboxes stay readable for operators.
+            for task_id in run.tasks.keys() {
+                self.finished_sandboxes.insert(
+                    (run.framework_id.clone(), task_id.clone()),
+                    run.sandbox.clone(),
+                );
+            }
+            let id = (run.framework_id, run.executor_id);
+            if self.active.get(&id) == Some(key) {
+                self.active.remove(&id);
+            }
+        }
+    }
+}
+
+/// The checkpoint of one run as it stands. A run without a live container is written with
+/// pid 0: there is nothing to re-adopt.
+fn run_checkpoint(key: &ContainerKey, run: &Run) -> RunCheckpoint {
+    let container = run.container.as_ref().filter(|_| !run.exited);
+    RunCheckpoint {
+        container: key.clone(),
+        framework_id: run.framework_id.clone(),
+        executor_id: run.executor_id.clone(),
+        executor: match &run.kind {
+            Kind::Command => None,
+            Kind::Custom { info } => Some(info.clone()),
+        },
+        sandbox: run.sandbox.clone(),
+        token: run.token.clone(),
+        pid: container.map_or(0, |c| c.pid),
+        start_time: container.map_or(0, |c| c.start_time),
+        cgroup_dirs: container.map_or_else(Vec::new, |c| c.cgroup_dirs.clone()),
+        memory_limit_mib: run.memory_limit_mib,
+        tasks: run
+            .tasks
+            .values()
+            .map(|t| TaskCheckpoint {
+                info: t.info.clone(),
+                state: t.state,
+            })
+            .collect(),
+        queued: run.queued.clone(),
+    }
+}
