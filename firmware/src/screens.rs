@@ -223,51 +223,46 @@ fn text_center<D: Canvas>(
     text(d, &s, font, x, y)
 }
 
-/// A horizontal bar: a one-pixel outline, a one-pixel gap, and a fill for `fraction`.
-fn hbar<D: Canvas>(
-    d: &mut D,
-    x: i32,
-    y: i32,
-    w: i32,
-    h: i32,
-    fraction: f64,
-) -> Result<(), D::Error> {
-    Rectangle::new(Point::new(x, y), Size::new(w as u32, h as u32))
-        .into_styled(PrimitiveStyle::with_stroke(ON, 1))
-        .draw(d)?;
-    let inner = w - 4;
-    let fill = filled_px(fraction, inner);
-    if fill > 0 && h > 4 {
-        Rectangle::new(
-            Point::new(x + 2, y + 2),
-            Size::new(fill as u32, (h - 4) as u32),
-        )
-        .into_styled(PrimitiveStyle::with_fill(ON))
-        .draw(d)?;
-    }
-    Ok(())
+/// Which way a bar's fill grows.
+#[derive(Clone, Copy)]
+enum Grows {
+    Rightwards,
+    Upwards,
 }
 
-/// A vertical mini bar, filling upwards, with the same outline and gap as [`hbar`].
-fn vbar<D: Canvas>(
+/// A bar: a one-pixel outline, a one-pixel gap, and a fill for `fraction` growing `grows`.
+fn bar<D: Canvas>(
     d: &mut D,
-    x: i32,
-    y: i32,
-    w: i32,
-    h: i32,
+    (x, y, w, h): (i32, i32, i32, i32),
+    grows: Grows,
     fraction: f64,
 ) -> Result<(), D::Error> {
     Rectangle::new(Point::new(x, y), Size::new(w as u32, h as u32))
         .into_styled(PrimitiveStyle::with_stroke(ON, 1))
         .draw(d)?;
-    let fill = filled_px(fraction, h - 4);
-    if fill > 0 && w > 4 {
-        Rectangle::new(
-            Point::new(x + 2, y + h - 2 - fill),
-            Size::new((w - 4) as u32, fill as u32),
-        )
-        .into_styled(PrimitiveStyle::with_fill(ON))
-        .draw(d)?;
+    if w <= 4 || h <= 4 {
+        return Ok(());
+    }
+    let (origin, size) = match grows {
+        Grows::Rightwards => {
+            let fill = filled_px(fraction, w - 4);
+            (
+                Point::new(x + 2, y + 2),
+                Size::new(fill as u32, (h - 4) as u32),
+            )
+        }
+        Grows::Upwards => {
+            let fill = filled_px(fraction, h - 4);
+            (
+                Point::new(x + 2, y + h - 2 - fill),
+                Size::new((w - 4) as u32, fill as u32),
+            )
+        }
+    };
+    if size.width > 0 && size.height > 0 {
+        Rectangle::new(origin, size)
+            .into_styled(PrimitiveStyle::with_fill(ON))
+            .draw(d)?;
     }
     Ok(())
 }
@@ -323,7 +318,7 @@ fn draw_cluster<D: Canvas>(d: &mut D, s: &PanelState, compact: bool) -> Result<(
         ),
     ] {
         text(d, label, &FONT_6X10, 0, y)?;
-        hbar(d, bar_x, y, bar_w, 9, frac)?;
+        bar(d, (bar_x, y, bar_w, 9), Grows::Rightwards, frac)?;
         text_right(d, value, &FONT_6X10, RIGHT, y)?;
     }
     if compact {
@@ -368,7 +363,12 @@ fn draw_agents<D: Canvas>(
             let y = top + i as i32 * ROW;
             text(d, &fit(&a.name, &FONT_6X9, 48), &FONT_6X9, 0, y - 1)?;
             if a.up {
-                hbar(d, bar_x, y, bar_w, 7, ratio(a.cpus_allocated, a.cpus_total))?;
+                bar(
+                    d,
+                    (bar_x, y, bar_w, 7),
+                    Grows::Rightwards,
+                    ratio(a.cpus_allocated, a.cpus_total),
+                )?;
                 text_right(d, value, &FONT_6X9, RIGHT, y - 1)?;
             } else {
                 text(d, "down", &FONT_6X9, bar_x, y - 1)?;
@@ -389,7 +389,12 @@ fn draw_agents<D: Canvas>(
     for (i, a) in agents.iter().take(cols).enumerate() {
         let x = i as i32 * pitch;
         if a.up {
-            vbar(d, x, top, w, height, ratio(a.cpus_allocated, a.cpus_total))?;
+            bar(
+                d,
+                (x, top, w, height),
+                Grows::Upwards,
+                ratio(a.cpus_allocated, a.cpus_total),
+            )?;
         } else {
             // A down agent: a small cross at the foot of an empty slot.
             let base = top + height - 1;
@@ -453,7 +458,12 @@ fn draw_pi<D: Canvas>(d: &mut D, job: &JobProgress, compact: bool) -> Result<(),
             text_right(d, &tail, &FONT_6X10, RIGHT, 3)?;
         }
         let pw = text_w("100%", &FONT_6X10);
-        hbar(d, 0, 16, RIGHT + 1 - pw - 3, 6, job.fraction())?;
+        bar(
+            d,
+            (0, 16, RIGHT + 1 - pw - 3, 6),
+            Grows::Rightwards,
+            job.fraction(),
+        )?;
         text_right(d, &pct, &FONT_6X10, RIGHT, 14)?;
         text(d, &rate, &FONT_6X10, 0, 23)?;
         text_right(d, &left, &FONT_6X10, RIGHT, 23)?;
@@ -472,7 +482,12 @@ fn draw_pi<D: Canvas>(d: &mut D, job: &JobProgress, compact: bool) -> Result<(),
 
     // Progress bar with percent.
     let pw = text_w("100%", &FONT_6X10);
-    hbar(d, 0, 36, RIGHT + 1 - pw - 4, 9, job.fraction())?;
+    bar(
+        d,
+        (0, 36, RIGHT + 1 - pw - 4, 9),
+        Grows::Rightwards,
+        job.fraction(),
+    )?;
     text_right(d, &pct, &FONT_6X10, RIGHT, 36)?;
 
     // Rate and time left.
