@@ -293,6 +293,7 @@ mod tests {
                     command: Some(CommandInfo::shell("true")),
                     executor: None,
                     data: vec![],
+                    mesos: None,
                 },
                 state: TaskState::Running,
             }],

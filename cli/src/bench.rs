@@ -150,6 +150,7 @@ mod tiny {
                         command,
                         executor: exec,
                         data,
+                        mesos: None,
                     });
                 }
                 self.first_launch.get_or_insert(now);

@@ -58,6 +58,7 @@ impl Scheduler for RunOne {
                     command: Some(CommandInfo::shell(line)),
                     executor: None,
                     data: Vec::new(),
+                    mesos: None,
                 };
                 eprintln!("running {id} on {}", offer.hostname);
                 let _ = driver.launch_tasks(vec![offer.id], vec![task], Filters::default());

@@ -326,6 +326,7 @@ impl Scheduler for FactorialScheduler {
                     command: None,
                     executor: Some(self.executor.clone()),
                     data: n.to_string().into_bytes(),
+                    mesos: None,
                 });
             }
             if tasks.is_empty() {

@@ -67,6 +67,7 @@ pub fn command_task(
         command: Some(command),
         executor: None,
         data: Vec::new(),
+        mesos: None,
     })
 }
 

@@ -383,6 +383,10 @@ mod tests {
                 name: format!("{id}-name"),
                 role: "*".into(),
                 failover_timeout_secs: 60.0,
+                principal: None,
+                user: String::new(),
+                webui_url: None,
+                api: bramble_proto::messages::FrameworkApi::Bramble,
             },
         }
     }
@@ -426,6 +430,7 @@ mod tests {
                 command: Some(CommandInfo::shell("sleep 1")),
                 executor: None,
                 data: vec![9, 9],
+                mesos: None,
             },
             state,
             message: "pid 42".into(),

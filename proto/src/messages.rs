@@ -69,6 +69,8 @@ pub enum AgentToMaster {
     ExecutorExited {
         framework_id: FrameworkId,
         executor_id: ExecutorId,
+        /// The executor process's wait status (exit code, or 128 + signal), when known.
+        status: Option<i32>,
     },
     /// Answer to `MasterToAgent::ReadSandbox`.
     SandboxData {
@@ -115,6 +117,12 @@ pub enum MasterToAgent {
         executor_id: ExecutorId,
         data: Vec<u8>,
     },
+    /// Stop one executor (a scheduler's SHUTDOWN call): it is told to shut down and killed
+    /// after its grace period.
+    ShutdownExecutor {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
     /// The framework is gone: kill its tasks and executors.
     ShutdownFramework {
         framework_id: FrameworkId,
@@ -156,6 +164,35 @@ pub struct FrameworkInfo {
     pub name: String,
     pub role: String,
     pub failover_timeout_secs: f64,
+    /// Who registered the framework, when the edge authenticated one (the Mesos API's HTTP
+    /// Basic principal). A framework bound to a principal can only be failed over by it.
+    pub principal: Option<String>,
+    /// The user the framework asked its tasks to run as (Mesos's `FrameworkInfo.user`); shown,
+    /// not obeyed: tasks run as the agent's task user.
+    pub user: String,
+    /// The framework's own web UI, linked from the master's (Mesos's `webui_url`).
+    pub webui_url: Option<String>,
+    /// Which API the framework speaks.
+    pub api: FrameworkApi,
+}
+
+/// The API a framework speaks to the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FrameworkApi {
+    /// Bramble's own: QUIC with mutual TLS, through `bramble-sdk`.
+    #[default]
+    Bramble,
+    /// The Mesos v1 scheduler HTTP API (`POST /api/v1/scheduler`).
+    MesosV1,
+}
+
+impl FrameworkApi {
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameworkApi::Bramble => "bramble",
+            FrameworkApi::MesosV1 => "mesos-v1",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +225,11 @@ pub enum SchedulerCall {
     Suppress,
     Kill {
         task_id: TaskId,
+    },
+    /// Stop one of the framework's executors on one agent (Mesos's SHUTDOWN call).
+    ShutdownExecutor {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
     },
     Acknowledge {
         agent_id: AgentId,
@@ -250,6 +292,13 @@ pub enum MasterEvent {
     },
     AgentLost {
         agent_id: AgentId,
+    },
+    /// One of the framework's custom executors ended (Mesos's FAILURE with an executor id);
+    /// `status` is its wait status when the agent knows it.
+    ExecutorLost {
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        status: Option<i32>,
     },
     /// A call was refused; the connection stays up unless the error is fatal.
     Error {

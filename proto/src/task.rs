@@ -65,6 +65,34 @@ pub struct TaskInfo {
     pub executor: Option<ExecutorInfo>,
     /// Opaque bytes for the executor (e.g. the pi chunk's term range).
     pub data: Vec<u8>,
+    /// Set for a task launched through the Mesos v1 scheduler API: what the agent needs to
+    /// speak the Mesos executor API to its executor. `None` for native tasks.
+    pub mesos: Option<Box<MesosTask>>,
+}
+
+/// What a task launched through the Mesos v1 scheduler API carries beyond a native task. The
+/// master's Mesos edge fills it in; the agent's Mesos executor edge reads it. The JSON strings
+/// are relayed to the executor as they are, so fields Bramble has no use for (labels,
+/// discovery, health checks) still reach a Mesos executor that reads them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MesosTask {
+    /// The task's Mesos `TaskInfo`, compact JSON, `agent_id` filled in: sent in the executor's
+    /// LAUNCH or LAUNCH_GROUP event.
+    pub task_json: String,
+    /// Tasks of one LAUNCH_GROUP operation share a group number (unique within the framework's
+    /// accept); `None` for a plain LAUNCH.
+    pub group: Option<u32>,
+    /// The custom executor's Mesos `ExecutorInfo`, compact JSON with `framework_id` (for the
+    /// executor's SUBSCRIBED event); `None` for a command task.
+    pub executor_json: Option<String>,
+    /// The framework's Mesos `FrameworkInfo`, compact JSON with its `id` (for SUBSCRIBED).
+    pub framework_json: String,
+    /// `FrameworkInfo.checkpoint`: the executor is told to reconnect to a restarted agent
+    /// (`MESOS_CHECKPOINT=1`) rather than exit.
+    pub checkpoint: bool,
+    /// `ExecutorInfo.shutdown_grace_period` (Mesos's default is 5 s): how long the executor
+    /// has between SHUTDOWN and being killed.
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

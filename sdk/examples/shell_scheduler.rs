@@ -58,6 +58,7 @@ impl Scheduler for Shell {
                         .then(|| CommandInfo::shell(&self.args.command)),
                     executor: self.executor.clone(),
                     data: self.args.command.clone().into_bytes(),
+                    mesos: None,
                 });
             }
             let _ = driver.launch_tasks(vec![offer.id], tasks, Filters::default());

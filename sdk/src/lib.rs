@@ -133,6 +133,7 @@ mod tests {
             command: Some(CommandInfo::shell("true")),
             executor: None,
             data: vec![],
+            mesos: None,
         };
         let s = status(&task, TaskState::Running).reason(TaskReason::CommandExited);
         assert_eq!(s.task_id, TaskId::from("t"));

@@ -130,6 +130,7 @@ fn task(id: &str, data: &[u8]) -> TaskInfo {
         command: None,
         executor: Some(executor_info()),
         data: data.to_vec(),
+        mesos: None,
     }
 }
 

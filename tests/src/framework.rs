@@ -252,6 +252,7 @@ pub fn shell_task(offer: &Offer, id: &str, cpus: f64, mem_mib: u64, line: &str) 
         command: Some(CommandInfo::shell(line)),
         executor: None,
         data: Vec::new(),
+        mesos: None,
     }
 }
 
@@ -287,6 +288,7 @@ impl TestExecutor {
                 resources: Resources::new(0.1, 32),
             }),
             data: data.as_bytes().to_vec(),
+            mesos: None,
         }
     }
 }

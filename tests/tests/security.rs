@@ -13,6 +13,10 @@ fn framework(name: &str) -> SchedulerCall {
         name: name.into(),
         role: "*".into(),
         failover_timeout_secs: 10.0,
+        principal: None,
+        user: String::new(),
+        webui_url: None,
+        api: bramble_proto::messages::FrameworkApi::Bramble,
     })
 }
 

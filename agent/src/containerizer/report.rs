@@ -24,6 +24,16 @@ pub struct ExitReport {
 }
 
 impl ExitReport {
+    /// The leader's status as `waitpid` reports it (exit code in the high byte, or the
+    /// terminating signal): what Mesos's FAILURE event carries. `None` when nobody saw it end.
+    pub fn wait_status(&self) -> Option<i32> {
+        match (self.code, self.signal) {
+            (Some(code), _) => Some((code & 0xff) << 8),
+            (None, Some(signal)) => Some(signal & 0x7f),
+            (None, None) => None,
+        }
+    }
+
     /// True for a clean `exit 0` that nobody asked for and no limit caused.
     pub fn success(&self) -> bool {
         self.code == Some(0) && !self.killed && !self.memory_limit_exceeded

@@ -371,6 +371,7 @@ impl Agent {
                 .push(Effect::ToMaster(AgentToMaster::ExecutorExited {
                     framework_id,
                     executor_id,
+                    status: None,
                 }));
         }
         self.master_connected = true;
@@ -427,6 +428,10 @@ impl Agent {
                     }
                 }
             }
+            MasterToAgent::ShutdownExecutor {
+                framework_id,
+                executor_id,
+            } => self.shutdown_executor(&framework_id, &executor_id),
             MasterToAgent::ShutdownFramework { framework_id } => {
                 self.shutdown_framework(&framework_id)
             }

@@ -14,7 +14,7 @@ use bramble_proto::{ExecutorId, FrameworkId, TaskId, TaskReason, TaskState, Task
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 impl Agent {
     // -----------------------------------------------------------------------------------------
@@ -368,6 +368,28 @@ impl Agent {
             .filter(|(_, r)| &r.framework_id == fw)
             .map(|(k, _)| k.clone())
             .collect();
+        self.shut_down_runs(keys);
+        self.forget_framework_updates(fw);
+    }
+
+    /// A scheduler's SHUTDOWN call for one executor: it is told to stop and its container is
+    /// killed; its tasks end KILLED and `ExecutorExited` follows, as for a framework shutdown.
+    pub(super) fn shutdown_executor(&mut self, fw: &FrameworkId, executor_id: &ExecutorId) {
+        let keys: Vec<ContainerKey> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| &r.framework_id == fw && &r.executor_id == executor_id && !r.exited)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            debug!(framework = %fw, executor = %executor_id, "shutdown for an executor that is not running; nothing to do");
+            return;
+        }
+        info!(framework = %fw, executor = %executor_id, "executor shut down at the framework's request");
+        self.shut_down_runs(keys);
+    }
+
+    fn shut_down_runs(&mut self, keys: Vec<ContainerKey>) {
         for key in keys {
             if let Some(run) = self.runs.get_mut(&key) {
                 run.shutting_down = true;
@@ -381,7 +403,6 @@ impl Agent {
             }
             self.kill_container(&key);
         }
-        self.forget_framework_updates(fw);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -463,6 +484,7 @@ impl Agent {
             self.send_master(AgentToMaster::ExecutorExited {
                 framework_id: fw.clone(),
                 executor_id: executor_id.clone(),
+                status: report.wait_status(),
             });
         }
         let id = (fw, executor_id);

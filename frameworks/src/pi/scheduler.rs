@@ -310,6 +310,7 @@ impl PiScheduler {
                 command: None,
                 executor: Some(executor.clone()),
                 data: chunk.to_bytes(),
+                mesos: None,
             });
         }
         if tasks.is_empty() {

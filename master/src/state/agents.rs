@@ -87,17 +87,27 @@ impl Master {
                 AgentToMaster::ExecutorExited {
                     framework_id,
                     executor_id,
+                    status,
                 },
                 Some(Bound::Agent(id)),
             ) => {
-                let freed = self
-                    .agents
-                    .get_mut(&id)
-                    .and_then(|a| a.executors.remove(&(framework_id.clone(), executor_id)));
+                let freed = self.agents.get_mut(&id).and_then(|a| {
+                    a.executors
+                        .remove(&(framework_id.clone(), executor_id.clone()))
+                });
                 if let Some(res) = freed {
                     self.dirty_agents.insert(id.clone());
                     self.allocator.recover(&id, &framework_id, &res);
                     self.allocation_due = true;
+                    // Best effort, as Mesos's FAILURE event: a framework that is away misses it.
+                    self.send_framework(
+                        &framework_id,
+                        MasterEvent::ExecutorLost {
+                            agent_id: id,
+                            executor_id,
+                            status,
+                        },
+                    );
                 }
             }
         }

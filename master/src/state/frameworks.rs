@@ -7,7 +7,7 @@ use super::peers::Bound;
 use super::tasks::TaskEntry;
 use super::{ConnId, Master};
 use bramble_proto::messages::{FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall};
-use bramble_proto::{AgentId, FrameworkId, TaskId, TaskStatus};
+use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use tracing::info;
@@ -59,6 +59,10 @@ impl Master {
                 self.rescind_framework_offers(&fw);
             }
             SchedulerCall::Kill { task_id } => self.kill(&fw, &task_id),
+            SchedulerCall::ShutdownExecutor {
+                agent_id,
+                executor_id,
+            } => self.shutdown_executor(&fw, &agent_id, executor_id),
             SchedulerCall::Acknowledge {
                 agent_id,
                 task_id,
@@ -103,6 +107,42 @@ impl Master {
                 });
                 self.progress.insert(fw, progress);
             }
+        }
+    }
+
+    /// Mesos's SHUTDOWN call: the agent tells the executor to stop and kills it after its
+    /// grace period; its tasks end with their own updates and the agent's `ExecutorExited`
+    /// frees its resources. Unknown executors are reported back, never guessed at.
+    fn shutdown_executor(&mut self, fw: &FrameworkId, agent_id: &AgentId, executor_id: ExecutorId) {
+        let known = self
+            .agents
+            .get(agent_id)
+            .is_some_and(|a| a.executors.contains_key(&(fw.clone(), executor_id.clone())));
+        let connected = self.agents.get(agent_id).and_then(|a| a.conn).is_some();
+        if known && connected {
+            info!(framework = %fw, agent = %agent_id, executor = %executor_id, "shutting an executor down at the framework's request");
+            self.send_agent(
+                agent_id,
+                MasterToAgent::ShutdownExecutor {
+                    framework_id: fw.clone(),
+                    executor_id,
+                },
+            );
+        } else {
+            let why = if known {
+                "is not connected"
+            } else {
+                "runs no such executor of this framework"
+            };
+            self.send_framework(
+                fw,
+                MasterEvent::Error {
+                    message: format!(
+                        "shutdown of executor {executor_id} not delivered: agent {agent_id} {why}"
+                    ),
+                    fatal: false,
+                },
+            );
         }
     }
 

@@ -71,6 +71,10 @@ pub(super) fn connect_framework(
         name: "fw".into(),
         role: "*".into(),
         failover_timeout_secs: 60.0,
+        principal: None,
+        user: String::new(),
+        webui_url: None,
+        api: bramble_proto::messages::FrameworkApi::Bramble,
     };
     m.handle(
         Input::FromScheduler {
@@ -113,6 +117,7 @@ pub(super) fn task_info(id: &str) -> TaskInfo {
         command: Some(CommandInfo::shell("sleep 600")),
         executor: None,
         data: Vec::new(),
+        mesos: None,
     }
 }
 
@@ -125,6 +130,10 @@ pub(super) fn recovered(tasks: &[&str]) -> Recovered {
                 name: "fw".into(),
                 role: "*".into(),
                 failover_timeout_secs: 60.0,
+                principal: None,
+                user: String::new(),
+                webui_url: None,
+                api: bramble_proto::messages::FrameworkApi::Bramble,
             },
         }],
         agents: vec![AgentRecord {

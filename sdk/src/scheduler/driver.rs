@@ -132,6 +132,19 @@ impl SchedulerDriver {
         self.call(SchedulerCall::Kill { task_id })
     }
 
+    /// Stops one of the framework's executors on `agent_id`: it is told to shut down and
+    /// killed after its grace period; `executor_lost` follows.
+    pub fn shutdown_executor(
+        &self,
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+    ) -> Result<(), SdkError> {
+        self.call(SchedulerCall::ShutdownExecutor {
+            agent_id,
+            executor_id,
+        })
+    }
+
     /// Acknowledges an update when implicit acknowledgements are off. Updates without a uuid
     /// (the master's own) need no acknowledgement and are ignored.
     pub fn acknowledge(&self, status: &TaskStatus) -> Result<(), SdkError> {

@@ -28,7 +28,7 @@ pub use driver::SchedulerDriver;
 use crate::error::SdkError;
 use async_trait::async_trait;
 use bramble_proto::identity::Credentials;
-use bramble_proto::messages::{FrameworkInfo, Offer};
+use bramble_proto::messages::{FrameworkApi, FrameworkInfo, Offer};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, OfferId, TaskStatus};
 use std::net::SocketAddr;
 
@@ -79,6 +79,17 @@ pub trait Scheduler: Send {
     /// The agent was removed; its tasks are reported LOST separately.
     async fn agent_lost(&mut self, _driver: &SchedulerDriver, _agent_id: &AgentId) {}
 
+    /// One of the framework's custom executors ended (its tasks are reported separately);
+    /// `status` is its wait status when the agent knows it.
+    async fn executor_lost(
+        &mut self,
+        _driver: &SchedulerDriver,
+        _agent_id: &AgentId,
+        _executor_id: &ExecutorId,
+        _status: Option<i32>,
+    ) {
+    }
+
     /// The connection to the master dropped; the driver is reconnecting. Driver calls return
     /// `SdkError::Disconnected` until `registered` is called again.
     async fn disconnected(&mut self, _driver: &SchedulerDriver) {}
@@ -120,6 +131,10 @@ pub fn framework_info(name: impl Into<String>) -> FrameworkInfo {
         name: name.into(),
         role: "*".into(),
         failover_timeout_secs: DEFAULT_FAILOVER_TIMEOUT_SECS,
+        principal: None,
+        user: String::new(),
+        webui_url: None,
+        api: FrameworkApi::Bramble,
     }
 }
 

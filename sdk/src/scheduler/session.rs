@@ -144,6 +144,16 @@ impl Runner {
                 info!(agent = %agent_id, "agent lost");
                 scheduler.agent_lost(driver, &agent_id).await;
             }
+            MasterEvent::ExecutorLost {
+                agent_id,
+                executor_id,
+                status,
+            } => {
+                info!(agent = %agent_id, executor = %executor_id, status = ?status, "executor lost");
+                scheduler
+                    .executor_lost(driver, &agent_id, &executor_id, status)
+                    .await;
+            }
             MasterEvent::Error {
                 message,
                 fatal: false,
@@ -273,6 +283,7 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::Revive => "Revive",
         SchedulerCall::Suppress => "Suppress",
         SchedulerCall::Kill { .. } => "Kill",
+        SchedulerCall::ShutdownExecutor { .. } => "ShutdownExecutor",
         SchedulerCall::Acknowledge { .. } => "Acknowledge",
         SchedulerCall::Reconcile { .. } => "Reconcile",
         SchedulerCall::Message { .. } => "Message",

@@ -108,6 +108,7 @@ async fn main() {
                 resources: Resources::new(0.1, 16),
             }),
             data: b"sleep".to_vec(),
+            mesos: None,
         })
         .collect();
     fw.launch(&offer, tasks);

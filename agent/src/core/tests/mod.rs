@@ -48,6 +48,7 @@ fn task(id: &str) -> TaskInfo {
         command: Some(CommandInfo::shell("true")),
         executor: None,
         data: Vec::new(),
+        mesos: None,
     }
 }
 
