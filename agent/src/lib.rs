@@ -25,6 +25,7 @@ pub mod sandbox;
 pub mod status_updates;
 
 use crate::core::{Agent, AgentSettings, AgentView};
+use bramble_proto::dir_lock::{DirLock, DirLockError};
 use bramble_proto::durable::{self, FileError};
 use bramble_proto::identity::Credentials;
 use bramble_proto::transport::client_endpoint;
@@ -71,6 +72,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Locked(#[from] DirLockError),
     #[error("{0}")]
     Updates(#[from] status_updates::StatusUpdateError),
     #[error("{0}")]
@@ -131,6 +134,9 @@ pub struct AgentHandle {
     stop: watch::Sender<Stop>,
     tasks: Vec<JoinHandle<()>>,
     state_task: JoinHandle<()>,
+    /// Held while the agent runs: no second agent on this work dir (released last, in
+    /// `stop_as`, after everything that uses the directory has stopped).
+    work_dir_lock: DirLock,
 }
 
 impl AgentHandle {
@@ -159,6 +165,7 @@ impl AgentHandle {
             let _ = t.await;
         }
         let _ = self.state_task.await;
+        drop(self.work_dir_lock);
     }
 }
 
@@ -196,6 +203,7 @@ pub async fn start_with(
         path: opts.work_dir.clone(),
         source,
     })?;
+    let work_dir_lock = DirLock::acquire(&opts.work_dir, "bramble-agent")?;
     let work_dir = WorkDir::new(&opts.work_dir);
     let checkpoints = Checkpoints::open(&work_dir)?;
     let (runs, reboot) = check_previous_run(&checkpoints, &opts, &recovery)?;
@@ -276,6 +284,7 @@ pub async fn start_with(
         stop,
         tasks: vec![link, socket],
         state_task,
+        work_dir_lock,
     })
 }
 

@@ -10,6 +10,7 @@
 //! cluster id (CA fingerprint) the store was written for, so a state dir from another cluster
 //! is refused instead of being merged into this one.
 
+use bramble_proto::dir_lock::DirLock;
 use bramble_proto::messages::FrameworkInfo;
 use bramble_proto::task::TaskInfo;
 use bramble_proto::{
@@ -47,6 +48,8 @@ pub enum StoreError {
     },
     #[error("the master store {path} is open in another process (is another bramble-master running on this state_dir?)")]
     InUse { path: PathBuf },
+    #[error("{0}")]
+    Locked(#[from] bramble_proto::dir_lock::DirLockError),
     #[error("opening the master store {path}: {source}; it is not a Bramble master store or it is damaged (move it aside to start with an empty store)")]
     Open {
         path: PathBuf,
@@ -156,6 +159,8 @@ impl Recovered {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// One master per state dir, and the refusal names the running one's pid.
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Store {
@@ -172,6 +177,7 @@ impl Store {
             path: state_dir.to_path_buf(),
             source,
         })?;
+        let lock = DirLock::acquire(state_dir, "bramble-master")?;
         let path = state_dir.join(FILE_NAME);
         // A file damaged outside redb is reported as corrupted rather than trusted (a plain
         // open may panic on it); the check is cheap for a store this size.
@@ -188,7 +194,11 @@ impl Store {
                     source,
                 },
             })?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            _lock: lock,
+        };
         store.check_or_init_meta(cluster_id)?;
         let recovered = store.load()?;
         Ok((store, recovered))
@@ -594,10 +604,16 @@ mod tests {
     }
 
     #[test]
-    fn a_second_opener_is_told_the_store_is_in_use() {
+    fn a_second_opener_is_told_the_store_is_in_use_and_by_which_pid() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_store, _) = Store::open(dir.path(), CLUSTER).expect("open");
         let err = Store::open(dir.path(), CLUSTER).expect_err("in use");
-        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("in use by another bramble-master")
+                && msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod bounded;
 pub mod codec;
 pub mod config;
+pub mod dir_lock;
 pub mod discovery;
 pub mod durable;
 pub mod handshake;

@@ -369,3 +369,31 @@ async fn sigterm_leaves_tasks_running_for_the_next_agent() {
     assert_eq!(done.exit_code, Some(0), "{done:?}");
     fw.stop(false).await;
 }
+
+/// A second agent started on a work dir already in use is refused at start, naming the
+/// running agent's pid, and leaves the first one alone (it used to replace the first one's
+/// executor socket and agent id file, and the two flapped on the master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_a_work_dir_in_use_is_refused_naming_the_holder() {
+    let (setup, agent, _fw, _offer) = Setup::start().await;
+    let socket = setup.work_dir().join("agent.sock");
+    let socket_before = std::fs::metadata(&socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let mut intruder = setup.agent("intruder", "2");
+    let status = intruder.exited("the second agent to give up", WAIT).await;
+    assert!(!status.success(), "the second agent must refuse to run");
+    let log = intruder.log_text();
+    assert!(
+        log.contains("in use by another bramble-agent")
+            && log.contains(&format!("pid {}", agent.pid())),
+        "the refusal names the holder's pid:\n{log}"
+    );
+    let socket_after = std::fs::metadata(&socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    assert_eq!(
+        socket_before.ok(),
+        socket_after.ok(),
+        "the first agent's socket is untouched"
+    );
+    let state = setup.net.state().await.expect("state");
+    assert_eq!(state.agents.len(), 1, "{:?}", state.agents);
+    assert!(alive(agent.pid()));
+}
