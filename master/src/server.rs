@@ -16,7 +16,7 @@
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::state::feed::Feed;
-use crate::state::{ConnId, Input, Master, PeerTx, Timeouts};
+use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
 use bramble_proto::identity::Credentials;
@@ -506,7 +506,7 @@ where
         conn: conn_id,
         identity,
         tx: make_tx(tx),
-        handle: Some(conn.clone()),
+        handle: Some(PeerHandle::Quic(conn.clone())),
     };
     if inputs.send(connected).await.is_err() {
         return CodecError::Closed;
