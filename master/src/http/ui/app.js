@@ -82,7 +82,7 @@ function connectEvents() {
   }
   es.onerror = () => {
     live.textContent = "offline"; live.className = "live off";
-    // EventSource retries by itself; if we were logged out, the next /version says so.
+    // EventSource retries by itself; if we were logged out, the next boot's probe says so.
     if (es.readyState === EventSource.CLOSED) setTimeout(boot, 3000);
   };
 }
@@ -434,6 +434,9 @@ async function boot() {
   try {
     const res = await api("/version");
     app.version = await res.json();
+    // /version is open (Mesos clients read it without credentials): ask a guarded
+    // endpoint whether this browser is logged in.
+    if (app.version.auth) await api("/api/v1/state", { method: "HEAD" });
   } catch (e) { return; }
   $("#logout").hidden = !app.version.auth;
   if (panelOk === null) wirePanel();
