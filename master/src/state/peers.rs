@@ -57,7 +57,17 @@ impl Master {
     /// Releases what the committed burst said: into each peer's queue (a full queue drops
     /// that peer), and operators' answers.
     pub fn flush_outbox(&mut self) {
+        // A peer dropped for a full queue is dropped once, not once per message that follows.
+        let mut dropped: Vec<ConnId> = Vec::new();
         for out in std::mem::take(&mut self.outbox) {
+            match &out {
+                Outgoing::Agent(conn, _) | Outgoing::Scheduler(conn, _)
+                    if dropped.contains(conn) =>
+                {
+                    continue
+                }
+                _ => {}
+            }
             let full = match out {
                 Outgoing::Agent(conn, msg) => match self.conns.get(&conn).map(|c| &c.tx) {
                     Some(PeerTx::Agent(tx)) => tx.try_send(msg).is_err().then_some(conn),
@@ -75,6 +85,7 @@ impl Master {
             };
             if let Some(conn) = full {
                 self.drop_slow_peer(conn);
+                dropped.push(conn);
             }
         }
     }
