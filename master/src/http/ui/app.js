@@ -240,7 +240,7 @@ function frameworks() {
     <thead><tr><th>Framework</th><th>Role</th><th>Tasks</th><th>Allocated</th></tr></thead>
     <tbody>${s.frameworks.map((f) => `<tr>
       <td><span class="${f.connected ? "up" : "down"}">●</span> <a href="#/tasks?fw=${encodeURIComponent(f.id)}"><strong>${esc(f.name)}</strong></a><div class="muted mono">${esc(f.id)}</div></td>
-      <td>${esc(f.role)}</td>
+      <td>${esc(f.role)}${f.api === "MesosV1" ? '<div class="muted">Mesos v1 API</div>' : ""}</td>
       <td>${Object.entries(f.tasks_by_state).map(([st, n]) => chip(st, n)).join("")}</td>
       <td class="mono">${cpus(f.allocated.cpus_milli)} cpus, ${mem(f.allocated.mem_mib)}</td>
     </tr>`).join("") || '<tr><td class="muted">No frameworks subscribed.</td></tr>'}</tbody></table></div>`;
