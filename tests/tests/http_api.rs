@@ -424,13 +424,22 @@ async fn token_is_enforced_when_set_and_kill_needs_it() {
             "{path}, wrong token"
         );
     }
-    for path in ["/api/v1/state", "/metrics", "/master/state", "/metrics/snapshot"] {
+    for path in [
+        "/api/v1/state",
+        "/metrics",
+        "/master/state",
+        "/metrics/snapshot",
+    ] {
         let r = request(c.http, "GET", path, auth, "").await;
         assert_eq!(r.status, StatusCode::OK, "{path} with the token");
     }
     // Health checks, Mesos clients' version probe and leader lookup carry no token.
     for path in ["/health", "/master/health", "/version"] {
-        assert_eq!(get(c.http, path).await.status, StatusCode::OK, "{path} is open");
+        assert_eq!(
+            get(c.http, path).await.status,
+            StatusCode::OK,
+            "{path} is open"
+        );
     }
     // The page itself holds no data and loads, so it can ask for the token.
     assert_eq!(get(c.http, "/").await.status, StatusCode::OK);
