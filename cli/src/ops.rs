@@ -107,6 +107,7 @@ pub fn print_frameworks(state: &ClusterState) {
     let columns = [
         Column::left("ID", 40),
         Column::left("NAME", 16),
+        Column::left("API", 9),
         Column::left("CONNECTED", 10),
         Column::right("CPUS", 8),
         Column::right("MEM (MiB)", 10),
@@ -117,6 +118,7 @@ pub fn print_frameworks(state: &ClusterState) {
             vec![
                 f.id.to_string(),
                 f.name.clone(),
+                f.api.name().to_string(),
                 yes_no(f.connected),
                 format!("{:.1}", f.allocated.cpus()),
                 f.allocated.mem_mib.to_string(),

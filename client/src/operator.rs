@@ -232,6 +232,7 @@ mod tests {
             jobs: Vec::new(),
             offers_outstanding: 0,
             completed_tasks: Vec::new(),
+            offers: Vec::new(),
         }
     }
 

@@ -49,6 +49,19 @@ pub struct MasterConfig {
     /// The SSD1306 front panel (`[display]`): enabled = "auto" | "on" | "off", bus, address,
     /// size, rotation.
     pub display: bramble_firmware::DisplayConfig,
+    /// `[mesos]`: the Mesos v1 scheduler API on the HTTP port.
+    pub mesos: MesosConfig,
+}
+
+/// `[mesos]` in master.toml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MesosConfig {
+    /// A credentials file as Mesos's `--credentials` takes it (JSON
+    /// `{"credentials":[{"principal":..,"secret":..}]}` or `principal secret` lines). With it,
+    /// `/api/v1/scheduler` needs HTTP Basic authentication and each framework is bound to the
+    /// principal that registered it; without it the API is open to anyone, as in Mesos.
+    pub credentials: Option<PathBuf>,
 }
 
 impl Default for MasterConfig {
@@ -68,6 +81,7 @@ impl Default for MasterConfig {
             log: None,
             discovery: DiscoveryConfig::default(),
             display: bramble_firmware::DisplayConfig::default(),
+            mesos: MesosConfig::default(),
         }
     }
 }
@@ -164,6 +178,24 @@ mod tests {
         assert!(msg.contains("master.toml"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("agent_timout_secs"), "{msg}");
+    }
+
+    #[test]
+    fn mesos_credentials_path_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(
+            &path,
+            "[mesos]\ncredentials = \"/etc/bramble/mesos.json\"\n",
+        )
+        .expect("write");
+        let cfg = MasterConfig::load(&path, true).expect("valid");
+        assert_eq!(
+            cfg.mesos.credentials.as_deref(),
+            Some(Path::new("/etc/bramble/mesos.json"))
+        );
+        std::fs::write(&path, "[mesos]\ncredential = \"x\"\n").expect("write");
+        assert!(MasterConfig::load(&path, true).is_err(), "typo refused");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::state::feed::Feed;
-use crate::state::{ConnId, Input, Master, PeerTx, Timeouts};
+use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
 use bramble_proto::identity::Credentials;
@@ -59,6 +59,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("the master has stopped")]
     Stopped,
+    #[error("{0}")]
+    Credentials(#[from] crate::http::mesos::CredentialsError),
 }
 
 /// A running master. Dropping it does not stop it; call [`MasterHandle::shutdown`].
@@ -168,6 +170,12 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
     let (store, recovered) = Store::open(&cfg.state_dir, &cluster_id)?;
     info!(store = %store.path().display(), frameworks = recovered.frameworks.len(),
         agents = recovered.agents.len(), tasks = recovered.tasks.len(), "master store opened");
+    // A credentials file that does not read stops the master: running open by mistake would
+    // let any client register frameworks.
+    let mesos_credentials = match &cfg.mesos.credentials {
+        Some(path) => Some(crate::http::mesos::Credentials::load(path)?),
+        None => None,
+    };
     let endpoint = server_endpoint(creds, cfg.listen)?;
     let addr = endpoint.local_addr().unwrap_or(cfg.listen);
     let timeouts = Timeouts {
@@ -194,6 +202,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         cluster_id: cluster_id.clone(),
         name: cfg.name.clone(),
         shutdown: shutdown_rx.clone(),
+        mesos_credentials,
     };
     // Like mDNS, the web side is a convenience: a master that cannot bind it still runs the
     // cluster, and says why loudly.
@@ -506,7 +515,7 @@ where
         conn: conn_id,
         identity,
         tx: make_tx(tx),
-        handle: Some(conn.clone()),
+        handle: Some(PeerHandle::Quic(conn.clone())),
     };
     if inputs.send(connected).await.is_err() {
         return CodecError::Closed;

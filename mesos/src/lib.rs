@@ -10,7 +10,9 @@
 
 pub mod http;
 pub mod json;
+pub mod offer;
 pub mod recordio;
+pub mod scheduler;
 pub mod v1;
 
 pub use v1::Id;

@@ -406,6 +406,25 @@ pub struct ClusterState {
     pub offers_outstanding: u64,
     /// Recently ended tasks the master has already forgotten (bounded, oldest first).
     pub completed_tasks: Vec<TaskSummary>,
+    /// The outstanding offers themselves (for Mesos's `/master/state`).
+    pub offers: Vec<OfferSummary>,
+}
+
+/// An offer made and not yet answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferSummary {
+    pub id: OfferId,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+}
+
+/// A custom executor the master charges an agent for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorSummary {
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub resources: Resources,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -426,6 +445,8 @@ pub struct AgentSummary {
     pub attributes: BTreeMap<String, String>,
     /// When the agent was last heard from, seconds since the Unix epoch.
     pub last_heartbeat: f64,
+    /// Custom executors running there.
+    pub executors: Vec<ExecutorSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -437,6 +458,12 @@ pub struct FrameworkSummary {
     pub allocated: Resources,
     /// The framework's tasks (live and recently completed) counted by state.
     pub tasks_by_state: BTreeMap<TaskState, u64>,
+    /// Which API it speaks (Bramble's or Mesos's v1 HTTP API).
+    pub api: FrameworkApi,
+    pub user: String,
+    pub principal: Option<String>,
+    pub webui_url: Option<String>,
+    pub failover_timeout_secs: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -274,7 +274,9 @@ async fn state_json_matches_the_cluster() {
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.json()["agents"], 2);
     let version = get(c.http, "/version").await.json();
-    assert_eq!(version["version"], bramble_proto::SOFTWARE_VERSION);
+    assert_eq!(version["bramble_version"], bramble_proto::SOFTWARE_VERSION);
+    // Mesos clients read a purely numeric `version` (pymesos crashes on anything else).
+    assert_eq!(version["version"], "1.11.0");
     assert_eq!(version["auth"], false);
 
     let metrics = get(c.http, "/metrics").await;
@@ -405,9 +407,10 @@ async fn token_is_enforced_when_set_and_kill_needs_it() {
     for path in [
         "/api/v1/state",
         "/metrics",
-        "/health",
-        "/version",
         "/api/v1/events",
+        "/master/state",
+        "/state",
+        "/metrics/snapshot",
     ] {
         assert_eq!(
             get(c.http, path).await.status,
@@ -421,9 +424,22 @@ async fn token_is_enforced_when_set_and_kill_needs_it() {
             "{path}, wrong token"
         );
     }
-    for path in ["/api/v1/state", "/metrics", "/health", "/version"] {
+    for path in [
+        "/api/v1/state",
+        "/metrics",
+        "/master/state",
+        "/metrics/snapshot",
+    ] {
         let r = request(c.http, "GET", path, auth, "").await;
         assert_eq!(r.status, StatusCode::OK, "{path} with the token");
+    }
+    // Health checks, Mesos clients' version probe and leader lookup carry no token.
+    for path in ["/health", "/master/health", "/version"] {
+        assert_eq!(
+            get(c.http, path).await.status,
+            StatusCode::OK,
+            "{path} is open"
+        );
     }
     // The page itself holds no data and loads, so it can ask for the token.
     assert_eq!(get(c.http, "/").await.status, StatusCode::OK);

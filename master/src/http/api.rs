@@ -104,17 +104,25 @@ pub async fn health(State(app): State<AppState>) -> Response {
     }
 }
 
-/// `GET /version`: software and protocol versions, and what this page may do.
+/// `GET /version`: Mesos's shape (a purely numeric `version`, pitfall 9, and the build
+/// fields) with Bramble's own version beside it, and what the web page may do.
 pub async fn version(State(app): State<AppState>) -> Response {
-    Json(json!({
-        "version": SOFTWARE_VERSION,
+    let mut v = json!({
+        "version": bramble_mesos::MESOS_VERSION,
+        "bramble_version": SOFTWARE_VERSION,
         "protocol_version": PROTOCOL_VERSION,
         "cluster_id": app.api.cluster_id,
         "name": app.api.name,
         "auth": app.auth_enabled(),
         "can_kill": app.auth_enabled(),
-    }))
-    .into_response()
+    });
+    if let (Some(obj), Some(build)) = (
+        v.as_object_mut(),
+        super::mesos::readonly::build_info().as_object(),
+    ) {
+        obj.extend(build.clone());
+    }
+    Json(v).into_response()
 }
 
 #[derive(Debug, Deserialize)]

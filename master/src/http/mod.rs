@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod events;
+pub mod mesos;
 mod metrics;
 mod ui;
 
@@ -26,7 +27,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use bramble_proto::messages::{OperatorCall, OperatorReply};
 use std::future::IntoFuture;
@@ -55,6 +56,8 @@ pub struct MasterApi {
     pub(crate) cluster_id: String,
     pub(crate) name: String,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The Mesos scheduler API's principals and secrets (`[mesos] credentials`); `None`: open.
+    pub(crate) mesos_credentials: Option<mesos::Credentials>,
 }
 
 /// Why an operator call got no answer.
@@ -87,6 +90,8 @@ pub struct AppState {
     /// The session cookie value that proves the token, when a token is configured.
     auth: Option<Arc<Auth>>,
     streams: Arc<Semaphore>,
+    /// The Mesos v1 scheduler API's shared state (subscriptions, credentials).
+    pub(crate) mesos: Arc<mesos::MesosEdge>,
 }
 
 struct Auth {
@@ -128,15 +133,24 @@ pub async fn serve(
             token,
         })
     });
+    let mesos = Arc::new(mesos::MesosEdge::new(
+        api.inputs.clone(),
+        api.mesos_credentials.clone(),
+        api.cluster_id.clone(),
+        addr,
+        api.shutdown.clone(),
+    ));
     let state = AppState {
         api: Arc::new(api),
         auth,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        mesos,
     };
     let app = router(state.clone());
     info!(%addr, auth = state.auth_enabled(), "master listening (HTTP API and web UI)");
     let task = tokio::spawn(async move {
         let mut signal = shutdown.clone();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = signal.wait_for(|stop| *stop).await;
         });
@@ -176,8 +190,10 @@ fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/panel.png", get(api::panel))
-        .route("/health", get(api::health))
-        .route("/version", get(api::version));
+        .route("/master/state", get(mesos::readonly::state))
+        .route("/state", get(mesos::readonly::state))
+        .route("/master/state-summary", get(mesos::readonly::state_summary))
+        .route("/metrics/snapshot", get(mesos::readonly::metrics_snapshot));
     if state.auth_enabled() {
         // No token, no way to change anything: the route does not even exist then.
         api = api.route("/api/v1/tasks/{framework}/{task}/kill", post(api::kill));
@@ -186,8 +202,18 @@ fn router(state: AppState) -> Router {
         state.clone(),
         require_token,
     ));
+    // Open to all: pymesos reads /version without credentials, health checks and leader
+    // lookups carry none; the scheduler API checks HTTP Basic itself.
+    let open = Router::new()
+        .route("/health", get(api::health))
+        .route("/master/health", get(mesos::readonly::health))
+        .route("/version", get(api::version))
+        .route("/redirect", get(mesos::readonly::redirect))
+        .route("/master/redirect", get(mesos::readonly::redirect))
+        .route("/api/v1/scheduler", any(mesos::scheduler));
     Router::new()
         .merge(ui::routes())
+        .merge(open)
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/logout", post(api::logout))
         .merge(api)

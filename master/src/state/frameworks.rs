@@ -6,11 +6,18 @@ use super::feed::ClusterEvent;
 use super::peers::Bound;
 use super::tasks::TaskEntry;
 use super::{ConnId, Master};
-use bramble_proto::messages::{FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall};
+use bramble_proto::messages::{
+    FrameworkApi, FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall,
+};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use tracing::info;
+
+/// What the old connection of a framework that failed over is told (Mesos's words).
+pub const FAILED_OVER: &str = "Framework failed over";
+/// What a Mesos framework re-subscribing under a removed id is told (Mesos's words).
+pub const FRAMEWORK_REMOVED: &str = "Framework has been removed";
 
 /// A framework the master knows, connected or within its failover timeout, and its tasks.
 pub(super) struct FrameworkEntry {
@@ -151,13 +158,24 @@ impl Master {
             .framework_id
             .clone()
             .unwrap_or_else(|| FrameworkId(bramble_proto::ids::fresh("fw")));
+        if let Some(refusal) = self.subscription_refusal(&id, &info) {
+            info!(framework = %id, principal = ?info.principal, "refusing a subscription: {refusal}");
+            self.send_conn_scheduler(
+                conn,
+                MasterEvent::Error {
+                    message: refusal,
+                    fatal: true,
+                },
+            );
+            return;
+        }
         let failover = self.frameworks.contains_key(&id);
         if let Some(old) = self.frameworks.get(&id).and_then(|f| f.conn) {
             if old != conn {
                 self.send_conn_scheduler(
                     old,
                     MasterEvent::Error {
-                        message: "framework failed over to a new connection".into(),
+                        message: FAILED_OVER.into(),
                         fatal: true,
                     },
                 );
@@ -211,6 +229,31 @@ impl Master {
         self.allocation_due = true;
     }
 
+    /// Why a subscription under `id` must be refused, if it must: a framework bound to a
+    /// principal is failed over only by that principal, and (as in Mesos) a Mesos framework
+    /// that was removed stays removed. Native frameworks keep re-subscribing under a removed id
+    /// as a new framework, as they always have.
+    fn subscription_refusal(&self, id: &FrameworkId, info: &FrameworkInfo) -> Option<String> {
+        if let Some(bound) = self
+            .frameworks
+            .get(id)
+            .and_then(|f| f.info.principal.as_ref())
+        {
+            if info.principal.as_ref() != Some(bound) {
+                return Some(format!(
+                    "Framework {id} is bound to principal '{bound}'; {} may not fail it over",
+                    match &info.principal {
+                        Some(p) => format!("principal '{p}'"),
+                        None => "an unauthenticated scheduler".to_string(),
+                    }
+                ));
+            }
+        }
+        let removed =
+            !self.frameworks.contains_key(id) && self.removed_frameworks.get(id).is_some();
+        (removed && info.api == FrameworkApi::MesosV1).then(|| FRAMEWORK_REMOVED.to_string())
+    }
+
     /// Sends the framework the terminal updates only the master resends (until acknowledged).
     pub(super) fn resend_master_updates(&mut self, fw: &FrameworkId) {
         let pending: Vec<TaskStatus> = self
@@ -250,6 +293,7 @@ impl Master {
         let Some(fw) = self.frameworks.remove(id) else {
             return;
         };
+        self.removed_frameworks.insert(id.clone(), ());
         self.dirty_frameworks.insert(id.clone());
         for task in fw.tasks.keys() {
             self.dirty_tasks.insert((id.clone(), task.clone()));
@@ -327,8 +371,9 @@ impl Master {
 
 #[cfg(test)]
 mod tests {
+    use super::{FAILED_OVER, FRAMEWORK_REMOVED};
     use crate::state::testing::*;
-    use bramble_proto::messages::MasterEvent;
+    use bramble_proto::messages::{FrameworkApi, FrameworkInfo, MasterEvent, SchedulerCall};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -374,5 +419,93 @@ mod tests {
                 .any(|(id, r)| id.as_str() == "fw1" && r.is_none()),
             "{batch:?}"
         );
+    }
+
+    fn mesos_info(id: Option<&str>, principal: Option<&str>) -> FrameworkInfo {
+        FrameworkInfo {
+            principal: principal.map(str::to_string),
+            api: FrameworkApi::MesosV1,
+            ..framework_info(id)
+        }
+    }
+
+    fn fatal_errors(events: &[MasterEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MasterEvent::Error {
+                    message,
+                    fatal: true,
+                } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_framework_bound_to_a_principal_is_not_failed_over_by_another() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut owner =
+            connect_framework_as(&mut m, 2, mesos_info(Some("fw1"), Some("alice")), now);
+        settle(&mut m, now);
+        drain(&mut owner);
+        for (conn, intruder) in [(3, Some("mallory")), (4, None)] {
+            let mut other =
+                connect_framework_as(&mut m, conn, mesos_info(Some("fw1"), intruder), now);
+            settle(&mut m, now);
+            let told = drain(&mut other);
+            assert_eq!(fatal_errors(&told).len(), 1, "{told:?}");
+            assert!(
+                fatal_errors(&told)[0].contains("bound to principal 'alice'"),
+                "{told:?}"
+            );
+            assert!(
+                !told
+                    .iter()
+                    .any(|e| matches!(e, MasterEvent::Subscribed { .. })),
+                "{told:?}"
+            );
+            assert!(drain(&mut owner).is_empty(), "the owner keeps its stream");
+        }
+        // The owner itself may fail over.
+        let mut again =
+            connect_framework_as(&mut m, 5, mesos_info(Some("fw1"), Some("alice")), now);
+        settle(&mut m, now);
+        assert!(matches!(
+            drain(&mut again).first(),
+            Some(MasterEvent::Subscribed { .. })
+        ));
+        assert_eq!(
+            fatal_errors(&drain(&mut owner)),
+            vec![FAILED_OVER.to_string()]
+        );
+    }
+
+    #[test]
+    fn a_removed_mesos_framework_stays_removed_but_a_native_one_comes_back_new() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let _fw = connect_framework_as(&mut m, 2, mesos_info(Some("fw1"), None), now);
+        call(&mut m, 2, SchedulerCall::Teardown, now);
+        settle(&mut m, now);
+        assert!(m.snapshot().frameworks.is_empty());
+        let mut back = connect_framework_as(&mut m, 3, mesos_info(Some("fw1"), None), now);
+        settle(&mut m, now);
+        assert_eq!(
+            fatal_errors(&drain(&mut back)),
+            vec![FRAMEWORK_REMOVED.to_string()]
+        );
+        assert!(m.snapshot().frameworks.is_empty());
+
+        let _native = connect_framework(&mut m, 4, Some("fw2"), now);
+        call(&mut m, 4, SchedulerCall::Teardown, now);
+        settle(&mut m, now);
+        let mut native = connect_framework(&mut m, 5, Some("fw2"), now);
+        settle(&mut m, now);
+        assert!(matches!(
+            drain(&mut native).first(),
+            Some(MasterEvent::Subscribed { .. })
+        ));
     }
 }

@@ -60,6 +60,7 @@ use feed::Feed;
 use frameworks::FrameworkEntry;
 use offers::OfferEntry;
 use operator::PendingRead;
+pub use peers::PeerHandle;
 use peers::{Conn, Outgoing};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -93,7 +94,7 @@ pub enum Input {
         conn: ConnId,
         identity: PeerIdentity,
         tx: PeerTx,
-        handle: Option<quinn::Connection>,
+        handle: Option<PeerHandle>,
     },
     FromAgent {
         conn: ConnId,
@@ -129,6 +130,10 @@ pub struct Master {
     next_allocation: Instant,
     /// Where recent tasks ran, kept after they are forgotten so their sandboxes stay readable.
     task_locations: BoundedMap<(FrameworkId, TaskId), AgentId>,
+    /// Frameworks removed (torn down, or not back within their failover timeout): a Mesos
+    /// framework re-subscribing under one of these ids is told "Framework has been removed".
+    /// In memory only, like Mesos's completed frameworks.
+    removed_frameworks: BoundedMap<FrameworkId, ()>,
     sandbox_reads: HashMap<u64, PendingRead>,
     next_request: u64,
     /// The latest progress each framework published.
@@ -152,6 +157,9 @@ pub struct Master {
 /// How many forgotten tasks the operator views keep.
 const RECENT_COMPLETED: usize = 1000;
 
+/// How many removed frameworks' ids are remembered (to refuse their re-subscription).
+const RECENT_REMOVED_FRAMEWORKS: usize = 1000;
+
 /// How many finished tasks' locations are remembered for `bramble logs`.
 const RECENT_TASKS: usize = 10_000;
 
@@ -172,6 +180,7 @@ impl Master {
             allocation_due: false,
             next_allocation: now,
             task_locations: BoundedMap::new(RECENT_TASKS),
+            removed_frameworks: BoundedMap::new(RECENT_REMOVED_FRAMEWORKS),
             sandbox_reads: HashMap::new(),
             next_request: 0,
             progress: HashMap::new(),

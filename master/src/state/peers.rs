@@ -15,8 +15,28 @@ use tracing::{debug, warn};
 pub(super) struct Conn {
     pub(super) identity: PeerIdentity,
     pub(super) tx: PeerTx,
-    pub(super) handle: Option<quinn::Connection>,
+    pub(super) handle: Option<PeerHandle>,
     pub(super) bound: Option<Bound>,
+}
+
+/// How the state closes a peer it gives up on (a full queue, a protocol error): a QUIC
+/// connection is closed with a code, an HTTP event stream (the Mesos scheduler API) is told to
+/// end through a watch its writer selects on. Either way the edge then reports `Disconnected`.
+#[derive(Debug, Clone)]
+pub enum PeerHandle {
+    Quic(quinn::Connection),
+    Stream(tokio::sync::watch::Sender<Option<String>>),
+}
+
+impl PeerHandle {
+    pub(super) fn close(&self, code: u32, reason: &str) {
+        match self {
+            PeerHandle::Quic(conn) => conn.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
+            PeerHandle::Stream(end) => {
+                end.send_replace(Some(reason.to_string()));
+            }
+        }
+    }
 }
 
 /// What a connection registered (an agent) or subscribed (a framework) as.
@@ -37,7 +57,17 @@ impl Master {
     /// Releases what the committed burst said: into each peer's queue (a full queue drops
     /// that peer), and operators' answers.
     pub fn flush_outbox(&mut self) {
+        // A peer dropped for a full queue is dropped once, not once per message that follows.
+        let mut dropped: Vec<ConnId> = Vec::new();
         for out in std::mem::take(&mut self.outbox) {
+            match &out {
+                Outgoing::Agent(conn, _) | Outgoing::Scheduler(conn, _)
+                    if dropped.contains(conn) =>
+                {
+                    continue
+                }
+                _ => {}
+            }
             let full = match out {
                 Outgoing::Agent(conn, msg) => match self.conns.get(&conn).map(|c| &c.tx) {
                     Some(PeerTx::Agent(tx)) => tx.try_send(msg).is_err().then_some(conn),
@@ -55,6 +85,7 @@ impl Master {
             };
             if let Some(conn) = full {
                 self.drop_slow_peer(conn);
+                dropped.push(conn);
             }
         }
     }
@@ -91,7 +122,7 @@ impl Master {
             warn!(peer = %c.identity.address, subject = %c.identity.subject,
                 "closing peer: its outbound queue is full (too slow or stuck)");
             if let Some(h) = &c.handle {
-                h.close(quinn::VarInt::from_u32(2), b"outbound queue full");
+                h.close(2, "outbound queue full");
             }
         }
     }
@@ -100,7 +131,7 @@ impl Master {
         if let Some(c) = self.conns.get(&conn) {
             warn!(peer = %c.identity.address, subject = %c.identity.subject, "closing peer: {reason}");
             if let Some(h) = &c.handle {
-                h.close(quinn::VarInt::from_u32(1), reason.as_bytes());
+                h.close(1, reason);
             }
         }
     }

@@ -7,7 +7,8 @@ use super::feed::{AgentLoad, ClusterSummary};
 use super::tasks::task_summary;
 use super::{feed, Master};
 use bramble_proto::messages::{
-    AgentSummary, ClusterState, FrameworkSummary, JobSummary, TaskSummary,
+    AgentSummary, ClusterState, ExecutorSummary, FrameworkSummary, JobSummary, OfferSummary,
+    TaskSummary,
 };
 use bramble_proto::{AgentId, Resources};
 use std::collections::BTreeMap;
@@ -80,6 +81,21 @@ impl Master {
                 allocated: self.allocated_on(id, &a.total),
                 attributes: a.attributes.clone(),
                 last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
+                executors: {
+                    let mut e: Vec<ExecutorSummary> = a
+                        .executors
+                        .iter()
+                        .map(|((fw, ex), r)| ExecutorSummary {
+                            framework_id: fw.clone(),
+                            executor_id: ex.clone(),
+                            resources: r.clone(),
+                        })
+                        .collect();
+                    e.sort_by(|a, b| {
+                        (&a.framework_id, &a.executor_id).cmp(&(&b.framework_id, &b.executor_id))
+                    });
+                    e
+                },
             })
             .collect();
         agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
@@ -106,6 +122,11 @@ impl Master {
                         *m.entry(s).or_insert(0) += 1;
                         m
                     }),
+                api: f.info.api,
+                user: f.info.user.clone(),
+                principal: f.info.principal.clone(),
+                webui_url: f.info.webui_url.clone(),
+                failover_timeout_secs: f.info.failover_timeout_secs,
             })
             .collect();
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
@@ -136,6 +157,20 @@ impl Master {
                 })
                 .cloned()
                 .collect(),
+            offers: {
+                let mut offers: Vec<OfferSummary> = self
+                    .offers
+                    .iter()
+                    .map(|(id, o)| OfferSummary {
+                        id: id.clone(),
+                        framework_id: o.framework_id.clone(),
+                        agent_id: o.agent_id.clone(),
+                        resources: o.resources.clone(),
+                    })
+                    .collect();
+                offers.sort_by(|a, b| a.id.cmp(&b.id));
+                offers
+            },
         }
     }
 }

@@ -70,7 +70,9 @@ impl TaskEntry {
 }
 
 impl Master {
-    pub(super) fn status_update(&mut self, agent_id: &AgentId, status: TaskStatus) {
+    pub(super) fn status_update(&mut self, agent_id: &AgentId, mut status: TaskStatus) {
+        // Schedulers acknowledge by agent (Mesos clients read it from every update).
+        status.agent_id.get_or_insert_with(|| agent_id.clone());
         let fw = status.framework_id.clone();
         let Some(uuid) = status.uuid else {
             warn!(agent = %agent_id, task = %status.task_id, "agent sent a status update without uuid; ignoring");

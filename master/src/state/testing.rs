@@ -56,6 +56,30 @@ pub(super) fn connect_framework(
     id: Option<&str>,
     now: Instant,
 ) -> mpsc::Receiver<MasterEvent> {
+    connect_framework_as(m, conn, framework_info(id), now)
+}
+
+/// A native framework's info with a 60 s failover timeout.
+pub(super) fn framework_info(id: Option<&str>) -> FrameworkInfo {
+    FrameworkInfo {
+        framework_id: id.map(|i| FrameworkId(i.into())),
+        name: "fw".into(),
+        role: "*".into(),
+        failover_timeout_secs: 60.0,
+        principal: None,
+        user: String::new(),
+        webui_url: None,
+        api: bramble_proto::messages::FrameworkApi::Bramble,
+    }
+}
+
+/// Connects a scheduler on `conn` and subscribes it with `info`.
+pub(super) fn connect_framework_as(
+    m: &mut Master,
+    conn: ConnId,
+    info: FrameworkInfo,
+    now: Instant,
+) -> mpsc::Receiver<MasterEvent> {
     let (tx, rx) = mpsc::channel(64);
     m.handle(
         Input::Connected {
@@ -66,16 +90,6 @@ pub(super) fn connect_framework(
         },
         now,
     );
-    let info = FrameworkInfo {
-        framework_id: id.map(|i| FrameworkId(i.into())),
-        name: "fw".into(),
-        role: "*".into(),
-        failover_timeout_secs: 60.0,
-        principal: None,
-        user: String::new(),
-        webui_url: None,
-        api: bramble_proto::messages::FrameworkApi::Bramble,
-    };
     m.handle(
         Input::FromScheduler {
             conn,

@@ -82,7 +82,7 @@ function connectEvents() {
   }
   es.onerror = () => {
     live.textContent = "offline"; live.className = "live off";
-    // EventSource retries by itself; if we were logged out, the next /version says so.
+    // EventSource retries by itself; if we were logged out, the next boot's probe says so.
     if (es.readyState === EventSource.CLOSED) setTimeout(boot, 3000);
   };
 }
@@ -240,7 +240,7 @@ function frameworks() {
     <thead><tr><th>Framework</th><th>Role</th><th>Tasks</th><th>Allocated</th></tr></thead>
     <tbody>${s.frameworks.map((f) => `<tr>
       <td><span class="${f.connected ? "up" : "down"}">●</span> <a href="#/tasks?fw=${encodeURIComponent(f.id)}"><strong>${esc(f.name)}</strong></a><div class="muted mono">${esc(f.id)}</div></td>
-      <td>${esc(f.role)}</td>
+      <td>${esc(f.role)}${f.api === "MesosV1" ? '<div class="muted">Mesos v1 API</div>' : ""}</td>
       <td>${Object.entries(f.tasks_by_state).map(([st, n]) => chip(st, n)).join("")}</td>
       <td class="mono">${cpus(f.allocated.cpus_milli)} cpus, ${mem(f.allocated.mem_mib)}</td>
     </tr>`).join("") || '<tr><td class="muted">No frameworks subscribed.</td></tr>'}</tbody></table></div>`;
@@ -434,6 +434,9 @@ async function boot() {
   try {
     const res = await api("/version");
     app.version = await res.json();
+    // /version is open (Mesos clients read it without credentials): ask a guarded
+    // endpoint whether this browser is logged in.
+    if (app.version.auth) await api("/api/v1/state", { method: "HEAD" });
   } catch (e) { return; }
   $("#logout").hidden = !app.version.auth;
   if (panelOk === null) wirePanel();
