@@ -71,8 +71,7 @@ impl Call {
             "UPDATE" => CallKind::Update(self.update.clone().ok_or_else(|| missing("update"))?),
             "MESSAGE" => {
                 let m = self.message.clone().ok_or_else(|| missing("message"))?;
-                crate::v1::b64::decode(&m.data)
-                    .map_err(|e| format!("message.data: {e}"))?;
+                crate::v1::b64::decode(&m.data).map_err(|e| format!("message.data: {e}"))?;
                 CallKind::Message(m)
             }
             "HEARTBEAT" => CallKind::Heartbeat,
@@ -107,12 +106,21 @@ pub enum Event {
     Launch(Value),
     /// The TaskInfos of one group.
     LaunchGroup(Vec<Value>),
-    Kill { task_id: Id },
-    Acknowledged { task_id: Id, uuid: String },
+    Kill {
+        task_id: Id,
+    },
+    Acknowledged {
+        task_id: Id,
+        uuid: String,
+    },
     /// base64 data.
-    Message { data: String },
+    Message {
+        data: String,
+    },
     Shutdown,
-    Error { message: String },
+    Error {
+        message: String,
+    },
     Heartbeat,
 }
 
@@ -156,7 +164,10 @@ mod tests {
             "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []}}"#;
         let call = Call::parse(sub).unwrap();
         assert_eq!(call.framework_id, Id::new("M1-0000"));
-        assert_eq!(call.validate().unwrap(), CallKind::Subscribe(Subscribe::default()));
+        assert_eq!(
+            call.validate().unwrap(),
+            CallKind::Subscribe(Subscribe::default())
+        );
         let upd = br#"{"type":"UPDATE","executor_id":{"value":"pyexec"},"framework_id":{"value":"M1-0000"},
             "update":{"status":{"task_id":{"value":"work-1"},"state":"TASK_RUNNING","timestamp":1718000100,
             "uuid":"f1/v8ZHbR/iGfvposZU2KQ==","source":"SOURCE_EXECUTOR"}}}"#;
@@ -175,8 +186,10 @@ mod tests {
         )
         .unwrap();
         assert!(no_payload.validate().unwrap_err().contains("'update'"));
-        let bad_b64 = Call::parse(br#"{"type":"MESSAGE","executor_id":{"value":"e"},
-            "framework_id":{"value":"f"},"message":{"data":"!!"}}"#)
+        let bad_b64 = Call::parse(
+            br#"{"type":"MESSAGE","executor_id":{"value":"e"},
+            "framework_id":{"value":"f"},"message":{"data":"!!"}}"#,
+        )
         .unwrap();
         assert!(bad_b64.validate().is_err());
         let unknown = Call::parse(
@@ -191,26 +204,38 @@ mod tests {
     fn events_have_their_nested_payload_keys() {
         let task = json!({"name": "t", "task_id": {"value": "t1"}});
         let cases = [
-            (Event::Launch(task.clone()), json!({"type":"LAUNCH","launch":{"task":task}})),
+            (
+                Event::Launch(task.clone()),
+                json!({"type":"LAUNCH","launch":{"task":task}}),
+            ),
             (
                 Event::LaunchGroup(vec![task.clone()]),
                 json!({"type":"LAUNCH_GROUP","launch_group":{"task_group":{"tasks":[task]}}}),
             ),
             (
-                Event::Kill { task_id: Id::new("t1") },
+                Event::Kill {
+                    task_id: Id::new("t1"),
+                },
                 json!({"type":"KILL","kill":{"task_id":{"value":"t1"}}}),
             ),
             (
-                Event::Acknowledged { task_id: Id::new("t1"), uuid: "AAAAAAAAAAAAAAAAAAAAAA==".into() },
+                Event::Acknowledged {
+                    task_id: Id::new("t1"),
+                    uuid: "AAAAAAAAAAAAAAAAAAAAAA==".into(),
+                },
                 json!({"type":"ACKNOWLEDGED","acknowledged":{"task_id":{"value":"t1"},"uuid":"AAAAAAAAAAAAAAAAAAAAAA=="}}),
             ),
             (
-                Event::Message { data: "cGluZw==".into() },
+                Event::Message {
+                    data: "cGluZw==".into(),
+                },
                 json!({"type":"MESSAGE","message":{"data":"cGluZw=="}}),
             ),
             (Event::Shutdown, json!({"type":"SHUTDOWN"})),
             (
-                Event::Error { message: "x".into() },
+                Event::Error {
+                    message: "x".into(),
+                },
                 json!({"type":"ERROR","error":{"message":"x"}}),
             ),
             (Event::Heartbeat, json!({"type":"HEARTBEAT"})),
@@ -225,13 +250,26 @@ mod tests {
         let event = Event::Subscribed(Subscribed {
             executor_info: json!({"executor_id": {"value": "pyexec"}, "name": "π"}),
             framework_info: json!({"id": {"value": "M1-0000"}, "user": "pi", "name": "demo"}),
-            agent_info: AgentInfo { id: Id::new("M1-S0"), hostname: "pi-1".into(), port: 5051 },
+            agent_info: AgentInfo {
+                id: Id::new("M1-S0"),
+                hostname: "pi-1".into(),
+                port: 5051,
+            },
             container_id: Some(Id::new("c0ffee")),
         });
         let v = event.to_json();
-        assert_eq!(v["subscribed"]["executor_info"]["executor_id"], json!({"value": "pyexec"}));
-        assert_eq!(v["subscribed"]["framework_info"]["id"], json!({"value": "M1-0000"}));
-        assert_eq!(v["subscribed"]["agent_info"], json!({"id":{"value":"M1-S0"},"hostname":"pi-1","port":5051}));
+        assert_eq!(
+            v["subscribed"]["executor_info"]["executor_id"],
+            json!({"value": "pyexec"})
+        );
+        assert_eq!(
+            v["subscribed"]["framework_info"]["id"],
+            json!({"value": "M1-0000"})
+        );
+        assert_eq!(
+            v["subscribed"]["agent_info"],
+            json!({"id":{"value":"M1-S0"},"hostname":"pi-1","port":5051})
+        );
         let record = event.to_record();
         let text = String::from_utf8(record).unwrap();
         let (len, json) = text.split_once('\n').unwrap();
