@@ -47,7 +47,8 @@ pub struct Message {
     pub data: String,
 }
 
-/// A call, checked: its type known and its payload present.
+/// A call, checked: its type known and its payload present. Lives for one request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallKind {
     Subscribe(Subscribe),

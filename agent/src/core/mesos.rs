@@ -105,6 +105,7 @@ pub fn stout_duration(d: Duration) -> String {
         return "0secs".into();
     }
     for (size, name) in UNITS {
+        #[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than our MSRV
         if ns % size == 0 {
             return format!("{}{name}", ns / size);
         }
