@@ -88,7 +88,17 @@ async fn request(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
         let req = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n{body}");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
+        // Until the server closes, or (a refusal before the body was sent) until the answer
+        // is complete: the server may keep waiting for the body it refused.
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) if !out.is_empty() => break,
+                Err(_) => continue,
+            }
+        }
         String::from_utf8_lossy(&out).to_string()
     };
     let text = tokio::time::timeout(Duration::from_secs(10), exchange)

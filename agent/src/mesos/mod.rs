@@ -165,11 +165,22 @@ async fn executor_call(
     State((edge, local, shutdown)): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if let Err(r) = contract::check_content_type(header(&headers, "content-type")) {
         return refuse(r);
     }
+    // Refused from its declared length, before a byte of it is read.
+    let declared = header(&headers, "content-length").and_then(|v| v.trim().parse().ok());
+    if let Err(r) = contract::check_length(declared, MAX_CALL_BYTES) {
+        return refuse(r);
+    }
+    let body: Bytes = match axum::body::to_bytes(body, MAX_CALL_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(Refusal::new(413, format!("reading the request body: {e}")));
+        }
+    };
     let call = match Call::parse(&body) {
         Ok(c) => c,
         Err(e) => return refuse(Refusal::bad_request(e)),
