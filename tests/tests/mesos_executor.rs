@@ -20,6 +20,16 @@ const EXECUTOR_ID: &str = "mesos-exec";
 
 /// A task for the Mesos test executor, carrying the Mesos JSON the master's edge would write.
 fn mesos_task(offer: &Offer, fw: &FrameworkId, id: &str, data: &str) -> TaskInfo {
+    mesos_task_with(offer, fw, id, data, false)
+}
+
+fn mesos_task_with(
+    offer: &Offer,
+    fw: &FrameworkId,
+    id: &str,
+    data: &str,
+    checkpoint: bool,
+) -> TaskInfo {
     let executor_json = json!({"executor_id": {"value": EXECUTOR_ID},
         "framework_id": {"value": fw.as_str()}, "name": "mesos test executor",
         "command": {"value": EXECUTOR, "shell": false}});
@@ -27,7 +37,7 @@ fn mesos_task(offer: &Offer, fw: &FrameworkId, id: &str, data: &str) -> TaskInfo
         "agent_id": {"value": offer.agent_id.as_str()},
         "data": b64::encode(data.as_bytes()), "executor": executor_json});
     let framework_json = json!({"id": {"value": fw.as_str()}, "user": "root",
-        "name": "mesos-executor-test", "checkpoint": false});
+        "name": "mesos-executor-test", "checkpoint": checkpoint});
     TaskInfo {
         task_id: id.into(),
         name: id.into(),
@@ -46,7 +56,7 @@ fn mesos_task(offer: &Offer, fw: &FrameworkId, id: &str, data: &str) -> TaskInfo
             group: None,
             executor_json: Some(executor_json.to_string()),
             framework_json: framework_json.to_string(),
-            checkpoint: false,
+            checkpoint,
             shutdown_grace_ms: 200,
         })),
     }
@@ -269,4 +279,80 @@ async fn malformed_executor_calls_get_mesos_status_codes_with_a_reason() {
     let (status, _) = request(addr, &format!("GET {path}"), "").await;
     assert_eq!(status, 405);
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointing_mesos_executor_survives_an_agent_restart_and_subscribes_again() {
+    init_logs();
+    let cluster = TestCluster::new();
+    let mut cfg = fast_master_config(&cluster);
+    cfg.agent_timeout_secs = 30.0;
+    let master = start_master(&cluster, &cfg).await;
+    // The executor finds the restarted agent where the first one was: one fixed port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let options = || {
+        let mut o = agent_options(&cluster, "pi-a", master.addr, Resources::new(2.0, 1024));
+        o.mesos_listen = Some(([127, 0, 0, 1], port).into());
+        o
+    };
+    let agent = start_agent(&cluster, options()).await;
+    wait_for_agents(&master, 1).await;
+    let mut fw = framework::TestFramework::start(
+        master.addr,
+        cluster.credentials(bramble_proto::identity::Role::Framework),
+        "mesos-restart",
+    )
+    .await;
+    let offer = fw.offer_from("pi-a").await;
+    let fw_id = fw.id.clone();
+    fw.launch(
+        &offer,
+        vec![mesos_task_with(&offer, &fw_id, "t1", "sleep", true)],
+    );
+    fw.state("t1", TaskState::Running).await;
+    let dir = sandbox(&cluster, "pi-a", &fw_id).await;
+    events_until(&dir, "RUNNING acknowledged", |l| {
+        l.contains(&"ACKNOWLEDGED t1".to_string())
+    })
+    .await;
+
+    let env = std::fs::read_to_string(dir.join("env.txt")).expect("env.txt");
+    assert!(env.contains("MESOS_CHECKPOINT=1\n"), "{env}");
+    assert!(env.contains("MESOS_RECOVERY_TIMEOUT="), "{env}");
+    agent.shutdown_leaving_tasks().await;
+    events_until(&dir, "the stream ending with the agent", |l| {
+        l.contains(&"STREAM_ENDED".to_string())
+    })
+    .await;
+    let agent = start_agent(&cluster, options()).await;
+    let lines = events_until(&dir, "a second SUBSCRIBED", |l| {
+        l.iter().filter(|x| *x == "SUBSCRIBED").count() == 2
+    })
+    .await;
+    assert_eq!(
+        lines.iter().filter(|l| *l == "LAUNCH t1").count(),
+        1,
+        "no second LAUNCH after re-subscribing: {lines:?}"
+    );
+
+    // The re-subscribed executor still runs its task and takes new ones.
+    fw.driver.kill_task("t1".into()).expect("kill");
+    assert_eq!(fw.terminal("t1").await.state, TaskState::Killed);
+    let offer = fw.offer_from("pi-a").await;
+    fw.launch(
+        &offer,
+        vec![mesos_task_with(&offer, &fw_id, "t2", "echo:after", true)],
+    );
+    let t2 = fw.terminal("t2").await;
+    assert_eq!(
+        (t2.state, t2.data.as_slice()),
+        (TaskState::Finished, &b"after"[..])
+    );
+    fw.stop(false).await;
+    events_until(&dir, "SHUTDOWN", |l| l.iter().any(|x| x == "SHUTDOWN")).await;
+    agent.shutdown().await;
+    master.shutdown().await;
 }

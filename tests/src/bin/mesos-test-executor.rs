@@ -3,7 +3,10 @@
 //! it reads `MESOS_AGENT_ENDPOINT`, `MESOS_FRAMEWORK_ID`, `MESOS_EXECUTOR_ID`, SUBSCRIBEs, and
 //! answers events. Each task's `data` (base64 in the LAUNCH's TaskInfo) says what to do:
 //! `echo:TEXT` → RUNNING then FINISHED with TEXT as data; `sleep` → RUNNING until KILL.
-//! Framework messages are echoed back prefixed with `echo:`. SHUTDOWN → exit 0.
+//! Framework messages are echoed back prefixed with `echo:`. SHUTDOWN → exit 0. When its
+//! stream ends it exits, unless `MESOS_CHECKPOINT` is set: then it subscribes again (every
+//! 100 ms, for up to 30 s) with the tasks it was given and never saw acknowledged, as a
+//! checkpointing pymesos executor does across an agent restart.
 //!
 //! What it sees is written to its sandbox (its working directory) for the test to check:
 //! `env.txt` (its `MESOS_*` environment) and `events.log` (one line per event: the type, and
@@ -24,6 +27,9 @@ struct Executor {
     framework_id: String,
     executor_id: String,
     launched: HashSet<String>,
+    /// TaskInfos given and not yet acknowledged (`unacknowledged_tasks` on re-subscription).
+    unacknowledged: Vec<Value>,
+    checkpoint: bool,
     log: std::fs::File,
 }
 
@@ -45,9 +51,19 @@ fn main() {
         framework_id: env("MESOS_FRAMEWORK_ID"),
         executor_id: env("MESOS_EXECUTOR_ID"),
         launched: HashSet::new(),
+        unacknowledged: Vec::new(),
+        checkpoint: std::env::var("MESOS_CHECKPOINT").is_ok_and(|v| !v.is_empty()),
         log,
     };
-    ex.run();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        ex.run();
+        ex.note("STREAM_ENDED");
+        if !ex.checkpoint || std::time::Instant::now() > deadline {
+            exit(1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn fail(why: &str) -> ! {
@@ -65,11 +81,14 @@ impl Executor {
         let _ = writeln!(self.log, "{line}");
     }
 
+    /// One subscription, until its stream ends (or the agent cannot be reached).
     fn run(&mut self) {
         let mut call = self.envelope("SUBSCRIBE");
-        call["subscribe"] = json!({"unacknowledged_tasks": [], "unacknowledged_updates": []});
-        let mut stream = TcpStream::connect(&self.endpoint)
-            .unwrap_or_else(|e| fail(&format!("connecting to {}: {e}", self.endpoint)));
+        call["subscribe"] = json!({"unacknowledged_tasks": self.unacknowledged,
+            "unacknowledged_updates": []});
+        let Ok(mut stream) = TcpStream::connect(&self.endpoint) else {
+            return;
+        };
         let body = call.to_string();
         let request = format!(
             "POST /api/v1/executor HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -82,6 +101,9 @@ impl Executor {
             .unwrap_or_else(|e| fail(&e.to_string()));
         let mut reader = BufReader::new(stream);
         let (status, headers) = read_head(&mut reader);
+        if status == 503 && self.checkpoint {
+            return;
+        }
         if status != 200 {
             fail(&format!("SUBSCRIBE answered {status}"));
         }
@@ -94,19 +116,17 @@ impl Executor {
         loop {
             let mut size = String::new();
             if reader.read_line(&mut size).unwrap_or(0) == 0 {
-                self.note("STREAM_ENDED");
-                exit(1);
+                return;
             }
             let size =
                 usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| fail("bad chunk size"));
             if size == 0 {
-                self.note("STREAM_ENDED");
-                exit(1);
+                return;
             }
             let mut chunk = vec![0u8; size + 2];
-            reader
-                .read_exact(&mut chunk)
-                .unwrap_or_else(|e| fail(&e.to_string()));
+            if reader.read_exact(&mut chunk).is_err() {
+                return;
+            }
             chunk.truncate(size);
             let records = decoder
                 .push(&chunk)
@@ -156,7 +176,9 @@ impl Executor {
                 if uuid.len() != 16 {
                     fail(&format!("ACKNOWLEDGED uuid is not 16 bytes: {a}"));
                 }
-                let task = a["task_id"]["value"].as_str().unwrap_or("");
+                let task = a["task_id"]["value"].as_str().unwrap_or("").to_string();
+                self.unacknowledged
+                    .retain(|t| t["task_id"]["value"] != json!(task));
                 self.note(&format!("ACKNOWLEDGED {task}"));
             }
             "MESSAGE" => {
@@ -184,6 +206,7 @@ impl Executor {
             fail(&format!("LAUNCH twice for task {id}"));
         }
         self.note(&format!("LAUNCH {id}"));
+        self.unacknowledged.push(task.clone());
         let data = task["data"]
             .as_str()
             .and_then(|d| b64::decode(d).ok())
