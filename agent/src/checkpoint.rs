@@ -88,6 +88,26 @@ pub struct RunCheckpoint {
     pub tasks: Vec<TaskCheckpoint>,
     /// Tasks not yet handed to the custom executor (it had not registered).
     pub queued: Vec<TaskInfo>,
+    /// Set for a custom executor speaking the Mesos executor HTTP API (absent in files written
+    /// before the Mesos API existed: those runs are native).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesos: Option<MesosExecutor>,
+}
+
+/// A custom executor launched for a Mesos-API task: it subscribes over HTTP
+/// (`agent/src/mesos/`) rather than the Unix socket, and these are what its SUBSCRIBED event
+/// and its shutdown need, taken from the first task's `TaskInfo.mesos`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MesosExecutor {
+    /// The framework's Mesos `FrameworkInfo` JSON (with its id).
+    pub framework_json: String,
+    /// The executor's Mesos `ExecutorInfo` JSON.
+    pub executor_json: String,
+    /// `FrameworkInfo.checkpoint`: a disconnected executor is given the recovery timeout to
+    /// come back instead of being killed at once.
+    pub checkpoint: bool,
+    /// Between SHUTDOWN and the kill.
+    pub shutdown_grace_ms: u64,
 }
 
 /// The checkpoint files under one agent's meta directory.
@@ -298,6 +318,7 @@ mod tests {
                 state: TaskState::Running,
             }],
             queued: vec![],
+            mesos: None,
         }
     }
 

@@ -62,6 +62,39 @@ pub struct AgentConfig {
     pub task_user: Option<String>,
     /// `[recovery]`: what a stopping agent leaves for the next one. See [`RecoveryConfig`].
     pub recovery: RecoveryConfig,
+    /// `[mesos]`: the Mesos executor HTTP API. See [`MesosConfig`].
+    pub mesos: MesosConfig,
+}
+
+/// `[mesos]`: where executors written for Mesos reach the agent (`agent/src/mesos/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MesosConfig {
+    /// `ip:port` of the executor API (TCP; Mesos's agent port 5051 by default; port 0 picks a
+    /// free one). Loopback by default: Mesos executors run on this host, and nothing else
+    /// should be able to pose as one. `""` turns the API off.
+    pub listen: String,
+}
+
+impl Default for MesosConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5051".into(),
+        }
+    }
+}
+
+impl MesosConfig {
+    /// The listen address, `None` when the API is off.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let text = self.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| format!("must be ip:port such as 127.0.0.1:5051, got {text:?}"))
+    }
 }
 
 impl Default for AgentConfig {
@@ -84,6 +117,7 @@ impl Default for AgentConfig {
             gc: GcConfig::default(),
             task_user: None,
             recovery: RecoveryConfig::default(),
+            mesos: MesosConfig::default(),
         }
     }
 }
@@ -105,6 +139,7 @@ impl AgentConfig {
         if let Some(master) = &self.master {
             check_host_port(master).map_err(|e| ("master", e))?;
         }
+        self.mesos.listen_addr().map_err(|e| ("mesos.listen", e))?;
         if self.heartbeat_interval_ms == 0 {
             return Err(("heartbeat_interval_ms", "must be at least 1".to_owned()));
         }

@@ -5,7 +5,7 @@
 //! machine (no network, no TLS needed) and uses the same framed codec as QUIC streams.
 
 use crate::core;
-use crate::runtime::Input;
+use crate::runtime::{ExecutorTx, Input};
 use bramble_proto::codec::{FrameReader, FrameWriter};
 use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
 use std::path::Path;
@@ -101,15 +101,15 @@ async fn serve_executor(stream: UnixStream, serial: u64, inputs: mpsc::Sender<In
         serial,
         framework_id: framework_id.clone(),
         executor_id: executor_id.clone(),
-        token,
-        tx,
+        auth: core::ExecutorAuth::Token(token),
+        tx: ExecutorTx::Socket(tx),
         reply,
     };
     if inputs.send(connected).await.is_err() {
         return;
     }
     let container = match answer.await {
-        Ok(Ok(key)) => key,
+        Ok(Ok(admission)) => admission.container,
         Ok(Err(reason)) => {
             warn!(framework = %framework_id, executor = %executor_id, "refusing executor registration: {reason}");
             return;

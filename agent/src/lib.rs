@@ -18,6 +18,7 @@ pub mod core;
 pub mod executor_socket;
 pub mod gc;
 pub mod master_link;
+pub mod mesos;
 pub mod paths;
 pub mod resources;
 pub mod runtime;
@@ -62,6 +63,9 @@ pub struct AgentOptions {
     pub gc: gc::GcPolicy,
     /// Run tasks as this user when the agent is root (None: as the agent's own user).
     pub task_user: Option<containerizer::TaskUser>,
+    /// Where the Mesos executor HTTP API listens (`[mesos] listen`; port 0: any free port);
+    /// `None`: off, and Mesos tasks with a custom executor fail to launch.
+    pub mesos_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,8 @@ pub enum StartError {
     Updates(#[from] status_updates::StatusUpdateError),
     #[error("{0}")]
     Socket(#[from] executor_socket::SocketError),
+    #[error("{0}")]
+    MesosListen(#[from] mesos::ListenError),
     #[error("{0}")]
     Transport(#[from] bramble_proto::transport::TransportError),
     #[error("{0}")]
@@ -137,6 +143,7 @@ pub struct AgentHandle {
     /// Held while the agent runs: no second agent on this work dir (released last, in
     /// `stop_as`, after everything that uses the directory has stopped).
     work_dir_lock: DirLock,
+    mesos_endpoint: Option<SocketAddr>,
 }
 
 impl AgentHandle {
@@ -145,6 +152,11 @@ impl AgentHandle {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Inspect(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Where the Mesos executor API listens, when it is on.
+    pub fn mesos_endpoint(&self) -> Option<SocketAddr> {
+        self.mesos_endpoint
     }
 
     /// Stops the agent, killing its containers: nothing it started keeps running.
@@ -210,6 +222,14 @@ pub async fn start_with(
     let updates = StatusUpdateManager::open(&work_dir.updates_dir())?;
     let socket_path = work_dir.executor_socket();
     let listener = executor_socket::bind(&socket_path)?;
+    let mesos_listener = match opts.mesos_listen {
+        Some(addr) => Some(mesos::bind(addr).await?),
+        None => None,
+    };
+    let mesos_endpoint = match &mesos_listener {
+        Some(l) => Some(l.local_addr().map_err(mesos::ListenError::from)?),
+        None => None,
+    };
     let endpoint = client_endpoint(creds, SocketAddr::from(([0u16; 8], 0)))
         .or_else(|_| client_endpoint(creds, SocketAddr::from(([0, 0, 0, 0], 0))))?;
     let agent_id = load_agent_id(&opts.work_dir);
@@ -237,6 +257,7 @@ pub async fn start_with(
         executor_registration_timeout: opts.executor_registration_timeout,
         executor_idle_timeout: opts.executor_idle_timeout,
         executor_recovery_timeout: recovery.executor_reconnect_timeout,
+        mesos_endpoint,
     };
     let (inputs, input_rx) = mpsc::channel(4096);
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -276,15 +297,21 @@ pub async fn start_with(
     let socket = tokio::spawn(executor_socket::serve(
         listener,
         inputs.clone(),
-        shutdown_rx,
+        shutdown_rx.clone(),
     ));
+    let mut tasks = vec![link, socket];
+    if let Some(listener) = mesos_listener {
+        let edge = mesos::Edge::new(inputs.clone(), opts.hostname.clone());
+        tasks.push(tokio::spawn(mesos::serve(listener, edge, shutdown_rx)));
+    }
     Ok(AgentHandle {
         inputs,
         shutdown,
         stop,
-        tasks: vec![link, socket],
+        tasks,
         state_task,
         work_dir_lock,
+        mesos_endpoint,
     })
 }
 

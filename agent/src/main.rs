@@ -146,5 +146,9 @@ fn options(
         task_user: cfg
             .task_user()
             .map_err(|e| anyhow::anyhow!("{}: key \"task_user\": {e}", path.display()))?,
+        mesos_listen: cfg
+            .mesos
+            .listen_addr()
+            .map_err(|e| anyhow::anyhow!("{}: key \"mesos.listen\": {e}", path.display()))?,
     })
 }

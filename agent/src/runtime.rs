@@ -13,8 +13,8 @@
 use crate::checkpoint::{Checkpoints, RunCheckpoint};
 use crate::containerizer::{self, Container, Containerizer};
 use crate::core::{
-    Agent, AgentView, ContainerInfo, ContainerKey, Effect, Input as CoreInput, Recorded,
-    RecoveredRun, SandboxRequest,
+    Admission, Agent, AgentView, ContainerInfo, ContainerKey, Effect, ExecutorAuth,
+    Input as CoreInput, Recorded, RecoveredRun, SandboxRequest,
 };
 use crate::gc::GcHandle;
 use crate::status_updates::{StatusUpdateError, StatusUpdateManager};
@@ -43,15 +43,31 @@ pub enum Input {
         serial: u64,
         framework_id: FrameworkId,
         executor_id: ExecutorId,
-        token: String,
-        tx: mpsc::Sender<AgentToExecutor>,
-        reply: oneshot::Sender<Result<ContainerKey, String>>,
+        auth: ExecutorAuth,
+        tx: ExecutorTx,
+        reply: oneshot::Sender<Result<Admission, String>>,
     },
     /// Plain data for the core as it is: executors' messages and disconnections, containers'
     /// ends.
     Core(CoreInput),
     /// For tests and the CLI: a summary of what runs here.
     Inspect(oneshot::Sender<AgentView>),
+    /// The Mesos edge asks whether an executor runs here (see `Agent::executor_known`).
+    ExecutorKnown {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Where the messages for one executor connection go.
+#[derive(Debug, Clone)]
+pub enum ExecutorTx {
+    /// A native executor's socket writer, one message at a time.
+    Socket(mpsc::Sender<AgentToExecutor>),
+    /// A Mesos executor's event stream (`mesos/`): each committed burst's messages for it in
+    /// one batch, so the tasks of one group launch arrive together (one LAUNCH_GROUP).
+    Mesos(mpsc::Sender<Vec<AgentToExecutor>>),
 }
 
 /// How the agent stops.
@@ -87,8 +103,8 @@ pub struct Runtime {
     /// Where container watchers report an end.
     inputs: mpsc::Sender<Input>,
     master: Option<mpsc::Sender<AgentToMaster>>,
-    executors: HashMap<u64, mpsc::Sender<AgentToExecutor>>,
-    executor_replies: HashMap<u64, oneshot::Sender<Result<ContainerKey, String>>>,
+    executors: HashMap<u64, ExecutorTx>,
+    executor_replies: HashMap<u64, oneshot::Sender<Result<Admission, String>>>,
     containers: HashMap<ContainerKey, Arc<Container>>,
     /// The burst's messages, released after its commit.
     outbox: Vec<Effect>,
@@ -149,6 +165,14 @@ impl Runtime {
                 let _ = reply.send(self.core.view(self.updates.pending()));
                 return;
             }
+            Input::ExecutorKnown {
+                framework_id,
+                executor_id,
+                reply,
+            } => {
+                let _ = reply.send(self.core.executor_known(&framework_id, &executor_id));
+                return;
+            }
             Input::MasterConnected { agent_id, tx } => {
                 self.master = Some(tx);
                 // Whatever was in flight to the previous master may be lost.
@@ -164,7 +188,7 @@ impl Runtime {
                 serial,
                 framework_id,
                 executor_id,
-                token,
+                auth,
                 tx,
                 reply,
             } => {
@@ -174,7 +198,7 @@ impl Runtime {
                     serial,
                     framework_id,
                     executor_id,
-                    token,
+                    auth,
                 }
             }
             Input::Core(input) => {
@@ -232,11 +256,16 @@ impl Runtime {
                     self.watch(container.clone(), adopted);
                     Some(CoreInput::Adopted { container, info })
                 }
-                Effect::Kill { container } => {
+                Effect::Kill { container, after } => {
                     if let Some(c) = self.containers.get(&container) {
                         let killer = c.killer();
                         let grace = self.kill_grace;
-                        tokio::spawn(async move { killer.kill(grace).await });
+                        tokio::spawn(async move {
+                            if !after.is_zero() {
+                                tokio::time::sleep(after).await;
+                            }
+                            killer.kill(grace).await
+                        });
                     }
                     None
                 }
@@ -431,6 +460,8 @@ impl Runtime {
     /// Lets the committed burst's messages out. A full queue drops the message: the master
     /// link's peer resends what matters (status updates are resent by the log).
     fn release(&mut self) {
+        // A Mesos executor's messages of this burst, sent as one batch after the loop.
+        let mut batches: Vec<(u64, Vec<AgentToExecutor>)> = Vec::new();
         for effect in std::mem::take(&mut self.outbox) {
             match effect {
                 Effect::ToMaster(msg) => {
@@ -438,19 +469,24 @@ impl Runtime {
                         let _ = master.try_send(msg);
                     }
                 }
-                Effect::ToExecutor { serial, msg } => {
-                    let launch = matches!(msg, AgentToExecutor::LaunchTask(_));
-                    let sent = self
-                        .executors
-                        .get(&serial)
-                        .is_some_and(|tx| tx.try_send(msg).is_ok());
-                    if !sent && launch {
-                        warn!(
-                            serial,
-                            "executor's queue is full; its tasks will fail when it is killed"
-                        );
+                Effect::ToExecutor { serial, msg } => match self.executors.get(&serial) {
+                    Some(ExecutorTx::Socket(tx)) => {
+                        let launch = matches!(msg, AgentToExecutor::LaunchTask(_));
+                        if tx.try_send(msg).is_err() && launch {
+                            warn!(
+                                serial,
+                                "executor's queue is full; its tasks will fail when it is killed"
+                            );
+                        }
                     }
-                }
+                    Some(ExecutorTx::Mesos(_)) => {
+                        match batches.iter_mut().find(|(s, _)| *s == serial) {
+                            Some((_, batch)) => batch.push(msg),
+                            None => batches.push((serial, vec![msg])),
+                        }
+                    }
+                    None => {}
+                },
                 Effect::AnswerExecutor { serial, result } => {
                     if result.is_err() {
                         self.executors.remove(&serial);
@@ -460,6 +496,16 @@ impl Runtime {
                     }
                 }
                 other => error!("not a message, left in the outbox: {other:?}"),
+            }
+        }
+        for (serial, batch) in batches {
+            if let Some(ExecutorTx::Mesos(tx)) = self.executors.get(&serial) {
+                if tx.try_send(batch).is_err() {
+                    warn!(
+                        serial,
+                        "Mesos executor's event queue is full; its stream will be cut"
+                    );
+                }
             }
         }
     }

@@ -99,6 +99,8 @@ impl Throwaway {
                 cgroups: true,
                 gc: Default::default(),
                 task_user: None,
+                // Several demo agents share this host: each takes a free port.
+                mesos_listen: Some(([127, 0, 0, 1], 0).into()),
             };
             handles.push(bramble_agent::start(&node, agent_opts).await?);
         }

@@ -8,6 +8,7 @@
 //! Reading is lenient (unknown fields ignored, numbers accepted as strings, pitfall 11); writing
 //! is strict: compact, ASCII-only JSON (pitfall 3), defaults written where Mesos writes them.
 
+pub mod executor;
 pub mod http;
 pub mod json;
 pub mod offer;

@@ -98,6 +98,8 @@ pub fn agent_options(
         cgroups: false,
         gc: Default::default(),
         task_user: None,
+        // Several test agents share this host: each takes a free port.
+        mesos_listen: Some(([127, 0, 0, 1], 0).into()),
     }
 }
 

@@ -260,7 +260,8 @@ impl AgentCmd {
 
     fn config_text(&self) -> String {
         format!(
-            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\n{}",
+            // Several agents share this host: the Mesos executor API takes a free port each.
+            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\nmesos.listen = \"127.0.0.1:0\"\n{}",
             self.extra
         )
     }

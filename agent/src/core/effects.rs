@@ -40,13 +40,14 @@ pub enum Input {
         container: ContainerKey,
         report: ExitReport,
     },
-    /// A custom executor connected to the socket and says who it is. Answered with
-    /// [`Effect::AnswerExecutor`] for the same `serial` (the connection's number).
+    /// A custom executor connected (to the socket, or subscribed over the Mesos executor
+    /// API) and says who it is. Answered with [`Effect::AnswerExecutor`] for the same
+    /// `serial` (the connection's number).
     ExecutorConnected {
         serial: u64,
         framework_id: FrameworkId,
         executor_id: ExecutorId,
-        token: String,
+        auth: ExecutorAuth,
     },
     FromExecutor {
         container: ContainerKey,
@@ -63,6 +64,31 @@ pub enum Input {
         task_id: TaskId,
         settled: bool,
     },
+}
+
+/// How a connecting executor proves it is the one the agent launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutorAuth {
+    /// A native executor: the one-time token the agent put in its environment.
+    Token(String),
+    /// A Mesos executor's SUBSCRIBE. Mesos executors carry no token, so the edge names the
+    /// session of the process that opened the connection (`None`: it could not tell) and the
+    /// core checks it is the session of that executor's container (its leader ran `setsid`,
+    /// so the session id is the leader's pid). `unacknowledged_tasks`: what the executor says
+    /// it was given and has not seen acknowledged; on a re-subscription, a task still STAGING
+    /// here and missing from it never reached the executor.
+    Mesos {
+        session: Option<u32>,
+        unacknowledged_tasks: Vec<TaskId>,
+    },
+}
+
+/// An accepted executor connection: its container, and for a Mesos executor what its
+/// SUBSCRIBED event needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub container: ContainerKey,
+    pub mesos: Option<crate::checkpoint::MesosExecutor>,
 }
 
 /// What a launched (or re-adopted) container is, as far as checkpoints and views need.
@@ -96,9 +122,11 @@ pub enum Effect {
         spec: RecoverSpec,
         supervised: bool,
     },
-    /// Stop a container: SIGTERM, SIGKILL after the kill grace. Its end comes as usual.
+    /// Stop a container: after `after` (a Mesos executor's shutdown grace period, else
+    /// zero), SIGTERM, then SIGKILL after the kill grace. Its end comes as usual.
     Kill {
         container: ContainerKey,
+        after: std::time::Duration,
     },
     /// The framework acknowledged this update: delete it from the update log; answer with
     /// [`Input::UpdateAcknowledged`] if it was its task's head.
@@ -120,7 +148,7 @@ pub enum Effect {
     /// Accept (with its container) or refuse an executor connection.
     AnswerExecutor {
         serial: u64,
-        result: Result<ContainerKey, String>,
+        result: Result<Admission, String>,
     },
     /// This sandbox is finished: remove it when the gc policy says so.
     ScheduleGc {

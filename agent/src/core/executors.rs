@@ -1,26 +1,30 @@
-//! Custom executors' connections over the agent's Unix socket: registration (by the one-time
-//! token the agent gave the executor), the updates and messages they send, and their going
-//! away. A connection is known to the core by its serial number only; the runtime holds the
-//! socket.
+//! Custom executors' connections, over the agent's Unix socket or as subscriptions to the
+//! Mesos executor HTTP API (`agent/src/mesos/`): registration (by the one-time token the agent
+//! gave a native executor; by the connecting process's session for a Mesos one), the updates
+//! and messages they send, and their going away. A connection is known to the core by its
+//! serial number only; the edges hold the sockets and translate for Mesos executors, so both
+//! kinds share everything here: acknowledgements, timeouts, recovery.
 
-use super::{Agent, ContainerKey, Effect, Kind, TaskRun};
+use super::{Admission, Agent, ContainerKey, Effect, ExecutorAuth, Kind, TaskRun};
 use bramble_proto::messages::{AgentToExecutor, AgentToMaster, ExecutorToAgent};
 use bramble_proto::task::UpdateSource;
-use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskState};
+use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskReason, TaskState};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
 impl Agent {
     /// An executor says who it is: accepted (with its container) when it was launched here
-    /// with this token and is not connected already. Its queued tasks go to it at once.
+    /// and proves it (see [`ExecutorAuth`]). A native executor may connect once; a Mesos
+    /// executor may subscribe again, the new subscription replacing the old (the edge closes
+    /// the old stream). Its queued tasks go to it at once.
     pub(super) fn executor_connected(
         &mut self,
         serial: u64,
         fw: FrameworkId,
         executor_id: ExecutorId,
-        token: String,
+        auth: ExecutorAuth,
         now: Instant,
-    ) -> Result<ContainerKey, String> {
+    ) -> Result<Admission, String> {
         let key = self
             .active
             .get(&(fw.clone(), executor_id.clone()))
@@ -32,15 +36,68 @@ impl Agent {
             .agent_id
             .clone()
             .unwrap_or_else(|| AgentId(String::new()));
-        let run = self.runs.get_mut(&key).ok_or("executor run vanished")?;
-        if run.token != token {
-            return Err("wrong executor token".into());
-        }
-        if run.conn.is_some() {
-            return Err("executor already registered".into());
-        }
-        let Kind::Custom { info } = &run.kind else {
+        let run = self.runs.get(&key).ok_or("executor run vanished")?;
+        let Kind::Custom { mesos, .. } = &run.kind else {
             return Err("not a custom executor".into());
+        };
+        let mut unknown_to_executor = Vec::new();
+        match (&auth, mesos) {
+            (ExecutorAuth::Token(token), None) => {
+                if &run.token != token {
+                    return Err("wrong executor token".into());
+                }
+                if run.conn.is_some() {
+                    return Err("executor already registered".into());
+                }
+            }
+            (
+                ExecutorAuth::Mesos {
+                    session,
+                    unacknowledged_tasks,
+                },
+                Some(_),
+            ) => {
+                let leader = run.container.as_ref().map(|c| c.pid);
+                match (session, leader) {
+                    (Some(sid), Some(pid)) if *sid == pid => {}
+                    (Some(sid), Some(pid)) => {
+                        return Err(format!(
+                            "the subscribing process is in session {sid}, not in the executor's session {pid}"
+                        ))
+                    }
+                    (None, _) => {
+                        return Err("could not tell which process opened the connection".into())
+                    }
+                    (_, None) => return Err("the executor's process is not running".into()),
+                }
+                // On a re-subscription: a task this agent handed over that is still STAGING,
+                // has no update recorded and that the executor does not know, never reached it
+                // (its LAUNCH was on a stream that broke).
+                unknown_to_executor = run
+                    .tasks
+                    .values()
+                    .filter(|t| t.state == TaskState::Staging)
+                    .map(|t| t.info.task_id.clone())
+                    .filter(|id| !unacknowledged_tasks.contains(id))
+                    .filter(|id| !self.awaiting_ack(&run.framework_id, id))
+                    .collect();
+            }
+            (ExecutorAuth::Token(_), Some(_)) => {
+                return Err(
+                    "this executor speaks the Mesos executor API; subscribe over HTTP".into(),
+                )
+            }
+            (ExecutorAuth::Mesos { .. }, None) => {
+                return Err("this executor was not launched for a Mesos task".into())
+            }
+        }
+        let run = self.runs.get_mut(&key).ok_or("executor run vanished")?;
+        let Kind::Custom { info, mesos } = &run.kind else {
+            return Err("not a custom executor".into());
+        };
+        let admission = Admission {
+            container: key.clone(),
+            mesos: mesos.clone(),
         };
         let registered = AgentToExecutor::Registered {
             agent_id,
@@ -57,16 +114,30 @@ impl Agent {
             let msg = AgentToExecutor::LaunchTask(task);
             self.effects.push(Effect::ToExecutor { serial, msg });
         }
-        run.conn = Some(serial);
+        let resubscribed = run.conn.replace(serial).is_some() || run.disconnected_at.is_some();
+        run.disconnected_at = None;
         let recovered = run.recovered;
         self.dirty.insert(key.clone());
         if recovered {
             info!(framework = %fw, executor = %executor_id, container = %key, "recovered executor reconnected");
+        } else if resubscribed {
+            info!(framework = %fw, executor = %executor_id, container = %key, "executor subscribed again");
         } else {
             info!(framework = %fw, executor = %executor_id, container = %key, "executor registered");
         }
+        for task_id in unknown_to_executor {
+            warn!(framework = %fw, executor = %executor_id, task = %task_id, "task never reached its executor (unknown to it on re-subscription); reporting it LOST");
+            self.set_task_state(&key, &task_id, TaskState::Lost);
+            let status = self
+                .agent_status(&fw, Some(&executor_id), &task_id, TaskState::Lost)
+                .with_reason(
+                    TaskReason::AgentRestarted,
+                    "task launched while the executor's connection broke; unknown to the executor",
+                );
+            self.report(status);
+        }
         self.reconnected(&key, now);
-        Ok(key)
+        Ok(admission)
     }
 
     /// A re-adopted executor reconnected (or ended): recovery is over once none is awaited.
@@ -134,8 +205,10 @@ impl Agent {
     }
 
     /// An executor's connection closed: unless it is already ending, the executor is killed
-    /// (its tasks then fail when its container ends).
-    pub(super) fn executor_disconnected(&mut self, key: &ContainerKey, serial: u64) {
+    /// (its tasks then fail when its container ends). A checkpointing Mesos executor is given
+    /// the recovery timeout to subscribe again instead (see `tick`), as Mesos's
+    /// `MESOS_CHECKPOINT` executors reconnect.
+    pub(super) fn executor_disconnected(&mut self, key: &ContainerKey, serial: u64, now: Instant) {
         let Some(run) = self.runs.get_mut(key) else {
             return;
         };
@@ -148,6 +221,10 @@ impl Agent {
         }
         if run.shutting_down {
             debug!(container = %key, executor = %run.executor_id, "executor disconnected while shutting down");
+        } else if run.kind.mesos().is_some_and(|m| m.checkpoint) {
+            info!(container = %key, executor = %run.executor_id, "Mesos executor's subscription closed; waiting for it to subscribe again");
+            run.disconnected_at = Some(now);
+            return;
         } else {
             warn!(container = %key, executor = %run.executor_id, "executor closed its connection; killing it");
             run.shutting_down = true;

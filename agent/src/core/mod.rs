@@ -31,6 +31,7 @@
 
 mod effects;
 mod executors;
+mod mesos;
 mod recovery;
 mod sandboxes;
 mod tasks;
@@ -39,9 +40,13 @@ mod updates;
 #[cfg(test)]
 mod tests;
 
-pub use effects::{ContainerInfo, ContainerKey, Effect, Input, Recorded, SandboxRequest, Writes};
+pub use effects::{
+    Admission, ContainerInfo, ContainerKey, Effect, ExecutorAuth, Input, Recorded, SandboxRequest,
+    Writes,
+};
 pub use recovery::{RecoveredRun, RecoverySummary};
 
+use crate::checkpoint::MesosExecutor;
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::messages::{AgentToExecutor, AgentToMaster, MasterToAgent, RunningTask};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
@@ -62,8 +67,12 @@ pub struct AgentSettings {
     pub executor_registration_timeout: Duration,
     pub executor_idle_timeout: Duration,
     /// How long a custom executor that lost this agent keeps trying to reconnect (passed to
-    /// it in its environment).
+    /// it in its environment); also how long a checkpointing Mesos executor that dropped its
+    /// subscription has to subscribe again before it is killed.
     pub executor_recovery_timeout: Duration,
+    /// Where Mesos executors reach the agent's executor HTTP API (`MESOS_AGENT_ENDPOINT`), the
+    /// listener's actual bound address; `None` when the API is off (Mesos tasks then fail).
+    pub mesos_endpoint: Option<std::net::SocketAddr>,
 }
 
 /// What an agent reports about itself to tests.
@@ -103,9 +112,24 @@ impl TaskRun {
     }
 }
 
+// One Kind per run, never copied around: boxing the custom variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Command,
-    Custom { info: ExecutorInfo },
+    /// `mesos`: set for an executor speaking the Mesos executor HTTP API.
+    Custom {
+        info: ExecutorInfo,
+        mesos: Option<MesosExecutor>,
+    },
+}
+
+impl Kind {
+    fn mesos(&self) -> Option<&MesosExecutor> {
+        match self {
+            Kind::Custom { mesos, .. } => mesos.as_ref(),
+            Kind::Command => None,
+        }
+    }
 }
 
 /// One executor run: a container (being launched, running, or ended) and its tasks.
@@ -123,6 +147,9 @@ struct Run {
     /// Tasks waiting for a custom executor to register.
     queued: Vec<TaskInfo>,
     launched_at: Instant,
+    /// A checkpointing Mesos executor's subscription closed at this time; it has the
+    /// recovery timeout to subscribe again.
+    disconnected_at: Option<Instant>,
     idle_since: Option<Instant>,
     shutting_down: bool,
     exited: bool,
@@ -171,6 +198,15 @@ pub struct Agent {
     recovery_began: Option<Instant>,
     /// Executors found ended during recovery, to tell the master once it is connected.
     exited_while_down: Vec<(FrameworkId, ExecutorId)>,
+}
+
+/// How long an executor told to shut down has before its container is killed: a Mesos
+/// executor's `shutdown_grace_period`; none for a native one (it exits on `Shutdown`, and the
+/// kill's own SIGTERM grace covers the rest).
+fn shutdown_grace(mesos: Option<&MesosExecutor>) -> Duration {
+    mesos.map_or(Duration::ZERO, |m| {
+        Duration::from_millis(m.shutdown_grace_ms)
+    })
 }
 
 /// How many finished tasks' sandboxes the agent remembers the location of.
@@ -226,14 +262,14 @@ impl Agent {
                 serial,
                 framework_id,
                 executor_id,
-                token,
+                auth,
             } => {
-                let result = self.executor_connected(serial, framework_id, executor_id, token, now);
+                let result = self.executor_connected(serial, framework_id, executor_id, auth, now);
                 self.effects.push(Effect::AnswerExecutor { serial, result });
             }
             Input::FromExecutor { container, msg } => self.executor_message(&container, msg),
             Input::ExecutorDisconnected { container, serial } => {
-                self.executor_disconnected(&container, serial)
+                self.executor_disconnected(&container, serial, now)
             }
             Input::UpdateAcknowledged {
                 framework_id,
@@ -248,19 +284,29 @@ impl Agent {
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
         let timeout = self.settings.executor_registration_timeout;
         let idle_timeout = self.settings.executor_idle_timeout;
+        let recovery_timeout = self.settings.executor_recovery_timeout;
         let mut to_kill = Vec::new();
         for (key, run) in self.runs.iter_mut() {
             if run.exited || run.shutting_down || run.container.is_none() {
                 continue;
             }
-            if let Kind::Custom { .. } = run.kind {
-                if run.conn.is_none() && now.duration_since(run.launched_at) > timeout {
-                    warn!(container = %key, executor = %run.executor_id, "executor did not register within {timeout:?}; killing it");
-                    run.shutting_down = true;
-                    to_kill.push(key.clone());
+            if let Kind::Custom { mesos, .. } = &run.kind {
+                if run.conn.is_none() {
+                    // Never connected: the registration timeout; a checkpointing Mesos
+                    // executor whose subscription closed: the recovery timeout.
+                    let (since, limit, what) = match run.disconnected_at {
+                        Some(at) => (at, recovery_timeout, "subscribe again"),
+                        None => (run.launched_at, timeout, "register"),
+                    };
+                    if now.duration_since(since) > limit {
+                        warn!(container = %key, executor = %run.executor_id, "executor did not {what} within {limit:?}; killing it");
+                        run.shutting_down = true;
+                        to_kill.push((key.clone(), Duration::ZERO));
+                    }
+                    run.idle_since = None;
                     continue;
                 }
-                if run.conn.is_some() && run.live_tasks() == 0 {
+                if run.live_tasks() == 0 {
                     let since = *run.idle_since.get_or_insert(now);
                     if now.duration_since(since) > idle_timeout {
                         info!(container = %key, executor = %run.executor_id, "shutting down idle executor");
@@ -269,17 +315,30 @@ impl Agent {
                             let msg = AgentToExecutor::Shutdown;
                             self.effects.push(Effect::ToExecutor { serial, msg });
                         }
-                        to_kill.push(key.clone());
+                        to_kill.push((key.clone(), shutdown_grace(mesos.as_ref())));
                     }
                 } else {
                     run.idle_since = None;
                 }
             }
         }
-        for key in to_kill {
-            self.kill_container(&key);
+        for (key, after) in to_kill {
+            self.kill_container_after(&key, after);
         }
         self.take_effects()
+    }
+
+    /// Whether an executor of this framework runs here, for the Mesos API's status codes:
+    /// `Err` says which of the two is unknown ("Framework cannot be found" or "Executor cannot
+    /// be found", as Mesos words it).
+    pub fn executor_known(&self, fw: &FrameworkId, executor: &ExecutorId) -> Result<(), String> {
+        if self.active.contains_key(&(fw.clone(), executor.clone())) {
+            Ok(())
+        } else if self.runs.values().any(|r| &r.framework_id == fw) {
+            Err("Executor cannot be found".into())
+        } else {
+            Err("Framework cannot be found".into())
+        }
     }
 
     /// The id this agent is registered under, if any.

@@ -77,7 +77,10 @@ impl Agent {
                 framework_id: cp.framework_id.clone(),
                 executor_id: cp.executor_id.clone(),
                 kind: match cp.executor {
-                    Some(info) => Kind::Custom { info },
+                    Some(info) => Kind::Custom {
+                        info,
+                        mesos: cp.mesos,
+                    },
                     None => Kind::Command,
                 },
                 sandbox: cp.sandbox,
@@ -87,6 +90,7 @@ impl Agent {
                 tasks,
                 queued: cp.queued,
                 launched_at: now,
+                disconnected_at: None,
                 idle_since: None,
                 shutting_down: false,
                 exited: false,

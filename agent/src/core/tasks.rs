@@ -13,7 +13,7 @@ use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{ExecutorId, FrameworkId, TaskId, TaskReason, TaskState, TaskStatus};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 impl Agent {
@@ -51,14 +51,27 @@ impl Agent {
     }
 
     fn launch_command_task(&mut self, fw: &FrameworkId, task: TaskInfo, cmd: CommandInfo) {
-        let executor_id = ExecutorId(format!("command-{}", task.task_id));
+        // A Mesos framework sees its command task's executor id as the task id (Mesos's
+        // command executor), and TASK_STARTING before the command starts.
+        let mesos = task.mesos.is_some();
+        let executor_id = if mesos {
+            ExecutorId(task.task_id.to_string())
+        } else {
+            ExecutorId(format!("command-{}", task.task_id))
+        };
         let key = new_container_key();
         let sandbox = self.sandbox_for(fw, &executor_id, &key);
-        let env_vars = vec![
+        let mut env_vars = vec![
             (env::TASK_ID.into(), task.task_id.to_string()),
             (env::FRAMEWORK_ID.into(), fw.to_string()),
             (env::SANDBOX.into(), sandbox.display().to_string()),
         ];
+        if mesos {
+            env_vars.extend(super::mesos::command_task_env(fw, &executor_id, &sandbox));
+            let status =
+                self.mesos_command_status(fw, &executor_id, &task.task_id, TaskState::Starting);
+            self.report(status);
+        }
         let limits = Limits {
             cpus: task.resources.cpus(),
             mem_mib: task.resources.mem_mib,
@@ -66,8 +79,11 @@ impl Agent {
         let spec = self.launch_spec(&key, &sandbox, &cmd, env_vars, limits);
         let mut run = self.new_run(fw, executor_id, Kind::Command, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
-        run.tasks
-            .insert(task.task_id.clone(), TaskRun::staging(task));
+        let mut staged = TaskRun::staging(task);
+        if mesos {
+            staged.state = TaskState::Starting;
+        }
+        run.tasks.insert(staged.info.task_id.clone(), staged);
         self.launch(key, run, spec, true);
     }
 
@@ -91,6 +107,10 @@ impl Agent {
         }
         let key = new_container_key();
         let sandbox = self.sandbox_for(fw, &exec.executor_id, &key);
+        if let Some(mesos) = task.mesos.as_deref() {
+            let mesos = mesos.clone();
+            return self.launch_mesos_executor(fw, task, exec, &mesos, key, sandbox);
+        }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let env_vars = vec![
             (
@@ -118,7 +138,79 @@ impl Agent {
         };
         let spec = self.launch_spec(&key, &sandbox, &exec.command, env_vars, limits);
         let executor_id = exec.executor_id.clone();
-        let mut run = self.new_run(fw, executor_id, Kind::Custom { info: exec }, sandbox, token);
+        let kind = Kind::Custom {
+            info: exec,
+            mesos: None,
+        };
+        let mut run = self.new_run(fw, executor_id, kind, sandbox, token);
+        run.queued.push(task);
+        self.active.insert(id, key.clone());
+        self.launch(key, run, spec, false);
+    }
+
+    /// A custom executor for a Mesos task: the `MESOS_*` environment instead of the
+    /// `BRAMBLE_*` one (no token: it subscribes over HTTP and is recognised by its process
+    /// session), the command's own environment on top (Mesos lets it override), and the
+    /// executor's and its first task's resources as its limits.
+    fn launch_mesos_executor(
+        &mut self,
+        fw: &FrameworkId,
+        task: TaskInfo,
+        exec: ExecutorInfo,
+        mesos: &bramble_proto::task::MesosTask,
+        key: ContainerKey,
+        sandbox: PathBuf,
+    ) {
+        let executor = super::mesos::executor_of(mesos);
+        let Some(endpoint) = self.settings.mesos_endpoint else {
+            let status = self
+                .agent_status(
+                    fw,
+                    Some(&exec.executor_id),
+                    &task.task_id,
+                    TaskState::Failed,
+                )
+                .with_reason(
+                    TaskReason::LaunchFailed,
+                    "the agent's Mesos executor API is off ([mesos] listen in agent.toml)",
+                );
+            self.report(status);
+            return;
+        };
+        let env_vars = super::mesos::executor_env(
+            &super::mesos::ExecutorEnv {
+                framework_id: fw,
+                executor_id: &exec.executor_id,
+                agent_id: self.agent_id.as_ref(),
+                endpoint,
+                sandbox: &sandbox,
+                recovery_timeout: self.settings.executor_recovery_timeout,
+            },
+            &executor,
+        );
+        let limits = Limits {
+            cpus: exec.resources.cpus() + task.resources.cpus(),
+            mem_mib: exec.resources.mem_mib + task.resources.mem_mib,
+        };
+        let mut spec = self.launch_spec(
+            &key,
+            &sandbox,
+            &CommandInfo {
+                environment: Default::default(),
+                ..exec.command.clone()
+            },
+            env_vars,
+            limits,
+        );
+        spec.env.extend(exec.command.environment.clone());
+        let id = (fw.clone(), exec.executor_id.clone());
+        let executor_id = exec.executor_id.clone();
+        let kind = Kind::Custom {
+            info: exec,
+            mesos: Some(executor),
+        };
+        let mut run = self.new_run(fw, executor_id, kind, sandbox, String::new());
+        run.memory_limit_mib = limits.mem_mib;
         run.queued.push(task);
         self.active.insert(id, key.clone());
         self.launch(key, run, spec, false);
@@ -170,6 +262,7 @@ impl Agent {
             tasks: HashMap::new(),
             queued: Vec::new(),
             launched_at: Instant::now(),
+            disconnected_at: None,
             idle_since: None,
             shutting_down: false,
             exited: false,
@@ -261,9 +354,16 @@ impl Agent {
                 let task_id = run.tasks.keys().next().cloned();
                 if let Some(task_id) = task_id {
                     info!(framework = %fw, task = %task_id, container = %key, pid, "command task running");
+                    let mesos = run
+                        .tasks
+                        .get(&task_id)
+                        .is_some_and(|t| t.info.mesos.is_some());
                     self.set_task_state(key, &task_id, TaskState::Running);
-                    let mut status =
-                        self.agent_status(&fw, Some(&executor_id), &task_id, TaskState::Running);
+                    let mut status = if mesos {
+                        self.mesos_command_status(&fw, &executor_id, &task_id, TaskState::Running)
+                    } else {
+                        self.agent_status(&fw, Some(&executor_id), &task_id, TaskState::Running)
+                    };
                     status.message = format!("pid {pid}");
                     self.report(status);
                 }
@@ -353,9 +453,16 @@ impl Agent {
     /// Asks for the container to be stopped, if it runs (one being launched is stopped once
     /// it is up: see `launched`).
     pub(super) fn kill_container(&mut self, key: &ContainerKey) {
+        self.kill_container_after(key, Duration::ZERO)
+    }
+
+    /// [`kill_container`](Self::kill_container) once `after` has passed (a Mesos executor's
+    /// shutdown grace period, after its SHUTDOWN).
+    pub(super) fn kill_container_after(&mut self, key: &ContainerKey, after: Duration) {
         if self.runs.get(key).is_some_and(|r| r.container.is_some()) {
             self.effects.push(Effect::Kill {
                 container: key.clone(),
+                after,
             });
         }
     }
@@ -391,6 +498,7 @@ impl Agent {
 
     fn shut_down_runs(&mut self, keys: Vec<ContainerKey>) {
         for key in keys {
+            let mut after = Duration::ZERO;
             if let Some(run) = self.runs.get_mut(&key) {
                 run.shutting_down = true;
                 for t in run.tasks.values_mut() {
@@ -399,9 +507,10 @@ impl Agent {
                 if let Some(serial) = run.conn {
                     let msg = AgentToExecutor::Shutdown;
                     self.effects.push(Effect::ToExecutor { serial, msg });
+                    after = super::shutdown_grace(run.kind.mesos());
                 }
             }
-            self.kill_container(&key);
+            self.kill_container_after(&key, after);
         }
     }
 
@@ -452,7 +561,11 @@ impl Agent {
             };
             status.state = state;
             status.reason = Some(reason);
-            status.message = if is_command {
+            status.message = if is_command && task.info.mesos.is_some() {
+                // As Mesos's command executor words it, and from it.
+                status.source = UpdateSource::Executor;
+                super::mesos::command_outcome(&report)
+            } else if is_command {
                 report.describe()
             } else {
                 format!("executor {executor_id} ended: {}", report.describe())

@@ -191,8 +191,9 @@ fn run_checkpoint(key: &ContainerKey, run: &Run) -> RunCheckpoint {
         executor_id: run.executor_id.clone(),
         executor: match &run.kind {
             Kind::Command => None,
-            Kind::Custom { info } => Some(info.clone()),
+            Kind::Custom { info, .. } => Some(info.clone()),
         },
+        mesos: run.kind.mesos().cloned(),
         sandbox: run.sandbox.clone(),
         token: run.token.clone(),
         pid: container.map_or(0, |c| c.pid),

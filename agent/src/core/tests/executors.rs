@@ -38,9 +38,9 @@ fn an_executor_task_waits_for_its_executor_then_is_handed_to_it() {
     let sent = sent_to_executor(&effects, 2);
     assert!(matches!(sent[0], AgentToExecutor::Registered { .. }));
     assert!(matches!(sent[1], AgentToExecutor::LaunchTask(t) if t.task_id == tid("t1")));
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, Effect::AnswerExecutor { serial: 2, result: Ok(k) } if *k == key)));
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::AnswerExecutor { serial: 2, result: Ok(k) } if k.container == key)
+    ));
 }
 
 #[test]

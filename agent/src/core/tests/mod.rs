@@ -12,6 +12,7 @@ use bramble_proto::{AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskRea
 use std::time::{Duration, Instant};
 
 mod executors;
+mod mesos;
 mod recovery;
 mod tasks;
 
@@ -28,6 +29,7 @@ fn settings() -> AgentSettings {
         executor_registration_timeout: REGISTRATION_TIMEOUT,
         executor_idle_timeout: IDLE_TIMEOUT,
         executor_recovery_timeout: Duration::from_secs(900),
+        mesos_endpoint: Some("127.0.0.1:5051".parse().unwrap()),
     }
 }
 
@@ -178,7 +180,7 @@ fn registered_executor(agent: &mut Agent, ids: &[&str], serial: u64) -> Containe
     let effects = agent.handle(connect(serial, &token_of(&spec)), Instant::now());
     assert!(
         effects.iter().any(|e| matches!(e,
-            Effect::AnswerExecutor { serial: s, result: Ok(k) } if *s == serial && *k == key)),
+            Effect::AnswerExecutor { serial: s, result: Ok(k) } if *s == serial && k.container == key)),
         "executor accepted: {effects:?}"
     );
     commit(agent);
@@ -198,7 +200,7 @@ fn connect(serial: u64, token: &str) -> Input {
         serial,
         framework_id: fw(),
         executor_id: ExecutorId("exec-1".into()),
-        token: token.into(),
+        auth: ExecutorAuth::Token(token.into()),
     }
 }
 
@@ -235,7 +237,7 @@ fn kills(effects: &[Effect]) -> Vec<&ContainerKey> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Kill { container } => Some(container),
+            Effect::Kill { container, .. } => Some(container),
             _ => None,
         })
         .collect()

@@ -74,6 +74,7 @@ fn checkpoint(key: &str, executor: Option<ExecutorInfo>, state: TaskState) -> Ru
         memory_limit_mib: 0,
         tasks: vec![TaskCheckpoint { info, state }],
         queued: Vec::new(),
+        mesos: None,
     }
 }
 
@@ -90,9 +91,9 @@ fn a_live_executor_is_re_adopted_and_may_reconnect_with_its_token() {
     assert!(matches!(effects.as_slice(),
         [Effect::Adopt { container, spec, supervised: false }] if container == "c1" && spec.pid == 500));
     let effects = agent.handle(connect(1, "tok"), Instant::now());
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, Effect::AnswerExecutor { serial: 1, result: Ok(k) } if k == "c1")));
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::AnswerExecutor { serial: 1, result: Ok(k) } if k.container == "c1")
+    ));
     assert_eq!(
         agent.view(0).containers[0].tasks,
         vec![(tid("t1"), TaskState::Running)]
