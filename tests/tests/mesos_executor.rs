@@ -11,7 +11,7 @@ use bramble_proto::{FrameworkId, Resources, TaskState};
 use bramble_tests::*;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -81,7 +81,7 @@ async fn sandbox(cluster: &TestCluster, agent: &str, fw: &FrameworkId) -> PathBu
 }
 
 /// Waits until the executor's `events.log` satisfies `done`; returns its lines.
-async fn events_until(dir: &PathBuf, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+async fn events_until(dir: &Path, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
     let path = dir.join("events.log");
     eventually(what, Duration::from_secs(20), || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
