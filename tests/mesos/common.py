@@ -152,6 +152,76 @@ def framework_gone(master, framework_id, principal=None, secret=None, deadline_s
     return False
 
 
+class Child:
+    """Another phase of a scenario run as its own process (``python this_script.py ...``):
+    its JSON lines are read on a thread, echoed wrapped as ``{"event": "child", "phase": ...}``
+    and can be waited for one by one; its stdin stays open for ``tell``."""
+
+    def __init__(self, phase, argv):
+        import queue
+        import subprocess
+        self.phase = phase
+        self.lines = queue.Queue()
+        self.all = []
+        self.proc = subprocess.Popen([sys.executable] + argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = dict(event="text", text=raw.rstrip("\n"))
+            self.all.append(line)
+            emit("child", phase=self.phase, line=line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, event, deadline_s):
+        """The next line whose event is ``event`` (or the result line), else ``None``."""
+        import queue
+        until = time.monotonic() + deadline_s
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            if line.get("event") in (event, "result"):
+                return line
+
+    def tell(self, text):
+        try:
+            self.proc.stdin.write(text + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+
+    def result(self, deadline_s):
+        """The child's result line once it exits (a failed one if it does not in time)."""
+        line = self.wait_for("result", deadline_s)
+        try:
+            self.proc.wait(timeout=max(1.0, deadline_s))
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        if line is None or line.get("event") != "result":
+            return dict(event="result", ok=False,
+                        error="%s phase ended without a result (exit %s)"
+                        % (self.phase, self.proc.returncode))
+        return line
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def deadline_exit(why, **fields):
     emit("result", ok=False, error=why, **fields)
     sys.stdout.flush()
