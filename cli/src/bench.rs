@@ -204,7 +204,7 @@ pub enum BenchCluster {
     Throwaway(usize),
     /// A running cluster, subscribed to as this framework (`bench/mesos.sh` puts the native
     /// SDK and a Mesos framework on the same processes).
-    Existing(bramble_sdk::SchedulerConfig),
+    Existing(Box<bramble_sdk::SchedulerConfig>),
 }
 
 /// Runs `count` tiny tasks through `path` on `cluster`, at most `in_flight` at once (0: no
@@ -222,7 +222,7 @@ pub async fn tasks(
             let config = c.scheduler_config("bench")?;
             (Some(c), config, agents)
         }
-        BenchCluster::Existing(config) => (None, config, 0),
+        BenchCluster::Existing(config) => (None, *config, 0),
     };
     let scheduler = tiny::Tiny {
         path,

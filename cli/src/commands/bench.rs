@@ -65,7 +65,7 @@ pub fn run(what: BenchKind, master: Option<&str>, cluster: &Path) -> anyhow::Res
             let report = runtime.block_on(async {
                 let cluster = if existing {
                     let target = Target::find(master, cluster).await?;
-                    BenchCluster::Existing(target.scheduler_config("bench")?)
+                    BenchCluster::Existing(Box::new(target.scheduler_config("bench")?))
                 } else {
                     BenchCluster::Throwaway(agents)
                 };
