@@ -394,21 +394,6 @@ async fn pymesos_credentials_right_work_wrong_are_refused_and_bind_the_framework
 async fn a_mesos_framework_and_a_native_pi_job_share_the_cluster_and_both_finish() {
     let Some(venv) = venv() else { return };
     let c = MesosCluster::start("2", false).await;
-    let pi_args: Vec<String> = vec![
-        "--master".into(),
-        c.net.master_addr().to_string(),
-        "--cluster".into(),
-        c.net.test.cluster_dir().display().to_string(),
-        "pi".into(),
-        "--terms".into(),
-        "4e7".into(),
-        "--tasks".into(),
-        "16".into(),
-        "--json".into(),
-        "--journal".into(),
-        c.net.test.path("pi.journal").display().to_string(),
-    ];
-    let mut pi = Proc::spawn_capturing("pi", "bramble", &pi_args, &c.net.logs);
     let mut a = vec![c.master_arg()];
     a.extend(args(&[
         "--name",
@@ -416,7 +401,7 @@ async fn a_mesos_framework_and_a_native_pi_job_share_the_cluster_and_both_finish
         "--tasks",
         "8",
         "--command",
-        "sleep 1",
+        "sleep 3",
         "--deadline",
         "90",
     ]));
@@ -432,18 +417,44 @@ async fn a_mesos_framework_and_a_native_pi_job_share_the_cluster_and_both_finish
             .await
         })
     };
-    // Both are subscribed at once, and both get resources from the one allocator.
+    let holds = |name: &'static str| {
+        let net = &c.net;
+        move || async move {
+            let s = net.state().await?;
+            s.frameworks
+                .iter()
+                .any(|f| f.name == name && f.allocated.cpus() > 0.0)
+                .then_some(())
+        }
+    };
     eventually(
-        "the Mesos framework and the pi job both hold resources at once",
-        Duration::from_secs(60),
+        "the Mesos framework runs its tasks",
+        Duration::from_secs(30),
+        holds("py-mixed"),
+    )
+    .await;
+    let pi_args: Vec<String> = vec![
+        "--master".into(),
+        c.net.master_addr().to_string(),
+        "--cluster".into(),
+        c.net.test.cluster_dir().display().to_string(),
+        "pi".into(),
+        "--terms".into(),
+        "1e8".into(),
+        "--tasks".into(),
+        "16".into(),
+        "--json".into(),
+        "--journal".into(),
+        c.net.test.path("pi.journal").display().to_string(),
+    ];
+    let mut pi = Proc::spawn_capturing("pi", "bramble", &pi_args, &c.net.logs);
+    // Both hold resources from the one allocator at the same time.
+    eventually(
+        "the native pi job gets resources while the Mesos framework holds its own",
+        Duration::from_secs(30),
         || async {
-            let s = c.net.state().await?;
-            let busy = |name: &str| {
-                s.frameworks
-                    .iter()
-                    .any(|f| f.name.contains(name) && f.allocated.cpus() > 0.0)
-            };
-            (busy("py-mixed") && busy("pi")).then_some(())
+            holds("py-mixed")().await?;
+            holds("pi")().await
         },
     )
     .await;
