@@ -13,8 +13,8 @@
 //! The Python side comes from `tests/mesos/setup-venv.sh` (`.ci/run` runs it). Without that
 //! venv these tests print why they skip, except under CI (`CI=true`), where they fail.
 
+use bramble_tests::init_logs;
 use bramble_tests::processes::{free_tcp_port, AgentCmd, LoopbackCluster, MasterCmd, Proc};
-use bramble_tests::{eventually, init_logs};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -173,19 +173,41 @@ impl MesosCluster {
             master,
             agents,
         };
-        eventually("two agents registered", Duration::from_secs(20), || async {
+        c.until("two agents registered", Duration::from_secs(20), || async {
             let s = c.net.state().await?;
             (s.agents.iter().filter(|a| a.connected).count() == 2).then_some(())
         })
         .await;
         let http = c.http();
-        eventually(
+        c.until(
             "the master's HTTP API answers /version",
             Duration::from_secs(10),
             || async move { (http_get(http, "/version")?.0 == 200).then_some(()) },
         )
         .await;
         c
+    }
+
+    /// Polls `check` every 50 ms until it returns `Some`; after `deadline` panics saying what
+    /// was awaited, with the processes' logs.
+    async fn until<T, F, Fut>(&self, what: &str, deadline: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if tokio::time::Instant::now() >= end {
+                panic!(
+                    "timed out after {deadline:?} waiting for: {what}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The master's `host:port` as a Mesos framework takes it.
@@ -272,7 +294,7 @@ async fn pymesos_command_tasks_go_starting_running_finished_and_teardown_removes
         .as_str()
         .expect("framework id")
         .to_string();
-    eventually(
+    c.until(
         "the torn-down framework leaves the master's state",
         Duration::from_secs(10),
         || async {
@@ -427,7 +449,7 @@ async fn a_mesos_framework_and_a_native_pi_job_share_the_cluster_and_both_finish
                 .then_some(())
         }
     };
-    eventually(
+    c.until(
         "the Mesos framework runs its tasks",
         Duration::from_secs(30),
         holds("py-mixed"),
@@ -449,7 +471,7 @@ async fn a_mesos_framework_and_a_native_pi_job_share_the_cluster_and_both_finish
     ];
     let mut pi = Proc::spawn_capturing("pi", "bramble", &pi_args, &c.net.logs);
     // Both hold resources from the one allocator at the same time.
-    eventually(
+    c.until(
         "the native pi job gets resources while the Mesos framework holds its own",
         Duration::from_secs(30),
         || async {
