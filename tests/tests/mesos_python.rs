@@ -14,7 +14,7 @@
 //! venv these tests print why they skip, except under CI (`CI=true`), where they fail.
 
 use bramble_tests::init_logs;
-use bramble_tests::processes::{free_tcp_port, AgentCmd, LoopbackCluster, MasterCmd, Proc};
+use bramble_tests::processes::{AgentCmd, LoopbackCluster, MasterCmd, Proc};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -134,7 +134,7 @@ async fn run_python(venv: &Venv, script: &str, args: &[String], deadline: Durati
 // The cluster
 
 /// A master and two agents as real processes; the master serves the Mesos scheduler API on
-/// a free TCP port, each agent the Mesos executor API on another.
+/// a free TCP port, each agent the Mesos executor API on an ephemeral one.
 struct MesosCluster {
     net: LoopbackCluster,
     master: Proc,
@@ -242,13 +242,10 @@ impl MesosCluster {
     }
 }
 
-/// An agent whose Mesos executor API listens on a free port of its own (two agents share
-/// this host).
+/// An agent of `cpus` cpus and 512 MiB. Its Mesos executor API listens on a port of its own:
+/// `AgentCmd` gives every agent `mesos.listen = "127.0.0.1:0"` (two agents share this host).
 fn mesos_agent(work: &str, cpus: &str) -> AgentCmd {
-    AgentCmd::new(work).cpus(cpus).mem_mib(512).config(&format!(
-        "[mesos]\nlisten = \"127.0.0.1:{}\"\n",
-        free_tcp_port()
-    ))
+    AgentCmd::new(work).cpus(cpus).mem_mib(512)
 }
 
 /// A blocking `GET path` over HTTP/1.0: the status and body, `None` when nothing answers.
