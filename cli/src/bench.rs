@@ -68,7 +68,10 @@ pub enum TaskPath {
 pub struct TasksReport {
     pub path: TaskPath,
     pub tasks: u64,
+    /// Agents of the throwaway cluster; 0 on an existing cluster.
     pub agents: usize,
+    /// Most tasks in flight at once (0: as many as the offers hold).
+    pub in_flight: u64,
     pub wall_s: f64,
     pub tasks_per_s: f64,
     pub latency_p50_ms: f64,
@@ -90,6 +93,8 @@ mod tiny {
         pub path: TaskPath,
         pub executor: CommandInfo,
         pub total: u64,
+        /// Most tasks in flight at once; 0 is no limit.
+        pub in_flight: u64,
         pub launched: u64,
         pub finished: u64,
         pub failed: u64,
@@ -121,7 +126,10 @@ mod tiny {
                 }
                 let mut tasks = Vec::new();
                 let now = Instant::now();
-                while self.launched < self.total {
+                while self.launched < self.total
+                    && (self.in_flight == 0
+                        || self.launched - self.finished - self.failed < self.in_flight)
+                {
                     let Some(rest) = left.checked_sub(&need) else {
                         break;
                     };
@@ -190,18 +198,37 @@ mod tiny {
     }
 }
 
-/// Runs `count` tiny tasks through `path` on a throwaway in-process cluster of `agents`.
+/// Where the tiny tasks run.
+pub enum BenchCluster {
+    /// A throwaway in-process cluster of this many agents (2 cpus, 4 GiB each).
+    Throwaway(usize),
+    /// A running cluster, subscribed to as this framework (`bench/mesos.sh` puts the native
+    /// SDK and a Mesos framework on the same processes).
+    Existing(Box<bramble_sdk::SchedulerConfig>),
+}
+
+/// Runs `count` tiny tasks through `path` on `cluster`, at most `in_flight` at once (0: no
+/// limit; 1 measures one task's round trip alone).
 pub async fn tasks(
     path: TaskPath,
     count: u64,
-    agents: usize,
+    in_flight: u64,
+    cluster: BenchCluster,
     executor: bramble_proto::task::CommandInfo,
 ) -> anyhow::Result<TasksReport> {
-    let cluster = crate::demo::Throwaway::start(agents, 2.0, 4096).await?;
+    let (throwaway, config, agents) = match cluster {
+        BenchCluster::Throwaway(agents) => {
+            let c = crate::demo::Throwaway::start(agents, 2.0, 4096).await?;
+            let config = c.scheduler_config("bench")?;
+            (Some(c), config, agents)
+        }
+        BenchCluster::Existing(config) => (None, *config, 0),
+    };
     let scheduler = tiny::Tiny {
         path,
         executor,
         total: count,
+        in_flight,
         launched: 0,
         finished: 0,
         failed: 0,
@@ -210,8 +237,10 @@ pub async fn tasks(
         first_launch: None,
         last_finish: None,
     };
-    let done = bramble_sdk::run_scheduler(cluster.scheduler_config("bench")?, scheduler).await;
-    cluster.stop().await;
+    let done = bramble_sdk::run_scheduler(config, scheduler).await;
+    if let Some(c) = throwaway {
+        c.stop().await;
+    }
     let mut t = done?;
     t.latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -228,6 +257,7 @@ pub async fn tasks(
         path,
         tasks: count,
         agents,
+        in_flight,
         wall_s: wall,
         tasks_per_s: if wall > 0.0 { count as f64 / wall } else { 0.0 },
         latency_p50_ms: pct(0.5),

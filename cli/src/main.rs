@@ -278,7 +278,7 @@ fn main() -> anyhow::Result<()> {
         } => bramble::display::offline(&state, &png, &size, screen.as_deref()),
         Command::Bench { what } => {
             bramble_proto::logging::init(Some("warn"));
-            commands::bench::run(what)
+            commands::bench::run(what, cli.master.as_deref(), &cli.cluster)
         }
         Command::ServeDir { port, dir } => {
             bramble_proto::logging::init(None);

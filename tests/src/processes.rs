@@ -13,7 +13,7 @@ use bramble_proto::messages::ClusterState;
 use bramble_proto::AgentId;
 use std::ffi::OsString;
 use std::fs::File;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -54,6 +54,15 @@ pub fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A TCP port free right now on 127.0.0.1 (HTTP ports: the master's API, an agent's Mesos
+/// executor API).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free TCP port")
 }
 
 /// A child process that is SIGKILLed (with its process group) when dropped.
@@ -274,6 +283,9 @@ impl AgentCmd {
 pub struct LoopbackCluster {
     pub test: TestCluster,
     pub port: u16,
+    /// The master's HTTP port (web UI, JSON API, Mesos scheduler API); the same across
+    /// restarts of the master.
+    pub http_port: u16,
     pub logs: PathBuf,
 }
 
@@ -286,12 +298,18 @@ impl LoopbackCluster {
         Self {
             test,
             port: free_udp_port(),
+            http_port: free_tcp_port(),
             logs,
         }
     }
 
     pub fn master_addr(&self) -> SocketAddr {
         addr(self.port)
+    }
+
+    /// The master's HTTP address: what a Mesos framework is pointed at.
+    pub fn http_addr(&self) -> SocketAddr {
+        addr(self.http_port)
     }
 
     /// Starts `bramble-master` with `cmd`'s settings; its log is `<name>.log`.
@@ -306,7 +324,7 @@ impl LoopbackCluster {
             "--listen".into(),
             self.master_addr().to_string(),
             "--http".into(),
-            "127.0.0.1:0".into(),
+            self.http_addr().to_string(),
             "--state-dir".into(),
             self.test.path("master-state").display().to_string(),
         ];

@@ -1,9 +1,11 @@
 //! `bramble bench kernel|tasks`: the measurements behind `bench/` (`bramble::bench`), each
 //! printed as one JSON object.
 
-use super::{print_json, self_executor};
+use super::{print_json, self_executor, Target};
 use anyhow::bail;
+use bramble::bench::BenchCluster;
 use clap::Subcommand;
+use std::path::Path;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchKind {
@@ -28,10 +30,18 @@ pub enum BenchKind {
         path: String,
         #[arg(long, default_value_t = 1)]
         agents: usize,
+        /// Most tasks in flight at once (0: as many as the offers hold; 1: one task's
+        /// launch→FINISHED round trip alone).
+        #[arg(long, default_value_t = 0)]
+        in_flight: u64,
+        /// Run on the cluster of `--master`/`--cluster` instead of a throwaway one.
+        #[arg(long)]
+        existing: bool,
     },
 }
 
-pub fn run(what: BenchKind) -> anyhow::Result<()> {
+/// `master` and `cluster` are the global `--master`/`--cluster`, used by `tasks --existing`.
+pub fn run(what: BenchKind, master: Option<&str>, cluster: &Path) -> anyhow::Result<()> {
     match what {
         BenchKind::Kernel {
             threads,
@@ -43,6 +53,8 @@ pub fn run(what: BenchKind) -> anyhow::Result<()> {
             count,
             path,
             agents,
+            in_flight,
+            existing,
         } => {
             let path = match path.as_str() {
                 "executor" => bramble::bench::TaskPath::Executor,
@@ -50,12 +62,15 @@ pub fn run(what: BenchKind) -> anyhow::Result<()> {
                 other => bail!("--path {other}: use executor or command"),
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(bramble::bench::tasks(
-                path,
-                count,
-                agents,
-                self_executor("pi")?,
-            ))?;
+            let report = runtime.block_on(async {
+                let cluster = if existing {
+                    let target = Target::find(master, cluster).await?;
+                    BenchCluster::Existing(Box::new(target.scheduler_config("bench")?))
+                } else {
+                    BenchCluster::Throwaway(agents)
+                };
+                bramble::bench::tasks(path, count, in_flight, cluster, self_executor("pi")?).await
+            })?;
             print_json(&report)
         }
     }
