@@ -520,11 +520,18 @@ impl Agent {
     }
 
     fn set_task_state(&mut self, key: &ContainerKey, task_id: &TaskId, state: TaskState) {
-        if let Some(t) = self
-            .runs
-            .get_mut(key)
-            .and_then(|r| r.tasks.get_mut(task_id))
-        {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        let mesos_executor = matches!(&run.kind, Kind::Custom { mesos: Some(_), .. });
+        if let Some(t) = run.tasks.get_mut(task_id) {
+            // A Mesos executor re-subscribing after an agent restart is asked which STAGING
+            // tasks it knows; one that has moved on must not look STAGING in the checkpoint
+            // once its updates are acknowledged and gone from the log. Native runs skip this
+            // write: nothing there reads a checkpointed STAGING.
+            if mesos_executor && t.state == TaskState::Staging && state != TaskState::Staging {
+                self.dirty.insert(key.clone());
+            }
             t.state = state;
             if state.is_terminal() {
                 t.terminal = true;
