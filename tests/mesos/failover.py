@@ -13,6 +13,7 @@ TASK_RUNNING; it kills the task (TASK_KILLED) and tears down.
 import os
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,14 +163,28 @@ def second(args):
                   reconciled=sched.reconciled, killed=sched.killed)
 
 
-def while_away(args, framework_id):
-    """What the master says about the framework while no process is subscribed."""
+def framework_view(args, framework_id):
+    """What the master's /master/state says about one framework."""
     state = common.get_json(args.master, "/master/state", args.principal, args.secret) or {}
     mine = [f for f in state.get("frameworks", []) if f.get("id") == framework_id]
     tasks = [t for f in mine for t in f.get("tasks", [])]
     return dict(listed=bool(mine),
                 connected=mine[0].get("connected") if mine else None,
                 task_states=[t.get("state") for t in tasks])
+
+
+def while_away(args, framework_id, deadline_s=10.0):
+    """What the master says about the framework once no process is subscribed.
+
+    The first process has exited, so its connection is closed; the master notices the
+    closed stream promptly but not instantly, so poll (with a deadline) until it lists the
+    framework as disconnected, and report the last view either way."""
+    until = time.monotonic() + deadline_s
+    while True:
+        view = framework_view(args, framework_id)
+        if view["connected"] is not True or time.monotonic() >= until:
+            return view
+        time.sleep(0.05)
 
 
 def orchestrate(args):
@@ -182,6 +197,11 @@ def orchestrate(args):
     if not one.get("ok"):
         common.finish(False, problems=["first life: %s" % one.get("error")])
     fid = one["framework_id"]
+    # The child prints its result before the interpreter exits; its socket closes at exit.
+    try:
+        one.proc.wait(timeout=args.deadline / 4)
+    except Exception:  # noqa: BLE001 - a child that will not exit is reported below as connected
+        pass
     away = while_away(args, fid)
     common.emit("while_away", **away)
     problems = []

@@ -365,6 +365,8 @@ async fn pymesos_framework_fails_over_to_a_second_process_by_framework_id() {
         run.explain()
     );
     assert_eq!(r["while_away"]["listed"], true, "{}", run.explain());
+    // The master noticed the first process's closed stream and started its failover timer.
+    assert_eq!(r["while_away"]["connected"], false, "{}", run.explain());
     assert_eq!(r["killed"], true, "{}", run.explain());
 }
 

@@ -220,6 +220,10 @@ impl Writer {
                     break self.end.borrow().clone().unwrap_or_else(|| "closed by the master".into());
                 }
                 _ = shutdown.wait_for(|stop| *stop) => break "the master is shutting down".into(),
+                // hyper drops the body when the connection ends (it watches for EOF while a
+                // response streams): notice it now, not at the next heartbeat 15 s later, so
+                // the failover timer starts when the framework actually left.
+                _ = self.body.closed() => break "the client went away".into(),
                 ev = events.recv() => match ev {
                     Some(ev) => self.translate(ev, &mut subscribed, &mut heartbeat),
                     None => break "the master dropped the stream".into(),
