@@ -6,7 +6,7 @@
 
 use crate::core;
 use crate::runtime::{ExecutorTx, Input};
-use bramble_proto::codec::{FrameReader, FrameWriter};
+use bramble_proto::codec::{FrameReader, FrameWriter, MAX_BATCH};
 use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,8 +117,12 @@ async fn serve_executor(stream: UnixStream, serial: u64, inputs: mpsc::Sender<In
         Err(_) => return,
     };
     let writer_task = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if let Err(e) = writer.send(&msg).await {
+        // A burst's launches leave in one write (see `codec`).
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let sent = writer.send_batch(&batch).await;
+            batch.clear();
+            if let Err(e) = sent {
                 debug!("writing to executor failed: {e}");
                 return;
             }

@@ -15,7 +15,7 @@
 
 use crate::runtime::Input;
 use bramble_proto::backoff::Backoff;
-use bramble_proto::codec::CodecError;
+use bramble_proto::codec::{CodecError, MAX_BATCH};
 use bramble_proto::discovery::{self, Browser};
 use bramble_proto::handshake::{self, HandshakeError};
 use bramble_proto::messages::{AgentToMaster, MasterToAgent, PeerKind};
@@ -338,6 +338,7 @@ async fn registered_session(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ack = Instant::now();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     let result = loop {
         tokio::select! {
             _ = shutdown.changed() => break Err(LinkError::Shutdown),
@@ -348,10 +349,15 @@ async fn registered_session(
                 });
             }
             Some(()) = acks.recv() => last_ack = Instant::now(),
-            msg = outbound.recv() => match msg {
-                Some(msg) => writer.send(&msg).await?,
-                None => break Err(LinkError::Shutdown),
-            },
+            // A committed burst's messages leave in one write (see `codec`).
+            n = outbound.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    break Err(LinkError::Shutdown);
+                }
+                let sent = writer.send_batch(&batch).await;
+                batch.clear();
+                sent?;
+            }
             _ = tick.tick() => {
                 if last_ack.elapsed() > interval * MISSED_HEARTBEATS {
                     break Err(LinkError::Timeout("heartbeat acknowledgements"));

@@ -4,14 +4,26 @@
 //! is checked against a limit *before* anything is allocated, so a peer cannot make us reserve
 //! gigabytes by lying in four bytes. The same codec runs over QUIC streams and over the
 //! executor's Unix socket.
+//!
+//! Tiny tasks make many tiny messages (a launch, two updates and an acknowledgement each), so
+//! both ends work in batches: a reader buffers (a burst of frames costs one read, not two per
+//! frame), and writers drain their queue with [`FrameWriter::send_batch`] (a burst leaves in
+//! one write and one flush: fewer wake-ups, fuller packets).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Largest control-stream frame we accept or send: generous for offers and status updates,
 /// small enough that a misbehaving peer costs little.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// Most queued messages a writer takes from its queue (`recv_many`) for one
+/// [`FrameWriter::send_batch`].
+pub const MAX_BATCH: usize = 256;
+
+/// A reader's buffer: many small frames per read; bigger frames bypass it.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -33,13 +45,22 @@ pub enum CodecError {
 
 /// Encodes one message into a complete frame (prefix included).
 pub fn encode_frame<T: Serialize>(msg: &T, limit: usize) -> Result<Vec<u8>, CodecError> {
+    append_frame(Vec::new(), msg, limit)
+}
+
+/// Appends one message's complete frame to `buf`. On error `buf` is returned to no one: the
+/// caller drops the whole batch.
+fn append_frame<T: Serialize>(buf: Vec<u8>, msg: &T, limit: usize) -> Result<Vec<u8>, CodecError> {
+    let start = buf.len();
+    let mut buf = buf;
     // Reserve the prefix up front and fill it in once the payload length is known.
-    let mut buf = postcard::to_extend(msg, vec![0u8; 4]).map_err(CodecError::Encode)?;
-    let len = buf.len() - 4;
+    buf.extend_from_slice(&[0u8; 4]);
+    let mut buf = postcard::to_extend(msg, buf).map_err(CodecError::Encode)?;
+    let len = buf.len() - start - 4;
     if len > limit {
         return Err(CodecError::FrameTooLarge { len, limit });
     }
-    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(buf)
 }
 
@@ -53,7 +74,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecErr
 
 /// Reads frames from one direction of a stream.
 pub struct FrameReader<R> {
-    inner: R,
+    inner: BufReader<R>,
     limit: usize,
     buf: Vec<u8>,
 }
@@ -65,7 +86,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     pub fn with_limit(inner: R, limit: usize) -> Self {
         Self {
-            inner,
+            inner: BufReader::with_capacity(READ_BUFFER_BYTES, inner),
             limit,
             buf: Vec::new(),
         }
@@ -118,6 +139,18 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
+    /// Sends several messages with one write and one flush. A message over the limit fails
+    /// the batch before anything is written.
+    pub async fn send_batch<T: Serialize>(&mut self, msgs: &[T]) -> Result<(), CodecError> {
+        let mut frames = Vec::new();
+        for msg in msgs {
+            frames = append_frame(frames, msg, self.limit)?;
+        }
+        self.inner.write_all(&frames).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+
     pub fn into_inner(self) -> W {
         self.inner
     }
@@ -156,6 +189,52 @@ mod tests {
         assert_eq!(r.recv::<AgentToMaster>().await.expect("register"), reg);
         drop(w);
         assert!(matches!(r.recv::<Hello>().await, Err(CodecError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_as_its_frames_in_order() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let beats: Vec<AgentToMaster> = (0..100u64)
+            .map(|i| AgentToMaster::SandboxData {
+                request: i,
+                result: Err(format!("no {i}")),
+            })
+            .collect();
+        w.send_batch(&beats).await.expect("send batch");
+        w.send_batch::<AgentToMaster>(&[])
+            .await
+            .expect("empty batch");
+        w.send(&AgentToMaster::Heartbeat).await.expect("send one");
+        for want in &beats {
+            assert_eq!(&r.recv::<AgentToMaster>().await.expect("frame"), want);
+        }
+        assert_eq!(
+            r.recv::<AgentToMaster>().await.expect("last"),
+            AgentToMaster::Heartbeat
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_one_oversized_message_writes_nothing() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut w = FrameWriter::with_limit(a, 64);
+        let batch = vec![
+            AgentToMaster::Heartbeat,
+            AgentToMaster::SandboxData {
+                request: 1,
+                result: Err("x".repeat(100)),
+            },
+        ];
+        assert!(matches!(
+            w.send_batch(&batch).await,
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+        drop(w);
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty(), "wrote {} bytes", rest.len());
     }
 
     #[tokio::test]

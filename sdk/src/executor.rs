@@ -33,7 +33,7 @@
 use crate::error::SdkError;
 use crate::AbortOnDrop;
 use async_trait::async_trait;
-use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
+use bramble_proto::codec::{CodecError, FrameReader, FrameWriter, MAX_BATCH};
 use bramble_proto::executor_env;
 use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
@@ -575,6 +575,8 @@ async fn write_frames(
     mut out: mpsc::UnboundedReceiver<Outbound>,
 ) {
     let mut writer: Option<FrameWriter<OwnedWriteHalf>> = None;
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let mut frames = Vec::with_capacity(MAX_BATCH);
     loop {
         tokio::select! {
             // A new connection first, so frames queued after it was made go out on it.
@@ -583,22 +585,43 @@ async fn write_frames(
                 Some(w) => writer = Some(w),
                 None => return,
             },
-            item = out.recv() => match item {
-                Some(Outbound::Frame(msg)) => {
-                    if let Some(w) = writer.as_mut() {
-                        if let Err(e) = w.send(&msg).await {
-                            warn!("writing to the agent failed: {e}");
-                            writer = None;
+            n = out.recv_many(&mut items, MAX_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                // Everything queued so far leaves in one write; a flush is answered once the
+                // frames queued before it are written.
+                for item in items.drain(..) {
+                    match item {
+                        Outbound::Frame(msg) => frames.push(msg),
+                        Outbound::Flush(done) => {
+                            write_batch(&mut writer, &mut frames).await;
+                            let _ = done.send(());
                         }
                     }
                 }
-                Some(Outbound::Flush(done)) => {
-                    let _ = done.send(());
-                }
-                None => return,
-            },
+                write_batch(&mut writer, &mut frames).await;
+            }
         }
     }
+}
+
+/// Writes `frames` (emptying it) if there is a working connection; a failed write drops the
+/// connection until the next one comes.
+async fn write_batch(
+    writer: &mut Option<FrameWriter<OwnedWriteHalf>>,
+    frames: &mut Vec<ExecutorToAgent>,
+) {
+    if frames.is_empty() {
+        return;
+    }
+    if let Some(w) = writer.as_mut() {
+        if let Err(e) = w.send_batch(frames).await {
+            warn!("writing to the agent failed: {e}");
+            *writer = None;
+        }
+    }
+    frames.clear();
 }
 
 async fn read_frames(

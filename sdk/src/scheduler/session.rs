@@ -1,13 +1,17 @@
 //! The run loop's inner half: one subscribed connection. Events go to the scheduler one at a
 //! time, queued driver calls and heartbeats go to the master, and `stop()` ends the session as
 //! asked (teardown confirmed by the master, or a plain disconnect for failover).
+//!
+//! Work is taken in batches: the events already read are handed over one by one and their
+//! implicit acknowledgements leave together in one write, as do the calls queued meanwhile
+//! (a burst of tiny tasks is a burst of updates; one write per update would dominate).
 
 use super::driver::ack_call;
 use super::runner::{Runner, Session};
 use super::Scheduler;
 use crate::error::SdkError;
 use crate::AbortOnDrop;
-use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
+use bramble_proto::codec::{CodecError, FrameReader, FrameWriter, MAX_BATCH};
 use bramble_proto::messages::{MasterEvent, SchedulerCall};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -55,6 +59,9 @@ impl Runner {
                 None => what,
             })
         };
+        let mut calls = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut acks = Vec::with_capacity(MAX_BATCH);
         loop {
             let stop_requested = *self.stop.borrow_and_update();
             if let Some(failover) = stop_requested {
@@ -67,22 +74,59 @@ impl Runner {
             tokio::select! {
                 biased;
                 Ok(()) = self.stop.changed() => {}
-                Some(call) = self.calls.recv() => {
-                    if let Err(e) = writer.send(&call).await {
-                        return Ok(lost(&conn, format!("sending {}: {e}", call_name(&call))));
+                n = self.calls.recv_many(&mut calls, MAX_BATCH), if !self.calls.is_closed() || !self.calls.is_empty() => {
+                    if n > 0 {
+                        let sent = writer.send_batch(&calls).await;
+                        if let Err(e) = sent {
+                            return Ok(lost(&conn, format!("sending {}: {e}", call_name(&calls[0]))));
+                        }
+                        calls.clear();
                     }
                 }
-                event = events.recv() => match event {
-                    Some(Ok(event)) => {
-                        if let Some(end) = self.dispatch(event, scheduler, &mut writer, &conn).await {
-                            return Ok(end);
-                        }
-                    }
-                    Some(Err(CodecError::Closed)) | None => {
+                n = events.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
                         return Ok(lost(&conn, "the master closed the control stream".into()));
                     }
-                    Some(Err(e)) => return Ok(lost(&conn, format!("reading from the master: {e}"))),
-                },
+                    let mut ended = None;
+                    for event in batch.drain(..) {
+                        let event = match event {
+                            Ok(event) => event,
+                            Err(CodecError::Closed) => {
+                                ended = Some(lost(&conn, "the master closed the control stream".into()));
+                                break;
+                            }
+                            Err(e) => {
+                                ended = Some(lost(&conn, format!("reading from the master: {e}")));
+                                break;
+                            }
+                        };
+                        if let Some(end) = self.dispatch(event, scheduler, &mut acks, &conn).await {
+                            ended = Some(end);
+                            break;
+                        }
+                        // A scheduler that stopped gets no further callbacks.
+                        if self.stop.borrow().is_some() {
+                            break;
+                        }
+                    }
+                    batch.clear();
+                    if !acks.is_empty() {
+                        let sent = writer.send_batch(&acks).await;
+                        acks.clear();
+                        if let Err(e) = sent {
+                            return Ok(SessionEnd::Lost(format!(
+                                "sending acknowledgements: {e} ({})",
+                                conn.close_reason().map_or_else(
+                                    || "connection open".into(),
+                                    |r| r.to_string()
+                                )
+                            )));
+                        }
+                    }
+                    if let Some(end) = ended {
+                        return Ok(end);
+                    }
+                }
                 _ = heartbeats.tick() => {
                     if let Err(e) = writer.send(&SchedulerCall::Heartbeat).await {
                         return Ok(lost(&conn, format!("sending heartbeat: {e}")));
@@ -92,12 +136,13 @@ impl Runner {
         }
     }
 
-    /// Hands one event to the scheduler. `Some` ends the session.
+    /// Hands one event to the scheduler; an implicit acknowledgement goes to `acks`, sent by
+    /// the caller after the batch. `Some` ends the session.
     async fn dispatch<S: Scheduler>(
         &self,
         event: MasterEvent,
         scheduler: &mut S,
-        writer: &mut FrameWriter<quinn::SendStream>,
+        acks: &mut Vec<SchedulerCall>,
         conn: &quinn::Connection,
     ) -> Option<SessionEnd> {
         let driver = &self.driver;
@@ -115,17 +160,7 @@ impl Runner {
                 scheduler.status_update(driver, &status).await;
                 if driver.acknowledges_implicitly() {
                     match ack_call(&status) {
-                        Ok(Some(ack)) => {
-                            if let Err(e) = writer.send(&ack).await {
-                                return Some(SessionEnd::Lost(format!(
-                                    "sending acknowledgement: {e} ({})",
-                                    conn.close_reason().map_or_else(
-                                        || "connection open".into(),
-                                        |r| r.to_string()
-                                    )
-                                )));
-                            }
-                        }
+                        Ok(Some(ack)) => acks.push(ack),
                         Ok(None) => {}
                         Err(why) => warn!("{why}"),
                     }
