@@ -18,7 +18,7 @@ use crate::display::PanelFeed;
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
-use bramble_proto::codec::{CodecError, FrameReader, FrameWriter};
+use bramble_proto::codec::{CodecError, FrameReader, FrameWriter, MAX_BATCH};
 use bramble_proto::identity::Credentials;
 use bramble_proto::messages::{
     AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
@@ -274,6 +274,8 @@ async fn run_state(
                         }
                     }
                     master.end_burst(Instant::now());
+                    // Relayed status updates rest on the agents' records, not on this commit.
+                    master.flush_early();
                 }
                 None => break,
             },
@@ -522,8 +524,12 @@ where
     }
     let writer_conn = conn.clone();
     let writer_task = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if let Err(e) = writer.send(&msg).await {
+        // A burst's messages for this peer leave in one write (see `codec`).
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let sent = writer.send_batch(&batch).await;
+            batch.clear();
+            if let Err(e) = sent {
                 debug!(peer = %writer_conn.remote_address(), "write failed: {e}");
                 writer_conn.close(quinn::VarInt::from_u32(1), b"write failed");
                 return;

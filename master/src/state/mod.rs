@@ -10,9 +10,14 @@
 //! an admitted agent, a task not yet terminal-and-acknowledged) marks that fact dirty; after a
 //! burst of inputs the server takes the dirty facts as one [`Batch`](crate::store::Batch) ([`Master::take_writes`]),
 //! commits it to the store, and only then releases the outbox ([`Master::flush_outbox`]) into
-//! each peer's bounded queue. So a Subscribed, a Registered, a RunTasks, a forwarded status
-//! update or the agent's acknowledgement of a forgotten task never leaves before the fact it
-//! rests on is on disk, and a burst of a thousand updates costs one fsync. A peer whose queue
+//! each peer's bounded queue. So a Subscribed, a Registered, a RunTasks or the agent's
+//! acknowledgement of an update never leaves before the fact it rests on is on disk, and a
+//! burst of a thousand updates costs one fsync. One message rests on no fact of the master's:
+//! an agent's status update relayed to its framework is the agent's durable record, which the
+//! agent resends until the acknowledgement comes back, and that acknowledgement reaches the
+//! agent only after the master committed the task's new state. So relayed updates leave
+//! before the commit ([`Master::flush_early`]), taking the master's fsync off the path from a
+//! task's end to its framework. A peer whose queue
 //! is full is too slow to keep up and is disconnected rather than allowed to make the master
 //! buffer without limit or stall everyone else.
 //!
@@ -146,6 +151,11 @@ pub struct Master {
     completed: VecDeque<TaskSummary>,
     /// What this burst of inputs says, released by `flush_outbox` after the commit.
     outbox: Vec<Outgoing>,
+    /// Agents' status updates relayed to their frameworks, released by `flush_early` before
+    /// the commit (see `peers.rs`).
+    early: Vec<Outgoing>,
+    /// Connections with a message in `outbox`: what follows for them waits too, in order.
+    held: HashSet<ConnId>,
     /// Durable facts changed since the last `take_writes`.
     dirty_frameworks: HashSet<FrameworkId>,
     dirty_agents: HashSet<AgentId>,
@@ -188,6 +198,8 @@ impl Master {
             next_summary: now,
             completed: VecDeque::new(),
             outbox: Vec::new(),
+            early: Vec::new(),
+            held: HashSet::new(),
             dirty_frameworks: HashSet::new(),
             dirty_agents: HashSet::new(),
             dirty_tasks: HashSet::new(),

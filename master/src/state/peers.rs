@@ -1,12 +1,14 @@
 //! Who is connected and what the master says to them. Every message and operator answer goes
 //! into the outbox first; [`Master::flush_outbox`] releases it only after the burst that
-//! produced it is committed (see the module above). A peer whose queue is full is closed, never
+//! produced it is committed (see the module above). The exception, agents' status updates
+//! relayed to frameworks, goes out before the commit ([`Master::flush_early`]) unless
+//! something for the same connection is already held, so each peer's order is kept. A peer whose queue is full is closed, never
 //! waited for. Also here: which certificate roles may connect as which kind of peer.
 
 use super::{ConnId, Master, PeerTx};
 use bramble_proto::messages::{MasterEvent, MasterToAgent, OperatorReply, PeerKind};
 use bramble_proto::transport::PeerIdentity;
-use bramble_proto::{AgentId, FrameworkId};
+use bramble_proto::{AgentId, FrameworkId, TaskStatus};
 use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -54,12 +56,27 @@ pub(super) enum Outgoing {
 }
 
 impl Master {
+    /// Releases the burst's relayed status updates, before its commit (see `state/mod.rs`).
+    pub fn flush_early(&mut self) {
+        let early = std::mem::take(&mut self.early);
+        self.release(early);
+    }
+
     /// Releases what the committed burst said: into each peer's queue (a full queue drops
     /// that peer), and operators' answers.
     pub fn flush_outbox(&mut self) {
+        // Anything early not yet released goes first: it was queued before anything held for
+        // its connection.
+        self.flush_early();
+        self.held.clear();
+        let outbox = std::mem::take(&mut self.outbox);
+        self.release(outbox);
+    }
+
+    fn release(&mut self, messages: Vec<Outgoing>) {
         // A peer dropped for a full queue is dropped once, not once per message that follows.
         let mut dropped: Vec<ConnId> = Vec::new();
-        for out in std::mem::take(&mut self.outbox) {
+        for out in messages {
             match &out {
                 Outgoing::Agent(conn, _) | Outgoing::Scheduler(conn, _)
                     if dropped.contains(conn) =>
@@ -103,7 +120,22 @@ impl Master {
     }
 
     pub(super) fn send_conn_agent(&mut self, conn: ConnId, msg: MasterToAgent) {
+        self.held.insert(conn);
         self.outbox.push(Outgoing::Agent(conn, msg));
+    }
+
+    /// Relays an agent's status update to its framework ahead of the burst's commit, or
+    /// behind what is already held for the framework's connection.
+    pub(super) fn relay_update(&mut self, framework_id: &FrameworkId, status: TaskStatus) {
+        let Some(conn) = self.frameworks.get(framework_id).and_then(|f| f.conn) else {
+            return;
+        };
+        let event = MasterEvent::Update(status);
+        if self.held.contains(&conn) {
+            self.outbox.push(Outgoing::Scheduler(conn, event));
+        } else {
+            self.early.push(Outgoing::Scheduler(conn, event));
+        }
     }
 
     pub(super) fn send_framework(&mut self, framework_id: &FrameworkId, event: MasterEvent) {
@@ -114,6 +146,7 @@ impl Master {
     }
 
     pub(super) fn send_conn_scheduler(&mut self, conn: ConnId, event: MasterEvent) {
+        self.held.insert(conn);
         self.outbox.push(Outgoing::Scheduler(conn, event));
     }
 

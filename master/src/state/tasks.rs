@@ -131,11 +131,11 @@ impl Master {
                 "out-of-order update: master keeps {previous}, framework still gets it");
         }
         if moved {
-            // Forwarded (below) only once this is committed.
             self.dirty_task(&fw, &status.task_id);
         }
         if framework_connected {
-            self.send_framework(&fw, MasterEvent::Update(status));
+            // Before the commit: the agent's record is what is durable (see `state/mod.rs`).
+            self.relay_update(&fw, status);
         }
     }
 
@@ -386,6 +386,92 @@ mod tests {
         assert!(s.tasks.is_empty());
         assert_eq!(s.completed_tasks.len(), 1);
         assert_eq!(s.completed_tasks[0].state, TaskState::Finished);
+    }
+
+    #[test]
+    fn an_agents_update_reaches_the_framework_before_the_commit_but_its_ack_only_after() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = launched(&mut m, vec![task_info("t1")], now);
+        let uuid = Uuid::new_v4();
+        let mut finished = TaskStatus::new(
+            FrameworkId("fw1".into()),
+            TaskId("t1".into()),
+            TaskState::Finished,
+            UpdateSource::Agent,
+        );
+        finished.uuid = Some(uuid);
+        let msg = AgentToMaster::StatusUpdate(finished);
+        m.handle(Input::FromAgent { conn: 1, msg }, now);
+        m.end_burst(now);
+        m.flush_early();
+        assert_eq!(
+            updates(&drain(&mut fw)),
+            vec![("t1".to_string(), TaskState::Finished)],
+            "relayed before the burst is committed"
+        );
+        let batch = m.take_writes();
+        assert!(
+            !batch.tasks.is_empty(),
+            "the new state is in this burst's commit"
+        );
+        m.flush_outbox();
+        assert!(updates(&drain(&mut fw)).is_empty(), "relayed once");
+
+        let ack = SchedulerCall::Acknowledge {
+            agent_id: AgentId("a1".into()),
+            task_id: TaskId("t1".into()),
+            uuid,
+        };
+        call(&mut m, 2, ack, now);
+        m.end_burst(now);
+        m.flush_early();
+        assert!(
+            drain(&mut agent).is_empty(),
+            "the agent keeps its record until the master has committed the ack's effect"
+        );
+        m.take_writes();
+        m.flush_outbox();
+        assert!(drain(&mut agent)
+            .iter()
+            .any(|msg| matches!(msg, MasterToAgent::Acknowledge { uuid: u, .. } if *u == uuid)));
+    }
+
+    #[test]
+    fn a_relayed_update_never_overtakes_what_is_held_for_the_same_framework() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (_agent, mut fw) = launched(&mut m, vec![task_info("t1")], now);
+        // A kill of an unknown task is answered by the master itself (held for the commit);
+        // the agent's update that follows in the same burst must queue behind it.
+        let kill = SchedulerCall::Kill {
+            task_id: TaskId("ghost".into()),
+        };
+        call(&mut m, 2, kill, now);
+        let mut running = TaskStatus::new(
+            FrameworkId("fw1".into()),
+            TaskId("t1".into()),
+            TaskState::Running,
+            UpdateSource::Executor,
+        );
+        running.uuid = Some(Uuid::new_v4());
+        let msg = AgentToMaster::StatusUpdate(running);
+        m.handle(Input::FromAgent { conn: 1, msg }, now);
+        m.end_burst(now);
+        m.flush_early();
+        assert!(
+            drain(&mut fw).is_empty(),
+            "held behind the master's own answer"
+        );
+        m.take_writes();
+        m.flush_outbox();
+        assert_eq!(
+            updates(&drain(&mut fw)),
+            vec![
+                ("ghost".to_string(), TaskState::Lost),
+                ("t1".to_string(), TaskState::Running)
+            ]
+        );
     }
 
     #[test]
