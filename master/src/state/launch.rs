@@ -13,7 +13,7 @@ use bramble_proto::{
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
-use tracing::info;
+use tracing::{debug, info};
 
 impl Master {
     pub(super) fn accept(
@@ -117,11 +117,22 @@ impl Master {
             .get(fw)
             .map(|f| f.info.name.clone())
             .unwrap_or_default();
+        // One line per launch, not per task: a framework launching thousands of tiny tasks a
+        // second would otherwise flood the journal (each task is at debug).
+        match launched.as_slice() {
+            [t] => {
+                info!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task")
+            }
+            [first, .., last] => {
+                info!(framework = %fw, tasks = launched.len(), first = %first.task_id, last = %last.task_id, agent = %agent_id, "launching tasks")
+            }
+            [] => {}
+        }
         if let Some(f) = self.frameworks.get_mut(fw) {
             for t in &launched {
                 self.task_locations
                     .insert((fw.clone(), t.task_id.clone()), agent_id.clone());
-                info!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task");
+                debug!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task");
                 f.tasks.insert(
                     t.task_id.clone(),
                     TaskEntry {

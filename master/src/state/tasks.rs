@@ -118,7 +118,13 @@ impl Master {
                 task.terminal = Some(status.clone());
                 let res = task.info.resources.clone();
                 let task_agent = task.info.agent_id.clone();
-                info!(framework = %fw, task = %status.task_id, state = %status.state, reason = ?status.reason, message = %status.message, "task ended");
+                // A task that finished is routine (debug: tiny tasks end thousands of times a
+                // second); one that failed, was killed or lost is what an operator looks for.
+                if status.state == TaskState::Finished {
+                    debug!(framework = %fw, task = %status.task_id, "task finished");
+                } else {
+                    info!(framework = %fw, task = %status.task_id, state = %status.state, reason = ?status.reason, message = %status.message, "task ended");
+                }
                 self.allocator.recover(&task_agent, &fw, &res);
                 self.allocation_due = true;
             } else if previous != status.state {
