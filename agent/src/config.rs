@@ -49,7 +49,8 @@ pub struct AgentConfig {
     pub executor_registration_timeout_secs: u64,
     /// Time between SIGTERM and SIGKILL when killing a task.
     pub kill_grace_secs: u64,
-    /// How long an executor with no tasks left is kept before it is shut down.
+    /// How long a native custom executor with no tasks left is kept before it is shut down
+    /// (a Mesos executor is kept until its framework shuts it down, as in Mesos).
     pub executor_idle_timeout_secs: u64,
     /// A tracing filter such as `info,bramble_agent=debug`; `RUST_LOG` wins when set.
     pub log: Option<String>,

@@ -306,7 +306,9 @@ impl Agent {
                     run.idle_since = None;
                     continue;
                 }
-                if run.live_tasks() == 0 {
+                // A Mesos executor is kept without tasks, as Mesos keeps it (its framework
+                // may send it messages or tasks later); it ends by SHUTDOWN or by itself.
+                if run.live_tasks() == 0 && mesos.is_none() {
                     let since = *run.idle_since.get_or_insert(now);
                     if now.duration_since(since) > idle_timeout {
                         info!(container = %key, executor = %run.executor_id, "shutting down idle executor");

@@ -247,6 +247,31 @@ fn shutdown_tells_the_executor_then_kills_after_its_grace_period() {
 }
 
 #[test]
+fn an_idle_mesos_executor_stays_until_its_framework_shuts_it_down() {
+    // Mesos keeps an executor without tasks (frameworks keep state and send it messages
+    // between tasks); only SHUTDOWN, the framework's end or the executor itself ends it.
+    let mut agent = connected_agent();
+    let (key, _, _) = launch_and_start(
+        &mut agent,
+        vec![mesos_executor_task("t1", false)],
+        300,
+        Instant::now(),
+    );
+    assert!(accepted(
+        &agent.handle(subscribe(8, Some(300), &[]), Instant::now()),
+        8
+    ));
+    let (finished, _) = executor_update(&key, "t1", TaskState::Finished);
+    agent.handle(finished, Instant::now());
+    commit(&mut agent);
+    let idle = Instant::now();
+    agent.tick(idle);
+    let effects = agent.tick(idle + IDLE_TIMEOUT * 3);
+    assert!(kills(&effects).is_empty(), "{effects:?}");
+    assert!(sent_to_executor(&effects, 8).is_empty(), "{effects:?}");
+}
+
+#[test]
 fn a_mesos_command_task_reports_starting_running_then_mesos_words() {
     let mut agent = connected_agent();
     let mut t = task("t1");
