@@ -165,7 +165,8 @@ pub(super) struct Scan {
     pub records: Vec<(Record<'static>, usize)>,
     /// Bytes at the end that belong to no verified frame (a torn tail), if any.
     pub torn_tail: Option<Range>,
-    /// Stretches in the middle that did not verify, with frames that do after them.
+    /// Stretches in the middle that did not verify, with frames that do after them (or running
+    /// to the end, if the search for a next frame gave up).
     pub damaged: Vec<Range>,
 }
 
@@ -179,6 +180,14 @@ pub(super) struct Range {
 /// Reads every frame of `frames` (a segment's bytes after its header); `base` is their offset
 /// in the segment, for the ranges reported. See the module header.
 pub(super) fn scan(frames: &[u8], base: usize) -> Scan {
+    scan_within(frames, base, RESYNC_BUDGET)
+}
+
+/// Bytes checksummed while looking for a frame after damage, at most: crafted bytes could make
+/// every offset claim a long frame, so the search gives up after this much.
+const RESYNC_BUDGET: usize = 256 << 20;
+
+fn scan_within(frames: &[u8], base: usize, mut budget: usize) -> Scan {
     let mut scan = Scan::default();
     let mut pos = 0;
     while pos < frames.len() {
@@ -187,12 +196,27 @@ pub(super) fn scan(frames: &[u8], base: usize) -> Scan {
             pos += len;
             continue;
         }
-        let resume = (pos + 1..frames.len()).find(|&p| decode(&frames[p..]).is_some());
+        let resume = (pos + 1..frames.len()).find(|&p| {
+            let claimed = frames
+                .get(p..p + 4)
+                .map_or(0, |l| u32_at(l, 0) as usize)
+                .min(frames.len() - p);
+            budget = budget.saturating_sub(claimed);
+            budget == 0 || decode(&frames[p..]).is_some()
+        });
         let end = resume.unwrap_or(frames.len());
         let range = Range {
             start: base + pos,
             end: base + end,
         };
+        if budget == 0 {
+            // Gave up: whatever follows is lost, and it was damage, not a torn write.
+            scan.damaged.push(Range {
+                end: base + frames.len(),
+                ..range
+            });
+            break;
+        }
         match resume {
             Some(_) => scan.damaged.push(range),
             None => scan.torn_tail = Some(range),
@@ -341,5 +365,24 @@ mod tests {
                 assert!(scan.torn_tail.is_none());
             }
         }
+    }
+
+    #[test]
+    fn the_search_after_damage_gives_up_on_bytes_that_all_claim_long_frames() {
+        let (mut buf, lens) = frames(&[update(1, 3)]);
+        // Every offset reads as a frame of about 1 MiB that does not verify.
+        for _ in 0..(2 << 20) / 4 {
+            buf.extend_from_slice(&[0x00, 0x00, 0x10, 0x00]);
+        }
+        let scan = scan_within(&buf, 0, 8 << 20);
+        assert_eq!(scan.records.len(), 1);
+        assert!(scan.torn_tail.is_none());
+        assert_eq!(
+            scan.damaged,
+            vec![Range {
+                start: lens[0],
+                end: buf.len()
+            }]
+        );
     }
 }

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 const PREFIX: &str = "updates-";
@@ -141,9 +141,9 @@ impl UpdateLog {
             }
         }
         if !legacy.is_empty() {
-            debug!(
+            info!(
                 files = legacy.len(),
-                "moving legacy .upd status update files into the update log"
+                "moving the .upd status update files of an older agent into the update log"
             );
         }
         for (pending, path) in legacy {
