@@ -388,6 +388,8 @@ impl Runtime {
         self.carry_out(effects).await;
         self.release();
         self.flush_updates(Instant::now());
+        // The burst's acknowledgements go to the log's file (not flushed: see status_updates).
+        self.updates.flush();
     }
 
     /// Records a burst's updates in one batch; if the batch is refused, one by one, so one

@@ -11,6 +11,7 @@
 //! agent kills and 3 master kills); `BRAMBLE_CHAOS_SEED=N` replays a run's choices;
 //! `BRAMBLE_CHAOS_JSON=FILE` also writes the counts there. `tests/chaos/run.sh` wraps it.
 
+use bramble_agent::status_updates::StatusUpdateManager;
 use bramble_tests::processes::*;
 use bramble_tests::*;
 use std::collections::BTreeMap;
@@ -204,13 +205,13 @@ fn processes_under(root: &Path, except: &[i32]) -> Vec<(i32, String)> {
     found
 }
 
-/// Files in every agent's update checkpoint: updates not yet acknowledged by their framework.
+/// Updates in every agent's update log not yet acknowledged by their framework (as far as
+/// the agents have written their acknowledgements out: they do after each burst).
 fn pending_updates(cluster: &Cluster) -> usize {
     (0..3)
         .map(|i| {
-            std::fs::read_dir(cluster.agent_dir(i).join("meta/updates"))
-                .map(|d| d.flatten().count())
-                .unwrap_or(0)
+            let dir = cluster.agent_dir(i).join("meta/updates");
+            StatusUpdateManager::pending_on_disk(&dir).unwrap_or(0)
         })
         .sum()
 }

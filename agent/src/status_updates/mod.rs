@@ -13,23 +13,33 @@
 //!   update whose uuid is already queued for its task is a resend by the producer and returns
 //!   `Ok` with that uuid without writing anything.
 //!
-//! This module is pure bookkeeping plus files: it never sends, sleeps or reads the clock for
+//! This module is pure bookkeeping plus the log: it never sends, sleeps or reads the clock for
 //! scheduling decisions; the caller passes `now` to [`StatusUpdateManager::due`] and sleeps
 //! until [`StatusUpdateManager::next_deadline`].
 //!
-//! **On disk**: one file per unacknowledged update, written before `record` returns; the
-//! format, the recovery of a crashed write and the fsync cost are in `files.rs`.
+//! **On disk**: an append-only log in `meta/updates/`; each `record_batch` is made durable with
+//! one write and one fdatasync before it returns, however many updates it holds;
+//! acknowledgements are appended without a flush (the caller hands them to the OS after each
+//! burst with [`StatusUpdateManager::flush`]), and the log is compacted as updates are
+//! acknowledged. Memory holds only unacknowledged updates. The segments, their recovery
+//! after a crash and the costs are in `log.rs`, the bytes in `frame.rs`; `legacy.rs` reads the
+//! one-file-per-update checkpoints of older agents once, on upgrade.
 
-use bramble_proto::durable::{self, FileError};
+use bramble_proto::durable::FileError;
 use bramble_proto::task::TaskState;
 use bramble_proto::{FrameworkId, TaskId, TaskStatus};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
-
-mod files;
 use uuid::Uuid;
+
+mod frame;
+mod legacy;
+mod log;
+
+pub use frame::EncodeError;
+use log::UpdateLog;
 
 /// Delay before the first resend of an unacknowledged update.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -55,11 +65,11 @@ pub enum StatusUpdateError {
         terminal_uuid: Uuid,
         terminal_state: TaskState,
     },
-    #[error("status updates: encoding update for task {task_id}: {source}")]
+    #[error("status updates: encoding {what}: {source}")]
     Encode {
-        task_id: TaskId,
+        what: String,
         #[source]
-        source: serde_json::Error,
+        source: EncodeError,
     },
 }
 
@@ -70,6 +80,8 @@ struct Pending {
     seq: u64,
     uuid: Uuid,
     status: TaskStatus,
+    /// Bytes of its record in the log, for compaction's accounting.
+    frame_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,17 +130,17 @@ pub struct StatusUpdateManager {
     dir: PathBuf,
     next_seq: u64,
     streams: BTreeMap<StreamKey, Stream>,
+    log: UpdateLog,
 }
 
 impl StatusUpdateManager {
-    /// Opens (creating if needed) `dir` and loads every checkpointed, unacknowledged update,
-    /// all due for sending at once. Corrupt files are logged and moved aside to
-    /// `<name>.corrupt`; left-over temporary files are deleted.
+    /// Opens (creating if needed) the log in `dir` and loads every unacknowledged update, all
+    /// due for sending at once. Damage is logged and survived (see `log.rs`); checkpoints of
+    /// older agents are moved into the log.
     pub fn open(dir: &Path) -> Result<Self, StatusUpdateError> {
-        let loaded = files::load_all(dir)?;
-        let max_seq = loaded.iter().map(|p| p.seq).max().unwrap_or(0);
+        let (log, recovered) = UpdateLog::open(dir)?;
         let mut streams: BTreeMap<StreamKey, Stream> = BTreeMap::new();
-        for p in loaded {
+        for p in recovered.updates {
             let key = (p.status.framework_id.clone(), p.status.task_id.clone());
             streams
                 .entry(key)
@@ -138,8 +150,9 @@ impl StatusUpdateManager {
         }
         let manager = Self {
             dir: dir.to_path_buf(),
-            next_seq: max_seq + 1,
+            next_seq: recovered.next_seq,
             streams,
+            log,
         };
         if manager.pending() > 0 {
             debug!(
@@ -152,9 +165,23 @@ impl StatusUpdateManager {
         Ok(manager)
     }
 
-    /// The directory holding the checkpoints.
+    /// The directory holding the log.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The number of unacknowledged updates in the log in `dir`, read without changing
+    /// anything: for looking at an agent that is running. Acknowledgements it has not yet
+    /// [`flush`](Self::flush)ed are not seen.
+    pub fn pending_on_disk(dir: &Path) -> Result<usize, StatusUpdateError> {
+        log::pending_on_disk(dir)
+    }
+
+    /// Hands buffered acknowledgements to the OS (no fsync; see `log.rs`). Call after each
+    /// burst of inputs, so a crash or a reader sees at most one burst's acknowledgements
+    /// missing.
+    pub fn flush(&mut self) {
+        self.log.flush();
     }
 
     /// Makes `update` durable and queues it behind its task's earlier updates. Assigns a uuid
@@ -167,9 +194,10 @@ impl StatusUpdateManager {
         Ok(self.record_batch(vec![update])?[0])
     }
 
-    /// Like [`record`](Self::record) for several updates, sharing one directory fsync.
-    /// All or nothing: if any update is refused or any write fails, none is queued (files
-    /// already written are removed, best effort). Uuids are returned in input order.
+    /// Like [`record`](Self::record) for several updates, made durable together with one
+    /// write and one fdatasync. All or nothing: if any update is refused or the write fails,
+    /// none is queued (and none is recovered after a restart). Uuids are returned in input
+    /// order.
     pub fn record_batch(
         &mut self,
         updates: Vec<TaskStatus>,
@@ -213,12 +241,19 @@ impl StatusUpdateManager {
                 });
             }
             let seq = self.next_seq + fresh.len() as u64;
-            fresh.push(Pending { seq, uuid, status });
+            fresh.push(Pending {
+                seq,
+                uuid,
+                status,
+                frame_len: 0,
+            });
         }
         if fresh.is_empty() {
             return Ok(uuids);
         }
-        files::write_batch(&self.dir, &fresh)?;
+        self.log
+            .prepare(|| live(&mut self.streams), self.next_seq)?;
+        self.log.append_updates(&mut fresh)?;
         self.next_seq += fresh.len() as u64;
         for p in fresh {
             let key = (p.status.framework_id.clone(), p.status.task_id.clone());
@@ -231,9 +266,11 @@ impl StatusUpdateManager {
         Ok(uuids)
     }
 
-    /// The framework acknowledged `uuid` for this task: deletes its checkpoint, dequeues it,
-    /// and makes the task's next update (if any) due now. `Ok(false)` for a uuid that is not
-    /// the head of that task's queue (unknown, or already acknowledged): harmless.
+    /// The framework acknowledged `uuid` for this task: dequeues it, logs the acknowledgement
+    /// (buffered, see `log.rs`), and makes the task's next update (if any) due now. `Ok(false)`
+    /// for a uuid that is not the head of that task's queue (unknown, or already
+    /// acknowledged): harmless. Never fails today: a failed log write is repaired by the next
+    /// durable write.
     pub fn acknowledge(
         &mut self,
         framework_id: &FrameworkId,
@@ -246,7 +283,7 @@ impl StatusUpdateManager {
         };
         match stream.queue.front() {
             Some(head) if head.uuid == uuid => {
-                files::remove(&self.dir, head)?;
+                self.log.ack(framework_id, task_id, uuid, head.frame_len);
             }
             _ => {
                 if stream.queue.iter().any(|p| p.uuid == uuid) {
@@ -336,25 +373,34 @@ impl StatusUpdateManager {
             .take_while(|((f, _), _)| f == fw)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut dropped = 0;
+        let (count, bytes) = keys
+            .iter()
+            .filter_map(|k| self.streams.get(k))
+            .flat_map(|s| s.queue.iter())
+            .fold((0, 0), |(n, b), p| (n + 1, b + p.frame_len));
+        if count == 0 {
+            return Ok(0);
+        }
+        // Durable before memory forgets, so an error leaves memory matching the disk.
+        self.log
+            .prepare(|| live(&mut self.streams), self.next_seq)?;
+        self.log.forget(fw, bytes)?;
         for key in keys {
-            let Some(stream) = self.streams.get_mut(&key) else {
-                continue;
-            };
-            // Pop only what is deleted, so an error leaves memory matching the disk.
-            while let Some(head) = stream.queue.front() {
-                files::remove(&self.dir, head)?;
-                stream.queue.pop_front();
-                dropped += 1;
-            }
             self.streams.remove(&key);
         }
-        if dropped > 0 {
-            durable::sync_dir(&self.dir)?;
-        }
-        Ok(dropped)
+        Ok(count)
     }
 }
 
+/// Every queued update, for a rewrite of the log.
+fn live(streams: &mut BTreeMap<StreamKey, Stream>) -> Vec<&mut Pending> {
+    streams
+        .values_mut()
+        .flat_map(|s| s.queue.iter_mut())
+        .collect()
+}
+
+#[cfg(test)]
+mod log_tests;
 #[cfg(test)]
 mod tests;

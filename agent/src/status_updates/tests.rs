@@ -1,14 +1,14 @@
-use super::files::{file_name, parse_file_name, CORRUPT_SUFFIX, SUFFIX};
+use super::legacy::{file_name, parse_file_name, CORRUPT_SUFFIX, SUFFIX};
 use super::*;
 use bramble_proto::task::UpdateSource;
 use std::fs;
 use tempfile::TempDir;
 
-fn update(fw: &str, task: &str, state: TaskState) -> TaskStatus {
+pub(super) fn update(fw: &str, task: &str, state: TaskState) -> TaskStatus {
     TaskStatus::new(fw.into(), task.into(), state, UpdateSource::Agent)
 }
 
-fn files(dir: &Path, suffix: &str) -> Vec<String> {
+pub(super) fn files(dir: &Path, suffix: &str) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -16,6 +16,11 @@ fn files(dir: &Path, suffix: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Unacknowledged updates in `dir`'s log, as a reader beside the agent sees them.
+pub(super) fn on_disk(dir: &Path) -> usize {
+    StatusUpdateManager::pending_on_disk(dir).unwrap()
 }
 
 /// A manager on a new, empty directory (kept alive by the returned guard).
@@ -135,10 +140,17 @@ fn order_per_task_survives_restart() {
     assert_eq!(got, expected);
 
     // New updates after the restart sort after the recovered ones.
-    let before = files(dir.path(), SUFFIX);
-    m.record(update("fw", "t3", TaskState::Running)).unwrap();
-    let after = files(dir.path(), SUFFIX);
-    assert!(after.last().unwrap() > before.last().unwrap());
+    let seqs = |m: &StatusUpdateManager| -> Vec<u64> {
+        m.streams
+            .values()
+            .flat_map(|s| s.queue.iter().map(|p| p.seq))
+            .collect()
+    };
+    let before = seqs(&m).into_iter().max().unwrap();
+    let t3 = m.record(update("fw", "t3", TaskState::Running)).unwrap();
+    let key = ("fw".into(), "t3".into());
+    assert!(m.streams[&key].queue[0].seq > before);
+    assert_eq!(m.streams[&key].queue[0].uuid, t3);
 }
 
 #[test]
@@ -158,38 +170,48 @@ fn acknowledging_an_unknown_or_repeated_uuid_is_harmless() {
 }
 
 #[test]
-fn files_are_gone_after_acknowledgement() {
+fn updates_are_on_disk_until_acknowledged() {
     let (dir, mut m) = fresh();
     let u = m.record(update("fw", "t1", TaskState::Finished)).unwrap();
-    let names = files(dir.path(), SUFFIX);
-    assert_eq!(names.len(), 1);
-    assert!(names[0].ends_with(&format!("-{u}.upd")), "{names:?}");
-    // Human-readable JSON carrying the assigned uuid.
-    let text = fs::read_to_string(dir.path().join(&names[0])).unwrap();
-    assert!(text.contains("\"Finished\""), "{text}");
-    assert!(text.contains(&u.to_string()), "{text}");
+    assert_eq!(on_disk(dir.path()), 1, "durable before record returns");
 
     m.acknowledge(&"fw".into(), &"t1".into(), u).unwrap();
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    m.flush();
+    assert_eq!(on_disk(dir.path()), 0);
     assert_eq!(StatusUpdateManager::open(dir.path()).unwrap().pending(), 0);
+    assert_eq!(
+        files(dir.path(), ".log").len(),
+        1,
+        "one segment, nothing else"
+    );
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// An older agent's checkpoint of `status`: `<seq>-<uuid>.upd`, pretty JSON.
+pub(super) fn write_legacy(dir: &Path, seq: u64, status: &TaskStatus) -> String {
+    let name = file_name(seq, status.uuid.unwrap());
+    fs::write(dir.join(&name), serde_json::to_vec_pretty(status).unwrap()).unwrap();
+    name
 }
 
 #[test]
-fn corrupt_file_is_moved_aside_and_the_others_load() {
+fn corrupt_legacy_file_is_moved_aside_and_the_others_load() {
     let dir = tempfile::tempdir().unwrap();
-    let good = {
-        let mut m = StatusUpdateManager::open(dir.path()).unwrap();
-        m.record(update("fw", "t1", TaskState::Running)).unwrap();
-        m.record(update("fw", "t2", TaskState::Running)).unwrap()
-    };
-    let names = files(dir.path(), SUFFIX);
+    let mut names = Vec::new();
+    let mut good = None;
+    for (seq, task) in [(3, "t1"), (4, "t2")] {
+        let mut u = update("fw", task, TaskState::Running);
+        u.uuid = Some(Uuid::new_v4());
+        good = u.uuid;
+        names.push(write_legacy(dir.path(), seq, &u));
+    }
     fs::write(dir.path().join(&names[0]), b"{\"task_id\": trunc").unwrap();
     fs::write(dir.path().join("junk.upd"), b"").unwrap();
     fs::write(dir.path().join(".00000000000000000009-x.upd.tmp"), b"{").unwrap();
 
     let m = StatusUpdateManager::open(dir.path()).unwrap();
     assert_eq!(m.pending(), 1);
-    assert_eq!(m.latest().next().unwrap().uuid, Some(good));
+    assert_eq!(m.latest().next().unwrap().uuid, good);
     assert_eq!(
         files(dir.path(), CORRUPT_SUFFIX),
         vec![
@@ -201,6 +223,7 @@ fn corrupt_file_is_moved_aside_and_the_others_load() {
         files(dir.path(), ".tmp").is_empty(),
         "unfinished write removed"
     );
+    assert!(files(dir.path(), SUFFIX).is_empty(), "moved into the log");
 }
 
 #[test]
@@ -215,7 +238,7 @@ fn updates_after_a_terminal_one_are_refused_but_resends_are_idempotent() {
     resend.uuid = Some(done);
     assert_eq!(m.record(resend).unwrap(), done);
     assert_eq!(m.pending(), 1);
-    assert_eq!(files(dir.path(), SUFFIX).len(), 1);
+    assert_eq!(on_disk(dir.path()), 1);
 }
 
 #[test]
@@ -228,7 +251,8 @@ fn batch_is_all_or_nothing_and_keeps_order() {
     ]);
     assert!(matches!(err, Err(StatusUpdateError::AfterTerminal { .. })));
     assert_eq!(m.pending(), 0);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert_eq!(on_disk(dir.path()), 0);
+    let empty = m.log.len();
 
     let uuids = m
         .record_batch(vec![
@@ -238,7 +262,8 @@ fn batch_is_all_or_nothing_and_keeps_order() {
         ])
         .unwrap();
     assert_eq!(uuids.len(), 3);
-    assert_eq!(files(dir.path(), SUFFIX).len(), 3);
+    assert_eq!(on_disk(dir.path()), 3);
+    assert!(m.log.len() > empty);
     let t0 = Instant::now();
     assert_eq!(
         states(&m.due(t0)),
@@ -259,7 +284,8 @@ fn forgetting_a_framework_drops_its_updates_only() {
     assert_eq!(m.forget_framework(&"fw-a".into()).unwrap(), 3);
     assert_eq!(m.forget_framework(&"fw-none".into()).unwrap(), 0);
     assert_eq!(m.pending(), 1);
-    assert_eq!(files(dir.path(), SUFFIX).len(), 1);
+    assert_eq!(on_disk(dir.path()), 1);
+    drop(m);
     let m = StatusUpdateManager::open(dir.path()).unwrap();
     assert_eq!(m.latest().next().unwrap().uuid, Some(kept));
 }
