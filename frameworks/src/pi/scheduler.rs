@@ -34,7 +34,11 @@ pub struct PiJob {
     pub tasks: u64,
     /// How agents start the executor, e.g. `/usr/bin/bramble executor pi`.
     pub executor: CommandInfo,
-    /// Resources per chunk: one core, a little memory.
+    /// Resources per chunk: half a core, a little memory. Each core's worth of an offer so
+    /// holds two chunks and the executor always has the next one in hand when a chunk ends:
+    /// the FINISHED → offer → launch round trip is hidden behind computing instead of leaving
+    /// the core idle once per chunk (Ray and Dask pipeline tasks to their workers the same
+    /// way). The two share the core, so the allocation stays honest.
     pub task_resources: Resources,
     /// The executor's own resources, charged once per agent.
     pub executor_resources: Resources,
@@ -46,7 +50,7 @@ impl PiJob {
             terms,
             tasks,
             executor,
-            task_resources: Resources::new(1.0, 16),
+            task_resources: Resources::new(0.5, 16),
             executor_resources: Resources::new(0.0, 32),
         }
     }
