@@ -6,7 +6,8 @@
 # one JSON object: for each process the CPU it used in the window (seconds and % of a core),
 # its top symbols by self time (`perf report --no-children`, relative to that process) and,
 # from a second window of `perf trace -s`, the syscalls its threads spent most time in
-# (blocking ones such as fsync included: the path may wait more than it computes).
+# (blocking ones such as fsync included: the path may wait more than it computes); for each
+# executor, the CFS throttling of its cgroup during the record window.
 # perf.data stays in OUT for `perf report -i OUT/perf.data` or flamegraphs.
 #
 # perf needs symbols and the release profile strips them, so this builds with
@@ -67,6 +68,56 @@ def syscalls(text, tids):
                        for k, v in rows.items() if k not in WAITS),
                       key=lambda r: -r["total_ms"])[:top] for p, rows in per.items()}
 
+def cpu_cgroup(pid):
+    """The cpu cgroup directory of `pid` (v1 `cpu` hierarchy or v2), None if not found."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = [l.rstrip("\n").split(":", 2) for l in f]
+    except OSError:
+        return None
+    for _, controllers, path in lines:
+        if "cpu" in controllers.split(","):
+            for mount in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+                if os.path.exists(mount + path):
+                    return mount + path
+    for _, controllers, path in lines:
+        if controllers == "" and os.path.exists("/sys/fs/cgroup" + path + "/cpu.max"):
+            return "/sys/fs/cgroup" + path
+    return None
+
+def throttling(d):
+    """CFS quota and throttling counters of cgroup dir `d` (v1 or v2 names)."""
+    if not d:
+        return None
+    out = {}
+    try:
+        with open(os.path.join(d, "cpu.stat")) as f:
+            for line in f:
+                k, v = line.split()
+                out[k] = int(v)
+        quota = os.path.join(d, "cpu.cfs_quota_us")
+        if os.path.exists(quota):
+            with open(quota) as f:
+                q = int(f.read())
+                out["quota_cpus"] = None if q < 0 else q / 100000
+        else:
+            with open(os.path.join(d, "cpu.max")) as f:
+                q = f.read().split()[0]
+                out["quota_cpus"] = None if q == "max" else int(q) / 100000
+    except (OSError, ValueError):
+        return None
+    return out
+
+def cgroup_delta(a, b):
+    """Throttling within the record window: periods, throttled periods and time."""
+    if not a or not b:
+        return None
+    d = {k: b[k] - a[k] for k in b if k in a and k != "quota_cpus"}
+    return {"quota_cpus_at_end": b.get("quota_cpus"), "periods": d.get("nr_periods"),
+            "throttled_periods": d.get("nr_throttled"),
+            "throttled_ms": (d["throttled_time"] / 1e6 if "throttled_time" in d
+                             else d.get("throttled_usec", 0) / 1e3)}
+
 def thread_ids(procs):
     tids = {}
     for name, pid in procs.items():
@@ -84,6 +135,10 @@ with RealCluster(B, agents=2, cpus=1, mem=512, prefix="bramble-profile-") as c:
     procs.update({f"executor_{i + 1}": pid for i, pid in enumerate(executors)})
     procs["bench"] = bench.pid
     before = {n: cpu_ticks(pid) for n, pid in procs.items()}
+    # The agents put each executor in a cgroup with a CFS quota of its tasks' CPUs: a quota
+    # that throttles shows as time stalled in the executor, not as work.
+    groups = {n: cpu_cgroup(pid) for n, pid in procs.items() if n.startswith("executor_")}
+    thr_before = {n: throttling(d) for n, d in groups.items()}
     perf = ["perf", "record", "-g", "-o", data, "-p", ",".join(map(str, procs.values())),
             "--", "sleep", str(secs)]
     rec = subprocess.run(perf, capture_output=True, text=True)
@@ -93,6 +148,7 @@ with RealCluster(B, agents=2, cpus=1, mem=512, prefix="bramble-profile-") as c:
             after[n] = cpu_ticks(pid)
         except OSError:
             after[n] = None  # ended inside the window
+    thr_after = {n: throttling(d) for n, d in groups.items()}
     # Then where their threads block: syscalls by time spent in them (off-CPU included).
     tids = thread_ids(procs)
     trace_out = os.path.join(out, "trace.txt")
@@ -122,7 +178,9 @@ with RealCluster(B, agents=2, cpus=1, mem=512, prefix="bramble-profile-") as c:
                 "cpu_pct_of_core": None if after[n] is None
                 else round(100 * (after[n] - before[n]) / HZ / secs, 1),
                 "top_self": top_symbols(pid),
-                "syscalls_by_time": by_syscall.get(n, [])}
+                "syscalls_by_time": by_syscall.get(n, []),
+                **({"cgroup_cpu": cgroup_delta(thr_before.get(n), thr_after.get(n))}
+                   if n in groups else {})}
             for n, pid in procs.items()
         },
         "perf_data": data,
