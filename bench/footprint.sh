@@ -1,40 +1,89 @@
 #!/usr/bin/env bash
-# Footprint (issue 3): resident memory and CPU of a master and two agents, real processes on
-# loopback, idle for 30 s after registering. Prints one JSON object.
+# Footprint (issues 3 and 15): a master and two agents as real processes on loopback (release
+# build, default logging, agents of 1 CPU and 512 MiB):
+#   1. idle: resident memory of the three together and CPU of each over an IDLE-second window
+#      after both agents registered (targets: <= 30 MiB together, <= 0.5% of a core each);
+#   2. then N no-op tasks through the custom executor against that cluster
+#      (`bramble bench tasks --existing`), and, once it has settled (polled with a deadline:
+#      the framework gone, no tasks, no executors, nothing allocated in the master's state, and
+#      no child processes left under either agent), resident memory again:
+#      back within 10% of idle (finished tasks and their updates are forgotten once
+#      acknowledged, so nothing may grow per task). A second run of N follows: memory that
+#      grows again with it grows per task; memory that stays is a one-off high-water mark.
+# Prints one JSON object. bench/realcluster.py starts and tears down the processes.
+#
+# Usage: bench/footprint.sh [--short] [IDLE seconds, default 30] [N tasks, default 10000]
+#   --short: IDLE=5, N=1000 (same release build): a quick look, not the figure of record.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p bramble -p bramble-master -p bramble-agent
-B=target/release
-IDLE=${1:-30}
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-$B/bramble cluster init "$tmp/c" >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-echo 'heartbeat_interval_ms = 1000' > "$tmp/m.toml"
-$B/bramble-master --config "$tmp/m.toml" --cluster "$tmp/c" --listen 127.0.0.1:$port --state-dir "$tmp/ms" 2>"$tmp/master.log" & pids+=($!); m=$!
-for i in 1 2; do
-  $B/bramble-agent --cluster "$tmp/c" --master 127.0.0.1:$port --work-dir "$tmp/a$i" --cpus 1 --mem 512 2>"$tmp/a$i.log" & pids+=($!)
-done
-a1=${pids[1]}
-# Wait (with a deadline) until both agents registered.
-for _ in $(seq 1 100); do
-  [ "$(grep -c 'agent registered' "$tmp/master.log" || true)" -ge 2 ] && break
-  sleep 0.1
-done
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-hz=$(getconf CLK_TCK)
-m0=$(ticks $m); a0=$(ticks $a1)
-sleep "$IDLE"   # the measurement window itself, not a wait for an event
-m1=$(ticks $m); a1t=$(ticks $a1)
-python3 - <<PY
-import json
-idle=$IDLE; hz=$hz
-print(json.dumps({
- "idle_s": idle,
- "master": {"rss_mib": $(rss $m)/1024, "cpu_pct_of_core": 100*($m1-$m0)/hz/idle, "target": "rss <= 20 MiB"},
- "agent": {"rss_mib": $(rss $a1)/1024, "cpu_pct_of_core": 100*($a1t-$a0)/hz/idle, "target": "rss <= 10 MiB, cpu <= 0.5%"},
-}, indent=1))
+short=0
+if [ "${1:-}" = --short ]; then short=1; shift; fi
+if [ "$short" = 1 ]; then idle=${1:-5}; count=${2:-1000}; else idle=${1:-30}; count=${2:-10000}; fi
+cargo build --release -q --locked -p bramble -p bramble-master -p bramble-agent
+exec python3 - target/release "$idle" "$count" <<'PY'
+import json, sys, time
+sys.path.insert(0, "bench")
+from realcluster import HZ, RealCluster, cpu_ticks, rss_mib, wait_until
+
+B, idle_s, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+
+with RealCluster(B, agents=2, cpus=1, mem=512, prefix="bramble-footprint-") as c:
+    def rss_all():
+        r = {name: round(rss_mib(p.pid), 2) for name, p in c.procs.items()}
+        r["total"] = round(sum(r.values()), 2)
+        return r
+
+    t0 = {n: cpu_ticks(p.pid) for n, p in c.procs.items()}
+    time.sleep(idle_s)  # the measurement window itself, not a wait for an event
+    t1 = {n: cpu_ticks(p.pid) for n, p in c.procs.items()}
+    idle_rss = rss_all()
+    idle_cpu = {n: round(100 * (t1[n] - t0[n]) / HZ / idle_s, 3) for n in c.procs}
+
+    def run_and_settle():
+        run = c.bench_tasks("--path", "executor", "--count", str(count))
+        started = time.monotonic()
+        wait_until("the cluster to settle after the run", c.settled, 60)
+        return run, time.monotonic() - started, rss_all()
+    run, settle_s, after_rss = run_and_settle()
+    # A second run tells a one-off high-water mark (allocator, buffers) from growth per task.
+    run2, settle2_s, after2_rss = run_and_settle()
+
+    growth = 100 * (after_rss["total"] / idle_rss["total"] - 1)
+    report = {
+        "cluster": "master + 2 agents (1 CPU, 512 MiB each), release, real processes on loopback",
+        "idle": {
+            "window_s": idle_s,
+            "rss_mib": idle_rss,
+            "cpu_pct_of_core": idle_cpu,
+            "target": {"rss_mib.total": "<= 30", "cpu_pct_of_core": "<= 0.5 each"},
+            "met": {"rss_mib.total": idle_rss["total"] <= 30,
+                    "cpu_pct_of_core": all(v <= 0.5 for v in idle_cpu.values())},
+        },
+        "after_tasks": {
+            "tasks": count,
+            "run": {k: run[k] for k in ("tasks_per_s", "latency_p50_ms", "latency_p99_ms",
+                                        "in_flight_max_seen", "failed")},
+            "settle_s": round(settle_s, 2),
+            "settled_when": "master: no tasks, no connected framework, no executors, nothing "
+                            "allocated; agents: no child processes",
+            "rss_mib": after_rss,
+            "growth_pct": round(growth, 2),
+            "target": "rss_mib.total within 10% of idle",
+            "met": growth <= 10,
+        },
+        "after_second_run": {
+            "tasks": count,
+            "run": {k: run2[k] for k in ("tasks_per_s", "latency_p50_ms", "latency_p99_ms",
+                                         "failed")},
+            "settle_s": round(settle2_s, 2),
+            "rss_mib": after2_rss,
+            "growth_pct_vs_idle": round(100 * (after2_rss["total"] / idle_rss["total"] - 1), 2),
+            "kib_per_task_vs_first_run": round(
+                1024 * (after2_rss["total"] - after_rss["total"]) / count, 3),
+        },
+    }
+    report["all_met"] = all([*report["idle"]["met"].values(), report["after_tasks"]["met"]])
+    print(json.dumps(report, indent=1))
+    if run["failed"] or run2["failed"]:
+        sys.exit(1)
 PY

@@ -30,10 +30,21 @@ pub enum BenchKind {
         path: String,
         #[arg(long, default_value_t = 1)]
         agents: usize,
+        /// CPUs each throwaway agent offers. 1 keeps a 2-agent run honest on a 2-core machine
+        /// (master, agents, executors and the bench all share the cores); tasks need 0.01 each,
+        /// so this also caps the tasks in flight per agent (100 at 1 CPU).
+        #[arg(long, default_value_t = 1.0)]
+        cpus_per_agent: f64,
         /// Most tasks in flight at once (0: as many as the offers hold; 1: one task's
         /// launch→FINISHED round trip alone).
         #[arg(long, default_value_t = 0)]
         in_flight: u64,
+        /// N tasks one at a time: the launch→FINISHED round trip (`--count N --in-flight 1`;
+        /// each agent's first task, which waits for the executor to start, is reported apart
+        /// and left out of the percentiles).
+        #[arg(long, value_name = "N", value_parser = crate::parse_count,
+              conflicts_with_all = ["count", "in_flight"])]
+        rtt: Option<u64>,
         /// Run on the cluster of `--master`/`--cluster` instead of a throwaway one.
         #[arg(long)]
         existing: bool,
@@ -53,9 +64,19 @@ pub fn run(what: BenchKind, master: Option<&str>, cluster: &Path) -> anyhow::Res
             count,
             path,
             agents,
+            cpus_per_agent,
             in_flight,
+            rtt,
             existing,
         } => {
+            anyhow::ensure!(
+                cpus_per_agent.is_finite() && cpus_per_agent > 0.0,
+                "--cpus-per-agent {cpus_per_agent}: must be a positive number"
+            );
+            let (count, in_flight) = match rtt {
+                Some(n) => (n, 1),
+                None => (count, in_flight),
+            };
             let path = match path.as_str() {
                 "executor" => bramble::bench::TaskPath::Executor,
                 "command" => bramble::bench::TaskPath::Command,
@@ -67,7 +88,10 @@ pub fn run(what: BenchKind, master: Option<&str>, cluster: &Path) -> anyhow::Res
                     let target = Target::find(master, cluster).await?;
                     BenchCluster::Existing(Box::new(target.scheduler_config("bench")?))
                 } else {
-                    BenchCluster::Throwaway(agents)
+                    BenchCluster::Throwaway {
+                        agents,
+                        cpus: cpus_per_agent,
+                    }
                 };
                 bramble::bench::tasks(path, count, in_flight, cluster, self_executor("pi")?).await
             })?;
