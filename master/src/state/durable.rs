@@ -68,7 +68,6 @@ impl Master {
                     if !entry.state.is_terminal() && !self.agents.contains_key(&agent) {
                         orphans.push((fw.clone(), id.clone()));
                     }
-                    self.task_locations.insert((fw, id.clone()), agent);
                     f.tasks.insert(id, entry);
                 }
                 None => {

@@ -9,7 +9,7 @@ use super::{ConnId, Master};
 use bramble_proto::messages::{
     FrameworkApi, FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall,
 };
-use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
+use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskState, TaskStatus};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use tracing::info;
@@ -295,8 +295,17 @@ impl Master {
         };
         self.removed_frameworks.insert(id.clone(), ());
         self.dirty_frameworks.insert(id.clone());
-        for task in fw.tasks.keys() {
+        for (task, entry) in &fw.tasks {
             self.dirty_tasks.insert((id.clone(), task.clone()));
+            // Its sandboxes stay readable (`bramble logs`) like any completed task's; a task
+            // still live is being killed with its framework, and is listed so (as Mesos lists
+            // a removed framework's tasks).
+            let mut summary = super::tasks::task_summary(id, task, entry);
+            if !summary.state.is_terminal() {
+                summary.state = TaskState::Killed;
+                summary.message = format!("framework removed: {why}");
+            }
+            self.remember_completed(summary);
         }
         info!(framework = %id, name = %fw.info.name, live_tasks = fw.tasks.values().filter(|t| !t.state.is_terminal()).count(),
             "removing framework: {why}; killing its tasks");

@@ -130,8 +130,6 @@ impl Master {
         }
         if let Some(f) = self.frameworks.get_mut(fw) {
             for t in &launched {
-                self.task_locations
-                    .insert((fw.clone(), t.task_id.clone()), agent_id.clone());
                 debug!(framework = %fw, task = %t.task_id, agent = %agent_id, resources = %t.resources, "launching task");
                 f.tasks.insert(
                     t.task_id.clone(),

@@ -134,7 +134,6 @@ pub struct Master {
     allocation_due: bool,
     next_allocation: Instant,
     /// Where recent tasks ran, kept after they are forgotten so their sandboxes stay readable.
-    task_locations: BoundedMap<(FrameworkId, TaskId), AgentId>,
     /// Frameworks removed (torn down, or not back within their failover timeout): a Mesos
     /// framework re-subscribing under one of these ids is told "Framework has been removed".
     /// In memory only, like Mesos's completed frameworks.
@@ -170,9 +169,6 @@ const RECENT_COMPLETED: usize = 1000;
 /// How many removed frameworks' ids are remembered (to refuse their re-subscription).
 const RECENT_REMOVED_FRAMEWORKS: usize = 1000;
 
-/// How many finished tasks' locations are remembered for `bramble logs`.
-const RECENT_TASKS: usize = 10_000;
-
 /// How often terminal updates the master holds (LOST it made itself) are resent until
 /// acknowledged; they are also resent at once whenever their framework subscribes.
 const MASTER_RESEND_INTERVAL: Duration = Duration::from_secs(10);
@@ -189,7 +185,6 @@ impl Master {
             allocator: Allocator::new(Default::default()),
             allocation_due: false,
             next_allocation: now,
-            task_locations: BoundedMap::new(RECENT_TASKS),
             removed_frameworks: BoundedMap::new(RECENT_REMOVED_FRAMEWORKS),
             sandbox_reads: HashMap::new(),
             next_request: 0,

@@ -73,8 +73,7 @@ impl Master {
         now: Instant,
         ask: impl FnOnce(u64) -> MasterToAgent,
     ) {
-        let key = (fw.clone(), task.clone());
-        let message = match self.task_locations.get(&key).cloned() {
+        let message = match self.task_agent(fw, task) {
             Some(agent) if self.agents.get(&agent).is_some_and(|a| a.conn.is_some()) => {
                 self.next_request += 1;
                 let request = self.next_request;
@@ -139,7 +138,9 @@ impl Master {
 mod tests {
     use crate::state::testing::*;
     use crate::state::{Input, Master};
-    use bramble_proto::messages::{MasterToAgent, OperatorCall, OperatorReply, SandboxRead};
+    use bramble_proto::messages::{
+        MasterToAgent, OperatorCall, OperatorReply, SandboxRead, SchedulerCall,
+    };
     use bramble_proto::{FrameworkId, TaskId};
     use std::time::{Duration, Instant};
     use tokio::sync::oneshot;
@@ -201,6 +202,27 @@ mod tests {
         assert!(
             matches!(&answer, Ok(OperatorReply::Error { message }) if message.contains("did not answer")),
             "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn a_removed_frameworks_task_is_listed_killed_and_its_sandbox_stays_readable() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, _fw) = launched(&mut m, vec![task_info("t1")], now);
+        call(&mut m, 2, SchedulerCall::Teardown, now);
+        settle(&mut m, now);
+        drain(&mut agent);
+        let s = m.snapshot();
+        assert!(s.tasks.is_empty());
+        assert_eq!(s.completed_tasks.len(), 1);
+        assert_eq!(s.completed_tasks[0].state, bramble_proto::TaskState::Killed);
+        let _answer = ask(&mut m, read("t1"), now);
+        assert!(
+            drain(&mut agent)
+                .iter()
+                .any(|msg| matches!(msg, MasterToAgent::ReadSandbox { .. })),
+            "relayed to the agent the task ran on"
         );
     }
 

@@ -304,7 +304,21 @@ impl Master {
         }
     }
 
-    fn remember_completed(&mut self, summary: TaskSummary) {
+    /// Where a task runs or ran: a live task's agent, else a recently completed one's (as
+    /// far back as the operator views keep them, `RECENT_COMPLETED`, as Mesos keeps
+    /// `max_completed_tasks_per_framework`). Nothing is kept per task beyond those.
+    pub(super) fn task_agent(&self, fw: &FrameworkId, task: &TaskId) -> Option<AgentId> {
+        if let Some(t) = self.frameworks.get(fw).and_then(|f| f.tasks.get(task)) {
+            return Some(t.info.agent_id.clone());
+        }
+        self.completed
+            .iter()
+            .rev()
+            .find(|s| &s.framework_id == fw && &s.id == task)
+            .map(|s| s.agent_id.clone())
+    }
+
+    pub(super) fn remember_completed(&mut self, summary: TaskSummary) {
         if self.completed.len() >= RECENT_COMPLETED {
             self.completed.pop_front();
         }
