@@ -76,9 +76,20 @@ pub struct MasterHandle {
     /// Set by the state task when it stopped because the store could not be written.
     failure: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Ends once the store is closed (see [`OpenStore`]).
+    store_closed: oneshot::Receiver<()>,
     endpoint: quinn::Endpoint,
     feed: Feed,
     panel: PanelFeed,
+}
+
+/// The open store, with a sender whose drop tells [`MasterHandle::kill`] the store is
+/// closed: a commit in flight on the blocking pool outlives an aborted state task by a few
+/// milliseconds, and a master restarted in the same process must not find the directory
+/// still locked.
+struct OpenStore {
+    store: Store,
+    _closed: oneshot::Sender<()>,
 }
 
 impl MasterHandle {
@@ -144,6 +155,8 @@ impl MasterHandle {
             t.abort();
             let _ = t.await;
         }
+        // The store's lock goes with the last commit in flight, if any.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.store_closed).await;
         // Connections drop their handle on the old socket as they notice the rebind.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::UdpSocket::bind(listen).is_err() && Instant::now() < deadline {
@@ -215,6 +228,11 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
             (None, None)
         }
     };
+    let (closed_tx, store_closed) = oneshot::channel();
+    let store = OpenStore {
+        store,
+        _closed: closed_tx,
+    };
     let state_task = tokio::spawn(run_state(
         master,
         store,
@@ -239,6 +257,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         shutdown,
         crash,
         failure,
+        store_closed,
         tasks: [Some(accept_task), Some(state_task), http_task]
             .into_iter()
             .flatten()
@@ -251,7 +270,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
 
 async fn run_state(
     mut master: Master,
-    store: Store,
+    store: OpenStore,
     mut inputs: mpsc::Receiver<Input>,
     mut shutdown: watch::Receiver<bool>,
     mut crash: watch::Receiver<bool>,
@@ -302,23 +321,23 @@ async fn run_state(
 }
 
 /// Writes one burst's changes, off the async threads (a commit waits for fsync).
-async fn commit(mut store: Store, batch: Batch) -> Result<Store, String> {
+async fn commit(mut open: OpenStore, batch: Batch) -> Result<OpenStore, String> {
     let started = Instant::now();
     let records = batch.len();
     let done = tokio::task::spawn_blocking(move || {
-        let result = store.commit(&batch);
-        (store, result)
+        let result = open.store.commit(&batch);
+        (open, result)
     })
     .await;
     match done {
-        Ok((store, Ok(()))) => {
+        Ok((open, Ok(()))) => {
             let took = started.elapsed();
             if took > SLOW_COMMIT {
-                warn!(?took, records, store = %store.path().display(), "slow commit to the master store (failing storage?)");
+                warn!(?took, records, store = %open.store.path().display(), "slow commit to the master store (failing storage?)");
             } else {
                 debug!(?took, records, "committed");
             }
-            Ok(store)
+            Ok(open)
         }
         Ok((_, Err(e))) => Err(e.to_string()),
         Err(e) => Err(format!("the master store's commit task failed: {e}")),
