@@ -137,6 +137,18 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits (up to `deadline`) until the process's log contains `needle` (e.g. an agent's
+    /// "registered with master": the new process, not the master's stale view, says it is
+    /// back).
+    pub async fn logged(&self, needle: &str, deadline: Duration) {
+        let what = format!("{} to log {needle:?}", self.name);
+        eventually(&what, deadline, || {
+            let found = self.log_text().contains(needle);
+            async move { found.then_some(()) }
+        })
+        .await
+    }
 }
 
 impl Drop for Proc {
@@ -398,4 +410,66 @@ impl Default for LoopbackCluster {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The unacknowledged status updates an agent holds on disk under its work dir `work_dir`,
+/// read from outside (the agent may be running; nothing is written or removed), one name per
+/// update, corrupt ones (set aside, never resent) included.
+///
+/// The one place in the tests that knows the update store's on-disk format
+/// (`agent/src/status_updates/`): one `<seq>-<uuid>.upd` file per update, temp files of
+/// writes in progress. Any other name is a format this helper does not know, and it panics
+/// rather than report a store it cannot read as empty.
+pub fn pending_updates(work_dir: &Path) -> Vec<String> {
+    let dir = bramble_agent::paths::WorkDir::new(work_dir).updates_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new(); // no update ever recorded
+    };
+    let mut pending = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if bramble_proto::durable::is_temp_file_name(&name) {
+            continue;
+        }
+        assert!(
+            name.ends_with(".upd") || name.ends_with(".upd.corrupt"),
+            "{}: unknown file {name:?} in the status update store; \
+             tests/src/processes.rs pending_updates() must learn the new format",
+            dir.display()
+        );
+        pending.push(name);
+    }
+    pending.sort();
+    pending
+}
+
+/// Processes (other than `except`) whose working directory is inside `root`: the executors
+/// and tasks of agents whose work dirs are there, which outlive a SIGKILLed agent on purpose.
+pub fn processes_under(root: &Path, except: &[i32]) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if except.contains(&pid) || !alive(pid) {
+            continue;
+        }
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(root) {
+            let cmd = std::fs::read(entry.path().join("cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            found.push((pid, cmd));
+        }
+    }
+    found
 }
