@@ -412,35 +412,21 @@ impl Default for LoopbackCluster {
     }
 }
 
-/// The unacknowledged status updates an agent holds on disk under its work dir `work_dir`,
-/// read from outside (the agent may be running; nothing is written or removed), one name per
-/// update, corrupt ones (set aside, never resent) included.
-///
-/// The one place in the tests that knows the update store's on-disk format
-/// (`agent/src/status_updates/`): one `<seq>-<uuid>.upd` file per update, temp files of
-/// writes in progress. Any other name is a format this helper does not know, and it panics
-/// rather than report a store it cannot read as empty.
-pub fn pending_updates(work_dir: &Path) -> Vec<String> {
+/// How many unacknowledged status updates an agent holds on disk under its work dir
+/// `work_dir`, read from outside (the agent may be running; nothing is written), through the
+/// update log's own reader (`StatusUpdateManager::pending_on_disk`), so the tests never guess
+/// the format. Acknowledgements the agent has not yet flushed (at most one burst's) are not
+/// seen.
+pub fn pending_updates(work_dir: &Path) -> usize {
     let dir = bramble_agent::paths::WorkDir::new(work_dir).updates_dir();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new(); // no update ever recorded
-    };
-    let mut pending = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if bramble_proto::durable::is_temp_file_name(&name) {
-            continue;
-        }
-        assert!(
-            name.ends_with(".upd") || name.ends_with(".upd.corrupt"),
-            "{}: unknown file {name:?} in the status update store; \
-             tests/src/processes.rs pending_updates() must learn the new format",
-            dir.display()
-        );
-        pending.push(name);
+    if !dir.exists() {
+        return 0; // no update ever recorded
     }
-    pending.sort();
-    pending
+    // An unreadable log fails the test loudly rather than reading as "nothing pending".
+    match bramble_agent::status_updates::StatusUpdateManager::pending_on_disk(&dir) {
+        Ok(n) => n,
+        Err(e) => panic!("{}: reading the status update log: {e}", dir.display()),
+    }
 }
 
 /// Processes (other than `except`) whose working directory is inside `root`: the executors

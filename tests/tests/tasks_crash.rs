@@ -645,7 +645,7 @@ async fn every_task_ends_exactly_once_while_agents_are_sigkilled() {
         "no agent holds an unacknowledged update",
         Duration::from_secs(30),
         || {
-            let left: usize = dirs.iter().map(|d| pending_updates(d).len()).sum();
+            let left: usize = dirs.iter().map(|d| pending_updates(d)).sum();
             async move { (left == 0).then_some(()) }
         },
     )
