@@ -76,12 +76,18 @@ async fn serve_executor(stream: UnixStream, serial: u64, inputs: mpsc::Sender<In
     let mut reader = FrameReader::new(read);
     let mut writer = FrameWriter::new(write);
     let first = tokio::time::timeout(REGISTER_TIMEOUT, reader.recv::<ExecutorToAgent>()).await;
-    let (framework_id, executor_id, token) = match first {
+    let (framework_id, executor_id, token, known_tasks) = match first {
         Ok(Ok(ExecutorToAgent::Register {
             framework_id,
             executor_id,
             token,
-        })) => (framework_id, executor_id, token),
+        })) => (framework_id, executor_id, token, None),
+        Ok(Ok(ExecutorToAgent::Reregister {
+            framework_id,
+            executor_id,
+            token,
+            known_tasks,
+        })) => (framework_id, executor_id, token, Some(known_tasks)),
         Ok(Ok(_)) => {
             warn!("executor connection spoke before registering; closing it");
             return;
@@ -101,7 +107,7 @@ async fn serve_executor(stream: UnixStream, serial: u64, inputs: mpsc::Sender<In
         serial,
         framework_id: framework_id.clone(),
         executor_id: executor_id.clone(),
-        auth: core::ExecutorAuth::Token(token),
+        auth: core::ExecutorAuth::Token { token, known_tasks },
         tx: ExecutorTx::Socket(tx),
         reply,
     };

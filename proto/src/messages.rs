@@ -502,6 +502,18 @@ pub enum ExecutorToAgent {
     /// executor), and relays it to the framework.
     Update(TaskStatus),
     Message(Vec<u8>),
+    /// First message on a *reconnection* (the agent restarted): `Register`'s fields plus the
+    /// tasks this executor was handed and has not seen the end of acknowledged. A task the
+    /// agent recovered as handed over (STAGING, no update recorded) that is not listed never
+    /// reached the executor (its LaunchTask died with the agent): it is reported LOST rather
+    /// than left STAGING forever, as Mesos does on executor re-registration. Last in the enum
+    /// so that an older executor's `Register` still decodes.
+    Reregister {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        token: String,
+        known_tasks: Vec<TaskId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ use bramble_proto::executor_env;
 use bramble_proto::messages::{AgentToExecutor, ExecutorToAgent};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -139,7 +140,7 @@ pub async fn run_executor_with<E: Executor>(
     };
     // The agent may be restarting right now: the first connection is retried like a
     // reconnection.
-    let (reader, writer, agent_id, info) = hello.connect(recovery_timeout).await?;
+    let (reader, writer, agent_id, info) = hello.connect(recovery_timeout, None).await?;
     info!(framework = %framework_id, executor = %executor_id, agent = %agent_id, "executor registered with its agent");
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -151,6 +152,7 @@ pub async fn run_executor_with<E: Executor>(
             agent_id,
             out: out_tx,
             pending: Mutex::new(Vec::new()),
+            known: Mutex::new(HashSet::new()),
             acked: Notify::new(),
             stopped: Mutex::new(false),
             stop: stop_tx,
@@ -185,6 +187,7 @@ pub async fn run_executor_with<E: Executor>(
             event = events.recv() => match event {
                 Some(Ok(AgentToExecutor::LaunchTask(task))) => {
                     debug!(task = %task.task_id, "launching task");
+                    lock(&driver.inner.known).insert(task.task_id.clone());
                     timed("launch_task", executor.launch_task(&driver, task)).await;
                 }
                 Some(Ok(AgentToExecutor::KillTask(task_id))) => {
@@ -206,8 +209,11 @@ pub async fn run_executor_with<E: Executor>(
                 Some(Ok(AgentToExecutor::UpdateAck(_))) => {}
                 Some(Err(e)) => {
                     let why = agent_gone(&driver, Some(e));
+                    // Nothing is acknowledged while disconnected, so what this executor
+                    // knows cannot shrink meanwhile.
+                    let known: Vec<TaskId> = lock(&driver.inner.known).iter().cloned().collect();
                     let reconnected = tokio::select! {
-                        r = hello.connect(recovery_timeout) => r,
+                        r = hello.connect(recovery_timeout, Some(known)) => r,
                         Ok(()) = stop_rx.changed() => {
                             info!("executor stopped by its driver while reconnecting");
                             break Ok(());
@@ -276,14 +282,19 @@ enum Attempt {
 
 impl Hello {
     /// Connects and registers, retrying every [`RECONNECT_INTERVAL`] while the agent is not
-    /// there, for at most `timeout`.
-    async fn connect(&self, timeout: Duration) -> Result<Connected, SdkError> {
+    /// there, for at most `timeout`. `known`: on a reconnection, the tasks this executor
+    /// still knows (sent as `Reregister`); `None` on the first connection.
+    async fn connect(
+        &self,
+        timeout: Duration,
+        known: Option<Vec<TaskId>>,
+    ) -> Result<Connected, SdkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut attempts = 0u32;
         let mut closed_in_a_row = 0u32;
         loop {
             attempts += 1;
-            let last = match self.attempt().await {
+            let last = match self.attempt(known.as_deref()).await {
                 Ok(connected) => return Ok(connected),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Closed(e)) => {
@@ -310,7 +321,7 @@ impl Hello {
         }
     }
 
-    async fn attempt(&self) -> Result<Connected, Attempt> {
+    async fn attempt(&self, known: Option<&[TaskId]>) -> Result<Connected, Attempt> {
         let stream = UnixStream::connect(&self.path).await.map_err(|source| {
             Attempt::Retry(SdkError::AgentSocket {
                 path: self.path.clone(),
@@ -320,19 +331,25 @@ impl Hello {
         let (read_half, write_half) = stream.into_split();
         let mut reader = FrameReader::new(read_half);
         let mut writer = FrameWriter::new(write_half);
-        writer
-            .send(&ExecutorToAgent::Register {
+        let hello = match known {
+            None => ExecutorToAgent::Register {
                 framework_id: self.framework_id.clone(),
                 executor_id: self.executor_id.clone(),
                 token: self.token.clone(),
-            })
-            .await
-            .map_err(|e| {
-                Attempt::Retry(SdkError::protocol(
-                    format!("sending Register to the agent at {}", self.path.display()),
-                    e,
-                ))
-            })?;
+            },
+            Some(known) => ExecutorToAgent::Reregister {
+                framework_id: self.framework_id.clone(),
+                executor_id: self.executor_id.clone(),
+                token: self.token.clone(),
+                known_tasks: known.to_vec(),
+            },
+        };
+        writer.send(&hello).await.map_err(|e| {
+            Attempt::Retry(SdkError::protocol(
+                format!("sending Register to the agent at {}", self.path.display()),
+                e,
+            ))
+        })?;
         let reply = tokio::time::timeout(REGISTER_TIMEOUT, reader.recv::<AgentToExecutor>())
             .await
             .map_err(|_| {
@@ -401,6 +418,9 @@ struct Inner {
     out: mpsc::UnboundedSender<Outbound>,
     /// Updates sent and not yet acknowledged, oldest first.
     pending: Mutex<Vec<Pending>>,
+    /// Tasks handed to this executor whose terminal update the agent has not acknowledged:
+    /// what it tells a restarted agent it knows (`ExecutorToAgent::Reregister`).
+    known: Mutex<HashSet<TaskId>>,
     acked: Notify,
     stopped: Mutex<bool>,
     stop: watch::Sender<bool>,
@@ -498,12 +518,16 @@ impl ExecutorDriver {
 
     fn settle(&self, uuid: Uuid) {
         let mut pending = lock(&self.inner.pending);
-        let before = pending.len();
-        pending.retain(|p| p.status.uuid != Some(uuid));
-        if pending.len() == before {
+        let Some(at) = pending.iter().position(|p| p.status.uuid == Some(uuid)) else {
             debug!(%uuid, "acknowledgement for an update not pending (duplicate ack?)");
-        }
+            self.inner.acked.notify_one();
+            return;
+        };
+        let settled = pending.remove(at);
         drop(pending);
+        if settled.status.state.is_terminal() {
+            lock(&self.inner.known).remove(&settled.status.task_id);
+        }
         self.inner.acked.notify_one();
     }
 

@@ -147,19 +147,41 @@ fn spawn_executor(socket: std::path::PathBuf) -> Run {
 }
 
 async fn registered_agent(listener: &UnixListener) -> FakeAgent {
+    registered_agent_knowing(listener, None).await
+}
+
+/// Accepts the executor's connection: a first `Register` (`known: None`), or a
+/// `Reregister` listing exactly `known`; answers `Registered`.
+async fn registered_agent_knowing(listener: &UnixListener, known: Option<&[&str]>) -> FakeAgent {
     let mut agent = FakeAgent::accept(listener).await;
-    match agent.recv().await {
-        ExecutorToAgent::Register {
-            framework_id,
-            executor_id,
-            token,
-        } => {
-            assert_eq!(framework_id, FrameworkId::from("fw-1"));
-            assert_eq!(executor_id, ExecutorId::from("exec-1"));
-            assert_eq!(token, TOKEN, "Register must carry the agent's token");
+    let (framework_id, executor_id, token) = match (agent.recv().await, known) {
+        (
+            ExecutorToAgent::Register {
+                framework_id,
+                executor_id,
+                token,
+            },
+            None,
+        ) => (framework_id, executor_id, token),
+        (
+            ExecutorToAgent::Reregister {
+                framework_id,
+                executor_id,
+                token,
+                mut known_tasks,
+            },
+            Some(known),
+        ) => {
+            known_tasks.sort();
+            let want: Vec<TaskId> = known.iter().map(|t| TaskId::from(*t)).collect();
+            assert_eq!(known_tasks, want, "the tasks the executor knows");
+            (framework_id, executor_id, token)
         }
-        other => panic!("expected Register first, got {other:?}"),
-    }
+        (other, known) => panic!("expected to be told {known:?} first, got {other:?}"),
+    };
+    assert_eq!(framework_id, FrameworkId::from("fw-1"));
+    assert_eq!(executor_id, ExecutorId::from("exec-1"));
+    assert_eq!(token, TOKEN, "Register must carry the agent's token");
     agent
         .send(AgentToExecutor::Registered {
             agent_id: "agent-1".into(),
@@ -231,8 +253,9 @@ async fn unacknowledged_updates_are_resent_to_a_restarted_agent_and_a_refusal_en
     assert_eq!(first.state, TaskState::Running);
     // Not acknowledged: the agent goes away instead (killed, restarting).
     drop(agent);
-    // The executor comes back with the same token and resends the very same update.
-    let mut agent = registered_agent(&listener).await;
+    // The executor comes back with the same token, says it knows t1 (its end was never
+    // acknowledged) and resends the very same update.
+    let mut agent = registered_agent_knowing(&listener, Some(&["t1"])).await;
     match agent.recv().await {
         ExecutorToAgent::Update(s) => {
             assert_eq!(s.uuid, first.uuid, "a resend keeps its uuid");
@@ -247,7 +270,7 @@ async fn unacknowledged_updates_are_resent_to_a_restarted_agent_and_a_refusal_en
         let mut refusing = FakeAgent::accept(&listener).await;
         assert!(matches!(
             refusing.recv().await,
-            ExecutorToAgent::Register { .. }
+            ExecutorToAgent::Reregister { .. }
         ));
         drop(refusing);
     }

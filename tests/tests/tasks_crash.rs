@@ -17,8 +17,10 @@
 //!   tasks) per agent kill:
 //!   * LOST, reason AgentRestarted, made by the master: the agent died before its group
 //!     commit recorded the task (or the master's RunTask went into the dead connection), so
-//!     the restarted agent re-registers without it. Such a task never ran: it must not have
-//!     been seen RUNNING, and its agent must be one that was killed.
+//!     the restarted agent re-registers without it; or made by the agent: it recorded the
+//!     task but died before the LaunchTask left, and the executor's re-registration
+//!     (`Reregister`, listing the tasks it knows) did not list it. Such a task never ran: it
+//!     must not have been seen RUNNING, and its agent must be one that was killed.
 //!   * ERROR, reason InvalidOffer: the framework accepted an offer the master had just
 //!     rescinded because the killed agent went away or re-registered. It never ran either.
 //!
@@ -51,11 +53,9 @@
 //!    which keeps the task STAGING. Variant: a durable RUNNING with a checkpointed FINISHED
 //!    makes the task terminal on recovery; once RUNNING is acknowledged the agent forgets the
 //!    task and ignores the executor's FINISHED ("executor reported a task it does not run").
-//! 2. *A launch committed but never delivered.* A task given to a connected custom executor is
-//!    checkpointed (STAGING) in the commit, and its LaunchTask goes out after it. A SIGKILL in
-//!    between loses the LaunchTask; the restarted agent re-adopts the task as STAGING, the
-//!    native executor's re-registration does not say which tasks it knows (a Mesos executor's
-//!    does), and nothing launches it again: STAGING forever.
+//! 2. *A launch committed but never delivered* (fixed: a reconnecting executor now lists the
+//!    tasks it knows, `ExecutorToAgent::Reregister`, and the agent reports the ones it never
+//!    got LOST with reason AgentRestarted, as Mesos does).
 
 use bramble_agent::paths::WorkDir;
 use bramble_agent::status_updates::StatusUpdateManager;
@@ -491,11 +491,14 @@ fn judge(ledger: &Ledger, launched: u64, killed: &BTreeSet<AgentId>, agent_kills
             .any(|s| s.state == TaskState::Running);
         match (end.state, end.reason, end.source) {
             (TaskState::Finished, _, UpdateSource::Executor) => v.finished += 1,
-            (TaskState::Lost, Some(TaskReason::AgentRestarted), UpdateSource::Master)
-                if !ran && killed.contains(&t.agent) =>
-            {
-                v.lost_agent_restarted += 1
-            }
+            // The master's: the task was not checkpointed before the kill. The agent's: it
+            // was, but its LaunchTask died with the agent (the executor did not list it when
+            // it re-registered).
+            (
+                TaskState::Lost,
+                Some(TaskReason::AgentRestarted),
+                UpdateSource::Master | UpdateSource::Agent,
+            ) if !ran && killed.contains(&t.agent) => v.lost_agent_restarted += 1,
             (TaskState::Error, Some(TaskReason::InvalidOffer), UpdateSource::Master) if !ran => {
                 v.error_invalid_offer += 1
             }

@@ -69,8 +69,13 @@ pub enum Input {
 /// How a connecting executor proves it is the one the agent launched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecutorAuth {
-    /// A native executor: the one-time token the agent put in its environment.
-    Token(String),
+    /// A native executor: the one-time token the agent put in its environment, and on a
+    /// reconnection the tasks it knows (`ExecutorToAgent::Reregister`; `None` from a first
+    /// `Register`, or from an executor older than that message).
+    Token {
+        token: String,
+        known_tasks: Option<Vec<TaskId>>,
+    },
     /// A Mesos executor's SUBSCRIBE. Mesos executors carry no token, so the edge names the
     /// session of the process that opened the connection (`None`: it could not tell) and the
     /// core checks it is the session of that executor's container (its leader ran `setsid`,

@@ -42,12 +42,17 @@ impl Agent {
         };
         let mut unknown_to_executor = Vec::new();
         match (&auth, mesos) {
-            (ExecutorAuth::Token(token), None) => {
+            (ExecutorAuth::Token { token, known_tasks }, None) => {
                 if &run.token != token {
                     return Err("wrong executor token".into());
                 }
                 if run.conn.is_some() {
                     return Err("executor already registered".into());
+                }
+                // A recovered executor coming back: what it does not know of what this
+                // agent handed it never got there (see `ExecutorToAgent::Reregister`).
+                if let (Some(known), true) = (known_tasks, run.recovered) {
+                    unknown_to_executor = self.never_delivered(run, known);
                 }
             }
             (
@@ -73,16 +78,9 @@ impl Agent {
                 // On a re-subscription: a task this agent handed over that is still STAGING,
                 // has no update recorded and that the executor does not know, never reached it
                 // (its LAUNCH was on a stream that broke).
-                unknown_to_executor = run
-                    .tasks
-                    .values()
-                    .filter(|t| t.state == TaskState::Staging)
-                    .map(|t| t.info.task_id.clone())
-                    .filter(|id| !unacknowledged_tasks.contains(id))
-                    .filter(|id| !self.awaiting_ack(&run.framework_id, id))
-                    .collect();
+                unknown_to_executor = self.never_delivered(run, unacknowledged_tasks);
             }
-            (ExecutorAuth::Token(_), Some(_)) => {
+            (ExecutorAuth::Token { .. }, Some(_)) => {
                 return Err(
                     "this executor speaks the Mesos executor API; subscribe over HTTP".into(),
                 )
@@ -140,6 +138,22 @@ impl Agent {
         Ok(admission)
     }
 
+    /// The tasks this agent handed to `run`'s executor that never reached it: still STAGING
+    /// here, no update recorded, and not among those the executor says it `knows`.
+    fn never_delivered(
+        &self,
+        run: &super::Run,
+        knows: &[bramble_proto::TaskId],
+    ) -> Vec<bramble_proto::TaskId> {
+        run.tasks
+            .values()
+            .filter(|t| t.state == TaskState::Staging)
+            .map(|t| t.info.task_id.clone())
+            .filter(|id| !knows.contains(id))
+            .filter(|id| !self.awaiting_ack(&run.framework_id, id))
+            .collect()
+    }
+
     /// A re-adopted executor reconnected (or ended): recovery is over once none is awaited.
     pub(super) fn reconnected(&mut self, key: &ContainerKey, now: Instant) {
         if !self.awaiting_reconnect.remove(key) || !self.awaiting_reconnect.is_empty() {
@@ -160,7 +174,7 @@ impl Agent {
         let fw = run.framework_id.clone();
         let executor_id = run.executor_id.clone();
         match msg {
-            ExecutorToAgent::Register { .. } => {
+            ExecutorToAgent::Register { .. } | ExecutorToAgent::Reregister { .. } => {
                 warn!(container = %key, "executor registered twice; ignoring");
             }
             ExecutorToAgent::Message(data) => {

@@ -200,7 +200,10 @@ fn connect(serial: u64, token: &str) -> Input {
         serial,
         framework_id: fw(),
         executor_id: ExecutorId("exec-1".into()),
-        auth: ExecutorAuth::Token(token.into()),
+        auth: ExecutorAuth::Token {
+            token: token.into(),
+            known_tasks: None,
+        },
     }
 }
 

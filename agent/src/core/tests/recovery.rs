@@ -100,6 +100,52 @@ fn a_live_executor_is_re_adopted_and_may_reconnect_with_its_token() {
     );
 }
 
+/// A recovered executor reconnecting with `Reregister`, listing `known`.
+fn reconnect_knowing(serial: u64, known: &[&str]) -> Input {
+    Input::ExecutorConnected {
+        serial,
+        framework_id: fw(),
+        executor_id: ExecutorId("exec-1".into()),
+        auth: ExecutorAuth::Token {
+            token: "tok".into(),
+            known_tasks: Some(known.iter().map(|t| tid(t)).collect()),
+        },
+    }
+}
+
+fn recovered_with_staging_task() -> Agent {
+    let mut agent = Agent::new(settings(), Some(AgentId("agent-1".into())), []);
+    let exec = executor_task("t1").executor;
+    let runs = vec![RecoveredRun {
+        checkpoint: checkpoint("c1", exec, TaskState::Staging),
+        alive: true,
+    }];
+    agent.recover(runs, None, Instant::now());
+    agent
+}
+
+#[test]
+fn a_task_a_reconnecting_executor_never_got_is_reported_lost_not_left_staging() {
+    // The agent died after checkpointing the task and before its LaunchTask left.
+    let mut agent = recovered_with_staging_task();
+    agent.handle(reconnect_knowing(1, &[]), Instant::now());
+    let (writes, _) = commit(&mut agent);
+    assert_eq!(states(&writes), vec![(tid("t1"), TaskState::Lost)]);
+    assert_eq!(writes.updates[0].reason, Some(TaskReason::AgentRestarted));
+}
+
+#[test]
+fn a_task_the_reconnecting_executor_knows_stays_as_it_is() {
+    let mut agent = recovered_with_staging_task();
+    agent.handle(reconnect_knowing(1, &["t1"]), Instant::now());
+    let (writes, _) = commit(&mut agent);
+    assert!(states(&writes).is_empty(), "{:?}", writes.updates);
+    assert_eq!(
+        agent.view(0).containers[0].tasks,
+        vec![(tid("t1"), TaskState::Staging)]
+    );
+}
+
 #[test]
 fn recovery_takes_the_newest_unacknowledged_state_over_the_run_file() {
     let mut finished = TaskStatus::new(fw(), tid("t1"), TaskState::Finished, UpdateSource::Agent);
