@@ -9,24 +9,37 @@
 //!   under running tasks: the agent refuses to start (see [`changes`]) rather than re-adopt
 //!   tasks the master would then place against resources that no longer exist.
 //! * `runs/<container>.json`: one per executor run (a command task or a custom executor): ids,
-//!   sandbox, the executor's token, the leader's pid and start time, its cgroup directories,
-//!   and its tasks (with their state when last written) and queued tasks. Written when the run
-//!   is launched and when its task set changes — as part of the agent's group commit, before
-//!   the updates of the same burst, so a RUNNING sent out always has its run on disk. Removed
-//!   once every task of the run is terminal and acknowledged.
+//!   sandbox, the executor's token, the leader's pid and start time, its cgroup directories.
+//!   Written only when such run-level facts change (the launch, a reboot found, …) — as part of
+//!   the agent's group commit, before the updates of the same burst, so a RUNNING sent out
+//!   always has its run on disk. Removed once every task of the run is terminal and
+//!   acknowledged.
+//! * **The run's tasks** are not rewritten into that file as they come and go: an executor
+//!   running thousands of tiny tasks would rewrite (and fsync, rename, directory-fsync) a file
+//!   listing all of them on every burst. They go into the status update log instead
+//!   ([`TaskChange`], `status_updates/`), in the same write and fdatasync as the burst's
+//!   updates: [`TaskChange::RunLogged`] says the log holds the run's task list from then on
+//!   (a snapshot of it follows), then [`TaskChange::TaskAdded`] / [`TaskChange::TaskRemoved`]
+//!   as tasks join and leave, until [`TaskChange::RunRemoved`]. The file's `tasks` and `queued`
+//!   hold the task list only until the log does: the run's first write (its launch commit,
+//!   written before the log's snapshot in the same commit, so a crash between the two still
+//!   finds the tasks) and files written by older agents, which recovery reads as before and
+//!   then moves into the log. Once the log holds a run, recovery ignores the file's list.
 //! * `runs/<container>.exit`: the exit status a command task's supervisor records (see
 //!   `containerizer/recover.rs`), read when the task ends while no agent watches it.
 //!
 //! Every write goes through `bramble_proto::durable` (temp file → fsync → rename → directory
-//! fsync, one directory fsync for all the runs of a commit), like status updates; a file
-//! that does not parse is moved aside as `<name>.corrupt` and logged, never fatal. Task states
-//! are not rewritten on every change (that would double the fsyncs of tiny tasks): the state in
-//! a run file is a lower bound, and recovery takes the newest unacknowledged update over it.
+//! fsync, one directory fsync for all the runs of a commit), in compact JSON (still one `jq`
+//! away; the pretty files of older agents read the same); a file that does not parse is moved
+//! aside as `<name>.corrupt` and logged, never fatal. Task states are not written on every
+//! change: a state in a run file is a lower bound (the state when the file was written), and
+//! the log's is the state of the task's latest recorded update; recovery takes the newest
+//! unacknowledged update over either.
 
 use crate::paths::{self, WorkDir};
 use bramble_proto::durable::{self, FileError};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, TaskState};
-use bramble_proto::{ExecutorId, FrameworkId, Resources};
+use bramble_proto::{ExecutorId, FrameworkId, Resources, TaskId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -70,6 +83,58 @@ pub struct TaskCheckpoint {
     pub state: TaskState,
 }
 
+/// One task of a run as the update log holds it (see the module header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedTask {
+    pub framework_id: FrameworkId,
+    pub info: TaskInfo,
+    /// Given to the executor (a `LaunchTask` was released); `false`: queued until the custom
+    /// executor registers.
+    pub handed: bool,
+    /// The state it was added with, moved forward by each update of the task the log records
+    /// (acknowledged or not): the state of its latest recorded update.
+    pub state: TaskState,
+}
+
+/// A change to the task list of an executor run, recorded in the status update log (see the
+/// module header). `container` names the run, as its run file does.
+// Most changes of a burst are `TaskAdded`s, each moved once into the log: boxing it would add
+// an allocation per task for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskChange {
+    /// From here on the log holds this run's task list: the run file's is not read any more.
+    /// Followed by a `TaskAdded` for each task the run has at that moment.
+    RunLogged {
+        container: String,
+    },
+    /// A task joined the run, or changed (handed to its executor): replaces an entry with the
+    /// same task id.
+    TaskAdded {
+        container: String,
+        task: LoggedTask,
+    },
+    TaskRemoved {
+        container: String,
+        task_id: TaskId,
+    },
+    /// The run is over (its run file is removed in the same commit): all of it is forgotten.
+    RunRemoved {
+        container: String,
+    },
+}
+
+impl TaskChange {
+    pub fn container(&self) -> &str {
+        match self {
+            TaskChange::RunLogged { container }
+            | TaskChange::TaskAdded { container, .. }
+            | TaskChange::TaskRemoved { container, .. }
+            | TaskChange::RunRemoved { container } => container,
+        }
+    }
+}
+
 /// One executor run (see the module header).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunCheckpoint {
@@ -85,8 +150,12 @@ pub struct RunCheckpoint {
     pub start_time: u64,
     pub cgroup_dirs: Vec<PathBuf>,
     pub memory_limit_mib: u64,
+    /// The run's tasks, while the update log does not hold them yet (see the module header):
+    /// empty once it does. Always written, so an older agent still parses the file.
+    #[serde(default)]
     pub tasks: Vec<TaskCheckpoint>,
-    /// Tasks not yet handed to the custom executor (it had not registered).
+    /// Tasks not yet handed to the custom executor (it had not registered); like `tasks`.
+    #[serde(default)]
     pub queued: Vec<TaskInfo>,
     /// Set for a custom executor speaking the Mesos executor HTTP API (absent in files written
     /// before the Mesos API existed: those runs are native).
@@ -271,7 +340,7 @@ pub fn changes(old: &AgentInfo, new: &AgentInfo, compare_disk: bool) -> Vec<Stri
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, CheckpointError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| CheckpointError::Encode {
+    let mut bytes = serde_json::to_vec(value).map_err(|source| CheckpointError::Encode {
         what: what.to_string(),
         source,
     })?;
@@ -335,6 +404,31 @@ mod tests {
         assert!(cp.runs_dir().join("c.json.corrupt").exists());
         cp.remove_run("a");
         assert_eq!(cp.load_runs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn runs_are_written_compact_and_older_agents_pretty_files_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(&WorkDir::new(dir.path())).unwrap();
+        let a = run("a");
+        cp.save_runs(&[&a]).unwrap();
+        let text = std::fs::read_to_string(cp.runs_dir().join("a.json")).unwrap();
+        assert_eq!(text.lines().count(), 1, "compact: {text}");
+        let pretty = serde_json::to_string_pretty(&run("b")).unwrap();
+        std::fs::write(cp.runs_dir().join("b.json"), pretty).unwrap();
+        let mut loaded = cp.load_runs().unwrap();
+        loaded.sort_by(|x, y| x.container.cmp(&y.container));
+        assert_eq!(loaded, vec![a, run("b")]);
+    }
+
+    #[test]
+    fn a_run_file_without_task_lists_reads_as_having_none() {
+        let mut value = serde_json::to_value(run("a")).unwrap();
+        let fields = value.as_object_mut().unwrap();
+        fields.remove("tasks");
+        fields.remove("queued");
+        let read: RunCheckpoint = serde_json::from_value(value).unwrap();
+        assert!(read.tasks.is_empty() && read.queued.is_empty());
     }
 
     #[test]

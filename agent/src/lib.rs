@@ -272,10 +272,11 @@ pub async fn start_with(
         gc: opts.gc,
     };
     let mut runtime = Runtime::new(core, edges, inputs.clone());
-    if !runs.is_empty() {
-        // The checkpoints and LOST updates recovery produces are durable before anything is
-        // served.
-        runtime.recover(runs, reboot).await;
+    // The checkpoints and LOST updates recovery produces are durable before anything is
+    // served (with no run file left, this only drops task lists the log holds for none).
+    let recovered = !runs.is_empty();
+    runtime.recover(runs, reboot).await;
+    if recovered {
         info!(
             took_ms = started.elapsed().as_millis() as u64,
             "recovery checkpoints read; serving executors"

@@ -10,8 +10,8 @@
 //!     agent.json                        boot id, resources, attributes at the last start
 //!     runs/<container>.json             one checkpoint per executor run (`checkpoint.rs`)
 //!     runs/<container>.exit             a command task's exit status, from its supervisor
-//!     updates/updates-<gen>.log         the log of unacknowledged status updates
-//!                                       (`status_updates/`)
+//!     updates/updates-<gen>.log         the log of unacknowledged status updates and of
+//!                                       the runs' task lists (`status_updates/`)
 //!   frameworks/<fw>/executors/<executor>/runs/<container>/
 //!                                       a sandbox: the run's working directory, with its
 //!                                       `stdout` and `stderr`

@@ -5,12 +5,12 @@
 //! the sandbox gc — and feeds their results back before it takes the next input.
 //!
 //! Group commit, as in the master's server loop: after a burst of inputs (at most
-//! [`MAX_BURST`]) or a tick, the burst's writes are made durable — agent id, run checkpoints,
-//! then the status updates in one batch — and only then are the burst's messages released to
-//! the master and the executors, and the due updates sent. Nothing is acknowledged before it
-//! is durable.
+//! [`MAX_BURST`]) or a tick, the burst's writes are made durable — agent id, run files, then
+//! the runs' task list changes and the status updates in one write and one fdatasync of the
+//! update log — and only then are the burst's messages released to the master and the
+//! executors, and the due updates sent. Nothing is acknowledged before it is durable.
 
-use crate::checkpoint::{Checkpoints, RunCheckpoint};
+use crate::checkpoint::{Checkpoints, RunCheckpoint, TaskChange};
 use crate::containerizer::{self, Container, Containerizer};
 use crate::core::{
     Admission, Agent, AgentView, ContainerInfo, ContainerKey, Effect, ExecutorAuth,
@@ -134,9 +134,10 @@ impl Runtime {
         }
     }
 
-    /// Takes over what a previous agent process left (see `core/recovery.rs`) and commits
-    /// the checkpoints and LOST updates that produces, before anything is served.
-    /// `reboot`: why nothing can have survived, or `None` to re-adopt live processes.
+    /// Takes over what a previous agent process left (see `core/recovery.rs`): its run files
+    /// and the task lists in the update log. Commits the checkpoints and LOST updates that
+    /// produces, before anything is served. `reboot`: why nothing can have survived, or `None`
+    /// to re-adopt live processes.
     pub async fn recover(&mut self, runs: Vec<RunCheckpoint>, reboot: Option<String>) {
         let runs = runs
             .into_iter()
@@ -148,7 +149,8 @@ impl Runtime {
                 RecoveredRun { checkpoint, alive }
             })
             .collect();
-        let (_, effects) = self.core.recover(runs, reboot, Instant::now());
+        let logged = self.updates.logged_runs();
+        let (_, effects) = self.core.recover(runs, logged, reboot, Instant::now());
         self.carry_out(effects).await;
         self.commit().await;
     }
@@ -383,8 +385,8 @@ impl Runtime {
                 );
             }
         }
-        let outcomes = self.record(writes.updates);
-        let effects = self.core.committed(&outcomes);
+        let (changes, outcomes) = self.record(&writes.task_changes, writes.updates);
+        let effects = self.core.committed(&outcomes, changes);
         self.carry_out(effects).await;
         self.release();
         self.flush_updates(Instant::now());
@@ -392,44 +394,39 @@ impl Runtime {
         self.updates.flush();
     }
 
-    /// Records a burst's updates in one batch; if the batch is refused, one by one, so one
-    /// refused update does not sink the others.
-    fn record(&mut self, updates: Vec<TaskStatus>) -> Vec<Recorded> {
-        if updates.is_empty() {
-            return Vec::new();
+    /// Records a burst's task list changes and updates in one write. If that is refused: the
+    /// changes alone, then the updates one by one, so one refused update does not sink the
+    /// others. Returns what became of the changes (together) and of each update. While the
+    /// changes cannot be written, neither are the updates: a task is in its run before
+    /// anything about it goes out.
+    fn record(
+        &mut self,
+        changes: &[TaskChange],
+        updates: Vec<TaskStatus>,
+    ) -> (Recorded, Vec<Recorded>) {
+        if updates.is_empty() && changes.is_empty() {
+            return (Recorded::Durable, Vec::new());
         }
         let count = updates.len();
-        let outcomes = match self.updates.record_batch(updates.clone()) {
-            Ok(_) => vec![Recorded::Durable; count],
+        let (changed, outcomes) = match self.updates.record_burst(changes, updates.clone()) {
+            Ok(_) => (Recorded::Durable, vec![Recorded::Durable; count]),
             Err(e) => {
-                debug!("batch of {count} updates refused ({e}); recording one by one");
-                let mut failed: Vec<(FrameworkId, TaskId)> = Vec::new();
-                updates
-                    .into_iter()
-                    .map(|s| {
-                        let stream = (s.framework_id.clone(), s.task_id.clone());
-                        // Behind an update that failed to write, keep the task's order.
-                        if failed.contains(&stream) {
-                            return Recorded::NotWritten;
-                        }
-                        let (task, state) = (s.task_id.clone(), s.state);
-                        match self.updates.record(s) {
-                            Ok(_) => Recorded::Durable,
-                            Err(e @ StatusUpdateError::Io { .. }) => {
-                                self.note_unrecorded(&e);
-                                failed.push(stream);
-                                Recorded::NotWritten
-                            }
-                            Err(e) => {
-                                error!(task = %task, state = %state, "could not record status update: {e}");
-                                Recorded::Refused
-                            }
-                        }
-                    })
-                    .collect()
+                debug!(
+                    changes = changes.len(),
+                    "burst of {count} updates refused ({e}); recording the changes, then the updates one by one"
+                );
+                let changed = self.record_changes(changes);
+                let outcomes = if changed == Recorded::NotWritten {
+                    vec![Recorded::NotWritten; count]
+                } else {
+                    self.record_one_by_one(updates)
+                };
+                (changed, outcomes)
             }
         };
-        if !outcomes.contains(&Recorded::NotWritten) {
+        let all_written =
+            changed != Recorded::NotWritten && !outcomes.contains(&Recorded::NotWritten);
+        if all_written {
             if let Some((since, _)) = self.unrecorded_since.take() {
                 info!(
                     "status updates are being recorded again after failing for {:?}",
@@ -437,7 +434,57 @@ impl Runtime {
                 );
             }
         }
-        outcomes
+        (changed, outcomes)
+    }
+
+    /// Records task list changes on their own.
+    fn record_changes(&mut self, changes: &[TaskChange]) -> Recorded {
+        if changes.is_empty() {
+            return Recorded::Durable;
+        }
+        match self.updates.record_burst(changes, Vec::new()) {
+            Ok(_) => Recorded::Durable,
+            Err(e @ StatusUpdateError::Io { .. }) => {
+                self.note_unrecorded(&e);
+                Recorded::NotWritten
+            }
+            Err(e) => {
+                error!(
+                    changes = changes.len(),
+                    "could not record changes to runs' task lists; a restarted agent may not know these tasks: {e}"
+                );
+                Recorded::Refused
+            }
+        }
+    }
+
+    /// Records updates one at a time: a refused one is dropped, and behind one that could not
+    /// be written its task's later updates wait too.
+    fn record_one_by_one(&mut self, updates: Vec<TaskStatus>) -> Vec<Recorded> {
+        let mut failed: Vec<(FrameworkId, TaskId)> = Vec::new();
+        updates
+            .into_iter()
+            .map(|s| {
+                let stream = (s.framework_id.clone(), s.task_id.clone());
+                // Behind an update that failed to write, keep the task's order.
+                if failed.contains(&stream) {
+                    return Recorded::NotWritten;
+                }
+                let (task, state) = (s.task_id.clone(), s.state);
+                match self.updates.record(s) {
+                    Ok(_) => Recorded::Durable,
+                    Err(e @ StatusUpdateError::Io { .. }) => {
+                        self.note_unrecorded(&e);
+                        failed.push(stream);
+                        Recorded::NotWritten
+                    }
+                    Err(e) => {
+                        error!(task = %task, state = %state, "could not record status update: {e}");
+                        Recorded::Refused
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Logs a status update that could not be written: at once, then every 30 s while it lasts.

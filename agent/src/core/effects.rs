@@ -179,17 +179,23 @@ pub enum SandboxRequest {
 }
 
 /// One burst's durable writes ([`super::Agent::take_writes`]): the runtime makes them durable
-/// in this order, reports each update's outcome ([`super::Agent::committed`]), and only then
-/// releases the burst's messages.
+/// in this order (the task list changes and the updates in one write to the update log),
+/// reports what became of them ([`super::Agent::committed`]), and only then releases the
+/// burst's messages.
 #[derive(Debug, Default)]
 pub struct Writes {
     /// A new agent id, to persist.
     pub agent_id: Option<AgentId>,
     /// Run checkpoints to remove (their runs are over).
     pub removed_runs: Vec<ContainerKey>,
-    /// Run checkpoints to (re)write: runs launched or changed in this burst, so a RUNNING
-    /// sent out always has its run on disk.
+    /// Run files to (re)write: runs launched or changed at the run level in this burst, so a
+    /// RUNNING sent out always has its run on disk. A run file lists its tasks only until the
+    /// update log holds them (see `checkpoint.rs`).
     pub runs: Vec<crate::checkpoint::RunCheckpoint>,
+    /// Changes to runs' task lists, in order: recorded in the update log ahead of `updates`,
+    /// in the same durable write (so a task is in its run before anything about it is sent).
+    /// Their outcome is reported as one.
+    pub task_changes: Vec<crate::checkpoint::TaskChange>,
     /// Status updates to record, in order.
     pub updates: Vec<TaskStatus>,
 }
@@ -199,11 +205,12 @@ impl Writes {
         self.agent_id.is_none()
             && self.removed_runs.is_empty()
             && self.runs.is_empty()
+            && self.task_changes.is_empty()
             && self.updates.is_empty()
     }
 }
 
-/// What became of one update of [`Writes::updates`].
+/// What became of one update of [`Writes::updates`] (or of all of [`Writes::task_changes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// Durable and queued for sending.

@@ -106,7 +106,9 @@ impl Agent {
             serial,
             msg: registered,
         });
+        let mut handed = Vec::with_capacity(run.queued.len());
         for task in run.queued.drain(..) {
+            handed.push(task.task_id.clone());
             run.tasks
                 .insert(task.task_id.clone(), TaskRun::staging(task.clone()));
             let msg = AgentToExecutor::LaunchTask(task);
@@ -115,7 +117,9 @@ impl Agent {
         let resubscribed = run.conn.replace(serial).is_some() || run.disconnected_at.is_some();
         run.disconnected_at = None;
         let recovered = run.recovered;
-        self.dirty.insert(key.clone());
+        for task_id in &handed {
+            self.task_joined(&key, task_id);
+        }
         if recovered {
             info!(framework = %fw, executor = %executor_id, container = %key, "recovered executor reconnected");
         } else if resubscribed {

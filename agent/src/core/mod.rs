@@ -8,8 +8,8 @@
 //!
 //! Nothing is acknowledged before it is durable. Every task state change goes through
 //! [`Agent::report`], which only collects it; after a burst of inputs the runtime takes the
-//! burst's [`Writes`] (run checkpoints first, then the status updates), makes them durable in
-//! one group commit, tells the core what was recorded ([`Agent::committed`], which then
+//! burst's [`Writes`] (run files first, then the runs' task list changes and the status updates
+//! in one write to the update log: `membership.rs`), makes them durable in one group commit, tells the core what was recorded ([`Agent::committed`], which then
 //! acknowledges executors' updates), and only then releases the burst's messages and sends
 //! the due updates. The update log resends each task's head update until the framework
 //! acknowledges it.
@@ -27,10 +27,12 @@
 //!
 //! Reading order: this file (state and dispatch), `tasks.rs` (launching, killing, containers
 //! ending), `executors.rs` (custom executors' connections), `updates.rs` (reporting, the group
-//! commit, acknowledgements), `recovery.rs`, `sandboxes.rs`.
+//! commit, acknowledgements), `membership.rs` (where runs' task lists are durable),
+//! `recovery.rs`, `sandboxes.rs`.
 
 mod effects;
 mod executors;
+mod membership;
 mod mesos;
 mod recovery;
 mod sandboxes;
@@ -51,6 +53,7 @@ use bramble_proto::bounded::BoundedMap;
 use bramble_proto::messages::{AgentToExecutor, AgentToMaster, MasterToAgent, RunningTask};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskState, TaskStatus};
+use membership::TaskList;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -156,6 +159,8 @@ struct Run {
     memory_limit_mib: u64,
     /// Re-adopted from a previous agent process.
     recovered: bool,
+    /// Where its task list is durable (`membership.rs`).
+    task_list: TaskList,
 }
 
 impl Run {
@@ -193,6 +198,12 @@ pub struct Agent {
     dirty: BTreeSet<ContainerKey>,
     /// Runs whose checkpoint must be removed in the next commit.
     removed: BTreeSet<ContainerKey>,
+    /// Changes to runs' task lists for the next commit (`membership.rs`).
+    task_changes: Vec<crate::checkpoint::TaskChange>,
+    /// Taken by `take_writes`, waiting for their outcome in `committed`.
+    committing_changes: Vec<crate::checkpoint::TaskChange>,
+    /// Runs whose task list is in their run file only: the next commit moves it into the log.
+    to_log: BTreeSet<ContainerKey>,
     /// Re-adopted custom executors that have not reconnected yet, and when recovery began.
     awaiting_reconnect: BTreeSet<ContainerKey>,
     recovery_began: Option<Instant>,
@@ -237,6 +248,9 @@ impl Agent {
             new_agent_id: None,
             dirty: BTreeSet::new(),
             removed: BTreeSet::new(),
+            task_changes: Vec::new(),
+            committing_changes: Vec::new(),
+            to_log: BTreeSet::new(),
             awaiting_reconnect: BTreeSet::new(),
             recovery_began: None,
             exited_while_down: Vec::new(),
@@ -526,18 +540,21 @@ impl Agent {
             return;
         };
         let mesos_executor = matches!(&run.kind, Kind::Custom { mesos: Some(_), .. });
-        if let Some(t) = run.tasks.get_mut(task_id) {
-            // A Mesos executor re-subscribing after an agent restart is asked which STAGING
-            // tasks it knows; one that has moved on must not look STAGING in the checkpoint
-            // once its updates are acknowledged and gone from the log. Native runs skip this
-            // write: nothing there reads a checkpointed STAGING.
-            if mesos_executor && t.state == TaskState::Staging && state != TaskState::Staging {
-                self.dirty.insert(key.clone());
-            }
-            t.state = state;
-            if state.is_terminal() {
-                t.terminal = true;
-            }
+        let Some(t) = run.tasks.get_mut(task_id) else {
+            return;
+        };
+        // A Mesos executor re-subscribing after an agent restart is asked which STAGING
+        // tasks it knows; one that has moved on must not look STAGING in the checkpoint
+        // once its updates are acknowledged and gone from the log. Native runs skip this:
+        // nothing there reads a checkpointed STAGING.
+        let matters =
+            mesos_executor && t.state == TaskState::Staging && state != TaskState::Staging;
+        t.state = state;
+        if state.is_terminal() {
+            t.terminal = true;
+        }
+        if matters {
+            self.task_state_matters(key);
         }
     }
 

@@ -1,12 +1,18 @@
 //! Taking over what a previous agent process left (see the module header in `mod.rs`): the
 //! runtime reads the checkpoints and checks which processes still live; the core decides what
 //! each run is now and asks for the live ones to be re-adopted.
+//!
+//! A run's tasks come from the update log when it holds the run's task list, else from its run
+//! file (the run's first commit was cut short, or an older agent wrote it): the next commit
+//! then moves them into the log (`membership.rs`). Each task's state is the newest of the
+//! file's or the log's and its newest unacknowledged update.
 
-use super::{Agent, ContainerKey, Effect, Kind, Run, TaskRun};
-use crate::checkpoint::RunCheckpoint;
+use super::{Agent, ContainerKey, Effect, Kind, Run, TaskList, TaskRun};
+use crate::checkpoint::{LoggedTask, RunCheckpoint, TaskChange};
 use crate::containerizer::RecoverSpec;
-use bramble_proto::{TaskId, TaskReason, TaskState};
-use std::collections::HashMap;
+use bramble_proto::task::TaskInfo;
+use bramble_proto::{FrameworkId, TaskId, TaskReason, TaskState};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tracing::{info, warn};
 
@@ -32,12 +38,15 @@ pub struct RecoverySummary {
 
 impl Agent {
     /// Takes over what a previous agent process left. Call once, before any input is
-    /// handled. `reboot`: why nothing can have survived (the host rebooted), or `None` to
-    /// re-adopt live processes. Every run that is not lost is adopted ([`Effect::Adopt`]),
-    /// dead or alive: its end is reported the usual way, through `ContainerExited`.
+    /// handled. `logged`: the runs whose task list the update log holds, with their tasks
+    /// (`StatusUpdateManager::logged_runs`). `reboot`: why nothing can have survived (the host
+    /// rebooted), or `None` to re-adopt live processes. Every run that is not lost is adopted
+    /// ([`Effect::Adopt`]), dead or alive: its end is reported the usual way, through
+    /// `ContainerExited`.
     pub fn recover(
         &mut self,
         runs: Vec<RecoveredRun>,
+        mut logged: BTreeMap<ContainerKey, Vec<LoggedTask>>,
         reboot: Option<String>,
         now: Instant,
     ) -> (RecoverySummary, Vec<Effect>) {
@@ -45,33 +54,27 @@ impl Agent {
             runs: runs.len(),
             ..RecoverySummary::default()
         };
-        if runs.is_empty() {
-            return (summary, self.take_effects());
+        if !runs.is_empty() {
+            self.recovery_began = Some(now);
         }
-        self.recovery_began = Some(now);
         for RecoveredRun {
             checkpoint: cp,
             alive,
         } in runs
         {
             let key = cp.container.clone();
-            let mut tasks = HashMap::new();
-            for t in cp.tasks {
-                // The newest unacknowledged update of each task is at least as new as its
-                // run file.
-                let pending = self
-                    .unacknowledged
-                    .get(&(cp.framework_id.clone(), t.info.task_id.clone()))
-                    .copied();
-                let state = match pending {
-                    Some(p) if t.state.can_move_to(p) => p,
-                    _ => t.state,
-                };
-                let mut task = TaskRun::staging(t.info);
-                task.state = state;
-                task.terminal = state.is_terminal();
-                tasks.insert(task.info.task_id.clone(), task);
-            }
+            let (tasks, queued, task_list) = match logged.remove(&key) {
+                Some(list) => {
+                    let (tasks, queued) = self.tasks_from_log(&key, &cp.framework_id, list);
+                    (tasks, queued, TaskList::Logged)
+                }
+                None => {
+                    let file = cp.tasks.into_iter().map(|t| (t.info, t.state));
+                    let tasks = self.task_runs(&cp.framework_id, file);
+                    self.to_log.insert(key.clone());
+                    (tasks, cp.queued, TaskList::InFile)
+                }
+            };
             let is_command = cp.executor.is_none();
             let mut run = Run {
                 framework_id: cp.framework_id.clone(),
@@ -88,7 +91,7 @@ impl Agent {
                 token: cp.token,
                 conn: None,
                 tasks,
-                queued: cp.queued,
+                queued,
                 launched_at: now,
                 disconnected_at: None,
                 idle_since: None,
@@ -96,6 +99,7 @@ impl Agent {
                 exited: false,
                 memory_limit_mib: cp.memory_limit_mib,
                 recovered: true,
+                task_list,
             };
             if let Some(why) = &reboot {
                 summary.tasks_gone += self.lose_run(&key, run, why);
@@ -144,8 +148,18 @@ impl Agent {
             );
             self.runs.insert(key, run);
         }
+        // Only a crash between removing a run file and logging the run's removal leaves these.
+        for (key, tasks) in logged {
+            warn!(container = %key, tasks = tasks.len(),
+                "the update log lists tasks of a run with no run file; forgetting them");
+            self.task_changes
+                .push(TaskChange::RunRemoved { container: key });
+        }
         if self.awaiting_reconnect.is_empty() {
             self.recovery_began = None;
+        }
+        if summary.runs == 0 {
+            return (summary, self.take_effects());
         }
         info!(
             runs = summary.runs,
@@ -155,6 +169,58 @@ impl Agent {
             "recovered checkpointed runs"
         );
         (summary, self.take_effects())
+    }
+
+    /// A run's tasks from the log: handed ones as tasks, the rest queued. A task that ended and
+    /// whose updates are all acknowledged is over (its removal was not written before the
+    /// agent stopped): it is forgotten now rather than kept until its executor ends.
+    fn tasks_from_log(
+        &mut self,
+        key: &ContainerKey,
+        fw: &FrameworkId,
+        list: Vec<LoggedTask>,
+    ) -> (HashMap<TaskId, TaskRun>, Vec<TaskInfo>) {
+        let (handed, queued): (Vec<LoggedTask>, Vec<LoggedTask>) =
+            list.into_iter().partition(|t| t.handed);
+        let mut tasks = self.task_runs(fw, handed.into_iter().map(|t| (t.info, t.state)));
+        let over: Vec<TaskId> = tasks
+            .values()
+            .filter(|t| t.terminal && !self.awaiting_ack(fw, &t.info.task_id))
+            .map(|t| t.info.task_id.clone())
+            .collect();
+        for task_id in over {
+            tasks.remove(&task_id);
+            self.task_changes.push(TaskChange::TaskRemoved {
+                container: key.clone(),
+                task_id,
+            });
+        }
+        (tasks, queued.into_iter().map(|t| t.info).collect())
+    }
+
+    /// Tasks as recovered, each in the newer of its checkpointed state and its newest
+    /// unacknowledged update's.
+    fn task_runs(
+        &self,
+        fw: &FrameworkId,
+        checkpointed: impl Iterator<Item = (TaskInfo, TaskState)>,
+    ) -> HashMap<TaskId, TaskRun> {
+        checkpointed
+            .map(|(info, checkpointed)| {
+                let pending = self
+                    .unacknowledged
+                    .get(&(fw.clone(), info.task_id.clone()))
+                    .copied();
+                let state = match pending {
+                    Some(p) if checkpointed.can_move_to(p) => p,
+                    _ => checkpointed,
+                };
+                let mut task = TaskRun::staging(info);
+                task.state = state;
+                task.terminal = state.is_terminal();
+                (task.info.task_id.clone(), task)
+            })
+            .collect()
     }
 
     /// After a reboot: every unfinished task of `run` is LOST, and no pid it names is touched.
@@ -169,7 +235,7 @@ impl Agent {
             .filter(|(_, t)| !t.state.is_terminal())
             .map(|(id, _)| id.clone())
             .collect();
-        lost.extend(run.queued.drain(..).map(|t| t.task_id));
+        let dropped: Vec<TaskId> = run.queued.drain(..).map(|t| t.task_id).collect();
         if matches!(run.kind, Kind::Custom { .. }) {
             self.exited_while_down
                 .push((fw.clone(), executor_id.clone()));
@@ -177,6 +243,10 @@ impl Agent {
         warn!(framework = %fw, executor = %executor_id, container = %key, tasks = lost.len(),
             "{why}: reporting the run's tasks LOST");
         self.runs.insert(key.clone(), run);
+        for task_id in &dropped {
+            self.task_left(key, task_id);
+        }
+        lost.extend(dropped);
         for task_id in &lost {
             self.set_task_state(key, task_id, TaskState::Lost);
             let status = self

@@ -268,6 +268,7 @@ impl Agent {
             exited: false,
             memory_limit_mib: 0,
             recovered: false,
+            task_list: super::TaskList::Unwritten,
         }
     }
 
@@ -390,7 +391,7 @@ impl Agent {
             return;
         };
         run.idle_since = None;
-        self.dirty.insert(key.clone());
+        let task_id = task.task_id.clone();
         match run.conn {
             Some(serial) => {
                 run.tasks
@@ -400,6 +401,7 @@ impl Agent {
             }
             None => run.queued.push(task),
         }
+        self.task_joined(key, &task_id);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -424,6 +426,7 @@ impl Agent {
         if let Some(pos) = run.queued.iter().position(|t| &t.task_id == task_id) {
             // Never reached its executor: nothing to stop.
             run.queued.remove(pos);
+            self.task_left(&key, task_id);
             let status = self
                 .agent_status(fw, Some(&executor_id), task_id, TaskState::Killed)
                 .with_reason(
@@ -572,7 +575,11 @@ impl Agent {
             };
             outcomes.push(status);
         }
-        for task in run.queued.drain(..) {
+        let dropped: Vec<TaskInfo> = run.queued.drain(..).collect();
+        for task in &dropped {
+            self.task_left(key, &task.task_id);
+        }
+        for task in dropped {
             let status = TaskStatus::new(
                 fw.clone(),
                 task.task_id.clone(),

@@ -1,10 +1,9 @@
 //! Reporting task states, and the group commit that makes them durable before anything is
-//! sent: [`Agent::take_writes`] hands the runtime one burst's checkpoints and updates,
-//! [`Agent::committed`] takes what became of them. Also what an acknowledgement frees: a task
+//! sent: [`Agent::take_writes`] hands the runtime one burst's run files, task list changes
+//! (`membership.rs`) and updates, [`Agent::committed`] takes what became of them. Also what an acknowledgement frees: a task
 //! whose terminal update is acknowledged is forgotten, and a run with nothing left is removed.
 
-use super::{Agent, ContainerKey, Effect, Kind, Recorded, Run, Writes};
-use crate::checkpoint::{RunCheckpoint, TaskCheckpoint};
+use super::{Agent, ContainerKey, Effect, Recorded, Writes};
 use bramble_proto::messages::AgentToExecutor;
 use bramble_proto::{FrameworkId, TaskId, TaskStatus};
 use tracing::{debug, error};
@@ -53,23 +52,36 @@ impl Agent {
     /// of its updates before taking the next.
     pub fn take_writes(&mut self) -> Writes {
         let removed_runs = std::mem::take(&mut self.removed).into_iter().collect();
-        let runs = std::mem::take(&mut self.dirty)
-            .iter()
-            .filter_map(|key| self.runs.get(key).map(|run| run_checkpoint(key, run)))
-            .collect();
+        let (runs, changes) = self.take_run_writes();
+        self.committing_changes = changes;
         self.committing.append(&mut self.uncommitted);
         Writes {
             agent_id: self.new_agent_id.take(),
             removed_runs,
             runs,
+            task_changes: self.committing_changes.clone(),
             updates: self.committing.iter().map(|(s, _)| s.clone()).collect(),
         }
     }
 
-    /// What became of the updates of the last [`Writes`], in their order: durable ones are
-    /// awaited acknowledgements now (and executors' are acknowledged to them); unwritten ones
-    /// are kept, in order, for the next commit.
-    pub fn committed(&mut self, outcomes: &[Recorded]) -> Vec<Effect> {
+    /// What became of the last [`Writes`]: of its task list changes (`changes`, all together)
+    /// and of its updates (`outcomes`, in their order). Durable updates are awaited
+    /// acknowledgements now (and executors' are acknowledged to them); unwritten changes and
+    /// updates are kept, in order, for the next commit.
+    pub fn committed(&mut self, outcomes: &[Recorded], changes: Recorded) -> Vec<Effect> {
+        let written = std::mem::take(&mut self.committing_changes);
+        match changes {
+            Recorded::Durable => self.task_changes_durable(&written),
+            Recorded::NotWritten => {
+                self.task_changes.splice(0..0, written);
+            }
+            Recorded::Refused => {
+                error!(
+                    changes = written.len(),
+                    "run task list changes refused by the update log; dropped"
+                )
+            }
+        }
         let batch = std::mem::take(&mut self.committing);
         if batch.len() != outcomes.len() {
             error!(
@@ -141,15 +153,14 @@ impl Agent {
         run.tasks.remove(task_id);
         let sandbox = run.sandbox.clone();
         let empty = run.exited && run.tasks.is_empty() && run.queued.is_empty();
-        let live = !run.exited;
         self.finished_sandboxes
             .insert((fw.clone(), task_id.clone()), sandbox);
         if empty {
             self.remove_run(&key);
-        } else if live {
-            // Or a restarted agent would bring the task back from the run file, with no
-            // update left to say it ended.
-            self.dirty.insert(key);
+        } else {
+            // Or a restarted agent would bring the task back, with no update left to say it
+            // ended.
+            self.task_left(&key, task_id);
         }
     }
 
@@ -166,6 +177,7 @@ impl Agent {
         self.dirty.remove(key);
         self.removed.insert(key.clone());
         if let Some(run) = self.runs.remove(key) {
+            self.task_list_removed(key, &run);
             // However the run ends, its tasks' sandboxes stay readable for operators.
             for task_id in run.tasks.keys() {
                 self.finished_sandboxes.insert(
@@ -178,36 +190,5 @@ impl Agent {
                 self.active.remove(&id);
             }
         }
-    }
-}
-
-/// The checkpoint of one run as it stands. A run without a live container is written with
-/// pid 0: there is nothing to re-adopt.
-fn run_checkpoint(key: &ContainerKey, run: &Run) -> RunCheckpoint {
-    let container = run.container.as_ref().filter(|_| !run.exited);
-    RunCheckpoint {
-        container: key.clone(),
-        framework_id: run.framework_id.clone(),
-        executor_id: run.executor_id.clone(),
-        executor: match &run.kind {
-            Kind::Command => None,
-            Kind::Custom { info, .. } => Some(info.clone()),
-        },
-        mesos: run.kind.mesos().cloned(),
-        sandbox: run.sandbox.clone(),
-        token: run.token.clone(),
-        pid: container.map_or(0, |c| c.pid),
-        start_time: container.map_or(0, |c| c.start_time),
-        cgroup_dirs: container.map_or_else(Vec::new, |c| c.cgroup_dirs.clone()),
-        memory_limit_mib: run.memory_limit_mib,
-        tasks: run
-            .tasks
-            .values()
-            .map(|t| TaskCheckpoint {
-                info: t.info.clone(),
-                state: t.state,
-            })
-            .collect(),
-        queued: run.queued.clone(),
     }
 }

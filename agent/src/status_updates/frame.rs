@@ -8,7 +8,8 @@
 //! header (32 bytes): "BRMBLUPD" | format u32 | protocol u32 | next_seq u64 | 0u32 | crc32 u32
 //! frame:             len u32 | crc32(len ‖ payload) u32 | payload (postcard `Record`)
 //! ```
-//! All integers little-endian. The payload is postcard rather than JSON: a `TaskStatus` carries
+//! All integers little-endian. A record is an update, an acknowledgement, the forgetting of a
+//! framework, or a change to a run's task list ([`Record`]). The payload is postcard rather than JSON: a `TaskStatus` carries
 //! opaque `data` bytes (a JSON array of numbers, ~3.5 bytes per byte) and postcard is several
 //! times faster to encode, which matters at tens of thousands of updates a second on a Pi.
 //! Postcard is not self-describing, so the header records the wire `PROTOCOL_VERSION` the
@@ -24,6 +25,7 @@
 //! every record that verifies. A checksum is what makes a stray match essentially impossible
 //! (2⁻³² per offset, and the payload must still decode).
 
+use crate::checkpoint::{LoggedTask, TaskChange};
 use bramble_proto::{FrameworkId, TaskId, TaskStatus, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -39,6 +41,8 @@ const FRAME_HEAD: usize = 8;
 pub(super) const MAX_PAYLOAD: usize = 4 << 20;
 
 /// One entry of the log. Borrowed when written, owned when read back.
+// One record lives while it is encoded or replayed, never in a collection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) enum Record<'a> {
     /// An update, durable before `record` returns.
@@ -55,6 +59,45 @@ pub(super) enum Record<'a> {
     },
     /// Every update of this framework is dropped.
     Forget { framework_id: Cow<'a, FrameworkId> },
+    // Run task lists (`checkpoint::TaskChange`, kept by `members.rs`). Appended after the
+    // variants above, so the encoding of those does not change: an older agent reading a
+    // segment with these finds frames it cannot decode, salvages every update around them as
+    // it does around damage, and moves the segment aside.
+    /// The log holds this run's task list from here on.
+    RunLogged { container: Cow<'a, str> },
+    /// A task joined the run (or changed): replaces an entry with the same task id.
+    TaskAdded {
+        container: Cow<'a, str>,
+        task: Cow<'a, LoggedTask>,
+    },
+    TaskRemoved {
+        container: Cow<'a, str>,
+        task_id: Cow<'a, TaskId>,
+    },
+    /// The run and every task of it are forgotten.
+    RunRemoved { container: Cow<'a, str> },
+}
+
+impl<'a> Record<'a> {
+    /// The record of a run task list change, borrowing from it.
+    pub(super) fn change(change: &'a TaskChange) -> Self {
+        match change {
+            TaskChange::RunLogged { container } => Record::RunLogged {
+                container: Cow::Borrowed(container),
+            },
+            TaskChange::TaskAdded { container, task } => Record::TaskAdded {
+                container: Cow::Borrowed(container),
+                task: Cow::Borrowed(task),
+            },
+            TaskChange::TaskRemoved { container, task_id } => Record::TaskRemoved {
+                container: Cow::Borrowed(container),
+                task_id: Cow::Borrowed(task_id),
+            },
+            TaskChange::RunRemoved { container } => Record::RunRemoved {
+                container: Cow::Borrowed(container),
+            },
+        }
+    }
 }
 
 /// A segment's header, for a segment whose first update will get sequence number `next_seq`.
@@ -281,6 +324,20 @@ mod tests {
             Record::Forget {
                 framework_id: Cow::Owned("fw".into()),
             },
+            Record::RunLogged {
+                container: Cow::Owned("c1".into()),
+            },
+            Record::TaskAdded {
+                container: Cow::Owned("c1".into()),
+                task: Cow::Owned(crate::status_updates::tests::logged_task("t1")),
+            },
+            Record::TaskRemoved {
+                container: Cow::Owned("c1".into()),
+                task_id: Cow::Owned("t1".into()),
+            },
+            Record::RunRemoved {
+                container: Cow::Owned("c1".into()),
+            },
         ];
         let (buf, lens) = frames(&records);
         assert_eq!(lens.iter().sum::<usize>(), buf.len());
@@ -291,6 +348,18 @@ mod tests {
             lens
         );
         assert!(scan.torn_tail.is_none() && scan.damaged.is_empty());
+    }
+
+    #[test]
+    fn the_first_records_encode_as_older_agents_wrote_them() {
+        // Variant indices are part of the format: the run task list records were appended
+        // after these, so segments of older agents read the same.
+        let mut buf = Vec::new();
+        let forget = Record::Forget {
+            framework_id: Cow::Owned("fw".into()),
+        };
+        encode(&forget, &mut buf).unwrap();
+        assert_eq!(&buf[FRAME_HEAD..], &[2, 2, b'f', b'w']);
     }
 
     #[test]

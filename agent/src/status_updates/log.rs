@@ -10,7 +10,7 @@
 //! (a rewrite's leftovers) are deleted unread, temp files are deleted.
 //!
 //! **Costs**: `record_batch` appends all its updates with one `write` and one `fdatasync`,
-//! however many there are. Acknowledgements are buffered in memory and reach the file with
+//! however many there are, behind the burst's run task list changes (`members.rs`) if any. Acknowledgements are buffered in memory and reach the file with
 //! the next write (an append, or [`UpdateLog::flush`] after each burst of inputs): they are
 //! never flushed on their own, because losing one in a crash only means its update is resent
 //! and acknowledged again, which at-least-once delivery allows. They can only follow the
@@ -19,9 +19,12 @@
 //!
 //! A rewrite happens on every open (a fresh segment from what was recovered, so a torn tail,
 //! a damaged segment or legacy `.upd` files are dealt with in one way) and, as compaction, when
-//! the segment is over [`COMPACT_MIN_BYTES`] and less than a quarter of it is live updates. The
-//! log's size is thus bounded by the live updates plus a burst, and memory holds only the live
-//! updates (acknowledged ones are dropped at once).
+//! the segment is over [`COMPACT_MIN_BYTES`] and less than a quarter of it is live. Live are
+//! the unacknowledged updates and the run task lists (a `RunLogged` until its `RunRemoved`, a
+//! `TaskAdded` until its `TaskRemoved`); a rewrite writes the task lists first, each task with
+//! the state it has reached, then the updates. The log's size is thus bounded by what is live
+//! plus a burst, and memory holds only what is live (acknowledged updates and removed tasks are
+//! dropped at once).
 //!
 //! **Failures**: a failed append is cut back to the last whole frame (best effort) and marks
 //! the segment broken, as does a failed rewrite (it may have left a newer segment behind that
@@ -34,7 +37,9 @@
 
 use super::frame::{self, Record, HEADER_LEN};
 use super::legacy;
+use super::members::{LoggedRun, Members};
 use super::{Pending, StatusUpdateError};
+use crate::checkpoint::{LoggedTask, TaskChange};
 use bramble_proto::durable::{self, FileError};
 use bramble_proto::{FrameworkId, TaskId};
 use std::borrow::Cow;
@@ -73,7 +78,7 @@ pub(super) struct UpdateLog {
     segment: Option<Segment>,
     /// Bytes of the segment known to be written: where a failed append is cut back to.
     len: u64,
-    /// Bytes of the segment's frames that hold live (unacknowledged) updates.
+    /// Bytes of the segment's frames that are live (unacknowledged updates, run task lists).
     live: u64,
     /// Acknowledgement frames not yet written (see the module header).
     acks: Vec<u8>,
@@ -81,6 +86,8 @@ pub(super) struct UpdateLog {
     /// write must be a rewrite.
     broken: bool,
     retire: Vec<Retire>,
+    /// The run task lists the log holds (`members.rs`), as of the last durable write.
+    members: Members,
     /// Compaction threshold ([`COMPACT_MIN_BYTES`]; lowered by tests).
     pub(super) compact_min: u64,
 }
@@ -150,6 +157,7 @@ impl UpdateLog {
             replay.update(pending);
             retire.push(Retire::Delete(path));
         }
+        let members = std::mem::take(&mut replay.members);
         let mut updates = replay.into_updates();
         let max_seq = updates.iter().map(|p| p.seq).max().unwrap_or(0);
         let next_seq = next_seq.max(max_seq + 1);
@@ -162,6 +170,7 @@ impl UpdateLog {
             acks: Vec::new(),
             broken: true,
             retire,
+            members,
             compact_min: COMPACT_MIN_BYTES,
         };
         let mut live: Vec<&mut Pending> = updates.iter_mut().collect();
@@ -176,7 +185,7 @@ impl UpdateLog {
 
     /// Makes the log ready for a durable append: rewrites it if it is broken (failing if that
     /// fails) or due for compaction (see the module header). `live` lists the live updates;
-    /// it is called only for a rewrite.
+    /// it is called only for a rewrite (which also writes the run task lists the log holds).
     pub(super) fn prepare<'a>(
         &mut self,
         live: impl FnOnce() -> Vec<&'a mut Pending>,
@@ -196,29 +205,70 @@ impl UpdateLog {
         Ok(())
     }
 
-    /// Appends `batch` durably after any buffered acknowledgements: one write, one fdatasync.
-    /// Sets each update's `frame_len`. Call [`prepare`](Self::prepare) first. All or nothing:
-    /// on error the segment is cut back and marked broken.
-    pub(super) fn append_updates(
+    /// Appends `changes` (run task lists) then `batch` (updates) durably after any buffered
+    /// acknowledgements: one write, one fdatasync. Sets each update's `frame_len`; once
+    /// durable, applies the changes and moves the tasks' states forward by the updates. Call
+    /// [`prepare`](Self::prepare) first. All or nothing: on error the segment is cut back and
+    /// marked broken, and the run task lists are as they were.
+    pub(super) fn append(
         &mut self,
+        changes: &[TaskChange],
         batch: &mut [Pending],
     ) -> Result<(), StatusUpdateError> {
         let mut buf = std::mem::take(&mut self.acks);
         let acks = buf.len();
+        let mut change_lens = Vec::with_capacity(changes.len());
         let mut added = 0;
-        for p in batch.iter_mut() {
-            match encode_update(p, &mut buf) {
-                Ok(n) => added += n,
-                Err(e) => {
-                    buf.truncate(acks);
-                    self.acks = buf;
-                    return Err(e);
-                }
-            }
+        let encoded = changes
+            .iter()
+            .try_for_each(|c| {
+                let n = frame::encode(&Record::change(c), &mut buf).map_err(|source| {
+                    StatusUpdateError::Encode {
+                        what: format!("a change to the tasks of run {}", c.container()),
+                        source,
+                    }
+                })?;
+                change_lens.push(n);
+                Ok(())
+            })
+            .and_then(|()| {
+                batch.iter_mut().try_for_each(|p| {
+                    added += encode_update(p, &mut buf)?;
+                    Ok(())
+                })
+            });
+        if let Err(e) = encoded {
+            buf.truncate(acks);
+            self.acks = buf;
+            return Err(e);
         }
         self.write(buf, true)?;
+        for (change, len) in changes.iter().zip(change_lens) {
+            if matches!(
+                change,
+                TaskChange::RunLogged { .. } | TaskChange::TaskAdded { .. }
+            ) {
+                added += len;
+            }
+            let freed = self.members.apply(change.clone(), len);
+            self.live = self.live.saturating_sub(freed as u64);
+        }
+        for p in batch.iter() {
+            self.members.recorded(&p.status);
+        }
         self.live += added as u64;
         Ok(())
+    }
+
+    /// The runs whose task list the log holds, with their tasks.
+    pub(super) fn logged_runs(&self) -> BTreeMap<String, Vec<LoggedTask>> {
+        self.members
+            .runs()
+            .map(|(container, run)| {
+                let tasks = run.tasks.values().map(|m| m.task.clone()).collect();
+                (container.clone(), tasks)
+            })
+            .collect()
     }
 
     /// Notes that the update `frame_len` bytes long was acknowledged; the record is buffered
@@ -287,6 +337,12 @@ impl UpdateLog {
     /// The segment being appended to, if there is one.
     pub(super) fn segment_path(&self) -> Option<&Path> {
         self.segment.as_ref().map(|s| s.path.as_path())
+    }
+
+    /// The run task lists, and the bytes counted live.
+    #[cfg(test)]
+    pub(super) fn members(&self) -> (&Members, u64) {
+        (&self.members, self.live)
     }
 
     /// Bytes in the current segment.
@@ -373,7 +429,11 @@ impl UpdateLog {
         let path = segment_path(&self.dir, self.gen);
         let mut buf = Vec::with_capacity(HEADER_LEN + live.len() * 128);
         buf.extend_from_slice(&frame::header(next_seq));
+        // The run task lists first, so a replay moves their states on by the updates after.
         let mut live_bytes = 0;
+        for (container, run) in self.members.runs_mut() {
+            live_bytes += encode_run(container, run, &mut buf)? as u64;
+        }
         for p in live.iter_mut() {
             live_bytes += encode_update(p, &mut buf)? as u64;
         }
@@ -500,6 +560,37 @@ fn encode_update(p: &mut Pending, buf: &mut Vec<u8>) -> Result<usize, StatusUpda
     Ok(n)
 }
 
+/// A run the log holds, as a rewrite writes it: `RunLogged`, then a `TaskAdded` per task (with
+/// the state it has now). Sets the frame lengths; returns the bytes written.
+fn encode_run(
+    container: &str,
+    run: &mut LoggedRun,
+    buf: &mut Vec<u8>,
+) -> Result<usize, StatusUpdateError> {
+    let what = || format!("the task list of run {container}");
+    let logged = Record::RunLogged {
+        container: Cow::Borrowed(container),
+    };
+    run.frame_len = frame::encode(&logged, buf).map_err(|source| StatusUpdateError::Encode {
+        what: what(),
+        source,
+    })?;
+    let mut written = run.frame_len;
+    for member in run.tasks.values_mut() {
+        let added = Record::TaskAdded {
+            container: Cow::Borrowed(container),
+            task: Cow::Borrowed(&member.task),
+        };
+        member.frame_len =
+            frame::encode(&added, buf).map_err(|source| StatusUpdateError::Encode {
+                what: what(),
+                source,
+            })?;
+        written += member.frame_len;
+    }
+    Ok(written)
+}
+
 fn segment_path(dir: &Path, gen: u64) -> PathBuf {
     dir.join(format!("{PREFIX}{gen:020}{SUFFIX}"))
 }
@@ -534,6 +625,8 @@ struct Replay {
     arrivals: u64,
     /// Read-only inspection: no warnings about what the agent will deal with itself.
     quiet: bool,
+    /// The run task lists.
+    members: Members,
 }
 
 impl Replay {
@@ -573,6 +666,7 @@ impl Replay {
             Record::Update { seq, uuid, status } => {
                 let mut status = status.into_owned();
                 status.uuid = Some(uuid);
+                self.members.recorded(&status);
                 self.update(Pending {
                     seq,
                     uuid,
@@ -594,6 +688,32 @@ impl Replay {
                 self.live
                     .retain(|_, p| p.status.framework_id != *framework_id);
                 self.index.retain(|(fw, _, _), _| *fw != *framework_id);
+            }
+            Record::RunLogged { container } => {
+                let change = TaskChange::RunLogged {
+                    container: container.into_owned(),
+                };
+                self.members.apply(change, len);
+            }
+            Record::TaskAdded { container, task } => {
+                let change = TaskChange::TaskAdded {
+                    container: container.into_owned(),
+                    task: task.into_owned(),
+                };
+                self.members.apply(change, len);
+            }
+            Record::TaskRemoved { container, task_id } => {
+                let change = TaskChange::TaskRemoved {
+                    container: container.into_owned(),
+                    task_id: task_id.into_owned(),
+                };
+                self.members.apply(change, len);
+            }
+            Record::RunRemoved { container } => {
+                let change = TaskChange::RunRemoved {
+                    container: container.into_owned(),
+                };
+                self.members.apply(change, len);
             }
         }
     }

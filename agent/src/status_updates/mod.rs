@@ -24,7 +24,14 @@
 //! acknowledged. Memory holds only unacknowledged updates. The segments, their recovery
 //! after a crash and the costs are in `log.rs`, the bytes in `frame.rs`; `legacy.rs` reads the
 //! one-file-per-update checkpoints of older agents once, on upgrade.
+//!
+//! **Run task lists** ride in the same log: which tasks each executor run has changes with
+//! every tiny task, and a run file rewritten per burst cost more than the updates themselves
+//! (`checkpoint.rs` says how the two split a run). [`StatusUpdateManager::record_burst`] writes
+//! a burst's [`TaskChange`]s ahead of its updates in the one durable write, and the log keeps
+//! what they add up to (`members.rs`) for [`StatusUpdateManager::logged_runs`] and its rewrites.
 
+use crate::checkpoint::{LoggedTask, TaskChange};
 use bramble_proto::durable::FileError;
 use bramble_proto::task::TaskState;
 use bramble_proto::{FrameworkId, TaskId, TaskStatus};
@@ -37,6 +44,7 @@ use uuid::Uuid;
 mod frame;
 mod legacy;
 mod log;
+mod members;
 
 pub use frame::EncodeError;
 use log::UpdateLog;
@@ -202,6 +210,18 @@ impl StatusUpdateManager {
         &mut self,
         updates: Vec<TaskStatus>,
     ) -> Result<Vec<Uuid>, StatusUpdateError> {
+        self.record_burst(&[], updates)
+    }
+
+    /// A burst's durable writes to the log: `changes` to run task lists (see `checkpoint.rs`),
+    /// then `updates` as [`record_batch`](Self::record_batch) takes them, all in one write
+    /// and one fdatasync. All or nothing, like `record_batch`: a refused update sinks the
+    /// changes too.
+    pub fn record_burst(
+        &mut self,
+        changes: &[TaskChange],
+        updates: Vec<TaskStatus>,
+    ) -> Result<Vec<Uuid>, StatusUpdateError> {
         let mut uuids = Vec::with_capacity(updates.len());
         let mut fresh: Vec<Pending> = Vec::with_capacity(updates.len());
         // Check everything first, against the queues plus the earlier updates of this batch.
@@ -248,12 +268,12 @@ impl StatusUpdateManager {
                 frame_len: 0,
             });
         }
-        if fresh.is_empty() {
+        if fresh.is_empty() && changes.is_empty() {
             return Ok(uuids);
         }
         self.log
             .prepare(|| live(&mut self.streams), self.next_seq)?;
-        self.log.append_updates(&mut fresh)?;
+        self.log.append(changes, &mut fresh)?;
         self.next_seq += fresh.len() as u64;
         for p in fresh {
             let key = (p.status.framework_id.clone(), p.status.task_id.clone());
@@ -364,6 +384,12 @@ impl StatusUpdateManager {
             .map(|p| &p.status)
     }
 
+    /// The runs whose task list the log holds (see `checkpoint.rs`), with their tasks, each in
+    /// the state of its latest recorded update: for recovery, beside the run files.
+    pub fn logged_runs(&self) -> BTreeMap<String, Vec<LoggedTask>> {
+        self.log.logged_runs()
+    }
+
     /// Drops, durably, everything queued for framework `fw` (the framework was removed and
     /// will never acknowledge). Returns how many updates were dropped.
     pub fn forget_framework(&mut self, fw: &FrameworkId) -> Result<usize, StatusUpdateError> {
@@ -402,5 +428,7 @@ fn live(streams: &mut BTreeMap<StreamKey, Stream>) -> Vec<&mut Pending> {
 
 #[cfg(test)]
 mod log_tests;
+#[cfg(test)]
+mod members_tests;
 #[cfg(test)]
 mod tests;

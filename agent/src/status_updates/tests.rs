@@ -8,6 +8,31 @@ pub(super) fn update(fw: &str, task: &str, state: TaskState) -> TaskStatus {
     TaskStatus::new(fw.into(), task.into(), state, UpdateSource::Agent)
 }
 
+/// A task of executor run `c1`'s kind, as the log holds it: STAGING, not yet handed.
+pub(super) fn logged_task(task: &str) -> crate::checkpoint::LoggedTask {
+    use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo};
+    crate::checkpoint::LoggedTask {
+        framework_id: "fw".into(),
+        info: TaskInfo {
+            task_id: task.into(),
+            name: format!("task {task}"),
+            agent_id: "agent-1".into(),
+            resources: bramble_proto::Resources::new(0.1, 16),
+            command: None,
+            executor: Some(ExecutorInfo {
+                executor_id: "exec".into(),
+                name: "exec".into(),
+                command: CommandInfo::shell("./executor"),
+                resources: Default::default(),
+            }),
+            data: vec![1, 2, 3],
+            mesos: None,
+        },
+        handed: false,
+        state: TaskState::Staging,
+    }
+}
+
 pub(super) fn files(dir: &Path, suffix: &str) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()

@@ -68,7 +68,7 @@ fn an_executor_update_is_acknowledged_only_once_it_is_durable() {
     let writes = agent.take_writes();
     assert_eq!(states(&writes), vec![(tid("t1"), TaskState::Running)]);
     assert_eq!(writes.updates[0].source, UpdateSource::Executor);
-    let effects = agent.committed(&[Recorded::NotWritten]);
+    let effects = agent.committed(&[Recorded::NotWritten], Recorded::Durable);
     assert!(sent_to_executor(&effects, 1).is_empty(), "{effects:?}");
 
     let (writes, effects) = commit(&mut agent);
@@ -90,7 +90,7 @@ fn unwritten_updates_keep_their_order_ahead_of_newer_ones() {
     let (running, _) = executor_update(&key, "t1", TaskState::Running);
     agent.handle(running, Instant::now());
     agent.take_writes();
-    agent.committed(&[Recorded::NotWritten]);
+    agent.committed(&[Recorded::NotWritten], Recorded::Durable);
     let (finished, _) = executor_update(&key, "t1", TaskState::Finished);
     agent.handle(finished, Instant::now());
     let (writes, _) = commit(&mut agent);

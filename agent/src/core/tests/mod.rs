@@ -12,6 +12,7 @@ use bramble_proto::{AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskRea
 use std::time::{Duration, Instant};
 
 mod executors;
+mod membership;
 mod mesos;
 mod recovery;
 mod tasks;
@@ -128,7 +129,7 @@ fn the_launch(effects: &[Effect]) -> (ContainerKey, crate::containerizer::Launch
 fn commit(agent: &mut Agent) -> (Writes, Vec<Effect>) {
     let writes = agent.take_writes();
     let outcomes = vec![Recorded::Durable; writes.updates.len()];
-    let effects = agent.committed(&outcomes);
+    let effects = agent.committed(&outcomes, Recorded::Durable);
     (writes, effects)
 }
 

@@ -86,7 +86,7 @@ fn a_live_executor_is_re_adopted_and_may_reconnect_with_its_token() {
         checkpoint: checkpoint("c1", exec, TaskState::Running),
         alive: true,
     }];
-    let (summary, effects) = agent.recover(runs, None, Instant::now());
+    let (summary, effects) = agent.recover(runs, BTreeMap::new(), None, Instant::now());
     assert_eq!((summary.adopted, summary.executors), (1, 1));
     assert!(matches!(effects.as_slice(),
         [Effect::Adopt { container, spec, supervised: false }] if container == "c1" && spec.pid == 500));
@@ -155,7 +155,7 @@ fn recovery_takes_the_newest_unacknowledged_state_over_the_run_file() {
         checkpoint: checkpoint("c1", None, TaskState::Running),
         alive: false,
     }];
-    let (summary, effects) = agent.recover(runs, None, Instant::now());
+    let (summary, effects) = agent.recover(runs, BTreeMap::new(), None, Instant::now());
     assert_eq!(summary.adopted, 0);
     assert!(
         matches!(
@@ -181,7 +181,12 @@ fn after_a_reboot_old_tasks_are_lost_and_no_pid_is_touched() {
         checkpoint: checkpoint("c1", exec, TaskState::Running),
         alive: true,
     }];
-    let (summary, effects) = agent.recover(runs, Some("rebooted".into()), Instant::now());
+    let (summary, effects) = agent.recover(
+        runs,
+        BTreeMap::new(),
+        Some("rebooted".into()),
+        Instant::now(),
+    );
     assert_eq!(summary.tasks_gone, 1);
     assert!(effects.is_empty(), "nothing adopted or killed: {effects:?}");
     let (writes, _) = commit(&mut agent);
