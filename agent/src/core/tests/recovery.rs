@@ -120,7 +120,7 @@ fn recovered_with_staging_task() -> Agent {
         checkpoint: checkpoint("c1", exec, TaskState::Staging),
         alive: true,
     }];
-    agent.recover(runs, None, Instant::now());
+    agent.recover(runs, BTreeMap::new(), None, Instant::now());
     agent
 }
 
