@@ -39,23 +39,13 @@
 //! `BRAMBLE_CRASH_LOG` (the agents' and executors' `RUST_LOG`, e.g. `debug`, to follow every
 //! task; a failure keeps the logs and says where).
 //!
-//! **Fails on today's agent (December 2026), about one run in two; ignored until fixed.** Run
-//! it with `--include-ignored` (or `tests/chaos/tasks_crash.sh`). Two durability bugs, both
-//! leaving tasks that never end in the framework's view (the run stalls at its deadline):
-//!
-//! 1. *A run checkpoint ahead of the update store.* The group commit writes the burst's run
-//!    checkpoints (with each task's in-memory state) before the burst's status updates. A
-//!    SIGKILL between the two leaves a run file saying FINISHED for a task whose RUNNING and
-//!    FINISHED never became durable. The restarted agent takes FINISHED from the run file, then
-//!    drops the executor's resent updates as illegal transitions (agent debug log: "executor
-//!    sent an illegal transition; acknowledged and dropped task=tiny-1027
-//!    from=TASK_FINISHED to=TASK_RUNNING", then `to=TASK_FINISHED`); nothing reaches the master,
-//!    which keeps the task STAGING. Variant: a durable RUNNING with a checkpointed FINISHED
-//!    makes the task terminal on recovery; once RUNNING is acknowledged the agent forgets the
-//!    task and ignores the executor's FINISHED ("executor reported a task it does not run").
-//! 2. *A launch committed but never delivered* (fixed: a reconnecting executor now lists the
-//!    tasks it knows, `ExecutorToAgent::Reregister`, and the agent reports the ones it never
-//!    got LOST with reason AgentRestarted, as Mesos does).
+//! Two durability bugs it found, both leaving tasks that never ended in the framework's view,
+//! are fixed: a run checkpoint that ran ahead of the update store (task states were written to
+//! the run file from memory before the burst's updates; run task lists now live in the update
+//! log and a task's state follows its recorded updates), and a launch committed but never
+//! delivered (a reconnecting executor now lists the tasks it knows,
+//! `ExecutorToAgent::Reregister`; the agent reports the ones it never got LOST with reason
+//! AgentRestarted, as Mesos does).
 
 use bramble_agent::paths::WorkDir;
 use bramble_agent::status_updates::StatusUpdateManager;
@@ -526,8 +516,6 @@ fn judge(ledger: &Ledger, launched: u64, killed: &BTreeSet<AgentId>, agent_kills
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on today's agent: a run checkpoint ahead of the update store, and a launch \
-            committed but never delivered (see the module header)"]
 async fn every_task_ends_exactly_once_while_agents_are_sigkilled() {
     init_logs();
     let plan = Plan::from_env();
