@@ -150,6 +150,17 @@ impl TestFramework {
         }
     }
 
+    /// Whether a terminal update of `task` has arrived, taking in what is queued without
+    /// waiting.
+    pub fn seen_terminal(&mut self, task: &str) -> bool {
+        while let Ok(e) = self.events.try_recv() {
+            self.absorb(e);
+        }
+        self.updates
+            .iter()
+            .any(|u| u.task_id.as_str() == task && u.state.is_terminal())
+    }
+
     /// Waits for an offer from the agent called `hostname` and takes it.
     pub async fn offer_from(&mut self, hostname: &str) -> Offer {
         let offer = self
