@@ -1,7 +1,8 @@
 //! Reporting task states, and the group commit that makes them durable before anything is
 //! sent: [`Agent::take_writes`] hands the runtime one burst's run files, task list changes
-//! (`membership.rs`) and updates, [`Agent::committed`] takes what became of them. Also what an acknowledgement frees: a task
-//! whose terminal update is acknowledged is forgotten, and a run with nothing left is removed.
+//! (`membership.rs`) and updates, [`Agent::committed`] takes what became of them. Also what an
+//! acknowledgement frees: a task whose terminal update is acknowledged is forgotten, and a run
+//! with nothing left is removed.
 
 use super::{Agent, ContainerKey, Effect, Recorded, Writes};
 use bramble_proto::messages::AgentToExecutor;
@@ -75,12 +76,8 @@ impl Agent {
             Recorded::NotWritten => {
                 self.task_changes.splice(0..0, written);
             }
-            Recorded::Refused => {
-                error!(
-                    changes = written.len(),
-                    "run task list changes refused by the update log; dropped"
-                )
-            }
+            // The runtime has said why; nothing to retry.
+            Recorded::Refused => {}
         }
         let batch = std::mem::take(&mut self.committing);
         if batch.len() != outcomes.len() {
