@@ -51,6 +51,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts: see `bramble_proto::memory` for why and what it saved.
+    bramble_proto::memory::one_malloc_arena();
     let args = Args::parse();
     let (path, explicit) = startup::config_file(args.config.as_deref(), DEFAULT_CONFIG_PATH);
     let mut cfg = config::load_optional(&path, explicit)?;

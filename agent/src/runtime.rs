@@ -9,6 +9,8 @@
 //! the runs' task list changes and the status updates in one write and one fdatasync of the
 //! update log — and only then are the burst's messages released to the master and the
 //! executors, and the due updates sent. Nothing is acknowledged before it is durable.
+//! Once a large burst is over, the memory it freed goes back to the OS
+//! (`bramble_proto::memory`).
 
 use crate::checkpoint::{Checkpoints, RunCheckpoint, TaskChange};
 use crate::containerizer::{self, Container, Containerizer};
@@ -18,6 +20,7 @@ use crate::core::{
 };
 use crate::gc::GcHandle;
 use crate::status_updates::{StatusUpdateError, StatusUpdateManager};
+use bramble_proto::memory;
 use bramble_proto::messages::{AgentToExecutor, AgentToMaster, MasterToAgent};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, TaskId, TaskStatus};
 use std::collections::{HashMap, VecDeque};
@@ -688,12 +691,14 @@ pub async fn run(
     runtime.schedule_leftover_sandboxes().await;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut after_burst = memory::AfterBurst::new(Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             input = inputs.recv() => match input {
                 Some(input) => {
                     runtime.input(input).await;
+                    let mut handled = 1;
                     // Take whatever else is already queued, then commit the burst's updates
                     // together: one flush for many updates.
                     for _ in 0..MAX_BURST {
@@ -701,12 +706,20 @@ pub async fn run(
                             Ok(more) => runtime.input(more).await,
                             Err(_) => break,
                         }
+                        handled += 1;
                     }
+                    after_burst.worked(handled);
                     runtime.commit().await;
                 }
                 None => break,
             },
-            _ = tick.tick() => runtime.tick().await,
+            _ = tick.tick() => {
+                runtime.tick().await;
+                // A large burst is over: give the memory it freed back to the OS.
+                if after_burst.due(Instant::now()) {
+                    memory::trim_after_burst();
+                }
+            }
         }
     }
     runtime.commit().await;

@@ -12,6 +12,8 @@
 //! `MAX_BURST`), commits what the burst changed to the store in one transaction, and only then
 //! lets the burst's messages out (group commit; see `state/mod.rs`). A store that cannot be written
 //! stops the master: answering without durability would break what peers were promised.
+//! Once a large burst is over, the state task gives the memory it freed back to the OS
+//! (`bramble_proto::memory`), so the master's RSS falls back towards its working set.
 
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
@@ -20,6 +22,7 @@ use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{CodecError, FrameReader, FrameWriter, MAX_BATCH};
 use bramble_proto::identity::Credentials;
+use bramble_proto::memory;
 use bramble_proto::messages::{
     AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
     OperatorReply, PeerKind, SchedulerCall,
@@ -279,6 +282,7 @@ async fn run_state(
     let mut store = Some(store);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut after_burst = memory::AfterBurst::new(Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -286,19 +290,28 @@ async fn run_state(
             input = inputs.recv() => match input {
                 Some(input) => {
                     master.handle(input, Instant::now());
+                    let mut handled = 1;
                     for _ in 1..MAX_BURST {
                         match inputs.try_recv() {
                             Ok(input) => master.handle(input, Instant::now()),
                             Err(_) => break,
                         }
+                        handled += 1;
                     }
+                    after_burst.worked(handled);
                     master.end_burst(Instant::now());
                     // Relayed status updates rest on the agents' records, not on this commit.
                     master.flush_early();
                 }
                 None => break,
             },
-            _ = tick.tick() => master.tick(Instant::now()),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                master.tick(now);
+                if after_burst.due(now) {
+                    memory::trim_after_burst();
+                }
+            }
         }
         let batch = master.take_writes();
         if !batch.is_empty() {

@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod identity;
 pub mod ids;
 pub mod logging;
+pub mod memory;
 pub mod messages;
 pub mod resources;
 pub mod rng;

@@ -12,6 +12,7 @@ use bramble_proto::{AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskRea
 use std::time::{Duration, Instant};
 
 mod executors;
+mod forgetting;
 mod membership;
 mod mesos;
 mod recovery;
