@@ -21,6 +21,8 @@
 mod error;
 mod executor;
 mod scheduler;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::SdkError;
 pub use executor::{

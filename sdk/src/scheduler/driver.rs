@@ -71,6 +71,34 @@ impl SchedulerDriver {
         }
     }
 
+    /// A connected driver with no run loop: its calls are handed to the returned receiver
+    /// instead of a master. For `crate::testing`, which plays the master.
+    pub(crate) fn detached(
+        framework_id: Option<FrameworkId>,
+        implicit_acknowledgements: bool,
+    ) -> (Self, mpsc::UnboundedReceiver<SchedulerCall>) {
+        let (calls_tx, calls_rx) = mpsc::unbounded_channel();
+        let (stop_tx, _) = watch::channel(None);
+        let driver = Self {
+            inner: Arc::new(Inner {
+                calls: calls_tx,
+                stop: stop_tx,
+                status: Mutex::new(DriverStatus {
+                    framework_id,
+                    ..DriverStatus::default()
+                }),
+                implicit_acknowledgements,
+                parts: Mutex::new(None),
+            }),
+        };
+        (driver, calls_rx)
+    }
+
+    /// Whether `stop` was called, and with `failover` set.
+    pub(crate) fn stop_requested(&self) -> Option<bool> {
+        *self.inner.stop.borrow()
+    }
+
     /// Runs the driver (see [`run_scheduler`]). May be called once per driver.
     pub async fn run<S: Scheduler>(&self, mut scheduler: S) -> Result<S, SdkError> {
         let parts = lock(&self.inner.parts)
@@ -228,11 +256,11 @@ impl SchedulerDriver {
         self.inner.calls.send(call).map_err(|_| SdkError::Stopped)
     }
 
-    pub(super) fn acknowledges_implicitly(&self) -> bool {
+    pub(crate) fn acknowledges_implicitly(&self) -> bool {
         self.inner.implicit_acknowledgements
     }
 
-    pub(super) fn set_connected(&self, framework_id: Option<FrameworkId>, connected: bool) {
+    pub(crate) fn set_connected(&self, framework_id: Option<FrameworkId>, connected: bool) {
         let mut st = lock(&self.inner.status);
         if framework_id.is_some() {
             st.framework_id = framework_id;
@@ -242,7 +270,7 @@ impl SchedulerDriver {
 }
 
 /// The acknowledgement for `status`, `None` when it needs none.
-pub(super) fn ack_call(status: &TaskStatus) -> Result<Option<SchedulerCall>, String> {
+pub(crate) fn ack_call(status: &TaskStatus) -> Result<Option<SchedulerCall>, String> {
     let Some(uuid) = status.uuid else {
         return Ok(None);
     };

@@ -19,7 +19,7 @@
 //! frameworks call; `runner.rs` connecting, subscribing and reconnecting; `session.rs` the
 //! event loop of one subscribed connection and how it stops.
 
-mod driver;
+pub(crate) mod driver;
 mod runner;
 mod session;
 
