@@ -50,12 +50,16 @@ impl Table {
         };
         file.seek(SeekFrom::Start(0))
             .map_err(|e| err(e.to_string()))?;
-        let mbr = mbrman::MBR::read_from(file, SECTOR as u32).map_err(|e| {
+        // The header alone (sector 0, boot signature checked): mbrman's full `MBR` reader
+        // also walks the extended partition's EBR chain (which a hostile image can make loop
+        // forever) and panics on some tables (found by fuzz/image_readers). A Pi image has
+        // primary partitions only.
+        let header = mbrman::MBRHeader::read_from(file).map_err(|e| {
             err(format!(
                 "{e} (is this a disk image with an MBR partition table?)"
             ))
         })?;
-        let partitions = mbr
+        let partitions = header
             .iter()
             .filter(|(_, p)| p.is_used() && !p.is_extended())
             .map(|(i, p)| Partition {
@@ -67,7 +71,7 @@ impl Table {
             })
             .collect();
         Ok(Table {
-            disk_id: format!("{:08x}", u32::from_le_bytes(mbr.header.disk_signature)),
+            disk_id: format!("{:08x}", u32::from_le_bytes(header.disk_signature)),
             partitions,
         })
     }
@@ -221,5 +225,59 @@ mod tests {
         assert_eq!(outside[0], 0xAA, "byte after the partition untouched");
         f.read_exact_at(&mut outside, 1999).unwrap();
         assert_eq!(outside[0], 1);
+    }
+
+    /// An MBR sector: boot signature, disk id 0x1234abcd, and the given primary entries as
+    /// (type, start LBA, sectors).
+    fn mbr(entries: &[(u8, u32, u32)]) -> Vec<u8> {
+        let mut sector = vec![0u8; 512];
+        sector[440..444].copy_from_slice(&0x1234abcd_u32.to_le_bytes());
+        for (i, &(kind, start, sectors)) in entries.iter().enumerate() {
+            let e = 446 + 16 * i;
+            sector[e + 4] = kind;
+            sector[e + 8..e + 12].copy_from_slice(&start.to_le_bytes());
+            sector[e + 12..e + 16].copy_from_slice(&sectors.to_le_bytes());
+        }
+        sector[510] = 0x55;
+        sector[511] = 0xaa;
+        sector
+    }
+
+    #[test]
+    fn a_hostile_table_with_partitions_at_lba_0_is_read_without_panicking() {
+        // Found by the image_readers fuzz target: mbrman's full MBR reader unwraps None
+        // computing the alignment when every used partition starts at LBA 0.
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&mbr(&[(0x0c, 0, 10)])).unwrap();
+        let table = Table::read(&mut f, Path::new("hostile.img")).expect("a table");
+        assert_eq!(table.disk_id, "1234abcd");
+        assert_eq!(table.partitions.len(), 1);
+        assert_eq!(
+            (table.partitions[0].start, table.partitions[0].len),
+            (0, 5120)
+        );
+    }
+
+    #[test]
+    fn an_extended_partition_pointing_at_itself_does_not_hang_the_reader() {
+        // An EBR chain is never followed: logical partitions are not part of a Pi image, and
+        // a chain that loops back would keep a reader going forever.
+        let mut f = tempfile::tempfile().unwrap();
+        let mut image = mbr(&[(0x0c, 8, 8), (0x05, 1, 4)]);
+        image.extend(mbr(&[(0x83, 1, 1), (0x05, 0, 4)]));
+        image.resize(16 * 512, 0);
+        f.write_all(&image).unwrap();
+        let table = Table::read(&mut f, Path::new("loop.img")).expect("a table");
+        let numbers: Vec<usize> = table.partitions.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, vec![1], "primary, non-extended only");
+    }
+
+    #[test]
+    fn no_boot_signature_is_a_clear_error() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[0u8; 1024]).unwrap();
+        let err = Table::read(&mut f, Path::new("blank.img")).unwrap_err();
+        assert!(err.to_string().contains("blank.img"), "{err}");
+        assert!(err.to_string().contains("MBR partition table"), "{err}");
     }
 }
