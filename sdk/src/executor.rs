@@ -431,7 +431,7 @@ struct Pending {
     sent_at: Instant,
 }
 
-enum Outbound {
+pub(crate) enum Outbound {
     Frame(ExecutorToAgent),
     /// Answered once every frame queued before it is written.
     Flush(oneshot::Sender<()>),
@@ -443,6 +443,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ExecutorDriver {
+    /// A driver with no agent: what it sends goes to the returned receiver. For
+    /// `crate::testing`, which plays the agent.
+    #[cfg(feature = "testing")]
+    pub(crate) fn detached(
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        agent_id: AgentId,
+    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (stop_tx, _) = watch::channel(false);
+        let driver = ExecutorDriver {
+            inner: Arc::new(Inner {
+                framework_id,
+                executor_id,
+                agent_id,
+                out: out_tx,
+                pending: Mutex::new(Vec::new()),
+                known: Mutex::new(HashSet::new()),
+                acked: Notify::new(),
+                stopped: Mutex::new(false),
+                stop: stop_tx,
+            }),
+        };
+        (driver, out_rx)
+    }
+
+    /// Whether `stop` was called.
+    #[cfg(feature = "testing")]
+    pub(crate) fn stop_requested(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// The agent acknowledged the update with `uuid` (see `settle`).
+    #[cfg(feature = "testing")]
+    pub(crate) fn acknowledge(&self, uuid: Uuid) {
+        self.settle(uuid);
+    }
+
     /// Sends a status update to the agent, which checkpoints it and relays it to the
     /// scheduler. Fills in the framework, executor and agent ids, sets `source = Executor` and
     /// a fresh v4 uuid when none is set. Returns the uuid; the update stays in

@@ -9,6 +9,11 @@
 //! (everything, in order) or the typed views (`launched`, `declined`, `killed`,
 //! `acknowledged`, `messages`).
 //!
+//! [`ExecutorTest`] does the same for an [`Executor`], playing the agent: hand it
+//! `registered`, `launch`, `kill`, `message`, `shutdown`; wait for the status updates it
+//! sends (its work usually runs on other tasks, so waiting has a deadline); acknowledge
+//! them, or not, and see what is still pending.
+//!
 //! Time: the kit has no clock of its own. Schedulers that wait on `tokio::time` (offer
 //! timeouts, retries, backoff) are tested deterministically under tokio's paused clock
 //! (`#[tokio::test(start_paused = true)]`): [`SchedulerTest::advance`] moves it forward and
@@ -40,10 +45,11 @@
 //! # }
 //! ```
 
+use crate::executor::Outbound;
 use crate::scheduler::driver::ack_call;
-use crate::{Scheduler, SchedulerDriver};
-use bramble_proto::messages::{Offer, SchedulerCall};
-use bramble_proto::task::{TaskInfo, UpdateSource};
+use crate::{Executor, ExecutorDriver, Scheduler, SchedulerDriver};
+use bramble_proto::messages::{ExecutorToAgent, Offer, SchedulerCall};
+use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{
     AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskState, TaskStatus,
 };
@@ -280,6 +286,196 @@ impl<S: Scheduler> SchedulerTest<S> {
         while let Ok(call) = self.outbox.try_recv() {
             self.calls.push(call);
         }
+    }
+}
+
+/// How long [`ExecutorTest::next_update`] waits by default (tokio time: instant under a
+/// paused clock once nothing else can run).
+pub const UPDATE_WAIT: Duration = Duration::from_secs(10);
+
+/// An executor under test, with the agent played by the test. See the module header.
+pub struct ExecutorTest<E: Executor> {
+    executor: E,
+    driver: ExecutorDriver,
+    frames: mpsc::UnboundedReceiver<Outbound>,
+    updates: Vec<TaskStatus>,
+    messages: Vec<Vec<u8>>,
+    /// Updates recorded but not yet handed out by `next_update`.
+    unread: usize,
+}
+
+impl<E: Executor> ExecutorTest<E> {
+    /// An executor of framework `fw-test`, id `executor-test`, on agent `agent-test`.
+    pub fn new(executor: E) -> Self {
+        let (driver, frames) = ExecutorDriver::detached(
+            FrameworkId::from("fw-test"),
+            ExecutorId::from("executor-test"),
+            AgentId::from("agent-test"),
+        );
+        Self {
+            executor,
+            driver,
+            frames,
+            updates: Vec::new(),
+            messages: Vec::new(),
+            unread: 0,
+        }
+    }
+
+    /// The agent accepted the executor.
+    pub async fn register(&mut self, info: &ExecutorInfo) {
+        let agent = self.driver.agent_id().clone();
+        self.executor.registered(&self.driver, info, &agent).await;
+    }
+
+    /// The agent hands over `task`.
+    pub async fn launch(&mut self, task: TaskInfo) {
+        self.executor.launch_task(&self.driver, task).await;
+    }
+
+    /// The scheduler asks to kill `task_id`.
+    pub async fn kill(&mut self, task_id: &str) {
+        self.executor
+            .kill_task(&self.driver, &TaskId::from(task_id))
+            .await;
+    }
+
+    /// A framework message from the scheduler.
+    pub async fn message(&mut self, data: &[u8]) {
+        self.executor.framework_message(&self.driver, data).await;
+    }
+
+    /// The agent asks the executor to end.
+    pub async fn shutdown(&mut self) {
+        self.executor.shutdown(&self.driver).await;
+    }
+
+    /// The next status update the executor sends, waiting up to [`UPDATE_WAIT`]. Panics with
+    /// the updates seen so far when none comes.
+    pub async fn next_update(&mut self) -> TaskStatus {
+        self.next_update_within(UPDATE_WAIT).await
+    }
+
+    /// [`next_update`](Self::next_update) with its own deadline.
+    pub async fn next_update_within(&mut self, wait: Duration) -> TaskStatus {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.collect();
+            if self.unread > 0 {
+                let status = self.updates[self.updates.len() - self.unread].clone();
+                self.unread -= 1;
+                return status;
+            }
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
+                Ok(Some(frame)) => self.record(frame),
+                Ok(None) => panic!(
+                    "the executor's driver is gone; updates: {:?}",
+                    self.states()
+                ),
+                Err(_) => panic!(
+                    "no status update within {wait:?}; updates so far: {:?}",
+                    self.states()
+                ),
+            }
+        }
+    }
+
+    /// Waits for `task`'s update in `state` (skipping others) and returns it.
+    pub async fn update_in(&mut self, task: &str, state: TaskState) -> TaskStatus {
+        loop {
+            let status = self.next_update().await;
+            if status.task_id.as_str() == task && status.state == state {
+                return status;
+            }
+        }
+    }
+
+    /// Every status update sent so far, in order.
+    pub fn updates(&mut self) -> &[TaskStatus] {
+        self.collect();
+        &self.updates
+    }
+
+    /// Framework messages sent so far, in order.
+    pub fn messages(&mut self) -> &[Vec<u8>] {
+        self.collect();
+        &self.messages
+    }
+
+    /// The agent acknowledges `status` (it was written down): it stops being pending.
+    pub fn acknowledge(&self, status: &TaskStatus) {
+        if let Some(uuid) = status.uuid {
+            self.driver.acknowledge(uuid);
+        }
+    }
+
+    /// Updates sent and not acknowledged, oldest first (what the driver would resend).
+    pub fn pending(&self) -> Vec<TaskStatus> {
+        self.driver.pending_updates()
+    }
+
+    /// Whether the executor stopped its driver.
+    pub fn stopped(&self) -> bool {
+        self.driver.stop_requested()
+    }
+
+    pub fn driver(&self) -> &ExecutorDriver {
+        &self.driver
+    }
+
+    pub fn executor(&self) -> &E {
+        &self.executor
+    }
+
+    pub fn executor_mut(&mut self) -> &mut E {
+        &mut self.executor
+    }
+
+    fn states(&self) -> Vec<(TaskId, TaskState)> {
+        self.updates
+            .iter()
+            .map(|u| (u.task_id.clone(), u.state))
+            .collect()
+    }
+
+    fn record(&mut self, out: Outbound) {
+        let frame = match out {
+            Outbound::Frame(frame) => frame,
+            // Nothing is buffered between the driver and the kit: flushed at once.
+            Outbound::Flush(done) => {
+                let _ = done.send(());
+                return;
+            }
+        };
+        match frame {
+            ExecutorToAgent::Update(status) => {
+                self.updates.push(status);
+                self.unread += 1;
+            }
+            ExecutorToAgent::Message(data) => self.messages.push(data),
+            // Registration is the kit's business, not the executor's.
+            ExecutorToAgent::Register { .. } | ExecutorToAgent::Reregister { .. } => {}
+        }
+    }
+
+    fn collect(&mut self) {
+        while let Ok(frame) = self.frames.try_recv() {
+            self.record(frame);
+        }
+    }
+}
+
+/// A task for an executor under test: `id` on `agent-test`, with `data`.
+pub fn task(id: &str, data: Vec<u8>) -> TaskInfo {
+    TaskInfo {
+        task_id: TaskId::from(id),
+        name: id.to_string(),
+        agent_id: AgentId::from("agent-test"),
+        resources: Resources::new(0.5, 16),
+        command: None,
+        executor: None,
+        data,
+        mesos: None,
     }
 }
 

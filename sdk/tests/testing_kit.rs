@@ -107,3 +107,77 @@ async fn time_moves_only_when_the_test_says() {
     t.advance(Duration::from_millis(1)).await;
     assert!(t.calls().iter().any(|c| matches!(c, SchedulerCall::Revive)));
 }
+
+mod executor_kit {
+    use bramble_sdk::testing::{task, ExecutorTest};
+    use bramble_sdk::{async_trait, status, Executor, ExecutorDriver, TaskId, TaskInfo, TaskState};
+    use std::time::Duration;
+
+    /// Echoes a task's data back as its FINISHED data, from a spawned task (as real executors
+    /// do their work off the callback); a kill reports KILLED.
+    struct Echo;
+
+    #[async_trait]
+    impl Executor for Echo {
+        async fn launch_task(&mut self, driver: &ExecutorDriver, task: TaskInfo) {
+            let _ = driver.send_status_update(status(&task, TaskState::Running));
+            let driver = driver.clone();
+            tokio::spawn(async move {
+                let mut done = status(&task, TaskState::Finished);
+                done.data = task.data.clone();
+                let _ = driver.send_status_update(done);
+            });
+        }
+
+        async fn kill_task(&mut self, driver: &ExecutorDriver, task_id: &TaskId) {
+            let t = super::super_task(task_id);
+            let _ = driver.send_status_update(status(&t, TaskState::Killed));
+        }
+
+        async fn framework_message(&mut self, driver: &ExecutorDriver, data: &[u8]) {
+            let _ = driver.send_framework_message(data.iter().rev().copied().collect());
+        }
+    }
+
+    #[tokio::test]
+    async fn updates_come_in_order_and_stay_pending_until_acknowledged() {
+        let mut t = ExecutorTest::new(Echo);
+        t.launch(task("t1", b"hi".to_vec())).await;
+        let running = t.next_update().await;
+        assert_eq!(running.state, TaskState::Running);
+        let finished = t.update_in("t1", TaskState::Finished).await;
+        assert_eq!(finished.data, b"hi");
+        assert_eq!(
+            finished.agent_id.as_ref().map(|a| a.as_str()),
+            Some("agent-test")
+        );
+        assert_eq!(t.pending().len(), 2, "nothing acknowledged yet");
+        t.acknowledge(&running);
+        t.acknowledge(&finished);
+        assert!(t.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn kills_and_messages_are_recorded() {
+        let mut t = ExecutorTest::new(Echo);
+        t.kill("t9").await;
+        assert_eq!(t.next_update().await.state, TaskState::Killed);
+        t.message(b"abc").await;
+        assert_eq!(t.messages(), [b"cba".to_vec()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_an_update_that_never_comes_fails_with_what_was_seen() {
+        let mut t = ExecutorTest::new(Echo);
+        t.kill("t1").await;
+        let _ = t.next_update().await;
+        let waited =
+            tokio::spawn(async move { t.next_update_within(Duration::from_secs(1)).await });
+        let err = waited.await.expect_err("no second update");
+        assert!(err.is_panic());
+    }
+}
+
+fn super_task(task_id: &TaskId) -> bramble_sdk::TaskInfo {
+    bramble_sdk::testing::task(task_id.as_str(), Vec::new())
+}

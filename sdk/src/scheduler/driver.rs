@@ -73,6 +73,7 @@ impl SchedulerDriver {
 
     /// A connected driver with no run loop: its calls are handed to the returned receiver
     /// instead of a master. For `crate::testing`, which plays the master.
+    #[cfg(feature = "testing")]
     pub(crate) fn detached(
         framework_id: Option<FrameworkId>,
         implicit_acknowledgements: bool,
@@ -95,6 +96,7 @@ impl SchedulerDriver {
     }
 
     /// Whether `stop` was called, and with `failover` set.
+    #[cfg(feature = "testing")]
     pub(crate) fn stop_requested(&self) -> Option<bool> {
         *self.inner.stop.borrow()
     }
