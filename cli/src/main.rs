@@ -31,11 +31,36 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum NewCommand {
+    /// A framework crate: a scheduler launching one task per offer, tests written with the
+    /// SDK's test kit, a README; `--executor` adds a custom executor.
+    Framework {
+        /// Crate and binary name (lowercase letters, digits, '-').
+        name: String,
+        /// Also write a custom executor (the same binary, started as `NAME executor`).
+        #[arg(long)]
+        executor: bool,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The bramble-sdk to depend on: the sdk/ directory of a Bramble source checkout
+        /// (default: the one this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create or inspect a cluster identity (CA and role certificates).
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Start something new from a template.
+    New {
+        #[command(subcommand)]
+        what: NewCommand,
     },
     /// Bring up a throwaway cluster on loopback, compute pi on it, tear it down.
     Demo {
@@ -245,6 +270,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         } => commands::display::from_master(target, &png, save_state.as_deref()).await?,
         // Handled in main() without a master.
         Command::Cluster { .. }
+        | Command::New { .. }
         | Command::Demo { .. }
         | Command::Node { .. }
         | Command::Executor { .. }
@@ -264,6 +290,29 @@ fn main() -> anyhow::Result<()> {
         Command::Node { command } => {
             bramble_proto::logging::init(None);
             bramble::node::run(command)
+        }
+        Command::New {
+            what:
+                NewCommand::Framework {
+                    name,
+                    executor,
+                    dir,
+                    sdk,
+                },
+        } => {
+            let sdk = sdk
+                .or_else(bramble::new_framework::default_sdk_path)
+                .unwrap_or_else(|| PathBuf::from("sdk"));
+            let made = bramble::new_framework::generate(&dir, &name, executor, &sdk)?;
+            println!("created {}:", made.dir.display());
+            for f in &made.files {
+                println!("  {}", f.strip_prefix(&made.dir).unwrap_or(f).display());
+            }
+            println!(
+                "next: cd {} && cargo test, then BRAMBLE_MASTER=HOST:5051 cargo run -- --tasks 5",
+                made.dir.display()
+            );
+            Ok(())
         }
         Command::Executor { kind } => {
             bramble_proto::logging::init(None);
