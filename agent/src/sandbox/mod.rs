@@ -34,9 +34,15 @@ pub enum SandboxError {
     Leaves(String),
     #[error("path contains a NUL byte")]
     Nul,
-    #[error("{0}: is or passes through a symbolic link; sandbox reads do not follow symlinks")]
+    // The wording is matched by the master's HTTP API to pick a status code
+    // (`master/src/http/api.rs`, `sandbox_error`): "outside the sandbox" is 403, "not a
+    // regular file" and "not a directory" are 400.
+    #[error(
+        "{0}: is or passes through a symbolic link, which could lead outside the sandbox; \
+         sandbox reads follow no symlinks"
+    )]
     Symlink(String),
-    #[error("{path}: is a {kind}; only regular files can be read")]
+    #[error("{path}: is a {kind}, not a regular file")]
     NotRegular { path: String, kind: &'static str },
     #[error("{path}: is a {kind}, not a directory")]
     NotDirectory { path: String, kind: &'static str },
