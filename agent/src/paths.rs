@@ -19,7 +19,7 @@
 //!
 //! Pure but for [`WorkDir::sandboxes_on_disk`], which lists the sandboxes dir.
 
-use bramble_proto::{ExecutorId, FrameworkId};
+use bramble_proto::{check_id, ExecutorId, FrameworkId, InvalidId};
 use std::path::{Component, Path, PathBuf};
 use tracing::warn;
 
@@ -107,19 +107,25 @@ impl WorkDir {
         self.root.join(FRAMEWORKS)
     }
 
-    /// The sandbox of run `container` of `executor` of `framework`.
+    /// The sandbox of run `container` of `executor` of `framework`. The ids come from peers:
+    /// one that could name another directory (`..`, a `/`, too long...) is refused here even if
+    /// whoever let it in forgot to check (see `bramble_proto::ids`).
     pub fn sandbox(
         &self,
         framework: &FrameworkId,
         executor: &ExecutorId,
         container: &str,
-    ) -> PathBuf {
-        self.sandboxes_dir()
+    ) -> Result<PathBuf, InvalidId> {
+        framework.check()?;
+        executor.check()?;
+        check_id("container", container)?;
+        Ok(self
+            .sandboxes_dir()
             .join(framework.as_str())
             .join(EXECUTORS)
             .join(executor.as_str())
             .join(RUNS)
-            .join(container)
+            .join(container))
     }
 
     /// Every directory entry that has the shape of a sandbox (see
@@ -210,7 +216,7 @@ mod tests {
     fn a_built_sandbox_parses_back_to_its_ids() {
         let w = WorkDir::new("/w");
         let (fw, ex) = (FrameworkId("fw-1".into()), ExecutorId("ex-1".into()));
-        let sandbox = w.sandbox(&fw, &ex, "k1");
+        let sandbox = w.sandbox(&fw, &ex, "k1").unwrap();
         assert_eq!(
             sandbox,
             Path::new("/w/frameworks/fw-1/executors/ex-1/runs/k1")
@@ -223,6 +229,24 @@ mod tests {
                 container: "k1".into(),
             })
         );
+    }
+
+    #[test]
+    fn ids_that_would_leave_the_work_dir_make_no_sandbox_path() {
+        let w = WorkDir::new("/w");
+        let ok = (FrameworkId("fw".into()), ExecutorId("ex".into()));
+        let long = "x".repeat(10 * 1024);
+        for bad in ["..", ".", "../../etc", "a/b", "nul\0", long.as_str(), ""] {
+            assert!(
+                w.sandbox(&FrameworkId(bad.into()), &ok.1, "k").is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                w.sandbox(&ok.0, &ExecutorId(bad.into()), "k").is_err(),
+                "{bad:?}"
+            );
+            assert!(w.sandbox(&ok.0, &ok.1, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -267,7 +291,10 @@ mod tests {
         let w = WorkDir::new(tmp.path());
         assert!(w.sandboxes_on_disk().is_empty(), "no work dir yet");
         let (fw, ex) = (FrameworkId("f".into()), ExecutorId("e".into()));
-        let (a, b) = (w.sandbox(&fw, &ex, "a"), w.sandbox(&fw, &ex, "b"));
+        let (a, b) = (
+            w.sandbox(&fw, &ex, "a").unwrap(),
+            w.sandbox(&fw, &ex, "b").unwrap(),
+        );
         for dir in [&a, &b] {
             std::fs::create_dir_all(dir).unwrap();
         }

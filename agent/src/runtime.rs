@@ -611,13 +611,14 @@ impl Runtime {
                             read.max_bytes,
                             ended,
                         )
+                        .map_err(|e| e.to_string())
                     })
                     .await;
                     AgentToMaster::SandboxData { request, result }
                 }
                 SandboxRequest::List { request, list } => {
                     let result = on_sandbox(found, move |sandbox, ended| {
-                        crate::sandbox::list(sandbox, &list.path, ended)
+                        crate::sandbox::list(sandbox, &list.path, ended).map_err(|e| e.to_string())
                     })
                     .await;
                     AgentToMaster::SandboxListing { request, result }

@@ -24,7 +24,7 @@ pub mod startup;
 pub mod task;
 pub mod transport;
 
-pub use ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
+pub use ids::{check_id, AgentId, ExecutorId, FrameworkId, InvalidId, OfferId, TaskId};
 pub use resources::{PortRange, Resources};
 pub use task::{TaskReason, TaskState, TaskStatus};
 

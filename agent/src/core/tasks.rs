@@ -21,6 +21,19 @@ impl Agent {
     // Launching
 
     pub(super) fn run_task(&mut self, fw: &FrameworkId, fw_name: &str, task: TaskInfo) {
+        // The master checks ids too; the agent does not rely on it before making paths.
+        let ids = fw
+            .check()
+            .and_then(|()| task.task_id.check())
+            .and_then(|()| {
+                task.executor
+                    .as_ref()
+                    .map_or(Ok(()), |e| e.executor_id.check())
+            });
+        if let Err(why) = ids {
+            warn!(framework = %fw, "refusing a task: {why}");
+            return self.refuse_task(fw, &task.task_id, &why.to_string());
+        }
         if self.find_task(fw, &task.task_id).is_some() {
             warn!(framework = %fw, task = %task.task_id, "master asked to run a task that already runs here; ignoring");
             return;
@@ -46,8 +59,30 @@ impl Agent {
         }
     }
 
-    fn sandbox_for(&self, fw: &FrameworkId, executor: &ExecutorId, container: &str) -> PathBuf {
-        crate::paths::WorkDir::new(&self.settings.work_dir).sandbox(fw, executor, container)
+    /// The sandbox for a new run, or `None` once the task is refused because an id cannot
+    /// name a directory.
+    fn sandbox_for(
+        &mut self,
+        fw: &FrameworkId,
+        executor: &ExecutorId,
+        container: &str,
+        task: &TaskId,
+    ) -> Option<PathBuf> {
+        let work_dir = crate::paths::WorkDir::new(&self.settings.work_dir);
+        match work_dir.sandbox(fw, executor, container) {
+            Ok(sandbox) => Some(sandbox),
+            Err(why) => {
+                self.refuse_task(fw, task, &why.to_string());
+                None
+            }
+        }
+    }
+
+    fn refuse_task(&mut self, fw: &FrameworkId, task: &TaskId, why: &str) {
+        let status = self
+            .agent_status(fw, None, task, TaskState::Error)
+            .with_reason(TaskReason::InvalidTask, why);
+        self.report(status);
     }
 
     fn launch_command_task(&mut self, fw: &FrameworkId, task: TaskInfo, cmd: CommandInfo) {
@@ -60,7 +95,9 @@ impl Agent {
             ExecutorId(format!("command-{}", task.task_id))
         };
         let key = new_container_key();
-        let sandbox = self.sandbox_for(fw, &executor_id, &key);
+        let Some(sandbox) = self.sandbox_for(fw, &executor_id, &key, &task.task_id) else {
+            return;
+        };
         let mut env_vars = vec![
             (env::TASK_ID.into(), task.task_id.to_string()),
             (env::FRAMEWORK_ID.into(), fw.to_string()),
@@ -106,7 +143,9 @@ impl Agent {
             }
         }
         let key = new_container_key();
-        let sandbox = self.sandbox_for(fw, &exec.executor_id, &key);
+        let Some(sandbox) = self.sandbox_for(fw, &exec.executor_id, &key, &task.task_id) else {
+            return;
+        };
         if let Some(mesos) = task.mesos.as_deref() {
             let mesos = mesos.clone();
             return self.launch_mesos_executor(fw, task, exec, &mesos, key, sandbox);

@@ -129,6 +129,9 @@ impl Master {
         };
         let claimed = agent_id.is_some();
         let id = agent_id.unwrap_or_else(|| AgentId(bramble_proto::ids::fresh("agent")));
+        if let Err(e) = id.check() {
+            return self.close_conn(conn, &format!("refusing registration: {e}"));
+        }
         let returning = self.agents.contains_key(&id);
         let after_failover = self
             .agents
@@ -398,6 +401,23 @@ mod tests {
     use bramble_proto::messages::{MasterEvent, MasterToAgent, SchedulerCall};
     use bramble_proto::{TaskId, TaskReason, TaskState};
     use std::time::{Duration, Instant};
+
+    /// Issue 16: an agent names its own id when it comes back; one that is not a valid id is
+    /// not taken as a key.
+    #[test]
+    fn an_agent_registering_with_an_invalid_id_is_refused() {
+        let now = Instant::now();
+        let mut m = master(now);
+        for (conn, bad) in [(1, "../x"), (2, ""), (3, "nul\0")] {
+            let _agent = connect_agent(&mut m, conn, now);
+            register(&mut m, conn, bad, Vec::new(), now);
+        }
+        settle(&mut m, now);
+        assert!(m.snapshot().agents.is_empty());
+        let _agent = connect_agent(&mut m, 4, now);
+        register(&mut m, 4, "agent-1", Vec::new(), now);
+        assert_eq!(m.snapshot().agents.len(), 1);
+    }
 
     #[test]
     fn a_kill_lost_with_the_agents_connection_is_sent_again_when_it_re_registers() {

@@ -158,6 +158,16 @@ impl Master {
             .framework_id
             .clone()
             .unwrap_or_else(|| FrameworkId(bramble_proto::ids::fresh("fw")));
+        // A named id becomes a key here and a directory on every agent it runs tasks on.
+        if let Err(e) = id.check() {
+            info!("refusing a subscription: {e}");
+            let message = e.to_string();
+            let event = MasterEvent::Error {
+                message,
+                fatal: true,
+            };
+            return self.send_conn_scheduler(conn, event);
+        }
         if let Some(refusal) = self.subscription_refusal(&id, &info) {
             info!(framework = %id, principal = ?info.principal, "refusing a subscription: {refusal}");
             self.send_conn_scheduler(
@@ -449,6 +459,30 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Issue 16: a framework id a scheduler names becomes a directory on agents.
+    #[test]
+    fn a_subscription_naming_an_id_that_cannot_be_a_directory_is_refused() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let long = "f".repeat(10 * 1024);
+        for (conn, bad) in [
+            (2, "../../etc"),
+            (3, "a/b"),
+            (4, ".."),
+            (5, "nul\0"),
+            (6, &long),
+        ] {
+            let mut fw = connect_framework(&mut m, conn, Some(bad), now);
+            settle(&mut m, now);
+            let errors = fatal_errors(&drain(&mut fw));
+            assert!(
+                errors.len() == 1 && errors[0].contains("framework id"),
+                "{bad:?}: {errors:?}"
+            );
+        }
+        assert!(m.snapshot().frameworks.is_empty());
     }
 
     #[test]

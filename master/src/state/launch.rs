@@ -194,18 +194,10 @@ impl Master {
         remaining: &Resources,
         needed: &Resources,
     ) -> Result<(), (TaskReason, String)> {
-        if task.task_id.as_str().is_empty() {
-            return Err((TaskReason::InvalidTask, "task id is empty".into()));
-        }
-        if task.task_id.as_str().len() > 200
-            || task.task_id.as_str().contains('/')
-            || task.task_id.as_str().starts_with('.')
-        {
-            return Err((
-                TaskReason::InvalidTask,
-                "task id must be under 200 characters, without '/', not starting with '.'".into(),
-            ));
-        }
+        // Ids become directories on the agent (`bramble_proto::ids` has the rule).
+        task.task_id
+            .check()
+            .map_err(|e| (TaskReason::InvalidTask, e.to_string()))?;
         let duplicate = ids_in_accept.contains(&task.task_id)
             || self
                 .frameworks
@@ -228,12 +220,9 @@ impl Master {
             ));
         }
         if let Some(e) = &task.executor {
-            if e.executor_id.as_str().is_empty() || e.executor_id.as_str().contains('/') {
-                return Err((
-                    TaskReason::InvalidTask,
-                    "executor id is empty or contains '/'".into(),
-                ));
-            }
+            e.executor_id
+                .check()
+                .map_err(|e| (TaskReason::InvalidTask, e.to_string()))?;
         }
         if &task.agent_id != agent {
             return Err((
@@ -361,6 +350,61 @@ mod tests {
             vec![(TaskState::Error, Some(TaskReason::DuplicateTaskId))]
         );
         assert_eq!(m.snapshot().tasks.len(), 1);
+    }
+
+    /// Issue 16: task and executor ids become directories on the agent; one that could leave
+    /// the work dir or cannot be a file name is a TASK_ERROR and never reaches the agent.
+    #[test]
+    fn tasks_whose_ids_cannot_name_a_directory_are_refused_and_not_launched() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let long = "t".repeat(10 * 1024);
+        let bad_ids = [
+            "../../etc",
+            "a/b",
+            "..",
+            "nul\0",
+            "esc\u{1b}",
+            long.as_str(),
+        ];
+        let mut tasks: Vec<_> = bad_ids.iter().map(|id| task_info(id)).collect();
+        for (i, bad) in [".", "..", "x/y", "nul\0"].into_iter().enumerate() {
+            let mut t = task_info(&format!("on-executor-{i}"));
+            t.command = None;
+            t.executor = Some(bramble_proto::task::ExecutorInfo {
+                executor_id: bramble_proto::ExecutorId(bad.into()),
+                name: "e".into(),
+                command: bramble_proto::task::CommandInfo::shell("true"),
+                resources: Resources::default(),
+            });
+            tasks.push(t);
+        }
+        let offer = offers(&drain(&mut fw)).remove(0);
+        accept(&mut m, &offer, tasks, now);
+        let refused: Vec<_> = drain(&mut fw)
+            .into_iter()
+            .filter_map(|e| match e {
+                MasterEvent::Update(s) => Some((s.state, s.reason, s.message)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 10, "{refused:?}");
+        for (state, reason, message) in &refused {
+            assert_eq!(
+                (*state, *reason),
+                (TaskState::Error, Some(TaskReason::InvalidTask))
+            );
+            assert!(message.contains(" id ") && message.len() < 200, "{message}");
+        }
+        let sent = drain(&mut agent);
+        assert!(
+            !sent
+                .iter()
+                .any(|m| matches!(m, MasterToAgent::RunTasks { .. })),
+            "{sent:?}"
+        );
     }
 
     #[test]

@@ -247,6 +247,44 @@ fn a_task_that_already_runs_here_is_not_launched_twice() {
     assert!(effects.is_empty(), "{effects:?}");
 }
 
+/// Issue 16: ids from the master become directories; one that would leave the work dir (or
+/// cannot be a file name) is refused with its reason, and nothing is launched.
+#[test]
+fn tasks_whose_ids_cannot_name_a_directory_are_refused_with_the_reason() {
+    let long = "x".repeat(10 * 1024);
+    for bad in ["../../etc", "a/b", "..", "nul\0byte", long.as_str()] {
+        let mut agent = connected_agent();
+        let effects = agent.handle(run_tasks(vec![task(bad)]), Instant::now());
+        assert!(effects.is_empty(), "{bad:?}: {effects:?}");
+        let (writes, _) = commit(&mut agent);
+        assert_eq!(
+            states(&writes),
+            vec![(tid(bad), TaskState::Error)],
+            "{bad:?}"
+        );
+        assert_eq!(writes.updates[0].reason, Some(TaskReason::InvalidTask));
+        assert!(
+            writes.updates[0].message.contains("task id"),
+            "{}",
+            writes.updates[0].message
+        );
+
+        let mut on_executor = executor_task("t1");
+        on_executor.executor.as_mut().expect("executor").executor_id = ExecutorId(bad.into());
+        let effects = agent.handle(run_tasks(vec![on_executor]), Instant::now());
+        assert!(effects.is_empty(), "{bad:?}: {effects:?}");
+        assert_reported(&mut agent, "t1", TaskState::Error, TaskReason::InvalidTask);
+    }
+    let mut agent = connected_agent();
+    let bad_fw = Input::FromMaster(MasterToAgent::RunTasks {
+        framework_id: FrameworkId("../..".into()),
+        framework_name: "test".into(),
+        tasks: vec![task("t1")],
+    });
+    assert!(agent.handle(bad_fw, Instant::now()).is_empty());
+    assert_reported(&mut agent, "t1", TaskState::Error, TaskReason::InvalidTask);
+}
+
 #[test]
 fn a_task_with_neither_command_nor_executor_is_an_error() {
     let mut agent = connected_agent();
