@@ -440,19 +440,27 @@ async fn token_is_enforced_when_set_and_kill_needs_it() {
     let bearer = format!("Bearer {TOKEN}");
     let auth: &[(&str, &str)] = &[("authorization", &bearer)];
 
-    for path in [
+    for (i, path) in [
         "/api/v1/state",
         "/metrics",
         "/api/v1/events",
         "/master/state",
         "/state",
         "/metrics/snapshot",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         assert_eq!(
             get(c.http, path).await.status,
             StatusCode::UNAUTHORIZED,
             "{path} without a token"
         );
+        // Four wrong tokens here and one wrong login below stay within the guess limit (five
+        // a minute; `the_sixth_wrong_login_within_a_minute_gets_429_even_in_parallel`).
+        if i >= 4 {
+            continue;
+        }
         let wrong = request(c.http, "GET", path, &[("authorization", "Bearer nope")], "").await;
         assert_eq!(
             wrong.status,
@@ -720,6 +728,44 @@ async fn the_sixth_wrong_login_within_a_minute_gets_429_even_in_parallel() {
     )
     .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let c = cluster_with(&["pi-a"], 1.0, |cfg| {
+        cfg.http_token = Some(TOKEN.into());
+        cfg.http_session_idle_secs = 1;
+    })
+    .await;
+    let cookie = c.login(TOKEN).await;
+    assert_eq!(c.state_with_cookie(&cookie).await, StatusCode::OK);
+    // Idle for a second, the session ends. Every use restarts its idle clock, so ask again
+    // only once a second and a bit has passed since the last answer that let us in.
+    let last_use = std::cell::Cell::new(Instant::now());
+    let (c_ref, cookie_ref, last_use_ref) = (&c, &cookie, &last_use);
+    eventually(
+        "the idle session to be refused",
+        Duration::from_secs(10),
+        || async move {
+            if last_use_ref.get().elapsed() < Duration::from_millis(1100) {
+                return None;
+            }
+            match c_ref.state_with_cookie(cookie_ref).await {
+                StatusCode::UNAUTHORIZED => Some(()),
+                _ => {
+                    last_use_ref.set(Instant::now());
+                    None
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        c.state_with_cookie(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "an expired session stays expired"
+    );
     c.shutdown().await;
 }
 
