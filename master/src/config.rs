@@ -26,6 +26,15 @@ pub struct MasterConfig {
     /// cookie the web UI's login sets), and operators may kill tasks over HTTP. Unset, the
     /// HTTP side is read-only and open to anyone who can reach `http`.
     pub http_token: Option<String>,
+    /// With `http_token`: a web UI login session unused for this long ends (default 8 h).
+    pub http_session_idle_secs: u64,
+    /// With `http_token`: a login session ends at this age however busy (default 7 days).
+    /// Sessions live in memory: restarting the master logs every browser out.
+    pub http_session_lifetime_secs: u64,
+    /// Mark the login cookie `Secure`. The master speaks plain HTTP; set this when browsers
+    /// reach it over HTTPS through a reverse proxy (a proxy sending `X-Forwarded-Proto: https`
+    /// gets `Secure` without it).
+    pub http_cookie_secure: bool,
     /// Where the master keeps durable state: `master.redb` (frameworks, admitted agents, tasks
     /// not yet terminal-and-acknowledged), which a restarted master recovers from.
     pub state_dir: PathBuf,
@@ -71,6 +80,9 @@ impl Default for MasterConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], bramble_proto::DEFAULT_QUIC_PORT)),
             http: SocketAddr::from(([0, 0, 0, 0], bramble_proto::DEFAULT_HTTP_PORT)),
             http_token: None,
+            http_session_idle_secs: 8 * 3600,
+            http_session_lifetime_secs: 7 * 24 * 3600,
+            http_cookie_secure: false,
             state_dir: PathBuf::from("/var/lib/bramble/master"),
             name: "bramble".into(),
             heartbeat_interval_ms: 1000,
@@ -117,6 +129,11 @@ impl MasterConfig {
         positive("offer_timeout_secs", self.offer_timeout_secs)?;
         positive("heartbeat_interval_ms", self.heartbeat_interval_ms as f64)?;
         positive("allocation_interval_ms", self.allocation_interval_ms as f64)?;
+        positive("http_session_idle_secs", self.http_session_idle_secs as f64)?;
+        positive(
+            "http_session_lifetime_secs",
+            self.http_session_lifetime_secs as f64,
+        )?;
         if self.agent_timeout_secs * 1000.0 <= self.heartbeat_interval_ms as f64 {
             return Err(ConfigError::invalid(
                 path,

@@ -222,8 +222,12 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
     };
     // Like mDNS, the web side is a convenience: a master that cannot bind it still runs the
     // cluster, and says why loudly.
-    let (http_addr, http_task) = match crate::http::serve(cfg.http, cfg.http_token.clone(), api)
-        .await
+    let (http_addr, http_task) = match crate::http::serve(
+        cfg.http,
+        crate::http::AccessConfig::from_config(cfg),
+        api,
+    )
+    .await
     {
         Ok((addr, task)) => (Some(addr), Some(task)),
         Err(e) => {

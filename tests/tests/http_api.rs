@@ -173,13 +173,15 @@ impl std::ops::Deref for Cluster {
 
 async fn cluster(names: &[&str], cpus: f64, token: Option<&str>) -> Cluster {
     let token = token.map(str::to_string);
-    let inner = InProcessCluster::start(
-        |cfg| cfg.http_token = token,
-        names,
-        Resources::new(cpus, 512),
-        false,
-    )
-    .await;
+    cluster_with(names, cpus, |cfg| cfg.http_token = token).await
+}
+
+async fn cluster_with(
+    names: &[&str],
+    cpus: f64,
+    tweak: impl FnOnce(&mut bramble_master::config::MasterConfig),
+) -> Cluster {
+    let inner = InProcessCluster::start(tweak, names, Resources::new(cpus, 512), false).await;
     let http = inner.master.http_addr.expect("the master serves HTTP");
     Cluster { inner, http }
 }
@@ -187,6 +189,41 @@ async fn cluster(names: &[&str], cpus: f64, token: Option<&str>) -> Cluster {
 impl Cluster {
     async fn shutdown(self) {
         self.inner.shutdown().await;
+    }
+
+    /// The origin the master's own page is served from.
+    fn origin(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Logs in with `token` from the master's own page and returns the `Cookie` header value.
+    async fn login(&self, token: &str) -> String {
+        let origin = self.origin();
+        let r = request(
+            self.http,
+            "POST",
+            "/api/v1/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", &origin),
+            ],
+            &format!("token={token}"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "login: {}", r.body);
+        let set_cookie = r.headers["set-cookie"].to_str().expect("ASCII cookie");
+        set_cookie
+            .split(';')
+            .next()
+            .expect("name=value")
+            .to_string()
+    }
+
+    /// `GET /api/v1/state` with only `cookie`: the status says whether the session is live.
+    async fn state_with_cookie(&self, cookie: &str) -> StatusCode {
+        request(self.http, "GET", "/api/v1/state", &[("cookie", cookie)], "")
+            .await
+            .status
     }
 }
 
@@ -399,24 +436,31 @@ async fn sandbox_files_are_listed_read_and_followed_but_never_escaped() {
 
 #[tokio::test]
 async fn token_is_enforced_when_set_and_kill_needs_it() {
-    const TOKEN: &str = "s3cret-token";
     let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;
     let bearer = format!("Bearer {TOKEN}");
     let auth: &[(&str, &str)] = &[("authorization", &bearer)];
 
-    for path in [
+    for (i, path) in [
         "/api/v1/state",
         "/metrics",
         "/api/v1/events",
         "/master/state",
         "/state",
         "/metrics/snapshot",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         assert_eq!(
             get(c.http, path).await.status,
             StatusCode::UNAUTHORIZED,
             "{path} without a token"
         );
+        // Four wrong tokens here and one wrong login below stay within the guess limit (five
+        // a minute; `the_sixth_wrong_login_within_a_minute_gets_429_even_in_parallel`).
+        if i >= 4 {
+            continue;
+        }
         let wrong = request(c.http, "GET", path, &[("authorization", "Bearer nope")], "").await;
         assert_eq!(
             wrong.status,
@@ -490,6 +534,238 @@ async fn token_is_enforced_when_set_and_kill_needs_it() {
         StatusCode::NOT_FOUND
     );
     fw.stop(false).await;
+    c.shutdown().await;
+}
+
+const TOKEN: &str = "s3cret-token";
+
+#[tokio::test]
+async fn kill_with_a_foreign_origin_is_refused_and_the_task_keeps_running() {
+    let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;
+    let cookie = c.login(TOKEN).await;
+    let mut fw = c.framework("victim").await;
+    let offer = fw.offer_from("pi-a").await;
+    fw.launch(
+        &offer,
+        vec![
+            shell_task(&offer, "sleeper", 0.1, 16, "exec sleep 600"),
+            shell_task(&offer, "marker", 0.1, 16, "exec sleep 600"),
+        ],
+    );
+    fw.state("sleeper", TaskState::Running).await;
+    fw.state("marker", TaskState::Running).await;
+    let kill = format!("/api/v1/tasks/{}/sleeper/kill", fw.id);
+
+    // A task's web server on the same Pi is same-site with the UI (SameSite lets the cookie
+    // through), but not same-origin.
+    let task_site = format!("http://127.0.0.1:{}", c.http.port() + 1);
+    let task_page = format!("{task_site}/attack.html");
+    let bearer = format!("Bearer {TOKEN}");
+    let (cookie_h, site_h, page_h, bearer_h) = (
+        ("cookie", cookie.as_str()),
+        ("origin", task_site.as_str()),
+        ("referer", task_page.as_str()),
+        ("authorization", bearer.as_str()),
+    );
+    let attempts: [(&str, Vec<(&str, &str)>); 5] = [
+        ("foreign Origin", vec![cookie_h, site_h]),
+        ("Origin: null", vec![cookie_h, ("origin", "null")]),
+        ("foreign Referer", vec![cookie_h, page_h]),
+        ("cookie, no Origin nor Referer", vec![cookie_h]),
+        ("foreign Origin even with the token", vec![bearer_h, site_h]),
+    ];
+    for (what, headers) in &attempts {
+        let r = request(c.http, "POST", &kill, headers, "").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.body);
+    }
+
+    // Nothing was killed: kill the marker from the page's own origin; the agent handles kills
+    // in order, so a kill of the sleeper sent before would have ended it by the time the
+    // marker's ends.
+    let origin = c.origin();
+    let marker = format!("/api/v1/tasks/{}/marker/kill", fw.id);
+    let r = request(
+        c.http,
+        "POST",
+        &marker,
+        &[("cookie", &cookie), ("origin", &origin)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "same-origin kill: {}",
+        r.body
+    );
+    assert_eq!(fw.terminal("marker").await.state, TaskState::Killed);
+    assert!(
+        !fw.seen_terminal("sleeper"),
+        "a refused kill killed the task"
+    );
+    let state = request(c.http, "GET", "/api/v1/state", &[("cookie", &cookie)], "")
+        .await
+        .json();
+    assert_eq!(
+        find_task(&state, "sleeper").expect("sleeper")["state"],
+        "Running"
+    );
+
+    // Scripts with the token and no Origin still kill (curl sends none).
+    let r = request(c.http, "POST", &kill, &[("authorization", &bearer)], "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(fw.terminal("sleeper").await.state, TaskState::Killed);
+    fw.stop(false).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn logout_revokes_the_session_on_the_server() {
+    let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;
+    let cookie = c.login(TOKEN).await;
+    let other = c.login(TOKEN).await;
+    assert_eq!(c.state_with_cookie(&cookie).await, StatusCode::OK);
+
+    let origin = c.origin();
+    let r = request(
+        c.http,
+        "POST",
+        "/api/v1/logout",
+        &[("cookie", &cookie), ("origin", &origin)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // A browser would drop the cookie; one that kept it (or a thief) gets nothing with it.
+    assert_eq!(
+        c.state_with_cookie(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "the cookie still works after logout"
+    );
+    assert_eq!(
+        c.state_with_cookie(&other).await,
+        StatusCode::OK,
+        "another session is not affected"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_login_gets_its_own_random_cookie() {
+    let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;
+    let first = c.login(TOKEN).await;
+    let second = c.login(TOKEN).await;
+    assert_ne!(
+        first, second,
+        "the cookie is a function of the token, not a session"
+    );
+    for cookie in [&first, &second] {
+        let value = cookie.split_once('=').expect("name=value").1;
+        assert!(value.len() >= 32, "at least 128 bits: {value}");
+        assert!(!value.contains(TOKEN));
+        assert_eq!(c.state_with_cookie(cookie).await, StatusCode::OK);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sixth_wrong_login_within_a_minute_gets_429_even_in_parallel() {
+    let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;
+    let guesses: Vec<_> = (0..10)
+        .map(|i| {
+            let http = c.http;
+            tokio::spawn(async move {
+                let form = [("content-type", "application/x-www-form-urlencoded")];
+                request(
+                    http,
+                    "POST",
+                    "/api/v1/login",
+                    &form,
+                    &format!("token=guess{i}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut wrong, mut limited) = (0, 0);
+    for guess in guesses {
+        let r = guess.await.expect("guess task");
+        match r.status {
+            StatusCode::UNAUTHORIZED => wrong += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                let retry: u64 = r.headers["retry-after"]
+                    .to_str()
+                    .expect("ASCII")
+                    .parse()
+                    .expect("Retry-After in seconds");
+                assert!((1..=60).contains(&retry), "Retry-After {retry}");
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!((wrong, limited), (5, 5), "10 parallel guesses");
+
+    // Now even the right token is refused from this client, by form and by header, so a
+    // limited guesser learns nothing from its answers.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let right = request(
+        c.http,
+        "POST",
+        "/api/v1/login",
+        &form,
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    let bearer = format!("Bearer {TOKEN}");
+    let r = request(
+        c.http,
+        "GET",
+        "/api/v1/state",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let c = cluster_with(&["pi-a"], 1.0, |cfg| {
+        cfg.http_token = Some(TOKEN.into());
+        cfg.http_session_idle_secs = 1;
+    })
+    .await;
+    let cookie = c.login(TOKEN).await;
+    assert_eq!(c.state_with_cookie(&cookie).await, StatusCode::OK);
+    // Idle for a second, the session ends. Every use restarts its idle clock, so ask again
+    // only once a second and a bit has passed since the last answer that let us in.
+    let last_use = std::cell::Cell::new(Instant::now());
+    let (c_ref, cookie_ref, last_use_ref) = (&c, &cookie, &last_use);
+    eventually(
+        "the idle session to be refused",
+        Duration::from_secs(10),
+        || async move {
+            if last_use_ref.get().elapsed() < Duration::from_millis(1100) {
+                return None;
+            }
+            match c_ref.state_with_cookie(cookie_ref).await {
+                StatusCode::UNAUTHORIZED => Some(()),
+                _ => {
+                    last_use_ref.set(Instant::now());
+                    None
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        c.state_with_cookie(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "an expired session stays expired"
+    );
     c.shutdown().await;
 }
 

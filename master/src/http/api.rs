@@ -1,17 +1,17 @@
-//! The JSON endpoints: state, health and version, sandbox files (list, read, follow), login,
-//! and killing a task.
+//! The JSON endpoints: state, health and version, sandbox files (list, read, follow), and
+//! killing a task. (Login and logout are `auth/`'s.)
 //!
 //! Sandbox paths are checked twice: here (relative, no `..`, bounded length) so an obviously
 //! hostile path never leaves the master, and on the agent, which alone can see symlinks and so
 //! has the final word (`agent/src/sandbox.rs`). The agent's refusals come back as text and are
 //! mapped to status codes in [`sandbox_error`].
 
-use super::{AppState, CallError, StreamPermit, COOKIE};
+use super::{AppState, CallError, StreamPermit};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
+use axum::Json;
 use bramble_proto::messages::{
     ClusterState, OperatorCall, OperatorReply, SandboxList, SandboxRead, MAX_SANDBOX_READ,
 };
@@ -406,45 +406,6 @@ pub async fn kill(
         Ok(other) => unexpected(other),
         Err(e) => call_failed(e),
     }
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    token: String,
-}
-
-/// `POST /api/v1/login` (form field `token`): sets the session cookie.
-pub async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    if !app.auth_enabled() {
-        return Json(json!({ "auth": false })).into_response();
-    }
-    match app.login(&form.token) {
-        Some(session) => (
-            StatusCode::NO_CONTENT,
-            [(
-                header::SET_COOKIE,
-                format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000"),
-            )],
-        )
-            .into_response(),
-        None => {
-            // Slows guessing down without holding anything the master needs.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            error(StatusCode::UNAUTHORIZED, "wrong token")
-        }
-    }
-}
-
-/// `POST /api/v1/logout`: forgets the session cookie.
-pub async fn logout() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-        )],
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -8,13 +8,15 @@
 //! reader loses events and is told to resync; long-lived streams are capped by a semaphore.
 //!
 //! Access: read-only and open by default. With `http_token` configured every endpoint except
-//! the static page and the login needs the token (`Authorization: Bearer …` or the cookie the
-//! login form sets), and only then does the one state-changing endpoint exist (killing a task).
+//! the static page and the login needs the token (`Authorization: Bearer …` or the session
+//! cookie the login form sets), and only then does the one state-changing endpoint exist
+//! (killing a task). Sessions, guess limits and the cross-origin check are `auth/`'s.
 //!
 //! Shutdown: the server stops with the master's shutdown signal; every SSE stream watches the
 //! same signal and ends, so graceful shutdown is not held open by a browser tab.
 
 pub mod api;
+mod auth;
 pub mod events;
 pub mod mesos;
 mod metrics;
@@ -23,10 +25,6 @@ mod ui;
 use crate::display::PanelFeed;
 use crate::state::feed::Feed;
 use crate::state::Input;
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use bramble_proto::messages::{OperatorCall, OperatorReply};
@@ -44,8 +42,7 @@ const MAX_STREAMS: usize = 64;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// An operator call that takes longer than this (a sandbox read from a stuck agent) fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Name of the login cookie.
-pub(crate) const COOKIE: &str = "bramble_session";
+pub use auth::AccessConfig;
 
 /// What the HTTP server needs from a running master. Built by `server::start`.
 pub struct MasterApi {
@@ -87,16 +84,11 @@ impl MasterApi {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) api: Arc<MasterApi>,
-    /// The session cookie value that proves the token, when a token is configured.
-    auth: Option<Arc<Auth>>,
+    /// Access control (sessions, guess limits), when a token is configured.
+    auth: Option<Arc<auth::Auth>>,
     streams: Arc<Semaphore>,
     /// The Mesos v1 scheduler API's shared state (subscriptions, credentials).
     pub(crate) mesos: Arc<mesos::MesosEdge>,
-}
-
-struct Auth {
-    token: String,
-    session: String,
 }
 
 pub(crate) type StreamPermit = OwnedSemaphorePermit;
@@ -109,30 +101,20 @@ impl AppState {
     pub(crate) fn auth_enabled(&self) -> bool {
         self.auth.is_some()
     }
-
-    /// The cookie value a successful login sets, if `token` is right.
-    pub(crate) fn login(&self, token: &str) -> Option<String> {
-        let auth = self.auth.as_ref()?;
-        constant_time_eq(token.as_bytes(), auth.token.as_bytes()).then(|| auth.session.clone())
-    }
 }
 
 /// Binds `listen` and serves until `api.shutdown` turns true. Returns the bound address and
-/// the server's task (which ends within [`SHUTDOWN_GRACE`] of the signal).
+/// the server's task (which ends within [`SHUTDOWN_GRACE`] of the signal). `access` is `None`
+/// without `http_token`: read-only and open.
 pub async fn serve(
     listen: SocketAddr,
-    token: Option<String>,
+    access: Option<AccessConfig>,
     api: MasterApi,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let mut shutdown = api.shutdown.clone();
-    let auth = token.map(|token| {
-        Arc::new(Auth {
-            session: session_value(&token),
-            token,
-        })
-    });
+    let auth = access.map(|a| Arc::new(auth::Auth::new(a)));
     let mesos = Arc::new(mesos::MesosEdge::new(
         api.inputs.clone(),
         api.mesos_credentials.clone(),
@@ -200,66 +182,26 @@ fn router(state: AppState) -> Router {
     }
     let api = api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        require_token,
+        auth::require_token,
     ));
     // Open to all: pymesos reads /version without credentials, health checks and leader
-    // lookups carry none; the scheduler API checks HTTP Basic itself.
+    // lookups carry none.
     let open = Router::new()
         .route("/health", get(api::health))
         .route("/master/health", get(mesos::readonly::health))
         .route("/version", get(api::version))
         .route("/redirect", get(mesos::readonly::redirect))
-        .route("/master/redirect", get(mesos::readonly::redirect))
-        .route("/api/v1/scheduler", any(mesos::scheduler));
-    Router::new()
+        .route("/master/redirect", get(mesos::readonly::redirect));
+    let browser = Router::new()
         .merge(ui::routes())
         .merge(open)
-        .route("/api/v1/login", post(api::login))
-        .route("/api/v1/logout", post(api::logout))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
         .merge(api)
+        .layer(axum::middleware::from_fn(auth::refuse_cross_site));
+    // The Mesos scheduler API checks HTTP Basic itself and is outside the cross-origin check
+    // (why: `auth/mod.rs`): it is merged after that layer.
+    browser
+        .route("/api/v1/scheduler", any(mesos::scheduler))
         .with_state(state)
-}
-
-/// With a token configured, lets a request through only with `Authorization: Bearer TOKEN`
-/// or the session cookie the login sets.
-async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(auth) = &app.auth else {
-        return next.run(req).await;
-    };
-    let headers = req.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), auth.token.as_bytes()));
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .any(|(k, v)| k == COOKIE && constant_time_eq(v.as_bytes(), auth.session.as_bytes()));
-    if bearer || cookie {
-        next.run(req).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer realm=\"bramble\"")],
-            axum::Json(serde_json::json!({ "error": "this master needs its HTTP token" })),
-        )
-            .into_response()
-    }
-}
-
-/// The cookie proves the token without being it: a hash of it under a fixed label.
-fn session_value(token: &str) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("bramble-http-session\0{token}").as_bytes(),
-    );
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -420,7 +420,11 @@ function showLogin() {
     const res = await fetch("/api/v1/login", { method: "POST", body, credentials: "same-origin" });
     if (res.ok) { app.route = null; boot(); } else {
       const err = $("#login-error");
-      err.textContent = "That is not this master's token."; err.hidden = false;
+      const wait = res.headers.get("Retry-After");
+      err.textContent = res.status === 429
+        ? `Too many wrong tokens; try again in ${wait ?? 60} s.`
+        : "That is not this master's token.";
+      err.hidden = false;
     }
   };
 }
