@@ -61,6 +61,9 @@ pub struct AgentConfig {
     pub gc: GcConfig,
     /// Run tasks as this user (needs the agent to run as root). Unset: as the agent's user.
     pub task_user: Option<String>,
+    /// How many processes and threads each task or executor container may have (cgroup
+    /// `pids.max`); 0: unlimited.
+    pub container_pids_max: u64,
     /// `[recovery]`: what a stopping agent leaves for the next one. See [`RecoveryConfig`].
     pub recovery: RecoveryConfig,
     /// `[mesos]`: the Mesos executor HTTP API. See [`MesosConfig`].
@@ -117,6 +120,7 @@ impl Default for AgentConfig {
             discovery: DiscoveryConfig::default(),
             gc: GcConfig::default(),
             task_user: None,
+            container_pids_max: crate::containerizer::DEFAULT_PIDS_MAX,
             recovery: RecoveryConfig::default(),
             mesos: MesosConfig::default(),
         }
@@ -230,8 +234,10 @@ pub struct RecoveryConfig {
     /// next agent process to re-adopt (false, the default: `systemctl restart bramble-agent`
     /// or an upgrade must not kill the node's tasks).
     pub kill_tasks_on_shutdown: bool,
-    /// How long a custom executor whose agent went away keeps trying to reconnect before it
-    /// exits (its tasks then end with it).
+    /// Mesos's `recovery_timeout`: how long a custom executor whose agent went away keeps
+    /// trying to reconnect before it exits (its tasks then end with it), and how long a
+    /// command task runs on with no agent before its supervisor ends it. So an agent that
+    /// stops and never comes back leaves nothing running for longer than this.
     pub executor_reconnect_timeout_secs: u64,
 }
 
@@ -530,6 +536,13 @@ rack = "shelf-2"
         assert!(err.contains(r#"key "gc.disk_headroom""#), "{err}");
         let err = parse_err("[gc]\nmax_age = 3\n");
         assert!(err.contains(r#"unknown key "max_age""#), "{err}");
+    }
+
+    #[test]
+    fn container_pids_max_defaults_to_a_cap_and_can_be_lifted() {
+        assert_eq!(AgentConfig::default().container_pids_max, 512);
+        let c = parse(Path::new(PATH), "container_pids_max = 0\n").unwrap();
+        assert_eq!(c.container_pids_max, 0);
     }
 
     #[test]

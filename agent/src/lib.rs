@@ -63,6 +63,9 @@ pub struct AgentOptions {
     pub gc: gc::GcPolicy,
     /// Run tasks as this user when the agent is root (None: as the agent's own user).
     pub task_user: Option<containerizer::TaskUser>,
+    /// Each container's cap on processes and threads (0: unlimited;
+    /// [`containerizer::DEFAULT_PIDS_MAX`] by default).
+    pub pids_max: u64,
     /// Where the Mesos executor HTTP API listens (`[mesos] listen`; port 0: any free port);
     /// `None`: off, and Mesos tasks with a custom executor fail to launch.
     pub mesos_listen: Option<SocketAddr>,
@@ -116,7 +119,9 @@ pub struct RecoveryOptions {
     /// Compare the disk size with the checkpoint (false when it is detected: it is the free
     /// space, which moves on its own).
     pub compare_disk: bool,
-    /// How long custom executors that lost their agent try to reconnect before exiting.
+    /// How long custom executors that lost their agent try to reconnect before exiting, and
+    /// command tasks wait for an agent before their supervisor ends them (Mesos's
+    /// `recovery_timeout`).
     pub executor_reconnect_timeout: Duration,
 }
 
@@ -242,7 +247,13 @@ pub async fn start_with(
     } else {
         Containerizer::without_cgroups()
     };
+    let orphan_watch = containerizer::OrphanWatch::new(
+        work_dir.heartbeat_file(),
+        recovery.executor_reconnect_timeout,
+    );
     let containerizer = containerizer
+        .with_pids_max(opts.pids_max)
+        .with_orphan_watch(orphan_watch.clone())
         .with_task_user(opts.task_user.clone(), &opts.work_dir, &socket_path)
         .map_err(StartError::TaskUser)?;
     let containerizer = Arc::new(containerizer);
@@ -300,7 +311,9 @@ pub async fn start_with(
         inputs.clone(),
         shutdown_rx.clone(),
     ));
-    let mut tasks = vec![link, socket];
+    // Started before anything is served: the tasks re-adopted above watch it.
+    let heartbeat = tokio::spawn(containerizer::beat(orphan_watch, shutdown_rx.clone()));
+    let mut tasks = vec![link, socket, heartbeat];
     if let Some(listener) = mesos_listener {
         let edge = mesos::Edge::new(inputs.clone(), opts.hostname.clone());
         tasks.push(tokio::spawn(mesos::serve(listener, edge, shutdown_rx)));

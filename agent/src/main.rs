@@ -144,6 +144,7 @@ fn options(
         kill_grace: cfg.kill_grace(),
         executor_idle_timeout: cfg.executor_idle_timeout(),
         cgroups,
+        pids_max: cfg.container_pids_max,
         gc: cfg.gc_policy(),
         task_user: cfg
             .task_user()

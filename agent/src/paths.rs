@@ -8,6 +8,8 @@
 //!   meta/                               the agent's own state; tasks never write here
 //!     agent_id                          the id the master gave this agent
 //!     agent.json                        boot id, resources, attributes at the last start
+//!     alive                             touched while the agent runs (its mtime is the
+//!                                       heartbeat command tasks' supervisors watch)
 //!     runs/<container>.json             one checkpoint per executor run (`checkpoint.rs`)
 //!     runs/<container>.exit             a command task's exit status, from its supervisor
 //!     updates/updates-<gen>.log         the log of unacknowledged status updates and of
@@ -32,6 +34,7 @@ const SOCKET: &str = "agent.sock";
 const META: &str = "meta";
 const AGENT_ID: &str = "agent_id";
 const AGENT_INFO: &str = "agent.json";
+const HEARTBEAT: &str = "alive";
 const RUNS: &str = "runs";
 const RUN_SUFFIX: &str = ".json";
 const EXIT_SUFFIX: &str = ".exit";
@@ -80,6 +83,12 @@ impl WorkDir {
     /// What the agent started with last time.
     pub fn agent_info_file(&self) -> PathBuf {
         self.meta_dir().join(AGENT_INFO)
+    }
+
+    /// Touched while the agent runs: the heartbeat command tasks' supervisors watch
+    /// (`containerizer/liveness.rs`).
+    pub fn heartbeat_file(&self) -> PathBuf {
+        self.meta_dir().join(HEARTBEAT)
     }
 
     /// The executor run checkpoints.

@@ -261,6 +261,14 @@ impl Runtime {
                     self.watch(container.clone(), adopted);
                     Some(CoreInput::Adopted { container, info })
                 }
+                Effect::Resize { container, limits } => {
+                    if let Some(c) = self.containers.get(&container) {
+                        if let Err(e) = c.set_limits(limits.cpus, limits.mem_mib) {
+                            warn!(container = %container, "could not change the container's limits: {e}");
+                        }
+                    }
+                    None
+                }
                 Effect::Kill { container, after } => {
                     if let Some(c) = self.containers.get(&container) {
                         let killer = c.killer();
@@ -379,16 +387,18 @@ impl Runtime {
         for key in &writes.removed_runs {
             self.checkpoints.remove_run(key);
         }
+        let mut updates = writes.updates;
         if !writes.runs.is_empty() {
             let refs: Vec<&RunCheckpoint> = writes.runs.iter().collect();
             if let Err(e) = self.checkpoints.save_runs(&refs) {
-                error!(
-                    runs = refs.len(),
-                    "could not checkpoint runs; a restarted agent will not recover them: {e}"
-                );
+                // New runs fail their launch rather than run on unrecoverable (the core logs
+                // each one), before anything about them is recorded or sent.
+                let keys: Vec<ContainerKey> =
+                    writes.runs.iter().map(|r| r.container.clone()).collect();
+                updates = self.core.runs_not_checkpointed(&keys, &e.to_string());
             }
         }
-        let (changes, outcomes) = self.record(&writes.task_changes, writes.updates);
+        let (changes, outcomes) = self.record(&writes.task_changes, updates);
         let effects = self.core.committed(&outcomes, changes);
         self.carry_out(effects).await;
         self.release();

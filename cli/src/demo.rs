@@ -97,6 +97,7 @@ impl Throwaway {
                 kill_grace: Duration::from_secs(2),
                 executor_idle_timeout: Duration::from_secs(30),
                 cgroups: true,
+                pids_max: bramble_agent::containerizer::DEFAULT_PIDS_MAX,
                 gc: Default::default(),
                 task_user: None,
                 // Several demo agents share this host: each takes a free port.

@@ -7,6 +7,7 @@
 pub mod framework;
 pub mod netns;
 pub mod processes;
+pub mod users;
 
 use bramble_agent::master_link::MasterLocator;
 use bramble_agent::{AgentHandle, AgentOptions};
@@ -96,6 +97,7 @@ pub fn agent_options(
         kill_grace: Duration::from_millis(500),
         executor_idle_timeout: Duration::from_secs(2),
         cgroups: false,
+        pids_max: bramble_agent::containerizer::DEFAULT_PIDS_MAX,
         gc: Default::default(),
         task_user: None,
         // Several test agents share this host: each takes a free port.

@@ -16,11 +16,13 @@
 //! * a clean environment: only `PATH` ([`DEFAULT_PATH`]), `HOME` (the sandbox, absolute) and
 //!   `LaunchSpec::env`, which may override those two. Nothing leaks from the agent's own
 //!   environment (credentials, `RUST_LOG`, ...);
-//! * its own cgroup with the limits of `LaunchSpec::limits`, entered before exec; removed
+//! * its own cgroup with the limits of `LaunchSpec::limits` and the containerizer's pids cap,
+//!   entered before exec; removed
 //!   once it ends. Where the cgroups live and why: `cgroups.rs`. How the process joins
 //!   its cgroup without a race: `process.rs`.
 //!
-//! * when the agent is root and has a `task_user`, that user's ids from just before exec, and
+//! * when the agent is root and has a `task_user`, that user's ids from just before exec (for
+//!   a supervised command task: the task's, by `setpriv`, its supervisor staying root), and
 //!   its sandbox chowned to it (`user.rs`);
 //! * a clear [`ContainerError::DiskFull`] instead of an I/O error when the work dir's disk has
 //!   no room for a new sandbox (checked before creating it, and for ENOSPC while creating it).
@@ -29,14 +31,17 @@
 //! Surviving the agent: a container never dies with the agent. [`LaunchSpec::exit_status_file`]
 //! runs it under a tiny shell supervisor that records its exit status, and
 //! [`Containerizer::recover`] re-adopts a (pid, start time) left by a previous agent process,
-//! with its cgroup, as an ordinary [`Container`] (see `recover.rs`).
+//! with its cgroup, as an ordinary [`Container`] (see `recover.rs`). Nor does it outlive an
+//! agent that never comes back by more than the recovery timeout (`liveness.rs`).
 //!
 //! Files: `cgroups.rs` (everything under /sys/fs/cgroup), `process.rs` (spawn, reap, kill),
 //! `recover.rs` (exit-status supervisor, process identity, waiting for a non-child),
+//! `liveness.rs` (the agent's heartbeat, and ending command tasks it left for good),
 //! `report.rs` (the exit report and its wording), `user.rs` (the task user). This file
 //! validates specs and wires them.
 
 mod cgroups;
+mod liveness;
 mod process;
 mod recover;
 mod report;
@@ -49,12 +54,17 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use cgroups::Backend;
 pub use cgroups::CgroupMode;
+use cgroups::{Backend, CgroupLimits};
+pub use liveness::{beat, OrphanWatch};
 pub use process::{Container, Killer};
 pub use recover::{is_same_process, process_start_time};
 pub use report::ExitReport;
 pub use user::TaskUser;
+
+/// How many processes (threads included) one container may have by default: room for any
+/// task a Pi runs, not for a fork bomb.
+pub const DEFAULT_PIDS_MAX: u64 = 512;
 
 /// `PATH` every container starts with.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -151,7 +161,11 @@ pub enum ContainerError {
 pub struct Containerizer {
     backend: Backend,
     /// Set only when the agent is root (see `user.rs`).
-    task_user: Option<TaskUser>,
+    task_user: Option<user::Switch>,
+    /// Every container's `pids.max` (0: unlimited).
+    pids_max: u64,
+    /// What supervised (command task) containers watch to end once the agent is gone.
+    orphan: Option<OrphanWatch>,
 }
 
 impl Containerizer {
@@ -177,6 +191,8 @@ impl Containerizer {
         Containerizer {
             backend,
             task_user: None,
+            pids_max: DEFAULT_PIDS_MAX,
+            orphan: None,
         }
     }
 
@@ -187,7 +203,22 @@ impl Containerizer {
                 reason: "disabled by configuration".into(),
             },
             task_user: None,
+            pids_max: DEFAULT_PIDS_MAX,
+            orphan: None,
         }
+    }
+
+    /// Makes supervised containers (command tasks) end once the agent's heartbeat has stood
+    /// still for the watch's timeout (see `liveness.rs`); the agent runs [`beat`] meanwhile.
+    pub fn with_orphan_watch(mut self, watch: OrphanWatch) -> Containerizer {
+        self.orphan = Some(watch);
+        self
+    }
+
+    /// Caps every container at `pids_max` processes and threads (0: unlimited).
+    pub fn with_pids_max(mut self, pids_max: u64) -> Containerizer {
+        self.pids_max = pids_max;
+        self
     }
 
     pub fn mode(&self) -> CgroupMode {
@@ -243,8 +274,8 @@ impl Containerizer {
         let sandbox = tokio::fs::canonicalize(&spec.sandbox)
             .await
             .map_err(io_err("resolving sandbox", &spec.sandbox))?;
-        if let Some(user) = &self.task_user {
-            user::prepare_sandbox(&sandbox, user)
+        if let Some(switch) = &self.task_user {
+            user::prepare_sandbox(&sandbox, &switch.user)
                 .map_err(io_err("handing to the task user", &sandbox))
                 .map_err(disk_full)?;
         }
@@ -273,9 +304,14 @@ impl Containerizer {
                 }
             })?;
         }
+        let limits = CgroupLimits {
+            cpus: spec.limits.cpus,
+            mem_mib: spec.limits.mem_mib,
+            pids_max: self.pids_max,
+        };
         let cgroup = self
             .backend
-            .create(id, spec.limits.cpus, spec.limits.mem_mib)
+            .create(id, &limits)
             .map_err(|e| ContainerError::Cgroup {
                 id: id.to_string(),
                 action: e.action,
@@ -295,6 +331,7 @@ impl Containerizer {
             },
             user: self.task_user.as_ref().map(user::Ids::of),
             exit_status_file: spec.exit_status_file.clone(),
+            orphan: self.orphan.clone(),
         };
         process::start(prepared, cgroup).await.map_err(disk_full)
     }

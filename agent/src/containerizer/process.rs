@@ -88,6 +88,8 @@ pub(crate) struct Prepared<'a> {
     pub user: Option<super::user::Ids>,
     /// Run under the exit-status supervisor, recording the status here.
     pub exit_status_file: Option<PathBuf>,
+    /// What the supervisor watches to end the task once its agent is gone for good.
+    pub orphan: Option<super::liveness::OrphanWatch>,
 }
 
 /// A running (or finished) executor. See the module header for lifetime rules.
@@ -159,11 +161,19 @@ fn spawn_child(
         None => Vec::new(),
     };
     let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
-    let user = p.user.clone();
-
-    let (program, args) = match &p.exit_status_file {
-        Some(file) => recover::wrap(file, p.program, p.args),
-        None => (p.program.to_path_buf(), p.args.to_vec()),
+    // A supervised task is switched by `setpriv` under its supervisor, which stays the
+    // agent's user (see `recover.rs`); anything else switches itself before exec.
+    let (program, args, user) = match &p.exit_status_file {
+        Some(status_file) => {
+            let how = recover::Supervision {
+                status_file,
+                orphan: p.orphan.as_ref(),
+                user: p.user.as_ref().map(|ids| ids.as_setpriv()),
+            };
+            let (program, args) = recover::wrap(&how, p.program, p.args);
+            (program, args, None)
+        }
+        None => (p.program.to_path_buf(), p.args.to_vec(), p.user.clone()),
     };
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args)
@@ -309,7 +319,11 @@ async fn finish(shared: Arc<Shared>, code: Option<i32>, signal: Option<i32>, uno
         None => (code, signal),
     };
     let unobserved = unobserved && recorded.is_none();
-    let memory_limit_mib = shared.memory_limit_mib;
+    // A custom executor's limit may have been raised since its launch.
+    let memory_limit_mib = shared
+        .cgroup
+        .as_ref()
+        .map_or(shared.memory_limit_mib, |cg| cg.mem_mib());
     let mut memory_limit_exceeded = false;
     if let Some(cg) = &shared.cgroup {
         cg.kill_all();
@@ -385,6 +399,21 @@ impl Container {
         Killer {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Changes the container's cpu and memory limits (memory is only raised; see
+    /// `ContainerCgroup::set_limits`). A no-op without cgroups.
+    pub fn set_limits(&self, cpus: f64, mem_mib: u64) -> Result<(), ContainerError> {
+        let Some(cg) = &self.shared.cgroup else {
+            return Ok(());
+        };
+        cg.set_limits(cpus, mem_mib)
+            .map_err(|e| ContainerError::Cgroup {
+                id: self.shared.id.clone(),
+                action: e.action,
+                path: e.path,
+                source: e.source,
+            })
     }
 
     /// The container's cgroup directories (empty without cgroups); gone once `wait` returns.

@@ -15,6 +15,16 @@
 //!   A shell rather than a Rust helper because the agent is also a library inside other
 //!   binaries (`bramble demo`, tests), where `current_exe()` is not the agent, and `/bin/sh`
 //!   is on every host.
+//! * **Under a task user** the supervisor stays the agent's user (root) and only the task is
+//!   switched, by `setpriv` (util-linux) between the shell and the program: so the status
+//!   file lives in the root-owned `meta/` and is written by root, the task cannot write (or
+//!   forge) it, nor signal its supervisor, and the supervisor never has anything to complain
+//!   about into the task's output. A root-owned parent waiting on its child is the one
+//!   arrangement where the status comes from the kernel (`$?`) and nothing of the task's
+//!   user can reach where it is written.
+//! * **Orphans.** With an [`OrphanWatch`](super::liveness::OrphanWatch) the supervisor also
+//!   runs a watcher that ends the task once the agent's heartbeat has stood still for the
+//!   recovery timeout (see `liveness.rs`).
 //! * **Identity.** A pid alone may be reused; (pid, start time in clock ticks since boot, from
 //!   `/proc/<pid>/stat` field 22) is unique within one boot. The agent checkpoints both and
 //!   compares the boot id itself (a reboot means nothing survived).
@@ -35,20 +45,104 @@ use tracing::debug;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The supervisor script: `$1` is the status file, the rest is the command and its arguments.
-/// A trap (not an ignore) so the child starts with default signal handling.
-const WRAPPER: &str =
-    "f=$1; shift; trap : TERM INT HUP; \"$@\"; c=$?; echo \"$c\" > \"$f\"; exit \"$c\"";
+/// A trap (not an ignore) so the child starts with default signal handling. The shell's own
+/// stderr is /dev/null (the command gets the real one back), so nothing of the supervisor's,
+/// such as "Terminated" for a child killed by a signal, ends up in the task's output; the
+/// command runs as `( exec ... )` so it is still the shell's direct child.
+const WRAPPER: &str = concat!(
+    "f=$1; shift; trap : TERM INT HUP; exec 3>&2 2>/dev/null; ",
+    "( exec \"$@\" 2>&3 3>&- ); c=$?; echo \"$c\" > \"$f\"; exit \"$c\""
+);
+
+/// The supervisor with an orphan watcher (`liveness.rs`): `$1` the status file, `$2` the
+/// agent's heartbeat file, `$3` the timeout and `$4` the tick in seconds, then the command.
+/// The watcher (a subshell, in the background, its output nowhere) ignores the group's
+/// SIGTERM it may send itself; it samples the heartbeat's mtime every tick and, once that has
+/// stood still for the timeout, SIGTERMs the process group, then SIGKILLs it 5 s later. The
+/// supervisor ends it once the command is over. Without `stat` it watches nothing: a missing
+/// tool must never look like a dead agent.
+const WATCHED_WRAPPER: &str = concat!(
+    "f=$1; hb=$2; t=$3; k=$4; shift 4; trap : TERM INT HUP; exec 3>&2 2>/dev/null; ",
+    "( trap '' TERM INT HUP; command -v stat || exit 0; ",
+    "l=$(stat -c %Y \"$hb\"); q=0; ",
+    "while [ \"$q\" -lt \"$t\" ]; do sleep \"$k\"; n=$(stat -c %Y \"$hb\"); ",
+    "if [ \"$n\" = \"$l\" ]; then q=$((q+k)); else l=$n; q=0; fi; done; ",
+    "kill -TERM -$$; sleep 5; kill -KILL -$$ ) </dev/null >/dev/null 2>&1 3>&- & ",
+    "w=$!; ( exec \"$@\" 2>&3 3>&- ); c=$?; kill -KILL \"$w\"; ",
+    "echo \"$c\" > \"$f\"; exit \"$c\""
+);
+
+/// How a supervised program is run: where its status goes, what watches for its agent, and
+/// who it runs as.
+#[derive(Debug, Clone)]
+pub(crate) struct Supervision<'a> {
+    pub status_file: &'a Path,
+    /// End the task once the agent has been gone this long (`liveness.rs`).
+    pub orphan: Option<&'a super::liveness::OrphanWatch>,
+    /// Run the program as this user (the supervisor stays who it is).
+    pub user: Option<SwitchTo<'a>>,
+}
+
+/// Who the supervised program runs as, when not as the supervisor: `setpriv`'s path and the
+/// ids it switches to (see the module header).
+#[derive(Debug, Clone)]
+pub(crate) struct SwitchTo<'a> {
+    pub setpriv: &'a Path,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary one included); empty clears them.
+    pub groups: &'a [u32],
+}
+
+impl SwitchTo<'_> {
+    /// `setpriv --reuid=U --regid=G --groups=... --`: real, effective and saved ids all
+    /// switched (so the task cannot switch back), then exec of what follows `--`.
+    fn args(&self) -> Vec<String> {
+        let groups = if self.groups.is_empty() {
+            "--clear-groups".to_string()
+        } else {
+            let list: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            format!("--groups={}", list.join(","))
+        };
+        vec![
+            self.setpriv.to_string_lossy().into_owned(),
+            format!("--reuid={}", self.uid),
+            format!("--regid={}", self.gid),
+            groups,
+            "--".to_string(),
+        ]
+    }
+}
 
 /// The program and arguments that run `program args` under the exit-status supervisor.
-pub(crate) fn wrap(status_file: &Path, program: &Path, args: &[String]) -> (PathBuf, Vec<String>) {
+pub(crate) fn wrap(
+    how: &Supervision<'_>,
+    program: &Path,
+    args: &[String],
+) -> (PathBuf, Vec<String>) {
+    let script = if how.orphan.is_some() {
+        WATCHED_WRAPPER
+    } else {
+        WRAPPER
+    };
     let mut wrapped = vec![
         "-c".to_string(),
-        WRAPPER.to_string(),
+        script.to_string(),
         // $0 of the supervisor: what `ps` and the shell's own messages show.
         "bramble-supervise".to_string(),
-        status_file.to_string_lossy().into_owned(),
-        program.to_string_lossy().into_owned(),
+        how.status_file.to_string_lossy().into_owned(),
     ];
+    if let Some(watch) = how.orphan {
+        wrapped.extend([
+            watch.heartbeat.to_string_lossy().into_owned(),
+            watch.timeout_secs.to_string(),
+            watch.tick_secs().to_string(),
+        ]);
+    }
+    if let Some(user) = &how.user {
+        wrapped.extend(user.args());
+    }
+    wrapped.push(program.to_string_lossy().into_owned());
     wrapped.extend(args.iter().cloned());
     (PathBuf::from("/bin/sh"), wrapped)
 }
@@ -140,6 +234,14 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 mod tests {
     use super::*;
 
+    fn plain(status_file: &Path) -> Supervision<'_> {
+        Supervision {
+            status_file,
+            orphan: None,
+            user: None,
+        }
+    }
+
     #[test]
     fn stat_start_time_survives_odd_command_names() {
         let line = "4242 (my (odd) cmd) S 1 4242 4242 0 -1 4194560 120 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
@@ -179,7 +281,7 @@ mod tests {
             let file = dir.path().join("status");
             let _ = fs::remove_file(&file);
             let (program, args) = wrap(
-                &file,
+                &plain(&file),
                 Path::new("/bin/sh"),
                 &["-c".to_string(), script.to_string()],
             );
@@ -199,7 +301,7 @@ mod tests {
     async fn supervisor_survives_a_group_sigterm_long_enough_to_record_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("status");
-        let (program, args) = wrap(&file, Path::new("sleep"), &["30".to_string()]);
+        let (program, args) = wrap(&plain(&file), Path::new("sleep"), &["30".to_string()]);
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
         // SAFETY: setsid is async-signal-safe.

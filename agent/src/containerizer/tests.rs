@@ -440,12 +440,22 @@ async fn process_runs_inside_its_limited_cgroup_which_is_removed_after_exit() {
             for d in &dirs {
                 if d.join("memory.limit_in_bytes").exists() {
                     assert_eq!(read(d.join("memory.limit_in_bytes")).trim(), limit);
-                } else {
+                } else if d.join("cpu.cfs_quota_us").exists() {
                     assert_eq!(read(d.join("cpu.cfs_quota_us")).trim(), "50000");
                 }
             }
         }
         CgroupMode::None => unreachable!("fixture only exists with cgroups"),
+    }
+    // Every container is capped in processes too, where the pids controller exists.
+    if fx.cz.cgroup_summary().contains("pids") {
+        let pids_max = super::DEFAULT_PIDS_MAX.to_string();
+        assert!(
+            dirs.iter()
+                .any(|d| std::fs::read_to_string(d.join("pids.max"))
+                    .is_ok_and(|p| p.trim() == pids_max)),
+            "pids.max of {pids_max} in {dirs:?}"
+        );
     }
     c.killer().kill(Duration::from_secs(5)).await;
     let report = wait_for_exit(&c).await;

@@ -9,6 +9,10 @@
 //!   (after setuid the others are no longer allowed). All three are plain syscalls on data
 //!   resolved before the fork, so they are safe in the child of a multi-threaded process.
 //!
+//! Command tasks are the exception: their exit-status supervisor stays root and the task alone
+//! is switched, by `setpriv` (util-linux), so the status is written where the task cannot
+//! (see `recover.rs`). The agent finds `setpriv` at startup and refuses to start without it.
+//!
 //! The user is resolved once, when the config is loaded ([`TaskUser::resolve`]): an unknown
 //! name is a config error, not a failure of every launch. An agent that is not root cannot
 //! switch users; it says so once at startup and runs tasks as itself (tests, the demo).
@@ -20,7 +24,7 @@ use nix::unistd::{Gid, Uid, User};
 use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 /// A user tasks run as, resolved from its name.
@@ -108,6 +112,14 @@ impl Containerizer {
             return Ok(self);
         }
         user.check_can_reach(work_dir)?;
+        let setpriv = find_setpriv().ok_or_else(|| {
+            format!(
+                "task_user {:?} needs setpriv (util-linux) to run command tasks as that user \
+                 while their exit-status supervisor stays root; none in {}: install util-linux",
+                user.name,
+                SETPRIV_PATHS.join(", ")
+            )
+        })?;
         nix::unistd::chown(executor_socket, None, Some(user.gid)).map_err(|e| {
             format!(
                 "giving group {} the executor socket {}: {e}",
@@ -118,9 +130,32 @@ impl Containerizer {
         std::fs::set_permissions(executor_socket, std::fs::Permissions::from_mode(0o660))
             .map_err(|e| format!("{}: {e}", executor_socket.display()))?;
         info!(task_user = %user.name, uid = %user.uid, gid = %user.gid, "tasks run as an unprivileged user");
-        self.task_user = Some(user);
+        self.task_user = Some(Switch { user, setpriv });
         Ok(self)
     }
+}
+
+/// Where `setpriv` is looked for (absolute: the agent's own `PATH` is not the tasks').
+const SETPRIV_PATHS: [&str; 4] = [
+    "/usr/bin/setpriv",
+    "/bin/setpriv",
+    "/usr/sbin/setpriv",
+    "/sbin/setpriv",
+];
+
+fn find_setpriv() -> Option<PathBuf> {
+    SETPRIV_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+}
+
+/// The task user as the containerizer holds it: the user, and the `setpriv` that switches
+/// supervised tasks to it.
+#[derive(Debug, Clone)]
+pub(super) struct Switch {
+    pub user: TaskUser,
+    pub setpriv: PathBuf,
 }
 
 /// Hands the sandbox and its log files to the task user (before the process starts).
@@ -140,20 +175,36 @@ pub(super) fn prepare_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()>
     Ok(())
 }
 
-/// The ids the forked child switches to, resolved before the fork.
+/// The ids the forked child switches to, resolved before the fork; or, for a supervised
+/// task, the ids `setpriv` switches the task to under its supervisor.
 #[derive(Debug, Clone)]
 pub(super) struct Ids {
     uid: Uid,
     gid: Gid,
     groups: Vec<Gid>,
+    setpriv: PathBuf,
+    raw_groups: Vec<u32>,
 }
 
 impl Ids {
-    pub(super) fn of(user: &TaskUser) -> Ids {
+    pub(super) fn of(switch: &Switch) -> Ids {
+        let user = &switch.user;
         Ids {
             uid: user.uid,
             gid: user.gid,
             groups: user.groups.clone(),
+            setpriv: switch.setpriv.clone(),
+            raw_groups: user.groups.iter().map(|g| g.as_raw()).collect(),
+        }
+    }
+
+    /// The same switch made by `setpriv` in front of the program (see `recover.rs`).
+    pub(super) fn as_setpriv(&self) -> super::recover::SwitchTo<'_> {
+        super::recover::SwitchTo {
+            setpriv: &self.setpriv,
+            uid: self.uid.as_raw(),
+            gid: self.gid.as_raw(),
+            groups: &self.raw_groups,
         }
     }
 

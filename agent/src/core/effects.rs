@@ -127,6 +127,12 @@ pub enum Effect {
         spec: RecoverSpec,
         supervised: bool,
     },
+    /// Change a running container's cpu and memory limits (a custom executor's, as its tasks
+    /// come and go: `limits.rs`).
+    Resize {
+        container: ContainerKey,
+        limits: crate::containerizer::Limits,
+    },
     /// Stop a container: after `after` (a Mesos executor's shutdown grace period, else
     /// zero), SIGTERM, then SIGKILL after the kill grace. Its end comes as usual.
     Kill {

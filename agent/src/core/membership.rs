@@ -48,6 +48,7 @@ impl Agent {
             }
         }
         self.rewrite_unless_logged(key, list);
+        self.resize_executor(key);
     }
 
     /// Task `task_id` left run `key` (acknowledged terminal, or dropped from the queue).
@@ -94,6 +95,7 @@ impl Agent {
     /// happened, then a snapshot of each run whose list moves into the log now.
     pub(super) fn take_run_writes(&mut self) -> (Vec<RunCheckpoint>, Vec<TaskChange>) {
         let mut files = Vec::new();
+        self.first_checkpoints.clear();
         for key in std::mem::take(&mut self.dirty) {
             let Some(run) = self.runs.get_mut(&key) else {
                 continue;
@@ -101,6 +103,7 @@ impl Agent {
             if run.task_list == TaskList::Unwritten {
                 run.task_list = TaskList::InFile;
                 self.to_log.insert(key.clone());
+                self.first_checkpoints.insert(key.clone());
             }
             files.push(run_checkpoint(&key, run));
         }

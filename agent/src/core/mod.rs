@@ -32,6 +32,7 @@
 
 mod effects;
 mod executors;
+mod limits;
 mod membership;
 mod mesos;
 mod recovery;
@@ -156,7 +157,10 @@ struct Run {
     idle_since: Option<Instant>,
     shutting_down: bool,
     exited: bool,
+    /// The container's memory limit (0: none); a custom executor's only grows (`limits.rs`).
     memory_limit_mib: u64,
+    /// The container's cpu limit as last set (0: not known, after a restart).
+    cpus: f64,
     /// Re-adopted from a previous agent process.
     recovered: bool,
     /// Where its task list is durable (`membership.rs`).
@@ -196,6 +200,9 @@ pub struct Agent {
     new_agent_id: Option<AgentId>,
     /// Runs whose checkpoint must be (re)written in the next commit.
     dirty: BTreeSet<ContainerKey>,
+    /// Runs whose first checkpoint is in the burst being committed: if it cannot be written,
+    /// their launch fails (`Agent::runs_not_checkpointed`).
+    first_checkpoints: BTreeSet<ContainerKey>,
     /// Runs whose checkpoint must be removed in the next commit.
     removed: BTreeSet<ContainerKey>,
     /// Changes to runs' task lists for the next commit (`membership.rs`).
@@ -250,6 +257,7 @@ impl Agent {
             finished_sandboxes: BoundedMap::new(FINISHED_SANDBOXES),
             new_agent_id: None,
             dirty: BTreeSet::new(),
+            first_checkpoints: BTreeSet::new(),
             removed: BTreeSet::new(),
             task_changes: Vec::new(),
             committing_changes: Vec::new(),
@@ -558,6 +566,9 @@ impl Agent {
         }
         if matters {
             self.task_state_matters(key);
+        }
+        if state.is_terminal() {
+            self.resize_executor(key);
         }
     }
 

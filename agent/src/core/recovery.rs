@@ -98,6 +98,7 @@ impl Agent {
                 shutting_down: false,
                 exited: false,
                 memory_limit_mib: cp.memory_limit_mib,
+                cpus: 0.0,
                 recovered: true,
                 task_list,
             };

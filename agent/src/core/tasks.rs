@@ -38,6 +38,18 @@ impl Agent {
             warn!(framework = %fw, task = %task.task_id, "master asked to run a task that already runs here; ignoring");
             return;
         }
+        // The master refuses these; a task without memory would run with no memory limit.
+        if task.resources.mem_mib == 0 {
+            warn!(framework = %fw, task = %task.task_id, "refusing a task without memory");
+            let status = self
+                .agent_status(fw, None, &task.task_id, TaskState::Error)
+                .with_reason(
+                    TaskReason::InvalidTask,
+                    "a task must ask for some memory (mem > 0): its memory limit comes from it",
+                );
+            self.report(status);
+            return;
+        }
         match (&task.command, &task.executor) {
             (Some(cmd), None) => {
                 let cmd = cmd.clone();
@@ -109,13 +121,11 @@ impl Agent {
                 self.mesos_command_status(fw, &executor_id, &task.task_id, TaskState::Starting);
             self.report(status);
         }
-        let limits = Limits {
-            cpus: task.resources.cpus(),
-            mem_mib: task.resources.mem_mib,
-        };
+        let limits = super::limits::limits_of(&task.resources);
         let spec = self.launch_spec(&key, &sandbox, &cmd, env_vars, limits);
         let mut run = self.new_run(fw, executor_id, Kind::Command, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
+        run.cpus = limits.cpus;
         let mut staged = TaskRun::staging(task);
         if mesos {
             staged.state = TaskState::Starting;
@@ -169,12 +179,8 @@ impl Agent {
                     .to_string(),
             ),
         ];
-        // A custom executor's tasks come and go, so its container is not capped at launch
-        // time: the limits cover the executor's own resources only when it asks for some.
-        let limits = Limits {
-            cpus: 0.0,
-            mem_mib: 0,
-        };
+        // Its own share and its first task's; resized as tasks come and go (`limits.rs`).
+        let limits = executor_limits(&exec, &task);
         let spec = self.launch_spec(&key, &sandbox, &exec.command, env_vars, limits);
         let executor_id = exec.executor_id.clone();
         let kind = Kind::Custom {
@@ -182,6 +188,8 @@ impl Agent {
             mesos: None,
         };
         let mut run = self.new_run(fw, executor_id, kind, sandbox, token);
+        run.memory_limit_mib = limits.mem_mib;
+        run.cpus = limits.cpus;
         run.queued.push(task);
         self.active.insert(id, key.clone());
         self.launch(key, run, spec, false);
@@ -227,10 +235,7 @@ impl Agent {
             },
             &executor,
         );
-        let limits = Limits {
-            cpus: exec.resources.cpus() + task.resources.cpus(),
-            mem_mib: exec.resources.mem_mib + task.resources.mem_mib,
-        };
+        let limits = executor_limits(&exec, &task);
         let mut spec = self.launch_spec(
             &key,
             &sandbox,
@@ -250,6 +255,7 @@ impl Agent {
         };
         let mut run = self.new_run(fw, executor_id, kind, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
+        run.cpus = limits.cpus;
         run.queued.push(task);
         self.active.insert(id, key.clone());
         self.launch(key, run, spec, false);
@@ -306,6 +312,7 @@ impl Agent {
             shutting_down: false,
             exited: false,
             memory_limit_mib: 0,
+            cpus: 0.0,
             recovered: false,
             task_list: super::TaskList::Unwritten,
         }
@@ -410,6 +417,8 @@ impl Agent {
             }
             Kind::Custom { .. } => {
                 info!(framework = %fw, executor = %executor_id, container = %key, pid, "custom executor launched");
+                // Tasks may have joined while it was being launched.
+                self.resize_executor(key);
             }
         }
         if killed {
@@ -654,6 +663,13 @@ impl Agent {
             self.remove_run(key);
         }
     }
+}
+
+/// A custom executor's limits at launch: its own share and its first task's.
+fn executor_limits(exec: &ExecutorInfo, first: &TaskInfo) -> Limits {
+    let mut total = exec.resources.clone();
+    total.add(&first.resources);
+    super::limits::limits_of(&total)
 }
 
 fn new_container_key() -> ContainerKey {

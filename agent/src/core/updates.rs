@@ -6,7 +6,7 @@
 
 use super::{Agent, ContainerKey, Effect, Recorded, Writes};
 use bramble_proto::messages::AgentToExecutor;
-use bramble_proto::{FrameworkId, TaskId, TaskStatus};
+use bramble_proto::{FrameworkId, TaskId, TaskReason, TaskState, TaskStatus};
 use tracing::{debug, error};
 
 impl Agent {
@@ -119,6 +119,58 @@ impl Agent {
         retry.append(&mut self.uncommitted);
         self.uncommitted = retry;
         self.take_effects()
+    }
+
+    /// The runtime could not write this burst's run files (those of [`Writes::runs`] named by
+    /// `keys`); `why` says what failed. A run whose first checkpoint this was could not be
+    /// recovered by a restarted agent, so its launch fails: its container is killed and its
+    /// tasks are FAILED with the reason, in place of what this burst said about them (the
+    /// RUNNING of a command task). A run checkpointed before keeps its older file. Returns the
+    /// burst's updates to record, in place of [`Writes::updates`]; call before recording.
+    pub fn runs_not_checkpointed(&mut self, keys: &[ContainerKey], why: &str) -> Vec<TaskStatus> {
+        for key in keys {
+            if !self.first_checkpoints.remove(key) {
+                error!(container = %key, "could not rewrite a run's checkpoint; a restarted agent recovers it from the older one: {why}");
+                continue;
+            }
+            let Some(run) = self.runs.get_mut(key) else {
+                continue;
+            };
+            error!(framework = %run.framework_id, executor = %run.executor_id, container = %key, "could not checkpoint a new run; failing its launch: {why}");
+            run.shutting_down = true;
+            let fw = run.framework_id.clone();
+            let executor_id = run.executor_id.clone();
+            let handed: Vec<TaskId> = run
+                .tasks
+                .iter()
+                .filter(|(_, t)| !t.state.is_terminal())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let queued: Vec<TaskId> = run.queued.drain(..).map(|t| t.task_id).collect();
+            let message = format!(
+                "launch failed: could not checkpoint the run, so no restarted agent could \
+                 recover it: {why}"
+            );
+            for task_id in &queued {
+                self.task_left(key, task_id);
+            }
+            for task_id in handed.iter().chain(&queued) {
+                // Nothing said about the task in this burst goes out (its RUNNING).
+                self.committing
+                    .retain(|(s, _)| !(s.framework_id == fw && &s.task_id == task_id));
+                self.set_task_state(key, task_id, TaskState::Failed);
+                let status = self
+                    .agent_status(&fw, Some(&executor_id), task_id, TaskState::Failed)
+                    .with_reason(TaskReason::LaunchFailed, message.clone());
+                let status = TaskStatus {
+                    agent_id: self.agent_id.clone(),
+                    ..status
+                };
+                self.committing.push((status, None));
+            }
+            self.kill_container(key);
+        }
+        self.committing.iter().map(|(s, _)| s.clone()).collect()
     }
 
     /// The update log removed an acknowledged head update (see `Effect::AcknowledgeUpdate`).

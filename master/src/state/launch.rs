@@ -233,10 +233,12 @@ impl Master {
                 ),
             ));
         }
-        if task.resources.cpus_milli == 0 && task.resources.mem_mib == 0 {
+        // Its container's memory limit comes from it (with its executor's share): without
+        // memory a task would run with no limit at all.
+        if task.resources.mem_mib == 0 {
             return Err((
                 TaskReason::InvalidTask,
-                "a task must ask for some cpus or mem".into(),
+                "a task must ask for some memory (mem > 0): its memory limit comes from it".into(),
             ));
         }
         if !offered.contains(needed) {
@@ -405,6 +407,29 @@ mod tests {
                 .any(|m| matches!(m, MasterToAgent::RunTasks { .. })),
             "{sent:?}"
         );
+    }
+
+    #[test]
+    fn a_task_without_memory_is_refused_with_a_reason() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let mut no_mem = task_info("no-mem");
+        no_mem.resources = Resources::new(0.5, 0);
+        accept(&mut m, &offer, vec![no_mem], now);
+        let refused = drain(&mut fw)
+            .into_iter()
+            .find_map(|e| match e {
+                MasterEvent::Update(s) => Some(s),
+                _ => None,
+            })
+            .expect("a TASK_ERROR");
+        assert_eq!(refused.state, TaskState::Error);
+        assert_eq!(refused.reason, Some(TaskReason::InvalidTask));
+        assert!(refused.message.contains("mem > 0"), "{}", refused.message);
+        assert!(drain(&mut agent).is_empty(), "nothing reaches the agent");
     }
 
     #[test]

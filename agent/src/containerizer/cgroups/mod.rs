@@ -21,16 +21,17 @@
 //! * The agent needs write access to `/sys/fs/cgroup` (root, and no `ProtectControlGroups=`
 //!   in its unit). Anything else (non-root, read-only cgroupfs, controllers missing) gives
 //!   [`Backend::None`] with the reason, and containers run without limits.
-//! * v2: `memory` and `cpu` are enabled in the root's and the parent's
+//! * v2: `memory`, `cpu` and `pids` are enabled in the root's and the parent's
 //!   `cgroup.subtree_control`; the parent never holds processes, containers are leaves.
-//! * v1: the `memory` and `cpu` hierarchies are separate mounts (found in
+//! * v1: the `memory`, `cpu` and `pids` hierarchies are separate mounts (found in
 //!   `/proc/self/mountinfo`, so `cpu,cpuacct` co-mounts work too); a container has one
 //!   directory in each.
 //!
 //! Limits: memory is a hard limit with no swap (v2 `memory.max` + `memory.swap.max=0` +
 //! `memory.oom.group=1`; v1 `memory.limit_in_bytes` + `memory.memsw.limit_in_bytes`); cpu is
 //! a CFS quota over a 100 ms period plus a proportional weight (v2 `cpu.max` + `cpu.weight`,
-//! v1 `cpu.cfs_quota_us` + `cpu.shares`).
+//! v1 `cpu.cfs_quota_us` + `cpu.shares`); the number of processes (and threads) is capped by
+//! `pids.max` (the agent's `container_pids_max`), so a fork bomb stays in its container.
 //!
 //! Parsing is kept in pure functions over `&str` so the v2 path is unit-tested on a v1 box.
 //!
@@ -42,6 +43,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -76,10 +78,12 @@ pub(crate) enum Backend {
         parent: PathBuf,
         memory: bool,
         cpu: bool,
+        pids: bool,
     },
     V1 {
         memory_parent: Option<PathBuf>,
         cpu_parent: Option<PathBuf>,
+        pids_parent: Option<PathBuf>,
     },
     None {
         reason: String,
@@ -102,24 +106,28 @@ impl Backend {
                 parent,
                 memory,
                 cpu,
+                pids,
             } => format!(
-                "cgroup v2 (unified) under {} with controllers:{}{}",
+                "cgroup v2 (unified) under {} with controllers:{}{}{}",
                 parent.display(),
                 if *memory { " memory" } else { "" },
                 if *cpu { " cpu" } else { "" },
+                if *pids { " pids" } else { "" },
             ),
             Backend::V1 {
                 memory_parent,
                 cpu_parent,
+                pids_parent,
             } => {
                 let show = |p: &Option<PathBuf>| {
                     p.as_ref()
                         .map_or_else(|| "unavailable".to_string(), |p| p.display().to_string())
                 };
                 format!(
-                    "cgroup v1 with memory at {} and cpu at {}",
+                    "cgroup v1 with memory at {}, cpu at {} and pids at {}",
                     show(memory_parent),
-                    show(cpu_parent)
+                    show(cpu_parent),
+                    show(pids_parent)
                 )
             }
             Backend::None { reason } => format!("no cgroups, running without limits: {reason}"),
@@ -147,7 +155,7 @@ impl Backend {
                 .find(|m| m.fstype == "cgroup" && m.super_options.iter().any(|o| o == controller))
                 .map(|m| m.mount_point.clone())
         };
-        let (v1_memory, v1_cpu) = (v1_with("memory"), v1_with("cpu"));
+        let (v1_memory, v1_cpu, v1_pids) = (v1_with("memory"), v1_with("cpu"), v1_with("pids"));
 
         // Prefer v2 when it actually carries a controller; on hybrid systems the v2 mount
         // (`/sys/fs/cgroup/unified`) is empty and the controllers sit in v1.
@@ -156,12 +164,14 @@ impl Backend {
                 .map(|t| parse_controllers(&t))
                 .unwrap_or_default();
             let (memory, cpu) = (available.contains("memory"), available.contains("cpu"));
+            let pids = available.contains("pids");
             if memory || cpu {
-                return match v2::setup_parent(&root, parent_name, memory, cpu) {
+                return match v2::setup_parent(&root, parent_name, memory, cpu, pids) {
                     Ok(parent) => Backend::V2 {
                         parent,
                         memory,
                         cpu,
+                        pids,
                     },
                     Err(e) => Backend::None {
                         reason: format!("cgroup v2 at {} not usable: {e}", root.display()),
@@ -174,10 +184,16 @@ impl Backend {
                 reason: "no cgroup hierarchy with the memory or cpu controller is mounted".into(),
             };
         }
-        match v1::setup_parents(v1_memory.as_deref(), v1_cpu.as_deref(), parent_name) {
-            Ok((memory_parent, cpu_parent)) => Backend::V1 {
-                memory_parent,
-                cpu_parent,
+        let roots = v1::Roots {
+            memory: v1_memory.as_deref(),
+            cpu: v1_cpu.as_deref(),
+            pids: v1_pids.as_deref(),
+        };
+        match v1::setup_parents(&roots, parent_name) {
+            Ok(parents) => Backend::V1 {
+                memory_parent: parents.memory,
+                cpu_parent: parents.cpu,
+                pids_parent: parents.pids,
             },
             Err(e) => Backend::None {
                 reason: format!("cgroup v1 not writable: {e}"),
@@ -189,8 +205,7 @@ impl Backend {
     pub fn create(
         &self,
         container_id: &str,
-        cpus: f64,
-        mem_mib: u64,
+        limits: &CgroupLimits,
     ) -> Result<Option<ContainerCgroup>, CgroupError> {
         match self {
             Backend::None { .. } => Ok(None),
@@ -198,18 +213,27 @@ impl Backend {
                 parent,
                 memory,
                 cpu,
-            } => v2::create(parent, *memory, *cpu, container_id, cpus, mem_mib).map(Some),
+                pids,
+            } => {
+                let controllers = v2::Controllers {
+                    memory: *memory,
+                    cpu: *cpu,
+                    pids: *pids,
+                };
+                v2::create(parent, &controllers, container_id, limits).map(Some)
+            }
             Backend::V1 {
                 memory_parent,
                 cpu_parent,
-            } => v1::create(
-                memory_parent.as_deref(),
-                cpu_parent.as_deref(),
-                container_id,
-                cpus,
-                mem_mib,
-            )
-            .map(Some),
+                pids_parent,
+            } => {
+                let parents = v1::Parents {
+                    memory: memory_parent.clone(),
+                    cpu: cpu_parent.clone(),
+                    pids: pids_parent.clone(),
+                };
+                v1::create(&parents, container_id, limits).map(Some)
+            }
         }
     }
 
@@ -220,7 +244,12 @@ impl Backend {
             Backend::V1 {
                 memory_parent,
                 cpu_parent,
-            } => memory_parent.iter().chain(cpu_parent.iter()).collect(),
+                pids_parent,
+            } => memory_parent
+                .iter()
+                .chain(cpu_parent.iter())
+                .chain(pids_parent.iter())
+                .collect(),
             Backend::None { .. } => Vec::new(),
         };
         for parent in parents {
@@ -235,13 +264,22 @@ impl Backend {
     }
 }
 
+/// What a container's cgroup is limited to; 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct CgroupLimits {
+    pub cpus: f64,
+    pub mem_mib: u64,
+    pub pids_max: u64,
+}
+
 /// The cgroup directories of one container (one on v2; one per hierarchy on v1).
 #[derive(Debug)]
 pub(crate) struct ContainerCgroup {
     v2: bool,
     dirs: Vec<PathBuf>,
     memory_dir: Option<PathBuf>,
-    mem_mib: u64,
+    /// The memory limit set (0: none); raised by `set_limits`.
+    mem_mib: AtomicU64,
 }
 
 impl ContainerCgroup {
@@ -263,7 +301,7 @@ impl ContainerCgroup {
             v2,
             dirs,
             memory_dir,
-            mem_mib,
+            mem_mib: AtomicU64::new(mem_mib),
         })
     }
 
@@ -313,12 +351,53 @@ impl ContainerCgroup {
         }
     }
 
+    /// Changes the cpu and memory limits of a running container (a custom executor's, as its
+    /// tasks come and go). Memory is only ever raised: lowering a hard limit under the
+    /// container's usage would make the kernel reclaim or OOM-kill it (Mesos raises only,
+    /// too). A knob the container's cgroup does not have (controller missing) is skipped.
+    pub fn set_limits(&self, cpus: f64, mem_mib: u64) -> Result<(), CgroupError> {
+        let raise_memory = mem_mib > self.mem_mib();
+        for dir in &self.dirs {
+            if self.v2 {
+                if raise_memory && dir.join("memory.max").exists() {
+                    write_file(&dir.join("memory.max"), &mib_to_bytes(mem_mib).to_string())?;
+                }
+                if cpus > 0.0 && dir.join("cpu.max").exists() {
+                    write_file(&dir.join("cpu.max"), &cpu_max(cpus))?;
+                    write_if_present(&dir.join("cpu.weight"), &cpu_weight(cpus).to_string())?;
+                }
+            } else {
+                if raise_memory && dir.join("memory.limit_in_bytes").exists() {
+                    let bytes = mib_to_bytes(mem_mib).to_string();
+                    // memsw must stay >= the memory limit: when raising, memsw goes first.
+                    write_if_present(&dir.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                    write_file(&dir.join("memory.limit_in_bytes"), &bytes)?;
+                }
+                if cpus > 0.0 && dir.join("cpu.cfs_quota_us").exists() {
+                    let (quota, period) = cfs_quota(cpus);
+                    write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                    write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    write_if_present(&dir.join("cpu.shares"), &cpu_shares(cpus).to_string())?;
+                }
+            }
+        }
+        if raise_memory {
+            self.mem_mib.store(mem_mib, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The memory limit it has now, in MiB (0: none).
+    pub fn mem_mib(&self) -> u64 {
+        self.mem_mib.load(Ordering::Relaxed)
+    }
+
     /// Did the kernel's OOM killer act inside this container? `exit_signal` is the leader's.
     pub fn memory_limit_exceeded(&self, exit_signal: Option<i32>) -> bool {
         let Some(dir) = &self.memory_dir else {
             return false;
         };
-        if self.mem_mib == 0 {
+        if self.mem_mib() == 0 {
             return false;
         }
         let counter = if self.v2 {

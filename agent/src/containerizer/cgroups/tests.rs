@@ -101,25 +101,31 @@ fn v2_setup_enables_controllers_and_writes_limits() {
     fs::create_dir(&parent).unwrap();
     fs::write(parent.join("cgroup.subtree_control"), "").unwrap();
 
-    let got = v2::setup_parent(root, "bramble", true, true).expect("setup");
+    let got = v2::setup_parent(root, "bramble", true, true, true).expect("setup");
     assert_eq!(got, parent);
-    // A real kernel turns "+cpu" into a list; the fake file keeps the last write.
+    // A real kernel turns "+pids" into a list; the fake file keeps the last write.
     assert_eq!(
         fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
-        "+cpu"
+        "+pids"
     );
     assert_eq!(
         fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
-        "+cpu"
+        "+pids"
     );
 
     let backend = Backend::V2 {
         parent: parent.clone(),
         memory: true,
         cpu: true,
+        pids: true,
+    };
+    let limits = CgroupLimits {
+        cpus: 0.5,
+        mem_mib: 64,
+        pids_max: 512,
     };
     let cg = backend
-        .create("task-1", 0.5, 64)
+        .create("task-1", &limits)
         .expect("create")
         .expect("some cgroup");
     let dir = parent.join("task-1");
@@ -132,6 +138,7 @@ fn v2_setup_enables_controllers_and_writes_limits() {
         fs::read_to_string(dir.join("cpu.max")).unwrap(),
         "50000 100000"
     );
+    assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "512");
     assert!(
         !dir.join("memory.swap.max").exists(),
         "absent knobs are not created"
@@ -147,7 +154,7 @@ fn v2_setup_enables_controllers_and_writes_limits() {
 fn v2_setup_reports_the_path_that_failed() {
     let root = tempfile::tempdir().expect("tempdir");
     // No cgroup.subtree_control: like a read-only or foreign tree.
-    let err = v2::setup_parent(root.path(), "bramble", true, false).expect_err("must fail");
+    let err = v2::setup_parent(root.path(), "bramble", true, false, false).expect_err("must fail");
     assert!(err.path.ends_with("cgroup.subtree_control"), "{err}");
     assert!(err.to_string().starts_with("reading "), "{err}");
 }

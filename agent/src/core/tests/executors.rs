@@ -12,7 +12,12 @@ fn an_executor_task_waits_for_its_executor_then_is_handed_to_it() {
     let effects = agent.handle(run_tasks(vec![executor_task("t1")]), Instant::now());
     let (key, spec, supervised) = the_launch(&effects);
     assert!(!supervised, "a custom executor reports its tasks itself");
-    assert_eq!(spec.limits.mem_mib, 0, "not capped at launch");
+    // Its own share (none declared here) and its first task's (1 cpu, 64 MiB).
+    assert_eq!(
+        (spec.limits.cpus, spec.limits.mem_mib),
+        (1.0, 64),
+        "capped at launch"
+    );
     assert!(spec.env.contains(&(
         env::AGENT_SOCKET.into(),
         "/var/lib/bramble-test/agent.sock".into()
@@ -41,6 +46,41 @@ fn an_executor_task_waits_for_its_executor_then_is_handed_to_it() {
     assert!(effects.iter().any(
         |e| matches!(e, Effect::AnswerExecutor { serial: 2, result: Ok(k) } if k.container == key)
     ));
+}
+
+/// The limits `effects` set on `key`'s container, in order.
+fn resizes(effects: &[Effect], key: &ContainerKey) -> Vec<(f64, u64)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Resize { container, limits } if container == key => {
+                Some((limits.cpus, limits.mem_mib))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_executors_limits_follow_its_tasks_and_its_memory_only_grows() {
+    let mut agent = connected_agent();
+    let key = registered_executor(&mut agent, &["t1"], 1);
+    let effects = agent.handle(run_tasks(vec![executor_task("t2")]), Instant::now());
+    assert_eq!(resizes(&effects, &key), vec![(2.0, 128)], "{effects:?}");
+    let (update, _) = executor_update(&key, "t1", TaskState::Finished);
+    let effects = agent.handle(update, Instant::now());
+    assert_eq!(
+        resizes(&effects, &key),
+        vec![(1.0, 128)],
+        "cpu follows the live tasks, memory is never lowered: {effects:?}"
+    );
+    let (update, _) = executor_update(&key, "t2", TaskState::Finished);
+    let effects = agent.handle(update, Instant::now());
+    assert_eq!(
+        resizes(&effects, &key),
+        vec![(super::super::limits::MIN_CPUS, 128)],
+        "an idle executor keeps a cpu limit: {effects:?}"
+    );
 }
 
 #[test]

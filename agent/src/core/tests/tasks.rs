@@ -127,6 +127,114 @@ fn a_failed_launch_fails_the_task_and_schedules_its_sandbox_for_gc() {
 }
 
 #[test]
+fn a_task_without_memory_is_refused_and_never_launched() {
+    let mut agent = connected_agent();
+    let mut no_mem = task("t1");
+    no_mem.resources = Resources::new(1.0, 0);
+    let effects = agent.handle(run_tasks(vec![no_mem]), Instant::now());
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Launch { .. })),
+        "{effects:?}"
+    );
+    let (writes, _) = commit(&mut agent);
+    assert_eq!(states(&writes), vec![(tid("t1"), TaskState::Error)]);
+    assert_eq!(writes.updates[0].reason, Some(TaskReason::InvalidTask));
+    assert!(writes.updates[0].message.contains("mem > 0"));
+}
+
+/// The runtime could not write the burst's run files: it tells the core before recording
+/// (`Agent::runs_not_checkpointed`), as `Runtime::commit` does, and records what it returns.
+fn commit_with_runs_unwritten(
+    agent: &mut Agent,
+    why: &str,
+) -> (Writes, Vec<TaskStatus>, Vec<Effect>) {
+    let writes = agent.take_writes();
+    let keys: Vec<ContainerKey> = writes.runs.iter().map(|r| r.container.clone()).collect();
+    let updates = agent.runs_not_checkpointed(&keys, why);
+    let effects = agent.committed(&vec![Recorded::Durable; updates.len()], Recorded::Durable);
+    (writes, updates, effects)
+}
+
+#[test]
+fn a_command_task_whose_run_cannot_be_checkpointed_fails_instead_of_running() {
+    let mut agent = connected_agent();
+    let (key, _, _) = launch_and_start(&mut agent, vec![task("t1")], 4242, Instant::now());
+    let (writes, recorded, effects) =
+        commit_with_runs_unwritten(&mut agent, "writing meta/runs: No space left on device");
+    assert_eq!(writes.runs.len(), 1, "the new run was to be checkpointed");
+    let states: Vec<_> = recorded
+        .iter()
+        .map(|u| (u.task_id.clone(), u.state, u.reason))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(tid("t1"), TaskState::Failed, Some(TaskReason::LaunchFailed))],
+        "FAILED in place of RUNNING"
+    );
+    assert!(
+        recorded[0].message.contains("No space left on device"),
+        "{}",
+        recorded[0].message
+    );
+    assert_eq!(recorded[0].agent_id, Some(AgentId("agent-1".into())));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Kill { container, .. } if *container == key)),
+        "the unrecoverable container is killed: {effects:?}"
+    );
+    // Its end adds nothing: the task has its terminal state already.
+    let mut killed = exit(0);
+    killed.code = None;
+    killed.signal = Some(15);
+    killed.killed = true;
+    agent.handle(
+        Input::ContainerExited {
+            container: key,
+            report: killed,
+        },
+        Instant::now(),
+    );
+    let (writes, _) = commit(&mut agent);
+    assert!(writes.updates.is_empty(), "{:?}", writes.updates);
+}
+
+#[test]
+fn an_executor_whose_run_cannot_be_checkpointed_fails_its_tasks_and_is_killed() {
+    let mut agent = connected_agent();
+    let (key, _, _) = launch_and_start(&mut agent, vec![executor_task("t1")], 300, Instant::now());
+    let (_, recorded, effects) = commit_with_runs_unwritten(&mut agent, "disk full");
+    let states: Vec<_> = recorded
+        .iter()
+        .map(|u| (u.task_id.clone(), u.state))
+        .collect();
+    assert_eq!(states, vec![(tid("t1"), TaskState::Failed)]);
+    assert_eq!(recorded[0].reason, Some(TaskReason::LaunchFailed));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Kill { container, .. } if *container == key)));
+}
+
+#[test]
+fn a_run_checkpointed_before_keeps_running_when_a_rewrite_fails() {
+    let mut agent = connected_agent();
+    let key = running_command_task(&mut agent, "t1", 7);
+    // A kill makes no rewrite; an unrelated launch in the same burst does fail.
+    let (other, _, _) = launch_and_start(&mut agent, vec![task("t2")], 8, Instant::now());
+    let writes = agent.take_writes();
+    let updates = agent.runs_not_checkpointed(&[key.clone(), other.clone()], "EIO");
+    let states: Vec<_> = updates
+        .iter()
+        .map(|u| (u.task_id.clone(), u.state))
+        .collect();
+    assert_eq!(states, vec![(tid("t2"), TaskState::Failed)], "{writes:?}");
+    let effects = agent.committed(&vec![Recorded::Durable; updates.len()], Recorded::Durable);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Kill { container, .. } if *container == key)));
+}
+
+#[test]
 fn a_command_task_that_exits_zero_finishes_and_its_ack_frees_the_run() {
     let mut agent = connected_agent();
     let key = running_command_task(&mut agent, "t1", 100);
