@@ -5,6 +5,14 @@
 //! extension so that the role travels with the TLS handshake and cannot be claimed by a peer
 //! in a message. The cluster id is the SHA-256 fingerprint of the CA certificate, which is
 //! what agents compare against mDNS advertisements.
+//!
+//! Principals: who a certificate speaks for, carried the same way (a second extension) so the
+//! master learns it from the verified handshake, never from a message. `add_principal` issues
+//! one leaf per principal (`principals/NAME.pem`); the shared role certificates `init` made
+//! carry none and are one principal each, named after their role (`framework`, `operator`,
+//! `node`). `revoke` adds a name to the deny list the master reloads (`revoked`), and `renew`
+//! issues new leaves under the same CA: the old ones stay valid until they expire, so nodes
+//! and frameworks move to the new files one restart at a time.
 
 use crate::durable::{self, WriteOptions};
 use rcgen::{
@@ -20,6 +28,10 @@ use time::{Duration, OffsetDateTime};
 
 /// Private OID arc for Bramble extensions; `.1` is the role.
 pub const ROLE_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61_337, 1, 1];
+/// `.2` is the principal a leaf speaks for (absent on the shared role certificates).
+pub const PRINCIPAL_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61_337, 1, 2];
+/// Longest principal name: it travels in certificates, logs and the deny list.
+pub const MAX_PRINCIPAL_LEN: usize = 64;
 /// The DNS name every node certificate carries and every client verifies the master against.
 /// Masters are found by mDNS or configured by address, so the name is a constant of the
 /// cluster rather than a hostname.
@@ -90,6 +102,8 @@ pub enum IdentityError {
     NoRole,
     #[error("certificate could not be parsed: {0}")]
     Parse(String),
+    #[error("{0}")]
+    Principal(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
@@ -109,6 +123,16 @@ pub mod files {
     pub fn key(role: super::Role) -> String {
         format!("{role}.key")
     }
+    /// Where the certificates `add-principal` issues live.
+    pub const PRINCIPALS_DIR: &str = "principals";
+    pub fn principal_cert(name: &str) -> String {
+        format!("{PRINCIPALS_DIR}/{name}.pem")
+    }
+    pub fn principal_key(name: &str) -> String {
+        format!("{PRINCIPALS_DIR}/{name}.key")
+    }
+    /// The deny list: one revoked principal per line (`#` starts a comment).
+    pub const REVOKED: &str = "revoked";
 }
 
 /// Facts about one certificate, for `bramble cluster show` and logs.
@@ -117,6 +141,8 @@ pub struct CertSummary {
     pub file: PathBuf,
     pub subject: String,
     pub role: Option<Role>,
+    /// Who the certificate speaks for (`None` for the CA).
+    pub principal: Option<String>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
@@ -153,32 +179,15 @@ pub fn init_cluster(dir: &Path, name: &str) -> Result<String, IdentityError> {
     let issuer = Issuer::new(ca_params, &ca_key);
 
     for role in Role::ALL {
-        let key = KeyPair::generate()?;
-        let sans = match role {
-            Role::Node => vec![NODE_SERVER_NAME.to_string()],
-            _ => Vec::new(),
-        };
-        let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name = dn(&format!("{role}@{name}"));
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match role {
-            Role::Node => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.not_before = now - Duration::days(BACKDATE_DAYS);
-        params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
-        params.custom_extensions = vec![role_extension(role)];
-        let cert = params.signed_by(&key, &issuer)?;
-        write_file(&dir.join(files::cert(role)), cert.pem().as_bytes(), false)?;
-        write_file(
-            &dir.join(files::key(role)),
-            key.serialize_pem().as_bytes(),
-            true,
+        let leaf = issue_leaf(
+            &issuer,
+            role,
+            None,
+            &format!("{role}@{name}"),
+            LEAF_VALIDITY_DAYS,
         )?;
+        write_file(&dir.join(files::cert(role)), leaf.cert.as_bytes(), false)?;
+        write_file(&dir.join(files::key(role)), leaf.key.as_bytes(), true)?;
     }
     // The CA certificate last: its presence marks a complete cluster directory.
     write_file(
@@ -190,6 +199,287 @@ pub fn init_cluster(dir: &Path, name: &str) -> Result<String, IdentityError> {
     Ok(cluster_id(ca_cert.der()))
 }
 
+/// A leaf certificate and its new private key, both PEM.
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+/// Issues a leaf for `role` (and `principal`, when it is not a shared role certificate),
+/// valid from a day ago for `validity_days`.
+fn issue_leaf(
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    role: Role,
+    principal: Option<&str>,
+    common_name: &str,
+    validity_days: i64,
+) -> Result<Leaf, IdentityError> {
+    let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate()?;
+    let sans = match role {
+        Role::Node => vec![NODE_SERVER_NAME.to_string()],
+        _ => Vec::new(),
+    };
+    let mut params = CertificateParams::new(sans)?;
+    params.distinguished_name = dn(common_name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match role {
+        Role::Node => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.not_before = now - Duration::days(BACKDATE_DAYS);
+    params.not_after = now + Duration::days(validity_days);
+    params.custom_extensions = vec![utf8_extension(ROLE_EXTENSION_OID, role.as_str())];
+    if let Some(name) = principal {
+        params
+            .custom_extensions
+            .push(utf8_extension(PRINCIPAL_EXTENSION_OID, name));
+    }
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(Leaf {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// The CA of the cluster in `dir`, able to sign (needs `ca.key`, which only the operator's
+/// copy of the cluster directory holds).
+fn load_issuer(dir: &Path) -> Result<(Issuer<'static, KeyPair>, String), IdentityError> {
+    let ca_path = dir.join(files::CA_CERT);
+    let ca = load_cert(&ca_path)?;
+    let key_path = dir.join(files::CA_KEY);
+    let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+    let pem_err = |detail: String| IdentityError::Pem {
+        path: key_path.clone(),
+        what: "CA private key",
+        detail,
+    };
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| pem_err(e.to_string()))?;
+    let issuer = Issuer::from_ca_cert_der(&ca, key).map_err(|e| IdentityError::Pem {
+        path: ca_path.clone(),
+        what: "CA certificate",
+        detail: e.to_string(),
+    })?;
+    // "Bramble cluster CA (NAME)": the name leaves are issued under.
+    let subject = subject_of(&ca);
+    let name = subject
+        .strip_prefix("Bramble cluster CA (")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or("bramble")
+        .to_string();
+    Ok((issuer, name))
+}
+
+/// Checks a principal name: it becomes a file name, a log field and a deny-list line, and the
+/// role names are taken by the shared certificates.
+pub fn check_principal_name(name: &str) -> Result<(), IdentityError> {
+    let fail = |why: &str| {
+        Err(IdentityError::Principal(format!(
+            "principal name {name:?} {why}"
+        )))
+    };
+    if name.is_empty() || name.len() > MAX_PRINCIPAL_LEN {
+        return fail(&format!("must be 1 to {MAX_PRINCIPAL_LEN} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || name.starts_with(['.', '-'])
+    {
+        return fail(
+            "may hold only letters, digits, '-', '_' and '.', and not start with '.' or '-'",
+        );
+    }
+    if Role::parse(name).is_some() {
+        return fail("is the shared role certificate's principal; pick another name");
+    }
+    Ok(())
+}
+
+/// Issues a certificate for principal `name` with `role` under the cluster CA in `dir`
+/// (`principals/NAME.pem` and `.key`), valid for `validity_days`. Refuses a name already issued
+/// or revoked: a revoked name stays revoked, whatever certificate carries it.
+pub fn add_principal(
+    dir: &Path,
+    name: &str,
+    role: Role,
+    validity_days: i64,
+) -> Result<PathBuf, IdentityError> {
+    check_principal_name(name)?;
+    if role == Role::Node {
+        return Err(IdentityError::Principal(
+            "principals are frameworks or operators; nodes share the node certificate".into(),
+        ));
+    }
+    if read_revoked(dir)?.contains(name) {
+        return Err(IdentityError::Principal(format!(
+            "principal {name} is revoked (listed in {}); pick another name",
+            dir.join(files::REVOKED).display()
+        )));
+    }
+    let cert_path = dir.join(files::principal_cert(name));
+    if cert_path.exists() {
+        return Err(IdentityError::AlreadyExists {
+            dir: dir.to_path_buf(),
+            file: cert_path,
+        });
+    }
+    let (issuer, cluster) = load_issuer(dir)?;
+    let principals = dir.join(files::PRINCIPALS_DIR);
+    fs::create_dir_all(&principals).map_err(io_err(&principals))?;
+    let leaf = issue_leaf(
+        &issuer,
+        role,
+        Some(name),
+        &format!("{name}@{cluster}"),
+        validity_days,
+    )?;
+    // The key first: a certificate on disk always has its key beside it.
+    write_file(
+        &dir.join(files::principal_key(name)),
+        leaf.key.as_bytes(),
+        true,
+    )?;
+    write_file(&cert_path, leaf.cert.as_bytes(), false)?;
+    Ok(cert_path)
+}
+
+/// The principals `add_principal` issued, by name (from `principals/*.pem`).
+pub fn issued_principals(dir: &Path) -> Result<Vec<String>, IdentityError> {
+    let principals = dir.join(files::PRINCIPALS_DIR);
+    let entries = match fs::read_dir(&principals) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&principals)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(&principals))?;
+        let file = entry.file_name();
+        if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".pem")) {
+            if check_principal_name(name).is_ok() {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The deny list in `dir` (empty when there is none).
+pub fn read_revoked(dir: &Path) -> Result<std::collections::BTreeSet<String>, IdentityError> {
+    let path = dir.join(files::REVOKED);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_revoked(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// The names in a deny list: one per line, `#` to the end of a line is a comment.
+pub fn parse_revoked(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.split('#').next())
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Adds `name` to the deny list in `dir` (rewritten whole, durably). Returns false if it was
+/// already there. The node principal cannot be revoked: every node and the master share it.
+pub fn revoke(dir: &Path, name: &str) -> Result<bool, IdentityError> {
+    if name == Role::Node.as_str() {
+        return Err(IdentityError::Principal(
+            "the node certificate is every node's and the master's own: revoking it would cut \
+             the whole cluster off; make a new cluster instead"
+                .into(),
+        ));
+    }
+    let known = Role::parse(name).is_some() || issued_principals(dir)?.iter().any(|p| p == name);
+    if !known {
+        return Err(IdentityError::Principal(format!(
+            "no principal {name} in {} (see `bramble cluster show`)",
+            dir.display()
+        )));
+    }
+    let path = dir.join(files::REVOKED);
+    let mut text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# Principals the master refuses (bramble cluster revoke); one per line.\n".into()
+        }
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    if parse_revoked(&text).contains(name) {
+        return Ok(false);
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let when = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    text.push_str(&format!("{name}  # revoked {when}\n"));
+    durable::write_with(&path, text.as_bytes(), WriteOptions::default().mode(0o644))?;
+    Ok(true)
+}
+
+/// Issues new leaves under the same CA for every role and every principal not revoked,
+/// replacing the files in `dir`. Old leaves stay valid until they expire, so daemons and
+/// frameworks pick the new ones up at their next start with no moment where nothing works.
+/// Each leaf is independent of the old one: an interrupted renew is finished by running it
+/// again. Returns the files renewed.
+pub fn renew(dir: &Path) -> Result<Vec<PathBuf>, IdentityError> {
+    let (issuer, cluster) = load_issuer(dir)?;
+    let revoked = read_revoked(dir)?;
+    let mut renewed = Vec::new();
+    let mut replace = |cert_file: String,
+                       key_file: String,
+                       role: Role,
+                       principal: Option<&str>,
+                       cn: String|
+     -> Result<(), IdentityError> {
+        let leaf = issue_leaf(&issuer, role, principal, &cn, LEAF_VALIDITY_DAYS)?;
+        let secret = WriteOptions::default().mode(0o600);
+        durable::write_with(&dir.join(&key_file), leaf.key.as_bytes(), secret)?;
+        let public = WriteOptions::default().mode(0o644);
+        durable::write_with(&dir.join(&cert_file), leaf.cert.as_bytes(), public)?;
+        renewed.push(dir.join(cert_file));
+        Ok(())
+    };
+    for role in Role::ALL {
+        if dir.join(files::cert(role)).exists() && !revoked.contains(role.as_str()) {
+            replace(
+                files::cert(role),
+                files::key(role),
+                role,
+                None,
+                format!("{role}@{cluster}"),
+            )?;
+        }
+    }
+    for name in issued_principals(dir)? {
+        if revoked.contains(&name) {
+            continue;
+        }
+        let cert_file = files::principal_cert(&name);
+        let role = role_of(&load_cert(&dir.join(&cert_file))?)?;
+        replace(
+            cert_file,
+            files::principal_key(&name),
+            role,
+            Some(&name),
+            format!("{name}@{cluster}"),
+        )?;
+    }
+    Ok(renewed)
+}
+
 fn dn(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Bramble");
@@ -197,12 +487,14 @@ fn dn(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn role_extension(role: Role) -> CustomExtension {
+/// A private, non-critical extension holding one short string (role names and principal
+/// names are at most `MAX_PRINCIPAL_LEN` bytes, within DER's short length form).
+fn utf8_extension(oid: &[u64], value: &str) -> CustomExtension {
     // DER UTF8String: tag 0x0c, short length, bytes.
-    let name = role.as_str().as_bytes();
-    let mut content = vec![0x0c, name.len() as u8];
-    content.extend_from_slice(name);
-    let mut ext = CustomExtension::from_oid_content(ROLE_EXTENSION_OID, content);
+    let bytes = value.as_bytes();
+    let mut content = vec![0x0c, bytes.len() as u8];
+    content.extend_from_slice(bytes);
+    let mut ext = CustomExtension::from_oid_content(oid, content);
     ext.set_criticality(false);
     ext
 }
@@ -221,23 +513,47 @@ pub fn cluster_id(ca_der: &[u8]) -> String {
 
 /// Reads the role extension from a DER certificate.
 pub fn role_of(cert_der: &[u8]) -> Result<Role, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| IdentityError::Parse(e.to_string()))?;
-    let oid = x509_parser::oid_registry::Oid::from(ROLE_EXTENSION_OID)
-        .map_err(|_| IdentityError::Parse("bad role OID".into()))?;
-    let ext = cert
-        .extensions()
-        .iter()
-        .find(|e| e.oid == oid)
-        .ok_or(IdentityError::NoRole)?;
-    let v = ext.value;
-    if v.len() < 2 || v[0] != 0x0c || v[1] as usize != v.len() - 2 {
-        return Err(IdentityError::NoRole);
-    }
-    std::str::from_utf8(&v[2..])
-        .ok()
+    utf8_extension_of(cert_der, ROLE_EXTENSION_OID)?
+        .as_deref()
         .and_then(Role::parse)
         .ok_or(IdentityError::NoRole)
+}
+
+/// The principal a DER certificate speaks for: its principal extension, else (a shared role
+/// certificate) its role's name.
+pub fn principal_of(cert_der: &[u8]) -> Result<String, IdentityError> {
+    match utf8_extension_of(cert_der, PRINCIPAL_EXTENSION_OID)? {
+        Some(name) => {
+            check_principal_name(&name)?;
+            Ok(name)
+        }
+        None => Ok(role_of(cert_der)?.as_str().to_string()),
+    }
+}
+
+/// The string in extension `oid` (`None` if absent); a malformed value is an error.
+fn utf8_extension_of(cert_der: &[u8], oid: &[u64]) -> Result<Option<String>, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let oid = x509_parser::oid_registry::Oid::from(oid)
+        .map_err(|_| IdentityError::Parse("bad extension OID".into()))?;
+    let Some(ext) = cert.extensions().iter().find(|e| e.oid == oid) else {
+        return Ok(None);
+    };
+    let v = ext.value;
+    if v.len() < 2 || v[0] != 0x0c || v[1] as usize != v.len() - 2 || v[1] >= 0x80 {
+        return Err(IdentityError::Parse(format!("malformed extension {oid}")));
+    }
+    std::str::from_utf8(&v[2..])
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| IdentityError::Parse(format!("extension {oid} is not UTF-8")))
+}
+
+/// When a DER certificate stops being valid.
+pub fn not_after_of(cert_der: &[u8]) -> Result<OffsetDateTime, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
+    Ok(cert.validity().not_after.to_datetime())
 }
 
 /// Subject common name, for log lines.
@@ -260,6 +576,7 @@ fn summarize(file: PathBuf, der: &[u8]) -> Result<CertSummary, IdentityError> {
         file,
         subject: subject_of(der),
         role: role_of(der).ok(),
+        principal: principal_of(der).ok(),
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
     })
@@ -276,6 +593,11 @@ pub fn describe_cluster(dir: &Path) -> Result<(String, Vec<CertSummary>), Identi
             let der = load_cert(&path)?;
             certs.push(summarize(path, &der)?);
         }
+    }
+    for name in issued_principals(dir)? {
+        let path = dir.join(files::principal_cert(&name));
+        let der = load_cert(&path)?;
+        certs.push(summarize(path, &der)?);
     }
     Ok((cluster_id(&ca), certs))
 }
@@ -305,6 +627,8 @@ pub struct Credentials {
     pub cert: CertificateDer<'static>,
     pub key: PrivateKeyDer<'static>,
     pub role: Role,
+    /// Who the certificate speaks for (see the module header).
+    pub principal: String,
     pub cluster_id: String,
 }
 
@@ -323,10 +647,56 @@ impl Credentials {
         }
         Ok(Self {
             cluster_id: cluster_id(&ca),
+            principal: principal_of(&cert)?,
             ca,
             cert,
             key,
             role,
+        })
+    }
+
+    /// The credentials of `principal` for a command that needs `role`: `None` (or the role's
+    /// own name) is the shared role certificate, any other name the certificate
+    /// `add_principal` issued for it. An operator principal may also act as a framework, as
+    /// the master allows.
+    pub fn load_as(dir: &Path, principal: Option<&str>, role: Role) -> Result<Self, IdentityError> {
+        let name = match principal {
+            None => return Self::load(dir, role),
+            Some(name) => name,
+        };
+        if let Some(shared) = Role::parse(name) {
+            if shared == role || (role == Role::Framework && shared == Role::Operator) {
+                return Self::load(dir, shared);
+            }
+            return Err(IdentityError::Principal(format!(
+                "principal {name} is the shared {shared} certificate; this needs a {role} certificate"
+            )));
+        }
+        check_principal_name(name)?;
+        let cert_path = dir.join(files::principal_cert(name));
+        if !cert_path.exists() {
+            return Err(IdentityError::Principal(format!(
+                "no certificate for principal {name} in {} (make one with `bramble cluster add-principal {} {name} --role {role}`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let ca = load_cert(&dir.join(files::CA_CERT))?;
+        let cert = load_cert(&cert_path)?;
+        let key = load_key(&dir.join(files::principal_key(name)))?;
+        let actual = role_of(&cert)?;
+        if actual != role && !(role == Role::Framework && actual == Role::Operator) {
+            return Err(IdentityError::Principal(format!(
+                "principal {name} is a {actual}; this needs a {role} certificate"
+            )));
+        }
+        Ok(Self {
+            cluster_id: cluster_id(&ca),
+            principal: principal_of(&cert)?,
+            ca,
+            cert,
+            key,
+            role: actual,
         })
     }
 
@@ -370,6 +740,75 @@ mod tests {
         assert!(matches!(err, IdentityError::AlreadyExists { .. }), "{err}");
         let (still, _) = describe_cluster(dir.path()).expect("describe");
         assert_eq!(still, first);
+    }
+
+    #[test]
+    fn a_principal_certificate_names_its_principal_and_shared_ones_their_role() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = init_cluster(dir.path(), "p").expect("init");
+        add_principal(dir.path(), "alice", Role::Framework, 30).expect("alice");
+        add_principal(dir.path(), "admin", Role::Operator, 30).expect("admin");
+        let alice = Credentials::load_as(dir.path(), Some("alice"), Role::Framework).expect("a");
+        assert_eq!(
+            (alice.principal.as_str(), alice.role),
+            ("alice", Role::Framework)
+        );
+        assert_eq!(alice.cluster_id, id);
+        let shared = Credentials::load_as(dir.path(), None, Role::Framework).expect("shared");
+        assert_eq!(shared.principal, "framework");
+        // An operator may act as a framework, a framework never as an operator.
+        let admin = Credentials::load_as(dir.path(), Some("admin"), Role::Framework).expect("op");
+        assert_eq!(
+            (admin.principal.as_str(), admin.role),
+            ("admin", Role::Operator)
+        );
+        let err = Credentials::load_as(dir.path(), Some("alice"), Role::Operator).expect_err("no");
+        assert!(err.to_string().contains("alice is a framework"), "{err}");
+        let err = Credentials::load_as(dir.path(), Some("nobody"), Role::Framework).expect_err("?");
+        assert!(err.to_string().contains("add-principal"), "{err}");
+        let mode = fs::metadata(dir.path().join(files::principal_key("alice")))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(
+            add_principal(dir.path(), "alice", Role::Framework, 30),
+            Err(IdentityError::AlreadyExists { .. })
+        ));
+        for bad in ["", "framework", "../x", "a b", ".hidden", &"x".repeat(65)] {
+            assert!(
+                add_principal(dir.path(), bad, Role::Framework, 30).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_revoked_name_stays_revoked_and_renew_skips_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init_cluster(dir.path(), "r").expect("init");
+        add_principal(dir.path(), "alice", Role::Framework, 30).expect("alice");
+        add_principal(dir.path(), "bob", Role::Framework, 30).expect("bob");
+        assert!(revoke(dir.path(), "alice").expect("revoke"));
+        assert!(
+            !revoke(dir.path(), "alice").expect("again"),
+            "already there"
+        );
+        assert!(
+            revoke(dir.path(), "node").is_err(),
+            "the node certificate is everyone's"
+        );
+        assert!(revoke(dir.path(), "carol").is_err(), "unknown principal");
+        assert!(read_revoked(dir.path()).expect("read").contains("alice"));
+        let before = load_cert(&dir.path().join(files::principal_cert("alice"))).expect("a");
+        let renewed = renew(dir.path()).expect("renew");
+        assert_eq!(renewed.len(), 4, "{renewed:?}");
+        let after = load_cert(&dir.path().join(files::principal_cert("alice"))).expect("a");
+        assert_eq!(before, after, "a revoked principal is not renewed");
+        let bob = Credentials::load_as(dir.path(), Some("bob"), Role::Framework).expect("bob");
+        assert_eq!(bob.principal, "bob");
+        let (_, certs) = describe_cluster(dir.path()).expect("describe");
+        assert_eq!(certs.len(), 6, "CA, three roles, two principals");
     }
 
     #[test]
