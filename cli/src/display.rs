@@ -13,11 +13,12 @@ const SCALE: u32 = 4;
 /// Fetches the panel from a running master; writes the PNG and, when asked, the state it shows.
 pub async fn from_master(
     cluster: &Path,
+    principal: Option<&str>,
     master: SocketAddr,
     png_out: &Path,
     state_out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let mut op = OperatorClient::connect(cluster, master).await?;
+    let mut op = OperatorClient::connect_as(cluster, principal, master).await?;
     let panel = op.panel().await;
     op.close();
     let panel = panel?;

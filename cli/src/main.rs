@@ -26,6 +26,10 @@ struct Cli {
         default_value = "/etc/bramble/cluster"
     )]
     cluster: PathBuf,
+    /// Present this principal's certificate (from `bramble cluster add-principal`) instead of
+    /// the shared framework or operator one.
+    #[arg(long, global = true, env = "BRAMBLE_PRINCIPAL")]
+    principal: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -221,7 +225,12 @@ fn parse_count(s: &str) -> Result<u64, String> {
 
 /// Commands that talk to a running cluster: the master is found first.
 async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
-    let target = Target::find(cli.master.as_deref(), &cli.cluster).await?;
+    let target = Target::find(
+        cli.master.as_deref(),
+        &cli.cluster,
+        cli.principal.as_deref(),
+    )
+    .await?;
     let target = &target;
     match cli.command {
         Command::Status { json } => commands::state::show(target, View::Status, json).await?,
@@ -327,7 +336,12 @@ fn main() -> anyhow::Result<()> {
         } => bramble::display::offline(&state, &png, &size, screen.as_deref()),
         Command::Bench { what } => {
             bramble_proto::logging::init(Some("warn"));
-            commands::bench::run(what, cli.master.as_deref(), &cli.cluster)
+            commands::bench::run(
+                what,
+                cli.master.as_deref(),
+                &cli.cluster,
+                cli.principal.as_deref(),
+            )
         }
         Command::ServeDir { port, dir } => {
             bramble_proto::logging::init(None);

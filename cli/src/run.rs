@@ -78,11 +78,12 @@ impl Scheduler for RunOne {
 /// Runs `line` with `resources`, printing its stdout as it is written, then its stderr.
 pub async fn run(
     cluster: &Path,
+    principal: Option<&str>,
     master: SocketAddr,
     line: String,
     resources: Resources,
 ) -> anyhow::Result<RunOutcome> {
-    let mut operator = OperatorClient::connect(cluster, master).await?;
+    let mut operator = OperatorClient::connect_as(cluster, principal, master).await?;
     let state = operator.state().await?;
     let fits_somewhere = state.agents.iter().any(|a| a.total.contains(&resources));
     if !fits_somewhere {
@@ -96,7 +97,7 @@ pub async fn run(
             "no agent can ever run this: it asks for {resources}, the largest agent has {largest}"
         );
     }
-    let creds = Credentials::load(cluster, Role::Operator)?;
+    let creds = Credentials::load_as(cluster, principal, Role::Operator)?;
     let task_id = format!("run-{}", &uuid_like());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (registered, framework) = oneshot::channel();

@@ -37,7 +37,7 @@ pub enum ClientError {
 
     // Dialling and hello.
     #[error(
-        "loading the operator certificate from {} (operator commands need operator.pem/operator.key)",
+        "loading the operator certificate from {} (operator commands need operator.pem/operator.key, or an operator principal's with --principal)",
         dir.display()
     )]
     Credentials {

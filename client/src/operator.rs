@@ -38,7 +38,17 @@ pub struct OperatorClient {
 impl OperatorClient {
     /// Dials the master at `master` with the operator certificate in `cluster` and says hello.
     pub async fn connect(cluster: &Path, master: SocketAddr) -> Result<Self, ClientError> {
-        let creds = Credentials::load(cluster, Role::Operator).map_err(|source| {
+        Self::connect_as(cluster, None, master).await
+    }
+
+    /// [`OperatorClient::connect`] as operator principal `principal` (its certificate from
+    /// `bramble cluster add-principal`); `None` is the shared operator certificate.
+    pub async fn connect_as(
+        cluster: &Path,
+        principal: Option<&str>,
+        master: SocketAddr,
+    ) -> Result<Self, ClientError> {
+        let creds = Credentials::load_as(cluster, principal, Role::Operator).map_err(|source| {
             ClientError::Credentials {
                 dir: cluster.to_path_buf(),
                 source,

@@ -22,6 +22,10 @@ pub struct PanelState {
     pub job: Option<JobProgress>,
     /// The master's SoC temperature, when the board reports one.
     pub temperature_c: Option<f32>,
+    /// A short line the operator must see (a certificate about to expire), shown in place of
+    /// the cluster's name on the cluster screen.
+    #[serde(default)]
+    pub notice: Option<String>,
 }
 
 /// The master's own lifecycle, as far as the panel cares.
@@ -72,6 +76,7 @@ impl PanelState {
             agents: Vec::new(),
             job: None,
             temperature_c: None,
+            notice: None,
         }
     }
 }

@@ -298,7 +298,8 @@ fn draw_cluster<D: Canvas>(d: &mut D, s: &PanelState, compact: bool) -> Result<(
     }
     let right_w = text_w(&right, &FONT_6X10);
     text_right(d, &right, &FONT_6X10, RIGHT, 0)?;
-    let name = fit(&s.cluster_name, &FONT_6X10, RIGHT + 1 - right_w - 6);
+    let title = s.notice.as_deref().unwrap_or(&s.cluster_name);
+    let name = fit(title, &FONT_6X10, RIGHT + 1 - right_w - 6);
     text(d, &name, &FONT_6X10, 0, 0)?;
 
     let cpu = format!("{}/{}", fmt_cpus(s.cpus_allocated), fmt_cpus(s.cpus_total));

@@ -9,6 +9,7 @@
 //! The last composed picture is kept in a [`PanelFeed`], from which the master's edges answer
 //! `bramble display --png` and the web UI: exactly what the panel shows.
 
+use crate::certificates::CertificateChecks;
 use crate::state::feed::{ClusterSummary, Feed};
 use bramble_firmware::board::BoardFacts;
 use bramble_firmware::render::{to_png, Framebuffer};
@@ -131,6 +132,18 @@ pub fn start(
     config: DisplayConfig,
     name: String,
 ) -> DisplayHandle {
+    start_with_notices(cluster, panel, config, name, None)
+}
+
+/// [`start`], also showing the soonest certificate expiry `certificates` knows of (re-read
+/// with the temperature, every second).
+pub fn start_with_notices(
+    cluster: &Feed,
+    panel: PanelFeed,
+    config: DisplayConfig,
+    name: String,
+    certificates: Option<Arc<CertificateChecks>>,
+) -> DisplayHandle {
     let feed = panel;
     let mut summaries = cluster.watch_summary();
     let (tx, rx) = watch::channel(PanelState::starting(name.clone()));
@@ -146,7 +159,11 @@ pub fn start(
             }
             let temp = BoardFacts::read(Path::new("/")).temperature_c;
             let summary = summaries.borrow_and_update().clone();
-            tx.send_replace(panel_state(&name, &summary, temp));
+            let mut state = panel_state(&name, &summary, temp);
+            state.notice = certificates
+                .as_ref()
+                .and_then(|c| c.expiry.panel_line(time::OffsetDateTime::now_utc()));
+            tx.send_replace(state);
         }
     });
     let thread_stop = stop.clone();

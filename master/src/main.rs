@@ -86,11 +86,12 @@ fn main() -> anyhow::Result<()> {
                 None
             }
         };
-        let panel = bramble_master::display::start(
+        let panel = bramble_master::display::start_with_notices(
             &master.feed(),
             master.panel_feed(),
             cfg.display.clone(),
             cfg.name.clone(),
+            Some(master.certificates()),
         );
         tracing::info!(listen = %master.addr, name = %cfg.name, "bramble-master ready");
         let failure = tokio::select! {

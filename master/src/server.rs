@@ -15,6 +15,7 @@
 //! Once a large burst is over, the state task gives the memory it freed back to the OS
 //! (`bramble_proto::memory`), so the master's RSS falls back towards its working set.
 
+use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::state::feed::Feed;
@@ -27,7 +28,9 @@ use bramble_proto::messages::{
     AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
     OperatorReply, PeerKind, SchedulerCall,
 };
-use bramble_proto::transport::{peer_identity, server_endpoint, ControlStream, PeerIdentity};
+use bramble_proto::transport::{
+    peer_certificate, peer_identity, server_endpoint, ControlStream, PeerIdentity,
+};
 use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -64,6 +67,8 @@ pub enum ServerError {
     Stopped,
     #[error("{0}")]
     Credentials(#[from] crate::http::mesos::CredentialsError),
+    #[error("the deny list: {0}")]
+    DenyList(String),
 }
 
 /// A running master. Dropping it does not stop it; call [`MasterHandle::shutdown`].
@@ -84,6 +89,7 @@ pub struct MasterHandle {
     endpoint: quinn::Endpoint,
     feed: Feed,
     panel: PanelFeed,
+    certificates: Arc<CertificateChecks>,
 }
 
 /// The open store, with a sender whose drop tells [`MasterHandle::kill`] the store is
@@ -115,6 +121,11 @@ impl MasterHandle {
     /// What the state publishes: change events, the cluster summary, update latencies.
     pub fn feed(&self) -> Feed {
         self.feed.clone()
+    }
+
+    /// The deny list and the certificates close to expiry (for the front panel).
+    pub fn certificates(&self) -> Arc<CertificateChecks> {
+        self.certificates.clone()
     }
 
     /// Where the front panel leaves its current picture (the display fills it; operators'
@@ -192,6 +203,9 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         Some(path) => Some(crate::http::mesos::Credentials::load(path)?),
         None => None,
     };
+    // Like the credentials: a deny list that does not read must not let revoked principals in.
+    let checks =
+        CertificateChecks::load(&cfg.cluster, &creds.cert).map_err(ServerError::DenyList)?;
     let endpoint = server_endpoint(creds, cfg.listen)?;
     let addr = endpoint.local_addr().unwrap_or(cfg.listen);
     let timeouts = Timeouts {
@@ -219,6 +233,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         name: cfg.name.clone(),
         shutdown: shutdown_rx.clone(),
         mesos_credentials,
+        certificates: checks.clone(),
     };
     // Like mDNS, the web side is a convenience: a master that cannot bind it still runs the
     // cluster, and says why loudly.
@@ -248,11 +263,14 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         crash_rx,
         failed,
     ));
+    let checks_task = tokio::spawn(certificates::watch(checks.clone(), shutdown_rx.clone()));
+    let checks_for_handle = checks.clone();
     let accept_task = tokio::spawn(accept_loop(
         endpoint.clone(),
         inputs.clone(),
         cluster_id.clone(),
         panel.clone(),
+        checks,
         shutdown_rx,
     ));
     info!(%addr, cluster_id = %cluster_id, version = SOFTWARE_VERSION, "master listening (QUIC)");
@@ -265,13 +283,19 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         crash,
         failure,
         store_closed,
-        tasks: [Some(accept_task), Some(state_task), http_task]
-            .into_iter()
-            .flatten()
-            .collect(),
+        tasks: [
+            Some(accept_task),
+            Some(state_task),
+            Some(checks_task),
+            http_task,
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         endpoint,
         feed,
         panel,
+        certificates: checks_for_handle,
     })
 }
 
@@ -366,6 +390,7 @@ async fn accept_loop(
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
     panel: PanelFeed,
+    checks: Arc<CertificateChecks>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let next_id = Arc::new(AtomicU64::new(1));
@@ -385,8 +410,9 @@ async fn accept_loop(
         let inputs = inputs.clone();
         let cluster_id = cluster_id.clone();
         let panel = panel.clone();
+        let checks = checks.clone();
         tokio::spawn(async move {
-            serve_connection(incoming, conn_id, inputs, cluster_id, panel).await;
+            serve_connection(incoming, conn_id, inputs, cluster_id, panel, checks).await;
             drop(permit);
         });
     }
@@ -398,6 +424,7 @@ async fn serve_connection(
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
     panel: PanelFeed,
+    checks: Arc<CertificateChecks>,
 ) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -412,6 +439,18 @@ async fn serve_connection(
         Err(e) => {
             warn!(peer = %remote, "refusing peer: {e}");
             conn.close(quinn::VarInt::from_u32(1), b"no usable certificate");
+            return;
+        }
+    };
+    // The deny list and expiry warnings; the guard keeps this connection closable on revocation.
+    let admitted = peer_certificate(&conn)
+        .map_err(|e| e.to_string())
+        .and_then(|cert| checks.admit(conn_id, &conn, &identity, &cert));
+    let _admitted = match admitted {
+        Ok(guard) => guard,
+        Err(reason) => {
+            warn!(peer = %remote, subject = %identity.subject, "refusing peer: {reason}");
+            conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
             return;
         }
     };

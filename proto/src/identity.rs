@@ -5,6 +5,21 @@
 //! extension so that the role travels with the TLS handshake and cannot be claimed by a peer
 //! in a message. The cluster id is the SHA-256 fingerprint of the CA certificate, which is
 //! what agents compare against mDNS advertisements.
+//!
+//! Principals: who a certificate speaks for, carried the same way (a second extension) so the
+//! master learns it from the verified handshake, never from a message. `add_principal` issues
+//! one leaf per principal (`principals/NAME.pem`); the shared role certificates `init` made
+//! carry none and are one principal each, named after their role (`framework`, `operator`,
+//! `node`). `revoke` adds a name to the deny list the master reloads (`revoked`), and `renew`
+//! issues new leaves under the same CA: the old ones stay valid until they expire, so nodes
+//! and frameworks move to the new files one restart at a time. Those three live in `principals.rs`.
+
+mod principals;
+
+pub use principals::{
+    add_principal, check_principal_name, issued_principals, parse_revoked, read_revoked, renew,
+    revoke,
+};
 
 use crate::durable::{self, WriteOptions};
 use rcgen::{
@@ -20,6 +35,10 @@ use time::{Duration, OffsetDateTime};
 
 /// Private OID arc for Bramble extensions; `.1` is the role.
 pub const ROLE_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61_337, 1, 1];
+/// `.2` is the principal a leaf speaks for (absent on the shared role certificates).
+pub const PRINCIPAL_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61_337, 1, 2];
+/// Longest principal name: it travels in certificates, logs and the deny list.
+pub const MAX_PRINCIPAL_LEN: usize = 64;
 /// The DNS name every node certificate carries and every client verifies the master against.
 /// Masters are found by mDNS or configured by address, so the name is a constant of the
 /// cluster rather than a hostname.
@@ -90,9 +109,11 @@ pub enum IdentityError {
     NoRole,
     #[error("certificate could not be parsed: {0}")]
     Parse(String),
+    #[error("{0}")]
+    Principal(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     move |source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
@@ -109,6 +130,16 @@ pub mod files {
     pub fn key(role: super::Role) -> String {
         format!("{role}.key")
     }
+    /// Where the certificates `add-principal` issues live.
+    pub const PRINCIPALS_DIR: &str = "principals";
+    pub fn principal_cert(name: &str) -> String {
+        format!("{PRINCIPALS_DIR}/{name}.pem")
+    }
+    pub fn principal_key(name: &str) -> String {
+        format!("{PRINCIPALS_DIR}/{name}.key")
+    }
+    /// The deny list: one revoked principal per line (`#` starts a comment).
+    pub const REVOKED: &str = "revoked";
 }
 
 /// Facts about one certificate, for `bramble cluster show` and logs.
@@ -117,6 +148,8 @@ pub struct CertSummary {
     pub file: PathBuf,
     pub subject: String,
     pub role: Option<Role>,
+    /// Who the certificate speaks for (`None` for the CA).
+    pub principal: Option<String>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
@@ -153,32 +186,15 @@ pub fn init_cluster(dir: &Path, name: &str) -> Result<String, IdentityError> {
     let issuer = Issuer::new(ca_params, &ca_key);
 
     for role in Role::ALL {
-        let key = KeyPair::generate()?;
-        let sans = match role {
-            Role::Node => vec![NODE_SERVER_NAME.to_string()],
-            _ => Vec::new(),
-        };
-        let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name = dn(&format!("{role}@{name}"));
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = match role {
-            Role::Node => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
-        params.not_before = now - Duration::days(BACKDATE_DAYS);
-        params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
-        params.custom_extensions = vec![role_extension(role)];
-        let cert = params.signed_by(&key, &issuer)?;
-        write_file(&dir.join(files::cert(role)), cert.pem().as_bytes(), false)?;
-        write_file(
-            &dir.join(files::key(role)),
-            key.serialize_pem().as_bytes(),
-            true,
+        let leaf = issue_leaf(
+            &issuer,
+            role,
+            None,
+            &format!("{role}@{name}"),
+            LEAF_VALIDITY_DAYS,
         )?;
+        write_file(&dir.join(files::cert(role)), leaf.cert.as_bytes(), false)?;
+        write_file(&dir.join(files::key(role)), leaf.key.as_bytes(), true)?;
     }
     // The CA certificate last: its presence marks a complete cluster directory.
     write_file(
@@ -190,6 +206,53 @@ pub fn init_cluster(dir: &Path, name: &str) -> Result<String, IdentityError> {
     Ok(cluster_id(ca_cert.der()))
 }
 
+/// A leaf certificate and its new private key, both PEM.
+pub(crate) struct Leaf {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+/// Issues a leaf for `role` (and `principal`, when it is not a shared role certificate),
+/// valid from a day ago for `validity_days`.
+pub(crate) fn issue_leaf(
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    role: Role,
+    principal: Option<&str>,
+    common_name: &str,
+    validity_days: i64,
+) -> Result<Leaf, IdentityError> {
+    let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate()?;
+    let sans = match role {
+        Role::Node => vec![NODE_SERVER_NAME.to_string()],
+        _ => Vec::new(),
+    };
+    let mut params = CertificateParams::new(sans)?;
+    params.distinguished_name = dn(common_name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match role {
+        Role::Node => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.not_before = now - Duration::days(BACKDATE_DAYS);
+    params.not_after = now + Duration::days(validity_days);
+    params.custom_extensions = vec![utf8_extension(ROLE_EXTENSION_OID, role.as_str())];
+    if let Some(name) = principal {
+        params
+            .custom_extensions
+            .push(utf8_extension(PRINCIPAL_EXTENSION_OID, name));
+    }
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(Leaf {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
 fn dn(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Bramble");
@@ -197,18 +260,20 @@ fn dn(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn role_extension(role: Role) -> CustomExtension {
+/// A private, non-critical extension holding one short string (role names and principal
+/// names are at most `MAX_PRINCIPAL_LEN` bytes, within DER's short length form).
+fn utf8_extension(oid: &[u64], value: &str) -> CustomExtension {
     // DER UTF8String: tag 0x0c, short length, bytes.
-    let name = role.as_str().as_bytes();
-    let mut content = vec![0x0c, name.len() as u8];
-    content.extend_from_slice(name);
-    let mut ext = CustomExtension::from_oid_content(ROLE_EXTENSION_OID, content);
+    let bytes = value.as_bytes();
+    let mut content = vec![0x0c, bytes.len() as u8];
+    content.extend_from_slice(bytes);
+    let mut ext = CustomExtension::from_oid_content(oid, content);
     ext.set_criticality(false);
     ext
 }
 
 /// Writes one file of a new cluster durably, never over an existing one.
-fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), IdentityError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), IdentityError> {
     let mode = if secret { 0o600 } else { 0o644 };
     let options = WriteOptions::default().mode(mode).create_new();
     Ok(durable::write_with(path, contents, options)?)
@@ -221,23 +286,47 @@ pub fn cluster_id(ca_der: &[u8]) -> String {
 
 /// Reads the role extension from a DER certificate.
 pub fn role_of(cert_der: &[u8]) -> Result<Role, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| IdentityError::Parse(e.to_string()))?;
-    let oid = x509_parser::oid_registry::Oid::from(ROLE_EXTENSION_OID)
-        .map_err(|_| IdentityError::Parse("bad role OID".into()))?;
-    let ext = cert
-        .extensions()
-        .iter()
-        .find(|e| e.oid == oid)
-        .ok_or(IdentityError::NoRole)?;
-    let v = ext.value;
-    if v.len() < 2 || v[0] != 0x0c || v[1] as usize != v.len() - 2 {
-        return Err(IdentityError::NoRole);
-    }
-    std::str::from_utf8(&v[2..])
-        .ok()
+    utf8_extension_of(cert_der, ROLE_EXTENSION_OID)?
+        .as_deref()
         .and_then(Role::parse)
         .ok_or(IdentityError::NoRole)
+}
+
+/// The principal a DER certificate speaks for: its principal extension, else (a shared role
+/// certificate) its role's name.
+pub fn principal_of(cert_der: &[u8]) -> Result<String, IdentityError> {
+    match utf8_extension_of(cert_der, PRINCIPAL_EXTENSION_OID)? {
+        Some(name) => {
+            check_principal_name(&name)?;
+            Ok(name)
+        }
+        None => Ok(role_of(cert_der)?.as_str().to_string()),
+    }
+}
+
+/// The string in extension `oid` (`None` if absent); a malformed value is an error.
+fn utf8_extension_of(cert_der: &[u8], oid: &[u64]) -> Result<Option<String>, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let oid = x509_parser::oid_registry::Oid::from(oid)
+        .map_err(|_| IdentityError::Parse("bad extension OID".into()))?;
+    let Some(ext) = cert.extensions().iter().find(|e| e.oid == oid) else {
+        return Ok(None);
+    };
+    let v = ext.value;
+    if v.len() < 2 || v[0] != 0x0c || v[1] as usize != v.len() - 2 || v[1] >= 0x80 {
+        return Err(IdentityError::Parse(format!("malformed extension {oid}")));
+    }
+    std::str::from_utf8(&v[2..])
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| IdentityError::Parse(format!("extension {oid} is not UTF-8")))
+}
+
+/// When a DER certificate stops being valid.
+pub fn not_after_of(cert_der: &[u8]) -> Result<OffsetDateTime, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| IdentityError::Parse(e.to_string()))?;
+    Ok(cert.validity().not_after.to_datetime())
 }
 
 /// Subject common name, for log lines.
@@ -260,6 +349,7 @@ fn summarize(file: PathBuf, der: &[u8]) -> Result<CertSummary, IdentityError> {
         file,
         subject: subject_of(der),
         role: role_of(der).ok(),
+        principal: principal_of(der).ok(),
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
     })
@@ -276,6 +366,11 @@ pub fn describe_cluster(dir: &Path) -> Result<(String, Vec<CertSummary>), Identi
             let der = load_cert(&path)?;
             certs.push(summarize(path, &der)?);
         }
+    }
+    for name in issued_principals(dir)? {
+        let path = dir.join(files::principal_cert(&name));
+        let der = load_cert(&path)?;
+        certs.push(summarize(path, &der)?);
     }
     Ok((cluster_id(&ca), certs))
 }
@@ -305,6 +400,8 @@ pub struct Credentials {
     pub cert: CertificateDer<'static>,
     pub key: PrivateKeyDer<'static>,
     pub role: Role,
+    /// Who the certificate speaks for (see the module header).
+    pub principal: String,
     pub cluster_id: String,
 }
 
@@ -323,10 +420,56 @@ impl Credentials {
         }
         Ok(Self {
             cluster_id: cluster_id(&ca),
+            principal: principal_of(&cert)?,
             ca,
             cert,
             key,
             role,
+        })
+    }
+
+    /// The credentials of `principal` for a command that needs `role`: `None` (or the role's
+    /// own name) is the shared role certificate, any other name the certificate
+    /// `add_principal` issued for it. An operator principal may also act as a framework, as
+    /// the master allows.
+    pub fn load_as(dir: &Path, principal: Option<&str>, role: Role) -> Result<Self, IdentityError> {
+        let name = match principal {
+            None => return Self::load(dir, role),
+            Some(name) => name,
+        };
+        if let Some(shared) = Role::parse(name) {
+            if shared == role || (role == Role::Framework && shared == Role::Operator) {
+                return Self::load(dir, shared);
+            }
+            return Err(IdentityError::Principal(format!(
+                "principal {name} is the shared {shared} certificate; this needs a {role} certificate"
+            )));
+        }
+        check_principal_name(name)?;
+        let cert_path = dir.join(files::principal_cert(name));
+        if !cert_path.exists() {
+            return Err(IdentityError::Principal(format!(
+                "no certificate for principal {name} in {} (make one with `bramble cluster add-principal {} {name} --role {role}`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let ca = load_cert(&dir.join(files::CA_CERT))?;
+        let cert = load_cert(&cert_path)?;
+        let key = load_key(&dir.join(files::principal_key(name)))?;
+        let actual = role_of(&cert)?;
+        if actual != role && !(role == Role::Framework && actual == Role::Operator) {
+            return Err(IdentityError::Principal(format!(
+                "principal {name} is a {actual}; this needs a {role} certificate"
+            )));
+        }
+        Ok(Self {
+            cluster_id: cluster_id(&ca),
+            principal: principal_of(&cert)?,
+            ca,
+            cert,
+            key,
+            role: actual,
         })
     }
 

@@ -33,6 +33,20 @@ pub fn credentials(dir: &Path, role: Role) -> Result<Credentials, CredentialsErr
     })
 }
 
+/// Loads `principal`'s certificate for a command that needs `role` (`None`: the shared role
+/// certificate; see `Credentials::load_as`).
+pub fn credentials_as(
+    dir: &Path,
+    principal: Option<&str>,
+    role: Role,
+) -> Result<Credentials, CredentialsError> {
+    Credentials::load_as(dir, principal, role).map_err(|source| CredentialsError {
+        role,
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 //! hello/welcome exchange on the control stream.
 
 use crate::codec::{CodecError, FrameReader, FrameWriter};
-use crate::identity::{role_of, subject_of, Credentials, Role, NODE_SERVER_NAME};
+use crate::identity::{principal_of, role_of, subject_of, Credentials, Role, NODE_SERVER_NAME};
 use crate::ALPN;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
@@ -214,15 +214,22 @@ pub fn peer_certificate(
 pub struct PeerIdentity {
     pub role: Role,
     pub subject: String,
+    /// Who the peer proved it speaks for: its certificate's principal (the role's name for a
+    /// shared role certificate), or at the Mesos HTTP edge the HTTP Basic principal (`None`
+    /// when that API runs without credentials).
+    pub principal: Option<String>,
     pub address: SocketAddr,
 }
 
 pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, TransportError> {
     let cert = peer_certificate(conn)?;
     let role = role_of(&cert).map_err(|e| TransportError::PeerCertificate(e.to_string()))?;
+    let principal =
+        principal_of(&cert).map_err(|e| TransportError::PeerCertificate(e.to_string()))?;
     Ok(PeerIdentity {
         role,
         subject: subject_of(&cert),
+        principal: Some(principal),
         address: conn.remote_address(),
     })
 }

@@ -13,6 +13,9 @@ struct Args {
     master: std::net::SocketAddr,
     #[arg(long)]
     cluster: std::path::PathBuf,
+    /// Present this principal's certificate (`bramble cluster add-principal`).
+    #[arg(long, env = "BRAMBLE_PRINCIPAL")]
+    principal: Option<String>,
     #[arg(long)]
     command: String,
     #[arg(long, default_value_t = 1)]
@@ -80,8 +83,12 @@ impl Scheduler for Shell {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let creds = Credentials::load(&args.cluster, Role::Framework)?;
-    let config = SchedulerConfig::new(args.master, creds, framework_info("shell"));
+    let config = SchedulerConfig::as_principal(
+        args.master,
+        &args.cluster,
+        args.principal.as_deref(),
+        framework_info("shell"),
+    )?;
     let executor = args.executor.as_ref().map(|path| ExecutorInfo {
         executor_id: "shell-executor".into(),
         name: "shell executor".into(),

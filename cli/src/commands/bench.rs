@@ -52,7 +52,12 @@ pub enum BenchKind {
 }
 
 /// `master` and `cluster` are the global `--master`/`--cluster`, used by `tasks --existing`.
-pub fn run(what: BenchKind, master: Option<&str>, cluster: &Path) -> anyhow::Result<()> {
+pub fn run(
+    what: BenchKind,
+    master: Option<&str>,
+    cluster: &Path,
+    principal: Option<&str>,
+) -> anyhow::Result<()> {
     match what {
         BenchKind::Kernel {
             threads,
@@ -85,7 +90,7 @@ pub fn run(what: BenchKind, master: Option<&str>, cluster: &Path) -> anyhow::Res
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let cluster = if existing {
-                    let target = Target::find(master, cluster).await?;
+                    let target = Target::find(master, cluster, principal).await?;
                     BenchCluster::Existing(Box::new(target.scheduler_config("bench")?))
                 } else {
                     BenchCluster::Throwaway {

@@ -10,7 +10,14 @@ pub async fn from_master(
     png: &Path,
     save_state: Option<&Path>,
 ) -> anyhow::Result<()> {
-    bramble::display::from_master(target.cluster, target.master, png, save_state).await?;
+    bramble::display::from_master(
+        target.cluster,
+        target.principal,
+        target.master,
+        png,
+        save_state,
+    )
+    .await?;
     eprintln!("wrote {}", png.display());
     Ok(())
 }

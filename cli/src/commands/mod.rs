@@ -28,19 +28,30 @@ pub struct Target<'a> {
     pub master: SocketAddr,
     /// The cluster directory with the certificates to present.
     pub cluster: &'a Path,
+    /// Whose certificate to present (`--principal`); `None`: the shared role certificate.
+    pub principal: Option<&'a str>,
 }
 
 impl Target<'_> {
     /// Finds the master (`--master`/`$BRAMBLE_MASTER`, else mDNS) for the cluster in `cluster`.
-    pub async fn find<'a>(master: Option<&str>, cluster: &'a Path) -> anyhow::Result<Target<'a>> {
+    pub async fn find<'a>(
+        master: Option<&str>,
+        cluster: &'a Path,
+        principal: Option<&'a str>,
+    ) -> anyhow::Result<Target<'a>> {
         Ok(Target {
             master: bramble_client::locate_master(master, cluster).await?,
             cluster,
+            principal,
         })
     }
 
     pub fn framework_creds(&self) -> anyhow::Result<Credentials> {
-        Ok(startup::credentials(self.cluster, Role::Framework)?)
+        Ok(startup::credentials_as(
+            self.cluster,
+            self.principal,
+            Role::Framework,
+        )?)
     }
 
     /// How the framework `name` subscribes to this cluster's master.

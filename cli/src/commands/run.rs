@@ -19,6 +19,7 @@ pub async fn run(
     let line = command.join(" ");
     let outcome = bramble::run::run(
         target.cluster,
+        target.principal,
         target.master,
         line,
         Resources::new(cpus, mem),

@@ -17,7 +17,8 @@ pub enum View {
 
 /// Prints `view` of the master's state.
 pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result<()> {
-    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
+    let mut op =
+        OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
     let state = op.state().await?;
     op.close();
     match (view, json) {
@@ -40,7 +41,8 @@ async fn owned_task(
     task: String,
     framework: Option<String>,
 ) -> anyhow::Result<(OperatorClient, FrameworkId, TaskId)> {
-    let mut op = OperatorClient::connect(target.cluster, target.master).await?;
+    let mut op =
+        OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
     let state = op.state().await?;
     let task = TaskId(task);
     let fw = owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;

@@ -39,6 +39,7 @@ pub fn cluster_3_agents() -> PanelState {
         ],
         job: None,
         temperature_c: Some(48.3),
+        notice: None,
     }
 }
 

@@ -91,12 +91,19 @@ pub async fn panel(State(app): State<AppState>) -> Response {
     }
 }
 
-/// `GET /health`: 200 while the state task answers.
+/// `GET /health`: 200 while the state task answers; `certificates_expiring` lists the
+/// certificates the master has seen (its own and its peers') that end within 30 days.
 pub async fn health(State(app): State<AppState>) -> Response {
+    let expiring = app
+        .api
+        .certificates
+        .expiry
+        .expiring(time::OffsetDateTime::now_utc());
     match app.api.call(OperatorCall::GetState).await {
         Ok(OperatorReply::State(s)) => Json(json!({
             "status": "ok",
             "agents": s.agents.iter().filter(|a| a.connected).count(),
+            "certificates_expiring": expiring,
         }))
         .into_response(),
         Ok(other) => unexpected(other),

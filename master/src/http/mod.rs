@@ -55,6 +55,8 @@ pub struct MasterApi {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The Mesos scheduler API's principals and secrets (`[mesos] credentials`); `None`: open.
     pub(crate) mesos_credentials: Option<mesos::Credentials>,
+    /// Certificates close to expiry, for `/health`.
+    pub(crate) certificates: std::sync::Arc<crate::certificates::CertificateChecks>,
 }
 
 /// Why an operator call got no answer.

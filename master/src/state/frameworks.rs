@@ -1,11 +1,18 @@
 //! Frameworks: subscription and failover under a known id, the scheduler calls that are not
 //! about one offer or task, disconnection (tasks keep running for the failover timeout) and
 //! removal (tasks killed, executors shut down).
+//!
+//! Ownership: a framework belongs to the principal that registered it (from its certificate,
+//! or the Mesos API's HTTP Basic principal), recorded in its stored `FrameworkInfo` so a
+//! restarted master keeps it. Every scheduler call acts on the framework its connection
+//! subscribed as, so refusing a subscription from anyone but the owner or an operator is what
+//! keeps a framework's tasks, updates and teardown its own.
 
 use super::feed::ClusterEvent;
 use super::peers::Bound;
 use super::tasks::TaskEntry;
 use super::{ConnId, Master};
+use bramble_proto::identity::Role;
 use bramble_proto::messages::{
     FrameworkApi, FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall,
 };
@@ -18,6 +25,13 @@ use tracing::info;
 pub const FAILED_OVER: &str = "Framework failed over";
 /// What a Mesos framework re-subscribing under a removed id is told (Mesos's words).
 pub const FRAMEWORK_REMOVED: &str = "Framework has been removed";
+
+/// Who is subscribing, as its connection proved it.
+struct Caller {
+    principal: Option<String>,
+    /// Operators may fail over (and so kill and tear down) any framework.
+    operator: bool,
+}
 
 /// A framework the master knows, connected or within its failover timeout, and its tasks.
 pub(super) struct FrameworkEntry {
@@ -168,8 +182,18 @@ impl Master {
             };
             return self.send_conn_scheduler(conn, event);
         }
-        if let Some(refusal) = self.subscription_refusal(&id, &info) {
-            info!(framework = %id, principal = ?info.principal, "refusing a subscription: {refusal}");
+        // Who subscribes is what the connection proved (certificate, or HTTP Basic at the
+        // Mesos edge), never what the scheduler's info claims.
+        let caller = self.conns.get(&conn).map(|c| Caller {
+            principal: c.identity.principal.clone(),
+            operator: c.identity.role == Role::Operator,
+        });
+        let caller = caller.unwrap_or(Caller {
+            principal: None,
+            operator: false,
+        });
+        if let Some(refusal) = self.subscription_refusal(&id, &caller, &info) {
+            info!(framework = %id, principal = ?caller.principal, "refusing a subscription: {refusal}");
             self.send_conn_scheduler(
                 conn,
                 MasterEvent::Error {
@@ -201,6 +225,14 @@ impl Master {
         }
         let mut info = info;
         info.framework_id = Some(id.clone());
+        // A framework belongs to the principal that registered it, and stays theirs when an
+        // operator fails it over; one registered before principals existed (none recorded)
+        // becomes its next subscriber's.
+        info.principal = self
+            .frameworks
+            .get(&id)
+            .and_then(|f| f.info.principal.clone())
+            .or(caller.principal);
         let entry = self
             .frameworks
             .entry(id.clone())
@@ -240,19 +272,26 @@ impl Master {
     }
 
     /// Why a subscription under `id` must be refused, if it must: a framework bound to a
-    /// principal is failed over only by that principal, and (as in Mesos) a Mesos framework
-    /// that was removed stays removed. Native frameworks keep re-subscribing under a removed id
-    /// as a new framework, as they always have.
-    fn subscription_refusal(&self, id: &FrameworkId, info: &FrameworkInfo) -> Option<String> {
+    /// principal is failed over only by that principal or an operator (which is what makes
+    /// its tasks, its updates and its teardown its own: every scheduler call acts on the
+    /// framework its connection subscribed as), and (as in Mesos) a Mesos framework that was
+    /// removed stays removed. Native frameworks keep re-subscribing under a removed id as a new
+    /// framework, as they always have.
+    fn subscription_refusal(
+        &self,
+        id: &FrameworkId,
+        caller: &Caller,
+        info: &FrameworkInfo,
+    ) -> Option<String> {
         if let Some(bound) = self
             .frameworks
             .get(id)
             .and_then(|f| f.info.principal.as_ref())
         {
-            if info.principal.as_ref() != Some(bound) {
+            if caller.principal.as_ref() != Some(bound) && !caller.operator {
                 return Some(format!(
-                    "Framework {id} is bound to principal '{bound}'; {} may not fail it over",
-                    match &info.principal {
+                    "Framework {id} is bound to principal '{bound}'; {} may not fail it over (only '{bound}' or an operator may)",
+                    match &caller.principal {
                         Some(p) => format!("principal '{p}'"),
                         None => "an unauthenticated scheduler".to_string(),
                     }
@@ -392,7 +431,11 @@ impl Master {
 mod tests {
     use super::{FAILED_OVER, FRAMEWORK_REMOVED};
     use crate::state::testing::*;
-    use bramble_proto::messages::{FrameworkApi, FrameworkInfo, MasterEvent, SchedulerCall};
+    use bramble_proto::identity::Role;
+    use bramble_proto::messages::{
+        FrameworkApi, FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall,
+    };
+    use bramble_proto::{TaskId, TaskState};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -523,6 +566,172 @@ mod tests {
             fatal_errors(&drain(&mut owner)),
             vec![FAILED_OVER.to_string()]
         );
+    }
+
+    /// Finding 1 of issue 16: every framework used to share one certificate, and `subscribe`
+    /// handed a framework to whoever named its id.
+    #[test]
+    fn another_principal_can_neither_take_over_nor_kill_nor_tear_down_a_framework() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut agent = connect_agent(&mut m, 1, now);
+        register(&mut m, 1, "a1", Vec::new(), now);
+        let alice = identity_of(Role::Framework, Some("alice"));
+        let mut owner = connect_scheduler(&mut m, 2, alice, framework_info(Some("fw1")), now);
+        settle(&mut m, now);
+        let offer = offers(&drain(&mut owner)).remove(0);
+        accept(&mut m, &offer, vec![task_info("t1")], now);
+        drain(&mut agent);
+        drain(&mut owner);
+        // What reaches the agent against alice's task or framework.
+        let kills = |msgs: &[MasterToAgent]| {
+            msgs.iter()
+                .filter(|msg| match msg {
+                    MasterToAgent::KillTask { task_id, .. } => task_id.as_str() == "t1",
+                    MasterToAgent::ShutdownFramework { framework_id } => {
+                        framework_id.as_str() == "fw1"
+                    }
+                    _ => false,
+                })
+                .count()
+        };
+
+        // Bob names alice's framework, and even claims her principal in his info.
+        let bob = identity_of(Role::Framework, Some("bob"));
+        let claim = FrameworkInfo {
+            principal: Some("alice".into()),
+            ..framework_info(Some("fw1"))
+        };
+        let mut intruder = connect_scheduler(&mut m, 3, bob.clone(), claim, now);
+        settle(&mut m, now);
+        let told = drain(&mut intruder);
+        let refusal = fatal_errors(&told);
+        assert_eq!(refusal.len(), 1, "{told:?}");
+        assert!(
+            refusal[0].contains("bound to principal 'alice'")
+                && refusal[0].contains("principal 'bob' may not"),
+            "{refusal:?}"
+        );
+        assert!(
+            !told
+                .iter()
+                .any(|e| matches!(e, MasterEvent::Subscribed { .. })),
+            "{told:?}"
+        );
+        call(
+            &mut m,
+            3,
+            SchedulerCall::Kill {
+                task_id: TaskId("t1".into()),
+            },
+            now,
+        );
+        call(&mut m, 3, SchedulerCall::Teardown, now);
+        settle(&mut m, now);
+        assert!(drain(&mut owner).is_empty(), "the owner keeps its stream");
+
+        // As a framework of his own, bob still cannot reach alice's task or framework.
+        let mut own = connect_scheduler(&mut m, 4, bob, framework_info(Some("fw2")), now);
+        call(
+            &mut m,
+            4,
+            SchedulerCall::Kill {
+                task_id: TaskId("t1".into()),
+            },
+            now,
+        );
+        call(&mut m, 4, SchedulerCall::Teardown, now);
+        settle(&mut m, now);
+        assert_eq!(
+            updates(&drain(&mut own)),
+            vec![("t1".to_string(), TaskState::Lost)],
+            "a kill of another framework's task is answered as unknown"
+        );
+        assert_eq!(kills(&drain(&mut agent)), 0, "nothing reaches alice's task");
+        let state = m.snapshot();
+        assert_eq!(state.frameworks.len(), 1);
+        assert_eq!(state.frameworks[0].principal.as_deref(), Some("alice"));
+        assert_eq!(state.tasks.len(), 1);
+
+        // An operator may fail it over and kill its tasks; the framework stays alice's.
+        let operator = identity_of(Role::Operator, Some("operator"));
+        let mut op = connect_scheduler(&mut m, 5, operator, framework_info(Some("fw1")), now);
+        settle(&mut m, now);
+        assert!(matches!(
+            drain(&mut op).first(),
+            Some(MasterEvent::Subscribed { .. })
+        ));
+        assert_eq!(
+            fatal_errors(&drain(&mut owner)),
+            vec![FAILED_OVER.to_string()]
+        );
+        call(
+            &mut m,
+            5,
+            SchedulerCall::Kill {
+                task_id: TaskId("t1".into()),
+            },
+            now,
+        );
+        settle(&mut m, now);
+        assert_eq!(
+            kills(&drain(&mut agent)),
+            1,
+            "the operator's kill reaches the agent"
+        );
+        assert_eq!(
+            m.snapshot().frameworks[0].principal.as_deref(),
+            Some("alice")
+        );
+    }
+
+    #[test]
+    fn a_framework_stays_bound_to_its_principal_across_a_master_restart() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let alice = identity_of(Role::Framework, Some("alice"));
+        let _owner = connect_scheduler(&mut m, 2, alice.clone(), framework_info(Some("fw1")), now);
+        settle(&mut m, now);
+        disconnect(&mut m, 2, now);
+        settle(&mut m, now);
+        // What the store would hold (the subscription wrote it).
+        let mut rec = recovered(&[]);
+        rec.frameworks[0].info.principal = Some("alice".into());
+        let mut restarted = master(now);
+        restarted.recover(rec, now);
+        let bob = identity_of(Role::Framework, Some("bob"));
+        let mut intruder =
+            connect_scheduler(&mut restarted, 3, bob, framework_info(Some("fw1")), now);
+        settle(&mut restarted, now);
+        assert_eq!(fatal_errors(&drain(&mut intruder)).len(), 1);
+        let mut back =
+            connect_scheduler(&mut restarted, 4, alice, framework_info(Some("fw1")), now);
+        settle(&mut restarted, now);
+        assert!(matches!(
+            drain(&mut back).first(),
+            Some(MasterEvent::Subscribed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_principal_a_framework_is_stored_under_is_its_certificates_not_its_claim() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let alice = identity_of(Role::Framework, Some("alice"));
+        let claim = FrameworkInfo {
+            principal: Some("mallory".into()),
+            ..framework_info(Some("fw1"))
+        };
+        let _owner = connect_scheduler(&mut m, 2, alice, claim, now);
+        m.end_burst(now);
+        let batch = m.take_writes();
+        let stored: Vec<_> = batch
+            .frameworks
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .map(|r| r.info.principal.clone())
+            .collect();
+        assert_eq!(stored, vec![Some("alice".to_string())]);
     }
 
     #[test]

@@ -25,9 +25,15 @@ pub(super) fn timeouts() -> Timeouts {
 }
 
 pub(super) fn identity(role: Role) -> PeerIdentity {
+    identity_of(role, Some(role.as_str()))
+}
+
+/// A peer whose certificate (or, at the Mesos edge, HTTP Basic credentials) proved `principal`.
+pub(super) fn identity_of(role: Role, principal: Option<&str>) -> PeerIdentity {
     PeerIdentity {
         role,
         subject: "test".into(),
+        principal: principal.map(str::to_string),
         address: "127.0.0.1:9".parse().expect("addr"),
     }
 }
@@ -73,10 +79,24 @@ pub(super) fn framework_info(id: Option<&str>) -> FrameworkInfo {
     }
 }
 
-/// Connects a scheduler on `conn` and subscribes it with `info`.
+/// Connects a scheduler on `conn` and subscribes it with `info`, as the Mesos edge does: the
+/// principal it proved is the one `info` names.
 pub(super) fn connect_framework_as(
     m: &mut Master,
     conn: ConnId,
+    info: FrameworkInfo,
+    now: Instant,
+) -> mpsc::Receiver<MasterEvent> {
+    let identity = identity_of(Role::Framework, info.principal.as_deref());
+    connect_scheduler(m, conn, identity, info, now)
+}
+
+/// Connects a scheduler proving `identity` on `conn` and subscribes it with `info` (whose
+/// `principal` is only what the scheduler claims).
+pub(super) fn connect_scheduler(
+    m: &mut Master,
+    conn: ConnId,
+    identity: PeerIdentity,
     info: FrameworkInfo,
     now: Instant,
 ) -> mpsc::Receiver<MasterEvent> {
@@ -84,7 +104,7 @@ pub(super) fn connect_framework_as(
     m.handle(
         Input::Connected {
             conn,
-            identity: identity(Role::Framework),
+            identity,
             tx: PeerTx::Scheduler(tx),
             handle: None,
         },

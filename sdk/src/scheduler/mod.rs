@@ -103,7 +103,9 @@ pub trait Scheduler: Send {
 pub struct SchedulerConfig {
     /// The master's QUIC address.
     pub master: SocketAddr,
-    /// A framework or operator certificate of the cluster (`Credentials::load(dir, Role::Framework)`).
+    /// A framework or operator certificate of the cluster (`Credentials::load(dir,
+    /// Role::Framework)`, or a principal's: [`SchedulerConfig::as_principal`]). The master
+    /// binds the framework to the principal it names, never to `framework.principal`.
     pub credentials: Credentials,
     /// Name, role and failover timeout; set `framework_id` to fail over from an earlier run.
     pub framework: FrameworkInfo,
@@ -121,6 +123,23 @@ impl SchedulerConfig {
             framework,
             implicit_acknowledgements: true,
         }
+    }
+}
+
+impl SchedulerConfig {
+    /// A config presenting principal `principal`'s certificate from the cluster directory
+    /// `cluster` (`bramble cluster add-principal`; `None`: the shared framework certificate).
+    /// Frameworks it registers belong to that principal: no other may fail them over, kill
+    /// their tasks or tear them down.
+    pub fn as_principal(
+        master: SocketAddr,
+        cluster: &std::path::Path,
+        principal: Option<&str>,
+        framework: FrameworkInfo,
+    ) -> Result<Self, bramble_proto::identity::IdentityError> {
+        let credentials =
+            Credentials::load_as(cluster, principal, bramble_proto::identity::Role::Framework)?;
+        Ok(Self::new(master, credentials, framework))
     }
 }
 

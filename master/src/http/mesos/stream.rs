@@ -136,7 +136,8 @@ pub(super) async fn subscribe(
         conn,
         identity: PeerIdentity {
             role: Role::Framework,
-            subject: principal.unwrap_or_else(|| "mesos-http".into()),
+            subject: principal.clone().unwrap_or_else(|| "mesos-http".into()),
+            principal,
             address: remote,
         },
         tx: PeerTx::Scheduler(events_tx),
