@@ -143,21 +143,7 @@ pub async fn run_executor_with<E: Executor>(
     let (reader, writer, agent_id, info) = hello.connect(recovery_timeout, None).await?;
     info!(framework = %framework_id, executor = %executor_id, agent = %agent_id, "executor registered with its agent");
 
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let driver = ExecutorDriver {
-        inner: Arc::new(Inner {
-            framework_id,
-            executor_id,
-            agent_id,
-            out: out_tx,
-            pending: Mutex::new(Vec::new()),
-            known: Mutex::new(HashSet::new()),
-            acked: Notify::new(),
-            stopped: Mutex::new(false),
-            stop: stop_tx,
-        }),
-    };
+    let (driver, out_rx, mut stop_rx) = ExecutorDriver::new(framework_id, executor_id, agent_id);
     let (writers_tx, writers_rx) = mpsc::unbounded_channel();
     let _ = writers_tx.send(writer);
     let _writer_task = AbortOnDrop(tokio::spawn(write_frames(writers_rx, out_rx)));
@@ -443,16 +429,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ExecutorDriver {
-    /// A driver with no agent: what it sends goes to the returned receiver. For
-    /// `crate::testing`, which plays the agent.
-    #[cfg(feature = "testing")]
-    pub(crate) fn detached(
+    /// A driver for the executor `executor_id`, and the ends its writer and run loop read.
+    fn new(
         framework_id: FrameworkId,
         executor_id: ExecutorId,
         agent_id: AgentId,
-    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<Outbound>,
+        watch::Receiver<bool>,
+    ) {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let (stop_tx, _) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
         let driver = ExecutorDriver {
             inner: Arc::new(Inner {
                 framework_id,
@@ -466,6 +454,18 @@ impl ExecutorDriver {
                 stop: stop_tx,
             }),
         };
+        (driver, out_rx, stop_rx)
+    }
+
+    /// A driver with no agent: what it sends goes to the returned receiver. For
+    /// `crate::testing`, which plays the agent.
+    #[cfg(feature = "testing")]
+    pub(crate) fn detached(
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        agent_id: AgentId,
+    ) -> (Self, mpsc::UnboundedReceiver<Outbound>) {
+        let (driver, out_rx, _) = Self::new(framework_id, executor_id, agent_id);
         (driver, out_rx)
     }
 

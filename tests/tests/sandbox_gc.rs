@@ -336,33 +336,6 @@ async fn leftover_sandboxes_from_before_a_restart_are_collected_by_their_age() {
     s.shutdown().await;
 }
 
-/// A throwaway system user, removed on drop.
-struct ThrowawayUser(String);
-
-impl ThrowawayUser {
-    fn create() -> ThrowawayUser {
-        let name = format!("bramble-t{}", std::process::id());
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(&name)
-            .status()
-            .expect("running useradd");
-        assert!(status.success(), "useradd {name}: {status}");
-        ThrowawayUser(name)
-    }
-}
-
-impl Drop for ThrowawayUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn tasks_run_as_the_task_user_and_cannot_write_the_agents_meta_dir() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -372,7 +345,7 @@ async fn tasks_run_as_the_task_user_and_cannot_write_the_agents_meta_dir() {
         );
         return;
     }
-    let user = ThrowawayUser::create();
+    let user = bramble_tests::users::ThrowawayUser::create("t");
     let task_user = TaskUser::resolve(&user.0).expect("resolve the new user");
     let cluster = TestCluster::new();
     // The temp dir is private to root; the task user must be able to reach its sandbox.

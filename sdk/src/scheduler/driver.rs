@@ -49,26 +49,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SchedulerDriver {
     /// A driver for `config`, not yet connected: clone it, then call [`SchedulerDriver::run`].
     pub fn new(config: SchedulerConfig) -> Self {
-        let (calls_tx, calls_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(None);
-        let implicit_acknowledgements = config.implicit_acknowledgements;
-        let framework_id = config.framework.framework_id.clone();
-        Self {
-            inner: Arc::new(Inner {
-                calls: calls_tx,
-                stop: stop_tx,
-                status: Mutex::new(DriverStatus {
-                    framework_id,
-                    ..DriverStatus::default()
-                }),
-                implicit_acknowledgements,
-                parts: Mutex::new(Some(RunParts {
-                    config,
-                    calls: calls_rx,
-                    stop: stop_rx,
-                })),
-            }),
-        }
+        let (driver, calls, stop) = Self::unattached(
+            config.framework.framework_id.clone(),
+            config.implicit_acknowledgements,
+        );
+        *lock(&driver.inner.parts) = Some(RunParts {
+            config,
+            calls,
+            stop,
+        });
+        driver
     }
 
     /// A connected driver with no run loop: its calls are handed to the returned receiver
@@ -78,8 +68,21 @@ impl SchedulerDriver {
         framework_id: Option<FrameworkId>,
         implicit_acknowledgements: bool,
     ) -> (Self, mpsc::UnboundedReceiver<SchedulerCall>) {
+        let (driver, calls, _) = Self::unattached(framework_id, implicit_acknowledgements);
+        (driver, calls)
+    }
+
+    /// A driver with nothing to run it yet, and the ends its run loop reads.
+    fn unattached(
+        framework_id: Option<FrameworkId>,
+        implicit_acknowledgements: bool,
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<SchedulerCall>,
+        watch::Receiver<Option<bool>>,
+    ) {
         let (calls_tx, calls_rx) = mpsc::unbounded_channel();
-        let (stop_tx, _) = watch::channel(None);
+        let (stop_tx, stop_rx) = watch::channel(None);
         let driver = Self {
             inner: Arc::new(Inner {
                 calls: calls_tx,
@@ -92,7 +95,7 @@ impl SchedulerDriver {
                 parts: Mutex::new(None),
             }),
         };
-        (driver, calls_rx)
+        (driver, calls_rx, stop_rx)
     }
 
     /// Whether `stop` was called, and with `failover` set.
