@@ -9,6 +9,7 @@
 pub mod allocator;
 pub mod config;
 pub mod display;
+pub mod handshakes;
 pub mod http;
 pub mod server;
 pub mod state;
