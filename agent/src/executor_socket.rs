@@ -99,8 +99,11 @@ pub async fn serve(
 /// it out.
 #[derive(Clone, Default)]
 struct Unregistered {
-    queue: Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>,
+    queue: Arc<Mutex<VecDeque<PushOut>>>,
 }
+
+/// A waiting connection's serial and the sender that pushes it out.
+type PushOut = (u64, oneshot::Sender<()>);
 
 impl Unregistered {
     /// Counts a new connection in, pushing out the oldest beyond [`MAX_UNREGISTERED`].
@@ -120,7 +123,7 @@ impl Unregistered {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(u64, oneshot::Sender<()>)>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<PushOut>> {
         // A plain queue; a panic elsewhere cannot leave it half-updated.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -301,7 +304,7 @@ mod tests {
         let server = tokio::spawn(serve(listener, inputs, shutdown_rx));
         // Warm up the runtime and the allocator so the baseline is not the first connection.
         let warm = path.clone();
-        tokio::task::spawn_blocking(move || (0..8).map(|k| stall(&warm, k)).count())
+        tokio::task::spawn_blocking(move || (0..8).for_each(|k| drop(stall(&warm, k))))
             .await
             .expect("warm up");
         let before = rss_bytes();

@@ -404,7 +404,8 @@ mod tests {
             let _held = held_tx;
             std::future::pending::<()>().await;
         });
-        let _ = accept;
+        // Detached: the server side lives until `holder` is aborted.
+        drop(accept);
         (conn, ctl, holder, client, cluster)
     }
 
