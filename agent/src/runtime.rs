@@ -66,8 +66,9 @@ pub enum Input {
 /// Where the messages for one executor connection go.
 #[derive(Debug, Clone)]
 pub enum ExecutorTx {
-    /// A native executor's socket writer, one message at a time.
-    Socket(mpsc::Sender<AgentToExecutor>),
+    /// A native executor's socket writer, one message at a time (its queue is bounded by
+    /// bytes too: an executor that stops reading cannot make the agent hold gigabytes).
+    Socket(bramble_proto::queue::QueueTx<AgentToExecutor>),
     /// A Mesos executor's event stream (`mesos/`): each committed burst's messages for it in
     /// one batch, so the tasks of one group launch arrive together (one LAUNCH_GROUP).
     Mesos(mpsc::Sender<Vec<AgentToExecutor>>),

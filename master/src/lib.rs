@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod certificates;
 pub mod config;
 pub mod display;
+pub mod handshakes;
 pub mod http;
 pub mod server;
 pub mod state;

@@ -2,8 +2,10 @@
 //! task that owns the [`Master`] state.
 //!
 //! A connection is admitted in three steps, each of which can drop it with a logged reason:
-//! the TLS handshake (cluster CA, client certificate required), the hello (protocol version,
-//! and a peer kind the certificate's role allows), then the role's own first message. After
+//! the TLS handshake (cluster CA, client certificate required; within a deadline, on a
+//! pre-handshake budget with QUIC retry under pressure: `handshakes.rs`), the hello (protocol
+//! version, and a peer kind the certificate's role allows; within a deadline, in a small frame),
+//! then the role's own first message. A connection permit is taken only after the handshake. After
 //! that its reader turns frames into [`Input`]s and its writer drains the peer's outbound queue.
 //! A frame that is too large or does not decode closes that one connection; nothing a peer
 //! sends can panic the master or hold up other peers.
@@ -18,16 +20,20 @@
 use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
+use crate::handshakes::{Budget, Slot, Verdict};
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
-use bramble_proto::codec::{CodecError, FrameReader, FrameWriter, MAX_BATCH};
+use bramble_proto::codec::{
+    CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
+};
 use bramble_proto::identity::Credentials;
 use bramble_proto::memory;
 use bramble_proto::messages::{
     AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
     OperatorReply, PeerKind, SchedulerCall,
 };
+use bramble_proto::queue::{self, QueueTx};
 use bramble_proto::transport::{
     peer_certificate, peer_identity, server_endpoint, ControlStream, PeerIdentity,
 };
@@ -42,13 +48,24 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-/// How long a peer may take from handshake to hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS/QUIC handshake may take: a stalled one holds a handshake slot (see
+/// `handshakes.rs`) no longer than this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer may take from handshake to hello; one that connects and says nothing is
+/// dropped then, with one log line.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame accepted before a peer is admitted: a hello is a few dozen bytes.
+const HELLO_MAX_BYTES: usize = 4 * 1024;
 /// How long a refused peer gets to receive the reason before its connection is closed.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
-/// Outbound messages queued per peer before it counts as too slow.
+/// Outbound messages queued per peer before it counts as too slow...
 const PEER_QUEUE: usize = 4096;
-/// Connections served at once; more wait in the accept queue.
+/// ...and bytes: a few frames' worth, or a peer that stops reading makes the master hold
+/// thousands of large messages (see `bramble_proto::queue`).
+const PEER_QUEUE_BYTES: usize = 8 << 20;
+/// Most bytes one write to a peer carries (its batch is encoded into one buffer).
+const MAX_BATCH_BYTES: usize = 2 << 20;
+/// Connections served at once, counted from the end of their handshake; more are refused.
 const MAX_CONNECTIONS: usize = 4096;
 /// How often timeouts are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -395,6 +412,8 @@ async fn accept_loop(
 ) {
     let next_id = Arc::new(AtomicU64::new(1));
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let handshakes = Budget::default();
+    let mut refusals = Refusals::default();
     loop {
         let incoming = tokio::select! {
             _ = shutdown.changed() => break,
@@ -403,37 +422,97 @@ async fn accept_loop(
                 None => break,
             },
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            break;
+        // The loop never waits on a peer: each attempt is admitted, retried or refused now.
+        let remote = incoming.remote_address();
+        let slot = match handshakes.admit(remote.ip(), incoming.remote_address_validated()) {
+            Verdict::Handshake(slot) => slot,
+            Verdict::Retry => {
+                debug!(peer = %remote, "many handshakes in flight: asking an unvalidated address to retry");
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            Verdict::Refuse(why) => {
+                incoming.refuse();
+                refusals.refused(remote, why, handshakes.in_flight());
+                continue;
+            }
         };
         let conn_id = next_id.fetch_add(1, Ordering::Relaxed);
         let inputs = inputs.clone();
         let cluster_id = cluster_id.clone();
         let panel = panel.clone();
         let checks = checks.clone();
+        let limit = limit.clone();
         tokio::spawn(async move {
-            serve_connection(incoming, conn_id, inputs, cluster_id, panel, checks).await;
+            let Some(conn) = handshake(incoming, slot).await else {
+                return;
+            };
+            // Permits count admitted connections, taken only once the handshake is over.
+            let Ok(permit) = limit.try_acquire_owned() else {
+                warn!(peer = %remote, "refusing peer: the master serves {MAX_CONNECTIONS} connections already");
+                conn.close(quinn::VarInt::from_u32(1), b"too many connections");
+                return;
+            };
+            serve_connection(conn, conn_id, inputs, cluster_id, panel, checks).await;
             drop(permit);
         });
     }
 }
 
+/// Says that connection attempts are being refused, at most once a second: a flood is one
+/// event to an operator, not one line per packet.
+#[derive(Default)]
+struct Refusals {
+    last_said: Option<Instant>,
+    unsaid: u64,
+}
+
+impl Refusals {
+    fn refused(&mut self, peer: SocketAddr, why: &str, in_flight: usize) {
+        self.unsaid += 1;
+        let now = Instant::now();
+        if self
+            .last_said
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        warn!(%peer, in_flight, refused = self.unsaid, "refusing connection attempts: {why}");
+        self.last_said = Some(now);
+        self.unsaid = 0;
+    }
+}
+
+/// Runs the TLS/QUIC handshake within [`HANDSHAKE_TIMEOUT`], holding `slot` until it is over.
+async fn handshake(incoming: quinn::Incoming, slot: Slot) -> Option<quinn::Connection> {
+    let remote = incoming.remote_address();
+    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+    drop(slot);
+    match result {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            warn!(peer = %remote, "TLS/QUIC handshake failed: {e}");
+            None
+        }
+        // Dropping the unfinished handshake abandons the connection.
+        Err(_) => {
+            warn!(peer = %remote, "TLS/QUIC handshake not done within {HANDSHAKE_TIMEOUT:?}; dropping it");
+            None
+        }
+    }
+}
+
 async fn serve_connection(
-    incoming: quinn::Incoming,
+    conn: quinn::Connection,
     conn_id: ConnId,
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
     panel: PanelFeed,
     checks: Arc<CertificateChecks>,
 ) {
-    let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(peer = %remote, "TLS/QUIC handshake failed: {e}");
-            return;
-        }
-    };
+    let remote = conn.remote_address();
     let identity = match peer_identity(&conn) {
         Ok(id) => id,
         Err(e) => {
@@ -463,7 +542,14 @@ async fn serve_connection(
         }
     };
     debug!(peer = %remote, subject = %identity.subject, ?kind, "peer admitted");
-    let (reader, writer) = ctl.split();
+    let (mut reader, writer) = ctl.split();
+    // Schedulers' and operators' calls are input entering the cluster: held to the input
+    // limit, so what the master relays from them always fits a frame. Agents relay what
+    // their executors sent, already checked at the agent.
+    reader.set_limit(match kind {
+        PeerKind::Agent => MAX_FRAME_BYTES,
+        PeerKind::Scheduler | PeerKind::Operator => MAX_INPUT_BYTES,
+    });
     let peer = Peer {
         conn: &conn,
         conn_id,
@@ -518,13 +604,17 @@ async fn admit(
     identity: &PeerIdentity,
     cluster_id: &str,
 ) -> Result<(PeerKind, ControlStream), String> {
-    let mut ctl = tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(conn))
+    // One deadline for the stream and the hello on it: a peer that connects and says nothing
+    // (or part of a hello) is dropped when it passes.
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
         .await
-        .map_err(|_| "no control stream within the hello timeout".to_string())?
+        .map_err(|_| format!("no control stream within {HELLO_TIMEOUT:?} of the handshake"))?
         .map_err(|e| format!("connection lost before hello: {e}"))?;
-    let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, ctl.recv())
+    ctl.reader.set_limit(HELLO_MAX_BYTES);
+    let hello: Hello = tokio::time::timeout_at(deadline, ctl.recv())
         .await
-        .map_err(|_| "no hello within the hello timeout".to_string())?
+        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
         .map_err(|e| format!("bad hello: {e}"))?;
     let refusal = if hello.protocol_version != PROTOCOL_VERSION {
         Some(format!(
@@ -574,7 +664,7 @@ async fn serve_peer<In, Out>(
     peer: Peer<'_>,
     mut reader: FrameReader<quinn::RecvStream>,
     mut writer: FrameWriter<quinn::SendStream>,
-    make_tx: fn(mpsc::Sender<Out>) -> PeerTx,
+    make_tx: fn(QueueTx<Out>) -> PeerTx,
     wrap: fn(ConnId, In) -> Input,
 ) -> CodecError
 where
@@ -587,7 +677,7 @@ where
         identity,
         inputs,
     } = peer;
-    let (tx, mut rx) = mpsc::channel::<Out>(PEER_QUEUE);
+    let (tx, mut rx) = queue::channel::<Out>(PEER_QUEUE, PEER_QUEUE_BYTES);
     let connected = Input::Connected {
         conn: conn_id,
         identity,
@@ -601,7 +691,7 @@ where
     let writer_task = tokio::spawn(async move {
         // A burst's messages for this peer leave in one write (see `codec`).
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        while rx.recv_many(&mut batch, MAX_BATCH, MAX_BATCH_BYTES).await > 0 {
             let sent = writer.send_batch(&batch).await;
             batch.clear();
             if let Err(e) = sent {

@@ -1,9 +1,15 @@
 //! Length-prefixed frames of postcard-encoded serde messages.
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of postcard. The length
-//! is checked against a limit *before* anything is allocated, so a peer cannot make us reserve
-//! gigabytes by lying in four bytes. The same codec runs over QUIC streams and over the
-//! executor's Unix socket.
+//! is checked against a limit *before* anything is allocated, and the payload's buffer grows
+//! only as its bytes arrive: a peer cannot make us reserve gigabytes by lying in four bytes,
+//! nor a megabyte per connection by sending a prefix and nothing after it. The same codec runs
+//! over QUIC streams and over the executor's Unix socket.
+//!
+//! Limits are enforced where input enters, never on the way out: a message a relay forwards
+//! (an executor's update, a framework message, a launch) was checked against
+//! [`MAX_INPUT_BYTES`] when it came in, which leaves [`RELAY_HEADROOM`] for the ids a relay
+//! adds, so the relayed frame always fits [`MAX_FRAME_BYTES`] and cannot wedge a link.
 //!
 //! Tiny tasks make many tiny messages (a launch, two updates and an acknowledgement each), so
 //! both ends work in batches: a reader buffers (a burst of frames costs one read, not two per
@@ -18,12 +24,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 /// small enough that a misbehaving peer costs little.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
+/// Room kept between what a caller may send ([`MAX_INPUT_BYTES`]) and [`MAX_FRAME_BYTES`], for
+/// the fields relays add (agent, framework and executor ids, enum tags) on the way on.
+pub const RELAY_HEADROOM: usize = 64 * 1024;
+
+/// Largest message accepted where input enters the cluster: an SDK call, an executor's
+/// message on the agent's socket, a scheduler's call at the master.
+pub const MAX_INPUT_BYTES: usize = MAX_FRAME_BYTES - RELAY_HEADROOM;
+
 /// Most queued messages a writer takes from its queue (`recv_many`) for one
 /// [`FrameWriter::send_batch`].
 pub const MAX_BATCH: usize = 256;
 
 /// A reader's buffer: many small frames per read; bigger frames bypass it.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A payload buffer bigger than this is given back after its frame, so one large message
+/// does not pin its size for the life of the connection.
+const KEEP_PAYLOAD_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -64,6 +82,25 @@ fn append_frame<T: Serialize>(buf: Vec<u8>, msg: &T, limit: usize) -> Result<Vec
     Ok(buf)
 }
 
+/// The size `msg` would have as a frame's payload, without encoding it.
+pub fn payload_size<T: Serialize>(msg: &T) -> Result<usize, CodecError> {
+    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(CodecError::Encode)
+}
+
+/// Checks a message where it enters the cluster: over [`MAX_INPUT_BYTES`] it is refused
+/// here, to its sender, instead of failing later on a link that relays it.
+pub fn check_input<T: Serialize>(msg: &T) -> Result<(), CodecError> {
+    let len = payload_size(msg)?;
+    if len > MAX_INPUT_BYTES {
+        return Err(CodecError::FrameTooLarge {
+            len,
+            limit: MAX_INPUT_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes one frame's payload (prefix already stripped).
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     postcard::from_bytes(payload).map_err(|source| CodecError::Decode {
@@ -92,6 +129,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the largest frame accepted from now on: a small one until a peer has said who
+    /// it is, the full one after.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// Reads the next message. A clean end of stream between frames is `Closed`; a frame over
     /// the limit or one that does not decode as `T` is an error, after which the stream must be
     /// abandoned (its framing can no longer be trusted).
@@ -111,9 +154,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 limit: self.limit,
             });
         }
-        self.buf.resize(len, 0);
-        self.inner.read_exact(&mut self.buf).await?;
-        decode_payload(&self.buf)
+        // Grows with what arrives (read_to_end doubles as it goes), never to `len` up front.
+        self.buf.clear();
+        let got = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .await?;
+        if got < len {
+            return Err(CodecError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("stream ended {got} bytes into a {len}-byte frame"),
+            )));
+        }
+        let decoded = decode_payload(&self.buf);
+        if self.buf.capacity() > KEEP_PAYLOAD_BUFFER {
+            self.buf = Vec::new();
+        }
+        decoded
+    }
+
+    /// Bytes held for the payload being read (tests of what a stalled peer costs).
+    pub fn payload_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
@@ -165,6 +227,7 @@ mod tests {
     use super::*;
     use crate::messages::{AgentToMaster, Hello, PeerKind};
     use crate::resources::Resources;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn messages_round_trip_through_frames() {
@@ -249,6 +312,95 @@ mod tests {
             }
             other => panic!("expected FrameTooLarge, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_prefix_without_its_payload_reserves_nothing() {
+        let (mut a, b) = tokio::io::duplex(1024);
+        // A peer claims a frame just under the limit, sends ten bytes of it and stalls.
+        a.write_all(&((MAX_FRAME_BYTES - 1) as u32).to_be_bytes())
+            .await
+            .expect("write prefix");
+        a.write_all(&[7u8; 10]).await.expect("write payload");
+        let mut r = FrameReader::new(b);
+        let stalled =
+            tokio::time::timeout(Duration::from_millis(200), r.recv::<AgentToMaster>()).await;
+        assert!(
+            stalled.is_err(),
+            "nothing more was sent, recv must still wait"
+        );
+        assert!(
+            r.payload_capacity() < 4096,
+            "a stalled {}-byte frame holds {} bytes",
+            MAX_FRAME_BYTES - 1,
+            r.payload_capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_big_frame_arrives_whole_and_its_buffer_is_given_back() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let msg = AgentToMaster::ExecutorMessage {
+            framework_id: "f".into(),
+            executor_id: "e".into(),
+            data: (0..MAX_INPUT_BYTES).map(|i| i as u8).collect(),
+        };
+        let sent = msg.clone();
+        let writer = tokio::spawn(async move {
+            let mut w = FrameWriter::new(a);
+            w.send(&sent).await.expect("send");
+            w.send(&AgentToMaster::Heartbeat).await.expect("send");
+        });
+        let mut r = FrameReader::new(b);
+        assert_eq!(r.recv::<AgentToMaster>().await.expect("big"), msg);
+        assert!(r.payload_capacity() <= KEEP_PAYLOAD_BUFFER);
+        assert_eq!(
+            r.recv::<AgentToMaster>().await.expect("next"),
+            AgentToMaster::Heartbeat
+        );
+        writer.await.expect("writer");
+    }
+
+    #[tokio::test]
+    async fn a_lowered_limit_refuses_what_the_full_one_takes() {
+        let (a, b) = tokio::io::duplex(4096);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        r.set_limit(16);
+        w.send(&"x".repeat(100)).await.expect("send");
+        assert!(matches!(
+            r.recv::<String>().await,
+            Err(CodecError::FrameTooLarge {
+                len: 101,
+                limit: 16
+            })
+        ));
+    }
+
+    #[test]
+    fn input_over_the_input_limit_is_refused_and_its_relay_still_fits() {
+        let data = |n| AgentToMaster::ExecutorMessage {
+            framework_id: "f".repeat(1000).into(),
+            executor_id: "e".repeat(1000).into(),
+            data: vec![0; n],
+        };
+        assert!(check_input(&data(MAX_INPUT_BYTES - 4096)).is_ok());
+        assert!(matches!(
+            check_input(&data(MAX_INPUT_BYTES)),
+            Err(CodecError::FrameTooLarge {
+                limit: MAX_INPUT_BYTES,
+                ..
+            })
+        ));
+        let size = payload_size(&data(MAX_INPUT_BYTES - 4096)).expect("size");
+        assert!(size + RELAY_HEADROOM / 2 < MAX_FRAME_BYTES);
+        assert_eq!(
+            size,
+            encode_frame(&data(MAX_INPUT_BYTES - 4096), MAX_FRAME_BYTES)
+                .expect("encode")
+                .len()
+                - 4
+        );
     }
 
     #[tokio::test]

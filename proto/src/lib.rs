@@ -18,6 +18,7 @@ pub mod ids;
 pub mod logging;
 pub mod memory;
 pub mod messages;
+pub mod queue;
 pub mod resources;
 pub mod rng;
 pub mod startup;

@@ -27,6 +27,28 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// dead connection *means* (agent removal has its own, longer, timeout).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+// What the protocol uses, and no more: a peer can make us hold what these allow and nothing
+// else. quinn's defaults (100 + 100 streams a side, an unbounded connection receive window,
+// ~1.25 MB per stream, 10 MB buffered per pending connection) suit a web server, not this.
+
+/// Streams a peer may open towards us at once. Every connection carries exactly one
+/// bidirectional control stream, opened by the dialer (`ControlStream::open`); nothing opens
+/// unidirectional streams, and the master never opens one towards its peers.
+const SERVER_BIDI_STREAMS: u32 = 1;
+const CLIENT_BIDI_STREAMS: u32 = 0;
+/// Bytes a peer may have in flight towards us on the control stream: a few typical frames,
+/// and enough for a 1 MiB one to stream through in a handful of round trips on a LAN.
+const STREAM_RECEIVE_WINDOW: u32 = 256 * 1024;
+/// The whole connection's receive window: the one stream plus a little slack.
+const CONNECTION_RECEIVE_WINDOW: u32 = 320 * 1024;
+/// What we buffer towards a slow peer before our writer waits (it then drops the peer if
+/// its queue fills; see `master/src/server.rs`).
+const SEND_WINDOW: u64 = 1024 * 1024;
+/// Unvalidated connection attempts kept waiting for the accept loop, and what each may buffer.
+const MAX_PENDING_INCOMING: usize = 1024;
+const INCOMING_BUFFER_BYTES: u64 = 16 * 1024;
+const INCOMING_BUFFER_TOTAL_BYTES: u64 = 4 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("building TLS configuration: {0}")]
@@ -69,8 +91,26 @@ fn roots(creds: &Credentials) -> Result<RootCertStore, TransportError> {
     Ok(roots)
 }
 
-fn transport_config() -> quinn::TransportConfig {
+/// Which end of connections an endpoint is: only the listening side accepts a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+fn transport_config(side: Side) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    let bidi = match side {
+        Side::Server => SERVER_BIDI_STREAMS,
+        Side::Client => CLIENT_BIDI_STREAMS,
+    };
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(bidi));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_RECEIVE_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
+    t.send_window(SEND_WINDOW);
+    // No datagrams in the protocol: do not buffer any a peer sends.
+    t.datagram_receive_buffer_size(None);
     t.keep_alive_interval(Some(KEEP_ALIVE));
     // IDLE_TIMEOUT is a small constant, always representable.
     if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
@@ -98,7 +138,10 @@ pub fn server_endpoint(
     let quic = QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Verifier(format!("QUIC server config: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(Side::Server)));
+    config.max_incoming(MAX_PENDING_INCOMING);
+    config.incoming_buffer_size(INCOMING_BUFFER_BYTES);
+    config.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL_BYTES);
     let bind = |source| TransportError::Bind { addr, source };
     let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(stateless_reset_key(creds)));
@@ -159,7 +202,7 @@ pub fn client_endpoint(
     let quic = QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Verifier(format!("QUIC client config: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(Side::Client)));
     let mut endpoint = quinn::Endpoint::client(bind)
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
     endpoint.set_default_client_config(config);
@@ -338,5 +381,78 @@ mod tests {
         assert!(result.is_err(), "foreign cluster must not connect");
         let server_side = accept.await.expect("join");
         assert!(server_side.is_err(), "server must refuse the handshake");
+    }
+
+    /// A client connected to a server that accepts the connection and its control stream
+    /// but never reads: what the client can push is what the server would hold.
+    async fn connected_to_a_server_that_never_reads() -> (
+        quinn::Connection,
+        ControlStream,
+        tokio::task::JoinHandle<()>,
+        quinn::Endpoint,
+        tempfile::TempDir,
+    ) {
+        let cluster = new_cluster("t");
+        let fw = creds(&cluster, Role::Framework);
+        let (server, addr) = serve(&creds(&cluster, Role::Node));
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+        let accept = tokio::spawn(async move {
+            let conn = server.accept().await.expect("incoming").await.expect("tls");
+            let _ctl = ControlStream::accept(&conn).await.expect("stream");
+            let _ = held_rx.await;
+            drop(conn);
+        });
+        let client = client_endpoint(&fw, unspecified_for(addr)).expect("client");
+        let conn = connect(&client, addr).await.expect("connect");
+        let mut ctl = ControlStream::open(&conn).await.expect("open");
+        // The server sees a stream only once something is sent on it.
+        ctl.send(&1u32).await.expect("send");
+        let holder = tokio::spawn(async move {
+            let _held = held_tx;
+            std::future::pending::<()>().await;
+        });
+        // Detached: the server side lives until `holder` is aborted.
+        drop(accept);
+        (conn, ctl, holder, client, cluster)
+    }
+
+    #[tokio::test]
+    async fn a_peer_cannot_open_streams_the_protocol_does_not_use() {
+        let (conn, _ctl, holder, _client, _cluster) =
+            connected_to_a_server_that_never_reads().await;
+        // Both must wait for stream credit the server never gives (no positive event to
+        // wait for: a short bound is the test).
+        let bound = Duration::from_millis(300);
+        assert!(
+            tokio::time::timeout(bound, conn.open_uni()).await.is_err(),
+            "the server allowed a unidirectional stream"
+        );
+        assert!(
+            tokio::time::timeout(bound, conn.open_bi()).await.is_err(),
+            "the server allowed a second bidirectional stream"
+        );
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_can_push_only_a_small_window_at_a_server_that_does_not_read() {
+        let (_conn, ctl, holder, _client, _cluster) =
+            connected_to_a_server_that_never_reads().await;
+        let (_reader, mut writer) = ctl.split();
+        let send = writer.get_mut();
+        let chunk = vec![0u8; 16 * 1024];
+        let mut pushed = 0usize;
+        // Writes complete while the server's flow-control window has room, then block.
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), send.write(&chunk)).await
+        {
+            pushed += n;
+            assert!(pushed < 8 << 20, "the window never closed");
+        }
+        assert!(
+            pushed <= STREAM_RECEIVE_WINDOW as usize + chunk.len(),
+            "a server that does not read accepted {pushed} bytes"
+        );
+        holder.abort();
     }
 }

@@ -82,6 +82,16 @@ pub enum SdkError {
     #[error("agent connection: {0}")]
     Agent(String),
 
+    /// A call, update or message bigger than the cluster accepts from its callers
+    /// (`bramble_proto::codec::MAX_INPUT_BYTES`): refused here, nothing was sent. Split the
+    /// data, or send it another way (a file in the sandbox, a URI).
+    #[error("{what} is {len} bytes encoded, over the {limit}-byte limit; nothing was sent")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
+
     /// A codec or stream error while doing something named in `context`.
     #[error("{context}: {source}")]
     Protocol {
@@ -92,6 +102,21 @@ pub enum SdkError {
 }
 
 impl SdkError {
+    /// Checks a message about to leave for the cluster against the input limit.
+    pub(crate) fn check_size<T: serde::Serialize>(
+        what: &'static str,
+        msg: &T,
+    ) -> Result<(), SdkError> {
+        use bramble_proto::codec::{check_input, CodecError};
+        match check_input(msg) {
+            Ok(()) => Ok(()),
+            Err(CodecError::FrameTooLarge { len, limit }) => {
+                Err(SdkError::TooLarge { what, len, limit })
+            }
+            Err(e) => Err(SdkError::protocol(format!("encoding {what}"), e)),
+        }
+    }
+
     pub(crate) fn protocol(
         context: impl Into<String>,
         source: bramble_proto::codec::CodecError,

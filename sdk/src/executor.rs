@@ -484,7 +484,8 @@ impl ExecutorDriver {
     /// Sends a status update to the agent, which checkpoints it and relays it to the
     /// scheduler. Fills in the framework, executor and agent ids, sets `source = Executor` and
     /// a fresh v4 uuid when none is set. Returns the uuid; the update stays in
-    /// [`ExecutorDriver::pending_updates`] until the agent acknowledges it.
+    /// [`ExecutorDriver::pending_updates`] until the agent acknowledges it. An update over the
+    /// cluster's input limit (`data` near 1 MiB) is [`SdkError::TooLarge`] and is not sent.
     pub fn send_status_update(&self, mut status: TaskStatus) -> Result<Uuid, SdkError> {
         self.check_running()?;
         let uuid = *status.uuid.get_or_insert_with(Uuid::new_v4);
@@ -497,9 +498,11 @@ impl ExecutorDriver {
             .agent_id
             .get_or_insert_with(|| self.inner.agent_id.clone());
         debug!(task = %status.task_id, state = %status.state, %uuid, "sending status update");
+        let update = ExecutorToAgent::Update(status.clone());
+        SdkError::check_size("the status update", &update)?;
         // Queue while holding the lock so that pending order is wire order.
         let mut pending = lock(&self.inner.pending);
-        self.send(ExecutorToAgent::Update(status.clone()))?;
+        self.send(update)?;
         pending.push(Pending {
             status,
             sent_at: Instant::now(),
@@ -510,7 +513,9 @@ impl ExecutorDriver {
     /// Sends bytes to the scheduler (best effort: not checkpointed, not resent).
     pub fn send_framework_message(&self, data: Vec<u8>) -> Result<(), SdkError> {
         self.check_running()?;
-        self.send(ExecutorToAgent::Message(data))
+        let message = ExecutorToAgent::Message(data);
+        SdkError::check_size("the framework message", &message)?;
+        self.send(message)
     }
 
     /// Updates sent but not yet acknowledged by the agent, oldest first.

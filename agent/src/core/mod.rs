@@ -373,7 +373,10 @@ impl Agent {
         self.agent_id.as_ref()
     }
 
-    /// The Register message for a fresh master connection: the tasks running *now*.
+    /// The Register message for a fresh master connection: the tasks running *now*, each as
+    /// its id and resources (all the master reconciles by). Tasks' data, commands and Mesos
+    /// JSON stay here: with them, an agent running many tasks would build a Register over the
+    /// frame limit, and a Register that cannot be sent is an agent that cannot register.
     pub fn registration(&self) -> AgentToMaster {
         let tasks = self
             .runs
@@ -383,12 +386,12 @@ impl Agent {
                     .values()
                     .map(|t| RunningTask {
                         framework_id: r.framework_id.clone(),
-                        task: t.info.clone(),
+                        task: as_registered(&t.info),
                         state: t.state,
                     })
                     .chain(r.queued.iter().map(|t| RunningTask {
                         framework_id: r.framework_id.clone(),
-                        task: t.clone(),
+                        task: as_registered(t),
                         state: TaskState::Staging,
                     }))
             })
@@ -582,5 +585,20 @@ impl Agent {
         let mut s = TaskStatus::new(fw.clone(), task.clone(), state, UpdateSource::Agent);
         s.executor_id = executor.cloned();
         s
+    }
+}
+
+/// A task as a Register lists it: what the master reconciles by (its id and resources), none
+/// of what only launching needed.
+fn as_registered(info: &TaskInfo) -> TaskInfo {
+    TaskInfo {
+        task_id: info.task_id.clone(),
+        name: String::new(),
+        agent_id: info.agent_id.clone(),
+        resources: info.resources.clone(),
+        command: None,
+        executor: None,
+        data: Vec::new(),
+        mesos: None,
     }
 }

@@ -335,6 +335,10 @@ impl Edge {
         container: &core::ContainerKey,
         msg: bramble_proto::messages::ExecutorToAgent,
     ) -> Result<(), Refusal> {
+        // Refused to the executor here: relayed, it would not fit the master link's frame.
+        if let Err(e) = bramble_proto::codec::check_input(&msg) {
+            return Err(Refusal::new(413, format!("the call is too large: {e}")));
+        }
         let input = Input::Core(core::Input::FromExecutor {
             container: container.clone(),
             msg,

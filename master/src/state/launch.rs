@@ -1,11 +1,14 @@
 //! Launching: a framework accepts offers with tasks. The offers must be known, its own and
 //! on one agent; each task is validated (ids, command xor executor, fits what is left) and a
 //! failure becomes a `TASK_ERROR` with a reason. Valid tasks go to the agent in one
-//! `RunTasks`; what the accept left unused goes back behind the framework's filter.
+//! `RunTasks` (several if their data would not fit one frame; a task that cannot fit one on
+//! its own is a `TASK_ERROR`, never a frame that would close the agent's link); what the
+//! accept left unused goes back behind the framework's filter.
 
 use super::feed::ClusterEvent;
 use super::tasks::TaskEntry;
 use super::Master;
+use bramble_proto::codec::{payload_size, MAX_FRAME_BYTES};
 use bramble_proto::messages::{Filters, MasterEvent, MasterToAgent, TaskSummary};
 use bramble_proto::task::{TaskInfo, UpdateSource};
 use bramble_proto::{
@@ -65,12 +68,21 @@ impl Master {
             self.offers.remove(id);
         }
 
+        let name = self
+            .frameworks
+            .get(fw)
+            .map(|f| f.info.name.clone())
+            .unwrap_or_default();
         let offered = pool.clone();
         let mut remaining = pool;
         let mut launched = Vec::new();
         let mut ids_in_accept: HashSet<TaskId> = HashSet::new();
         let mut new_executors: HashMap<ExecutorId, Resources> = HashMap::new();
         for task in tasks {
+            if let Err(why) = run_tasks_fits(fw, &name, &task) {
+                self.task_error(fw, &task, TaskReason::InvalidTask, &why);
+                continue;
+            }
             let needed = self.resources_needed(fw, &agent_id, &task, &new_executors);
             let verdict = self.validate_task(
                 fw,
@@ -112,11 +124,6 @@ impl Master {
         if launched.is_empty() {
             return;
         }
-        let name = self
-            .frameworks
-            .get(fw)
-            .map(|f| f.info.name.clone())
-            .unwrap_or_default();
         // One line per launch, not per task: a framework launching thousands of tiny tasks a
         // second would otherwise flood the journal (each task is at debug).
         match launched.as_slice() {
@@ -152,14 +159,17 @@ impl Master {
             self.dirty_task(fw, &t.task_id);
             self.emit_task(fw, &t.task_id);
         }
-        self.send_agent(
-            &agent_id,
-            MasterToAgent::RunTasks {
-                framework_id: fw.clone(),
-                framework_name: name,
-                tasks: launched,
-            },
-        );
+        // As few RunTasks as fit a frame each: one, unless the tasks carry a lot of data.
+        for tasks in frame_sized(fw, &name, launched) {
+            self.send_agent(
+                &agent_id,
+                MasterToAgent::RunTasks {
+                    framework_id: fw.clone(),
+                    framework_name: name.clone(),
+                    tasks,
+                },
+            );
+        }
     }
 
     /// Task resources plus, for a custom executor not yet running there, the executor's own.
@@ -300,9 +310,61 @@ impl Master {
     }
 }
 
+/// Bytes a `RunTasks` for `fw` named `name` takes beyond its tasks (a task list's length
+/// prefix included, at its largest).
+fn run_tasks_overhead(fw: &FrameworkId, name: &str) -> usize {
+    let empty = MasterToAgent::RunTasks {
+        framework_id: fw.clone(),
+        framework_name: name.to_string(),
+        tasks: Vec::new(),
+    };
+    payload_size(&empty).unwrap_or(MAX_FRAME_BYTES) + LENGTH_PREFIX_MAX
+}
+
+const LENGTH_PREFIX_MAX: usize = 5;
+
+fn task_size(task: &TaskInfo) -> usize {
+    payload_size(task).unwrap_or(MAX_FRAME_BYTES)
+}
+
+/// A task is refused at the accept if even a `RunTasks` of its own would not fit a frame: sent,
+/// it would close the agent's connection instead of failing this one task.
+fn run_tasks_fits(fw: &FrameworkId, name: &str, task: &TaskInfo) -> Result<(), String> {
+    let size = run_tasks_overhead(fw, name) + task_size(task);
+    if size > MAX_FRAME_BYTES {
+        return Err(format!(
+            "the task's launch would be {size} bytes with the framework's name, over the {MAX_FRAME_BYTES}-byte frame limit; carry less data in the task"
+        ));
+    }
+    Ok(())
+}
+
+/// Splits `tasks` into lists whose `RunTasks` each fit a frame; every task fits alone
+/// (`run_tasks_fits`).
+fn frame_sized(fw: &FrameworkId, name: &str, tasks: Vec<TaskInfo>) -> Vec<Vec<TaskInfo>> {
+    let overhead = run_tasks_overhead(fw, name);
+    let mut lists: Vec<Vec<TaskInfo>> = Vec::new();
+    let mut current: Vec<TaskInfo> = Vec::new();
+    let mut size = overhead;
+    for task in tasks {
+        let t = task_size(&task);
+        if !current.is_empty() && size + t > MAX_FRAME_BYTES {
+            lists.push(std::mem::take(&mut current));
+            size = overhead;
+        }
+        size += t;
+        current.push(task);
+    }
+    if !current.is_empty() {
+        lists.push(current);
+    }
+    lists
+}
+
 #[cfg(test)]
 mod tests {
     use crate::state::testing::*;
+    use bramble_proto::codec::MAX_FRAME_BYTES;
     use bramble_proto::messages::{MasterEvent, MasterToAgent};
     use bramble_proto::{Resources, TaskReason, TaskState};
     use std::time::Instant;
@@ -331,6 +393,81 @@ mod tests {
         assert_eq!(launched, vec![vec!["t1".to_string(), "t2".to_string()]]);
         let states: Vec<TaskState> = m.snapshot().tasks.iter().map(|t| t.state).collect();
         assert_eq!(states, vec![TaskState::Staging, TaskState::Staging]);
+    }
+
+    /// The task lists of the `RunTasks` in `sent`, by id.
+    fn run_tasks_ids(sent: &[MasterToAgent]) -> Vec<Vec<String>> {
+        sent.iter()
+            .filter_map(|msg| match msg {
+                MasterToAgent::RunTasks { tasks, .. } => Some(
+                    tasks
+                        .iter()
+                        .map(|t| t.task_id.as_str().to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tasks_whose_data_would_overflow_one_frame_go_in_several_run_tasks() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let big = |id: &str| {
+            let mut t = task_info(id);
+            t.resources = Resources::new(0.1, 1);
+            t.data = vec![1; 400 * 1024];
+            t
+        };
+        accept(&mut m, &offer, vec![big("t1"), big("t2"), big("t3")], now);
+        let sent = drain(&mut agent);
+        for msg in &sent {
+            let len = bramble_proto::codec::encode_frame(msg, MAX_FRAME_BYTES)
+                .map(|f| f.len())
+                .unwrap_or(usize::MAX);
+            assert!(
+                len <= MAX_FRAME_BYTES + 4,
+                "a {len}-byte frame to the agent"
+            );
+        }
+        assert_eq!(
+            run_tasks_ids(&sent),
+            vec![
+                vec!["t1".to_string(), "t2".to_string()],
+                vec!["t3".to_string()]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_task_that_cannot_fit_a_frame_is_a_task_error_not_a_broken_agent_link() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let mut huge = task_info("huge");
+        huge.resources = Resources::new(0.1, 1);
+        huge.data = vec![1; MAX_FRAME_BYTES];
+        let mut small = task_info("small");
+        small.resources = Resources::new(0.1, 1);
+        accept(&mut m, &offer, vec![huge, small], now);
+        assert_eq!(
+            run_tasks_ids(&drain(&mut agent)),
+            vec![vec!["small".to_string()]]
+        );
+        let refused: Vec<_> = drain(&mut fw)
+            .into_iter()
+            .filter_map(|e| match e {
+                MasterEvent::Update(s) => Some((s.task_id.as_str().to_string(), s.state)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, vec![("huge".to_string(), TaskState::Error)]);
     }
 
     #[test]

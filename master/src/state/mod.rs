@@ -59,6 +59,7 @@ use bramble_proto::messages::{
     AgentToMaster, JobProgress, MasterEvent, MasterToAgent, OperatorCall, OperatorReply,
     SchedulerCall, TaskSummary,
 };
+use bramble_proto::queue::QueueTx;
 use bramble_proto::transport::PeerIdentity;
 use bramble_proto::{AgentId, FrameworkId, OfferId, TaskId};
 use feed::Feed;
@@ -69,7 +70,7 @@ pub use peers::PeerHandle;
 use peers::{Conn, Outgoing};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub type ConnId = u64;
 
@@ -87,8 +88,8 @@ pub struct Timeouts {
 /// Where to send a peer's messages.
 #[derive(Debug, Clone)]
 pub enum PeerTx {
-    Agent(mpsc::Sender<MasterToAgent>),
-    Scheduler(mpsc::Sender<MasterEvent>),
+    Agent(QueueTx<MasterToAgent>),
+    Scheduler(QueueTx<MasterEvent>),
 }
 
 /// What connections tell the master.

@@ -248,6 +248,34 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_whose_queue_holds_too_many_bytes_is_dropped_not_fed_more() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut agent = connect_agent_with_queue(&mut m, 1, 1 << 20, now);
+        register(&mut m, 1, "a1", Vec::new(), now);
+        let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        settle(&mut m, now);
+        drain(&mut agent);
+        // The agent reads nothing while a framework sends it eight 300 KiB messages: a
+        // count of 64 would take them all (2.4 MB held); 1 MiB of bytes takes three.
+        for _ in 0..8 {
+            m.handle(
+                crate::state::Input::FromScheduler {
+                    conn: 2,
+                    call: bramble_proto::messages::SchedulerCall::Message {
+                        agent_id: "a1".into(),
+                        executor_id: "e".into(),
+                        data: vec![0; 300 * 1024],
+                    },
+                },
+                now,
+            );
+        }
+        settle(&mut m, now);
+        assert_eq!(drain(&mut agent).len(), 3);
+    }
+
+    #[test]
     fn a_certificate_may_connect_only_as_what_its_role_allows() {
         let allowed = [
             (PeerKind::Agent, Role::Node),

@@ -7,12 +7,12 @@ use bramble_proto::identity::Role;
 use bramble_proto::messages::{
     AgentToMaster, FrameworkInfo, MasterEvent, MasterToAgent, Offer, RunningTask, SchedulerCall,
 };
+use bramble_proto::queue::{self, QueueRx};
 use bramble_proto::task::{CommandInfo, TaskInfo};
 use bramble_proto::transport::PeerIdentity;
 use bramble_proto::{AgentId, FrameworkId, Resources, TaskId, TaskState};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 pub(super) fn timeouts() -> Timeouts {
     Timeouts {
@@ -38,12 +38,18 @@ pub(super) fn identity_of(role: Role, principal: Option<&str>) -> PeerIdentity {
     }
 }
 
-pub(super) fn connect_agent(
+pub(super) fn connect_agent(m: &mut Master, conn: ConnId, now: Instant) -> QueueRx<MasterToAgent> {
+    connect_agent_with_queue(m, conn, 64 << 20, now)
+}
+
+/// An agent connection whose outbound queue holds at most `bytes`.
+pub(super) fn connect_agent_with_queue(
     m: &mut Master,
     conn: ConnId,
+    bytes: usize,
     now: Instant,
-) -> mpsc::Receiver<MasterToAgent> {
-    let (tx, rx) = mpsc::channel(64);
+) -> QueueRx<MasterToAgent> {
+    let (tx, rx) = queue::channel(64, bytes);
     m.handle(
         Input::Connected {
             conn,
@@ -61,7 +67,7 @@ pub(super) fn connect_framework(
     conn: ConnId,
     id: Option<&str>,
     now: Instant,
-) -> mpsc::Receiver<MasterEvent> {
+) -> QueueRx<MasterEvent> {
     connect_framework_as(m, conn, framework_info(id), now)
 }
 
@@ -86,7 +92,7 @@ pub(super) fn connect_framework_as(
     conn: ConnId,
     info: FrameworkInfo,
     now: Instant,
-) -> mpsc::Receiver<MasterEvent> {
+) -> QueueRx<MasterEvent> {
     let identity = identity_of(Role::Framework, info.principal.as_deref());
     connect_scheduler(m, conn, identity, info, now)
 }
@@ -99,8 +105,8 @@ pub(super) fn connect_scheduler(
     identity: PeerIdentity,
     info: FrameworkInfo,
     now: Instant,
-) -> mpsc::Receiver<MasterEvent> {
-    let (tx, rx) = mpsc::channel(64);
+) -> QueueRx<MasterEvent> {
+    let (tx, rx) = queue::channel(64, 64 << 20);
     m.handle(
         Input::Connected {
             conn,
@@ -196,7 +202,7 @@ pub(super) fn recovered(tasks: &[&str]) -> Recovered {
     }
 }
 
-pub(super) fn drain<T>(rx: &mut mpsc::Receiver<T>) -> Vec<T> {
+pub(super) fn drain<T>(rx: &mut QueueRx<T>) -> Vec<T> {
     let mut out = Vec::new();
     while let Ok(m) = rx.try_recv() {
         out.push(m);
@@ -227,7 +233,7 @@ pub(super) fn call(m: &mut Master, conn: ConnId, call: SchedulerCall, now: Insta
 pub(super) fn agent_and_framework(
     m: &mut Master,
     now: Instant,
-) -> (mpsc::Receiver<MasterToAgent>, mpsc::Receiver<MasterEvent>) {
+) -> (QueueRx<MasterToAgent>, QueueRx<MasterEvent>) {
     let agent = connect_agent(m, 1, now);
     register(m, 1, "a1", Vec::new(), now);
     let fw = connect_framework(m, 2, Some("fw1"), now);
@@ -242,7 +248,7 @@ pub(super) fn join(
     id: &str,
     tasks: Vec<RunningTask>,
     now: Instant,
-) -> mpsc::Receiver<MasterToAgent> {
+) -> QueueRx<MasterToAgent> {
     let rx = connect_agent(m, conn, now);
     register(m, conn, id, tasks, now);
     settle(m, now);
@@ -265,7 +271,7 @@ pub(super) fn launched(
     m: &mut Master,
     tasks: Vec<TaskInfo>,
     now: Instant,
-) -> (mpsc::Receiver<MasterToAgent>, mpsc::Receiver<MasterEvent>) {
+) -> (QueueRx<MasterToAgent>, QueueRx<MasterEvent>) {
     let (mut agent, mut fw) = agent_and_framework(m, now);
     let offer = offers(&drain(&mut fw)).remove(0);
     accept(m, &offer, tasks, now);

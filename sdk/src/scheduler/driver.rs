@@ -258,6 +258,8 @@ impl SchedulerDriver {
                 return Err(SdkError::Disconnected);
             }
         }
+        // Refused here, to the caller: the master would close a connection that sent it.
+        SdkError::check_size("the call", &call)?;
         self.inner.calls.send(call).map_err(|_| SdkError::Stopped)
     }
 

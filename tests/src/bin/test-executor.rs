@@ -1,8 +1,10 @@
 //! A custom executor for tests, built on the SDK. Each task's `data` says what to do:
 //! `sleep` runs until killed, `echo:TEXT` finishes with TEXT as its result, `fail` fails,
 //! `wait:PATH` finishes once the file PATH exists (reporting first, then removing the file, so
-//! a test that sees the file gone knows the update was produced).
-//! Framework messages are echoed back prefixed with `echo:`. RUNNING updates carry the
+//! a test that sees the file gone knows the update was produced), `big:N` tries to finish with
+//! N bytes of result and, if the SDK refuses that, fails saying why.
+//! Framework messages are echoed back prefixed with `echo:` (`big:N` is answered with N bytes,
+//! or with why the SDK refused them). RUNNING updates carry the
 //! executor's pid so tests can see that tasks share one executor process.
 
 use async_trait::async_trait;
@@ -32,6 +34,18 @@ impl Executor for TestExecutor {
             });
             return;
         }
+        if let Some(n) = what
+            .strip_prefix("big:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let big = status(&task, TaskState::Finished).data(vec![7; n]);
+            if let Err(e) = driver.send_status_update(big) {
+                let _ = driver.send_status_update(
+                    status(&task, TaskState::Failed).message(format!("refused: {e}")),
+                );
+            }
+            return;
+        }
         let done = if let Some(text) = what.strip_prefix("echo:") {
             Some(status(&task, TaskState::Finished).data(text.as_bytes().to_vec()))
         } else if what == "fail" {
@@ -51,6 +65,16 @@ impl Executor for TestExecutor {
     }
 
     async fn framework_message(&mut self, driver: &ExecutorDriver, data: &[u8]) {
+        let asked = String::from_utf8_lossy(data);
+        if let Some(n) = asked
+            .strip_prefix("big:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            if let Err(e) = driver.send_framework_message(vec![7; n]) {
+                let _ = driver.send_framework_message(format!("refused: {e}").into_bytes());
+            }
+            return;
+        }
         let mut reply = b"echo:".to_vec();
         reply.extend_from_slice(data);
         let _ = driver.send_framework_message(reply);

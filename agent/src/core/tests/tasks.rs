@@ -26,6 +26,31 @@ fn registration_names_the_agent_and_the_tasks_running_now() {
 }
 
 #[test]
+fn a_register_listing_many_tasks_with_big_data_still_fits_a_frame() {
+    let mut agent = connected_agent();
+    let tasks: Vec<TaskInfo> = (0..64)
+        .map(|i| {
+            // One executor's tasks: one container, its tasks queued until it registers.
+            let mut t = executor_task(&format!("t{i}"));
+            t.data = vec![9; 64 * 1024];
+            t
+        })
+        .collect();
+    launch_and_start(&mut agent, tasks, 100, Instant::now());
+    commit(&mut agent);
+    let register = agent.registration();
+    let AgentToMaster::Register { tasks, .. } = &register else {
+        panic!("not a Register message");
+    };
+    assert_eq!(tasks.len(), 64);
+    assert!(
+        bramble_proto::codec::encode_frame(&register, bramble_proto::codec::MAX_FRAME_BYTES)
+            .is_ok(),
+        "the Register of an agent running 64 tasks of 64 KiB each does not fit a frame"
+    );
+}
+
+#[test]
 fn a_new_agent_id_is_persisted_in_the_next_commit() {
     let mut agent = Agent::new(settings(), None, []);
     agent.handle(

@@ -60,7 +60,15 @@ pub(super) async fn handle(
         debug!(framework = %fw, "Mesos {kind} call accepted and ignored");
         return accepted();
     }
-    for call in native_calls(&sub, kind) {
+    let calls = native_calls(&sub, kind);
+    // Held to the input limit here, as the SDK does for native frameworks: whatever the master
+    // relays from a call (a framework message, a launch) must fit the agent's frame.
+    for call in &calls {
+        if let Err(e) = bramble_proto::codec::check_input(call) {
+            return refuse(Refusal::new(413, format!("the call is too large: {e}")));
+        }
+    }
+    for call in calls {
         let input = Input::FromScheduler {
             conn: sub.conn,
             call,

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bramble_mesos::scheduler::{self, MasterInfo, Subscribe, HEARTBEAT_INTERVAL_SECS};
 use bramble_proto::identity::Role;
 use bramble_proto::messages::{FrameworkApi, FrameworkInfo, MasterEvent, SchedulerCall};
+use bramble_proto::queue::{self, QueueRx};
 use bramble_proto::transport::PeerIdentity;
 use bramble_proto::FrameworkId;
 use serde_json::Value;
@@ -31,6 +32,8 @@ use tracing::{debug, info, warn};
 
 /// Events queued for one Mesos stream before its reader counts as too slow.
 const STREAM_QUEUE: usize = 1024;
+/// ...and bytes (see `bramble_proto::queue`).
+const STREAM_QUEUE_BYTES: usize = 8 << 20;
 /// Encoded events between the writer and hyper (the socket's own buffers come after).
 const BODY_QUEUE: usize = 8;
 /// Events the edge itself adds (TASK_ERROR for a task it could not translate, …).
@@ -109,7 +112,7 @@ pub(super) async fn subscribe(
         }
     }
     let conn = edge.fresh_conn();
-    let (events_tx, events_rx) = mpsc::channel(STREAM_QUEUE);
+    let (events_tx, events_rx) = queue::channel(STREAM_QUEUE, STREAM_QUEUE_BYTES);
     let (edge_tx, edge_rx) = mpsc::channel(EDGE_QUEUE);
     let (end_tx, end_rx) = watch::channel(None);
     let info = FrameworkInfo {
@@ -208,7 +211,7 @@ enum Next {
 impl Writer {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<MasterEvent>,
+        mut events: QueueRx<MasterEvent>,
         mut edge_events: mpsc::Receiver<Value>,
     ) {
         let period = Duration::from_secs(HEARTBEAT_INTERVAL_SECS);
