@@ -98,7 +98,14 @@ pub fn agent_options(
         executor_idle_timeout: Duration::from_secs(2),
         cgroups: false,
         pids_max: bramble_agent::containerizer::DEFAULT_PIDS_MAX,
-        gc: Default::default(),
+        // A test reads its tasks' sandboxes after they end: they must not depend on how full
+        // the machine's disk happens to be (the default policy removes finished sandboxes at
+        // once above 90% use). The gc's own tests set their policy.
+        gc: bramble_agent::gc::GcPolicy {
+            disk_headroom: 0.0,
+            high_watermark: 1.0,
+            ..Default::default()
+        },
         task_user: None,
         // Several test agents share this host: each takes a free port.
         mesos_listen: Some(([127, 0, 0, 1], 0).into()),

@@ -45,7 +45,6 @@ fn read_all_named(dir: &Path, name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "after merging h/taskuser with h/sandbox the FINISHED part passes but the sandbox's stdout reads back empty; under investigation (see the stop note for issue 16)"]
 async fn a_task_user_task_ending_while_the_agent_is_down_is_reported_finished() {
     if !is_root() {
         eprintln!(
