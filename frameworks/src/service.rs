@@ -6,7 +6,9 @@
 //! If its agent is lost it is launched again elsewhere, a bounded number of times; any other
 //! end (FAILED, KILLED by an operator) ends the run and is reported. When the caller's `until`
 //! resolves, the task is killed, its KILLED update awaited (bounded), and the framework torn
-//! down — teardown also makes the master kill anything a racing launch left behind.
+//! down — teardown also makes the master kill anything a racing launch left behind. A task
+//! given a port (`http`) is a web server: once RUNNING its `http://host:port/` is published as
+//! the framework's web UI, which the master's web UI and `bramble frameworks` show.
 //!
 //! The scheduler callbacks run on the driver's loop while `until` is awaited beside it, so
 //! the two share a small `Shared` behind a mutex: whether we are stopping, which task is
@@ -449,6 +451,10 @@ impl Scheduler for ServiceScheduler {
                 if matches!(self.phase, Phase::Launched(_)) {
                     self.phase = Phase::Running(placement.clone());
                     self.outcome.was_running = true;
+                    // A service with a port is a web server: the master's web UI links to it.
+                    if let Some(url) = self.outcome.url() {
+                        let _ = driver.set_webui_url(Some(url));
+                    }
                     self.emit(ServiceEvent::Running {
                         framework_id: driver.framework_id(),
                         task_id: placement.task_id,
@@ -469,6 +475,10 @@ impl Scheduler for ServiceScheduler {
                 match after_end(status, stopping, self.outcome.relaunches) {
                     AfterEnd::Relaunch => {
                         self.outcome.relaunches += 1;
+                        if placement.port.is_some() {
+                            // Nothing serves there any more; the relaunch publishes anew.
+                            let _ = driver.set_webui_url(None);
+                        }
                         self.phase = Phase::Waiting;
                         self.emit(ServiceEvent::Relaunching {
                             task_id: placement.task_id,

@@ -274,6 +274,15 @@ impl<S: Scheduler> SchedulerTest<S> {
             .collect()
     }
 
+    /// The web UI URL the scheduler last published with `set_webui_url`: `None` if it never
+    /// did, `Some(None)` once it withdrew it.
+    pub fn webui_url(&mut self) -> Option<Option<String>> {
+        self.calls().iter().rev().find_map(|c| match c {
+            SchedulerCall::SetWebuiUrl(url) => Some(url.clone()),
+            _ => None,
+        })
+    }
+
     /// Whether the scheduler stopped its driver: `Some(failover)` once it did.
     pub fn stopped(&self) -> Option<bool> {
         self.driver.stop_requested()
