@@ -84,6 +84,22 @@ impl<S: Scheduler> SchedulerTest<S> {
         }
     }
 
+    /// A scheduler started again to fail over to `framework_id` (its config names the id, as
+    /// `FrameworkInfo::framework_id` does after a restart): its first
+    /// [`register`](Self::register) with that id is a re-registration, as the real driver
+    /// reports it.
+    pub fn failing_over(scheduler: S, framework_id: &str) -> Self {
+        let id = FrameworkId::from(framework_id);
+        let (driver, outbox) = SchedulerDriver::detached(Some(id.clone()), true);
+        Self {
+            scheduler,
+            driver,
+            outbox,
+            calls: Vec::new(),
+            framework_id: Some(id),
+        }
+    }
+
     /// The master accepts the subscription with `framework_id`: the driver is connected and
     /// `registered` runs. A second call (after [`disconnect`](Self::disconnect), or with the
     /// same id) is a re-registration, as after a reconnect or failover.

@@ -237,3 +237,30 @@ mod executor_kit {
 fn super_task(task_id: &TaskId) -> bramble_sdk::TaskInfo {
     bramble_sdk::testing::task(task_id.as_str(), Vec::new())
 }
+
+#[tokio::test]
+async fn a_scheduler_failing_over_is_told_it_reregistered_from_its_first_registration() {
+    #[derive(Default)]
+    struct Registrations(Vec<bool>);
+    #[async_trait]
+    impl Scheduler for Registrations {
+        async fn registered(
+            &mut self,
+            _: &SchedulerDriver,
+            _: &bramble_sdk::FrameworkId,
+            again: bool,
+        ) {
+            self.0.push(again);
+        }
+        async fn resource_offers(&mut self, _: &SchedulerDriver, _: Vec<Offer>) {}
+        async fn status_update(&mut self, _: &SchedulerDriver, _: &TaskStatus) {}
+    }
+    let mut fresh = SchedulerTest::new(Registrations::default());
+    fresh.register("fw-1").await;
+    fresh.register("fw-1").await;
+    assert_eq!(fresh.scheduler().0, [false, true]);
+    let mut restarted = SchedulerTest::failing_over(Registrations::default(), "fw-1");
+    restarted.register("fw-1").await;
+    assert_eq!(restarted.scheduler().0, [true]);
+    assert_eq!(restarted.driver().framework_id(), Some("fw-1".into()));
+}

@@ -6,7 +6,9 @@
 //!   subscribes under it (failover) within the framework's failover timeout, while its tasks
 //!   keep running;
 //! - on every (re-)registration it asks the master for the state of all its tasks (implicit
-//!   reconciliation) and adopts those still running, killing any beyond `instances`.
+//!   reconciliation) and adopts those still running, killing any beyond `instances`; after a
+//!   failover it launches nothing for [`RECONCILE_GRACE`], so the answers arrive before
+//!   offers are spent on copies that are in fact still running.
 //!
 //! Step 2 will move the framework id from the file into the master's per-framework store.
 
@@ -25,6 +27,8 @@ use tokio::time::Instant;
 pub const RELAUNCH_DELAY: Duration = Duration::from_secs(5);
 /// Offers we cannot use now come back after this long (or sooner, when we revive).
 pub const REFUSE_SECONDS: f64 = 5.0;
+/// After a failover, how long offers wait for reconciliation's answers.
+pub const RECONCILE_GRACE: Duration = Duration::from_secs(2);
 
 pub struct HelloScheduler {
     pub instances: usize,
@@ -55,12 +59,17 @@ impl HelloScheduler {
     /// A copy ended: launch another, now or after the crash delay.
     fn relaunch(&mut self, driver: &SchedulerDriver, crashed: bool) {
         self.relaunches += 1;
-        if !crashed {
+        if crashed {
+            self.hold(driver, RELAUNCH_DELAY);
+        } else {
             let _ = driver.revive_offers();
-            return;
         }
-        let at = Instant::now() + RELAUNCH_DELAY;
-        self.hold_until = Some(at);
+    }
+
+    /// Launches nothing for `how_long`, then revives offers.
+    fn hold(&mut self, driver: &SchedulerDriver, how_long: Duration) {
+        let at = Instant::now() + how_long;
+        self.hold_until = Some(self.hold_until.map_or(at, |t| t.max(at)));
         let driver = driver.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
@@ -71,7 +80,7 @@ impl HelloScheduler {
 
 #[async_trait]
 impl Scheduler for HelloScheduler {
-    async fn registered(&mut self, driver: &SchedulerDriver, id: &FrameworkId, _again: bool) {
+    async fn registered(&mut self, driver: &SchedulerDriver, id: &FrameworkId, again: bool) {
         if let Some(file) = &self.id_file {
             if let Err(e) = save_framework_id(file, id) {
                 eprintln!("hello-bramble: {e:#}; a restart will register a new framework");
@@ -79,6 +88,10 @@ impl Scheduler for HelloScheduler {
         }
         // Whatever we believed, the master knows: it answers with an update per task.
         let _ = driver.reconcile_tasks(Vec::new());
+        if again {
+            // Tasks of ours may be running that we have not heard of yet.
+            self.hold(driver, RECONCILE_GRACE);
+        }
     }
 
     async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
@@ -239,6 +252,23 @@ mod tests {
         );
         t.offers(vec![big("o1", "a3")]).await;
         assert!(t.launched().is_empty(), "enough copies already");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_over_scheduler_launches_nothing_until_reconciliation_had_its_time() {
+        let mut t = SchedulerTest::failing_over(HelloScheduler::new(2, None), "fw-1");
+        t.register("fw-1").await;
+        t.offers(vec![big("o1", "a1")]).await;
+        assert!(
+            t.launched().is_empty(),
+            "offers wait for the master's answers"
+        );
+        t.update(update("hello-old", "a2", TaskState::Running))
+            .await;
+        t.advance(RECONCILE_GRACE).await;
+        assert_eq!(revives(&mut t), 1);
+        t.offers(vec![big("o2", "a1"), big("o3", "a3")]).await;
+        assert_eq!(t.launched().len(), 1, "one adopted, one launched");
     }
 
     #[tokio::test]

@@ -66,7 +66,7 @@ async fn two_copies_survive_a_lost_agent_a_crash_and_a_scheduler_restart() {
     // the two copies the master reports instead of launching more.
     let running: Vec<String> = status.borrow().running.clone();
     let (scheduler, status) = step5::WithStatusPage::new(step3::HelloScheduler::new(2, None));
-    let mut t = SchedulerTest::new(scheduler);
+    let mut t = SchedulerTest::failing_over(scheduler, "fw-1");
     t.register("fw-1").await;
     assert_eq!(
         t.take_calls(),
@@ -74,10 +74,14 @@ async fn two_copies_survive_a_lost_agent_a_crash_and_a_scheduler_restart() {
             task_ids: Vec::new()
         }]
     );
+    // An offer before the master's answers is not spent on a third copy.
+    t.offers(vec![big("o7", "pi-d")]).await;
+    assert!(t.launched().is_empty(), "waiting for reconciliation");
     for id in &running {
         t.update(update(id, "pi-x", TaskState::Running)).await;
     }
-    t.offers(vec![big("o7", "pi-d")]).await;
+    t.advance(step3::RECONCILE_GRACE).await;
+    t.offers(vec![big("o8", "pi-d")]).await;
     assert!(t.launched().is_empty(), "both copies adopted");
     assert_eq!(status.borrow().running, running);
     assert_eq!(status.borrow().framework_id.as_deref(), Some("fw-1"));
