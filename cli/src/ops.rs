@@ -2,7 +2,7 @@
 //! comes from `bramble-client` (one operator connection per command); `--json` prints the
 //! same data as one JSON object instead (in `main.rs`).
 
-use bramble_proto::messages::ClusterState;
+use bramble_proto::messages::{ClusterState, FrameworkSummary};
 use bramble_proto::Resources;
 
 fn pct(used: f64, total: f64) -> String {
@@ -111,20 +111,22 @@ pub fn print_frameworks(state: &ClusterState) {
         Column::left("CONNECTED", 10),
         Column::right("CPUS", 8),
         Column::right("MEM (MiB)", 10),
+        Column::left("WEB UI", 0),
     ];
-    print_table(
-        &columns,
-        state.frameworks.iter().map(|f| {
-            vec![
-                f.id.to_string(),
-                f.name.clone(),
-                f.api.name().to_string(),
-                yes_no(f.connected),
-                format!("{:.1}", f.allocated.cpus()),
-                f.allocated.mem_mib.to_string(),
-            ]
-        }),
-    );
+    print_table(&columns, state.frameworks.iter().map(framework_row));
+}
+
+fn framework_row(f: &FrameworkSummary) -> Vec<String> {
+    vec![
+        f.id.to_string(),
+        f.name.clone(),
+        f.api.name().to_string(),
+        yes_no(f.connected),
+        format!("{:.1}", f.allocated.cpus()),
+        f.allocated.mem_mib.to_string(),
+        // The master keeps no control characters in it; printed as published.
+        f.webui_url.clone().unwrap_or_else(|| "-".into()),
+    ]
 }
 
 pub fn print_tasks(state: &ClusterState) {
@@ -229,5 +231,27 @@ mod tests {
         assert_eq!(table_line(&columns, &header), "ID     CPUS MESSAGE");
         let row: Vec<String> = ["a1", "0.5", "done"].map(String::from).into();
         assert_eq!(table_line(&columns, &row), "a1      0.5 done");
+    }
+
+    #[test]
+    fn frameworks_show_their_web_ui_or_a_dash() {
+        let mut f = FrameworkSummary {
+            id: "fw-1".into(),
+            name: "http".into(),
+            role: "*".into(),
+            connected: true,
+            allocated: Resources::new(0.1, 32),
+            tasks_by_state: Default::default(),
+            api: Default::default(),
+            user: String::new(),
+            principal: None,
+            webui_url: Some("http://pi-a:31000/".into()),
+            failover_timeout_secs: 60.0,
+        };
+        let row = framework_row(&f);
+        assert_eq!(row.last().map(String::as_str), Some("http://pi-a:31000/"));
+        assert_eq!(row[1], "http");
+        f.webui_url = None;
+        assert_eq!(framework_row(&f).last().map(String::as_str), Some("-"));
     }
 }

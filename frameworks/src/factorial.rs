@@ -476,3 +476,232 @@ mod tests {
         );
     }
 }
+
+/// The factorial scheduler driven by the SDK's test kit: no master, every call checked.
+#[cfg(test)]
+mod kit_tests {
+    use super::*;
+    use bramble_proto::messages::SchedulerCall;
+    use bramble_sdk::testing::{offer, update, SchedulerTest};
+    use bramble_sdk::{Filters, OfferId, TaskReason};
+
+    fn scheduler(numbers: &[u64]) -> SchedulerTest<FactorialScheduler> {
+        SchedulerTest::new(FactorialScheduler::new(
+            numbers.to_vec(),
+            CommandInfo::shell("bramble executor factorial"),
+        ))
+    }
+
+    /// What the executor answers for `task`: FINISHED with n! in decimal.
+    fn finished(task: &TaskInfo) -> TaskStatus {
+        let n = parse_number(&task.data).expect("a number");
+        let mut s = update(
+            task.task_id.as_str(),
+            task.agent_id.as_str(),
+            TaskState::Finished,
+        );
+        s.data = factorial(n).to_str_radix(10).into_bytes();
+        s
+    }
+
+    fn ended(task: &TaskInfo, state: TaskState) -> TaskStatus {
+        update(task.task_id.as_str(), task.agent_id.as_str(), state)
+    }
+
+    fn revives(t: &mut SchedulerTest<FactorialScheduler>) -> usize {
+        t.count(|c| matches!(c, SchedulerCall::Revive))
+    }
+
+    #[tokio::test]
+    async fn each_number_is_a_task_for_the_custom_executor_and_spare_offers_are_declined() {
+        let mut t = scheduler(&[5, 3, 5]);
+        t.register("fw-1").await;
+        t.offers(vec![offer("o1", "a1", Resources::new(1.0, 256))])
+            .await;
+        let calls = t.take_calls();
+        let [SchedulerCall::Accept {
+            offer_ids,
+            tasks,
+            filters,
+        }] = calls.as_slice()
+        else {
+            panic!("one accept expected: {calls:?}");
+        };
+        assert_eq!(offer_ids, &[OfferId::from("o1")]);
+        assert_eq!(
+            filters.refuse_seconds, 0.0,
+            "what is left comes straight back"
+        );
+        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                task_id(0, 1).as_str(),
+                task_id(1, 1).as_str(),
+                task_id(2, 1).as_str()
+            ]
+        );
+        let data: Vec<&[u8]> = tasks.iter().map(|t| t.data.as_slice()).collect();
+        assert_eq!(data, [b"5".as_slice(), b"3", b"5"]);
+        for task in tasks {
+            let executor = task
+                .executor
+                .as_ref()
+                .expect("run by the factorial executor");
+            assert_eq!(executor.executor_id.as_str(), EXECUTOR_ID);
+            assert!(task.command.is_none());
+        }
+        // Everything is running: the next offer goes back for a while.
+        t.offers(vec![offer("o2", "a2", Resources::new(1.0, 256))])
+            .await;
+        assert_eq!(
+            t.declines(),
+            vec![(
+                "o2".into(),
+                Filters {
+                    refuse_seconds: 5.0
+                }
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_executor_is_paid_for_only_where_it_is_not_running_yet() {
+        let mut t = scheduler(&[4]);
+        t.register("fw-1").await;
+        // 16 MiB is room for one task but not for the executor's 32 MiB as well.
+        t.offers(vec![offer("o1", "a1", Resources::new(0.5, 16))])
+            .await;
+        assert!(t.launched().is_empty());
+        assert_eq!(t.declined(), vec![OfferId::from("o1")]);
+        let mut running_there = offer("o2", "a1", Resources::new(0.5, 16));
+        running_there.executor_ids.push(EXECUTOR_ID.into());
+        t.offers(vec![running_there]).await;
+        assert_eq!(t.launched().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn results_come_back_in_input_order_whatever_order_tasks_finish_in() {
+        let mut t = scheduler(&[5, 3, 5]);
+        t.register("fw-1").await;
+        t.offers(vec![offer("o1", "a1", Resources::new(1.0, 256))])
+            .await;
+        let tasks = t.launched();
+        for i in [2, 0, 1] {
+            assert_eq!(t.stopped(), None, "not done before the last number");
+            t.update(finished(&tasks[i])).await;
+        }
+        assert_eq!(t.stopped(), Some(false), "a finished job tears itself down");
+        assert_eq!(t.acknowledged().len(), 3);
+        let progress: Vec<u64> = t
+            .calls()
+            .iter()
+            .filter_map(|c| match c {
+                SchedulerCall::PublishProgress(p) => Some(p.done),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress, [1, 2, 3]);
+        let report = t.into_scheduler().report().expect("complete");
+        assert_eq!(
+            report.results,
+            vec![(5, "120".into()), (3, "6".into()), (5, "120".into())]
+        );
+        assert_eq!(report.relaunches, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_task_runs_again_and_its_first_attempt_is_then_ignored() {
+        let mut t = scheduler(&[7]);
+        t.register("fw-1").await;
+        t.offers(vec![offer("o1", "a1", Resources::new(1.0, 256))])
+            .await;
+        let first = t.launched().remove(0);
+        let mut lost = ended(&first, TaskState::Lost);
+        lost.reason = Some(TaskReason::AgentRemoved);
+        t.update(lost).await;
+        assert_eq!(revives(&mut t), 1, "{:?}", t.calls());
+        t.take_calls();
+        t.offers(vec![offer("o2", "a2", Resources::new(1.0, 256))])
+            .await;
+        let second = t.launched().remove(0);
+        assert_eq!(second.task_id, task_id(0, 2));
+        assert_eq!(second.agent_id.as_str(), "a2");
+        // The first attempt's late FAILED neither relaunches nor fails the job.
+        t.update(ended(&first, TaskState::Failed)).await;
+        assert_eq!(revives(&mut t), 0);
+        assert_eq!(t.stopped(), None);
+        t.update(finished(&second)).await;
+        assert_eq!(t.stopped(), Some(false));
+        let report = t.into_scheduler().report().expect("complete");
+        assert_eq!(report.results, vec![(7, "5040".into())]);
+        assert_eq!(report.relaunches, 1);
+    }
+
+    #[tokio::test]
+    async fn a_finished_update_without_a_result_is_a_failed_attempt() {
+        let mut t = scheduler(&[3]);
+        t.register("fw-1").await;
+        t.offers(vec![offer("o1", "a1", Resources::new(1.0, 256))])
+            .await;
+        let first = t.launched().remove(0);
+        let mut garbage = ended(&first, TaskState::Finished);
+        garbage.data = b"six".to_vec();
+        t.update(garbage).await;
+        assert_eq!(t.stopped(), None);
+        assert_eq!(revives(&mut t), 1);
+        t.offers(vec![offer("o2", "a1", Resources::new(1.0, 256))])
+            .await;
+        assert_eq!(
+            t.launched().last().map(|t| t.task_id.clone()),
+            Some(task_id(0, 2))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_number_that_fails_every_time_gives_up_after_the_last_attempt() {
+        let mut t = scheduler(&[9]);
+        t.register("fw-1").await;
+        for attempt in 1..=MAX_ATTEMPTS {
+            t.offers(vec![offer(
+                &format!("o{attempt}"),
+                "a1",
+                Resources::new(0.25, 256),
+            )])
+            .await;
+            let task = t.launched().pop().expect("launched");
+            assert_eq!(task.task_id, task_id(0, attempt));
+            assert_eq!(t.stopped(), None);
+            t.update(ended(&task, TaskState::Failed)).await;
+        }
+        assert_eq!(t.stopped(), Some(false));
+        match t.into_scheduler().failure {
+            Some(FactorialError::TaskFailed {
+                n,
+                position,
+                attempts,
+                ..
+            }) => assert_eq!((n, position, attempts), (9, 1, MAX_ATTEMPTS)),
+            other => panic!("TaskFailed expected, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn tasks_refused_while_disconnected_are_launched_after_reregistering() {
+        let mut t = scheduler(&[5, 6]);
+        t.register("fw-1").await;
+        t.disconnect().await;
+        t.offers(vec![offer("o1", "a1", Resources::new(1.0, 256))])
+            .await;
+        assert!(t.calls().is_empty(), "a disconnected driver sends nothing");
+        t.register("fw-1").await;
+        t.offers(vec![offer("o2", "a1", Resources::new(1.0, 256))])
+            .await;
+        let data: Vec<Vec<u8>> = t.launched().into_iter().map(|t| t.data).collect();
+        assert_eq!(
+            data,
+            [b"5".to_vec(), b"6".to_vec()],
+            "both numbers, in order"
+        );
+    }
+}

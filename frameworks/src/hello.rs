@@ -46,11 +46,15 @@ pub async fn run_hello(
     until: impl Future<Output = ()> + Send,
     report: impl FnMut(&ServiceEvent) + Send + 'static,
 ) -> Result<HelloOutcome, SdkError> {
-    let spec = ServiceSpec {
+    run_service(config, hello_spec(), until, report).await
+}
+
+/// The hello service: tasks `hello-1`, `hello-2`, … built by [`hello_task`].
+fn hello_spec() -> ServiceSpec {
+    ServiceSpec {
         name: "hello".into(),
         build: Box::new(hello_task),
-    };
-    run_service(config, spec, until, report).await
+    }
 }
 
 #[cfg(test)]
@@ -74,5 +78,68 @@ mod tests {
     fn too_small_offers_say_why() {
         let why = hello_task(&offer(Resources::new(0.05, 128)), "hello-1".into()).unwrap_err();
         assert!(why.starts_with("pi-a is too small"), "{why}");
+    }
+}
+
+/// The hello scheduler driven by the SDK's test kit.
+#[cfg(test)]
+mod kit_tests {
+    use super::*;
+    use crate::service::kit::service;
+    use bramble_proto::messages::SchedulerCall;
+    use bramble_sdk::testing::{offer, update};
+    use bramble_sdk::{TaskReason, TaskState};
+
+    #[tokio::test]
+    async fn hello_runs_its_shell_loop_on_the_first_offer_that_fits() {
+        let mut s = service(hello_spec()).await;
+        s.t.offers(vec![
+            offer("tiny", "a0", Resources::new(0.05, 256)),
+            offer("o1", "a1", Resources::new(1.0, 256)),
+        ])
+        .await;
+        let launched = s.t.launched();
+        assert_eq!(launched.len(), 1, "{:?}", s.t.calls());
+        let task = &launched[0];
+        assert_eq!(task.task_id.as_str(), "hello-1");
+        assert_eq!(task.agent_id.as_str(), "a1");
+        assert_eq!(task.resources, hello_resources());
+        let cmd = task.command.as_ref().expect("a command task");
+        assert_eq!(cmd.value, HELLO_SCRIPT);
+        assert!(
+            task.executor.is_none(),
+            "the agent's command executor runs it"
+        );
+        assert_eq!(s.t.declined(), vec!["tiny".into()]);
+        assert_eq!(s.t.count(|c| matches!(c, SchedulerCall::Suppress)), 1);
+    }
+
+    #[tokio::test]
+    async fn hello_moves_to_another_agent_when_its_agent_is_lost_and_is_killed_on_stop() {
+        let mut s = service(hello_spec()).await;
+        s.t.offers(vec![offer("o1", "a1", Resources::new(1.0, 256))])
+            .await;
+        s.t.update(update("hello-1", "a1", TaskState::Running))
+            .await;
+        let mut lost = update("hello-1", "a1", TaskState::Lost);
+        lost.reason = Some(TaskReason::AgentRemoved);
+        s.t.update(lost).await;
+        assert_eq!(s.t.count(|c| matches!(c, SchedulerCall::Revive)), 1);
+        s.t.offers(vec![offer("o2", "a2", Resources::new(1.0, 256))])
+            .await;
+        let again = s.t.launched();
+        assert_eq!(again.len(), 2);
+        assert_eq!(
+            (again[1].task_id.as_str(), again[1].agent_id.as_str()),
+            ("hello-2", "a2")
+        );
+        s.t.update(update("hello-2", "a2", TaskState::Running))
+            .await;
+        s.stop();
+        assert_eq!(s.t.killed(), vec![TaskId::from("hello-2")]);
+        s.t.update(update("hello-2", "a2", TaskState::Killed)).await;
+        assert_eq!(s.t.stopped(), Some(false));
+        assert_eq!(s.outcome().final_state, Some(TaskState::Killed));
+        assert_eq!(s.outcome().relaunches, 1);
     }
 }

@@ -169,3 +169,54 @@ mod tests {
         );
     }
 }
+
+/// The http scheduler driven by the SDK's test kit.
+#[cfg(test)]
+mod kit_tests {
+    use super::*;
+    use crate::service::kit::service;
+    use bramble_sdk::testing::{offer, update};
+    use bramble_sdk::{Filters, TaskReason, TaskState};
+
+    fn with_ports(id: &str, agent: &str, first: u16) -> bramble_sdk::Offer {
+        offer(
+            id,
+            agent,
+            Resources::new(1.0, 256).with_ports([PortRange::new(first, first + 10)]),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_server_runs_on_an_offered_port_and_publishes_its_url_as_the_web_ui() {
+        let job = HttpJob::new(CommandInfo::program(
+            "/usr/bin/bramble",
+            vec!["serve-dir".into()],
+        ));
+        let mut s = service(job.into()).await;
+        s.t.offers(vec![offer("no-ports", "a0", Resources::new(1.0, 256))])
+            .await;
+        assert_eq!(
+            s.t.declines(),
+            vec![(
+                "no-ports".into(),
+                Filters {
+                    refuse_seconds: 5.0
+                }
+            )]
+        );
+        s.t.offers(vec![with_ports("o1", "a1", 31000)]).await;
+        let task = s.t.launched().remove(0);
+        assert_eq!(task.resources.ports, vec![PortRange::new(31000, 31000)]);
+        assert_eq!(s.t.webui_url(), None, "not before it runs");
+        s.t.update(update("http-1", "a1", TaskState::Running)).await;
+        assert_eq!(s.t.webui_url(), Some(Some("http://a1:31000/".into())));
+        // Its agent lost: the link is withdrawn, and the relaunch publishes the new one.
+        let mut lost = update("http-1", "a1", TaskState::Lost);
+        lost.reason = Some(TaskReason::AgentRemoved);
+        s.t.update(lost).await;
+        assert_eq!(s.t.webui_url(), Some(None));
+        s.t.offers(vec![with_ports("o2", "a2", 32000)]).await;
+        s.t.update(update("http-2", "a2", TaskState::Running)).await;
+        assert_eq!(s.t.webui_url(), Some(Some("http://a2:32000/".into())));
+    }
+}

@@ -6,12 +6,16 @@
 //! If its agent is lost it is launched again elsewhere, a bounded number of times; any other
 //! end (FAILED, KILLED by an operator) ends the run and is reported. When the caller's `until`
 //! resolves, the task is killed, its KILLED update awaited (bounded), and the framework torn
-//! down — teardown also makes the master kill anything a racing launch left behind.
+//! down — teardown also makes the master kill anything a racing launch left behind. A task
+//! given a port (`http`) is a web server: once RUNNING its `http://host:port/` is published as
+//! the framework's web UI, which the master's web UI and `bramble frameworks` show.
 //!
 //! The scheduler callbacks run on the driver's loop while `until` is awaited beside it, so
 //! the two share a small `Shared` behind a mutex: whether we are stopping, which task is
 //! current, and the caller's event reporter. Launch decisions are made holding that lock, so a
-//! stop can never miss a task that was just launched.
+//! stop can never miss a task that was just launched. The stop itself (the kill, and the
+//! teardown when no terminal update comes in time) is [`StopHandle::stop`], which needs only
+//! a driver: the unit tests drive it through `bramble_sdk::testing` under a paused clock.
 
 use crate::offers;
 use bramble_proto::task::{CommandInfo, TaskInfo};
@@ -200,6 +204,8 @@ struct Shared {
     current: Option<TaskId>,
     report: Reporter,
     last_no_fit: Option<String>,
+    /// Tears the framework down if the killed task never reports its end.
+    watchdog: Option<tokio::task::AbortHandle>,
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -249,7 +255,9 @@ fn after_end(status: &TaskStatus, stopping: bool, relaunches: u32) -> AfterEnd {
     }
 }
 
-struct ServiceScheduler {
+/// The scheduler behind [`run_service`]; crate-private, built with [`ServiceScheduler::new`]
+/// (which the unit tests use too).
+pub(crate) struct ServiceScheduler {
     spec: ServiceSpec,
     shared: Arc<Mutex<Shared>>,
     attempt: u32,
@@ -257,7 +265,83 @@ struct ServiceScheduler {
     outcome: ServiceOutcome,
 }
 
+/// How the caller stops a running service: see [`StopHandle::stop`].
+#[derive(Clone)]
+pub(crate) struct StopHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl StopHandle {
+    /// Stops the service run by `driver`: launch nothing more and kill the current task; the
+    /// run then ends on the task's terminal update, or — when none comes within
+    /// [`KILL_TIMEOUT`] — by tearing the framework down (the master kills what is left). With
+    /// no task live the framework is torn down at once (which also kills a launch that raced
+    /// the stop).
+    pub(crate) fn stop(&self, driver: &SchedulerDriver) {
+        let current = {
+            let mut s = lock(&self.shared);
+            s.stopping = true;
+            s.current.clone()
+        };
+        let Some(task_id) = current else {
+            driver.stop(false);
+            return;
+        };
+        let event = ServiceEvent::Killing {
+            task_id: task_id.clone(),
+        };
+        info!("{event}");
+        (lock(&self.shared).report)(&event);
+        if let Err(e) = driver.kill_task(task_id) {
+            warn!("cannot ask for the kill ({e}); tearing the framework down instead");
+            driver.stop(false);
+            return;
+        }
+        let driver = driver.clone();
+        let shared = self.shared.clone();
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep(KILL_TIMEOUT).await;
+            // The terminal update clears `current` and stops the driver itself.
+            if lock(&shared).current.is_some() {
+                warn!("no terminal update within {KILL_TIMEOUT:?} of the kill; tearing the framework down (the master kills its tasks)");
+                driver.stop(false);
+            }
+        });
+        lock(&self.shared).watchdog = Some(watchdog.abort_handle());
+    }
+
+    /// The run is over: a pending kill timeout has nothing left to do.
+    fn finished(&self) {
+        if let Some(watchdog) = lock(&self.shared).watchdog.take() {
+            watchdog.abort();
+        }
+    }
+}
+
 impl ServiceScheduler {
+    /// A scheduler running `spec`, reporting each step to `report`, and the handle that
+    /// stops it.
+    pub(crate) fn new(
+        spec: ServiceSpec,
+        report: impl FnMut(&ServiceEvent) + Send + 'static,
+    ) -> (Self, StopHandle) {
+        let shared = Arc::new(Mutex::new(Shared {
+            stopping: false,
+            current: None,
+            report: Box::new(report),
+            last_no_fit: None,
+            watchdog: None,
+        }));
+        let scheduler = ServiceScheduler {
+            spec,
+            shared: shared.clone(),
+            attempt: 0,
+            phase: Phase::Waiting,
+            outcome: ServiceOutcome::default(),
+        };
+        (scheduler, StopHandle { shared })
+    }
+
     fn emit(&self, event: ServiceEvent) {
         info!(service = %self.spec.name, "{event}");
         (lock(&self.shared).report)(&event);
@@ -367,6 +451,10 @@ impl Scheduler for ServiceScheduler {
                 if matches!(self.phase, Phase::Launched(_)) {
                     self.phase = Phase::Running(placement.clone());
                     self.outcome.was_running = true;
+                    // A service with a port is a web server: the master's web UI links to it.
+                    if let Some(url) = self.outcome.url() {
+                        let _ = driver.set_webui_url(Some(url));
+                    }
                     self.emit(ServiceEvent::Running {
                         framework_id: driver.framework_id(),
                         task_id: placement.task_id,
@@ -387,6 +475,10 @@ impl Scheduler for ServiceScheduler {
                 match after_end(status, stopping, self.outcome.relaunches) {
                     AfterEnd::Relaunch => {
                         self.outcome.relaunches += 1;
+                        if placement.port.is_some() {
+                            // Nothing serves there any more; the relaunch publishes anew.
+                            let _ = driver.set_webui_url(None);
+                        }
                         self.phase = Phase::Waiting;
                         self.emit(ServiceEvent::Relaunching {
                             task_id: placement.task_id,
@@ -423,20 +515,7 @@ pub async fn run_service(
     until: impl Future<Output = ()> + Send,
     report: impl FnMut(&ServiceEvent) + Send + 'static,
 ) -> Result<ServiceOutcome, SdkError> {
-    let spec = spec.into();
-    let shared = Arc::new(Mutex::new(Shared {
-        stopping: false,
-        current: None,
-        report: Box::new(report),
-        last_no_fit: None,
-    }));
-    let scheduler = ServiceScheduler {
-        spec,
-        shared: shared.clone(),
-        attempt: 0,
-        phase: Phase::Waiting,
-        outcome: ServiceOutcome::default(),
-    };
+    let (scheduler, stop) = ServiceScheduler::new(spec.into(), report);
     let driver = SchedulerDriver::new(config);
     let run = driver.run(scheduler);
     tokio::pin!(run);
@@ -448,35 +527,11 @@ pub async fn run_service(
     let result = match ended_by_itself {
         Some(result) => result,
         None => {
-            let current = {
-                let mut s = lock(&shared);
-                s.stopping = true;
-                s.current.clone()
-            };
-            match current {
-                Some(task_id) => {
-                    let event = ServiceEvent::Killing {
-                        task_id: task_id.clone(),
-                    };
-                    info!("{event}");
-                    (lock(&shared).report)(&event);
-                    if let Err(e) = driver.kill_task(task_id) {
-                        warn!("cannot ask for the kill ({e}); tearing the framework down instead");
-                        driver.stop(false);
-                    }
-                }
-                None => driver.stop(false),
-            }
-            match tokio::time::timeout(KILL_TIMEOUT, &mut run).await {
-                Ok(result) => result,
-                Err(_) => {
-                    warn!("no terminal update within {KILL_TIMEOUT:?} of the kill; tearing the framework down (the master kills its tasks)");
-                    driver.stop(false);
-                    run.await
-                }
-            }
+            stop.stop(&driver);
+            run.await
         }
     };
+    stop.finished();
     let mut outcome = result?.outcome;
     if outcome.framework_id.is_none() {
         outcome.framework_id = driver.framework_id();
@@ -547,5 +602,297 @@ mod tests {
             ..ServiceOutcome::default()
         };
         assert_eq!(outcome.url().as_deref(), Some("http://pi-a:31000/"));
+    }
+}
+
+/// A service under the SDK's test kit, for this module's tests and `hello`'s and `http`'s:
+/// the scheduler, the handle that stops it, and the events it reported.
+#[cfg(test)]
+pub(crate) mod kit {
+    use super::*;
+    use bramble_sdk::testing::SchedulerTest;
+
+    pub(crate) struct Service {
+        pub(crate) t: SchedulerTest<ServiceScheduler>,
+        stop: StopHandle,
+        events: Arc<Mutex<Vec<ServiceEvent>>>,
+    }
+
+    /// `spec` registered as framework `fw-test`.
+    pub(crate) async fn service(spec: ServiceSpec) -> Service {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let (scheduler, stop) = ServiceScheduler::new(spec, move |e: &ServiceEvent| {
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.clone())
+        });
+        let mut t = SchedulerTest::new(scheduler);
+        t.register("fw-test").await;
+        Service { t, stop, events }
+    }
+
+    impl Service {
+        /// What the caller's `until` resolving does.
+        pub(crate) fn stop(&mut self) {
+            self.stop.stop(self.t.driver());
+        }
+
+        pub(crate) fn events(&self) -> Vec<ServiceEvent> {
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        }
+
+        pub(crate) fn outcome(&self) -> &ServiceOutcome {
+            &self.t.scheduler().outcome
+        }
+    }
+}
+
+/// The service scheduler driven by the SDK's test kit: every call it makes, checked in order.
+#[cfg(test)]
+mod kit_tests {
+    use super::kit::{service, Service};
+    use super::*;
+    use bramble_proto::messages::SchedulerCall;
+    use bramble_sdk::testing::{offer, update};
+    use bramble_sdk::OfferId;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "svc".into(),
+            build: Box::new(|offer, task_id| {
+                let task = command_task(
+                    offer,
+                    task_id,
+                    "svc",
+                    "the service",
+                    Resources::new(0.5, 64),
+                    CommandInfo::shell("serve"),
+                )?;
+                Ok(Launch { task, port: None })
+            }),
+        }
+    }
+
+    fn big(id: &str, agent: &str) -> Offer {
+        offer(id, agent, Resources::new(1.0, 256))
+    }
+
+    fn lost(task: &str, agent: &str) -> TaskStatus {
+        let mut s = update(task, agent, TaskState::Lost);
+        s.reason = Some(TaskReason::AgentRemoved);
+        s
+    }
+
+    fn refuse(secs: f64) -> Filters {
+        Filters {
+            refuse_seconds: secs,
+        }
+    }
+
+    /// The service with its first task launched on `a1` and RUNNING; calls so far taken.
+    async fn running() -> Service {
+        let mut s = service(spec()).await;
+        s.t.offers(vec![big("o1", "a1")]).await;
+        s.t.update(update("svc-1", "a1", TaskState::Running)).await;
+        s.t.take_calls();
+        s
+    }
+
+    fn revives(s: &mut Service) -> usize {
+        s.t.count(|c| matches!(c, SchedulerCall::Revive))
+    }
+
+    #[tokio::test]
+    async fn the_first_fitting_offer_launches_one_task_then_offers_are_suppressed() {
+        let mut s = service(spec()).await;
+        s.t.offers(vec![
+            offer("small", "a0", Resources::new(0.1, 256)),
+            big("o1", "a1"),
+        ])
+        .await;
+        let calls = s.t.take_calls();
+        let [SchedulerCall::Decline { offer_ids, filters }, SchedulerCall::Accept {
+            offer_ids: accepted,
+            tasks,
+            filters: rest,
+        }, SchedulerCall::Suppress] = calls.as_slice()
+        else {
+            panic!("decline, accept, suppress expected: {calls:?}");
+        };
+        assert_eq!(
+            (offer_ids.as_slice(), *filters),
+            (&[OfferId::from("small")][..], refuse(REFUSE_UNFIT_SECS))
+        );
+        assert_eq!(accepted, &[OfferId::from("o1")]);
+        assert_eq!(
+            *rest,
+            refuse(REFUSE_UNUSED_SECS),
+            "the unused rest stays out while we run"
+        );
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].task_id.as_str(), "svc-1");
+        assert_eq!(tasks[0].agent_id.as_str(), "a1");
+        // One task is all it wants: later offers go back, for a minute.
+        s.t.offers(vec![big("o2", "a2")]).await;
+        assert_eq!(
+            s.t.declines(),
+            vec![("o2".into(), refuse(REFUSE_UNUSED_SECS))]
+        );
+        assert!(s.t.launched().is_empty());
+        let events = s.events();
+        assert!(
+            matches!(&events[0], ServiceEvent::Registered { .. }),
+            "{events:?}"
+        );
+        assert!(
+            matches!(&events[1], ServiceEvent::NoFit { reason } if reason.starts_with("a0 is too small")),
+            "{events:?}"
+        );
+        assert!(
+            matches!(&events[2], ServiceEvent::Launched { task_id, .. } if task_id.as_str() == "svc-1"),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unfit_offer_is_reported_once_per_reason() {
+        let mut s = service(spec()).await;
+        for id in ["o1", "o2", "o3"] {
+            s.t.offers(vec![offer(id, "a0", Resources::new(0.1, 256))])
+                .await;
+        }
+        let no_fits = s
+            .events()
+            .iter()
+            .filter(|e| matches!(e, ServiceEvent::NoFit { .. }))
+            .count();
+        assert_eq!(no_fits, 1, "{:?}", s.events());
+        assert_eq!(s.t.declined().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_lost_agent_relaunches_the_task_on_another() {
+        let mut s = running().await;
+        assert!(s.outcome().was_running);
+        s.t.update(lost("svc-1", "a1")).await;
+        assert_eq!(
+            revives(&mut s),
+            1,
+            "offers revived for the relaunch: {:?}",
+            s.t.calls()
+        );
+        assert_eq!(s.t.stopped(), None);
+        s.t.offers(vec![big("o2", "a2")]).await;
+        let launched = s.t.launched();
+        assert_eq!(launched.len(), 1);
+        assert_eq!(launched[0].task_id.as_str(), "svc-2");
+        assert_eq!(launched[0].agent_id.as_str(), "a2");
+        // A late word about the first attempt changes nothing.
+        s.t.take_calls();
+        s.t.update(update("svc-1", "a1", TaskState::Failed)).await;
+        assert_eq!(revives(&mut s), 0);
+        assert_eq!(s.t.stopped(), None);
+        assert_eq!(s.outcome().relaunches, 1);
+        assert_eq!(
+            s.outcome().agent_id.as_ref().map(|a| a.as_str()),
+            Some("a2")
+        );
+    }
+
+    #[tokio::test]
+    async fn relaunches_are_bounded() {
+        let mut s = running().await;
+        for attempt in 1..=MAX_RELAUNCHES {
+            s.t.update(lost(&format!("svc-{attempt}"), "a1")).await;
+            assert_eq!(s.t.stopped(), None, "relaunch {attempt} allowed");
+            s.t.offers(vec![big(&format!("o{attempt}"), "a1")]).await;
+        }
+        let last = format!("svc-{}", MAX_RELAUNCHES + 1);
+        assert_eq!(
+            s.t.launched().last().map(|t| t.task_id.to_string()),
+            Some(last.clone())
+        );
+        s.t.update(lost(&last, "a1")).await;
+        assert_eq!(s.t.stopped(), Some(false), "gives up and tears down");
+        assert_eq!(s.outcome().final_state, Some(TaskState::Lost));
+        assert_eq!(s.outcome().relaunches, MAX_RELAUNCHES);
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_ends_the_service() {
+        let mut s = running().await;
+        let mut failed = update("svc-1", "a1", TaskState::Failed);
+        failed.message = "exit status 3".into();
+        s.t.update(failed).await;
+        assert_eq!(s.t.stopped(), Some(false));
+        assert_eq!(revives(&mut s), 0);
+        assert_eq!(s.outcome().final_state, Some(TaskState::Failed));
+        assert_eq!(s.outcome().message, "exit status 3");
+        assert!(matches!(
+            s.events().last(),
+            Some(ServiceEvent::Ended {
+                state: TaskState::Failed,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn stopping_kills_the_task_and_the_end_tears_down() {
+        let mut s = running().await;
+        s.stop();
+        assert_eq!(s.t.killed(), vec![TaskId::from("svc-1")]);
+        assert_eq!(s.t.stopped(), None, "waits for the task's end");
+        s.t.offers(vec![big("o2", "a2")]).await;
+        assert!(s.t.launched().is_empty(), "nothing launched once stopping");
+        assert_eq!(s.t.declined(), vec![OfferId::from("o2")]);
+        // Even a LOST is final once stopping.
+        s.t.update(lost("svc-1", "a1")).await;
+        assert_eq!(revives(&mut s), 0);
+        assert_eq!(s.t.stopped(), Some(false));
+        assert!(
+            matches!(
+                s.events().iter().rev().nth(1),
+                Some(ServiceEvent::Killing { .. })
+            ),
+            "{:?}",
+            s.events()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kill_with_no_answer_tears_down_after_the_timeout() {
+        let mut s = running().await;
+        s.stop();
+        assert_eq!(s.t.killed(), vec![TaskId::from("svc-1")]);
+        s.t.advance(KILL_TIMEOUT - Duration::from_millis(1)).await;
+        assert_eq!(s.t.stopped(), None, "too early");
+        s.t.advance(Duration::from_millis(1)).await;
+        assert_eq!(s.t.stopped(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn stopping_before_any_launch_tears_down_at_once() {
+        let mut s = service(spec()).await;
+        s.stop();
+        assert_eq!(s.t.stopped(), Some(false));
+        assert!(s.t.killed().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reregistering_reconciles_the_live_task() {
+        let mut s = running().await;
+        s.t.disconnect().await;
+        s.t.register("fw-test").await;
+        assert_eq!(
+            s.t.calls(),
+            [SchedulerCall::Reconcile {
+                task_ids: vec![TaskId::from("svc-1")]
+            }]
+        );
     }
 }

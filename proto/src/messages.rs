@@ -252,6 +252,10 @@ pub enum SchedulerCall {
     /// The framework's own account of how far its job has got, for the CLI, web UI and the
     /// front-panel display. The latest one replaces the previous.
     PublishProgress(JobProgress),
+    /// The framework's own web UI moved (or went away: `None`), e.g. once a service knows the
+    /// port it was given: replaces `FrameworkInfo::webui_url` (the part of Mesos's
+    /// UPDATE_FRAMEWORK Bramble takes).
+    SetWebuiUrl(Option<String>),
 }
 
 /// How far a framework's job has got, in the framework's own units.

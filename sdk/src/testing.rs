@@ -48,7 +48,7 @@
 use crate::executor::Outbound;
 use crate::scheduler::driver::ack_call;
 use crate::{Executor, ExecutorDriver, Scheduler, SchedulerDriver};
-use bramble_proto::messages::{ExecutorToAgent, Offer, SchedulerCall};
+use bramble_proto::messages::{ExecutorToAgent, Filters, Offer, SchedulerCall};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{
     AgentId, ExecutorId, FrameworkId, OfferId, Resources, TaskId, TaskState, TaskStatus,
@@ -81,6 +81,22 @@ impl<S: Scheduler> SchedulerTest<S> {
             outbox,
             calls: Vec::new(),
             framework_id: None,
+        }
+    }
+
+    /// A scheduler started again to fail over to `framework_id` (its config names the id, as
+    /// `FrameworkInfo::framework_id` does after a restart): its first
+    /// [`register`](Self::register) with that id is a re-registration, as the real driver
+    /// reports it.
+    pub fn failing_over(scheduler: S, framework_id: &str) -> Self {
+        let id = FrameworkId::from(framework_id);
+        let (driver, outbox) = SchedulerDriver::detached(Some(id.clone()), true);
+        Self {
+            scheduler,
+            driver,
+            outbox,
+            calls: Vec::new(),
+            framework_id: Some(id),
         }
     }
 
@@ -210,17 +226,31 @@ impl<S: Scheduler> SchedulerTest<S> {
 
     /// Offers declined so far: by `decline_offer`, or by an accept with no tasks.
     pub fn declined(&mut self) -> Vec<OfferId> {
+        self.declines().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Offers declined so far, each with the filter it was declined with (how long the
+    /// master is asked not to offer those resources again), in order.
+    pub fn declines(&mut self) -> Vec<(OfferId, Filters)> {
         self.calls()
             .iter()
             .filter_map(|c| match c {
-                SchedulerCall::Decline { offer_ids, .. } => Some(offer_ids.clone()),
+                SchedulerCall::Decline { offer_ids, filters } => Some((offer_ids, *filters)),
                 SchedulerCall::Accept {
-                    offer_ids, tasks, ..
-                } if tasks.is_empty() => Some(offer_ids.clone()),
+                    offer_ids,
+                    tasks,
+                    filters,
+                } if tasks.is_empty() => Some((offer_ids, *filters)),
                 _ => None,
             })
-            .flatten()
+            .flat_map(|(ids, filters)| ids.iter().map(move |id| (id.clone(), filters)))
             .collect()
+    }
+
+    /// How many calls so far match `which`, e.g.
+    /// `t.count(|c| matches!(c, SchedulerCall::Revive))`.
+    pub fn count(&mut self, which: impl Fn(&SchedulerCall) -> bool) -> usize {
+        self.calls().iter().filter(|c| which(c)).count()
     }
 
     /// Tasks the scheduler asked to kill, in order.
@@ -258,6 +288,15 @@ impl<S: Scheduler> SchedulerTest<S> {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The web UI URL the scheduler last published with `set_webui_url`: `None` if it never
+    /// did, `Some(None)` once it withdrew it.
+    pub fn webui_url(&mut self) -> Option<Option<String>> {
+        self.calls().iter().rev().find_map(|c| match c {
+            SchedulerCall::SetWebuiUrl(url) => Some(url.clone()),
+            _ => None,
+        })
     }
 
     /// Whether the scheduler stopped its driver: `Some(failover)` once it did.

@@ -357,6 +357,44 @@ async fn driver_reconnects_with_the_same_framework_id_after_the_master_restarts(
     master.shutdown().await;
 }
 
+/// A web UI published after subscribing survives a reconnect: the re-subscription carries
+/// it (the master replaces a framework's info with what it re-subscribes with).
+#[tokio::test]
+async fn a_published_web_ui_is_resubscribed_with_after_the_master_restarts() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    init_cluster(dir.path(), "sdk").expect("cluster");
+    let master = start_master(dir.path(), loopback()).await;
+    let addr = master.addr;
+    let (driver, mut events, run) =
+        spawn_scheduler(config(dir.path(), addr, Role::Framework), vec![]);
+    let (id, _) = registered(&mut events).await;
+    let url = "http://pi-a:31000/".to_string();
+    driver
+        .set_webui_url(Some(url.clone()))
+        .expect("publish the web UI");
+    async fn shown(master: &MasterHandle, id: &FrameworkId) -> Option<String> {
+        let state = master.state().await.expect("master state");
+        let framework = state.frameworks.into_iter().find(|f| &f.id == id);
+        framework.and_then(|f| f.webui_url)
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while shown(&master, &id).await.as_ref() != Some(&url) {
+        assert!(tokio::time::Instant::now() < deadline, "URL not shown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    master.shutdown().await;
+    let master = restart_master(dir.path(), addr).await;
+    let (_, reregistered) = registered(&mut events).await;
+    assert!(reregistered);
+    assert_eq!(shown(&master, &id).await, Some(url));
+
+    driver.stop(false);
+    finished(run).await.expect("teardown");
+    master.shutdown().await;
+}
+
 #[tokio::test]
 async fn driver_gives_up_once_the_failover_timeout_passes() {
     init_logs();

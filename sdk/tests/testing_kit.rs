@@ -66,6 +66,62 @@ async fn calls_are_recorded_in_order_with_the_implicit_acknowledgement_after_the
 }
 
 #[tokio::test]
+async fn declines_carry_their_filters_whether_declined_or_accepted_empty() {
+    /// Declines the first offer for 30 s and accepts the second with no tasks (Mesos's
+    /// other way to decline), leaving its resources out for 7 s.
+    struct TwoWays;
+    #[async_trait]
+    impl Scheduler for TwoWays {
+        async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+            let mut offers = offers.into_iter();
+            if let Some(o) = offers.next() {
+                let _ = driver.decline_offer(
+                    o.id,
+                    Filters {
+                        refuse_seconds: 30.0,
+                    },
+                );
+            }
+            if let Some(o) = offers.next() {
+                let _ = driver.launch_tasks(
+                    vec![o.id],
+                    vec![],
+                    Filters {
+                        refuse_seconds: 7.0,
+                    },
+                );
+            }
+        }
+        async fn status_update(&mut self, _: &SchedulerDriver, _: &TaskStatus) {}
+    }
+    let mut t = SchedulerTest::new(TwoWays);
+    t.register("fw-1").await;
+    t.offers(vec![
+        offer("o1", "a1", Resources::new(1.0, 64)),
+        offer("o2", "a2", Resources::new(1.0, 64)),
+    ])
+    .await;
+    assert_eq!(
+        t.declines(),
+        vec![
+            (
+                "o1".into(),
+                Filters {
+                    refuse_seconds: 30.0
+                }
+            ),
+            (
+                "o2".into(),
+                Filters {
+                    refuse_seconds: 7.0
+                }
+            ),
+        ]
+    );
+    assert_eq!(t.count(|c| matches!(c, SchedulerCall::Accept { .. })), 1);
+}
+
+#[tokio::test]
 async fn explicit_acknowledgements_record_nothing_by_themselves() {
     let mut t = SchedulerTest::with_acknowledgements(Picky::default(), false);
     t.register("fw-1").await;
@@ -180,4 +236,31 @@ mod executor_kit {
 
 fn super_task(task_id: &TaskId) -> bramble_sdk::TaskInfo {
     bramble_sdk::testing::task(task_id.as_str(), Vec::new())
+}
+
+#[tokio::test]
+async fn a_scheduler_failing_over_is_told_it_reregistered_from_its_first_registration() {
+    #[derive(Default)]
+    struct Registrations(Vec<bool>);
+    #[async_trait]
+    impl Scheduler for Registrations {
+        async fn registered(
+            &mut self,
+            _: &SchedulerDriver,
+            _: &bramble_sdk::FrameworkId,
+            again: bool,
+        ) {
+            self.0.push(again);
+        }
+        async fn resource_offers(&mut self, _: &SchedulerDriver, _: Vec<Offer>) {}
+        async fn status_update(&mut self, _: &SchedulerDriver, _: &TaskStatus) {}
+    }
+    let mut fresh = SchedulerTest::new(Registrations::default());
+    fresh.register("fw-1").await;
+    fresh.register("fw-1").await;
+    assert_eq!(fresh.scheduler().0, [false, true]);
+    let mut restarted = SchedulerTest::failing_over(Registrations::default(), "fw-1");
+    restarted.register("fw-1").await;
+    assert_eq!(restarted.scheduler().0, [true]);
+    assert_eq!(restarted.driver().framework_id(), Some("fw-1".into()));
 }

@@ -1,4 +1,5 @@
-//! The tutorial frameworks (factorial, hello, http) end to end: a master and agents in this
+//! The tutorial frameworks (factorial, hello, http, and docs/tutorial's hello-bramble) end
+//! to end: a master and agents in this
 //! process on loopback, the frameworks' own schedulers, and their executors and servers as
 //! real processes (`example-executors`, this crate's stand-in for `bramble executor factorial`
 //! and `bramble serve-dir`, built from the same library code).
@@ -36,6 +37,12 @@ async fn cluster_with_agents(agents: &[(&str, Resources)]) -> Cluster {
     tokio::task::spawn_blocking(bin_dir)
         .await
         .expect("building the binaries");
+    cluster_of(agents).await
+}
+
+/// The cluster alone, for frameworks whose tasks are shell commands (no binaries of ours).
+async fn cluster_of(agents: &[(&str, Resources)]) -> Cluster {
+    init_logs();
     let cluster = TestCluster::new();
     let master = start_master(&cluster, &fast_master_config(&cluster)).await;
     let mut handles = Vec::new();
@@ -417,5 +424,116 @@ async fn http_serves_its_sandbox_on_an_offered_port_until_stopped() {
         || async { TcpStream::connect(addr).await.is_err().then_some(()) },
     )
     .await;
+    c.shutdown().await;
+}
+
+/// The tasks of `framework` the master has as RUNNING.
+async fn running_tasks(operator: &mut OperatorClient, framework: &str) -> Vec<String> {
+    let state = operator.state().await.expect("cluster state");
+    let mut ids: Vec<String> = state
+        .tasks
+        .iter()
+        .filter(|t| t.framework_id.as_str() == framework && t.state == TaskState::Running)
+        .map(|t| t.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// docs/tutorial's hello-bramble at its last step, on a real master: two copies come up, its
+/// page and the master agree, the master shows its web UI URL, and a restarted scheduler
+/// (failing over to the same id) adopts both copies instead of launching more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorial_framework_keeps_its_copies_up_and_a_restart_adopts_them() {
+    use bramble_sdk::SchedulerDriver;
+    use bramble_tutorial::{step3, step5};
+
+    let c = cluster_of(&[
+        ("tut-a", Resources::new(1.0, 256)),
+        ("tut-b", Resources::new(1.0, 256)),
+    ])
+    .await;
+    let mut operator = OperatorClient::connect(&c.cluster.cluster_dir(), c.master.addr)
+        .await
+        .expect("operator connection");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the page");
+    let page = listener.local_addr().expect("page address");
+    let url = format!("http://{page}/");
+    let start = |framework_id: Option<bramble_sdk::FrameworkId>| {
+        let mut config = c.scheduler_config("hello-bramble");
+        config.framework.failover_timeout_secs = 60.0;
+        config.framework.framework_id = framework_id;
+        config.framework.webui_url = Some(url.clone());
+        let (scheduler, status) = step5::WithStatusPage::new(step3::HelloScheduler::new(2, None));
+        let driver = SchedulerDriver::new(config);
+        let run = tokio::spawn({
+            let driver = driver.clone();
+            async move { driver.run(scheduler).await.map(|_| ()) }
+        });
+        (driver, run, status)
+    };
+
+    let (driver, run, status) = start(None);
+    let server = tokio::spawn(step5::serve(listener, status));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (framework, copies) = loop {
+        if let Some(id) = driver.framework_id() {
+            let copies = running_tasks(&mut operator, id.as_str()).await;
+            if copies.len() == 2 {
+                break (id, copies);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two copies RUNNING within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let state = operator.state().await.expect("cluster state");
+    let shown = state.frameworks.iter().find(|f| f.id == framework);
+    assert_eq!(shown.and_then(|f| f.webui_url.clone()), Some(url.clone()));
+    let (code, body) = http_get(page, "/").await.expect("the status page");
+    assert_eq!(code, 200);
+    assert!(body.contains("2 of 2 copies running"), "{body}");
+
+    // The scheduler goes away without tearing down; its copies keep running.
+    driver.stop(true);
+    run.await.expect("join").expect("scheduler ran");
+    server.abort();
+    // The page went with the old scheduler; the new one's status is read directly.
+    let (driver, run, status) = start(Some(framework.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut adopted = status.borrow().running.clone();
+        adopted.sort();
+        if adopted == copies {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted scheduler adopts {copies:?} within 30 s; it has {adopted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the reconciliation grace, still the same two copies and nothing new launched.
+    let quiet_until = tokio::time::Instant::now() + step3::RECONCILE_GRACE * 2;
+    while tokio::time::Instant::now() < quiet_until {
+        assert_eq!(
+            running_tasks(&mut operator, framework.as_str()).await,
+            copies
+        );
+        let state = operator.state().await.expect("cluster state");
+        let live = state
+            .tasks
+            .iter()
+            .filter(|t| t.framework_id == framework && !t.state.is_terminal())
+            .count();
+        assert_eq!(live, 2, "no third copy launched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver.stop(false);
+    run.await.expect("join").expect("scheduler ran");
     c.shutdown().await;
 }

@@ -434,6 +434,52 @@ async fn sandbox_files_are_listed_read_and_followed_but_never_escaped() {
     c.shutdown().await;
 }
 
+/// Mesos's `webui_url`: given at subscribe, replaced later with `set_webui_url` (as the http
+/// framework does once it knows its port), and shown by both state endpoints.
+#[tokio::test]
+async fn a_framework_web_ui_shows_in_both_state_endpoints_and_follows_what_it_publishes() {
+    let c = cluster(&["pi-a"], 1.0, None).await;
+    let mut info = bramble_sdk::framework_info("with-ui");
+    info.webui_url = Some("http://pi-a:8080/".into());
+    let config = bramble_sdk::SchedulerConfig::new(
+        c.master.addr,
+        c.cluster.credentials(Role::Framework),
+        info,
+    );
+    let fw = TestFramework::start_with(config).await;
+    let shown = |url: &'static str| {
+        let (http, id) = (c.http, fw.id.to_string());
+        async move {
+            let of = |s: &Value| {
+                s["frameworks"]
+                    .as_array()
+                    .and_then(|fs| fs.iter().find(|f| f["id"] == id.as_str()))
+                    .map(|f| f["webui_url"].clone())
+            };
+            let api = of(&get(http, "/api/v1/state").await.json());
+            let mesos = of(&get(http, "/master/state").await.json());
+            (api == Some(Value::from(url)) && mesos == Some(Value::from(url))).then_some(())
+        }
+    };
+    eventually(
+        "the subscribed URL in both endpoints",
+        Duration::from_secs(10),
+        || shown("http://pi-a:8080/"),
+    )
+    .await;
+    fw.driver
+        .set_webui_url(Some("https://pi-a:31000/".into()))
+        .expect("publish the web UI");
+    eventually(
+        "the published URL in both endpoints",
+        Duration::from_secs(10),
+        || shown("https://pi-a:31000/"),
+    )
+    .await;
+    fw.stop(false).await;
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn token_is_enforced_when_set_and_kill_needs_it() {
     let c = cluster(&["pi-a"], 1.0, Some(TOKEN)).await;

@@ -39,3 +39,74 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
         body,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::APP_JS;
+
+    /// The source of `app.js` from `start` up to and including the first `end` after it.
+    fn js_between<'a>(start: &str, end: &str) -> &'a str {
+        let from = APP_JS.find(start).expect("start marker in app.js");
+        let len = APP_JS[from..].find(end).expect("end marker in app.js") + end.len();
+        &APP_JS[from..from + len]
+    }
+
+    /// Framework web UI URLs are the framework's word, so hostile: run the page's own
+    /// `webuiLink` (with its `esc`) in node on a few and check what would reach the DOM.
+    #[test]
+    fn framework_web_ui_urls_become_links_only_when_http_and_are_always_escaped() {
+        if std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("SKIP framework_web_ui_urls_become_links_only_when_http: node not found");
+            return;
+        }
+        let cases = [
+            "http://pi-a:31000/",
+            "https://pi-b/ui?x=1&y=2",
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "https://x/\"><img src=x onerror=alert(1)>",
+            "not a url <b>",
+            "",
+        ];
+        let script = format!(
+            "{}\n{}\nconsole.log(JSON.stringify({}.map(webuiLink)));",
+            js_between("const esc =", "}[c]));"),
+            js_between("// webuiLink-begin", "// webuiLink-end"),
+            serde_json::to_string(&cases).expect("json"),
+        );
+        let out = std::process::Command::new("node")
+            .arg("-e")
+            .arg(&script)
+            .output()
+            .expect("running node");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let html: Vec<String> = serde_json::from_slice(&out.stdout).expect("node's answer");
+        assert_eq!(
+            html[0],
+            r#"<a class="mono" href="http://pi-a:31000/" target="_blank" rel="noopener noreferrer">http://pi-a:31000/</a>"#
+        );
+        assert!(
+            html[1].starts_with(r#"<a class="mono" href="https://pi-b/ui?x=1&amp;y=2""#),
+            "{}",
+            html[1]
+        );
+        for (url, out) in cases.iter().zip(&html).skip(2) {
+            let link = out.contains("<a");
+            assert_eq!(link, url.starts_with("https://x/"), "{url:?} → {out}");
+            for tag in ["<img", "<script", "<b>", "\"><"] {
+                assert!(!out.contains(tag), "{url:?} → {out}");
+            }
+        }
+        assert!(html[2].contains("javascript:alert(1)"), "shown as text");
+        assert_eq!(html[7], "", "no URL, nothing shown");
+    }
+}

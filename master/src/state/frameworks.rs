@@ -41,6 +41,23 @@ pub(super) struct FrameworkEntry {
     pub(super) tasks: HashMap<TaskId, TaskEntry>,
 }
 
+/// The longest web UI URL a framework may publish; a longer one is dropped.
+const MAX_WEBUI_URL_BYTES: usize = 2048;
+
+/// A framework's web UI URL as the master keeps it: empty means none (Mesos frameworks send
+/// `""`), and one that is too long or holds control characters (which would rewrite an
+/// operator's terminal in `bramble frameworks`) is dropped with a log line. Whether it is
+/// safe to link to is the web UI's business (only `http(s)://` becomes a link).
+fn checked_webui_url(fw: &FrameworkId, url: Option<String>) -> Option<String> {
+    let url = url.filter(|u| !u.trim().is_empty())?;
+    if url.len() > MAX_WEBUI_URL_BYTES || url.chars().any(char::is_control) {
+        info!(framework = %fw, bytes = url.len(),
+            "dropping the framework's web UI URL: longer than {MAX_WEBUI_URL_BYTES} bytes or holding control characters");
+        return None;
+    }
+    Some(url)
+}
+
 impl Master {
     pub(super) fn scheduler_call(&mut self, conn: ConnId, call: SchedulerCall, now: Instant) {
         let bound = self.conns.get(&conn).and_then(|c| c.bound.clone());
@@ -127,6 +144,16 @@ impl Master {
                     progress: progress.clone(),
                 });
                 self.progress.insert(fw, progress);
+            }
+            SchedulerCall::SetWebuiUrl(url) => {
+                let url = checked_webui_url(&fw, url);
+                if let Some(entry) = self.frameworks.get_mut(&fw) {
+                    if entry.info.webui_url != url {
+                        info!(framework = %fw, webui_url = ?url, "framework published its web UI");
+                        entry.info.webui_url = url;
+                        self.dirty_frameworks.insert(fw);
+                    }
+                }
             }
         }
     }
@@ -225,6 +252,7 @@ impl Master {
         }
         let mut info = info;
         info.framework_id = Some(id.clone());
+        info.webui_url = checked_webui_url(&id, info.webui_url.take());
         // A framework belongs to the principal that registered it, and stays theirs when an
         // operator fails it over; one registered before principals existed (none recorded)
         // becomes its next subscriber's.
@@ -437,6 +465,83 @@ mod tests {
     };
     use bramble_proto::{TaskId, TaskState};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_framework_web_ui_is_kept_durably_replaced_when_published_and_dropped_when_hostile() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let info = FrameworkInfo {
+            webui_url: Some("http://pi-a:31000/".into()),
+            ..framework_info(Some("fw1"))
+        };
+        let _fw = connect_framework_as(&mut m, 2, info, now);
+        let writes = m.take_writes();
+        let stored = |w: &crate::store::Batch| {
+            w.frameworks
+                .iter()
+                .find_map(|(_, r)| r.as_ref().map(|r| r.info.webui_url.clone()))
+        };
+        assert_eq!(stored(&writes), Some(Some("http://pi-a:31000/".into())));
+        settle(&mut m, now);
+        let shown = |m: &crate::state::Master| m.snapshot().frameworks[0].webui_url.clone();
+        assert_eq!(shown(&m).as_deref(), Some("http://pi-a:31000/"));
+
+        // Published later (a service learning its port): replaces it, durably.
+        call(
+            &mut m,
+            2,
+            SchedulerCall::SetWebuiUrl(Some("https://pi-b/ui".into())),
+            now,
+        );
+        let writes = m.take_writes();
+        assert_eq!(stored(&writes), Some(Some("https://pi-b/ui".into())));
+        assert_eq!(shown(&m).as_deref(), Some("https://pi-b/ui"));
+        // A master restarted from its store shows it again.
+        let mut restarted = master(now);
+        restarted.recover(
+            crate::store::Recovered {
+                frameworks: writes
+                    .frameworks
+                    .iter()
+                    .filter_map(|(_, r)| r.clone())
+                    .collect(),
+                agents: Vec::new(),
+                tasks: Vec::new(),
+            },
+            now,
+        );
+        assert_eq!(shown(&restarted).as_deref(), Some("https://pi-b/ui"));
+
+        // Terminal escapes, absurd lengths and Mesos's "" for none are not kept.
+        let long = format!("http://x/{}", "a".repeat(4096));
+        for hostile in ["http://x/\u{1b}[2J\u{1b}]0;owned\u{7}", &long, "", "  "] {
+            call(
+                &mut m,
+                2,
+                SchedulerCall::SetWebuiUrl(Some("http://ok/".into())),
+                now,
+            );
+            call(
+                &mut m,
+                2,
+                SchedulerCall::SetWebuiUrl(Some(hostile.to_string())),
+                now,
+            );
+            assert_eq!(shown(&m), None, "{hostile:?}");
+        }
+        let escaping = FrameworkInfo {
+            webui_url: Some("http://x/\n".into()),
+            ..framework_info(Some("fw2"))
+        };
+        let _fw2 = connect_framework_as(&mut m, 3, escaping, now);
+        settle(&mut m, now);
+        let fw2 = m
+            .snapshot()
+            .frameworks
+            .into_iter()
+            .find(|f| f.id.as_str() == "fw2");
+        assert_eq!(fw2.map(|f| f.webui_url), Some(None));
+    }
 
     #[test]
     fn a_framework_failing_over_keeps_its_id_and_its_old_connection_is_told_fatally() {

@@ -221,6 +221,15 @@ impl SchedulerDriver {
         self.call(SchedulerCall::PublishProgress(progress))
     }
 
+    /// Publishes (or, with `None`, withdraws) the framework's own web UI, which the master's
+    /// web UI links to from the framework's entry (Mesos's `webui_url`). A URL known before
+    /// subscribing goes in `FrameworkInfo::webui_url` instead; this is for one learnt later,
+    /// e.g. a service's port. The master keeps it with the framework (durably) and it is
+    /// sent again on every re-subscription. It shows as a link only when it is `http(s)://`.
+    pub fn set_webui_url(&self, url: Option<String>) -> Result<(), SdkError> {
+        self.call(SchedulerCall::SetWebuiUrl(url))
+    }
+
     /// Stops the driver; its run returns once this is done. `failover = false`: the framework
     /// is finished — the master kills its tasks and forgets it (Teardown). `failover = true`:
     /// just disconnect; the tasks keep running for the failover timeout, during which a new

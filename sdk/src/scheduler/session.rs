@@ -76,6 +76,7 @@ impl Runner {
                 Ok(()) = self.stop.changed() => {}
                 n = self.calls.recv_many(&mut calls, MAX_BATCH), if !self.calls.is_closed() || !self.calls.is_empty() => {
                     if n > 0 {
+                        self.remember_webui_url(&calls);
                         let sent = writer.send_batch(&calls).await;
                         if let Err(e) = sent {
                             return Ok(lost(&conn, format!("sending {}: {e}", call_name(&calls[0]))));
@@ -132,6 +133,16 @@ impl Runner {
                         return Ok(lost(&conn, format!("sending heartbeat: {e}")));
                     }
                 }
+            }
+        }
+    }
+
+    /// A re-subscription (after a reconnect) must not take back a web UI URL the scheduler
+    /// published since: the info it subscribes with follows `set_webui_url`.
+    fn remember_webui_url(&mut self, calls: &[SchedulerCall]) {
+        for call in calls {
+            if let SchedulerCall::SetWebuiUrl(url) = call {
+                self.info.webui_url = url.clone();
             }
         }
     }
@@ -325,5 +336,6 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::Teardown => "Teardown",
         SchedulerCall::Heartbeat => "Heartbeat",
         SchedulerCall::PublishProgress(_) => "PublishProgress",
+        SchedulerCall::SetWebuiUrl(_) => "SetWebuiUrl",
     }
 }

@@ -117,6 +117,20 @@ function bar(used, total, cls, label) {
 }
 const agentName = (id) => app.state?.agents.find((a) => a.id === id)?.hostname ?? id;
 const fwName = (id) => app.state?.frameworks.find((f) => f.id === id)?.name ?? id;
+// A framework's own web UI (Mesos's webui_url), as the framework published it: only an
+// http(s) URL becomes a link (a `javascript:` or `data:` one must never be clickable), and
+// everything is escaped. Tested in master/src/http/ui.rs.
+// webuiLink-begin
+function webuiLink(url) {
+  if (!url) return "";
+  let parsed = null;
+  try { parsed = new URL(url); } catch (e) { /* not a URL: shown as text */ }
+  if (parsed && (parsed.protocol === "http:" || parsed.protocol === "https:")) {
+    return `<a class="mono" href="${esc(parsed.href)}" target="_blank" rel="noopener noreferrer">${esc(url)}</a>`;
+  }
+  return `<span class="mono muted">${esc(url)}</span>`;
+}
+// webuiLink-end
 const taskHref = (t) => `#/task/${encodeURIComponent(t.framework_id)}/${encodeURIComponent(t.id)}`;
 
 // ------------------------------------------------------------------------------------------
@@ -239,7 +253,7 @@ function frameworks() {
   return `<h1>Frameworks</h1><div class="card"><table>
     <thead><tr><th>Framework</th><th>Role</th><th>Tasks</th><th>Allocated</th></tr></thead>
     <tbody>${s.frameworks.map((f) => `<tr>
-      <td><span class="${f.connected ? "up" : "down"}">●</span> <a href="#/tasks?fw=${encodeURIComponent(f.id)}"><strong>${esc(f.name)}</strong></a><div class="muted mono">${esc(f.id)}</div></td>
+      <td><span class="${f.connected ? "up" : "down"}">●</span> <a href="#/tasks?fw=${encodeURIComponent(f.id)}"><strong>${esc(f.name)}</strong></a><div class="muted mono">${esc(f.id)}</div>${f.webui_url ? `<div>Web UI: ${webuiLink(f.webui_url)}</div>` : ""}</td>
       <td>${esc(f.role)}${f.api === "MesosV1" ? '<div class="muted">Mesos v1 API</div>' : ""}</td>
       <td>${Object.entries(f.tasks_by_state).map(([st, n]) => chip(st, n)).join("")}</td>
       <td class="mono">${cpus(f.allocated.cpus_milli)} cpus, ${mem(f.allocated.mem_mib)}</td>
