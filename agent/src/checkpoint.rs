@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -186,13 +187,19 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Uses `work_dir`'s meta directory, creating its `runs/` if needed.
+    /// Uses `work_dir`'s meta directory, creating its `runs/` if needed, and closes the meta
+    /// directory to everyone but the agent's user (0700, also when an older agent left it
+    /// open): the run files hold custom executors' tokens, and the work dir above is open to
+    /// task users, who pass through it to their sandboxes.
     pub fn open(work_dir: &WorkDir) -> Result<Self, CheckpointError> {
         let runs = work_dir.runs_dir();
         if !runs.is_dir() {
             fs::create_dir_all(&runs).map_err(FileError::at("creating", &runs))?;
             durable::sync_dir(&work_dir.meta_dir())?;
         }
+        let meta = work_dir.meta_dir();
+        fs::set_permissions(&meta, fs::Permissions::from_mode(0o700))
+            .map_err(FileError::at("closing to others", &meta))?;
         Ok(Self {
             work_dir: work_dir.clone(),
         })

@@ -9,7 +9,7 @@
 //! The loader itself ([`load_toml`], [`read_optional`]) is generic so the master can read its
 //! own file the same way; it is self-contained so it can move to a shared crate unchanged.
 
-use crate::containerizer::TaskUser;
+use crate::containerizer::{TaskUser, TaskUsers, UidRange};
 use crate::gc::GcPolicy;
 use crate::resources::ResourceOverrides;
 pub use bramble_proto::config::{load_toml, read_optional, ConfigError};
@@ -59,8 +59,15 @@ pub struct AgentConfig {
     // -- Sandbox lifecycle and the task user (see `gc_and_user` below).
     /// `[gc]`: when finished sandboxes are removed.
     pub gc: GcConfig,
-    /// Run tasks as this user (needs the agent to run as root). Unset: as the agent's user.
+    /// The single-user mode: run every framework's tasks as this one user (needs the agent to
+    /// run as root). Tasks of different frameworks can then signal each other and read each
+    /// other's files; `task_uids` separates them. Unset (and no `task_uids`): as the agent's user.
     pub task_user: Option<String>,
+    /// Run each framework's tasks as its own unprivileged uid from this range, e.g.
+    /// `"70000-70999"` (needs the agent to run as root): allocated per framework, kept in the
+    /// work dir across restarts, never root nor a uid an account or process of the machine
+    /// has. The alternative to `task_user`; give one or neither.
+    pub task_uids: Option<String>,
     /// How many processes and threads each task or executor container may have (cgroup
     /// `pids.max`); 0: unlimited.
     pub container_pids_max: u64,
@@ -120,6 +127,7 @@ impl Default for AgentConfig {
             discovery: DiscoveryConfig::default(),
             gc: GcConfig::default(),
             task_user: None,
+            task_uids: None,
             container_pids_max: crate::containerizer::DEFAULT_PIDS_MAX,
             recovery: RecoveryConfig::default(),
             mesos: MesosConfig::default(),
@@ -195,7 +203,7 @@ impl AgentConfig {
 }
 
 // -------------------------------------------------------------------------------------------
-// Sandbox lifecycle (`[gc]`) and the task user (`task_user`).
+// Sandbox lifecycle (`[gc]`) and the task users (`task_uids`, `task_user`).
 
 /// `[gc]`: Mesos's `gc_delay` and `disk_watermark_gc`, see `gc.rs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,7 +274,7 @@ impl AgentConfig {
         if self.gc.interval_secs == 0 {
             return Err(("gc.interval_secs", "must be at least 1".to_owned()));
         }
-        self.task_user().map_err(|e| ("task_user", e))?;
+        self.task_users()?;
         Ok(())
     }
 
@@ -283,6 +291,29 @@ impl AgentConfig {
     /// The task user, looked up on this machine (an unknown name is an error).
     pub fn task_user(&self) -> Result<Option<TaskUser>, String> {
         self.task_user.as_deref().map(TaskUser::resolve).transpose()
+    }
+
+    /// Who tasks run as: per-framework uids (`task_uids`), one user (`task_user`) or, with
+    /// neither, the agent's own user. The key that is wrong comes with the error.
+    pub fn task_users(&self) -> Result<Option<TaskUsers>, (&'static str, String)> {
+        let one = self.task_user().map_err(|e| ("task_user", e))?;
+        let range = self
+            .task_uids
+            .as_deref()
+            .map(str::parse::<UidRange>)
+            .transpose()
+            .map_err(|e| ("task_uids", e))?;
+        match (one, range) {
+            (Some(_), Some(_)) => Err((
+                "task_uids",
+                "task_user and task_uids are alternatives (one user for every framework, or a \
+                 uid per framework): remove one"
+                    .to_owned(),
+            )),
+            (Some(user), None) => Ok(Some(TaskUsers::One(user))),
+            (None, Some(range)) => Ok(Some(TaskUsers::PerFramework(range))),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -536,6 +567,27 @@ rack = "shelf-2"
         assert!(err.contains(r#"key "gc.disk_headroom""#), "{err}");
         let err = parse_err("[gc]\nmax_age = 3\n");
         assert!(err.contains(r#"unknown key "max_age""#), "{err}");
+    }
+
+    #[test]
+    fn task_uids_parse_are_checked_and_exclude_task_user() {
+        assert_eq!(AgentConfig::default().task_users().unwrap(), None);
+        let c = parse(Path::new(PATH), "task_uids = \"70000-70999\"\n").unwrap();
+        assert_eq!(
+            c.task_users().unwrap(),
+            Some(TaskUsers::PerFramework(
+                UidRange::new(70000, 70999).unwrap()
+            ))
+        );
+        let c = parse(Path::new(PATH), "task_user = \"root\"\n").unwrap();
+        assert!(matches!(c.task_users().unwrap(), Some(TaskUsers::One(u)) if u.uid.is_root()));
+        let err = parse_err("\ntask_uids = \"0-100\"\n");
+        assert!(
+            err.contains(r#"line 2: key "task_uids": the range may not hold uid 0 (root)"#),
+            "{err}"
+        );
+        let err = parse_err("task_user = \"root\"\ntask_uids = \"70000-70999\"\n");
+        assert!(err.contains("alternatives"), "{err}");
     }
 
     #[test]

@@ -61,8 +61,9 @@ pub struct AgentOptions {
     pub cgroups: bool,
     /// When finished sandboxes are removed.
     pub gc: gc::GcPolicy,
-    /// Run tasks as this user when the agent is root (None: as the agent's own user).
-    pub task_user: Option<containerizer::TaskUser>,
+    /// Who tasks run as when the agent is root: each framework's as their own uid, or all as
+    /// one user (None: as the agent's own user).
+    pub task_user: Option<containerizer::TaskUsers>,
     /// Each container's cap on processes and threads (0: unlimited;
     /// [`containerizer::DEFAULT_PIDS_MAX`] by default).
     pub pids_max: u64,

@@ -147,8 +147,8 @@ fn options(
         pids_max: cfg.container_pids_max,
         gc: cfg.gc_policy(),
         task_user: cfg
-            .task_user()
-            .map_err(|e| anyhow::anyhow!("{}: key \"task_user\": {e}", path.display()))?,
+            .task_users()
+            .map_err(|(key, e)| anyhow::anyhow!("{}: key \"{key}\": {e}", path.display()))?,
         mesos_listen: cfg
             .mesos
             .listen_addr()

@@ -5,9 +5,11 @@
 //! ```text
 //! <work_dir>/
 //!   agent.sock                          the executor socket (custom executors connect back)
-//!   meta/                               the agent's own state; tasks never write here
+//!   meta/ (0700)                        the agent's own state; tasks never read or write here
 //!     agent_id                          the id the master gave this agent
 //!     agent.json                        boot id, resources, attributes at the last start
+//!     task_uids.json                    the uid each framework's tasks run as, with
+//!                                       per-framework task users (`framework_users.rs`)
 //!     alive                             touched while the agent runs (its mtime is the
 //!                                       heartbeat command tasks' supervisors watch)
 //!     runs/<container>.json             one checkpoint per executor run (`checkpoint.rs`)
@@ -35,6 +37,7 @@ const META: &str = "meta";
 const AGENT_ID: &str = "agent_id";
 const AGENT_INFO: &str = "agent.json";
 const HEARTBEAT: &str = "alive";
+const TASK_UIDS: &str = "task_uids.json";
 const RUNS: &str = "runs";
 const RUN_SUFFIX: &str = ".json";
 const EXIT_SUFFIX: &str = ".exit";
@@ -89,6 +92,11 @@ impl WorkDir {
     /// (`containerizer/liveness.rs`).
     pub fn heartbeat_file(&self) -> PathBuf {
         self.meta_dir().join(HEARTBEAT)
+    }
+
+    /// Which uid each framework's tasks run as (`containerizer/framework_users.rs`).
+    pub fn task_uids_file(&self) -> PathBuf {
+        self.meta_dir().join(TASK_UIDS)
     }
 
     /// The executor run checkpoints.

@@ -119,6 +119,12 @@ struct OpenStore {
 }
 
 impl MasterHandle {
+    /// QUIC connections open on the master's endpoint, handshakes in progress included (what
+    /// `/metrics` reports as `bramble_quic_connections`).
+    pub fn quic_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
     /// The master's current picture of the cluster.
     pub async fn state(&self) -> Result<ClusterState, ServerError> {
         let (reply, rx) = oneshot::channel();

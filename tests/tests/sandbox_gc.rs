@@ -6,7 +6,7 @@
 //! The disk tests mount a 2 MiB tmpfs as the agent's work dir and the task-user test creates
 //! a throwaway system user: both need root and print `SKIP ...: needs root` otherwise.
 
-use bramble_agent::containerizer::TaskUser;
+use bramble_agent::containerizer::{TaskUser, TaskUsers};
 use bramble_agent::gc::{DiskUsage, GcPolicy};
 use bramble_agent::AgentHandle;
 use bramble_client::OperatorClient;
@@ -39,7 +39,7 @@ async fn setup(
     let mut opts = agent_options(cluster, name, master.addr, Resources::new(2.0, 512));
     opts.work_dir = work_dir.to_path_buf();
     opts.gc = gc;
-    opts.task_user = task_user;
+    opts.task_user = task_user.map(TaskUsers::One);
     let agent = start_agent(cluster, opts).await;
     wait_for_agents(&master, 1).await;
     let fw =

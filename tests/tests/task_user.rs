@@ -3,7 +3,7 @@
 //! as the user, so a task that ends while no agent runs is reported with its real status, and
 //! nothing of the supervisor's ends up in the task's output.
 
-use bramble_agent::containerizer::TaskUser;
+use bramble_agent::containerizer::{TaskUser, TaskUsers};
 use bramble_agent::AgentOptions;
 use bramble_master::config::MasterConfig;
 use bramble_proto::identity::Role;
@@ -71,7 +71,7 @@ async fn a_task_user_task_ending_while_the_agent_is_down_is_reported_finished() 
     let work: PathBuf = open.path().join("agent");
     let options = || AgentOptions {
         work_dir: work.clone(),
-        task_user: Some(task_user.clone()),
+        task_user: Some(TaskUsers::One(task_user.clone())),
         ..agent_options(&cluster, "pi-user", master.addr, Resources::new(2.0, 512))
     };
     let agent = start_agent(&cluster, options()).await;

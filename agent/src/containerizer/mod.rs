@@ -21,9 +21,10 @@
 //!   once it ends. Where the cgroups live and why: `cgroups.rs`. How the process joins
 //!   its cgroup without a race: `process.rs`.
 //!
-//! * when the agent is root and has a `task_user`, that user's ids from just before exec (for
-//!   a supervised command task: the task's, by `setpriv`, its supervisor staying root), and
-//!   its sandbox chowned to it (`user.rs`);
+//! * when the agent is root and has task users, its user's ids from just before exec (for a
+//!   supervised command task: the task's, by `setpriv`, its supervisor staying root), and its
+//!   sandbox chowned to that user, 0700 (`user.rs`): one uid per framework
+//!   ([`LaunchSpec::owner`], `framework_users.rs`), or one for all in the single-user mode;
 //! * a clear [`ContainerError::DiskFull`] instead of an I/O error when the work dir's disk has
 //!   no room for a new sandbox (checked before creating it, and for ENOSPC while creating it).
 //!
@@ -41,6 +42,7 @@
 //! validates specs and wires them.
 
 mod cgroups;
+pub mod framework_users;
 mod liveness;
 mod process;
 mod recover;
@@ -56,11 +58,12 @@ use tracing::{info, warn};
 
 pub use cgroups::CgroupMode;
 use cgroups::{Backend, CgroupLimits};
+pub use framework_users::UidRange;
 pub use liveness::{beat, OrphanWatch};
 pub use process::{Container, Killer};
 pub use recover::{is_same_process, process_start_time};
 pub use report::ExitReport;
-pub use user::TaskUser;
+pub use user::{TaskUser, TaskUsers};
 
 /// How many processes (threads included) one container may have by default: room for any
 /// task a Pi runs, not for a fork bomb.
@@ -84,6 +87,9 @@ pub struct LaunchSpec {
     /// Unique per running container; used as the cgroup directory name, so it must be a
     /// single path component: non-empty, at most 200 bytes, no `/`, no NUL, not `.`/`..`.
     pub container_id: String,
+    /// Whose container this is (the framework's id): with per-framework task users, containers
+    /// of different owners run as different users and cannot reach each other.
+    pub owner: String,
     /// Created if missing; working directory, `HOME`, and home of the stdout/stderr files.
     pub sandbox: PathBuf,
     /// The executable; without a `/` it is looked up in the container's `PATH`.
@@ -146,6 +152,12 @@ pub enum ContainerError {
         id: String,
         path: PathBuf,
         usage: crate::gc::DiskUsage,
+    },
+    #[error("container {id}: {source}")]
+    TaskUser {
+        id: String,
+        #[source]
+        source: framework_users::AllocError,
     },
     #[error("container {id}: starting {}: {source}", .program.display())]
     Spawn {
@@ -265,6 +277,17 @@ impl Containerizer {
             }
         };
         let disk_full = |e: ContainerError| disk_full_or(e, id, &spec.sandbox);
+        // Before anything is made for it: a framework with no uid left starts nothing.
+        let user =
+            match &self.task_user {
+                Some(switch) => Some(switch.user_for(&spec.owner).map_err(|source| {
+                    ContainerError::TaskUser {
+                        id: id.to_string(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         check_room(id, &spec.sandbox)?;
         create_sandbox(&spec.sandbox)
             .await
@@ -274,8 +297,8 @@ impl Containerizer {
         let sandbox = tokio::fs::canonicalize(&spec.sandbox)
             .await
             .map_err(io_err("resolving sandbox", &spec.sandbox))?;
-        if let Some(switch) = &self.task_user {
-            user::prepare_sandbox(&sandbox, &switch.user)
+        if let Some(user) = &user {
+            user::prepare_sandbox(&sandbox, user)
                 .map_err(io_err("handing to the task user", &sandbox))
                 .map_err(disk_full)?;
         }
@@ -329,7 +352,11 @@ impl Containerizer {
             } else {
                 0
             },
-            user: self.task_user.as_ref().map(user::Ids::of),
+            user: self
+                .task_user
+                .as_ref()
+                .zip(user.as_ref())
+                .map(|(switch, user)| user::Ids::of(user, switch)),
             exit_status_file: spec.exit_status_file.clone(),
             orphan: self.orphan.clone(),
         };

@@ -26,6 +26,7 @@ fn unique(name: &str) -> String {
 fn spec(id: &str, sandbox: &Path, program: &str, args: &[&str]) -> LaunchSpec {
     LaunchSpec {
         container_id: id.to_string(),
+        owner: "fw".to_string(),
         sandbox: sandbox.to_path_buf(),
         program: PathBuf::from(program),
         args: args.iter().map(|a| a.to_string()).collect(),

@@ -1,9 +1,11 @@
-//! Running tasks as an unprivileged user (`task_user` in the agent's config).
+//! Running tasks as unprivileged users: one per framework (`task_uids` in the agent's config,
+//! allocated in `framework_users.rs`), or one for all (`task_user`, the single-user mode).
 //!
-//! The agent runs as root on a Pi (it needs cgroups); its tasks should not. With a task user
+//! The agent runs as root on a Pi (it needs cgroups); its tasks should not. With task users
 //! set, and only when the agent is root, every container:
-//! * gets its sandbox directory and its `stdout`/`stderr` chowned to that user, so the task
-//!   can write its own files but nothing else of the agent's (the meta dir stays root's);
+//! * gets its sandbox directory (0700) and its `stdout`/`stderr` chowned to its user, so the
+//!   task can write its own files but nothing else of the agent's (the meta dir is root's,
+//!   0700) and, with per-framework users, nothing of another framework's;
 //! * drops privileges in the forked child *after* setsid and joining its cgroup (which need
 //!   root) and *before* exec: `setgroups(user's groups)`, `setgid`, `setuid`, in that order
 //!   (after setuid the others are no longer allowed). All three are plain syscalls on data
@@ -13,13 +15,15 @@
 //! is switched, by `setpriv` (util-linux), so the status is written where the task cannot
 //! (see `recover.rs`). The agent finds `setpriv` at startup and refuses to start without it.
 //!
-//! The user is resolved once, when the config is loaded ([`TaskUser::resolve`]): an unknown
-//! name is a config error, not a failure of every launch. An agent that is not root cannot
-//! switch users; it says so once at startup and runs tasks as itself (tests, the demo).
-//! At startup the agent also checks that the user can reach the work dir (every directory on
-//! the way must be searchable by it) and lets it connect to the executor socket (group access).
+//! A named user is resolved once, when the config is loaded ([`TaskUser::resolve`]): an
+//! unknown name is a config error, not a failure of every launch. An agent that is not root
+//! cannot switch users; it says so once at startup and runs tasks as itself (tests, the demo).
+//! At startup the agent also checks that the users can reach the work dir (every directory on
+//! the way must be searchable by them) and lets them connect to the executor socket.
 
+use super::framework_users::{AllocError, FrameworkUsers, UidRange};
 use super::Containerizer;
+use crate::paths::WorkDir;
 use nix::unistd::{Gid, Uid, User};
 use std::ffi::CString;
 use std::io;
@@ -91,46 +95,97 @@ impl TaskUser {
     }
 }
 
+/// Who tasks run as when the agent is root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskUsers {
+    /// Every task as this one user (`task_user` in the config): the single-user mode. Tasks of
+    /// different frameworks can then signal each other and read each other's files.
+    One(TaskUser),
+    /// Each framework's tasks as their own uid from this range (`task_uids`), allocated and
+    /// kept per framework (`framework_users.rs`).
+    PerFramework(UidRange),
+}
+
+impl TaskUsers {
+    /// Someone these users' rights stand for when checking the work dir: the one user, or a
+    /// uid of the range (all of them are in no group but their own).
+    fn representative(&self) -> TaskUser {
+        match self {
+            TaskUsers::One(user) => user.clone(),
+            TaskUsers::PerFramework(range) => UidRange::user(range.first()),
+        }
+    }
+}
+
 impl Containerizer {
-    /// Makes containers run as `user` (see the module header). A non-root agent keeps running
-    /// tasks as itself and says so. `work_dir` must be reachable by the user; the executor
-    /// socket is opened to the user's group so custom executors can connect back.
+    /// Makes containers run as `users` (see the module header). A non-root agent keeps running
+    /// tasks as itself and says so. `work_dir` must be reachable by the users; the executor
+    /// socket is opened to them so custom executors can connect back (to the one user's group;
+    /// with per-framework users to everyone, as each executor proves itself by its token).
     pub fn with_task_user(
         mut self,
-        user: Option<TaskUser>,
+        users: Option<TaskUsers>,
         work_dir: &Path,
         executor_socket: &Path,
     ) -> Result<Containerizer, String> {
-        let Some(user) = user else {
+        let Some(users) = users else {
             return Ok(self);
         };
         let me = Uid::effective();
+        let reach = users.representative();
         if !me.is_root() {
-            if me != user.uid {
-                warn!(task_user = %user.name, agent_uid = %me, "task_user is set but the agent is not root: tasks run as the agent's own user");
+            if me != reach.uid {
+                warn!(task_user = %reach.name, agent_uid = %me, "task users are configured but the agent is not root: tasks run as the agent's own user");
             }
             return Ok(self);
         }
-        user.check_can_reach(work_dir)?;
+        reach.check_can_reach(work_dir)?;
         let setpriv = find_setpriv().ok_or_else(|| {
             format!(
-                "task_user {:?} needs setpriv (util-linux) to run command tasks as that user \
+                "task users ({}) need setpriv (util-linux) to run command tasks as them \
                  while their exit-status supervisor stays root; none in {}: install util-linux",
-                user.name,
+                reach.name,
                 SETPRIV_PATHS.join(", ")
             )
         })?;
-        nix::unistd::chown(executor_socket, None, Some(user.gid)).map_err(|e| {
-            format!(
-                "giving group {} the executor socket {}: {e}",
-                user.gid,
-                executor_socket.display()
-            )
-        })?;
-        std::fs::set_permissions(executor_socket, std::fs::Permissions::from_mode(0o660))
-            .map_err(|e| format!("{}: {e}", executor_socket.display()))?;
-        info!(task_user = %user.name, uid = %user.uid, gid = %user.gid, "tasks run as an unprivileged user");
-        self.task_user = Some(Switch { user, setpriv });
+        let socket_mode = match &users {
+            TaskUsers::One(user) => {
+                nix::unistd::chown(executor_socket, None, Some(user.gid)).map_err(|e| {
+                    format!(
+                        "giving group {} the executor socket {}: {e}",
+                        user.gid,
+                        executor_socket.display()
+                    )
+                })?;
+                0o660
+            }
+            TaskUsers::PerFramework(_) => 0o666,
+        };
+        std::fs::set_permissions(
+            executor_socket,
+            std::fs::Permissions::from_mode(socket_mode),
+        )
+        .map_err(|e| format!("{}: {e}", executor_socket.display()))?;
+        // Tasks may pass through the sandboxes dir to their own sandbox, not list it.
+        let work = WorkDir::new(work_dir);
+        let sandboxes = work.sandboxes_dir();
+        std::fs::create_dir_all(&sandboxes)
+            .and_then(|()| {
+                std::fs::set_permissions(&sandboxes, std::fs::Permissions::from_mode(0o711))
+            })
+            .map_err(|e| format!("{}: {e}", sandboxes.display()))?;
+        let who = match users {
+            TaskUsers::One(user) => {
+                info!(task_user = %user.name, uid = %user.uid, gid = %user.gid, "tasks run as an unprivileged user (one for every framework)");
+                Who::One(user)
+            }
+            TaskUsers::PerFramework(range) => {
+                let users = FrameworkUsers::open(range, &work)?;
+                info!(task_uids = %range, "each framework's tasks run as their own unprivileged uid");
+                Who::PerFramework(users)
+            }
+        };
+        self.task_user = Some(Switch { who, setpriv });
         Ok(self)
     }
 }
@@ -150,20 +205,38 @@ fn find_setpriv() -> Option<PathBuf> {
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
 }
 
-/// The task user as the containerizer holds it: the user, and the `setpriv` that switches
-/// supervised tasks to it.
-#[derive(Debug, Clone)]
+/// The task users as the containerizer holds them, and the `setpriv` that switches supervised
+/// tasks to them.
+#[derive(Debug)]
 pub(super) struct Switch {
-    pub user: TaskUser,
-    pub setpriv: PathBuf,
+    who: Who,
+    setpriv: PathBuf,
 }
 
-/// Hands the sandbox and its log files to the task user (before the process starts).
+#[derive(Debug)]
+enum Who {
+    One(TaskUser),
+    PerFramework(FrameworkUsers),
+}
+
+impl Switch {
+    /// The user the containers of `owner` (a framework id) run as.
+    pub(super) fn user_for(&self, owner: &str) -> Result<TaskUser, AllocError> {
+        match &self.who {
+            Who::One(user) => Ok(user.clone()),
+            Who::PerFramework(users) => users.user_for(owner),
+        }
+    }
+}
+
+/// Hands the sandbox and its log files to the task user (before the process starts), and
+/// closes the sandbox to everyone else (0700: root, the agent, still reads it).
 pub(super) fn prepare_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()> {
     let chown = |path: &Path| {
         nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(io::Error::from)
     };
     chown(sandbox)?;
+    std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o700))?;
     for log in [crate::paths::STDOUT, crate::paths::STDERR] {
         let path = sandbox.join(log);
         std::fs::OpenOptions::new()
@@ -187,8 +260,7 @@ pub(super) struct Ids {
 }
 
 impl Ids {
-    pub(super) fn of(switch: &Switch) -> Ids {
-        let user = &switch.user;
+    pub(super) fn of(user: &TaskUser, switch: &Switch) -> Ids {
         Ids {
             uid: user.uid,
             gid: user.gid,

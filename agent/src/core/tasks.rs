@@ -122,7 +122,7 @@ impl Agent {
             self.report(status);
         }
         let limits = super::limits::limits_of(&task.resources);
-        let spec = self.launch_spec(&key, &sandbox, &cmd, env_vars, limits);
+        let spec = self.launch_spec(fw, &key, &sandbox, &cmd, env_vars, limits);
         let mut run = self.new_run(fw, executor_id, Kind::Command, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
         run.cpus = limits.cpus;
@@ -181,7 +181,7 @@ impl Agent {
         ];
         // Its own share and its first task's; resized as tasks come and go (`limits.rs`).
         let limits = executor_limits(&exec, &task);
-        let spec = self.launch_spec(&key, &sandbox, &exec.command, env_vars, limits);
+        let spec = self.launch_spec(fw, &key, &sandbox, &exec.command, env_vars, limits);
         let executor_id = exec.executor_id.clone();
         let kind = Kind::Custom {
             info: exec,
@@ -237,6 +237,7 @@ impl Agent {
         );
         let limits = executor_limits(&exec, &task);
         let mut spec = self.launch_spec(
+            fw,
             &key,
             &sandbox,
             &CommandInfo {
@@ -265,6 +266,7 @@ impl Agent {
     /// `env_vars`, then the agent id when there is one.
     fn launch_spec(
         &self,
+        fw: &FrameworkId,
         key: &ContainerKey,
         sandbox: &Path,
         cmd: &CommandInfo,
@@ -279,6 +281,7 @@ impl Agent {
         }
         LaunchSpec {
             container_id: key.clone(),
+            owner: fw.to_string(),
             sandbox: sandbox.to_path_buf(),
             program,
             args,

@@ -8,11 +8,22 @@
 //! line or key at fault, since a master that silently accepted anyone because of a typo in
 //! its credentials would be found out far too late. Without a file the API is open, as in
 //! Mesos, and the master says so once when it starts.
+//!
+//! Secrets are kept only as SHA-256 digests, and a request's secret is checked by comparing
+//! its digest with the stored one in constant time (`subtle`): fixed-size inputs, so neither
+//! the stored secret's bytes nor its length show in how long a wrong guess takes. An unknown
+//! principal costs the same digest and comparison (against a digest no secret has), so the
+//! timing does not say which principals exist either.
 
 use axum::http::HeaderMap;
 use bramble_mesos::v1::b64;
+use ring::digest::{digest, SHA256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
+
+/// A secret as it is kept and compared.
+type SecretDigest = [u8; 32];
 
 /// Why a credentials file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +37,20 @@ pub enum CredentialsError {
     Invalid { path: PathBuf, what: String },
 }
 
-/// The principals allowed to use the scheduler API, and their secrets.
-#[derive(Debug, Clone, Default)]
+/// The principals allowed to use the scheduler API, and their secrets' digests.
+#[derive(Clone, Default)]
 pub struct Credentials {
-    secrets: HashMap<String, String>,
+    secrets: HashMap<String, SecretDigest>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut principals: Vec<&String> = self.secrets.keys().collect();
+        principals.sort();
+        f.debug_struct("Credentials")
+            .field("principals", &principals)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the `Authorization` header of a request proved.
@@ -84,7 +105,10 @@ impl Credentials {
                     "{where_}: empty secret for principal '{principal}'"
                 ));
             }
-            if secrets.insert(principal.clone(), secret).is_some() {
+            if secrets
+                .insert(principal.clone(), secret_digest(secret.as_bytes()))
+                .is_some()
+            {
                 return Err(format!("{where_}: principal '{principal}' appears twice"));
             }
         }
@@ -112,8 +136,21 @@ impl Credentials {
         let decoded = b64::decode(encoded).ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (principal, secret) = decoded.split_once(':')?;
-        let expected = self.secrets.get(principal)?;
-        constant_time_eq(secret.as_bytes(), expected.as_bytes()).then(|| principal.to_string())
+        self.secret_matches(principal, secret.as_bytes())
+            .then(|| principal.to_string())
+    }
+
+    /// Whether `secret` is `principal`'s, in time that depends on neither the stored secret
+    /// nor whether the principal exists (see the module header).
+    fn secret_matches(&self, principal: &str, secret: &[u8]) -> bool {
+        let given = secret_digest(secret);
+        let (expected, known) = match self.secrets.get(principal) {
+            Some(expected) => (expected, true),
+            // SHA-256 of no input is not all ones: nothing matches this.
+            None => (&[0xff; 32], false),
+        };
+        let same: bool = given.ct_eq(expected).into();
+        same && known
     }
 }
 
@@ -175,8 +212,10 @@ fn parse_lines(text: &str) -> Result<Vec<(String, String, String)>, String> {
     Ok(pairs)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn secret_digest(secret: &[u8]) -> SecretDigest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, secret).as_ref());
+    out
 }
 
 #[cfg(test)]
@@ -207,6 +246,32 @@ mod tests {
             assert_eq!(c.check(&basic("carol:s1")), None, "unknown principal");
             assert_eq!(c.check(&HeaderMap::new()), None, "no header");
         }
+    }
+
+    #[test]
+    fn secrets_are_kept_as_fixed_size_digests_and_every_wrong_guess_is_refused() {
+        let secret = "correct-horse-battery";
+        let c = Credentials::parse(&format!("alice {secret}\n")).expect("valid");
+        // Only digests are kept: nothing of the secret, nor its length, is there to compare
+        // byte by byte, and it never reaches a log through Debug.
+        let stored = c.secrets.get("alice").expect("alice");
+        assert_eq!(stored, &secret_digest(secret.as_bytes()));
+        assert!(!format!("{c:?}").contains(secret), "{c:?}");
+        assert!(format!("{c:?}").contains("alice"), "{c:?}");
+        assert!(c.secret_matches("alice", secret.as_bytes()));
+        for wrong in [
+            "",
+            "c",
+            "correct-horse-battery-staple",
+            "correct-horse-batterY",
+            &secret[..secret.len() - 1],
+        ] {
+            assert!(!c.secret_matches("alice", wrong.as_bytes()), "{wrong:?}");
+        }
+        // An unknown principal goes through the same comparison, and is refused whatever the
+        // secret (alice's included).
+        assert!(!c.secret_matches("mallory", secret.as_bytes()));
+        assert!(!c.secret_matches("mallory", b""));
     }
 
     #[test]
