@@ -447,6 +447,10 @@ pub struct AgentSummary {
     pub last_heartbeat: f64,
     /// Custom executors running there.
     pub executors: Vec<ExecutorSummary>,
+    /// Why the agent gets no offers for now (its executors keep failing to register), while
+    /// it is marked unhealthy.
+    #[serde(default)]
+    pub unhealthy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
