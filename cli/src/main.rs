@@ -282,6 +282,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> anyhow::Result<()> {
+    bramble_proto::startup::plain_error_reports();
     let cli = Cli::parse();
     match cli.command {
         Command::Cluster { command } => {
