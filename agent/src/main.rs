@@ -31,13 +31,13 @@ struct Args {
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// CPUs to offer instead of the detected count.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_number)]
     cpus: Option<f64>,
     /// Memory to offer, in MiB, instead of the detected amount.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_mib)]
     mem: Option<u64>,
     /// Disk to offer, in MiB, instead of the detected amount.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_mib)]
     disk: Option<u64>,
     /// Ports to offer, e.g. "31000-32000,8080".
     #[arg(long)]
@@ -51,6 +51,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    bramble_proto::startup::plain_error_reports();
     // Before any thread starts: see `bramble_proto::memory` for why and what it saved.
     bramble_proto::memory::one_malloc_arena();
     let args = Args::parse();

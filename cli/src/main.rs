@@ -72,13 +72,13 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         agents: usize,
         /// Terms of the Leibniz series (accepts forms like 2e10).
-        #[arg(long, default_value = "2e10", value_parser = parse_count)]
+        #[arg(long, default_value = "2e10", allow_negative_numbers = true, value_parser = parse_count)]
         terms: u64,
         /// Number of tasks (chunks) the series is cut into.
-        #[arg(long, default_value = "64", value_parser = parse_count)]
+        #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_count)]
         tasks: u64,
         /// CPUs each agent offers (default: the machine's cores shared out, at least 1).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_number)]
         cpus_per_agent: Option<f64>,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -124,19 +124,20 @@ enum Command {
     },
     /// Run one shell command on the cluster, stream its output, exit with its status.
     Run {
-        #[arg(long, default_value_t = 0.1)]
+        /// CPUs for the task (above 0).
+        #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_number)]
         cpus: f64,
-        /// Memory in MiB.
-        #[arg(long, default_value_t = 64)]
+        /// Memory in MiB (at least 1): the task's memory limit.
+        #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_mib)]
         mem: u64,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
     /// Compute pi across the cluster from the Leibniz series.
     Pi {
-        #[arg(long, default_value = "2e10", value_parser = parse_count)]
+        #[arg(long, default_value = "2e10", allow_negative_numbers = true, value_parser = parse_count)]
         terms: u64,
-        #[arg(long, default_value = "64", value_parser = parse_count)]
+        #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_count)]
         tasks: u64,
         /// Path of the `bramble` binary on the agents (default: this program's path).
         #[arg(long)]
@@ -211,16 +212,7 @@ enum Command {
 
 /// Parses counts such as `1000`, `1_000_000`, `4e9` or `2.5e6`.
 fn parse_count(s: &str) -> Result<u64, String> {
-    let cleaned = s.replace('_', "");
-    if let Ok(n) = cleaned.parse::<u64>() {
-        return Ok(n);
-    }
-    match cleaned.parse::<f64>() {
-        Ok(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => {
-            Ok(f as u64)
-        }
-        _ => Err(format!("{s:?} is not a whole number (examples: 1000, 4e9)")),
-    }
+    bramble_proto::arg_values::whole_count(s)
 }
 
 /// Commands that talk to a running cluster: the master is found first.
@@ -290,6 +282,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> anyhow::Result<()> {
+    bramble_proto::startup::plain_error_reports();
     let cli = Cli::parse();
     match cli.command {
         Command::Cluster { command } => {

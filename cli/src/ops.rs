@@ -2,7 +2,7 @@
 //! comes from `bramble-client` (one operator connection per command); `--json` prints the
 //! same data as one JSON object instead (in `main.rs`).
 
-use bramble_proto::messages::{ClusterState, FrameworkSummary};
+use bramble_proto::messages::{AgentSummary, ClusterState, FrameworkSummary};
 use bramble_proto::Resources;
 
 fn pct(used: f64, total: f64) -> String {
@@ -25,6 +25,17 @@ fn sum<'a>(it: impl Iterator<Item = &'a Resources>) -> Resources {
 }
 
 pub fn print_status(state: &ClusterState) {
+    print!("{}", status_text(state));
+}
+
+/// What `bramble status` prints.
+pub fn status_text(state: &ClusterState) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    macro_rules! println {
+        ($($arg:tt)*) => {{ let _ = writeln!(out, $($arg)*); }};
+    }
     let up = state.agents.iter().filter(|a| a.connected).count();
     let total = sum(state
         .agents
@@ -38,6 +49,11 @@ pub fn print_status(state: &ClusterState) {
         .map(|a| &a.allocated));
     println!("cluster   {}", state.cluster_id);
     println!("agents    {up} up / {} known", state.agents.len());
+    for a in state.agents.iter().filter(|a| a.connected) {
+        if let Some(why) = &a.unhealthy {
+            println!("unhealthy {} ({}): {why}", a.hostname, a.id);
+        }
+    }
     println!(
         "cpus      {:.1} / {:.1} allocated ({})",
         used.cpus(),
@@ -79,13 +95,14 @@ pub fn print_status(state: &ClusterState) {
             if p.finished { ", finished" } else { "" }
         );
     }
+    out
 }
 
 pub fn print_agents(state: &ClusterState) {
     let columns = [
         Column::left("ID", 40),
         Column::left("HOSTNAME", 16),
-        Column::left("UP", 6),
+        Column::left("UP", 9),
         Column::right("CPUS", 12),
         Column::right("MEM (MiB)", 16),
     ];
@@ -95,7 +112,7 @@ pub fn print_agents(state: &ClusterState) {
             vec![
                 a.id.to_string(),
                 a.hostname.clone(),
-                yes_no(a.connected),
+                agent_up(a),
                 format!("{:.1}/{:.1}", a.allocated.cpus(), a.total.cpus()),
                 format!("{}/{}", a.allocated.mem_mib, a.total.mem_mib),
             ]
@@ -163,6 +180,14 @@ pub fn print_tasks(state: &ClusterState) {
     );
 }
 
+/// "yes", "no", or "unhealthy" for an agent that is up but gets no offers.
+fn agent_up(a: &AgentSummary) -> String {
+    match (a.connected, &a.unhealthy) {
+        (true, Some(_)) => "unhealthy".into(),
+        (up, _) => yes_no(up),
+    }
+}
+
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
@@ -219,6 +244,47 @@ fn table_line(columns: &[Column], cells: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn agent(id: &str, unhealthy: Option<&str>) -> AgentSummary {
+        AgentSummary {
+            id: bramble_proto::AgentId(id.into()),
+            hostname: format!("host-{id}"),
+            address: "127.0.0.1:1".into(),
+            connected: true,
+            total: Resources::new(4.0, 1024),
+            allocated: Resources::default(),
+            attributes: Default::default(),
+            last_heartbeat: 0.0,
+            executors: Vec::new(),
+            unhealthy: unhealthy.map(str::to_string),
+        }
+    }
+
+    /// Issue 22: an agent that is up but gets no offers was shown as plain "up".
+    #[test]
+    fn status_and_agents_name_an_unhealthy_agent_and_why() {
+        let state = ClusterState {
+            agents: vec![
+                agent("a1", None),
+                agent("a2", Some("3 executors in a row failed to register")),
+            ],
+            cluster_id: "c".into(),
+            frameworks: Vec::new(),
+            tasks: Vec::new(),
+            jobs: Vec::new(),
+            offers_outstanding: 0,
+            completed_tasks: Vec::new(),
+            offers: Vec::new(),
+        };
+        let status = status_text(&state);
+        assert!(
+            status.contains("unhealthy host-a2 (a2): 3 executors in a row failed to register"),
+            "{status}"
+        );
+        assert!(!status.contains("host-a1 (a1)"), "{status}");
+        assert_eq!(agent_up(&state.agents[0]), "yes");
+        assert_eq!(agent_up(&state.agents[1]), "unhealthy");
+    }
 
     #[test]
     fn table_cells_are_padded_to_their_columns() {

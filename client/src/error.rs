@@ -11,6 +11,15 @@ use bramble_proto::TaskId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// What to do about operator credentials that could not be loaded.
+fn credentials_hint(source: &IdentityError) -> &'static str {
+    if source.is_missing_cluster() {
+        bramble_proto::identity::missing_cluster_hint(source)
+    } else {
+        " (operator commands need operator.pem/operator.key, or an operator principal's with --principal)"
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     // Finding the master.
@@ -22,7 +31,7 @@ pub enum ClientError {
     },
     #[error("{0} resolves to no address")]
     NoAddress(String),
-    #[error("no --master given, and no cluster CA to look for it by mDNS in {}", dir.display())]
+    #[error("no --master given, and no cluster CA to look for it by mDNS in {}{}", dir.display(), bramble_proto::identity::missing_cluster_hint(source))]
     NoClusterCa {
         dir: PathBuf,
         #[source]
@@ -37,8 +46,9 @@ pub enum ClientError {
 
     // Dialling and hello.
     #[error(
-        "loading the operator certificate from {} (operator commands need operator.pem/operator.key, or an operator principal's with --principal)",
-        dir.display()
+        "loading the operator certificate from {}{}",
+        dir.display(),
+        credentials_hint(source)
     )]
     Credentials {
         dir: PathBuf,

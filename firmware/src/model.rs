@@ -44,6 +44,9 @@ pub struct AgentBar {
     pub cpus_allocated: f64,
     pub cpus_total: f64,
     pub up: bool,
+    /// Up but marked unhealthy by the master (its executors keep failing): no offers for now.
+    #[serde(default)]
+    pub unhealthy: bool,
 }
 
 /// Progress of the pi job.

@@ -363,7 +363,9 @@ fn draw_agents<D: Canvas>(
         for (i, (a, value)) in agents.iter().zip(&values).enumerate() {
             let y = top + i as i32 * ROW;
             text(d, &fit(&a.name, &FONT_6X9, 48), &FONT_6X9, 0, y - 1)?;
-            if a.up {
+            if a.up && a.unhealthy {
+                text(d, "unhealthy", &FONT_6X9, bar_x, y - 1)?;
+            } else if a.up {
                 bar(
                     d,
                     (bar_x, y, bar_w, 7),
@@ -389,7 +391,15 @@ fn draw_agents<D: Canvas>(
     let w = pitch - 3;
     for (i, a) in agents.iter().take(cols).enumerate() {
         let x = i as i32 * pitch;
-        if a.up {
+        if a.up && a.unhealthy {
+            // An unhealthy agent: an exclamation mark at the foot of its slot.
+            let base = top + height - 1;
+            let cx = x + w / 2;
+            Line::new(Point::new(cx, base - 8), Point::new(cx, base - 3))
+                .into_styled(PrimitiveStyle::with_stroke(ON, 1))
+                .draw(d)?;
+            Pixel(Point::new(cx, base), ON).draw(d)?;
+        } else if a.up {
             bar(
                 d,
                 (x, top, w, height),

@@ -58,6 +58,23 @@ fn cluster_with_three_agents_matches_golden() {
     golden("cluster_3_agents", cluster_3_agents(), None, 0);
 }
 
+/// Issue 22: an agent that is up but gets no offers says so on the panel.
+#[test]
+fn cluster_with_an_unhealthy_agent_matches_golden() {
+    golden(
+        "cluster_unhealthy_agent",
+        cluster_unhealthy_agent(),
+        None,
+        0,
+    );
+    golden(
+        "cluster_7_agents_one_unhealthy",
+        cluster_7_agents_one_unhealthy(),
+        None,
+        0,
+    );
+}
+
 #[test]
 fn cluster_with_seven_agents_uses_columns_and_matches_golden() {
     golden("cluster_7_agents", cluster_7_agents(), None, 0);

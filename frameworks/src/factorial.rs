@@ -226,6 +226,7 @@ impl FactorialScheduler {
         let elapsed = self.started.elapsed().as_secs_f64();
         let total = self.numbers.len() as u64;
         JobProgress {
+            waiting_for: None,
             job: "factorial".into(),
             done: self.done as u64,
             total,

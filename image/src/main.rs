@@ -51,6 +51,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    bramble_proto::startup::plain_error_reports();
     bramble_proto::logging::init(None);
     match Cli::parse().command {
         Command::Build { options, json } => {

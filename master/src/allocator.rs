@@ -205,6 +205,9 @@ fn normalize_weight(weight: f64) -> f64 {
 #[derive(Debug)]
 struct AgentState {
     total: Resources,
+    /// False while the agent is marked unhealthy: kept (its allocations still count) but
+    /// never offered.
+    offerable: bool,
     /// Per framework, never empty.
     allocated: BTreeMap<FrameworkId, Resources>,
 }
@@ -280,6 +283,7 @@ impl Allocator {
             agent,
             AgentState {
                 total,
+                offerable: true,
                 allocated: BTreeMap::new(),
             },
         );
@@ -295,6 +299,14 @@ impl Allocator {
         self.total.sub(Scalars::of(&state.total));
         self.total.add(Scalars::of(&total));
         state.total = total;
+    }
+
+    /// Stops (false) or resumes (true) offering an agent's free resources; what is allocated
+    /// there stays allocated. Unknown agent: ignored.
+    pub fn set_agent_offerable(&mut self, agent: &AgentId, offerable: bool) {
+        if let Some(state) = self.agents.get_mut(agent) {
+            state.offerable = offerable;
+        }
     }
 
     /// Forgets an agent and returns what each framework had allocated there, in framework id
@@ -504,7 +516,7 @@ impl Allocator {
         let mut out = Vec::new();
         for (agent_id, agent) in &mut self.agents {
             let free = agent.free();
-            if !self.config.is_allocatable(&free) {
+            if !agent.offerable || !self.config.is_allocatable(&free) {
                 continue;
             }
             // Linear in frameworks per agent; a sorted structure would pay off only with

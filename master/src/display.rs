@@ -81,6 +81,7 @@ pub fn panel_state(name: &str, cluster: &ClusterSummary, temperature_c: Option<f
             cpus_allocated: a.allocated.cpus(),
             cpus_total: a.total.cpus(),
             up: a.connected,
+            unhealthy: a.unhealthy,
         })
         .collect();
     // The job in flight, else the most recently finished one.

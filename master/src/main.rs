@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    bramble_proto::startup::plain_error_reports();
     // Before any thread starts: see `bramble_proto::memory` for why and what it saved.
     bramble_proto::memory::one_malloc_arena();
     let args = Args::parse();

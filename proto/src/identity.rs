@@ -89,11 +89,12 @@ impl fmt::Display for Role {
 pub enum IdentityError {
     #[error("{dir} already holds a cluster ({file} exists); refusing to overwrite it. Use another directory or remove the old cluster first")]
     AlreadyExists { dir: PathBuf, file: PathBuf },
-    #[error("{path}: {source}")]
+    // The io error is shown in the message and not chained as a source, so a report
+    // does not say it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("writing the cluster: {0}")]
     Write(#[from] durable::FileError),
@@ -113,10 +114,29 @@ pub enum IdentityError {
     Principal(String),
 }
 
+impl IdentityError {
+    /// Whether the cluster's CA certificate is missing: there is no cluster in that directory.
+    pub fn is_missing_cluster(&self) -> bool {
+        matches!(self, IdentityError::Io { path, error }
+            if error.kind() == std::io::ErrorKind::NotFound
+                && path.file_name().is_some_and(|f| f == files::CA_CERT))
+    }
+}
+
+/// What to do when `error` says there is no cluster in the directory: nothing to add for
+/// other errors.
+pub fn missing_cluster_hint(error: &IdentityError) -> &'static str {
+    if error.is_missing_cluster() {
+        " (no cluster there: create one with `bramble cluster init DIR`, or point --cluster or BRAMBLE_CLUSTER at an existing one)"
+    } else {
+        ""
+    }
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
+    move |error| IdentityError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

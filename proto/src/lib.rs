@@ -5,6 +5,7 @@
 //! Nothing here knows about scheduling policy: the master, agent and SDK build on these types
 //! and keep their logic to themselves.
 
+pub mod arg_values;
 pub mod backoff;
 pub mod bounded;
 pub mod codec;

@@ -276,6 +276,10 @@ pub struct JobProgress {
     pub correct_digits: Option<u32>,
     pub elapsed_s: f64,
     pub finished: bool,
+    /// What the job is waiting for when it is not finished, in words ("an offer for 1
+    /// chunk", "chunk 31 attempt 3 on agent pi-2"), so a stalled progress bar can say it.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -451,6 +455,10 @@ pub struct AgentSummary {
     pub last_heartbeat: f64,
     /// Custom executors running there.
     pub executors: Vec<ExecutorSummary>,
+    /// Why the agent gets no offers for now (its executors keep failing to register), while
+    /// it is marked unhealthy.
+    #[serde(default)]
+    pub unhealthy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,9 +14,21 @@ pub fn config_file(flag: Option<&Path>, default: &str) -> (PathBuf, bool) {
     }
 }
 
+/// Errors returned from `main` are reported as their message and causes, without the
+/// `Stack backtrace:` anyhow adds when `RUST_BACKTRACE` is set: an operator's mistake is not a
+/// bug. Panics keep their backtraces (they read `RUST_BACKTRACE`, not `RUST_LIB_BACKTRACE`).
+/// Call first thing in `main`, before any thread starts; an explicit `RUST_LIB_BACKTRACE`
+/// is left alone.
+pub fn plain_error_reports() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Single-threaded still: nothing reads the environment concurrently.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 /// The certificates a binary could not load, and from where.
 #[derive(Debug, thiserror::Error)]
-#[error("loading the {role} certificate from {}", dir.display())]
+#[error("loading the {role} certificate from {}{}", dir.display(), crate::identity::missing_cluster_hint(source))]
 pub struct CredentialsError {
     pub role: Role,
     pub dir: PathBuf,

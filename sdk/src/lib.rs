@@ -18,12 +18,14 @@
 //! The wire types are re-exported here so a framework needs no direct dependency on
 //! `bramble-proto`.
 
+pub mod blocklist;
 mod error;
 mod executor;
 mod scheduler;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use blocklist::AgentBlocklist;
 pub use error::SdkError;
 pub use executor::{
     run_executor, run_executor_with, Executor, ExecutorDriver, DEFAULT_RECOVERY_TIMEOUT,

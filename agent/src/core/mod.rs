@@ -156,6 +156,9 @@ struct Run {
     disconnected_at: Option<Instant>,
     idle_since: Option<Instant>,
     shutting_down: bool,
+    /// Killed because it did not register in time: its tasks fail with
+    /// `ExecutorRegistrationTimeout`, which the master counts against this agent's health.
+    registration_timed_out: bool,
     exited: bool,
     /// The container's memory limit (0: none); a custom executor's only grows (`limits.rs`).
     memory_limit_mib: u64,
@@ -326,6 +329,7 @@ impl Agent {
                     if now.duration_since(since) > limit {
                         warn!(container = %key, executor = %run.executor_id, "executor did not {what} within {limit:?}; killing it");
                         run.shutting_down = true;
+                        run.registration_timed_out = run.disconnected_at.is_none();
                         to_kill.push((key.clone(), Duration::ZERO));
                     }
                     run.idle_since = None;

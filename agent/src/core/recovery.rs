@@ -96,6 +96,7 @@ impl Agent {
                 disconnected_at: None,
                 idle_since: None,
                 shutting_down: false,
+                registration_timed_out: false,
                 exited: false,
                 memory_limit_mib: cp.memory_limit_mib,
                 cpus: 0.0,

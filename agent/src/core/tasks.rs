@@ -313,6 +313,7 @@ impl Agent {
             disconnected_at: None,
             idle_since: None,
             shutting_down: false,
+            registration_timed_out: false,
             exited: false,
             memory_limit_mib: 0,
             cpus: 0.0,
@@ -578,6 +579,7 @@ impl Agent {
         now: Instant,
     ) {
         self.reconnected(key, now);
+        let registration_timeout = self.settings.executor_registration_timeout;
         let Some(run) = self.runs.get_mut(key) else {
             return;
         };
@@ -588,6 +590,7 @@ impl Agent {
         let fw = run.framework_id.clone();
         let executor_id = run.executor_id.clone();
         let is_command = matches!(run.kind, Kind::Command);
+        let timed_out = run.registration_timed_out;
         info!(framework = %fw, executor = %executor_id, container = %key, "container ended: {}", report.describe());
         let mut outcomes: Vec<TaskStatus> = Vec::new();
         for (task_id, task) in run.tasks.iter() {
@@ -638,11 +641,22 @@ impl Agent {
                 UpdateSource::Agent,
             )
             .with_reason(
-                TaskReason::ExecutorTerminated,
-                format!(
-                    "executor {executor_id} ended before it registered: {}",
-                    report.describe()
-                ),
+                if timed_out {
+                    TaskReason::ExecutorRegistrationTimeout
+                } else {
+                    TaskReason::ExecutorTerminated
+                },
+                if timed_out {
+                    format!(
+                        "executor {executor_id} did not register within {}s",
+                        registration_timeout.as_secs()
+                    )
+                } else {
+                    format!(
+                        "executor {executor_id} ended before it registered: {}",
+                        report.describe()
+                    )
+                },
             );
             outcomes.push(status);
         }

@@ -18,7 +18,22 @@ pub fn agent(name: &str, alloc: f64, total: f64, up: bool) -> AgentBar {
         cpus_allocated: alloc,
         cpus_total: total,
         up,
+        unhealthy: false,
     }
+}
+
+/// Three agents, the second up but unhealthy (its executors keep failing to register).
+pub fn cluster_unhealthy_agent() -> PanelState {
+    let mut s = cluster_3_agents();
+    s.agents[1].unhealthy = true;
+    s
+}
+
+/// Seven agents, the third unhealthy, the fifth down.
+pub fn cluster_7_agents_one_unhealthy() -> PanelState {
+    let mut s = cluster_7_agents();
+    s.agents[2].unhealthy = true;
+    s
 }
 
 /// Three Pi 4s, busy, no job.

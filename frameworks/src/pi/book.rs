@@ -136,6 +136,29 @@ impl ChunkBook {
         Some((index, self.attempts[index], self.ranges[index]))
     }
 
+    /// Takes the first pending chunk `ok` accepts (e.g. not one that just failed on the agent
+    /// offering), as [`launch_next`](Self::launch_next) does.
+    pub fn launch_next_where(
+        &mut self,
+        ok: impl Fn(usize) -> bool,
+    ) -> Option<(usize, u32, (u64, u64))> {
+        let at = self.pending.iter().position(|&i| ok(i))?;
+        let index = self.pending.remove(at)?;
+        self.attempts[index] += 1;
+        self.chunks[index] = Chunk::Running;
+        Some((index, self.attempts[index], self.ranges[index]))
+    }
+
+    /// The attempt number of chunk `index` so far (0: never launched).
+    pub fn attempt(&self, index: usize) -> u32 {
+        self.attempts.get(index).copied().unwrap_or(0)
+    }
+
+    /// How many chunks wait for an offer.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
     /// A launch that never reached the cluster: back to the front of the queue.
     pub fn unlaunch(&mut self, index: usize) {
         if index < self.chunks.len() && self.chunks[index] == Chunk::Running {

@@ -19,13 +19,14 @@ use super::kernel::{chunks, correct_digits, Sum};
 use super::PiChunk;
 use crate::{attempt_id, offers};
 use bramble_sdk::{
-    async_trait, CommandInfo, ExecutorInfo, Filters, FrameworkId, JobProgress, Offer, Resources,
-    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState, TaskStatus,
+    async_trait, AgentBlocklist, AgentId, CommandInfo, ExecutorInfo, Filters, FrameworkId,
+    JobProgress, Offer, Resources, Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId,
+    TaskInfo, TaskState, TaskStatus,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What to compute and with what.
 #[derive(Debug, Clone)]
@@ -108,6 +109,13 @@ struct PiScheduler {
     job: PiJob,
     book: ChunkBook,
     agents: HashSet<String>,
+    /// Agents where chunks failed repeatedly for the agent's reasons: their offers are
+    /// declined for a while.
+    blocklist: AgentBlocklist,
+    /// Where each chunk last failed: it goes to another agent next, while there is one.
+    failed_on: HashMap<usize, AgentId>,
+    /// Where each chunk in flight was launched, to say what a stalled job waits for.
+    running_on: HashMap<usize, AgentId>,
     started: Instant,
     /// Terms already done when this run started (restored from the journal).
     terms_at_start: u64,
@@ -147,6 +155,9 @@ impl PiScheduler {
             book,
             job,
             agents: HashSet::new(),
+            blocklist: AgentBlocklist::default(),
+            failed_on: HashMap::new(),
+            running_on: HashMap::new(),
             started: Instant::now(),
             last_publish: None,
             progress,
@@ -191,7 +202,51 @@ impl PiScheduler {
             correct_digits: estimate.map(correct_digits),
             elapsed_s: elapsed,
             finished,
+            waiting_for: (!finished).then(|| self.waiting_for()),
         }
+    }
+
+    /// What the job waits for, in words: the latest relaunch in flight, else offers for the
+    /// pending chunks, else the chunks running.
+    fn waiting_for(&self) -> String {
+        let relaunch = self
+            .book
+            .running()
+            .into_iter()
+            .filter(|&(_, attempt)| attempt > 1)
+            .max_by_key(|&(index, attempt)| (attempt, index));
+        if let Some((index, attempt)) = relaunch {
+            let on = self
+                .running_on
+                .get(&index)
+                .map(|a| format!(" on agent {a}"))
+                .unwrap_or_default();
+            return format!("chunk {index} attempt {attempt}{on}");
+        }
+        let pending = self.book.pending_count();
+        if pending > 0 {
+            let s = if pending == 1 { "" } else { "s" };
+            return format!("an offer for {pending} chunk{s}");
+        }
+        let running = self.book.running().len();
+        let agents: HashSet<&AgentId> = self.running_on.values().collect();
+        let s = if running == 1 { "" } else { "s" };
+        let a = if agents.len() == 1 { "" } else { "s" };
+        format!("{running} chunk{s} running on {} agent{a}", agents.len())
+    }
+
+    /// Whether chunk `index` may run on `agent`: not where it last failed, unless no other
+    /// agent this job has used is available.
+    fn may_run_on(&self, index: usize, agent: &AgentId, now: Instant) -> bool {
+        if self.failed_on.get(&index) != Some(agent) {
+            return true;
+        }
+        !self.agents.iter().any(|other| {
+            other != agent.as_str()
+                && !self
+                    .blocklist
+                    .is_blocked(&AgentId::from(other.as_str()), now)
+        })
     }
 
     fn publish(&mut self, driver: &SchedulerDriver, force: bool) {
@@ -291,12 +346,28 @@ impl PiScheduler {
             offers::decline(driver, offer.id, 5.0);
             return;
         }
+        let now = Instant::now();
+        if self.blocklist.is_blocked(&offer.agent_id, now) {
+            let refuse = self.blocklist.blocked_for(&offer.agent_id, now);
+            debug!(agent = %offer.agent_id, "declining an offer from a blocked agent");
+            offers::decline(driver, offer.id, refuse.as_secs_f64().max(1.0));
+            return;
+        }
         let executor = self.executor_info();
         let mut left = offers::room_for_tasks(&offer, &executor);
         let mut tasks = Vec::new();
         let mut launched = Vec::new();
+        // Chunks that failed here last time wait for another agent.
+        let avoid: HashSet<usize> = self
+            .failed_on
+            .keys()
+            .copied()
+            .filter(|&i| !self.may_run_on(i, &offer.agent_id, now))
+            .collect();
         while let Some(rest) = left.checked_sub(&self.job.task_resources) {
-            let Some((index, attempt, (begin, end))) = self.book.launch_next() else {
+            let Some((index, attempt, (begin, end))) =
+                self.book.launch_next_where(|i| !avoid.contains(&i))
+            else {
                 break;
             };
             left = rest;
@@ -334,12 +405,16 @@ impl PiScheduler {
             return;
         }
         self.agents.insert(offer.agent_id.to_string());
+        for (index, _) in &launched {
+            self.running_on.insert(*index, offer.agent_id.clone());
+        }
         if let Err(e) = offers::launch(driver, offer.id, tasks) {
             warn!("launching pi chunks failed: {e}; they will be retried");
             for (index, _) in launched {
                 self.book.unlaunch(index);
             }
         }
+        self.publish(driver, false);
     }
 
     /// Handles one update. `false` when it must not be acknowledged (the journal failed).
@@ -348,6 +423,12 @@ impl PiScheduler {
             warn!(task = %status.task_id, "update for a task that is not a pi chunk");
             return true;
         };
+        let now = Instant::now();
+        if self.blocklist.observe(status, now) {
+            if let Some(agent) = &status.agent_id {
+                warn!(%agent, for_s = self.blocklist.blocked_for(agent, now).as_secs(), "chunks keep failing there for the agent's reasons ({}); avoiding it for a while", status.message);
+            }
+        }
         match status.state {
             TaskState::Finished => {
                 let Some(sum) = Sum::from_bytes(&status.data) else {
@@ -369,6 +450,8 @@ impl PiScheduler {
                         return false;
                     }
                 }
+                self.running_on.remove(&index);
+                self.failed_on.remove(&index);
                 match self.book.finished(index, sum) {
                     // Completion is handled once this update is acknowledged.
                     Some(Recorded::Counted) => self.publish(driver, false),
@@ -388,8 +471,13 @@ impl PiScheduler {
             }
             // Only the current attempt's loss matters; a stale one was already replaced.
             state if state.is_terminal() && self.book.lost(index, attempt) => {
-                info!(chunk = index, %state, reason = ?status.reason, message = %status.message, "chunk lost; launching it again");
+                info!(chunk = index, %state, reason = ?status.reason, message = %status.message, "chunk lost; launching it again, on another agent if there is one");
+                self.running_on.remove(&index);
+                if let Some(agent) = &status.agent_id {
+                    self.failed_on.insert(index, agent.clone());
+                }
                 let _ = driver.revive_offers();
+                self.publish(driver, true);
             }
             _ => {}
         }
@@ -528,6 +616,7 @@ pub fn initial_progress(job: &PiJob) -> JobProgress {
         correct_digits: None,
         elapsed_s: 0.0,
         finished: false,
+        waiting_for: Some("the framework to register".into()),
     }
 }
 
@@ -646,6 +735,80 @@ mod kit_tests {
         t.update(finished(&again[0])).await;
         assert_eq!(t.stopped(), Some(false));
         assert_eq!(t.scheduler().result.as_ref().map(|r| r.relaunches), Some(1));
+    }
+
+    fn failed_for_the_agent(task: &TaskInfo) -> TaskStatus {
+        let mut s = update(
+            task.task_id.as_str(),
+            task.agent_id.as_str(),
+            TaskState::Failed,
+        );
+        s.source = bramble_sdk::UpdateSource::Agent;
+        s.reason = Some(bramble_sdk::TaskReason::ExecutorRegistrationTimeout);
+        s.message = "executor pi-executor did not register within 30s".into();
+        s
+    }
+
+    /// Issue 22: a chunk that failed on an agent was relaunched there forever while another
+    /// agent sat idle.
+    #[tokio::test]
+    async fn a_chunk_that_failed_on_an_agent_goes_to_another_one() {
+        let mut t = scheduler(job(8_000, 2));
+        t.register("fw-1").await;
+        t.offers(vec![offer("o1", "a1", Resources::new(0.5, 512))])
+            .await;
+        t.offers(vec![offer("o2", "a2", Resources::new(0.5, 512))])
+            .await;
+        let first = t.launched();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].agent_id.as_str(), "a1");
+        t.update(failed_for_the_agent(&first[0])).await;
+        let waiting = t.scheduler().snapshot(false).waiting_for;
+        assert_eq!(waiting.as_deref(), Some("an offer for 1 chunk"));
+        t.take_calls();
+        t.offers(vec![offer("o3", "a1", Resources::new(1.0, 512))])
+            .await;
+        assert!(t.launched().is_empty(), "not again on a1: {:?}", t.calls());
+        assert_eq!(t.declined(), vec![bramble_sdk::OfferId::from("o3")]);
+        t.update(finished(&first[1])).await;
+        t.offers(vec![offer("o4", "a2", Resources::new(1.0, 512))])
+            .await;
+        let again = t.launched();
+        assert_eq!(again.len(), 1, "{:?}", t.calls());
+        assert_eq!(again[0].agent_id.as_str(), "a2");
+        assert_eq!(
+            t.scheduler().snapshot(false).waiting_for.as_deref(),
+            Some("chunk 0 attempt 2 on agent a2")
+        );
+        t.update(finished(&again[0])).await;
+        assert_eq!(t.stopped(), Some(false));
+    }
+
+    /// With a single agent, a chunk that failed there runs there again, unless the agent
+    /// failed repeatedly: then its offers are declined for a while.
+    #[tokio::test]
+    async fn an_agent_where_chunks_keep_failing_is_avoided_for_a_while() {
+        let mut t = scheduler(job(8_000, 2));
+        t.register("fw-1").await;
+        t.offers(vec![offer("o1", "a1", Resources::new(1.0, 512))])
+            .await;
+        let first = t.launched();
+        assert_eq!(first.len(), 2);
+        t.update(failed_for_the_agent(&first[0])).await;
+        t.take_calls();
+        t.offers(vec![offer("o2", "a1", Resources::new(0.5, 512))])
+            .await;
+        let again = t.launched();
+        assert_eq!(again.len(), 1, "the only agent gets it back once");
+        t.update(failed_for_the_agent(&again[0])).await;
+        t.take_calls();
+        t.offers(vec![offer("o3", "a1", Resources::new(1.0, 512))])
+            .await;
+        assert!(t.launched().is_empty(), "blocked: {:?}", t.calls());
+        assert_eq!(t.declined(), vec![bramble_sdk::OfferId::from("o3")]);
+        t.offers(vec![offer("o4", "a2", Resources::new(1.0, 512))])
+            .await;
+        assert_eq!(t.launched().len(), 1);
     }
 
     #[tokio::test]

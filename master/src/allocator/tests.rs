@@ -667,3 +667,14 @@ fn random_allocate_recover_sequences_keep_bookkeeping_consistent() {
         }
     }
 }
+
+#[test]
+fn an_agent_that_is_not_offerable_is_skipped_until_it_is_again() {
+    let mut a = cluster(2, res(2.0, 1024));
+    a.add_framework(fw("f"), 1.0);
+    a.set_agent_offerable(&agent("a0"), false);
+    let now = Instant::now();
+    assert_eq!(pairs(&a.allocate(now)), vec![("a1".into(), "f".into())]);
+    a.set_agent_offerable(&agent("a0"), true);
+    assert_eq!(pairs(&a.allocate(now)), vec![("a0".into(), "f".into())]);
+}

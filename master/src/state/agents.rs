@@ -60,6 +60,8 @@ impl Master {
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.last_seen = now;
                 }
+                // A resent update counts once: failures per executor, success is idempotent.
+                self.health_evidence(&id, &status, now);
                 self.status_update(&id, status);
             }
             (
@@ -149,6 +151,7 @@ impl Master {
         self.rescind_agent_offers(&id);
         self.allocator.remove_agent(&id);
         self.allocator.add_agent(id.clone(), total.clone());
+        self.sync_offerable(&id);
         let executors = self
             .agents
             .remove(&id)
@@ -300,6 +303,7 @@ impl Master {
         let Some(agent) = self.agents.remove(id) else {
             return;
         };
+        self.health.remove(id);
         warn!(agent = %id, hostname = %agent.hostname, "removing agent: {why}; its tasks become LOST");
         self.dirty_agents.insert(id.clone());
         self.feed.emit(|| ClusterEvent::AgentRemoved {

@@ -38,6 +38,11 @@ pub enum ClusterEvent {
         agent_id: AgentId,
         reason: String,
     },
+    /// The agent was marked unhealthy (no offers, `unhealthy` says why) or is offered again.
+    AgentHealth {
+        agent_id: AgentId,
+        unhealthy: Option<String>,
+    },
     FrameworkSubscribed {
         framework_id: FrameworkId,
         name: String,
@@ -74,6 +79,8 @@ pub struct AgentLoad {
     pub connected: bool,
     pub total: Resources,
     pub allocated: Resources,
+    /// Marked unhealthy: no offers for now.
+    pub unhealthy: bool,
 }
 
 /// The feed: the core publishes into it, the edges subscribe. Cheap to clone.
@@ -184,6 +191,7 @@ mod tests {
                 connected: true,
                 total: Resources::new(4.0, 2048),
                 allocated: Resources::new(1.0, 256),
+                unhealthy: false,
             }],
             jobs: Vec::new(),
         };

@@ -31,6 +31,7 @@
 //! - `peers.rs`: connections, the outbox, who may connect as what;
 //! - `durable.rs`: recovery from the store and the batch of writes per burst;
 //! - `agents.rs`: registration, reconciliation, heartbeats, removal;
+//! - `health.rs`: agents whose executors keep failing to register get no offers for a while;
 //! - `frameworks.rs`: subscription, failover, scheduler calls, removal;
 //! - `offers.rs`: allocation passes, declines and refuse filters, rescinds;
 //! - `launch.rs`: accepting offers, validating tasks, sending them to agents;
@@ -43,6 +44,7 @@ mod agents;
 mod durable;
 pub mod feed;
 mod frameworks;
+mod health;
 mod launch;
 mod offers;
 mod operator;
@@ -129,6 +131,8 @@ pub struct Master {
     timeouts: Timeouts,
     conns: HashMap<ConnId, Conn>,
     agents: HashMap<AgentId, AgentEntry>,
+    /// Agent-caused failures per agent; an unhealthy agent gets no offers (`health.rs`).
+    health: HashMap<AgentId, health::AgentHealth>,
     frameworks: HashMap<FrameworkId, FrameworkEntry>,
     offers: HashMap<OfferId, OfferEntry>,
     allocator: Allocator,
@@ -181,6 +185,7 @@ impl Master {
             timeouts,
             conns: HashMap::new(),
             agents: HashMap::new(),
+            health: HashMap::new(),
             frameworks: HashMap::new(),
             offers: HashMap::new(),
             allocator: Allocator::new(Default::default()),
@@ -250,6 +255,7 @@ impl Master {
     /// Periodic work: timeouts, failover expiry, resends, the allocation pass.
     pub fn tick(&mut self, now: Instant) {
         self.expire_agents(now);
+        self.expire_unhealthy(now);
         self.expire_frameworks(now);
         self.expire_offers(now);
         self.expire_sandbox_reads(now);

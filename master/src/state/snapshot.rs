@@ -35,6 +35,7 @@ impl Master {
                 connected: a.conn.is_some(),
                 total: a.total.clone(),
                 allocated: self.allocated_on(id, &a.total),
+                unhealthy: self.unhealthy_reason(id).is_some(),
             })
             .collect();
         agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
@@ -81,6 +82,7 @@ impl Master {
                 allocated: self.allocated_on(id, &a.total),
                 attributes: a.attributes.clone(),
                 last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
+                unhealthy: self.unhealthy_reason(id),
                 executors: {
                     let mut e: Vec<ExecutorSummary> = a
                         .executors

@@ -261,6 +261,26 @@ fn an_executor_that_does_not_register_in_time_is_killed() {
         agent.tick(start + REGISTRATION_TIMEOUT * 2).is_empty(),
         "once"
     );
+    // Issue 22: its task fails for the agent's reason, which the master counts against the
+    // agent's health (an executor that crashed on its own is ExecutorTerminated).
+    agent.handle(
+        Input::ContainerExited {
+            container: key,
+            report: exit(137),
+        },
+        Instant::now(),
+    );
+    let (writes, _) = commit(&mut agent);
+    assert_eq!(states(&writes), vec![(tid("t1"), TaskState::Failed)]);
+    assert_eq!(
+        writes.updates[0].reason,
+        Some(TaskReason::ExecutorRegistrationTimeout)
+    );
+    assert!(
+        writes.updates[0].message.contains("did not register"),
+        "{}",
+        writes.updates[0].message
+    );
 }
 
 #[test]

@@ -76,7 +76,7 @@ function connectEvents() {
     scheduleRender();
     refreshPanel();
   });
-  for (const name of ["agent_registered", "agent_disconnected", "agent_removed",
+  for (const name of ["agent_registered", "agent_disconnected", "agent_removed", "agent_health",
     "framework_subscribed", "framework_disconnected", "framework_removed"]) {
     es.addEventListener(name, () => { app.stale = true; });
   }
@@ -208,9 +208,17 @@ function jobCard(j) {
   </div>`;
 }
 
+// An agent's dot: up, down, or up but unhealthy (no offers: its executors keep failing).
+function agentDot(a) {
+  if (!a.connected) return '<span class="down" title="disconnected">●</span>';
+  if (a.unhealthy) return `<span class="sick" title="${esc(a.unhealthy)}">●</span>`;
+  return '<span class="up" title="connected">●</span>';
+}
+const sick = (a) => (a.connected && a.unhealthy ? ` <span class="chip sick" title="${esc(a.unhealthy)}">unhealthy</span>` : "");
+
 function agentRows(list) {
   return list.map((a) => `<tr data-agent="${esc(a.hostname)}">
-    <td><span class="${a.connected ? "up" : "down"}" title="${a.connected ? "connected" : "disconnected"}">●</span> <strong>${esc(a.hostname)}</strong>
+    <td>${agentDot(a)} <strong>${esc(a.hostname)}</strong>${sick(a)}
       <div class="muted mono hide-sm">${esc(a.id)}</div></td>
     <td>${bar(a.allocated.cpus_milli, a.total.cpus_milli, "cpu", `CPU ${cpus(a.allocated.cpus_milli)} / ${cpus(a.total.cpus_milli)}`)}</td>
     <td>${bar(a.allocated.mem_mib, a.total.mem_mib, "mem", `mem ${mem(a.allocated.mem_mib)} / ${mem(a.total.mem_mib)}`)}</td>
@@ -239,7 +247,7 @@ function agents() {
   return `<h1>Agents</h1><div class="card"><table id="agents">
     <thead><tr><th>Agent</th><th>CPU</th><th>Memory</th><th class="hide-sm">Address</th><th>Heartbeat</th><th class="hide-sm">Attributes</th></tr></thead>
     <tbody>${s.agents.map((a) => `<tr data-agent="${esc(a.hostname)}">
-      <td><span class="${a.connected ? "up" : "down"}">●</span> <strong>${esc(a.hostname)}</strong><div class="muted mono">${esc(a.id)}</div></td>
+      <td>${agentDot(a)} <strong>${esc(a.hostname)}</strong>${sick(a)}<div class="muted mono">${esc(a.id)}</div></td>
       <td>${bar(a.allocated.cpus_milli, a.total.cpus_milli, "cpu", `${cpus(a.allocated.cpus_milli)} / ${cpus(a.total.cpus_milli)}`)}</td>
       <td>${bar(a.allocated.mem_mib, a.total.mem_mib, "mem", `${mem(a.allocated.mem_mib)} / ${mem(a.total.mem_mib)}`)}</td>
       <td class="mono hide-sm">${esc(a.address)}</td>
