@@ -209,6 +209,14 @@ impl Runner {
                 warn!(framework = %framework_id, "unexpected second Subscribed; ignored");
             }
             MasterEvent::HeartbeatAck => {}
+            MasterEvent::State { entries } => {
+                debug!(keys = entries.len(), "framework state received");
+                scheduler.state_loaded(driver, entries).await;
+            }
+            MasterEvent::StateChanged { key, entry } => {
+                debug!(key = %key, version = ?entry.as_ref().map(|e| e.version), "framework state changed");
+                scheduler.state_changed(driver, &key, entry.as_ref()).await;
+            }
         }
         None
     }
@@ -325,5 +333,6 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::Teardown => "Teardown",
         SchedulerCall::Heartbeat => "Heartbeat",
         SchedulerCall::PublishProgress(_) => "PublishProgress",
+        SchedulerCall::WriteState(_) => "WriteState",
     }
 }
