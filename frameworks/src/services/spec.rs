@@ -396,6 +396,14 @@ backoff_secs = 0.5
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../examples/services/web.toml");
+        let spec = Spec::parse("examples/services/web.toml", text).expect("valid example");
+        assert_eq!(spec.name, "web");
+        assert!(spec.constraints.unique_hostname);
+    }
+
+    #[test]
     fn globs_match_hostnames() {
         assert!(glob_matches("bramble-*", "bramble-1a2b"));
         assert!(glob_matches("*-a?", "rack-a1"));
