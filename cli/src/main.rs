@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use commands::bench::BenchKind;
 use commands::cluster::ClusterCommand;
 use commands::executor::ExecutorKind;
+use commands::service::ServiceCommand;
 use commands::state::View;
 use commands::Target;
 use std::path::PathBuf;
@@ -166,6 +167,12 @@ enum Command {
     Hello,
     /// A service task serving its sandbox's directory listing on an offered port until Ctrl-C.
     Http,
+    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rm; and the
+    /// scheduler that keeps them up.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
     /// Serve a directory listing over HTTP (the `http` task's program).
     #[command(hide = true)]
     ServeDir {
@@ -266,6 +273,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Hello => commands::frameworks::hello(target).await?,
         Command::Http => commands::frameworks::http(target).await?,
+        Command::Service { command } => commands::service::run(target, command).await?,
         Command::Display {
             png, save_state, ..
         } => commands::display::from_master(target, &png, save_state.as_deref()).await?,
@@ -358,7 +366,14 @@ fn main() -> anyhow::Result<()> {
             })
         }
         _ => {
-            bramble_proto::logging::init(Some("warn"));
+            // The service scheduler is a daemon: it logs what it does.
+            let level = match &cli.command {
+                Command::Service {
+                    command: ServiceCommand::Scheduler { .. },
+                } => None,
+                _ => Some("warn"),
+            };
+            bramble_proto::logging::init(level);
             let runtime = tokio::runtime::Runtime::new()?;
             let code = runtime.block_on(cluster_command(cli))?;
             std::process::exit(code);

@@ -3,6 +3,7 @@
 //! next is read, so no call ids are needed).
 
 use crate::error::ClientError;
+use bramble_proto::framework_state::{StateEntry, StateWrite};
 use bramble_proto::handshake::{say_hello, HandshakeError};
 use bramble_proto::identity::{Credentials, Role};
 use bramble_proto::messages::{
@@ -171,6 +172,40 @@ impl OperatorClient {
     pub async fn panel(&mut self) -> Result<Panel, ClientError> {
         match self.call(OperatorCall::GetPanel).await? {
             OperatorReply::Panel { png, state_json } => Ok(Panel { png, state_json }),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Framework `framework_id`'s key/value state, the keys starting with `prefix`.
+    pub async fn read_framework_state(
+        &mut self,
+        framework_id: &FrameworkId,
+        prefix: &str,
+    ) -> Result<Vec<StateEntry>, ClientError> {
+        let call = OperatorCall::ReadFrameworkState {
+            framework_id: framework_id.clone(),
+            prefix: prefix.to_string(),
+        };
+        match self.call(call).await? {
+            OperatorReply::FrameworkState(entries) => Ok(entries),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Changes framework `framework_id`'s key/value state on its behalf: the entry as written
+    /// (`None` once deleted), or the master's refusal (a version mismatch, a limit) as
+    /// [`ClientError::Master`].
+    pub async fn write_framework_state(
+        &mut self,
+        framework_id: &FrameworkId,
+        write: StateWrite,
+    ) -> Result<Option<StateEntry>, ClientError> {
+        let call = OperatorCall::WriteFrameworkState {
+            framework_id: framework_id.clone(),
+            write,
+        };
+        match self.call(call).await? {
+            OperatorReply::StateWritten(entry) => Ok(entry),
             other => Err(not_the_answer(other)),
         }
     }

@@ -11,7 +11,9 @@
 //! - [`hello`]: a long-running *shell* task run by the agent's built-in command executor,
 //!   killed when the caller says so;
 //! - [`http`]: a long-running service on a port taken from the offer, serving a directory
-//!   listing ([`serve_dir`]).
+//!   listing ([`serve_dir`]);
+//! - [`services`]: the service framework — many services from stored TOML specs, each kept
+//!   at its instance count (`bramble service …`).
 //!
 //! `hello` and `http` are the same shape — one long-running task, relaunched if its agent is
 //! lost, killed on request, framework torn down after — so that shape lives once, in
@@ -28,6 +30,7 @@ pub mod http;
 pub mod offers;
 pub mod pi;
 pub mod service;
+pub mod services;
 #[cfg(test)]
 mod test_support;
 

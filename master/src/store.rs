@@ -1,5 +1,6 @@
 //! The master's durable facts in one redb file, `<state_dir>/master.redb`: frameworks, admitted
-//! agents and every task not yet terminal-and-acknowledged.
+//! agents, every task not yet terminal-and-acknowledged, and each framework's own key/value
+//! state (`bramble_proto::framework_state`).
 //!
 //! The state machine never touches this file. It collects what changed during a burst of
 //! inputs into a [`Batch`]; the server loop writes the batch with one [`Store::commit`] (one
@@ -11,6 +12,7 @@
 //! is refused instead of being merged into this one.
 
 use bramble_proto::dir_lock::DirLock;
+use bramble_proto::framework_state::StateEntry;
 use bramble_proto::messages::FrameworkInfo;
 use bramble_proto::task::TaskInfo;
 use bramble_proto::{
@@ -34,6 +36,10 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FRAMEWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("frameworks");
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
+/// (framework id, key) → entry. Added after format 1 without a format bump: a store written
+/// before it simply lacks the table, read as empty and created by the first write.
+const FRAMEWORK_STATE: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("framework_state");
 
 const META_CLUSTER_ID: &str = "cluster_id";
 const META_FORMAT: &str = "format";
@@ -129,6 +135,7 @@ pub struct Batch {
     pub frameworks: Vec<(FrameworkId, Option<FrameworkRecord>)>,
     pub agents: Vec<(AgentId, Option<AgentRecord>)>,
     pub tasks: Vec<((FrameworkId, TaskId), Option<TaskRecord>)>,
+    pub framework_state: Vec<((FrameworkId, String), Option<StateEntry>)>,
 }
 
 impl Batch {
@@ -137,7 +144,7 @@ impl Batch {
     }
 
     pub fn len(&self) -> usize {
-        self.frameworks.len() + self.agents.len() + self.tasks.len()
+        self.frameworks.len() + self.agents.len() + self.tasks.len() + self.framework_state.len()
     }
 }
 
@@ -147,11 +154,15 @@ pub struct Recovered {
     pub frameworks: Vec<FrameworkRecord>,
     pub agents: Vec<AgentRecord>,
     pub tasks: Vec<TaskRecord>,
+    pub framework_state: Vec<(FrameworkId, StateEntry)>,
 }
 
 impl Recovered {
     pub fn is_empty(&self) -> bool {
-        self.frameworks.is_empty() && self.agents.is_empty() && self.tasks.is_empty()
+        self.frameworks.is_empty()
+            && self.agents.is_empty()
+            && self.tasks.is_empty()
+            && self.framework_state.is_empty()
     }
 }
 
@@ -316,6 +327,20 @@ impl Store {
             out.tasks
                 .push(self.decode("task", &format!("{fw}/{task}"), v.value())?);
         }
+        match read.open_table(FRAMEWORK_STATE) {
+            Ok(state) => {
+                for row in state.iter().map_err(self.redb("reading"))? {
+                    let (k, v) = row.map_err(self.redb("reading"))?;
+                    let (fw, key) = k.value();
+                    let entry =
+                        self.decode("framework state", &format!("{fw}/{key}"), v.value())?;
+                    out.framework_state
+                        .push((FrameworkId(fw.to_string()), entry));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.redb("reading")(e)),
+        }
         Ok(out)
     }
 
@@ -366,6 +391,17 @@ impl Store {
                     None => tasks.remove(key),
                 }
                 .map_err(self.redb("writing a task"))?;
+            }
+            let mut state = txn
+                .open_table(FRAMEWORK_STATE)
+                .map_err(self.redb("committing"))?;
+            for ((fw, key), entry) in &batch.framework_state {
+                let k = (fw.as_str(), key.as_str());
+                match entry {
+                    Some(e) => state.insert(k, encode(e).as_slice()),
+                    None => state.remove(k),
+                }
+                .map_err(self.redb("writing framework state"))?;
             }
         }
         txn.commit().map_err(self.redb("committing"))
@@ -477,6 +513,7 @@ mod tests {
                     (key(&lost), Some(lost.clone())),
                     (key(&gone), Some(gone.clone())),
                 ],
+                ..Batch::default()
             })
             .expect("commit");
         // A later batch overwrites and deletes.
@@ -487,6 +524,7 @@ mod tests {
                 frameworks: vec![(FrameworkId("fw2".into()), None)],
                 agents: vec![],
                 tasks: vec![(key(&gone), None), (key(&running), Some(finished.clone()))],
+                ..Batch::default()
             })
             .expect("commit");
         let now = store.load().expect("load");
@@ -497,6 +535,38 @@ mod tests {
         assert_eq!(again.frameworks, vec![framework("fw1")]);
         assert_eq!(again.agents, vec![agent("a1")]);
         assert_eq!(again.tasks, vec![finished, lost]);
+    }
+
+    #[test]
+    fn framework_state_round_trips_and_a_store_without_its_table_reads_it_as_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        // A store written before the framework state existed has no such table.
+        assert!(store.load().expect("load").framework_state.is_empty());
+        let entry = |key: &str, version| StateEntry {
+            key: key.into(),
+            value: key.as_bytes().to_vec(),
+            version,
+        };
+        let fw = FrameworkId("fw1".into());
+        store
+            .commit(&Batch {
+                framework_state: vec![
+                    ((fw.clone(), "spec/a".into()), Some(entry("spec/a", 1))),
+                    ((fw.clone(), "spec/b".into()), Some(entry("spec/b", 4))),
+                ],
+                ..Batch::default()
+            })
+            .expect("commit");
+        store
+            .commit(&Batch {
+                framework_state: vec![((fw.clone(), "spec/a".into()), None)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(again.framework_state, vec![(fw, entry("spec/b", 4))]);
     }
 
     #[test]

@@ -452,7 +452,11 @@ pub fn update(status: &bramble_proto::TaskStatus) -> Value {
 /// An OFFERS event lists the offers nested (`offers.offers`).
 pub fn from_native(ev: &MasterEvent) -> Option<Value> {
     Some(match ev {
-        MasterEvent::Subscribed { .. } | MasterEvent::HeartbeatAck => return None,
+        // Mesos has no framework state store: a Mesos framework never writes one.
+        MasterEvent::Subscribed { .. }
+        | MasterEvent::HeartbeatAck
+        | MasterEvent::State { .. }
+        | MasterEvent::StateChanged { .. } => return None,
         MasterEvent::Offers(offers) => event(
             "OFFERS",
             json!({ "offers": offers.iter().map(offer::to_mesos).collect::<Vec<_>>() }),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dir_lock;
 pub mod discovery;
 pub mod durable;
+pub mod framework_state;
 pub mod handshake;
 pub mod identity;
 pub mod ids;

@@ -5,6 +5,7 @@
 //! enum for its direction on the same control stream. Keeping one enum per direction means an
 //! agent sending a scheduler's call is a decode error, which closes that peer.
 
+use crate::framework_state::{StateEntry, StateWrite};
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::resources::Resources;
 use crate::task::{ExecutorInfo, TaskInfo, TaskReason, TaskState, TaskStatus};
@@ -256,6 +257,9 @@ pub enum SchedulerCall {
     /// port it was given: replaces `FrameworkInfo::webui_url` (the part of Mesos's
     /// UPDATE_FRAMEWORK Bramble takes).
     SetWebuiUrl(Option<String>),
+    /// Changes the framework's own key/value state (`framework_state.rs`); the master answers
+    /// with `StateChanged`, or a non-fatal `Error` saying why it refused.
+    WriteState(StateWrite),
 }
 
 /// How far a framework's job has got, in the framework's own units.
@@ -314,6 +318,16 @@ pub enum MasterEvent {
         fatal: bool,
     },
     HeartbeatAck,
+    /// The framework's whole key/value state, sent right after `Subscribed`.
+    State {
+        entries: Vec<StateEntry>,
+    },
+    /// One key of the framework's state changed (by the framework or an operator); `None`:
+    /// it was deleted.
+    StateChanged {
+        key: String,
+        entry: Option<StateEntry>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,6 +346,17 @@ pub enum OperatorCall {
     GetPanel,
     /// Lists a directory of a task's sandbox (recursively, up to [`MAX_SANDBOX_ENTRIES`]).
     ListSandbox(SandboxList),
+    /// A framework's key/value state, the keys starting with `prefix`.
+    ReadFrameworkState {
+        framework_id: FrameworkId,
+        prefix: String,
+    },
+    /// Changes a framework's key/value state on its behalf (e.g. while its scheduler is down);
+    /// a connected framework is told with `StateChanged`.
+    WriteFrameworkState {
+        framework_id: FrameworkId,
+        write: StateWrite,
+    },
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -400,6 +425,9 @@ pub enum OperatorReply {
         message: String,
     },
     SandboxListing(SandboxListing),
+    FrameworkState(Vec<StateEntry>),
+    /// The entry as written (`None` once deleted).
+    StateWritten(Option<StateEntry>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,7 +47,7 @@
 
 use crate::executor::Outbound;
 use crate::scheduler::driver::ack_call;
-use crate::{Executor, ExecutorDriver, Scheduler, SchedulerDriver};
+use crate::{Executor, ExecutorDriver, Scheduler, SchedulerDriver, StateEntry};
 use bramble_proto::messages::{ExecutorToAgent, Filters, Offer, SchedulerCall};
 use bramble_proto::task::{ExecutorInfo, TaskInfo, UpdateSource};
 use bramble_proto::{
@@ -170,6 +170,20 @@ impl<S: Scheduler> SchedulerTest<S> {
                 &ExecutorId::from(executor_id),
                 status,
             )
+            .await;
+        self.collect();
+    }
+
+    /// The master hands the framework its key/value state (as it does after `Subscribed`).
+    pub async fn state(&mut self, entries: Vec<StateEntry>) {
+        self.scheduler.state_loaded(&self.driver, entries).await;
+        self.collect();
+    }
+
+    /// One key of the framework's state changed (`None`: deleted).
+    pub async fn state_changed(&mut self, key: &str, entry: Option<StateEntry>) {
+        self.scheduler
+            .state_changed(&self.driver, key, entry.as_ref())
             .await;
         self.collect();
     }

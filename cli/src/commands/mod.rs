@@ -14,6 +14,7 @@ pub mod executor;
 pub mod frameworks;
 pub mod pi;
 pub mod run;
+pub mod service;
 pub mod state;
 
 use anyhow::Context;

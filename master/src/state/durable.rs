@@ -76,6 +76,9 @@ impl Master {
                 }
             }
         }
+        for (fw, entry) in recovered.framework_state {
+            self.recover_state_entry(fw, entry);
+        }
         for (fw, task) in orphans {
             self.master_terminal_update(
                 &fw,
@@ -127,6 +130,7 @@ impl Master {
                 .map(|t| t.record(&fw));
             batch.tasks.push(((fw, task), record));
         }
+        batch.framework_state = self.take_state_writes();
         batch
     }
 

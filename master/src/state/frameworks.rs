@@ -155,6 +155,17 @@ impl Master {
                     }
                 }
             }
+            SchedulerCall::WriteState(write) => {
+                if let Err(why) = self.write_framework_state(&fw, write) {
+                    self.send_framework(
+                        &fw,
+                        MasterEvent::Error {
+                            message: format!("state write refused: {why}"),
+                            fatal: false,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -294,6 +305,8 @@ impl Master {
                 heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
             },
         );
+        let state = self.framework_state_event(&id);
+        self.send_conn_scheduler(conn, state);
         self.resend_master_updates(&id);
         let _ = now;
         self.allocation_due = true;
@@ -417,6 +430,7 @@ impl Master {
         }
         self.allocator.remove_framework(id);
         self.progress.remove(id);
+        self.forget_framework_state(id);
         if let Some(conn) = fw.conn {
             self.send_conn_scheduler(
                 conn,

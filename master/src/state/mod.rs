@@ -37,12 +37,14 @@
 //! - `launch.rs`: accepting offers, validating tasks, sending them to agents;
 //! - `tasks.rs`: status updates, acknowledgements, kills, reconciliation;
 //! - `operator.rs`: operator calls, sandbox reads relayed to agents;
+//! - `framework_state.rs`: each framework's own key/value state, written by it or an operator;
 //! - `snapshot.rs`: the operator's picture of the cluster and the feed's summary;
 //! - `feed.rs`: the events and summary the edges subscribe to.
 
 mod agents;
 mod durable;
 pub mod feed;
+mod framework_state;
 mod frameworks;
 mod health;
 mod launch;
@@ -57,6 +59,7 @@ mod testing;
 use crate::allocator::Allocator;
 use agents::AgentEntry;
 use bramble_proto::bounded::BoundedMap;
+use bramble_proto::framework_state::FrameworkState;
 use bramble_proto::messages::{
     AgentToMaster, JobProgress, MasterEvent, MasterToAgent, OperatorCall, OperatorReply,
     SchedulerCall, TaskSummary,
@@ -164,6 +167,9 @@ pub struct Master {
     dirty_frameworks: HashSet<FrameworkId>,
     dirty_agents: HashSet<AgentId>,
     dirty_tasks: HashSet<(FrameworkId, TaskId)>,
+    /// Each framework's own key/value state (only frameworks that wrote some have an entry).
+    framework_state: HashMap<FrameworkId, FrameworkState>,
+    dirty_state: HashSet<(FrameworkId, String)>,
     /// When terminal updates the master holds are next resent to connected frameworks.
     next_resend: Instant,
 }
@@ -204,6 +210,8 @@ impl Master {
             dirty_frameworks: HashSet::new(),
             dirty_agents: HashSet::new(),
             dirty_tasks: HashSet::new(),
+            framework_state: HashMap::new(),
+            dirty_state: HashSet::new(),
             next_resend: now + MASTER_RESEND_INTERVAL,
         }
     }

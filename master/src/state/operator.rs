@@ -1,4 +1,4 @@
-//! Operator calls: the state, kills, and sandbox reads and listings, which are relayed to the
+//! Operator calls: the state, kills, frameworks' key/value state, and sandbox reads and listings, which are relayed to the
 //! agent the task ran on and answered when it replies (or fails after a timeout). The front
 //! panel's picture is not here: the edge that holds it answers `GetPanel` itself.
 
@@ -59,6 +59,20 @@ impl Master {
                 let ask = move |request| MasterToAgent::ListSandbox { request, list };
                 return self.ask_task_agent(&fw, &task, reply, now, ask);
             }
+            OperatorCall::ReadFrameworkState {
+                framework_id,
+                prefix,
+            } => match self.read_framework_state(&framework_id, &prefix) {
+                Ok(entries) => OperatorReply::FrameworkState(entries),
+                Err(message) => OperatorReply::Error { message },
+            },
+            OperatorCall::WriteFrameworkState {
+                framework_id,
+                write,
+            } => match self.write_framework_state(&framework_id, write) {
+                Ok(entry) => OperatorReply::StateWritten(entry),
+                Err(message) => OperatorReply::Error { message },
+            },
         };
         self.reply(reply, answer);
     }

@@ -199,6 +199,7 @@ pub(super) fn recovered(tasks: &[&str]) -> Recovered {
                 resend_by_master: false,
             })
             .collect(),
+        framework_state: Vec::new(),
     }
 }
 

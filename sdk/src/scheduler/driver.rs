@@ -5,6 +5,7 @@
 use super::runner::Runner;
 use super::{Scheduler, SchedulerConfig};
 use crate::error::SdkError;
+use bramble_proto::framework_state::StateWrite;
 use bramble_proto::messages::{Filters, JobProgress, SchedulerCall};
 use bramble_proto::task::TaskInfo;
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskStatus};
@@ -228,6 +229,36 @@ impl SchedulerDriver {
     /// sent again on every re-subscription. It shows as a link only when it is `http(s)://`.
     pub fn set_webui_url(&self, url: Option<String>) -> Result<(), SdkError> {
         self.call(SchedulerCall::SetWebuiUrl(url))
+    }
+
+    /// Sets `key` in the framework's key/value state, kept by the master across the
+    /// scheduler's restarts (limits in `bramble_proto::framework_state`). With
+    /// `expected_version`, only if the entry is at that version now (`Some(0)`: only if it does
+    /// not exist). The outcome arrives as `Scheduler::state_changed`, or a refusal through
+    /// `Scheduler::error`.
+    pub fn put_state(
+        &self,
+        key: impl Into<String>,
+        value: Vec<u8>,
+        expected_version: Option<u64>,
+    ) -> Result<(), SdkError> {
+        self.call(SchedulerCall::WriteState(StateWrite::Put {
+            key: key.into(),
+            value,
+            expected_version,
+        }))
+    }
+
+    /// Deletes `key` from the framework's state (see [`SchedulerDriver::put_state`]).
+    pub fn delete_state(
+        &self,
+        key: impl Into<String>,
+        expected_version: Option<u64>,
+    ) -> Result<(), SdkError> {
+        self.call(SchedulerCall::WriteState(StateWrite::Delete {
+            key: key.into(),
+            expected_version,
+        }))
     }
 
     /// Stops the driver; its run returns once this is done. `failover = false`: the framework

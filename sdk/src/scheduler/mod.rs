@@ -27,6 +27,7 @@ pub use driver::SchedulerDriver;
 
 use crate::error::SdkError;
 use async_trait::async_trait;
+use bramble_proto::framework_state::StateEntry;
 use bramble_proto::identity::Credentials;
 use bramble_proto::messages::{FrameworkApi, FrameworkInfo, Offer};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, OfferId, TaskStatus};
@@ -97,6 +98,21 @@ pub trait Scheduler: Send {
     /// The master reported an error. After a fatal one the driver's run returns
     /// `SdkError::Fatal` with the same message.
     async fn error(&mut self, _driver: &SchedulerDriver, _message: &str) {}
+
+    /// The framework's whole key/value state as the master keeps it (see
+    /// [`SchedulerDriver::put_state`]), delivered right after every `registered`: what the
+    /// framework or an operator wrote survives the scheduler's restart.
+    async fn state_loaded(&mut self, _driver: &SchedulerDriver, _entries: Vec<StateEntry>) {}
+
+    /// One key of the framework's state changed, by this scheduler or an operator; `None`:
+    /// deleted. A write the master refused comes back through `error` instead, naming the key.
+    async fn state_changed(
+        &mut self,
+        _driver: &SchedulerDriver,
+        _key: &str,
+        _entry: Option<&StateEntry>,
+    ) {
+    }
 }
 
 /// What the driver needs to subscribe.

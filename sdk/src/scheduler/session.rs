@@ -220,6 +220,14 @@ impl Runner {
                 warn!(framework = %framework_id, "unexpected second Subscribed; ignored");
             }
             MasterEvent::HeartbeatAck => {}
+            MasterEvent::State { entries } => {
+                debug!(keys = entries.len(), "framework state received");
+                scheduler.state_loaded(driver, entries).await;
+            }
+            MasterEvent::StateChanged { key, entry } => {
+                debug!(key = %key, version = ?entry.as_ref().map(|e| e.version), "framework state changed");
+                scheduler.state_changed(driver, &key, entry.as_ref()).await;
+            }
         }
         None
     }
@@ -337,5 +345,6 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::Heartbeat => "Heartbeat",
         SchedulerCall::PublishProgress(_) => "PublishProgress",
         SchedulerCall::SetWebuiUrl(_) => "SetWebuiUrl",
+        SchedulerCall::WriteState(_) => "WriteState",
     }
 }

@@ -1,0 +1,392 @@
+//! `bramble service …`: services that stay up. The specs live in the service framework's
+//! key/value state in the master (`spec/<name>`), so `apply`, `scale`, `restart` and `rm` work
+//! through the operator API whether or not the scheduler is up; what runs is read from the
+//! master's tasks. `bramble service scheduler` runs the scheduler itself (the
+//! `bramble-services` unit on the master node).
+//!
+//! Every change is a compare-and-swap on the spec's version, so two operators editing one
+//! service at once cannot silently undo each other: the second is told to try again.
+
+use super::{print_json, Target};
+use anyhow::{bail, Context};
+use bramble_client::OperatorClient;
+use bramble_frameworks::services::{self, spec_key, Spec, FRAMEWORK_NAME, SPEC_PREFIX};
+use bramble_proto::framework_state::{StateEntry, StateWrite};
+use bramble_proto::messages::{ClusterState, TaskSummary};
+use bramble_proto::{FrameworkId, TaskState};
+use clap::Subcommand;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Store a service's spec (TOML) and have it kept up; applying the same file again
+    /// changes nothing.
+    Apply { file: PathBuf },
+    /// The services, with how many instances run of how many wanted.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One service: its spec and its instances.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a service: its instances are killed and its spec removed.
+    Rm { name: String },
+    /// Change how many instances a service keeps up.
+    Scale { name: String, instances: u32 },
+    /// Replace every instance of a service with a fresh one.
+    Restart { name: String },
+    /// Run the service scheduler (normally the bramble-services unit on the master node).
+    Scheduler {
+        /// Where the scheduler keeps its framework id, so a restart fails over under it
+        /// (default: $XDG_STATE_HOME/bramble/services, else ~/.local/state/bramble/services).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+pub async fn run(target: &Target<'_>, command: ServiceCommand) -> anyhow::Result<()> {
+    if let ServiceCommand::Scheduler { state_dir } = command {
+        return scheduler(target, state_dir).await;
+    }
+    let mut op =
+        OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
+    let state = op.state().await?;
+    let fw = services_framework(&state)?;
+    let result = match command {
+        ServiceCommand::Apply { file } => apply(&mut op, &fw, file).await,
+        ServiceCommand::Ls { json } => ls(&mut op, &fw, &state, json).await,
+        ServiceCommand::Show { name, json } => show(&mut op, &fw, &state, &name, json).await,
+        ServiceCommand::Rm { name } => rm(&mut op, &fw, &name).await,
+        ServiceCommand::Scale { name, instances } => {
+            edit(&mut op, &fw, &name, |spec| spec.instances = instances).await
+        }
+        ServiceCommand::Restart { name } => {
+            edit(&mut op, &fw, &name, |spec| spec.restart_generation += 1).await
+        }
+        ServiceCommand::Scheduler { .. } => Ok(()),
+    };
+    op.close();
+    result
+}
+
+/// The service framework's id: the connected one, else the only one the master knows.
+fn services_framework(state: &ClusterState) -> anyhow::Result<FrameworkId> {
+    let ours: Vec<_> = state
+        .frameworks
+        .iter()
+        .filter(|f| f.name == FRAMEWORK_NAME)
+        .collect();
+    if let Some(f) = ours.iter().find(|f| f.connected) {
+        return Ok(f.id.clone());
+    }
+    match ours.as_slice() {
+        [] => bail!(
+            "no service scheduler has registered with this master: start it on the master node \
+             (`systemctl start bramble-services`, or `bramble service scheduler`)"
+        ),
+        [one] => Ok(one.id.clone()),
+        several => bail!(
+            "several service frameworks are known and none is connected ({}); start the \
+             service scheduler so the current one is connected",
+            several
+                .iter()
+                .map(|f| f.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+async fn stored(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    name: &str,
+) -> anyhow::Result<Option<(Spec, StateEntry)>> {
+    let key = spec_key(name);
+    let entries = op.read_framework_state(fw, &key).await?;
+    let Some(entry) = entries.into_iter().find(|e| e.key == key) else {
+        return Ok(None);
+    };
+    let spec = Spec::parse(&key, &String::from_utf8_lossy(&entry.value))?;
+    Ok(Some((spec, entry)))
+}
+
+async fn write_spec(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    spec: &Spec,
+    expected_version: u64,
+) -> anyhow::Result<u64> {
+    let write = StateWrite::Put {
+        key: spec_key(&spec.name),
+        value: spec.to_toml().into_bytes(),
+        expected_version: Some(expected_version),
+    };
+    let entry = op
+        .write_framework_state(fw, write)
+        .await
+        .with_context(|| format!("storing the spec of {}", spec.name))?;
+    Ok(entry.map(|e| e.version).unwrap_or(0))
+}
+
+async fn apply(op: &mut OperatorClient, fw: &FrameworkId, file: PathBuf) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let spec = Spec::parse(&file.display().to_string(), &text)?;
+    match stored(op, fw, &spec.name).await? {
+        Some((old, _)) if old == spec => {
+            println!("{}: unchanged", spec.name);
+        }
+        Some((old, entry)) => {
+            let version = write_spec(op, fw, &spec, entry.version).await?;
+            let what = if old.fingerprint() == spec.fingerprint() {
+                "scaled"
+            } else {
+                "updated; its instances are replaced"
+            };
+            println!("{}: {what} (version {version})", spec.name);
+        }
+        None => {
+            let version = write_spec(op, fw, &spec, 0).await?;
+            println!(
+                "{}: created (version {version}), {} instance(s)",
+                spec.name, spec.instances
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads, changes and writes back a stored spec (compare-and-swap on its version).
+async fn edit(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    name: &str,
+    change: impl FnOnce(&mut Spec),
+) -> anyhow::Result<()> {
+    let Some((mut spec, entry)) = stored(op, fw, name).await? else {
+        bail!("no service {name} (see `bramble service ls`)");
+    };
+    change(&mut spec);
+    // The change must still be a valid spec (e.g. a count within the limit).
+    let spec = Spec::parse(&format!("{name} (edited)"), &spec.to_toml())?;
+    let version = write_spec(op, fw, &spec, entry.version).await?;
+    println!("{name}: version {version}, {} instance(s)", spec.instances);
+    Ok(())
+}
+
+async fn rm(op: &mut OperatorClient, fw: &FrameworkId, name: &str) -> anyhow::Result<()> {
+    let Some((_, entry)) = stored(op, fw, name).await? else {
+        bail!("no service {name} (see `bramble service ls`)");
+    };
+    let write = StateWrite::Delete {
+        key: spec_key(name),
+        expected_version: Some(entry.version),
+    };
+    op.write_framework_state(fw, write).await?;
+    println!("{name}: removed; its instances are being stopped");
+    Ok(())
+}
+
+/// One instance as `ls`/`show` print it.
+#[derive(Debug, Serialize)]
+struct InstanceView {
+    task_id: String,
+    state: String,
+    host: String,
+    ports: Vec<u16>,
+    current: bool,
+    #[serde(skip)]
+    running: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceView {
+    name: String,
+    version: u64,
+    wanted: u32,
+    running: usize,
+    spec: Spec,
+    instances: Vec<InstanceView>,
+}
+
+fn view(state: &ClusterState, fw: &FrameworkId, spec: Spec, version: u64) -> ServiceView {
+    let fingerprint = spec.fingerprint();
+    let host = |t: &TaskSummary| {
+        state
+            .agents
+            .iter()
+            .find(|a| a.id == t.agent_id)
+            .map(|a| a.hostname.clone())
+            .unwrap_or_else(|| t.agent_id.to_string())
+    };
+    let instances: Vec<InstanceView> = state
+        .tasks
+        .iter()
+        .filter(|t| &t.framework_id == fw && !t.state.is_terminal())
+        .filter_map(|t| {
+            let (service, fp) = services::book::parse_task_id(&t.id)?;
+            (service == spec.name).then(|| InstanceView {
+                task_id: t.id.to_string(),
+                state: t.state.to_string(),
+                host: host(t),
+                ports: t
+                    .resources
+                    .ports
+                    .iter()
+                    .flat_map(|r| r.begin..=r.end)
+                    .collect(),
+                current: fp == fingerprint,
+                running: t.state == TaskState::Running,
+            })
+        })
+        .collect();
+    let running = instances.iter().filter(|i| i.current && i.running).count();
+    ServiceView {
+        name: spec.name.clone(),
+        version,
+        wanted: spec.instances,
+        running,
+        spec,
+        instances,
+    }
+}
+
+async fn all_views(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    state: &ClusterState,
+) -> anyhow::Result<Vec<ServiceView>> {
+    let mut out = Vec::new();
+    for entry in op.read_framework_state(fw, SPEC_PREFIX).await? {
+        match Spec::parse(&entry.key, &String::from_utf8_lossy(&entry.value)) {
+            Ok(spec) => out.push(view(state, fw, spec, entry.version)),
+            Err(e) => eprintln!("skipping an unreadable stored spec: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+async fn ls(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    state: &ClusterState,
+    json: bool,
+) -> anyhow::Result<()> {
+    let views = all_views(op, fw, state).await?;
+    if json {
+        return print_json(&views);
+    }
+    if views.is_empty() {
+        println!("no services (add one with `bramble service apply FILE.toml`)");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>9} {:>6} {:>6} {:>5} {:>7}",
+        "NAME", "RUNNING", "CPUS", "MEM", "PORTS", "VERSION"
+    );
+    for v in &views {
+        println!(
+            "{:<24} {:>9} {:>6} {:>6} {:>5} {:>7}",
+            v.name,
+            format!("{}/{}", v.running, v.wanted),
+            v.spec.cpus,
+            v.spec.mem,
+            v.spec.ports,
+            v.version
+        );
+    }
+    Ok(())
+}
+
+async fn show(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    state: &ClusterState,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some((spec, entry)) = stored(op, fw, name).await? else {
+        bail!("no service {name} (see `bramble service ls`)");
+    };
+    let v = view(state, fw, spec, entry.version);
+    if json {
+        return print_json(&v);
+    }
+    println!(
+        "{}: {}/{} running, version {}",
+        v.name, v.running, v.wanted, v.version
+    );
+    print!("{}", v.spec.to_toml());
+    println!();
+    if v.instances.is_empty() {
+        println!("no instances");
+    }
+    for i in &v.instances {
+        let ports: Vec<String> = i.ports.iter().map(u16::to_string).collect();
+        println!(
+            "{:<40} {:<9} {:<20} ports {}{}",
+            i.task_id,
+            i.state,
+            i.host,
+            if ports.is_empty() {
+                "-".into()
+            } else {
+                ports.join(",")
+            },
+            if i.current {
+                ""
+            } else {
+                "  (previous version)"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The default place for the scheduler's framework id.
+fn default_state_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".local").join("state"))
+        })?;
+    Some(base.join("bramble").join("services"))
+}
+
+async fn scheduler(target: &Target<'_>, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let state_dir = match state_dir {
+        Some(d) => d,
+        None => default_state_dir().context(
+            "no place for the scheduler's state: set XDG_STATE_HOME or HOME, or pass --state-dir",
+        )?,
+    };
+    let config = target.scheduler_config(FRAMEWORK_NAME)?;
+    services::run_services(config, &state_dir, stop_signal()).await?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (systemd stops units with SIGTERM).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

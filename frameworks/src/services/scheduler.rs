@@ -1,0 +1,469 @@
+//! The service scheduler: a framework like any other, named [`FRAMEWORK_NAME`], that keeps
+//! each stored spec's instances up. It is the glue between the driver and [`Book`] (the pure
+//! core): specs come from the framework's key/value state in the master (`spec/<name>`,
+//! written by `bramble service apply` through the operator API, so a spec can be applied while
+//! this scheduler is down), offers become launches, updates become replacements and kills.
+//!
+//! Restarts: the framework id is kept in `<state_dir>/framework_id` and the failover timeout
+//! is long ([`FAILOVER_TIMEOUT_SECS`]), so a restarted scheduler fails over under the same id
+//! and its instances keep running meanwhile. After every (re)registration it asks the master
+//! for all its live tasks, then for one made-up task id (the marker): the master answers calls
+//! in order, so when the marker's LOST comes back every live instance has been reported, and
+//! only then are offers used — no instance is launched twice for want of knowing it runs.
+
+use super::book::{Book, Seen};
+use super::spec::Spec;
+use bramble_sdk::{
+    async_trait, Filters, FrameworkId, Offer, OfferId, Scheduler, SchedulerConfig, SchedulerDriver,
+    SdkError, StateEntry, TaskId, TaskStatus,
+};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::{debug, info, warn};
+
+/// The framework's name: `bramble service` finds the scheduler's state by it.
+pub const FRAMEWORK_NAME: &str = "bramble-services";
+/// Where specs live in the framework's state: `spec/<service name>`.
+pub const SPEC_PREFIX: &str = "spec/";
+/// How long the master keeps the services running while this scheduler is away: a week, so
+/// a Pi cluster's scheduler can be down over a holiday and come back to the same instances.
+pub const FAILOVER_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+/// The file under the state dir holding the framework id.
+pub const FRAMEWORK_ID_FILE: &str = "framework_id";
+/// The made-up task id whose LOST ends a reconciliation.
+const RECONCILE_MARKER: &str = "bramble-services-reconciled";
+/// Offers come back this soon when declined while reconciling or for a constraint.
+const REFUSE_BRIEFLY_SECS: f64 = 1.0;
+/// Offers nobody needs come back after this long (offers are suppressed meanwhile anyway).
+const REFUSE_UNUSED_SECS: f64 = 30.0;
+
+/// The state key of service `name`'s spec.
+pub fn spec_key(name: &str) -> String {
+    format!("{SPEC_PREFIX}{name}")
+}
+
+/// Why the scheduler stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("reading the framework id from {path}: {source}")]
+    ReadId {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds {id:?}, which is not a framework id: {reason} (remove the file to register anew)")]
+    BadId {
+        path: PathBuf,
+        id: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Sdk(#[from] SdkError),
+}
+
+pub struct ServiceScheduler {
+    book: Book,
+    /// The marker task id awaited; `Some` while reconciling.
+    reconciling: Option<TaskId>,
+    reconciliations: u64,
+    /// Whether offers are suppressed, as last asked (`None`: unknown, after subscribing).
+    suppressed: Option<bool>,
+    /// Where the framework id is kept, if anywhere.
+    id_file: Option<PathBuf>,
+}
+
+impl ServiceScheduler {
+    /// A scheduler that keeps its framework id in `id_file` (if given).
+    pub fn new(id_file: Option<PathBuf>) -> Self {
+        Self {
+            book: Book::default(),
+            reconciling: None,
+            reconciliations: 0,
+            suppressed: None,
+            id_file,
+        }
+    }
+
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+
+    fn remember_id(&self, id: &FrameworkId) {
+        let Some(path) = &self.id_file else { return };
+        if std::fs::read_to_string(path).is_ok_and(|s| s.trim() == id.as_str()) {
+            return;
+        }
+        match bramble_proto::durable::write(path, id.as_str().as_bytes()) {
+            Ok(()) => {
+                info!(framework = %id, file = %path.display(), "framework id saved; a restarted scheduler fails over under it")
+            }
+            Err(e) => {
+                warn!(framework = %id, "cannot save the framework id ({e}); a restarted scheduler will register anew and the running instances stay with this id until its failover timeout")
+            }
+        }
+    }
+
+    fn set_spec_from(&mut self, key: &str, entry: Option<&StateEntry>) {
+        let Some(name) = key.strip_prefix(SPEC_PREFIX) else {
+            return;
+        };
+        match entry {
+            None => {
+                info!(service = name, "service removed; stopping its instances");
+                self.book.set_spec(name, None);
+            }
+            Some(e) => {
+                let text = String::from_utf8_lossy(&e.value);
+                match Spec::parse(key, &text) {
+                    Ok(spec) if spec.name == name => {
+                        info!(service = name, version = e.version, instances = spec.instances,
+                            fingerprint = %spec.fingerprint(), "service spec");
+                        self.book.set_spec(name, Some(spec));
+                    }
+                    Ok(spec) => {
+                        warn!(key, named = %spec.name, "stored spec names another service; ignored")
+                    }
+                    Err(err) => warn!("stored spec unreadable, keeping the previous one: {err}"),
+                }
+            }
+        }
+    }
+
+    /// Kills what should not run, and asks for offers only while something is missing.
+    fn act(&mut self, driver: &SchedulerDriver) {
+        if self.reconciling.is_some() {
+            return;
+        }
+        for task_id in self.book.kills() {
+            info!(task = %task_id, "killing instance");
+            if let Err(e) = driver.kill_task(task_id.clone()) {
+                debug!(task = %task_id, "kill not sent ({e}); asked again after re-registration");
+            }
+        }
+        let want = self.book.wants_offers();
+        if want && self.suppressed != Some(false) {
+            if driver.revive_offers().is_ok() {
+                self.suppressed = Some(false);
+            }
+        } else if !want && self.suppressed != Some(true) && driver.suppress_offers().is_ok() {
+            self.suppressed = Some(true);
+            info!(
+                instances = self.book.instances().count(),
+                "every service has its instances; offers suppressed"
+            );
+        }
+    }
+
+    fn decline(driver: &SchedulerDriver, offer: OfferId, refuse_seconds: f64) {
+        let _ = driver.decline_offer(offer, Filters { refuse_seconds });
+    }
+
+    fn offer(&mut self, driver: &SchedulerDriver, offer: Offer, now: Instant) {
+        if self.reconciling.is_some() {
+            return Self::decline(driver, offer.id, REFUSE_BRIEFLY_SECS);
+        }
+        match self.book.place(&offer, now) {
+            Ok(tasks) if tasks.is_empty() => {
+                let refuse = match self.book.backing_off_until(now) {
+                    Some(t) => t.duration_since(now).as_secs_f64().clamp(0.1, 5.0),
+                    None if self.book.wants_offers() => REFUSE_BRIEFLY_SECS,
+                    None => REFUSE_UNUSED_SECS,
+                };
+                Self::decline(driver, offer.id, refuse);
+            }
+            Ok(tasks) => {
+                for t in &tasks {
+                    info!(task = %t.task_id, host = %offer.hostname, ports = ?t.resources.ports, "launching instance");
+                }
+                let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
+                if let Err(e) = driver.launch_tasks(
+                    vec![offer.id],
+                    tasks,
+                    Filters {
+                        refuse_seconds: 0.0,
+                    },
+                ) {
+                    // The launch never left: forget these instances so they are placed again.
+                    warn!("launching failed ({e}); placing those instances again later");
+                    for id in ids {
+                        let mut lost = TaskStatus::new(
+                            FrameworkId(String::new()),
+                            id,
+                            bramble_sdk::TaskState::Lost,
+                            bramble_sdk::proto::task::UpdateSource::Master,
+                        );
+                        lost.reason = Some(bramble_sdk::TaskReason::InvalidOffer);
+                        self.book.update(&lost, now);
+                    }
+                }
+            }
+            Err(why) => {
+                debug!(host = %offer.hostname, "offer declined: {why}");
+                Self::decline(driver, offer.id, REFUSE_BRIEFLY_SECS);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Scheduler for ServiceScheduler {
+    async fn registered(
+        &mut self,
+        driver: &SchedulerDriver,
+        framework_id: &FrameworkId,
+        reregistered: bool,
+    ) {
+        info!(framework = %framework_id, reregistered, "service scheduler registered; reconciling its instances");
+        self.remember_id(framework_id);
+        self.book.forget_kills();
+        self.suppressed = None;
+        self.reconciliations += 1;
+        let marker = TaskId(format!("{RECONCILE_MARKER}-{}", self.reconciliations));
+        let asked = driver
+            .reconcile_tasks(Vec::new())
+            .and_then(|()| driver.reconcile_tasks(vec![marker.clone()]));
+        match asked {
+            Ok(()) => self.reconciling = Some(marker),
+            Err(e) => warn!("cannot reconcile ({e}); waiting for the next registration"),
+        }
+    }
+
+    async fn state_loaded(&mut self, driver: &SchedulerDriver, entries: Vec<StateEntry>) {
+        let stored: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e.key.strip_prefix(SPEC_PREFIX))
+            .collect();
+        for name in self.book.service_names() {
+            if !stored.contains(&name.as_str()) {
+                self.book.set_spec(&name, None);
+            }
+        }
+        for e in &entries {
+            self.set_spec_from(&e.key, Some(e));
+        }
+        info!(services = stored.len(), "service specs loaded");
+        self.act(driver);
+    }
+
+    async fn state_changed(
+        &mut self,
+        driver: &SchedulerDriver,
+        key: &str,
+        entry: Option<&StateEntry>,
+    ) {
+        self.set_spec_from(key, entry);
+        self.act(driver);
+    }
+
+    async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
+        let now = Instant::now();
+        for offer in offers {
+            self.offer(driver, offer, now);
+        }
+        self.act(driver);
+    }
+
+    async fn status_update(&mut self, driver: &SchedulerDriver, status: &TaskStatus) {
+        if self.reconciling.as_ref() == Some(&status.task_id) {
+            info!(
+                instances = self.book.instances().count(),
+                "reconciled; keeping the services up"
+            );
+            self.reconciling = None;
+            self.act(driver);
+            // Offers declined while reconciling come back now rather than after their filter.
+            if self.book.wants_offers() {
+                let _ = driver.revive_offers();
+            }
+            return;
+        }
+        if status.task_id.as_str().starts_with(RECONCILE_MARKER) {
+            return; // An earlier reconciliation's marker.
+        }
+        match self.book.update(status, Instant::now()) {
+            Seen::Nothing => {}
+            Seen::Running { service } => {
+                info!(service, task = %status.task_id, "instance running")
+            }
+            Seen::Ended {
+                service,
+                state,
+                message,
+                backoff,
+            } => match backoff {
+                Some(delay) => info!(service, task = %status.task_id, %state, message,
+                    backoff_secs = delay.as_secs_f64(), "instance ended; replacing it"),
+                None => info!(service, task = %status.task_id, %state, "instance stopped"),
+            },
+            Seen::Stray => {
+                info!(task = %status.task_id, state = %status.state, "killing a task no service accounts for");
+                let _ = driver.kill_task(status.task_id.clone());
+            }
+        }
+        self.act(driver);
+    }
+
+    async fn disconnected(&mut self, _driver: &SchedulerDriver) {
+        warn!("lost the master; the instances keep running while the driver reconnects");
+    }
+
+    async fn error(&mut self, _driver: &SchedulerDriver, message: &str) {
+        warn!("the master reported: {message}");
+    }
+}
+
+/// The framework id kept in `state_dir`, if any.
+pub fn load_framework_id(state_dir: &Path) -> Result<Option<FrameworkId>, ServicesError> {
+    let path = state_dir.join(FRAMEWORK_ID_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ServicesError::ReadId { path, source }),
+    };
+    let id = FrameworkId(text.trim().to_string());
+    id.check().map_err(|e| ServicesError::BadId {
+        path: path.clone(),
+        id: id.0.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(id))
+}
+
+/// Runs the service scheduler until `until` resolves (then disconnects, leaving the
+/// instances running for the failover timeout) or the framework cannot go on. `config`'s
+/// framework info is replaced by the service framework's (name, failover timeout, and the id
+/// kept in `state_dir`).
+pub async fn run_services(
+    mut config: SchedulerConfig,
+    state_dir: &Path,
+    until: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServicesError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| ServicesError::ReadId {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let id = load_framework_id(state_dir)?;
+    match &id {
+        Some(id) => info!(framework = %id, "failing over as the service framework"),
+        None => info!("registering the service framework for the first time"),
+    }
+    config.framework.name = FRAMEWORK_NAME.into();
+    config.framework.failover_timeout_secs = FAILOVER_TIMEOUT_SECS;
+    config.framework.framework_id = id;
+    let driver = SchedulerDriver::new(config);
+    let scheduler = ServiceScheduler::new(Some(state_dir.join(FRAMEWORK_ID_FILE)));
+    let run = driver.run(scheduler);
+    tokio::pin!(run);
+    tokio::pin!(until);
+    tokio::select! {
+        result = &mut run => { result?; }
+        () = &mut until => {
+            info!("stopping the service scheduler; the instances keep running");
+            driver.stop(true);
+            (&mut run).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::messages::SchedulerCall;
+    use bramble_proto::{PortRange, Resources};
+    use bramble_sdk::testing::SchedulerTest;
+    use bramble_sdk::{status, TaskState};
+
+    const WEB: &str = "name = \"web\"\ninstances = 2\ncmd = \"exec sleep 100\"\ncpus = 0.1\nmem = 16\nports = 1\n";
+
+    fn entry(key: &str, text: &str, version: u64) -> StateEntry {
+        StateEntry {
+            key: key.into(),
+            value: text.as_bytes().to_vec(),
+            version,
+        }
+    }
+
+    fn offer(id: &str) -> Offer {
+        Offer {
+            id: id.into(),
+            framework_id: "fw".into(),
+            agent_id: "a1".into(),
+            hostname: "pi-1".into(),
+            resources: Resources::new(4.0, 1024).with_ports([PortRange::new(31000, 31010)]),
+            attributes: Default::default(),
+            executor_ids: vec![],
+        }
+    }
+
+    fn reconciled_marker(calls: &[SchedulerCall]) -> TaskId {
+        calls
+            .iter()
+            .find_map(|c| match c {
+                SchedulerCall::Reconcile { task_ids } if task_ids.len() == 1 => {
+                    Some(task_ids[0].clone())
+                }
+                _ => None,
+            })
+            .expect("a marker reconciliation")
+    }
+
+    #[tokio::test]
+    async fn offers_wait_for_reconciliation_then_launch_the_specs_instances() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id_file = dir.path().join(FRAMEWORK_ID_FILE);
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(Some(id_file.clone())));
+        kit.register("fw-services").await;
+        assert_eq!(
+            load_framework_id(dir.path()).expect("readable"),
+            Some(FrameworkId::from("fw-services"))
+        );
+        kit.state(vec![entry("spec/web", WEB, 1)]).await;
+        let marker = reconciled_marker(kit.calls());
+        kit.offers(vec![offer("o1")]).await;
+        assert!(
+            kit.launched().is_empty(),
+            "no launch before reconciliation ends"
+        );
+        assert_eq!(kit.declined(), vec![OfferId::from("o1")]);
+        // A live instance from before the restart is reported, then the marker.
+        let fp = Spec::parse("t", WEB).expect("valid").fingerprint();
+        let mut live = status(&TaskId(format!("web.{fp}.old")), TaskState::Running);
+        live.agent_id = Some("a1".into());
+        kit.update(live).await;
+        kit.update(status(&marker, TaskState::Lost)).await;
+        kit.take_calls();
+        kit.offers(vec![offer("o2")]).await;
+        let launched = kit.launched();
+        assert_eq!(launched.len(), 1, "one adopted, one launched: {launched:?}");
+        // Everything is up: offers are suppressed.
+        assert!(kit
+            .calls()
+            .iter()
+            .any(|c| matches!(c, SchedulerCall::Suppress)));
+    }
+
+    #[tokio::test]
+    async fn a_removed_spec_kills_its_instances_and_a_stray_is_killed() {
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(None));
+        kit.register("fw").await;
+        kit.state(vec![entry("spec/web", WEB, 1)]).await;
+        let marker = reconciled_marker(kit.calls());
+        kit.update(status(&marker, TaskState::Lost)).await;
+        kit.offers(vec![offer("o1")]).await;
+        let launched = kit.launched();
+        assert_eq!(launched.len(), 2);
+        kit.take_calls();
+        kit.state_changed("spec/web", None).await;
+        let mut killed = kit.killed();
+        killed.sort();
+        let mut expected: Vec<TaskId> = launched.iter().map(|t| t.task_id.clone()).collect();
+        expected.sort();
+        assert_eq!(killed, expected);
+        let mut stray = status(&TaskId::from("mystery"), TaskState::Running);
+        stray.agent_id = Some("a1".into());
+        kit.take_calls();
+        kit.update(stray).await;
+        assert_eq!(kit.killed(), vec![TaskId::from("mystery")]);
+    }
+}

@@ -1,0 +1,416 @@
+//! A service's spec: the TOML an operator writes and `bramble service apply` stores, read and
+//! checked in one place so the CLI refuses a bad file before storing it and the scheduler
+//! reads back exactly what was checked.
+//!
+//! ```toml
+//! name = "web"                  # a DNS label: it names the tasks and, later, the mDNS advert
+//! instances = 3
+//! cmd = "exec python3 -m http.server $PORT0"
+//! cpus = 0.1
+//! mem = 64                      # MiB
+//! ports = 1                     # ports taken from offers, given to the task as PORT0, PORT1…
+//!
+//! [env]
+//! GREETING = "hello"
+//!
+//! [constraints]
+//! unique_hostname = true        # at most one instance per host
+//! hostname_like = "bramble-*"   # glob over the agent's hostname ('*' and '?')
+//! max_per_agent = 2
+//! attributes = { rack = "a" }   # agent attributes that must match exactly
+//!
+//! [restart]                     # an instance that ends is replaced after a backoff:
+//! backoff_secs = 1.0            #   first delay,
+//! backoff_factor = 2.0          #   times this per consecutive failure,
+//! max_backoff_secs = 60.0       #   up to this;
+//! min_uptime_secs = 10.0        #   an instance that ran this long resets the count
+//! ```
+//!
+//! Errors name the file and the key: `web.toml: key "constraints.max_per_agent": must be at
+//! least 1`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Longest service name: it is a DNS label with room for suffixes.
+pub const MAX_NAME_LEN: usize = 40;
+/// Most instances one service may ask for.
+pub const MAX_INSTANCES: u32 = 1000;
+/// Most ports one instance may take.
+pub const MAX_PORTS: u32 = 16;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub name: String,
+    pub instances: u32,
+    /// Run by `/bin/sh -c` in the task's sandbox.
+    pub cmd: String,
+    pub cpus: f64,
+    /// MiB.
+    pub mem: u64,
+    #[serde(default)]
+    pub ports: u32,
+    /// Bumped by `bramble service restart`: instances of an older generation are replaced.
+    #[serde(default)]
+    pub restart_generation: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub constraints: Constraints,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    #[serde(default)]
+    pub unique_hostname: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname_like: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_agent: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    #[serde(default = "default_backoff")]
+    pub backoff_secs: f64,
+    #[serde(default = "default_factor")]
+    pub backoff_factor: f64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: f64,
+    #[serde(default = "default_min_uptime")]
+    pub min_uptime_secs: f64,
+}
+
+fn default_backoff() -> f64 {
+    1.0
+}
+fn default_factor() -> f64 {
+    2.0
+}
+fn default_max_backoff() -> f64 {
+    60.0
+}
+fn default_min_uptime() -> f64 {
+    10.0
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            backoff_secs: default_backoff(),
+            backoff_factor: default_factor(),
+            max_backoff_secs: default_max_backoff(),
+            min_uptime_secs: default_min_uptime(),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The delay before replacing an instance after `failures` consecutive ends (≥ 1).
+    pub fn delay(&self, failures: u32) -> std::time::Duration {
+        let exponent = failures.saturating_sub(1).min(64) as i32;
+        let secs = (self.backoff_secs * self.backoff_factor.powi(exponent))
+            .min(self.max_backoff_secs)
+            .max(0.0);
+        std::time::Duration::from_secs_f64(secs)
+    }
+}
+
+/// What is wrong with a spec, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct SpecError {
+    /// The file (or other source) the spec came from.
+    pub source_name: String,
+    /// The key at fault, dotted (`constraints.max_per_agent`); empty for a parse error, whose
+    /// message carries the line.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source_name, self.message)
+        } else {
+            write!(
+                f,
+                "{}: key \"{}\": {}",
+                self.source_name, self.key, self.message
+            )
+        }
+    }
+}
+
+impl Spec {
+    /// Reads and checks a spec; `source_name` (a file name) is what errors name.
+    pub fn parse(source_name: &str, text: &str) -> Result<Spec, SpecError> {
+        let spec: Spec = toml::from_str(text).map_err(|e| SpecError {
+            source_name: source_name.to_string(),
+            key: String::new(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        spec.check().map_err(|(key, message)| SpecError {
+            source_name: source_name.to_string(),
+            key: key.to_string(),
+            message,
+        })?;
+        Ok(spec)
+    }
+
+    /// The spec as stored: TOML that [`Spec::parse`] reads back to the same spec.
+    pub fn to_toml(&self) -> String {
+        // Plain data with string keys: serialising cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// What an instance runs, without how many there are: instances started from specs with
+    /// the same fingerprint are interchangeable, so scaling replaces none of them.
+    pub fn fingerprint(&self) -> String {
+        let mut body = self.clone();
+        body.instances = 0;
+        format!("{:08x}", crc32fast::hash(body.to_toml().as_bytes()))
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        check_name(&self.name).map_err(|m| ("name", m))?;
+        if self.instances > MAX_INSTANCES {
+            return Err((
+                "instances",
+                format!("at most {MAX_INSTANCES} instances per service"),
+            ));
+        }
+        if self.cmd.trim().is_empty() {
+            return Err(("cmd", "must not be empty".into()));
+        }
+        if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
+            return Err(("cpus", "must be a number above 0 (e.g. 0.1)".into()));
+        }
+        if self.mem == 0 {
+            return Err(("mem", "must be at least 1 (MiB)".into()));
+        }
+        if self.ports > MAX_PORTS {
+            return Err(("ports", format!("at most {MAX_PORTS} ports per instance")));
+        }
+        for key in self.env.keys() {
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err((
+                    "env",
+                    format!("{key:?} is not a variable name (letters, digits, '_')"),
+                ));
+            }
+            if is_reserved_env(key) {
+                return Err((
+                    "env",
+                    format!(
+                        "{key} is set by the scheduler (the instance's ports); pick another name"
+                    ),
+                ));
+            }
+        }
+        let c = &self.constraints;
+        if c.max_per_agent == Some(0) {
+            return Err(("constraints.max_per_agent", "must be at least 1".into()));
+        }
+        if c.hostname_like.as_deref().is_some_and(str::is_empty) {
+            return Err((
+                "constraints.hostname_like",
+                "must not be empty (e.g. \"bramble-*\")".into(),
+            ));
+        }
+        let r = &self.restart;
+        let positive = |v: f64| v.is_finite() && v >= 0.0;
+        if !positive(r.backoff_secs) || r.backoff_secs > 3600.0 {
+            return Err(("restart.backoff_secs", "must be between 0 and 3600".into()));
+        }
+        if !(r.backoff_factor.is_finite() && (1.0..=10.0).contains(&r.backoff_factor)) {
+            return Err(("restart.backoff_factor", "must be between 1 and 10".into()));
+        }
+        if !positive(r.max_backoff_secs) || r.max_backoff_secs < r.backoff_secs {
+            return Err((
+                "restart.max_backoff_secs",
+                "must be at least restart.backoff_secs".into(),
+            ));
+        }
+        if !positive(r.min_uptime_secs) {
+            return Err(("restart.min_uptime_secs", "must be 0 or more".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `PORT` and `PORT0`… are the scheduler's to set.
+fn is_reserved_env(key: &str) -> bool {
+    key == "PORT"
+        || key
+            .strip_prefix("PORT")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A DNS label (lowercase letters, digits, '-', not at either end): the name is part of task
+/// ids and of the service's mDNS name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("must be 1 to {MAX_NAME_LEN} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || name.starts_with('-')
+        || name.ends_with('-')
+    {
+        return Err(format!(
+            "{name:?} is not a valid name: lowercase letters, digits and '-' (not first or last)"
+        ));
+    }
+    Ok(())
+}
+
+/// `*` matches any run of characters, `?` one; everything else itself.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic two-pointer glob with backtracking to the last '*'.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB: &str = r#"
+name = "web"
+instances = 3
+cmd = "exec sleep 100"
+cpus = 0.1
+mem = 32
+ports = 2
+[env]
+GREETING = "hi"
+[constraints]
+unique_hostname = true
+hostname_like = "pi-*"
+max_per_agent = 1
+attributes = { rack = "a" }
+[restart]
+backoff_secs = 0.5
+"#;
+
+    #[test]
+    fn a_full_spec_reads_and_round_trips_through_its_stored_form() {
+        let spec = Spec::parse("web.toml", WEB).expect("valid");
+        assert_eq!(spec.instances, 3);
+        assert_eq!(spec.ports, 2);
+        assert_eq!(spec.constraints.hostname_like.as_deref(), Some("pi-*"));
+        assert_eq!(spec.restart.backoff_secs, 0.5);
+        assert_eq!(spec.restart.max_backoff_secs, 60.0, "defaults fill in");
+        let again = Spec::parse("stored", &spec.to_toml()).expect("stored form reads back");
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let cases = [
+            (
+                WEB.replace("max_per_agent = 1", "max_per_agent = 0"),
+                "constraints.max_per_agent",
+            ),
+            (WEB.replace("name = \"web\"", "name = \"Web_1\""), "name"),
+            (WEB.replace("cpus = 0.1", "cpus = 0.0"), "cpus"),
+            (WEB.replace("GREETING", "PORT0"), "env"),
+            (
+                WEB.replace("backoff_secs = 0.5", "backoff_secs = -1.0"),
+                "restart.backoff_secs",
+            ),
+            (WEB.replace("ports = 2", "ports = 99"), "ports"),
+        ];
+        for (text, key) in cases {
+            let e = Spec::parse("web.toml", &text).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+            let shown = e.to_string();
+            assert!(shown.starts_with("web.toml: key \""), "{shown}");
+        }
+        // An unknown key is a parse error that names it and its line.
+        let e = Spec::parse("web.toml", &WEB.replace("cpus =", "cpu =")).expect_err("unknown");
+        let shown = e.to_string();
+        assert!(shown.starts_with("web.toml: "), "{shown}");
+        assert!(shown.contains("cpu"), "{shown}");
+        assert!(shown.contains("line"), "{shown}");
+        let e = Spec::parse("web.toml", "name = \"web\"").expect_err("missing keys");
+        assert!(e.to_string().contains("instances"), "{e}");
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_the_instance_count_only() {
+        let spec = Spec::parse("web.toml", WEB).expect("valid");
+        let mut scaled = spec.clone();
+        scaled.instances = 7;
+        assert_eq!(spec.fingerprint(), scaled.fingerprint());
+        let mut restarted = spec.clone();
+        restarted.restart_generation += 1;
+        assert_ne!(spec.fingerprint(), restarted.fingerprint());
+        let mut changed = spec.clone();
+        changed.cmd = "exec sleep 200".into();
+        assert_ne!(spec.fingerprint(), changed.fingerprint());
+    }
+
+    #[test]
+    fn backoff_grows_by_its_factor_up_to_its_cap() {
+        let policy = RestartPolicy {
+            backoff_secs: 1.0,
+            backoff_factor: 2.0,
+            max_backoff_secs: 5.0,
+            min_uptime_secs: 10.0,
+        };
+        let secs: Vec<f64> = (1..=5).map(|n| policy.delay(n).as_secs_f64()).collect();
+        assert_eq!(secs, [1.0, 2.0, 4.0, 5.0, 5.0]);
+        assert!(policy.delay(u32::MAX).as_secs_f64() <= 5.0);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../examples/services/web.toml");
+        let spec = Spec::parse("examples/services/web.toml", text).expect("valid example");
+        assert_eq!(spec.name, "web");
+        assert!(spec.constraints.unique_hostname);
+    }
+
+    #[test]
+    fn globs_match_hostnames() {
+        assert!(glob_matches("bramble-*", "bramble-1a2b"));
+        assert!(glob_matches("*-a?", "rack-a1"));
+        assert!(!glob_matches("bramble-*", "pi-1"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "axxbyyc"));
+        assert!(!glob_matches("a*b*c", "axxbyy"));
+        assert!(glob_matches("pi-1", "pi-1"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Benchmark: the service framework's two numbers (issue 21), printed as one JSON object.
+//!
+//! A real master, one agent and `bramble service scheduler` on loopback. Then:
+//! - **apply → all running**: `bramble service apply` of a spec with `INSTANCES` instances,
+//!   timed from the command's start until the master lists that many RUNNING;
+//! - **death → replacement running**: `KILLS` times, one instance's process is SIGKILLed and
+//!   the time until the master lists a full set RUNNING again without it is taken; p50/p99.
+//!
+//! The spec's backoff is 0 (and `min_uptime_secs = 0`, so kills in a row do not grow it): the
+//! numbers are the framework's own path (agent → master → scheduler → offer → launch →
+//! RUNNING), not the restart policy's wait. No health checks yet: "running" is RUNNING.
+//! Usage: `bench-services [INSTANCES] [KILLS]` (default 10 and 20); `bench/services.sh`.
+
+use bramble_proto::messages::ClusterState;
+use bramble_proto::TaskState;
+use bramble_tests::eventually;
+use bramble_tests::processes::{bin_dir, AgentCmd, LoopbackCluster, MasterCmd, Proc};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const NAME: &str = "bench";
+
+fn running(state: &ClusterState) -> Vec<String> {
+    state
+        .tasks
+        .iter()
+        .filter(|t| t.id.as_str().starts_with("bench.") && t.state == TaskState::Running)
+        .map(|t| t.id.to_string())
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn pid_of(pids: &Path, task: &str) -> i32 {
+    eventually(&format!("{task} writes its pid"), DEADLINE, || async {
+        std::fs::read_to_string(pids.join(task))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let instances: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let kills: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("4").mem_mib(2048));
+    net.connected_agent(DEADLINE).await;
+    let s = |p: &Path| p.display().to_string();
+    let scheduler = Proc::spawn(
+        "scheduler",
+        "bramble",
+        &[
+            "--master".into(),
+            net.master_addr().to_string(),
+            "--cluster".into(),
+            s(&net.test.cluster_dir()),
+            "service".into(),
+            "scheduler".into(),
+            "--state-dir".into(),
+            s(&net.test.path("services-state")),
+        ],
+        &net.logs,
+    );
+    scheduler.logged("service specs loaded", DEADLINE).await;
+
+    let pids = net.test.path("pids");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    let spec = net.test.path("bench.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"{NAME}\"\ninstances = {instances}\n\
+             cmd = 'echo $$ > \"$PIDS/$BRAMBLE_TASK_ID\"; exec sleep 3600'\n\
+             cpus = 0.05\nmem = 8\nports = 1\n[env]\nPIDS = \"{}\"\n\
+             [restart]\nbackoff_secs = 0.0\nmin_uptime_secs = 0.0\n",
+            pids.display()
+        ),
+    )
+    .expect("spec file");
+
+    let started = Instant::now();
+    let out = Command::new(bin_dir().join("bramble"))
+        .arg("--master")
+        .arg(net.master_addr().to_string())
+        .arg("--cluster")
+        .arg(net.test.cluster_dir())
+        .args(["service", "apply"])
+        .arg(&spec)
+        .output()
+        .expect("running bramble service apply");
+    assert!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("all instances running", DEADLINE, || async {
+        let st = net.state().await?;
+        (running(&st).len() == instances).then_some(())
+    })
+    .await;
+    let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let mut replace_ms = Vec::with_capacity(kills);
+    for _ in 0..kills {
+        let st = net.state().await.expect("state");
+        let live = running(&st);
+        let victim = live[0].clone();
+        let pid = pid_of(&pids, &victim).await;
+        let killed_at = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the instance");
+        eventually("the instance is replaced", DEADLINE, || async {
+            let st = net.state().await?;
+            let now = running(&st);
+            (now.len() == instances && !now.contains(&victim)).then_some(())
+        })
+        .await;
+        replace_ms.push(killed_at.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut sorted = replace_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let json = serde_json::json!({
+        "bench": "services",
+        "instances": instances,
+        "apply_to_all_running_ms": (apply_ms * 10.0).round() / 10.0,
+        "kills": kills,
+        "death_to_replacement_running_ms": {
+            "p50": (percentile(&sorted, 50.0) * 10.0).round() / 10.0,
+            "p99": (percentile(&sorted, 99.0) * 10.0).round() / 10.0,
+            "max": (sorted.last().copied().unwrap_or(0.0) * 10.0).round() / 10.0,
+        },
+        "backoff_secs": 0.0,
+        "health_checks": false,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    });
+    println!("{json}");
+}

@@ -1,0 +1,254 @@
+//! The service framework end to end, as an operator runs it: real `bramble-master`,
+//! `bramble-agent` and `bramble service scheduler` processes on loopback, specs applied with
+//! `bramble service apply`, instances' processes killed for real.
+
+use bramble_proto::messages::ClusterState;
+use bramble_proto::TaskState;
+use bramble_tests::processes::*;
+use bramble_tests::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `bramble --master … --cluster … service ARGS`: its stdout, after checking it succeeded.
+fn service(net: &LoopbackCluster, args: &[&str]) -> String {
+    let out = Command::new(bin_dir().join("bramble"))
+        .arg("--master")
+        .arg(net.master_addr().to_string())
+        .arg("--cluster")
+        .arg(net.test.cluster_dir())
+        .arg("service")
+        .args(args)
+        .output()
+        .expect("running bramble service");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bramble service {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn start_scheduler(net: &LoopbackCluster, name: &str) -> Proc {
+    let args = vec![
+        "--master".to_string(),
+        net.master_addr().to_string(),
+        "--cluster".into(),
+        net.test.cluster_dir().display().to_string(),
+        "service".into(),
+        "scheduler".into(),
+        "--state-dir".into(),
+        net.test.path("services-state").display().to_string(),
+    ];
+    Proc::spawn(name, "bramble", &args, &net.logs)
+}
+
+/// Live tasks of service `name` in `state`, by state.
+fn instances(state: &ClusterState, name: &str) -> Vec<(String, TaskState)> {
+    state
+        .tasks
+        .iter()
+        .filter(|t| t.id.as_str().starts_with(&format!("{name}.")) && !t.state.is_terminal())
+        .map(|t| (t.id.to_string(), t.state))
+        .collect()
+}
+
+/// Waits until `count` instances of `name` are RUNNING (and none is still starting); their ids.
+async fn running(net: &LoopbackCluster, name: &str, count: usize) -> Vec<String> {
+    eventually(
+        &format!("{count} instances of {name} running"),
+        DEADLINE,
+        || async {
+            let s = net.state().await?;
+            let live = instances(&s, name);
+            (live.len() == count && live.iter().all(|(_, st)| *st == TaskState::Running))
+                .then(|| live.into_iter().map(|(id, _)| id).collect())
+        },
+    )
+    .await
+}
+
+/// The pid an instance wrote into `pids/<task id>` (its command does `echo $$`).
+async fn pid_of_instance(pids: &Path, task: &str) -> i32 {
+    eventually(&format!("{task} writes its pid"), DEADLINE, || async {
+        std::fs::read_to_string(pids.join(task))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+    .await
+}
+
+fn spec(pids: &Path, instances: u32) -> String {
+    format!(
+        r#"name = "sleepy"
+instances = {instances}
+cmd = 'echo $$ > "$PIDS/$BRAMBLE_TASK_ID"; exec sleep 600'
+cpus = 0.1
+mem = 16
+ports = 1
+[env]
+PIDS = "{}"
+[restart]
+backoff_secs = 0.2
+"#,
+        pids.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_instances_run_and_one_killed_for_real_is_replaced() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("2"));
+    net.connected_agent(DEADLINE).await;
+    let scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+
+    let pids = net.test.path("pids");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    let file = net.test.path("sleepy.toml");
+    std::fs::write(&file, spec(&pids, 3)).expect("spec file");
+    let file = file.display().to_string();
+    let applied = service(&net, &["apply", &file]);
+    assert!(applied.contains("created"), "{applied}");
+    let again = service(&net, &["apply", &file]);
+    assert!(again.contains("unchanged"), "apply is idempotent: {again}");
+
+    let first = running(&net, "sleepy", 3).await;
+    let ls = service(&net, &["ls"]);
+    assert!(ls.contains("sleepy") && ls.contains("3/3"), "{ls}");
+    let show = service(&net, &["show", "sleepy"]);
+    assert!(show.contains("3/3 running"), "{show}");
+    for id in &first {
+        assert!(show.contains(id.as_str()), "{show}");
+    }
+
+    // Each instance got its own port, named in its environment.
+    let state = net.state().await.expect("state");
+    let mut ports: Vec<u16> = state
+        .tasks
+        .iter()
+        .filter(|t| t.name == "sleepy")
+        .flat_map(|t| t.resources.ports.iter().map(|r| r.begin))
+        .collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "one port each: {ports:?}");
+
+    // Kill one instance's process for real: it is replaced.
+    let victim = first[0].clone();
+    let pid = pid_of_instance(&pids, &victim).await;
+    assert!(alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the instance");
+    let after = eventually("the killed instance is replaced", DEADLINE, || async {
+        let s = net.state().await?;
+        let live = instances(&s, "sleepy");
+        let running: Vec<String> = live
+            .iter()
+            .filter(|(_, st)| *st == TaskState::Running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        (running.len() == 3 && !running.contains(&victim)).then_some(running)
+    })
+    .await;
+    for id in &first[1..] {
+        assert!(after.contains(id), "the others were left alone: {after:?}");
+    }
+
+    // Scale down, then remove: the instances go.
+    service(&net, &["scale", "sleepy", "1"]);
+    running(&net, "sleepy", 1).await;
+    service(&net, &["rm", "sleepy"]);
+    eventually("the removed service's instances end", DEADLINE, || async {
+        let s = net.state().await?;
+        instances(&s, "sleepy").is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_applied_while_the_scheduler_is_down_runs_and_its_instances_survive_a_scheduler_restart(
+) {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("2"));
+    net.connected_agent(DEADLINE).await;
+    let mut scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+    // Down: the spec is stored in the master all the same.
+    scheduler.kill_hard();
+    let pids = net.test.path("pids");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    let file = net.test.path("sleepy.toml");
+    std::fs::write(&file, spec(&pids, 2)).expect("spec file");
+    service(&net, &["apply", &file.display().to_string()]);
+
+    // Back under the same framework id: the spec runs.
+    let scheduler = start_scheduler(&net, "scheduler-2");
+    let first = running(&net, "sleepy", 2).await;
+    scheduler.logged("failing over", DEADLINE).await;
+    drop(scheduler);
+
+    // A third start adopts the running instances rather than launching more.
+    let scheduler = start_scheduler(&net, "scheduler-3");
+    // Once it has reconciled and found nothing missing it stops taking offers: only then is
+    // it known whether it launched anything.
+    scheduler
+        .logged("every service has its instances", DEADLINE)
+        .await;
+    let mut again = running(&net, "sleepy", 2).await;
+    again.sort();
+    let mut first = first;
+    first.sort();
+    assert_eq!(again, first, "the same instances, none added");
+    let state = net.state().await.expect("state");
+    let frameworks: Vec<_> = state
+        .frameworks
+        .iter()
+        .filter(|f| f.name == "bramble-services")
+        .collect();
+    assert_eq!(
+        frameworks.len(),
+        1,
+        "one framework id throughout: {frameworks:?}"
+    );
+}
+
+/// The benchmark's short form (`bench/services.sh` runs 10 instances and 20 kills): it runs
+/// end to end and its numbers are sane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_benchmark_runs_in_its_short_form() {
+    let _ = bin_dir();
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_bench-services"))
+            .args(["3", "3"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("running bench-services");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench-services failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    eprintln!("{json}");
+    let apply = json["apply_to_all_running_ms"]
+        .as_f64()
+        .expect("apply time");
+    let p50 = json["death_to_replacement_running_ms"]["p50"]
+        .as_f64()
+        .expect("p50");
+    assert!(apply > 0.0 && apply < 60_000.0, "{json}");
+    assert!(p50 > 0.0 && p50 < 60_000.0, "{json}");
+    assert_eq!(json["kills"], 3);
+}
