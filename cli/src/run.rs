@@ -59,6 +59,7 @@ impl Scheduler for RunOne {
                     executor: None,
                     data: Vec::new(),
                     mesos: None,
+                    image: None,
                 };
                 eprintln!("running {id} on {}", offer.hostname);
                 let _ = driver.launch_tasks(vec![offer.id], vec![task], Filters::default());

@@ -315,6 +315,7 @@ impl PiScheduler {
                 executor: Some(executor.clone()),
                 data: chunk.to_bytes(),
                 mesos: None,
+                image: None,
             });
         }
         if tasks.is_empty() {
