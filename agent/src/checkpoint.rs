@@ -390,6 +390,7 @@ mod tests {
                     executor: None,
                     data: vec![],
                     mesos: None,
+                    image: None,
                 },
                 state: TaskState::Running,
             }],

@@ -75,6 +75,20 @@ pub struct AgentConfig {
     pub recovery: RecoveryConfig,
     /// `[mesos]`: the Mesos executor HTTP API. See [`MesosConfig`].
     pub mesos: MesosConfig,
+    /// `[containers]`: tasks in container images. See [`ContainersConfig`].
+    pub containers: ContainersConfig,
+}
+
+/// `[containers]`: running tasks in container images through an OCI runtime
+/// (`containerizer/oci.rs`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainersConfig {
+    /// The OCI runtime, crun (`/usr/bin/crun`). Unset: this agent runs no image tasks and
+    /// does not advertise the `containers` attribute.
+    pub runtime: Option<PathBuf>,
+    /// Where images are kept (`bramble images` writes there); default `<work_dir>/images`.
+    pub images: Option<PathBuf>,
 }
 
 /// `[mesos]`: where executors written for Mesos reach the agent (`agent/src/mesos/`).
@@ -131,6 +145,7 @@ impl Default for AgentConfig {
             container_pids_max: crate::containerizer::DEFAULT_PIDS_MAX,
             recovery: RecoveryConfig::default(),
             mesos: MesosConfig::default(),
+            containers: ContainersConfig::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod containerizer;
 pub mod core;
 pub mod executor_socket;
 pub mod gc;
+pub mod images;
 pub mod master_link;
 pub mod mesos;
 pub mod paths;
@@ -70,6 +71,16 @@ pub struct AgentOptions {
     /// Where the Mesos executor HTTP API listens (`[mesos] listen`; port 0: any free port);
     /// `None`: off, and Mesos tasks with a custom executor fail to launch.
     pub mesos_listen: Option<SocketAddr>,
+    /// Run tasks in container images with this runtime (`[containers]`); `None`: no image
+    /// tasks here, and no `containers` attribute.
+    pub containers: Option<ContainersOptions>,
+}
+
+/// Where the OCI runtime and the images are (`[containers]`, validated at start).
+#[derive(Debug, Clone)]
+pub struct ContainersOptions {
+    pub runtime: PathBuf,
+    pub images: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +103,8 @@ pub enum StartError {
     Transport(#[from] bramble_proto::transport::TransportError),
     #[error("{0}")]
     TaskUser(String),
+    #[error("[containers]: {0}")]
+    Containers(String),
     #[error("{0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(
@@ -217,6 +230,21 @@ pub async fn start_with(
     recovery: RecoveryOptions,
 ) -> Result<AgentHandle, StartError> {
     let started = Instant::now();
+    let mut opts = opts;
+    // Before the checkpoint check: the attribute is part of what this agent offers.
+    let image_runtime = match &opts.containers {
+        Some(c) => {
+            let runtime = containerizer::ImageRuntime::probe(&c.runtime, &c.images)
+                .map_err(StartError::Containers)?;
+            info!(runtime = %runtime.version(), images = %c.images.display(), "container images enabled");
+            opts.attributes.insert(
+                bramble_proto::task::CONTAINERS_ATTRIBUTE.to_string(),
+                runtime.name(),
+            );
+            Some(runtime)
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&opts.work_dir).map_err(|source| StartError::WorkDir {
         path: opts.work_dir.clone(),
         source,
@@ -255,6 +283,7 @@ pub async fn start_with(
     let containerizer = containerizer
         .with_pids_max(opts.pids_max)
         .with_orphan_watch(orphan_watch.clone())
+        .with_images(image_runtime)
         .with_task_user(opts.task_user.clone(), &opts.work_dir, &socket_path)
         .map_err(StartError::TaskUser)?;
     let containerizer = Arc::new(containerizer);

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context};
 use bramble_agent::config::{self, AgentConfig, DEFAULT_CONFIG_PATH};
 use bramble_agent::master_link::MasterLocator;
-use bramble_agent::{resources, AgentOptions, RecoveryOptions};
+use bramble_agent::{paths, resources, AgentOptions, ContainersOptions, RecoveryOptions};
 use bramble_proto::identity::Role;
 use bramble_proto::startup;
 use clap::Parser;
@@ -154,5 +154,17 @@ fn options(
             .mesos
             .listen_addr()
             .map_err(|e| anyhow::anyhow!("{}: key \"mesos.listen\": {e}", path.display()))?,
+        containers: cfg
+            .containers
+            .runtime
+            .as_ref()
+            .map(|runtime| ContainersOptions {
+                runtime: runtime.clone(),
+                images: cfg
+                    .containers
+                    .images
+                    .clone()
+                    .unwrap_or_else(|| paths::WorkDir::new(&cfg.work_dir).images_dir()),
+            }),
     })
 }

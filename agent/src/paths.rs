@@ -16,6 +16,8 @@
 //!     runs/<container>.exit             a command task's exit status, from its supervisor
 //!     updates/updates-<gen>.log         the log of unacknowledged status updates and of
 //!                                       the runs' task lists (`status_updates/`)
+//!   images/<image>/{rootfs,image.json} container images, unless `[containers] images`
+//!                                       puts them elsewhere (`images.rs`; never gc'd)
 //!   frameworks/<fw>/executors/<executor>/runs/<container>/
 //!                                       a sandbox: the run's working directory, with its
 //!                                       `stdout` and `stderr`
@@ -115,6 +117,11 @@ impl WorkDir {
     }
 
     /// The unacknowledged status updates.
+    /// The default image store (`images.rs`).
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
     pub fn updates_dir(&self) -> PathBuf {
         self.meta_dir().join(UPDATES)
     }

@@ -102,6 +102,7 @@ impl Throwaway {
                 task_user: None,
                 // Several demo agents share this host: each takes a free port.
                 mesos_listen: Some(([127, 0, 0, 1], 0).into()),
+                containers: None,
             };
             handles.push(bramble_agent::start(&node, agent_opts).await?);
         }

@@ -131,6 +131,10 @@ enum Command {
         /// Memory in MiB (at least 1): the task's memory limit.
         #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_mib)]
         mem: u64,
+        /// Run it in this container image (on an agent advertising `containers`); the
+        /// words are then the program and its arguments, as `docker run` takes them.
+        #[arg(long)]
+        image: Option<String>,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
@@ -164,7 +168,12 @@ enum Command {
         json: bool,
     },
     /// A shell task printing a greeting every 5 s until Ctrl-C.
-    Hello,
+    Hello {
+        /// Run it in this container image, as the Mesos workshop's hello-mesos does in
+        /// `busybox`.
+        #[arg(long)]
+        image: Option<String>,
+    },
     /// A service task serving its sandbox's directory listing on an offered port until Ctrl-C.
     Http,
     /// Services kept up from TOML specs: apply, ls, show, scale, restart, rm; and the
@@ -203,6 +212,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchKind,
+    },
+    /// The container images of this node's agent (import, load, pull, ls).
+    Images {
+        #[command(subcommand)]
+        command: commands::images::ImagesCommand,
     },
     /// Set this Pi up as a cluster node (run by bramble-firstboot.service).
     Node {
@@ -245,9 +259,12 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             follow,
             framework,
         } => commands::state::logs(target, task, stderr, follow, framework).await?,
-        Command::Run { cpus, mem, command } => {
-            return commands::run::run(target, cpus, mem, command).await
-        }
+        Command::Run {
+            cpus,
+            mem,
+            image,
+            command,
+        } => return commands::run::run(target, cpus, mem, image, command).await,
         Command::Pi {
             terms,
             tasks,
@@ -271,7 +288,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Factorial { numbers, json } => {
             commands::frameworks::factorial(target, numbers, json).await?
         }
-        Command::Hello => commands::frameworks::hello(target).await?,
+        Command::Hello { image } => commands::frameworks::hello(target, image).await?,
         Command::Http => commands::frameworks::http(target).await?,
         Command::Service { command } => commands::service::run(target, command).await?,
         Command::Display {
@@ -282,6 +299,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         | Command::New { .. }
         | Command::Demo { .. }
         | Command::Node { .. }
+        | Command::Images { .. }
         | Command::Executor { .. }
         | Command::ServeDir { .. }
         | Command::Bench { .. } => {}
@@ -300,6 +318,10 @@ fn main() -> anyhow::Result<()> {
         Command::Node { command } => {
             bramble_proto::logging::init(None);
             bramble::node::run(command)
+        }
+        Command::Images { command } => {
+            bramble_proto::logging::init(None);
+            commands::images::run(command)
         }
         Command::New {
             what:

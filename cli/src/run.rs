@@ -1,9 +1,10 @@
-//! `bramble run -- CMD…`: one shell command as a task somewhere on the cluster, its output
-//! streamed back, and its exit status as ours.
+//! `bramble run [--image IMAGE] -- CMD…`: one command as a task somewhere on the cluster, its
+//! output streamed back, and its exit status as ours. With an image the task goes only to an
+//! agent advertising the `containers` attribute, and none in the cluster is an error up front.
 
 use anyhow::{bail, Context};
 use bramble_client::OperatorClient;
-use bramble_proto::task::{CommandInfo, TaskInfo};
+use bramble_proto::task::{CommandInfo, TaskInfo, CONTAINERS_ATTRIBUTE};
 use bramble_sdk::{
     async_trait, framework_info, Credentials, Filters, FrameworkId, Offer, Resources, Role,
     Scheduler, SchedulerConfig, SchedulerDriver, TaskState, TaskStatus,
@@ -11,6 +12,42 @@ use bramble_sdk::{
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
+
+/// What to run: a shell line on the agent's filesystem, or a command in a container image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct What {
+    pub command: CommandInfo,
+    pub image: Option<String>,
+}
+
+impl What {
+    /// `words` joined into one `/bin/sh -c` line; in an image, the first word is the program
+    /// and the rest its arguments, as `docker run IMAGE sh -c '...'` takes them (an image may
+    /// have no `/bin/sh`, and the quoting the user wrote is kept).
+    pub fn new(words: Vec<String>, image: Option<String>) -> What {
+        let command = match (&image, words.split_first()) {
+            (Some(_), Some((program, args))) => {
+                CommandInfo::program(program.clone(), args.to_vec())
+            }
+            _ => CommandInfo::shell(words.join(" ")),
+        };
+        What { command, image }
+    }
+
+    fn describe(&self) -> String {
+        let mut text = self.command.value.clone();
+        for a in &self.command.arguments {
+            text.push(' ');
+            text.push_str(a);
+        }
+        text
+    }
+}
+
+/// Whether an agent with these attributes can run `what`.
+fn can_run(what: &What, attributes: &std::collections::BTreeMap<String, String>) -> bool {
+    what.image.is_none() || attributes.contains_key(CONTAINERS_ATTRIBUTE)
+}
 
 /// What happened to the task, for the exit status.
 #[derive(Debug, Clone)]
@@ -21,7 +58,7 @@ pub struct RunOutcome {
 }
 
 struct RunOne {
-    task: Option<(String, Resources, String)>,
+    task: Option<(String, Resources, What)>,
     events: mpsc::UnboundedSender<TaskStatus>,
     registered: Option<oneshot::Sender<FrameworkId>>,
 }
@@ -36,10 +73,9 @@ impl Scheduler for RunOne {
 
     async fn resource_offers(&mut self, driver: &SchedulerDriver, offers: Vec<Offer>) {
         for offer in offers {
-            let fits = self
-                .task
-                .as_ref()
-                .is_some_and(|(_, need, _)| offer.resources.contains(need));
+            let fits = self.task.as_ref().is_some_and(|(_, need, what)| {
+                offer.resources.contains(need) && can_run(what, &offer.attributes)
+            });
             if !fits {
                 let _ = driver.decline_offer(
                     offer.id,
@@ -49,16 +85,17 @@ impl Scheduler for RunOne {
                 );
                 continue;
             }
-            if let Some((id, need, line)) = self.task.take() {
+            if let Some((id, need, what)) = self.task.take() {
                 let task = TaskInfo {
                     task_id: id.clone().into(),
-                    name: line.clone(),
+                    name: what.describe(),
                     agent_id: offer.agent_id.clone(),
                     resources: need,
-                    command: Some(CommandInfo::shell(line)),
+                    command: Some(what.command),
                     executor: None,
                     data: Vec::new(),
                     mesos: None,
+                    image: what.image,
                 };
                 eprintln!("running {id} on {}", offer.hostname);
                 let _ = driver.launch_tasks(vec![offer.id], vec![task], Filters::default());
@@ -75,16 +112,25 @@ impl Scheduler for RunOne {
     }
 }
 
-/// Runs `line` with `resources`, printing its stdout as it is written, then its stderr.
+/// Runs `what` with `resources`, printing its stdout as it is written, then its stderr.
 pub async fn run(
     cluster: &Path,
     principal: Option<&str>,
     master: SocketAddr,
-    line: String,
+    what: What,
     resources: Resources,
 ) -> anyhow::Result<RunOutcome> {
     let mut operator = OperatorClient::connect_as(cluster, principal, master).await?;
     let state = operator.state().await?;
+    if let Some(image) = &what.image {
+        if !state.agents.iter().any(|a| can_run(&what, &a.attributes)) {
+            bail!(
+                "no agent can run image {image}: none advertises the {CONTAINERS_ATTRIBUTE:?} \
+                 attribute (install crun and set [containers] runtime = \"/usr/bin/crun\" in \
+                 the agents' agent.toml)"
+            );
+        }
+    }
     let fits_somewhere = state.agents.iter().any(|a| a.total.contains(&resources));
     if !fits_somewhere {
         let largest = state
@@ -103,7 +149,7 @@ pub async fn run(
     let (registered, framework) = oneshot::channel();
     let config = SchedulerConfig::new(master, creds, framework_info("bramble-run"));
     let scheduler = RunOne {
-        task: Some((task_id.clone(), resources, line)),
+        task: Some((task_id.clone(), resources, what)),
         events: tx,
         registered: Some(registered),
     };
@@ -162,4 +208,33 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}-{}", nanos, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_an_image_the_words_are_program_and_arguments() {
+        let words = ["sh", "-c", "echo Hey Bramble"].map(String::from).to_vec();
+        let boxed = What::new(words.clone(), Some("busybox".into()));
+        assert!(!boxed.command.shell);
+        assert_eq!(boxed.command.value, "sh");
+        assert_eq!(boxed.command.arguments, ["-c", "echo Hey Bramble"]);
+        let plain = What::new(words, None);
+        assert!(plain.command.shell);
+        assert_eq!(plain.command.value, "sh -c echo Hey Bramble");
+    }
+
+    #[test]
+    fn only_agents_with_a_runtime_take_an_image_task() {
+        let boxed = What::new(vec!["true".into()], Some("busybox".into()));
+        let plain = What::new(vec!["true".into()], None);
+        let none = std::collections::BTreeMap::new();
+        let crun: std::collections::BTreeMap<String, String> =
+            [(CONTAINERS_ATTRIBUTE.to_string(), "crun".to_string())].into();
+        assert!(!can_run(&boxed, &none));
+        assert!(can_run(&boxed, &crun));
+        assert!(can_run(&plain, &none));
+    }
 }

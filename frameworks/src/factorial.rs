@@ -328,6 +328,7 @@ impl Scheduler for FactorialScheduler {
                     executor: Some(self.executor.clone()),
                     data: n.to_string().into_bytes(),
                     mesos: None,
+                    image: None,
                 });
             }
             if tasks.is_empty() {

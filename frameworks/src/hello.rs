@@ -2,11 +2,13 @@
 //! five seconds until it is killed. It needs no executor of ours: a task with a `command` is
 //! run by the agent's built-in command executor, in its own session and sandbox, so the
 //! greetings land in the sandbox's `stdout` (`bramble logs TASK --follow` shows them).
+//! With an image (`bramble hello --image busybox`) the same loop runs in that container
+//! image, as the Mesos workshop's hello-mesos does, on an agent advertising `containers`.
 
 use crate::service::{
     command_task, run_service, Launch, ServiceEvent, ServiceOutcome, ServiceSpec,
 };
-use bramble_proto::task::CommandInfo;
+use bramble_proto::task::{CommandInfo, CONTAINERS_ATTRIBUTE};
 use bramble_sdk::{Offer, Resources, SchedulerConfig, SdkError, TaskId};
 use std::future::Future;
 
@@ -27,7 +29,25 @@ pub fn hello_resources() -> Resources {
 
 /// The hello task for `offer`, or why the offer cannot take it.
 pub fn hello_task(offer: &Offer, task_id: TaskId) -> Result<Launch, String> {
-    let task = command_task(
+    hello_task_in(offer, task_id, None)
+}
+
+/// The hello task in container image `image` (none: on the agent's filesystem) for `offer`,
+/// or why the offer cannot take it.
+pub fn hello_task_in(
+    offer: &Offer,
+    task_id: TaskId,
+    image: Option<&str>,
+) -> Result<Launch, String> {
+    if let Some(image) = image {
+        if !offer.attributes.contains_key(CONTAINERS_ATTRIBUTE) {
+            return Err(format!(
+                "{} has no container runtime for image {image} (no {CONTAINERS_ATTRIBUTE:?} attribute)",
+                offer.hostname
+            ));
+        }
+    }
+    let mut task = command_task(
         offer,
         task_id,
         "hello",
@@ -35,6 +55,7 @@ pub fn hello_task(offer: &Offer, task_id: TaskId) -> Result<Launch, String> {
         hello_resources(),
         CommandInfo::shell(HELLO_SCRIPT),
     )?;
+    task.image = image.map(str::to_string);
     Ok(Launch { task, port: None })
 }
 
@@ -46,14 +67,30 @@ pub async fn run_hello(
     until: impl Future<Output = ()> + Send,
     report: impl FnMut(&ServiceEvent) + Send + 'static,
 ) -> Result<HelloOutcome, SdkError> {
-    run_service(config, hello_spec(), until, report).await
+    run_hello_in(config, None, until, report).await
+}
+
+/// [`run_hello`] in container image `image` (none: on the agent's filesystem).
+pub async fn run_hello_in(
+    config: SchedulerConfig,
+    image: Option<String>,
+    until: impl Future<Output = ()> + Send,
+    report: impl FnMut(&ServiceEvent) + Send + 'static,
+) -> Result<HelloOutcome, SdkError> {
+    run_service(config, hello_spec_in(image), until, report).await
 }
 
 /// The hello service: tasks `hello-1`, `hello-2`, … built by [`hello_task`].
+#[cfg(test)]
 fn hello_spec() -> ServiceSpec {
+    hello_spec_in(None)
+}
+
+/// The hello service in container image `image` (none: on the agent's filesystem).
+fn hello_spec_in(image: Option<String>) -> ServiceSpec {
     ServiceSpec {
         name: "hello".into(),
-        build: Box::new(hello_task),
+        build: Box::new(move |offer, id| hello_task_in(offer, id, image.as_deref())),
     }
 }
 
@@ -72,6 +109,18 @@ mod tests {
         assert!(cmd.shell);
         assert!(cmd.value.contains("hello from"));
         assert_eq!(launch.port, None);
+    }
+
+    #[test]
+    fn hello_in_an_image_goes_only_to_an_agent_with_a_runtime() {
+        let mut o = offer(Resources::new(1.0, 128));
+        let why = hello_task_in(&o, "hello-1".into(), Some("busybox")).unwrap_err();
+        assert!(why.contains("no container runtime"), "{why}");
+        o.attributes
+            .insert(CONTAINERS_ATTRIBUTE.to_string(), "crun".to_string());
+        let launch = hello_task_in(&o, "hello-1".into(), Some("busybox")).unwrap();
+        assert_eq!(launch.task.image.as_deref(), Some("busybox"));
+        assert!(launch.task.command.expect("a command task").shell);
     }
 
     #[test]

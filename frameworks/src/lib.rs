@@ -35,7 +35,7 @@ pub mod services;
 mod test_support;
 
 pub use factorial::{run_factorial, FactorialExecutor, FactorialReport, MAX_FACTORIAL_INPUT};
-pub use hello::{run_hello, HelloOutcome};
+pub use hello::{run_hello, run_hello_in, HelloOutcome};
 pub use http::{run_http, serve_dir, HttpJob, HttpOutcome};
 pub use pi::executor::PiExecutor;
 pub use service::{ServiceEvent, ServiceOutcome};

@@ -72,6 +72,7 @@ pub fn command_task(
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     })
 }
 

@@ -86,6 +86,8 @@ packages=(
   # No ca-certificates: a node trusts only its cluster's CA, and that package's postinst (a
   # process per certificate) is the slowest step of the whole build under qemu-user.
   e2fsprogs i2c-tools
+  # container-image tasks: crun runs them (no daemon), umoci and skopeo load images
+  crun umoci skopeo
   # eatmydata is installed properly so the cached debs hold it for the next run's hook
   eatmydata libeatmydata1
 )

@@ -477,6 +477,7 @@ mod tests {
                 executor: None,
                 data: vec![9, 9],
                 mesos: None,
+                image: None,
             },
             state,
             message: "pid 42".into(),

@@ -376,6 +376,13 @@ fn task_to_native(
         }
         None => (None, None, DEFAULT_SHUTDOWN_GRACE_MS),
     };
+    let image = container_image(task)?;
+    if image.is_some() && executor.is_some() {
+        return Err(
+            "a container image is supported for command tasks only, not with a custom executor"
+                .into(),
+        );
+    }
     let mut task_json = task.clone();
     if let Value::Object(map) = &mut task_json {
         map.insert("agent_id".into(), json!({ "value": agent_id }));
@@ -396,7 +403,44 @@ fn task_to_native(
             checkpoint: ctx.checkpoint,
             shutdown_grace_ms,
         })),
+        image,
     })
+}
+
+/// The image of a task's `ContainerInfo`: `docker.image` for type DOCKER, `mesos.image`'s
+/// docker name (or appc name) for type MESOS; `None` without a container or an image (a
+/// MESOS container with no image runs on the agent's filesystem, as in Mesos).
+fn container_image(task: &Value) -> Result<Option<String>, String> {
+    let Some(container) = task.get("container").filter(|c| !c.is_null()) else {
+        return Ok(None);
+    };
+    let kind = container
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("MESOS");
+    let name = match kind {
+        "DOCKER" => Some(
+            container
+                .pointer("/docker/image")
+                .and_then(Value::as_str)
+                .ok_or("a DOCKER container needs docker.image")?,
+        ),
+        "MESOS" => container.pointer("/mesos/image").and_then(|image| {
+            image
+                .pointer("/docker/name")
+                .or_else(|| image.pointer("/appc/name"))
+                .and_then(Value::as_str)
+        }),
+        other => {
+            return Err(format!(
+                "container type {other} is not supported (MESOS or DOCKER)"
+            ))
+        }
+    };
+    match name {
+        Some("") => Err("the container image name is empty".into()),
+        other => Ok(other.map(str::to_string)),
+    }
 }
 
 fn is_default_executor(e: &Value) -> bool {
@@ -405,4 +449,44 @@ fn is_default_executor(e: &Value) -> bool {
 
 fn to_json(v: &Value) -> String {
     crate::json::to_ascii_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::container_image;
+    use serde_json::json;
+
+    #[test]
+    fn docker_and_mesos_containers_name_their_image() {
+        let docker = json!({"container": {"type": "DOCKER", "docker": {"image": "busybox"}}});
+        assert_eq!(
+            container_image(&docker).unwrap().as_deref(),
+            Some("busybox")
+        );
+        let mesos = json!({"container": {"type": "MESOS",
+            "mesos": {"image": {"type": "DOCKER", "docker": {"name": "alpine:3"}}}}});
+        assert_eq!(
+            container_image(&mesos).unwrap().as_deref(),
+            Some("alpine:3")
+        );
+    }
+
+    #[test]
+    fn no_container_or_no_image_runs_on_the_host() {
+        assert_eq!(container_image(&json!({})).unwrap(), None);
+        let bare = json!({"container": {"type": "MESOS"}});
+        assert_eq!(container_image(&bare).unwrap(), None);
+    }
+
+    #[test]
+    fn unusable_containers_say_why() {
+        let no_image = json!({"container": {"type": "DOCKER", "docker": {}}});
+        assert!(container_image(&no_image)
+            .unwrap_err()
+            .contains("docker.image"));
+        let other = json!({"container": {"type": "APPC"}});
+        assert!(container_image(&other)
+            .unwrap_err()
+            .contains("not supported"));
+    }
 }

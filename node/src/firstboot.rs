@@ -96,11 +96,12 @@ pub fn firstboot(
     let role = if is_master { "master" } else { "agent" };
 
     let etc = root.join("etc/bramble");
-    write_file(
-        &etc.join("agent.toml"),
-        agent_toml(&settings).as_bytes(),
-        0o644,
-    )?;
+    let mut agent = agent_toml(&settings);
+    // Container-image tasks when the image carries crun (image/debian/mkbase.sh installs it).
+    if root.join("usr/bin/crun").is_file() {
+        agent.push_str("\n[containers]\nruntime = \"/usr/bin/crun\"\n");
+    }
+    write_file(&etc.join("agent.toml"), agent.as_bytes(), 0o644)?;
     let master_conf = etc.join("master.toml");
     if is_master {
         write_file(&master_conf, master_toml(&settings).as_bytes(), 0o644)?;

@@ -556,6 +556,9 @@ pub enum ExecutorToAgent {
     },
 }
 
+// `LaunchTask` carries a whole `TaskInfo`; messages are encoded as soon as they are made and
+// never held in bulk, so boxing it would only cost an allocation per launch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AgentToExecutor {
     Registered {

@@ -68,7 +68,16 @@ pub struct TaskInfo {
     /// Set for a task launched through the Mesos v1 scheduler API: what the agent needs to
     /// speak the Mesos executor API to its executor. `None` for native tasks.
     pub mesos: Option<Box<MesosTask>>,
+    /// The container image a command task runs in (`busybox`, `docker.io/library/alpine:3`),
+    /// through the agent's OCI runtime; `None` runs it on the agent's own filesystem. Only
+    /// agents advertising [`CONTAINERS_ATTRIBUTE`] can run it.
+    #[serde(default)]
+    pub image: Option<String>,
 }
+
+/// The agent attribute saying it can run tasks in container images; its value names the OCI
+/// runtime (`crun`). The master refuses an image task on an agent without it.
+pub const CONTAINERS_ATTRIBUTE: &str = "containers";
 
 /// What a task launched through the Mesos v1 scheduler API carries beyond a native task. The
 /// master's Mesos edge fills it in; the agent's Mesos executor edge reads it. The JSON strings

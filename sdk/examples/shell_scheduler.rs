@@ -62,6 +62,7 @@ impl Scheduler for Shell {
                     executor: self.executor.clone(),
                     data: self.args.command.clone().into_bytes(),
                     mesos: None,
+                    image: None,
                 });
             }
             let _ = driver.launch_tasks(vec![offer.id], tasks, Filters::default());

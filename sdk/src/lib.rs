@@ -139,6 +139,7 @@ mod tests {
             executor: None,
             data: vec![],
             mesos: None,
+            image: None,
         };
         let s = status(&task, TaskState::Running).reason(TaskReason::CommandExited);
         assert_eq!(s.task_id, TaskId::from("t"));

@@ -529,6 +529,7 @@ pub fn task(id: &str, data: Vec<u8>) -> TaskInfo {
         executor: None,
         data,
         mesos: None,
+        image: None,
     }
 }
 

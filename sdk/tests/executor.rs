@@ -131,6 +131,7 @@ fn task(id: &str, data: &[u8]) -> TaskInfo {
         executor: Some(executor_info()),
         data: data.to_vec(),
         mesos: None,
+        image: None,
     }
 }
 

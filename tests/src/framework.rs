@@ -264,6 +264,7 @@ pub fn shell_task(offer: &Offer, id: &str, cpus: f64, mem_mib: u64, line: &str) 
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     }
 }
 
@@ -300,6 +301,7 @@ impl TestExecutor {
             }),
             data: data.as_bytes().to_vec(),
             mesos: None,
+            image: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Nothing here sleeps to let something happen: [`eventually`] polls a condition until a
 //! deadline and fails with a description of what never came true.
 
+pub mod busybox;
 pub mod framework;
 pub mod netns;
 pub mod processes;
@@ -109,6 +110,7 @@ pub fn agent_options(
         task_user: None,
         // Several test agents share this host: each takes a free port.
         mesos_listen: Some(([127, 0, 0, 1], 0).into()),
+        containers: None,
     }
 }
 

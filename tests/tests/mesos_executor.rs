@@ -59,6 +59,7 @@ fn mesos_task_with(
             checkpoint,
             shutdown_grace_ms: 200,
         })),
+        image: None,
     }
 }
 

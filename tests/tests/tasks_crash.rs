@@ -229,6 +229,7 @@ impl Scheduler for Tiny {
                     }
                     .to_bytes(),
                     mesos: None,
+                    image: None,
                 });
             }
             if tasks.is_empty() {

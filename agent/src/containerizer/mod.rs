@@ -44,6 +44,7 @@
 mod cgroups;
 pub mod framework_users;
 mod liveness;
+mod oci;
 mod process;
 mod recover;
 mod report;
@@ -60,6 +61,7 @@ pub use cgroups::CgroupMode;
 use cgroups::{Backend, CgroupLimits};
 pub use framework_users::UidRange;
 pub use liveness::{beat, OrphanWatch};
+pub use oci::{ImageRuntime, SANDBOX_IN_CONTAINER};
 pub use process::{Container, Killer};
 pub use recover::{is_same_process, process_start_time};
 pub use report::ExitReport;
@@ -102,6 +104,9 @@ pub struct LaunchSpec {
     /// its status here), so the status survives the agent: for command tasks. The file's
     /// directory must exist.
     pub exit_status_file: Option<PathBuf>,
+    /// Run `program args` inside this container image, through the OCI runtime (`oci.rs`);
+    /// needs the exit-status supervisor (a command task).
+    pub image: Option<String>,
 }
 
 /// A container left running by a previous agent process, as checkpointed at its launch.
@@ -159,6 +164,9 @@ pub enum ContainerError {
         #[source]
         source: framework_users::AllocError,
     },
+    /// The task's image cannot run here: none, not on this agent, another architecture.
+    #[error("container {id}: {reason}")]
+    Image { id: String, reason: String },
     #[error("container {id}: starting {}: {source}", .program.display())]
     Spawn {
         id: String,
@@ -178,6 +186,8 @@ pub struct Containerizer {
     pids_max: u64,
     /// What supervised (command task) containers watch to end once the agent is gone.
     orphan: Option<OrphanWatch>,
+    /// The OCI runtime and image store, when the agent has one (`oci.rs`).
+    images: Option<ImageRuntime>,
 }
 
 impl Containerizer {
@@ -205,6 +215,7 @@ impl Containerizer {
             task_user: None,
             pids_max: DEFAULT_PIDS_MAX,
             orphan: None,
+            images: None,
         }
     }
 
@@ -217,6 +228,7 @@ impl Containerizer {
             task_user: None,
             pids_max: DEFAULT_PIDS_MAX,
             orphan: None,
+            images: None,
         }
     }
 
@@ -230,6 +242,12 @@ impl Containerizer {
     /// Caps every container at `pids_max` processes and threads (0: unlimited).
     pub fn with_pids_max(mut self, pids_max: u64) -> Containerizer {
         self.pids_max = pids_max;
+        self
+    }
+
+    /// Runs tasks that name an image through `runtime` (see `oci.rs`).
+    pub fn with_images(mut self, runtime: Option<ImageRuntime>) -> Containerizer {
+        self.images = runtime;
         self
     }
 
@@ -303,7 +321,26 @@ impl Containerizer {
                 .map_err(disk_full)?;
         }
 
-        let env = environment(&sandbox, &spec.env);
+        let mut env = environment(&sandbox, &spec.env);
+        let (mut program, mut args) = (spec.program.clone(), spec.args.clone());
+        let mut hide_mount = None;
+        if let Some(image) = &spec.image {
+            let runtime = self.image_runtime(id, &spec)?;
+            let ids = self.task_user.as_ref().map(user::Ids::of);
+            let task = oci::ImageTask {
+                id,
+                image,
+                sandbox: &sandbox,
+                program: &spec.program,
+                args: &spec.args,
+                env: &env,
+                user: ids.as_ref(),
+            };
+            (program, args) = runtime.prepare(&task).map_err(disk_full)?;
+            // The runtime itself gets the agent's plain environment, nothing of the task's.
+            env = environment(&sandbox, &[]);
+            hide_mount = runtime.hidden_mount();
+        }
         if let Some(file) = &spec.exit_status_file {
             // A status left by an earlier run under the same name must not be read as ours.
             match std::fs::remove_file(file) {
@@ -319,12 +356,10 @@ impl Containerizer {
             }
             // Under the supervisor a missing program would only show as the shell's exit 127:
             // keep the exact spawn error instead.
-            check_program(&spec.program, &env, &sandbox).map_err(|source| {
-                ContainerError::Spawn {
-                    id: id.to_string(),
-                    program: spec.program.clone(),
-                    source,
-                }
+            check_program(&program, &env, &sandbox).map_err(|source| ContainerError::Spawn {
+                id: id.to_string(),
+                program: program.clone(),
+                source,
             })?;
         }
         let limits = CgroupLimits {
@@ -344,23 +379,57 @@ impl Containerizer {
         let prepared = process::Prepared {
             id,
             sandbox: &sandbox,
-            program: &spec.program,
-            args: &spec.args,
+            program: &program,
+            args: &args,
             env,
             memory_limit_mib: if cgroup.is_some() {
                 spec.limits.mem_mib
             } else {
                 0
             },
-            user: self
-                .task_user
-                .as_ref()
-                .zip(user.as_ref())
-                .map(|(switch, user)| user::Ids::of(user, switch)),
+            // In an image the task user is the container's (its OCI config); the runtime
+            // stays root.
+            user: match spec.image {
+                Some(_) => None,
+                None => self
+                    .task_user
+                    .as_ref()
+                    .zip(user.as_ref())
+                    .map(|(switch, user)| user::Ids::of(user, switch)),
+            },
             exit_status_file: spec.exit_status_file.clone(),
             orphan: self.orphan.clone(),
+            hide_mount,
         };
         process::start(prepared, cgroup).await.map_err(disk_full)
+    }
+
+    /// The runtime for an image launch, or why there is none: no runtime configured, no
+    /// cgroups (the container's processes are found and killed through them), no supervisor
+    /// (its exit status would be lost), or not root (crun needs it without a user namespace).
+    fn image_runtime(&self, id: &str, spec: &LaunchSpec) -> Result<&ImageRuntime, ContainerError> {
+        let refuse = |reason: &str| ContainerError::Image {
+            id: id.to_string(),
+            reason: reason.to_string(),
+        };
+        let runtime = self.images.as_ref().ok_or_else(|| {
+            refuse("this agent has no container runtime ([containers] runtime in its config)")
+        })?;
+        if self.backend.mode() == CgroupMode::None {
+            return Err(refuse(&format!(
+                "container images need cgroups, and this agent has none: {}",
+                self.backend.summary()
+            )));
+        }
+        if spec.exit_status_file.is_none() {
+            return Err(refuse(
+                "a container image is for command tasks only, not custom executors",
+            ));
+        }
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err(refuse("container images need the agent to run as root"));
+        }
+        Ok(runtime)
     }
 
     /// Re-adopts a container a previous agent process launched. Never fails: a process that

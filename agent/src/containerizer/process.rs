@@ -90,6 +90,9 @@ pub(crate) struct Prepared<'a> {
     pub exit_status_file: Option<PathBuf>,
     /// What the supervisor watches to end the task once its agent is gone for good.
     pub orphan: Option<super::liveness::OrphanWatch>,
+    /// Start in a private mount namespace without this mount (the OCI runtime on a hybrid
+    /// cgroup host, `oci.rs`).
+    pub hide_mount: Option<std::ffi::CString>,
 }
 
 /// A running (or finished) executor. See the module header for lifetime rules.
@@ -161,6 +164,7 @@ fn spawn_child(
         None => Vec::new(),
     };
     let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let hide_mount = p.hide_mount.clone();
     // A supervised task is switched by `setpriv` under its supervisor, which stays the
     // agent's user (see `recover.rs`); anything else switches itself before exec.
     let (program, args, user) = match &p.exit_status_file {
@@ -190,6 +194,9 @@ fn spawn_child(
     unsafe {
         cmd.pre_exec(move || {
             enter_container(&procs_fds)?;
+            if let Some(mount) = &hide_mount {
+                hide(mount)?;
+            }
             // After joining the cgroup (root-only), before exec.
             user.as_ref().map_or(Ok(()), |ids| ids.switch())
         });
@@ -211,6 +218,22 @@ fn enter_container(procs_fds: &[RawFd]) -> io::Result<()> {
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         nix::unistd::write(fd, b"0")?;
     }
+    Ok(())
+}
+
+/// Runs in the forked child, before exec: a mount namespace of its own in which `mount` is
+/// detached, changing nothing the host sees. Plain syscalls on memory made before the fork.
+fn hide(mount: &std::ffi::CStr) -> io::Result<()> {
+    use nix::mount::{mount as mount_fs, umount2, MntFlags, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount_fs(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    umount2(mount, MntFlags::MNT_DETACH)?;
     Ok(())
 }
 

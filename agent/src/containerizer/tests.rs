@@ -33,6 +33,7 @@ fn spec(id: &str, sandbox: &Path, program: &str, args: &[&str]) -> LaunchSpec {
         env: Vec::new(),
         limits: Limits::default(),
         exit_status_file: None,
+        image: None,
     }
 }
 
@@ -511,6 +512,7 @@ async fn child_started(pid: u32) {
 fn supervised(id: &str, sandbox: &Path, status: &Path, script: &str) -> LaunchSpec {
     LaunchSpec {
         exit_status_file: Some(status.to_path_buf()),
+        image: None,
         ..sh(id, sandbox, script)
     }
 }
@@ -552,6 +554,7 @@ async fn supervised_containers_report_like_plain_ones_and_record_the_status() {
     // A missing program is still a launch error, not the shell's 127.
     let missing = LaunchSpec {
         exit_status_file: Some(status.clone()),
+        image: None,
         ..spec(&unique("sup"), dir.path(), "no-such-program-here", &[])
     };
     let err = cz.launch(missing).await.unwrap_err().to_string();

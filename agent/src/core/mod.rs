@@ -604,5 +604,6 @@ fn as_registered(info: &TaskInfo) -> TaskInfo {
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     }
 }

@@ -50,6 +50,13 @@ impl Agent {
             self.report(status);
             return;
         }
+        if task.image.is_some() && task.executor.is_some() {
+            return self.refuse_task(
+                fw,
+                &task.task_id,
+                "a container image is for command tasks only, not custom executors",
+            );
+        }
         match (&task.command, &task.executor) {
             (Some(cmd), None) => {
                 let cmd = cmd.clone();
@@ -122,7 +129,8 @@ impl Agent {
             self.report(status);
         }
         let limits = super::limits::limits_of(&task.resources);
-        let spec = self.launch_spec(fw, &key, &sandbox, &cmd, env_vars, limits);
+        let mut spec = self.launch_spec(fw, &key, &sandbox, &cmd, env_vars, limits);
+        spec.image = task.image.clone();
         let mut run = self.new_run(fw, executor_id, Kind::Command, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
         run.cpus = limits.cpus;
@@ -288,6 +296,7 @@ impl Agent {
             env,
             limits,
             exit_status_file: None,
+            image: None,
         }
     }
 

@@ -115,6 +115,7 @@ impl Tiny {
             executor,
             data,
             mesos: None,
+            image: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::{ctrl_c, print_json, self_executor, Target};
 use anyhow::Context;
-use bramble_frameworks::{run_factorial, run_hello, run_http, serve_dir, HttpJob, ServiceEvent};
+use bramble_frameworks::{run_factorial, run_hello_in, run_http, serve_dir, HttpJob, ServiceEvent};
 use bramble_proto::task::CommandInfo;
 use std::path::PathBuf;
 
@@ -30,9 +30,15 @@ pub async fn factorial(target: &Target<'_>, numbers: Vec<u64>, json: bool) -> an
     Ok(())
 }
 
-/// The hello shell task, until Ctrl-C.
-pub async fn hello(target: &Target<'_>) -> anyhow::Result<()> {
-    run_hello(target.scheduler_config("hello")?, ctrl_c(), print_event).await?;
+/// The hello shell task (in `image` when given), until Ctrl-C.
+pub async fn hello(target: &Target<'_>, image: Option<String>) -> anyhow::Result<()> {
+    run_hello_in(
+        target.scheduler_config("hello")?,
+        image,
+        ctrl_c(),
+        print_event,
+    )
+    .await?;
     Ok(())
 }
 

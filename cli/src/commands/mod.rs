@@ -12,6 +12,7 @@ pub mod demo;
 pub mod display;
 pub mod executor;
 pub mod frameworks;
+pub mod images;
 pub mod pi;
 pub mod run;
 pub mod service;

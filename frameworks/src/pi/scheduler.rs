@@ -386,6 +386,7 @@ impl PiScheduler {
                 executor: Some(executor.clone()),
                 data: chunk.to_bytes(),
                 mesos: None,
+                image: None,
             });
         }
         if tasks.is_empty() {

@@ -234,6 +234,9 @@ impl Master {
                 .check()
                 .map_err(|e| (TaskReason::InvalidTask, e.to_string()))?;
         }
+        if let Some(image) = &task.image {
+            self.check_image_task(agent, task, image)?;
+        }
         if &task.agent_id != agent {
             return Err((
                 TaskReason::InvalidOffer,
@@ -359,6 +362,39 @@ fn frame_sized(fw: &FrameworkId, name: &str, tasks: Vec<TaskInfo>) -> Vec<Vec<Ta
         lists.push(current);
     }
     lists
+}
+
+impl Master {
+    /// A task with a container image needs a command (the image's process) and an agent that
+    /// advertised a container runtime; anything else is refused with what is missing.
+    fn check_image_task(
+        &self,
+        agent: &AgentId,
+        task: &TaskInfo,
+        image: &str,
+    ) -> Result<(), (TaskReason, String)> {
+        if task.executor.is_some() {
+            return Err((
+                TaskReason::InvalidTask,
+                format!("image {image:?}: a container image is for command tasks only, not custom executors"),
+            ));
+        }
+        let capable = self.agents.get(agent).is_some_and(|a| {
+            a.attributes
+                .contains_key(bramble_proto::task::CONTAINERS_ATTRIBUTE)
+        });
+        if !capable {
+            return Err((
+                TaskReason::InvalidTask,
+                format!(
+                    "task asks for image {image:?} but agent {agent} has no container runtime \
+                     (no {:?} attribute: set [containers] runtime in its config)",
+                    bramble_proto::task::CONTAINERS_ATTRIBUTE
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -589,5 +625,76 @@ mod tests {
         assert_eq!(refused.state, TaskState::Error);
         assert_eq!(refused.reason, Some(TaskReason::TaskTooLarge));
         assert!(drain(&mut agent).is_empty());
+    }
+
+    /// The framework's updates as (task, state, message).
+    fn refusals(events: Vec<MasterEvent>) -> Vec<(String, TaskState, String)> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                MasterEvent::Update(s) => {
+                    Some((s.task_id.as_str().to_string(), s.state, s.message))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_image_task_on_an_agent_without_a_container_runtime_is_refused_with_the_reason() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let mut task = task_info("boxed");
+        task.image = Some("busybox".into());
+        accept(&mut m, &offer, vec![task], now);
+        assert!(run_tasks_ids(&drain(&mut agent)).is_empty());
+        let refused = refusals(drain(&mut fw));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].1, TaskState::Error);
+        assert!(
+            refused[0].2.contains("no container runtime"),
+            "{}",
+            refused[0].2
+        );
+    }
+
+    #[test]
+    fn an_image_task_goes_to_an_agent_advertising_containers() {
+        use bramble_proto::messages::AgentToMaster;
+        use bramble_proto::AgentId;
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut agent = connect_agent(&mut m, 1, now);
+        m.handle(
+            crate::state::Input::FromAgent {
+                conn: 1,
+                msg: AgentToMaster::Register {
+                    agent_id: Some(AgentId("a1".into())),
+                    hostname: "a1".into(),
+                    resources: Resources::new(2.0, 1024),
+                    attributes: [(
+                        bramble_proto::task::CONTAINERS_ATTRIBUTE.to_string(),
+                        "crun".to_string(),
+                    )]
+                    .into(),
+                    tasks: Vec::new(),
+                },
+            },
+            now,
+        );
+        let mut fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        settle(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let mut task = task_info("boxed");
+        task.image = Some("busybox".into());
+        accept(&mut m, &offer, vec![task], now);
+        assert_eq!(
+            run_tasks_ids(&drain(&mut agent)),
+            vec![vec!["boxed".to_string()]]
+        );
     }
 }

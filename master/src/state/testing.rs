@@ -158,6 +158,7 @@ pub(super) fn task_info(id: &str) -> TaskInfo {
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     }
 }
 

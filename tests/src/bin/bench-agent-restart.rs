@@ -109,6 +109,7 @@ async fn main() {
             }),
             data: b"sleep".to_vec(),
             mesos: None,
+            image: None,
         })
         .collect();
     fw.launch(&offer, tasks);

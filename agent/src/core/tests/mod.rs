@@ -53,6 +53,7 @@ fn task(id: &str) -> TaskInfo {
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     }
 }
 
