@@ -73,10 +73,14 @@ pub enum BenchKind {
         /// Seed of the task durations.
         #[arg(long, default_value_t = 17)]
         seed: u64,
-        /// Simulated agents per loopback source address (the master's handshake budget is per
-        /// address, as on a LAN).
-        #[arg(long, default_value_t = 100)]
+        /// Simulated agents per loopback source address. The master's handshake budget is per
+        /// address (16 in flight): the default keeps it from binding harder than on a LAN,
+        /// where every Pi dials from its own address.
+        #[arg(long, default_value_t = 16)]
         agents_per_address: usize,
+        /// Keep the run's directory (the master's log and store) and print where.
+        #[arg(long)]
+        keep: bool,
         /// Skip the master's SIGKILL and restart.
         #[arg(long)]
         no_restart: bool,
@@ -151,6 +155,7 @@ pub fn run(
             agents_per_address,
             no_restart,
             master_bin,
+            keep,
             ..
         } => {
             let seconds = |what: &str, v: f64| {
@@ -177,6 +182,7 @@ pub fn run(
             opts.seed = seed;
             opts.agents_per_address = agents_per_address;
             opts.restart = !no_restart;
+            opts.keep = keep;
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(bramble::bench::scale(opts))?;
             print_json(&report)

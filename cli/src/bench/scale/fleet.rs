@@ -5,7 +5,7 @@
 //! What is simulated is only what runs on a Pi: a task "runs" for the duration its framework
 //! wrote into `TaskInfo.data` (8 bytes, little-endian milliseconds) and then FINISHES. Updates
 //! follow the agent's durable-update protocol — RUNNING, then the terminal state, one update
-//! per task at a time, each resent (1 s doubling to 30 s) until the master relays the
+//! per task at a time, each resent (1 s doubling to 4 s) until the master relays the
 //! framework's acknowledgement, all resent on re-registration — except that the update log is
 //! kept in memory (the simulator's process does not die; only the master is killed).
 //!
@@ -36,9 +36,11 @@ use tokio::time::Instant;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeats that may go unanswered before the master counts as gone (as `master_link.rs`).
 const MISSED_HEARTBEATS: u32 = 4;
-/// An unacknowledged update is resent after this, doubling (as the agent's update log).
+/// An unacknowledged update is resent after this, doubling, as the agent's update log does;
+/// capped at 4 s rather than the agent's 30 s, so that a run settles soon after the master's
+/// restart (updates made while the frameworks were away wait for a resend).
 const FIRST_RESEND: Duration = Duration::from_secs(1);
-const MAX_RESEND: Duration = Duration::from_secs(30);
+const MAX_RESEND: Duration = Duration::from_secs(4);
 /// A task without a duration in its data runs this long.
 const DEFAULT_TASK: Duration = Duration::from_secs(1);
 /// Never registered, in `Shared::registered_at`.
