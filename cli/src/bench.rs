@@ -3,11 +3,14 @@
 //! same run (this machine is shared and noisy; absolute times mean little).
 //!
 //! Here: the kernel control (the pi job's chunks on plain threads). `tasks` times tiny tasks
-//! through a cluster; `stats` turns its per-task records into the reported figures.
+//! through a cluster; `stats` turns its per-task records into the reported figures; `scale`
+//! runs a real master against thousands of simulated agents.
 
+pub mod scale;
 mod stats;
 mod tasks;
 
+pub use scale::{scale, ScaleOptions, ScaleReport};
 pub use stats::{Spread, Stages, Warmup};
 pub use tasks::{tasks, BenchCluster, TaskPath, TasksReport};
 

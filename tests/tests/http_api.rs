@@ -332,6 +332,17 @@ async fn state_json_matches_the_cluster() {
             metrics.body
         );
     }
+    // The allocator ran (a task was offered and launched), and its passes were timed.
+    let passes = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("bramble_allocation_cycle_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(
+        passes.is_some_and(|n| n > 0),
+        "no allocation passes counted in\n{}",
+        metrics.body
+    );
 
     // Read-only without a token: the kill route does not exist.
     let path = format!("/api/v1/tasks/{}/hello/kill", fw.id);

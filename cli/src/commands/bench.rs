@@ -1,11 +1,12 @@
-//! `bramble bench kernel|tasks`: the measurements behind `bench/` (`bramble::bench`), each
-//! printed as one JSON object.
+//! `bramble bench kernel|tasks|scale`: the measurements behind `bench/` (`bramble::bench`),
+//! each printed as one JSON object.
 
 use super::{print_json, self_executor, Target};
-use anyhow::bail;
+use anyhow::{bail, Context};
 use bramble::bench::BenchCluster;
 use clap::Subcommand;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchKind {
@@ -48,6 +49,47 @@ pub enum BenchKind {
         /// Run on the cluster of `--master`/`--cluster` instead of a throwaway one.
         #[arg(long)]
         existing: bool,
+    },
+    /// A real `bramble-master` process against N simulated agents (each its own QUIC
+    /// connection) and F frameworks: registration, memory, CPU, allocation cycle, launch
+    /// latency, the state API, and a SIGKILL + restart of the master.
+    Scale {
+        #[arg(long, default_value = "10000", value_parser = crate::parse_count)]
+        agents: u64,
+        #[arg(long, default_value_t = 10)]
+        frameworks: usize,
+        /// Tasks launched per second, all frameworks together.
+        #[arg(long, default_value_t = 1000.0)]
+        task_rate: f64,
+        /// Seconds of measured load.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Seconds the master is watched idle once every agent is registered.
+        #[arg(long, default_value_t = 10.0)]
+        idle: f64,
+        /// Mean simulated task duration, seconds (drawn uniformly from half to 1.5 times it).
+        #[arg(long, default_value_t = 5.0)]
+        mean_task: f64,
+        /// Seed of the task durations.
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        /// Simulated agents per loopback source address. The master's handshake budget is per
+        /// address (16 in flight): the default keeps it from binding harder than on a LAN,
+        /// where every Pi dials from its own address.
+        #[arg(long, default_value_t = 16)]
+        agents_per_address: usize,
+        /// Keep the run's directory (the master's log and store) and print where.
+        #[arg(long)]
+        keep: bool,
+        /// Skip the master's SIGKILL and restart.
+        #[arg(long)]
+        no_restart: bool,
+        /// The `bramble-master` binary (default: beside this program).
+        #[arg(long)]
+        master_bin: Option<std::path::PathBuf>,
+        /// Accepted for symmetry with the other commands; the output is always JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -100,6 +142,49 @@ pub fn run(
                 };
                 bramble::bench::tasks(path, count, in_flight, cluster, self_executor("pi")?).await
             })?;
+            print_json(&report)
+        }
+        BenchKind::Scale {
+            agents,
+            frameworks,
+            task_rate,
+            duration,
+            idle,
+            mean_task,
+            seed,
+            agents_per_address,
+            no_restart,
+            master_bin,
+            keep,
+            ..
+        } => {
+            let seconds = |what: &str, v: f64| {
+                Duration::try_from_secs_f64(v)
+                    .map_err(|_| anyhow::anyhow!("--{what} {v}: must be a number of seconds >= 0"))
+            };
+            anyhow::ensure!(
+                task_rate.is_finite() && task_rate >= 0.0,
+                "--task-rate {task_rate}: must be a number >= 0"
+            );
+            anyhow::ensure!(agents > 0, "--agents: at least one");
+            let master_bin = match master_bin {
+                Some(p) => p,
+                None => std::env::current_exe()
+                    .context("finding this program's path")?
+                    .with_file_name("bramble-master"),
+            };
+            let mut opts = bramble::bench::ScaleOptions::new(agents as usize, master_bin);
+            opts.frameworks = frameworks;
+            opts.task_rate = task_rate;
+            opts.duration = seconds("duration", duration)?;
+            opts.idle = seconds("idle", idle)?;
+            opts.mean_task = seconds("mean-task", mean_task)?;
+            opts.seed = seed;
+            opts.agents_per_address = agents_per_address;
+            opts.restart = !no_restart;
+            opts.keep = keep;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(bramble::bench::scale(opts))?;
             print_json(&report)
         }
     }

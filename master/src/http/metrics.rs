@@ -2,8 +2,9 @@
 //!
 //! Gauges are read off a fresh state snapshot at scrape time and put in a registry built for
 //! that scrape, so an agent or state that disappears disappears from the output too (no stale
-//! label sets). The one metric the state task accumulates, status-update latency, is a
-//! histogram shared with it through the state's [`crate::state::feed::Feed`].
+//! label sets). The metrics the state task accumulates, status-update latency and the
+//! allocation cycle's duration, are histograms shared with it through the state's
+//! [`crate::state::feed::Feed`].
 
 use super::AppState;
 use axum::extract::State;
@@ -39,6 +40,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         "status_update_latency_seconds",
         "From an agent producing a status update to the master forwarding it",
         app.api.events.update_latency(),
+    );
+    registry.register(
+        "allocation_cycle_seconds",
+        "How long each allocation pass took: the allocator and the offers it became",
+        app.api.events.allocation_cycle(),
     );
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {

@@ -1,0 +1,45 @@
+//! The scale simulator in CI (issue 17): a real `bramble-master` process against 500
+//! simulated agents (each its own QUIC connection, mutual TLS, the normal hello, register and
+//! heartbeats) and two SDK frameworks launching tasks, then a SIGKILL of the master and a
+//! restart on its store. Short and with deadlines: the 10,000- and 50,000-agent runs are
+//! `bench/scale.sh`'s.
+
+use bramble::bench::{scale, ScaleOptions};
+use bramble_tests::processes::bin_dir;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_agents_register_run_tasks_and_come_back_after_a_master_kill() {
+    let mut opts = ScaleOptions::new(500, bin_dir().join("bramble-master"));
+    opts.frameworks = 2;
+    opts.task_rate = 100.0;
+    opts.duration = Duration::from_secs(3);
+    opts.idle = Duration::from_secs(1);
+    // Tasks of 1–3 s: some are running when the master is killed.
+    opts.mean_task = Duration::from_secs(2);
+    opts.register_deadline = Duration::from_secs(40);
+    let report = tokio::time::timeout(Duration::from_secs(150), scale(opts))
+        .await
+        .expect("the run finished within its deadline")
+        .expect("the run succeeded");
+    let json = serde_json::to_string_pretty(&report).expect("report as JSON");
+    eprintln!("{json}");
+
+    // Every agent registered (scale() fails otherwise); the master admitted them all.
+    assert_eq!(report.agents, 500);
+    // The frameworks were offered resources and launched, and saw their tasks run.
+    assert!(report.launch.launched >= 100, "{json}");
+    assert!(report.launch.latency.n >= 100, "{json}");
+    assert!(report.allocation_cycle.passes > 0, "{json}");
+    // The master came back and took every agent back under its id, tasks and all.
+    let restart = report.restart.as_ref().expect("the master was restarted");
+    assert_eq!(restart.agents_forgotten, 0, "{json}");
+    assert!(restart.tasks_live_at_kill > 0, "{json}");
+    assert_eq!(report.tasks.lost, 0, "{json}");
+    assert_eq!(report.tasks.other_terminal, 0, "{json}");
+    assert_eq!(report.tasks.unfinished, 0, "{json}");
+    assert_eq!(
+        report.tasks.finished, report.tasks.launched,
+        "every task launched finished: {json}"
+    );
+}
