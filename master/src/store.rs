@@ -11,6 +11,8 @@
 //! cluster id (CA fingerprint) the store was written for, so a state dir from another cluster
 //! is refused instead of being merged into this one.
 
+mod format1;
+
 use bramble_proto::dir_lock::DirLock;
 use bramble_proto::framework_state::StateEntry;
 use bramble_proto::messages::FrameworkInfo;
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 /// The store's file name inside the master's state dir.
 pub const FILE_NAME: &str = "master.redb";
 /// Bumped whenever a record's encoding changes incompatibly.
-pub const FORMAT: u64 = 1;
+pub const FORMAT: u64 = 2;
 /// redb's page cache; the store is small and the master may run on a 1 GiB Pi.
 const CACHE_BYTES: usize = 16 << 20;
 
@@ -278,6 +280,11 @@ impl Store {
                 found: found_cluster,
                 expected: cluster_id.to_string(),
             });
+        }
+        if format == format1::FORMAT {
+            let rewritten = self.upgrade_from_format1()?;
+            tracing::info!(store = %self.path.display(), tasks = rewritten, "upgraded the master store from format 1 (tasks gained a container image)");
+            return Ok(());
         }
         if format != FORMAT {
             return Err(StoreError::Format {

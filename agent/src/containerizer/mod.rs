@@ -326,7 +326,11 @@ impl Containerizer {
         let mut hide_mount = None;
         if let Some(image) = &spec.image {
             let runtime = self.image_runtime(id, &spec)?;
-            let ids = self.task_user.as_ref().map(user::Ids::of);
+            let ids = self
+                .task_user
+                .as_ref()
+                .zip(user.as_ref())
+                .map(|(switch, user)| user::Ids::of(user, switch));
             let task = oci::ImageTask {
                 id,
                 image,

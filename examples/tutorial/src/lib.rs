@@ -44,5 +44,6 @@ pub fn hello_task(offer: &Offer) -> TaskInfo {
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     }
 }

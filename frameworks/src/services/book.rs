@@ -492,6 +492,7 @@ fn task_info(
         executor: None,
         data: Vec::new(),
         mesos: None,
+        image: None,
     }
 }
 

@@ -521,6 +521,7 @@ mod tests {
                     .collect(),
                 agents: Vec::new(),
                 tasks: Vec::new(),
+                framework_state: Vec::new(),
             },
             now,
         );

@@ -635,6 +635,7 @@ mod tests {
             executor: None,
             data: ms.to_le_bytes().to_vec(),
             mesos: None,
+            image: None,
         }
     }
 

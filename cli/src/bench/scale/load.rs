@@ -386,6 +386,7 @@ impl Launcher {
             executor: None,
             data: ms.to_le_bytes().to_vec(),
             mesos: None,
+            image: None,
         }
     }
 }
