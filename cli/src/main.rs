@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use commands::bench::BenchKind;
 use commands::cluster::ClusterCommand;
 use commands::executor::ExecutorKind;
+use commands::kv::KvCommand;
 use commands::service::ServiceCommand;
 use commands::state::View;
 use commands::Target;
@@ -182,6 +183,12 @@ enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// A framework's key/value state in the master: ls, get, put, rm (compare-and-set with
+    /// --version).
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Serve a directory listing over HTTP (the `http` task's program).
     #[command(hide = true)]
     ServeDir {
@@ -291,6 +298,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Hello { image } => commands::frameworks::hello(target, image).await?,
         Command::Http => commands::frameworks::http(target).await?,
         Command::Service { command } => commands::service::run(target, command).await?,
+        Command::Kv { command } => commands::kv::run(target, command).await?,
         Command::Display {
             png, save_state, ..
         } => commands::display::from_master(target, &png, save_state.as_deref()).await?,

@@ -537,3 +537,124 @@ async fn the_tutorial_framework_keeps_its_copies_up_and_a_restart_adopts_them() 
     run.await.expect("join").expect("scheduler ran");
     c.shutdown().await;
 }
+
+/// The live, non-terminal tasks of `framework` the master has.
+async fn live_tasks(operator: &mut OperatorClient, framework: &bramble_sdk::FrameworkId) -> usize {
+    let state = operator.state().await.expect("cluster state");
+    state
+        .tasks
+        .iter()
+        .filter(|t| &t.framework_id == framework && !t.state.is_terminal())
+        .count()
+}
+
+/// Fails with `what` once `deadline` has passed; else waits 50 ms before the next poll.
+async fn poll_again(what: &str, deadline: tokio::time::Instant) {
+    assert!(tokio::time::Instant::now() < deadline, "{what} in time");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// docs/tutorial's step 2 on a real master: the count and the copies land in the framework's
+/// store, an operator writing `instances` scales it down, and a restarted scheduler adopts
+/// what the store lists instead of launching its default count again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorial_step2_keeps_its_count_and_copies_in_the_masters_store() {
+    use bramble_proto::framework_state::StateWrite;
+    use bramble_sdk::SchedulerDriver;
+    use bramble_tutorial::step2;
+
+    let c = cluster_of(&[
+        ("kv-a", Resources::new(1.0, 256)),
+        ("kv-b", Resources::new(1.0, 256)),
+    ])
+    .await;
+    let mut operator = OperatorClient::connect(&c.cluster.cluster_dir(), c.master.addr)
+        .await
+        .expect("operator connection");
+    let start = |framework_id: Option<bramble_sdk::FrameworkId>, default: usize| {
+        let mut config = c.scheduler_config("hello-bramble");
+        config.framework.failover_timeout_secs = 60.0;
+        config.framework.framework_id = framework_id;
+        let driver = SchedulerDriver::new(config);
+        let run = tokio::spawn({
+            let driver = driver.clone();
+            async move {
+                driver
+                    .run(step2::HelloScheduler::new(default))
+                    .await
+                    .map(|_| ())
+            }
+        });
+        (driver, run)
+    };
+
+    let (driver, run) = start(None, 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let framework = loop {
+        if let Some(id) = driver.framework_id() {
+            if running_tasks(&mut operator, id.as_str()).await.len() == 2 {
+                break id;
+            }
+        }
+        poll_again("two copies RUNNING", deadline).await;
+    };
+    let entries = operator
+        .read_framework_state(&framework, "")
+        .await
+        .expect("read the framework's state");
+    let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys.len(), 3, "instances and two copies: {keys:?}");
+    assert!(keys.contains(&step2::INSTANCES_KEY), "{keys:?}");
+    let mut recorded: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(step2::COPY_PREFIX))
+        .map(str::to_string)
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        recorded,
+        running_tasks(&mut operator, framework.as_str()).await
+    );
+
+    // The operator wants one copy: one is killed and crossed off.
+    operator
+        .write_framework_state(
+            &framework,
+            StateWrite::Put {
+                key: step2::INSTANCES_KEY.into(),
+                value: b"1".to_vec(),
+                expected_version: None,
+            },
+        )
+        .await
+        .expect("write instances");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let copies = operator
+            .read_framework_state(&framework, step2::COPY_PREFIX)
+            .await
+            .expect("read the copies")
+            .len();
+        if copies == 1 && live_tasks(&mut operator, &framework).await == 1 {
+            break;
+        }
+        poll_again("one copy left", deadline).await;
+    }
+
+    // A restart with a default of 3 keeps the stored count, 1, and adopts the copy.
+    driver.stop(true);
+    run.await.expect("join").expect("scheduler ran");
+    let (driver, run) = start(Some(framework.clone()), 3);
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < quiet_until {
+        assert_eq!(live_tasks(&mut operator, &framework).await, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        driver.framework_id().is_some(),
+        "the new scheduler registered"
+    );
+    driver.stop(false);
+    run.await.expect("join").expect("scheduler ran");
+    c.shutdown().await;
+}

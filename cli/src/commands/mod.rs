@@ -13,6 +13,7 @@ pub mod display;
 pub mod executor;
 pub mod frameworks;
 pub mod images;
+pub mod kv;
 pub mod pi;
 pub mod run;
 pub mod service;
