@@ -456,7 +456,9 @@ pub fn from_native(ev: &MasterEvent) -> Option<Value> {
         MasterEvent::Subscribed { .. }
         | MasterEvent::HeartbeatAck
         | MasterEvent::State { .. }
-        | MasterEvent::StateChanged { .. } => return None,
+        | MasterEvent::StateChanged { .. }
+        // Nor campaigns: the edge subscribes, never campaigns.
+        | MasterEvent::Standby { .. } => return None,
         MasterEvent::Offers(offers) => event(
             "OFFERS",
             json!({ "offers": offers.iter().map(offer::to_mesos).collect::<Vec<_>>() }),

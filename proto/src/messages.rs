@@ -260,6 +260,10 @@ pub enum SchedulerCall {
     /// Changes the framework's own key/value state (`framework_state.rs`); the master answers
     /// with `StateChanged`, or a non-fatal `Error` saying why it refused.
     WriteState(StateWrite),
+    /// Subscribe as one of several instances of a framework (same principal, same name; or
+    /// the `framework_id` given): the master makes one the active scheduler (`Subscribed`)
+    /// and answers the others `Standby` until the active one goes away.
+    Campaign(FrameworkInfo),
 }
 
 /// How far a framework's job has got, in the framework's own units.
@@ -327,6 +331,13 @@ pub enum MasterEvent {
     StateChanged {
         key: String,
         entry: Option<StateEntry>,
+    },
+    /// The answer to a `Campaign` while another instance is the framework's active
+    /// scheduler (at `leader`, its address): wait; `Subscribed` follows if this one takes
+    /// over.
+    Standby {
+        framework_id: FrameworkId,
+        leader: String,
     },
 }
 

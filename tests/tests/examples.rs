@@ -658,3 +658,115 @@ async fn the_tutorial_step2_keeps_its_count_and_copies_in_the_masters_store() {
     run.await.expect("join").expect("scheduler ran");
     c.shutdown().await;
 }
+
+/// docs/tutorial's step 4 on a real master: two instances campaign, one leads and launches,
+/// the other stands by; the leader dies (its process would; here its driver stops without
+/// tearing down) and the standby takes over under the same framework id within 2 s, adopting
+/// the copy the store lists: nothing killed, nothing launched twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorial_step4_elects_one_instance_and_a_standby_takes_over() {
+    use bramble_sdk::SchedulerDriver;
+    use bramble_tutorial::{step2, step4};
+    use std::sync::{Arc, Mutex};
+
+    let c = cluster_of(&[("el-a", Resources::new(1.0, 256))]).await;
+    let mut operator = OperatorClient::connect(&c.cluster.cluster_dir(), c.master.addr)
+        .await
+        .expect("operator connection");
+    // Who leads, as each instance's scheduler saw it (shared so the test can read it).
+    struct Watched {
+        inner: step4::Elected<step2::HelloScheduler>,
+        seen: Arc<Mutex<Option<String>>>,
+    }
+    #[bramble_sdk::async_trait]
+    impl bramble_sdk::Scheduler for Watched {
+        async fn standing_by(
+            &mut self,
+            d: &SchedulerDriver,
+            fw: &bramble_sdk::FrameworkId,
+            leader: &str,
+        ) {
+            self.inner.standing_by(d, fw, leader).await;
+            *self.seen.lock().expect("lock") = self.inner.standing_by.clone();
+        }
+        async fn registered(
+            &mut self,
+            d: &SchedulerDriver,
+            fw: &bramble_sdk::FrameworkId,
+            again: bool,
+        ) {
+            self.inner.registered(d, fw, again).await;
+            *self.seen.lock().expect("lock") = None;
+        }
+        async fn state_loaded(&mut self, d: &SchedulerDriver, e: Vec<bramble_sdk::StateEntry>) {
+            self.inner.state_loaded(d, e).await;
+        }
+        async fn resource_offers(&mut self, d: &SchedulerDriver, o: Vec<bramble_sdk::Offer>) {
+            self.inner.resource_offers(d, o).await;
+        }
+        async fn status_update(&mut self, d: &SchedulerDriver, s: &bramble_sdk::TaskStatus) {
+            self.inner.status_update(d, s).await;
+        }
+    }
+    let start = || {
+        let mut config = c.scheduler_config("hello-bramble");
+        config.framework.failover_timeout_secs = 60.0;
+        let driver = SchedulerDriver::new(step4::campaigning(config));
+        let seen = Arc::new(Mutex::new(None));
+        let scheduler = Watched {
+            inner: step4::Elected::new(step2::HelloScheduler::new(1)),
+            seen: seen.clone(),
+        };
+        let run = tokio::spawn({
+            let driver = driver.clone();
+            async move { driver.run(scheduler).await.map(|_| ()) }
+        });
+        (driver, run, seen)
+    };
+
+    let (leader, leader_run, _) = start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (framework, copies) = loop {
+        if let Some(id) = leader.framework_id() {
+            let copies = running_tasks(&mut operator, id.as_str()).await;
+            if copies.len() == 1 {
+                break (id, copies);
+            }
+        }
+        poll_again("the leader's copy RUNNING", deadline).await;
+    };
+    let (standby, standby_run, seen) = start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.lock().expect("lock").is_none() {
+        poll_again("the second instance standing by", deadline).await;
+    }
+    assert!(
+        standby.framework_id().is_none(),
+        "a standby is not registered"
+    );
+
+    // The leader goes away without tearing the framework down.
+    leader.stop(true);
+    leader_run.await.expect("join").expect("leader ran");
+    let gone = tokio::time::Instant::now();
+    let deadline = gone + Duration::from_secs(10);
+    while standby.framework_id().as_ref() != Some(&framework) {
+        poll_again("the standby taking over under the same id", deadline).await;
+    }
+    let took = gone.elapsed();
+    assert!(took < Duration::from_secs(2), "took over in {took:?}");
+    // It adopted the copy: still exactly that one, nothing killed, nothing new.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < quiet_until {
+        assert_eq!(
+            running_tasks(&mut operator, framework.as_str()).await,
+            copies
+        );
+        assert_eq!(live_tasks(&mut operator, &framework).await, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("standby took over in {took:?}");
+    standby.stop(false);
+    standby_run.await.expect("join").expect("standby ran");
+    c.shutdown().await;
+}

@@ -10,7 +10,7 @@
 //!   an operator while it runs) and the copies launched, adopted by a restarted scheduler;
 //! - [`step3`]: recovering from failure: relaunching (with a delay after a crash), failing
 //!   over under the same framework id, reconciling, adopting what is still running;
-//! - step 4 (leader election) waits for issue 18: see `docs/tutorial/4-leader-election.md`;
+//! - [`step4`]: several instances, one elected by the master, the others standing by;
 //! - [`step5`]: a status page of its own, linked from the master's web UI;
 //! - step 6, testing the scheduler, is `tests/step6.rs` (and the tests in every module).
 //!
@@ -21,6 +21,7 @@
 pub mod step1;
 pub mod step2;
 pub mod step3;
+pub mod step4;
 pub mod step5;
 
 use bramble_sdk::{CommandInfo, Offer, Resources, TaskId, TaskInfo};

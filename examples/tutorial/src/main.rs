@@ -1,26 +1,33 @@
-//! `hello-bramble [--instances N] [--ui-port PORT]`: the tutorial's framework at its last
-//! step, on the cluster named by $BRAMBLE_MASTER (the master's QUIC address, HOST:5051) and
+//! `hello-bramble [--instances N] [--ui-port PORT] [--elect]`: the tutorial's framework at its
+//! last step, on the cluster named by $BRAMBLE_MASTER (the master's QUIC address, HOST:5051) and
 //! $BRAMBLE_CLUSTER (its cluster directory, default /etc/bramble/cluster). Its framework id
-//! is kept in ./hello-bramble.id, so running it again fails over to the same framework.
+//! is kept in ./hello-bramble.id, so running it again fails over to the same framework. With
+//! `--elect` (step 4) several copies may run at once: the master elects one, the others stand by.
 
 use anyhow::{bail, Context};
 use bramble_sdk::{framework_info, Credentials, Role, SchedulerConfig, SchedulerDriver};
-use bramble_tutorial::{step3, step5};
+use bramble_tutorial::{step3, step4, step5};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (mut instances, mut ui_port) = (2usize, 8090u16);
-    for pair in args.chunks(2) {
-        match pair {
-            [flag, n] if flag == "--instances" => instances = n.parse().context("--instances")?,
-            [flag, p] if flag == "--ui-port" => ui_port = p.parse().context("--ui-port")?,
-            _ => bail!("usage: hello-bramble [--instances N] [--ui-port PORT]"),
+    let (mut instances, mut ui_port, mut elect) = (2usize, 8090u16, false);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        match (flag.as_str(), args.clone().next()) {
+            ("--instances", Some(n)) => instances = n.parse().context("--instances")?,
+            ("--ui-port", Some(p)) => ui_port = p.parse().context("--ui-port")?,
+            ("--elect", _) => {
+                elect = true;
+                continue;
+            }
+            _ => bail!("usage: hello-bramble [--instances N] [--ui-port PORT] [--elect]"),
         }
+        args.next();
     }
-    tokio::runtime::Runtime::new()?.block_on(run(instances, ui_port))
+    tokio::runtime::Runtime::new()?.block_on(run(instances, ui_port, elect))
 }
 
-async fn run(instances: usize, ui_port: u16) -> anyhow::Result<()> {
+async fn run(instances: usize, ui_port: u16, elect: bool) -> anyhow::Result<()> {
     let master = std::env::var("BRAMBLE_MASTER")
         .context("set BRAMBLE_MASTER to the master's QUIC address (HOST:5051)")?
         .parse()
@@ -47,7 +54,11 @@ async fn run(instances: usize, ui_port: u16) -> anyhow::Result<()> {
     let (scheduler, status) =
         step5::WithStatusPage::new(step3::HelloScheduler::new(instances, Some(id_file)));
     tokio::spawn(step5::serve(listener, status));
-    let driver = SchedulerDriver::new(SchedulerConfig::new(master, credentials, info));
+    let mut config = SchedulerConfig::new(master, credentials, info);
+    if elect {
+        config = step4::campaigning(config);
+    }
+    let driver = SchedulerDriver::new(config);
     driver.run(scheduler).await?;
     Ok(())
 }

@@ -47,7 +47,7 @@ impl Master {
             (AgentToMaster::Register { .. }, Some(_)) => {
                 self.close_conn(conn, "agent registered twice on one connection")
             }
-            (_, None) | (_, Some(Bound::Framework(_))) => {
+            (_, None) | (_, Some(Bound::Framework(_) | Bound::Standby(_))) => {
                 self.close_conn(conn, "agent message before registration")
             }
             (AgentToMaster::Heartbeat, Some(Bound::Agent(id))) => {

@@ -27,7 +27,7 @@ pub const FAILED_OVER: &str = "Framework failed over";
 pub const FRAMEWORK_REMOVED: &str = "Framework has been removed";
 
 /// Who is subscribing, as its connection proved it.
-struct Caller {
+pub(super) struct Caller {
     principal: Option<String>,
     /// Operators may fail over (and so kill and tear down) any framework.
     operator: bool,
@@ -66,18 +66,26 @@ impl Master {
                 self.subscribe(conn, info.clone(), now);
                 return;
             }
-            (SchedulerCall::Subscribe(_), Some(_)) => {
+            (SchedulerCall::Campaign(info), None) => {
+                self.campaign(conn, info.clone(), now);
+                return;
+            }
+            (SchedulerCall::Subscribe(_) | SchedulerCall::Campaign(_), Some(_)) => {
                 self.close_conn(conn, "subscribed twice on one connection");
                 return;
             }
             (_, Some(Bound::Framework(fw))) => fw,
+            (_, Some(Bound::Standby(_))) => {
+                self.close_conn(conn, "scheduler call from a standby instance");
+                return;
+            }
             _ => {
                 self.close_conn(conn, "scheduler call before subscribing");
                 return;
             }
         };
         match call {
-            SchedulerCall::Subscribe(_) => {}
+            SchedulerCall::Subscribe(_) | SchedulerCall::Campaign(_) => {}
             SchedulerCall::Accept {
                 offer_ids,
                 tasks,
@@ -205,7 +213,7 @@ impl Master {
         }
     }
 
-    fn subscribe(&mut self, conn: ConnId, info: FrameworkInfo, now: Instant) {
+    pub(super) fn subscribe(&mut self, conn: ConnId, info: FrameworkInfo, now: Instant) {
         let id = info
             .framework_id
             .clone()
@@ -220,16 +228,7 @@ impl Master {
             };
             return self.send_conn_scheduler(conn, event);
         }
-        // Who subscribes is what the connection proved (certificate, or HTTP Basic at the
-        // Mesos edge), never what the scheduler's info claims.
-        let caller = self.conns.get(&conn).map(|c| Caller {
-            principal: c.identity.principal.clone(),
-            operator: c.identity.role == Role::Operator,
-        });
-        let caller = caller.unwrap_or(Caller {
-            principal: None,
-            operator: false,
-        });
+        let caller = self.caller_of(conn);
         if let Some(refusal) = self.subscription_refusal(&id, &caller, &info) {
             info!(framework = %id, principal = ?caller.principal, "refusing a subscription: {refusal}");
             self.send_conn_scheduler(
@@ -312,13 +311,26 @@ impl Master {
         self.allocation_due = true;
     }
 
+    /// Who subscribes on `conn`: what the connection proved (certificate, or HTTP Basic at
+    /// the Mesos edge), never what the scheduler's info claims.
+    pub(super) fn caller_of(&self, conn: ConnId) -> Caller {
+        let caller = self.conns.get(&conn).map(|c| Caller {
+            principal: c.identity.principal.clone(),
+            operator: c.identity.role == Role::Operator,
+        });
+        caller.unwrap_or(Caller {
+            principal: None,
+            operator: false,
+        })
+    }
+
     /// Why a subscription under `id` must be refused, if it must: a framework bound to a
     /// principal is failed over only by that principal or an operator (which is what makes
     /// its tasks, its updates and its teardown its own: every scheduler call acts on the
     /// framework its connection subscribed as), and (as in Mesos) a Mesos framework that was
     /// removed stays removed. Native frameworks keep re-subscribing under a removed id as a new
     /// framework, as they always have.
-    fn subscription_refusal(
+    pub(super) fn subscription_refusal(
         &self,
         id: &FrameworkId,
         caller: &Caller,
@@ -431,6 +443,7 @@ impl Master {
         self.allocator.remove_framework(id);
         self.progress.remove(id);
         self.forget_framework_state(id);
+        self.dismiss_standbys(id, why);
         if let Some(conn) = fw.conn {
             self.send_conn_scheduler(
                 conn,
@@ -466,6 +479,7 @@ impl Master {
         });
         self.allocator.deactivate_framework(id);
         self.rescind_framework_offers(id);
+        self.promote_standby(id, now);
     }
 }
 

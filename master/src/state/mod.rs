@@ -43,6 +43,7 @@
 
 mod agents;
 mod durable;
+mod election;
 pub mod feed;
 mod framework_state;
 mod frameworks;
@@ -137,6 +138,8 @@ pub struct Master {
     /// Agent-caused failures per agent; an unhealthy agent gets no offers (`health.rs`).
     health: HashMap<AgentId, health::AgentHealth>,
     frameworks: HashMap<FrameworkId, FrameworkEntry>,
+    /// Scheduler instances standing by for a framework's active one (`election.rs`).
+    standbys: HashMap<FrameworkId, election::Standbys>,
     offers: HashMap<OfferId, OfferEntry>,
     allocator: Allocator,
     allocation_due: bool,
@@ -193,6 +196,7 @@ impl Master {
             agents: HashMap::new(),
             health: HashMap::new(),
             frameworks: HashMap::new(),
+            standbys: HashMap::new(),
             offers: HashMap::new(),
             allocator: Allocator::new(Default::default()),
             allocation_due: false,

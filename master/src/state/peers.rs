@@ -46,6 +46,8 @@ impl PeerHandle {
 pub(super) enum Bound {
     Agent(AgentId),
     Framework(FrameworkId),
+    /// A scheduler instance standing by for this framework (`election.rs`).
+    Standby(FrameworkId),
 }
 
 /// A message held until the burst that produced it is committed.
@@ -182,6 +184,7 @@ impl Master {
         match c.bound {
             Some(Bound::Agent(id)) => self.agent_disconnected(&id, conn, reason, graceful),
             Some(Bound::Framework(id)) => self.framework_disconnected(&id, conn, reason, now),
+            Some(Bound::Standby(id)) => self.standby_disconnected(&id, conn),
             None => debug!(peer = %c.identity.address, "unregistered peer disconnected: {reason}"),
         }
     }

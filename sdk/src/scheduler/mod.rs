@@ -95,6 +95,17 @@ pub trait Scheduler: Send {
     /// `SdkError::Disconnected` until `registered` is called again.
     async fn disconnected(&mut self, _driver: &SchedulerDriver) {}
 
+    /// With [`SchedulerConfig::leader_election`]: another instance (at `leader`, its address)
+    /// is the active scheduler of `framework_id`; this one waits, connected, and gets
+    /// `registered` if it takes over. Driver calls return `SdkError::Disconnected` meanwhile.
+    async fn standing_by(
+        &mut self,
+        _driver: &SchedulerDriver,
+        _framework_id: &FrameworkId,
+        _leader: &str,
+    ) {
+    }
+
     /// The master reported an error. After a fatal one the driver's run returns
     /// `SdkError::Fatal` with the same message.
     async fn error(&mut self, _driver: &SchedulerDriver, _message: &str) {}
@@ -129,6 +140,12 @@ pub struct SchedulerConfig {
     /// `status_update` returns. When false the framework calls
     /// [`SchedulerDriver::acknowledge`] itself, e.g. after persisting the update.
     pub implicit_acknowledgements: bool,
+    /// Leader election among several instances of this framework (same principal and name,
+    /// or the same `framework.framework_id`): when true the driver campaigns instead of
+    /// subscribing, and while another instance is the active scheduler this one stands by
+    /// (`Scheduler::standing_by`), connected, until the master makes it the active one
+    /// (`registered`, under the framework's id, with its tasks and state as they were left).
+    pub leader_election: bool,
 }
 
 impl SchedulerConfig {
@@ -138,6 +155,7 @@ impl SchedulerConfig {
             credentials,
             framework,
             implicit_acknowledgements: true,
+            leader_election: false,
         }
     }
 }

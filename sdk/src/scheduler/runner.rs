@@ -11,7 +11,7 @@ use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::{FrameReader, FrameWriter};
 use bramble_proto::handshake::{self, HandshakeError};
 use bramble_proto::messages::{FrameworkInfo, MasterEvent, PeerKind, SchedulerCall};
-use bramble_proto::transport::{self, TransportError};
+use bramble_proto::transport::{self, ControlStream, TransportError};
 use bramble_proto::FrameworkId;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -34,6 +34,28 @@ pub(super) struct Session {
     pub(super) writer: FrameWriter<quinn::SendStream>,
     pub(super) framework_id: FrameworkId,
     pub(super) heartbeat: Duration,
+}
+
+/// A campaigning instance's connection while another instance is the active scheduler.
+pub(super) struct Standby {
+    conn: quinn::Connection,
+    ctl: ControlStream,
+    framework_id: FrameworkId,
+    leader: String,
+}
+
+/// What one attempt to subscribe (or campaign) got.
+enum Attempt {
+    Subscribed(Session),
+    Standby(Standby),
+}
+
+/// How standing by ended.
+enum StandbyEnd {
+    Promoted(Session),
+    Stopped,
+    Fatal(SdkError),
+    Lost(String),
 }
 
 /// Why one attempt to subscribe failed.
@@ -75,7 +97,10 @@ impl Runner {
         let mut down_since = Instant::now();
         let mut first = true;
         loop {
-            let Some(session) = self.establish(endpoint, down_since, first).await? else {
+            let Some(session) = self
+                .establish(endpoint, down_since, first, scheduler)
+                .await?
+            else {
                 info!("scheduler stopped while disconnected (failover): the master keeps the framework until its failover timeout");
                 return Ok(());
             };
@@ -107,11 +132,12 @@ impl Runner {
 
     /// Connects and subscribes, retrying with backoff until the failover timeout has passed
     /// since `down_since`. `None` when `stop(true)` was called meanwhile.
-    async fn establish(
+    async fn establish<S: Scheduler>(
         &mut self,
         endpoint: &quinn::Endpoint,
-        down_since: Instant,
+        mut down_since: Instant,
         first: bool,
+        scheduler: &mut S,
     ) -> Result<Option<Session>, SdkError> {
         let failover_timeout_secs = self.info.failover_timeout_secs;
         let failover_timeout =
@@ -132,7 +158,27 @@ impl Runner {
             };
             let last_error =
                 match tokio::time::timeout(attempt_timeout, self.attempt(endpoint)).await {
-                    Ok(Ok(session)) => return Ok(Some(session)),
+                    Ok(Ok(Attempt::Subscribed(session))) => return Ok(Some(session)),
+                    Ok(Ok(Attempt::Standby(standby))) => {
+                        scheduler
+                            .standing_by(&self.driver, &standby.framework_id, &standby.leader)
+                            .await;
+                        match self.stand_by(standby).await {
+                            StandbyEnd::Promoted(session) => return Ok(Some(session)),
+                            StandbyEnd::Stopped => return Ok(None),
+                            StandbyEnd::Fatal(e) => {
+                                error!(master = %self.addr, "standing by ended: {e}");
+                                return Err(e);
+                            }
+                            StandbyEnd::Lost(why) => {
+                                // Waiting as a standby is not being down: the failover
+                                // clock starts when the standby connection is lost.
+                                down_since = Instant::now();
+                                backoff = Backoff::new();
+                                why
+                            }
+                        }
+                    }
                     Ok(Err(AttemptError::Fatal(e))) => {
                         error!(master = %self.addr, "cannot subscribe: {e}");
                         return Err(e);
@@ -171,7 +217,7 @@ impl Runner {
     }
 
     /// One connect + hello + subscribe.
-    async fn attempt(&self, endpoint: &quinn::Endpoint) -> Result<Session, AttemptError> {
+    async fn attempt(&self, endpoint: &quinn::Endpoint) -> Result<Attempt, AttemptError> {
         let addr = self.addr;
         let conn = transport::connect(endpoint, addr)
             .await
@@ -197,7 +243,12 @@ impl Runner {
             Err(e) => return Err(refusal_or_retry(&conn, e.to_string())),
         };
         let failed = |what: String| refusal_or_retry(&conn, what);
-        ctl.send(&SchedulerCall::Subscribe(self.info.clone()))
+        let call = if self.config.leader_election {
+            SchedulerCall::Campaign(self.info.clone())
+        } else {
+            SchedulerCall::Subscribe(self.info.clone())
+        };
+        ctl.send(&call)
             .await
             .map_err(|e| failed(format!("sending subscribe: {e}")))?;
         loop {
@@ -206,18 +257,23 @@ impl Runner {
                     framework_id,
                     heartbeat_interval_ms,
                 }) => {
-                    let heartbeat = match heartbeat_interval_ms {
-                        0 => FALLBACK_HEARTBEAT,
-                        ms => Duration::from_millis(ms),
-                    };
-                    let (reader, writer) = ctl.split();
-                    return Ok(Session {
+                    return Ok(Attempt::Subscribed(session(
                         conn,
-                        reader,
-                        writer,
+                        ctl,
                         framework_id,
-                        heartbeat,
-                    });
+                        heartbeat_interval_ms,
+                    )))
+                }
+                Ok(MasterEvent::Standby {
+                    framework_id,
+                    leader,
+                }) => {
+                    return Ok(Attempt::Standby(Standby {
+                        conn,
+                        ctl,
+                        framework_id,
+                        leader,
+                    }))
                 }
                 Ok(MasterEvent::Error {
                     message,
@@ -227,6 +283,62 @@ impl Runner {
                 Err(e) => return Err(failed(format!("waiting for Subscribed: {e}"))),
             }
         }
+    }
+}
+
+impl Runner {
+    /// Waits, connected, until the master makes this instance the active scheduler; no
+    /// deadline (standing by is the point), but `stop()` ends it at once.
+    async fn stand_by(&mut self, standby: Standby) -> StandbyEnd {
+        let Standby {
+            conn,
+            mut ctl,
+            framework_id,
+            leader,
+        } = standby;
+        info!(framework = %framework_id, leader = %leader, master = %self.addr,
+            "standing by: another instance is the framework's active scheduler");
+        loop {
+            if self.stop.borrow().is_some() {
+                conn.close(quinn::VarInt::from_u32(CLOSE_OK), b"standby stopped");
+                return StandbyEnd::Stopped;
+            }
+            tokio::select! {
+                Ok(()) = self.stop.changed() => {}
+                event = ctl.recv::<MasterEvent>() => match event {
+                    Ok(MasterEvent::Subscribed { framework_id, heartbeat_interval_ms }) => {
+                        info!(framework = %framework_id, "taking over as the framework's active scheduler");
+                        return StandbyEnd::Promoted(session(conn, ctl, framework_id, heartbeat_interval_ms));
+                    }
+                    Ok(MasterEvent::Error { message, fatal: true }) => {
+                        return StandbyEnd::Fatal(SdkError::Fatal(message));
+                    }
+                    Ok(other) => debug!(?other, "ignoring an event while standing by"),
+                    Err(e) => return StandbyEnd::Lost(format!("standing by: {e}")),
+                },
+            }
+        }
+    }
+}
+
+/// A subscribed connection from its control stream and the master's `Subscribed`.
+fn session(
+    conn: quinn::Connection,
+    ctl: ControlStream,
+    framework_id: FrameworkId,
+    heartbeat_interval_ms: u64,
+) -> Session {
+    let heartbeat = match heartbeat_interval_ms {
+        0 => FALLBACK_HEARTBEAT,
+        ms => Duration::from_millis(ms),
+    };
+    let (reader, writer) = ctl.split();
+    Session {
+        conn,
+        reader,
+        writer,
+        framework_id,
+        heartbeat,
     }
 }
 

@@ -219,6 +219,9 @@ impl Runner {
             MasterEvent::Subscribed { framework_id, .. } => {
                 warn!(framework = %framework_id, "unexpected second Subscribed; ignored");
             }
+            MasterEvent::Standby { framework_id, .. } => {
+                warn!(framework = %framework_id, "unexpected Standby while subscribed; ignored");
+            }
             MasterEvent::HeartbeatAck => {}
             MasterEvent::State { entries } => {
                 debug!(keys = entries.len(), "framework state received");
@@ -346,5 +349,6 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::PublishProgress(_) => "PublishProgress",
         SchedulerCall::SetWebuiUrl(_) => "SetWebuiUrl",
         SchedulerCall::WriteState(_) => "WriteState",
+        SchedulerCall::Campaign(_) => "Campaign",
     }
 }
