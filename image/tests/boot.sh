@@ -15,7 +15,7 @@
 #     (as user bramble) and bramble-agent are active; as the operator (CLI on the node,
 #     operator and framework certificates pushed into /run for the test: cards carry only the
 #     node's): the node's agent is registered ("cluster ready"), a command task runs as
-#     bramble-task, and a pi job runs on the node — its executors as bramble-task — to the
+#     a uid of task_uids, and a pi job runs on the node — its executors as one such uid — to the
 #     exact partial sum of the series.
 # Prints one JSON line: build and boot timings, power-on to cluster ready, the job's time.
 #
@@ -224,9 +224,10 @@ agent_user=$(user_of bramble-agent)
 [ "$agent_user" = root ] || fail "bramble-agent runs as '$agent_user', not root"
 log "node $node: first boot once, role master; bramble-master (user bramble) and bramble-agent active"
 
-# A command task runs as the task user.
-cli run -- id -un >"$work/run.out" 2>>"$work/cli.log" || fail "bramble run failed: $(tail -5 "$work/cli.log")"
-grep -qx 'bramble-task' "$work/run.out" || fail "a command task ran as '$(cat "$work/run.out")', not bramble-task"
+# A command task runs as its framework's uid from task_uids (70000-70999), with no account.
+in_task_uids() { [ "$1" -ge 70000 ] 2>/dev/null && [ "$1" -le 70999 ]; }
+cli run -- id -u >"$work/run.out" 2>>"$work/cli.log" || fail "bramble run failed: $(tail -5 "$work/cli.log")"
+in_task_uids "$(tr -d ' \n' <"$work/run.out")" || fail "a command task ran as uid '$(cat "$work/run.out")', not one of task_uids"
 
 # The job, run by the node's agent with the node's aarch64 bramble as executor. Meanwhile the
 # node samples who its executor processes run as, until told to stop.
@@ -234,7 +235,7 @@ ssh_node 'cat >/run/bramble-watch.sh' <<'EOF'
 rm -f /run/bramble-watch.stop /run/bramble-watch.users
 i=0
 while [ ! -e /run/bramble-watch.stop ] && [ $i -lt 3000 ]; do
-  ps -eo user:32=,args= | awk '$2 ~ /bramble$/ && $3 == "executor" { print $1 }' >>/run/bramble-watch.users
+  ps -eo uid=,args= | awk '$2 ~ /bramble$/ && $3 == "executor" { print $1 }' >>/run/bramble-watch.users
   sleep 0.2; i=$((i + 1))
 done
 EOF
@@ -248,7 +249,8 @@ ssh_node touch /run/bramble-watch.stop
 wait "$watch_pid" || true
 executor_users=$(ssh_node 'sort -u /run/bramble-watch.users' | tr '\n' ' ')
 [ -n "$executor_users" ] || fail "no pi executor process seen on the node while the job ran"
-[ "$executor_users" = "bramble-task " ] || fail "pi executors ran as: $executor_users"
+read -ra executor_uids <<<"$executor_users"
+[ ${#executor_uids[@]} = 1 ] && in_task_uids "${executor_uids[0]}" || fail "pi executors ran as uids: $executor_users (want one uid of task_uids)"
 python3 - "$work/pi.json" "$terms" "$tasks" <<'EOF' || fail "pi result wrong: $(cat "$work/pi.json")"
 import json, math, sys
 result = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
@@ -258,7 +260,7 @@ expected = 4.0 * math.fsum(2.0 / ((2.0 * k + 2.0) ** 2 - 1.0) for k in range(0, 
 assert result["terms"] == terms and result["tasks"] == tasks, result
 assert abs(result["pi"] - expected) <= 1e-12, (result["pi"], expected)
 EOF
-log "pi over $terms terms on $node: $(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["pi"])' "$work/pi.json") in ${job_s}s, executors as bramble-task"
+log "pi over $terms terms on $node: $(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["pi"])' "$work/pi.json") in ${job_s}s, executors as uid $executor_users"
 
 # Where the boot's time went, for whoever makes it faster.
 ssh_node systemd-analyze >"$work/systemd-analyze.txt" 2>&1 || true

@@ -464,7 +464,7 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     // Configs, modules, users.
     let agent: toml::Table =
         toml::from_str(&root_text(&root, "/etc/bramble/agent.toml").unwrap()).unwrap();
-    assert_eq!(agent["task_user"].as_str(), Some("bramble-task"));
+    assert_eq!(agent["task_uids"].as_str(), Some("70000-70999"));
     let master: toml::Table =
         toml::from_str(&root_text(&root, "/etc/bramble/master.toml").unwrap()).unwrap();
     assert_eq!(master["name"].as_str(), Some("testshelf"));
@@ -621,8 +621,9 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
         passwd.lines().any(|l| l.starts_with("bramble:")),
         "{passwd}"
     );
+    // Tasks run as uids from task_uids, which no account may hold.
     assert!(
-        passwd.lines().any(|l| l.starts_with("bramble-task:")),
+        !passwd.lines().any(|l| l.starts_with("bramble-task:")),
         "{passwd}"
     );
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();

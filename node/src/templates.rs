@@ -3,7 +3,7 @@
 //! so a node picks up better defaults with new software.
 
 use crate::settings::{toml_string, NodeSettings};
-use crate::users::TASK_USER;
+use crate::users::TASK_UIDS;
 use bramble_firmware::DisplayConfig;
 use serde::Serialize;
 
@@ -24,13 +24,16 @@ pub fn master_toml(settings: &NodeSettings) -> String {
     )
 }
 
-/// `/etc/bramble/agent.toml`: tasks run as the unprivileged task user, never as root.
+/// `/etc/bramble/agent.toml`: each framework's tasks run as its own unprivileged uid, never as
+/// root and never as another framework's (tenants on a shared shelf cannot read each other's
+/// sandboxes or signal each other's tasks).
 pub fn agent_toml(_settings: &NodeSettings) -> String {
     format!(
         "# Written by bramble-firstboot from bramble.toml; edit freely, it is not rewritten.\n\
-         # The agent runs as root (cgroups) and starts every task as this user.\n\
-         task_user = {}\n",
-        toml_string(TASK_USER)
+         # The agent runs as root (cgroups) and starts each framework's tasks as its own uid\n\
+         # from this range (kept across restarts in the work dir).\n\
+         task_uids = {}\n",
+        toml_string(TASK_UIDS)
     )
 }
 
@@ -48,7 +51,8 @@ mod tests {
         assert_eq!(master["name"].as_str(), Some("shelf"));
         assert_eq!(master["display"]["address"].as_integer(), Some(0x3C));
         let agent: toml::Table = toml::from_str(&agent_toml(&s)).unwrap();
-        assert_eq!(agent["task_user"].as_str(), Some(TASK_USER));
+        assert_eq!(agent["task_uids"].as_str(), Some(TASK_UIDS));
+        assert!(agent.get("task_user").is_none());
         // That the master accepts what first boot writes for it is checked where the master
         // is a dependency: tests/tests/node_configs.rs.
     }

@@ -9,9 +9,15 @@ use crate::paths::{CLUSTER_DIR, SYSUSERS_FILE};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// The master's user (in group `i2c` for the panel) and the user tasks run as.
+/// The master's user (in group `i2c` for the panel). Tasks need no account: each framework's
+/// run as its own uid from [`TASK_UIDS`], which no account holds.
 pub const MASTER_USER: &str = "bramble";
-pub const TASK_USER: &str = "bramble-task";
+
+/// The uid range the card's agent gives frameworks' tasks (`task_uids`): past Debian's login
+/// users (up to 59999), systemd's DynamicUser range (61184-65519) and `nobody` (65534), and
+/// below the ranges container managers take (524288 up); the agent skips any uid an account
+/// or a process has anyway.
+pub const TASK_UIDS: &str = "70000-70999";
 
 /// `systemd-sysusers` input: declarative, idempotent, and it picks free system ids on the
 /// card itself, so the image never edits `/etc/passwd`, `shadow`, `group` and `gshadow` by
@@ -22,7 +28,6 @@ pub const SYSUSERS_CONF: &str = "\
 g i2c -
 u bramble - \"Bramble master\" /var/lib/bramble /usr/sbin/nologin
 m bramble i2c
-u bramble-task - \"Bramble tasks\" /nonexistent /usr/sbin/nologin
 ";
 
 pub(crate) fn create_users(opts: &FirstbootOptions) -> Result<(), NodeError> {
@@ -73,21 +78,6 @@ fn create_users_with_shadow_tools() -> Result<(), NodeError> {
                 MASTER_USER,
             ],
             "creating user bramble",
-        )?;
-    }
-    if !known("passwd", TASK_USER) {
-        run_tool(
-            "useradd",
-            &[
-                "--system",
-                "--user-group",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                TASK_USER,
-            ],
-            "creating user bramble-task",
         )?;
     }
     Ok(())

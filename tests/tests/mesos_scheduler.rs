@@ -773,6 +773,34 @@ async fn a_malformed_credentials_file_stops_the_master_naming_file_and_line() {
     );
 }
 
+/// Issue 16: `/master/redirect` must not send a client wherever its request's `Host` says
+/// (a cache or a proxy in between would hand that redirect to others).
+#[tokio::test]
+async fn the_redirect_ignores_a_foreign_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_c, addr) = cluster(&["mesos-a"], None).await;
+    for host in ["attacker.test:80", "user@attacker.test", "attacker.test"] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req =
+            format!("GET /master/redirect HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(DEADLINE, s.read_to_string(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let location = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_else(|| panic!("no location in {answer}"));
+        assert!(!location.contains("attacker"), "{host}: {location}");
+        assert!(
+            location.ends_with(&format!(":{}", addr.port())),
+            "{location}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn read_only_endpoints_answer_in_mesos_shape() {
     let (c, addr) = cluster(&["mesos-a"], None).await;

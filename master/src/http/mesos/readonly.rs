@@ -45,24 +45,28 @@ pub fn build_info() -> Value {
 
 /// `GET /master/redirect` (and `/redirect`): 307 to ourselves, the only master, as an
 /// absolute `http://host:port` (pitfall 13: pymesos takes the netloc, mesoshttp appends the
-/// API path).
+/// API path). The client's `Host` is echoed only when it is a plain `host:port` naming our
+/// HTTP port: anything else (another port, userinfo, a path, a bare name) would make us send
+/// clients elsewhere on a request's say, so it gets our own name instead.
 pub async fn redirect(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let port = app.mesos.http_addr.port();
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            format!(
-                "{}:{}",
-                bramble_proto::discovery::local_hostname(),
-                app.mesos.http_addr.port()
-            )
-        });
+        .and_then(|h| own_authority(h, port))
+        .unwrap_or_else(|| format!("{}:{port}", bramble_proto::discovery::local_hostname()));
     (
         StatusCode::TEMPORARY_REDIRECT,
         [(header::LOCATION, format!("http://{host}"))],
     )
         .into_response()
+}
+
+/// `host` when it is exactly an authority `name:port` (or `[v6]:port`) with our `port`.
+fn own_authority(host: &str, port: u16) -> Option<String> {
+    let authority: axum::http::uri::Authority = host.parse().ok()?;
+    let plain = authority.as_str() == host && !host.contains('@');
+    (plain && authority.port_u16() == Some(port)).then(|| host.to_string())
 }
 
 /// `GET /master/health`: 200 with an empty body, as Mesos answers.
@@ -530,4 +534,35 @@ fn system_metrics() -> Map<String, Value> {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_authority;
+
+    #[test]
+    fn only_a_plain_authority_on_our_port_is_echoed() {
+        assert_eq!(
+            own_authority("pi1.local:5050", 5050).as_deref(),
+            Some("pi1.local:5050")
+        );
+        assert_eq!(
+            own_authority("10.0.0.2:5050", 5050).as_deref(),
+            Some("10.0.0.2:5050")
+        );
+        assert_eq!(
+            own_authority("[::1]:5050", 5050).as_deref(),
+            Some("[::1]:5050")
+        );
+        for hostile in [
+            "attacker.test:80",
+            "attacker.test",
+            "user@attacker.test:5050",
+            "attacker.test:5050/x",
+            "attacker.test:5050 x",
+            "",
+        ] {
+            assert_eq!(own_authority(hostile, 5050), None, "{hostile:?}");
+        }
+    }
 }
