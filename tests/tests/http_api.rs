@@ -909,6 +909,47 @@ fn browser_missing() -> Option<String> {
     None
 }
 
+/// Issue 22: the page's live event stream must not keep a plain
+/// `chromium --headless --screenshot` from finishing (the README documents that command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_headless_chromium_screenshot_of_the_web_ui_finishes() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        println!("SKIP a_plain_headless_chromium_screenshot: chromium not installed");
+        return;
+    };
+    let c = cluster(&["shot-a"], 1.0, None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let png = dir.path().join("overview.png");
+    let mut cmd = tokio::process::Command::new(chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.path().join("profile").display()
+    ))
+    .arg("--window-size=1280,900")
+    .arg(format!("--screenshot={}", png.display()))
+    .arg(format!("http://{}/", c.http))
+    .kill_on_drop(true)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let status = tokio::time::timeout(Duration::from_secs(60), cmd.status())
+        .await
+        .expect("chromium --screenshot finished within 60 s (the live connection held it)")
+        .expect("chromium ran");
+    assert!(status.success(), "chromium: {status}");
+    let bytes = std::fs::read(&png).expect("the screenshot was written");
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_ui_in_headless_chromium_shows_agents_task_output_and_pi_progress() {
     if let Some(why) = browser_missing() {
