@@ -67,6 +67,14 @@ fn main() -> anyhow::Result<()> {
     bramble_proto::logging::init(cfg.log.as_deref());
     let creds = startup::credentials(&cfg.cluster, Role::Node)?;
     let opts = options(&cfg, &path, &creds.cluster_id, !args.no_cgroups)?;
+    if opts.task_user.is_none() && nix::unistd::geteuid().is_root() {
+        // Legal (a single-user test box), but on a shared shelf it hands every framework root.
+        tracing::warn!(
+            config = %path.display(),
+            "running as root with neither task_uids nor task_user set: every task runs as \
+             root; set task_uids = \"70000-70999\" to run each framework as its own uid"
+        );
+    }
     let recovery = RecoveryOptions {
         compare_disk: cfg.disk.is_some(),
         executor_reconnect_timeout: cfg.recovery.executor_reconnect_timeout(),

@@ -5,7 +5,9 @@
 //! [`WARN_WITHIN`] before a certificate's end the master says so: a log line once per
 //! certificate per day, a field on `/health`, and a short line on the front panel.
 //! Certificates are remembered by fingerprint only while they are inside that window, so the
-//! table holds at most the cluster's expiring certificates.
+//! table holds at most the cluster's expiring certificates; a renewed one (same subject and
+//! principal, a later end) replaces the entries of the ones it renews, so after
+//! `bramble cluster renew` the warning goes once the renewed peer reconnects.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -53,15 +55,21 @@ impl Expiry {
         let Ok(not_after) = bramble_proto::identity::not_after_of(der) else {
             return; // the handshake already parsed it; nothing to add here
         };
+        let subject = bramble_proto::identity::subject_of(der);
+        let principal = bramble_proto::identity::principal_of(der).unwrap_or_default();
+        let mut seen = self.lock();
+        seen.retain(|_, s| {
+            let renewed =
+                s.subject == subject && s.principal == principal && s.not_after < not_after;
+            !renewed
+        });
         if not_after - now > WARN_WITHIN {
             return;
         }
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
-        let principal = bramble_proto::identity::principal_of(der).unwrap_or_default();
-        let mut seen = self.lock();
         let entry = seen.entry(fingerprint).or_insert_with(|| Seen {
-            subject: bramble_proto::identity::subject_of(der),
+            subject,
             principal,
             not_after,
             warned_at: None,
@@ -149,5 +157,37 @@ mod tests {
             expiry.panel_line(now).as_deref(),
             Some(&*format!("CERT {}d soon", listed[0].days_left))
         );
+    }
+
+    #[test]
+    fn a_renewed_certificate_clears_the_warning_for_the_one_it_renews() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init_cluster(dir.path(), "t").expect("init");
+        let now = OffsetDateTime::now_utc();
+        let expiry = Expiry::default();
+        let old = load_cert(&add_principal(dir.path(), "app", Role::Framework, 10).expect("old"))
+            .expect("cert");
+        expiry.observe(&old, now);
+        assert_eq!(expiry.expiring(now).len(), 1);
+        // The same principal reissued for a year, as `bramble cluster renew` does (issued
+        // here from a second directory of the same cluster name: same subject, same principal).
+        let again = tempfile::tempdir().expect("tempdir");
+        init_cluster(again.path(), "t").expect("init");
+        let renewed =
+            load_cert(&add_principal(again.path(), "app", Role::Framework, 365).expect("new"))
+                .expect("cert");
+        expiry.observe(&renewed, now);
+        assert_eq!(
+            expiry.expiring(now),
+            vec![],
+            "the renewed leaf supersedes the old"
+        );
+        assert_eq!(expiry.panel_line(now), None);
+        // Another principal's expiring leaf is not cleared by it.
+        let other = load_cert(&add_principal(dir.path(), "b", Role::Framework, 5).expect("b"))
+            .expect("cert");
+        expiry.observe(&other, now);
+        expiry.observe(&renewed, now);
+        assert_eq!(expiry.expiring(now).len(), 1);
     }
 }
