@@ -334,6 +334,7 @@ pub async fn start_with(
         opts.master.clone(),
         inputs.clone(),
         opts.heartbeat_interval,
+        bramble_proto::transport::issued_by_own_ca(creds),
         shutdown_rx.clone(),
     ));
     let socket = tokio::spawn(executor_socket::serve(

@@ -19,6 +19,7 @@ use bramble_proto::codec::{CodecError, MAX_BATCH};
 use bramble_proto::discovery::{self, Browser};
 use bramble_proto::handshake::{self, HandshakeError};
 use bramble_proto::messages::{AgentToMaster, MasterToAgent, PeerKind};
+use bramble_proto::transport;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,6 +33,12 @@ const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const STILL_LOOKING_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats that may go unanswered before the master counts as gone.
 const MISSED_HEARTBEATS: u32 = 4;
+/// How long an agent waits between attempts on a master of another cluster: only someone
+/// reflashing the card or copying the cluster directory fixes that, and the master's log
+/// should not fill with our refused handshakes meanwhile.
+pub const CLUSTER_MISMATCH_RETRY: Duration = Duration::from_secs(60);
+/// What the operator does about a mismatch.
+const MISMATCH_FIX: &str = "reflash the card or copy the cluster dir (ca.pem, node.pem, node.key) from the master's cluster";
 
 /// How the agent finds its master.
 #[derive(Debug, Clone)]
@@ -160,6 +167,10 @@ enum LinkError {
     Codec(#[from] CodecError),
     #[error("master refused this agent: {0}")]
     Refused(String),
+    /// The master and this agent are not of one cluster: the message says which side and
+    /// what to do. Retrying soon cannot help.
+    #[error("{0}")]
+    ClusterMismatch(String),
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
     #[error("master sent {0} before registering us")]
@@ -169,15 +180,22 @@ enum LinkError {
 }
 
 /// Runs the link until `shutdown` flips.
+///
+/// `own_certificate_ok` says whether this agent's certificate was issued by the CA beside it
+/// (`transport::issued_by_own_ca`): when the master refuses the certificate, that tells a card
+/// flashed with another cluster's certificate from a certificate the master merely denies.
 pub async fn run(
     endpoint: quinn::Endpoint,
     locator: MasterLocator,
     inputs: mpsc::Sender<Input>,
     heartbeat: Duration,
+    own_certificate_ok: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut resolver = Resolver::new(locator);
     let mut backoff = Backoff::new();
+    // The mismatch last logged: said once at warn, then quietly until it changes.
+    let mut mismatch_said: Option<String> = None;
     loop {
         let mut registered = false;
         let attempt = session(
@@ -187,14 +205,30 @@ pub async fn run(
             heartbeat,
             &mut shutdown,
             &mut registered,
+            own_certificate_ok,
         );
         let started = Instant::now();
         let result = attempt.await;
         if inputs.send(Input::MasterDisconnected).await.is_err() {
             return;
         }
+        if !matches!(result, Err(LinkError::ClusterMismatch(_))) {
+            mismatch_said = None;
+        }
         let delay = match result {
             Err(LinkError::Shutdown) => return,
+            Err(LinkError::ClusterMismatch(why)) => {
+                if mismatch_said.as_deref() != Some(why.as_str()) {
+                    warn!(
+                        "{why}; retrying every {}s",
+                        CLUSTER_MISMATCH_RETRY.as_secs()
+                    );
+                    mismatch_said = Some(why);
+                } else {
+                    debug!("{why}");
+                }
+                CLUSTER_MISMATCH_RETRY
+            }
             Err(LinkError::Refused(reason)) => {
                 // Retrying quickly will not change the master's mind: log loudly, retry slowly.
                 warn!("master refused this agent: {reason}");
@@ -228,6 +262,7 @@ async fn session(
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
+    own_certificate_ok: bool,
 ) -> Result<(), LinkError> {
     let target = tokio::select! {
         _ = shutdown.changed() => return Err(LinkError::Shutdown),
@@ -243,10 +278,27 @@ async fn session(
         Err(e) => {
             resolver.report(&target.instance, true);
             let what = target.instance.as_deref().unwrap_or("the master");
+            if let Some(cluster) = &e.foreign {
+                return Err(LinkError::ClusterMismatch(format!(
+                    "dialling {what}: {cluster}: this agent's certificate is from another cluster than the master's; {MISMATCH_FIX}"
+                )));
+            }
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
     let result = registered_session(&conn, addr, inputs, heartbeat, shutdown, registered).await;
+    let result = match (result, conn.close_reason()) {
+        // The master's end of the handshake refused our certificate: the TLS alert says so.
+        (Err(e), Some(closed)) if !*registered => match transport::refused_certificate(&closed) {
+            Some(alert) => Err(LinkError::ClusterMismatch(certificate_refused(
+                addr,
+                alert,
+                own_certificate_ok,
+            ))),
+            None => Err(e),
+        },
+        (result, _) => result,
+    };
     if !matches!(result, Err(LinkError::Shutdown)) {
         resolver.report(&target.instance, false);
     }
@@ -260,6 +312,20 @@ async fn session(
         &why.as_bytes()[..why.len().min(200)],
     );
     result
+}
+
+/// What to say when the master at `addr` refused our certificate with TLS alert `alert`.
+fn certificate_refused(addr: SocketAddr, alert: &str, own_certificate_ok: bool) -> String {
+    let why = if !own_certificate_ok {
+        format!("this agent's certificate is from another cluster (node.pem was not issued by the ca.pem beside it); {MISMATCH_FIX}")
+    } else if alert == "certificate_expired" {
+        "this agent's certificate has expired or is not valid yet (check both clocks), or was renewed on the master only; copy a current one from the cluster dir".to_string()
+    } else {
+        format!(
+            "this agent's certificate is from another cluster than the master's; {MISMATCH_FIX}"
+        )
+    };
+    format!("the master at {addr} refused this agent's certificate (TLS alert {alert}): {why}")
 }
 
 async fn registered_session(

@@ -57,6 +57,16 @@ enum NewCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum FrameworkCommand {
+    /// End a framework now, as if it had torn itself down: the master kills its tasks and
+    /// removes it for good, so its id cannot subscribe again (operator certificate only).
+    Teardown {
+        /// The framework's id (see `bramble frameworks`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create or inspect a cluster identity (CA and role certificates).
     Cluster {
@@ -88,41 +98,65 @@ enum Command {
     },
     /// Agents, resources used/total, frameworks and jobs in flight.
     Status {
+        /// Print the master's whole picture as JSON.
         #[arg(long)]
         json: bool,
     },
     /// The agents the master knows.
     Agents {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// The frameworks subscribed.
     Frameworks {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// The tasks the master tracks.
+    /// The tasks the master tracks (with --all, the recently finished ones too).
     Tasks {
+        /// Also list finished tasks the master still remembers, with their framework.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Kill a task.
+    /// Act on one framework: `teardown ID` ends it now (its tasks killed, its id retired).
+    Framework {
+        #[command(subcommand)]
+        command: FrameworkCommand,
+    },
+    /// Kill a task (an error if it had already ended).
     Kill {
+        /// The task's id (see `bramble tasks`).
         task: String,
-        /// The task's framework, when the task id is ambiguous or already finished.
+        /// The task's framework, when the task id is ambiguous or older than the master
+        /// remembers.
         #[arg(long)]
         framework: Option<String>,
+        /// Print what was sent as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Print a task's stdout (or stderr) from its sandbox.
+    /// Print a task's stdout (or stderr) from its sandbox, live or finished.
     Logs {
+        /// The task's id (see `bramble tasks --all`).
         task: String,
+        /// Print stderr instead of stdout.
         #[arg(long)]
         stderr: bool,
         /// Keep printing as the task writes, until it ends.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "json")]
         follow: bool,
+        /// The task's framework, when the task id is ambiguous or older than the master
+        /// remembers.
         #[arg(long)]
         framework: Option<String>,
+        /// Print one JSON object: the task's framework, agent and state, and the file's text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one shell command on the cluster, stream its output, exit with its status.
     Run {
@@ -136,18 +170,22 @@ enum Command {
         /// words are then the program and its arguments, as `docker run` takes them.
         #[arg(long)]
         image: Option<String>,
+        /// The command and its arguments (for `/bin/sh -c`, or the image's program).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
     /// Compute pi across the cluster from the Leibniz series.
     Pi {
+        /// Terms of the Leibniz series (accepts forms like 2e10).
         #[arg(long, default_value = "2e10", allow_negative_numbers = true, value_parser = parse_count)]
         terms: u64,
+        /// Number of tasks (chunks) the series is cut into.
         #[arg(long, default_value = "64", allow_negative_numbers = true, value_parser = parse_count)]
         tasks: u64,
         /// Path of the `bramble` binary on the agents (default: this program's path).
         #[arg(long)]
         executor: Option<String>,
+        /// Print the result as one JSON object (and no progress bar).
         #[arg(long)]
         json: bool,
         /// Job journal: a rerun after a crash resumes the job from it (default:
@@ -163,8 +201,10 @@ enum Command {
     },
     /// n! for each number, exactly, one task each; printed in the order given.
     Factorial {
+        /// The numbers whose factorials to compute.
         #[arg(required = true)]
         numbers: Vec<u64>,
+        /// Print the results as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -258,14 +298,24 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Frameworks { json } => {
             commands::state::show(target, View::Frameworks, json).await?
         }
-        Command::Tasks { json } => commands::state::show(target, View::Tasks, json).await?,
-        Command::Kill { task, framework } => commands::state::kill(target, task, framework).await?,
+        Command::Tasks { all, json } => {
+            commands::state::show(target, View::Tasks { all }, json).await?
+        }
+        Command::Framework {
+            command: FrameworkCommand::Teardown { id },
+        } => commands::state::teardown(target, id).await?,
+        Command::Kill {
+            task,
+            framework,
+            json,
+        } => commands::state::kill(target, task, framework, json).await?,
         Command::Logs {
             task,
             stderr,
             follow,
             framework,
-        } => commands::state::logs(target, task, stderr, follow, framework).await?,
+            json,
+        } => commands::state::logs(target, task, stderr, follow, framework, json).await?,
         Command::Run {
             cpus,
             mem,
@@ -320,15 +370,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Cluster { command } => {
-            bramble_proto::logging::init(None);
+            bramble_proto::logging::init_cli(None);
             commands::cluster::run(command)
         }
         Command::Node { command } => {
-            bramble_proto::logging::init(None);
+            bramble_proto::logging::init_cli(None);
             bramble::node::run(command)
         }
         Command::Images { command } => {
-            bramble_proto::logging::init(None);
+            bramble_proto::logging::init_cli(None);
             commands::images::run(command)
         }
         Command::New {
@@ -366,7 +416,7 @@ fn main() -> anyhow::Result<()> {
             ..
         } => bramble::display::offline(&state, &png, &size, screen.as_deref()),
         Command::Bench { what } => {
-            bramble_proto::logging::init(Some("warn"));
+            bramble_proto::logging::init_cli(Some("warn"));
             commands::bench::run(
                 what,
                 cli.master.as_deref(),
@@ -386,7 +436,7 @@ fn main() -> anyhow::Result<()> {
             json,
         } => {
             // The demo's own cluster logs only what is worth seeing; RUST_LOG overrides.
-            bramble_proto::logging::init(Some("warn"));
+            bramble_proto::logging::init_cli(Some("warn"));
             commands::demo::run(commands::demo::DemoCommand {
                 agents,
                 terms,
@@ -397,13 +447,13 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {
             // The service scheduler is a daemon: it logs what it does.
-            let level = match &cli.command {
+            // Plain lines for a person; the daemon's usual log lines for the scheduler.
+            match &cli.command {
                 Command::Service {
                     command: ServiceCommand::Scheduler { .. },
-                } => None,
-                _ => Some("warn"),
-            };
-            bramble_proto::logging::init(level);
+                } => bramble_proto::logging::init(None),
+                _ => bramble_proto::logging::init_cli(Some("warn")),
+            }
             let runtime = tokio::runtime::Runtime::new()?;
             let code = runtime.block_on(cluster_command(cli))?;
             std::process::exit(code);
@@ -413,7 +463,55 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_count;
+    use super::{parse_count, Cli};
+    use clap::CommandFactory;
+
+    /// Every visible subcommand, as its path of names from `bramble`.
+    fn commands() -> Vec<(String, clap::Command)> {
+        fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+            out.push((path.to_string(), cmd.clone()));
+            // clap's own `help` subcommand is clap's, not ours.
+            let ours = |c: &&clap::Command| !c.is_hide_set() && c.get_name() != "help";
+            for sub in cmd.get_subcommands().filter(ours) {
+                walk(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        // Environment values hidden: a developer's BRAMBLE_MASTER must not change the text.
+        let mut cli = Cli::command()
+            .term_width(100)
+            .mut_args(|a| a.hide_env_values(true));
+        cli.build();
+        let mut out = Vec::new();
+        walk(&cli, "bramble", &mut out);
+        out
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_help() {
+        let mut missing = Vec::new();
+        for (path, cmd) in commands() {
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "no help text for:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    /// The help of every command, as an operator sees it: a change shows up in review.
+    #[test]
+    fn help_snapshots() {
+        for (path, mut cmd) in commands() {
+            let name = path.replace(' ', "_");
+            insta::assert_snapshot!(name, cmd.render_long_help().to_string());
+        }
+    }
 
     #[test]
     fn counts_accept_scientific_forms() {

@@ -1,8 +1,9 @@
-//! Printing the operator views: `status`, `agents`, `frameworks`, `tasks`. What is printed
-//! comes from `bramble-client` (one operator connection per command); `--json` prints the
-//! same data as one JSON object instead (in `main.rs`).
+//! Printing the operator views: `status`, `agents`, `frameworks`, `tasks` (tables through
+//! `table.rs`). What is printed comes from `bramble-client` (one operator connection per
+//! command); `--json` prints the same data as JSON instead (`commands/state.rs`).
 
-use bramble_proto::messages::{AgentSummary, ClusterState, FrameworkSummary};
+use crate::table::Table;
+use bramble_proto::messages::{AgentSummary, ClusterState, FrameworkSummary, TaskSummary};
 use bramble_proto::Resources;
 
 fn pct(used: f64, total: f64) -> String {
@@ -99,38 +100,47 @@ pub fn status_text(state: &ClusterState) -> String {
 }
 
 pub fn print_agents(state: &ClusterState) {
-    let columns = [
-        Column::left("ID", 40),
-        Column::left("HOSTNAME", 16),
-        Column::left("UP", 9),
-        Column::right("CPUS", 12),
-        Column::right("MEM (MiB)", 16),
-    ];
-    print_table(
-        &columns,
-        state.agents.iter().map(|a| {
-            vec![
-                a.id.to_string(),
-                a.hostname.clone(),
-                agent_up(a),
-                format!("{:.1}/{:.1}", a.allocated.cpus(), a.total.cpus()),
-                format!("{}/{}", a.allocated.mem_mib, a.total.mem_mib),
-            ]
-        }),
-    );
+    print!("{}", agents_text(state));
+}
+
+/// What `bramble agents` prints.
+pub fn agents_text(state: &ClusterState) -> String {
+    let mut t = Table::new(&["ID", "HOSTNAME", "UP", "CPUS", "MEM (MiB)"])
+        .right(3)
+        .right(4);
+    for a in &state.agents {
+        t.row(vec![
+            a.id.to_string(),
+            a.hostname.clone(),
+            agent_up(a),
+            format!("{:.1}/{:.1}", a.allocated.cpus(), a.total.cpus()),
+            format!("{}/{}", a.allocated.mem_mib, a.total.mem_mib),
+        ]);
+    }
+    t.render()
 }
 
 pub fn print_frameworks(state: &ClusterState) {
-    let columns = [
-        Column::left("ID", 40),
-        Column::left("NAME", 16),
-        Column::left("API", 9),
-        Column::left("CONNECTED", 10),
-        Column::right("CPUS", 8),
-        Column::right("MEM (MiB)", 10),
-        Column::left("WEB UI", 0),
-    ];
-    print_table(&columns, state.frameworks.iter().map(framework_row));
+    print!("{}", frameworks_text(state));
+}
+
+/// What `bramble frameworks` prints.
+pub fn frameworks_text(state: &ClusterState) -> String {
+    let mut t = Table::new(&[
+        "ID",
+        "NAME",
+        "API",
+        "CONNECTED",
+        "CPUS",
+        "MEM (MiB)",
+        "WEB UI",
+    ])
+    .right(4)
+    .right(5);
+    for f in &state.frameworks {
+        t.row(framework_row(f));
+    }
+    t.render()
 }
 
 fn framework_row(f: &FrameworkSummary) -> Vec<String> {
@@ -146,38 +156,43 @@ fn framework_row(f: &FrameworkSummary) -> Vec<String> {
     ]
 }
 
-pub fn print_tasks(state: &ClusterState) {
-    let columns = [
-        Column::left("TASK", 24),
-        Column::left("FRAMEWORK", 16),
-        Column::left("STATE", 14),
-        Column::left("AGENT", 24),
-        Column::left("MESSAGE", 0),
-    ];
-    print_table(
-        &columns,
-        state.tasks.iter().map(|t| {
-            let fw = state
-                .frameworks
-                .iter()
-                .find(|f| f.id == t.framework_id)
-                .map(|f| f.name.as_str())
-                .unwrap_or(t.framework_id.as_str());
-            let agent = state
-                .agents
-                .iter()
-                .find(|a| a.id == t.agent_id)
-                .map(|a| a.hostname.as_str())
-                .unwrap_or(t.agent_id.as_str());
-            vec![
-                t.id.to_string(),
-                fw.to_owned(),
-                t.state.name().to_owned(),
-                agent.to_owned(),
-                t.message.clone(),
-            ]
-        }),
-    );
+/// The tasks `bramble tasks` lists: the live ones, and with `all` the finished ones the master
+/// still remembers after them (oldest first).
+pub fn listed_tasks(state: &ClusterState, all: bool) -> Vec<&TaskSummary> {
+    let finished = state.completed_tasks.iter().filter(move |_| all);
+    state.tasks.iter().chain(finished).collect()
+}
+
+pub fn print_tasks(state: &ClusterState, all: bool) {
+    print!("{}", tasks_text(state, all));
+}
+
+/// What `bramble tasks [--all]` prints. A framework the master no longer lists (torn down) is
+/// shown by its id.
+pub fn tasks_text(state: &ClusterState, all: bool) -> String {
+    let mut t = Table::new(&["TASK", "FRAMEWORK", "STATE", "AGENT", "MESSAGE"]);
+    for task in listed_tasks(state, all) {
+        let fw = state
+            .frameworks
+            .iter()
+            .find(|f| f.id == task.framework_id)
+            .map(|f| f.name.as_str())
+            .unwrap_or(task.framework_id.as_str());
+        let agent = state
+            .agents
+            .iter()
+            .find(|a| a.id == task.agent_id)
+            .map(|a| a.hostname.as_str())
+            .unwrap_or(task.agent_id.as_str());
+        t.row(vec![
+            task.id.to_string(),
+            fw.to_owned(),
+            task.state.name().to_owned(),
+            agent.to_owned(),
+            task.message.clone(),
+        ]);
+    }
+    t.render()
 }
 
 /// "yes", "no", or "unhealthy" for an agent that is up but gets no offers.
@@ -192,58 +207,10 @@ fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
 
-/// A table column: its header, its width, and which side it is aligned to.
-struct Column {
-    header: &'static str,
-    width: usize,
-    right: bool,
-}
-
-impl Column {
-    fn left(header: &'static str, width: usize) -> Self {
-        Column {
-            header,
-            width,
-            right: false,
-        }
-    }
-
-    fn right(header: &'static str, width: usize) -> Self {
-        Column {
-            header,
-            width,
-            right: true,
-        }
-    }
-}
-
-/// The header, then one line per row, each cell padded to its column.
-fn print_table(columns: &[Column], rows: impl Iterator<Item = Vec<String>>) {
-    let header: Vec<String> = columns.iter().map(|c| c.header.to_owned()).collect();
-    println!("{}", table_line(columns, &header));
-    for row in rows {
-        println!("{}", table_line(columns, &row));
-    }
-}
-
-fn table_line(columns: &[Column], cells: &[String]) -> String {
-    columns
-        .iter()
-        .zip(cells)
-        .map(|(c, cell)| {
-            if c.right {
-                format!("{cell:>w$}", w = c.width)
-            } else {
-                format!("{cell:<w$}", w = c.width)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bramble_proto::TaskState;
 
     fn agent(id: &str, unhealthy: Option<&str>) -> AgentSummary {
         AgentSummary {
@@ -286,17 +253,93 @@ mod tests {
         assert_eq!(agent_up(&state.agents[1]), "unhealthy");
     }
 
+    fn task(id: &str, fw: &str, agent: &str, state: TaskState, message: &str) -> TaskSummary {
+        TaskSummary {
+            id: id.into(),
+            name: id.into(),
+            framework_id: fw.into(),
+            agent_id: agent.into(),
+            state,
+            message: message.into(),
+            resources: Resources::default(),
+            reason: None,
+            launched_at: 0.0,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
+    /// Ids of very different lengths: the columns still line up (issue 22's tables).
+    fn long_ids() -> ClusterState {
+        let long_agent = "3f9a2c7e-1b4d-4e8f-a6c5-9d0e7b2a1f34-S12";
+        let long_fw = "8c2d1e7a-5b3f-4a9e-9d1c-0f7e6b5a4c3d-0007";
+        let mut short = agent("a1", None);
+        short.total = Resources::new(4.0, 3796);
+        short.allocated = Resources::new(1.5, 512);
+        ClusterState {
+            agents: vec![
+                short,
+                agent(long_agent, Some("3 executors in a row failed to register")),
+            ],
+            cluster_id: "c".into(),
+            frameworks: vec![FrameworkSummary {
+                id: long_fw.into(),
+                name: "pi".into(),
+                role: "*".into(),
+                connected: true,
+                allocated: Resources::new(1.5, 512),
+                tasks_by_state: Default::default(),
+                api: Default::default(),
+                user: String::new(),
+                principal: None,
+                webui_url: None,
+                failover_timeout_secs: 60.0,
+            }],
+            tasks: vec![
+                task("pi-3", long_fw, "a1", TaskState::Running, ""),
+                task(
+                    "a-task-with-a-much-longer-id-than-usual",
+                    long_fw,
+                    long_agent,
+                    TaskState::Staging,
+                    "",
+                ),
+            ],
+            jobs: Vec::new(),
+            offers_outstanding: 0,
+            completed_tasks: vec![task(
+                "pi-0",
+                "gone-framework",
+                "a1",
+                TaskState::Finished,
+                "chunk 0 done",
+            )],
+            offers: Vec::new(),
+        }
+    }
+
     #[test]
-    fn table_cells_are_padded_to_their_columns() {
-        let columns = [
-            Column::left("ID", 4),
-            Column::right("CPUS", 6),
-            Column::left("MESSAGE", 0),
-        ];
-        let header: Vec<String> = ["ID", "CPUS", "MESSAGE"].map(String::from).into();
-        assert_eq!(table_line(&columns, &header), "ID     CPUS MESSAGE");
-        let row: Vec<String> = ["a1", "0.5", "done"].map(String::from).into();
-        assert_eq!(table_line(&columns, &row), "a1      0.5 done");
+    fn tables_with_long_ids_line_up() {
+        let state = long_ids();
+        insta::assert_snapshot!("agents", agents_text(&state));
+        insta::assert_snapshot!("frameworks", frameworks_text(&state));
+        insta::assert_snapshot!("tasks", tasks_text(&state, false));
+        insta::assert_snapshot!("tasks_all", tasks_text(&state, true));
+    }
+
+    #[test]
+    fn tasks_all_adds_the_finished_ones_with_their_framework() {
+        let state = long_ids();
+        assert_eq!(listed_tasks(&state, false).len(), 2);
+        let all = listed_tasks(&state, true);
+        assert_eq!(all.len(), 3);
+        let text = tasks_text(&state, true);
+        let finished = text
+            .lines()
+            .find(|l| l.starts_with("pi-0"))
+            .expect("the finished task is listed");
+        assert!(finished.contains("gone-framework") && finished.contains("TASK_FINISHED"));
+        assert!(!tasks_text(&state, false).contains("pi-0"));
     }
 
     #[test]

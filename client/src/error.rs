@@ -57,6 +57,17 @@ pub enum ClientError {
     },
     #[error(transparent)]
     Endpoint(TransportError),
+    #[error(
+        "nothing answered at {addr} over QUIC within {}s: is bramble-master running there? Its QUIC port is {} by default ({} is HTTP, for the web UI); pass --master HOST:{} or set BRAMBLE_MASTER, or leave both unset to find the master by mDNS",
+        waited.as_secs(),
+        bramble_proto::DEFAULT_QUIC_PORT,
+        bramble_proto::DEFAULT_HTTP_PORT,
+        bramble_proto::DEFAULT_QUIC_PORT
+    )]
+    NoAnswer {
+        addr: SocketAddr,
+        waited: std::time::Duration,
+    },
     #[error("connecting to the master at {addr}")]
     Connect {
         addr: SocketAddr,
@@ -92,7 +103,7 @@ pub enum ClientError {
     },
 
     // Naming a task's framework.
-    #[error("no live task {0} is known to the master (pass --framework for a finished one)")]
+    #[error("no task {0} is known to the master, live or recently finished (pass --framework for an older one)")]
     UnknownTask(TaskId),
     #[error("several frameworks have a task {0}: pass --framework")]
     AmbiguousTask(TaskId),

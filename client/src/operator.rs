@@ -10,12 +10,18 @@ use bramble_proto::messages::{
     ClusterState, OperatorCall, OperatorReply, PeerKind, SandboxChunk, SandboxRead,
     MAX_SANDBOX_READ,
 };
-use bramble_proto::transport::{client_endpoint, connect, unspecified_for, ControlStream};
+use bramble_proto::transport::{
+    client_endpoint, connect, unspecified_for, ControlStream, TransportError,
+};
 use bramble_proto::{FrameworkId, TaskId};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+/// How long a dial waits for the master's handshake: QUIC's idle timeout, so a master that is
+/// there but slow is not cut short, and a wrong address is said in about ten seconds.
+pub const CONNECT_TIMEOUT: Duration = bramble_proto::transport::IDLE_TIMEOUT;
 
 /// How often a followed sandbox file is read again once its end is reached.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
@@ -49,6 +55,17 @@ impl OperatorClient {
         principal: Option<&str>,
         master: SocketAddr,
     ) -> Result<Self, ClientError> {
+        Self::connect_within(cluster, principal, master, CONNECT_TIMEOUT).await
+    }
+
+    /// [`OperatorClient::connect_as`], giving up with [`ClientError::NoAnswer`] when the
+    /// handshake has not completed within `timeout`.
+    async fn connect_within(
+        cluster: &Path,
+        principal: Option<&str>,
+        master: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let creds = Credentials::load_as(cluster, principal, Role::Operator).map_err(|source| {
             ClientError::Credentials {
                 dir: cluster.to_path_buf(),
@@ -57,12 +74,24 @@ impl OperatorClient {
         })?;
         let endpoint =
             client_endpoint(&creds, unspecified_for(master)).map_err(ClientError::Endpoint)?;
-        let conn = connect(&endpoint, master)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: master,
-                source,
-            })?;
+        let no_answer = ClientError::NoAnswer {
+            addr: master,
+            waited: timeout,
+        };
+        let conn = match tokio::time::timeout(timeout, connect(&endpoint, master)).await {
+            Err(_) => return Err(no_answer),
+            Ok(Err(TransportError::Connection {
+                source: quinn::ConnectionError::TimedOut,
+                ..
+            })) => return Err(no_answer),
+            Ok(Err(source)) => {
+                return Err(ClientError::Connect {
+                    addr: master,
+                    source,
+                })
+            }
+            Ok(Ok(conn)) => conn,
+        };
         let (ctl, _) = say_hello(&conn, PeerKind::Operator)
             .await
             .map_err(|e| match e {
@@ -150,6 +179,17 @@ impl OperatorClient {
         }
     }
 
+    /// Ends framework `framework_id` now: the master kills its tasks and removes it for good.
+    pub async fn teardown(&mut self, framework_id: FrameworkId) -> Result<(), ClientError> {
+        match self
+            .call(OperatorCall::TeardownFramework { framework_id })
+            .await?
+        {
+            OperatorReply::Done => Ok(()),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
     /// Kills a task of `framework_id`; its terminal update goes to the framework as usual.
     pub async fn kill(
         &mut self,
@@ -233,12 +273,23 @@ pub fn owner_of(
     if let Some(f) = framework {
         return Ok(f.clone());
     }
-    let owners: Vec<&FrameworkId> = state
+    let mut owners: Vec<&FrameworkId> = state
         .tasks
         .iter()
         .filter(|t| &t.id == task)
         .map(|t| &t.framework_id)
         .collect();
+    if owners.is_empty() {
+        // A finished task the master still remembers: its latest run (ids may be reused).
+        owners.extend(
+            state
+                .completed_tasks
+                .iter()
+                .rev()
+                .find(|t| &t.id == task)
+                .map(|t| &t.framework_id),
+        );
+    }
     match owners.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(ClientError::UnknownTask(task.clone())),
@@ -281,6 +332,31 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_silent_address_says_nothing_answered_over_quic_and_what_to_try() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        bramble_proto::identity::init_cluster(dir.path(), "t").expect("init");
+        // A UDP socket that is bound but never answers, like a port no master listens on
+        // behind a firewall that drops.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let waited = Duration::from_millis(300);
+        let err = match OperatorClient::connect_within(dir.path(), None, addr, waited).await {
+            Err(e) => e,
+            Ok(_) => panic!("nothing listens there"),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("nothing answered at {addr} over QUIC")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("5051") && msg.contains("BRAMBLE_MASTER"),
+            "{msg}"
+        );
+        assert!(msg.contains("mDNS"), "{msg}");
+    }
+
     #[test]
     fn a_task_s_owner_is_found_named_or_refused_when_ambiguous() {
         let s = state(vec![
@@ -305,6 +381,21 @@ mod tests {
             owner_of(&s, &"t2".into(), Some(&named)).expect("named"),
             named
         );
+    }
+
+    #[test]
+    fn a_finished_task_s_owner_is_found_among_the_completed() {
+        let mut s = state(vec![task("live", "fw-a")]);
+        s.completed_tasks = vec![task("done", "fw-old"), task("done", "fw-new")];
+        assert_eq!(
+            owner_of(&s, &"done".into(), None).expect("finished task found"),
+            FrameworkId::from("fw-new"),
+            "the latest run of a reused id"
+        );
+        assert!(matches!(
+            owner_of(&s, &"never".into(), None),
+            Err(ClientError::UnknownTask(_))
+        ));
     }
 
     #[test]

@@ -83,7 +83,9 @@ impl Screen {
 }
 
 /// The screens that take turns on the panel for this state, in order. With a job running the
-/// cluster and pi screens alternate; otherwise one screen (the cluster, or a plain state).
+/// pi and cluster screens alternate, the job's first (it is what someone who just started one
+/// looks for, and what `bramble display --png` shows); otherwise one screen (the cluster, or a
+/// plain state).
 pub fn select_screens(state: &PanelState) -> Vec<Screen> {
     match &state.phase {
         Phase::Starting => vec![Screen::MasterStarting],
@@ -95,7 +97,7 @@ pub fn select_screens(state: &PanelState) -> Vec<Screen> {
                 Screen::Cluster
             };
             if state.job.is_some() {
-                vec![overview, Screen::Pi]
+                vec![Screen::Pi, overview]
             } else {
                 vec![overview]
             }
@@ -769,7 +771,7 @@ mod tests {
         assert_eq!(select_screens(&running(false, 2)), vec![Screen::Cluster]);
         assert_eq!(
             select_screens(&running(true, 2)),
-            vec![Screen::Cluster, Screen::Pi]
+            vec![Screen::Pi, Screen::Cluster]
         );
         assert_eq!(
             select_screens(&running(false, 0)),

@@ -161,17 +161,18 @@ fn screens_rotate_on_their_timer_while_a_job_runs() {
     let t0 = Instant::now();
     let s = pi_mid_job();
     d.update(&s, t0);
-    assert_eq!(d.current_screen(), Some(Screen::Cluster));
-    assert_eq!(d.update(&s, t0 + ms(7_500)), UpdateOutcome::Unchanged);
-    assert_eq!(d.current_screen(), Some(Screen::Cluster));
-    assert_eq!(d.update(&s, t0 + secs(8)), UpdateOutcome::Drawn);
+    // The job's screen first.
     assert_eq!(d.current_screen(), Some(Screen::Pi));
     assert_eq!(
         decode(&rec),
         compose(&s, &Screen::Pi, PanelSize::W128xH64, Point::zero())
     );
-    assert_eq!(d.update(&s, t0 + secs(16)), UpdateOutcome::Drawn);
+    assert_eq!(d.update(&s, t0 + ms(7_500)), UpdateOutcome::Unchanged);
+    assert_eq!(d.current_screen(), Some(Screen::Pi));
+    assert_eq!(d.update(&s, t0 + secs(8)), UpdateOutcome::Drawn);
     assert_eq!(d.current_screen(), Some(Screen::Cluster));
+    assert_eq!(d.update(&s, t0 + secs(16)), UpdateOutcome::Drawn);
+    assert_eq!(d.current_screen(), Some(Screen::Pi));
 
     // The job ends: back to the cluster alone, and it stays.
     let mut idle = s.clone();

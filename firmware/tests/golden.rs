@@ -86,13 +86,13 @@ fn cluster_with_no_agents_says_waiting_and_matches_golden() {
 }
 
 #[test]
-fn pi_mid_job_matches_golden_after_one_rotation() {
-    golden("pi_mid_job", pi_mid_job(), None, 1);
+fn pi_mid_job_matches_golden_as_the_first_screen_while_a_job_runs() {
+    golden("pi_mid_job", pi_mid_job(), None, 0);
 }
 
 #[test]
-fn pi_done_matches_golden_after_one_rotation() {
-    golden("pi_done", pi_done(), None, 1);
+fn pi_done_matches_golden_as_the_first_screen_while_a_job_runs() {
+    golden("pi_done", pi_done(), None, 0);
 }
 
 #[test]

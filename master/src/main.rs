@@ -75,7 +75,8 @@ fn main() -> anyhow::Result<()> {
             instance: discovery::local_hostname(),
             cluster_id: master.cluster_id.clone(),
             quic: master.addr,
-            http_port: cfg.http.port(),
+            // Only a port this master serves: a taken one belongs to another process.
+            http_port: master.http_addr.map(|a| a.port()),
         };
         // A master that cannot advertise still serves agents with a configured address.
         let advertiser = match Advertiser::start(&advert, &cfg.discovery.interfaces) {

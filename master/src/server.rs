@@ -272,7 +272,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
     {
         Ok((addr, task)) => (Some(addr), Some(task)),
         Err(e) => {
-            tracing::error!(addr = %cfg.http, "not serving the HTTP API and web UI: binding {}: {e}; set `http` in the master config (or --http) to a free address", cfg.http);
+            tracing::error!(addr = %cfg.http, "not serving the HTTP API and web UI (and not advertising an HTTP port on mDNS): binding {}: {e}; set `http` in the master config (or --http) to a free address", cfg.http);
             (None, None)
         }
     };

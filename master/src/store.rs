@@ -48,7 +48,7 @@ const META_FORMAT: &str = "format";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("creating the master state directory {path}: {source}")]
+    #[error("the master's state dir {path} is unusable: {source}; {hint}", hint = state_dir_hint(source))]
     Dir {
         path: PathBuf,
         #[source]
@@ -56,8 +56,8 @@ pub enum StoreError {
     },
     #[error("the master store {path} is open in another process (is another bramble-master running on this state_dir?)")]
     InUse { path: PathBuf },
-    #[error("{0}")]
-    Locked(#[from] bramble_proto::dir_lock::DirLockError),
+    #[error("{0} (bramble-master --state-dir DIR, or state_dir in master.toml)")]
+    Locked(bramble_proto::dir_lock::DirLockError),
     #[error("opening the master store {path}: {source}; it is not a Bramble master store or it is damaged (move it aside to start with an empty store)")]
     Open {
         path: PathBuf,
@@ -92,6 +92,25 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+}
+
+/// What to do about a state dir that cannot be created or written, by what went wrong.
+fn state_dir_hint(err: &std::io::Error) -> &'static str {
+    // By errno: the matching `ErrorKind`s are newer than this workspace's minimum Rust.
+    const ENOTDIR: i32 = 20;
+    const EEXIST: i32 = 17;
+    const ENOSPC: i32 = 28;
+    const EROFS: i32 = 30;
+    match (err.kind(), err.raw_os_error()) {
+        (std::io::ErrorKind::PermissionDenied, _) | (_, Some(EROFS)) => {
+            "give this master a directory its user can write with --state-dir DIR (or state_dir in master.toml), or create this one and chown it to that user"
+        }
+        (_, Some(ENOTDIR | EEXIST)) => {
+            "something that is not a directory is in the way: move it aside, or pass --state-dir DIR"
+        }
+        (_, Some(ENOSPC)) => "the disk is full: free space, or pass --state-dir DIR on another disk",
+        _ => "pass --state-dir DIR to use another directory",
+    }
 }
 
 /// A framework the master has admitted (its info carries its id).
@@ -186,11 +205,16 @@ impl Store {
     /// Opens (or creates) the store in `state_dir` for the cluster `cluster_id`, and reads
     /// back everything committed in it.
     pub fn open(state_dir: &Path, cluster_id: &str) -> Result<(Store, Recovered), StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+        let unusable = |source| StoreError::Dir {
             path: state_dir.to_path_buf(),
             source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(unusable)?;
+        let lock = DirLock::acquire(state_dir, "bramble-master").map_err(|e| match e {
+            // Not another master: the directory itself (read-only, not ours).
+            bramble_proto::dir_lock::DirLockError::Io { source, .. } => unusable(source),
+            held => StoreError::Locked(held),
         })?;
-        let lock = DirLock::acquire(state_dir, "bramble-master")?;
         let path = state_dir.join(FILE_NAME);
         // A file damaged outside redb is reported as corrupted rather than trusted (a plain
         // open may panic on it); the check is cheap for a store this size.
@@ -578,6 +602,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unusable_state_dir_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"not a directory").expect("write");
+        let state_dir = file.join("master");
+        let msg = Store::open(&state_dir, CLUSTER)
+            .expect_err("a path under a file")
+            .to_string();
+        assert!(msg.contains(&state_dir.display().to_string()), "{msg}");
+        assert!(msg.contains("--state-dir DIR"), "{msg}");
+    }
+
+    #[test]
     fn an_empty_batch_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
@@ -688,6 +725,10 @@ mod tests {
         let err = Store::open(dir.path(), CLUSTER).expect_err("in use");
         assert!(matches!(err, StoreError::Locked(_)), "{err}");
         let msg = err.to_string();
+        assert!(
+            msg.contains("--state-dir"),
+            "names the flag that fixes it: {msg}"
+        );
         assert!(
             msg.contains("in use by another bramble-master")
                 && msg.contains(&format!("pid {}", std::process::id())),

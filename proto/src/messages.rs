@@ -368,6 +368,11 @@ pub enum OperatorCall {
         framework_id: FrameworkId,
         write: StateWrite,
     },
+    /// Ends a framework now, as its own `Teardown` would: its tasks are killed and it is
+    /// removed durably (its id cannot subscribe again). Operators only.
+    TeardownFramework {
+        framework_id: FrameworkId,
+    },
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.

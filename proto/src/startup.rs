@@ -78,9 +78,18 @@ mod tests {
     fn a_missing_certificate_says_which_role_and_where() {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = credentials(dir.path(), Role::Node).expect_err("no certificates there");
+        // An empty directory is no cluster at all: the message says where and what to do.
         assert_eq!(
             err.to_string(),
-            format!("loading the node certificate from {}", dir.path().display())
+            format!(
+                "loading the node certificate from {}{}",
+                dir.path().display(),
+                crate::identity::missing_cluster_hint(&err.source)
+            )
+        );
+        assert!(
+            err.to_string().contains("bramble cluster init DIR"),
+            "{err}"
         );
         assert!(std::error::Error::source(&err).is_some());
     }

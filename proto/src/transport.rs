@@ -1,7 +1,11 @@
 //! QUIC endpoints with mutual TLS, and the control stream every peer speaks on.
 //!
 //! Both sides trust exactly one root, the cluster CA, so a peer from another cluster fails the
-//! handshake (`UnknownIssuer`) before any of our code sees it. The server requires a client
+//! handshake (`UnknownIssuer`) before any of our code sees it. The master presents its CA
+//! after its own certificate, so a dialer of another cluster can say *which* cluster it
+//! reached (`ForeignCluster`: both CA fingerprints) instead of a bare `UnknownIssuer`; and a
+//! dialer whose own certificate the master refused learns it from the TLS alert
+//! ([`refused_certificate`]). The server requires a client
 //! certificate; the role inside it is read here and handed to the master, which enforces what
 //! each role may do. Note that quinn's client `connect()` can succeed even when the server
 //! rejects the client's certificate; callers must treat a peer as admitted only after the
@@ -11,9 +15,11 @@ use crate::codec::{CodecError, FrameReader, FrameWriter};
 use crate::identity::{principal_of, role_of, subject_of, Credentials, Role, NODE_SERVER_NAME};
 use crate::ALPN;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::pki_types::CertificateDer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -79,6 +85,165 @@ pub enum TransportError {
     PeerCertificate(String),
     #[error("peer at {addr} has role {role}, expected a node (master)")]
     NotANode { addr: SocketAddr, role: Role },
+    #[error("{addr}: {cluster}")]
+    ForeignCluster {
+        addr: SocketAddr,
+        cluster: ForeignCluster,
+    },
+}
+
+/// A master whose certificate chain leads to another cluster's CA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ForeignCluster {
+    /// The fingerprint (cluster id) of the CA the master presented.
+    pub theirs: String,
+    /// Ours.
+    pub ours: String,
+}
+
+/// How a [`ForeignCluster`] travels through quinn, which keeps only the text of the TLS error
+/// (rustls prints our error with `Debug`): a marker, then both fingerprints.
+const FOREIGN_MARKER: &str = "bramble-foreign-cluster:";
+
+impl std::fmt::Display for ForeignCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this master belongs to a different cluster (CA fingerprint {}, ours {})",
+            short(&self.theirs),
+            short(&self.ours)
+        )
+    }
+}
+
+impl std::fmt::Debug for ForeignCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{FOREIGN_MARKER}{}/{}", self.theirs, self.ours)
+    }
+}
+
+impl std::error::Error for ForeignCluster {}
+
+impl ForeignCluster {
+    /// Finds one in the text of a TLS error (see [`FOREIGN_MARKER`]).
+    fn from_reason(reason: &str) -> Option<Self> {
+        let rest = &reason[reason.find(FOREIGN_MARKER)? + FOREIGN_MARKER.len()..];
+        let is_hex = |c: char| c.is_ascii_hexdigit();
+        let end = rest
+            .find(|c: char| !is_hex(c) && c != '/')
+            .unwrap_or(rest.len());
+        let (theirs, ours) = rest[..end].split_once('/')?;
+        if theirs.is_empty() || ours.is_empty() {
+            return None;
+        }
+        Some(Self {
+            theirs: theirs.to_string(),
+            ours: ours.to_string(),
+        })
+    }
+}
+
+/// The first 16 hex digits of a fingerprint: enough to tell clusters apart in a log line.
+fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..16).unwrap_or(fingerprint)
+}
+
+/// The TLS alert a master sent when it refused *our* certificate, by name, if that is how
+/// `err` ended the connection.
+pub fn refused_certificate(err: &quinn::ConnectionError) -> Option<&'static str> {
+    let code = match err {
+        quinn::ConnectionError::ConnectionClosed(close) => u64::from(close.error_code),
+        _ => return None,
+    };
+    // QUIC carries a TLS alert as the CRYPTO_ERROR 0x100 + alert (RFC 9001, 4.8).
+    match code.checked_sub(0x100)? {
+        42 => Some("bad_certificate"),
+        45 => Some("certificate_expired"),
+        46 => Some("certificate_unknown"),
+        48 => Some("unknown_ca"),
+        51 => Some("decrypt_error"),
+        _ => None,
+    }
+}
+
+/// Whether `creds`' own certificate was issued by the CA beside it. A card flashed with one
+/// cluster's CA and another's certificate fails only at the master's end of the handshake;
+/// this says why without asking the master.
+pub fn issued_by_own_ca(creds: &Credentials) -> bool {
+    let verifier = roots(creds).ok().and_then(|roots| {
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .ok()
+    });
+    verifier.is_some_and(|v| {
+        v.verify_client_cert(&creds.cert, &[], UnixTime::now())
+            .is_ok()
+    })
+}
+
+/// The server verifier every dialer uses: the cluster CA's webpki verifier, which on failure
+/// looks at the CA the master sent after its certificate to say which cluster it belongs to.
+#[derive(Debug)]
+struct ClusterServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    ours: String,
+}
+
+impl ServerCertVerifier for ClusterServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match (&verified, intermediates.last()) {
+            (Err(rustls::Error::InvalidCertificate(_)), Some(ca)) => {
+                let theirs = crate::identity::cluster_id(ca);
+                if theirs == self.ours {
+                    return verified;
+                }
+                let foreign = ForeignCluster {
+                    theirs,
+                    ours: self.ours.clone(),
+                };
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(foreign)),
+                )))
+            }
+            _ => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -133,7 +298,11 @@ pub fn server_endpoint(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![creds.cert.clone()], creds.clone_key())?;
+        // The CA after our certificate: a dialer of another cluster can then name ours.
+        .with_single_cert(
+            vec![creds.cert.clone(), creds.ca.clone()],
+            creds.clone_key(),
+        )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Verifier(format!("QUIC server config: {e}")))?;
@@ -194,9 +363,19 @@ pub fn client_endpoint(
     creds: &Credentials,
     bind: SocketAddr,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let inner =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots(creds)?), provider.clone())
+            .build()
+            .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let verifier = ClusterServerVerifier {
+        inner,
+        ours: creds.cluster_id.clone(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(creds)?)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(vec![creds.cert.clone()], creds.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls)
@@ -225,9 +404,16 @@ pub async fn connect(
     let connecting = endpoint
         .connect(addr, NODE_SERVER_NAME)
         .map_err(|source| TransportError::Connect { addr, source })?;
-    let conn = connecting
-        .await
-        .map_err(|source| TransportError::Connection { addr, source })?;
+    let conn = connecting.await.map_err(|source| {
+        let foreign = match &source {
+            quinn::ConnectionError::TransportError(e) => ForeignCluster::from_reason(&e.reason),
+            _ => None,
+        };
+        match foreign {
+            Some(cluster) => TransportError::ForeignCluster { addr, cluster },
+            None => TransportError::Connection { addr, source },
+        }
+    })?;
     let peer = peer_certificate(&conn)?;
     let role = role_of(&peer).map_err(|e| TransportError::PeerCertificate(e.to_string()))?;
     if role != Role::Node {
@@ -376,11 +562,75 @@ mod tests {
             incoming.await.map(|_| ())
         });
         let client = client_endpoint(&stranger, unspecified_for(addr)).expect("client");
-        // The stranger does not trust our master's certificate either, so connect fails.
-        let result = connect(&client, addr).await;
-        assert!(result.is_err(), "foreign cluster must not connect");
+        // The stranger does not trust our master's certificate either, so connect fails, and
+        // says which cluster the master belongs to.
+        match connect(&client, addr).await {
+            Err(TransportError::ForeignCluster { cluster, .. }) => {
+                assert_eq!(cluster.theirs, creds(&ours, Role::Node).cluster_id);
+                assert_eq!(cluster.ours, stranger.cluster_id);
+                let said = TransportError::ForeignCluster { addr, cluster }.to_string();
+                assert!(
+                    said.contains("this master belongs to a different cluster (CA fingerprint"),
+                    "{said}"
+                );
+            }
+            Err(other) => panic!("expected ForeignCluster, got {other}"),
+            Ok(_) => panic!("foreign cluster must not connect"),
+        }
         let server_side = accept.await.expect("join");
         assert!(server_side.is_err(), "server must refuse the handshake");
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_another_cluster_beside_our_ca_is_refused_by_an_alert() {
+        let (ours, theirs) = (new_cluster("ours"), new_cluster("theirs"));
+        let own = creds(&ours, Role::Node);
+        let foreign = creds(&theirs, Role::Node);
+        // Our CA, their certificate: the master is trusted, we are not.
+        let mixed = Credentials {
+            cert: foreign.cert.clone(),
+            key: foreign.clone_key(),
+            ..creds(&ours, Role::Node)
+        };
+        assert!(issued_by_own_ca(&own));
+        assert!(!issued_by_own_ca(&mixed));
+        let (server, addr) = serve(&own);
+        let accept = tokio::spawn(async move {
+            let incoming = server.accept().await.expect("incoming");
+            let refused = incoming.await.is_err();
+            (refused, server)
+        });
+        let client = client_endpoint(&mixed, unspecified_for(addr)).expect("client");
+        // TLS 1.3: the client's side completes before the master has looked at its
+        // certificate; the refusal arrives on the first stream.
+        let conn = connect(&client, addr).await.expect("connect");
+        let err = match ControlStream::open(&conn).await {
+            Ok(mut ctl) => {
+                let _ = ctl.send(&1u32).await;
+                ctl.recv::<u32>()
+                    .await
+                    .expect_err("refused peer got an answer");
+                conn.closed().await
+            }
+            Err(e) => e,
+        };
+        assert_eq!(refused_certificate(&err), Some("unknown_ca"), "{err}");
+        let (refused, _server) = accept.await.expect("join");
+        assert!(refused, "server must refuse the handshake");
+    }
+
+    #[test]
+    fn a_foreign_cluster_survives_the_trip_through_the_error_text() {
+        let f = ForeignCluster {
+            theirs: "ab".repeat(32),
+            ours: "cd".repeat(32),
+        };
+        let reason = format!("invalid peer certificate: Other(OtherError({f:?}))");
+        assert_eq!(ForeignCluster::from_reason(&reason), Some(f));
+        assert_eq!(
+            ForeignCluster::from_reason("invalid peer certificate: UnknownIssuer"),
+            None
+        );
     }
 
     /// A client connected to a server that accepts the connection and its control stream

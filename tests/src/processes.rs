@@ -237,6 +237,7 @@ pub struct AgentCmd {
     disk_mib: Option<u64>,
     extra: String,
     env: Vec<(String, OsString)>,
+    cluster: Option<PathBuf>,
 }
 
 impl AgentCmd {
@@ -248,7 +249,14 @@ impl AgentCmd {
             disk_mib: None,
             extra: String::new(),
             env: Vec::new(),
+            cluster: None,
         }
+    }
+
+    /// Another cluster directory than the cluster's own (a card flashed for another cluster).
+    pub fn cluster_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cluster = Some(dir.into());
+        self
     }
 
     pub fn cpus(mut self, cpus: &str) -> Self {
@@ -357,7 +365,11 @@ impl LoopbackCluster {
             "--config".into(),
             config.display().to_string(),
             "--cluster".into(),
-            self.test.cluster_dir().display().to_string(),
+            cmd.cluster
+                .clone()
+                .unwrap_or_else(|| self.test.cluster_dir())
+                .display()
+                .to_string(),
             "--master".into(),
             self.master_addr().to_string(),
             "--work-dir".into(),

@@ -12,10 +12,13 @@ use std::time::Duration;
 pub enum BenchKind {
     /// The pi kernel on plain threads, no cluster: the control for the pi job.
     Kernel {
+        /// Threads to run the kernel on.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Terms of the Leibniz series.
         #[arg(long, default_value = "1e10", value_parser = crate::parse_count)]
         terms: u64,
+        /// Chunks the series is cut into.
         #[arg(long, default_value = "64", value_parser = crate::parse_count)]
         tasks: u64,
         /// Accepted for symmetry with the other commands; the output is always JSON.
@@ -24,11 +27,13 @@ pub enum BenchKind {
     },
     /// Tiny tasks through a throwaway cluster: tasks/s and launch→FINISHED latency.
     Tasks {
+        /// Tasks to run.
         #[arg(long, default_value = "10000", value_parser = crate::parse_count)]
         count: u64,
         /// `executor` (no-op tasks on the long-lived custom executor) or `command` (`true`).
         #[arg(long, default_value = "executor")]
         path: String,
+        /// Throwaway agents to run them on.
         #[arg(long, default_value_t = 1)]
         agents: usize,
         /// CPUs each throwaway agent offers. 1 keeps a 2-agent run honest on a 2-core machine
@@ -54,8 +59,10 @@ pub enum BenchKind {
     /// connection) and F frameworks: registration, memory, CPU, allocation cycle, launch
     /// latency, the state API, and a SIGKILL + restart of the master.
     Scale {
+        /// Simulated agents.
         #[arg(long, default_value = "10000", value_parser = crate::parse_count)]
         agents: u64,
+        /// Frameworks launching tasks.
         #[arg(long, default_value_t = 10)]
         frameworks: usize,
         /// Tasks launched per second, all frameworks together.

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 pub enum ImagesCommand {
     /// Import a plain root filesystem tarball as image NAME (as `podman import`).
     Import {
+        /// The root filesystem tarball.
         tarball: PathBuf,
+        /// The name to give the image.
         name: String,
         /// The image's architecture (OCI name: arm64, amd64, arm); default this machine's.
         #[arg(long)]
@@ -23,19 +25,23 @@ pub enum ImagesCommand {
     /// Load an OCI or docker-archive tarball (`docker save`, `podman save`); NAME defaults to
     /// the archive's own tag.
     Load {
+        /// The OCI or docker-archive tarball.
         tarball: PathBuf,
+        /// The name to give the image (default: the archive's tag).
         name: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Pull an image from its registry (needs the network; offline, use `load`).
     Pull {
+        /// The image reference (e.g. docker.io/library/busybox:latest).
         name: String,
         #[command(flatten)]
         store: StoreArgs,
     },
     /// List the images.
     Ls {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -17,23 +17,35 @@ pub enum KvCommand {
     Ls {
         /// The framework's id, or its name when one framework has it.
         framework: String,
+        /// Only keys starting with this.
         prefix: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One key's value, printed as it is stored.
-    Get { framework: String, key: String },
+    Get {
+        /// The framework's id, or its name when one framework has it.
+        framework: String,
+        /// The key.
+        key: String,
+    },
     /// Sets a key; with --version, only if the key is at that version now (0: only if absent).
     Put {
+        /// The framework's id, or its name when one framework has it.
         framework: String,
+        /// The key.
         key: String,
+        /// The value to store.
         value: String,
         #[arg(long)]
         version: Option<u64>,
     },
     /// Removes a key; with --version, only if it is at that version now.
     Rm {
+        /// The framework's id, or its name when one framework has it.
         framework: String,
+        /// The key.
         key: String,
         #[arg(long)]
         version: Option<u64>,

@@ -84,20 +84,47 @@ pub async fn run(cmd: PiCommand, target: &Target<'_>) -> anyhow::Result<()> {
             Some(r)
         }
     };
-    let job = PiJob::new(cmd.terms, cmd.tasks, cmd.executor);
+    let job = PiJob::new(cmd.terms, cmd.tasks, cmd.executor.clone());
     let mut info = framework_info("pi");
     info.failover_timeout_secs = cmd.failover_timeout_secs;
     let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
     let bar = tokio::spawn(bramble::progress::follow(rx, cmd.json));
-    let result = run_pi_durable(
+    let running = run_pi_durable(
         SchedulerConfig::new(target.master, creds, info),
         job,
         Some(Durable { journal, recovered }),
         tx,
-    )
-    .await;
+    );
+    let result = tokio::select! {
+        result = running => result,
+        _ = super::ctrl_c() => {
+            // Every launch and result is in the journal before it counts: stopping here
+            // loses nothing. The job's sender is gone, so the bar clears itself.
+            let _ = bar.await;
+            let resume = resume_command(&cmd);
+            eprintln!(
+                "{}",
+                bramble::progress::interrupted_hint(&path, &resume, cmd.failover_timeout_secs)
+            );
+            // 128 + SIGINT, as a shell reports a command Ctrl-C ended.
+            std::process::exit(130);
+        }
+    };
     let _ = bar.await;
     print(&result?, cmd.json)
+}
+
+/// The command that resumes this job: the same job spec, and the journal if it was named.
+fn resume_command(cmd: &PiCommand) -> String {
+    let journal = cmd
+        .journal
+        .as_ref()
+        .map(|p| format!(" --journal {}", p.display()))
+        .unwrap_or_default();
+    format!(
+        "bramble pi --terms {} --tasks {}{journal}",
+        cmd.terms, cmd.tasks
+    )
 }
 
 fn print(r: &PiResult, json: bool) -> anyhow::Result<()> {

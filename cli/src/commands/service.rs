@@ -22,24 +22,41 @@ use std::path::PathBuf;
 pub enum ServiceCommand {
     /// Store a service's spec (TOML) and have it kept up; applying the same file again
     /// changes nothing.
-    Apply { file: PathBuf },
+    Apply {
+        /// The spec file (TOML).
+        file: PathBuf,
+    },
     /// The services, with how many instances run of how many wanted.
     Ls {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One service: its spec and its instances.
     Show {
+        /// The service's name.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Stop a service: its instances are killed and its spec removed.
-    Rm { name: String },
+    Rm {
+        /// The service's name.
+        name: String,
+    },
     /// Change how many instances a service keeps up.
-    Scale { name: String, instances: u32 },
+    Scale {
+        /// The service's name.
+        name: String,
+        /// How many instances to keep up.
+        instances: u32,
+    },
     /// Replace every instance of a service with a fresh one.
-    Restart { name: String },
+    Restart {
+        /// The service's name.
+        name: String,
+    },
     /// Run the service scheduler (normally the bramble-services unit on the master node).
     Scheduler {
         /// Where the scheduler keeps its framework id, so a restart fails over under it

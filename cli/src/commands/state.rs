@@ -1,9 +1,11 @@
 //! `bramble status|agents|frameworks|tasks` print the master's picture of the cluster (as a
-//! table, or JSON with `--json`); `bramble kill|logs` act on one task of it.
+//! table, or JSON with `--json`); `bramble kill|logs` act on one task of it, `bramble
+//! framework teardown` on one framework.
 
 use super::{print_json, Target};
 use bramble::ops;
 use bramble_client::{owner_of, OperatorClient};
+use bramble_proto::messages::{ClusterState, TaskSummary};
 use bramble_proto::{FrameworkId, TaskId};
 
 /// Which part of the cluster's state to print.
@@ -12,7 +14,10 @@ pub enum View {
     Status,
     Agents,
     Frameworks,
-    Tasks,
+    /// `all`: finished tasks too.
+    Tasks {
+        all: bool,
+    },
 }
 
 /// Prints `view` of the master's state.
@@ -28,52 +33,113 @@ pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result
         (View::Agents, false) => ops::print_agents(&state),
         (View::Frameworks, true) => print_json(&state.frameworks)?,
         (View::Frameworks, false) => ops::print_frameworks(&state),
-        (View::Tasks, true) => print_json(&state.tasks)?,
-        (View::Tasks, false) => ops::print_tasks(&state),
+        (View::Tasks { all }, true) => print_json(&ops::listed_tasks(&state, all))?,
+        (View::Tasks { all }, false) => ops::print_tasks(&state, all),
     }
     Ok(())
 }
 
 /// Connects as the operator and finds whose `task` it is (`framework` settles an ambiguous
-/// or finished task's id).
+/// or older task's id); the master's picture comes along.
 async fn owned_task(
     target: &Target<'_>,
     task: String,
     framework: Option<String>,
-) -> anyhow::Result<(OperatorClient, FrameworkId, TaskId)> {
+) -> anyhow::Result<(OperatorClient, ClusterState, FrameworkId, TaskId)> {
     let mut op =
         OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
     let state = op.state().await?;
     let task = TaskId(task);
     let fw = owner_of(&state, &task, framework.map(FrameworkId).as_ref())?;
-    Ok((op, fw, task))
+    Ok((op, state, fw, task))
 }
 
-/// Asks the master to kill `task`.
+/// The latest the master knows of `task` of `fw`: live first, then recently finished.
+fn summary<'a>(
+    state: &'a ClusterState,
+    fw: &FrameworkId,
+    task: &TaskId,
+) -> Option<&'a TaskSummary> {
+    let matches = |t: &&TaskSummary| &t.id == task && &t.framework_id == fw;
+    state
+        .tasks
+        .iter()
+        .find(matches)
+        .or_else(|| state.completed_tasks.iter().rev().find(matches))
+}
+
+/// Asks the master to kill `task`; one that has already ended is an error saying how it
+/// ended (nothing was sent).
 pub async fn kill(
     target: &Target<'_>,
     task: String,
     framework: Option<String>,
+    json: bool,
 ) -> anyhow::Result<()> {
-    let (mut op, fw, task) = owned_task(target, task, framework).await?;
-    op.kill(fw, task.clone()).await?;
+    let (mut op, state, fw, task) = owned_task(target, task, framework).await?;
+    if let Some(done) = summary(&state, &fw, &task).filter(|t| t.state.is_terminal()) {
+        op.close();
+        let how = if done.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", done.message)
+        };
+        anyhow::bail!(
+            "task {task} of framework {fw} had already ended ({}{how}); nothing to kill",
+            done.state.name()
+        );
+    }
+    op.kill(fw.clone(), task.clone()).await?;
     op.close();
-    eprintln!("kill sent to {task}");
+    if json {
+        print_json(&serde_json::json!({ "task": task, "framework": fw, "kill": "sent" }))?;
+    } else {
+        eprintln!("kill sent to {task}");
+    }
     Ok(())
 }
 
 /// Prints `task`'s stdout (or stderr) from its sandbox, following it while it runs if asked.
+/// With `json`, one object instead: the task's framework, agent and state, and the file's
+/// text (decoded lossily).
 pub async fn logs(
     target: &Target<'_>,
     task: String,
     stderr: bool,
     follow: bool,
     framework: Option<String>,
+    json: bool,
 ) -> anyhow::Result<()> {
-    let (mut op, fw, task) = owned_task(target, task, framework).await?;
+    let (mut op, state, fw, task) = owned_task(target, task, framework).await?;
     let file = if stderr { "stderr" } else { "stdout" };
-    op.copy_sandbox_file(&fw, &task, file, follow, &mut std::io::stdout())
+    if !json {
+        op.copy_sandbox_file(&fw, &task, file, follow, &mut std::io::stdout())
+            .await?;
+        op.close();
+        return Ok(());
+    }
+    let mut data = Vec::new();
+    op.copy_sandbox_file(&fw, &task, file, false, &mut data)
         .await?;
     op.close();
+    let known = summary(&state, &fw, &task);
+    print_json(&serde_json::json!({
+        "task": task,
+        "framework": fw,
+        "agent": known.map(|t| &t.agent_id),
+        "state": known.map(|t| t.state.name()),
+        "file": file,
+        "bytes": data.len(),
+        "text": String::from_utf8_lossy(&data),
+    }))
+}
+
+/// Asks the master to end framework `id` now.
+pub async fn teardown(target: &Target<'_>, id: String) -> anyhow::Result<()> {
+    let mut op =
+        OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
+    op.teardown(FrameworkId(id.clone())).await?;
+    op.close();
+    eprintln!("framework {id} torn down: its tasks are being killed");
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! that scrape, so an agent or state that disappears disappears from the output too (no stale
 //! label sets). The metrics the state task accumulates, status-update latency and the
 //! allocation cycle's duration, are histograms shared with it through the state's
-//! [`crate::state::feed::Feed`].
+//! [`crate::state::feed::Feed`], as are the event counters (`state/counters.rs`: tasks
+//! launched and ended by framework, offers, status updates, agents, frameworks).
 
 use super::AppState;
 use axum::extract::State;
@@ -46,6 +47,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         "How long each allocation pass took: the allocator and the offers it became",
         app.api.events.allocation_cycle(),
     );
+    app.api.events.counters().register(&mut registry);
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return super::api::error(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics");

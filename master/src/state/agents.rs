@@ -3,6 +3,7 @@
 //! agent timeout, disconnection and removal. The master's picture wins: tasks it does not
 //! expect are killed, tasks it expected and the agent lacks become LOST.
 
+use super::counters::AgentEvent;
 use super::feed::ClusterEvent;
 use super::peers::Bound;
 use super::{ConnId, Master};
@@ -189,6 +190,11 @@ impl Master {
         };
         info!(agent = %id, %hostname, %address, resources = %total,
             live_tasks = tasks.len(), "agent {how}");
+        self.feed.counters().agent(if returning {
+            AgentEvent::Reregistered
+        } else {
+            AgentEvent::Registered
+        });
         self.feed.emit(|| ClusterEvent::AgentRegistered {
             agent_id: id.clone(),
             hostname: hostname.clone(),
@@ -305,6 +311,7 @@ impl Master {
         };
         self.health.remove(id);
         warn!(agent = %id, hostname = %agent.hostname, "removing agent: {why}; its tasks become LOST");
+        self.feed.counters().agent(AgentEvent::Removed);
         self.dirty_agents.insert(id.clone());
         self.feed.emit(|| ClusterEvent::AgentRemoved {
             agent_id: id.clone(),

@@ -91,6 +91,8 @@ pub struct Feed {
     update_latency: Histogram,
     /// How long each allocation pass took (the allocator and the offers it became).
     allocation_cycle: Histogram,
+    /// How often things happen (`counters.rs`).
+    counters: super::counters::Counters,
 }
 
 /// The allocation-cycle buckets: 50 µs growing by 1.25 to ~1.1 s, fine enough that a p99
@@ -114,6 +116,7 @@ impl Feed {
             // 1 ms .. ~16 s
             update_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             allocation_cycle: Histogram::new(allocation_cycle_buckets()),
+            counters: super::counters::Counters::default(),
         }
     }
 
@@ -165,6 +168,11 @@ impl Feed {
     /// Records one allocation pass's duration.
     pub fn observe_allocation_cycle(&self, took: std::time::Duration) {
         self.allocation_cycle.observe(took.as_secs_f64());
+    }
+
+    /// The event counters, shared with whoever exposes them.
+    pub fn counters(&self) -> &super::counters::Counters {
+        &self.counters
     }
 
     pub fn allocation_cycle(&self) -> Histogram {

@@ -8,6 +8,7 @@
 //! subscribed as, so refusing a subscription from anyone but the owner or an operator is what
 //! keeps a framework's tasks, updates and teardown its own.
 
+use super::counters::FrameworkEvent;
 use super::feed::ClusterEvent;
 use super::peers::Bound;
 use super::tasks::TaskEntry;
@@ -293,6 +294,11 @@ impl Master {
         self.allocator.activate_framework(&id);
         info!(framework = %id, name = %info.name, role = %info.role,
             "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
+        self.feed.counters().framework(if failover {
+            FrameworkEvent::FailedOver
+        } else {
+            FrameworkEvent::Subscribed
+        });
         self.feed.emit(|| ClusterEvent::FrameworkSubscribed {
             framework_id: id.clone(),
             name: info.name.clone(),
@@ -390,12 +396,13 @@ impl Master {
         }
     }
 
-    fn remove_framework(&mut self, id: &FrameworkId, why: &str) {
+    pub(super) fn remove_framework(&mut self, id: &FrameworkId, why: &str) {
         self.rescind_framework_offers(id);
         let Some(fw) = self.frameworks.remove(id) else {
             return;
         };
         self.removed_frameworks.insert(id.clone(), ());
+        self.feed.counters().framework(FrameworkEvent::Removed);
         self.dirty_frameworks.insert(id.clone());
         for (task, entry) in &fw.tasks {
             self.dirty_tasks.insert((id.clone(), task.clone()));

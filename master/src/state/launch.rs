@@ -124,6 +124,7 @@ impl Master {
         if launched.is_empty() {
             return;
         }
+        self.feed.counters().tasks_launched(fw, launched.len());
         // One line per launch, not per task: a framework launching thousands of tiny tasks a
         // second would otherwise flood the journal (each task is at debug).
         match launched.as_slice() {

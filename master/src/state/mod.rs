@@ -42,6 +42,7 @@
 //! - `feed.rs`: the events and summary the edges subscribe to.
 
 mod agents;
+pub mod counters;
 mod durable;
 mod election;
 pub mod feed;

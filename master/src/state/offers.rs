@@ -3,6 +3,7 @@
 //! rescinded when their agent or framework goes away. Which framework gets what is the
 //! allocator's policy; this module keeps the offers outstanding.
 
+use super::counters::OfferEvent;
 use super::Master;
 use bramble_proto::messages::{Filters, MasterEvent, Offer};
 use bramble_proto::{AgentId, FrameworkId, OfferId, Resources};
@@ -61,6 +62,7 @@ impl Master {
         }
         for (fw, offers) in by_framework {
             debug!(framework = %fw, count = offers.len(), "sending offers");
+            self.feed.counters().offers(OfferEvent::Made, offers.len());
             self.send_framework(&fw, MasterEvent::Offers(offers));
         }
         self.feed.observe_allocation_cycle(started.elapsed());
@@ -79,6 +81,7 @@ impl Master {
             _ => return, // already gone (rescinded/expired) or not theirs: nothing to give back
         }
         if let Some(o) = self.offers.remove(id) {
+            self.feed.counters().offers(OfferEvent::Declined, 1);
             self.release_with_filter(fw, &o.agent_id, &o.resources, filters, now);
         }
     }
@@ -119,6 +122,7 @@ impl Master {
 
     fn rescind(&mut self, id: &OfferId) {
         if let Some(o) = self.offers.remove(id) {
+            self.feed.counters().offers(OfferEvent::Rescinded, 1);
             self.allocator
                 .recover(&o.agent_id, &o.framework_id, &o.resources);
             self.send_framework(

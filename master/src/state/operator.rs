@@ -1,4 +1,4 @@
-//! Operator calls: the state, kills, frameworks' key/value state, and sandbox reads and listings, which are relayed to the
+//! Operator calls: the state, kills, tearing a framework down, frameworks' key/value state, and sandbox reads and listings, which are relayed to the
 //! agent the task ran on and answered when it replies (or fails after a timeout). The front
 //! panel's picture is not here: the edge that holds it answers `GetPanel` itself.
 
@@ -7,7 +7,7 @@ use bramble_proto::messages::{MasterToAgent, OperatorCall, OperatorReply};
 use bramble_proto::{AgentId, FrameworkId, TaskId};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// How long an agent has to answer a sandbox read.
 const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +73,19 @@ impl Master {
                 Ok(entry) => OperatorReply::StateWritten(entry),
                 Err(message) => OperatorReply::Error { message },
             },
+            OperatorCall::TeardownFramework { framework_id } => {
+                if self.frameworks.contains_key(&framework_id) {
+                    info!(framework = %framework_id, "an operator tore the framework down");
+                    self.remove_framework(&framework_id, "torn down by an operator");
+                    OperatorReply::Done
+                } else {
+                    OperatorReply::Error {
+                        message: format!(
+                            "no framework {framework_id} is registered with this master"
+                        ),
+                    }
+                }
+            }
         };
         self.reply(reply, answer);
     }
@@ -237,6 +250,55 @@ mod tests {
                 .iter()
                 .any(|msg| matches!(msg, MasterToAgent::ReadSandbox { .. })),
             "relayed to the agent the task ran on"
+        );
+    }
+
+    #[test]
+    fn an_operator_tears_a_framework_down_killing_its_tasks_for_good() {
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, _fw) = launched(&mut m, vec![task_info("t1")], now);
+        let teardown = OperatorCall::TeardownFramework {
+            framework_id: FrameworkId("fw1".into()),
+        };
+        let (reply, mut answer) = oneshot::channel();
+        m.handle(
+            Input::Operator {
+                call: teardown.clone(),
+                reply,
+            },
+            now,
+        );
+        m.end_burst(now);
+        // Durably: the store batch records the removal.
+        let batch = m.take_writes();
+        m.flush_outbox();
+        let answer = answer.try_recv();
+        assert!(matches!(answer, Ok(OperatorReply::Done)), "{answer:?}");
+        assert!(
+            drain(&mut agent).iter().any(|msg| matches!(
+                msg,
+                MasterToAgent::ShutdownFramework { framework_id } if framework_id.0 == "fw1"
+            )),
+            "the agent is told to end its tasks"
+        );
+        let s = m.snapshot();
+        assert!(s.frameworks.is_empty(), "{:?}", s.frameworks);
+        assert_eq!(s.completed_tasks.len(), 1);
+        assert_eq!(s.completed_tasks[0].state, bramble_proto::TaskState::Killed);
+        assert!(
+            batch
+                .frameworks
+                .iter()
+                .any(|(id, record)| id.0 == "fw1" && record.is_none()),
+            "{:?}",
+            batch.frameworks
+        );
+        // A second teardown finds nothing.
+        let again = ask(&mut m, teardown, now).try_recv();
+        assert!(
+            matches!(&again, Ok(OperatorReply::Error { message }) if message.contains("no framework fw1")),
+            "{again:?}"
         );
     }
 

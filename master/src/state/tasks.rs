@@ -99,6 +99,7 @@ impl Master {
         };
         let previous = task.state;
         self.feed.observe_update_latency(status.timestamp);
+        self.feed.counters().status_update();
         let moved = previous.can_move_to(status.state);
         if moved {
             task.state = status.state;
@@ -115,6 +116,7 @@ impl Master {
                 self.feed.emit(|| ClusterEvent::Task(summary));
             }
             if status.state.is_terminal() {
+                self.feed.counters().task_ended(&fw, status.state);
                 task.terminal = Some(status.clone());
                 let res = task.info.resources.clone();
                 let task_agent = task.info.agent_id.clone();
@@ -178,6 +180,7 @@ impl Master {
         task.ended_at = Some(status.timestamp);
         task.terminal = Some(status.clone());
         task.resend_by_master = true;
+        self.feed.counters().task_ended(fw, state);
         let summary = task_summary(fw, task_id, task);
         self.feed.emit(|| ClusterEvent::Task(summary));
         self.dirty_task(fw, task_id);

@@ -19,7 +19,24 @@ pub struct MasterAdvert {
     /// The bound QUIC address: its port is advertised; an unspecified IPv4 address limits the
     /// advertised addresses to IPv4, a specific one to itself.
     pub quic: SocketAddr,
-    pub http_port: u16,
+    /// The HTTP API's port, `None` when the master is not serving it (its port was taken):
+    /// then no port is advertised, rather than another process's.
+    pub http_port: Option<u16>,
+}
+
+impl MasterAdvert {
+    /// The TXT record: cluster id, protocol version, QUIC port, and the HTTP port if served.
+    fn txt(&self) -> Vec<(&'static str, String)> {
+        let mut txt = vec![
+            (TXT_CLUSTER_ID, self.cluster_id.clone()),
+            (TXT_VERSION, PROTOCOL_VERSION.to_string()),
+            (TXT_QUIC, self.quic.port().to_string()),
+        ];
+        if let Some(port) = self.http_port {
+            txt.push((TXT_HTTP, port.to_string()));
+        }
+        txt
+    }
 }
 
 /// The master's advertisement; stop it with [`Advertiser::stop`] to say goodbye.
@@ -35,12 +52,7 @@ impl Advertiser {
         let daemon = daemon(interfaces)?;
         let instance = ad.instance.replace('.', "-");
         let host = format!("{}-bramble.local.", dns_label(&ad.instance));
-        let txt = [
-            (TXT_CLUSTER_ID, ad.cluster_id.clone()),
-            (TXT_VERSION, PROTOCOL_VERSION.to_string()),
-            (TXT_QUIC, ad.quic.port().to_string()),
-            (TXT_HTTP, ad.http_port.to_string()),
-        ];
+        let txt = ad.txt();
         let ip = ad.quic.ip();
         let mut info = if ip.is_unspecified() {
             let info = ServiceInfo::new(
@@ -74,7 +86,7 @@ impl Advertiser {
         let events = daemon.monitor()?;
         daemon.register(info)?;
         info!(
-            name = %fullname, cluster_id = %ad.cluster_id, quic = ad.quic.port(), http = ad.http_port,
+            name = %fullname, cluster_id = %ad.cluster_id, quic = ad.quic.port(), http = ?ad.http_port,
             interfaces = %describe(interfaces), "advertising the master on mDNS"
         );
         let monitor = tokio::spawn(async move {
@@ -147,5 +159,36 @@ pub(super) fn dns_label(s: &str) -> String {
         "bramble".to_string()
     } else {
         label.to_string()
+    }
+}
+
+#[cfg(test)]
+mod txt_tests {
+    use super::*;
+
+    fn advert(http_port: Option<u16>) -> MasterAdvert {
+        MasterAdvert {
+            instance: "pi".into(),
+            cluster_id: "abc".into(),
+            quic: SocketAddr::from(([127, 0, 0, 1], 5051)),
+            http_port,
+        }
+    }
+
+    #[test]
+    fn a_served_http_port_is_advertised() {
+        let txt = advert(Some(5050)).txt();
+        assert!(txt.contains(&(TXT_HTTP, "5050".to_string())), "{txt:?}");
+        assert!(txt.contains(&(TXT_QUIC, "5051".to_string())), "{txt:?}");
+    }
+
+    #[test]
+    fn no_http_port_is_advertised_when_the_master_serves_none() {
+        let txt = advert(None).txt();
+        assert!(txt.iter().all(|(k, _)| *k != TXT_HTTP), "{txt:?}");
+        assert!(
+            txt.contains(&(TXT_CLUSTER_ID, "abc".to_string())),
+            "{txt:?}"
+        );
     }
 }

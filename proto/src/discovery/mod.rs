@@ -172,10 +172,14 @@ pub async fn connect_first(
     endpoint: &quinn::Endpoint,
     addrs: &[SocketAddr],
     timeout: Duration,
-) -> Result<(quinn::Connection, SocketAddr), String> {
+) -> Result<(quinn::Connection, SocketAddr), DialError> {
     if addrs.is_empty() {
-        return Err("no address to dial".to_string());
+        return Err(DialError {
+            message: "no address to dial".to_string(),
+            foreign: None,
+        });
     }
+    let mut foreign = None;
     let mut attempts = tokio::task::JoinSet::new();
     let mut pending = addrs.iter().copied();
     let mut errors = Vec::new();
@@ -200,13 +204,31 @@ pub async fn connect_first(
             _ = stagger => {}
             next = attempts.join_next() => match next {
                 Some(Ok((addr, Ok(conn)))) => return Ok((conn, addr)),
-                Some(Ok((addr, Err(e)))) => errors.push(format!("{addr}: {e}")),
+                Some(Ok((addr, Err(e)))) => {
+                    if let crate::transport::TransportError::ForeignCluster { cluster, .. } = &e {
+                        foreign = Some(cluster.clone());
+                    }
+                    errors.push(format!("{addr}: {e}"));
+                }
                 Some(Err(e)) => errors.push(e.to_string()),
                 None => {}
             },
         }
     }
-    Err(errors.join("; "))
+    Err(DialError {
+        message: errors.join("; "),
+        foreign,
+    })
+}
+
+/// Why [`connect_first`] found no master: every address's error, and whether one of them
+/// was a master of another cluster (the caller says that differently: retrying soon will not
+/// help).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DialError {
+    pub message: String,
+    pub foreign: Option<crate::transport::ForeignCluster>,
 }
 
 #[cfg(test)]
