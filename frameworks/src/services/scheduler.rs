@@ -575,8 +575,10 @@ mod tests {
     use super::*;
     use bramble_proto::messages::SchedulerCall;
     use bramble_proto::{PortRange, Resources};
+    use crate::services::status::{History, ServiceStatus};
     use bramble_sdk::testing::SchedulerTest;
     use bramble_sdk::{status, TaskState};
+    use std::time::Duration;
 
     const WEB: &str = "name = \"web\"\ninstances = 2\ncmd = \"exec sleep 100\"\ncpus = 0.1\nmem = 16\nports = 1\n";
 
@@ -669,5 +671,124 @@ mod tests {
         kit.take_calls();
         kit.update(stray).await;
         assert_eq!(kit.killed(), vec![TaskId::from("mystery")]);
+    }
+    /// A one-address HTTP server answering every request with `status`; its port.
+    async fn http_server(status: u16) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.0 {status} X\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        port
+    }
+
+    /// The last value written under `key`, if any.
+    fn written(calls: &[SchedulerCall], key: &str) -> Option<Vec<u8>> {
+        calls.iter().rev().find_map(|c| match c {
+            SchedulerCall::WriteState(bramble_proto::framework_state::StateWrite::Put {
+                key: k,
+                value,
+                ..
+            }) if k == key => Some(value.clone()),
+            _ => None,
+        })
+    }
+
+    #[tokio::test]
+    async fn ticks_probe_running_instances_and_kill_one_whose_http_check_fails() {
+        let port = http_server(500).await;
+        let spec = "name = \"web\"\ninstances = 1\ncmd = \"x\"\ncpus = 0.1\nmem = 16\nports = 1\n[[health]]\nprotocol = \"http\"\npath = \"/health\"\ngrace_secs = 0.0\ninterval_secs = 0.1\nmax_failures = 2\n";
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(None));
+        kit.register("fw").await;
+        kit.state(vec![entry("spec/web", spec, 1)]).await;
+        let marker = reconciled_marker(kit.calls());
+        kit.update(status(&marker, TaskState::Lost)).await;
+        let mut o = offer("o1");
+        o.hostname = "127.0.0.1".into();
+        o.resources = Resources::new(4.0, 1024).with_ports([PortRange::new(port, port)]);
+        kit.offers(vec![o]).await;
+        let task = kit.launched().remove(0);
+        kit.tick().await;
+        assert!(kit.killed().is_empty(), "nothing is probed before RUNNING");
+        kit.update(status(&task, TaskState::Running)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kit.killed().is_empty() {
+            assert!(Instant::now() < deadline, "the failing instance was never killed");
+            kit.tick().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(kit.killed(), vec![task.task_id.clone()]);
+        // The kill and its reason reach the status record.
+        let record = loop {
+            assert!(Instant::now() < deadline, "no status record with the kill");
+            kit.tick().await;
+            let found = written(kit.calls(), "status/web").and_then(|v| ServiceStatus::parse(&v));
+            if let Some(s) = found.filter(|s| !s.kills.is_empty()) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let reason = &record.kills[0].reason;
+        assert!(
+            reason.contains("http GET /health on PORT0") && reason.contains("answered 500"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_version_keeps_the_replaced_spec_in_history_and_a_rollback_is_written_back() {
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(None));
+        kit.register("fw").await;
+        kit.state(vec![entry("spec/web", WEB, 1)]).await;
+        let marker = reconciled_marker(kit.calls());
+        kit.update(status(&marker, TaskState::Lost)).await;
+        kit.offers(vec![offer("o1")]).await;
+        let old = kit.launched();
+        for t in &old {
+            kit.update(status(t, TaskState::Running)).await;
+        }
+        kit.take_calls();
+        let v2 = WEB.replace("sleep 100", "sleep 200");
+        kit.state_changed("spec/web", Some(entry("spec/web", &v2, 2))).await;
+        let history = written(kit.calls(), "history/web")
+            .and_then(|v| History::parse(&v))
+            .expect("history written");
+        assert_eq!(history.specs.len(), 1);
+        let v1 = Spec::parse("t", WEB).expect("valid");
+        assert_eq!(Spec::parse("h", &history.specs[0]).expect("stored"), v1);
+        // Two new instances end by themselves (rollback_after = 2): v1 is written back over
+        // version 2, compare-and-swap.
+        for n in 0..2 {
+            kit.take_calls();
+            kit.offers(vec![offer(&format!("o-new-{n}"))]).await;
+            let new = kit.launched();
+            assert_eq!(new.len(), 1, "one at a time (max_surge = 1)");
+            kit.update(status(&new[0], TaskState::Failed)).await;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        kit.take_calls();
+        kit.tick().await;
+        let back = kit.calls().iter().find_map(|c| match c {
+            SchedulerCall::WriteState(bramble_proto::framework_state::StateWrite::Put {
+                key,
+                value,
+                expected_version,
+            }) if key == "spec/web" => Some((value.clone(), *expected_version)),
+            _ => None,
+        });
+        let (value, expected) = back.expect("the rollback is written");
+        assert_eq!(expected, Some(2));
+        let written_back = Spec::parse("back", &String::from_utf8_lossy(&value)).expect("spec");
+        assert_eq!(written_back, v1);
+        assert!(kit.killed().is_empty(), "the old instances are kept");
     }
 }

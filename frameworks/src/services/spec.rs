@@ -661,4 +661,37 @@ backoff_secs = 0.5
         assert!(!glob_matches("a*b*c", "axxbyy"));
         assert!(glob_matches("pi-1", "pi-1"));
     }
+    #[test]
+    fn health_checks_and_rollouts_are_checked() {
+        let base = "name = \"web\"\ninstances = 2\ncmd = \"x\"\ncpus = 0.1\nmem = 16\nports = 1\n";
+        let ok = format!("{base}[[health]]\nprotocol = \"tcp\"\n[[health]]\nprotocol = \"command\"\ncommand = \"true\"\n[rollout]\nmin_healthy = 1\nmax_surge = 0\n");
+        let spec = Spec::parse("web.toml", &ok).expect("valid");
+        assert_eq!(spec.health.len(), 2);
+        assert_eq!(spec.health[0].max_failures, 3, "defaults fill in");
+        assert_eq!(spec.rollout.min_healthy, MinHealthy::Count(1));
+        assert_eq!(Spec::parse("again", &spec.to_toml()).expect("round trip"), spec);
+        let mut rolled = spec.clone();
+        rolled.rollout.max_surge = 2;
+        assert_eq!(rolled.fingerprint(), spec.fingerprint(), "how to roll out is not what runs");
+        let cases = [
+            ("[[health]]\nprotocol = \"http\"\nport_index = 1\n", "health.port_index"),
+            ("[[health]]\nprotocol = \"command\"\n", "health.command"),
+            ("[[health]]\nprotocol = \"tcp\"\npath = \"/\"\n", "health.path"),
+            ("[[health]]\nprotocol = \"http\"\npath = \"x\"\n", "health.path"),
+            ("[[health]]\nprotocol = \"http\"\nmax_failures = 0\n", "health.max_failures"),
+            ("[[health]]\nprotocol = \"http\"\ninterval_secs = 0.0\n", "health.interval_secs"),
+            ("[rollout]\nmin_healthy = 1.5\n", "rollout.min_healthy"),
+            ("[rollout]\nmin_healthy = 1.0\nmax_surge = 0\n", "rollout.max_surge"),
+            ("[rollout]\nrollback_after = 0\n", "rollout.rollback_after"),
+        ];
+        for (extra, key) in cases {
+            let e = Spec::parse("web.toml", &format!("{base}{extra}")).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = Spec::parse("web.toml", &format!("image = \"a b\"\n{base}")).expect_err("image");
+        assert_eq!(e.key, "image");
+        assert_eq!(Rollout::default().min_healthy_count(3), 3);
+        let half = Rollout { min_healthy: MinHealthy::Fraction(0.5), ..Rollout::default() };
+        assert_eq!(half.min_healthy_count(3), 2);
+    }
 }
