@@ -194,6 +194,12 @@ impl<S: Scheduler> SchedulerTest<S> {
         self.collect();
     }
 
+    /// The driver's timer fires: `Scheduler::tick` runs once (the kit never ticks by itself).
+    pub async fn tick(&mut self) {
+        self.scheduler.tick(&self.driver).await;
+        self.collect();
+    }
+
     /// The connection drops: driver calls fail with `SdkError::Disconnected` until the next
     /// [`register`](Self::register), and `disconnected` runs.
     pub async fn disconnect(&mut self) {

@@ -10,6 +10,7 @@
 use super::{print_json, Target};
 use anyhow::{bail, Context};
 use bramble_client::OperatorClient;
+use bramble_frameworks::services::status::{status_key, RolloutState, ServiceStatus};
 use bramble_frameworks::services::{self, spec_key, Spec, FRAMEWORK_NAME, SPEC_PREFIX};
 use bramble_proto::framework_state::{StateEntry, StateWrite};
 use bramble_proto::messages::{ClusterState, TaskSummary};
@@ -57,6 +58,25 @@ pub enum ServiceCommand {
         /// The service's name.
         name: String,
     },
+    /// The host:port of each healthy instance (its first port; all with --all-ports).
+    Endpoints {
+        /// The service's name.
+        name: String,
+        /// Every port of each instance, not only its first.
+        #[arg(long)]
+        all_ports: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last lines of each live instance's stdout and stderr.
+    Logs {
+        /// The service's name.
+        name: String,
+        /// Lines of each file.
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+    },
     /// Run the service scheduler (normally the bramble-services unit on the master node).
     Scheduler {
         /// Where the scheduler keeps its framework id, so a restart fails over under it
@@ -85,6 +105,12 @@ pub async fn run(target: &Target<'_>, command: ServiceCommand) -> anyhow::Result
         ServiceCommand::Restart { name } => {
             edit(&mut op, &fw, &name, |spec| spec.restart_generation += 1).await
         }
+        ServiceCommand::Endpoints {
+            name,
+            all_ports,
+            json,
+        } => endpoints(&mut op, &fw, &name, all_ports, json).await,
+        ServiceCommand::Logs { name, lines } => logs(&mut op, &fw, &state, &name, lines).await,
         ServiceCommand::Scheduler { .. } => Ok(()),
     };
     op.close();
@@ -220,6 +246,10 @@ struct InstanceView {
     current: bool,
     #[serde(skip)]
     running: bool,
+    /// From the scheduler's status record: `None` when it has not reported this instance.
+    healthy: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_failure: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -230,9 +260,32 @@ struct ServiceView {
     running: usize,
     spec: Spec,
     instances: Vec<InstanceView>,
+    /// What the scheduler last reported: health, kills, the rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<ServiceStatus>,
 }
 
-fn view(state: &ClusterState, fw: &FrameworkId, spec: Spec, version: u64) -> ServiceView {
+/// The scheduler's status record of `name`, if it wrote one.
+async fn read_status(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    name: &str,
+) -> anyhow::Result<Option<ServiceStatus>> {
+    let key = status_key(name);
+    let entries = op.read_framework_state(fw, &key).await?;
+    Ok(entries
+        .into_iter()
+        .find(|e| e.key == key)
+        .and_then(|e| ServiceStatus::parse(&e.value)))
+}
+
+fn view(
+    state: &ClusterState,
+    fw: &FrameworkId,
+    spec: Spec,
+    version: u64,
+    status: Option<ServiceStatus>,
+) -> ServiceView {
     let fingerprint = spec.fingerprint();
     let host = |t: &TaskSummary| {
         state
@@ -260,6 +313,18 @@ fn view(state: &ClusterState, fw: &FrameworkId, spec: Spec, version: u64) -> Ser
                     .collect(),
                 current: fp == fingerprint,
                 running: t.state == TaskState::Running,
+                healthy: status.as_ref().and_then(|st| {
+                    st.instances
+                        .iter()
+                        .find(|i| i.task_id == t.id.as_str())
+                        .map(|i| i.healthy)
+                }),
+                last_failure: status.as_ref().and_then(|st| {
+                    st.instances
+                        .iter()
+                        .find(|i| i.task_id == t.id.as_str())
+                        .and_then(|i| i.last_failure.clone())
+                }),
             })
         })
         .collect();
@@ -271,6 +336,7 @@ fn view(state: &ClusterState, fw: &FrameworkId, spec: Spec, version: u64) -> Ser
         running,
         spec,
         instances,
+        status,
     }
 }
 
@@ -282,7 +348,10 @@ async fn all_views(
     let mut out = Vec::new();
     for entry in op.read_framework_state(fw, SPEC_PREFIX).await? {
         match Spec::parse(&entry.key, &String::from_utf8_lossy(&entry.value)) {
-            Ok(spec) => out.push(view(state, fw, spec, entry.version)),
+            Ok(spec) => {
+                let status = read_status(op, fw, &spec.name).await?;
+                out.push(view(state, fw, spec, entry.version, status))
+            }
             Err(e) => eprintln!("skipping an unreadable stored spec: {e}"),
         }
     }
@@ -331,7 +400,8 @@ async fn show(
     let Some((spec, entry)) = stored(op, fw, name).await? else {
         bail!("no service {name} (see `bramble service ls`)");
     };
-    let v = view(state, fw, spec, entry.version);
+    let status = read_status(op, fw, name).await?;
+    let v = view(state, fw, spec, entry.version, status);
     if json {
         return print_json(&v);
     }
@@ -362,8 +432,128 @@ async fn show(
                 "  (previous version)"
             }
         );
+        match (i.healthy, &i.last_failure) {
+            (Some(true), _) => println!("    healthy"),
+            (Some(false), Some(why)) => println!("    unhealthy: {why}"),
+            (Some(false), None) => println!("    not healthy yet"),
+            (None, _) => {}
+        }
+    }
+    if let Some(status) = &v.status {
+        if let Some(r) = &status.rollout {
+            let state = match r.state {
+                RolloutState::InProgress => "in progress",
+                RolloutState::Done => "done",
+                RolloutState::RolledBack => "rolled back",
+            };
+            println!(
+                "rollout {} -> {}: {state}, {}/{} of the new version healthy",
+                r.from, r.to, r.healthy, r.wanted
+            );
+            if !r.message.is_empty() {
+                println!("    {}", r.message);
+            }
+        }
+        for k in &status.kills {
+            println!("killed {}: {}", k.task_id, k.reason);
+        }
     }
     Ok(())
+}
+
+/// `host:port` of each healthy instance, as the scheduler last reported them.
+async fn endpoints(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    name: &str,
+    all_ports: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if stored(op, fw, name).await?.is_none() {
+        bail!("no service {name} (see `bramble service ls`)");
+    }
+    let status = read_status(op, fw, name).await?;
+    let mut found: Vec<String> = Vec::new();
+    for i in status.iter().flat_map(|s| &s.instances) {
+        if !(i.running && i.healthy) {
+            continue;
+        }
+        let ports = if all_ports {
+            &i.ports[..]
+        } else {
+            &i.ports[..i.ports.len().min(1)]
+        };
+        found.extend(ports.iter().map(|p| format!("{}:{p}", i.host)));
+    }
+    if json {
+        return print_json(&found);
+    }
+    if found.is_empty() {
+        eprintln!("{name}: no healthy instance (see `bramble service show {name}`)");
+    }
+    for e in &found {
+        println!("{e}");
+    }
+    Ok(())
+}
+
+/// Bytes read from the end of each file: enough for a screenful of lines.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+
+/// The last `lines` lines of each live instance's stdout and stderr.
+async fn logs(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    state: &ClusterState,
+    name: &str,
+    lines: usize,
+) -> anyhow::Result<()> {
+    let Some((spec, _)) = stored(op, fw, name).await? else {
+        bail!("no service {name} (see `bramble service ls`)");
+    };
+    let v = view(state, fw, spec, 0, None);
+    if v.instances.is_empty() {
+        println!("{name}: no live instances");
+    }
+    for i in &v.instances {
+        let task = bramble_proto::TaskId(i.task_id.clone());
+        for file in ["stdout", "stderr"] {
+            println!("==> {} {file} ({}) <==", i.task_id, i.host);
+            match tail(op, fw, &task, file).await {
+                Ok(text) => {
+                    let all: Vec<&str> = text.lines().collect();
+                    for line in &all[all.len().saturating_sub(lines)..] {
+                        println!("{line}");
+                    }
+                }
+                Err(e) => println!("(cannot read: {e:#})"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end of a sandbox file (at most [`LOG_TAIL_BYTES`]).
+async fn tail(
+    op: &mut OperatorClient,
+    fw: &FrameworkId,
+    task: &bramble_proto::TaskId,
+    file: &str,
+) -> anyhow::Result<String> {
+    let first = op.read_sandbox(fw, task, file, 0).await?;
+    let chunk = if first.size > LOG_TAIL_BYTES {
+        op.read_sandbox(fw, task, file, first.size - LOG_TAIL_BYTES)
+            .await?
+    } else {
+        first
+    };
+    let text = String::from_utf8_lossy(&chunk.data).into_owned();
+    // A read from the middle starts mid-line: drop the partial first line.
+    Ok(if chunk.offset > 0 {
+        text.split_once('\n').map_or(String::new(), |(_, rest)| rest.to_string())
+    } else {
+        text
+    })
 }
 
 /// The default place for the scheduler's framework id.

@@ -17,10 +17,23 @@
 //!   than `min_uptime_secs`; an instance lost with its agent is replaced at once (not its
 //!   fault);
 //! - offers are used for services in name order; constraints are checked per instance against
-//!   the instances already placed (including those placed on the same offer).
+//!   the instances already placed (including those placed on the same offer);
+//! - health checks (`health.rs` for the bookkeeping, the probes are the scheduler's) run on
+//!   RUNNING instances; one that fails `max_failures` times in a row is killed, with the check
+//!   and what it saw as the reason, and replaced after the restart backoff;
+//! - a new version (another fingerprint) rolls out: new instances start while at most
+//!   `instances + max_surge` are live, and old ones are killed only while at least
+//!   `min_healthy` instances stay healthy (unhealthy old ones go first). New-version instances
+//!   that fail `rollback_after` times (health kills, or ending by themselves) before the
+//!   rollout is done ask for a rollback to the previous spec ([`Book::take_rollbacks`]); the
+//!   scheduler writes it back to the store, and it arrives here as one more spec change.
 
-use super::spec::{glob_matches, Spec};
-use bramble_proto::task::{CommandInfo, TaskInfo};
+use super::health::{Checks, Verdict};
+use super::spec::{glob_matches, HealthCheck, Spec};
+use super::status::{
+    InstanceStatus, KillRecord, RolloutState, RolloutStatus, ServiceStatus, MAX_KILLS,
+};
+use bramble_proto::task::{CommandInfo, TaskInfo, CONTAINERS_ATTRIBUTE};
 use bramble_proto::{AgentId, PortRange, Resources, TaskId, TaskReason, TaskState, TaskStatus};
 use bramble_sdk::Offer;
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +59,82 @@ pub struct Instance {
     /// A kill was asked for: its end is expected and needs no backoff.
     pub killing: bool,
     pub launched_at: Instant,
+    /// Where it listens: the agent's hostname and the ports it was given (empty when an
+    /// adopted instance's ports are not known: it is then not probed).
+    pub host: String,
+    pub ports: Vec<u16>,
+    pub checks: Checks,
+}
+
+impl Instance {
+    fn running_since(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Running { since } => Some(since),
+            Phase::Starting => None,
+        }
+    }
+}
+
+/// A health probe to run: check `index` of `check`'s spec against an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub task_id: TaskId,
+    pub index: usize,
+    pub check: HealthCheck,
+    pub host: String,
+    pub ports: Vec<u16>,
+}
+
+/// What a probe's result meant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthEvent {
+    Nothing,
+    Healthy {
+        service: String,
+    },
+    Failing {
+        service: String,
+        message: String,
+    },
+    /// The instance is to be killed (it is marked so), for `reason`.
+    Kill {
+        service: String,
+        reason: String,
+    },
+}
+
+/// A failed rollout: write `spec` (the previous version) back as the service's spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    pub service: String,
+    pub spec: Spec,
+    pub reason: String,
+}
+
+/// How a spec change was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecChange {
+    Created,
+    /// Same version (e.g. scaled), or removed.
+    Same,
+    /// A new version is rolling out over `previous`.
+    NewVersion {
+        previous: Spec,
+    },
+    /// The rollback this book asked for arrived.
+    RolledBack,
+}
+
+/// A rollout being carried out.
+#[derive(Debug, Clone)]
+struct Track {
+    from: String,
+    state: RolloutState,
+    /// New-version failures so far.
+    failures: u32,
+    /// Set once a rollback is asked for: the fingerprint going back to.
+    back_to: Option<String>,
+    message: String,
 }
 
 /// A service's spec as stored, and its restart bookkeeping.
@@ -57,6 +146,35 @@ struct Service {
     failures: u32,
     /// No replacement is launched before this (the backoff after a failure).
     not_before: Option<Instant>,
+    /// Specs this service ran, by fingerprint (the current one, the previous ones seen, and
+    /// the newest of its history): an old instance is probed with its own version's checks,
+    /// and a rollback goes to `rollout.from`'s.
+    versions: HashMap<String, Spec>,
+    rollout: Option<Track>,
+    kills: Vec<KillRecord>,
+}
+
+impl Service {
+    fn new(spec: Spec) -> Self {
+        let fingerprint = spec.fingerprint();
+        Self {
+            versions: [(fingerprint.clone(), spec.clone())].into_iter().collect(),
+            spec,
+            fingerprint,
+            failures: 0,
+            not_before: None,
+            rollout: None,
+            kills: Vec::new(),
+        }
+    }
+
+    /// The backoff after an instance of this service failed (ended or killed unhealthy).
+    fn failed(&mut self, now: Instant) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = self.spec.restart.delay(self.failures);
+        self.not_before = Some(now + delay);
+        delay
+    }
 }
 
 /// What an update meant, for the caller's log and events.
@@ -86,6 +204,10 @@ pub struct Book {
     instances: BTreeMap<TaskId, Instance>,
     /// Which host each agent is on, from offers (for `unique_hostname` and `hostname_like`).
     hosts: HashMap<AgentId, String>,
+    /// Hosts and ports of instances from before a restart (the stored status records), for
+    /// adopting them.
+    places: HashMap<TaskId, (String, Vec<u16>)>,
+    rollbacks: Vec<Rollback>,
 }
 
 /// `<service>.<fingerprint>.<unique>` split back, if it is one of ours.
@@ -108,37 +230,74 @@ fn new_task_id(service: &str, fingerprint: &str) -> TaskId {
 impl Book {
     /// The spec of `name` changed (`None`: removed). Its instances are compared with it on
     /// the next [`Book::kills`].
-    pub fn set_spec(&mut self, name: &str, spec: Option<Spec>) {
-        match spec {
-            Some(spec) => {
-                let fingerprint = spec.fingerprint();
-                match self.services.get_mut(name) {
-                    Some(s) => {
-                        if s.fingerprint != fingerprint {
-                            // A new version starts with a clean slate.
-                            s.failures = 0;
-                            s.not_before = None;
-                        }
-                        s.spec = spec;
-                        s.fingerprint = fingerprint;
-                    }
-                    None => {
-                        self.services.insert(
-                            name.to_string(),
-                            Service {
-                                spec,
-                                fingerprint,
-                                failures: 0,
-                                not_before: None,
-                            },
-                        );
-                    }
-                }
-            }
-            None => {
-                self.services.remove(name);
-            }
+    pub fn set_spec(&mut self, name: &str, spec: Option<Spec>) -> SpecChange {
+        let Some(spec) = spec else {
+            self.services.remove(name);
+            return SpecChange::Same;
+        };
+        let fingerprint = spec.fingerprint();
+        let old_live: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| i.service == name && !i.killing && i.fingerprint != fingerprint)
+            .map(|i| i.fingerprint.clone())
+            .collect();
+        let Some(s) = self.services.get_mut(name) else {
+            self.services.insert(name.to_string(), Service::new(spec));
+            return SpecChange::Created;
+        };
+        if s.fingerprint == fingerprint {
+            s.spec = spec.clone();
+            s.versions.insert(fingerprint, spec);
+            return SpecChange::Same;
         }
+        // A new version starts with a clean slate.
+        s.failures = 0;
+        s.not_before = None;
+        let previous = std::mem::replace(&mut s.spec, spec.clone());
+        let previous_fp = std::mem::replace(&mut s.fingerprint, fingerprint.clone());
+        s.versions.insert(fingerprint.clone(), spec);
+        let back = s
+            .rollout
+            .as_ref()
+            .is_some_and(|t| t.back_to.as_deref() == Some(fingerprint.as_str()));
+        if back {
+            if let Some(t) = s.rollout.as_mut() {
+                t.state = RolloutState::RolledBack;
+                t.from = previous_fp;
+                t.back_to = None;
+            }
+            return SpecChange::RolledBack;
+        }
+        s.rollout = (!old_live.is_empty()).then(|| Track {
+            from: previous_fp,
+            state: RolloutState::InProgress,
+            failures: 0,
+            back_to: None,
+            message: String::new(),
+        });
+        SpecChange::NewVersion { previous }
+    }
+
+    /// The newest spec of `name`'s history: what a failed rollout goes back to when this run
+    /// of the scheduler never saw it (it was applied before a restart).
+    pub fn set_previous(&mut self, name: &str, spec: Spec) {
+        if let Some(s) = self.services.get_mut(name) {
+            s.versions.entry(spec.fingerprint()).or_insert(spec);
+        }
+    }
+
+    /// Hosts and ports of instances from a stored status record, for adopting them.
+    pub fn remember_places(&mut self, status: &ServiceStatus) {
+        for i in &status.instances {
+            self.places
+                .insert(TaskId(i.task_id.clone()), (i.host.clone(), i.ports.clone()));
+        }
+    }
+
+    /// Rollbacks asked for since the last call.
+    pub fn take_rollbacks(&mut self) -> Vec<Rollback> {
+        std::mem::take(&mut self.rollbacks)
     }
 
     pub fn spec(&self, name: &str) -> Option<&Spec> {
@@ -179,7 +338,43 @@ impl Book {
             return 0;
         };
         let live = self.live_current(name, &s.fingerprint) as u32;
-        s.spec.instances.saturating_sub(live)
+        let want = s.spec.instances.saturating_sub(live);
+        let old = self
+            .instances
+            .values()
+            .filter(|i| i.service == name && !i.killing && i.fingerprint != s.fingerprint)
+            .count() as u32;
+        if old == 0 {
+            return want;
+        }
+        // Rolling out: at most `instances + max_surge` live at once.
+        let room = (s.spec.instances + s.spec.rollout.max_surge).saturating_sub(live + old);
+        want.min(room)
+    }
+
+    /// Whether an instance counts as healthy: RUNNING and passing its version's checks.
+    fn healthy(&self, i: &Instance) -> bool {
+        i.running_since().is_some() && (!self.probed(i) || i.checks.healthy())
+    }
+
+    /// The checks `i` is held to: its own version's (none for a version not known, or when
+    /// its ports are not known).
+    fn checks_of(&self, i: &Instance) -> &[HealthCheck] {
+        let Some(spec) = self
+            .services
+            .get(&i.service)
+            .and_then(|s| s.versions.get(&i.fingerprint))
+        else {
+            return &[];
+        };
+        if i.ports.len() < spec.ports as usize {
+            return &[];
+        }
+        &spec.health
+    }
+
+    fn probed(&self, i: &Instance) -> bool {
+        !self.checks_of(i).is_empty()
     }
 
     /// Whether any service needs an instance (so offers are worth having).
@@ -226,10 +421,26 @@ impl Book {
                 doomed.extend(live.into_iter().map(|i| i.task_id));
                 continue;
             };
-            let (mut current, outdated): (Vec<Instance>, Vec<Instance>) = live
+            let healthy_total = live.iter().filter(|i| self.healthy(i)).count();
+            let (mut current, mut outdated): (Vec<Instance>, Vec<Instance>) = live
                 .into_iter()
                 .partition(|i| i.fingerprint == service.fingerprint);
-            doomed.extend(outdated.into_iter().map(|i| i.task_id));
+            // Old instances go unhealthy first, then oldest first, and a healthy one only
+            // while `min_healthy` stay healthy without it.
+            let min_healthy = service
+                .spec
+                .rollout
+                .min_healthy_count(service.spec.instances) as usize;
+            outdated.sort_by_key(|i| (self.healthy(i), i.launched_at));
+            let mut healthy_left = healthy_total;
+            for i in outdated {
+                if !self.healthy(&i) {
+                    doomed.push(i.task_id);
+                } else if healthy_left > min_healthy {
+                    healthy_left -= 1;
+                    doomed.push(i.task_id);
+                }
+            }
             let keep = service.spec.instances as usize;
             if current.len() > keep {
                 // Keep the running ones, oldest first: kill starting ones, then the newest.
@@ -248,7 +459,201 @@ impl Book {
                 i.killing = true;
             }
         }
+        self.refresh_rollouts();
         doomed
+    }
+
+    /// A rollout is done once only new instances are left, as many as wanted, all healthy.
+    fn refresh_rollouts(&mut self) {
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            let Some(s) = self.services.get(&name) else {
+                continue;
+            };
+            if !s
+                .rollout
+                .as_ref()
+                .is_some_and(|t| t.state == RolloutState::InProgress && t.back_to.is_none())
+            {
+                continue;
+            }
+            let mine = self.instances.values().filter(|i| i.service == name);
+            let old = mine
+                .clone()
+                .filter(|i| i.fingerprint != s.fingerprint)
+                .count();
+            let healthy_new = mine
+                .filter(|i| i.fingerprint == s.fingerprint && !i.killing && self.healthy(i))
+                .count();
+            if old == 0 && healthy_new >= s.spec.instances as usize {
+                if let Some(t) = self
+                    .services
+                    .get_mut(&name)
+                    .and_then(|s| s.rollout.as_mut())
+                {
+                    t.state = RolloutState::Done;
+                    t.message.clear();
+                }
+            }
+        }
+    }
+
+    /// A new-version instance of `name` failed: during a rollout, enough of those ask for a
+    /// rollback to the version it replaces.
+    fn new_version_failed(&mut self, name: &str, fingerprint: &str, why: &str) {
+        let Some(s) = self.services.get_mut(name) else {
+            return;
+        };
+        if s.fingerprint != fingerprint {
+            return;
+        }
+        let Some(t) = s.rollout.as_mut() else { return };
+        if t.state != RolloutState::InProgress || t.back_to.is_some() {
+            return;
+        }
+        t.failures = t.failures.saturating_add(1);
+        if t.failures < s.spec.rollout.rollback_after {
+            t.message = format!(
+                "{} of {} new-version failures before a rollback; last: {why}",
+                t.failures, s.spec.rollout.rollback_after
+            );
+            return;
+        }
+        let Some(previous) = s.versions.get(&t.from).cloned() else {
+            t.message = format!(
+                "the new version failed {} times (last: {why}) but the previous spec is not known; not rolled back",
+                t.failures
+            );
+            return;
+        };
+        t.back_to = Some(t.from.clone());
+        t.message = format!(
+            "rolled back to {}: {} instance(s) of version {fingerprint} failed; last: {why}",
+            t.from, t.failures
+        );
+        self.rollbacks.push(Rollback {
+            service: name.to_string(),
+            spec: previous,
+            reason: t.message.clone(),
+        });
+    }
+
+    /// Health probes due now, each marked in flight until [`Book::probe_result`].
+    pub fn due_probes(&mut self, now: Instant) -> Vec<Probe> {
+        let mut probes = Vec::new();
+        let ids: Vec<TaskId> = self.instances.keys().cloned().collect();
+        for id in ids {
+            let Some(i) = self.instances.get(&id) else {
+                continue;
+            };
+            if i.killing || i.running_since().is_none() {
+                continue;
+            }
+            let checks = self.checks_of(i).to_vec();
+            if checks.is_empty() {
+                continue;
+            }
+            let Some(i) = self.instances.get_mut(&id) else {
+                continue;
+            };
+            for index in i.checks.due(&checks, now) {
+                probes.push(Probe {
+                    task_id: id.clone(),
+                    index,
+                    check: checks[index].clone(),
+                    host: i.host.clone(),
+                    ports: i.ports.clone(),
+                });
+            }
+        }
+        probes
+    }
+
+    /// Takes in a probe's result.
+    pub fn probe_result(
+        &mut self,
+        task_id: &TaskId,
+        index: usize,
+        outcome: Result<(), String>,
+        now: Instant,
+        unix_now: f64,
+    ) -> HealthEvent {
+        let Some(i) = self.instances.get(task_id) else {
+            return HealthEvent::Nothing;
+        };
+        let checks = self.checks_of(i).to_vec();
+        let Some(since) = i.running_since() else {
+            return HealthEvent::Nothing;
+        };
+        if i.killing {
+            return HealthEvent::Nothing;
+        }
+        let Some(i) = self.instances.get_mut(task_id) else {
+            return HealthEvent::Nothing;
+        };
+        let service = i.service.clone();
+        let fingerprint = i.fingerprint.clone();
+        match i.checks.result(&checks, index, outcome, since, now) {
+            Verdict::Nothing => HealthEvent::Nothing,
+            Verdict::Healthy => HealthEvent::Healthy { service },
+            Verdict::Failing(message) => HealthEvent::Failing { service, message },
+            Verdict::Kill(reason) => {
+                i.killing = true;
+                if let Some(s) = self.services.get_mut(&service) {
+                    if s.fingerprint == fingerprint {
+                        s.failed(now);
+                    }
+                    s.kills.push(KillRecord {
+                        task_id: task_id.to_string(),
+                        reason: reason.clone(),
+                        at: unix_now,
+                    });
+                    let extra = s.kills.len().saturating_sub(MAX_KILLS);
+                    s.kills.drain(..extra);
+                }
+                self.new_version_failed(&service, &fingerprint, &reason);
+                HealthEvent::Kill { service, reason }
+            }
+        }
+    }
+
+    /// What `bramble service show` is told about `name`.
+    pub fn status_of(&self, name: &str) -> Option<ServiceStatus> {
+        let s = self.services.get(name)?;
+        let instances = self
+            .instances
+            .values()
+            .filter(|i| i.service == name)
+            .map(|i| InstanceStatus {
+                task_id: i.task_id.to_string(),
+                host: i.host.clone(),
+                ports: i.ports.clone(),
+                running: i.running_since().is_some(),
+                healthy: !i.killing && self.healthy(i),
+                last_failure: i.checks.last_failure().map(str::to_string),
+            })
+            .collect();
+        let rollout = s.rollout.as_ref().map(|t| {
+            let healthy = self
+                .instances
+                .values()
+                .filter(|i| i.service == name && i.fingerprint == s.fingerprint)
+                .filter(|i| !i.killing && self.healthy(i))
+                .count() as u32;
+            RolloutStatus {
+                from: t.from.clone(),
+                to: s.fingerprint.clone(),
+                state: t.state,
+                healthy,
+                wanted: s.spec.instances,
+                message: t.message.clone(),
+            }
+        });
+        Some(ServiceStatus {
+            instances,
+            kills: s.kills.clone(),
+            rollout,
+        })
     }
 
     /// Tasks to launch on `offer` (as many instances as fit, for services in name order), or
@@ -270,6 +675,7 @@ impl Book {
                         let task_id = new_task_id(&name, &service.fingerprint);
                         room = room.checked_sub(&resources).unwrap_or_default();
                         tasks.push(task_info(&service.spec, offer, &task_id, resources, &ports));
+                        let ports = ports.clone();
                         self.instances.insert(
                             task_id.clone(),
                             Instance {
@@ -280,6 +686,9 @@ impl Book {
                                 phase: Phase::Starting,
                                 killing: false,
                                 launched_at: now,
+                                host: offer.hostname.clone(),
+                                ports,
+                                checks: Checks::new(service.spec.health.len()),
                             },
                         );
                     }
@@ -306,6 +715,11 @@ impl Book {
     ) -> Result<(Resources, Vec<u16>), String> {
         let c = &spec.constraints;
         let host = &offer.hostname;
+        if let Some(image) = &spec.image {
+            if !offer.attributes.contains_key(CONTAINERS_ATTRIBUTE) {
+                return Err(format!("{host} cannot run images (for {image})"));
+            }
+        }
         if let Some(pattern) = &c.hostname_like {
             if !glob_matches(pattern, host) {
                 return Err(format!("{host} is not like {pattern:?}"));
@@ -373,16 +787,36 @@ impl Book {
                 TaskState::Running => Phase::Running { since: now },
                 _ => Phase::Starting,
             };
+            let (host, ports) = self.places.remove(id).unwrap_or_else(|| {
+                let host = self.hosts.get(&agent_id).cloned().unwrap_or_default();
+                (host, Vec::new())
+            });
+            let (service, fingerprint) = (service.to_string(), fingerprint.to_string());
+            // An old version still running after a restart: its rollout goes on.
+            if let Some(s) = self.services.get_mut(&service) {
+                if s.fingerprint != fingerprint && s.rollout.is_none() {
+                    s.rollout = Some(Track {
+                        from: fingerprint.clone(),
+                        state: RolloutState::InProgress,
+                        failures: 0,
+                        back_to: None,
+                        message: String::new(),
+                    });
+                }
+            }
             self.instances.insert(
                 id.clone(),
                 Instance {
                     task_id: id.clone(),
-                    service: service.to_string(),
-                    fingerprint: fingerprint.to_string(),
+                    service,
+                    fingerprint,
                     agent_id,
                     phase,
                     killing: false,
                     launched_at: now,
+                    host,
+                    ports,
+                    checks: Checks::default(),
                 },
             );
             return Seen::Nothing;
@@ -435,9 +869,9 @@ impl Book {
                 service.failures = 0;
             }
         }
-        service.failures = service.failures.saturating_add(1);
-        let delay = service.spec.restart.delay(service.failures);
-        service.not_before = Some(now + delay);
+        let delay = service.failed(now);
+        let why = format!("{} ended {}: {}", i.task_id, status.state, status.message);
+        self.new_version_failed(&i.service, &i.fingerprint, &why);
         Some(delay)
     }
 }
@@ -492,7 +926,7 @@ fn task_info(
         executor: None,
         data: Vec::new(),
         mesos: None,
-        image: None,
+        image: spec.image.clone(),
     }
 }
 
@@ -723,8 +1157,15 @@ mod tests {
         let mut v2 = spec("web", 1);
         v2.cmd = "exec sleep 200".into();
         book.set_spec("web", Some(v2));
-        assert_eq!(book.kills(), vec![a[0].task_id.clone()]);
+        // The old one keeps serving (min_healthy 1.0) until its replacement runs (surge 1).
+        assert!(book.kills().is_empty());
         assert!(book.wants_offers());
+        let t3 = t0 + Duration::from_secs(3);
+        let new = book.place(&offer_on("a4", "pi-4", 0.5), t3).expect("fits");
+        assert_eq!(new.len(), 1);
+        assert!(book.kills().is_empty(), "not before the new one runs");
+        running(&mut book, &new[0], t3);
+        assert_eq!(book.kills(), vec![a[0].task_id.clone()]);
         book.set_spec("web", None);
         assert!(!book.wants_offers());
     }
@@ -750,5 +1191,220 @@ mod tests {
         );
         let weird = status(&TaskId::from("not-ours"), TaskState::Running);
         assert_eq!(book.update(&weird, now), Seen::Stray);
+    }
+    fn checked(name: &str, instances: u32, cmd: &str) -> Spec {
+        Spec::parse(
+            "t.toml",
+            &format!(
+                "name = \"{name}\"\ninstances = {instances}\ncmd = \"{cmd}\"\ncpus = 0.1\nmem = 32\nports = 1\n[[health]]\nprotocol = \"http\"\npath = \"/\"\ngrace_secs = 0.0\ninterval_secs = 1.0\nmax_failures = 2\n[rollout]\nmin_healthy = 1.0\nmax_surge = 1\nrollback_after = 2\n"
+            ),
+        )
+        .expect("valid")
+    }
+
+    /// Every due probe of the book answered with `outcome`; the kills they led to.
+    fn answer_all(book: &mut Book, now: Instant, outcome: Result<(), String>) -> Vec<String> {
+        let mut killed = Vec::new();
+        for p in book.due_probes(now) {
+            if let HealthEvent::Kill { reason, .. } =
+                book.probe_result(&p.task_id, p.index, outcome.clone(), now, 0.0)
+            {
+                killed.push(reason);
+            }
+        }
+        killed
+    }
+
+    #[test]
+    fn a_failing_health_check_kills_the_instance_with_the_reason_and_it_is_replaced() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        book.set_spec("web", Some(checked("web", 1, "v1")));
+        let task = book
+            .place(&offer_on("a1", "pi-1", 4.0), t0)
+            .expect("fits")
+            .remove(0);
+        assert!(book.due_probes(t0).is_empty(), "not probed before RUNNING");
+        running(&mut book, &task, t0);
+        let probes = book.due_probes(t0);
+        assert_eq!(probes.len(), 1);
+        assert_eq!(probes[0].host, "pi-1");
+        assert_eq!(probes[0].ports, vec![31000]);
+        book.probe_result(&probes[0].task_id, 0, Ok(()), t0, 0.0);
+        assert!(book.status_of("web").expect("known").instances[0].healthy);
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(
+            answer_all(&mut book, t1, Err("answered 500".into())).is_empty(),
+            "1 of 2"
+        );
+        let status = book.status_of("web").expect("known");
+        assert!(!status.instances[0].healthy);
+        assert!(status.instances[0]
+            .last_failure
+            .as_deref()
+            .is_some_and(|f| f.contains("500")));
+        let t2 = t1 + Duration::from_secs(1);
+        let killed = answer_all(&mut book, t2, Err("answered 500".into()));
+        assert_eq!(killed.len(), 1);
+        assert!(
+            killed[0].contains("http GET / on PORT0") && killed[0].contains("500"),
+            "{killed:?}"
+        );
+        assert!(
+            book.kills().is_empty(),
+            "the scheduler kills it, not kills()"
+        );
+        let status = book.status_of("web").expect("known");
+        assert_eq!(status.kills.len(), 1);
+        assert_eq!(status.kills[0].task_id, task.task_id.to_string());
+        // Replaced after the restart backoff (1 s by default).
+        assert!(book.wants_offers());
+        assert!(book
+            .place(&offer_on("a1", "pi-1", 4.0), t2)
+            .expect("gated")
+            .is_empty());
+        let t3 = t2 + Duration::from_secs(1);
+        assert_eq!(
+            book.place(&offer_on("a1", "pi-1", 4.0), t3)
+                .expect("fits")
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_rollout_keeps_min_healthy_and_surge_and_finishes() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        book.set_spec("web", Some(checked("web", 2, "v1")));
+        let old = book.place(&offer_on("a1", "pi-1", 4.0), t0).expect("fits");
+        assert_eq!(old.len(), 2);
+        for t in &old {
+            running(&mut book, t, t0);
+        }
+        answer_all(&mut book, t0, Ok(()));
+        let change = book.set_spec("web", Some(checked("web", 2, "v2")));
+        assert!(
+            matches!(change, SpecChange::NewVersion { .. }),
+            "{change:?}"
+        );
+        assert!(book.kills().is_empty(), "both old ones are needed healthy");
+        let t1 = t0 + Duration::from_secs(1);
+        let new = book.place(&offer_on("a1", "pi-1", 4.0), t1).expect("fits");
+        assert_eq!(new.len(), 1, "one above the count at most (max_surge = 1)");
+        running(&mut book, &new[0], t1);
+        assert!(book.kills().is_empty(), "RUNNING is not yet healthy");
+        answer_all(&mut book, t1, Ok(()));
+        let killed = book.kills();
+        assert_eq!(
+            killed.len(),
+            1,
+            "one old one goes once the new one is healthy"
+        );
+        assert!(old.iter().any(|t| t.task_id == killed[0]));
+        book.update(
+            &status(&TaskId(killed[0].to_string()), TaskState::Killed),
+            t1,
+        );
+        let rollout = book
+            .status_of("web")
+            .and_then(|s| s.rollout)
+            .expect("rolling");
+        assert_eq!(rollout.state, RolloutState::InProgress);
+        let second = book.place(&offer_on("a1", "pi-1", 4.0), t1).expect("fits");
+        assert_eq!(second.len(), 1);
+        running(&mut book, &second[0], t1);
+        let t2 = t1 + Duration::from_secs(1);
+        answer_all(&mut book, t2, Ok(()));
+        let last = book.kills();
+        assert_eq!(last.len(), 1);
+        book.update(&status(&TaskId(last[0].to_string()), TaskState::Killed), t2);
+        book.kills();
+        let rollout = book
+            .status_of("web")
+            .and_then(|s| s.rollout)
+            .expect("rolled");
+        assert_eq!(rollout.state, RolloutState::Done);
+        assert_eq!((rollout.healthy, rollout.wanted), (2, 2));
+        assert!(book.take_rollbacks().is_empty());
+    }
+
+    #[test]
+    fn a_new_version_that_fails_its_checks_asks_for_a_rollback_and_the_old_ones_keep_serving() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        let v1 = checked("web", 2, "v1");
+        book.set_spec("web", Some(v1.clone()));
+        let old = book.place(&offer_on("a1", "pi-1", 4.0), t0).expect("fits");
+        for t in &old {
+            running(&mut book, t, t0);
+        }
+        answer_all(&mut book, t0, Ok(()));
+        book.set_spec("web", Some(checked("web", 2, "v2")));
+        let mut now = t0;
+        for round in 0..2 {
+            now += Duration::from_secs(5);
+            let new = book.place(&offer_on("a1", "pi-1", 4.0), now).expect("fits");
+            assert_eq!(new.len(), 1, "round {round}");
+            running(&mut book, &new[0], now);
+            // The old ones pass, the new one fails twice: killed.
+            for _ in 0..2 {
+                now += Duration::from_secs(1);
+                for p in book.due_probes(now) {
+                    let bad = p.task_id == new[0].task_id;
+                    let outcome = if bad {
+                        Err("answered 500".into())
+                    } else {
+                        Ok(())
+                    };
+                    book.probe_result(&p.task_id, p.index, outcome, now, 0.0);
+                }
+            }
+            assert!(book.kills().is_empty(), "no old one is given up");
+            book.update(&status(&new[0], TaskState::Killed), now);
+        }
+        let rollbacks = book.take_rollbacks();
+        assert_eq!(rollbacks.len(), 1, "after rollback_after = 2 failures");
+        assert_eq!(rollbacks[0].spec, v1);
+        assert!(
+            rollbacks[0].reason.contains("answered 500"),
+            "{}",
+            rollbacks[0].reason
+        );
+        // The scheduler writes v1 back; it arrives as a spec change.
+        assert_eq!(book.set_spec("web", Some(v1)), SpecChange::RolledBack);
+        assert!(
+            book.kills().is_empty(),
+            "the old instances are current again"
+        );
+        assert!(!book.wants_offers());
+        let rollout = book
+            .status_of("web")
+            .and_then(|s| s.rollout)
+            .expect("recorded");
+        assert_eq!(rollout.state, RolloutState::RolledBack);
+        assert!(
+            rollout.message.contains("rolled back"),
+            "{}",
+            rollout.message
+        );
+    }
+
+    #[test]
+    fn image_services_go_only_to_agents_that_run_images() {
+        let now = Instant::now();
+        let mut s = spec("web", 1);
+        s.image = Some("docker.io/library/busybox".into());
+        let mut book = Book::default();
+        book.set_spec("web", Some(s));
+        let refused = book
+            .place(&offer_on("a1", "pi-1", 4.0), now)
+            .expect_err("no runtime");
+        assert!(refused.contains("cannot run images"), "{refused}");
+        let mut able = offer_on("a2", "pi-2", 4.0);
+        able.attributes
+            .insert(CONTAINERS_ATTRIBUTE.into(), "crun".into());
+        let tasks = book.place(&able, now).expect("fits");
+        assert_eq!(tasks[0].image.as_deref(), Some("docker.io/library/busybox"));
     }
 }

@@ -13,8 +13,11 @@
 //! while the scheduler is down, and handed to the scheduler whenever it (re)subscribes.
 
 pub mod book;
+pub mod health;
+pub mod probe;
 pub mod scheduler;
 pub mod spec;
+pub mod status;
 
 pub use scheduler::{
     load_framework_id, run_services, spec_key, ServiceScheduler, ServicesError,

@@ -10,15 +10,29 @@
 //! for all its live tasks, then for one made-up task id (the marker): the master answers calls
 //! in order, so when the marker's LOST comes back every live instance has been reported, and
 //! only then are offers used — no instance is launched twice for want of knowing it runs.
+//!
+//! Health checks run here, not on the agents: every [`TICK`] the driver calls `tick`, which
+//! starts the probes that are due (each on its own tokio task, bounded by its timeout) and
+//! takes in the results that came back, killing an instance its checks condemn. The same tick
+//! writes each service's `status/<name>` record when it changed (at most once a second) and
+//! carries out rollbacks: a failed rollout's previous spec is written back as `spec/<name>`
+//! (compare-and-swap on the version seen, so an operator's newer apply wins), and each version
+//! replaced is kept in `history/<name>` (`status.rs`).
 
-use super::book::{Book, Seen};
+use super::book::{Book, HealthEvent, Probe, Seen, SpecChange};
+use super::probe::probe;
 use super::spec::Spec;
+use super::status::{
+    history_key, status_key, History, ServiceStatus, HISTORY_PREFIX, STATUS_PREFIX,
+};
 use bramble_sdk::{
     async_trait, Filters, FrameworkId, Offer, OfferId, Scheduler, SchedulerConfig, SchedulerDriver,
     SdkError, StateEntry, TaskId, TaskStatus,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// The framework's name: `bramble service` finds the scheduler's state by it.
@@ -36,6 +50,13 @@ const RECONCILE_MARKER: &str = "bramble-services-reconciled";
 const REFUSE_BRIEFLY_SECS: f64 = 1.0;
 /// Offers nobody needs come back after this long (offers are suppressed meanwhile anyway).
 const REFUSE_UNUSED_SECS: f64 = 30.0;
+/// How often the driver calls `tick`: how late a due health check may start.
+pub const TICK: Duration = Duration::from_millis(200);
+/// A service's status record is rewritten at most this often.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// A probe's result: which instance, which check, and what it saw.
+type ProbeResult = (TaskId, usize, Result<(), String>);
 
 /// The state key of service `name`'s spec.
 pub fn spec_key(name: &str) -> String {
@@ -70,17 +91,32 @@ pub struct ServiceScheduler {
     suppressed: Option<bool>,
     /// Where the framework id is kept, if anywhere.
     id_file: Option<PathBuf>,
+    probes_tx: mpsc::UnboundedSender<ProbeResult>,
+    probes_rx: mpsc::UnboundedReceiver<ProbeResult>,
+    /// The stored version of each spec, as last seen (a rollback is written over it).
+    spec_versions: HashMap<String, u64>,
+    histories: HashMap<String, History>,
+    /// The status record last written per service, and when.
+    written: HashMap<String, Vec<u8>>,
+    last_status_write: Option<Instant>,
 }
 
 impl ServiceScheduler {
     /// A scheduler that keeps its framework id in `id_file` (if given).
     pub fn new(id_file: Option<PathBuf>) -> Self {
+        let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         Self {
             book: Book::default(),
             reconciling: None,
             reconciliations: 0,
             suppressed: None,
             id_file,
+            probes_tx,
+            probes_rx,
+            spec_versions: HashMap::new(),
+            histories: HashMap::new(),
+            written: HashMap::new(),
+            last_status_write: None,
         }
     }
 
@@ -103,7 +139,15 @@ impl ServiceScheduler {
         }
     }
 
-    fn set_spec_from(&mut self, key: &str, entry: Option<&StateEntry>) {
+    fn set_spec_from(&mut self, driver: &SchedulerDriver, key: &str, entry: Option<&StateEntry>) {
+        if let Some(name) = key.strip_prefix(HISTORY_PREFIX) {
+            let history = entry
+                .and_then(|e| History::parse(&e.value))
+                .unwrap_or_default();
+            self.note_previous(name, &history);
+            self.histories.insert(name.to_string(), history);
+            return;
+        }
         let Some(name) = key.strip_prefix(SPEC_PREFIX) else {
             return;
         };
@@ -111,6 +155,13 @@ impl ServiceScheduler {
             None => {
                 info!(service = name, "service removed; stopping its instances");
                 self.book.set_spec(name, None);
+                self.spec_versions.remove(name);
+                // Its records go with it, so a service created again under the name starts clean.
+                for k in [status_key(name), history_key(name)] {
+                    let _ = driver.delete_state(k, None);
+                }
+                self.written.remove(name);
+                self.histories.remove(name);
             }
             Some(e) => {
                 let text = String::from_utf8_lossy(&e.value);
@@ -118,13 +169,128 @@ impl ServiceScheduler {
                     Ok(spec) if spec.name == name => {
                         info!(service = name, version = e.version, instances = spec.instances,
                             fingerprint = %spec.fingerprint(), "service spec");
-                        self.book.set_spec(name, Some(spec));
+                        self.spec_versions.insert(name.to_string(), e.version);
+                        match self.book.set_spec(name, Some(spec)) {
+                            SpecChange::NewVersion { previous } => {
+                                info!(service = name, from = %previous.fingerprint(), "rolling out a new version");
+                                let history = self.histories.entry(name.to_string()).or_default();
+                                history.push(previous.to_toml());
+                                let bytes = history.to_bytes();
+                                if let Err(err) = driver.put_state(history_key(name), bytes, None) {
+                                    debug!(service = name, "history not written ({err})");
+                                }
+                            }
+                            SpecChange::RolledBack => {
+                                warn!(service = name, "rolled back to the previous version");
+                                // The version gone back to is no longer history.
+                                if let Some(history) = self.histories.get_mut(name) {
+                                    history.specs.pop();
+                                    let bytes = history.to_bytes();
+                                    let _ = driver.put_state(history_key(name), bytes, None);
+                                }
+                            }
+                            SpecChange::Created => {
+                                let history = self.histories.get(name).cloned().unwrap_or_default();
+                                self.note_previous(name, &history);
+                            }
+                            SpecChange::Same => {}
+                        }
                     }
                     Ok(spec) => {
                         warn!(key, named = %spec.name, "stored spec names another service; ignored")
                     }
                     Err(err) => warn!("stored spec unreadable, keeping the previous one: {err}"),
                 }
+            }
+        }
+    }
+
+    /// Tells the book the newest spec of a service's history (what a rollback goes to).
+    fn note_previous(&mut self, name: &str, history: &History) {
+        if let Some(text) = history.specs.last() {
+            match Spec::parse(&history_key(name), text) {
+                Ok(spec) => self.book.set_previous(name, spec),
+                Err(e) => debug!(service = name, "history's newest spec unreadable: {e}"),
+            }
+        }
+    }
+
+    /// Starts the probes that are due, each on its own task.
+    fn start_probes(&mut self, now: Instant) {
+        for Probe {
+            task_id,
+            index,
+            check,
+            host,
+            ports,
+        } in self.book.due_probes(now)
+        {
+            let tx = self.probes_tx.clone();
+            tokio::spawn(async move {
+                let outcome = probe(&check, &host, &ports).await;
+                let _ = tx.send((task_id, index, outcome));
+            });
+        }
+    }
+
+    /// Takes in the probes' results: kills the instances their checks condemn.
+    fn take_probe_results(&mut self, driver: &SchedulerDriver, now: Instant) {
+        while let Ok((task_id, index, outcome)) = self.probes_rx.try_recv() {
+            match self
+                .book
+                .probe_result(&task_id, index, outcome, now, bramble_proto::unix_now())
+            {
+                HealthEvent::Nothing => {}
+                HealthEvent::Healthy { service } => {
+                    info!(service, task = %task_id, "instance healthy")
+                }
+                HealthEvent::Failing { service, message } => {
+                    info!(service, task = %task_id, "{message}")
+                }
+                HealthEvent::Kill { service, reason } => {
+                    warn!(service, task = %task_id, "killing an unhealthy instance: {reason}");
+                    if let Err(e) = driver.kill_task(task_id.clone()) {
+                        debug!(task = %task_id, "kill not sent ({e}); asked again after re-registration");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes back the previous spec of each service whose rollout failed.
+    fn roll_back(&mut self, driver: &SchedulerDriver) {
+        for rb in self.book.take_rollbacks() {
+            let version = self.spec_versions.get(&rb.service).copied();
+            warn!(service = %rb.service, "{}", rb.reason);
+            let text = rb.spec.to_toml().into_bytes();
+            if let Err(e) = driver.put_state(spec_key(&rb.service), text, version) {
+                warn!(service = %rb.service, "cannot write the rollback ({e})");
+            }
+        }
+    }
+
+    /// Writes each service's status record if it changed (at most once a second).
+    fn write_status(&mut self, driver: &SchedulerDriver, now: Instant) {
+        if self
+            .last_status_write
+            .is_some_and(|t| now.duration_since(t) < STATUS_EVERY)
+        {
+            return;
+        }
+        self.last_status_write = Some(now);
+        for name in self.book.service_names() {
+            let Some(status) = self.book.status_of(&name) else {
+                continue;
+            };
+            let bytes = status.to_bytes();
+            if self.written.get(&name) == Some(&bytes) {
+                continue;
+            }
+            match driver.put_state(status_key(&name), bytes.clone(), None) {
+                Ok(()) => {
+                    self.written.insert(name, bytes);
+                }
+                Err(e) => debug!(service = name, "status not written ({e})"),
             }
         }
     }
@@ -238,8 +404,26 @@ impl Scheduler for ServiceScheduler {
                 self.book.set_spec(&name, None);
             }
         }
+        // Histories and status records first: the specs then find their previous versions,
+        // and the instances adopted later their ports.
+        self.histories.clear();
+        self.written.clear();
         for e in &entries {
-            self.set_spec_from(&e.key, Some(e));
+            if let Some(name) = e.key.strip_prefix(HISTORY_PREFIX) {
+                self.histories.insert(
+                    name.to_string(),
+                    History::parse(&e.value).unwrap_or_default(),
+                );
+            } else if e.key.starts_with(STATUS_PREFIX) {
+                if let Some(status) = ServiceStatus::parse(&e.value) {
+                    self.book.remember_places(&status);
+                }
+            }
+        }
+        for e in &entries {
+            if e.key.starts_with(SPEC_PREFIX) {
+                self.set_spec_from(driver, &e.key, Some(e));
+            }
         }
         info!(services = stored.len(), "service specs loaded");
         self.act(driver);
@@ -251,7 +435,11 @@ impl Scheduler for ServiceScheduler {
         key: &str,
         entry: Option<&StateEntry>,
     ) {
-        self.set_spec_from(key, entry);
+        // Our own writes come back here too; only specs (and histories) matter.
+        if key.starts_with(STATUS_PREFIX) {
+            return;
+        }
+        self.set_spec_from(driver, key, entry);
         self.act(driver);
     }
 
@@ -300,6 +488,22 @@ impl Scheduler for ServiceScheduler {
                 let _ = driver.kill_task(status.task_id.clone());
             }
         }
+        self.act(driver);
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(TICK)
+    }
+
+    async fn tick(&mut self, driver: &SchedulerDriver) {
+        if self.reconciling.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.take_probe_results(driver, now);
+        self.start_probes(now);
+        self.roll_back(driver);
+        self.write_status(driver, now);
         self.act(driver);
     }
 
@@ -371,8 +575,10 @@ mod tests {
     use super::*;
     use bramble_proto::messages::SchedulerCall;
     use bramble_proto::{PortRange, Resources};
+    use crate::services::status::{History, ServiceStatus};
     use bramble_sdk::testing::SchedulerTest;
     use bramble_sdk::{status, TaskState};
+    use std::time::Duration;
 
     const WEB: &str = "name = \"web\"\ninstances = 2\ncmd = \"exec sleep 100\"\ncpus = 0.1\nmem = 16\nports = 1\n";
 
@@ -465,5 +671,124 @@ mod tests {
         kit.take_calls();
         kit.update(stray).await;
         assert_eq!(kit.killed(), vec![TaskId::from("mystery")]);
+    }
+    /// A one-address HTTP server answering every request with `status`; its port.
+    async fn http_server(status: u16) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.0 {status} X\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        port
+    }
+
+    /// The last value written under `key`, if any.
+    fn written(calls: &[SchedulerCall], key: &str) -> Option<Vec<u8>> {
+        calls.iter().rev().find_map(|c| match c {
+            SchedulerCall::WriteState(bramble_proto::framework_state::StateWrite::Put {
+                key: k,
+                value,
+                ..
+            }) if k == key => Some(value.clone()),
+            _ => None,
+        })
+    }
+
+    #[tokio::test]
+    async fn ticks_probe_running_instances_and_kill_one_whose_http_check_fails() {
+        let port = http_server(500).await;
+        let spec = "name = \"web\"\ninstances = 1\ncmd = \"x\"\ncpus = 0.1\nmem = 16\nports = 1\n[[health]]\nprotocol = \"http\"\npath = \"/health\"\ngrace_secs = 0.0\ninterval_secs = 0.1\nmax_failures = 2\n";
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(None));
+        kit.register("fw").await;
+        kit.state(vec![entry("spec/web", spec, 1)]).await;
+        let marker = reconciled_marker(kit.calls());
+        kit.update(status(&marker, TaskState::Lost)).await;
+        let mut o = offer("o1");
+        o.hostname = "127.0.0.1".into();
+        o.resources = Resources::new(4.0, 1024).with_ports([PortRange::new(port, port)]);
+        kit.offers(vec![o]).await;
+        let task = kit.launched().remove(0);
+        kit.tick().await;
+        assert!(kit.killed().is_empty(), "nothing is probed before RUNNING");
+        kit.update(status(&task, TaskState::Running)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kit.killed().is_empty() {
+            assert!(Instant::now() < deadline, "the failing instance was never killed");
+            kit.tick().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(kit.killed(), vec![task.task_id.clone()]);
+        // The kill and its reason reach the status record.
+        let record = loop {
+            assert!(Instant::now() < deadline, "no status record with the kill");
+            kit.tick().await;
+            let found = written(kit.calls(), "status/web").and_then(|v| ServiceStatus::parse(&v));
+            if let Some(s) = found.filter(|s| !s.kills.is_empty()) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let reason = &record.kills[0].reason;
+        assert!(
+            reason.contains("http GET /health on PORT0") && reason.contains("answered 500"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_version_keeps_the_replaced_spec_in_history_and_a_rollback_is_written_back() {
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(None));
+        kit.register("fw").await;
+        kit.state(vec![entry("spec/web", WEB, 1)]).await;
+        let marker = reconciled_marker(kit.calls());
+        kit.update(status(&marker, TaskState::Lost)).await;
+        kit.offers(vec![offer("o1")]).await;
+        let old = kit.launched();
+        for t in &old {
+            kit.update(status(t, TaskState::Running)).await;
+        }
+        kit.take_calls();
+        let v2 = WEB.replace("sleep 100", "sleep 200");
+        kit.state_changed("spec/web", Some(entry("spec/web", &v2, 2))).await;
+        let history = written(kit.calls(), "history/web")
+            .and_then(|v| History::parse(&v))
+            .expect("history written");
+        assert_eq!(history.specs.len(), 1);
+        let v1 = Spec::parse("t", WEB).expect("valid");
+        assert_eq!(Spec::parse("h", &history.specs[0]).expect("stored"), v1);
+        // Two new instances end by themselves (rollback_after = 2): v1 is written back over
+        // version 2, compare-and-swap.
+        for n in 0..2 {
+            kit.take_calls();
+            kit.offers(vec![offer(&format!("o-new-{n}"))]).await;
+            let new = kit.launched();
+            assert_eq!(new.len(), 1, "one at a time (max_surge = 1)");
+            kit.update(status(&new[0], TaskState::Failed)).await;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        kit.take_calls();
+        kit.tick().await;
+        let back = kit.calls().iter().find_map(|c| match c {
+            SchedulerCall::WriteState(bramble_proto::framework_state::StateWrite::Put {
+                key,
+                value,
+                expected_version,
+            }) if key == "spec/web" => Some((value.clone(), *expected_version)),
+            _ => None,
+        });
+        let (value, expected) = back.expect("the rollback is written");
+        assert_eq!(expected, Some(2));
+        let written_back = Spec::parse("back", &String::from_utf8_lossy(&value)).expect("spec");
+        assert_eq!(written_back, v1);
+        assert!(kit.killed().is_empty(), "the old instances are kept");
     }
 }

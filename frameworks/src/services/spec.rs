@@ -19,6 +19,24 @@
 //! max_per_agent = 2
 //! attributes = { rack = "a" }   # agent attributes that must match exactly
 //!
+//! image = "docker.io/library/python:3-alpine"   # optional: run cmd (by /bin/sh -c) in this
+//!                               # container image, only on agents that run images
+//!
+//! [[health]]                    # any number of checks, run by the scheduler:
+//! protocol = "http"             #   "http" (GET path, expect status), "tcp" (port connects)
+//! path = "/healthz"             #   or "command" (exits 0; HOST and PORT0… in its env)
+//! status = 200                  #   http: the status expected (default: any 2xx or 3xx)
+//! port_index = 0                #   http/tcp: which of the instance's ports (PORT0…)
+//! grace_secs = 15.0             #   failures this soon after RUNNING do not count,
+//! interval_secs = 5.0           #   a check this often,
+//! timeout_secs = 2.0            #   each given this long,
+//! max_failures = 3              #   and this many failures in a row kill the instance
+//!
+//! [rollout]                     # how a changed spec replaces the instances:
+//! min_healthy = 1.0             #   a fraction of `instances` (1.0) or a count (2) kept healthy
+//! max_surge = 1                 #   instances started above `instances` meanwhile
+//! rollback_after = 2            #   new-version failures that roll back to the previous spec
+//!
 //! [restart]                     # an instance that ends is replaced after a backoff:
 //! backoff_secs = 1.0            #   first delay,
 //! backoff_factor = 2.0          #   times this per consecutive failure,
@@ -61,6 +79,201 @@ pub struct Spec {
     pub constraints: Constraints,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// A container image to run `cmd` in (by `/bin/sh -c`); `None`: on the agent's own
+    /// filesystem. Only agents advertising the containers attribute are offered such an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Health checks, run by the scheduler against every RUNNING instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+    /// How a changed spec replaces the instances.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// What a health check asks of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `GET path` on the instance's port answers with the expected status.
+    Http,
+    /// The instance's port accepts a connection.
+    Tcp,
+    /// A command run by the scheduler (`/bin/sh -c`, with `HOST` and `PORT0`… of the
+    /// instance) exits 0.
+    Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub protocol: Protocol,
+    /// HTTP: the path asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HTTP: the status expected; `None`: any 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// HTTP and TCP: which of the instance's ports (0 is `PORT0`).
+    #[serde(default)]
+    pub port_index: u32,
+    /// Command: the line run by `/bin/sh -c` on the scheduler's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default = "default_grace")]
+    pub grace_secs: f64,
+    #[serde(default = "default_interval")]
+    pub interval_secs: f64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+}
+
+fn default_grace() -> f64 {
+    15.0
+}
+fn default_interval() -> f64 {
+    5.0
+}
+fn default_timeout() -> f64 {
+    2.0
+}
+fn default_max_failures() -> u32 {
+    3
+}
+
+impl HealthCheck {
+    /// How the check is named in logs and kill reasons: `http GET /healthz on PORT0`.
+    pub fn describe(&self) -> String {
+        match self.protocol {
+            Protocol::Http => format!(
+                "http GET {} on PORT{}",
+                self.path.as_deref().unwrap_or("/"),
+                self.port_index
+            ),
+            Protocol::Tcp => format!("tcp connect to PORT{}", self.port_index),
+            Protocol::Command => format!("command {:?}", self.command.as_deref().unwrap_or("")),
+        }
+    }
+
+    fn check(&self, ports: u32) -> Result<(), (&'static str, String)> {
+        let secs = |v: f64| v.is_finite() && v >= 0.0 && v <= 86_400.0;
+        if !secs(self.grace_secs) {
+            return Err(("health.grace_secs", "must be between 0 and 86400".into()));
+        }
+        if !(secs(self.interval_secs) && self.interval_secs >= 0.1) {
+            return Err((
+                "health.interval_secs",
+                "must be between 0.1 and 86400".into(),
+            ));
+        }
+        if !(secs(self.timeout_secs) && self.timeout_secs >= 0.01) {
+            return Err((
+                "health.timeout_secs",
+                "must be between 0.01 and 86400".into(),
+            ));
+        }
+        if self.max_failures == 0 {
+            return Err(("health.max_failures", "must be at least 1".into()));
+        }
+        match self.protocol {
+            Protocol::Http | Protocol::Tcp => {
+                if self.port_index >= ports {
+                    return Err((
+                        "health.port_index",
+                        format!(
+                            "the instance has {ports} port(s) (`ports`), so PORT{} does not exist",
+                            self.port_index
+                        ),
+                    ));
+                }
+                if self.command.is_some() {
+                    return Err(("health.command", "only for protocol = \"command\"".into()));
+                }
+            }
+            Protocol::Command => {
+                if self.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                    return Err((
+                        "health.command",
+                        "protocol = \"command\" needs a command".into(),
+                    ));
+                }
+            }
+        }
+        if self.protocol != Protocol::Http && (self.path.is_some() || self.status.is_some()) {
+            return Err((
+                "health.path",
+                "path and status are for protocol = \"http\"".into(),
+            ));
+        }
+        if let Some(path) = &self.path {
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err((
+                    "health.path",
+                    format!("{path:?} must start with '/' and hold no spaces"),
+                ));
+            }
+        }
+        if self.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return Err((
+                "health.status",
+                "must be an HTTP status (100 to 599)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How many instances a rollout keeps healthy: a fraction of `instances` or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MinHealthy {
+    Count(u32),
+    Fraction(f64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: MinHealthy,
+    #[serde(default = "default_max_surge")]
+    pub max_surge: u32,
+    /// New-version instances that fail (health checks, or ending by themselves) before the
+    /// service is rolled back to its previous spec.
+    #[serde(default = "default_rollback_after")]
+    pub rollback_after: u32,
+}
+
+fn default_min_healthy() -> MinHealthy {
+    MinHealthy::Fraction(1.0)
+}
+fn default_max_surge() -> u32 {
+    1
+}
+fn default_rollback_after() -> u32 {
+    2
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            min_healthy: default_min_healthy(),
+            max_surge: default_max_surge(),
+            rollback_after: default_rollback_after(),
+        }
+    }
+}
+
+impl Rollout {
+    /// How many of `instances` stay healthy while a rollout replaces them.
+    pub fn min_healthy_count(&self, instances: u32) -> u32 {
+        match self.min_healthy {
+            MinHealthy::Count(n) => n.min(instances),
+            MinHealthy::Fraction(f) => ((f * f64::from(instances)).ceil() as u32).min(instances),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -176,6 +389,8 @@ impl Spec {
     pub fn fingerprint(&self) -> String {
         let mut body = self.clone();
         body.instances = 0;
+        // How to roll out is not what runs.
+        body.rollout = Rollout::default();
         format!("{:08x}", crc32fast::hash(body.to_toml().as_bytes()))
     }
 
@@ -246,6 +461,39 @@ impl Spec {
         }
         if !positive(r.min_uptime_secs) {
             return Err(("restart.min_uptime_secs", "must be 0 or more".into()));
+        }
+        if let Some(image) = &self.image {
+            if image.trim().is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(("image", format!("{image:?} is not an image reference")));
+            }
+        }
+        for check in &self.health {
+            check.check(self.ports)?;
+        }
+        let ro = &self.rollout;
+        if let MinHealthy::Fraction(f) = ro.min_healthy {
+            if !(f.is_finite() && (0.0..=1.0).contains(&f)) {
+                return Err((
+                    "rollout.min_healthy",
+                    "a fraction between 0.0 and 1.0, or a whole count".into(),
+                ));
+            }
+        }
+        if ro.max_surge > MAX_INSTANCES {
+            return Err(("rollout.max_surge", format!("at most {MAX_INSTANCES}")));
+        }
+        if ro.max_surge == 0
+            && ro.min_healthy_count(self.instances) >= self.instances
+            && self.instances > 0
+        {
+            return Err((
+                "rollout.max_surge",
+                "with no surge, min_healthy must leave room to replace an instance (e.g. max_surge = 1 or min_healthy = 0.5)".into(),
+            ));
+        }
+        if ro.rollback_after == 0 {
+            return Err(("rollout.rollback_after", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -412,5 +660,38 @@ backoff_secs = 0.5
         assert!(glob_matches("a*b*c", "axxbyyc"));
         assert!(!glob_matches("a*b*c", "axxbyy"));
         assert!(glob_matches("pi-1", "pi-1"));
+    }
+    #[test]
+    fn health_checks_and_rollouts_are_checked() {
+        let base = "name = \"web\"\ninstances = 2\ncmd = \"x\"\ncpus = 0.1\nmem = 16\nports = 1\n";
+        let ok = format!("{base}[[health]]\nprotocol = \"tcp\"\n[[health]]\nprotocol = \"command\"\ncommand = \"true\"\n[rollout]\nmin_healthy = 1\nmax_surge = 0\n");
+        let spec = Spec::parse("web.toml", &ok).expect("valid");
+        assert_eq!(spec.health.len(), 2);
+        assert_eq!(spec.health[0].max_failures, 3, "defaults fill in");
+        assert_eq!(spec.rollout.min_healthy, MinHealthy::Count(1));
+        assert_eq!(Spec::parse("again", &spec.to_toml()).expect("round trip"), spec);
+        let mut rolled = spec.clone();
+        rolled.rollout.max_surge = 2;
+        assert_eq!(rolled.fingerprint(), spec.fingerprint(), "how to roll out is not what runs");
+        let cases = [
+            ("[[health]]\nprotocol = \"http\"\nport_index = 1\n", "health.port_index"),
+            ("[[health]]\nprotocol = \"command\"\n", "health.command"),
+            ("[[health]]\nprotocol = \"tcp\"\npath = \"/\"\n", "health.path"),
+            ("[[health]]\nprotocol = \"http\"\npath = \"x\"\n", "health.path"),
+            ("[[health]]\nprotocol = \"http\"\nmax_failures = 0\n", "health.max_failures"),
+            ("[[health]]\nprotocol = \"http\"\ninterval_secs = 0.0\n", "health.interval_secs"),
+            ("[rollout]\nmin_healthy = 1.5\n", "rollout.min_healthy"),
+            ("[rollout]\nmin_healthy = 1.0\nmax_surge = 0\n", "rollout.max_surge"),
+            ("[rollout]\nrollback_after = 0\n", "rollout.rollback_after"),
+        ];
+        for (extra, key) in cases {
+            let e = Spec::parse("web.toml", &format!("{base}{extra}")).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = Spec::parse("web.toml", &format!("image = \"a b\"\n{base}")).expect_err("image");
+        assert_eq!(e.key, "image");
+        assert_eq!(Rollout::default().min_healthy_count(3), 3);
+        let half = Rollout { min_healthy: MinHealthy::Fraction(0.5), ..Rollout::default() };
+        assert_eq!(half.min_healthy_count(3), 2);
     }
 }

@@ -32,6 +32,7 @@ use bramble_proto::identity::Credentials;
 use bramble_proto::messages::{FrameworkApi, FrameworkInfo, Offer};
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, OfferId, TaskStatus};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Failover timeout used by [`framework_info`]: how long the master keeps a disconnected
 /// framework's tasks running, and how long the driver keeps trying to get back.
@@ -124,6 +125,17 @@ pub trait Scheduler: Send {
         _entry: Option<&StateEntry>,
     ) {
     }
+
+    /// How often [`Scheduler::tick`] runs while subscribed; `None` (the default): never.
+    /// Read at the start of each subscribed session.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic work of the scheduler's own (health checks, timeouts), run on the event loop
+    /// between events every [`Scheduler::tick_interval`] while subscribed, so it needs no
+    /// lock around the scheduler's state. Not run while disconnected or standing by.
+    async fn tick(&mut self, _driver: &SchedulerDriver) {}
 }
 
 /// What the driver needs to subscribe.

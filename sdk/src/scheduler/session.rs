@@ -53,6 +53,16 @@ impl Runner {
         let mut heartbeats =
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The scheduler's own timer (`Scheduler::tick`), if it asked for one.
+        let tick_every = scheduler
+            .tick_interval()
+            .map(|d| d.max(Duration::from_millis(1)));
+        let first_tick = tick_every.unwrap_or(Duration::from_secs(3600));
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + first_tick,
+            tick_every.unwrap_or(first_tick),
+        );
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let lost = |conn: &quinn::Connection, what: String| {
             SessionEnd::Lost(match conn.close_reason() {
                 Some(reason) => format!("{what} (connection closed: {reason})"),
@@ -132,6 +142,9 @@ impl Runner {
                     if let Err(e) = writer.send(&SchedulerCall::Heartbeat).await {
                         return Ok(lost(&conn, format!("sending heartbeat: {e}")));
                     }
+                }
+                _ = ticks.tick(), if tick_every.is_some() => {
+                    scheduler.tick(&self.driver).await;
                 }
             }
         }
