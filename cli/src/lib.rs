@@ -11,3 +11,4 @@ pub mod node;
 pub mod ops;
 pub mod progress;
 pub mod run;
+pub mod summary;

@@ -73,6 +73,9 @@ impl Master {
                 Ok(entry) => OperatorReply::StateWritten(entry),
                 Err(message) => OperatorReply::Error { message },
             },
+            OperatorCall::GetStatePage { after, limit } => {
+                OperatorReply::StatePage(Box::new(self.state_page(after, limit)))
+            }
         };
         self.reply(reply, answer);
     }
