@@ -11,4 +11,5 @@ pub mod node;
 pub mod ops;
 pub mod progress;
 pub mod run;
+pub mod summary;
 pub mod table;

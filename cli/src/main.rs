@@ -107,6 +107,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every agent (without it, the first 50; `--json` always lists every one).
+        #[arg(long)]
+        all: bool,
     },
     /// The frameworks subscribed.
     Frameworks {
@@ -294,7 +297,10 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
     let target = &target;
     match cli.command {
         Command::Status { json } => commands::state::show(target, View::Status, json).await?,
-        Command::Agents { json } => commands::state::show(target, View::Agents, json).await?,
+        Command::Agents { json, all } => {
+            let view = if all { View::AllAgents } else { View::Agents };
+            commands::state::show(target, view, json).await?
+        }
         Command::Frameworks { json } => {
             commands::state::show(target, View::Frameworks, json).await?
         }

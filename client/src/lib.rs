@@ -9,7 +9,8 @@
 mod error;
 mod locate;
 mod operator;
+mod paging;
 
 pub use error::ClientError;
 pub use locate::{locate_master, DISCOVERY_TIMEOUT};
-pub use operator::{owner_of, OperatorClient, Panel};
+pub use operator::{owner_of, OperatorClient, Panel, STATE_PAGE};

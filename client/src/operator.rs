@@ -7,8 +7,8 @@ use bramble_proto::framework_state::{StateEntry, StateWrite};
 use bramble_proto::handshake::{say_hello, HandshakeError};
 use bramble_proto::identity::{Credentials, Role};
 use bramble_proto::messages::{
-    ClusterState, OperatorCall, OperatorReply, PeerKind, SandboxChunk, SandboxRead,
-    MAX_SANDBOX_READ,
+    ClusterState, OperatorCall, OperatorReply, PeerKind, SandboxChunk, SandboxRead, StateCursor,
+    StatePage, MAX_SANDBOX_READ,
 };
 use bramble_proto::transport::{
     client_endpoint, connect, unspecified_for, ControlStream, TransportError,
@@ -25,6 +25,9 @@ pub const CONNECT_TIMEOUT: Duration = bramble_proto::transport::IDLE_TIMEOUT;
 
 /// How often a followed sandbox file is read again once its end is reached.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// Items per page when [`OperatorClient::state`] fetches the whole state.
+pub const STATE_PAGE: u32 = 1000;
 
 /// What the master's front panel shows.
 #[derive(Debug, Clone)]
@@ -111,10 +114,29 @@ impl OperatorClient {
         Ok(self.ctl.recv().await?)
     }
 
-    /// The cluster as the master sees it.
+    /// The cluster as the master sees it, fetched [`STATE_PAGE`] items at a time (one reply
+    /// would not fit a frame on a big cluster; see [`crate::paging`]).
     pub async fn state(&mut self) -> Result<ClusterState, ClientError> {
-        match self.call(OperatorCall::GetState).await? {
-            OperatorReply::State(s) => Ok(s),
+        self.state_in_pages(STATE_PAGE).await
+    }
+
+    /// [`OperatorClient::state`], `limit` items a page.
+    pub async fn state_in_pages(&mut self, limit: u32) -> Result<ClusterState, ClientError> {
+        crate::paging::whole_state(self, limit).await
+    }
+
+    /// One page of the cluster's state: up to `limit` items after `after` (`None`: the
+    /// first page, with the rest of the state and the counts).
+    pub async fn state_page(
+        &mut self,
+        after: Option<StateCursor>,
+        limit: u32,
+    ) -> Result<StatePage, ClientError> {
+        match self
+            .call(OperatorCall::GetStatePage { after, limit })
+            .await?
+        {
+            OperatorReply::StatePage(page) => Ok(*page),
             other => Err(not_the_answer(other)),
         }
     }

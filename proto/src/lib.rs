@@ -24,6 +24,7 @@ pub mod queue;
 pub mod resources;
 pub mod rng;
 pub mod startup;
+pub mod state_page;
 pub mod task;
 pub mod transport;
 

@@ -8,6 +8,7 @@
 use crate::framework_state::{StateEntry, StateWrite};
 use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::resources::Resources;
+pub use crate::state_page::{ClusterCounts, StateCursor, StatePage};
 use crate::task::{ExecutorInfo, TaskInfo, TaskReason, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -373,6 +374,12 @@ pub enum OperatorCall {
     TeardownFramework {
         framework_id: FrameworkId,
     },
+    /// A page of the cluster's state: up to `limit` items after `after` (`None`: the first
+    /// page, which also carries the rest of the state); see [`crate::state_page`].
+    GetStatePage {
+        after: Option<StateCursor>,
+        limit: u32,
+    },
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -444,6 +451,7 @@ pub enum OperatorReply {
     FrameworkState(Vec<StateEntry>),
     /// The entry as written (`None` once deleted).
     StateWritten(Option<StateEntry>),
+    StatePage(Box<StatePage>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,8 @@ async fn two_hundred_agents_register_run_tasks_and_come_back_after_a_master_kill
 
     // Every agent registered (scale() fails otherwise); the master admitted them all.
     assert_eq!(report.agents, 200);
+    // The operator client read every agent, in pages.
+    assert_eq!(report.operator_state_idle.agents, 200, "{json}");
     // The frameworks were offered resources and launched, and saw their tasks run.
     assert!(report.launch.launched >= 100, "{json}");
     assert!(report.launch.latency.n >= 100, "{json}");

@@ -3,7 +3,7 @@
 //! framework teardown` on one framework.
 
 use super::{print_json, Target};
-use bramble::ops;
+use bramble::{ops, summary};
 use bramble_client::{owner_of, OperatorClient};
 use bramble_proto::messages::{ClusterState, TaskSummary};
 use bramble_proto::{FrameworkId, TaskId};
@@ -18,25 +18,55 @@ pub enum View {
     Tasks {
         all: bool,
     },
+    /// Every agent, however many (`bramble agents --all`).
+    AllAgents,
 }
 
 /// Prints `view` of the master's state.
 pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result<()> {
     let mut op =
         OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
+    // Summaries first: the status and the first agents from one small page, whatever the
+    // cluster's size; the rest (and every `--json`) from the whole state, fetched in pages.
+    match (view, json) {
+        (View::Status, false) => {
+            let page = op.state_page(None, 0).await?;
+            op.close();
+            let head = head(page.head)?;
+            print!("{}", summary::status_text(&page.counts, &head));
+            return Ok(());
+        }
+        (View::Agents, false) => {
+            let page = op.state_page(None, summary::AGENTS_SHOWN).await?;
+            op.close();
+            let mut head = head(page.head)?;
+            head.agents = page.agents;
+            ops::print_agents(&head);
+            if let Some(note) = summary::agents_left_out(head.agents.len(), &page.counts) {
+                println!("{note}");
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let state = op.state().await?;
     op.close();
     match (view, json) {
         (View::Status, true) => print_json(&state)?,
         (View::Status, false) => ops::print_status(&state),
-        (View::Agents, true) => print_json(&state.agents)?,
-        (View::Agents, false) => ops::print_agents(&state),
+        (View::Agents | View::AllAgents, true) => print_json(&state.agents)?,
+        (View::Agents | View::AllAgents, false) => ops::print_agents(&state),
         (View::Frameworks, true) => print_json(&state.frameworks)?,
         (View::Frameworks, false) => ops::print_frameworks(&state),
         (View::Tasks { all }, true) => print_json(&ops::listed_tasks(&state, all))?,
         (View::Tasks { all }, false) => ops::print_tasks(&state, all),
     }
     Ok(())
+}
+
+/// The rest of the state, which the master sends with the first page.
+fn head(head: Option<ClusterState>) -> anyhow::Result<ClusterState> {
+    head.ok_or_else(|| anyhow::anyhow!("the master's first state page came without its head"))
 }
 
 /// Connects as the operator and finds whose `task` it is (`framework` settles an ambiguous

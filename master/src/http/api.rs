@@ -32,7 +32,7 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn call_failed(e: CallError) -> Response {
+pub(crate) fn call_failed(e: CallError) -> Response {
     match e {
         CallError::Stopped => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -42,7 +42,7 @@ fn call_failed(e: CallError) -> Response {
     }
 }
 
-fn unexpected(reply: OperatorReply) -> Response {
+pub(crate) fn unexpected(reply: OperatorReply) -> Response {
     match reply {
         OperatorReply::Error { message } => error(StatusCode::INTERNAL_SERVER_ERROR, message),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),

@@ -20,6 +20,7 @@ mod auth;
 pub mod events;
 pub mod mesos;
 mod metrics;
+mod pages;
 mod ui;
 
 use crate::display::PanelFeed;
@@ -159,6 +160,9 @@ pub async fn serve(
 fn router(state: AppState) -> Router {
     let mut api = Router::new()
         .route("/api/v1/state", get(api::state))
+        .route("/api/v1/summary", get(pages::summary))
+        .route("/api/v1/agents", get(pages::agents))
+        .route("/api/v1/tasks", get(pages::tasks))
         .route("/api/v1/events", get(events::stream))
         .route(
             "/api/v1/tasks/{framework}/{task}/files",

@@ -52,6 +52,7 @@ mod health;
 mod launch;
 mod offers;
 mod operator;
+mod paging;
 mod peers;
 mod snapshot;
 mod tasks;

@@ -86,6 +86,9 @@ impl Master {
                     }
                 }
             }
+            OperatorCall::GetStatePage { after, limit } => {
+                OperatorReply::StatePage(Box::new(self.state_page(after, limit)))
+            }
         };
         self.reply(reply, answer);
     }

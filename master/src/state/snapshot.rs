@@ -3,14 +3,15 @@
 //! the front panel (agents' loads and jobs, no tasks), rebuilt at most every
 //! `feed::SUMMARY_EVERY` and only while watched.
 
+use super::agents::AgentEntry;
 use super::feed::{AgentLoad, ClusterSummary};
+use super::offers::OfferEntry;
 use super::tasks::task_summary;
 use super::{feed, Master};
 use bramble_proto::messages::{
     AgentSummary, ClusterState, ExecutorSummary, FrameworkSummary, JobSummary, OfferSummary,
-    TaskSummary,
 };
-use bramble_proto::{AgentId, Resources};
+use bramble_proto::{AgentId, OfferId, Resources};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -46,7 +47,7 @@ impl Master {
     }
 
     /// What frameworks hold on an agent with `total` resources.
-    fn allocated_on(&self, id: &AgentId, total: &Resources) -> Resources {
+    pub(super) fn allocated_on(&self, id: &AgentId, total: &Resources) -> Resources {
         let free = self.allocator.agent_free(id);
         total.saturating_sub(free.as_ref().unwrap_or(total))
     }
@@ -69,38 +70,79 @@ impl Master {
         jobs
     }
 
-    pub fn snapshot(&self) -> ClusterState {
-        let mut agents: Vec<AgentSummary> = self
-            .agents
+    /// One agent as operators see it.
+    pub(super) fn agent_summary(&self, id: &AgentId, a: &AgentEntry) -> AgentSummary {
+        let mut executors: Vec<ExecutorSummary> = a
+            .executors
             .iter()
-            .map(|(id, a)| AgentSummary {
-                id: id.clone(),
-                hostname: a.hostname.clone(),
-                address: a.address.to_string(),
-                connected: a.conn.is_some(),
-                total: a.total.clone(),
-                allocated: self.allocated_on(id, &a.total),
-                attributes: a.attributes.clone(),
-                last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
-                unhealthy: self.unhealthy_reason(id),
-                executors: {
-                    let mut e: Vec<ExecutorSummary> = a
-                        .executors
-                        .iter()
-                        .map(|((fw, ex), r)| ExecutorSummary {
-                            framework_id: fw.clone(),
-                            executor_id: ex.clone(),
-                            resources: r.clone(),
-                        })
-                        .collect();
-                    e.sort_by(|a, b| {
-                        (&a.framework_id, &a.executor_id).cmp(&(&b.framework_id, &b.executor_id))
-                    });
-                    e
-                },
+            .map(|((fw, ex), r)| ExecutorSummary {
+                framework_id: fw.clone(),
+                executor_id: ex.clone(),
+                resources: r.clone(),
             })
             .collect();
-        agents.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+        executors.sort_by(|a, b| {
+            (&a.framework_id, &a.executor_id).cmp(&(&b.framework_id, &b.executor_id))
+        });
+        AgentSummary {
+            id: id.clone(),
+            hostname: a.hostname.clone(),
+            address: a.address.to_string(),
+            connected: a.conn.is_some(),
+            total: a.total.clone(),
+            allocated: self.allocated_on(id, &a.total),
+            attributes: a.attributes.clone(),
+            last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
+            unhealthy: self.unhealthy_reason(id),
+            executors,
+        }
+    }
+
+    pub(super) fn offer_summary(&self, id: &OfferId, o: &OfferEntry) -> OfferSummary {
+        OfferSummary {
+            id: id.clone(),
+            framework_id: o.framework_id.clone(),
+            agent_id: o.agent_id.clone(),
+            resources: o.resources.clone(),
+        }
+    }
+
+    /// Everything operators and the web UI see, every agent, task and offer included.
+    pub fn snapshot(&self) -> ClusterState {
+        let mut state = self.head();
+        state.agents = self
+            .agents
+            .iter()
+            .map(|(id, a)| self.agent_summary(id, a))
+            .collect();
+        state
+            .agents
+            .sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.id.cmp(&b.id)));
+        state.tasks = self
+            .frameworks
+            .iter()
+            .flat_map(|(fid, f)| {
+                f.tasks
+                    .iter()
+                    .map(move |(tid, t)| task_summary(fid, tid, t))
+            })
+            .collect();
+        state
+            .tasks
+            .sort_by(|a, b| a.framework_id.cmp(&b.framework_id).then(a.id.cmp(&b.id)));
+        state.offers = self
+            .offers
+            .iter()
+            .map(|(id, o)| self.offer_summary(id, o))
+            .collect();
+        state.offers.sort_by(|a, b| a.id.cmp(&b.id));
+        state
+    }
+
+    /// The cluster without its agents, live tasks and offers (the parts that grow with its
+    /// size): frameworks, jobs and recently completed tasks, for the first page of a paged
+    /// listing (`paging.rs`) and as the base of [`Master::snapshot`].
+    pub(super) fn head(&self) -> ClusterState {
         let mut frameworks: Vec<FrameworkSummary> = self
             .frameworks
             .iter()
@@ -132,21 +174,11 @@ impl Master {
             })
             .collect();
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut tasks: Vec<TaskSummary> = self
-            .frameworks
-            .iter()
-            .flat_map(|(fid, f)| {
-                f.tasks
-                    .iter()
-                    .map(move |(tid, t)| task_summary(fid, tid, t))
-            })
-            .collect();
-        tasks.sort_by(|a, b| a.framework_id.cmp(&b.framework_id).then(a.id.cmp(&b.id)));
         ClusterState {
             cluster_id: self.cluster_id.clone(),
-            agents,
+            agents: Vec::new(),
             frameworks,
-            tasks,
+            tasks: Vec::new(),
             jobs: self.jobs(),
             offers_outstanding: self.offers.len() as u64,
             completed_tasks: self
@@ -159,20 +191,7 @@ impl Master {
                 })
                 .cloned()
                 .collect(),
-            offers: {
-                let mut offers: Vec<OfferSummary> = self
-                    .offers
-                    .iter()
-                    .map(|(id, o)| OfferSummary {
-                        id: id.clone(),
-                        framework_id: o.framework_id.clone(),
-                        agent_id: o.agent_id.clone(),
-                        resources: o.resources.clone(),
-                    })
-                    .collect();
-                offers.sort_by(|a, b| a.id.cmp(&b.id));
-                offers
-            },
+            offers: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 mod fleet;
 mod load;
+mod machine;
 mod master_proc;
 
 use super::stats::{spread, Spread};
@@ -20,6 +21,7 @@ use anyhow::{bail, Context};
 use bramble_proto::identity::{init_cluster, Credentials, Role};
 use fleet::{Fleet, FleetConfig};
 use load::{Load, LoadConfig};
+use machine::Machine;
 use master_proc::{http_get, MasterProcess, ProcSample};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -94,6 +96,18 @@ pub struct ScaleReport {
     pub tasks: Tasks,
     /// With `--keep`: where the master's log is.
     pub master_log: String,
+    /// How busy the machine was: a loaded machine's figures read as such.
+    pub machine: Machine,
+    /// The whole state through the operator client (in pages), idle with every agent.
+    pub operator_state_idle: OperatorState,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OperatorState {
+    pub ms: f64,
+    /// Items over `STATE_PAGE`, rounded up (a page may end early to fit a frame).
+    pub pages: usize,
+    pub agents: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,12 +197,15 @@ pub async fn scale(opts: ScaleOptions) -> anyhow::Result<ScaleReport> {
     let cluster = dir.path().join("cluster");
     init_cluster(&cluster, "scale")?;
     let node = Credentials::load(&cluster, Role::Node)?;
+    let mut machine = Machine::now();
     let mut master = MasterProcess::start(&opts.master_bin, dir.path()).await?;
     let master_log = master.log_path().display().to_string();
     let result = run_phases(&opts, &mut master, &node, &cluster).await;
     master.kill();
     match result {
         Ok(mut report) => {
+            machine.finish();
+            report.machine = machine;
             if opts.keep {
                 let _ = dir.keep();
                 report.master_log = master_log;
@@ -246,6 +263,7 @@ async fn run_phases(
     let idle_to = master.sample()?;
     let master_idle = usage(&idle_from, &idle_to, idle_to.rss_kib, opts.agents);
     let state_api_idle = state_api(master).await?;
+    let operator_state_idle = operator_state(master, cluster).await?;
 
     // Load.
     let load = Load::start(
@@ -385,6 +403,8 @@ async fn run_phases(
         restart,
         tasks,
         master_log: String::new(),
+        machine: Machine::now(),
+        operator_state_idle,
     })
 }
 
@@ -407,6 +427,24 @@ async fn state_api(master: &MasterProcess) -> anyhow::Result<StateApi> {
     Ok(StateApi {
         ms,
         bytes: body.len(),
+    })
+}
+
+/// The whole state as `bramble status --json` reads it: over QUIC, a page at a time.
+async fn operator_state(
+    master: &MasterProcess,
+    cluster: &std::path::Path,
+) -> anyhow::Result<OperatorState> {
+    let started = Instant::now();
+    let mut op = bramble_client::OperatorClient::connect(cluster, master.quic).await?;
+    let state = op.state().await.context("reading the state in pages")?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    op.close();
+    let items = state.agents.len() + state.tasks.len() + state.offers.len();
+    Ok(OperatorState {
+        ms,
+        pages: items.div_ceil(bramble_client::STATE_PAGE as usize).max(1),
+        agents: state.agents.len(),
     })
 }
 
