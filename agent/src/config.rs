@@ -89,6 +89,10 @@ pub struct ContainersConfig {
     pub runtime: Option<PathBuf>,
     /// Where images are kept (`bramble images` writes there); default `<work_dir>/images`.
     pub images: Option<PathBuf>,
+    /// A directory of image tarballs imported at each start (those not in the store yet, or
+    /// changed since): OCI and docker archives under their own tag, plain root filesystems as
+    /// the file's name (`busybox.tar` → `busybox`). How an SD-card image ships images.
+    pub preload: Option<PathBuf>,
 }
 
 /// `[mesos]`: where executors written for Mesos reach the agent (`agent/src/mesos/`).

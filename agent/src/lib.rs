@@ -17,6 +17,8 @@ pub mod containerizer;
 pub mod core;
 pub mod executor_socket;
 pub mod gc;
+pub mod image_preload;
+pub mod image_service;
 pub mod images;
 pub mod master_link;
 pub mod mesos;
@@ -81,6 +83,8 @@ pub struct AgentOptions {
 pub struct ContainersOptions {
     pub runtime: PathBuf,
     pub images: PathBuf,
+    /// Image tarballs to import at start (`[containers] preload`, `image_preload.rs`).
+    pub preload: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,10 +333,19 @@ pub async fn start_with(
         shutdown_rx.clone(),
         stop_rx,
     ));
+    let image_store = opts.containers.as_ref().map(|c| {
+        let store = images::ImageStore::new(&c.images);
+        store.remove_leftovers();
+        if let Some(dir) = &c.preload {
+            image_preload::spawn(store.clone(), dir.clone());
+        }
+        store
+    });
     let link = tokio::spawn(master_link::run(
         endpoint.clone(),
         opts.master.clone(),
         inputs.clone(),
+        image_service::spawn(image_store),
         opts.heartbeat_interval,
         shutdown_rx.clone(),
     ));

@@ -165,6 +165,7 @@ fn options(
                     .images
                     .clone()
                     .unwrap_or_else(|| paths::WorkDir::new(&cfg.work_dir).images_dir()),
+                preload: cfg.containers.preload.clone(),
             }),
     })
 }
