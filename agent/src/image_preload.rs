@@ -10,6 +10,7 @@
 //! not in yet fails with the store's "not on this agent" reason, as for any missing image.
 
 use crate::images::{host_architecture, tarball_kind, ImageConfig, ImageStore, TarballKind};
+use crate::paths::WorkDir;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
@@ -22,10 +23,12 @@ pub enum Preloaded {
     Failed(String),
 }
 
-/// Preloads `dir` into `store` off the async threads, logging each file's outcome.
-pub fn spawn(store: ImageStore, dir: PathBuf) {
+/// Preloads `dir` (if any) into `store` off the async threads, logging each file's outcome,
+/// then brings the store under its budget (`gc`: the work dir and the budget, if it has one).
+pub fn spawn(store: ImageStore, dir: Option<PathBuf>, gc: Option<(WorkDir, u64)>) {
     tokio::task::spawn_blocking(move || {
-        for (file, outcome) in preload(&store, &dir) {
+        let preloaded = dir.map(|d| preload(&store, &d)).unwrap_or_default();
+        for (file, outcome) in preloaded {
             match outcome {
                 Preloaded::Installed(c) => {
                     info!(file = %file.display(), image = %c.name, arch = %c.architecture, "image preloaded")
@@ -37,6 +40,9 @@ pub fn spawn(store: ImageStore, dir: PathBuf) {
                     warn!(file = %file.display(), "image not preloaded: {why}")
                 }
             }
+        }
+        if let Some((work_dir, budget)) = gc {
+            crate::image_gc::collect(&store, &work_dir, budget, None);
         }
     });
 }

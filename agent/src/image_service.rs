@@ -9,6 +9,7 @@
 //! minutes on a Pi) runs off the async threads.
 
 use crate::images::{host_architecture, ImageConfig, ImageStore};
+use crate::paths::WorkDir;
 use bramble_proto::image_transfer::{Digest, CHUNK_BYTES, MAX_IMAGE_BYTES};
 use bramble_proto::messages::{
     AgentToMaster, ImageAck, ImageFormat, ImagePiece, ImageSpec, ImageSummary,
@@ -34,8 +35,14 @@ pub struct Request {
 
 /// Starts the service; `store` is `None` on an agent without a container runtime, which
 /// refuses every image with that reason.
-pub fn spawn(store: Option<ImageStore>) -> mpsc::Sender<Request> {
+/// `gc`: the work dir and the store's budget, when it has one (`image_gc.rs`), kept after
+/// each install.
+pub fn spawn(store: Option<(ImageStore, Option<(WorkDir, u64)>)>) -> mpsc::Sender<Request> {
     let (tx, mut rx) = mpsc::channel::<Request>(16);
+    let (store, gc) = match store {
+        Some((store, gc)) => (Some(store), gc),
+        None => (None, None),
+    };
     tokio::spawn(async move {
         let mut service = Service {
             store,
@@ -43,6 +50,16 @@ pub fn spawn(store: Option<ImageStore>) -> mpsc::Sender<Request> {
         };
         while let Some(req) = rx.recv().await {
             let result = service.piece(req.piece).await;
+            if let (Ok(ImageAck::Installed(image)), Some((work_dir, budget)), Some(store)) =
+                (&result, &gc, &service.store)
+            {
+                let (store, work_dir, budget) = (store.clone(), work_dir.clone(), *budget);
+                let name = image.name.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::image_gc::collect(&store, &work_dir, budget, Some(&name))
+                })
+                .await;
+            }
             let answer = AgentToMaster::ImageReply {
                 request: req.request,
                 result,

@@ -17,6 +17,7 @@ pub mod containerizer;
 pub mod core;
 pub mod executor_socket;
 pub mod gc;
+pub mod image_gc;
 pub mod image_preload;
 pub mod image_service;
 pub mod images;
@@ -85,6 +86,8 @@ pub struct ContainersOptions {
     pub images: PathBuf,
     /// Image tarballs to import at start (`[containers] preload`, `image_preload.rs`).
     pub preload: Option<PathBuf>,
+    /// Bytes the image store is kept under (`[containers] images_budget_mb`, `image_gc.rs`).
+    pub images_budget: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -336,10 +339,11 @@ pub async fn start_with(
     let image_store = opts.containers.as_ref().map(|c| {
         let store = images::ImageStore::new(&c.images);
         store.remove_leftovers();
-        if let Some(dir) = &c.preload {
-            image_preload::spawn(store.clone(), dir.clone());
-        }
-        store
+        let gc = c
+            .images_budget
+            .map(|budget| (WorkDir::new(&opts.work_dir), budget));
+        image_preload::spawn(store.clone(), c.preload.clone(), gc.clone());
+        (store, gc)
     });
     let link = tokio::spawn(master_link::run(
         endpoint.clone(),

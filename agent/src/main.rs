@@ -166,6 +166,7 @@ fn options(
                     .clone()
                     .unwrap_or_else(|| paths::WorkDir::new(&cfg.work_dir).images_dir()),
                 preload: cfg.containers.preload.clone(),
+                images_budget: cfg.containers.images_budget_mb.map(|mb| mb << 20),
             }),
     })
 }

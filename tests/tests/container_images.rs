@@ -67,6 +67,7 @@ async fn an_image_imported_through_the_master_runs_on_every_agent() {
             runtime: crun.clone(),
             images: images(name),
             preload: None,
+            images_budget: None,
         }),
         ..agent_options(&cluster, name, master.addr, Resources::new(1.0, 256))
     };
