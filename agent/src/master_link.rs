@@ -336,6 +336,9 @@ async fn registered_session(
                     let _ = ack_tx.try_send(());
                 }
                 Ok(MasterToAgent::Image { request, piece }) => {
+                    // A heartbeat acknowledgement can wait behind a few image chunks on the
+                    // stream: each chunk is as much a sign of a live master.
+                    let _ = ack_tx.try_send(());
                     let req = image_service::Request {
                         request,
                         piece,
