@@ -89,6 +89,14 @@ pub struct ContainersConfig {
     pub runtime: Option<PathBuf>,
     /// Where images are kept (`bramble images` writes there); default `<work_dir>/images`.
     pub images: Option<PathBuf>,
+    /// A directory of image tarballs imported at each start (those not in the store yet, or
+    /// changed since): OCI and docker archives under their own tag, plain root filesystems as
+    /// the file's name (`busybox.tar` → `busybox`). How an SD-card image ships images.
+    pub preload: Option<PathBuf>,
+    /// Keep the image store under this many MiB by removing the least recently used images
+    /// no task is using (`image_gc.rs`), after each image streamed in and at start. Unset:
+    /// images stay until removed by hand.
+    pub images_budget_mb: Option<u64>,
 }
 
 /// `[mesos]`: where executors written for Mesos reach the agent (`agent/src/mesos/`).

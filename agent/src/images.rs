@@ -28,7 +28,7 @@ const ROOTFS: &str = "rootfs";
 /// Its description, inside its directory.
 const IMAGE_JSON: &str = "image.json";
 /// Directories being built start with this; never an image.
-const TMP_PREFIX: &str = ".tmp-";
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// What the store knows about one image (its `image.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +79,14 @@ pub enum ImageError {
     },
     #[error("{}: {detail}", .path.display())]
     Malformed { path: PathBuf, detail: String },
+    #[error(
+        "image {name:?} is for {image} and this agent is {host}: its tasks could not run here"
+    )]
+    Foreign {
+        name: String,
+        image: String,
+        host: String,
+    },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageError {
@@ -195,6 +203,26 @@ impl ImageStore {
         })
     }
 
+    /// Removes what an interrupted import or transfer left (`.tmp-*`): never an image.
+    pub fn remove_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let path = e.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if let Err(err) = removed {
+                    tracing::warn!(path = %path.display(), "removing a leftover of an interrupted import: {err}");
+                }
+            }
+        }
+    }
+
     /// Every image, by name. A directory without a readable `image.json` is skipped.
     pub fn list(&self) -> Result<Vec<ImageConfig>, ImageError> {
         let entries = match std::fs::read_dir(&self.dir) {
@@ -254,17 +282,46 @@ impl ImageStore {
         tarball: &Path,
         name: Option<&str>,
     ) -> Result<ImageConfig, ImageError> {
-        let transport = archive_transport(tarball)?;
+        self.load_archive_checked(tarball, name, None)
+    }
+
+    /// [`Self::load_archive`], refusing (before installing) an image for another
+    /// architecture than `arch`.
+    pub fn load_archive_for(
+        &self,
+        tarball: &Path,
+        name: Option<&str>,
+        arch: &str,
+    ) -> Result<ImageConfig, ImageError> {
+        self.load_archive_checked(tarball, name, Some(arch))
+    }
+
+    fn load_archive_checked(
+        &self,
+        tarball: &Path,
+        name: Option<&str>,
+        require_arch: Option<&str>,
+    ) -> Result<ImageConfig, ImageError> {
+        let members = archive_members(tarball)?;
+        let transport = archive_transport(tarball, &members)?;
         let name = match name {
             Some(n) => n.to_string(),
-            None => archive_tag(tarball, transport)?.ok_or_else(|| ImageError::Malformed {
-                path: tarball.to_path_buf(),
-                detail: "the archive names no image: give a name (`bramble images load FILE NAME`)"
-                    .into(),
-            })?,
+            None => {
+                archive_tag(tarball, transport, &members)?.ok_or_else(|| ImageError::Malformed {
+                    path: tarball.to_path_buf(),
+                    detail:
+                        "the archive names no image: give a name (`bramble images load FILE NAME`)"
+                            .into(),
+                })?
+            }
         };
         let source = format!("{transport}:{}", tarball.display());
-        self.copy_in(&source, &name, format!("loading {}", tarball.display()))
+        self.copy_in(
+            &source,
+            &name,
+            format!("loading {}", tarball.display()),
+            require_arch,
+        )
     }
 
     /// Pulls `name` from its registry (Docker Hub for a bare name) for this machine's
@@ -286,11 +343,18 @@ impl ImageStore {
             &format!("docker://{reference}"),
             &normalized,
             format!("pulling {reference} (no registry reachable? load it offline: `bramble images load FILE.tar`)"),
+            None,
         )
     }
 
     /// skopeo copies `source` into an OCI layout, umoci unpacks it, skopeo reads its config.
-    fn copy_in(&self, source: &str, name: &str, what: String) -> Result<ImageConfig, ImageError> {
+    fn copy_in(
+        &self,
+        source: &str,
+        name: &str,
+        what: String,
+        require_arch: Option<&str>,
+    ) -> Result<ImageConfig, ImageError> {
         let normalized = normalize(name)?;
         let building = self.building()?;
         let layout = format!("oci:{}:image", building.path().join("layout").display());
@@ -311,6 +375,13 @@ impl ImageStore {
                 path: PathBuf::from(source),
                 detail,
             })?;
+        if let Some(host) = require_arch.filter(|a| *a != config.architecture) {
+            return Err(ImageError::Foreign {
+                name: normalized,
+                image: config.architecture,
+                host: host.to_string(),
+            });
+        }
         let rootfs = building.path().join(ROOTFS);
         run_tool(
             Command::new("umoci")
@@ -366,6 +437,98 @@ impl ImageStore {
     }
 }
 
+/// Marks an image used by a task now (its mtime orders the gc, least recently used first).
+const LAST_USED: &str = "last-used";
+
+impl ImageStore {
+    /// Records that a task is starting in `image` (best effort: only the gc's order rests on it).
+    pub fn mark_used(&self, image: &Image) {
+        if let Some(dir) = image.rootfs.parent() {
+            let _ = std::fs::write(dir.join(LAST_USED), b"");
+        }
+    }
+
+    /// Removes images, least recently used first (by a task, else since installed), until the
+    /// store holds at most `budget` bytes; an image whose root filesystem is in `in_use` stays
+    /// whatever the budget. Returns the names removed. An image disappears whole: it is moved
+    /// to a `.tmp-` name first, then deleted.
+    pub fn gc(
+        &self,
+        budget: u64,
+        in_use: &std::collections::HashSet<PathBuf>,
+    ) -> Result<Vec<String>, ImageError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("listing", &self.dir)(e)),
+        };
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        // (last used, directory, config)
+        let mut images: Vec<(std::time::SystemTime, PathBuf, ImageConfig)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+            .filter_map(|e| {
+                let dir = e.path();
+                let text = std::fs::read_to_string(dir.join(IMAGE_JSON)).ok()?;
+                let config: ImageConfig = serde_json::from_str(&text).ok()?;
+                let used = mtime(&dir.join(LAST_USED))
+                    .or_else(|| mtime(&dir.join(IMAGE_JSON)))
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                Some((used, dir, config))
+            })
+            .collect();
+        let mut total: u64 = images.iter().map(|(_, _, c)| c.size_bytes).sum();
+        images.sort_by_key(|(used, _, _)| *used);
+        let mut removed = Vec::new();
+        for (_, dir, config) in images {
+            if total <= budget {
+                break;
+            }
+            if in_use.contains(&dir.join(ROOTFS)) {
+                continue;
+            }
+            let aside = tempfile_dir::TempDir::new_in(&self.dir, TMP_PREFIX)
+                .map_err(io_err("creating a directory in", &self.dir))?;
+            std::fs::rename(&dir, aside.path().join("old"))
+                .map_err(io_err("moving aside", &dir))?;
+            drop(aside);
+            total = total.saturating_sub(config.size_bytes);
+            removed.push(config.name);
+        }
+        Ok(removed)
+    }
+}
+
+/// What an image tarball holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TarballKind {
+    /// An OCI or docker archive, and the tag it carries (if any).
+    Archive { tag: Option<String> },
+    /// Anything else: a plain root filesystem.
+    Rootfs,
+}
+
+/// Tells an archive from a plain root filesystem by its members (without unpacking it).
+pub fn tarball_kind(tarball: &Path) -> Result<TarballKind, ImageError> {
+    let members = archive_members(tarball)?;
+    match archive_transport(tarball, &members) {
+        Ok(transport) => Ok(TarballKind::Archive {
+            tag: archive_tag(tarball, transport, &members)?,
+        }),
+        Err(ImageError::Malformed { .. }) => Ok(TarballKind::Rootfs),
+        Err(e) => Err(e),
+    }
+}
+
+impl ImageStore {
+    /// When the image `name` was installed, if it is.
+    pub fn installed_at(&self, name: &str) -> Option<std::time::SystemTime> {
+        let normalized = normalize(name).ok()?;
+        let path = self.dir.join(key(&normalized)).join(IMAGE_JSON);
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+}
+
 /// Runs a tool, its stdout back as text; its stderr in the error.
 fn run_tool(cmd: &mut Command, tool: &'static str, what: String) -> Result<String, ImageError> {
     let out = cmd.output().map_err(|e| ImageError::Tool {
@@ -388,15 +551,30 @@ fn run_tool(cmd: &mut Command, tool: &'static str, what: String) -> Result<Strin
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// skopeo's transport for a tarball: an OCI archive has `oci-layout` at its top, a docker
-/// archive `manifest.json`.
-fn archive_transport(tarball: &Path) -> Result<&'static str, ImageError> {
+/// The member names of a tarball, as stored (`manifest.json`, or `./manifest.json` for one
+/// made with `tar -C dir .`).
+fn archive_members(tarball: &Path) -> Result<Vec<String>, ImageError> {
     let listing = run_tool(
         Command::new("tar").arg("-tf").arg(tarball),
         "tar",
         format!("reading {}", tarball.display()),
     )?;
-    let has = |name: &str| listing.lines().any(|l| l.trim_start_matches("./") == name);
+    Ok(listing.lines().map(str::to_string).collect())
+}
+
+/// The stored name of the member the archive's format calls `name` (`manifest.json`): the
+/// same path with any `./` (or `/`) in front, which `tar -x` needs spelled as stored.
+fn find_member<'a>(members: &'a [String], name: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .map(String::as_str)
+        .find(|m| m.trim_start_matches("./").trim_start_matches('/') == name)
+}
+
+/// skopeo's transport for a tarball: an OCI archive has `oci-layout` at its top, a docker
+/// archive `manifest.json`.
+fn archive_transport(tarball: &Path, members: &[String]) -> Result<&'static str, ImageError> {
+    let has = |name: &str| find_member(members, name).is_some();
     if has("oci-layout") {
         Ok("oci-archive")
     } else if has("manifest.json") {
@@ -413,12 +591,20 @@ fn archive_transport(tarball: &Path) -> Result<&'static str, ImageError> {
 
 /// The tag an archive carries: a docker archive's first `RepoTags`, an OCI archive's
 /// `org.opencontainers.image.ref.name` (with `io.containerd.image.name` preferred).
-fn archive_tag(tarball: &Path, transport: &str) -> Result<Option<String>, ImageError> {
-    let member = if transport == "docker-archive" {
+fn archive_tag(
+    tarball: &Path,
+    transport: &str,
+    members: &[String],
+) -> Result<Option<String>, ImageError> {
+    let wanted = if transport == "docker-archive" {
         "manifest.json"
     } else {
         "index.json"
     };
+    let member = find_member(members, wanted).ok_or_else(|| ImageError::Malformed {
+        path: tarball.to_path_buf(),
+        detail: format!("no {wanted} in the archive"),
+    })?;
     let text = run_tool(
         Command::new("tar").arg("-xOf").arg(tarball).arg(member),
         "tar",
@@ -617,6 +803,93 @@ mod tests {
         assert!(err.to_string().contains("tar failed"), "{err}");
         assert!(store.list().unwrap().is_empty());
         assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn members_are_found_with_or_without_a_leading_dot_slash() {
+        let members: Vec<String> = ["./", "./manifest.json", "./layer.tar", "/index.json"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            find_member(&members, "manifest.json"),
+            Some("./manifest.json")
+        );
+        assert_eq!(find_member(&members, "index.json"), Some("/index.json"));
+        assert_eq!(find_member(&members, "oci-layout"), None);
+        let plain = vec!["manifest.json".to_string()];
+        assert_eq!(find_member(&plain, "manifest.json"), Some("manifest.json"));
+    }
+
+    /// A docker archive made with `tar -C dir .` (every member `./`-prefixed, as are the
+    /// manifest's own paths) loads under the tag it carries. Needs skopeo and umoci.
+    #[test]
+    fn a_dot_slash_docker_archive_loads_under_its_own_tag() {
+        let have = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("skopeo") || !have("umoci") {
+            eprintln!("SKIP a_dot_slash_docker_archive_loads_under_its_own_tag: skopeo and umoci are not installed (apt-get install skopeo umoci)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tar_c = |from: &Path, out: &Path| {
+            let ok = Command::new("tar")
+                .arg("-cf")
+                .arg(out)
+                .arg("-C")
+                .arg(from)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/greeting"), b"hello\n").unwrap();
+        let archive = dir.path().join("archive");
+        std::fs::create_dir_all(&archive).unwrap();
+        tar_c(&root, &archive.join("layer.tar"));
+        let sha = |path: &Path| {
+            bramble_proto::image_transfer::file_digest(path)
+                .map(|(d, _)| d)
+                .unwrap()
+        };
+        let layer = sha(&archive.join("layer.tar"));
+        let config = format!(
+            r#"{{"architecture":"arm64","os":"linux","config":{{"Env":["PATH=/bin"],"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer}"]}}}}"#
+        );
+        std::fs::write(archive.join("config.json"), config).unwrap();
+        let config_sha = sha(&archive.join("config.json"));
+        std::fs::rename(
+            archive.join("config.json"),
+            archive.join(format!("{config_sha}.json")),
+        )
+        .unwrap();
+        let manifest = format!(
+            r#"[{{"Config":"./{config_sha}.json","RepoTags":["tiny:1"],"Layers":["./layer.tar"]}}]"#
+        );
+        std::fs::write(archive.join("manifest.json"), manifest).unwrap();
+        let tarball = dir.path().join("dotted.tar");
+        tar_c(&archive, &tarball);
+
+        let store = ImageStore::new(dir.path().join("images"));
+        let config = store.load_archive(&tarball, None).unwrap();
+        assert_eq!(config.name, "tiny:1");
+        assert_eq!(config.architecture, "arm64");
+        let image = store.resolve("tiny:1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(image.rootfs.join("etc/greeting")).unwrap(),
+            "hello\n"
+        );
+        // The same archive is refused where its architecture is required to be another.
+        let err = store
+            .load_archive_for(&tarball, Some("tiny:2"), "riscv64")
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Foreign { .. }), "{err}");
+        assert!(store.resolve("tiny:2").is_err());
     }
 
     #[test]

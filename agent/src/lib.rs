@@ -17,6 +17,9 @@ pub mod containerizer;
 pub mod core;
 pub mod executor_socket;
 pub mod gc;
+pub mod image_gc;
+pub mod image_preload;
+pub mod image_service;
 pub mod images;
 pub mod master_link;
 pub mod mesos;
@@ -81,6 +84,10 @@ pub struct AgentOptions {
 pub struct ContainersOptions {
     pub runtime: PathBuf,
     pub images: PathBuf,
+    /// Image tarballs to import at start (`[containers] preload`, `image_preload.rs`).
+    pub preload: Option<PathBuf>,
+    /// Bytes the image store is kept under (`[containers] images_budget_mb`, `image_gc.rs`).
+    pub images_budget: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,10 +336,20 @@ pub async fn start_with(
         shutdown_rx.clone(),
         stop_rx,
     ));
+    let image_store = opts.containers.as_ref().map(|c| {
+        let store = images::ImageStore::new(&c.images);
+        store.remove_leftovers();
+        let gc = c
+            .images_budget
+            .map(|budget| (WorkDir::new(&opts.work_dir), budget));
+        image_preload::spawn(store.clone(), c.preload.clone(), gc.clone());
+        (store, gc)
+    });
     let link = tokio::spawn(master_link::run(
         endpoint.clone(),
         opts.master.clone(),
         inputs.clone(),
+        image_service::spawn(image_store),
         opts.heartbeat_interval,
         bramble_proto::transport::issued_by_own_ca(creds),
         shutdown_rx.clone(),

@@ -173,6 +173,8 @@ fn options(
                     .images
                     .clone()
                     .unwrap_or_else(|| paths::WorkDir::new(&cfg.work_dir).images_dir()),
+                preload: cfg.containers.preload.clone(),
+                images_budget: cfg.containers.images_budget_mb.map(|mb| mb << 20),
             }),
     })
 }

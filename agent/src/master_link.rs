@@ -13,6 +13,7 @@
 //! which verifies it and browses afresh, so a master that moved or was replaced is found by its
 //! new announcement rather than by its stale record.
 
+use crate::image_service;
 use crate::runtime::Input;
 use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::{CodecError, MAX_BATCH};
@@ -188,6 +189,7 @@ pub async fn run(
     endpoint: quinn::Endpoint,
     locator: MasterLocator,
     inputs: mpsc::Sender<Input>,
+    images: mpsc::Sender<image_service::Request>,
     heartbeat: Duration,
     own_certificate_ok: bool,
     mut shutdown: watch::Receiver<bool>,
@@ -202,6 +204,7 @@ pub async fn run(
             &endpoint,
             &mut resolver,
             &inputs,
+            &images,
             heartbeat,
             &mut shutdown,
             &mut registered,
@@ -259,6 +262,7 @@ async fn session(
     endpoint: &quinn::Endpoint,
     resolver: &mut Resolver,
     inputs: &mpsc::Sender<Input>,
+    images: &mpsc::Sender<image_service::Request>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
@@ -286,7 +290,7 @@ async fn session(
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
-    let result = registered_session(&conn, addr, inputs, heartbeat, shutdown, registered).await;
+    let result = registered_session(&conn, addr, inputs, images, heartbeat, shutdown, registered).await;
     let result = match (result, conn.close_reason()) {
         // The master's end of the handshake refused our certificate: the TLS alert says so.
         (Err(e), Some(closed)) if !*registered => match transport::refused_certificate(&closed) {
@@ -332,6 +336,7 @@ async fn registered_session(
     conn: &quinn::Connection,
     addr: SocketAddr,
     inputs: &mpsc::Sender<Input>,
+    images: &mpsc::Sender<image_service::Request>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
@@ -376,6 +381,9 @@ async fn registered_session(
     *registered = true;
 
     let (tx, mut outbound) = mpsc::channel::<AgentToMaster>(4096);
+    // Image pieces go to the image service, which answers on this link itself: the core
+    // never sees an image's bytes.
+    let image_replies = tx.clone();
     inputs
         .send(Input::MasterConnected { agent_id, tx })
         .await
@@ -385,11 +393,25 @@ async fn registered_session(
     let (mut reader, mut writer) = ctl.split();
     let (ack_tx, mut acks) = mpsc::channel::<()>(16);
     let reader_inputs = inputs.clone();
+    let images = images.clone();
     let mut reader_task = tokio::spawn(async move {
         loop {
             match reader.recv::<MasterToAgent>().await {
                 Ok(MasterToAgent::HeartbeatAck) => {
                     let _ = ack_tx.try_send(());
+                }
+                Ok(MasterToAgent::Image { request, piece }) => {
+                    // A heartbeat acknowledgement can wait behind a few image chunks on the
+                    // stream: each chunk is as much a sign of a live master.
+                    let _ = ack_tx.try_send(());
+                    let req = image_service::Request {
+                        request,
+                        piece,
+                        reply: image_replies.clone(),
+                    };
+                    if images.send(req).await.is_err() {
+                        return CodecError::Closed;
+                    }
                 }
                 Ok(msg) => {
                     if reader_inputs.send(Input::FromMaster(msg)).await.is_err() {

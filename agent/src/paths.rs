@@ -17,7 +17,8 @@
 //!     updates/updates-<gen>.log         the log of unacknowledged status updates and of
 //!                                       the runs' task lists (`status_updates/`)
 //!   images/<image>/{rootfs,image.json} container images, unless `[containers] images`
-//!                                       puts them elsewhere (`images.rs`; never gc'd)
+//!                                       puts them elsewhere (`images.rs`; the
+//!                                       sandbox gc never touches them, `image_gc.rs` may)
 //!   frameworks/<fw>/executors/<executor>/runs/<container>/
 //!                                       a sandbox: the run's working directory, with its
 //!                                       `stdout` and `stderr`

@@ -263,7 +263,8 @@ enum Command {
         #[command(subcommand)]
         what: BenchKind,
     },
-    /// The container images of this node's agent (import, load, pull, ls).
+    /// Container images: import/load through the master to every agent (or --local), pull
+    /// and ls on this node's agent.
     Images {
         #[command(subcommand)]
         command: commands::images::ImagesCommand,
@@ -355,6 +356,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Http => commands::frameworks::http(target).await?,
         Command::Service { command } => commands::service::run(target, command).await?,
         Command::Kv { command } => commands::kv::run(target, command).await?,
+        Command::Images { command } => commands::images::run_cluster(target, command).await?,
         Command::Display {
             png, save_state, ..
         } => commands::display::from_master(target, &png, save_state.as_deref()).await?,
@@ -363,7 +365,6 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         | Command::New { .. }
         | Command::Demo { .. }
         | Command::Node { .. }
-        | Command::Images { .. }
         | Command::Executor { .. }
         | Command::ServeDir { .. }
         | Command::Bench { .. } => {}
@@ -383,7 +384,7 @@ fn main() -> anyhow::Result<()> {
             bramble_proto::logging::init_cli(None);
             bramble::node::run(command)
         }
-        Command::Images { command } => {
+        Command::Images { command } if command.is_local() => {
             bramble_proto::logging::init_cli(None);
             commands::images::run(command)
         }

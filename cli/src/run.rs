@@ -55,6 +55,33 @@ pub struct RunOutcome {
     pub state: TaskState,
     pub exit_code: Option<i32>,
     pub message: String,
+    pub reason: Option<bramble_proto::TaskReason>,
+}
+
+impl RunOutcome {
+    /// The exit code `bramble run` leaves with (the command's own when it failed with one, 1
+    /// for any other unhappy end), and, unless the task finished, the line saying why: its
+    /// state, reason and the agent's or master's message, so a task refused before it ran
+    /// (a missing image, another architecture) does not end in silence.
+    pub fn verdict(&self) -> (i32, Option<String>) {
+        if self.state == TaskState::Finished {
+            return (0, None);
+        }
+        let code = match self.state {
+            TaskState::Failed => self.exit_code.filter(|c| *c != 0).unwrap_or(1),
+            _ => 1,
+        };
+        let mut line = format!("task ended {}", self.state);
+        if let Some(reason) = self.reason {
+            line.push_str(&format!(" ({reason:?})"));
+        }
+        let message = self.message.trim();
+        if !message.is_empty() {
+            line.push_str(": ");
+            line.push_str(message);
+        }
+        (code, Some(line))
+    }
 }
 
 struct RunOne {
@@ -199,6 +226,7 @@ pub async fn run(
         state: last.state,
         exit_code: last.exit_code,
         message: last.message,
+        reason: last.reason,
     })
 }
 
@@ -224,6 +252,43 @@ mod tests {
         let plain = What::new(words, None);
         assert!(plain.command.shell);
         assert_eq!(plain.command.value, "sh -c echo Hey Bramble");
+    }
+
+    #[test]
+    fn an_unhappy_end_says_why_and_keeps_the_commands_exit_code() {
+        let outcome = |state, exit_code, reason, message: &str| RunOutcome {
+            state,
+            exit_code,
+            message: message.to_string(),
+            reason,
+        };
+        assert_eq!(
+            outcome(TaskState::Finished, Some(0), None, "").verdict(),
+            (0, None)
+        );
+        let (code, line) = outcome(
+            TaskState::Failed,
+            None,
+            Some(bramble_proto::TaskReason::LaunchFailed),
+            "image \"nosuch:latest\" is not on this agent",
+        )
+        .verdict();
+        assert_eq!(code, 1);
+        assert_eq!(
+            line.as_deref(),
+            Some("task ended TASK_FAILED (LaunchFailed): image \"nosuch:latest\" is not on this agent")
+        );
+        let (code, line) = outcome(
+            TaskState::Failed,
+            Some(3),
+            Some(bramble_proto::TaskReason::CommandExited),
+            "exited with status 3",
+        )
+        .verdict();
+        assert_eq!(code, 3);
+        assert!(line.is_some_and(|l| l.contains("exited with status 3")));
+        let (code, line) = outcome(TaskState::Killed, None, None, "").verdict();
+        assert_eq!((code, line.as_deref()), (1, Some("task ended TASK_KILLED")));
     }
 
     #[test]

@@ -107,4 +107,12 @@ pub enum ClientError {
     UnknownTask(TaskId),
     #[error("several frameworks have a task {0}: pass --framework")]
     AmbiguousTask(TaskId),
+
+    // Uploading an image.
+    #[error("reading the image {}", path.display())]
+    ReadImage {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

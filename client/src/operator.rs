@@ -6,14 +6,15 @@ use crate::error::ClientError;
 use bramble_proto::framework_state::{StateEntry, StateWrite};
 use bramble_proto::handshake::{say_hello, HandshakeError};
 use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::image_transfer::{file_digest, CHUNK_BYTES};
 use bramble_proto::messages::{
-    ClusterState, OperatorCall, OperatorReply, PeerKind, SandboxChunk, SandboxRead, StateCursor,
-    StatePage, MAX_SANDBOX_READ,
+    ClusterState, ImageFormat, ImagePushResult, ImageSpec, ImageUpload, OperatorCall,
+    OperatorReply, PeerKind, SandboxChunk, SandboxRead, StateCursor, StatePage, MAX_SANDBOX_READ,
 };
 use bramble_proto::transport::{
     client_endpoint, connect, unspecified_for, ControlStream, TransportError,
 };
-use bramble_proto::{FrameworkId, TaskId};
+use bramble_proto::{AgentId, FrameworkId, TaskId};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -268,6 +269,63 @@ impl OperatorClient {
         };
         match self.call(call).await? {
             OperatorReply::StateWritten(entry) => Ok(entry),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Uploads the image file at `path` (described by `spec` but for its size and digest,
+    /// filled in here) to the master in acknowledged chunks; the master streams it to its
+    /// agents (only `agent`, when given) and answers how each fared.
+    pub async fn upload_image(
+        &mut self,
+        path: &Path,
+        format: ImageFormat,
+        name: Option<String>,
+        architecture: Option<String>,
+        agent: Option<AgentId>,
+    ) -> Result<Vec<ImagePushResult>, ClientError> {
+        use tokio::io::AsyncReadExt;
+        let read_err = |source| ClientError::ReadImage {
+            path: path.to_path_buf(),
+            source,
+        };
+        let owned = path.to_path_buf();
+        let (sha256, size) = tokio::task::spawn_blocking(move || file_digest(&owned))
+            .await
+            .map_err(|e| read_err(std::io::Error::other(e)))?
+            .map_err(read_err)?;
+        let spec = ImageSpec {
+            format,
+            name,
+            architecture,
+            size,
+            sha256,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
+        self.upload_piece(ImageUpload::Begin { spec, agent })
+            .await?;
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        while offset < size {
+            let want = CHUNK_BYTES.min((size - offset) as usize);
+            file.read_exact(&mut buf[..want]).await.map_err(read_err)?;
+            let data = buf[..want].to_vec();
+            self.upload_piece(ImageUpload::Chunk { offset, data })
+                .await?;
+            offset += want as u64;
+        }
+        match self
+            .call(OperatorCall::ImageUpload(ImageUpload::End))
+            .await?
+        {
+            OperatorReply::ImagePushed(results) => Ok(results),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    async fn upload_piece(&mut self, piece: ImageUpload) -> Result<u64, ClientError> {
+        match self.call(OperatorCall::ImageUpload(piece)).await? {
+            OperatorReply::ImageReceived { offset } => Ok(offset),
             other => Err(not_the_answer(other)),
         }
     }

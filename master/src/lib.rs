@@ -12,6 +12,7 @@ pub mod config;
 pub mod display;
 pub mod handshakes;
 pub mod http;
+pub mod images;
 pub mod server;
 pub mod state;
 pub mod store;

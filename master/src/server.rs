@@ -296,6 +296,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         inputs.clone(),
         cluster_id.clone(),
         panel.clone(),
+        crate::images::Uploads::new(&cfg.state_dir),
         checks,
         shutdown_rx,
     ));
@@ -416,6 +417,7 @@ async fn accept_loop(
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
     panel: PanelFeed,
+    uploads: crate::images::Uploads,
     checks: Arc<CertificateChecks>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -452,6 +454,7 @@ async fn accept_loop(
         let inputs = inputs.clone();
         let cluster_id = cluster_id.clone();
         let panel = panel.clone();
+        let uploads = uploads.clone();
         let checks = checks.clone();
         let limit = limit.clone();
         tokio::spawn(async move {
@@ -464,7 +467,8 @@ async fn accept_loop(
                 conn.close(quinn::VarInt::from_u32(1), b"too many connections");
                 return;
             };
-            serve_connection(conn, conn_id, inputs, cluster_id, panel, checks).await;
+            let edge = Edge { panel, uploads };
+            serve_connection(conn, conn_id, inputs, cluster_id, edge, checks).await;
             drop(permit);
         });
     }
@@ -518,7 +522,7 @@ async fn serve_connection(
     conn_id: ConnId,
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
-    panel: PanelFeed,
+    edge: Edge,
     checks: Arc<CertificateChecks>,
 ) {
     let remote = conn.remote_address();
@@ -576,7 +580,7 @@ async fn serve_connection(
             serve_peer::<SchedulerCall, MasterEvent>(peer, reader, writer, PeerTx::Scheduler, wrap)
                 .await
         }
-        PeerKind::Operator => serve_operator(reader, writer, &inputs, &panel).await,
+        PeerKind::Operator => serve_operator(reader, writer, &inputs, &edge).await,
     };
     match &reason {
         CodecError::Closed => debug!(peer = %remote, "peer closed its control stream"),
@@ -726,21 +730,33 @@ where
     reason
 }
 
+/// What operator calls answered at the edge need: the front panel's picture, and where
+/// image uploads are kept.
+struct Edge {
+    panel: PanelFeed,
+    uploads: crate::images::Uploads,
+}
+
 /// Operators make request/response calls; each is answered from the state task, except the
-/// front panel's picture, which lives here at the edge (`panel`).
+/// front panel's picture and image uploads, which live here at the edge (`edge`).
 async fn serve_operator(
     mut reader: FrameReader<quinn::RecvStream>,
     mut writer: FrameWriter<quinn::SendStream>,
     inputs: &mpsc::Sender<Input>,
-    panel: &PanelFeed,
+    edge: &Edge,
 ) -> CodecError {
+    // This connection's image upload in progress; dropped (and its file removed) with it.
+    let mut upload = None;
     loop {
         let call: OperatorCall = match reader.recv().await {
             Ok(c) => c,
             Err(e) => return e,
         };
         let answer = match call {
-            OperatorCall::GetPanel => panel.reply(),
+            OperatorCall::GetPanel => edge.panel.reply(),
+            OperatorCall::ImageUpload(piece) => {
+                crate::images::handle(&edge.uploads, &mut upload, piece, inputs).await
+            }
             call => {
                 let (reply, rx) = oneshot::channel();
                 if inputs.send(Input::Operator { call, reply }).await.is_err() {

@@ -17,6 +17,7 @@ pub mod framework_state;
 pub mod handshake;
 pub mod identity;
 pub mod ids;
+pub mod image_transfer;
 pub mod logging;
 pub mod memory;
 pub mod messages;

@@ -90,6 +90,11 @@ pub enum AgentToMaster {
         request: u64,
         result: Result<SandboxListing, String>,
     },
+    /// Answer to `MasterToAgent::Image`: the piece was taken (or why not).
+    ImageReply {
+        request: u64,
+        result: Result<ImageAck, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +143,12 @@ pub enum MasterToAgent {
     ListSandbox {
         request: u64,
         list: SandboxList,
+    },
+    /// A piece of an image the master streams to the agent (`bramble images import|load`);
+    /// answered with `ImageReply`, the next chunk only after the answer (flow control).
+    Image {
+        request: u64,
+        piece: ImagePiece,
     },
 }
 
@@ -380,6 +391,9 @@ pub enum OperatorCall {
         after: Option<StateCursor>,
         limit: u32,
     },
+    /// A piece of an image upload (`bramble images import|load`): the master keeps it in a
+    /// temporary file, checks its size and digest, then streams it to the agents.
+    ImageUpload(ImageUpload),
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -452,6 +466,12 @@ pub enum OperatorReply {
     /// The entry as written (`None` once deleted).
     StateWritten(Option<StateEntry>),
     StatePage(Box<StatePage>),
+    /// An upload chunk was written: bytes received so far.
+    ImageReceived {
+        offset: u64,
+    },
+    /// The upload reached each target agent: one result per agent.
+    ImagePushed(Vec<ImagePushResult>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -595,4 +615,92 @@ pub enum AgentToExecutor {
     UpdateAck(Uuid),
     Message(Vec<u8>),
     Shutdown,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images streamed operator → master → agents (`bramble images import|load`)
+
+/// What an uploaded image file is and how to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub format: ImageFormat,
+    /// The image's name: required for a root filesystem, else the archive's own tag.
+    pub name: Option<String>,
+    /// A root filesystem's architecture (OCI name); an archive says its own.
+    pub architecture: Option<String>,
+    /// The file's exact size in bytes.
+    pub size: u64,
+    /// The file's SHA-256, lowercase hex: checked where it arrives.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageFormat {
+    /// A plain root filesystem tarball (`podman import`).
+    Rootfs,
+    /// An OCI or docker-archive tarball (`docker save`).
+    Archive,
+}
+
+/// An operator's upload, one call per piece; every piece is answered before the next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImageUpload {
+    /// Starts an upload on this connection (one at a time); `agent`: only to that agent.
+    Begin {
+        spec: ImageSpec,
+        agent: Option<AgentId>,
+    },
+    Chunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// All bytes sent: check them, stream them to the agents, answer `ImagePushed`.
+    End,
+}
+
+/// A piece of an image the master streams to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImagePiece {
+    Begin {
+        transfer: u64,
+        spec: ImageSpec,
+    },
+    Chunk {
+        transfer: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// All bytes sent: check the digest and install the image.
+    End {
+        transfer: u64,
+    },
+    /// The master gave up on this transfer: drop what arrived.
+    Abort {
+        transfer: u64,
+    },
+}
+
+/// What an agent answers to an image piece.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ImageAck {
+    /// Bytes received so far.
+    Received { offset: u64 },
+    /// The image is installed.
+    Installed(ImageSummary),
+}
+
+/// An image in an agent's store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub name: String,
+    pub architecture: String,
+    pub size_bytes: u64,
+}
+
+/// How an upload fared on one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePushResult {
+    pub agent_id: AgentId,
+    pub hostname: String,
+    pub result: Result<ImageSummary, String>,
 }

@@ -115,6 +115,8 @@ async fn tasks_run_in_a_busybox_image_through_crun() {
         containers: Some(ContainersOptions {
             runtime: crun.clone(),
             images: images.clone(),
+            preload: None,
+            images_budget: None,
         }),
         ..agent_options(&cluster, "pi-boxes", master.addr, Resources::new(2.0, 512))
     };

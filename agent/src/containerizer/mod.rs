@@ -44,7 +44,7 @@
 mod cgroups;
 pub mod framework_users;
 mod liveness;
-mod oci;
+pub mod oci;
 mod process;
 mod recover;
 mod report;

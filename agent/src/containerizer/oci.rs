@@ -125,6 +125,7 @@ impl ImageRuntime {
                 image.config.name, image.config.architecture
             )));
         }
+        self.store.mark_used(&image);
         let bundle = task.sandbox.join(BUNDLE_DIR);
         let io = |action: &'static str, path: &Path| {
             let (id, path) = (task.id.to_string(), path.to_path_buf());

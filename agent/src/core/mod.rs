@@ -536,6 +536,10 @@ impl Agent {
                 let (fw, task) = (list.framework_id.clone(), list.task_id.clone());
                 self.serve_sandbox(fw, task, SandboxRequest::List { request, list })
             }
+            // The master link hands image pieces to `image_service.rs`, never to the core.
+            MasterToAgent::Image { request, .. } => {
+                debug!(request, "image piece reached the core; ignored")
+            }
         }
     }
 

@@ -1,10 +1,16 @@
-//! `bramble images import|load|pull|ls`: the container images of the agent on this node, in
-//! the store its config names (`[containers] images` in `/etc/bramble/agent.toml`, else
-//! `<work_dir>/images`). Run on each node (over ssh) to put an image everywhere; the agent
+//! `bramble images import|load|pull|ls`. `import` and `load` upload the file to the master,
+//! which streams it to every agent running container images (or the one `--agent` names) and
+//! says how each fared (`bramble-master`'s `images.rs`). With `--local`, and for `pull` and
+//! `ls`, they work on the agent of this node instead, in the store its config names
+//! (`[containers] images` in `/etc/bramble/agent.toml`, else `<work_dir>/images`). The agent
 //! reads the store at each launch, so nothing needs restarting.
 
-use anyhow::Context;
+use super::Target;
+use anyhow::{bail, Context};
 use bramble_agent::images::{host_architecture, ImageStore};
+use bramble_client::OperatorClient;
+use bramble_proto::messages::{ImageFormat, ImagePushResult};
+use bramble_proto::AgentId;
 use clap::Subcommand;
 use std::path::PathBuf;
 
@@ -20,6 +26,8 @@ pub enum ImagesCommand {
         #[arg(long)]
         arch: Option<String>,
         #[command(flatten)]
+        to: Destination,
+        #[command(flatten)]
         store: StoreArgs,
     },
     /// Load an OCI or docker-archive tarball (`docker save`, `podman save`); NAME defaults to
@@ -29,6 +37,8 @@ pub enum ImagesCommand {
         tarball: PathBuf,
         /// The name to give the image (default: the archive's tag).
         name: Option<String>,
+        #[command(flatten)]
+        to: Destination,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -47,6 +57,27 @@ pub enum ImagesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+/// Where `import` and `load` put an image.
+#[derive(Debug, clap::Args)]
+pub struct Destination {
+    /// Only into this node's agent store, not through the master.
+    #[arg(long, conflicts_with = "agent")]
+    local: bool,
+    /// Only to this agent (by id, as `bramble agents` lists them), through the master.
+    #[arg(long)]
+    agent: Option<String>,
+}
+
+impl ImagesCommand {
+    /// Whether the command works on this node alone (no master needed).
+    pub fn is_local(&self) -> bool {
+        match self {
+            ImagesCommand::Import { to, .. } | ImagesCommand::Load { to, .. } => to.local,
+            ImagesCommand::Pull { .. } | ImagesCommand::Ls { .. } => true,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +115,7 @@ pub fn run(command: ImagesCommand) -> anyhow::Result<()> {
             name,
             arch,
             store,
+            ..
         } => {
             let arch = arch.unwrap_or_else(|| host_architecture().to_string());
             let store = store.store()?;
@@ -96,6 +128,7 @@ pub fn run(command: ImagesCommand) -> anyhow::Result<()> {
             tarball,
             name,
             store,
+            ..
         } => {
             let store = store.store()?;
             let image = store
@@ -147,6 +180,67 @@ fn table(images: &[bramble_agent::images::ImageConfig]) -> String {
             i.architecture,
             i.size_bytes as f64 / 1e6
         ));
+    }
+    out
+}
+
+/// `import`/`load` through the master: the file goes to the master, which streams it to the
+/// agents. Fails (after printing every agent's result) unless every agent installed it.
+pub async fn run_cluster(target: &Target<'_>, command: ImagesCommand) -> anyhow::Result<()> {
+    let (tarball, format, name, arch, to) = match command {
+        ImagesCommand::Import {
+            tarball,
+            name,
+            arch,
+            to,
+            ..
+        } => {
+            // The tarball cannot say; as `podman import`, the machine importing it decides.
+            let arch = arch.unwrap_or_else(|| host_architecture().to_string());
+            (tarball, ImageFormat::Rootfs, Some(name), Some(arch), to)
+        }
+        ImagesCommand::Load {
+            tarball, name, to, ..
+        } => (tarball, ImageFormat::Archive, name, None, to),
+        ImagesCommand::Pull { .. } | ImagesCommand::Ls { .. } => {
+            bail!("pull and ls work on this node's agent only")
+        }
+    };
+    let mut client =
+        OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
+    let agent = to.agent.map(AgentId);
+    let results = client
+        .upload_image(&tarball, format, name, arch, agent)
+        .await
+        .with_context(|| format!("sending {} through the master", tarball.display()))?;
+    client.close();
+    print!("{}", pushed_lines(&results));
+    let failed = results.iter().filter(|r| r.result.is_err()).count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} agent(s) did not install the image",
+            results.len()
+        );
+    }
+    Ok(())
+}
+
+/// One line per agent: what it installed, or why not.
+fn pushed_lines(results: &[ImagePushResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let line = match &r.result {
+            Ok(i) => format!(
+                "{} ({}): {} ({}, {:.1}MB)\n",
+                r.hostname,
+                r.agent_id,
+                i.name,
+                i.architecture,
+                i.size_bytes as f64 / 1e6
+            ),
+            Err(e) => format!("{} ({}): FAILED: {e}\n", r.hostname, r.agent_id),
+        };
+        out.push_str(&line);
     }
     out
 }

@@ -2,7 +2,7 @@
 //! exits with the task's status, as if the command had run here.
 
 use super::Target;
-use bramble_proto::{Resources, TaskState};
+use bramble_proto::Resources;
 
 /// Runs `command` (joined with spaces, for `/bin/sh -c`; in an image, as program and
 /// arguments) and returns the exit code to leave
@@ -27,12 +27,9 @@ pub async fn run(
         Resources::new(cpus, mem),
     )
     .await?;
-    Ok(match outcome.state {
-        TaskState::Finished => 0,
-        TaskState::Failed => outcome.exit_code.filter(|c| *c != 0).unwrap_or(1),
-        state => {
-            eprintln!("task ended {state}: {}", outcome.message);
-            1
-        }
-    })
+    let (code, why) = outcome.verdict();
+    if let Some(why) = why {
+        eprintln!("{why}");
+    }
+    Ok(code)
 }

@@ -86,6 +86,9 @@ impl Master {
             (AgentToMaster::SandboxListing { request, result }, Some(Bound::Agent(id))) => {
                 self.sandbox_answer(&id, request, result.map(OperatorReply::SandboxListing))
             }
+            (AgentToMaster::ImageReply { request, result }, Some(Bound::Agent(id))) => {
+                self.image_answer(&id, request, result)
+            }
             (
                 AgentToMaster::ExecutorExited {
                     framework_id,

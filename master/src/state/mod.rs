@@ -37,6 +37,7 @@
 //! - `launch.rs`: accepting offers, validating tasks, sending them to agents;
 //! - `tasks.rs`: status updates, acknowledgements, kills, reconciliation;
 //! - `operator.rs`: operator calls, sandbox reads relayed to agents;
+//! - `images.rs`: image pieces the edge streams to agents, answered per piece;
 //! - `framework_state.rs`: each framework's own key/value state, written by it or an operator;
 //! - `snapshot.rs`: the operator's picture of the cluster and the feed's summary;
 //! - `feed.rs`: the events and summary the edges subscribe to.
@@ -49,6 +50,7 @@ pub mod feed;
 mod framework_state;
 mod frameworks;
 mod health;
+mod images;
 mod launch;
 mod offers;
 mod operator;
@@ -64,8 +66,8 @@ use agents::AgentEntry;
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::framework_state::FrameworkState;
 use bramble_proto::messages::{
-    AgentToMaster, JobProgress, MasterEvent, MasterToAgent, OperatorCall, OperatorReply,
-    SchedulerCall, TaskSummary,
+    AgentToMaster, ImageAck, ImagePiece, JobProgress, MasterEvent, MasterToAgent, OperatorCall,
+    OperatorReply, SchedulerCall, TaskSummary,
 };
 use bramble_proto::queue::QueueTx;
 use bramble_proto::transport::PeerIdentity;
@@ -128,6 +130,14 @@ pub enum Input {
         /// The peer said goodbye (closed with code 0), e.g. an agent shutting down.
         graceful: bool,
     },
+    /// A piece of an image for an agent (from the edge's upload, `crate::images`); the
+    /// agent's answer, or why there is none, goes to `reply`.
+    ImageToAgent {
+        agent: AgentId,
+        piece: ImagePiece,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<ImageAck, String>>,
+    },
 }
 
 /// Everything the master knows, owned by the state task and changed only through the
@@ -152,6 +162,8 @@ pub struct Master {
     /// In memory only, like Mesos's completed frameworks.
     removed_frameworks: BoundedMap<FrameworkId, ()>,
     sandbox_reads: HashMap<u64, PendingRead>,
+    /// Image pieces sent to agents and not yet answered (`images.rs`).
+    image_requests: HashMap<u64, images::PendingImage>,
     next_request: u64,
     /// The latest progress each framework published.
     progress: HashMap<FrameworkId, JobProgress>,
@@ -205,6 +217,7 @@ impl Master {
             next_allocation: now,
             removed_frameworks: BoundedMap::new(RECENT_REMOVED_FRAMEWORKS),
             sandbox_reads: HashMap::new(),
+            image_requests: HashMap::new(),
             next_request: 0,
             progress: HashMap::new(),
             feed: Feed::new(),
@@ -254,6 +267,12 @@ impl Master {
                 reason,
                 graceful,
             } => self.disconnected(conn, &reason, graceful, now),
+            Input::ImageToAgent {
+                agent,
+                piece,
+                timeout,
+                reply,
+            } => self.image_to_agent(agent, piece, timeout, reply, now),
         }
     }
 
@@ -273,6 +292,7 @@ impl Master {
         self.expire_frameworks(now);
         self.expire_offers(now);
         self.expire_sandbox_reads(now);
+        self.expire_image_requests(now);
         if now >= self.next_resend {
             self.next_resend = now + MASTER_RESEND_INTERVAL;
             let connected: Vec<FrameworkId> = self

@@ -49,6 +49,10 @@ impl Master {
             OperatorCall::GetPanel => OperatorReply::Error {
                 message: "the front panel is not served by the master's state".into(),
             },
+            // Uploads are kept at the operator connection's edge (`crate::images`).
+            OperatorCall::ImageUpload(_) => OperatorReply::Error {
+                message: "image uploads are taken over an operator connection only".into(),
+            },
             OperatorCall::ReadSandbox(read) => {
                 let (fw, task) = (read.framework_id.clone(), read.task_id.clone());
                 let ask = move |request| MasterToAgent::ReadSandbox { request, read };
