@@ -203,8 +203,10 @@ pub async fn run(
         let attempt = session(
             &endpoint,
             &mut resolver,
-            &inputs,
-            &images,
+            Sinks {
+                inputs: &inputs,
+                images: &images,
+            },
             heartbeat,
             &mut shutdown,
             &mut registered,
@@ -257,12 +259,17 @@ pub async fn run(
     }
 }
 
+/// Where what the master sends goes: the runtime's inputs, and image transfers.
+struct Sinks<'a> {
+    inputs: &'a mpsc::Sender<Input>,
+    images: &'a mpsc::Sender<image_service::Request>,
+}
+
 /// One connection, from finding the master to the link's death.
 async fn session(
     endpoint: &quinn::Endpoint,
     resolver: &mut Resolver,
-    inputs: &mpsc::Sender<Input>,
-    images: &mpsc::Sender<image_service::Request>,
+    Sinks { inputs, images }: Sinks<'_>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
@@ -290,7 +297,8 @@ async fn session(
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
-    let result = registered_session(&conn, addr, inputs, images, heartbeat, shutdown, registered).await;
+    let result =
+        registered_session(&conn, addr, inputs, images, heartbeat, shutdown, registered).await;
     let result = match (result, conn.close_reason()) {
         // The master's end of the handshake refused our certificate: the TLS alert says so.
         (Err(e), Some(closed)) if !*registered => match transport::refused_certificate(&closed) {
