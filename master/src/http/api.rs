@@ -99,10 +99,15 @@ pub async fn health(State(app): State<AppState>) -> Response {
         .certificates
         .expiry
         .expiring(time::OffsetDateTime::now_utc());
-    match app.api.call(OperatorCall::GetState).await {
-        Ok(OperatorReply::State(s)) => Json(json!({
+    // The counts, not the whole state: health checks come often and clusters may be big.
+    let counts = OperatorCall::GetStatePage {
+        after: None,
+        limit: 0,
+    };
+    match app.api.call(counts).await {
+        Ok(OperatorReply::StatePage(page)) => Json(json!({
             "status": "ok",
-            "agents": s.agents.iter().filter(|a| a.connected).count(),
+            "agents": page.counts.agents_connected,
             "certificates_expiring": expiring,
         }))
         .into_response(),

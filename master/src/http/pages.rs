@@ -1,6 +1,6 @@
 //! The paged JSON endpoints, for clusters too big for `/api/v1/state` in one go (it stays,
-//! for a full dump): `/api/v1/summary` (the counts, frameworks and jobs: what the overview
-//! needs at any size), and `/api/v1/agents` and `/api/v1/tasks`, a page at a time
+//! for a full dump): `/api/v1/summary` (the counts, frameworks, jobs and the recently
+//! completed tasks: what the web UI's overview needs at any size), and `/api/v1/agents` and `/api/v1/tasks`, a page at a time
 //! (`?after=ID&limit=N`; a task's id is `FRAMEWORK/TASK`, unambiguous as no id holds a `/`).
 //! Each answer names the cursor of the next page (`next`, `null` at the end) and the total.
 //! All of it is `OperatorCall::GetStatePage`, the call the CLI pages with.
@@ -98,6 +98,8 @@ pub async fn summary(State(app): State<AppState>) -> Response {
         "counts": page.counts,
         "frameworks": head.frameworks,
         "jobs": head.jobs,
+        // Bounded (the master keeps the last 1,000), so the summary stays small at any size.
+        "completed_tasks": head.completed_tasks,
     }))
     .into_response()
 }

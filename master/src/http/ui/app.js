@@ -1,6 +1,9 @@
 // Bramble web UI. No build step, no dependencies: the master serves this file as it is.
 //
-// Data flow: open the event stream (/api/v1/events); on its `hello` fetch /api/v1/state.
+// Data flow: open the event stream (/api/v1/events); on its `hello` fetch the summary
+// (/api/v1/summary: counts, frameworks, jobs, recently completed tasks) and the page of agents
+// and of live tasks being shown (/api/v1/agents, /api/v1/tasks, PAGE at a time), never every
+// agent or task: a 10,000-agent cluster costs the page what a 10-agent one does.
 // Task and progress events patch the picture at once; anything else (and every task event,
 // since allocations move with tasks) marks it stale, and a stale picture is refetched at
 // most once a second. A `resync` (we fell behind) refetches too.
@@ -13,9 +16,18 @@ const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({
 const STATES = ["Staging", "Starting", "Running", "Finished", "Failed", "Killed", "Lost", "Error"];
 const TERMINAL = new Set(["Finished", "Failed", "Killed", "Lost", "Error"]);
 
+const PAGE = 100;    // agents or live tasks a table shows at a time
+
+// A paged list: the cursors of the pages before the one shown (`after` of each), the next
+// page's cursor, and the list's total.
+const pager = () => ({ after: [], next: null, total: 0 });
+
 const app = {
   version: null,     // /version
-  state: null,       // /api/v1/state
+  state: null,       // /api/v1/summary, with the shown pages as `agents` and `tasks`
+  agentsPage: pager(),
+  tasksPage: pager(),
+  hostnames: new Map(), // agent id -> hostname, from every agent page seen
   tasks: new Map(),  // "fw/task" -> task summary (live, completed, and patched by events)
   stale: false,
   events: null,      // EventSource
@@ -35,19 +47,58 @@ async function api(path, opts = {}) {
   return res;
 }
 
+const pageUrl = (list, p) => `/api/v1/${list}?limit=${PAGE}` +
+  (p.after.length ? `&after=${encodeURIComponent(p.after[p.after.length - 1])}` : "");
+
+async function getJson(path) {
+  const res = await api(path);
+  return res.ok ? res.json() : null;
+}
+
 async function refresh() {
   app.stale = false;
   try {
-    const res = await api("/api/v1/state");
-    if (!res.ok) return;
-    const s = await res.json();
-    app.state = s;
+    const [sum, ag, tk] = await Promise.all([
+      getJson("/api/v1/summary"),
+      getJson(pageUrl("agents", app.agentsPage)),
+      getJson(pageUrl("tasks", app.tasksPage)),
+    ]);
+    if (!sum || !ag || !tk) return;
+    app.state = { ...sum, agents: ag.agents, tasks: tk.tasks, offers_outstanding: sum.counts.offers_outstanding };
+    Object.assign(app.agentsPage, { next: ag.next, total: ag.total });
+    Object.assign(app.tasksPage, { next: tk.next, total: tk.total });
+    for (const a of ag.agents) app.hostnames.set(a.id, a.hostname);
     const tasks = new Map();
-    for (const t of s.completed_tasks.concat(s.tasks)) tasks.set(key(t), t);
+    for (const t of sum.completed_tasks.concat(tk.tasks)) tasks.set(key(t), t);
     app.tasks = tasks;
     render();
   } catch (e) { /* shown by the live indicator */ }
 }
+
+// Moves a paged list a page on or back, then refetches what is shown.
+function turnPage(list, dir) {
+  const p = list === "agents" ? app.agentsPage : app.tasksPage;
+  if (dir === "next" && p.next) p.after.push(p.next);
+  else if (dir === "prev" && p.after.length) p.after.pop();
+  else return;
+  refresh();
+}
+
+// The controls under a paged table: where this page is in the list, and the way on or back.
+function pagerHtml(list, shown) {
+  const p = list === "agents" ? app.agentsPage : app.tasksPage;
+  if (!p.after.length && !p.next) return "";
+  const from = p.after.length * PAGE;
+  return `<div class="pager" data-list="${list}">
+    <button class="link" data-dir="prev" ${p.after.length ? "" : "disabled"}>&larr; previous</button>
+    <span class="muted">${list} ${num(from + (shown ? 1 : 0))}&ndash;${num(from + shown)} of ${num(p.total)}</span>
+    <button class="link" data-dir="next" ${p.next ? "" : "disabled"}>next &rarr;</button></div>`;
+}
+
+document.addEventListener("click", (e) => {
+  const b = e.target.closest(".pager button");
+  if (b) turnPage(b.closest(".pager").dataset.list, b.dataset.dir);
+});
 
 const key = (t) => `${t.framework_id}/${t.id}`;
 
@@ -63,7 +114,8 @@ function connectEvents() {
   es.addEventListener("resync", refresh);
   es.addEventListener("task", (e) => {
     const t = JSON.parse(e.data);
-    app.tasks.set(key(t), t);
+    // Patch what is shown; a busy cluster's other tasks wait for their page.
+    if (app.tasks.has(key(t)) || app.tasks.size < 2 * PAGE) app.tasks.set(key(t), t);
     app.stale = true;
     scheduleRender();
   });
@@ -115,7 +167,7 @@ function bar(used, total, cls, label) {
   return `<div class="barlabel"><span>${label}</span><span>${Math.round(pct(used, total))}%</span></div>
     <div class="bar ${cls}"><span style="width:${pct(used, total).toFixed(1)}%"></span></div>`;
 }
-const agentName = (id) => app.state?.agents.find((a) => a.id === id)?.hostname ?? id;
+const agentName = (id) => app.hostnames.get(id) ?? id;
 const fwName = (id) => app.state?.frameworks.find((f) => f.id === id)?.name ?? id;
 // A framework's own web UI (Mesos's webui_url), as the framework published it: only an
 // http(s) URL becomes a link (a `javascript:` or `data:` one must never be clickable), and
@@ -179,17 +231,14 @@ function render() {
 }
 
 function totals() {
-  const t = { total: { cpus_milli: 0, mem_mib: 0 }, used: { cpus_milli: 0, mem_mib: 0 } };
-  for (const a of app.state.agents.filter((a) => a.connected)) {
-    t.total.cpus_milli += a.total.cpus_milli; t.total.mem_mib += a.total.mem_mib;
-    t.used.cpus_milli += a.allocated.cpus_milli; t.used.mem_mib += a.allocated.mem_mib;
-  }
-  return t;
+  const c = app.state.counts;
+  return { total: c.total, used: c.allocated };
 }
 
+// Live tasks from the master's counts, recently completed ones from the summary's list.
 function countByState() {
-  const c = {};
-  for (const t of app.tasks.values()) c[t.state] = (c[t.state] || 0) + 1;
+  const c = { ...app.state.counts.tasks_by_state };
+  for (const t of app.state.completed_tasks) c[t.state] = (c[t.state] || 0) + 1;
   return c;
 }
 
@@ -229,9 +278,9 @@ function overview() {
   const s = app.state;
   const t = totals();
   const byState = countByState();
-  const up = s.agents.filter((a) => a.connected).length;
+  const up = s.counts.agents_connected;
   return `<div class="grid">
-    <div class="card"><h2>Agents</h2><div class="stat" data-agents-up>${up}<span class="muted"> / ${s.agents.length}</span></div>
+    <div class="card"><h2>Agents</h2><div class="stat" data-agents-up>${up}<span class="muted"> / ${s.counts.agents}</span></div>
       <div class="muted">${s.frameworks.length} framework${s.frameworks.length === 1 ? "" : "s"} · ${s.offers_outstanding} offers out</div></div>
     <div class="card"><h2>Allocated</h2>
       ${bar(t.used.cpus_milli, t.total.cpus_milli, "cpu", `CPU ${cpus(t.used.cpus_milli)} / ${cpus(t.total.cpus_milli)}`)}
@@ -239,7 +288,7 @@ function overview() {
     <div class="card"><h2>Tasks</h2>${STATES.filter((st) => byState[st]).map((st) => `<a href="#/tasks?state=${st}">${chip(st, byState[st])}</a>`).join("") || '<span class="muted">none yet</span>'}</div>
   </div>
   ${s.jobs.map(jobCard).join("")}
-  <div class="card"><h2>Agents</h2><table id="agents"><tbody>${agentRows(s.agents) || '<tr><td class="muted">No agents yet: power on a Pi.</td></tr>'}</tbody></table></div>`;
+  <div class="card"><h2>Agents</h2><table id="agents"><tbody>${agentRows(s.agents) || '<tr><td class="muted">No agents yet: power on a Pi.</td></tr>'}</tbody></table>${pagerHtml("agents", s.agents.length)}</div>`;
 }
 
 function agents() {
@@ -253,7 +302,7 @@ function agents() {
       <td class="mono hide-sm">${esc(a.address)}</td>
       <td>${esc(ago(a.last_heartbeat))}</td>
       <td class="hide-sm">${Object.entries(a.attributes).map(([k, v]) => `<span class="chip">${esc(k)}=${esc(v)}</span>`).join("")}</td>
-    </tr>`).join("")}</tbody></table></div>`;
+    </tr>`).join("")}</tbody></table>${pagerHtml("agents", s.agents.length)}</div>`;
 }
 
 function frameworks() {
@@ -293,7 +342,8 @@ function tasksView(route) {
         <td class="mono hide-sm">${cpus(t.resources.cpus_milli)} cpus, ${mem(t.resources.mem_mib)}</td>
         <td>${esc(dur(t.started_at || t.launched_at, t.ended_at))}</td>
       </tr>`).join("") || '<tr><td class="muted" colspan="6">No tasks match.</td></tr>'}</tbody></table>
-      ${list.length > shown.length ? `<p class="muted">${list.length - shown.length} more not shown: narrow the filters.</p>` : ""}</div>`;
+      ${list.length > shown.length ? `<p class="muted">${list.length - shown.length} more not shown: narrow the filters.</p>` : ""}
+      ${pagerHtml("tasks", app.state.tasks.length)}</div>`;
 }
 
 function wireFilters() {
@@ -462,7 +512,7 @@ async function boot() {
     app.version = await res.json();
     // /version is open (Mesos clients read it without credentials): ask a guarded
     // endpoint whether this browser is logged in.
-    if (app.version.auth) await api("/api/v1/state", { method: "HEAD" });
+    if (app.version.auth) await api("/api/v1/summary", { method: "HEAD" });
   } catch (e) { return; }
   $("#logout").hidden = !app.version.auth;
   if (panelOk === null) wirePanel();
