@@ -92,15 +92,11 @@ backoff_secs = 0.2
 
 /// `bramble service endpoints web`, once it lists `count` endpoints.
 async fn endpoints(net: &LoopbackCluster, count: usize) -> Vec<String> {
-    eventually(
-        &format!("{count} healthy endpoints"),
-        DEADLINE,
-        || async {
-            let out = service(net, &["endpoints", "web"]);
-            let found: Vec<String> = out.lines().map(str::to_string).collect();
-            (found.len() == count).then_some(found)
-        },
-    )
+    eventually(&format!("{count} healthy endpoints"), DEADLINE, || async {
+        let out = service(net, &["endpoints", "web"]);
+        let found: Vec<String> = out.lines().map(str::to_string).collect();
+        (found.len() == count).then_some(found)
+    })
     .await
 }
 
@@ -152,7 +148,10 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
     let show = service(&net, &["show", "web"]);
     assert!(show.contains("healthy"), "{show}");
     let logs = service(&net, &["logs", "web"]);
-    assert!(logs.contains("GET /ok"), "the servers' request logs: {logs}");
+    assert!(
+        logs.contains("GET /ok"),
+        "the servers' request logs: {logs}"
+    );
 
     // One starts failing its check for real: its `ok` file goes.
     let state = net.state().await.expect("state");
@@ -212,7 +211,10 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     service(&net, &["apply", &v1.display().to_string()]);
     endpoints(&net, 2).await;
     let state = net.state().await.expect("state");
-    let mut old: Vec<String> = instances(&state, "web").into_iter().map(|(id, _)| id).collect();
+    let mut old: Vec<String> = instances(&state, "web")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     old.sort();
 
     // Version 2 never passes its check.
@@ -225,7 +227,10 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     let show = eventually("the rollout is rolled back", DEADLINE, || async {
         for id in &old {
             let s = net.state().await?;
-            if !instances(&s, "web").iter().any(|(i, st)| i == id && *st == TaskState::Running) {
+            if !instances(&s, "web")
+                .iter()
+                .any(|(i, st)| i == id && *st == TaskState::Running)
+            {
                 panic!("old instance {id} stopped during the failed rollout");
             }
         }
@@ -234,13 +239,18 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     })
     .await;
     assert!(show.contains("answered 404"), "the reason: {show}");
-    scheduler.logged("rolled back to the previous version", DEADLINE).await;
+    scheduler
+        .logged("rolled back to the previous version", DEADLINE)
+        .await;
 
     // The stored spec is version 1 again, and only the old instances run.
     let file = net.test.path("web-v1-again.toml");
     std::fs::write(&file, web_spec(&docs, 2, true)).expect("spec file");
     let again = service(&net, &["apply", &file.display().to_string()]);
-    assert!(again.contains("unchanged"), "the stored spec is v1 again: {again}");
+    assert!(
+        again.contains("unchanged"),
+        "the stored spec is v1 again: {again}"
+    );
     let settled = eventually("only the old instances run", DEADLINE, || async {
         let s = net.state().await?;
         let mut live: Vec<String> = instances(&s, "web").into_iter().map(|(id, _)| id).collect();

@@ -529,7 +529,8 @@ async fn tail(
     let text = String::from_utf8_lossy(&chunk.data).into_owned();
     // A read from the middle starts mid-line: drop the partial first line.
     Ok(if chunk.offset > 0 {
-        text.split_once('\n').map_or(String::new(), |(_, rest)| rest.to_string())
+        text.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_string())
     } else {
         text
     })

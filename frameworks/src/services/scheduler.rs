@@ -573,9 +573,9 @@ pub async fn run_services(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::status::{History, ServiceStatus};
     use bramble_proto::messages::SchedulerCall;
     use bramble_proto::{PortRange, Resources};
-    use crate::services::status::{History, ServiceStatus};
     use bramble_sdk::testing::SchedulerTest;
     use bramble_sdk::{status, TaskState};
     use std::time::Duration;
@@ -722,7 +722,10 @@ mod tests {
         kit.update(status(&task, TaskState::Running)).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while kit.killed().is_empty() {
-            assert!(Instant::now() < deadline, "the failing instance was never killed");
+            assert!(
+                Instant::now() < deadline,
+                "the failing instance was never killed"
+            );
             kit.tick().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -758,7 +761,8 @@ mod tests {
         }
         kit.take_calls();
         let v2 = WEB.replace("sleep 100", "sleep 200");
-        kit.state_changed("spec/web", Some(entry("spec/web", &v2, 2))).await;
+        kit.state_changed("spec/web", Some(entry("spec/web", &v2, 2)))
+            .await;
         let history = written(kit.calls(), "history/web")
             .and_then(|v| History::parse(&v))
             .expect("history written");

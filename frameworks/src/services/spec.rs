@@ -669,19 +669,44 @@ backoff_secs = 0.5
         assert_eq!(spec.health.len(), 2);
         assert_eq!(spec.health[0].max_failures, 3, "defaults fill in");
         assert_eq!(spec.rollout.min_healthy, MinHealthy::Count(1));
-        assert_eq!(Spec::parse("again", &spec.to_toml()).expect("round trip"), spec);
+        assert_eq!(
+            Spec::parse("again", &spec.to_toml()).expect("round trip"),
+            spec
+        );
         let mut rolled = spec.clone();
         rolled.rollout.max_surge = 2;
-        assert_eq!(rolled.fingerprint(), spec.fingerprint(), "how to roll out is not what runs");
+        assert_eq!(
+            rolled.fingerprint(),
+            spec.fingerprint(),
+            "how to roll out is not what runs"
+        );
         let cases = [
-            ("[[health]]\nprotocol = \"http\"\nport_index = 1\n", "health.port_index"),
+            (
+                "[[health]]\nprotocol = \"http\"\nport_index = 1\n",
+                "health.port_index",
+            ),
             ("[[health]]\nprotocol = \"command\"\n", "health.command"),
-            ("[[health]]\nprotocol = \"tcp\"\npath = \"/\"\n", "health.path"),
-            ("[[health]]\nprotocol = \"http\"\npath = \"x\"\n", "health.path"),
-            ("[[health]]\nprotocol = \"http\"\nmax_failures = 0\n", "health.max_failures"),
-            ("[[health]]\nprotocol = \"http\"\ninterval_secs = 0.0\n", "health.interval_secs"),
+            (
+                "[[health]]\nprotocol = \"tcp\"\npath = \"/\"\n",
+                "health.path",
+            ),
+            (
+                "[[health]]\nprotocol = \"http\"\npath = \"x\"\n",
+                "health.path",
+            ),
+            (
+                "[[health]]\nprotocol = \"http\"\nmax_failures = 0\n",
+                "health.max_failures",
+            ),
+            (
+                "[[health]]\nprotocol = \"http\"\ninterval_secs = 0.0\n",
+                "health.interval_secs",
+            ),
             ("[rollout]\nmin_healthy = 1.5\n", "rollout.min_healthy"),
-            ("[rollout]\nmin_healthy = 1.0\nmax_surge = 0\n", "rollout.max_surge"),
+            (
+                "[rollout]\nmin_healthy = 1.0\nmax_surge = 0\n",
+                "rollout.max_surge",
+            ),
             ("[rollout]\nrollback_after = 0\n", "rollout.rollback_after"),
         ];
         for (extra, key) in cases {
@@ -691,7 +716,10 @@ backoff_secs = 0.5
         let e = Spec::parse("web.toml", &format!("image = \"a b\"\n{base}")).expect_err("image");
         assert_eq!(e.key, "image");
         assert_eq!(Rollout::default().min_healthy_count(3), 3);
-        let half = Rollout { min_healthy: MinHealthy::Fraction(0.5), ..Rollout::default() };
+        let half = Rollout {
+            min_healthy: MinHealthy::Fraction(0.5),
+            ..Rollout::default()
+        };
         assert_eq!(half.min_healthy_count(3), 2);
     }
 }
