@@ -75,9 +75,9 @@ PYTHONUNBUFFERED = "1"
 protocol = "http"
 path = "/ok"
 status = 200
-grace_secs = 0.0
+grace_secs = 5.0
 interval_secs = 0.3
-timeout_secs = 1.0
+timeout_secs = 2.0
 max_failures = 2
 [rollout]
 min_healthy = 1.0
