@@ -75,9 +75,9 @@ PYTHONUNBUFFERED = "1"
 protocol = "http"
 path = "/ok"
 status = 200
-grace_secs = 0.0
+grace_secs = 5.0
 interval_secs = 0.3
-timeout_secs = 1.0
+timeout_secs = 2.0
 max_failures = 2
 [rollout]
 min_healthy = 1.0
@@ -90,14 +90,27 @@ backoff_secs = 0.2
     )
 }
 
-/// `bramble service endpoints web`, once it lists `count` endpoints.
-async fn endpoints(net: &LoopbackCluster, count: usize) -> Vec<String> {
-    eventually(&format!("{count} healthy endpoints"), DEADLINE, || async {
+/// `bramble service endpoints web`, once it lists `count` endpoints; on a timeout the panic
+/// carries the scheduler's log and the service as shown.
+async fn endpoints(net: &LoopbackCluster, scheduler: &Proc, count: usize) -> Vec<String> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
         let out = service(net, &["endpoints", "web"]);
         let found: Vec<String> = out.lines().map(str::to_string).collect();
-        (found.len() == count).then_some(found)
-    })
-    .await
+        if found.len() == count {
+            return found;
+        }
+        if tokio::time::Instant::now() >= until {
+            let log = scheduler.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "timed out waiting for {count} healthy endpoints (have {found:?})\n{}\nscheduler log (newest first):\n{}",
+                service(net, &["show", "web"]),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The status code of `GET path` on `endpoint` (`host:port`).
@@ -141,7 +154,7 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
     service(&net, &["apply", &file.display().to_string()]);
 
     // Both pass their checks: both are endpoints, and they answer.
-    let first = endpoints(&net, 2).await;
+    let first = endpoints(&net, &scheduler, 2).await;
     for e in &first {
         assert_eq!(get(e, "/ok").await, 200, "{e}");
     }
@@ -187,7 +200,7 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
         show.contains("http GET /ok on PORT0") && show.contains("answered 404"),
         "{show}"
     );
-    endpoints(&net, 2).await;
+    endpoints(&net, &scheduler, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +222,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     let v1 = net.test.path("web-v1.toml");
     std::fs::write(&v1, web_spec(&docs, 2, true)).expect("spec file");
     service(&net, &["apply", &v1.display().to_string()]);
-    endpoints(&net, 2).await;
+    endpoints(&net, &scheduler, 2).await;
     let state = net.state().await.expect("state");
     let mut old: Vec<String> = instances(&state, "web")
         .into_iter()
@@ -259,7 +272,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     })
     .await;
     assert_eq!(settled, old);
-    for e in endpoints(&net, 2).await {
+    for e in endpoints(&net, &scheduler, 2).await {
         assert_eq!(get(&e, "/ok").await, 200, "{e}");
     }
 }

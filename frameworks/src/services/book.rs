@@ -119,7 +119,7 @@ pub enum SpecChange {
     Same,
     /// A new version is rolling out over `previous`.
     NewVersion {
-        previous: Spec,
+        previous: Box<Spec>,
     },
     /// The rollback this book asked for arrived.
     RolledBack,
@@ -276,7 +276,9 @@ impl Book {
             back_to: None,
             message: String::new(),
         });
-        SpecChange::NewVersion { previous }
+        SpecChange::NewVersion {
+            previous: Box::new(previous),
+        }
     }
 
     /// The newest spec of `name`'s history: what a failed rollout goes back to when this run
@@ -1238,7 +1240,7 @@ mod tests {
             "1 of 2"
         );
         let status = book.status_of("web").expect("known");
-        assert!(!status.instances[0].healthy);
+        assert!(status.instances[0].healthy, "not condemned by one failure");
         assert!(status.instances[0]
             .last_failure
             .as_deref()

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 pub struct CheckState {
     /// Failures in a row since the last pass (only those past the grace period count).
     pub failures: u32,
-    /// Whether the last result was a pass.
+    /// Whether it passed since the instance started. A failure does not take that back: an
+    /// instance stays healthy (an endpoint, counted by rollouts) until its failures condemn
+    /// it, so one slow answer on a busy Pi neither hides it nor gets it replaced early.
     pub passed: bool,
     /// The last failure, as the probe said it.
     pub last_failure: Option<String>,
@@ -46,17 +48,15 @@ impl Checks {
         }
     }
 
-    /// Healthy: every check's last result was a pass (no checks: always).
+    /// Healthy: every check has passed, and none has yet failed `max_failures` times in a
+    /// row (such an instance is killed). No checks: always.
     pub fn healthy(&self) -> bool {
         self.states.iter().all(|s| s.passed)
     }
 
     /// The last failure of a check that is not passing, if any.
     pub fn last_failure(&self) -> Option<&str> {
-        self.states
-            .iter()
-            .filter(|s| !s.passed)
-            .find_map(|s| s.last_failure.as_deref())
+        self.states.iter().find_map(|s| s.last_failure.as_deref())
     }
 
     /// Which checks are due at `now` (for an instance RUNNING since `since`); each is marked
@@ -103,7 +103,6 @@ impl Checks {
                 }
             }
             Err(why) => {
-                state.passed = false;
                 let what = format!("health check {} failed: {why}", check.describe());
                 state.last_failure = Some(what.clone());
                 if now.duration_since(since) < secs(check.grace_secs) {
@@ -185,9 +184,11 @@ mod tests {
         assert!(c.healthy());
         let first = c.result(&checks, 0, Err("status 500".into()), t0, t);
         assert!(matches!(first, Verdict::Failing(_)), "{first:?}");
-        assert!(!c.healthy());
+        assert!(c.healthy(), "one failure does not condemn it");
+        assert!(c.last_failure().is_some_and(|f| f.contains("status 500")));
         // A pass in between resets the count.
-        assert_eq!(c.result(&checks, 0, Ok(()), t0, t), Verdict::Healthy);
+        assert_eq!(c.result(&checks, 0, Ok(()), t0, t), Verdict::Nothing);
+        assert_eq!(c.last_failure(), None);
         c.result(&checks, 0, Err("status 500".into()), t0, t);
         let kill = c.result(&checks, 0, Err("status 503".into()), t0, t);
         match kill {

@@ -158,7 +158,7 @@ impl HealthCheck {
     }
 
     fn check(&self, ports: u32) -> Result<(), (&'static str, String)> {
-        let secs = |v: f64| v.is_finite() && v >= 0.0 && v <= 86_400.0;
+        let secs = |v: f64| v.is_finite() && (0.0..=86_400.0).contains(&v);
         if !secs(self.grace_secs) {
             return Err(("health.grace_secs", "must be between 0 and 86400".into()));
         }
