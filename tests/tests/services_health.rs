@@ -142,7 +142,14 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
     }
     let net = LoopbackCluster::new();
     let _master = net.start_master("master", &MasterCmd::default());
-    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("2"));
+    // Own port range: the two tests' agents run at once on this host, and with the same
+    // range both offer the same ports and one test's servers fail to bind.
+    let _agent = net.start_agent(
+        "agent",
+        &AgentCmd::new("agent1")
+            .cpus("2")
+            .config("ports = \"32100-32149\"\n"),
+    );
     net.connected_agent(DEADLINE).await;
     let scheduler = start_scheduler(&net, "scheduler");
     scheduler.logged("service specs loaded", DEADLINE).await;
@@ -212,7 +219,12 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     }
     let net = LoopbackCluster::new();
     let _master = net.start_master("master", &MasterCmd::default());
-    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("2"));
+    let _agent = net.start_agent(
+        "agent",
+        &AgentCmd::new("agent1")
+            .cpus("2")
+            .config("ports = \"32150-32199\"\n"),
+    );
     net.connected_agent(DEADLINE).await;
     let scheduler = start_scheduler(&net, "scheduler");
     scheduler.logged("service specs loaded", DEADLINE).await;
