@@ -6,7 +6,8 @@ use crate::table::Table;
 use bramble_proto::messages::{AgentSummary, ClusterState, FrameworkSummary, TaskSummary};
 use bramble_proto::Resources;
 
-fn pct(used: f64, total: f64) -> String {
+/// `used` as a whole percentage of `total`, `-` when there is no total.
+pub(crate) fn pct(used: f64, total: f64) -> String {
     if total > 0.0 {
         format!("{:.0}%", 100.0 * used / total)
     } else {
@@ -75,26 +76,7 @@ pub fn status_text(state: &ClusterState) -> String {
         .count();
     println!("tasks     {live} live, {} listed", state.tasks.len());
     for job in &state.jobs {
-        let p = &job.progress;
-        let estimate = p
-            .estimate
-            .map(|e| {
-                format!(
-                    ", estimate {e:.12} ({} digits)",
-                    p.correct_digits.unwrap_or(0)
-                )
-            })
-            .unwrap_or_default();
-        println!(
-            "job       {} ({}): {}/{} {} ({}){estimate}{}",
-            p.job,
-            job.framework_name,
-            p.done,
-            p.total,
-            p.unit,
-            pct(p.done as f64, p.total as f64),
-            if p.finished { ", finished" } else { "" }
-        );
+        println!("{}", crate::summary::job_line(job));
     }
     out
 }

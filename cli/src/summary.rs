@@ -2,20 +2,13 @@
 //! master's counts (`ClusterCounts`, one small reply whether there are 3 agents or 50,000),
 //! never from every agent, and `agents` shows the first [`AGENTS_SHOWN`] unless `--all`.
 
+use crate::ops::pct;
 use bramble_proto::messages::{ClusterCounts, ClusterState, JobSummary};
 use bramble_proto::TaskState;
 use std::fmt::Write as _;
 
 /// Agents `bramble agents` lists without `--all`.
 pub const AGENTS_SHOWN: u32 = 50;
-
-fn pct(used: f64, total: f64) -> String {
-    if total > 0.0 {
-        format!("{:.0}%", 100.0 * used / total)
-    } else {
-        "-".into()
-    }
-}
 
 /// What `bramble status` prints: the counts, and from the head (the first page's rest of
 /// the state) the jobs in flight.
@@ -85,7 +78,8 @@ fn state_word(s: TaskState) -> String {
     s.name().trim_start_matches("TASK_").to_lowercase()
 }
 
-fn job_line(job: &JobSummary) -> String {
+/// A running job's line in `bramble status` (also the full-state status in `ops.rs`).
+pub(crate) fn job_line(job: &JobSummary) -> String {
     let p = &job.progress;
     let estimate = p
         .estimate
