@@ -8,14 +8,6 @@ use bramble_proto::messages::{ImageAck, ImagePiece, MasterToAgent};
 use bramble_proto::AgentId;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
-
-/// One image piece sent to an agent, waiting for its answer.
-pub(super) struct PendingImage {
-    agent: AgentId,
-    reply: oneshot::Sender<Result<ImageAck, String>>,
-    deadline: Instant,
-}
 
 impl Master {
     pub(super) fn image_to_agent(
@@ -32,14 +24,8 @@ impl Master {
         }
         self.next_request += 1;
         let request = self.next_request;
-        self.image_requests.insert(
-            request,
-            PendingImage {
-                agent: agent.clone(),
-                reply,
-                deadline: now + timeout,
-            },
-        );
+        self.image_requests
+            .insert(request, agent.clone(), reply, now + timeout);
         self.send_agent(&agent, MasterToAgent::Image { request, piece });
     }
 
@@ -49,35 +35,23 @@ impl Master {
         request: u64,
         result: Result<ImageAck, String>,
     ) {
-        match self.image_requests.remove(&request) {
-            Some(p) if &p.agent == agent => {
-                let _ = p.reply.send(result);
-            }
-            Some(p) => {
-                warn!(agent = %agent, "agent answered another agent's image piece; ignoring");
-                self.image_requests.insert(request, p);
-            }
-            None => debug!(agent = %agent, request, "late image answer dropped"),
+        if let Some(reply) = self.image_requests.answer(agent, request) {
+            let _ = reply.send(result);
         }
     }
 
     pub(super) fn expire_image_requests(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .image_requests
-            .iter()
-            .filter(|(_, p)| {
-                p.deadline <= now || self.agents.get(&p.agent).is_none_or(|a| a.conn.is_none())
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(p) = self.image_requests.remove(&id) {
-                let why = match self.agents.get(&p.agent) {
-                    Some(a) if a.conn.is_some() => "did not answer in time",
-                    _ => "disconnected",
-                };
-                let _ = p.reply.send(Err(format!("agent {} {why}", p.agent)));
-            }
+        let agents = &self.agents;
+        let connected = |id: &AgentId| agents.get(id).is_some_and(|a| a.conn.is_some());
+        for ended in self.image_requests.take_unanswered(now, connected) {
+            let why = if ended.timed_out {
+                "did not answer in time"
+            } else {
+                "disconnected"
+            };
+            let _ = ended
+                .reply
+                .send(Err(format!("agent {} {why}", ended.agent)));
         }
     }
 }

@@ -42,6 +42,7 @@
 //! - `snapshot.rs`: the operator's picture of the cluster and the feed's summary;
 //! - `feed.rs`: the events and summary the edges subscribe to.
 
+mod agent_requests;
 mod agents;
 pub mod counters;
 mod durable;
@@ -62,6 +63,7 @@ mod tasks;
 mod testing;
 
 use crate::allocator::Allocator;
+use agent_requests::AgentRequests;
 use agents::AgentEntry;
 use bramble_proto::bounded::BoundedMap;
 use bramble_proto::framework_state::FrameworkState;
@@ -75,7 +77,6 @@ use bramble_proto::{AgentId, FrameworkId, OfferId, TaskId};
 use feed::Feed;
 use frameworks::FrameworkEntry;
 use offers::OfferEntry;
-use operator::PendingRead;
 pub use peers::PeerHandle;
 use peers::{Conn, Outgoing};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -161,9 +162,10 @@ pub struct Master {
     /// framework re-subscribing under one of these ids is told "Framework has been removed".
     /// In memory only, like Mesos's completed frameworks.
     removed_frameworks: BoundedMap<FrameworkId, ()>,
-    sandbox_reads: HashMap<u64, PendingRead>,
+    /// Sandbox reads and listings relayed to agents (`operator.rs`).
+    sandbox_reads: AgentRequests<OperatorReply>,
     /// Image pieces sent to agents and not yet answered (`images.rs`).
-    image_requests: HashMap<u64, images::PendingImage>,
+    image_requests: AgentRequests<Result<ImageAck, String>>,
     next_request: u64,
     /// The latest progress each framework published.
     progress: HashMap<FrameworkId, JobProgress>,
@@ -216,8 +218,8 @@ impl Master {
             allocation_due: false,
             next_allocation: now,
             removed_frameworks: BoundedMap::new(RECENT_REMOVED_FRAMEWORKS),
-            sandbox_reads: HashMap::new(),
-            image_requests: HashMap::new(),
+            sandbox_reads: AgentRequests::new("sandbox read"),
+            image_requests: AgentRequests::new("image piece"),
             next_request: 0,
             progress: HashMap::new(),
             feed: Feed::new(),

@@ -7,17 +7,10 @@ use bramble_proto::messages::{MasterToAgent, OperatorCall, OperatorReply};
 use bramble_proto::{AgentId, FrameworkId, TaskId};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 /// How long an agent has to answer a sandbox read.
 const SANDBOX_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A sandbox read or listing sent to an agent, waiting for its answer.
-pub(super) struct PendingRead {
-    pub(super) agent: AgentId,
-    pub(super) reply: oneshot::Sender<OperatorReply>,
-    pub(super) deadline: Instant,
-}
 
 impl Master {
     pub(super) fn operator_call(
@@ -113,11 +106,9 @@ impl Master {
                 let request = self.next_request;
                 self.sandbox_reads.insert(
                     request,
-                    PendingRead {
-                        agent: agent.clone(),
-                        reply,
-                        deadline: now + SANDBOX_READ_TIMEOUT,
-                    },
+                    agent.clone(),
+                    reply,
+                    now + SANDBOX_READ_TIMEOUT,
                 );
                 self.send_agent(&agent, ask(request));
                 return;
@@ -134,36 +125,21 @@ impl Master {
         request: u64,
         result: Result<OperatorReply, String>,
     ) {
-        match self.sandbox_reads.remove(&request) {
-            Some(p) if &p.agent == agent => {
-                let answer = match result {
-                    Ok(answer) => answer,
-                    Err(message) => OperatorReply::Error { message },
-                };
-                self.reply(p.reply, answer);
-            }
-            Some(p) => {
-                warn!(agent = %agent, "agent answered another agent's sandbox read; ignoring");
-                self.sandbox_reads.insert(request, p);
-            }
-            None => debug!(agent = %agent, request, "late sandbox answer dropped"),
+        if let Some(reply) = self.sandbox_reads.answer(agent, request) {
+            let answer = match result {
+                Ok(answer) => answer,
+                Err(message) => OperatorReply::Error { message },
+            };
+            self.reply(reply, answer);
         }
     }
 
     pub(super) fn expire_sandbox_reads(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .sandbox_reads
-            .iter()
-            .filter(|(_, p)| {
-                p.deadline <= now || self.agents.get(&p.agent).is_none_or(|a| a.conn.is_none())
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(p) = self.sandbox_reads.remove(&id) {
-                let message = format!("agent {} did not answer the sandbox read", p.agent);
-                self.reply(p.reply, OperatorReply::Error { message });
-            }
+        let agents = &self.agents;
+        let connected = |id: &AgentId| agents.get(id).is_some_and(|a| a.conn.is_some());
+        for ended in self.sandbox_reads.take_unanswered(now, connected) {
+            let message = format!("agent {} did not answer the sandbox read", ended.agent);
+            self.reply(ended.reply, OperatorReply::Error { message });
         }
     }
 }
