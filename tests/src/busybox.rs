@@ -107,6 +107,33 @@ pub fn foreign_architecture() -> &'static str {
     }
 }
 
+/// What a container test starts from: crun, a scratch dir, and a busybox root filesystem
+/// tarball in it.
+pub struct ContainerKit {
+    pub crun: PathBuf,
+    pub scratch: tempfile::TempDir,
+    pub tarball: PathBuf,
+}
+
+/// A [`ContainerKit`] for test `name`, or `None` once a `SKIP name: why` line is printed
+/// (not root, no crun, no static busybox).
+pub fn container_kit(name: &str) -> Option<ContainerKit> {
+    if !crate::is_root() {
+        eprintln!("SKIP {name}: needs root (crun, cgroups)");
+        return None;
+    }
+    let kit = crun().and_then(|crun| {
+        let scratch = tempfile::tempdir().map_err(|e| format!("a scratch dir: {e}"))?;
+        let tarball = rootfs_tarball(scratch.path())?;
+        Ok(ContainerKit {
+            crun,
+            scratch,
+            tarball,
+        })
+    });
+    kit.map_err(|why| eprintln!("SKIP {name}: {why}")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -175,36 +175,6 @@ fn fault_free_bits(terms: u64, tasks: u64) -> u64 {
     .to_bits()
 }
 
-/// Processes (other than ours) whose working directory is inside `root`: executors and tasks.
-fn processes_under(root: &Path, except: &[i32]) -> Vec<(i32, String)> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if except.contains(&pid) || !alive(pid) {
-            continue;
-        }
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        if cwd.starts_with(root) {
-            let cmd = std::fs::read(entry.path().join("cmdline"))
-                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                .unwrap_or_default();
-            found.push((pid, cmd));
-        }
-    }
-    found
-}
-
 /// Updates in every agent's update log not yet acknowledged by their framework (as far as
 /// the agents have written their acknowledgements out: they do after each burst).
 fn pending_updates(cluster: &Cluster) -> usize {

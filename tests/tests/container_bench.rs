@@ -73,22 +73,18 @@ fn tree(root: i32) -> Vec<(i32, i32, String, u64)> {
 #[ignore = "a measurement: run by bench/containers.sh"]
 async fn container_task_latency_and_cost() {
     const NAME: &str = "container_task_latency_and_cost";
-    if !is_root() {
-        return eprintln!("SKIP {NAME}: needs root (crun, cgroups)");
-    }
-    let crun = match busybox::crun() {
-        Ok(p) => p,
-        Err(why) => return eprintln!("SKIP {NAME}: {why}"),
+    let Some(busybox::ContainerKit {
+        crun,
+        scratch,
+        tarball,
+    }) = busybox::container_kit(NAME)
+    else {
+        return;
     };
     let n: usize = std::env::var("BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let tarball = match busybox::rootfs_tarball(scratch.path()) {
-        Ok(t) => t,
-        Err(why) => return eprintln!("SKIP {NAME}: {why}"),
-    };
     let images = scratch.path().join("images");
     ImageStore::new(&images)
         .import_rootfs(&tarball, "busybox", host_architecture())

@@ -42,20 +42,15 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_imported_through_the_master_runs_on_every_agent() {
     const NAME: &str = "an_image_imported_through_the_master_runs_on_every_agent";
-    if !is_root() {
-        eprintln!("SKIP {NAME}: needs root (crun, cgroups)");
+    let Some(busybox::ContainerKit {
+        crun,
+        scratch,
+        tarball,
+    }) = busybox::container_kit(NAME)
+    else {
         return;
-    }
-    let crun = match busybox::crun() {
-        Ok(p) => p,
-        Err(why) => return eprintln!("SKIP {NAME}: {why}"),
     };
     init_logs();
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let tarball = match busybox::rootfs_tarball(scratch.path()) {
-        Ok(t) => t,
-        Err(why) => return eprintln!("SKIP {NAME}: {why}"),
-    };
     let cluster = TestCluster::new();
     let master_cfg = fast_master_config(&cluster);
     let uploads = master_cfg.state_dir.join("uploads");

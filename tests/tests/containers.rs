@@ -77,20 +77,15 @@ fn memory_cgroup_of(pid: i32) -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_run_in_a_busybox_image_through_crun() {
     const NAME: &str = "tasks_run_in_a_busybox_image_through_crun";
-    if !is_root() {
-        eprintln!("SKIP {NAME}: needs root (crun, cgroups)");
+    let Some(busybox::ContainerKit {
+        crun,
+        scratch,
+        tarball,
+    }) = busybox::container_kit(NAME)
+    else {
         return;
-    }
-    let crun = match busybox::crun() {
-        Ok(p) => p,
-        Err(why) => return eprintln!("SKIP {NAME}: {why}"),
     };
     init_logs();
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let tarball = match busybox::rootfs_tarball(scratch.path()) {
-        Ok(t) => t,
-        Err(why) => return eprintln!("SKIP {NAME}: {why}"),
-    };
     let images = scratch.path().join("images");
     let store = ImageStore::new(&images);
     store
