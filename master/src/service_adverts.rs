@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Instance names per service, kept while the instances stay healthy.
 #[derive(Debug, Default)]
@@ -114,6 +114,7 @@ pub fn start(
             let wanted = names.adverts(&view);
             for (name, ad) in &current {
                 if wanted.get(name) != Some(ad) {
+                    info!(name, "withdrawing a service instance from mDNS");
                     if let Err(e) = adverts.unregister(name) {
                         warn!(name, "withdrawing a service instance from mDNS: {e}");
                     }
@@ -121,6 +122,8 @@ pub fn start(
             }
             for (name, ad) in &wanted {
                 if current.get(name) != Some(ad) {
+                    info!(name, address = ?ad.address, port = ad.port, task = %ad.txt[0].1,
+                        "advertising a service instance on mDNS");
                     if let Err(e) = adverts.register(ad) {
                         warn!(name, "advertising a service instance on mDNS: {e}");
                     }

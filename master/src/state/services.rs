@@ -182,7 +182,8 @@ impl Master {
                             task_id: i.task_id.clone(),
                             agent_id: i.agent_id.clone(),
                             host: i.host.clone(),
-                            address: agent.map(|a| a.address.ip()),
+                            // An IPv4 agent on a dual-stack socket is seen as ::ffff:a.b.c.d.
+                            address: agent.map(|a| a.address.ip().to_canonical()),
                             ports: i.ports.clone(),
                             health,
                             last_failure: i.last_failure.clone(),
