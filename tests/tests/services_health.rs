@@ -342,7 +342,7 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
         "agent",
         &AgentCmd::new("agent1")
             .cpus("2")
-            .config("ports = \"32200-32249\"\n"),
+            .config("ports = \"32400-32449\"\n"),
     );
     net.connected_agent(DEADLINE).await;
     let scheduler = start_scheduler(&net, "scheduler");
