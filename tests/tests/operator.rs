@@ -3,7 +3,7 @@
 //! never a stream of raw errors), and the `bramble` commands acting on frameworks and
 //! finished tasks.
 
-use bramble_proto::identity::files;
+use bramble_proto::identity::{files, Role};
 use bramble_proto::TaskState;
 use bramble_tests::framework::shell_task;
 use bramble_tests::processes::*;
@@ -70,10 +70,7 @@ async fn an_agent_whose_certificate_is_from_another_cluster_says_so_once() {
         mixed.join(files::CA_CERT),
     )
     .expect("ca");
-    for name in [
-        files::cert(bramble_proto::identity::Role::Node),
-        files::key(bramble_proto::identity::Role::Node),
-    ] {
+    for name in [files::cert(Role::Node), files::key(Role::Node)] {
         std::fs::copy(other.cluster_dir().join(&name), mixed.join(&name)).expect("node files");
     }
     let agent = net.start_agent("mixed", &AgentCmd::new("mixed").cluster_dir(&mixed));
@@ -169,6 +166,15 @@ async fn an_operator_tears_a_framework_down_and_reads_its_finished_task() {
         "{all}"
     );
     assert!(!text(&bramble(&net, &["tasks"]).stdout).contains("t1 "));
+    // The JSON spells the state as the table does.
+    let listed = bramble(&net, &["tasks", "--all", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&listed.stdout)));
+    let t1 = tasks
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == "t1"))
+        .unwrap_or_else(|| panic!("no t1 in {tasks}"));
+    assert_eq!(t1["state"], "TASK_KILLED");
 
     // `logs` finds the finished task's framework by itself.
     let logs = bramble(&net, &["logs", "t1"]);
@@ -209,6 +215,50 @@ async fn an_operator_tears_a_framework_down_and_reads_its_finished_task() {
     ] {
         assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bramble_run_json_prints_the_final_status_with_the_commands_exit_code() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1"));
+    net.connected_agent(Duration::from_secs(20)).await;
+
+    let out = bramble(
+        &net,
+        &[
+            "run",
+            "--json",
+            "--",
+            "echo out-line; echo err-line >&2; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert_eq!(status["state"], "TASK_FAILED", "{status}");
+    assert_eq!(status["exit_code"], 3, "{status}");
+    assert_eq!(status["exit"], 3, "{status}");
+    assert_eq!(status["stdout"], "out-line\n", "{status}");
+    assert_eq!(status["stderr"], "err-line\n", "{status}");
+    assert!(status["task"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("run-")));
+    // The text form names the same state.
+    let plain = bramble(&net, &["run", "--", "exit 4"]);
+    assert_eq!(plain.status.code(), Some(4));
+    assert!(
+        text(&plain.stderr).contains("task ended TASK_FAILED"),
+        "{}",
+        text(&plain.stderr)
+    );
+    // A task that finishes: state FINISHED, exit 0.
+    let ok = bramble(&net, &["run", "--json", "--", "echo fine"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let status: serde_json::Value =
+        serde_json::from_slice(&ok.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&ok.stdout)));
+    assert_eq!(status["state"], "TASK_FINISHED", "{status}");
+    assert_eq!(status["stdout"], "fine\n", "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

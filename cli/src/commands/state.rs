@@ -58,7 +58,7 @@ pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result
         (View::Agents | View::AllAgents, false) => ops::print_agents(&state),
         (View::Frameworks, true) => print_json(&state.frameworks)?,
         (View::Frameworks, false) => ops::print_frameworks(&state),
-        (View::Tasks { all }, true) => print_json(&ops::listed_tasks(&state, all))?,
+        (View::Tasks { all }, true) => print_json(&ops::tasks_json(&state, all))?,
         (View::Tasks { all }, false) => ops::print_tasks(&state, all),
     }
     Ok(())
@@ -165,11 +165,15 @@ pub async fn logs(
 }
 
 /// Asks the master to end framework `id` now.
-pub async fn teardown(target: &Target<'_>, id: String) -> anyhow::Result<()> {
+pub async fn teardown(target: &Target<'_>, id: String, json: bool) -> anyhow::Result<()> {
     let mut op =
         OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
     op.teardown(FrameworkId(id.clone())).await?;
     op.close();
-    eprintln!("framework {id} torn down: its tasks are being killed");
+    if json {
+        print_json(&serde_json::json!({ "framework": id, "teardown": "done" }))?;
+    } else {
+        eprintln!("framework {id} torn down: its tasks are being killed");
+    }
     Ok(())
 }
