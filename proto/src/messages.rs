@@ -10,6 +10,7 @@ use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::resources::Resources;
 pub use crate::state_page::{ClusterCounts, StateCursor, StatePage};
 use crate::task::{ExecutorInfo, TaskInfo, TaskReason, TaskState, TaskStatus};
+pub use crate::task_list::{TaskCursor, TaskList, TasksQuery};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -394,6 +395,9 @@ pub enum OperatorCall {
     /// A piece of an image upload (`bramble images import|load`): the master keeps it in a
     /// temporary file, checks its size and digest, then streams it to the agents.
     ImageUpload(ImageUpload),
+    /// A page of tasks in some states, live and recently completed ([`crate::task_list`]);
+    /// answered with `Tasks`.
+    GetTasks(TasksQuery),
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -472,6 +476,8 @@ pub enum OperatorReply {
     },
     /// The upload reached each target agent: one result per agent.
     ImagePushed(Vec<ImagePushResult>),
+    /// The answer to `GetTasks`.
+    Tasks(Box<TaskList>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
