@@ -193,6 +193,13 @@ async fn an_operator_tears_a_framework_down_and_reads_its_finished_task() {
     assert!(!kill.status.success());
     let said = text(&kill.stderr);
     assert!(said.contains("had already ended (TASK_KILLED"), "{said}");
+    // Nothing Rust-shaped in what an operator reads.
+    for shown in [&all, &said, &text(&logs.stderr)] {
+        assert!(
+            !shown.contains("Some(") && !shown.contains("None"),
+            "{shown}"
+        );
+    }
 
     // A second teardown: nothing is there to tear down.
     let again = bramble(&net, &["framework", "teardown", fw.id.as_str()]);
@@ -266,6 +273,46 @@ async fn bramble_run_json_prints_the_final_status_with_the_commands_exit_code() 
         serde_json::from_slice(&ok.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&ok.stdout)));
     assert_eq!(status["state"], "TASK_FINISHED", "{status}");
     assert_eq!(status["stdout"], "fine\n", "{status}");
+
+    // A run killed from outside: `kill --json` says what it sent, the run ends KILLED.
+    let mut sleeper = Command::new(bin_dir().join("bramble"))
+        .arg("--master")
+        .arg(net.master_addr().to_string())
+        .arg("--cluster")
+        .arg(net.test.cluster_dir())
+        .args(["run", "--json", "--", "exec sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting bramble run");
+    let task = eventually(
+        "the run's task running",
+        Duration::from_secs(20),
+        || async {
+            let state = net.state().await?;
+            state
+                .tasks
+                .iter()
+                .find(|t| t.state == TaskState::Running && t.id.as_str().starts_with("run-"))
+                .map(|t| t.id.to_string())
+        },
+    )
+    .await;
+    let kill = bramble(&net, &["kill", &task, "--json"]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&kill.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&kill.stdout)));
+    assert_eq!(sent["task"], task.as_str(), "{sent}");
+    assert_eq!(sent["kill"], "sent", "{sent}");
+    let ended = tokio::task::spawn_blocking(move || sleeper.wait_with_output())
+        .await
+        .expect("join")
+        .expect("bramble run's output");
+    assert_eq!(ended.status.code(), Some(1), "{}", text(&ended.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&ended.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&ended.stdout)));
+    assert_eq!(status["state"], "TASK_KILLED", "{status}");
+    assert_eq!(status["task"], task.as_str(), "{status}");
 }
 
 /// The value of the series `name{labels}` in a `/metrics` body.
