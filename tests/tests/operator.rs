@@ -275,7 +275,7 @@ async fn bramble_run_json_prints_the_final_status_with_the_commands_exit_code() 
     assert_eq!(status["stdout"], "fine\n", "{status}");
 
     // A run killed from outside: `kill --json` says what it sent, the run ends KILLED.
-    let mut sleeper = Command::new(bin_dir().join("bramble"))
+    let sleeper = Command::new(bin_dir().join("bramble"))
         .arg("--master")
         .arg(net.master_addr().to_string())
         .arg("--cluster")
