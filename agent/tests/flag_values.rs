@@ -39,11 +39,14 @@ fn a_bad_flag_checked_with_the_config_is_blamed_on_the_flag_too() {
             .args(args)
             .arg("--config")
             .arg(&config)
+            // Errors are reported plainly even so (backtraces are for panics).
+            .env("RUST_BACKTRACE", "1")
             .output()
             .expect("running bramble-agent");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(flag) && stderr.contains(why), "{stderr}");
+        assert!(!stderr.contains("Stack backtrace"), "{stderr}");
         assert!(!stderr.contains("agent.toml"), "{stderr}");
     }
 }

@@ -25,3 +25,16 @@ fn a_bad_flag_value_is_blamed_on_the_flag() {
         assert!(!stderr.contains("master.toml"), "{value}: {stderr}");
     }
 }
+
+#[test]
+fn an_error_is_one_plain_report_even_with_rust_backtrace_set() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bramble-master"))
+        .args(["--config", "/nonexistent/master.toml"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("running bramble-master");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/master.toml"), "{stderr}");
+    assert!(!stderr.contains("Stack backtrace"), "{stderr}");
+}
