@@ -220,7 +220,7 @@ enum Command {
     },
     /// A service task serving its sandbox's directory listing on an offered port until Ctrl-C.
     Http,
-    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rm; and the
+    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rollback, rm; and the
     /// scheduler that keeps them up.
     Service {
         #[command(subcommand)]
