@@ -149,3 +149,123 @@ async fn rollback_returns_to_the_previous_version_as_a_rolling_update_keeping_th
     );
     settle_on(&net, &scheduler, &v2, 3, 3).await;
 }
+
+/// A command service whose instances just sleep.
+fn sleepy(instances: u32) -> String {
+    format!(
+        r#"name = "sleepy"
+instances = {instances}
+cmd = 'exec sleep 600'
+cpus = 0.1
+mem = 16
+ports = 1
+[restart]
+backoff_secs = 0.2
+"#
+    )
+}
+
+/// RUNNING instances of `sleepy`, by agent id.
+fn sleepy_by_agent(state: &ClusterState) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in &state.tasks {
+        if t.id.as_str().starts_with("sleepy.") && t.state == TaskState::Running {
+            out.entry(t.agent_id.to_string())
+                .or_default()
+                .push(t.id.to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_of_an_agent_killed_for_real_run_on_another_agent() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    // Orphans of the killed agent end 5 s after its last heartbeat.
+    let recovery = "[recovery]\nexecutor_reconnect_timeout_secs = 5\n";
+    let a = AgentCmd::new("agent-a")
+        .cpus("2")
+        .config(&format!("ports = \"32250-32274\"\n{recovery}"));
+    let b = AgentCmd::new("agent-b")
+        .cpus("2")
+        .config(&format!("ports = \"32275-32299\"\n{recovery}"));
+    let mut agents = [
+        (net.start_agent("agent-a", &a), net.work_dir(&a)),
+        (net.start_agent("agent-b", &b), net.work_dir(&b)),
+    ];
+    eventually("both agents register", DEADLINE, || async {
+        let s = net.state().await?;
+        (s.agents.iter().filter(|a| a.connected).count() == 2).then_some(())
+    })
+    .await;
+    let scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+    let file = net.test.path("sleepy.toml");
+    std::fs::write(&file, sleepy(4)).expect("spec file");
+    service(&net, &["apply", &file.display().to_string()]);
+    running(&net, "sleepy", 4).await;
+
+    // SIGKILL the agent holding the most instances (its tasks' processes live on as
+    // orphans for a while: only the master's verdict moves them).
+    let state = net.state().await.expect("state");
+    let placed = sleepy_by_agent(&state);
+    let (victim_id, on_victim) = placed
+        .iter()
+        .max_by_key(|(_, ids)| ids.len())
+        .map(|(a, ids)| (a.clone(), ids.clone()))
+        .expect("instances placed");
+    let by_name: BTreeMap<String, String> = state
+        .agents
+        .iter()
+        .map(|a| (a.id.to_string(), a.hostname.clone()))
+        .collect();
+    let victim_index = agents
+        .iter()
+        .position(|(_, dir)| {
+            std::fs::read_to_string(dir.join("meta").join("agent_id"))
+                .is_ok_and(|id| id.trim() == victim_id)
+        })
+        .expect("the victim's work dir names its agent id");
+    eprintln!(
+        "killing agent {victim_id} ({}) under {} of 4 instances",
+        by_name.get(&victim_id).map_or("?", String::as_str),
+        on_victim.len()
+    );
+    let started = Instant::now();
+    let (victim, victim_dir) = &mut agents[victim_index];
+    victim.kill_hard();
+    let elsewhere = eventually(
+        "the killed agent's instances run on the other agent",
+        DEADLINE,
+        || async {
+            let s = net.state().await?;
+            let placed = sleepy_by_agent(&s);
+            let live = instances(&s, "sleepy").len();
+            let moved = !placed.contains_key(&victim_id)
+                && placed.values().map(Vec::len).sum::<usize>() == 4
+                && live == 4;
+            moved.then_some(placed)
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!(
+        "agent SIGKILL -> its {} instance(s) running on another agent: {} ms (master agent timeout 2 s)",
+        on_victim.len(),
+        took.as_millis()
+    );
+    for ids in elsewhere.values() {
+        for id in ids {
+            assert!(!on_victim.contains(id), "{id} was on the killed agent");
+        }
+    }
+    // The killed agent's orphans end by themselves.
+    let dir = victim_dir.clone();
+    eventually(
+        "the killed agent's orphaned instances end",
+        DEADLINE,
+        || async { processes_under(&dir, &[]).is_empty().then_some(()) },
+    )
+    .await;
+}
