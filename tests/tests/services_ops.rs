@@ -269,3 +269,181 @@ async fn instances_of_an_agent_killed_for_real_run_on_another_agent() {
     )
     .await;
 }
+
+/// The agent id kept in an agent's work dir (it is the master's to give).
+fn agent_id_in(work_dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(work_dir.join("meta").join("agent_id"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_agents_instances_move_keeping_min_healthy_and_undrain_brings_offers_back() {
+    if python3_missing() {
+        eprintln!("SKIP: no python3 for the instances' HTTP servers");
+        return;
+    }
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let a = AgentCmd::new("agent-a")
+        .cpus("2")
+        .mem_mib(1024)
+        .config("ports = \"32300-32324\"\n");
+    let b = AgentCmd::new("agent-b")
+        .cpus("2")
+        .mem_mib(1024)
+        .config("ports = \"32325-32349\"\n");
+    let _agent_a = net.start_agent("agent-a", &a);
+    let _agent_b = net.start_agent("agent-b", &b);
+    let dirs = [net.work_dir(&a), net.work_dir(&b)];
+    let ids: Vec<String> = eventually("both agents register", DEADLINE, || async {
+        let s = net.state().await?;
+        let ids: Vec<String> = dirs.iter().filter_map(|d| agent_id_in(d)).collect();
+        (s.agents.iter().filter(|a| a.connected).count() == 2 && ids.len() == 2).then_some(ids)
+    })
+    .await;
+    let scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+    let docs = net.test.path("docs");
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    let file = net.test.path("web.toml");
+    let spec = web_spec(&docs, 2, true, 1);
+    std::fs::write(&file, &spec).expect("spec file");
+    service(&net, &["apply", &file.display().to_string()]);
+    let fp = fingerprint(&spec);
+    settle_on(&net, &scheduler, &fp, 2, 0).await;
+
+    // Drain the agent holding the most instances.
+    let state = net.state().await.expect("state");
+    let on = |s: &ClusterState, agent: &str| -> Vec<String> {
+        s.tasks
+            .iter()
+            .filter(|t| t.id.as_str().starts_with("web.") && !t.state.is_terminal())
+            .filter(|t| t.agent_id.as_str() == agent)
+            .map(|t| t.id.to_string())
+            .collect()
+    };
+    let (victim, other) = if on(&state, &ids[0]).len() >= on(&state, &ids[1]).len() {
+        (ids[0].clone(), ids[1].clone())
+    } else {
+        (ids[1].clone(), ids[0].clone())
+    };
+    let leaving = on(&state, &victim);
+    assert!(!leaving.is_empty());
+    let started = Instant::now();
+    let out = bramble(&net, &["agent", "drain", &victim]);
+    assert!(
+        out.status.success(),
+        "drain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("drained"));
+    scheduler.logged("agent draining", DEADLINE).await;
+    // Every instance moves to the other agent; min_healthy (all 2) holds throughout.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let healthy = endpoints_now(&net, "web");
+        assert!(
+            healthy.len() >= 2,
+            "fewer than 2 healthy instances while draining: {healthy:?}\n{}",
+            service(&net, &["show", "web"])
+        );
+        let s = net.state().await.expect("state");
+        let there = on(&s, &victim);
+        let here = on(&s, &other);
+        let running_here = s
+            .tasks
+            .iter()
+            .filter(|t| here.contains(&t.id.to_string()) && t.state == TaskState::Running)
+            .count();
+        if there.is_empty() && running_here == 2 && healthy.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the drained agent's instances did not move: still there {there:?}, here {here:?}\n{}",
+            scheduler.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "drain of {} instance(s) to all moved and healthy: {} ms",
+        leaving.len(),
+        started.elapsed().as_millis()
+    );
+    for e in endpoints(&net, &scheduler, "web", 2).await {
+        assert_eq!(get(&e, "/ok").await, 200, "{e}");
+    }
+    // Operators see it.
+    let agents = bramble(&net, &["agents"]);
+    let agents = String::from_utf8_lossy(&agents.stdout).into_owned();
+    let row = agents
+        .lines()
+        .find(|l| l.contains(&victim))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("drained"), "{agents}");
+    let status = bramble(&net, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains(&format!("({victim})")) && status.contains("drained"),
+        "{status}"
+    );
+
+    // A framework subscribing now is told, and offered only the other agent, allocation after
+    // allocation.
+    let mut fw = net.framework("watcher").await;
+    fw.until("told of the drain", |f| {
+        f.other
+            .iter()
+            .any(|e| matches!(e, bramble_tests::framework::Event::AgentDraining(a, true) if a.as_str() == victim))
+            .then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        let offer = fw
+            .until("an offer from the other agent", |f| {
+                f.offers
+                    .iter()
+                    .find(|o| o.agent_id.as_str() == other)
+                    .cloned()
+            })
+            .await;
+        assert!(
+            fw.offers.iter().all(|o| o.agent_id.as_str() != victim),
+            "offered the drained agent: {:?}",
+            fw.offers
+        );
+        fw.offers.retain(|o| o.id != offer.id);
+        fw.driver
+            .decline_offer(
+                offer.id,
+                bramble_proto::messages::Filters {
+                    refuse_seconds: 0.0,
+                },
+            )
+            .expect("decline");
+    }
+
+    // Undrained: its resources are offered again.
+    let out = bramble(&net, &["agent", "undrain", &victim]);
+    assert!(
+        out.status.success(),
+        "undrain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fw.until("an offer from the undrained agent", |f| {
+        f.offers
+            .iter()
+            .any(|o| o.agent_id.as_str() == victim)
+            .then_some(())
+    })
+    .await;
+    assert!(fw
+        .other
+        .iter()
+        .any(|e| matches!(e, bramble_tests::framework::Event::AgentDraining(a, false) if a.as_str() == victim)));
+    let agents = bramble(&net, &["agents"]);
+    let agents = String::from_utf8_lossy(&agents.stdout).into_owned();
+    assert!(!agents.contains("drained"), "{agents}");
+}

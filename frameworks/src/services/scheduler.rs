@@ -391,6 +391,8 @@ impl Scheduler for ServiceScheduler {
         info!(framework = %framework_id, reregistered, "service scheduler registered; reconciling its instances");
         self.remember_id(framework_id);
         self.book.forget_kills();
+        // The master tells every draining agent again after this.
+        self.book.forget_draining();
         self.suppressed = None;
         self.reconciliations += 1;
         let marker = TaskId(format!("{RECONCILE_MARKER}-{}", self.reconciliations));
@@ -497,6 +499,26 @@ impl Scheduler for ServiceScheduler {
                 let _ = driver.kill_task(status.task_id.clone());
             }
         }
+        self.act(driver);
+    }
+
+    async fn agent_draining(
+        &mut self,
+        driver: &SchedulerDriver,
+        agent_id: &bramble_sdk::AgentId,
+        draining: bool,
+    ) {
+        let moving = self
+            .book
+            .instances()
+            .filter(|i| &i.agent_id == agent_id)
+            .count();
+        if draining {
+            info!(agent = %agent_id, instances = moving, "agent draining; moving its instances elsewhere, keeping each service's healthy minimum");
+        } else {
+            info!(agent = %agent_id, "agent undrained");
+        }
+        self.book.set_draining(agent_id, draining);
         self.act(driver);
     }
 
