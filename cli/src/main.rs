@@ -70,6 +70,22 @@ enum FrameworkCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Take an agent out of service before maintenance: it is offered nothing more (until
+    /// undrained, across restarts of the master and of the agent) and frameworks are told to
+    /// move what runs there; services move their instances, keeping their healthy minimum.
+    Drain {
+        /// The agent's hostname (every agent on it), or its id (see `bramble agents`).
+        host: String,
+    },
+    /// Put a drained agent back in service: it is offered again.
+    Undrain {
+        /// The agent's hostname (every agent on it), or its id (see `bramble agents`).
+        host: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create or inspect a cluster identity (CA and role certificates).
     Cluster {
@@ -128,6 +144,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Act on one agent: `drain HOST` before maintenance, `undrain HOST` after.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
     },
     /// Act on one framework: `teardown ID` ends it now (its tasks killed, its id retired).
     Framework {
@@ -227,7 +248,7 @@ enum Command {
     },
     /// A service task serving its sandbox's directory listing on an offered port until Ctrl-C.
     Http,
-    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rm; and the
+    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rollback, rm; and the
     /// scheduler that keeps them up.
     Service {
         #[command(subcommand)]
@@ -318,6 +339,13 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Framework {
             command: FrameworkCommand::Teardown { id, json },
         } => commands::state::teardown(target, id, json).await?,
+        Command::Agent { command } => {
+            let (host, drain) = match command {
+                AgentCommand::Drain { host } => (host, true),
+                AgentCommand::Undrain { host } => (host, false),
+            };
+            commands::state::drain(target, &host, drain).await?
+        }
         Command::Kill {
             task,
             framework,

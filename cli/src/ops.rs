@@ -56,6 +56,12 @@ pub fn status_text(state: &ClusterState) -> String {
             println!("unhealthy {} ({}): {why}", a.hostname, a.id);
         }
     }
+    for a in state.agents.iter().filter(|a| a.draining) {
+        println!(
+            "drained   {} ({}): offered nothing until `bramble agent undrain`",
+            a.hostname, a.id
+        );
+    }
     println!(
         "cpus      {:.1} / {:.1} allocated ({})",
         used.cpus(),
@@ -192,11 +198,14 @@ pub fn tasks_text(state: &ClusterState, all: bool) -> String {
     t.render()
 }
 
-/// "yes", "no", or "unhealthy" for an agent that is up but gets no offers.
+/// "yes", "no", or why an agent that is up gets no offers: "unhealthy", "drained" (a
+/// drained agent that is down says "no, drained").
 fn agent_up(a: &AgentSummary) -> String {
-    match (a.connected, &a.unhealthy) {
-        (true, Some(_)) => "unhealthy".into(),
-        (up, _) => yes_no(up),
+    match (a.connected, &a.unhealthy, a.draining) {
+        (true, _, true) => "drained".into(),
+        (false, _, true) => "no, drained".into(),
+        (true, Some(_), false) => "unhealthy".into(),
+        (up, _, false) => yes_no(up),
     }
 }
 
@@ -221,6 +230,7 @@ mod tests {
             last_heartbeat: 0.0,
             executors: Vec::new(),
             unhealthy: unhealthy.map(str::to_string),
+            draining: false,
         }
     }
 
@@ -248,6 +258,20 @@ mod tests {
         assert!(!status.contains("host-a1 (a1)"), "{status}");
         assert_eq!(agent_up(&state.agents[0]), "yes");
         assert_eq!(agent_up(&state.agents[1]), "unhealthy");
+        let mut drained = agent("a3", Some("x"));
+        drained.draining = true;
+        assert_eq!(agent_up(&drained), "drained");
+        drained.connected = false;
+        assert_eq!(agent_up(&drained), "no, drained");
+        let state = ClusterState {
+            agents: vec![drained],
+            ..state
+        };
+        assert!(
+            status_text(&state).contains("drained   host-a3 (a3)"),
+            "{}",
+            status_text(&state)
+        );
     }
 
     fn task(id: &str, fw: &str, agent: &str, state: TaskState, message: &str) -> TaskSummary {

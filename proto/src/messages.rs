@@ -352,6 +352,13 @@ pub enum MasterEvent {
         framework_id: FrameworkId,
         leader: String,
     },
+    /// An operator drained the agent (`bramble agent drain`; `draining`: nothing more is
+    /// offered from it, and what runs there should move) or undrained it. Sent for every
+    /// draining agent after `Subscribed`, then on each change.
+    AgentDraining {
+        agent_id: AgentId,
+        draining: bool,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,6 +405,12 @@ pub enum OperatorCall {
     /// A page of tasks in some states, live and recently completed ([`crate::task_list`]);
     /// answered with `Tasks`.
     GetTasks(TasksQuery),
+    /// Drains the agent (`drain`: it is offered no more, durably, and frameworks are told so
+    /// they move what runs there) or undrains it (offered again). Operators only.
+    DrainAgent {
+        agent_id: AgentId,
+        drain: bool,
+    },
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -537,6 +550,9 @@ pub struct AgentSummary {
     /// it is marked unhealthy.
     #[serde(default)]
     pub unhealthy: Option<String>,
+    /// Drained by an operator (`bramble agent drain`): offered nothing until undrained.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

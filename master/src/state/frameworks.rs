@@ -315,6 +315,7 @@ impl Master {
         );
         let state = self.framework_state_event(&id);
         self.send_conn_scheduler(conn, state);
+        self.tell_draining(conn);
         self.resend_master_updates(&id);
         let _ = now;
         self.allocation_due = true;
@@ -546,6 +547,7 @@ mod tests {
                 agents: Vec::new(),
                 tasks: Vec::new(),
                 framework_state: Vec::new(),
+                draining: Vec::new(),
             },
             now,
         );

@@ -32,6 +32,7 @@
 //! - `durable.rs`: recovery from the store and the batch of writes per burst;
 //! - `agents.rs`: registration, reconciliation, heartbeats, removal;
 //! - `health.rs`: agents whose executors keep failing to register get no offers for a while;
+//! - `drain.rs`: agents an operator drained get no offers, durably, and frameworks are told;
 //! - `frameworks.rs`: subscription, failover, scheduler calls, removal;
 //! - `offers.rs`: allocation passes, declines and refuse filters, rescinds;
 //! - `launch.rs`: accepting offers, validating tasks, sending them to agents;
@@ -45,6 +46,7 @@
 mod agent_requests;
 mod agents;
 pub mod counters;
+mod drain;
 mod durable;
 mod election;
 pub mod feed;
@@ -80,7 +82,7 @@ use frameworks::FrameworkEntry;
 use offers::OfferEntry;
 pub use peers::PeerHandle;
 use peers::{Conn, Outgoing};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -151,6 +153,9 @@ pub struct Master {
     agents: HashMap<AgentId, AgentEntry>,
     /// Agent-caused failures per agent; an unhealthy agent gets no offers (`health.rs`).
     health: HashMap<AgentId, health::AgentHealth>,
+    /// Agents an operator drained (`drain.rs`): durable, and kept for an agent the master
+    /// removed meanwhile (a drained Pi unplugged for maintenance stays drained when back).
+    draining: BTreeSet<AgentId>,
     frameworks: HashMap<FrameworkId, FrameworkEntry>,
     /// Scheduler instances standing by for a framework's active one (`election.rs`).
     standbys: HashMap<FrameworkId, election::Standbys>,
@@ -189,6 +194,7 @@ pub struct Master {
     /// Durable facts changed since the last `take_writes`.
     dirty_frameworks: HashSet<FrameworkId>,
     dirty_agents: HashSet<AgentId>,
+    dirty_draining: HashSet<AgentId>,
     dirty_tasks: HashSet<(FrameworkId, TaskId)>,
     /// Each framework's own key/value state (only frameworks that wrote some have an entry).
     framework_state: HashMap<FrameworkId, FrameworkState>,
@@ -215,6 +221,7 @@ impl Master {
             conns: HashMap::new(),
             agents: HashMap::new(),
             health: HashMap::new(),
+            draining: BTreeSet::new(),
             frameworks: HashMap::new(),
             standbys: HashMap::new(),
             offers: HashMap::new(),
@@ -235,6 +242,7 @@ impl Master {
             held: HashSet::new(),
             dirty_frameworks: HashSet::new(),
             dirty_agents: HashSet::new(),
+            dirty_draining: HashSet::new(),
             dirty_tasks: HashSet::new(),
             framework_state: HashMap::new(),
             dirty_state: HashSet::new(),

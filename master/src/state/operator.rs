@@ -83,6 +83,10 @@ impl Master {
                     }
                 }
             }
+            OperatorCall::DrainAgent { agent_id, drain } => match self.drain(&agent_id, drain) {
+                Ok(()) => OperatorReply::Done,
+                Err(message) => OperatorReply::Error { message },
+            },
             OperatorCall::GetStatePage { after, limit } => {
                 OperatorReply::StatePage(Box::new(self.state_page(after, limit)))
             }

@@ -78,6 +78,16 @@ impl Master {
             }
         }
         c.unhealthy.sort();
+        c.agents_draining = self.draining.len() as u64;
+        c.draining = self
+            .draining
+            .iter()
+            .take(MAX_UNHEALTHY_LISTED)
+            .map(|id| {
+                let host = self.agents.get(id).map(|a| a.hostname.clone());
+                (id.clone(), host.unwrap_or_else(|| "(not known now)".into()))
+            })
+            .collect();
         for f in self.frameworks.values() {
             c.frameworks_connected += u64::from(f.conn.is_some());
             for t in f.tasks.values() {
