@@ -63,6 +63,9 @@ enum FrameworkCommand {
     Teardown {
         /// The framework's id (see `bramble frameworks`).
         id: String,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -194,6 +197,10 @@ enum Command {
         /// words are then the program and its arguments, as `docker run` takes them.
         #[arg(long)]
         image: Option<String>,
+        /// Print the final status as one JSON object (task, agent, state, exit code, why,
+        /// and the task's stdout and stderr) instead of streaming the output.
+        #[arg(long)]
+        json: bool,
         /// The command and its arguments (for `/bin/sh -c`, or the image's program).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -330,8 +337,8 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             commands::state::show(target, View::Tasks { all }, json).await?
         }
         Command::Framework {
-            command: FrameworkCommand::Teardown { id },
-        } => commands::state::teardown(target, id).await?,
+            command: FrameworkCommand::Teardown { id, json },
+        } => commands::state::teardown(target, id, json).await?,
         Command::Agent { command } => {
             let (host, drain) = match command {
                 AgentCommand::Drain { host } => (host, true),
@@ -355,8 +362,9 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             cpus,
             mem,
             image,
+            json,
             command,
-        } => return commands::run::run(target, cpus, mem, image, command).await,
+        } => return commands::run::run(target, cpus, mem, image, command, json).await,
         Command::Pi {
             terms,
             tasks,

@@ -151,6 +151,21 @@ pub fn listed_tasks(state: &ClusterState, all: bool) -> Vec<&TaskSummary> {
     state.tasks.iter().chain(finished).collect()
 }
 
+/// What `bramble tasks [--all] --json` prints: each listed task as the master describes it,
+/// its state spelled as the table spells it (`TASK_RUNNING`).
+pub fn tasks_json(state: &ClusterState, all: bool) -> Vec<serde_json::Value> {
+    listed_tasks(state, all)
+        .into_iter()
+        .map(|task| {
+            let mut value = serde_json::to_value(task).unwrap_or_default();
+            if let Some(fields) = value.as_object_mut() {
+                fields.insert("state".into(), task.state.name().into());
+            }
+            value
+        })
+        .collect()
+}
+
 pub fn print_tasks(state: &ClusterState, all: bool) {
     print!("{}", tasks_text(state, all));
 }
@@ -346,6 +361,23 @@ mod tests {
             .expect("the finished task is listed");
         assert!(finished.contains("gone-framework") && finished.contains("TASK_FINISHED"));
         assert!(!tasks_text(&state, false).contains("pi-0"));
+    }
+
+    #[test]
+    fn tasks_json_spells_states_as_the_table_does() {
+        let state = long_ids();
+        let text = tasks_text(&state, true);
+        let json = tasks_json(&state, true);
+        assert_eq!(json.len(), 3);
+        for task in &json {
+            let spelled = task["state"].as_str().expect("a state");
+            assert!(spelled.starts_with("TASK_"), "{task}");
+            let line = text
+                .lines()
+                .find(|l| task["id"].as_str().is_some_and(|id| l.starts_with(id)))
+                .expect("listed in the table");
+            assert!(line.contains(spelled), "{line} vs {task}");
+        }
     }
 
     #[test]

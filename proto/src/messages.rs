@@ -10,6 +10,7 @@ use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::resources::Resources;
 pub use crate::state_page::{ClusterCounts, StateCursor, StatePage};
 use crate::task::{ExecutorInfo, TaskInfo, TaskReason, TaskState, TaskStatus};
+pub use crate::task_list::{TaskCursor, TaskList, TasksQuery};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -401,6 +402,9 @@ pub enum OperatorCall {
     /// A piece of an image upload (`bramble images import|load`): the master keeps it in a
     /// temporary file, checks its size and digest, then streams it to the agents.
     ImageUpload(ImageUpload),
+    /// A page of tasks in some states, live and recently completed ([`crate::task_list`]);
+    /// answered with `Tasks`.
+    GetTasks(TasksQuery),
     /// Drains the agent (`drain`: it is offered no more, durably, and frameworks are told so
     /// they move what runs there) or undrains it (offered again). Operators only.
     DrainAgent {
@@ -485,6 +489,8 @@ pub enum OperatorReply {
     },
     /// The upload reached each target agent: one result per agent.
     ImagePushed(Vec<ImagePushResult>),
+    /// The answer to `GetTasks`.
+    Tasks(Box<TaskList>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -59,7 +59,7 @@ pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result
         (View::Agents | View::AllAgents, false) => ops::print_agents(&state),
         (View::Frameworks, true) => print_json(&state.frameworks)?,
         (View::Frameworks, false) => ops::print_frameworks(&state),
-        (View::Tasks { all }, true) => print_json(&ops::listed_tasks(&state, all))?,
+        (View::Tasks { all }, true) => print_json(&ops::tasks_json(&state, all))?,
         (View::Tasks { all }, false) => ops::print_tasks(&state, all),
     }
     Ok(())
@@ -165,7 +165,6 @@ pub async fn logs(
     }))
 }
 
-/// Asks the master to end framework `id` now.
 /// Drains (`drain`) or undrains the agents `host` names: an agent id, else every agent on
 /// that hostname; a name matching no agent the master knows is taken as an id (a drained
 /// agent the master has removed meanwhile can still be undrained).
@@ -205,11 +204,16 @@ pub async fn drain(target: &Target<'_>, host: &str, drain: bool) -> anyhow::Resu
     Ok(())
 }
 
-pub async fn teardown(target: &Target<'_>, id: String) -> anyhow::Result<()> {
+/// Asks the master to end framework `id` now.
+pub async fn teardown(target: &Target<'_>, id: String, json: bool) -> anyhow::Result<()> {
     let mut op =
         OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
     op.teardown(FrameworkId(id.clone())).await?;
     op.close();
-    eprintln!("framework {id} torn down: its tasks are being killed");
+    if json {
+        print_json(&serde_json::json!({ "framework": id, "teardown": "done" }))?;
+    } else {
+        eprintln!("framework {id} torn down: its tasks are being killed");
+    }
     Ok(())
 }

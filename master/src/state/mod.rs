@@ -60,6 +60,7 @@ mod operator;
 mod paging;
 mod peers;
 mod snapshot;
+mod task_list;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -180,6 +181,9 @@ pub struct Master {
     next_summary: Instant,
     /// Recently forgotten tasks, for operators (oldest first, at most `RECENT_COMPLETED`).
     completed: VecDeque<TaskSummary>,
+    /// How many entries have left the front of `completed`: the sequence number of its first
+    /// (a completed task's cursor in `task_list.rs`).
+    completed_dropped: u64,
     /// What this burst of inputs says, released by `flush_outbox` after the commit.
     outbox: Vec<Outgoing>,
     /// Agents' status updates relayed to their frameworks, released by `flush_early` before
@@ -232,6 +236,7 @@ impl Master {
             feed: Feed::new(),
             next_summary: now,
             completed: VecDeque::new(),
+            completed_dropped: 0,
             outbox: Vec::new(),
             early: Vec::new(),
             held: HashSet::new(),

@@ -90,6 +90,7 @@ impl Master {
             OperatorCall::GetStatePage { after, limit } => {
                 OperatorReply::StatePage(Box::new(self.state_page(after, limit)))
             }
+            OperatorCall::GetTasks(query) => OperatorReply::Tasks(Box::new(self.task_list(&query))),
         };
         self.reply(reply, answer);
     }

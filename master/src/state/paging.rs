@@ -30,14 +30,14 @@ pub(crate) fn first_after<K: Ord + Copy>(
 }
 
 /// What a page's items may add up to, so the reply fits a frame with its counts and head.
-struct Budget {
-    left: usize,
+pub(super) struct Budget {
+    pub(super) left: usize,
 }
 
 impl Budget {
     /// Takes `item`'s bytes if they fit, or if the page has nothing yet (a page always makes
     /// progress; any one item fits a frame, as it entered through an input limit).
-    fn take(&mut self, item: &impl Serialize, page_empty: bool) -> bool {
+    pub(super) fn take(&mut self, item: &impl Serialize, page_empty: bool) -> bool {
         // An item that cannot even be measured cannot be sent either: it ends the page.
         let Ok(size) = payload_size(item) else {
             return false;
