@@ -82,6 +82,29 @@ pub async fn running(net: &LoopbackCluster, name: &str, count: usize) -> Vec<Str
     .await
 }
 
+/// The first port of each live instance of `name`, sorted: what its endpoints must list once
+/// the scheduler's status record has caught up with the master.
+pub fn first_ports(state: &ClusterState, name: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = state
+        .tasks
+        .iter()
+        .filter(|t| t.id.as_str().starts_with(&format!("{name}.")) && !t.state.is_terminal())
+        .filter_map(|t| t.resources.ports.first().map(|r| r.begin))
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// The ports of `host:port` endpoints, sorted.
+pub fn endpoint_ports(endpoints: &[String]) -> Vec<u16> {
+    let mut ports: Vec<u16> = endpoints
+        .iter()
+        .filter_map(|e| e.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
 /// A web service `web` whose instances serve `docs/<task id>/` (made by the instance, with an
 /// `ok` file in it unless `healthy` is false), health-checked on `GET /ok`. `version` goes
 /// into the environment: specs that differ only in it are different versions.

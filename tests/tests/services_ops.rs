@@ -53,7 +53,11 @@ async fn settle_on(
         let versions = state.as_ref().map(running_by_version).unwrap_or_default();
         let only_fp = versions.len() == 1 && versions.get(fp) == Some(&count);
         let live = state.as_ref().map_or(0, |s| instances(s, "web").len());
-        if only_fp && live == count && healthy.len() == count {
+        // The status record (written at most once a second) lists exactly what runs.
+        let caught_up = state
+            .as_ref()
+            .is_some_and(|s| first_ports(s, "web") == endpoint_ports(&healthy));
+        if only_fp && live == count && healthy.len() == count && caught_up {
             return;
         }
         if tokio::time::Instant::now() >= until {
@@ -356,7 +360,8 @@ async fn a_drained_agents_instances_move_keeping_min_healthy_and_undrain_brings_
             .iter()
             .filter(|t| here.contains(&t.id.to_string()) && t.state == TaskState::Running)
             .count();
-        if there.is_empty() && running_here == 2 && healthy.len() == 2 {
+        let caught_up = first_ports(&s, "web") == endpoint_ports(&healthy);
+        if there.is_empty() && running_here == 2 && healthy.len() == 2 && caught_up {
             break;
         }
         assert!(
