@@ -14,5 +14,6 @@ pub mod handshakes;
 pub mod http;
 pub mod images;
 pub mod server;
+pub mod service_adverts;
 pub mod state;
 pub mod store;

@@ -88,6 +88,17 @@ fn main() -> anyhow::Result<()> {
                 None
             }
         };
+        // The service framework's healthy instances, on mDNS beside the master's own advert.
+        let service_adverts = match bramble_master::service_adverts::start(
+            master.feed().watch_services(),
+            &cfg.discovery.interfaces,
+        ) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!("not advertising services on mDNS: {e}");
+                None
+            }
+        };
         let panel = bramble_master::display::start_with_notices(
             &master.feed(),
             master.panel_feed(),
@@ -102,6 +113,9 @@ fn main() -> anyhow::Result<()> {
         };
         tracing::info!("shutting down");
         panel.stop().await;
+        if let Some(adverts) = service_adverts {
+            adverts.stop().await;
+        }
         if let Some(advertiser) = advertiser {
             advertiser.stop().await;
         }

@@ -24,6 +24,7 @@ pub mod messages;
 pub mod queue;
 pub mod resources;
 pub mod rng;
+pub mod service_status;
 pub mod startup;
 pub mod state_page;
 pub mod task;

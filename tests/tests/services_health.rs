@@ -6,6 +6,7 @@ use bramble_proto::TaskState;
 use bramble_tests::processes::*;
 use bramble_tests::services::*;
 use bramble_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_and_replaced() {
@@ -160,4 +161,171 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     for e in endpoints(&net, &scheduler, "web", 2).await {
         assert_eq!(get(&e, "/ok").await, 200, "{e}");
     }
+}
+
+/// `GET path` on `addr` (HTTP/1.0): the status and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the master's HTTP port");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Instances of service `name` by health, as `/api/v1/services` reports them.
+fn by_health(services: &serde_json::Value, name: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = services["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == name)
+        .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+        .map(|i| {
+            (
+                i["health"].as_str().unwrap_or("?").to_string(),
+                i["task_id"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
+    if python3_missing() {
+        eprintln!("skipped: no python3 for the instances' HTTP servers");
+        return;
+    }
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent(
+        "agent",
+        &AgentCmd::new("agent1")
+            .cpus("2")
+            .config("ports = \"32200-32249\"\n"),
+    );
+    net.connected_agent(DEADLINE).await;
+    let scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+
+    // Failures are never enough to kill: `web`'s two pass, `bad`'s one never does.
+    let docs = net.test.path("docs");
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    let never_killed = |s: String| s.replace("max_failures = 2", "max_failures = 100000");
+    let file = net.test.path("web.toml");
+    std::fs::write(&file, never_killed(web_spec(&docs, 2, true, 1))).expect("spec file");
+    service(&net, &["apply", &file.display().to_string()]);
+    let bad = net.test.path("bad.toml");
+    let bad_spec = never_killed(web_spec(&docs, 1, false, 1))
+        .replace("name = \"web\"", "name = \"bad\"")
+        .replace("grace_secs = 5.0", "grace_secs = 0.0");
+    std::fs::write(&bad, bad_spec).expect("spec file");
+    service(&net, &["apply", &bad.display().to_string()]);
+    let endpoints = endpoints(&net, &scheduler, "web", 2).await;
+
+    // The API: web's two healthy, on the agent, with the ports `endpoints` gave.
+    let http = net.http_addr();
+    let api = eventually("the API shows two healthy instances", DEADLINE, || async {
+        let (code, body) = http_get(http, "/api/v1/services").await;
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let healthy = by_health(&v, "web")
+            .iter()
+            .filter(|(h, _)| h == "healthy")
+            .count();
+        (healthy == 2).then_some(v)
+    })
+    .await;
+    let web = api["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "web"))
+        .expect("web on the API");
+    assert_eq!(web["service_type"], "_http._tcp", "{api}");
+    assert_eq!(web["scheduler_connected"], true, "{api}");
+    let state = net.state().await.expect("state");
+    let agent_id = state.agents[0].id.to_string();
+    for i in web["instances"].as_array().expect("instances") {
+        assert_eq!(i["agent_id"], agent_id.as_str(), "{i}");
+        assert_eq!(i["host"], state.agents[0].hostname.as_str(), "{i}");
+        assert_eq!(i["address"], "127.0.0.1", "{i}");
+        let port = i["ports"][0].as_u64().expect("a port");
+        assert!(
+            endpoints.iter().any(|e| e.ends_with(&format!(":{port}"))),
+            "{i} vs {endpoints:?}"
+        );
+    }
+
+    // One of web's starts failing: failing (still an endpoint) with why; bad is unhealthy.
+    let live = instances(&state, "web");
+    let victim = live[0].0.clone();
+    std::fs::remove_file(docs.join(&victim).join("ok")).expect("break the victim");
+    let api = eventually("the API shows the victim failing", DEADLINE, || async {
+        let (_, body) = http_get(http, "/api/v1/services").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let bad = by_health(&v, "bad");
+        (by_health(&v, "web").contains(&("failing".to_string(), victim.clone()))
+            && bad.len() == 1
+            && bad[0].0 == "unhealthy")
+            .then_some(v)
+    })
+    .await;
+    assert!(api.to_string().contains("answered 404"), "{api}");
+    let web = by_health(&api, "web");
+    assert!(
+        web.contains(&("healthy".to_string(), live[1].0.clone())),
+        "{web:?}"
+    );
+    let (code, metrics) = http_get(http, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        r#"bramble_service_instances{service="web",health="healthy"} 1"#,
+        r#"bramble_service_instances{service="web",health="failing"} 1"#,
+        r#"bramble_service_instances{service="web",health="unhealthy"} 0"#,
+        r#"bramble_service_instances{service="bad",health="unhealthy"} 1"#,
+        r#"bramble_service_instances{service="bad",health="healthy"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    let show = service(&net, &["show", "web"]);
+    assert!(
+        show.contains("healthy, but failing now: health check http GET /ok"),
+        "{show}"
+    );
+    let show = service(&net, &["show", "bad"]);
+    assert!(
+        show.contains("unhealthy: health check http GET /ok"),
+        "{show}"
+    );
+    // The web UI has the page.
+    let (_, index) = http_get(http, "/").await;
+    assert!(index.contains("#/services"), "{index}");
+
+    // Removed: gone from the API, and their instances end.
+    service(&net, &["rm", "web"]);
+    service(&net, &["rm", "bad"]);
+    eventually("the services leave the API", DEADLINE, || async {
+        let (_, body) = http_get(http, "/api/v1/services").await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["services"].as_array()?.is_empty().then_some(())
+    })
+    .await;
+    eventually("the instances end", DEADLINE, || async {
+        let s = net.state().await?;
+        (instances(&s, "web").is_empty() && instances(&s, "bad").is_empty()).then_some(())
+    })
+    .await;
 }

@@ -471,7 +471,8 @@ async fn show(
             }
         );
         match (i.healthy, &i.last_failure) {
-            (Some(true), _) => println!("    healthy"),
+            (Some(true), None) => println!("    healthy"),
+            (Some(true), Some(why)) => println!("    healthy, but failing now: {why}"),
             (Some(false), Some(why)) => println!("    unhealthy: {why}"),
             (Some(false), None) => println!("    not healthy yet"),
             (None, _) => {}

@@ -656,6 +656,7 @@ impl Book {
             .filter(|i| i.service == name)
             .map(|i| InstanceStatus {
                 task_id: i.task_id.to_string(),
+                agent_id: i.agent_id.to_string(),
                 host: i.host.clone(),
                 ports: i.ports.clone(),
                 running: i.running_since().is_some(),
@@ -683,6 +684,7 @@ impl Book {
             instances,
             kills: s.kills.clone(),
             rollout,
+            service_type: s.spec.service_type.clone(),
         })
     }
 

@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// The framework's name: `bramble service` finds the scheduler's state by it.
-pub const FRAMEWORK_NAME: &str = "bramble-services";
+pub const FRAMEWORK_NAME: &str = bramble_proto::service_status::SERVICES_FRAMEWORK;
 /// Where specs live in the framework's state: `spec/<service name>`.
 pub const SPEC_PREFIX: &str = "spec/";
 /// How long the master keeps the services running while this scheduler is away: a week, so

@@ -21,6 +21,8 @@
 //!
 //! image = "docker.io/library/python:3-alpine"   # optional: run cmd (by /bin/sh -c) in this
 //!                               # container image, only on agents that run images
+//! service_type = "_http._tcp"   # optional: the mDNS type healthy instances are advertised
+//!                               # under by the master, as web, web-2… (default _http._tcp)
 //!
 //! [[health]]                    # any number of checks, run by the scheduler:
 //! protocol = "http"             #   "http" (GET path, expect status), "tcp" (port connects)
@@ -83,6 +85,10 @@ pub struct Spec {
     /// filesystem. Only agents advertising the containers attribute are offered such an instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The mDNS service type (`_http._tcp`) the master advertises the healthy instances
+    /// under; `None`: [`bramble_proto::service_status::DEFAULT_SERVICE_TYPE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<String>,
     /// Health checks, run by the scheduler against every RUNNING instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
@@ -389,8 +395,9 @@ impl Spec {
     pub fn fingerprint(&self) -> String {
         let mut body = self.clone();
         body.instances = 0;
-        // How to roll out is not what runs.
+        // How to roll out, or to be advertised, is not what runs.
         body.rollout = Rollout::default();
+        body.service_type = None;
         format!("{:08x}", crc32fast::hash(body.to_toml().as_bytes()))
     }
 
@@ -461,6 +468,10 @@ impl Spec {
         }
         if !positive(r.min_uptime_secs) {
             return Err(("restart.min_uptime_secs", "must be 0 or more".into()));
+        }
+        if let Some(t) = &self.service_type {
+            bramble_proto::service_status::check_service_type(t)
+                .map_err(|m| ("service_type", m))?;
         }
         if let Some(image) = &self.image {
             if image.trim().is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -599,6 +610,10 @@ backoff_secs = 0.5
                 "restart.backoff_secs",
             ),
             (WEB.replace("ports = 2", "ports = 99"), "ports"),
+            (
+                WEB.replace("ports = 2", "ports = 2\nservice_type = \"http\""),
+                "service_type",
+            ),
         ];
         for (text, key) in cases {
             let e = Spec::parse("web.toml", &text).expect_err(key);
@@ -628,6 +643,11 @@ backoff_secs = 0.5
         let mut changed = spec.clone();
         changed.cmd = "exec sleep 200".into();
         assert_ne!(spec.fingerprint(), changed.fingerprint());
+        // How it is advertised is not what runs: no rollout for it.
+        let typed = WEB.replace("ports = 2", "ports = 2\nservice_type = \"_ipp._tcp\"");
+        let typed = Spec::parse("web.toml", &typed).expect("valid");
+        assert_eq!(typed.service_type.as_deref(), Some("_ipp._tcp"));
+        assert_eq!(spec.fingerprint(), typed.fingerprint());
     }
 
     #[test]

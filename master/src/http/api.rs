@@ -1,4 +1,4 @@
-//! The JSON endpoints: state, health and version, sandbox files (list, read, follow), and
+//! The JSON endpoints: state, services, health and version, sandbox files (list, read, follow), and
 //! killing a task. (Login and logout are `auth/`'s.)
 //!
 //! Sandbox paths are checked twice: here (relative, no `..`, bounded length) so an obviously
@@ -439,6 +439,13 @@ pub async fn kill(
         Ok(other) => unexpected(other),
         Err(e) => call_failed(e),
     }
+}
+
+/// `GET /api/v1/services`: the service framework's services, each instance with its agent,
+/// host, address, ports and health (`state/services.rs`); read off the feed, not the state
+/// task, so polling it costs the master nothing.
+pub async fn services(State(app): State<AppState>) -> Response {
+    Json(&*app.api.events.services()).into_response()
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@
 //! label sets). The metrics the state task accumulates, status-update latency and the
 //! allocation cycle's duration, are histograms shared with it through the state's
 //! [`crate::state::feed::Feed`], as are the event counters (`state/counters.rs`: tasks
-//! launched and ended by framework, offers, status updates, agents, frameworks).
+//! launched and ended by framework, offers, status updates, agents, frameworks). The service
+//! framework's instances by health are read off the feed's services view.
 
 use super::AppState;
+use crate::state::services::{Health, ServicesView};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +33,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     };
     let mut registry = Registry::with_prefix("bramble");
     register_state(&mut registry, &state);
+    register_services(&mut registry, &app.api.events.services());
     let quic = app.api.endpoint.open_connections();
     let help = "QUIC connections open on the master's endpoint";
     registry.register("quic_connections", help, gauge(quic as i64));
@@ -144,5 +147,26 @@ fn register_state(registry: &mut Registry, state: &ClusterState) {
         "job_progress_ratio",
         "Published job progress, done/total",
         progress,
+    );
+}
+
+/// `bramble_service_instances{service, health}`: every health label of every service, zero
+/// included, so a dashboard's "unhealthy" line exists before the first failure.
+fn register_services(registry: &mut Registry, view: &ServicesView) {
+    let family = Family::<Labels, Gauge>::default();
+    for service in &view.services {
+        for health in Health::ALL {
+            family
+                .get_or_create(&labels(&[
+                    ("service", &service.name),
+                    ("health", health.as_str()),
+                ]))
+                .inc_by(service.count(health) as i64);
+        }
+    }
+    registry.register(
+        "service_instances",
+        "Instances of the service framework's services, by health",
+        family,
     );
 }

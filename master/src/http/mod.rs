@@ -164,6 +164,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/summary", get(pages::summary))
         .route("/api/v1/agents", get(pages::agents))
         .route("/api/v1/tasks", get(pages::tasks))
+        .route("/api/v1/services", get(api::services))
         .route("/api/v1/events", get(events::stream))
         .route(
             "/api/v1/tasks/{framework}/{task}/files",

@@ -93,6 +93,8 @@ pub struct AgentLoad {
 pub struct Feed {
     events: broadcast::Sender<ClusterEvent>,
     summary: watch::Sender<ClusterSummary>,
+    /// The service framework's services (`services.rs`), replaced when they change.
+    services: watch::Sender<std::sync::Arc<super::services::ServicesView>>,
     update_latency: Histogram,
     /// How long each allocation pass took (the allocator and the offers it became).
     allocation_cycle: Histogram,
@@ -118,6 +120,7 @@ impl Feed {
         Self {
             events,
             summary: watch::Sender::new(ClusterSummary::default()),
+            services: watch::Sender::new(Default::default()),
             // 1 ms .. ~16 s
             update_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             allocation_cycle: Histogram::new(allocation_cycle_buckets()),
@@ -159,6 +162,32 @@ impl Feed {
     /// Every change event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
         self.events.subscribe()
+    }
+
+    /// Replaces the services' view, waking its watchers only if it changed.
+    pub fn publish_services(&self, view: super::services::ServicesView) {
+        self.services.send_if_modified(|current| {
+            let changed = **current != view;
+            if changed {
+                *current = std::sync::Arc::new(view);
+            }
+            changed
+        });
+    }
+
+    /// Whether the services' view is empty (nothing to publish over it).
+    pub fn services_empty(&self) -> bool {
+        self.services.borrow().services.is_empty()
+    }
+
+    /// The services as last published.
+    pub fn services(&self) -> std::sync::Arc<super::services::ServicesView> {
+        self.services.borrow().clone()
+    }
+
+    /// The services, and a way to wait for their next change (the mDNS adverts watch it).
+    pub fn watch_services(&self) -> watch::Receiver<std::sync::Arc<super::services::ServicesView>> {
+        self.services.subscribe()
     }
 
     /// The newest summary, and a way to wait for the next one.

@@ -39,6 +39,7 @@ impl Master {
             self.framework_state.remove(fw);
         }
         self.dirty_state.insert((fw.clone(), key.clone()));
+        self.service_record_written(fw, &key, entry.as_ref().map(|e| &e.value[..]));
         self.send_framework(
             fw,
             MasterEvent::StateChanged {
@@ -78,6 +79,7 @@ impl Master {
 
     /// A removed framework's state goes with it.
     pub(super) fn forget_framework_state(&mut self, fw: &FrameworkId) {
+        self.forget_service_records(fw);
         if let Some(state) = self.framework_state.remove(fw) {
             info!(framework = %fw, keys = state.list("").len(), bytes = state.bytes(),
                 "dropping the removed framework's state");
@@ -105,6 +107,7 @@ impl Master {
     /// Puts back a stored entry; one of a framework the store no longer holds is deleted.
     pub(super) fn recover_state_entry(&mut self, fw: FrameworkId, entry: StateEntry) {
         if self.frameworks.contains_key(&fw) {
+            self.service_record_written(&fw, &entry.key, Some(&entry.value));
             self.framework_state.entry(fw).or_default().restore(entry);
         } else {
             self.dirty_state.insert((fw, entry.key));

@@ -40,6 +40,7 @@
 //! - `operator.rs`: operator calls, sandbox reads relayed to agents;
 //! - `images.rs`: image pieces the edge streams to agents, answered per piece;
 //! - `framework_state.rs`: each framework's own key/value state, written by it or an operator;
+//! - `services.rs`: the service framework's status records, shown and advertised;
 //! - `snapshot.rs`: the operator's picture of the cluster and the feed's summary;
 //! - `feed.rs`: the events and summary the edges subscribe to.
 
@@ -59,6 +60,7 @@ mod offers;
 mod operator;
 mod paging;
 mod peers;
+pub mod services;
 mod snapshot;
 mod task_list;
 mod tasks;
@@ -199,6 +201,10 @@ pub struct Master {
     /// Each framework's own key/value state (only frameworks that wrote some have an entry).
     framework_state: HashMap<FrameworkId, FrameworkState>,
     dirty_state: HashSet<(FrameworkId, String)>,
+    /// The service framework's status records, parsed (`services.rs`), by framework and service.
+    service_records: HashMap<(FrameworkId, String), bramble_proto::service_status::ServiceStatus>,
+    /// When the services' view may next be rebuilt.
+    next_services: Instant,
     /// When terminal updates the master holds are next resent to connected frameworks.
     next_resend: Instant,
 }
@@ -246,6 +252,8 @@ impl Master {
             dirty_tasks: HashSet::new(),
             framework_state: HashMap::new(),
             dirty_state: HashSet::new(),
+            service_records: HashMap::new(),
+            next_services: now,
             next_resend: now + MASTER_RESEND_INTERVAL,
         }
     }
@@ -298,6 +306,7 @@ impl Master {
             self.allocate(now);
         }
         self.publish_summary(now);
+        self.publish_services(now);
     }
 
     /// Periodic work: timeouts, failover expiry, resends, the allocation pass.

@@ -24,14 +24,17 @@
 
 //!
 //! Files: `table.rs` (the pure core), `browser.rs` (its edge), `advertiser.rs` (the master's
-//! side); this one holds the config, the shared daemon setup and the dialing helpers.
+//! side), `services.rs` (the master advertising the service framework's healthy instances,
+//! `NAME._http._tcp.local.`); this one holds the config, the shared daemon setup and the dialing helpers.
 
 mod advertiser;
 mod browser;
+mod services;
 mod table;
 
 pub use advertiser::{local_hostname, Advertiser, MasterAdvert};
 pub use browser::Browser;
+pub use services::{ServiceAdvert, ServiceAdverts};
 pub use table::{MasterTable, Sighting, Verdict};
 
 use mdns_sd::{IfKind, IfPredicate, ServiceDaemon};

@@ -58,13 +58,15 @@ async function getJson(path) {
 async function refresh() {
   app.stale = false;
   try {
-    const [sum, ag, tk] = await Promise.all([
+    const [sum, ag, tk, sv] = await Promise.all([
       getJson("/api/v1/summary"),
       getJson(pageUrl("agents", app.agentsPage)),
       getJson(pageUrl("tasks", app.tasksPage)),
+      getJson("/api/v1/services"),
     ]);
     if (!sum || !ag || !tk) return;
-    app.state = { ...sum, agents: ag.agents, tasks: tk.tasks, offers_outstanding: sum.counts.offers_outstanding };
+    app.state = { ...sum, agents: ag.agents, tasks: tk.tasks, offers_outstanding: sum.counts.offers_outstanding,
+      services: sv ? sv.services : [] };
     Object.assign(app.agentsPage, { next: ag.next, total: ag.total });
     Object.assign(app.tasksPage, { next: tk.next, total: tk.total });
     for (const a of ag.agents) app.hostnames.set(a.id, a.hostname);
@@ -223,7 +225,7 @@ function render() {
   $("#panel-card").hidden = true;
   // Keep the filters' focus and values across re-renders of the tasks view.
   const focused = document.activeElement?.id;
-  const view = { overview, agents, frameworks, tasks: tasksView }[route.name] || overview;
+  const view = { overview, agents, frameworks, services, tasks: tasksView }[route.name] || overview;
   main.innerHTML = view(route);
   if (route.name === "tasks") wireFilters();
   if (focused && $("#" + focused)) $("#" + focused).focus();
@@ -315,6 +317,24 @@ function frameworks() {
       <td>${Object.entries(f.tasks_by_state).map(([st, n]) => chip(st, n)).join("")}</td>
       <td class="mono">${cpus(f.allocated.cpus_milli)} cpus, ${mem(f.allocated.mem_mib)}</td>
     </tr>`).join("") || '<tr><td class="muted">No frameworks subscribed.</td></tr>'}</tbody></table></div>`;
+}
+
+// The service framework's services (/api/v1/services): each instance's host, port and health.
+const HEALTH_CLASS = { healthy: "up", starting: "sick", unhealthy: "down", gone: "muted" };
+function services() {
+  const list = app.state.services || [];
+  const rows = list.map((sv) => {
+    const healthy = sv.instances.filter((i) => i.health === "healthy").length;
+    const insts = sv.instances.map((i) => `<tr>
+      <td class="mono"><a href="${taskHref({ framework_id: sv.framework_id, id: i.task_id })}">${esc(i.task_id)}</a></td>
+      <td>${esc(i.host)}<div class="muted mono hide-sm">${esc(i.agent_id)}</div></td>
+      <td class="mono">${esc(i.address ?? "")}${i.ports.length ? ":" + i.ports.map(esc).join(",") : ""}</td>
+      <td><span class="${HEALTH_CLASS[i.health] || ""}">●</span> ${esc(i.health)}${i.last_failure ? `<div class="muted">${esc(i.last_failure)}</div>` : ""}</td>
+    </tr>`).join("") || '<tr><td class="muted" colspan="4">No instances.</td></tr>';
+    return `<div class="card"><h2>${esc(sv.name)} <span class="muted">${healthy}/${sv.instances.length} healthy · ${esc(sv.service_type)}${sv.scheduler_connected ? "" : " · scheduler away"}</span></h2>
+      <table><thead><tr><th>Instance</th><th>Host</th><th>Address</th><th>Health</th></tr></thead><tbody>${insts}</tbody></table></div>`;
+  }).join("");
+  return `<h1>Services</h1>${rows || '<div class="card"><p class="muted">No services: add one with <code>bramble service apply FILE.toml</code>.</p></div>'}`;
 }
 
 function tasksView(route) {
