@@ -59,10 +59,10 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = config::load_optional(&path, explicit)?;
     apply_flags(&mut cfg, &args);
     if let Err((key, message)) = cfg.validate() {
-        bail!(
-            "{}: key \"{key}\" (after applying flags): {message}",
-            path.display()
-        );
+        match flag_for(key, &args) {
+            Some(flag) => bail!("{flag}: {message}"),
+            None => bail!("{}: key \"{key}\": {message}", path.display()),
+        }
     }
     bramble_proto::logging::init(cfg.log.as_deref());
     let creds = startup::credentials(&cfg.cluster, Role::Node)?;
@@ -96,6 +96,23 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The flag that set config key `key`, as given, when one did: a bad value is blamed on the
+/// flag, not on a config file that may not even exist.
+fn flag_for(key: &str, args: &Args) -> Option<String> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let (flag, value) = match key {
+        "cluster" => ("cluster", path(&args.cluster)),
+        "master" => ("master", args.master.clone()),
+        "work_dir" => ("work-dir", path(&args.work_dir)),
+        "ports" => ("ports", args.ports.clone()),
+        "cpus" => ("cpus", args.cpus.map(|c| c.to_string())),
+        "mem" => ("mem", args.mem.map(|m| m.to_string())),
+        "disk" => ("disk", args.disk.map(|d| d.to_string())),
+        _ => return None,
+    };
+    value.map(|v| format!("--{flag} {v:?}"))
 }
 
 /// A flag wins over the file.

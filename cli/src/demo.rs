@@ -155,7 +155,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let job = PiJob::new(opts.terms, opts.tasks, opts.executor.clone());
     let (progress_tx, progress_rx) = watch::channel(initial_progress(&job));
     let bar = tokio::spawn(crate::progress::follow(progress_rx, opts.quiet));
-    let config = cluster.scheduler_config("pi")?;
+    let config = cluster.scheduler_config(&job.name())?;
     let result: anyhow::Result<PiResult> =
         run_pi(config, job, progress_tx).await.map_err(Into::into);
     let _ = bar.await;

@@ -63,6 +63,25 @@ enum FrameworkCommand {
     Teardown {
         /// The framework's id (see `bramble frameworks`).
         id: String,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Take an agent out of service before maintenance: it is offered nothing more (until
+    /// undrained, across restarts of the master and of the agent) and frameworks are told to
+    /// move what runs there; services move their instances, keeping their healthy minimum.
+    Drain {
+        /// The agent's hostname (every agent on it), or its id (see `bramble agents`).
+        host: String,
+    },
+    /// Put a drained agent back in service: it is offered again.
+    Undrain {
+        /// The agent's hostname (every agent on it), or its id (see `bramble agents`).
+        host: String,
     },
 }
 
@@ -126,6 +145,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Act on one agent: `drain HOST` before maintenance, `undrain HOST` after.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// Act on one framework: `teardown ID` ends it now (its tasks killed, its id retired).
     Framework {
         #[command(subcommand)]
@@ -173,6 +197,10 @@ enum Command {
         /// words are then the program and its arguments, as `docker run` takes them.
         #[arg(long)]
         image: Option<String>,
+        /// Print the final status as one JSON object (task, agent, state, exit code, why,
+        /// and the task's stdout and stderr) instead of streaming the output.
+        #[arg(long)]
+        json: bool,
         /// The command and its arguments (for `/bin/sh -c`, or the image's program).
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -220,7 +248,7 @@ enum Command {
     },
     /// A service task serving its sandbox's directory listing on an offered port until Ctrl-C.
     Http,
-    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rm; and the
+    /// Services kept up from TOML specs: apply, ls, show, scale, restart, rollback, rm; and the
     /// scheduler that keeps them up.
     Service {
         #[command(subcommand)]
@@ -309,8 +337,15 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             commands::state::show(target, View::Tasks { all }, json).await?
         }
         Command::Framework {
-            command: FrameworkCommand::Teardown { id },
-        } => commands::state::teardown(target, id).await?,
+            command: FrameworkCommand::Teardown { id, json },
+        } => commands::state::teardown(target, id, json).await?,
+        Command::Agent { command } => {
+            let (host, drain) = match command {
+                AgentCommand::Drain { host } => (host, true),
+                AgentCommand::Undrain { host } => (host, false),
+            };
+            commands::state::drain(target, &host, drain).await?
+        }
         Command::Kill {
             task,
             framework,
@@ -327,8 +362,9 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             cpus,
             mem,
             image,
+            json,
             command,
-        } => return commands::run::run(target, cpus, mem, image, command).await,
+        } => return commands::run::run(target, cpus, mem, image, command, json).await,
         Command::Pi {
             terms,
             tasks,

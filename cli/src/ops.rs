@@ -56,6 +56,12 @@ pub fn status_text(state: &ClusterState) -> String {
             println!("unhealthy {} ({}): {why}", a.hostname, a.id);
         }
     }
+    for a in state.agents.iter().filter(|a| a.draining) {
+        println!(
+            "drained   {} ({}): offered nothing until `bramble agent undrain`",
+            a.hostname, a.id
+        );
+    }
     println!(
         "cpus      {:.1} / {:.1} allocated ({})",
         used.cpus(),
@@ -145,6 +151,21 @@ pub fn listed_tasks(state: &ClusterState, all: bool) -> Vec<&TaskSummary> {
     state.tasks.iter().chain(finished).collect()
 }
 
+/// What `bramble tasks [--all] --json` prints: each listed task as the master describes it,
+/// its state spelled as the table spells it (`TASK_RUNNING`).
+pub fn tasks_json(state: &ClusterState, all: bool) -> Vec<serde_json::Value> {
+    listed_tasks(state, all)
+        .into_iter()
+        .map(|task| {
+            let mut value = serde_json::to_value(task).unwrap_or_default();
+            if let Some(fields) = value.as_object_mut() {
+                fields.insert("state".into(), task.state.name().into());
+            }
+            value
+        })
+        .collect()
+}
+
 pub fn print_tasks(state: &ClusterState, all: bool) {
     print!("{}", tasks_text(state, all));
 }
@@ -177,11 +198,14 @@ pub fn tasks_text(state: &ClusterState, all: bool) -> String {
     t.render()
 }
 
-/// "yes", "no", or "unhealthy" for an agent that is up but gets no offers.
+/// "yes", "no", or why an agent that is up gets no offers: "unhealthy", "drained" (a
+/// drained agent that is down says "no, drained").
 fn agent_up(a: &AgentSummary) -> String {
-    match (a.connected, &a.unhealthy) {
-        (true, Some(_)) => "unhealthy".into(),
-        (up, _) => yes_no(up),
+    match (a.connected, &a.unhealthy, a.draining) {
+        (true, _, true) => "drained".into(),
+        (false, _, true) => "no, drained".into(),
+        (true, Some(_), false) => "unhealthy".into(),
+        (up, _, false) => yes_no(up),
     }
 }
 
@@ -206,6 +230,7 @@ mod tests {
             last_heartbeat: 0.0,
             executors: Vec::new(),
             unhealthy: unhealthy.map(str::to_string),
+            draining: false,
         }
     }
 
@@ -233,6 +258,20 @@ mod tests {
         assert!(!status.contains("host-a1 (a1)"), "{status}");
         assert_eq!(agent_up(&state.agents[0]), "yes");
         assert_eq!(agent_up(&state.agents[1]), "unhealthy");
+        let mut drained = agent("a3", Some("x"));
+        drained.draining = true;
+        assert_eq!(agent_up(&drained), "drained");
+        drained.connected = false;
+        assert_eq!(agent_up(&drained), "no, drained");
+        let state = ClusterState {
+            agents: vec![drained],
+            ..state
+        };
+        assert!(
+            status_text(&state).contains("drained   host-a3 (a3)"),
+            "{}",
+            status_text(&state)
+        );
     }
 
     fn task(id: &str, fw: &str, agent: &str, state: TaskState, message: &str) -> TaskSummary {
@@ -322,6 +361,23 @@ mod tests {
             .expect("the finished task is listed");
         assert!(finished.contains("gone-framework") && finished.contains("TASK_FINISHED"));
         assert!(!tasks_text(&state, false).contains("pi-0"));
+    }
+
+    #[test]
+    fn tasks_json_spells_states_as_the_table_does() {
+        let state = long_ids();
+        let text = tasks_text(&state, true);
+        let json = tasks_json(&state, true);
+        assert_eq!(json.len(), 3);
+        for task in &json {
+            let spelled = task["state"].as_str().expect("a state");
+            assert!(spelled.starts_with("TASK_"), "{task}");
+            let line = text
+                .lines()
+                .find(|l| task["id"].as_str().is_some_and(|id| l.starts_with(id)))
+                .expect("listed in the table");
+            assert!(line.contains(spelled), "{line} vs {task}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `bramble run [--image IMAGE] -- CMD…`: one command as a task somewhere on the cluster, its
 //! output streamed back, and its exit status as ours. With an image the task goes only to an
 //! agent advertising the `containers` attribute, and none in the cluster is an error up front.
+//! With `--json` nothing is streamed: the task's output is kept and printed with its final
+//! status as one JSON object ([`RunOutcome::json`]), its state spelled as the text says it.
 
 use anyhow::{bail, Context};
 use bramble_client::OperatorClient;
@@ -49,13 +51,29 @@ fn can_run(what: &What, attributes: &std::collections::BTreeMap<String, String>)
     what.image.is_none() || attributes.contains_key(CONTAINERS_ATTRIBUTE)
 }
 
+/// Where the task's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Printed as they are written: stdout live, stderr once the task ended.
+    Stream,
+    /// Kept in the outcome (`--json`).
+    Capture,
+}
+
 /// What happened to the task, for the exit status.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    pub task: String,
+    pub framework: String,
+    /// The hostname of the agent it was launched on, if it was.
+    pub agent: Option<String>,
     pub state: TaskState,
     pub exit_code: Option<i32>,
     pub message: String,
     pub reason: Option<bramble_proto::TaskReason>,
+    /// With [`Output::Capture`]: the task's stdout and stderr.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 impl RunOutcome {
@@ -82,12 +100,37 @@ impl RunOutcome {
         }
         (code, Some(line))
     }
+
+    /// The final status as `bramble run --json` prints it: the state spelled as in the text
+    /// (`TASK_FAILED`), the exit code `bramble run` leaves with, why (when it did not finish),
+    /// and the output (decoded lossily).
+    pub fn json(&self) -> serde_json::Value {
+        let (exit, why) = self.verdict();
+        serde_json::json!({
+            "task": self.task,
+            "framework": self.framework,
+            "agent": self.agent,
+            "state": self.state.name(),
+            "exit_code": self.exit_code,
+            "reason": self.reason.map(|r| format!("{r:?}")),
+            "message": self.message,
+            "why": why,
+            "exit": exit,
+            "stdout": String::from_utf8_lossy(&self.stdout),
+            "stderr": String::from_utf8_lossy(&self.stderr),
+        })
+    }
 }
 
 struct RunOne {
     task: Option<(String, Resources, What)>,
     events: mpsc::UnboundedSender<TaskStatus>,
     registered: Option<oneshot::Sender<FrameworkId>>,
+    /// The hostname of the agent the task was launched on.
+    launched_on: Option<oneshot::Sender<String>>,
+    /// Whether to say where it runs (not with `--json`: stdout is the JSON object alone,
+    /// stderr the task's).
+    say_where: bool,
 }
 
 #[async_trait]
@@ -124,7 +167,12 @@ impl Scheduler for RunOne {
                     mesos: None,
                     image: what.image,
                 };
-                eprintln!("running {id} on {}", offer.hostname);
+                if self.say_where {
+                    eprintln!("running {id} on {}", offer.hostname);
+                }
+                if let Some(tx) = self.launched_on.take() {
+                    let _ = tx.send(offer.hostname.clone());
+                }
                 let _ = driver.launch_tasks(vec![offer.id], vec![task], Filters::default());
                 let _ = driver.suppress_offers();
             }
@@ -139,13 +187,15 @@ impl Scheduler for RunOne {
     }
 }
 
-/// Runs `what` with `resources`, printing its stdout as it is written, then its stderr.
+/// Runs `what` with `resources`; with [`Output::Stream`] prints its stdout as it is written,
+/// then its stderr, with [`Output::Capture`] keeps both in the outcome.
 pub async fn run(
     cluster: &Path,
     principal: Option<&str>,
     master: SocketAddr,
     what: What,
     resources: Resources,
+    output: Output,
 ) -> anyhow::Result<RunOutcome> {
     let mut operator = OperatorClient::connect_as(cluster, principal, master).await?;
     let state = operator.state().await?;
@@ -174,11 +224,14 @@ pub async fn run(
     let task_id = format!("run-{}", &uuid_like());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (registered, framework) = oneshot::channel();
+    let (launched_on, agent) = oneshot::channel();
     let config = SchedulerConfig::new(master, creds, framework_info("bramble-run"));
     let scheduler = RunOne {
         task: Some((task_id.clone(), resources, what)),
         events: tx,
         registered: Some(registered),
+        launched_on: Some(launched_on),
+        say_where: output == Output::Stream,
     };
     let mut handle = tokio::spawn(bramble_sdk::run_scheduler(config, scheduler));
     let framework = tokio::select! {
@@ -202,10 +255,20 @@ pub async fn run(
         }
     }
     let task = bramble_proto::TaskId(task_id);
+    let mut stdout = Vec::new();
     if last.as_ref().is_some_and(|s| s.state == TaskState::Running) {
-        operator
-            .copy_sandbox_file(&framework, &task, "stdout", true, &mut std::io::stdout())
-            .await?;
+        match output {
+            Output::Stream => {
+                operator
+                    .copy_sandbox_file(&framework, &task, "stdout", true, &mut std::io::stdout())
+                    .await?
+            }
+            Output::Capture => {
+                operator
+                    .copy_sandbox_file(&framework, &task, "stdout", true, &mut stdout)
+                    .await?
+            }
+        }
         while let Some(s) = rx.recv().await {
             let over = s.state.is_terminal();
             last = Some(s);
@@ -214,19 +277,29 @@ pub async fn run(
             }
         }
     }
-    let stderr = operator.read_sandbox(&framework, &task, "stderr", 0).await;
-    if let Ok(chunk) = stderr {
+    // A task that never ran has no sandbox: its stderr is simply empty.
+    let mut stderr = Vec::new();
+    let _ = operator
+        .copy_sandbox_file(&framework, &task, "stderr", false, &mut stderr)
+        .await;
+    if output == Output::Stream {
         use std::io::Write;
-        let _ = std::io::stderr().write_all(&chunk.data);
+        let _ = std::io::stderr().write_all(&stderr);
+        stderr.clear();
     }
     operator.close();
     let _ = handle.await;
     let last = last.context("the framework ended before the task reported anything")?;
     Ok(RunOutcome {
+        task: task.0,
+        framework: framework.0,
+        agent: agent.await.ok(),
         state: last.state,
         exit_code: last.exit_code,
         message: last.message,
         reason: last.reason,
+        stdout,
+        stderr,
     })
 }
 
@@ -261,6 +334,11 @@ mod tests {
             exit_code,
             message: message.to_string(),
             reason,
+            task: "run-1".into(),
+            framework: "fw-1".into(),
+            agent: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         };
         assert_eq!(
             outcome(TaskState::Finished, Some(0), None, "").verdict(),
@@ -289,6 +367,34 @@ mod tests {
         assert!(line.is_some_and(|l| l.contains("exited with status 3")));
         let (code, line) = outcome(TaskState::Killed, None, None, "").verdict();
         assert_eq!((code, line.as_deref()), (1, Some("task ended TASK_KILLED")));
+    }
+
+    #[test]
+    fn the_json_status_spells_the_state_as_the_text_does() {
+        let outcome = RunOutcome {
+            task: "run-1".into(),
+            framework: "fw-1".into(),
+            agent: Some("pi-2".into()),
+            state: TaskState::Failed,
+            exit_code: Some(3),
+            message: "exited with status 3".into(),
+            reason: Some(bramble_proto::TaskReason::CommandExited),
+            stdout: b"out\n".to_vec(),
+            stderr: b"err\n".to_vec(),
+        };
+        let (code, line) = outcome.verdict();
+        let json = outcome.json();
+        assert_eq!(json["state"], "TASK_FAILED");
+        assert!(line.is_some_and(|l| l.contains("TASK_FAILED")));
+        assert_eq!(json["exit"], code);
+        assert_eq!(json["exit_code"], 3);
+        assert_eq!(json["reason"], "CommandExited");
+        assert_eq!(json["agent"], "pi-2");
+        assert_eq!(json["stdout"], "out\n");
+        assert_eq!(json["stderr"], "err\n");
+        assert!(json["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("exited with status 3")));
     }
 
     #[test]

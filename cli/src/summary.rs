@@ -28,6 +28,13 @@ pub fn status_text(counts: &ClusterCounts, head: &ClusterState) -> String {
     if unlisted > 0 {
         line!("unhealthy ... and {unlisted} more (bramble agents --all)");
     }
+    for (id, hostname) in &c.draining {
+        line!("drained   {hostname} ({id}): offered nothing until `bramble agent undrain`");
+    }
+    let unlisted = c.agents_draining.saturating_sub(c.draining.len() as u64);
+    if unlisted > 0 {
+        line!("drained   ... and {unlisted} more (bramble agents --all)");
+    }
     line!(
         "cpus      {:.1} / {:.1} allocated ({})",
         c.allocated.cpus(),
@@ -145,8 +152,11 @@ mod tests {
             offers_outstanding: 5,
             total: Resources::new(40_000.0, 40_960_000),
             allocated: Resources::new(10_000.0, 1_024_000),
+            agents_draining: 1,
+            draining: vec![(AgentId("a3".into()), "pi-3".into())],
         };
         let text = status_text(&counts, &head());
+        assert!(text.contains("drained   pi-3 (a3)"), "{text}");
         assert!(text.contains("agents    9998 up / 10000 known"), "{text}");
         assert!(
             text.contains("unhealthy pi-7 (a7): executors fail"),

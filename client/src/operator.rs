@@ -213,6 +213,18 @@ impl OperatorClient {
         }
     }
 
+    /// Drains agent `agent_id` (`drain`: no more offers from it, durably, and frameworks are
+    /// told to move what runs there) or undrains it (offered again).
+    pub async fn drain_agent(&mut self, agent_id: AgentId, drain: bool) -> Result<(), ClientError> {
+        match self
+            .call(OperatorCall::DrainAgent { agent_id, drain })
+            .await?
+        {
+            OperatorReply::Done => Ok(()),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
     /// Kills a task of `framework_id`; its terminal update goes to the framework as usual.
     pub async fn kill(
         &mut self,

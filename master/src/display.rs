@@ -94,7 +94,7 @@ pub fn panel_state(name: &str, cluster: &ClusterSummary, temperature_c: Option<f
         let p = &j.progress;
         let left = p.total.saturating_sub(p.done);
         JobProgress {
-            name: format!("{}-{}", p.job, j.framework_name),
+            name: job_title(&p.job, &j.framework_name),
             terms_done: p.done,
             terms_total: p.total,
             estimate: p.estimate.unwrap_or(0.0),
@@ -105,6 +105,18 @@ pub fn panel_state(name: &str, cluster: &ClusterSummary, temperature_c: Option<f
     });
     state.temperature_c = temperature_c;
     state
+}
+
+/// The pi screen's title: the framework's name when it names the job (`bramble pi` calls its
+/// framework `pi 2e10`), else the job's kind and the framework's name; never `pi-pi`.
+fn job_title(job: &str, framework_name: &str) -> String {
+    if framework_name.is_empty() {
+        job.to_string()
+    } else if framework_name.starts_with(job) {
+        framework_name.to_string()
+    } else {
+        format!("{job} {framework_name}")
+    }
 }
 
 /// A running panel; dropping it does not stop it, [`DisplayHandle::stop`] does.
@@ -190,5 +202,47 @@ pub fn start_with_notices(
         stop,
         sampler,
         thread,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::messages::{JobProgress as Progress, JobSummary};
+
+    fn with_job(framework_name: &str) -> ClusterSummary {
+        ClusterSummary {
+            agents: Vec::new(),
+            jobs: vec![JobSummary {
+                framework_id: "fw-1".into(),
+                framework_name: framework_name.into(),
+                progress: Progress {
+                    job: "pi".into(),
+                    done: 5,
+                    total: 20_000_000_000,
+                    unit: "terms".into(),
+                    rate_per_s: 1.0,
+                    tasks_done: 0,
+                    tasks_total: 64,
+                    estimate: None,
+                    correct_digits: None,
+                    elapsed_s: 1.0,
+                    finished: false,
+                    waiting_for: None,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn the_pi_screen_is_titled_by_the_job() {
+        let title = |fw: &str| {
+            panel_state("testbed", &with_job(fw), None)
+                .job
+                .map(|j| j.name)
+        };
+        assert_eq!(title("pi 2e10").as_deref(), Some("pi 2e10"));
+        assert_eq!(title("pi").as_deref(), Some("pi"));
+        assert_eq!(title("render-farm").as_deref(), Some("pi render-farm"));
     }
 }

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Seconds without heartbeat before an agent is removed.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = bramble_proto::arg_values::positive_number)]
     agent_timeout_secs: Option<f64>,
 }
 

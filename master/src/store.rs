@@ -42,6 +42,11 @@ const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks"
 /// before it simply lacks the table, read as empty and created by the first write.
 const FRAMEWORK_STATE: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("framework_state");
+/// Agent id → nothing: the agents an operator drained. Added like `framework_state`, without
+/// a format bump (a store without it has no drained agent). Not a field of the agent's
+/// record: postcard is positional, so older records would not decode, and a drain outlives
+/// the record (an agent unplugged for maintenance is removed, and still drained when back).
+const DRAINING: TableDefinition<&str, ()> = TableDefinition::new("draining");
 
 const META_CLUSTER_ID: &str = "cluster_id";
 const META_FORMAT: &str = "format";
@@ -157,6 +162,8 @@ pub struct Batch {
     pub agents: Vec<(AgentId, Option<AgentRecord>)>,
     pub tasks: Vec<((FrameworkId, TaskId), Option<TaskRecord>)>,
     pub framework_state: Vec<((FrameworkId, String), Option<StateEntry>)>,
+    /// Agents drained (`true`) or undrained.
+    pub draining: Vec<(AgentId, bool)>,
 }
 
 impl Batch {
@@ -165,7 +172,11 @@ impl Batch {
     }
 
     pub fn len(&self) -> usize {
-        self.frameworks.len() + self.agents.len() + self.tasks.len() + self.framework_state.len()
+        self.frameworks.len()
+            + self.agents.len()
+            + self.tasks.len()
+            + self.framework_state.len()
+            + self.draining.len()
     }
 }
 
@@ -176,6 +187,7 @@ pub struct Recovered {
     pub agents: Vec<AgentRecord>,
     pub tasks: Vec<TaskRecord>,
     pub framework_state: Vec<(FrameworkId, StateEntry)>,
+    pub draining: Vec<AgentId>,
 }
 
 impl Recovered {
@@ -184,6 +196,7 @@ impl Recovered {
             && self.agents.is_empty()
             && self.tasks.is_empty()
             && self.framework_state.is_empty()
+            && self.draining.is_empty()
     }
 }
 
@@ -372,6 +385,16 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(self.redb("reading")(e)),
         }
+        match read.open_table(DRAINING) {
+            Ok(draining) => {
+                for row in draining.iter().map_err(self.redb("reading"))? {
+                    let (k, _) = row.map_err(self.redb("reading"))?;
+                    out.draining.push(AgentId(k.value().to_string()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.redb("reading")(e)),
+        }
         Ok(out)
     }
 
@@ -433,6 +456,17 @@ impl Store {
                     None => state.remove(k),
                 }
                 .map_err(self.redb("writing framework state"))?;
+            }
+            if !batch.draining.is_empty() {
+                let mut draining = txn.open_table(DRAINING).map_err(self.redb("committing"))?;
+                for (id, drained) in &batch.draining {
+                    if *drained {
+                        draining.insert(id.as_str(), ())
+                    } else {
+                        draining.remove(id.as_str())
+                    }
+                    .map_err(self.redb("writing a drain"))?;
+                }
             }
         }
         txn.commit().map_err(self.redb("committing"))
@@ -599,6 +633,30 @@ mod tests {
         drop(store);
         let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
         assert_eq!(again.framework_state, vec![(fw, entry("spec/b", 4))]);
+    }
+
+    #[test]
+    fn drains_round_trip_and_a_store_without_their_table_has_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        // A store written before drains existed has no such table.
+        assert!(store.load().expect("load").draining.is_empty());
+        let (a1, a2) = (AgentId("a1".into()), AgentId("a2".into()));
+        store
+            .commit(&Batch {
+                draining: vec![(a1.clone(), true), (a2.clone(), true)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        store
+            .commit(&Batch {
+                draining: vec![(a1, false)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(again.draining, vec![a2]);
     }
 
     #[test]

@@ -458,7 +458,9 @@ pub fn from_native(ev: &MasterEvent) -> Option<Value> {
         | MasterEvent::State { .. }
         | MasterEvent::StateChanged { .. }
         // Nor campaigns: the edge subscribes, never campaigns.
-        | MasterEvent::Standby { .. } => return None,
+        | MasterEvent::Standby { .. }
+        // Mesos tells schedulers of a drain only by killing their tasks.
+        | MasterEvent::AgentDraining { .. } => return None,
         MasterEvent::Offers(offers) => event(
             "OFFERS",
             json!({ "offers": offers.iter().map(offer::to_mesos).collect::<Vec<_>>() }),

@@ -28,6 +28,7 @@ pub mod service_status;
 pub mod startup;
 pub mod state_page;
 pub mod task;
+pub mod task_list;
 pub mod transport;
 
 pub use ids::{check_id, AgentId, ExecutorId, FrameworkId, InvalidId, OfferId, TaskId};

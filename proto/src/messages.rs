@@ -10,6 +10,7 @@ use crate::ids::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId};
 use crate::resources::Resources;
 pub use crate::state_page::{ClusterCounts, StateCursor, StatePage};
 use crate::task::{ExecutorInfo, TaskInfo, TaskReason, TaskState, TaskStatus};
+pub use crate::task_list::{TaskCursor, TaskList, TasksQuery};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -351,6 +352,13 @@ pub enum MasterEvent {
         framework_id: FrameworkId,
         leader: String,
     },
+    /// An operator drained the agent (`bramble agent drain`; `draining`: nothing more is
+    /// offered from it, and what runs there should move) or undrained it. Sent for every
+    /// draining agent after `Subscribed`, then on each change.
+    AgentDraining {
+        agent_id: AgentId,
+        draining: bool,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,6 +402,15 @@ pub enum OperatorCall {
     /// A piece of an image upload (`bramble images import|load`): the master keeps it in a
     /// temporary file, checks its size and digest, then streams it to the agents.
     ImageUpload(ImageUpload),
+    /// A page of tasks in some states, live and recently completed ([`crate::task_list`]);
+    /// answered with `Tasks`.
+    GetTasks(TasksQuery),
+    /// Drains the agent (`drain`: it is offered no more, durably, and frameworks are told so
+    /// they move what runs there) or undrains it (offered again). Operators only.
+    DrainAgent {
+        agent_id: AgentId,
+        drain: bool,
+    },
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -472,6 +489,8 @@ pub enum OperatorReply {
     },
     /// The upload reached each target agent: one result per agent.
     ImagePushed(Vec<ImagePushResult>),
+    /// The answer to `GetTasks`.
+    Tasks(Box<TaskList>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -531,6 +550,9 @@ pub struct AgentSummary {
     /// it is marked unhealthy.
     #[serde(default)]
     pub unhealthy: Option<String>,
+    /// Drained by an operator (`bramble agent drain`): offered nothing until undrained.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

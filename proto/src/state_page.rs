@@ -63,6 +63,12 @@ pub struct ClusterCounts {
     /// What connected agents have, and what of it frameworks hold (ports left out).
     pub total: Resources,
     pub allocated: Resources,
+    /// Agents an operator drained (connected or not): how many, and up to
+    /// [`MAX_UNHEALTHY_LISTED`] of them by id and hostname.
+    #[serde(default)]
+    pub agents_draining: u64,
+    #[serde(default)]
+    pub draining: Vec<(AgentId, String)>,
 }
 
 impl ClusterCounts {

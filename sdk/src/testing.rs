@@ -161,6 +161,14 @@ impl<S: Scheduler> SchedulerTest<S> {
         self.collect();
     }
 
+    /// An operator drained (`true`) or undrained the agent.
+    pub async fn agent_draining(&mut self, agent_id: &str, draining: bool) {
+        self.scheduler
+            .agent_draining(&self.driver, &AgentId::from(agent_id), draining)
+            .await;
+        self.collect();
+    }
+
     /// One of the framework's executors ended with `status`.
     pub async fn executor_lost(&mut self, agent_id: &str, executor_id: &str, status: Option<i32>) {
         self.scheduler

@@ -24,6 +24,8 @@ pub enum Event {
     Update(TaskStatus),
     Message(AgentId, ExecutorId, Vec<u8>),
     AgentLost(AgentId),
+    /// The master says the agent is draining (`true`) or undrained.
+    AgentDraining(AgentId, bool),
     Disconnected,
     Error(String),
 }
@@ -57,6 +59,9 @@ impl Scheduler for Forwarder {
     }
     async fn agent_lost(&mut self, _: &SchedulerDriver, a: &AgentId) {
         let _ = self.0.send(Event::AgentLost(a.clone()));
+    }
+    async fn agent_draining(&mut self, _: &SchedulerDriver, a: &AgentId, draining: bool) {
+        let _ = self.0.send(Event::AgentDraining(a.clone(), draining));
     }
     async fn disconnected(&mut self, _: &SchedulerDriver) {
         let _ = self.0.send(Event::Disconnected);

@@ -8,6 +8,7 @@ pub mod busybox;
 pub mod framework;
 pub mod netns;
 pub mod processes;
+pub mod services;
 pub mod users;
 
 use bramble_agent::master_link::MasterLocator;

@@ -424,6 +424,21 @@ impl Default for LoopbackCluster {
     }
 }
 
+/// Tasks outlive a SIGKILLed agent on purpose (for the recovery timeout, 15 minutes by
+/// default), and a test's `Proc`s are SIGKILLed when dropped: whatever still runs in the
+/// cluster's directories (tasks' sandboxes are there) is ended with it, so a test's instances
+/// do not hold their ports into the next run.
+impl Drop for LoopbackCluster {
+    fn drop(&mut self) {
+        for (pid, _) in processes_under(self.test.dir.path(), &[std::process::id() as i32]) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// How many unacknowledged status updates an agent holds on disk under its work dir
 /// `work_dir`, read from outside (the agent may be running; nothing is written), through the
 /// update log's own reader (`StatusUpdateManager::pending_on_disk`), so the tests never guess

@@ -3,10 +3,31 @@
 
 use bramble_firmware::{compose, from_png, DisplayConfig, Enabled, PanelState, Screen};
 use bramble_proto::identity::Role;
-use bramble_proto::messages::{OperatorCall, OperatorReply, PeerKind};
+use bramble_proto::messages::{JobProgress, OperatorCall, OperatorReply, PeerKind};
 use bramble_proto::Resources;
 use bramble_tests::*;
 use std::time::Duration;
+
+/// What `bramble display --png` asks the master for: the panel's PNG and its state.
+async fn panel(
+    cluster: &TestCluster,
+    master: std::net::SocketAddr,
+) -> Option<(Vec<u8>, PanelState)> {
+    let (_conn, mut ctl, _) = raw_hello(
+        &cluster.credentials(Role::Operator),
+        master,
+        PeerKind::Operator,
+    )
+    .await
+    .ok()?;
+    ctl.send(&OperatorCall::GetPanel).await.ok()?;
+    match ctl.recv::<OperatorReply>().await.ok()? {
+        OperatorReply::Panel { png, state_json } => {
+            Some((png, serde_json::from_str(&state_json).ok()?))
+        }
+        _ => None,
+    }
+}
 
 #[tokio::test]
 async fn the_panel_shows_the_live_cluster_and_operators_can_fetch_it() {
@@ -40,21 +61,8 @@ async fn the_panel_shows_the_live_cluster_and_operators_can_fetch_it() {
         "the panel shows both agents",
         Duration::from_secs(10),
         || async {
-            let (_conn, mut ctl, _) = raw_hello(
-                &cluster.credentials(Role::Operator),
-                master.addr,
-                PeerKind::Operator,
-            )
-            .await
-            .ok()?;
-            ctl.send(&OperatorCall::GetPanel).await.ok()?;
-            match ctl.recv::<OperatorReply>().await.ok()? {
-                OperatorReply::Panel { png, state_json } => {
-                    let state: PanelState = serde_json::from_str(&state_json).ok()?;
-                    (state.agents_up == 2).then_some((png, state))
-                }
-                _ => None,
-            }
+            let (png, state) = panel(&cluster, master.addr).await?;
+            (state.agents_up == 2).then_some((png, state))
         },
     )
     .await;
@@ -98,6 +106,49 @@ async fn the_panel_shows_the_live_cluster_and_operators_can_fetch_it() {
     let served =
         from_png(&response[head_end..], bramble_master::display::PNG_SCALE).expect("PNG body");
     assert_eq!(served.diff_count(&expected), 0);
+
+    // A job starts (`bramble pi` names its framework after the job): what `bramble display
+    // --png` fetches is now the pi screen, titled by the job.
+    let fw = bramble_tests::framework::TestFramework::start(
+        master.addr,
+        cluster.credentials(Role::Framework),
+        "pi 2e10",
+    )
+    .await;
+    fw.driver
+        .publish_progress(JobProgress {
+            job: "pi".into(),
+            done: 1_000_000_000,
+            total: 20_000_000_000,
+            unit: "terms".into(),
+            rate_per_s: 5e8,
+            tasks_done: 3,
+            tasks_total: 64,
+            estimate: Some(std::f64::consts::PI),
+            correct_digits: Some(5),
+            elapsed_s: 2.0,
+            finished: false,
+            waiting_for: None,
+        })
+        .expect("publish progress");
+    let (png, state) = eventually(
+        "the panel shows the job's screen",
+        Duration::from_secs(10),
+        || async {
+            let (png, state) = panel(&cluster, master.addr).await?;
+            state.job.is_some().then_some((png, state))
+        },
+    )
+    .await;
+    assert_eq!(state.job.as_ref().map(|j| j.name.as_str()), Some("pi 2e10"));
+    let shown = from_png(&png, bramble_master::display::PNG_SCALE).expect("a PNG of the panel");
+    let pi_screen = compose(&state, &Screen::Pi, Default::default(), Default::default());
+    assert_eq!(
+        shown.diff_count(&pi_screen),
+        0,
+        "the job's screen comes first while it runs"
+    );
+    fw.stop(false).await;
 
     display.stop().await;
     for a in agents {

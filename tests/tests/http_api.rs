@@ -237,11 +237,11 @@ async fn run_task(c: &Cluster, host: &str, id: &str, line: &str) -> TestFramewor
     fw
 }
 
+/// A live task of `/api/v1/state` (it lists no completed ones: it counts them).
 fn find_task<'a>(state: &'a Value, id: &str) -> Option<&'a Value> {
     state["tasks"]
         .as_array()
         .into_iter()
-        .chain(state["completed_tasks"].as_array())
         .flatten()
         .find(|t| t["id"] == id)
 }
@@ -254,15 +254,28 @@ async fn state_json_matches_the_cluster() {
     let c = cluster(&["pi-a", "pi-b"], 2.0, None).await;
     let fw = run_task(&c, "pi-a", "hello", "echo hello from the web").await;
 
-    let state = eventually(
-        "the finished task in /api/v1/state",
+    // The finished task is counted in /api/v1/state and listed at its completed_tasks_url.
+    let (state, task) = eventually(
+        "the finished task at /api/v1/state's completed_tasks_url",
         Duration::from_secs(10),
         || async {
             let s = get(c.http, "/api/v1/state").await.json();
-            find_task(&s, "hello").is_some().then_some(s)
+            let url = s["completed_tasks_url"].as_str()?.to_string();
+            let listed = get(c.http, &url).await.json();
+            let task = listed["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == "hello")?
+                .clone();
+            Some((s, task))
         },
     )
     .await;
+    assert!(state.get("completed_tasks").is_none(), "{state}");
+    assert!(
+        state["completed_tasks_count"].as_u64() >= Some(1),
+        "{state}"
+    );
     assert_eq!(state["cluster_id"], c.cluster.cluster_id.as_str());
     assert_eq!(state["version"], bramble_proto::SOFTWARE_VERSION);
     let agents = state["agents"].as_array().expect("agents");
@@ -283,7 +296,6 @@ async fn state_json_matches_the_cluster() {
         let age = state["now"].as_f64().unwrap() - a["last_heartbeat"].as_f64().unwrap();
         assert!((0.0..5.0).contains(&age), "heartbeat {age} s ago");
     }
-    let task = find_task(&state, "hello").expect("task");
     assert_eq!(task["state"], "Finished");
     assert_eq!(task["reason"], "CommandExited");
     assert_eq!(task["framework_id"], fw.id.as_str());

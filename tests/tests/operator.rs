@@ -3,9 +3,10 @@
 //! never a stream of raw errors), and the `bramble` commands acting on frameworks and
 //! finished tasks.
 
-use bramble_proto::identity::files;
+use bramble_proto::identity::{files, Role};
 use bramble_proto::TaskState;
-use bramble_tests::framework::shell_task;
+use bramble_sdk::{framework_info, Filters, SchedulerConfig};
+use bramble_tests::framework::{shell_task, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::{eventually, TestCluster};
 use std::process::{Command, Output};
@@ -70,10 +71,7 @@ async fn an_agent_whose_certificate_is_from_another_cluster_says_so_once() {
         mixed.join(files::CA_CERT),
     )
     .expect("ca");
-    for name in [
-        files::cert(bramble_proto::identity::Role::Node),
-        files::key(bramble_proto::identity::Role::Node),
-    ] {
+    for name in [files::cert(Role::Node), files::key(Role::Node)] {
         std::fs::copy(other.cluster_dir().join(&name), mixed.join(&name)).expect("node files");
     }
     let agent = net.start_agent("mixed", &AgentCmd::new("mixed").cluster_dir(&mixed));
@@ -169,6 +167,15 @@ async fn an_operator_tears_a_framework_down_and_reads_its_finished_task() {
         "{all}"
     );
     assert!(!text(&bramble(&net, &["tasks"]).stdout).contains("t1 "));
+    // The JSON spells the state as the table does.
+    let listed = bramble(&net, &["tasks", "--all", "--json"]);
+    let tasks: serde_json::Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&listed.stdout)));
+    let t1 = tasks
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["id"] == "t1"))
+        .unwrap_or_else(|| panic!("no t1 in {tasks}"));
+    assert_eq!(t1["state"], "TASK_KILLED");
 
     // `logs` finds the finished task's framework by itself.
     let logs = bramble(&net, &["logs", "t1"]);
@@ -186,6 +193,13 @@ async fn an_operator_tears_a_framework_down_and_reads_its_finished_task() {
     assert!(!kill.status.success());
     let said = text(&kill.stderr);
     assert!(said.contains("had already ended (TASK_KILLED"), "{said}");
+    // Nothing Rust-shaped in what an operator reads.
+    for shown in [&all, &said, &text(&logs.stderr)] {
+        assert!(
+            !shown.contains("Some(") && !shown.contains("None"),
+            "{shown}"
+        );
+    }
 
     // A second teardown: nothing is there to tear down.
     let again = bramble(&net, &["framework", "teardown", fw.id.as_str()]);
@@ -203,12 +217,172 @@ async fn an_operator_tears_a_framework_down_and_reads_its_finished_task() {
             r#"bramble_task_events_total{{framework="{}",event="launched"}} 1"#,
             fw.id
         ),
-        r#"bramble_framework_events_total{event="subscribed"} 1"#.to_string(),
-        r#"bramble_framework_events_total{event="removed"} 1"#.to_string(),
+        format!(
+            r#"bramble_framework_events_total{{framework="{}",event="subscribed"}} 1"#,
+            fw.id
+        ),
+        format!(
+            r#"bramble_framework_events_total{{framework="{}",event="removed"}} 1"#,
+            fw.id
+        ),
         r#"bramble_agent_events_total{event="registered"} 1"#.to_string(),
     ] {
         assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bramble_run_json_prints_the_final_status_with_the_commands_exit_code() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1"));
+    net.connected_agent(Duration::from_secs(20)).await;
+
+    let out = bramble(
+        &net,
+        &[
+            "run",
+            "--json",
+            "--",
+            "echo out-line; echo err-line >&2; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    assert_eq!(status["state"], "TASK_FAILED", "{status}");
+    assert_eq!(status["exit_code"], 3, "{status}");
+    assert_eq!(status["exit"], 3, "{status}");
+    assert_eq!(status["stdout"], "out-line\n", "{status}");
+    assert_eq!(status["stderr"], "err-line\n", "{status}");
+    assert!(status["task"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("run-")));
+    // The text form names the same state.
+    let plain = bramble(&net, &["run", "--", "exit 4"]);
+    assert_eq!(plain.status.code(), Some(4));
+    assert!(
+        text(&plain.stderr).contains("task ended TASK_FAILED"),
+        "{}",
+        text(&plain.stderr)
+    );
+    // A task that finishes: state FINISHED, exit 0.
+    let ok = bramble(&net, &["run", "--json", "--", "echo fine"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let status: serde_json::Value =
+        serde_json::from_slice(&ok.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&ok.stdout)));
+    assert_eq!(status["state"], "TASK_FINISHED", "{status}");
+    assert_eq!(status["stdout"], "fine\n", "{status}");
+
+    // A run killed from outside: `kill --json` says what it sent, the run ends KILLED.
+    let sleeper = Command::new(bin_dir().join("bramble"))
+        .arg("--master")
+        .arg(net.master_addr().to_string())
+        .arg("--cluster")
+        .arg(net.test.cluster_dir())
+        .args(["run", "--json", "--", "exec sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting bramble run");
+    let task = eventually(
+        "the run's task running",
+        Duration::from_secs(20),
+        || async {
+            let state = net.state().await?;
+            state
+                .tasks
+                .iter()
+                .find(|t| t.state == TaskState::Running && t.id.as_str().starts_with("run-"))
+                .map(|t| t.id.to_string())
+        },
+    )
+    .await;
+    let kill = bramble(&net, &["kill", &task, "--json"]);
+    assert!(kill.status.success(), "{}", text(&kill.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&kill.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&kill.stdout)));
+    assert_eq!(sent["task"], task.as_str(), "{sent}");
+    assert_eq!(sent["kill"], "sent", "{sent}");
+    let ended = tokio::task::spawn_blocking(move || sleeper.wait_with_output())
+        .await
+        .expect("join")
+        .expect("bramble run's output");
+    assert_eq!(ended.status.code(), Some(1), "{}", text(&ended.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&ended.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&ended.stdout)));
+    assert_eq!(status["state"], "TASK_KILLED", "{status}");
+    assert_eq!(status["task"], task.as_str(), "{status}");
+}
+
+/// The value of the series `name{labels}` in a `/metrics` body.
+fn counter(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_offers_and_subscriptions_per_framework() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1"));
+    net.connected_agent(Duration::from_secs(20)).await;
+    let mut fw = net.framework("counted").await;
+    let id = fw.id.clone();
+    let first = fw.first_offer().await;
+    fw.driver
+        .decline_offer(
+            first.id.clone(),
+            Filters {
+                refuse_seconds: 0.0,
+            },
+        )
+        .expect("decline");
+    // The declined resources come straight back in a new offer, left outstanding: the
+    // failover below takes it back (rescinded).
+    fw.until("a second offer", |f| {
+        f.offers.iter().find(|o| o.id != first.id).cloned()
+    })
+    .await;
+    fw.stop(true).await;
+    let mut info = framework_info("counted");
+    info.failover_timeout_secs = 5.0;
+    info.framework_id = Some(id.clone());
+    let again = TestFramework::start_with(SchedulerConfig::new(
+        net.master_addr(),
+        net.test.credentials(Role::Framework),
+        info,
+    ))
+    .await;
+    assert_eq!(again.id, id, "failed over under the same id");
+
+    let series = |what: &str, event: &str| {
+        format!(r#"bramble_{what}_events_total{{framework="{id}",event="{event}"}}"#)
+    };
+    let rescinded = series("offer", "rescinded");
+    let body = eventually("the rescind counted", Duration::from_secs(20), || async {
+        let body = metrics(&net).await;
+        counter(&body, &rescinded).map(|_| body)
+    })
+    .await;
+    let value = |what: &str, event: &str| counter(&body, &series(what, event));
+    assert_eq!(value("framework", "subscribed"), Some(1.0), "{body}");
+    assert_eq!(value("framework", "resubscribed"), Some(1.0), "{body}");
+    assert_eq!(value("framework", "removed"), None, "{body}");
+    assert!(value("offer", "made").is_some_and(|n| n >= 2.0), "{body}");
+    assert_eq!(value("offer", "declined"), Some(1.0), "{body}");
+    assert!(
+        value("offer", "rescinded").is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    for kind in ["offer_events", "framework_events"] {
+        let declared = format!("# TYPE bramble_{kind} counter");
+        assert!(
+            body.lines().any(|l| l == declared),
+            "no {declared:?} in\n{body}"
+        );
+    }
+    again.stop(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,74 +2,12 @@
 //! `bramble-agent` and `bramble service scheduler` processes on loopback, specs applied with
 //! `bramble service apply`, instances' processes killed for real.
 
-use bramble_proto::messages::ClusterState;
 use bramble_proto::TaskState;
 use bramble_tests::processes::*;
+use bramble_tests::services::*;
 use bramble_tests::*;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `bramble --master … --cluster … service ARGS`: its stdout, after checking it succeeded.
-fn service(net: &LoopbackCluster, args: &[&str]) -> String {
-    let out = Command::new(bin_dir().join("bramble"))
-        .arg("--master")
-        .arg(net.master_addr().to_string())
-        .arg("--cluster")
-        .arg(net.test.cluster_dir())
-        .arg("service")
-        .args(args)
-        .output()
-        .expect("running bramble service");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "bramble service {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn start_scheduler(net: &LoopbackCluster, name: &str) -> Proc {
-    let args = vec![
-        "--master".to_string(),
-        net.master_addr().to_string(),
-        "--cluster".into(),
-        net.test.cluster_dir().display().to_string(),
-        "service".into(),
-        "scheduler".into(),
-        "--state-dir".into(),
-        net.test.path("services-state").display().to_string(),
-    ];
-    Proc::spawn(name, "bramble", &args, &net.logs)
-}
-
-/// Live tasks of service `name` in `state`, by state.
-fn instances(state: &ClusterState, name: &str) -> Vec<(String, TaskState)> {
-    state
-        .tasks
-        .iter()
-        .filter(|t| t.id.as_str().starts_with(&format!("{name}.")) && !t.state.is_terminal())
-        .map(|t| (t.id.to_string(), t.state))
-        .collect()
-}
-
-/// Waits until `count` instances of `name` are RUNNING (and none is still starting); their ids.
-async fn running(net: &LoopbackCluster, name: &str, count: usize) -> Vec<String> {
-    eventually(
-        &format!("{count} instances of {name} running"),
-        DEADLINE,
-        || async {
-            let s = net.state().await?;
-            let live = instances(&s, name);
-            (live.len() == count && live.iter().all(|(_, st)| *st == TaskState::Running))
-                .then(|| live.into_iter().map(|(id, _)| id).collect())
-        },
-    )
-    .await
-}
 
 /// The pid an instance wrote into `pids/<task id>` (its command does `echo $$`).
 async fn pid_of_instance(pids: &Path, task: &str) -> i32 {

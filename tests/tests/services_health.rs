@@ -2,137 +2,11 @@
 //! `bramble-agent` and `bramble service scheduler` processes on loopback, instances that are
 //! real HTTP servers (python3's http.server) probed by the scheduler, made to fail for real.
 
-use bramble_proto::messages::ClusterState;
 use bramble_proto::TaskState;
 use bramble_tests::processes::*;
+use bramble_tests::services::*;
 use bramble_tests::*;
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// `bramble --master … --cluster … service ARGS`: its stdout, after checking it succeeded.
-fn service(net: &LoopbackCluster, args: &[&str]) -> String {
-    let out = Command::new(bin_dir().join("bramble"))
-        .arg("--master")
-        .arg(net.master_addr().to_string())
-        .arg("--cluster")
-        .arg(net.test.cluster_dir())
-        .arg("service")
-        .args(args)
-        .output()
-        .expect("running bramble service");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "bramble service {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn start_scheduler(net: &LoopbackCluster, name: &str) -> Proc {
-    let args = vec![
-        "--master".to_string(),
-        net.master_addr().to_string(),
-        "--cluster".into(),
-        net.test.cluster_dir().display().to_string(),
-        "service".into(),
-        "scheduler".into(),
-        "--state-dir".into(),
-        net.test.path("services-state").display().to_string(),
-    ];
-    Proc::spawn(name, "bramble", &args, &net.logs)
-}
-
-/// Live tasks of service `name`, with their states.
-fn instances(state: &ClusterState, name: &str) -> Vec<(String, TaskState)> {
-    state
-        .tasks
-        .iter()
-        .filter(|t| t.id.as_str().starts_with(&format!("{name}.")) && !t.state.is_terminal())
-        .map(|t| (t.id.to_string(), t.state))
-        .collect()
-}
-
-/// A web service whose instances serve `docs/<task id>/` (made by the instance, with an `ok`
-/// file in it unless `healthy` is false), health-checked on `GET /ok`.
-fn web_spec(docs: &Path, instances: u32, healthy: bool) -> String {
-    let touch = if healthy { "&& touch \"$D/ok\" " } else { "" };
-    format!(
-        r#"name = "web"
-instances = {instances}
-cmd = 'D="$DOCS/$BRAMBLE_TASK_ID"; mkdir -p "$D" {touch}&& exec python3 -m http.server "$PORT0" --directory "$D"'
-cpus = 0.1
-mem = 64
-ports = 1
-[env]
-DOCS = "{}"
-PYTHONUNBUFFERED = "1"
-[[health]]
-protocol = "http"
-path = "/ok"
-status = 200
-grace_secs = 5.0
-interval_secs = 0.3
-timeout_secs = 2.0
-max_failures = 2
-[rollout]
-min_healthy = 1.0
-max_surge = 1
-rollback_after = 2
-[restart]
-backoff_secs = 0.2
-"#,
-        docs.display()
-    )
-}
-
-/// `bramble service endpoints web`, once it lists `count` endpoints; on a timeout the panic
-/// carries the scheduler's log and the service as shown.
-async fn endpoints(net: &LoopbackCluster, scheduler: &Proc, count: usize) -> Vec<String> {
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let out = service(net, &["endpoints", "web"]);
-        let found: Vec<String> = out.lines().map(str::to_string).collect();
-        if found.len() == count {
-            return found;
-        }
-        if tokio::time::Instant::now() >= until {
-            let log = scheduler.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            panic!(
-                "timed out waiting for {count} healthy endpoints (have {found:?})\n{}\nscheduler log (newest first):\n{}",
-                service(net, &["show", "web"]),
-                tail.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// The status code of `GET path` on `endpoint` (`host:port`).
-async fn get(endpoint: &str, path: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(endpoint)
-        .await
-        .expect("connect to the endpoint");
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.expect("read");
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line")
-}
-
-fn python3_missing() -> bool {
-    Command::new("python3").arg("--version").output().is_err()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_and_replaced() {
@@ -157,11 +31,11 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
     let docs = net.test.path("docs");
     std::fs::create_dir_all(&docs).expect("docs dir");
     let file = net.test.path("web.toml");
-    std::fs::write(&file, web_spec(&docs, 2, true)).expect("spec file");
+    std::fs::write(&file, web_spec(&docs, 2, true, 1)).expect("spec file");
     service(&net, &["apply", &file.display().to_string()]);
 
     // Both pass their checks: both are endpoints, and they answer.
-    let first = endpoints(&net, &scheduler, 2).await;
+    let first = endpoints(&net, &scheduler, "web", 2).await;
     for e in &first {
         assert_eq!(get(e, "/ok").await, 200, "{e}");
     }
@@ -207,7 +81,7 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
         show.contains("http GET /ok on PORT0") && show.contains("answered 404"),
         "{show}"
     );
-    endpoints(&net, &scheduler, 2).await;
+    endpoints(&net, &scheduler, "web", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,9 +106,9 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     let docs = net.test.path("docs");
     std::fs::create_dir_all(&docs).expect("docs dir");
     let v1 = net.test.path("web-v1.toml");
-    std::fs::write(&v1, web_spec(&docs, 2, true)).expect("spec file");
+    std::fs::write(&v1, web_spec(&docs, 2, true, 1)).expect("spec file");
     service(&net, &["apply", &v1.display().to_string()]);
-    endpoints(&net, &scheduler, 2).await;
+    endpoints(&net, &scheduler, "web", 2).await;
     let state = net.state().await.expect("state");
     let mut old: Vec<String> = instances(&state, "web")
         .into_iter()
@@ -244,7 +118,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
 
     // Version 2 never passes its check.
     let v2 = net.test.path("web-v2.toml");
-    std::fs::write(&v2, web_spec(&docs, 2, false)).expect("spec file");
+    std::fs::write(&v2, web_spec(&docs, 2, false, 2)).expect("spec file");
     let applied = service(&net, &["apply", &v2.display().to_string()]);
     assert!(applied.contains("updated"), "{applied}");
 
@@ -270,7 +144,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
 
     // The stored spec is version 1 again, and only the old instances run.
     let file = net.test.path("web-v1-again.toml");
-    std::fs::write(&file, web_spec(&docs, 2, true)).expect("spec file");
+    std::fs::write(&file, web_spec(&docs, 2, true, 1)).expect("spec file");
     let again = service(&net, &["apply", &file.display().to_string()]);
     assert!(
         again.contains("unchanged"),
@@ -284,7 +158,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     })
     .await;
     assert_eq!(settled, old);
-    for e in endpoints(&net, &scheduler, 2).await {
+    for e in endpoints(&net, &scheduler, "web", 2).await {
         assert_eq!(get(&e, "/ok").await, 200, "{e}");
     }
 }
@@ -353,15 +227,15 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
     std::fs::create_dir_all(&docs).expect("docs dir");
     let never_killed = |s: String| s.replace("max_failures = 2", "max_failures = 100000");
     let file = net.test.path("web.toml");
-    std::fs::write(&file, never_killed(web_spec(&docs, 2, true))).expect("spec file");
+    std::fs::write(&file, never_killed(web_spec(&docs, 2, true, 1))).expect("spec file");
     service(&net, &["apply", &file.display().to_string()]);
     let bad = net.test.path("bad.toml");
-    let bad_spec = never_killed(web_spec(&docs, 1, false))
+    let bad_spec = never_killed(web_spec(&docs, 1, false, 1))
         .replace("name = \"web\"", "name = \"bad\"")
         .replace("grace_secs = 5.0", "grace_secs = 0.0");
     std::fs::write(&bad, bad_spec).expect("spec file");
     service(&net, &["apply", &bad.display().to_string()]);
-    let endpoints = endpoints(&net, &scheduler, 2).await;
+    let endpoints = endpoints(&net, &scheduler, "web", 2).await;
 
     // The API: web's two healthy, on the agent, with the ports `endpoints` gave.
     let http = net.http_addr();

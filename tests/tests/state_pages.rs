@@ -40,13 +40,13 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
 }
 
 /// Every item of a paged HTTP list (`list` is `agents` or `tasks`), `limit` a page: each
-/// item's `id`, and how many pages it took.
-async fn walk_http(addr: SocketAddr, list: &str, limit: u32) -> (Vec<String>, usize) {
+/// item's `id`, and how many pages it took. `filter` goes first in the query (`state=…&`).
+async fn walk_http(addr: SocketAddr, list: &str, filter: &str, limit: u32) -> (Vec<String>, usize) {
     let (mut ids, mut pages, mut after) = (Vec::new(), 0, None::<String>);
     loop {
         let path = match &after {
-            Some(a) => format!("/api/v1/{list}?limit={limit}&after={a}"),
-            None => format!("/api/v1/{list}?limit={limit}"),
+            Some(a) => format!("/api/v1/{list}?{filter}limit={limit}&after={a}"),
+            None => format!("/api/v1/{list}?{filter}limit={limit}"),
         };
         let (status, page) = get(addr, &path).await;
         assert_eq!(status, 200, "{path}: {page}");
@@ -161,12 +161,12 @@ async fn an_operator_pages_the_state_and_gets_what_one_reply_holds() {
         "{summary}"
     );
     assert_eq!(summary["frameworks"].as_array().map(Vec::len), Some(1));
-    let (agents, pages) = walk_http(http, "agents", 2).await;
+    let (agents, pages) = walk_http(http, "agents", "", 2).await;
     assert_eq!(pages, 3, "5 agents, 2 a page");
     let mut by_id = agent_ids(&one_reply);
     by_id.sort();
     assert_eq!(agents, by_id);
-    let (tasks, _) = walk_http(http, "tasks", 2).await;
+    let (tasks, _) = walk_http(http, "tasks", "", 2).await;
     assert_eq!(tasks, ["t0", "t1", "t2"]);
     let (status, total) = get(http, "/api/v1/tasks?limit=1").await;
     assert_eq!((status, &total["total"]), (200, &Value::from(3)), "{total}");
@@ -184,6 +184,107 @@ async fn an_operator_pages_the_state_and_gets_what_one_reply_holds() {
             "{bad}: {body}"
         );
     }
+
+    fw.stop(false).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_listed_by_state_live_and_completed_a_page_at_a_time() {
+    let c = InProcessCluster::start(|_| {}, &["pz"], Resources::new(4.0, 1024), false).await;
+    let mut fw = c.framework("by-state").await;
+    let offer = fw.first_offer().await;
+    let mut tasks: Vec<_> = (0..5)
+        .map(|i| shell_task(&offer, &format!("done{i}"), 0.1, 16, "true"))
+        .collect();
+    tasks.push(shell_task(&offer, "runner", 0.1, 16, "sleep 600"));
+    fw.launch(&offer, tasks);
+    for i in 0..5 {
+        let end = fw.terminal(&format!("done{i}")).await;
+        assert_eq!(end.state, TaskState::Finished, "{end:?}");
+    }
+    fw.state("runner", TaskState::Running).await;
+
+    let http = c.master.http_addr.expect("the master serves HTTP");
+    // Acknowledged, the finished ones leave the live tasks for the completed list.
+    let state = bramble_tests::eventually(
+        "five completed tasks counted in /api/v1/state",
+        Duration::from_secs(20),
+        || async {
+            let (_, s) = get(http, "/api/v1/state").await;
+            (s["completed_tasks_count"] == 5).then_some(s)
+        },
+    )
+    .await;
+    assert!(state.get("completed_tasks").is_none(), "{state}");
+    assert_eq!(
+        state["completed_tasks_url"],
+        "/api/v1/tasks?state=completed"
+    );
+    let live: Vec<&str> = state["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(live, ["runner"], "{state}");
+
+    // Finished tasks, two a page: each once (in the order they were forgotten), over three
+    // pages.
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    for filter in ["finished", "TASK_FINISHED", "Finished"] {
+        let (ids, pages) = walk_http(http, "tasks", &format!("state={filter}&"), 2).await;
+        assert_eq!(
+            sorted(ids),
+            ["done0", "done1", "done2", "done3", "done4"],
+            "{filter}"
+        );
+        assert_eq!(pages, 3, "{filter}");
+    }
+    let (ids, _) = walk_http(http, "tasks", "state=TASK_RUNNING&", 2).await;
+    assert_eq!(ids, ["runner"]);
+    // A comma list: the live one first, then the completed ones.
+    let (mut ids, pages) = walk_http(http, "tasks", "state=running,completed&", 4).await;
+    assert_eq!(ids.first().map(String::as_str), Some("runner"), "{ids:?}");
+    ids.remove(0);
+    assert_eq!(sorted(ids), ["done0", "done1", "done2", "done3", "done4"]);
+    assert_eq!(pages, 2);
+    let (status, page) = get(http, "/api/v1/tasks?state=completed&limit=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 5, "{page}");
+    assert_eq!(page["tasks"][0]["state"], "Finished", "{page}");
+    assert!(page["next"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("completed:")));
+    let (_, page) = get(http, "/api/v1/tasks?state=killed").await;
+    assert_eq!(
+        (&page["total"], &page["next"]),
+        (&Value::from(0), &Value::Null)
+    );
+
+    for bad in [
+        "/api/v1/tasks?state=sleeping",
+        "/api/v1/tasks?state=finished,nope",
+        "/api/v1/tasks?state=",
+        "/api/v1/tasks?state=finished&after=completed:x",
+    ] {
+        let (status, body) = get(http, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let said = body["error"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("unknown state") || said.contains("is not a task"),
+            "{bad}: {body}"
+        );
+    }
+    let (_, body) = get(http, "/api/v1/tasks?state=sleeping").await;
+    let said = body["error"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("\"sleeping\"") && said.contains("finished") && said.contains("completed"),
+        "names the word and the states there are: {said}"
+    );
 
     fw.stop(false).await;
     c.shutdown().await;

@@ -85,7 +85,7 @@ pub async fn run(cmd: PiCommand, target: &Target<'_>) -> anyhow::Result<()> {
         }
     };
     let job = PiJob::new(cmd.terms, cmd.tasks, cmd.executor.clone());
-    let mut info = framework_info("pi");
+    let mut info = framework_info(job.name());
     info.failover_timeout_secs = cmd.failover_timeout_secs;
     let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
     let bar = tokio::spawn(bramble::progress::follow(rx, cmd.json));

@@ -1,7 +1,9 @@
 //! `bramble run CMD…`: one shell command on the cluster, its output streamed; the process
-//! exits with the task's status, as if the command had run here.
+//! exits with the task's status, as if the command had run here. With `--json`, its final
+//! status and output as one JSON object instead (the exit status is the same).
 
-use super::Target;
+use super::{print_json, Target};
+use bramble::run::Output;
 use bramble_proto::Resources;
 
 /// Runs `command` (joined with spaces, for `/bin/sh -c`; in an image, as program and
@@ -13,6 +15,7 @@ pub async fn run(
     mem: u64,
     image: Option<String>,
     command: Vec<String>,
+    json: bool,
 ) -> anyhow::Result<i32> {
     anyhow::ensure!(
         cpus > 0.0 && cpus.is_finite(),
@@ -25,10 +28,17 @@ pub async fn run(
         target.master,
         what,
         Resources::new(cpus, mem),
+        if json {
+            Output::Capture
+        } else {
+            Output::Stream
+        },
     )
     .await?;
     let (code, why) = outcome.verdict();
-    if let Some(why) = why {
+    if json {
+        print_json(&outcome.json())?;
+    } else if let Some(why) = why {
         eprintln!("{why}");
     }
     Ok(code)

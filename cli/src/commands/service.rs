@@ -10,7 +10,9 @@
 use super::{print_json, Target};
 use anyhow::{bail, Context};
 use bramble_client::OperatorClient;
-use bramble_frameworks::services::status::{status_key, RolloutState, ServiceStatus};
+use bramble_frameworks::services::status::{
+    history_key, status_key, History, RolloutState, ServiceStatus,
+};
 use bramble_frameworks::services::{self, spec_key, Spec, FRAMEWORK_NAME, SPEC_PREFIX};
 use bramble_proto::framework_state::{StateEntry, StateWrite};
 use bramble_proto::messages::{ClusterState, TaskSummary};
@@ -55,6 +57,12 @@ pub enum ServiceCommand {
     },
     /// Replace every instance of a service with a fresh one.
     Restart {
+        /// The service's name.
+        name: String,
+    },
+    /// Go back to the service's previous version (the newest of its history), replaced as
+    /// in any rolling update; the instance count stays as it is.
+    Rollback {
         /// The service's name.
         name: String,
     },
@@ -105,6 +113,7 @@ pub async fn run(target: &Target<'_>, command: ServiceCommand) -> anyhow::Result
         ServiceCommand::Restart { name } => {
             edit(&mut op, &fw, &name, |spec| spec.restart_generation += 1).await
         }
+        ServiceCommand::Rollback { name } => rollback(&mut op, &fw, &name).await,
         ServiceCommand::Endpoints {
             name,
             all_ports,
@@ -220,6 +229,35 @@ async fn edit(
     let spec = Spec::parse(&format!("{name} (edited)"), &spec.to_toml())?;
     let version = write_spec(op, fw, &spec, entry.version).await?;
     println!("{name}: version {version}, {} instance(s)", spec.instances);
+    Ok(())
+}
+
+/// Stores the newest version of the service's history that is not its current one as its
+/// spec (compare-and-swap), keeping the instance count; the scheduler rolls it out and keeps
+/// the version replaced in the history, so a second rollback undoes the first.
+async fn rollback(op: &mut OperatorClient, fw: &FrameworkId, name: &str) -> anyhow::Result<()> {
+    let Some((current, entry)) = stored(op, fw, name).await? else {
+        bail!("no service {name} (see `bramble service ls`)");
+    };
+    let key = history_key(name);
+    let history = op
+        .read_framework_state(fw, &key)
+        .await?
+        .into_iter()
+        .find(|e| e.key == key)
+        .and_then(|e| History::parse(&e.value))
+        .unwrap_or_default();
+    let Some(mut previous) = history.previous(&key, &current.fingerprint()) else {
+        bail!("{name} has no previous version to go back to (its history is empty)");
+    };
+    previous.instances = current.instances;
+    let spec = Spec::parse(&format!("{key} (rolled back)"), &previous.to_toml())?;
+    let version = write_spec(op, fw, &spec, entry.version).await?;
+    println!(
+        "{name}: rolling back from {} to {} (version {version}); its instances are replaced",
+        current.fingerprint(),
+        spec.fingerprint()
+    );
     Ok(())
 }
 

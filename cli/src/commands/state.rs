@@ -1,12 +1,13 @@
 //! `bramble status|agents|frameworks|tasks` print the master's picture of the cluster (as a
 //! table, or JSON with `--json`); `bramble kill|logs` act on one task of it, `bramble
-//! framework teardown` on one framework.
+//! framework teardown` on one framework, `bramble agent drain|undrain` on one agent.
 
 use super::{print_json, Target};
+use anyhow::Context;
 use bramble::{ops, summary};
 use bramble_client::{owner_of, OperatorClient};
-use bramble_proto::messages::{ClusterState, TaskSummary};
-use bramble_proto::{FrameworkId, TaskId};
+use bramble_proto::messages::{AgentSummary, ClusterState, TaskSummary};
+use bramble_proto::{AgentId, FrameworkId, TaskId};
 
 /// Which part of the cluster's state to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result
         (View::Agents | View::AllAgents, false) => ops::print_agents(&state),
         (View::Frameworks, true) => print_json(&state.frameworks)?,
         (View::Frameworks, false) => ops::print_frameworks(&state),
-        (View::Tasks { all }, true) => print_json(&ops::listed_tasks(&state, all))?,
+        (View::Tasks { all }, true) => print_json(&ops::tasks_json(&state, all))?,
         (View::Tasks { all }, false) => ops::print_tasks(&state, all),
     }
     Ok(())
@@ -164,12 +165,55 @@ pub async fn logs(
     }))
 }
 
+/// Drains (`drain`) or undrains the agents `host` names: an agent id, else every agent on
+/// that hostname; a name matching no agent the master knows is taken as an id (a drained
+/// agent the master has removed meanwhile can still be undrained).
+pub async fn drain(target: &Target<'_>, host: &str, drain: bool) -> anyhow::Result<()> {
+    let mut op =
+        OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
+    let state = op.state().await?;
+    let by_id: Vec<&AgentSummary> = state
+        .agents
+        .iter()
+        .filter(|a| a.id.as_str() == host)
+        .collect();
+    let chosen: Vec<&AgentSummary> = if by_id.is_empty() {
+        state.agents.iter().filter(|a| a.hostname == host).collect()
+    } else {
+        by_id
+    };
+    let targets: Vec<(AgentId, String)> = if chosen.is_empty() {
+        vec![(AgentId(host.to_string()), host.to_string())]
+    } else {
+        chosen
+            .iter()
+            .map(|a| (a.id.clone(), format!("{} ({})", a.id, a.hostname)))
+            .collect()
+    };
+    for (id, name) in targets {
+        op.drain_agent(id, drain)
+            .await
+            .with_context(|| format!("{} {name}", if drain { "draining" } else { "undraining" }))?;
+        if drain {
+            println!("agent {name} drained: offered nothing more; frameworks move what runs there");
+        } else {
+            println!("agent {name} undrained: offered again");
+        }
+    }
+    op.close();
+    Ok(())
+}
+
 /// Asks the master to end framework `id` now.
-pub async fn teardown(target: &Target<'_>, id: String) -> anyhow::Result<()> {
+pub async fn teardown(target: &Target<'_>, id: String, json: bool) -> anyhow::Result<()> {
     let mut op =
         OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
     op.teardown(FrameworkId(id.clone())).await?;
     op.close();
-    eprintln!("framework {id} torn down: its tasks are being killed");
+    if json {
+        print_json(&serde_json::json!({ "framework": id, "teardown": "done" }))?;
+    } else {
+        eprintln!("framework {id} torn down: its tasks are being killed");
+    }
     Ok(())
 }

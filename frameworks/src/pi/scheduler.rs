@@ -55,6 +55,27 @@ impl PiJob {
             executor_resources: Resources::new(0.0, 32),
         }
     }
+
+    /// The job's name, which its framework is called by (so `bramble frameworks`, the web UI
+    /// and the front panel's pi screen say which job it is): `pi 2e10`.
+    pub fn name(&self) -> String {
+        format!("{JOB} {}", compact_count(self.terms))
+    }
+}
+
+/// `n` as the operator would type it: `2e10`, `25e6` when it ends in three zeros or more,
+/// else its digits.
+fn compact_count(n: u64) -> String {
+    let (mut m, mut k) = (n, 0);
+    while m != 0 && m % 10 == 0 {
+        m /= 10;
+        k += 1;
+    }
+    if k >= 3 {
+        format!("{m}e{k}")
+    } else {
+        n.to_string()
+    }
 }
 
 /// The job's result and how it went.
@@ -623,13 +644,25 @@ pub fn initial_progress(job: &PiJob) -> JobProgress {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_task_id;
+    use super::{parse_task_id, PiJob};
+    use bramble_sdk::CommandInfo;
 
     #[test]
     fn task_ids_name_chunk_and_attempt() {
         assert_eq!(parse_task_id("pi-12-3"), Some((12, 3)));
         assert_eq!(parse_task_id("pi-x-3"), None);
         assert_eq!(parse_task_id("hello"), None);
+    }
+
+    #[test]
+    fn a_job_is_named_by_its_terms_as_typed() {
+        let name = |terms| PiJob::new(terms, 4, CommandInfo::shell("true")).name();
+        assert_eq!(name(20_000_000_000), "pi 2e10");
+        assert_eq!(name(25_000_000), "pi 25e6");
+        assert_eq!(name(1000), "pi 1e3");
+        assert_eq!(name(12_345), "pi 12345");
+        assert_eq!(name(100), "pi 100");
+        assert_eq!(name(0), "pi 0");
     }
 }
 

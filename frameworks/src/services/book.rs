@@ -26,7 +26,10 @@
 //!   `min_healthy` instances stay healthy (unhealthy old ones go first). New-version instances
 //!   that fail `rollback_after` times (health kills, or ending by themselves) before the
 //!   rollout is done ask for a rollback to the previous spec ([`Book::take_rollbacks`]); the
-//!   scheduler writes it back to the store, and it arrives here as one more spec change.
+//!   scheduler writes it back to the store, and it arrives here as one more spec change;
+//! - an agent being drained (the master says which) gets nothing placed on it, and its
+//!   instances leave it as old versions do in a rollout: a replacement starts elsewhere, and
+//!   one is killed only while `min_healthy` stay healthy without it.
 
 use super::health::{Checks, Verdict};
 use super::spec::{glob_matches, HealthCheck, Spec};
@@ -36,7 +39,7 @@ use super::status::{
 use bramble_proto::task::{CommandInfo, TaskInfo, CONTAINERS_ATTRIBUTE};
 use bramble_proto::{AgentId, PortRange, Resources, TaskId, TaskReason, TaskState, TaskStatus};
 use bramble_sdk::Offer;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Where an instance is in its life, as far as the scheduler knows.
@@ -208,6 +211,9 @@ pub struct Book {
     /// adopting them.
     places: HashMap<TaskId, (String, Vec<u16>)>,
     rollbacks: Vec<Rollback>,
+    /// Agents being drained (`bramble agent drain`): nothing is placed there, and their
+    /// instances move elsewhere as in a rolling update.
+    draining: HashSet<AgentId>,
 }
 
 /// `<service>.<fingerprint>.<unique>` split back, if it is one of ours.
@@ -319,6 +325,27 @@ impl Book {
         self.hosts.insert(agent_id.clone(), hostname.to_string());
     }
 
+    /// Whether agent `agent` is being drained (the master says so on every subscription and
+    /// when an operator drains or undrains it).
+    pub fn set_draining(&mut self, agent: &AgentId, draining: bool) {
+        if draining {
+            self.draining.insert(agent.clone());
+        } else {
+            self.draining.remove(agent);
+        }
+    }
+
+    /// Forgets which agents drain (before the master tells again, on a new subscription).
+    pub fn forget_draining(&mut self) {
+        self.draining.clear();
+    }
+
+    /// Whether `i` has to go: it runs another version than its service's, or on an agent
+    /// being drained.
+    fn leaving(&self, i: &Instance, fingerprint: &str) -> bool {
+        i.fingerprint != fingerprint || self.draining.contains(&i.agent_id)
+    }
+
     /// After a reconnect, kills asked for before may not have reached the master: ask again.
     pub fn forget_kills(&mut self) {
         for i in self.instances.values_mut() {
@@ -326,11 +353,11 @@ impl Book {
         }
     }
 
-    /// Current instances of `name` that are not being killed.
+    /// Current instances of `name` that are not being killed and stay where they are.
     fn live_current(&self, name: &str, fingerprint: &str) -> usize {
         self.instances
             .values()
-            .filter(|i| i.service == name && i.fingerprint == fingerprint && !i.killing)
+            .filter(|i| i.service == name && !i.killing && !self.leaving(i, fingerprint))
             .count()
     }
 
@@ -344,12 +371,12 @@ impl Book {
         let old = self
             .instances
             .values()
-            .filter(|i| i.service == name && !i.killing && i.fingerprint != s.fingerprint)
+            .filter(|i| i.service == name && !i.killing && self.leaving(i, &s.fingerprint))
             .count() as u32;
         if old == 0 {
             return want;
         }
-        // Rolling out: at most `instances + max_surge` live at once.
+        // Rolling out (or off a draining agent): at most `instances + max_surge` live at once.
         let room = (s.spec.instances + s.spec.rollout.max_surge).saturating_sub(live + old);
         want.min(room)
     }
@@ -426,9 +453,10 @@ impl Book {
             let healthy_total = live.iter().filter(|i| self.healthy(i)).count();
             let (mut current, mut outdated): (Vec<Instance>, Vec<Instance>) = live
                 .into_iter()
-                .partition(|i| i.fingerprint == service.fingerprint);
-            // Old instances go unhealthy first, then oldest first, and a healthy one only
-            // while `min_healthy` stay healthy without it.
+                .partition(|i| !self.leaving(i, &service.fingerprint));
+            // Old instances (and those on draining agents) go unhealthy first, then oldest
+            // first, and a healthy one only while `min_healthy` stay healthy without it: its
+            // replacement elsewhere is started first and counted once healthy.
             let min_healthy = service
                 .spec
                 .rollout
@@ -664,6 +692,9 @@ impl Book {
     /// `Err` with why none fits when some were wanted.
     pub fn place(&mut self, offer: &Offer, now: Instant) -> Result<Vec<TaskInfo>, String> {
         self.saw_agent(&offer.agent_id, &offer.hostname);
+        if self.draining.contains(&offer.agent_id) {
+            return Err(format!("{} is being drained", offer.hostname));
+        }
         let mut room = offer.resources.clone();
         let mut tasks = Vec::new();
         let mut last_refusal: Option<String> = None;
@@ -1270,6 +1301,78 @@ mod tests {
         let t3 = t2 + Duration::from_secs(1);
         assert_eq!(
             book.place(&offer_on("a1", "pi-1", 4.0), t3)
+                .expect("fits")
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_draining_agents_instances_move_one_at_a_time_keeping_min_healthy() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        book.set_spec("web", Some(checked("web", 2, "v1")));
+        let old = book.place(&offer_on("a1", "pi-1", 4.0), t0).expect("fits");
+        assert_eq!(old.len(), 2);
+        for t in &old {
+            running(&mut book, t, t0);
+        }
+        answer_all(&mut book, t0, Ok(()));
+        assert!(!book.wants_offers());
+        book.set_draining(&AgentId::from("a1"), true);
+        assert!(book.wants_offers(), "replacements are wanted elsewhere");
+        assert!(
+            book.kills().is_empty(),
+            "both are needed healthy (min_healthy = 1.0)"
+        );
+        let refused = book.place(&offer_on("a1", "pi-1", 4.0), t0);
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("drained")),
+            "{refused:?}"
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        let first = book.place(&offer_on("a2", "pi-2", 4.0), t1).expect("fits");
+        assert_eq!(
+            first.len(),
+            1,
+            "one above the count at most (max_surge = 1)"
+        );
+        running(&mut book, &first[0], t1);
+        assert!(book.kills().is_empty(), "RUNNING is not yet healthy");
+        answer_all(&mut book, t1, Ok(()));
+        let killed = book.kills();
+        assert_eq!(
+            killed.len(),
+            1,
+            "one leaves once its replacement is healthy"
+        );
+        assert!(old.iter().any(|t| t.task_id == killed[0]));
+        let ended = book.update(&status(&killed[0], TaskState::Killed), t1);
+        assert!(
+            matches!(ended, Seen::Ended { backoff: None, .. }),
+            "a move is no failure: {ended:?}"
+        );
+        let second = book.place(&offer_on("a2", "pi-2", 4.0), t1).expect("fits");
+        assert_eq!(second.len(), 1);
+        running(&mut book, &second[0], t1);
+        let t2 = t1 + Duration::from_secs(1);
+        answer_all(&mut book, t2, Ok(()));
+        let last = book.kills();
+        assert_eq!(last.len(), 1);
+        book.update(&status(&last[0], TaskState::Killed), t2);
+        assert!(book.kills().is_empty());
+        assert!(!book.wants_offers(), "both run on a2 now");
+        assert!(book.instances().all(|i| i.agent_id == AgentId::from("a2")));
+        assert_eq!(
+            book.status_of("web").and_then(|s| s.rollout),
+            None,
+            "a move is not a new version"
+        );
+        // Undrained: a1 takes instances again.
+        book.set_draining(&AgentId::from("a1"), false);
+        book.set_spec("web", Some(checked("web", 3, "v1")));
+        assert_eq!(
+            book.place(&offer_on("a1", "pi-1", 4.0), t2)
                 .expect("fits")
                 .len(),
             1

@@ -58,6 +58,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// A probe's result: which instance, which check, and what it saw.
 type ProbeResult = (TaskId, usize, Result<(), String>);
 
+/// The fingerprint of `name`'s current spec in `book` (empty if it has none).
+fn spec_fingerprint(book: &Book, name: &str) -> String {
+    book.spec(name).map(Spec::fingerprint).unwrap_or_default()
+}
+
 /// The state key of service `name`'s spec.
 pub fn spec_key(name: &str) -> String {
     format!("{SPEC_PREFIX}{name}")
@@ -174,6 +179,10 @@ impl ServiceScheduler {
                             SpecChange::NewVersion { previous } => {
                                 info!(service = name, from = %previous.fingerprint(), "rolling out a new version");
                                 let history = self.histories.entry(name.to_string()).or_default();
+                                // `bramble service rollback` stores the newest of the history
+                                // as the spec: that version is current again, no longer history.
+                                let fingerprint = spec_fingerprint(&self.book, name);
+                                history.forget_newest_if(&history_key(name), &fingerprint);
                                 history.push(previous.to_toml());
                                 let bytes = history.to_bytes();
                                 if let Err(err) = driver.put_state(history_key(name), bytes, None) {
@@ -382,6 +391,8 @@ impl Scheduler for ServiceScheduler {
         info!(framework = %framework_id, reregistered, "service scheduler registered; reconciling its instances");
         self.remember_id(framework_id);
         self.book.forget_kills();
+        // The master tells every draining agent again after this.
+        self.book.forget_draining();
         self.suppressed = None;
         self.reconciliations += 1;
         let marker = TaskId(format!("{RECONCILE_MARKER}-{}", self.reconciliations));
@@ -488,6 +499,26 @@ impl Scheduler for ServiceScheduler {
                 let _ = driver.kill_task(status.task_id.clone());
             }
         }
+        self.act(driver);
+    }
+
+    async fn agent_draining(
+        &mut self,
+        driver: &SchedulerDriver,
+        agent_id: &bramble_sdk::AgentId,
+        draining: bool,
+    ) {
+        let moving = self
+            .book
+            .instances()
+            .filter(|i| &i.agent_id == agent_id)
+            .count();
+        if draining {
+            info!(agent = %agent_id, instances = moving, "agent draining; moving its instances elsewhere, keeping each service's healthy minimum");
+        } else {
+            info!(agent = %agent_id, "agent undrained");
+        }
+        self.book.set_draining(agent_id, draining);
         self.act(driver);
     }
 
@@ -744,6 +775,40 @@ mod tests {
         assert!(
             reason.contains("http GET /health on PORT0") && reason.contains("answered 500"),
             "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_operators_rollback_takes_the_version_out_of_history_and_keeps_the_one_replaced() {
+        let mut kit = SchedulerTest::new(ServiceScheduler::new(None));
+        kit.register("fw").await;
+        kit.state(vec![entry("spec/web", WEB, 1)]).await;
+        let v2 = WEB.replace("sleep 100", "sleep 200");
+        kit.state_changed("spec/web", Some(entry("spec/web", &v2, 2)))
+            .await;
+        let history = written(kit.calls(), "history/web").expect("history written");
+        // The master echoes the write back.
+        kit.state_changed(
+            "history/web",
+            Some(entry("history/web", &String::from_utf8_lossy(&history), 1)),
+        )
+        .await;
+        kit.take_calls();
+        // `bramble service rollback web` stores v1 (the newest of the history) as the spec.
+        kit.state_changed("spec/web", Some(entry("spec/web", WEB, 3)))
+            .await;
+        let history = written(kit.calls(), "history/web")
+            .and_then(|v| History::parse(&v))
+            .expect("history written");
+        let specs: Vec<Spec> = history
+            .specs
+            .iter()
+            .map(|t| Spec::parse("h", t).expect("stored"))
+            .collect();
+        assert_eq!(
+            specs,
+            vec![Spec::parse("t", &v2).expect("valid")],
+            "v1 runs again; v2 is what a second rollback goes to"
         );
     }
 

@@ -11,6 +11,7 @@
 //!
 //! Both are JSON; a record that does not parse is treated as absent (it is only advice).
 
+use super::spec::Spec;
 use serde::{Deserialize, Serialize};
 
 pub use bramble_proto::service_status::{
@@ -43,6 +44,29 @@ impl History {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The newest spec whose fingerprint is not `current`'s: what `bramble service rollback`
+    /// goes back to (`source` names the record in errors).
+    pub fn previous(&self, source: &str, current: &str) -> Option<Spec> {
+        self.specs
+            .iter()
+            .rev()
+            .filter_map(|text| Spec::parse(source, text).ok())
+            .find(|spec| spec.fingerprint() != current)
+    }
+
+    /// Drops the newest specs while they have fingerprint `current` (a version that is the
+    /// service's spec again is no longer history).
+    pub fn forget_newest_if(&mut self, source: &str, current: &str) {
+        while self
+            .specs
+            .last()
+            .and_then(|text| Spec::parse(source, text).ok())
+            .is_some_and(|spec| spec.fingerprint() == current)
+        {
+            self.specs.pop();
+        }
+    }
+
     /// Appends a spec, keeping the newest [`MAX_HISTORY`].
     pub fn push(&mut self, spec_toml: String) {
         self.specs.push(spec_toml);
@@ -64,5 +88,32 @@ mod tests {
         assert_eq!(h.specs.len(), MAX_HISTORY);
         assert_eq!(h.specs.last().map(String::as_str), Some("14"));
         assert_eq!(History::parse(&h.to_bytes()), Some(h));
+    }
+
+    #[test]
+    fn the_previous_version_skips_the_current_one_and_a_restored_version_leaves_history() {
+        let spec = |cmd: &str| {
+            Spec::parse(
+                "t",
+                &format!("name = \"web\"\ninstances = 1\ncmd = \"{cmd}\"\ncpus = 0.1\nmem = 16\n"),
+            )
+            .expect("valid")
+        };
+        let (v1, v2, v3) = (spec("sleep 1"), spec("sleep 2"), spec("sleep 3"));
+        let mut h = History::default();
+        assert_eq!(h.previous("h", &v1.fingerprint()), None);
+        h.push(v1.to_toml());
+        h.push(v2.to_toml());
+        assert_eq!(h.previous("h", &v3.fingerprint()), Some(v2.clone()));
+        // v2 is current again (a rollback to it stored it): the one before is v1.
+        assert_eq!(h.previous("h", &v2.fingerprint()), Some(v1.clone()));
+        h.forget_newest_if("h", &v3.fingerprint());
+        assert_eq!(h.specs.len(), 2, "v3 is not in the history");
+        h.forget_newest_if("h", &v2.fingerprint());
+        assert_eq!(h.specs, vec![v1.to_toml()]);
+        h.push("not a spec".into());
+        h.forget_newest_if("h", &v1.fingerprint());
+        assert_eq!(h.specs.len(), 2, "an unreadable entry is kept");
+        assert_eq!(h.previous("h", &v3.fingerprint()), Some(v1));
     }
 }

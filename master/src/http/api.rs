@@ -49,7 +49,11 @@ pub(crate) fn unexpected(reply: OperatorReply) -> Response {
     }
 }
 
-/// `GET /api/v1/state`: the cluster as the master sees it, plus who is answering.
+/// Where the tasks the master remembers after they ended are listed, a page at a time.
+pub const COMPLETED_TASKS_URL: &str = "/api/v1/tasks?state=completed";
+
+/// `GET /api/v1/state`: the cluster as the master sees it, plus who is answering. The tasks
+/// it remembers after they ended are counted, not listed: `completed_tasks_url` pages them.
 #[derive(Serialize)]
 struct StateView {
     name: String,
@@ -58,17 +62,34 @@ struct StateView {
     now: f64,
     #[serde(flatten)]
     state: ClusterState,
+    completed_tasks_count: usize,
+    completed_tasks_url: &'static str,
 }
 
 pub async fn state(State(app): State<AppState>) -> Response {
     match app.api.call(OperatorCall::GetState).await {
-        Ok(OperatorReply::State(state)) => Json(StateView {
-            name: app.api.name.clone(),
-            version: SOFTWARE_VERSION,
-            now: bramble_proto::unix_now(),
-            state,
-        })
-        .into_response(),
+        Ok(OperatorReply::State(mut state)) => {
+            let completed = std::mem::take(&mut state.completed_tasks);
+            let view = StateView {
+                name: app.api.name.clone(),
+                version: SOFTWARE_VERSION,
+                now: bramble_proto::unix_now(),
+                state,
+                completed_tasks_count: completed.len(),
+                completed_tasks_url: COMPLETED_TASKS_URL,
+            };
+            // The list itself is left out, not sent empty: a reader looking for it is
+            // pointed at the URL by its absence.
+            match serde_json::to_value(&view) {
+                Ok(mut value) => {
+                    if let Some(fields) = value.as_object_mut() {
+                        fields.remove("completed_tasks");
+                    }
+                    Json(value).into_response()
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
         Ok(other) => unexpected(other),
         Err(e) => call_failed(e),
     }

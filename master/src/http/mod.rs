@@ -21,6 +21,7 @@ pub mod events;
 pub mod mesos;
 mod metrics;
 mod pages;
+mod task_list;
 mod ui;
 
 use crate::display::PanelFeed;

@@ -3,6 +3,7 @@
 //! completed tasks: what the web UI's overview needs at any size), and `/api/v1/agents` and `/api/v1/tasks`, a page at a time
 //! (`?after=ID&limit=N`; a task's id is `FRAMEWORK/TASK`, unambiguous as no id holds a `/`).
 //! Each answer names the cursor of the next page (`next`, `null` at the end) and the total.
+//! `/api/v1/tasks?state=…` lists completed tasks too (`task_list.rs`).
 //! All of it is `OperatorCall::GetStatePage`, the call the CLI pages with.
 
 use super::api::{call_failed, error, unexpected};
@@ -132,11 +133,15 @@ pub async fn agents(
     .into_response()
 }
 
-/// `GET /api/v1/tasks?after=FRAMEWORK/TASK&limit=N`: live tasks by framework, then id.
+/// `GET /api/v1/tasks?after=FRAMEWORK/TASK&limit=N`: live tasks by framework, then id; with
+/// `state=…`, tasks in those states, completed ones too (`task_list.rs`).
 pub async fn tasks(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    if q.contains_key("state") {
+        return super::task_list::tasks(&app, &q).await;
+    }
     let q = match page_query(&q) {
         Ok(q) => q,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),

@@ -9,8 +9,9 @@
 //! like the histograms. In memory only: a restarted master starts from zero, as Prometheus
 //! counters may.
 //!
-//! Tasks are labelled by framework id: a Pi cluster runs tens of frameworks, not millions,
-//! and "which framework's tasks fail" is the question an operator asks.
+//! Tasks, offers and framework events are labelled by framework id: a Pi cluster runs tens of
+//! frameworks, not millions, and "which framework's tasks fail", "which one declines
+//! everything", "which one keeps reconnecting" are the questions an operator asks.
 
 use bramble_proto::{FrameworkId, TaskState};
 use prometheus_client::metrics::counter::Counter;
@@ -37,8 +38,10 @@ pub enum AgentEvent {
 /// A framework's subscription or removal, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameworkEvent {
+    /// A new framework (a new id).
     Subscribed,
-    FailedOver,
+    /// A known framework subscribed again under its id (a reconnect or a failover).
+    Resubscribed,
     Removed,
 }
 
@@ -81,14 +84,15 @@ impl Counters {
             .clone()
     }
 
-    pub fn offers(&self, event: OfferEvent, n: usize) {
+    /// `n` offers to `fw` made, declined by it, or rescinded from it.
+    pub fn offers(&self, fw: &FrameworkId, event: OfferEvent, n: usize) {
         let event = match event {
             OfferEvent::Made => "made",
             OfferEvent::Declined => "declined",
             OfferEvent::Rescinded => "rescinded",
         };
         self.offers
-            .get_or_create(&labels(&[("event", event)]))
+            .get_or_create(&labels(&[("framework", &fw.0), ("event", event)]))
             .inc_by(n as u64);
     }
 
@@ -103,14 +107,14 @@ impl Counters {
             .inc();
     }
 
-    pub fn framework(&self, event: FrameworkEvent) {
+    pub fn framework(&self, fw: &FrameworkId, event: FrameworkEvent) {
         let event = match event {
             FrameworkEvent::Subscribed => "subscribed",
-            FrameworkEvent::FailedOver => "failed_over",
+            FrameworkEvent::Resubscribed => "resubscribed",
             FrameworkEvent::Removed => "removed",
         };
         self.frameworks
-            .get_or_create(&labels(&[("event", event)]))
+            .get_or_create(&labels(&[("framework", &fw.0), ("event", event)]))
             .inc();
     }
 
@@ -128,7 +132,7 @@ impl Counters {
         );
         registry.register(
             "offer_events",
-            "Offers made to frameworks, declined by them, and rescinded",
+            "Offers made to each framework, declined by it, and rescinded from it",
             self.offers.clone(),
         );
         registry.register(
@@ -138,7 +142,7 @@ impl Counters {
         );
         registry.register(
             "framework_events",
-            "Frameworks subscribed, failed over, and removed",
+            "Frameworks subscribed (new id), re-subscribed (reconnect or failover), and removed",
             self.frameworks.clone(),
         );
         registry.register(
@@ -170,10 +174,14 @@ mod tests {
         c.task_ended(&fw, TaskState::Finished);
         c.task_ended(&fw, TaskState::Finished);
         c.task_ended(&fw, TaskState::Lost);
-        c.offers(OfferEvent::Made, 2);
+        c.offers(&fw, OfferEvent::Made, 2);
+        c.offers(&fw, OfferEvent::Declined, 1);
+        c.offers(&fw, OfferEvent::Rescinded, 1);
         c.agent(AgentEvent::Registered);
         c.agent(AgentEvent::Removed);
-        c.framework(FrameworkEvent::Subscribed);
+        c.framework(&fw, FrameworkEvent::Subscribed);
+        c.framework(&fw, FrameworkEvent::Resubscribed);
+        c.framework(&fw, FrameworkEvent::Removed);
         c.status_update();
         let text = exposition(&c);
         for line in [
@@ -181,10 +189,16 @@ mod tests {
             r#"bramble_task_events_total{framework="pi-1",event="launched"} 3"#,
             r#"bramble_task_events_total{framework="pi-1",event="finished"} 2"#,
             r#"bramble_task_events_total{framework="pi-1",event="lost"} 1"#,
-            r#"bramble_offer_events_total{event="made"} 2"#,
+            "# TYPE bramble_offer_events counter",
+            r#"bramble_offer_events_total{framework="pi-1",event="made"} 2"#,
+            r#"bramble_offer_events_total{framework="pi-1",event="declined"} 1"#,
+            r#"bramble_offer_events_total{framework="pi-1",event="rescinded"} 1"#,
             r#"bramble_agent_events_total{event="registered"} 1"#,
             r#"bramble_agent_events_total{event="removed"} 1"#,
-            r#"bramble_framework_events_total{event="subscribed"} 1"#,
+            "# TYPE bramble_framework_events counter",
+            r#"bramble_framework_events_total{framework="pi-1",event="subscribed"} 1"#,
+            r#"bramble_framework_events_total{framework="pi-1",event="resubscribed"} 1"#,
+            r#"bramble_framework_events_total{framework="pi-1",event="removed"} 1"#,
             "bramble_status_updates_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

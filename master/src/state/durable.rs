@@ -79,6 +79,7 @@ impl Master {
         for (fw, entry) in recovered.framework_state {
             self.recover_state_entry(fw, entry);
         }
+        self.draining.extend(recovered.draining);
         for (fw, task) in orphans {
             self.master_terminal_update(
                 &fw,
@@ -131,6 +132,13 @@ impl Master {
             batch.tasks.push(((fw, task), record));
         }
         batch.framework_state = self.take_state_writes();
+        batch.draining = std::mem::take(&mut self.dirty_draining)
+            .into_iter()
+            .map(|id| {
+                let drained = self.draining.contains(&id);
+                (id, drained)
+            })
+            .collect();
         batch
     }
 

@@ -43,6 +43,11 @@ pub enum ClusterEvent {
         agent_id: AgentId,
         unhealthy: Option<String>,
     },
+    /// An operator drained the agent (no offers until undrained) or undrained it.
+    AgentDraining {
+        agent_id: AgentId,
+        draining: bool,
+    },
     FrameworkSubscribed {
         framework_id: FrameworkId,
         name: String,

@@ -294,11 +294,14 @@ impl Master {
         self.allocator.activate_framework(&id);
         info!(framework = %id, name = %info.name, role = %info.role,
             "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
-        self.feed.counters().framework(if failover {
-            FrameworkEvent::FailedOver
-        } else {
-            FrameworkEvent::Subscribed
-        });
+        self.feed.counters().framework(
+            &id,
+            if failover {
+                FrameworkEvent::Resubscribed
+            } else {
+                FrameworkEvent::Subscribed
+            },
+        );
         self.feed.emit(|| ClusterEvent::FrameworkSubscribed {
             framework_id: id.clone(),
             name: info.name.clone(),
@@ -312,6 +315,7 @@ impl Master {
         );
         let state = self.framework_state_event(&id);
         self.send_conn_scheduler(conn, state);
+        self.tell_draining(conn);
         self.resend_master_updates(&id);
         let _ = now;
         self.allocation_due = true;
@@ -402,7 +406,7 @@ impl Master {
             return;
         };
         self.removed_frameworks.insert(id.clone(), ());
-        self.feed.counters().framework(FrameworkEvent::Removed);
+        self.feed.counters().framework(id, FrameworkEvent::Removed);
         self.dirty_frameworks.insert(id.clone());
         for (task, entry) in &fw.tasks {
             self.dirty_tasks.insert((id.clone(), task.clone()));
@@ -543,6 +547,7 @@ mod tests {
                 agents: Vec::new(),
                 tasks: Vec::new(),
                 framework_state: Vec::new(),
+                draining: Vec::new(),
             },
             now,
         );

@@ -176,10 +176,10 @@ impl Master {
             .map(str::to_string)
     }
 
-    /// Puts the allocator in line with the agent's health (also after a re-registration,
-    /// which re-adds the agent to the allocator as offerable).
+    /// Puts the allocator in line with the agent's health and drain (also after a
+    /// re-registration, which re-adds the agent to the allocator as offerable).
     pub(super) fn sync_offerable(&mut self, agent: &AgentId) {
-        let offerable = self.unhealthy_reason(agent).is_none();
+        let offerable = self.unhealthy_reason(agent).is_none() && !self.draining.contains(agent);
         self.allocator.set_agent_offerable(agent, offerable);
     }
 

@@ -32,6 +32,7 @@
 //! - `durable.rs`: recovery from the store and the batch of writes per burst;
 //! - `agents.rs`: registration, reconciliation, heartbeats, removal;
 //! - `health.rs`: agents whose executors keep failing to register get no offers for a while;
+//! - `drain.rs`: agents an operator drained get no offers, durably, and frameworks are told;
 //! - `frameworks.rs`: subscription, failover, scheduler calls, removal;
 //! - `offers.rs`: allocation passes, declines and refuse filters, rescinds;
 //! - `launch.rs`: accepting offers, validating tasks, sending them to agents;
@@ -46,6 +47,7 @@
 mod agent_requests;
 mod agents;
 pub mod counters;
+mod drain;
 mod durable;
 mod election;
 pub mod feed;
@@ -60,6 +62,7 @@ mod paging;
 mod peers;
 pub mod services;
 mod snapshot;
+mod task_list;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -81,7 +84,7 @@ use frameworks::FrameworkEntry;
 use offers::OfferEntry;
 pub use peers::PeerHandle;
 use peers::{Conn, Outgoing};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -152,6 +155,9 @@ pub struct Master {
     agents: HashMap<AgentId, AgentEntry>,
     /// Agent-caused failures per agent; an unhealthy agent gets no offers (`health.rs`).
     health: HashMap<AgentId, health::AgentHealth>,
+    /// Agents an operator drained (`drain.rs`): durable, and kept for an agent the master
+    /// removed meanwhile (a drained Pi unplugged for maintenance stays drained when back).
+    draining: BTreeSet<AgentId>,
     frameworks: HashMap<FrameworkId, FrameworkEntry>,
     /// Scheduler instances standing by for a framework's active one (`election.rs`).
     standbys: HashMap<FrameworkId, election::Standbys>,
@@ -177,6 +183,9 @@ pub struct Master {
     next_summary: Instant,
     /// Recently forgotten tasks, for operators (oldest first, at most `RECENT_COMPLETED`).
     completed: VecDeque<TaskSummary>,
+    /// How many entries have left the front of `completed`: the sequence number of its first
+    /// (a completed task's cursor in `task_list.rs`).
+    completed_dropped: u64,
     /// What this burst of inputs says, released by `flush_outbox` after the commit.
     outbox: Vec<Outgoing>,
     /// Agents' status updates relayed to their frameworks, released by `flush_early` before
@@ -187,6 +196,7 @@ pub struct Master {
     /// Durable facts changed since the last `take_writes`.
     dirty_frameworks: HashSet<FrameworkId>,
     dirty_agents: HashSet<AgentId>,
+    dirty_draining: HashSet<AgentId>,
     dirty_tasks: HashSet<(FrameworkId, TaskId)>,
     /// Each framework's own key/value state (only frameworks that wrote some have an entry).
     framework_state: HashMap<FrameworkId, FrameworkState>,
@@ -217,6 +227,7 @@ impl Master {
             conns: HashMap::new(),
             agents: HashMap::new(),
             health: HashMap::new(),
+            draining: BTreeSet::new(),
             frameworks: HashMap::new(),
             standbys: HashMap::new(),
             offers: HashMap::new(),
@@ -231,11 +242,13 @@ impl Master {
             feed: Feed::new(),
             next_summary: now,
             completed: VecDeque::new(),
+            completed_dropped: 0,
             outbox: Vec::new(),
             early: Vec::new(),
             held: HashSet::new(),
             dirty_frameworks: HashSet::new(),
             dirty_agents: HashSet::new(),
+            dirty_draining: HashSet::new(),
             dirty_tasks: HashSet::new(),
             framework_state: HashMap::new(),
             dirty_state: HashSet::new(),

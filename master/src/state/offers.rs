@@ -62,7 +62,9 @@ impl Master {
         }
         for (fw, offers) in by_framework {
             debug!(framework = %fw, count = offers.len(), "sending offers");
-            self.feed.counters().offers(OfferEvent::Made, offers.len());
+            self.feed
+                .counters()
+                .offers(&fw, OfferEvent::Made, offers.len());
             self.send_framework(&fw, MasterEvent::Offers(offers));
         }
         self.feed.observe_allocation_cycle(started.elapsed());
@@ -81,7 +83,7 @@ impl Master {
             _ => return, // already gone (rescinded/expired) or not theirs: nothing to give back
         }
         if let Some(o) = self.offers.remove(id) {
-            self.feed.counters().offers(OfferEvent::Declined, 1);
+            self.feed.counters().offers(fw, OfferEvent::Declined, 1);
             self.release_with_filter(fw, &o.agent_id, &o.resources, filters, now);
         }
     }
@@ -122,7 +124,9 @@ impl Master {
 
     fn rescind(&mut self, id: &OfferId) {
         if let Some(o) = self.offers.remove(id) {
-            self.feed.counters().offers(OfferEvent::Rescinded, 1);
+            self.feed
+                .counters()
+                .offers(&o.framework_id, OfferEvent::Rescinded, 1);
             self.allocator
                 .recover(&o.agent_id, &o.framework_id, &o.resources);
             self.send_framework(

@@ -83,9 +83,14 @@ impl Master {
                     }
                 }
             }
+            OperatorCall::DrainAgent { agent_id, drain } => match self.drain(&agent_id, drain) {
+                Ok(()) => OperatorReply::Done,
+                Err(message) => OperatorReply::Error { message },
+            },
             OperatorCall::GetStatePage { after, limit } => {
                 OperatorReply::StatePage(Box::new(self.state_page(after, limit)))
             }
+            OperatorCall::GetTasks(query) => OperatorReply::Tasks(Box::new(self.task_list(&query))),
         };
         self.reply(reply, answer);
     }

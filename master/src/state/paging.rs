@@ -30,14 +30,14 @@ pub(crate) fn first_after<K: Ord + Copy>(
 }
 
 /// What a page's items may add up to, so the reply fits a frame with its counts and head.
-struct Budget {
-    left: usize,
+pub(super) struct Budget {
+    pub(super) left: usize,
 }
 
 impl Budget {
     /// Takes `item`'s bytes if they fit, or if the page has nothing yet (a page always makes
     /// progress; any one item fits a frame, as it entered through an input limit).
-    fn take(&mut self, item: &impl Serialize, page_empty: bool) -> bool {
+    pub(super) fn take(&mut self, item: &impl Serialize, page_empty: bool) -> bool {
         // An item that cannot even be measured cannot be sent either: it ends the page.
         let Ok(size) = payload_size(item) else {
             return false;
@@ -78,6 +78,16 @@ impl Master {
             }
         }
         c.unhealthy.sort();
+        c.agents_draining = self.draining.len() as u64;
+        c.draining = self
+            .draining
+            .iter()
+            .take(MAX_UNHEALTHY_LISTED)
+            .map(|id| {
+                let host = self.agents.get(id).map(|a| a.hostname.clone());
+                (id.clone(), host.unwrap_or_else(|| "(not known now)".into()))
+            })
+            .collect();
         for f in self.frameworks.values() {
             c.frameworks_connected += u64::from(f.conn.is_some());
             for t in f.tasks.values() {

@@ -95,6 +95,7 @@ impl Master {
             last_heartbeat: bramble_proto::unix_now() - a.last_seen.elapsed().as_secs_f64(),
             unhealthy: self.unhealthy_reason(id),
             executors,
+            draining: self.draining.contains(id),
         }
     }
 

@@ -324,6 +324,7 @@ impl Master {
     pub(super) fn remember_completed(&mut self, summary: TaskSummary) {
         if self.completed.len() >= RECENT_COMPLETED {
             self.completed.pop_front();
+            self.completed_dropped += 1;
         }
         self.completed.push_back(summary);
     }

@@ -201,6 +201,7 @@ pub(super) fn recovered(tasks: &[&str]) -> Recovered {
             })
             .collect(),
         framework_state: Vec::new(),
+        draining: Vec::new(),
     }
 }
 

@@ -81,6 +81,17 @@ pub trait Scheduler: Send {
     /// The agent was removed; its tasks are reported LOST separately.
     async fn agent_lost(&mut self, _driver: &SchedulerDriver, _agent_id: &AgentId) {}
 
+    /// An operator drained the agent (`draining`: nothing more is offered from it, and
+    /// whatever runs there should move elsewhere before it goes for maintenance) or undrained
+    /// it. Told for every draining agent after each (re)subscription, then on each change.
+    async fn agent_draining(
+        &mut self,
+        _driver: &SchedulerDriver,
+        _agent_id: &AgentId,
+        _draining: bool,
+    ) {
+    }
+
     /// One of the framework's custom executors ended (its tasks are reported separately);
     /// `status` is its wait status when the agent knows it.
     async fn executor_lost(

@@ -203,6 +203,10 @@ impl Runner {
                 info!(agent = %agent_id, "agent lost");
                 scheduler.agent_lost(driver, &agent_id).await;
             }
+            MasterEvent::AgentDraining { agent_id, draining } => {
+                info!(agent = %agent_id, draining, "agent drain changed");
+                scheduler.agent_draining(driver, &agent_id, draining).await;
+            }
             MasterEvent::ExecutorLost {
                 agent_id,
                 executor_id,
