@@ -203,6 +203,9 @@ pub struct Master {
     dirty_state: HashSet<(FrameworkId, String)>,
     /// The service framework's status records, parsed (`services.rs`), by framework and service.
     service_records: HashMap<(FrameworkId, String), bramble_proto::service_status::ServiceStatus>,
+    /// Frameworks that took the service framework's name without its credentials, already
+    /// logged (their records are ignored; one warning each, not one per write).
+    service_impostors: HashSet<FrameworkId>,
     /// When the services' view may next be rebuilt.
     next_services: Instant,
     /// When terminal updates the master holds are next resent to connected frameworks.
@@ -253,6 +256,7 @@ impl Master {
             framework_state: HashMap::new(),
             dirty_state: HashSet::new(),
             service_records: HashMap::new(),
+            service_impostors: HashSet::new(),
             next_services: now,
             next_resend: now + MASTER_RESEND_INTERVAL,
         }

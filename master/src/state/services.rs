@@ -12,6 +12,7 @@
 //! scheduler is away, and each instance's address is its agent's as this master sees it.
 
 use super::Master;
+use bramble_proto::identity::Role;
 use bramble_proto::service_status::{
     check_service_type, ServiceStatus, DEFAULT_SERVICE_TYPE, SERVICES_FRAMEWORK, STATUS_PREFIX,
 };
@@ -108,11 +109,30 @@ impl ServiceView {
 }
 
 impl Master {
-    /// Whether `fw` is the service framework (by name, as the CLI finds it).
-    fn is_services_framework(&self, fw: &FrameworkId) -> bool {
-        self.frameworks
-            .get(fw)
-            .is_some_and(|f| f.info.name == SERVICES_FRAMEWORK)
+    /// Whether `fw` is the service framework: named so (as the CLI finds it) *and* registered
+    /// with a shared role certificate (`framework` or `operator`, as the scheduler on the
+    /// master node is). A tenant's principal (`bramble cluster add-principal`) may take the
+    /// name but not the job: its records would put mDNS adverts on the LAN under names other
+    /// tenants' services own. Tenant principals can never be called after a role.
+    fn is_services_framework(&mut self, fw: &FrameworkId) -> bool {
+        let Some(info) = self.frameworks.get(fw).map(|f| &f.info) else {
+            return false;
+        };
+        if info.name != SERVICES_FRAMEWORK {
+            return false;
+        }
+        let trusted = info
+            .principal
+            .as_deref()
+            .is_some_and(|p| Role::parse(p).is_some());
+        if !trusted && self.service_impostors.insert(fw.clone()) {
+            warn!(
+                framework = %fw,
+                principal = info.principal.as_deref().unwrap_or("none"),
+                "a framework named {SERVICES_FRAMEWORK} registered by a tenant principal; its service records are ignored (run the service scheduler with the cluster's framework certificate)"
+            );
+        }
+        trusted
     }
 
     /// Takes in a write (or recovery) of `key` in `fw`'s state; `None` deleted it.
@@ -146,6 +166,7 @@ impl Master {
     /// A removed framework's services go with it.
     pub(super) fn forget_service_records(&mut self, fw: &FrameworkId) {
         self.service_records.retain(|(f, _), _| f != fw);
+        self.service_impostors.remove(fw);
     }
 
     /// The services as they are now (see the module header).
@@ -225,5 +246,55 @@ impl Master {
         }
         self.next_services = now + SERVICES_EVERY;
         self.feed.publish_services(self.services_view());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use bramble_proto::messages::FrameworkInfo;
+    use bramble_proto::service_status::ServiceStatus;
+
+    fn services_info(principal: Option<&str>) -> FrameworkInfo {
+        FrameworkInfo {
+            name: SERVICES_FRAMEWORK.into(),
+            principal: principal.map(str::to_string),
+            ..framework_info(Some("svc"))
+        }
+    }
+
+    /// A tenant registering a framework called `bramble-services` must not publish services
+    /// (and with them mDNS adverts); the shared framework and operator certificates may.
+    #[test]
+    fn only_a_shared_role_certificate_publishes_service_records() {
+        let record = ServiceStatus::default().to_bytes();
+        for (principal, published) in [
+            (Some("mallory"), false),
+            (None, false),
+            (Some("framework"), true),
+            (Some("operator"), true),
+        ] {
+            let now = Instant::now();
+            let mut m = master(now);
+            let identity = identity_of(Role::Framework, principal);
+            let _fw = connect_scheduler(&mut m, 2, identity, services_info(principal), now);
+            settle(&mut m, now);
+            let fw = FrameworkId("svc".into());
+            assert!(m.frameworks.contains_key(&fw), "{principal:?} subscribed");
+            m.service_record_written(&fw, "status/web", Some(&record));
+            let names: Vec<String> = m
+                .services_view()
+                .services
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            let expected: Vec<String> = if published {
+                vec!["web".into()]
+            } else {
+                vec![]
+            };
+            assert_eq!(names, expected, "principal {principal:?}");
+        }
     }
 }
