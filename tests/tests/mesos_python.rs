@@ -475,7 +475,8 @@ async fn a_mesos_framework_and_a_native_pi_job_share_the_cluster_and_both_finish
         Duration::from_secs(30),
         || async {
             holds("py-mixed")().await?;
-            holds("pi")().await
+            // The pi framework is named after its job (`pi 1e8`).
+            holds("pi 1e8")().await
         },
     )
     .await;

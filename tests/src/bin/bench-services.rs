@@ -28,6 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const NAME: &str = "bench";
+/// A replacement slower than this prints the scheduler's log (to stderr).
+const SLOW_REPLACEMENT: Duration = Duration::from_secs(5);
 
 fn running(state: &ClusterState) -> Vec<String> {
     state
@@ -170,7 +172,17 @@ async fn main() {
             },
         )
         .await;
-        replace_ms.push(killed_at.elapsed().as_secs_f64() * 1000.0);
+        let took = killed_at.elapsed();
+        if took > SLOW_REPLACEMENT {
+            // An outlier is worth its story: what the scheduler did meanwhile.
+            let log = scheduler.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect::<Vec<_>>();
+            eprintln!(
+                "slow replacement of {victim}: {took:?}; scheduler log, newest first:\n{}",
+                tail.join("\n")
+            );
+        }
+        replace_ms.push(took.as_secs_f64() * 1000.0);
     }
     let mut sorted = replace_ms.clone();
     sorted.sort_by(f64::total_cmp);
