@@ -6,6 +6,7 @@
 //!   requeued, results combined in chunk order;
 //! - `journal`: what a restarted scheduler needs to resume the same job;
 //! - `scheduler`: launches chunks on offers and collects the answer;
+//! - `placement`: where chunks go (not back where they failed, not to agents avoided);
 //! - `executor`: computes chunks on the agents.
 //!
 //! `bramble pi` (in the CLI) opens the journal, runs the scheduler and prints the answer.
@@ -14,6 +15,7 @@ pub mod book;
 pub mod executor;
 pub mod journal;
 pub mod kernel;
+mod placement;
 pub mod scheduler;
 
 use serde::{Deserialize, Serialize};

@@ -16,14 +16,13 @@
 use super::book::{BookCounts, ChunkBook, Recorded};
 use super::journal::{Journal, JournalError, Recovered};
 use super::kernel::{chunks, correct_digits, Sum};
+use super::placement::ChunkPlaces;
 use super::PiChunk;
 use crate::{attempt_id, offers};
 use bramble_sdk::{
-    async_trait, AgentBlocklist, AgentId, CommandInfo, ExecutorInfo, Filters, FrameworkId,
-    JobProgress, Offer, Resources, Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId,
-    TaskInfo, TaskState, TaskStatus,
+    async_trait, CommandInfo, ExecutorInfo, Filters, FrameworkId, JobProgress, Offer, Resources,
+    Scheduler, SchedulerConfig, SchedulerDriver, SdkError, TaskId, TaskInfo, TaskState, TaskStatus,
 };
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -129,14 +128,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 struct PiScheduler {
     job: PiJob,
     book: ChunkBook,
-    agents: HashSet<String>,
-    /// Agents where chunks failed repeatedly for the agent's reasons: their offers are
-    /// declined for a while.
-    blocklist: AgentBlocklist,
-    /// Where each chunk last failed: it goes to another agent next, while there is one.
-    failed_on: HashMap<usize, AgentId>,
-    /// Where each chunk in flight was launched, to say what a stalled job waits for.
-    running_on: HashMap<usize, AgentId>,
+    places: ChunkPlaces,
     started: Instant,
     /// Terms already done when this run started (restored from the journal).
     terms_at_start: u64,
@@ -175,10 +167,7 @@ impl PiScheduler {
             terms_at_start: book.terms_done(),
             book,
             job,
-            agents: HashSet::new(),
-            blocklist: AgentBlocklist::default(),
-            failed_on: HashMap::new(),
-            running_on: HashMap::new(),
+            places: ChunkPlaces::default(),
             started: Instant::now(),
             last_publish: None,
             progress,
@@ -238,8 +227,8 @@ impl PiScheduler {
             .max_by_key(|&(index, attempt)| (attempt, index));
         if let Some((index, attempt)) = relaunch {
             let on = self
-                .running_on
-                .get(&index)
+                .places
+                .running_on(index)
                 .map(|a| format!(" on agent {a}"))
                 .unwrap_or_default();
             return format!("chunk {index} attempt {attempt}{on}");
@@ -250,24 +239,10 @@ impl PiScheduler {
             return format!("an offer for {pending} chunk{s}");
         }
         let running = self.book.running().len();
-        let agents: HashSet<&AgentId> = self.running_on.values().collect();
+        let agents = self.places.agents_running();
         let s = if running == 1 { "" } else { "s" };
-        let a = if agents.len() == 1 { "" } else { "s" };
-        format!("{running} chunk{s} running on {} agent{a}", agents.len())
-    }
-
-    /// Whether chunk `index` may run on `agent`: not where it last failed, unless no other
-    /// agent this job has used is available.
-    fn may_run_on(&self, index: usize, agent: &AgentId, now: Instant) -> bool {
-        if self.failed_on.get(&index) != Some(agent) {
-            return true;
-        }
-        !self.agents.iter().any(|other| {
-            other != agent.as_str()
-                && !self
-                    .blocklist
-                    .is_blocked(&AgentId::from(other.as_str()), now)
-        })
+        let a = if agents == 1 { "" } else { "s" };
+        format!("{running} chunk{s} running on {agents} agent{a}")
     }
 
     fn publish(&mut self, driver: &SchedulerDriver, force: bool) {
@@ -337,7 +312,7 @@ impl PiScheduler {
             terms_per_s: self.rate(wall),
             relaunches: counts.relaunched,
             duplicate_results: counts.duplicates_ignored,
-            agents_used: self.agents.len(),
+            agents_used: self.places.agents_used(),
             chunks_counted: counts.restored + counts.counted,
             chunks: counts,
             framework_id: driver.framework_id().map(|f| f.to_string()),
@@ -368,8 +343,8 @@ impl PiScheduler {
             return;
         }
         let now = Instant::now();
-        if self.blocklist.is_blocked(&offer.agent_id, now) {
-            let refuse = self.blocklist.blocked_for(&offer.agent_id, now);
+        if self.places.blocklist.is_blocked(&offer.agent_id, now) {
+            let refuse = self.places.blocklist.blocked_for(&offer.agent_id, now);
             debug!(agent = %offer.agent_id, "declining an offer from a blocked agent");
             offers::decline(driver, offer.id, refuse.as_secs_f64().max(1.0));
             return;
@@ -379,12 +354,7 @@ impl PiScheduler {
         let mut tasks = Vec::new();
         let mut launched = Vec::new();
         // Chunks that failed here last time wait for another agent.
-        let avoid: HashSet<usize> = self
-            .failed_on
-            .keys()
-            .copied()
-            .filter(|&i| !self.may_run_on(i, &offer.agent_id, now))
-            .collect();
+        let avoid = self.places.avoided_on(&offer.agent_id, now);
         while let Some(rest) = left.checked_sub(&self.job.task_resources) {
             let Some((index, attempt, (begin, end))) =
                 self.book.launch_next_where(|i| !avoid.contains(&i))
@@ -426,10 +396,7 @@ impl PiScheduler {
             self.fail(driver, e);
             return;
         }
-        self.agents.insert(offer.agent_id.to_string());
-        for (index, _) in &launched {
-            self.running_on.insert(*index, offer.agent_id.clone());
-        }
+        self.places.launched(&offer.agent_id, &launched);
         if let Err(e) = offers::launch(driver, offer.id, tasks) {
             warn!("launching pi chunks failed: {e}; they will be retried");
             for (index, _) in launched {
@@ -446,9 +413,9 @@ impl PiScheduler {
             return true;
         };
         let now = Instant::now();
-        if self.blocklist.observe(status, now) {
+        if self.places.blocklist.observe(status, now) {
             if let Some(agent) = &status.agent_id {
-                warn!(%agent, for_s = self.blocklist.blocked_for(agent, now).as_secs(), "chunks keep failing there for the agent's reasons ({}); avoiding it for a while", status.message);
+                warn!(%agent, for_s = self.places.blocklist.blocked_for(agent, now).as_secs(), "chunks keep failing there for the agent's reasons ({}); avoiding it for a while", status.message);
             }
         }
         match status.state {
@@ -472,8 +439,7 @@ impl PiScheduler {
                         return false;
                     }
                 }
-                self.running_on.remove(&index);
-                self.failed_on.remove(&index);
+                self.places.finished(index);
                 match self.book.finished(index, sum) {
                     // Completion is handled once this update is acknowledged.
                     Some(Recorded::Counted) => self.publish(driver, false),
@@ -494,10 +460,7 @@ impl PiScheduler {
             // Only the current attempt's loss matters; a stale one was already replaced.
             state if state.is_terminal() && self.book.lost(index, attempt) => {
                 info!(chunk = index, %state, reason = ?status.reason, message = %status.message, "chunk lost; launching it again, on another agent if there is one");
-                self.running_on.remove(&index);
-                if let Some(agent) = &status.agent_id {
-                    self.failed_on.insert(index, agent.clone());
-                }
+                self.places.lost(index, status.agent_id.as_ref());
                 let _ = driver.revive_offers();
                 self.publish(driver, true);
             }
