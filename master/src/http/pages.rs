@@ -166,16 +166,19 @@ pub async fn tasks(
     .into_response()
 }
 
+/// A query string's parameters as axum hands them to a handler (for the tests here and in
+/// `task_list.rs`).
+#[cfg(test)]
+pub(super) fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn page_parameters_default_cap_and_refuse_what_is_not_a_page() {

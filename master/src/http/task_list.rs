@@ -55,14 +55,8 @@ pub(crate) async fn tasks(app: &AppState, q: &HashMap<String, String>) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::pages::query;
     use bramble_proto::TaskState;
-
-    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn state_after_and_limit_make_a_query() {
