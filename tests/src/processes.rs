@@ -157,6 +157,42 @@ impl Drop for Proc {
     }
 }
 
+/// `bramble --master … --cluster … ARGS`: its output, whether or not it succeeded.
+pub fn bramble(net: &LoopbackCluster, args: &[&str]) -> std::process::Output {
+    Command::new(bin_dir().join("bramble"))
+        .arg("--master")
+        .arg(net.master_addr().to_string())
+        .arg("--cluster")
+        .arg(net.test.cluster_dir())
+        .args(args)
+        .output()
+        .expect("running bramble")
+}
+
+/// `GET path` on `addr` (an address, or `host:port`) over a plain socket (HTTP/1.0, no client library): the status code
+/// and the body.
+pub async fn http_get(
+    addr: impl tokio::net::ToSocketAddrs,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {answer:?}")))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -4,27 +4,53 @@
 //! http.server) health-checked by the scheduler.
 
 use crate::eventually;
-use crate::processes::{bin_dir, LoopbackCluster, Proc};
+use crate::processes::{bramble, http_get, AgentCmd, LoopbackCluster, MasterCmd, Proc};
 use bramble_proto::messages::ClusterState;
 use bramble_proto::TaskState;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long any one step of a service test may take.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// `bramble --master … --cluster … ARGS`: its output, whether or not it succeeded.
-pub fn bramble(net: &LoopbackCluster, args: &[&str]) -> std::process::Output {
-    Command::new(bin_dir().join("bramble"))
-        .arg("--master")
-        .arg(net.master_addr().to_string())
-        .arg("--cluster")
-        .arg(net.test.cluster_dir())
-        .args(args)
-        .output()
-        .expect("running bramble")
+/// What [`cluster`] starts: a master, one agent and `bramble service scheduler` with its specs
+/// loaded. Dropped, it kills the scheduler, the agent and the master, in that order.
+pub struct ServiceCluster {
+    pub scheduler: Proc,
+    pub agent: Proc,
+    pub master: Proc,
+    pub net: LoopbackCluster,
+}
+
+/// A service test's cluster whose one agent `agent1` has 2 cpus and offers `ports` (e.g.
+/// `"32100-32149"`). Each test takes its own range: tests run at once on this host, and with
+/// the same range two agents offer the same ports and one test's servers fail to bind.
+pub async fn cluster(ports: &str) -> ServiceCluster {
+    cluster_with(agent_offering(ports)).await
+}
+
+/// The agent [`cluster`] starts: `agent1`, 2 cpus, offering `ports`.
+pub fn agent_offering(ports: &str) -> AgentCmd {
+    AgentCmd::new("agent1")
+        .cpus("2")
+        .config(&format!("ports = \"{ports}\"\n"))
+}
+
+/// [`cluster`] with the agent `agent` describes.
+pub async fn cluster_with(agent: AgentCmd) -> ServiceCluster {
+    let net = LoopbackCluster::new();
+    let master = net.start_master("master", &MasterCmd::default());
+    let agent = net.start_agent("agent", &agent);
+    net.connected_agent(DEADLINE).await;
+    let scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+    ServiceCluster {
+        scheduler,
+        agent,
+        master,
+        net,
+    }
 }
 
 /// `bramble … service ARGS`: its stdout, after checking it succeeded.
@@ -178,19 +204,10 @@ pub async fn endpoints(
 
 /// The status code of `GET path` on `endpoint` (`host:port`).
 pub async fn get(endpoint: &str, path: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(endpoint)
+    let (status, _) = http_get(endpoint, path)
         .await
-        .expect("connect to the endpoint");
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.expect("read");
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line")
+        .unwrap_or_else(|e| panic!("GET {path} on {endpoint}: {e}"));
+    status
 }
 
 /// Whether python3 (the web instances' server) is missing; the caller prints a SKIP.

@@ -9,7 +9,7 @@ use bramble_sdk::{framework_info, Filters, SchedulerConfig};
 use bramble_tests::framework::{shell_task, TestFramework};
 use bramble_tests::processes::*;
 use bramble_tests::{eventually, TestCluster};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 /// How many lines of `log` contain `needle`.
@@ -96,34 +96,15 @@ async fn a_master_whose_http_port_is_taken_serves_no_http_and_says_so() {
     master.shutdown().await;
 }
 
-/// `bramble --master … --cluster … ARGS` against `net`, run to completion.
-fn bramble(net: &LoopbackCluster, args: &[&str]) -> Output {
-    Command::new(bin_dir().join("bramble"))
-        .arg("--master")
-        .arg(net.master_addr().to_string())
-        .arg("--cluster")
-        .arg(net.test.cluster_dir())
-        .args(args)
-        .output()
-        .expect("running bramble")
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The master's `/metrics` body (plain HTTP/1.0, no client library needed).
 async fn metrics(net: &LoopbackCluster) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(net.http_addr())
+    let (_, body) = http_get(net.http_addr(), "/metrics")
         .await
-        .expect("connect to the master's HTTP port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bramble\r\n\r\n")
-        .await
-        .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("response");
+        .expect("GET /metrics from the master");
     body
 }
 

@@ -6,7 +6,6 @@ use bramble_proto::TaskState;
 use bramble_tests::processes::*;
 use bramble_tests::services::*;
 use bramble_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_and_replaced() {
@@ -14,34 +13,23 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
         eprintln!("skipped: no python3 for the instances' HTTP servers");
         return;
     }
-    let net = LoopbackCluster::new();
-    let _master = net.start_master("master", &MasterCmd::default());
-    // Own port range: the two tests' agents run at once on this host, and with the same
-    // range both offer the same ports and one test's servers fail to bind.
-    let _agent = net.start_agent(
-        "agent",
-        &AgentCmd::new("agent1")
-            .cpus("2")
-            .config("ports = \"32100-32149\"\n"),
-    );
-    net.connected_agent(DEADLINE).await;
-    let scheduler = start_scheduler(&net, "scheduler");
-    scheduler.logged("service specs loaded", DEADLINE).await;
+    let c = cluster("32100-32149").await;
+    let (net, scheduler) = (&c.net, &c.scheduler);
 
     let docs = net.test.path("docs");
     std::fs::create_dir_all(&docs).expect("docs dir");
     let file = net.test.path("web.toml");
     std::fs::write(&file, web_spec(&docs, 2, true, 1)).expect("spec file");
-    service(&net, &["apply", &file.display().to_string()]);
+    service(net, &["apply", &file.display().to_string()]);
 
     // Both pass their checks: both are endpoints, and they answer.
-    let first = endpoints(&net, &scheduler, "web", 2).await;
+    let first = endpoints(net, scheduler, "web", 2).await;
     for e in &first {
         assert_eq!(get(e, "/ok").await, 200, "{e}");
     }
-    let show = service(&net, &["show", "web"]);
+    let show = service(net, &["show", "web"]);
     assert!(show.contains("healthy"), "{show}");
-    let logs = service(&net, &["logs", "web"]);
+    let logs = service(net, &["logs", "web"]);
     assert!(
         logs.contains("GET /ok"),
         "the servers' request logs: {logs}"
@@ -73,7 +61,7 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
         .await;
     // The kill's reason names the check and what it saw.
     let show = eventually("show names the kill's reason", DEADLINE, || async {
-        let show = service(&net, &["show", "web"]);
+        let show = service(net, &["show", "web"]);
         show.contains(&format!("killed {victim}")).then_some(show)
     })
     .await;
@@ -81,7 +69,7 @@ async fn an_instance_whose_http_check_starts_failing_is_killed_with_the_reason_a
         show.contains("http GET /ok on PORT0") && show.contains("answered 404"),
         "{show}"
     );
-    endpoints(&net, &scheduler, "web", 2).await;
+    endpoints(net, scheduler, "web", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,24 +79,15 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
         eprintln!("skipped: no python3 for the instances' HTTP servers");
         return;
     }
-    let net = LoopbackCluster::new();
-    let _master = net.start_master("master", &MasterCmd::default());
-    let _agent = net.start_agent(
-        "agent",
-        &AgentCmd::new("agent1")
-            .cpus("2")
-            .config("ports = \"32150-32199\"\n"),
-    );
-    net.connected_agent(DEADLINE).await;
-    let scheduler = start_scheduler(&net, "scheduler");
-    scheduler.logged("service specs loaded", DEADLINE).await;
+    let c = cluster("32150-32199").await;
+    let (net, scheduler) = (&c.net, &c.scheduler);
 
     let docs = net.test.path("docs");
     std::fs::create_dir_all(&docs).expect("docs dir");
     let v1 = net.test.path("web-v1.toml");
     std::fs::write(&v1, web_spec(&docs, 2, true, 1)).expect("spec file");
-    service(&net, &["apply", &v1.display().to_string()]);
-    endpoints(&net, &scheduler, "web", 2).await;
+    service(net, &["apply", &v1.display().to_string()]);
+    endpoints(net, scheduler, "web", 2).await;
     let state = net.state().await.expect("state");
     let mut old: Vec<String> = instances(&state, "web")
         .into_iter()
@@ -119,7 +98,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     // Version 2 never passes its check.
     let v2 = net.test.path("web-v2.toml");
     std::fs::write(&v2, web_spec(&docs, 2, false, 2)).expect("spec file");
-    let applied = service(&net, &["apply", &v2.display().to_string()]);
+    let applied = service(net, &["apply", &v2.display().to_string()]);
     assert!(applied.contains("updated"), "{applied}");
 
     // Meanwhile the old ones never stop serving.
@@ -133,7 +112,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
                 panic!("old instance {id} stopped during the failed rollout");
             }
         }
-        let show = service(&net, &["show", "web"]);
+        let show = service(net, &["show", "web"]);
         show.contains("rolled back").then_some(show)
     })
     .await;
@@ -145,7 +124,7 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     // The stored spec is version 1 again, and only the old instances run.
     let file = net.test.path("web-v1-again.toml");
     std::fs::write(&file, web_spec(&docs, 2, true, 1)).expect("spec file");
-    let again = service(&net, &["apply", &file.display().to_string()]);
+    let again = service(net, &["apply", &file.display().to_string()]);
     assert!(
         again.contains("unchanged"),
         "the stored spec is v1 again: {again}"
@@ -158,31 +137,9 @@ async fn a_rolling_update_whose_new_version_fails_its_checks_is_rolled_back_and_
     })
     .await;
     assert_eq!(settled, old);
-    for e in endpoints(&net, &scheduler, "web", 2).await {
+    for e in endpoints(net, scheduler, "web", 2).await {
         assert_eq!(get(&e, "/ok").await, 200, "{e}");
     }
-}
-
-/// `GET path` on `addr` (HTTP/1.0): the status and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the master's HTTP port");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.expect("read");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// Instances of service `name` by health, as `/api/v1/services` reports them.
@@ -210,17 +167,8 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
         eprintln!("skipped: no python3 for the instances' HTTP servers");
         return;
     }
-    let net = LoopbackCluster::new();
-    let _master = net.start_master("master", &MasterCmd::default());
-    let _agent = net.start_agent(
-        "agent",
-        &AgentCmd::new("agent1")
-            .cpus("2")
-            .config("ports = \"32400-32449\"\n"),
-    );
-    net.connected_agent(DEADLINE).await;
-    let scheduler = start_scheduler(&net, "scheduler");
-    scheduler.logged("service specs loaded", DEADLINE).await;
+    let c = cluster("32400-32449").await;
+    let (net, scheduler) = (&c.net, &c.scheduler);
 
     // Failures are never enough to kill: `web`'s two pass, `bad`'s one never does.
     let docs = net.test.path("docs");
@@ -228,19 +176,21 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
     let never_killed = |s: String| s.replace("max_failures = 2", "max_failures = 100000");
     let file = net.test.path("web.toml");
     std::fs::write(&file, never_killed(web_spec(&docs, 2, true, 1))).expect("spec file");
-    service(&net, &["apply", &file.display().to_string()]);
+    service(net, &["apply", &file.display().to_string()]);
     let bad = net.test.path("bad.toml");
     let bad_spec = never_killed(web_spec(&docs, 1, false, 1))
         .replace("name = \"web\"", "name = \"bad\"")
         .replace("grace_secs = 5.0", "grace_secs = 0.0");
     std::fs::write(&bad, bad_spec).expect("spec file");
-    service(&net, &["apply", &bad.display().to_string()]);
-    let endpoints = endpoints(&net, &scheduler, "web", 2).await;
+    service(net, &["apply", &bad.display().to_string()]);
+    let endpoints = endpoints(net, scheduler, "web", 2).await;
 
     // The API: web's two healthy, on the agent, with the ports `endpoints` gave.
     let http = net.http_addr();
     let api = eventually("the API shows two healthy instances", DEADLINE, || async {
-        let (code, body) = http_get(http, "/api/v1/services").await;
+        let (code, body) = http_get(http, "/api/v1/services")
+            .await
+            .expect("the master's HTTP API");
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         let healthy = by_health(&v, "web")
@@ -274,7 +224,9 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
     let victim = live[0].0.clone();
     std::fs::remove_file(docs.join(&victim).join("ok")).expect("break the victim");
     let api = eventually("the API shows the victim failing", DEADLINE, || async {
-        let (_, body) = http_get(http, "/api/v1/services").await;
+        let (_, body) = http_get(http, "/api/v1/services")
+            .await
+            .expect("the master's HTTP API");
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         let bad = by_health(&v, "bad");
         (by_health(&v, "web").contains(&("failing".to_string(), victim.clone()))
@@ -289,7 +241,9 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
         web.contains(&("healthy".to_string(), live[1].0.clone())),
         "{web:?}"
     );
-    let (code, metrics) = http_get(http, "/metrics").await;
+    let (code, metrics) = http_get(http, "/metrics")
+        .await
+        .expect("the master's HTTP API");
     assert_eq!(code, 200);
     for line in [
         r#"bramble_service_instances{service="web",health="healthy"} 1"#,
@@ -300,25 +254,27 @@ async fn health_shows_on_the_masters_api_metrics_and_in_service_show() {
     ] {
         assert!(metrics.contains(line), "no {line} in\n{metrics}");
     }
-    let show = service(&net, &["show", "web"]);
+    let show = service(net, &["show", "web"]);
     assert!(
         show.contains("healthy, but failing now: health check http GET /ok"),
         "{show}"
     );
-    let show = service(&net, &["show", "bad"]);
+    let show = service(net, &["show", "bad"]);
     assert!(
         show.contains("unhealthy: health check http GET /ok"),
         "{show}"
     );
     // The web UI has the page.
-    let (_, index) = http_get(http, "/").await;
+    let (_, index) = http_get(http, "/").await.expect("the master's HTTP API");
     assert!(index.contains("#/services"), "{index}");
 
     // Removed: gone from the API, and their instances end.
-    service(&net, &["rm", "web"]);
-    service(&net, &["rm", "bad"]);
+    service(net, &["rm", "web"]);
+    service(net, &["rm", "bad"]);
     eventually("the services leave the API", DEADLINE, || async {
-        let (_, body) = http_get(http, "/api/v1/services").await;
+        let (_, body) = http_get(http, "/api/v1/services")
+            .await
+            .expect("the master's HTTP API");
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         v["services"].as_array()?.is_empty().then_some(())
     })

@@ -79,25 +79,15 @@ async fn rollback_returns_to_the_previous_version_as_a_rolling_update_keeping_th
         eprintln!("SKIP: no python3 for the instances' HTTP servers");
         return;
     }
-    let net = LoopbackCluster::new();
-    let _master = net.start_master("master", &MasterCmd::default());
-    let _agent = net.start_agent(
-        "agent",
-        &AgentCmd::new("agent1")
-            .cpus("2")
-            .mem_mib(1024)
-            .config("ports = \"32200-32249\"\n"),
-    );
-    net.connected_agent(DEADLINE).await;
-    let scheduler = start_scheduler(&net, "scheduler");
-    scheduler.logged("service specs loaded", DEADLINE).await;
+    let c = cluster_with(agent_offering("32200-32249").mem_mib(1024)).await;
+    let (net, scheduler) = (&c.net, &c.scheduler);
 
     let docs = net.test.path("docs");
     std::fs::create_dir_all(&docs).expect("docs dir");
     let apply = |text: String, file: &str| {
         let path = net.test.path(file);
         std::fs::write(&path, text).expect("spec file");
-        service(&net, &["apply", &path.display().to_string()])
+        service(net, &["apply", &path.display().to_string()])
     };
     // No history yet: nothing to go back to, and nothing is changed.
     apply(web_spec(&docs, 2, true, 1), "v1.toml");
@@ -105,27 +95,27 @@ async fn rollback_returns_to_the_previous_version_as_a_rolling_update_keeping_th
         fingerprint(&web_spec(&docs, 2, true, 1)),
         fingerprint(&web_spec(&docs, 2, true, 2)),
     );
-    let refused = bramble(&net, &["service", "rollback", "web"]);
+    let refused = bramble(net, &["service", "rollback", "web"]);
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("no previous version"), "{why}");
-    settle_on(&net, &scheduler, &v1, 2, 0).await;
+    settle_on(net, scheduler, &v1, 2, 0).await;
 
     // Version 2 rolls out, then is scaled to 3.
     let updated = apply(web_spec(&docs, 2, true, 2), "v2.toml");
     assert!(updated.contains("updated"), "{updated}");
-    settle_on(&net, &scheduler, &v2, 2, 2).await;
-    service(&net, &["scale", "web", "3"]);
-    settle_on(&net, &scheduler, &v2, 3, 2).await;
+    settle_on(net, scheduler, &v2, 2, 2).await;
+    service(net, &["scale", "web", "3"]);
+    settle_on(net, scheduler, &v2, 3, 2).await;
 
     // Back to version 1, one at a time, never below min_healthy (all 3), keeping 3.
     let started = Instant::now();
-    let out = service(&net, &["rollback", "web"]);
+    let out = service(net, &["rollback", "web"]);
     assert!(
         out.contains(&format!("rolling back from {v2} to {v1}")),
         "{out}"
     );
-    settle_on(&net, &scheduler, &v1, 3, 3).await;
+    settle_on(net, scheduler, &v1, 3, 3).await;
     eprintln!(
         "rollback of 3 instances to all healthy: {} ms",
         started.elapsed().as_millis()
@@ -136,22 +126,22 @@ async fn rollback_returns_to_the_previous_version_as_a_rolling_update_keeping_th
         "the stored spec is v1: {again}"
     );
     let show = eventually("the rollout is shown done", DEADLINE, || async {
-        let show = service(&net, &["show", "web"]);
+        let show = service(net, &["show", "web"]);
         show.contains(&format!("rollout {v2} -> {v1}: done"))
             .then_some(show)
     })
     .await;
-    for e in endpoints(&net, &scheduler, "web", 3).await {
+    for e in endpoints(net, scheduler, "web", 3).await {
         assert_eq!(get(&e, "/ok").await, 200, "{e}: {show}");
     }
 
     // The version rolled back from is history now: a second rollback undoes the first.
-    let out = service(&net, &["rollback", "web"]);
+    let out = service(net, &["rollback", "web"]);
     assert!(
         out.contains(&format!("rolling back from {v1} to {v2}")),
         "{out}"
     );
-    settle_on(&net, &scheduler, &v2, 3, 3).await;
+    settle_on(net, scheduler, &v2, 3, 3).await;
 }
 
 /// A command service whose instances just sleep.

@@ -19,12 +19,11 @@
 use bramble_proto::messages::ClusterState;
 use bramble_proto::TaskState;
 use bramble_tests::eventually;
-use bramble_tests::processes::{bin_dir, AgentCmd, LoopbackCluster, MasterCmd, Proc};
+use bramble_tests::processes::{bramble, http_get, AgentCmd, LoopbackCluster, MasterCmd};
+use bramble_tests::services::start_scheduler;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const NAME: &str = "bench";
@@ -42,14 +41,8 @@ fn running(state: &ClusterState) -> Vec<String> {
 
 /// The instances the master's `/api/v1/services` reports healthy (`None`: no answer).
 async fn healthy(http: SocketAddr) -> Option<Vec<String>> {
-    let mut s = tokio::net::TcpStream::connect(http).await.ok()?;
-    s.write_all(b"GET /api/v1/services HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.ok()?;
-    let (_, body) = answer.split_once("\r\n\r\n")?;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let (_, body) = http_get(http, "/api/v1/services").await.ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     Some(
         v["services"]
             .as_array()?
@@ -95,22 +88,7 @@ async fn main() {
             .config("ports = \"33000-33499\"\n"),
     );
     net.connected_agent(DEADLINE).await;
-    let s = |p: &Path| p.display().to_string();
-    let scheduler = Proc::spawn(
-        "scheduler",
-        "bramble",
-        &[
-            "--master".into(),
-            net.master_addr().to_string(),
-            "--cluster".into(),
-            s(&net.test.cluster_dir()),
-            "service".into(),
-            "scheduler".into(),
-            "--state-dir".into(),
-            s(&net.test.path("services-state")),
-        ],
-        &net.logs,
-    );
+    let scheduler = start_scheduler(&net, "scheduler");
     scheduler.logged("service specs loaded", DEADLINE).await;
 
     let pids = net.test.path("pids");
@@ -131,15 +109,7 @@ async fn main() {
     .expect("spec file");
 
     let started = Instant::now();
-    let out = Command::new(bin_dir().join("bramble"))
-        .arg("--master")
-        .arg(net.master_addr().to_string())
-        .arg("--cluster")
-        .arg(net.test.cluster_dir())
-        .args(["service", "apply"])
-        .arg(&spec)
-        .output()
-        .expect("running bramble service apply");
+    let out = bramble(&net, &["service", "apply", &spec.display().to_string()]);
     assert!(
         out.status.success(),
         "apply failed: {}",
@@ -201,14 +171,7 @@ async fn main() {
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
     });
     // Leave nothing behind (see the header): remove the service, wait for its instances.
-    let out = Command::new(bin_dir().join("bramble"))
-        .arg("--master")
-        .arg(net.master_addr().to_string())
-        .arg("--cluster")
-        .arg(net.test.cluster_dir())
-        .args(["service", "rm", NAME])
-        .output()
-        .expect("running bramble service rm");
+    let out = bramble(&net, &["service", "rm", NAME]);
     assert!(
         out.status.success(),
         "rm failed: {}",
