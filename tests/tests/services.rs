@@ -237,6 +237,21 @@ async fn instances_run_under_their_custom_executor_pass_http_checks_and_one_kill
     for e in endpoints(&net, &scheduler, "served", 2).await {
         assert_eq!(get(&e, "/ok").await, 200, "{e}");
     }
+
+    // The scheduler killed for real and started again on its state dir adopts the executors'
+    // tasks: none is killed or replaced.
+    let mut before = running(&net, "served", 2).await;
+    before.sort();
+    let mut scheduler = scheduler;
+    scheduler.kill_hard();
+    let scheduler = start_scheduler(&net, "scheduler-2");
+    scheduler
+        .logged("every service has its instances", DEADLINE)
+        .await;
+    let mut after = running(&net, "served", 2).await;
+    after.sort();
+    assert_eq!(after, before, "the same instances after the restart");
+    endpoints(&net, &scheduler, "served", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +300,10 @@ async fn a_spec_applied_while_the_scheduler_is_down_runs_and_its_instances_survi
         1,
         "one framework id throughout: {frameworks:?}"
     );
+    // The one kept in the state dir (what the bramble-services unit's StateDirectory holds).
+    let kept = std::fs::read_to_string(net.test.path("services-state").join("framework_id"))
+        .expect("the framework id file");
+    assert_eq!(frameworks[0].id.as_str(), kept.trim());
 }
 
 /// The benchmark's short form (`bench/services.sh` runs 10 instances and 20 kills): it runs
