@@ -414,12 +414,21 @@ async fn a_drained_agent_is_marked_draining_in_the_agents_and_state_json_until_u
         .expect("pi-b's id")
         .to_string();
 
+    // The page refetches on `agent_draining` from the event stream.
+    let mut events = EventStream::open(c.http, "/api/v1/events", &[]).await;
+    let (first, _) = events.next().await.expect("hello");
+    assert_eq!(first, "hello");
     let mut op = bramble_client::OperatorClient::connect(&c.cluster.cluster_dir(), c.master.addr)
         .await
         .expect("operator connection");
     op.drain_agent(id.clone().into(), true)
         .await
         .expect("drain");
+    events
+        .until("agent_draining", Duration::from_secs(10), |v| {
+            v["agent_id"] == id.as_str() && v["draining"] == true
+        })
+        .await;
     let drained = vec![("pi-a".to_string(), false), ("pi-b".to_string(), true)];
     eventually("pi-b shown draining", Duration::from_secs(10), || async {
         (draining_by_host(&c).await == drained).then_some(())
@@ -428,6 +437,10 @@ async fn a_drained_agent_is_marked_draining_in_the_agents_and_state_json_until_u
     // The page renders that field as a chip (master/src/http/ui.rs tests the rendering).
     let js = get(c.http, "/ui/app.js").await;
     assert!(js.body.contains("a.draining"), "the UI reads the field");
+    assert!(
+        js.body.contains("\"agent_draining\""),
+        "and refetches on the event"
+    );
 
     op.drain_agent(id.into(), false).await.expect("undrain");
     eventually(

@@ -131,7 +131,7 @@ function connectEvents() {
     refreshPanel();
   });
   for (const name of ["agent_registered", "agent_disconnected", "agent_removed", "agent_health",
-    "framework_subscribed", "framework_disconnected", "framework_removed"]) {
+    "agent_draining", "framework_subscribed", "framework_disconnected", "framework_removed"]) {
     es.addEventListener(name, () => { app.stale = true; });
   }
   es.onerror = () => {
