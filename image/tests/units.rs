@@ -156,17 +156,13 @@ fn the_service_scheduler_runs_beside_the_master_unprivileged_restarting_always()
     );
     // Its framework id survives restarts: failover, not a new framework.
     assert_eq!(u["StateDirectory"], ["bramble/services"]);
-    assert!(u["ExecStart"][0].ends_with("service scheduler --state-dir /var/lib/bramble/services"));
+    // With the node certificate: cards carry no framework key, and the master accepts a
+    // node certificate as a scheduler only over loopback, only as bramble-services.
+    assert!(u["ExecStart"][0]
+        .ends_with("service scheduler --state-dir /var/lib/bramble/services --node-certificate"));
     assert_eq!(u["ReadWritePaths"], ["-/var/lib/bramble/services"]);
-    // Only on the master node, and only once the operator installed the framework
-    // certificate (cards never carry it).
-    assert_eq!(
-        u["ConditionPathExists"],
-        [
-            "/etc/bramble/master.toml",
-            "/etc/bramble/cluster/framework.key"
-        ]
-    );
+    // Only on the master node.
+    assert_eq!(u["ConditionPathExists"], ["/etc/bramble/master.toml"]);
     assert!(has(&u, "Environment", "BRAMBLE_MASTER=127.0.0.1:5051"));
     assert_eq!(u["CapabilityBoundingSet"], [""]);
     assert!(has(&u, "NoNewPrivileges", "yes"));

@@ -111,6 +111,34 @@ async fn applied_instances_run_and_one_killed_for_real_is_replaced() {
     .await;
 }
 
+/// The unit on the master node runs the scheduler with the node certificate (cards carry no
+/// framework key): the master takes it over loopback as the service framework, and its
+/// instances run and are listed as services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_with_the_node_certificate_runs_services_from_the_master_node() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("2"));
+    net.connected_agent(DEADLINE).await;
+    let scheduler = start_scheduler_with(&net, "scheduler", &["--node-certificate"]);
+    scheduler.logged("service specs loaded", DEADLINE).await;
+
+    let pids = net.test.path("pids");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    let file = net.test.path("sleepy.toml");
+    std::fs::write(&file, spec(&pids, 2)).expect("spec file");
+    let applied = service(&net, &["apply", &file.display().to_string()]);
+    assert!(applied.contains("created"), "{applied}");
+    running(&net, "sleepy", 2).await;
+    let state = net.state().await.expect("state");
+    let fw = state
+        .frameworks
+        .iter()
+        .find(|f| f.name == "bramble-services")
+        .expect("the service framework is registered");
+    assert_eq!(fw.principal.as_deref(), Some("node"), "{fw:?}");
+}
+
 /// A service whose instances are tasks of their own custom executor (`bramble executor serve`,
 /// serving `docs/` over HTTP on PORT0), health-checked on `GET /ok`; each executor writes
 /// `$$ $PORT0 $GREETING` into `pids/<executor id>` before it execs.
