@@ -15,6 +15,7 @@
 //! Not yet wired into the master: see ARCHITECTURE.md, "Replicated masters".
 
 pub mod config;
+pub mod network;
 pub mod store;
 pub mod types;
 
