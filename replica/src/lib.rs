@@ -16,8 +16,10 @@
 
 pub mod config;
 pub mod network;
+mod replica;
 pub mod store;
 pub mod types;
 
 pub use config::{ConfigError, ReplicaConfig, Tuning};
+pub use replica::{Replica, ReplicaError};
 pub use types::{Command, NodeId, Response, Role, Row, TypeConfig, Versioned};

@@ -31,6 +31,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 use crate::types::{Command, NodeId, Response, Row, TypeConfig, Versioned};
 
@@ -41,8 +42,11 @@ pub const ALPN: &[u8] = b"bramble-raft/1";
 pub const MAX_FRAME_BYTES: usize = 24 << 20;
 /// Streams a peer may have open towards us at once (Raft pipelines a few per peer).
 const MAX_STREAMS: u32 = 64;
-/// Dialing a peer: a LAN answers in milliseconds; a dead peer must not hold an election up.
-const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Dialing a peer: a LAN answers in milliseconds; a dial runs on its own, callers wait for it
+/// only as long as their call may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A bound port released by a replica shut down in this process: how long binding waits.
+const REBIND_WAIT: Duration = Duration::from_secs(3);
 /// How long the server waits for a request's frame once its stream is open.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Quick to notice a peer that vanished without closing.
@@ -106,13 +110,23 @@ pub enum CallError {
     Isolated,
 }
 
-/// What the client side and the server share: the endpoint, live connections, the
-/// isolation switch tests use to partition a node.
+/// What the client side and the server share: the endpoint, connections to peers (live or
+/// being dialed), the isolation switch tests use to partition a node.
 #[derive(Clone)]
 pub struct Net {
     endpoint: quinn::Endpoint,
-    conns: Arc<Mutex<HashMap<String, quinn::Connection>>>,
+    conns: Arc<Mutex<HashMap<String, Slot>>>,
     isolated: Arc<AtomicBool>,
+}
+
+type Dialed = Option<Result<quinn::Connection, String>>;
+
+/// A peer's connection, or the dial under way that callers wait on. Dials run in their own
+/// task: openraft gives a heartbeat only a heartbeat interval, shorter than a TLS handshake
+/// on a loaded Pi may take, and a dial abandoned with each timed-out call would never finish.
+enum Slot {
+    Ready(quinn::Connection),
+    Dialing(watch::Receiver<Dialed>),
 }
 
 fn transport_config() -> quinn::TransportConfig {
@@ -132,7 +146,7 @@ fn transport_config() -> quinn::TransportConfig {
 
 impl Net {
     /// Binds this replica's endpoint at `addr`.
-    pub fn bind(creds: &Credentials, addr: SocketAddr) -> Result<Self, TransportError> {
+    pub async fn bind(creds: &Credentials, addr: SocketAddr) -> Result<Self, TransportError> {
         let transport = Arc::new(transport_config());
         let server_tls = transport::server_tls(creds, ALPN)?;
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
@@ -145,7 +159,21 @@ impl Net {
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(transport);
         let bind = |source| TransportError::Bind { addr, source };
-        let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+        // A replica of this process shut down a moment ago may still be draining its
+        // connections on this port: wait for it, briefly (a new process never waits).
+        let deadline = tokio::time::Instant::now() + REBIND_WAIT;
+        let socket = loop {
+            match std::net::UdpSocket::bind(addr) {
+                Ok(socket) => break socket,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => return Err(bind(e)),
+            }
+        };
         let mut endpoint = quinn::Endpoint::new(
             transport::endpoint_config(creds),
             Some(server),
@@ -169,8 +197,10 @@ impl Net {
         self.isolated.store(isolated, Ordering::SeqCst);
         if isolated {
             let conns: Vec<_> = self.lock_conns().drain().collect();
-            for (_, c) in conns {
-                c.close(quinn::VarInt::from_u32(1), b"isolated");
+            for (_, slot) in conns {
+                if let Slot::Ready(c) = slot {
+                    c.close(quinn::VarInt::from_u32(1), b"isolated");
+                }
             }
         }
     }
@@ -189,41 +219,87 @@ impl Net {
         self.endpoint.wait_idle().await;
     }
 
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<String, quinn::Connection>> {
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         // A panic while holding this lock leaves only a map of connections behind.
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn connection(&self, addr: &str) -> Result<quinn::Connection, CallError> {
-        if let Some(c) = self.lock_conns().get(addr) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
+        let mut dialed = {
+            let mut conns = self.lock_conns();
+            match conns.get(addr) {
+                Some(Slot::Ready(c)) if c.close_reason().is_none() => return Ok(c.clone()),
+                Some(Slot::Dialing(rx)) => rx.clone(),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    conns.insert(addr.to_string(), Slot::Dialing(rx.clone()));
+                    tokio::spawn(self.clone().dial(addr.to_string(), tx));
+                    rx
+                }
             }
-        }
+        };
         let unreachable = |reason: String| CallError::Unreachable {
             addr: addr.to_string(),
             reason,
         };
+        let result = dialed
+            .wait_for(|d| d.is_some())
+            .await
+            .map_err(|_| unreachable("the dial was abandoned".into()))?
+            .clone();
+        match result {
+            Some(Ok(conn)) => Ok(conn),
+            Some(Err(reason)) => Err(unreachable(reason)),
+            None => Err(unreachable("the dial was abandoned".into())),
+        }
+    }
+
+    async fn dial(self, addr: String, done: watch::Sender<Dialed>) {
+        let result = self.dial_inner(&addr).await;
+        {
+            let mut conns = self.lock_conns();
+            // Isolation may have cleared the slot meanwhile: then nothing is kept.
+            if matches!(conns.get(&addr), Some(Slot::Dialing(_))) {
+                match &result {
+                    Ok(conn) if !self.is_isolated() => {
+                        conns.insert(addr.clone(), Slot::Ready(conn.clone()));
+                    }
+                    _ => {
+                        conns.remove(&addr);
+                    }
+                }
+            }
+        }
+        if let Err(reason) = &result {
+            tracing::debug!(peer = %addr, %reason, "replica: dialing a peer failed");
+        }
+        let _ = done.send(Some(result));
+    }
+
+    async fn dial_inner(&self, addr: &str) -> Result<quinn::Connection, String> {
         let target = addr
             .to_socket_addrs()
-            .map_err(|e| unreachable(e.to_string()))?
+            .map_err(|e| e.to_string())?
             .next()
-            .ok_or_else(|| unreachable("no address".into()))?;
+            .ok_or_else(|| "no address".to_string())?;
         let connecting = self
             .endpoint
             .connect(target, NODE_SERVER_NAME)
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         let conn = tokio::time::timeout(DIAL_TIMEOUT, connecting)
             .await
-            .map_err(|_| unreachable(format!("no handshake within {DIAL_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        check_node(&conn).map_err(unreachable)?;
-        self.lock_conns().insert(addr.to_string(), conn.clone());
+            .map_err(|_| format!("no handshake within {DIAL_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        check_node(&conn)?;
         Ok(conn)
     }
 
+    /// Drops a connection that failed a call (not a dial in flight).
     fn forget(&self, addr: &str) {
-        self.lock_conns().remove(addr);
+        let mut conns = self.lock_conns();
+        if matches!(conns.get(addr), Some(Slot::Ready(_))) {
+            conns.remove(addr);
+        }
     }
 
     /// One call: a stream, the request, the reply, within `ttl`.
@@ -276,7 +352,7 @@ impl Net {
             let net = self.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                let conn = match tokio::time::timeout(DIAL_TIMEOUT * 4, incoming).await {
+                let conn = match tokio::time::timeout(DIAL_TIMEOUT, incoming).await {
                     Ok(Ok(conn)) => conn,
                     Ok(Err(e)) => {
                         tracing::debug!(%remote, error = %e, "replica: a peer's handshake failed");

@@ -124,7 +124,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let end = range.end_bound().cloned();
         blocking(&self.db, move |db| Self::entries(db, start, end))
             .await
-            .map_err(io_err(|e| StorageIOError::read_logs(e)))
+            .map_err(io_err(StorageIOError::read_logs))
     }
 }
 
@@ -142,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
         })
         .await
-        .map_err(io_err(|e| StorageIOError::read_logs(e)))
+        .map_err(io_err(StorageIOError::read_logs))
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -153,13 +153,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let vote = *vote;
         blocking(&self.db, move |db| Self::put_meta(db, VOTE, "vote", &vote))
             .await
-            .map_err(io_err(|e| StorageIOError::write_vote(e)))
+            .map_err(io_err(StorageIOError::write_vote))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
         blocking(&self.db, |db| Self::meta(db, VOTE, "vote"))
             .await
-            .map_err(io_err(|e| StorageIOError::read_vote(e)))
+            .map_err(io_err(StorageIOError::read_vote))
     }
 
     async fn save_committed(
@@ -170,7 +170,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Self::put_meta(db, COMMITTED, "committed log id", &committed)
         })
         .await
-        .map_err(io_err(|e| StorageIOError::write(e)))
+        .map_err(io_err(StorageIOError::write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -178,7 +178,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(Self::meta::<Option<LogId<NodeId>>>(db, COMMITTED, "committed log id")?.flatten())
         })
         .await
-        .map_err(io_err(|e| StorageIOError::read(e)))
+        .map_err(io_err(StorageIOError::read))
     }
 
     async fn append<I>(
@@ -192,8 +192,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for entry in entries {
-            let bytes =
-                encode("log entry", &entry).map_err(io_err(|e| StorageIOError::write_logs(e)))?;
+            let bytes = encode("log entry", &entry).map_err(io_err(StorageIOError::write_logs))?;
             rows.push((entry.log_id.index, bytes));
         }
         let written = blocking(&self.db, move |db| {
@@ -214,7 +213,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             Err(e) => {
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(io_err(|e| StorageIOError::write_logs(e))(e))
+                Err(io_err(StorageIOError::write_logs)(e))
             }
         }
     }
@@ -230,7 +229,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(redb_err)
         })
         .await
-        .map_err(io_err(|e| StorageIOError::write_logs(e)))
+        .map_err(io_err(StorageIOError::write_logs))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -249,6 +248,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(redb_err)
         })
         .await
-        .map_err(io_err(|e| StorageIOError::write_logs(e)))
+        .map_err(io_err(StorageIOError::write_logs))
     }
 }

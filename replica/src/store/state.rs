@@ -388,7 +388,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
         blocking(&self.db, Self::applied_state_in)
             .await
-            .map_err(io_err(|e| StorageIOError::read_state_machine(e)))
+            .map_err(io_err(StorageIOError::read_state_machine))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
@@ -428,7 +428,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(responses)
         })
         .await
-        .map_err(io_err(|e| StorageIOError::write_state_machine(e)))
+        .map_err(io_err(StorageIOError::write_state_machine))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
