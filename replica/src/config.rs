@@ -93,12 +93,11 @@ pub fn parse_peer(s: &str) -> Result<(NodeId, SocketAddr), ConfigError> {
 }
 
 /// Timing and log retention. The defaults suit Pis on a LAN: a heartbeat every 100 ms and an
-/// election timeout of 300–400 ms. In openraft 0.9 a follower of an established leader
-/// stands only once the leader's lease (`election_max`) and its own timeout (drawn once per
-/// node in `election_min..election_max`) have passed since the last heartbeat, checked on a
-/// tick of 1.5 heartbeats; so a dead leader is replaced after 0.7–0.95 s, and when the first
-/// candidate loses for a shorter log and the second must try twice, after ~1.5 s: inside
-/// the 2 s the masters promise. Wider ranges cost failover time directly.
+/// election timeout of 300–400 ms. A follower stands once the leader's lease
+/// (`election_max`: voters refuse to elect anyone else before it ends) plus `election_min`
+/// plus a random spread have passed without a heartbeat (`election_watchdog` in
+/// replica.rs), so a dead leader is replaced after 0.7–0.9 s, ~1.5 s when two candidates
+/// collide: inside the 2 s the masters promise. Wider ranges cost failover time directly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tuning {
     pub heartbeat: Duration,
@@ -150,6 +149,8 @@ impl Tuning {
             max_in_snapshot_log_to_keep: self.keep_logs,
             snapshot_max_chunk_size: crate::types::SNAPSHOT_CHUNK_BYTES as u64,
             install_snapshot_timeout: 2000,
+            // Our election timer stands instead (see `election_watchdog` in replica.rs).
+            enable_elect: false,
             ..Default::default()
         }
     }

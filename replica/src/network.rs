@@ -44,7 +44,7 @@ pub const MAX_FRAME_BYTES: usize = 24 << 20;
 const MAX_STREAMS: u32 = 64;
 /// Dialing a peer: a LAN answers in milliseconds; a dial runs on its own, callers wait for it
 /// only as long as their call may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// A bound port released by a replica shut down in this process: how long binding waits.
 const REBIND_WAIT: Duration = Duration::from_secs(3);
 /// How long the server waits for a request's frame once its stream is open.

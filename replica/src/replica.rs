@@ -165,6 +165,7 @@ impl Replica {
             }
         };
         *lock(&inner.server) = Some(tokio::spawn(net.serve(handler)));
+        tokio::spawn(election_watchdog(Arc::downgrade(&inner)));
         tracing::info!(id = config.id, %listen, fresh, "replica: started");
         Ok(Replica { inner })
     }
@@ -409,6 +410,10 @@ async fn handle(inner: &Inner, req: Request) -> Reply {
             if let Ok(resp) = &reply {
                 stand_if_better(inner, &rpc, resp);
             }
+            if matches!(&reply, Ok(r) if r.vote_granted) {
+                // Granting a vote restarts the election timer, as in Raft.
+                *lock(&inner.leader_contact) = Some(Instant::now());
+            }
             Reply::Vote(reply)
         }
         Request::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
@@ -484,4 +489,76 @@ fn stand_if_better(inner: &Inner, req: &VoteRequest<NodeId>, resp: &VoteResponse
         }
         standing.store(false, Ordering::SeqCst);
     });
+}
+
+/// The election timer. openraft's own is switched off (`enable_elect: false`): it waits the
+/// leader's lease plus its timeout since the last heartbeat, and `2 × election_max` more on a
+/// node that once lost an election to a longer log, a flag that stays set until that node
+/// next stands: measured, 1.65 s failovers on a quiet group. This one stands once the lease
+/// (`election_max`) plus `election_min` plus a random spread below `election_max -
+/// election_min` has passed without a leader's append or a granted vote; a candidate that
+/// did not win stands again after `election_min` plus a spread; a node just started gives
+/// the leader one lease more to find it. A node with a shorter log that stands early is
+/// refused, and the node with the longer log then stands at once ([`stand_if_better`]).
+async fn election_watchdog(inner: std::sync::Weak<Inner>) {
+    let started = Instant::now();
+    let mut stood = false;
+    loop {
+        let (due, wait) = {
+            let Some(inner) = inner.upgrade() else { return };
+            let t = &inner.tuning;
+            let range = t
+                .election_max
+                .saturating_sub(t.election_min)
+                .as_millis()
+                .max(1) as u64;
+            let spread = Duration::from_millis(random() % range);
+            let contact = *lock(&inner.leader_contact);
+            let (since, wait) = match contact {
+                _ if stood => (contact.unwrap_or(started), t.election_min + spread),
+                Some(at) => (at, t.election_max + t.election_min + spread),
+                None => (started, 2 * t.election_max + t.election_min + spread),
+            };
+            (since + wait, wait)
+        };
+        tokio::time::sleep_until(due.into()).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if lock(&inner.store).is_none() {
+            return;
+        }
+        let contact = *lock(&inner.leader_contact);
+        if contact.is_some_and(|at| at.elapsed() < wait) {
+            stood = false;
+            continue;
+        }
+        let m = inner.raft.metrics().borrow().clone();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == inner.id);
+        if m.state == openraft::ServerState::Leader || !voter {
+            *lock(&inner.leader_contact) = Some(Instant::now());
+            stood = false;
+            continue;
+        }
+        tracing::info!(
+            id = inner.id,
+            term = m.current_term,
+            "replica: no word from a leader for {wait:?}; standing for election"
+        );
+        if inner.raft.trigger().elect().await.is_err() {
+            return;
+        }
+        *lock(&inner.leader_contact) = Some(Instant::now());
+        stood = true;
+    }
+}
+
+/// A random number for the election timer's spread (std's hasher keys are random).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
