@@ -52,6 +52,7 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Quick to notice a peer that vanished without closing.
 const KEEP_ALIVE: Duration = Duration::from_millis(500);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+const INITIAL_RTT: Duration = Duration::from_millis(20);
 
 /// One call on a stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,6 +139,9 @@ fn transport_config() -> quinn::TransportConfig {
     t.send_window(16 << 20);
     t.datagram_receive_buffer_size(None);
     t.keep_alive_interval(Some(KEEP_ALIVE));
+    // Masters share a LAN: quinn's default first guess (333 ms) would make a lost handshake
+    // packet cost a second before it is sent again, longer than an election.
+    t.initial_rtt(INITIAL_RTT);
     if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
         t.max_idle_timeout(Some(idle));
     }

@@ -503,6 +503,10 @@ fn stand_if_better(inner: &Inner, req: &VoteRequest<NodeId>, resp: &VoteResponse
 async fn election_watchdog(inner: std::sync::Weak<Inner>) {
     let started = Instant::now();
     let mut stood = false;
+    let Some(mut metrics) = inner.upgrade().map(|i| i.raft.metrics()) else {
+        return;
+    };
+    let mut seen = (openraft::ServerState::Learner, None);
     loop {
         let (due, wait) = {
             let Some(inner) = inner.upgrade() else { return };
@@ -521,7 +525,28 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
             };
             (since + wait, wait)
         };
-        tokio::time::sleep_until(due.into()).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Leading, or a new leader known (a leader stepping down, a follower told
+                // of a new one): the timer starts again from now.
+                let now = {
+                    let m = metrics.borrow();
+                    (m.state, m.current_leader)
+                };
+                if now != seen {
+                    seen = now;
+                    if let Some(inner) = inner.upgrade() {
+                        *lock(&inner.leader_contact) = Some(Instant::now());
+                    }
+                    stood = false;
+                }
+                continue;
+            }
+        }
         let Some(inner) = inner.upgrade() else { return };
         if lock(&inner.store).is_none() {
             return;

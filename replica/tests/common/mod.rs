@@ -155,13 +155,10 @@ impl Cluster {
         }
     }
 
-    /// Waits until every running node has applied everything node `leader` has.
+    /// Waits until every running node has applied everything in `leader`'s log (a live
+    /// leader commits all of its log; its applied index may lag a write it just answered).
     pub async fn wait_applied(&self, leader: NodeId, within: Duration) {
-        let index = self.nodes[&leader]
-            .metrics()
-            .borrow()
-            .last_applied
-            .map(|l| l.index);
+        let index = self.nodes[&leader].metrics().borrow().last_log_index;
         for r in self.nodes.values() {
             r.raft()
                 .wait(Some(within))
