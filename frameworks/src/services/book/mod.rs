@@ -32,8 +32,8 @@
 //!   one is killed only while `min_healthy` stay healthy without it.
 //!
 //! The modules, one job each: `instances.rs` (what a status update does to an instance),
-//! `placement.rs` (what goes on an offer), `task.rs` (an instance's task id and its
-//! `TaskInfo`), `kills.rs` (what to kill), `rollout.rs` (spec changes, rollouts and
+//! `placement.rs` (what goes on an offer), `task.rs` (an instance's task id; the
+//! `TaskInfo` is `launch.rs`'s), `kills.rs` (what to kill), `rollout.rs` (spec changes, rollouts and
 //! rollbacks), `probes.rs` (health probes and what they mean), `backoff.rs` (the restart
 //! policy).
 

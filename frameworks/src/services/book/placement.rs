@@ -1,9 +1,10 @@
 //! What goes on an offer: how many instances each service still needs, and which fit where.
 
 use super::instances::{Instance, Phase};
-use super::task::{new_task_id, task_info};
+use super::task::new_task_id;
 use super::Book;
 use crate::services::health::Checks;
+use crate::services::launch::task_info;
 use crate::services::spec::{glob_matches, Spec};
 use bramble_proto::task::{TaskInfo, CONTAINERS_ATTRIBUTE};
 use bramble_proto::{PortRange, Resources};
@@ -146,7 +147,8 @@ impl Book {
         }
         let ports = take_ports(&room.ports, spec.ports as usize)
             .ok_or_else(|| format!("{host} offers fewer than {} free ports", spec.ports))?;
-        let resources = Resources::new(spec.cpus, spec.mem)
+        let resources = spec
+            .footprint()
             .with_ports(ports.iter().map(|&p| PortRange::new(p, p)));
         if let Some(short) = room.shortfall(&resources) {
             return Err(format!("{host} is too small ({short})"));

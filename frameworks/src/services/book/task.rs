@@ -1,10 +1,7 @@
-//! An instance's task: its id (`<service>.<fingerprint>.<unique>`) and the `TaskInfo` that
-//! launches it.
+//! An instance's task id: `<service>.<fingerprint>.<unique>` (the `TaskInfo` that launches it
+//! is `launch.rs`'s).
 
-use crate::services::spec::Spec;
-use bramble_proto::task::{CommandInfo, TaskInfo};
-use bramble_proto::{Resources, TaskId};
-use bramble_sdk::Offer;
+use bramble_proto::TaskId;
 
 /// `<service>.<fingerprint>.<unique>` split back, if it is one of ours.
 pub fn parse_task_id(task_id: &TaskId) -> Option<(&str, &str)> {
@@ -21,36 +18,4 @@ pub(super) fn new_task_id(service: &str, fingerprint: &str) -> TaskId {
     // `i-` then 32 hex digits: 12 of them are plenty to tell one service's instances apart.
     let unique: String = fresh.chars().skip(2).take(12).collect();
     TaskId(format!("{service}.{fingerprint}.{unique}"))
-}
-
-/// The command task for one instance: `/bin/sh -c cmd` with the spec's environment and the
-/// ports as `PORT0`… (and `PORT` for the first, the Marathon habit).
-pub(super) fn task_info(
-    spec: &Spec,
-    offer: &Offer,
-    task_id: &TaskId,
-    resources: Resources,
-    ports: &[u16],
-) -> TaskInfo {
-    let mut command = CommandInfo::shell(spec.cmd.clone());
-    command.environment.extend(spec.env.clone());
-    for (n, port) in ports.iter().enumerate() {
-        command
-            .environment
-            .insert(format!("PORT{n}"), port.to_string());
-    }
-    if let Some(first) = ports.first() {
-        command.environment.insert("PORT".into(), first.to_string());
-    }
-    TaskInfo {
-        task_id: task_id.clone(),
-        name: spec.name.clone(),
-        agent_id: offer.agent_id.clone(),
-        resources,
-        command: Some(command),
-        executor: None,
-        data: Vec::new(),
-        mesos: None,
-        image: spec.image.clone(),
-    }
 }
