@@ -18,6 +18,9 @@
 //! carries out rollbacks: a failed rollout's previous spec is written back as `spec/<name>`
 //! (compare-and-swap on the version seen, so an operator's newer apply wins), and each version
 //! replaced is kept in `history/<name>` (`status.rs`).
+//!
+//! `scheduler/offers.rs` is the offer path (launch or decline), `scheduler/status_writer.rs`
+//! writes the status records.
 
 use super::book::{Book, HealthEvent, Probe, Seen, SpecChange};
 use super::probe::probe;
@@ -26,14 +29,17 @@ use super::status::{
     history_key, status_key, History, ServiceStatus, HISTORY_PREFIX, STATUS_PREFIX,
 };
 use bramble_sdk::{
-    async_trait, Filters, FrameworkId, Offer, OfferId, Scheduler, SchedulerConfig, SchedulerDriver,
-    SdkError, StateEntry, TaskId, TaskStatus,
+    async_trait, FrameworkId, Offer, Scheduler, SchedulerConfig, SchedulerDriver, SdkError,
+    StateEntry, TaskId, TaskStatus,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+mod offers;
+mod status_writer;
 
 /// The framework's name: `bramble service` finds the scheduler's state by it.
 pub const FRAMEWORK_NAME: &str = bramble_proto::service_status::SERVICES_FRAMEWORK;
@@ -278,32 +284,6 @@ impl ServiceScheduler {
         }
     }
 
-    /// Writes each service's status record if it changed (at most once a second).
-    fn write_status(&mut self, driver: &SchedulerDriver, now: Instant) {
-        if self
-            .last_status_write
-            .is_some_and(|t| now.duration_since(t) < STATUS_EVERY)
-        {
-            return;
-        }
-        self.last_status_write = Some(now);
-        for name in self.book.service_names() {
-            let Some(status) = self.book.status_of(&name) else {
-                continue;
-            };
-            let bytes = status.to_bytes();
-            if self.written.get(&name) == Some(&bytes) {
-                continue;
-            }
-            match driver.put_state(status_key(&name), bytes.clone(), None) {
-                Ok(()) => {
-                    self.written.insert(name, bytes);
-                }
-                Err(e) => debug!(service = name, "status not written ({e})"),
-            }
-        }
-    }
-
     /// Kills what should not run, and asks for offers only while something is missing.
     fn act(&mut self, driver: &SchedulerDriver) {
         if self.reconciling.is_some() {
@@ -326,56 +306,6 @@ impl ServiceScheduler {
                 instances = self.book.instances().count(),
                 "every service has its instances; offers suppressed"
             );
-        }
-    }
-
-    fn decline(driver: &SchedulerDriver, offer: OfferId, refuse_seconds: f64) {
-        let _ = driver.decline_offer(offer, Filters { refuse_seconds });
-    }
-
-    fn offer(&mut self, driver: &SchedulerDriver, offer: Offer, now: Instant) {
-        if self.reconciling.is_some() {
-            return Self::decline(driver, offer.id, REFUSE_BRIEFLY_SECS);
-        }
-        match self.book.place(&offer, now) {
-            Ok(tasks) if tasks.is_empty() => {
-                let refuse = match self.book.backing_off_until(now) {
-                    Some(t) => t.duration_since(now).as_secs_f64().clamp(0.1, 5.0),
-                    None if self.book.wants_offers() => REFUSE_BRIEFLY_SECS,
-                    None => REFUSE_UNUSED_SECS,
-                };
-                Self::decline(driver, offer.id, refuse);
-            }
-            Ok(tasks) => {
-                for t in &tasks {
-                    info!(task = %t.task_id, host = %offer.hostname, ports = ?t.resources.ports, "launching instance");
-                }
-                let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
-                if let Err(e) = driver.launch_tasks(
-                    vec![offer.id],
-                    tasks,
-                    Filters {
-                        refuse_seconds: 0.0,
-                    },
-                ) {
-                    // The launch never left: forget these instances so they are placed again.
-                    warn!("launching failed ({e}); placing those instances again later");
-                    for id in ids {
-                        let mut lost = TaskStatus::new(
-                            FrameworkId(String::new()),
-                            id,
-                            bramble_sdk::TaskState::Lost,
-                            bramble_sdk::proto::task::UpdateSource::Master,
-                        );
-                        lost.reason = Some(bramble_sdk::TaskReason::InvalidOffer);
-                        self.book.update(&lost, now);
-                    }
-                }
-            }
-            Err(why) => {
-                debug!(host = %offer.hostname, "offer declined: {why}");
-                Self::decline(driver, offer.id, REFUSE_BRIEFLY_SECS);
-            }
         }
     }
 }
@@ -608,7 +538,7 @@ mod tests {
     use bramble_proto::messages::SchedulerCall;
     use bramble_proto::{PortRange, Resources};
     use bramble_sdk::testing::SchedulerTest;
-    use bramble_sdk::{status, TaskState};
+    use bramble_sdk::{status, OfferId, TaskState};
     use std::time::Duration;
 
     const WEB: &str = "name = \"web\"\ninstances = 2\ncmd = \"exec sleep 100\"\ncpus = 0.1\nmem = 16\nports = 1\n";
