@@ -13,6 +13,7 @@ pub mod display;
 pub mod handshakes;
 pub mod http;
 pub mod images;
+pub mod local_scheduler;
 pub mod server;
 pub mod service_adverts;
 pub mod state;

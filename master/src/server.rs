@@ -21,13 +21,14 @@ use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::handshakes::{Budget, Slot, Verdict};
+use crate::local_scheduler;
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{
     CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
 };
-use bramble_proto::identity::Credentials;
+use bramble_proto::identity::{Credentials, Role};
 use bramble_proto::memory;
 use bramble_proto::messages::{
     AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
@@ -634,8 +635,17 @@ async fn admit(
             "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
             hello.protocol_version, hello.software_version
         ))
+    } else if let Err(why) = Master::admits(hello.kind, identity.role, identity.address.ip()) {
+        Some(why)
+    } else if hello.kind == PeerKind::Scheduler && identity.role == Role::Node {
+        // Loopback alone does not make it the master node's own service scheduler.
+        let peer = identity.address;
+        match tokio::task::spawn_blocking(move || local_scheduler::check(peer)).await {
+            Ok(verdict) => verdict.err(),
+            Err(e) => Some(format!("checking the local scheduler's socket: {e}")),
+        }
     } else {
-        Master::admits(hello.kind, identity.role, identity.address.ip()).err()
+        None
     };
     if let Some(reason) = refusal {
         // Best effort: tell the peer why before closing.

@@ -21,6 +21,7 @@ pub mod image_transfer;
 pub mod logging;
 pub mod memory;
 pub mod messages;
+pub mod proc_net;
 pub mod queue;
 pub mod resources;
 pub mod rng;
