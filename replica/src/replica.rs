@@ -37,12 +37,32 @@ pub enum ReplicaError {
     Store(#[from] StoreError),
     #[error("replication endpoint: {0}")]
     Transport(#[from] TransportError),
+    /// Forwarding to the leader failed before the request left: nothing was done.
     #[error("forwarding to the leader: {0}")]
     Forward(#[from] CallError),
+    /// A forwarded request reached (or may have reached) the leader, and no answer came
+    /// back: a write may have committed, or may still commit. Callers re-read (or make the
+    /// write a compare-and-set) to learn which; [`ReplicaError::Timeout`] means the same.
+    #[error(
+        "forwarded to the leader, no answer (the outcome is unknown: it may have committed): {0}"
+    )]
+    OutcomeUnknown(CallError),
     #[error("raft: {0}")]
     Raft(String),
     #[error("this replica is shut down")]
     Stopped,
+}
+
+impl ReplicaError {
+    /// A write that failed with this may nevertheless have committed (or still commit):
+    /// [`ReplicaError::Timeout`] and [`ReplicaError::OutcomeUnknown`]. Every other error
+    /// means the write was not made.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ReplicaError::Timeout(_) | ReplicaError::OutcomeUnknown(_)
+        )
+    }
 }
 
 /// One node of the replicated group. Clones share it; [`Replica::shutdown`] stops it for all.
@@ -289,7 +309,11 @@ impl Replica {
     async fn forward(&self, addr: &str, req: Request) -> Result<Reply, ReplicaError> {
         // The leader has its own request timeout; allow it plus a round trip.
         let ttl = self.inner.tuning.request_timeout + Duration::from_secs(1);
-        Ok(self.inner.net.call(addr, &req, ttl).await?)
+        match self.inner.net.call(addr, &req, ttl).await {
+            Ok(reply) => Ok(reply),
+            Err(e) if e.maybe_delivered() => Err(ReplicaError::OutcomeUnknown(e)),
+            Err(e) => Err(ReplicaError::Forward(e)),
+        }
     }
 
     /// Adds a node that receives the log but does not vote, and waits until it has caught
