@@ -224,14 +224,7 @@ impl Replica {
     /// Commits `cmd` (on the leader; a follower forwards it there) and answers what applying
     /// it said. Acknowledged only once a majority has the entry.
     pub async fn write(&self, cmd: Command) -> Result<Response, ReplicaError> {
-        cmd.validate().map_err(ReplicaError::Invalid)?;
-        let size = bramble_proto::codec::payload_size(&cmd)
-            .map_err(|e| ReplicaError::Invalid(e.to_string()))?;
-        if size > MAX_COMMAND_BYTES {
-            return Err(ReplicaError::Invalid(format!(
-                "a command of {size} bytes is over the {MAX_COMMAND_BYTES}-byte limit"
-            )));
-        }
+        admit(&cmd).map_err(ReplicaError::Invalid)?;
         match write_local(&self.inner.raft, &self.inner.tuning, cmd.clone()).await {
             Err(Refusal::NotLeader {
                 leader: Some((id, addr)),
@@ -379,15 +372,29 @@ fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>)
     }
 }
 
+/// What the state machine could not refuse once committed: [`Command::validate`], and the
+/// encoded size against [`MAX_COMMAND_BYTES`].
+fn admit(cmd: &Command) -> Result<(), String> {
+    cmd.validate()?;
+    let size = bramble_proto::codec::payload_size(cmd).map_err(|e| e.to_string())?;
+    if size > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "a command of {size} bytes is over the {MAX_COMMAND_BYTES}-byte limit"
+        ));
+    }
+    Ok(())
+}
+
 /// A write made here, never forwarded.
 async fn write_local(
     raft: &Raft<TypeConfig>,
     tuning: &Tuning,
     cmd: Command,
 ) -> Result<Response, Refusal> {
-    if let Err(e) = cmd.validate() {
-        return Err(Refusal::Invalid(e));
-    }
+    // Here too, not only in `Replica::write`: a peer's forwarded write arrives here, and an
+    // entry over the limit would make an AppendEntries frame no follower accepts, resent
+    // forever.
+    admit(&cmd).map_err(Refusal::Invalid)?;
     match tokio::time::timeout(tuning.request_timeout, raft.client_write(cmd)).await {
         Err(_) => Err(Refusal::Timeout(tuning.request_timeout)),
         Ok(Ok(r)) => Ok(r.data),

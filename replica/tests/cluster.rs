@@ -5,7 +5,7 @@
 mod common;
 
 use bramble_proto::identity::Role;
-use bramble_replica::network::ALPN;
+use bramble_replica::network::{Net, Refusal, Reply, Request, ALPN};
 use bramble_replica::{Command, ReplicaError, Response, Role as ReplicaRole};
 use common::{put, test_tuning, Cluster};
 use std::collections::{BTreeMap, BTreeSet};
@@ -504,6 +504,50 @@ async fn hostile_peers_are_dropped_and_the_group_carries_on() {
     let (leader, _) = c.wait_leader(FAILOVER_LIVENESS).await;
     c.node(1).write(put("t", "still", b"ok")).await.unwrap();
     c.wait_applied(leader, Duration::from_secs(10)).await;
+    for id in c.alive() {
+        c.node(id).shutdown().await.unwrap();
+    }
+}
+
+/// A peer (any node certificate) forwards a write over the command limit straight to the
+/// leader: it is refused, typed, and the group goes on committing (an entry that large would
+/// make replication frames no follower accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_oversized_write_is_refused() {
+    let c = Cluster::start(3, test_tuning()).await;
+    let (leader, _) = c.wait_leader(FAILOVER_LIVENESS).await;
+    let peer = Net::bind(&c.creds(Role::Node), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    // Three values under the value limit, a batch over the command limit.
+    let value = vec![7u8; bramble_replica::types::MAX_VALUE_BYTES - 1024];
+    let batch = Command::Batch(
+        (0..3)
+            .map(|i| put("t", &format!("big{i}"), &value))
+            .collect(),
+    );
+    let reply = peer
+        .call(
+            &c.peers[&leader].to_string(),
+            &Request::Write(batch),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Reply::Write(Err(Refusal::Invalid(_)))),
+        "{reply:?}"
+    );
+    peer.close();
+    c.node(leader)
+        .write(put("t", "after", b"ok"))
+        .await
+        .unwrap();
+    c.wait_applied(leader, Duration::from_secs(10)).await;
+    for r in c.nodes.values() {
+        assert!(r.read_local("t", "after").await.unwrap().is_some());
+        assert!(r.list_local("t", "big").await.unwrap().is_empty());
+    }
     for id in c.alive() {
         c.node(id).shutdown().await.unwrap();
     }
