@@ -372,11 +372,11 @@ impl Net {
     }
 
     /// The accept loop: every connection from a cluster node, every stream one request,
-    /// answered by `handler`.
+    /// answered by `handler`; a request the handler refuses (`None`) gets its stream reset.
     pub async fn serve<H, F>(self, handler: H)
     where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
-        F: std::future::Future<Output = Reply> + Send + 'static,
+        F: std::future::Future<Output = Option<Reply>> + Send + 'static,
     {
         while let Some(incoming) = self.endpoint.accept().await {
             if self.is_isolated() {
@@ -408,7 +408,7 @@ impl Net {
     async fn serve_connection<H, F>(&self, conn: quinn::Connection, remote: SocketAddr, handler: H)
     where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
-        F: std::future::Future<Output = Reply> + Send + 'static,
+        F: std::future::Future<Output = Option<Reply>> + Send + 'static,
     {
         loop {
             let (send, recv) = match conn.accept_bi().await {
@@ -437,7 +437,11 @@ impl Net {
                         return;
                     }
                 };
-                let reply = handler(req).await;
+                let Some(reply) = handler(req).await else {
+                    let mut send = send;
+                    let _ = send.reset(quinn::VarInt::from_u32(4));
+                    return;
+                };
                 let mut writer = FrameWriter::with_limit(send, MAX_FRAME_BYTES);
                 if let Err(e) = writer.send(&reply).await {
                     tracing::debug!(%remote, error = %e, "replica: could not answer a peer");

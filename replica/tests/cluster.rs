@@ -462,7 +462,8 @@ async fn concurrent_compare_and_set_has_one_winner_per_version() {
 }
 
 /// Garbage from a node-certified peer is dropped with a log line; a peer with another role
-/// is refused; the group carries on.
+/// is refused; well-formed hostile Raft calls (huge terms, a non-member leader or candidate,
+/// a snapshot chunk far past what was sent) are refused; the group carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peers_are_dropped_and_the_group_carries_on() {
     let c = Cluster::start(3, test_tuning()).await;
@@ -500,8 +501,78 @@ async fn hostile_peers_are_dropped_and_the_group_carries_on() {
         }
         endpoint.close(quinn::VarInt::from_u32(0), b"");
     }
-    // Still one group, still committing.
+    // Well-formed but hostile Raft calls from a node certificate: each is refused (the
+    // stream reset, no answer) before openraft sees it.
     let (leader, _) = c.wait_leader(FAILOVER_LIVENESS).await;
+    let peer = Net::bind(&c.creds(Role::Node), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let vote = c.node(leader).metrics().borrow().vote;
+    let huge_term = |id| {
+        Request::Vote(openraft::raft::VoteRequest::new(
+            openraft::Vote::new(u64::MAX - 1, id),
+            None,
+        ))
+    };
+    let hostile = [
+        // A huge-term vote from a non-member, and one claiming to be a member (`term + 1`
+        // would overflow once a node took that term).
+        ("huge-term vote from a non-member", huge_term(99)),
+        ("huge-term vote from a member's id", huge_term(leader)),
+        (
+            "vote from a non-member",
+            Request::Vote(openraft::raft::VoteRequest::new(
+                openraft::Vote::new(vote.leader_id().term + 1, 99),
+                None,
+            )),
+        ),
+        // A snapshot chunk at a 1 TiB offset: openraft would grow its buffer to it.
+        (
+            "snapshot chunk at a huge offset",
+            Request::InstallSnapshot(openraft::raft::InstallSnapshotRequest {
+                vote,
+                meta: openraft::SnapshotMeta {
+                    last_log_id: None,
+                    last_membership: Default::default(),
+                    snapshot_id: "hostile".into(),
+                },
+                offset: 1 << 40,
+                data: vec![1],
+                done: false,
+            }),
+        ),
+        // Appends from a leader that is not a member.
+        (
+            "append from a non-member",
+            Request::AppendEntries(openraft::raft::AppendEntriesRequest {
+                vote: openraft::Vote::new_committed(vote.leader_id().term + 1, 99),
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            }),
+        ),
+    ];
+    for follower in c.alive() {
+        for (what, req) in &hostile {
+            let answer = peer
+                .call(&c.peers[&follower].to_string(), req, Duration::from_secs(5))
+                .await;
+            assert!(
+                answer.is_err(),
+                "node {follower} answered a {what}: {answer:?}"
+            );
+        }
+    }
+    peer.close();
+    // Still one group, the same term, still committing through every node.
+    let (now, _) = c.wait_leader(FAILOVER_LIVENESS).await;
+    assert_eq!(now, leader);
+    for r in c.nodes.values() {
+        assert!(r.term() < 1 << 32, "node {} took term {}", r.id(), r.term());
+        r.write(put("t", &format!("still{}", r.id()), b"ok"))
+            .await
+            .unwrap();
+    }
     c.node(1).write(put("t", "still", b"ok")).await.unwrap();
     c.wait_applied(leader, Duration::from_secs(10)).await;
     for id in c.alive() {
