@@ -634,17 +634,16 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
     let Some(mut metrics) = inner.upgrade().map(|i| i.raft.metrics()) else {
         return;
     };
-    let mut seen = (openraft::ServerState::Learner, None);
+    // The spread is drawn once per timer period (at start, on a reset, after standing), not
+    // on every metrics change: redrawing on each would bias the timer towards its minimum.
+    let mut spread = inner
+        .upgrade()
+        .map_or(Duration::ZERO, |i| draw_spread(&i.tuning));
+    let (mut leading, mut leader) = (false, None);
     loop {
         let (due, wait) = {
             let Some(inner) = inner.upgrade() else { return };
             let t = &inner.tuning;
-            let range = t
-                .election_max
-                .saturating_sub(t.election_min)
-                .as_millis()
-                .max(1) as u64;
-            let spread = Duration::from_millis(random() % range);
             let contact = *lock(&inner.leader_contact);
             let (since, wait) = match contact {
                 _ if stood => (contact.unwrap_or(started), t.election_min + spread),
@@ -659,16 +658,21 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
                 if changed.is_err() {
                     return;
                 }
-                // Leading, or a new leader known (a leader stepping down, a follower told
-                // of a new one): the timer starts again from now.
-                let now = {
+                // The timer starts again only when this node becomes leader or a leader
+                // (another one, or one newly elected) becomes known: not when this node
+                // turns candidate or loses an election, or a candidate retrying would wait
+                // out the whole lease again.
+                let (now_leading, now_leader) = {
                     let m = metrics.borrow();
-                    (m.state, m.current_leader)
+                    (m.state == openraft::ServerState::Leader, m.current_leader)
                 };
-                if now != seen {
-                    seen = now;
+                let became_leader = now_leading && !leading;
+                let new_leader = now_leader.is_some() && now_leader != leader;
+                (leading, leader) = (now_leading, now_leader);
+                if became_leader || new_leader {
                     if let Some(inner) = inner.upgrade() {
                         *lock(&inner.leader_contact) = Some(Instant::now());
+                        spread = draw_spread(&inner.tuning);
                     }
                     stood = false;
                 }
@@ -679,6 +683,7 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
         if lock(&inner.store).is_none() {
             return;
         }
+        spread = draw_spread(&inner.tuning);
         let contact = *lock(&inner.leader_contact);
         if contact.is_some_and(|at| at.elapsed() < wait) {
             stood = false;
@@ -706,6 +711,16 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
         *lock(&inner.leader_contact) = Some(Instant::now());
         stood = true;
     }
+}
+
+/// The election timer's random part, below `election_max - election_min`.
+fn draw_spread(t: &Tuning) -> Duration {
+    let range = t
+        .election_max
+        .saturating_sub(t.election_min)
+        .as_millis()
+        .max(1) as u64;
+    Duration::from_millis(random() % range)
 }
 
 /// A random number for the election timer's spread (std's hasher keys are random).
