@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, ReplicaConfig, Tuning};
 use crate::network::{CallError, Net, Network, Refusal, Reply, Request};
-use crate::store::{self, LogStore, StateMachine, StoreError};
+use crate::store::{self, Joined, LogStore, StateMachine, StoreError};
 use crate::types::{
     Command, NodeId, Response, Role, Row, TypeConfig, Versioned, MAX_COMMAND_BYTES,
 };
@@ -158,16 +158,25 @@ impl Replica {
             .is_initialized()
             .await
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        let mut joined = log.joined().await?;
         if fresh && config.bootstrap {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .peers
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
                 .collect();
-            // Another initial member may have formed the group first: that is fine.
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!(error = %e, "replica: not initializing");
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    log.set_joined(Joined::Bootstrapped).await?;
+                    joined = Some(Joined::Bootstrapped);
+                }
+                Err(e) => tracing::debug!(error = %e, "replica: not initializing"),
             }
+        } else if fresh {
+            tracing::info!(
+                id = config.id,
+                "replica: empty store and not bootstrapping: waiting to be added as a learner"
+            );
         }
         let inner = Arc::new(Inner {
             id: config.id,
@@ -189,7 +198,10 @@ impl Replica {
         };
         *lock(&inner.server) = Some(tokio::spawn(net.serve(handler)));
         tokio::spawn(election_watchdog(Arc::downgrade(&inner)));
-        tracing::info!(id = config.id, %listen, fresh, "replica: started");
+        if fresh && joined.is_none() {
+            tokio::spawn(record_added(Arc::downgrade(&inner)));
+        }
+        tracing::info!(id = config.id, %listen, fresh, ?joined, "replica: started");
         Ok(Replica { inner })
     }
 
@@ -295,6 +307,12 @@ impl Replica {
     /// This node's applied rows of `table` under `prefix` (possibly stale).
     pub async fn list_local(&self, table: &str, prefix: &str) -> Result<Vec<Row>, ReplicaError> {
         Ok(self.inner.sm()?.list(table, prefix).await?)
+    }
+
+    /// How this node's store joined its group: formed it (`bootstrap`), added by a leader,
+    /// or `None` (not yet: an empty store waiting to be added).
+    pub async fn joined(&self) -> Result<Option<Joined>, ReplicaError> {
+        Ok(self.inner.log()?.joined().await?)
     }
 
     /// The first and last log index this node still holds (`None`: all purged).
@@ -721,6 +739,27 @@ fn draw_spread(t: &Tuning) -> Duration {
         .as_millis()
         .max(1) as u64;
     Duration::from_millis(random() % range)
+}
+
+/// Records [`Joined::Added`] once a fresh store that did not bootstrap receives its first
+/// membership from a leader. Holds the replica weakly: shutdown must release the store.
+async fn record_added(inner: std::sync::Weak<Inner>) {
+    let Some(mut metrics) = inner.upgrade().map(|i| i.raft.metrics()) else {
+        return;
+    };
+    let member = metrics
+        .wait_for(|m| m.membership_config.membership().nodes().next().is_some())
+        .await
+        .is_ok();
+    let Some(inner) = inner.upgrade() else { return };
+    if !member {
+        return;
+    }
+    let Ok(log) = inner.log() else { return };
+    match log.set_joined(Joined::Added).await {
+        Ok(()) => tracing::info!(id = inner.id, "replica: added to the group by its leader"),
+        Err(e) => tracing::warn!(id = inner.id, error = %e, "replica: recording the join"),
+    }
 }
 
 /// A random number for the election timer's spread (std's hasher keys are random).

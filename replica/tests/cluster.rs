@@ -6,6 +6,7 @@ mod common;
 
 use bramble_proto::identity::Role;
 use bramble_replica::network::{Net, Refusal, Reply, Request, ALPN};
+use bramble_replica::store::Joined;
 use bramble_replica::{Command, ReplicaError, Response, Role as ReplicaRole};
 use common::{put, test_tuning, Cluster};
 use std::collections::{BTreeMap, BTreeSet};
@@ -207,9 +208,17 @@ async fn a_restarted_node_catches_up_and_a_wiped_one_is_rebuilt_by_snapshot() {
     );
 
     // Wiped: its directory deleted while it is down, and the leader's log purged past
-    // anything it could replay, so only a snapshot can rebuild it.
+    // anything it could replay, so only a snapshot can rebuild it. It rejoins through a
+    // membership change, never as the voter it was (it forgot its vote and its log): out of
+    // the voters first...
     c.kill(follower).await;
     std::fs::remove_dir_all(c.dir(follower)).unwrap();
+    assert_eq!(
+        c.node(leader).joined().await.unwrap(),
+        Some(Joined::Bootstrapped)
+    );
+    let others: BTreeSet<u64> = c.alive().into_iter().collect();
+    c.node(leader).change_membership(others).await.unwrap();
     for i in 0..120 {
         c.node(leader)
             .write(put("t", &format!("b{i:03}"), b"b"))
@@ -221,17 +230,43 @@ async fn a_restarted_node_catches_up_and_a_wiped_one_is_rebuilt_by_snapshot() {
         first > 1,
         "the leader's log was never purged (first index {first})"
     );
+    // ...then started without bootstrap: an empty store initializes nothing and waits...
     c.start_node(follower, false).await;
+    assert!(!c.node(follower).raft().is_initialized().await.unwrap());
+    assert_eq!(c.node(follower).joined().await.unwrap(), None);
+    // ...added as a learner (caught up by a snapshot), then promoted.
+    c.node(leader)
+        .add_learner(follower, &c.peers[&follower].to_string())
+        .await
+        .unwrap();
+    c.node(leader)
+        .change_membership(BTreeSet::from([1, 2, 3]))
+        .await
+        .unwrap();
     c.wait_applied(leader, Duration::from_secs(10)).await;
     let rebuilt = c.node(follower);
     assert!(
         rebuilt.metrics().borrow().snapshot.is_some(),
         "the wiped node was not rebuilt by a snapshot"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut metrics = rebuilt.metrics();
+    while rebuilt.joined().await.unwrap() != Some(Joined::Added) {
+        assert!(Instant::now() < deadline, "the join was not recorded");
+        let _ = tokio::time::timeout(Duration::from_millis(100), metrics.changed()).await;
+    }
     assert_eq!(rebuilt.list_local("t", "a").await.unwrap().len(), 30);
     assert_eq!(rebuilt.list_local("t", "b").await.unwrap().len(), 120);
-    // And it is a full member again: it still votes and follows.
+    // And it is a full member again: a voter, following the leader.
     assert_eq!(rebuilt.leader().map(|(id, _)| id), Some(leader));
+    let voters: BTreeSet<u64> = rebuilt
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, BTreeSet::from([1, 2, 3]));
     for id in c.alive() {
         c.node(id).shutdown().await.unwrap();
     }
