@@ -962,6 +962,7 @@ fn task_info(
         data: Vec::new(),
         mesos: None,
         image: spec.image.clone(),
+        artifacts: spec.task_artifacts(),
     }
 }
 
