@@ -363,8 +363,10 @@ pub async fn start_with(
         endpoint.clone(),
         opts.master.clone(),
         inputs.clone(),
-        image_service::spawn(image_store),
-        master_fetch,
+        master_link::Relays {
+            images: image_service::spawn(image_store),
+            artifacts: master_fetch,
+        },
         opts.heartbeat_interval,
         bramble_proto::transport::issued_by_own_ca(creds),
         shutdown_rx.clone(),

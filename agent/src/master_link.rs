@@ -181,6 +181,13 @@ enum LinkError {
     Shutdown,
 }
 
+/// What the link hands on itself, past the runtime: image pieces to the image service and
+/// artifact pieces to the fetcher.
+pub struct Relays {
+    pub images: mpsc::Sender<image_service::Request>,
+    pub artifacts: MasterFetch,
+}
+
 /// Runs the link until `shutdown` flips.
 ///
 /// `own_certificate_ok` says whether this agent's certificate was issued by the CA beside it
@@ -190,8 +197,7 @@ pub async fn run(
     endpoint: quinn::Endpoint,
     locator: MasterLocator,
     inputs: mpsc::Sender<Input>,
-    images: mpsc::Sender<image_service::Request>,
-    artifacts: MasterFetch,
+    Relays { images, artifacts }: Relays,
     heartbeat: Duration,
     own_certificate_ok: bool,
     mut shutdown: watch::Receiver<bool>,

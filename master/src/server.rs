@@ -295,9 +295,11 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         endpoint.clone(),
         inputs.clone(),
         cluster_id.clone(),
-        panel.clone(),
-        crate::images::Uploads::new(&cfg.state_dir),
-        crate::artifacts::ArtifactsDir::new(&cfg.artifacts_dir()),
+        Edge {
+            panel: panel.clone(),
+            uploads: crate::images::Uploads::new(&cfg.state_dir),
+            artifacts: crate::artifacts::ArtifactsDir::new(&cfg.artifacts_dir()),
+        },
         checks,
         shutdown_rx,
     ));
@@ -417,9 +419,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
-    panel: PanelFeed,
-    uploads: crate::images::Uploads,
-    artifacts: crate::artifacts::ArtifactsDir,
+    edge: Edge,
     checks: Arc<CertificateChecks>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -455,9 +455,7 @@ async fn accept_loop(
         let conn_id = next_id.fetch_add(1, Ordering::Relaxed);
         let inputs = inputs.clone();
         let cluster_id = cluster_id.clone();
-        let panel = panel.clone();
-        let uploads = uploads.clone();
-        let artifacts = artifacts.clone();
+        let edge = edge.clone();
         let checks = checks.clone();
         let limit = limit.clone();
         tokio::spawn(async move {
@@ -469,11 +467,6 @@ async fn accept_loop(
                 warn!(peer = %remote, "refusing peer: the master serves {MAX_CONNECTIONS} connections already");
                 conn.close(quinn::VarInt::from_u32(1), b"too many connections");
                 return;
-            };
-            let edge = Edge {
-                panel,
-                uploads,
-                artifacts,
             };
             serve_connection(conn, conn_id, inputs, cluster_id, edge, checks).await;
             drop(permit);
@@ -696,7 +689,7 @@ async fn serve_peer<In, Out>(
     peer: Peer<'_>,
     mut reader: FrameReader<quinn::RecvStream>,
     mut writer: FrameWriter<quinn::SendStream>,
-    (make_tx, wrap): (fn(QueueTx<Out>) -> PeerTx, fn(ConnId, In) -> Input),
+    (make_tx, wrap): Wiring<In, Out>,
     edge: &Edge,
 ) -> CodecError
 where
@@ -755,11 +748,16 @@ where
 
 /// What is answered at the edge needs: the front panel's picture and where image uploads
 /// are kept (operator calls), and the artifacts directory (agents' reads).
+#[derive(Clone)]
 struct Edge {
     panel: PanelFeed,
     uploads: crate::images::Uploads,
     artifacts: crate::artifacts::ArtifactsDir,
 }
+
+/// How a peer's queue and messages are wired to the state task: its queue made into a
+/// [`PeerTx`], its messages into [`Input`]s.
+type Wiring<In, Out> = (fn(QueueTx<Out>) -> PeerTx, fn(ConnId, In) -> Input);
 
 /// Messages a peer's connection answers itself, before (instead of) the state task.
 trait AtTheEdge<Out>: Sized {

@@ -94,22 +94,13 @@ pub(super) fn unpack(
 
 /// An entry's path: relative, plain components (a leading `./` is fine).
 fn check_entry_path(path: &Path) -> Result<(), String> {
-    let mut any = false;
     for part in path.components() {
-        match part {
-            Component::Normal(_) => any = true,
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "{}: an entry outside the sandbox (absolute or with '..')",
-                    path.display()
-                ))
-            }
+        if let Component::ParentDir | Component::RootDir | Component::Prefix(_) = part {
+            return Err(format!(
+                "{}: an entry outside the sandbox (absolute or with '..')",
+                path.display()
+            ));
         }
-    }
-    if !any {
-        // `./` itself: the sandbox, nothing to write.
-        return Ok(());
     }
     Ok(())
 }

@@ -68,9 +68,12 @@ fn sandbox(dir: &Path) -> PathBuf {
     s
 }
 
-/// A tar archive of `(path, kind, contents or link target)`, written raw so paths the tar
-/// crate's builder refuses (`..`, absolute) can be made.
-fn tar_of(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+/// An archive entry: path, kind, contents or link target.
+type Entry<'a> = (&'a str, tar::EntryType, &'a [u8]);
+
+/// A tar archive of `entries`, written raw so paths the tar crate's builder refuses (`..`,
+/// absolute) can be made.
+fn tar_of(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, kind, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -318,7 +321,7 @@ fn unpack_tar(archive: Vec<u8>) -> (tempfile::TempDir, Result<u64, String>) {
 #[test]
 fn archive_entries_never_leave_the_sandbox() {
     use tar::EntryType::{Directory, Fifo, Link, Regular, Symlink};
-    let hostile: [(&str, Vec<(&str, tar::EntryType, &[u8])>); 8] = [
+    let hostile: [(&str, Vec<Entry>); 8] = [
         ("dot-dot", vec![("../escaped", Regular, b"x")]),
         ("nested dot-dot", vec![("a/../../escaped", Regular, b"x")]),
         (
