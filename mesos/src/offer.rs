@@ -292,9 +292,14 @@ fn uris_to_artifacts(uris: Vec<MesosUri>) -> Result<Vec<Artifact>, String> {
                 sha256: None,
                 output_file: u.output_file.filter(|f| !f.is_empty()),
             };
-            artifact
-                .check()
-                .map_err(|e| format!("uri {:?}: {e}", artifact.uri))?;
+            artifact.check().map_err(|e| match e.field {
+                // The message names the uri already.
+                "uri" => format!("CommandInfo.uris: {}", e.message),
+                field => format!(
+                    "CommandInfo.uris {:?}: {field}: {}",
+                    artifact.uri, e.message
+                ),
+            })?;
             Ok(artifact)
         })
         .collect()
