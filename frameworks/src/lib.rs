@@ -13,7 +13,9 @@
 //! - [`http`]: a long-running service on a port taken from the offer, serving a directory
 //!   listing ([`serve_dir`]);
 //! - [`services`]: the service framework — many services from stored TOML specs, each kept
-//!   at its instance count (`bramble service …`).
+//!   at its instance count (`bramble service …`);
+//! - [`serve_executor`]: a custom executor whose tasks are web servers until killed
+//!   (`bramble executor serve`), what a service's `[executor]` can name.
 //!
 //! `hello` and `http` are the same shape — one long-running task, relaunched if its agent is
 //! lost, killed on request, framework torn down after — so that shape lives once, in
@@ -29,6 +31,7 @@ pub mod hello;
 pub mod http;
 pub mod offers;
 pub mod pi;
+pub mod serve_executor;
 pub mod service;
 pub mod services;
 #[cfg(test)]
@@ -38,4 +41,5 @@ pub use factorial::{run_factorial, FactorialExecutor, FactorialReport, MAX_FACTO
 pub use hello::{run_hello, run_hello_in, HelloOutcome};
 pub use http::{run_http, serve_dir, HttpJob, HttpOutcome};
 pub use pi::executor::PiExecutor;
+pub use serve_executor::ServeExecutor;
 pub use service::{ServiceEvent, ServiceOutcome};

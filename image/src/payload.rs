@@ -28,7 +28,7 @@ pub const RASPI_FIRMWARE_CUSTOM: &str = "/etc/default/raspi-firmware-custom";
 pub const RASPI_EXTRA_CMDLINE: &str = "/etc/default/raspi-extra-cmdline";
 
 /// The units, compiled in so the tool carries exactly the files in `systemd/`.
-pub const UNITS: [(&str, &str); 3] = [
+pub const UNITS: [(&str, &str); 4] = [
     (
         node::MASTER_UNIT,
         include_str!("../../systemd/bramble-master.service"),
@@ -40,6 +40,10 @@ pub const UNITS: [(&str, &str); 3] = [
     (
         node::FIRSTBOOT_UNIT,
         include_str!("../../systemd/bramble-firstboot.service"),
+    ),
+    (
+        node::SERVICES_UNIT,
+        include_str!("../../systemd/bramble-services.service"),
     ),
 ];
 

@@ -206,7 +206,7 @@ r = json.load(open(sys.argv[1]))
 assert r["hostname"] == sys.argv[2], r
 assert r["role"] == "master" and r["role_source"] == "bramble.toml", r
 assert r["ssh_keys_added"] == 1, r
-assert sorted(r["enabled_units"]) == ["bramble-agent.service", "bramble-master.service"], r
+assert sorted(r["enabled_units"]) == ["bramble-agent.service", "bramble-master.service", "bramble-services.service"], r
 EOF
 # Ran once, succeeded, and running it again changes nothing.
 [ "$(ssh_node systemctl show -P Result bramble-firstboot)" = success ] || fail "bramble-firstboot did not succeed"
@@ -214,15 +214,22 @@ runs=$(ssh_node journalctl -b -o cat -u bramble-firstboot | grep -c 'first boot 
 [ "$runs" = 1 ] || fail "bramble-firstboot logged 'first boot done' $runs times"
 ssh_node /usr/local/bin/bramble node firstboot 2>/dev/null | grep -qx 'first boot already done' \
   || fail "a second first boot did not see the marker"
-ssh_node systemctl is-enabled --quiet bramble-master bramble-agent \
-  || fail "bramble-master and bramble-agent are not both enabled"
+ssh_node systemctl is-enabled --quiet bramble-master bramble-agent bramble-services \
+  || fail "bramble-master, bramble-agent and bramble-services are not all enabled"
+# The service scheduler runs with the node certificate (the card never carries framework.key)
+# and registers with the master over loopback.
+ssh_node test ! -e /etc/bramble/cluster/framework.key || fail "the card carries framework.key"
+services_registered() { cli frameworks 2>/dev/null | grep -q bramble-services; }
+poll 120 "bramble-services registered with the master" services_registered
 # Who the services run as.
 user_of() { ssh_node "ps -o user= -p \$(systemctl show -P MainPID $1)" | tr -d ' '; }
 master_user=$(user_of bramble-master)
 [ "$master_user" = bramble ] || fail "bramble-master runs as '$master_user', not bramble"
 agent_user=$(user_of bramble-agent)
 [ "$agent_user" = root ] || fail "bramble-agent runs as '$agent_user', not root"
-log "node $node: first boot once, role master; bramble-master (user bramble) and bramble-agent active"
+services_user=$(user_of bramble-services)
+[ "$services_user" = bramble ] || fail "bramble-services runs as '$services_user', not bramble"
+log "node $node: first boot once, role master; bramble-master (user bramble), bramble-agent and bramble-services active"
 
 # A command task runs as its framework's uid from task_uids (70000-70999), with no account.
 in_task_uids() { [ "$1" -ge 70000 ] 2>/dev/null && [ "$1" -le 70999 ]; }

@@ -391,6 +391,12 @@ fn building_twice_onto_a_pi_os_image_adds_everything_exactly_once() {
     assert_eq!(bin_dir.len(), 3);
 
     // Units, and the links that enable them (first boot enables the master where needed).
+    assert!(
+        payload::UNITS
+            .iter()
+            .any(|(name, _)| *name == "bramble-services.service"),
+        "the service scheduler's unit is on every card"
+    );
     for (name, text) in payload::UNITS {
         assert_eq!(
             root_text(&root, &format!("/etc/systemd/system/{name}")).as_deref(),
@@ -611,9 +617,20 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
         .unwrap()
         .contains("127.0.1.1\tbramble-6071\n"));
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    for unit in ["bramble-master.service", "bramble-services.service"] {
+        assert_eq!(
+            std::fs::read_link(wants.join(unit)).unwrap(),
+            Path::new("/etc/systemd/system").join(unit),
+            "{unit} enabled on the master"
+        );
+    }
     assert_eq!(
-        std::fs::read_link(wants.join("bramble-master.service")).unwrap(),
-        Path::new("/etc/systemd/system/bramble-master.service")
+        report.enabled_units,
+        [
+            "bramble-agent.service",
+            "bramble-master.service",
+            "bramble-services.service"
+        ]
     );
     assert!(root.join("etc/bramble/master.toml").exists());
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
@@ -662,6 +679,11 @@ fn first_boot_on_the_built_root(fx: &Fixture, img: &Path, root_part: Partition) 
     assert_eq!(report.ssh_keys_added, 0, "the key is there already");
     // Links point at absolute paths inside the card: look at the links, not through them.
     assert!(std::fs::symlink_metadata(wants.join("bramble-master.service")).is_err());
+    assert!(
+        std::fs::symlink_metadata(wants.join("bramble-services.service")).is_err(),
+        "no service scheduler on an agent node"
+    );
+    assert_eq!(report.enabled_units, ["bramble-agent.service"]);
     assert!(!root.join("etc/bramble/master.toml").exists());
     assert!(std::fs::symlink_metadata(wants.join("bramble-agent.service")).is_ok());
 }

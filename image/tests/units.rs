@@ -140,3 +140,38 @@ fn units_pass_systemd_analyze_verify() {
         .collect();
     assert!(out.status.success() && complaints.is_empty(), "{stderr}");
 }
+
+#[test]
+fn the_service_scheduler_runs_beside_the_master_unprivileged_restarting_always() {
+    let u = unit("bramble-services.service");
+    assert_eq!(u["User"], ["bramble"]);
+    assert!(has(&u, "Requires", "bramble-master.service"));
+    assert!(has(&u, "After", "bramble-master.service"));
+    assert!(has(&u, "After", "bramble-firstboot.service"));
+    assert_eq!(u["Restart"], ["always"]);
+    assert_eq!(
+        u["StartLimitIntervalSec"],
+        ["0"],
+        "never gives up restarting"
+    );
+    // Its framework id survives restarts: failover, not a new framework.
+    assert_eq!(u["StateDirectory"], ["bramble/services"]);
+    // With the node certificate: cards carry no framework key, and the master accepts a
+    // node certificate as a scheduler only over loopback, only as bramble-services.
+    assert!(u["ExecStart"][0]
+        .ends_with("service scheduler --state-dir /var/lib/bramble/services --node-certificate"));
+    assert_eq!(u["ReadWritePaths"], ["-/var/lib/bramble/services"]);
+    // Only on the master node.
+    assert_eq!(u["ConditionPathExists"], ["/etc/bramble/master.toml"]);
+    assert!(has(&u, "Environment", "BRAMBLE_MASTER=127.0.0.1:5051"));
+    assert_eq!(u["CapabilityBoundingSet"], [""]);
+    assert!(has(&u, "NoNewPrivileges", "yes"));
+    assert!(has(&u, "ProtectSystem", "strict"));
+    assert!(has(&u, "StandardError", "journal"));
+    assert!(has(&u, "WantedBy", "multi-user.target"));
+    assert_eq!(
+        format!("127.0.0.1:{}", bramble_proto::DEFAULT_QUIC_PORT),
+        "127.0.0.1:5051",
+        "the unit names the master's default port"
+    );
+}

@@ -647,7 +647,7 @@ async fn admit(
             hello.protocol_version, hello.software_version
         ))
     } else {
-        Master::admits(hello.kind, identity.role).err()
+        Master::admits(hello.kind, identity.role, identity.address.ip()).err()
     };
     if let Some(reason) = refusal {
         // Best effort: tell the peer why before closing.

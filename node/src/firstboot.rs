@@ -8,7 +8,7 @@ use crate::identity::{hostname_for, node_identity};
 use crate::paths::{DONE_MARKER, IMAGE_AUTHORIZED_KEYS, SETTINGS_FILE, WANTS_DIR};
 use crate::settings::{parse_settings, NodeSettings, RoleSetting};
 use crate::templates::{agent_toml, master_toml};
-use crate::units::{enable_unit, AGENT_UNIT, MASTER_UNIT};
+use crate::units::{enable_unit, AGENT_UNIT, MASTER_UNIT, SERVICES_UNIT};
 use crate::users::{create_users, run_tool, share_node_key};
 use bramble_firmware::DisplayConfig;
 use serde::Serialize;
@@ -111,11 +111,15 @@ pub fn firstboot(
 
     let mut enabled_units = vec![AGENT_UNIT.to_owned()];
     enable_unit(root, AGENT_UNIT)?;
-    if is_master {
-        enable_unit(root, MASTER_UNIT)?;
-        enabled_units.push(MASTER_UNIT.to_owned());
-    } else {
-        remove_if_present(&root.join(WANTS_DIR).join(MASTER_UNIT))?;
+    // The service scheduler lives beside the master (it starts once the operator has put
+    // the framework certificate there: see its unit).
+    for unit in [MASTER_UNIT, SERVICES_UNIT] {
+        if is_master {
+            enable_unit(root, unit)?;
+            enabled_units.push(unit.to_owned());
+        } else {
+            remove_if_present(&root.join(WANTS_DIR).join(unit))?;
+        }
     }
 
     let ssh_keys_added = install_ssh_keys(root)?;
@@ -133,10 +137,11 @@ pub fn firstboot(
 
     if opts.live && is_master {
         // The boot transaction was computed before the master's link existed. `--no-block`:
-        // the master is ordered after this unit, so waiting for it here would deadlock.
+        // the master is ordered after this unit, so waiting for it here would deadlock. The
+        // service scheduler is skipped by its condition until its certificate is installed.
         run_tool(
             "systemctl",
-            &["start", "--no-block", MASTER_UNIT],
+            &["start", "--no-block", MASTER_UNIT, SERVICES_UNIT],
             "starting the master",
         )?;
     }

@@ -48,5 +48,5 @@ pub use paths::{
 };
 pub use settings::{check_hostname, parse_settings, settings_template, NodeSettings, RoleSetting};
 pub use templates::{agent_toml, master_toml};
-pub use units::{AGENT_UNIT, FIRSTBOOT_UNIT, MASTER_UNIT};
+pub use units::{AGENT_UNIT, FIRSTBOOT_UNIT, MASTER_UNIT, SERVICES_UNIT};
 pub use users::{id_in, MASTER_USER, SYSUSERS_CONF, TASK_UIDS};

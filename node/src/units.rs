@@ -9,6 +9,9 @@ use std::path::Path;
 pub const MASTER_UNIT: &str = "bramble-master.service";
 pub const AGENT_UNIT: &str = "bramble-agent.service";
 pub const FIRSTBOOT_UNIT: &str = "bramble-firstboot.service";
+/// The service framework's scheduler (`bramble service scheduler`): on the master node only,
+/// beside the master.
+pub const SERVICES_UNIT: &str = "bramble-services.service";
 
 /// Links `unit` into `multi-user.target.wants` under `root` (idempotent).
 pub(crate) fn enable_unit(root: &Path, unit: &str) -> Result<(), NodeError> {

@@ -284,12 +284,14 @@ fn transport_config(side: Side) -> quinn::TransportConfig {
     t
 }
 
-/// A server endpoint (the master) bound to `addr`, requiring client certificates from the
-/// cluster CA.
-pub fn server_endpoint(
+/// The listening side's TLS: TLS 1.3 only, a client certificate from the cluster CA required,
+/// the CA sent after our certificate (a dialer of another cluster can then name ours), and
+/// `alpn` the one protocol spoken. Shared by the master's endpoint (`bramble/1`) and the
+/// masters' replication (`bramble-raft/1`).
+pub fn server_tls(
     creds: &Credentials,
-    addr: SocketAddr,
-) -> Result<quinn::Endpoint, TransportError> {
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TransportError> {
     let provider = provider();
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots(creds)?), provider.clone())
@@ -298,12 +300,45 @@ pub fn server_endpoint(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        // The CA after our certificate: a dialer of another cluster can then name ours.
         .with_single_cert(
             vec![creds.cert.clone(), creds.ca.clone()],
             creds.clone_key(),
         )?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// The dialing side's TLS: TLS 1.3 only, trusting only the cluster CA (naming a foreign
+/// cluster's CA on failure), presenting `creds`, speaking `alpn`.
+pub fn client_tls(
+    creds: &Credentials,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, TransportError> {
+    let provider = provider();
+    let inner =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots(creds)?), provider.clone())
+            .build()
+            .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let verifier = ClusterServerVerifier {
+        inner,
+        ours: creds.cluster_id.clone(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(vec![creds.cert.clone()], creds.clone_key())?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// A server endpoint (the master) bound to `addr`, requiring client certificates from the
+/// cluster CA.
+pub fn server_endpoint(
+    creds: &Credentials,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
+    let tls = server_tls(creds, ALPN)?;
     let quic = QuicServerConfig::try_from(tls)
         .map_err(|e| TransportError::Verifier(format!("QUIC server config: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -313,15 +348,22 @@ pub fn server_endpoint(
     config.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL_BYTES);
     let bind = |source| TransportError::Bind { addr, source };
     let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
-    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(stateless_reset_key(creds)));
-    endpoint_config.cid_generator(|| Box::new(RandomCids));
     quinn::Endpoint::new(
-        endpoint_config,
+        endpoint_config(creds),
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(bind)
+}
+
+/// The endpoint settings of a listening endpoint: stateless resets keyed by our private key
+/// and connection ids any restart of us accepts (see [`stateless_reset_key`]), so peers of a
+/// restarted process learn at once that their old connection is gone.
+pub fn endpoint_config(creds: &Credentials) -> quinn::EndpointConfig {
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(stateless_reset_key(creds)));
+    endpoint_config.cid_generator(|| Box::new(RandomCids));
+    endpoint_config
 }
 
 /// The key behind the master's QUIC stateless resets, derived from its private key rather
@@ -363,21 +405,7 @@ pub fn client_endpoint(
     creds: &Credentials,
     bind: SocketAddr,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let provider = provider();
-    let inner =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots(creds)?), provider.clone())
-            .build()
-            .map_err(|e| TransportError::Verifier(e.to_string()))?;
-    let verifier = ClusterServerVerifier {
-        inner,
-        ours: creds.cluster_id.clone(),
-    };
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(vec![creds.cert.clone()], creds.clone_key())?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let tls = client_tls(creds, ALPN)?;
     let quic = QuicClientConfig::try_from(tls)
         .map_err(|e| TransportError::Verifier(format!("QUIC client config: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));

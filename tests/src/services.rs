@@ -44,7 +44,13 @@ pub fn service(net: &LoopbackCluster, args: &[&str]) -> String {
 /// `bramble service scheduler`, keeping its framework id under the cluster's temp dir (the
 /// same for every start, so a restart fails over); its log is `<name>.log`.
 pub fn start_scheduler(net: &LoopbackCluster, name: &str) -> Proc {
-    let args = vec![
+    start_scheduler_with(net, name, &[])
+}
+
+/// [`start_scheduler`] with more arguments for `bramble service scheduler`
+/// (`--node-certificate`, as the unit on the master node runs it).
+pub fn start_scheduler_with(net: &LoopbackCluster, name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
         "--master".to_string(),
         net.master_addr().to_string(),
         "--cluster".into(),
@@ -54,6 +60,7 @@ pub fn start_scheduler(net: &LoopbackCluster, name: &str) -> Proc {
         "--state-dir".into(),
         net.test.path("services-state").display().to_string(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     Proc::spawn(name, "bramble", &args, &net.logs)
 }
 

@@ -371,6 +371,88 @@ async fn state_json_matches_the_cluster() {
     c.shutdown().await;
 }
 
+/// Each agent's `draining` in `/api/v1/agents` and `/api/v1/state`, by hostname (both must
+/// agree).
+async fn draining_by_host(c: &Cluster) -> Vec<(String, bool)> {
+    let mut seen = Vec::new();
+    for path in ["/api/v1/agents", "/api/v1/state"] {
+        let reply = get(c.http, path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        let mut agents: Vec<(String, bool)> = reply.json()["agents"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} lists agents: {}", reply.body))
+            .iter()
+            .map(|a| {
+                let draining = a["draining"]
+                    .as_bool()
+                    .unwrap_or_else(|| panic!("{path}: every agent carries draining: {a}"));
+                (
+                    a["hostname"].as_str().unwrap_or_default().to_string(),
+                    draining,
+                )
+            })
+            .collect();
+        agents.sort();
+        seen.push(agents);
+    }
+    assert_eq!(seen[0], seen[1], "/api/v1/agents and /api/v1/state agree");
+    seen.swap_remove(0)
+}
+
+#[tokio::test]
+async fn a_drained_agent_is_marked_draining_in_the_agents_and_state_json_until_undrained() {
+    let c = cluster(&["pi-a", "pi-b"], 2.0, None).await;
+    let all_up = vec![("pi-a".to_string(), false), ("pi-b".to_string(), false)];
+    assert_eq!(draining_by_host(&c).await, all_up);
+    let state = get(c.http, "/api/v1/state").await.json();
+    let id = state["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["hostname"] == "pi-b")
+        .and_then(|a| a["id"].as_str())
+        .expect("pi-b's id")
+        .to_string();
+
+    // The page refetches on `agent_draining` from the event stream.
+    let mut events = EventStream::open(c.http, "/api/v1/events", &[]).await;
+    let (first, _) = events.next().await.expect("hello");
+    assert_eq!(first, "hello");
+    let mut op = bramble_client::OperatorClient::connect(&c.cluster.cluster_dir(), c.master.addr)
+        .await
+        .expect("operator connection");
+    op.drain_agent(id.clone().into(), true)
+        .await
+        .expect("drain");
+    events
+        .until("agent_draining", Duration::from_secs(10), |v| {
+            v["agent_id"] == id.as_str() && v["draining"] == true
+        })
+        .await;
+    let drained = vec![("pi-a".to_string(), false), ("pi-b".to_string(), true)];
+    eventually("pi-b shown draining", Duration::from_secs(10), || async {
+        (draining_by_host(&c).await == drained).then_some(())
+    })
+    .await;
+    // The page renders that field as a chip (master/src/http/ui.rs tests the rendering).
+    let js = get(c.http, "/ui/app.js").await;
+    assert!(js.body.contains("a.draining"), "the UI reads the field");
+    assert!(
+        js.body.contains("\"agent_draining\""),
+        "and refetches on the event"
+    );
+
+    op.drain_agent(id.into(), false).await.expect("undrain");
+    eventually(
+        "pi-b no longer draining",
+        Duration::from_secs(10),
+        || async { (draining_by_host(&c).await == all_up).then_some(()) },
+    )
+    .await;
+    op.close();
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn sandbox_files_are_listed_read_and_followed_but_never_escaped() {
     let c = cluster(&["pi-a"], 1.0, None).await;

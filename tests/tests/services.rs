@@ -111,6 +111,177 @@ async fn applied_instances_run_and_one_killed_for_real_is_replaced() {
     .await;
 }
 
+/// The unit on the master node runs the scheduler with the node certificate (cards carry no
+/// framework key): the master takes it over loopback as the service framework, and its
+/// instances run and are listed as services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_with_the_node_certificate_runs_services_from_the_master_node() {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").cpus("2"));
+    net.connected_agent(DEADLINE).await;
+    let scheduler = start_scheduler_with(&net, "scheduler", &["--node-certificate"]);
+    scheduler.logged("service specs loaded", DEADLINE).await;
+
+    let pids = net.test.path("pids");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    let file = net.test.path("sleepy.toml");
+    std::fs::write(&file, spec(&pids, 2)).expect("spec file");
+    let applied = service(&net, &["apply", &file.display().to_string()]);
+    assert!(applied.contains("created"), "{applied}");
+    running(&net, "sleepy", 2).await;
+    let state = net.state().await.expect("state");
+    let fw = state
+        .frameworks
+        .iter()
+        .find(|f| f.name == "bramble-services")
+        .expect("the service framework is registered");
+    assert_eq!(fw.principal.as_deref(), Some("node"), "{fw:?}");
+}
+
+/// A service whose instances are tasks of their own custom executor (`bramble executor serve`,
+/// serving `docs/` over HTTP on PORT0), health-checked on `GET /ok`; each executor writes
+/// `$$ $PORT0 $GREETING` into `pids/<executor id>` before it execs.
+fn executor_spec(pids: &Path, docs: &Path, instances: u32) -> String {
+    format!(
+        r#"name = "served"
+instances = {instances}
+cpus = 0.1
+mem = 16
+ports = 1
+[env]
+PIDS = "{}"
+GREETING = "hi"
+[executor]
+cmd = 'echo "$$ $PORT0 $GREETING" > "$PIDS/$BRAMBLE_EXECUTOR_ID"; exec "{}" executor serve'
+cpus = 0.05
+mem = 32
+data = "{}"
+[[health]]
+protocol = "http"
+path = "/ok"
+status = 200
+grace_secs = 5.0
+interval_secs = 0.3
+timeout_secs = 2.0
+max_failures = 2
+[restart]
+backoff_secs = 0.2
+"#,
+        pids.display(),
+        bin_dir().join("bramble").display(),
+        docs.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_under_their_custom_executor_pass_http_checks_and_one_killed_for_real_is_replaced(
+) {
+    let net = LoopbackCluster::new();
+    let _master = net.start_master("master", &MasterCmd::default());
+    // Own port range: other service tests' agents run at once on this host.
+    let _agent = net.start_agent(
+        "agent",
+        &AgentCmd::new("agent1")
+            .cpus("2")
+            .config("ports = \"32560-32599\"\n"),
+    );
+    net.connected_agent(DEADLINE).await;
+    let scheduler = start_scheduler(&net, "scheduler");
+    scheduler.logged("service specs loaded", DEADLINE).await;
+
+    let pids = net.test.path("pids");
+    let docs = net.test.path("docs");
+    std::fs::create_dir_all(&pids).expect("pids dir");
+    std::fs::create_dir_all(&docs).expect("docs dir");
+    std::fs::write(docs.join("ok"), "ok\n").expect("ok file");
+    let file = net.test.path("served.toml");
+    std::fs::write(&file, executor_spec(&pids, &docs, 2)).expect("spec file");
+    service(&net, &["apply", &file.display().to_string()]);
+
+    // Both pass their HTTP checks, served by the executors.
+    let first = endpoints(&net, &scheduler, "served", 2).await;
+    for e in &first {
+        assert_eq!(get(e, "/ok").await, 200, "{e}");
+    }
+    let state = net.state().await.expect("state");
+    let live = instances(&state, "served");
+    assert_eq!(live.len(), 2, "{live:?}");
+    for (id, _) in &live {
+        let task = state
+            .tasks
+            .iter()
+            .find(|t| t.id.as_str() == id)
+            .expect("task");
+        let port = task.resources.ports.first().expect("a port").begin;
+        // The executor got the instance's environment and port, and is its own per instance.
+        let exec_id = format!("{id}.executor");
+        let seen = eventually(&format!("{exec_id} wrote its pid"), DEADLINE, || async {
+            std::fs::read_to_string(pids.join(&exec_id)).ok()
+        })
+        .await;
+        let words: Vec<&str> = seen.split_whitespace().collect();
+        assert_eq!(words[1..], [port.to_string().as_str(), "hi"], "{seen}");
+        assert!(
+            state
+                .agents
+                .iter()
+                .flat_map(|a| &a.executors)
+                .any(|e| e.executor_id.as_str() == exec_id),
+            "the master charges the agent for {exec_id}"
+        );
+    }
+
+    // Kill one instance's executor for real: the instance is replaced, the other left alone.
+    let victim = live[0].0.clone();
+    let seen = std::fs::read_to_string(pids.join(format!("{victim}.executor"))).expect("pid");
+    let pid: i32 = seen
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the executor's pid");
+    assert!(alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the executor");
+    eventually("the killed instance is replaced", DEADLINE, || async {
+        let s = net.state().await?;
+        let running: Vec<String> = instances(&s, "served")
+            .into_iter()
+            .filter(|(_, st)| *st == TaskState::Running)
+            .map(|(id, _)| id)
+            .collect();
+        (running.len() == 2 && !running.contains(&victim)).then_some(())
+    })
+    .await;
+    assert!(
+        instances(&net.state().await.expect("state"), "served")
+            .iter()
+            .any(|(id, _)| *id == live[1].0),
+        "the other instance was left alone"
+    );
+    for e in endpoints(&net, &scheduler, "served", 2).await {
+        assert_eq!(get(&e, "/ok").await, 200, "{e}");
+    }
+
+    // The scheduler killed for real and started again on its state dir adopts the executors'
+    // tasks: none is killed or replaced.
+    let mut before = running(&net, "served", 2).await;
+    before.sort();
+    let mut scheduler = scheduler;
+    scheduler.kill_hard();
+    let scheduler = start_scheduler(&net, "scheduler-2");
+    scheduler
+        .logged("every service has its instances", DEADLINE)
+        .await;
+    let mut after = running(&net, "served", 2).await;
+    after.sort();
+    assert_eq!(after, before, "the same instances after the restart");
+    endpoints(&net, &scheduler, "served", 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_applied_while_the_scheduler_is_down_runs_and_its_instances_survive_a_scheduler_restart(
 ) {
@@ -157,6 +328,10 @@ async fn a_spec_applied_while_the_scheduler_is_down_runs_and_its_instances_survi
         1,
         "one framework id throughout: {frameworks:?}"
     );
+    // The one kept in the state dir (what the bramble-services unit's StateDirectory holds).
+    let kept = std::fs::read_to_string(net.test.path("services-state").join("framework_id"))
+        .expect("the framework id file");
+    assert_eq!(frameworks[0].id.as_str(), kept.trim());
 }
 
 /// The benchmark's short form (`bench/services.sh` runs 10 instances and 20 kills): it runs

@@ -1,8 +1,9 @@
-//! `bramble executor pi|factorial` (hidden): the built-in frameworks' executors, started by
-//! an agent with the arguments [`arguments`] builds, never by hand. The executors themselves
+//! `bramble executor pi|factorial|serve` (hidden): the built-in frameworks' executors, started
+//! by an agent with the arguments [`arguments`] builds (or, for `serve`, named in a service's
+//! `[executor]`), never by hand. The executors themselves
 //! are in `bramble-frameworks`; this only picks one and runs it until its agent is done.
 
-use bramble_frameworks::{FactorialExecutor, PiExecutor};
+use bramble_frameworks::{FactorialExecutor, PiExecutor, ServeExecutor};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -11,6 +12,9 @@ pub enum ExecutorKind {
     Pi,
     /// The factorial job's executor.
     Factorial,
+    /// Serves each task's directory (its data; default the sandbox) over HTTP on the task's
+    /// first port until the task is killed: a service's `[executor]`.
+    Serve,
 }
 
 /// The arguments that make this binary run the executor `kind` (`pi`, `factorial`).
@@ -28,6 +32,9 @@ pub fn run(kind: ExecutorKind) -> anyhow::Result<()> {
             }
             ExecutorKind::Factorial => {
                 bramble_sdk::run_executor(FactorialExecutor::default()).await?;
+            }
+            ExecutorKind::Serve => {
+                bramble_sdk::run_executor(ServeExecutor::default()).await?;
             }
         }
         Ok(())

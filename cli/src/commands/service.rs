@@ -91,12 +91,21 @@ pub enum ServiceCommand {
         /// (default: $XDG_STATE_HOME/bramble/services, else ~/.local/state/bramble/services).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Connect with the cluster directory's node certificate (node.pem) instead of the
+        /// framework certificate: how the unit on the master node runs, since cards carry no
+        /// framework key. The master accepts it only over loopback, for this scheduler alone.
+        #[arg(long)]
+        node_certificate: bool,
     },
 }
 
 pub async fn run(target: &Target<'_>, command: ServiceCommand) -> anyhow::Result<()> {
-    if let ServiceCommand::Scheduler { state_dir } = command {
-        return scheduler(target, state_dir).await;
+    if let ServiceCommand::Scheduler {
+        state_dir,
+        node_certificate,
+    } = command
+    {
+        return scheduler(target, state_dir, node_certificate).await;
     }
     let mut op =
         OperatorClient::connect_as(target.cluster, target.principal, target.master).await?;
@@ -610,14 +619,26 @@ fn default_state_dir() -> Option<PathBuf> {
     Some(base.join("bramble").join("services"))
 }
 
-async fn scheduler(target: &Target<'_>, state_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn scheduler(
+    target: &Target<'_>,
+    state_dir: Option<PathBuf>,
+    node_certificate: bool,
+) -> anyhow::Result<()> {
     let state_dir = match state_dir {
         Some(d) => d,
         None => default_state_dir().context(
             "no place for the scheduler's state: set XDG_STATE_HOME or HOME, or pass --state-dir",
         )?,
     };
-    let config = target.scheduler_config(FRAMEWORK_NAME)?;
+    let config = if node_certificate {
+        bramble_sdk::SchedulerConfig::new(
+            target.master,
+            bramble_proto::startup::credentials(target.cluster, bramble_sdk::Role::Node)?,
+            bramble_sdk::framework_info(FRAMEWORK_NAME),
+        )
+    } else {
+        target.scheduler_config(FRAMEWORK_NAME)?
+    };
     services::run_services(config, &state_dir, stop_signal()).await?;
     Ok(())
 }

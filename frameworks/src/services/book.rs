@@ -32,11 +32,12 @@
 //!   one is killed only while `min_healthy` stay healthy without it.
 
 use super::health::{Checks, Verdict};
+use super::launch::task_info;
 use super::spec::{glob_matches, HealthCheck, Spec};
 use super::status::{
     InstanceStatus, KillRecord, RolloutState, RolloutStatus, ServiceStatus, MAX_KILLS,
 };
-use bramble_proto::task::{CommandInfo, TaskInfo, CONTAINERS_ATTRIBUTE};
+use bramble_proto::task::{TaskInfo, CONTAINERS_ATTRIBUTE};
 use bramble_proto::{AgentId, PortRange, Resources, TaskId, TaskReason, TaskState, TaskStatus};
 use bramble_sdk::Offer;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -790,7 +791,8 @@ impl Book {
         }
         let ports = take_ports(&room.ports, spec.ports as usize)
             .ok_or_else(|| format!("{host} offers fewer than {} free ports", spec.ports))?;
-        let resources = Resources::new(spec.cpus, spec.mem)
+        let resources = spec
+            .footprint()
             .with_ports(ports.iter().map(|&p| PortRange::new(p, p)));
         if let Some(short) = room.shortfall(&resources) {
             return Err(format!("{host} is too small ({short})"));
@@ -931,39 +933,6 @@ fn take_ports(ranges: &[PortRange], count: usize) -> Option<Vec<u16>> {
         }
     }
     (ports.len() == count).then_some(ports)
-}
-
-/// The command task for one instance: `/bin/sh -c cmd` with the spec's environment and the
-/// ports as `PORT0`… (and `PORT` for the first, the Marathon habit).
-fn task_info(
-    spec: &Spec,
-    offer: &Offer,
-    task_id: &TaskId,
-    resources: Resources,
-    ports: &[u16],
-) -> TaskInfo {
-    let mut command = CommandInfo::shell(spec.cmd.clone());
-    command.environment.extend(spec.env.clone());
-    for (n, port) in ports.iter().enumerate() {
-        command
-            .environment
-            .insert(format!("PORT{n}"), port.to_string());
-    }
-    if let Some(first) = ports.first() {
-        command.environment.insert("PORT".into(), first.to_string());
-    }
-    TaskInfo {
-        task_id: task_id.clone(),
-        name: spec.name.clone(),
-        agent_id: offer.agent_id.clone(),
-        resources,
-        command: Some(command),
-        executor: None,
-        data: Vec::new(),
-        mesos: None,
-        image: spec.image.clone(),
-        artifacts: spec.task_artifacts(),
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //!
 //! - [`spec`]: the TOML spec, read and checked in one place (errors name the file and key);
 //! - [`book`]: the pure core — specs, instances, and what to launch, kill or wait for;
+//! - [`launch`]: the task an instance is launched as (a command, or its own custom executor);
 //! - [`scheduler`]: the framework itself, on the SDK: specs from its key/value state in the
 //!   master, offers in, launches and kills out, failing over under a framework id kept on disk.
 //!
@@ -14,6 +15,7 @@
 
 pub mod book;
 pub mod health;
+pub mod launch;
 pub mod probe;
 pub mod scheduler;
 pub mod spec;

@@ -24,6 +24,13 @@
 //! service_type = "_http._tcp"   # optional: the mDNS type healthy instances are advertised
 //!                               # under by the master, as web, web-2… (default _http._tcp)
 //!
+//! [executor]                    # optional, instead of `cmd`: each instance is a task of its
+//! cmd = "exec ./my-executor"    #   own custom executor (Marathon's `executor`), this program
+//!                               #   run by /bin/sh -c in the sandbox with env and PORT0…;
+//! cpus = 0.05                   #   the executor's own share, on top of the task's cpus/mem
+//! mem = 32                      #   (MiB);
+//! data = "anything"             #   handed to each task as its data (UTF-8)
+//!
 //! [[artifacts]]                 # any number of files fetched into each instance's sandbox
 //! uri = "https://example.org/app-1.2.tgz"   # before it starts: http(s):// or master:NAME
 //!                               #   (a file of the master's artifacts directory)
@@ -78,7 +85,9 @@ pub const MAX_ARTIFACTS: usize = 32;
 pub struct Spec {
     pub name: String,
     pub instances: u32,
-    /// Run by `/bin/sh -c` in the task's sandbox.
+    /// Run by `/bin/sh -c` in the task's sandbox. Empty (absent) exactly when `executor` is
+    /// set: the instance is then a task of that executor.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cmd: String,
     pub cpus: f64,
     /// MiB.
@@ -108,6 +117,9 @@ pub struct Spec {
     /// How a changed spec replaces the instances.
     #[serde(default)]
     pub rollout: Rollout,
+    /// A custom executor each instance runs under, instead of `cmd`; `None`: a command task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorSpec>,
     /// Files fetched into each instance's sandbox before it starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactSpec>,
@@ -153,6 +165,35 @@ impl ArtifactSpec {
         }
     }
 }
+
+/// A service's custom executor (`[executor]`): one started per instance, in the instance's
+/// sandbox, with the instance's environment and ports; the instance is its one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSpec {
+    /// The executor program, run by `/bin/sh -c` in the sandbox (`exec` it, so a kill reaches
+    /// it); it connects back to its agent with `bramble-sdk`'s `run_executor`.
+    pub cmd: String,
+    /// The executor process's own share, on top of the task's `cpus`.
+    #[serde(default = "default_executor_cpus")]
+    pub cpus: f64,
+    /// MiB, on top of the task's `mem`.
+    #[serde(default = "default_executor_mem")]
+    pub mem: u64,
+    /// Handed to each task as its data (UTF-8 text; what it means is the executor's business).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data: String,
+}
+
+fn default_executor_cpus() -> f64 {
+    0.05
+}
+fn default_executor_mem() -> u64 {
+    32
+}
+
+/// Most bytes of `executor.data`: it travels in every launch.
+pub const MAX_EXECUTOR_DATA: usize = 64 * 1024;
 
 /// What a health check asks of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,8 +515,29 @@ impl Spec {
                 format!("at most {MAX_INSTANCES} instances per service"),
             ));
         }
-        if self.cmd.trim().is_empty() {
-            return Err(("cmd", "must not be empty".into()));
+        match &self.executor {
+            None if self.cmd.trim().is_empty() => {
+                return Err((
+                    "cmd",
+                    "must not be empty (or give an [executor] instead)".into(),
+                ));
+            }
+            None => {}
+            Some(e) => {
+                if !self.cmd.is_empty() {
+                    return Err((
+                        "cmd",
+                        "a service with an [executor] runs executor.cmd; put what each task needs in executor.data".into(),
+                    ));
+                }
+                e.check()?;
+                if self.image.is_some() {
+                    return Err((
+                        "image",
+                        "a container image is for command tasks only, not an [executor]".into(),
+                    ));
+                }
+            }
         }
         if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
             return Err(("cpus", "must be a number above 0 (e.g. 0.1)".into()));
@@ -603,6 +665,47 @@ impl Spec {
     }
 }
 
+impl ExecutorSpec {
+    /// The executor process's own resources.
+    pub fn resources(&self) -> bramble_proto::Resources {
+        bramble_proto::Resources::new(self.cpus, self.mem)
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.cmd.trim().is_empty() {
+            return Err(("executor.cmd", "must not be empty".into()));
+        }
+        if !(self.cpus.is_finite() && self.cpus > 0.0 && self.cpus <= 1024.0) {
+            return Err((
+                "executor.cpus",
+                "must be a number above 0 (e.g. 0.05)".into(),
+            ));
+        }
+        if self.mem == 0 {
+            return Err(("executor.mem", "must be at least 1 (MiB)".into()));
+        }
+        if self.data.len() > MAX_EXECUTOR_DATA {
+            return Err((
+                "executor.data",
+                format!("at most {MAX_EXECUTOR_DATA} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Spec {
+    /// What one instance takes from an offer, ports aside: its task's cpus and memory plus,
+    /// with an `[executor]`, the executor's (each instance starts its own).
+    pub fn footprint(&self) -> bramble_proto::Resources {
+        let mut resources = bramble_proto::Resources::new(self.cpus, self.mem);
+        if let Some(e) = &self.executor {
+            resources.add(&e.resources());
+        }
+        resources
+    }
+}
+
 /// `PORT` and `PORT0`… are the scheduler's to set.
 fn is_reserved_env(key: &str) -> bool {
     key == "PORT"
@@ -725,6 +828,79 @@ backoff_secs = 0.5
     }
 
     #[test]
+    fn an_executor_stands_in_for_cmd_and_is_checked_key_by_key() {
+        let base = "name = \"web\"\ninstances = 2\ncpus = 0.1\nmem = 16\nports = 1\n";
+        let ok = format!("{base}[executor]\ncmd = \"exec ./serve\"\ndata = \".\"\n");
+        let spec = Spec::parse("web.toml", &ok).expect("valid");
+        let e = spec.executor.as_ref().expect("an executor");
+        assert_eq!((e.cpus, e.mem), (0.05, 32), "defaults fill in");
+        assert_eq!(e.data, ".");
+        assert!(spec.cmd.is_empty());
+        let stored = spec.to_toml();
+        assert!(
+            !stored.contains("\ncmd = \"\""),
+            "no empty cmd stored: {stored}"
+        );
+        assert_eq!(Spec::parse("stored", &stored).expect("round trip"), spec);
+        let mut other = spec.clone();
+        other.executor.as_mut().unwrap().data = "docs".into();
+        assert_ne!(
+            spec.fingerprint(),
+            other.fingerprint(),
+            "the executor is what runs"
+        );
+        let cases = [
+            (base.to_string(), "cmd"),
+            (
+                format!("cmd = \"x\"\n{base}[executor]\ncmd = \"y\"\n"),
+                "cmd",
+            ),
+            (format!("{base}[executor]\ncmd = \" \"\n"), "executor.cmd"),
+            (
+                format!("{base}[executor]\ncmd = \"y\"\ncpus = 0.0\n"),
+                "executor.cpus",
+            ),
+            (
+                format!("{base}[executor]\ncmd = \"y\"\nmem = 0\n"),
+                "executor.mem",
+            ),
+            (
+                format!(
+                    "{base}[executor]\ncmd = \"y\"\ndata = \"{}\"\n",
+                    "x".repeat(MAX_EXECUTOR_DATA + 1)
+                ),
+                "executor.data",
+            ),
+            (
+                format!("image = \"busybox\"\n{base}[executor]\ncmd = \"y\"\n"),
+                "image",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Spec::parse("web.toml", &text).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.to_string().starts_with("web.toml: key \""), "{e}");
+        }
+        // An unknown key inside [executor] is a parse error naming it.
+        let e = Spec::parse(
+            "web.toml",
+            &format!("{base}[executor]\ncmd = \"y\"\ncpu = 1\n"),
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("cpu"), "{e}");
+    }
+
+    #[test]
+    fn a_spec_stored_before_executors_reads_back_with_the_same_fingerprint() {
+        // Stored by the scheduler of the release before `[executor]`: this exact text and its
+        // fingerprint, so no instance is replaced by an upgrade.
+        let stored = "name = \"web\"\ninstances = 2\ncmd = \"exec sleep 100\"\ncpus = 0.1\nmem = 32\nports = 0\nrestart_generation = 0\n";
+        let spec = Spec::parse("stored", stored).expect("old stored spec");
+        assert!(spec.executor.is_none());
+        assert!(spec.to_toml().starts_with(stored), "{}", spec.to_toml());
+    }
+
+    #[test]
     fn the_fingerprint_ignores_the_instance_count_only() {
         let spec = Spec::parse("web.toml", WEB).expect("valid");
         let mut scaled = spec.clone();
@@ -757,11 +933,14 @@ backoff_secs = 0.5
     }
 
     #[test]
-    fn the_shipped_example_is_valid() {
+    fn the_shipped_examples_are_valid() {
         let text = include_str!("../../../examples/services/web.toml");
         let spec = Spec::parse("examples/services/web.toml", text).expect("valid example");
         assert_eq!(spec.name, "web");
         assert!(spec.constraints.unique_hostname);
+        let text = include_str!("../../../examples/services/served.toml");
+        let spec = Spec::parse("examples/services/served.toml", text).expect("valid example");
+        assert!(spec.executor.is_some() && spec.cmd.is_empty());
     }
 
     #[test]

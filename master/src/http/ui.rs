@@ -109,4 +109,48 @@ mod tests {
         assert!(html[2].contains("javascript:alert(1)"), "shown as text");
         assert_eq!(html[7], "", "no URL, nothing shown");
     }
+
+    /// A drained agent gets a chip: "draining" while anything is allocated there, "drained"
+    /// once nothing is; an agent not drained gets none. Run in node from the page's own code.
+    #[test]
+    fn drained_agents_get_a_draining_or_drained_chip() {
+        if std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("SKIP drained_agents_get_a_draining_or_drained_chip: node not found");
+            return;
+        }
+        let agent = |draining: bool, cpus_milli: u64| {
+            serde_json::json!({
+                "hostname": "pi-a",
+                "draining": draining,
+                "allocated": { "cpus_milli": cpus_milli, "mem_mib": 0 },
+            })
+        };
+        let agents = [agent(false, 500), agent(true, 500), agent(true, 0)];
+        let script = format!(
+            "{}\n{}\nconsole.log(JSON.stringify({}.map(drain)));",
+            js_between("const esc =", "}[c]));"),
+            js_between("function drain(a) {", "\n}\n"),
+            serde_json::to_string(&agents).expect("json"),
+        );
+        let out = std::process::Command::new("node")
+            .arg("-e")
+            .arg(&script)
+            .output()
+            .expect("running node");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let html: Vec<String> = serde_json::from_slice(&out.stdout).expect("node's answer");
+        assert_eq!(html[0], "", "not drained: no chip");
+        assert!(html[1].contains(r#"data-drain="draining""#), "{}", html[1]);
+        assert!(html[1].contains(">draining</span>"), "{}", html[1]);
+        assert!(html[2].contains(r#"data-drain="drained""#), "{}", html[2]);
+        assert!(html[2].contains(">drained</span>"), "{}", html[2]);
+    }
 }

@@ -287,7 +287,12 @@ impl Master {
                 );
             }
             Input::FromAgent { conn, msg } => self.agent_message(conn, msg, now),
-            Input::FromScheduler { conn, call } => self.scheduler_call(conn, call, now),
+            Input::FromScheduler { conn, call } => {
+                match self.node_scheduler_may_call(conn, &call) {
+                    Ok(()) => self.scheduler_call(conn, call, now),
+                    Err(why) => self.close_conn(conn, &why),
+                }
+            }
             Input::Operator { call, reply } => self.operator_call(call, reply, now),
             Input::Disconnected {
                 conn,

@@ -189,19 +189,30 @@ impl Master {
         }
     }
 
-    /// Whether a hello of `kind` is allowed for a certificate of `role`.
-    pub fn admits(kind: PeerKind, role: bramble_proto::identity::Role) -> Result<(), String> {
+    /// Whether a hello of `kind` is allowed for a certificate of `role` from `peer`.
+    ///
+    /// A node certificate may also connect as a scheduler from this host's loopback: that is
+    /// the service scheduler beside the master (`bramble-services.service`), which has no
+    /// other certificate on a card (cards never carry the framework key). Every card holds
+    /// the node key, so the loopback condition is what makes it the master node's own
+    /// scheduler, and [`Master::node_scheduler_may_call`] keeps it to that one framework.
+    pub fn admits(
+        kind: PeerKind,
+        role: bramble_proto::identity::Role,
+        peer: std::net::IpAddr,
+    ) -> Result<(), String> {
         use bramble_proto::identity::Role;
         match (kind, role) {
             (PeerKind::Agent, Role::Node) => Ok(()),
             (PeerKind::Scheduler, Role::Framework | Role::Operator) => Ok(()),
+            (PeerKind::Scheduler, Role::Node) if peer.to_canonical().is_loopback() => Ok(()),
             (PeerKind::Operator, Role::Operator) => Ok(()),
             (kind, role) => Err(format!(
                 "a {role} certificate may not connect as {}",
                 match kind {
                     PeerKind::Agent => "an agent (needs a node certificate)",
                     PeerKind::Scheduler =>
-                        "a scheduler (needs a framework or operator certificate)",
+                        "a scheduler (needs a framework or operator certificate; a node certificate only from the master's own host)",
                     PeerKind::Operator => "an operator (needs an operator certificate)",
                 }
             )),
@@ -286,9 +297,10 @@ mod tests {
             (PeerKind::Scheduler, Role::Operator),
             (PeerKind::Operator, Role::Operator),
         ];
+        let remote: std::net::IpAddr = [192, 168, 1, 20].into();
         for kind in [PeerKind::Agent, PeerKind::Scheduler, PeerKind::Operator] {
             for role in [Role::Node, Role::Framework, Role::Operator] {
-                let verdict = Master::admits(kind, role);
+                let verdict = Master::admits(kind, role, remote);
                 assert_eq!(
                     verdict.is_ok(),
                     allowed.contains(&(kind, role)),
@@ -296,7 +308,20 @@ mod tests {
                 );
             }
         }
-        let refusal = Master::admits(PeerKind::Operator, Role::Framework).unwrap_err();
+        // The service scheduler beside the master: a node certificate over loopback only.
+        let loopback: std::net::IpAddr = std::net::Ipv6Addr::LOCALHOST.into();
+        assert!(Master::admits(PeerKind::Scheduler, Role::Node, loopback).is_ok());
+        assert!(Master::admits(PeerKind::Scheduler, Role::Node, [127, 0, 0, 1].into()).is_ok());
+        // A dual-stack socket reports an IPv4 peer as IPv4-mapped.
+        let mapped: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().into();
+        assert!(Master::admits(PeerKind::Scheduler, Role::Node, mapped).is_ok());
+        let refusal = Master::admits(PeerKind::Scheduler, Role::Node, remote).unwrap_err();
+        assert!(
+            refusal.contains("only from the master's own host"),
+            "{refusal}"
+        );
+        assert!(Master::admits(PeerKind::Operator, Role::Node, loopback).is_err());
+        let refusal = Master::admits(PeerKind::Operator, Role::Framework, remote).unwrap_err();
         assert!(
             refusal.contains("needs an operator certificate"),
             "{refusal}"

@@ -109,9 +109,38 @@ impl ServiceView {
 }
 
 impl Master {
+    /// A scheduler holding a node certificate (admitted only over loopback: the service
+    /// scheduler beside the master, see [`Master::admits`]) may subscribe or campaign only as
+    /// the service framework. Every card carries the node key; without this, anything on the
+    /// master's host that can read it could register a framework of any name.
+    pub(super) fn node_scheduler_may_call(
+        &self,
+        conn: super::ConnId,
+        call: &bramble_proto::messages::SchedulerCall,
+    ) -> Result<(), String> {
+        use bramble_proto::messages::SchedulerCall;
+        let Some(c) = self.conns.get(&conn) else {
+            return Ok(());
+        };
+        if c.identity.role != Role::Node {
+            return Ok(());
+        }
+        match call {
+            SchedulerCall::Subscribe(info) | SchedulerCall::Campaign(info)
+                if info.name != SERVICES_FRAMEWORK =>
+            {
+                Err(format!(
+                    "a node certificate may subscribe only the service scheduler ({SERVICES_FRAMEWORK}), not {:?}",
+                    info.name
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `fw` is the service framework: named so (as the CLI finds it) *and* registered
-    /// with a shared role certificate (`framework` or `operator`, as the scheduler on the
-    /// master node is). A tenant's principal (`bramble cluster add-principal`) may take the
+    /// with a shared role certificate (`framework` or `operator`, or `node`: the scheduler on
+    /// the master node, over loopback). A tenant's principal (`bramble cluster add-principal`) may take the
     /// name but not the job: its records would put mDNS adverts on the LAN under names other
     /// tenants' services own. Tenant principals can never be called after a role.
     fn is_services_framework(&mut self, fw: &FrameworkId) -> bool {
@@ -296,5 +325,51 @@ mod tests {
             };
             assert_eq!(names, expected, "principal {principal:?}");
         }
+    }
+
+    /// The scheduler beside the master connects with the node certificate (cards carry no
+    /// other): it may register the service framework and publish, and nothing else.
+    #[test]
+    fn a_node_certificate_registers_only_the_service_framework() {
+        let record = ServiceStatus::default().to_bytes();
+        let now = Instant::now();
+        let mut m = master(now);
+        let identity = identity_of(Role::Node, Some("node"));
+        let _fw = connect_scheduler(
+            &mut m,
+            2,
+            identity.clone(),
+            services_info(Some("node")),
+            now,
+        );
+        settle(&mut m, now);
+        let fw = FrameworkId("svc".into());
+        assert!(
+            m.frameworks.contains_key(&fw),
+            "the service scheduler subscribed"
+        );
+        m.service_record_written(&fw, "status/web", Some(&record));
+        let names: Vec<String> = m
+            .services_view()
+            .services
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, vec!["web".to_string()]);
+
+        let other = FrameworkInfo {
+            name: "anything-else".into(),
+            ..framework_info(Some("other"))
+        };
+        let _rx = connect_scheduler(&mut m, 3, identity, other, now);
+        settle(&mut m, now);
+        assert!(
+            !m.frameworks.contains_key(&FrameworkId("other".into())),
+            "a node certificate registered a framework that is not the service scheduler"
+        );
+        assert!(
+            m.conns.get(&3).is_some_and(|c| c.bound.is_none()),
+            "its connection is bound to nothing"
+        );
     }
 }

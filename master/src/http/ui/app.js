@@ -131,7 +131,7 @@ function connectEvents() {
     refreshPanel();
   });
   for (const name of ["agent_registered", "agent_disconnected", "agent_removed", "agent_health",
-    "framework_subscribed", "framework_disconnected", "framework_removed"]) {
+    "agent_draining", "framework_subscribed", "framework_disconnected", "framework_removed"]) {
     es.addEventListener(name, () => { app.stale = true; });
   }
   es.onerror = () => {
@@ -266,10 +266,17 @@ function agentDot(a) {
   return '<span class="up" title="connected">●</span>';
 }
 const sick = (a) => (a.connected && a.unhealthy ? ` <span class="chip sick" title="${esc(a.unhealthy)}">unhealthy</span>` : "");
+// An operator drained it (`bramble agent drain`): offered nothing until undrained; "draining"
+// while tasks (or executors) still hold resources there, "drained" once none do.
+function drain(a) {
+  if (!a.draining) return "";
+  const what = a.allocated.cpus_milli > 0 || a.allocated.mem_mib > 0 ? "draining" : "drained";
+  return ` <span class="chip drain" data-drain="${what}" title="bramble agent drain: offered nothing until undrained">${what}</span>`;
+}
 
 function agentRows(list) {
   return list.map((a) => `<tr data-agent="${esc(a.hostname)}">
-    <td>${agentDot(a)} <strong>${esc(a.hostname)}</strong>${sick(a)}
+    <td>${agentDot(a)} <strong>${esc(a.hostname)}</strong>${sick(a)}${drain(a)}
       <div class="muted mono hide-sm">${esc(a.id)}</div></td>
     <td>${bar(a.allocated.cpus_milli, a.total.cpus_milli, "cpu", `CPU ${cpus(a.allocated.cpus_milli)} / ${cpus(a.total.cpus_milli)}`)}</td>
     <td>${bar(a.allocated.mem_mib, a.total.mem_mib, "mem", `mem ${mem(a.allocated.mem_mib)} / ${mem(a.total.mem_mib)}`)}</td>
@@ -298,7 +305,7 @@ function agents() {
   return `<h1>Agents</h1><div class="card"><table id="agents">
     <thead><tr><th>Agent</th><th>CPU</th><th>Memory</th><th class="hide-sm">Address</th><th>Heartbeat</th><th class="hide-sm">Attributes</th></tr></thead>
     <tbody>${s.agents.map((a) => `<tr data-agent="${esc(a.hostname)}">
-      <td>${agentDot(a)} <strong>${esc(a.hostname)}</strong>${sick(a)}<div class="muted mono">${esc(a.id)}</div></td>
+      <td>${agentDot(a)} <strong>${esc(a.hostname)}</strong>${sick(a)}${drain(a)}<div class="muted mono">${esc(a.id)}</div></td>
       <td>${bar(a.allocated.cpus_milli, a.total.cpus_milli, "cpu", `${cpus(a.allocated.cpus_milli)} / ${cpus(a.total.cpus_milli)}`)}</td>
       <td>${bar(a.allocated.mem_mib, a.total.mem_mib, "mem", `${mem(a.allocated.mem_mib)} / ${mem(a.total.mem_mib)}`)}</td>
       <td class="mono hide-sm">${esc(a.address)}</td>
