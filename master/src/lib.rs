@@ -7,6 +7,7 @@
 //! redb file a restarted master recovers from).
 
 pub mod allocator;
+pub mod artifacts;
 pub mod certificates;
 pub mod config;
 pub mod display;

@@ -6,6 +6,7 @@
 //! and keep their logic to themselves.
 
 pub mod arg_values;
+pub mod artifact;
 pub mod backoff;
 pub mod bounded;
 pub mod codec;
