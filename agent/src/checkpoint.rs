@@ -391,6 +391,7 @@ mod tests {
                     data: vec![],
                     mesos: None,
                     image: None,
+                    artifacts: Vec::new(),
                 },
                 state: TaskState::Running,
             }],

@@ -77,6 +77,47 @@ pub struct AgentConfig {
     pub mesos: MesosConfig,
     /// `[containers]`: tasks in container images. See [`ContainersConfig`].
     pub containers: ContainersConfig,
+    /// `[fetch]`: artifacts fetched into sandboxes. See [`FetchConfig`].
+    pub fetch: FetchConfig,
+}
+
+/// `[fetch]`: how tasks' artifacts are fetched into their sandboxes (`fetcher/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Where artifacts asked for with `cache = true` are kept; default
+    /// `<work_dir>/fetch-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// The cache is kept under this many MiB, least recently used out first.
+    pub cache_mb: u64,
+    /// The largest artifact fetched, in MiB (an archive unpacks to at most four times this).
+    pub max_mb: u64,
+    /// How long one artifact may take to download.
+    pub timeout_secs: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            cache_mb: crate::fetcher::DEFAULT_CACHE_MB,
+            max_mb: crate::fetcher::DEFAULT_MAX_MB,
+            timeout_secs: crate::fetcher::DEFAULT_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl FetchConfig {
+    /// The fetcher's options for an agent working in `work_dir`.
+    pub fn options(&self, work_dir: &Path) -> crate::fetcher::FetchOptions {
+        let defaults = crate::fetcher::FetchOptions::new(work_dir);
+        crate::fetcher::FetchOptions {
+            cache_dir: self.cache_dir.clone().unwrap_or(defaults.cache_dir),
+            cache_bytes: self.cache_mb << 20,
+            max_bytes: self.max_mb << 20,
+            timeout: Duration::from_secs(self.timeout_secs),
+        }
+    }
 }
 
 /// `[containers]`: running tasks in container images through an OCI runtime
@@ -154,6 +195,7 @@ impl Default for AgentConfig {
             recovery: RecoveryConfig::default(),
             mesos: MesosConfig::default(),
             containers: ContainersConfig::default(),
+            fetch: FetchConfig::default(),
         }
     }
 }
@@ -191,6 +233,15 @@ impl AgentConfig {
         self.discovery.validate()?;
         self.validate_gc_and_user()?;
         self.recovery.validate()?;
+        if self.fetch.max_mb == 0 || self.fetch.max_mb > (1 << 20) {
+            return Err(("fetch.max_mb", "must be between 1 and 1048576".to_owned()));
+        }
+        if self.fetch.cache_mb > (1 << 30) {
+            return Err(("fetch.cache_mb", "must be at most 1073741824".to_owned()));
+        }
+        if self.fetch.timeout_secs == 0 {
+            return Err(("fetch.timeout_secs", "must be at least 1".to_owned()));
+        }
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter)
                 .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod containerizer;
 pub mod core;
 pub mod executor_socket;
+pub mod fetcher;
 pub mod gc;
 pub mod image_gc;
 pub mod image_preload;
@@ -77,6 +78,9 @@ pub struct AgentOptions {
     /// Run tasks in container images with this runtime (`[containers]`); `None`: no image
     /// tasks here, and no `containers` attribute.
     pub containers: Option<ContainersOptions>,
+    /// How tasks' artifacts are fetched (`[fetch]`); `None`: the defaults
+    /// ([`fetcher::FetchOptions::new`]).
+    pub fetch: Option<fetcher::FetchOptions>,
 }
 
 /// Where the OCI runtime and the images are (`[containers]`, validated at start).
@@ -112,6 +116,8 @@ pub enum StartError {
     TaskUser(String),
     #[error("[containers]: {0}")]
     Containers(String),
+    #[error("[fetch]: {0}")]
+    Fetch(String),
     #[error("{0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(
@@ -287,7 +293,15 @@ pub async fn start_with(
         work_dir.heartbeat_file(),
         recovery.executor_reconnect_timeout,
     );
+    let master_fetch = fetcher::MasterFetch::default();
+    let fetch_opts = opts
+        .fetch
+        .clone()
+        .unwrap_or_else(|| fetcher::FetchOptions::new(&opts.work_dir));
+    let fetcher =
+        fetcher::Fetcher::new(fetch_opts, master_fetch.clone()).map_err(StartError::Fetch)?;
     let containerizer = containerizer
+        .with_fetcher(Arc::new(fetcher))
         .with_pids_max(opts.pids_max)
         .with_orphan_watch(orphan_watch.clone())
         .with_images(image_runtime)
@@ -349,7 +363,10 @@ pub async fn start_with(
         endpoint.clone(),
         opts.master.clone(),
         inputs.clone(),
-        image_service::spawn(image_store),
+        master_link::Relays {
+            images: image_service::spawn(image_store),
+            artifacts: master_fetch,
+        },
         opts.heartbeat_interval,
         bramble_proto::transport::issued_by_own_ca(creds),
         shutdown_rx.clone(),

@@ -193,5 +193,6 @@ fn options(
                 preload: cfg.containers.preload.clone(),
                 images_budget: cfg.containers.images_budget_mb.map(|mb| mb << 20),
             }),
+        fetch: Some(cfg.fetch.options(&cfg.work_dir)),
     })
 }

@@ -13,6 +13,7 @@
 //! which verifies it and browses afresh, so a master that moved or was replaced is found by its
 //! new announcement rather than by its stale record.
 
+use crate::fetcher::MasterFetch;
 use crate::image_service;
 use crate::runtime::Input;
 use bramble_proto::backoff::Backoff;
@@ -180,6 +181,13 @@ enum LinkError {
     Shutdown,
 }
 
+/// What the link hands on itself, past the runtime: image pieces to the image service and
+/// artifact pieces to the fetcher.
+pub struct Relays {
+    pub images: mpsc::Sender<image_service::Request>,
+    pub artifacts: MasterFetch,
+}
+
 /// Runs the link until `shutdown` flips.
 ///
 /// `own_certificate_ok` says whether this agent's certificate was issued by the CA beside it
@@ -189,7 +197,7 @@ pub async fn run(
     endpoint: quinn::Endpoint,
     locator: MasterLocator,
     inputs: mpsc::Sender<Input>,
-    images: mpsc::Sender<image_service::Request>,
+    Relays { images, artifacts }: Relays,
     heartbeat: Duration,
     own_certificate_ok: bool,
     mut shutdown: watch::Receiver<bool>,
@@ -206,6 +214,7 @@ pub async fn run(
             Sinks {
                 inputs: &inputs,
                 images: &images,
+                artifacts: &artifacts,
             },
             heartbeat,
             &mut shutdown,
@@ -214,6 +223,8 @@ pub async fn run(
         );
         let started = Instant::now();
         let result = attempt.await;
+        // Fetches waiting on this connection's answers fail now rather than time out.
+        artifacts.connected(None);
         if inputs.send(Input::MasterDisconnected).await.is_err() {
             return;
         }
@@ -259,17 +270,19 @@ pub async fn run(
     }
 }
 
-/// Where what the master sends goes: the runtime's inputs, and image transfers.
+/// Where what the master sends goes: the runtime's inputs, image transfers, and the
+/// fetcher's artifact pieces.
 struct Sinks<'a> {
     inputs: &'a mpsc::Sender<Input>,
     images: &'a mpsc::Sender<image_service::Request>,
+    artifacts: &'a MasterFetch,
 }
 
 /// One connection, from finding the master to the link's death.
 async fn session(
     endpoint: &quinn::Endpoint,
     resolver: &mut Resolver,
-    Sinks { inputs, images }: Sinks<'_>,
+    sinks: Sinks<'_>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
@@ -297,8 +310,7 @@ async fn session(
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
-    let result =
-        registered_session(&conn, addr, inputs, images, heartbeat, shutdown, registered).await;
+    let result = registered_session(&conn, addr, sinks, heartbeat, shutdown, registered).await;
     let result = match (result, conn.close_reason()) {
         // The master's end of the handshake refused our certificate: the TLS alert says so.
         (Err(e), Some(closed)) if !*registered => match transport::refused_certificate(&closed) {
@@ -343,8 +355,11 @@ fn certificate_refused(addr: SocketAddr, alert: &str, own_certificate_ok: bool) 
 async fn registered_session(
     conn: &quinn::Connection,
     addr: SocketAddr,
-    inputs: &mpsc::Sender<Input>,
-    images: &mpsc::Sender<image_service::Request>,
+    Sinks {
+        inputs,
+        images,
+        artifacts,
+    }: Sinks<'_>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
@@ -392,6 +407,9 @@ async fn registered_session(
     // Image pieces go to the image service, which answers on this link itself: the core
     // never sees an image's bytes.
     let image_replies = tx.clone();
+    // The fetcher asks for artifact pieces on this connection; their answers come back below.
+    artifacts.connected(Some(tx.clone()));
+    let artifact_answers = artifacts.clone();
     inputs
         .send(Input::MasterConnected { agent_id, tx })
         .await
@@ -419,6 +437,12 @@ async fn registered_session(
                     };
                     if images.send(req).await.is_err() {
                         return CodecError::Closed;
+                    }
+                }
+                Ok(MasterToAgent::ArtifactData { request, result }) => {
+                    let _ = ack_tx.try_send(());
+                    if !artifact_answers.answer(request, result) {
+                        debug!(request, "artifact piece no fetch waits for; dropped");
                     }
                 }
                 Ok(msg) => {

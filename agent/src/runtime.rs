@@ -61,6 +61,11 @@ pub enum Input {
         executor_id: ExecutorId,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A launch that fetched artifacts first, carried out in a task of its own, is over.
+    Launched {
+        container: ContainerKey,
+        result: Result<Container, containerizer::ContainerError>,
+    },
 }
 
 /// Where the messages for one executor connection go.
@@ -190,6 +195,7 @@ impl Runtime {
                 CoreInput::MasterDisconnected
             }
             Input::FromMaster(msg) => CoreInput::FromMaster(msg),
+            Input::Launched { container, result } => self.launched(container, result),
             Input::ExecutorConnected {
                 serial,
                 framework_id,
@@ -244,12 +250,21 @@ impl Runtime {
                     supervised,
                 } => {
                     spec.exit_status_file = self.exit_status_file(&container, supervised);
-                    let result = self.containerizer.launch(spec).await.map(|c| {
-                        let info = container_info(&c);
-                        self.watch(container.clone(), c);
-                        info
-                    });
-                    Some(CoreInput::Launched { container, result })
+                    if spec.artifacts.is_empty() {
+                        let result = self.containerizer.launch(spec).await;
+                        Some(self.launched(container, result))
+                    } else {
+                        // Fetching may take minutes: the launch goes on in a task of its own
+                        // and comes back as an input (a kill meanwhile is carried out once it
+                        // is up: see the core's `container_started`).
+                        let containerizer = Arc::clone(&self.containerizer);
+                        let inputs = self.inputs.clone();
+                        tokio::spawn(async move {
+                            let result = containerizer.launch(spec).await;
+                            let _ = inputs.send(Input::Launched { container, result }).await;
+                        });
+                        None
+                    }
                 }
                 Effect::Adopt {
                     container,
@@ -328,6 +343,20 @@ impl Runtime {
                 queue.extend(self.core.handle(input, Instant::now()));
             }
         }
+    }
+
+    /// A launch's outcome for the core; a started container is watched from now on.
+    fn launched(
+        &mut self,
+        container: ContainerKey,
+        result: Result<Container, containerizer::ContainerError>,
+    ) -> CoreInput {
+        let result = result.map(|c| {
+            let info = container_info(&c);
+            self.watch(container.clone(), c);
+            info
+        });
+        CoreInput::Launched { container, result }
     }
 
     /// Where a supervised (command task's) container records its exit status.

@@ -103,6 +103,7 @@ impl Throwaway {
                 // Several demo agents share this host: each takes a free port.
                 mesos_listen: Some(([127, 0, 0, 1], 0).into()),
                 containers: None,
+                fetch: None,
             };
             handles.push(bramble_agent::start(&node, agent_opts).await?);
         }

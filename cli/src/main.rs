@@ -197,6 +197,11 @@ enum Command {
         /// words are then the program and its arguments, as `docker run` takes them.
         #[arg(long)]
         image: Option<String>,
+        /// Fetch this into the task's sandbox before it starts: http(s)://… or master:NAME (a
+        /// file of the master's artifacts directory); .tar, .tar.gz and .tgz are unpacked.
+        /// Repeatable.
+        #[arg(long = "fetch", value_name = "URI", value_parser = parse_artifact)]
+        fetch: Vec<bramble_proto::task::Artifact>,
         /// Print the final status as one JSON object (task, agent, state, exit code, why,
         /// and the task's stdout and stderr) instead of streaming the output.
         #[arg(long)]
@@ -311,6 +316,13 @@ enum Command {
 }
 
 /// Parses counts such as `1000`, `1_000_000`, `4e9` or `2.5e6`.
+/// A `--fetch` uri, checked as the agent will check it.
+fn parse_artifact(uri: &str) -> Result<bramble_proto::task::Artifact, String> {
+    let artifact = bramble_proto::task::Artifact::new(uri);
+    artifact.check().map_err(|e| e.to_string())?;
+    Ok(artifact)
+}
+
 fn parse_count(s: &str) -> Result<u64, String> {
     bramble_proto::arg_values::whole_count(s)
 }
@@ -362,9 +374,16 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
             cpus,
             mem,
             image,
+            fetch,
             json,
             command,
-        } => return commands::run::run(target, cpus, mem, image, command, json).await,
+        } => {
+            let what = bramble::run::What {
+                artifacts: fetch,
+                ..bramble::run::What::new(command, image)
+            };
+            return commands::run::run(target, cpus, mem, what, json).await;
+        }
         Command::Pi {
             terms,
             tasks,

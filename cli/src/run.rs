@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct What {
     pub command: CommandInfo,
     pub image: Option<String>,
+    /// Fetched into the task's sandbox before it starts (`--fetch`).
+    pub artifacts: Vec<bramble_proto::task::Artifact>,
 }
 
 impl What {
@@ -33,7 +35,11 @@ impl What {
             }
             _ => CommandInfo::shell(words.join(" ")),
         };
-        What { command, image }
+        What {
+            command,
+            image,
+            artifacts: Vec::new(),
+        }
     }
 
     fn describe(&self) -> String {
@@ -166,6 +172,7 @@ impl Scheduler for RunOne {
                     data: Vec::new(),
                     mesos: None,
                     image: what.image,
+                    artifacts: what.artifacts,
                 };
                 if self.say_where {
                     eprintln!("running {id} on {}", offer.hostname);

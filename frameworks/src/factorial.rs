@@ -329,6 +329,7 @@ impl Scheduler for FactorialScheduler {
                     data: n.to_string().into_bytes(),
                     mesos: None,
                     image: None,
+                    artifacts: Vec::new(),
                 });
             }
             if tasks.is_empty() {

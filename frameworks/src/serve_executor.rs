@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -106,18 +106,36 @@ impl Executor for ServeExecutor {
             status(&task, TaskState::Running).message(format!("serving on {addr}")),
         );
         let (stop, stopped) = oneshot::channel::<()>();
-        let (killed_tx, killed_rx) = oneshot::channel::<()>();
+        let (killed_tx, killed_rx) = watch::channel(false);
         let driver = driver.clone();
         let id = task.task_id.clone();
         let end = tokio::spawn(async move {
             // The server's shutdown: the kill (which is also how we know it was one).
             let shutdown = async move {
                 if stopped.await.is_ok() {
-                    let _ = killed_tx.send(());
+                    let _ = killed_tx.send(true);
                 }
             };
-            let served = serve_dir_on(listener, dir, shutdown).await;
-            let update = match (served, killed_rx.await.is_ok()) {
+            // A graceful shutdown waits for every open connection, and a client that sends
+            // half a request (or reads a large file slowly) would hold the kill forever: after
+            // the grace, the server is dropped (its listener with it) and KILLED reported.
+            let mut killed = killed_rx.clone();
+            let grace_over = async move {
+                if killed.wait_for(|k| *k).await.is_ok() {
+                    tokio::time::sleep(KILL_GRACE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let served = tokio::select! {
+                served = serve_dir_on(listener, dir, shutdown) => served,
+                () = grace_over => {
+                    warn!(task = %task.task_id, "connections still open {KILL_GRACE:?} after the kill: closing the server");
+                    Ok(())
+                }
+            };
+            let was_killed = *killed_rx.borrow();
+            let update = match (served, was_killed) {
                 (_, true) => status(&task, TaskState::Killed).reason(TaskReason::KilledByRequest),
                 (Ok(()), false) => status(&task, TaskState::Finished),
                 (Err(e), false) => status(&task, TaskState::Failed).message(format!("{e:#}")),
@@ -148,6 +166,10 @@ impl Executor for ServeExecutor {
         }
     }
 }
+
+/// How long a killed task's open connections may take to finish before the server is closed
+/// under them.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
@@ -203,6 +225,46 @@ mod tests {
                 .is_err(),
             "the port is free again once KILLED is reported"
         );
+    }
+
+    /// A client downloading a large file that reads none of it holds its connection open
+    /// (the server blocks writing): the kill still ends the task, after the grace, and frees
+    /// the port.
+    #[tokio::test]
+    async fn a_kill_is_not_held_up_by_a_client_that_never_reads_its_download() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("big"), vec![b'x'; 32 << 20]).expect("big file");
+        let port = free_port();
+        let mut t = ExecutorTest::new(ServeExecutor::on_loopback());
+        let mut info = task("web.5", Vec::new());
+        info.resources = Resources::new(0.1, 32).with_ports([PortRange::new(port, port)]);
+        info.data = dir.path().display().to_string().into_bytes();
+        t.launch(info).await;
+        assert_eq!(t.next_update().await.state, TaskState::Running);
+        let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        slow.write_all(b"GET /big HTTP/1.0\r\n\r\n")
+            .await
+            .expect("request");
+        // The server has started answering (so the connection is busy, not idle).
+        let mut first = [0u8; 12];
+        slow.read_exact(&mut first)
+            .await
+            .expect("the answer starts");
+
+        t.kill("web.5").await;
+        let killed = tokio::time::timeout(KILL_GRACE * 5, t.next_update())
+            .await
+            .expect("KILLED is reported despite the open connection");
+        assert_eq!(killed.state, TaskState::Killed, "{killed:?}");
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err(),
+            "the port is free again once KILLED is reported"
+        );
+        drop(slow);
     }
 
     #[tokio::test]

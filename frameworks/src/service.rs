@@ -73,6 +73,7 @@ pub fn command_task(
         data: Vec::new(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     })
 }
 

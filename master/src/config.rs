@@ -38,6 +38,9 @@ pub struct MasterConfig {
     /// Where the master keeps durable state: `master.redb` (frameworks, admitted agents, tasks
     /// not yet terminal-and-acknowledged), which a restarted master recovers from.
     pub state_dir: PathBuf,
+    /// Files tasks fetch as `master:NAME` artifacts, served to agents over their connections
+    /// (`artifacts.rs`); default `<state_dir>/artifacts`. Every agent may read all of it.
+    pub artifacts_dir: Option<PathBuf>,
     /// A human name for the cluster, shown on the display and in logs.
     pub name: String,
     /// How often agents are asked to heartbeat.
@@ -84,6 +87,7 @@ impl Default for MasterConfig {
             http_session_lifetime_secs: 7 * 24 * 3600,
             http_cookie_secure: false,
             state_dir: PathBuf::from("/var/lib/bramble/master"),
+            artifacts_dir: None,
             name: "bramble".into(),
             heartbeat_interval_ms: 1000,
             agent_timeout_secs: 15.0,
@@ -99,6 +103,13 @@ impl Default for MasterConfig {
 }
 
 impl MasterConfig {
+    /// Where `master:` artifacts are served from.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.artifacts_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("artifacts"))
+    }
+
     /// Reads `path` (defaults when it is the default path and absent) and validates it.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
         let (cfg, text): (MasterConfig, String) = load_optional(path, explicit)?;

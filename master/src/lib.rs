@@ -7,12 +7,14 @@
 //! redb file a restarted master recovers from).
 
 pub mod allocator;
+pub mod artifacts;
 pub mod certificates;
 pub mod config;
 pub mod display;
 pub mod handshakes;
 pub mod http;
 pub mod images;
+pub mod local_scheduler;
 pub mod server;
 pub mod service_adverts;
 pub mod state;

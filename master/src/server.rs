@@ -21,13 +21,14 @@ use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::handshakes::{Budget, Slot, Verdict};
+use crate::local_scheduler;
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{
     CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
 };
-use bramble_proto::identity::Credentials;
+use bramble_proto::identity::{Credentials, Role};
 use bramble_proto::memory;
 use bramble_proto::messages::{
     AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
@@ -295,8 +296,11 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         endpoint.clone(),
         inputs.clone(),
         cluster_id.clone(),
-        panel.clone(),
-        crate::images::Uploads::new(&cfg.state_dir),
+        Edge {
+            panel: panel.clone(),
+            uploads: crate::images::Uploads::new(&cfg.state_dir),
+            artifacts: crate::artifacts::ArtifactsDir::new(&cfg.artifacts_dir()),
+        },
         checks,
         shutdown_rx,
     ));
@@ -416,8 +420,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     inputs: mpsc::Sender<Input>,
     cluster_id: String,
-    panel: PanelFeed,
-    uploads: crate::images::Uploads,
+    edge: Edge,
     checks: Arc<CertificateChecks>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -453,8 +456,7 @@ async fn accept_loop(
         let conn_id = next_id.fetch_add(1, Ordering::Relaxed);
         let inputs = inputs.clone();
         let cluster_id = cluster_id.clone();
-        let panel = panel.clone();
-        let uploads = uploads.clone();
+        let edge = edge.clone();
         let checks = checks.clone();
         let limit = limit.clone();
         tokio::spawn(async move {
@@ -467,7 +469,6 @@ async fn accept_loop(
                 conn.close(quinn::VarInt::from_u32(1), b"too many connections");
                 return;
             };
-            let edge = Edge { panel, uploads };
             serve_connection(conn, conn_id, inputs, cluster_id, edge, checks).await;
             drop(permit);
         });
@@ -572,13 +573,25 @@ async fn serve_connection(
     let reason = match kind {
         PeerKind::Agent => {
             let wrap = |conn, msg| Input::FromAgent { conn, msg };
-            serve_peer::<AgentToMaster, MasterToAgent>(peer, reader, writer, PeerTx::Agent, wrap)
-                .await
+            serve_peer::<AgentToMaster, MasterToAgent>(
+                peer,
+                reader,
+                writer,
+                (PeerTx::Agent, wrap),
+                &edge,
+            )
+            .await
         }
         PeerKind::Scheduler => {
             let wrap = |conn, call| Input::FromScheduler { conn, call };
-            serve_peer::<SchedulerCall, MasterEvent>(peer, reader, writer, PeerTx::Scheduler, wrap)
-                .await
+            serve_peer::<SchedulerCall, MasterEvent>(
+                peer,
+                reader,
+                writer,
+                (PeerTx::Scheduler, wrap),
+                &edge,
+            )
+            .await
         }
         PeerKind::Operator => serve_operator(reader, writer, &inputs, &edge).await,
     };
@@ -634,8 +647,17 @@ async fn admit(
             "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
             hello.protocol_version, hello.software_version
         ))
+    } else if let Err(why) = Master::admits(hello.kind, identity.role, identity.address.ip()) {
+        Some(why)
+    } else if hello.kind == PeerKind::Scheduler && identity.role == Role::Node {
+        // Loopback alone does not make it the master node's own service scheduler.
+        let peer = identity.address;
+        match tokio::task::spawn_blocking(move || local_scheduler::check(peer)).await {
+            Ok(verdict) => verdict.err(),
+            Err(e) => Some(format!("checking the local scheduler's socket: {e}")),
+        }
     } else {
-        Master::admits(hello.kind, identity.role, identity.address.ip()).err()
+        None
     };
     if let Some(reason) = refusal {
         // Best effort: tell the peer why before closing.
@@ -677,11 +699,11 @@ async fn serve_peer<In, Out>(
     peer: Peer<'_>,
     mut reader: FrameReader<quinn::RecvStream>,
     mut writer: FrameWriter<quinn::SendStream>,
-    make_tx: fn(QueueTx<Out>) -> PeerTx,
-    wrap: fn(ConnId, In) -> Input,
+    (make_tx, wrap): Wiring<In, Out>,
+    edge: &Edge,
 ) -> CodecError
 where
-    In: DeserializeOwned,
+    In: DeserializeOwned + AtTheEdge<Out>,
     Out: Serialize + Send + Sync + 'static,
 {
     let Peer {
@@ -691,6 +713,7 @@ where
         inputs,
     } = peer;
     let (tx, mut rx) = queue::channel::<Out>(PEER_QUEUE, PEER_QUEUE_BYTES);
+    let edge_tx = tx.clone();
     let connected = Input::Connected {
         conn: conn_id,
         identity,
@@ -719,6 +742,9 @@ where
     let reason = loop {
         match reader.recv::<In>().await {
             Ok(msg) => {
+                let Some(msg) = msg.answer_here(edge, &edge_tx) else {
+                    continue;
+                };
                 if inputs.send(wrap(conn_id, msg)).await.is_err() {
                     break CodecError::Closed;
                 }
@@ -730,11 +756,45 @@ where
     reason
 }
 
-/// What operator calls answered at the edge need: the front panel's picture, and where
-/// image uploads are kept.
+/// What is answered at the edge needs: the front panel's picture and where image uploads
+/// are kept (operator calls), and the artifacts directory (agents' reads).
+#[derive(Clone)]
 struct Edge {
     panel: PanelFeed,
     uploads: crate::images::Uploads,
+    artifacts: crate::artifacts::ArtifactsDir,
+}
+
+/// How a peer's queue and messages are wired to the state task: its queue made into a
+/// [`PeerTx`], its messages into [`Input`]s.
+type Wiring<In, Out> = (fn(QueueTx<Out>) -> PeerTx, fn(ConnId, In) -> Input);
+
+/// Messages a peer's connection answers itself, before (instead of) the state task.
+trait AtTheEdge<Out>: Sized {
+    /// `None`: answered here on `tx`; `Some`: for the state task.
+    fn answer_here(self, edge: &Edge, tx: &QueueTx<Out>) -> Option<Self>;
+}
+
+impl AtTheEdge<MasterToAgent> for AgentToMaster {
+    fn answer_here(self, edge: &Edge, tx: &QueueTx<MasterToAgent>) -> Option<Self> {
+        match self {
+            AgentToMaster::ArtifactRead {
+                request,
+                name,
+                offset,
+            } => {
+                edge.artifacts.answer(request, name, offset, tx.clone());
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+impl AtTheEdge<MasterEvent> for SchedulerCall {
+    fn answer_here(self, _: &Edge, _: &QueueTx<MasterEvent>) -> Option<Self> {
+        Some(self)
+    }
 }
 
 /// Operators make request/response calls; each is answered from the state task, except the

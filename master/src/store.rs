@@ -12,6 +12,7 @@
 //! is refused instead of being merged into this one.
 
 mod format1;
+mod format2;
 
 use bramble_proto::dir_lock::DirLock;
 use bramble_proto::framework_state::StateEntry;
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 /// The store's file name inside the master's state dir.
 pub const FILE_NAME: &str = "master.redb";
 /// Bumped whenever a record's encoding changes incompatibly.
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 /// redb's page cache; the store is small and the master may run on a 1 GiB Pi.
 const CACHE_BYTES: usize = 16 << 20;
 
@@ -323,6 +324,11 @@ impl Store {
             tracing::info!(store = %self.path.display(), tasks = rewritten, "upgraded the master store from format 1 (tasks gained a container image)");
             return Ok(());
         }
+        if format == format2::FORMAT {
+            let rewritten = self.upgrade_from_format2()?;
+            tracing::info!(store = %self.path.display(), tasks = rewritten, "upgraded the master store from format 2 (tasks gained fetched artifacts)");
+            return Ok(());
+        }
         if format != FORMAT {
             return Err(StoreError::Format {
                 path: self.path.clone(),
@@ -543,6 +549,7 @@ mod tests {
                 data: vec![9, 9],
                 mesos: None,
                 image: None,
+                artifacts: Vec::new(),
             },
             state,
             message: "pid 42".into(),

@@ -12,7 +12,7 @@ use crate::http::Refusal;
 use crate::v1::resources::{from_mesos, to_mesos as resources_to_mesos, Resource};
 use crate::v1::{b64, lenient, DurationInfo, Id};
 use bramble_proto::messages::Offer;
-use bramble_proto::task::{CommandInfo, ExecutorInfo, MesosTask, TaskInfo};
+use bramble_proto::task::{Artifact, CommandInfo, ExecutorInfo, MesosTask, TaskInfo};
 use bramble_proto::{AgentId, ExecutorId, TaskId};
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
@@ -258,6 +258,51 @@ struct MesosCommand {
     #[serde(default)]
     arguments: Vec<String>,
     environment: Option<MesosEnvironment>,
+    /// Fetched into the sandbox before the command starts (Mesos's fetcher).
+    #[serde(default)]
+    uris: Vec<MesosUri>,
+}
+
+/// Mesos's `CommandInfo.URI`.
+#[derive(Deserialize)]
+struct MesosUri {
+    value: String,
+    executable: Option<bool>,
+    extract: Option<bool>,
+    cache: Option<bool>,
+    output_file: Option<String>,
+}
+
+/// Most uris one command may fetch.
+const MAX_URIS: usize = 64;
+
+/// A command's `uris` as the artifacts the agent fetches; a uri the agent cannot fetch
+/// (`file://`, `hdfs://`…) refuses the task, naming it, rather than starting it without it.
+fn uris_to_artifacts(uris: Vec<MesosUri>) -> Result<Vec<Artifact>, String> {
+    if uris.len() > MAX_URIS {
+        return Err(format!("at most {MAX_URIS} uris per command"));
+    }
+    uris.into_iter()
+        .map(|u| {
+            let artifact = Artifact {
+                uri: u.value,
+                executable: u.executable.unwrap_or(false),
+                extract: u.extract.unwrap_or(true),
+                cache: u.cache.unwrap_or(false),
+                sha256: None,
+                output_file: u.output_file.filter(|f| !f.is_empty()),
+            };
+            artifact.check().map_err(|e| match e.field {
+                // The message names the uri already.
+                "uri" => format!("CommandInfo.uris: {}", e.message),
+                field => format!(
+                    "CommandInfo.uris {:?}: {field}: {}",
+                    artifact.uri, e.message
+                ),
+            })?;
+            Ok(artifact)
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -284,9 +329,11 @@ struct MesosExecutor {
     shutdown_grace_period: Option<DurationInfo>,
 }
 
-/// A Mesos `CommandInfo` as a native one. With `shell: false`, Mesos's `arguments` is the
-/// whole argv, argv[0] included; the native `arguments` leaves argv[0] out.
-fn command_to_native(c: MesosCommand) -> Result<CommandInfo, String> {
+/// A Mesos `CommandInfo` as a native one, and its `uris` as artifacts. With `shell: false`,
+/// Mesos's `arguments` is the whole argv, argv[0] included; the native `arguments` leaves
+/// argv[0] out.
+fn command_to_native(c: MesosCommand) -> Result<(CommandInfo, Vec<Artifact>), String> {
+    let artifacts = uris_to_artifacts(c.uris)?;
     let value = c.value.unwrap_or_default();
     let mut environment = BTreeMap::new();
     for var in c.environment.map(|e| e.variables).unwrap_or_default() {
@@ -307,12 +354,13 @@ fn command_to_native(c: MesosCommand) -> Result<CommandInfo, String> {
     } else {
         c.arguments.into_iter().skip(1).collect()
     };
-    Ok(CommandInfo {
+    let command = CommandInfo {
         value,
         shell,
         arguments,
         environment,
-    })
+    };
+    Ok((command, artifacts))
 }
 
 /// One Mesos task as a native task. `group_executor` is LAUNCH_GROUP's executor: a DEFAULT
@@ -342,12 +390,19 @@ fn task_to_native(
         (None, Some(own)) => Some(own.clone()),
         (None, None) => None,
     };
+    // Fetched into the sandbox of the container the task starts: its own (a command task) or
+    // its executor's (the executor's uris, when the task starts it), as Mesos's fetcher does.
+    let mut artifacts = Vec::new();
     let command = match (&executor_json, t.command, group_executor.is_some()) {
         (Some(_), Some(_), false) => {
             return Err("a task must have exactly one of command and executor, not both".into())
         }
         (Some(_), _, _) => None,
-        (None, Some(c), _) => Some(command_to_native(c)?),
+        (None, Some(c), _) => {
+            let (command, uris) = command_to_native(c)?;
+            artifacts = uris;
+            Some(command)
+        }
         (None, None, _) => {
             return Err("a task must have exactly one of command and executor".into())
         }
@@ -356,10 +411,11 @@ fn task_to_native(
         Some(json_exec) => {
             let e = MesosExecutor::deserialize(&json_exec)
                 .map_err(|e| format!("malformed ExecutorInfo: {e}"))?;
-            let command = command_to_native(
+            let (command, uris) = command_to_native(
                 e.command
                     .ok_or("a custom executor needs a command (ExecutorInfo.command)")?,
             )?;
+            artifacts = uris;
             let grace = e
                 .shutdown_grace_period
                 .map(|d| (d.nanoseconds.max(0) / 1_000_000) as u64)
@@ -404,6 +460,7 @@ fn task_to_native(
             shutdown_grace_ms,
         })),
         image,
+        artifacts,
     })
 }
 
@@ -488,5 +545,48 @@ mod container_tests {
         assert!(container_image(&other)
             .unwrap_err()
             .contains("not supported"));
+    }
+}
+
+#[cfg(test)]
+mod uri_tests {
+    use super::*;
+
+    fn ctx() -> LaunchContext<'static> {
+        LaunchContext {
+            framework_id: "fw",
+            framework_json: "{}",
+            checkpoint: false,
+            offer_agent: Some("a1"),
+        }
+    }
+
+    #[test]
+    fn command_uris_become_artifacts_with_mesos_defaults() {
+        let task = json!({
+            "name": "t", "task_id": {"value": "t1"}, "agent_id": {"value": "a1"},
+            "resources": [],
+            "command": {"value": "./run.sh", "uris": [
+                {"value": "http://10.0.0.1/app.tgz"},
+                {"value": "http://10.0.0.1/run.sh", "executable": true, "extract": false,
+                 "cache": true, "output_file": "go.sh"}
+            ]}
+        });
+        let native = task_to_native(&task, None, None, &ctx()).expect("valid");
+        assert_eq!(native.artifacts.len(), 2);
+        let (a, b) = (&native.artifacts[0], &native.artifacts[1]);
+        assert!(a.extract && !a.executable && !a.cache && a.output_file.is_none());
+        assert!(b.executable && !b.extract && b.cache);
+        assert_eq!(b.output_file.as_deref(), Some("go.sh"));
+    }
+
+    #[test]
+    fn a_uri_the_agent_cannot_fetch_refuses_the_task_naming_it() {
+        let task = json!({
+            "name": "t", "task_id": {"value": "t1"}, "resources": [],
+            "command": {"value": "true", "uris": [{"value": "hdfs://nn/x.jar"}]}
+        });
+        let e = task_to_native(&task, None, None, &ctx()).expect_err("hdfs");
+        assert!(e.contains("hdfs://nn/x.jar"), "{e}");
     }
 }

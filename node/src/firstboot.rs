@@ -111,8 +111,8 @@ pub fn firstboot(
 
     let mut enabled_units = vec![AGENT_UNIT.to_owned()];
     enable_unit(root, AGENT_UNIT)?;
-    // The service scheduler lives beside the master (it starts once the operator has put
-    // the framework certificate there: see its unit).
+    // The service scheduler lives beside the master (it connects over loopback with the node
+    // certificate: see its unit).
     for unit in [MASTER_UNIT, SERVICES_UNIT] {
         if is_master {
             enable_unit(root, unit)?;
@@ -138,7 +138,7 @@ pub fn firstboot(
     if opts.live && is_master {
         // The boot transaction was computed before the master's link existed. `--no-block`:
         // the master is ordered after this unit, so waiting for it here would deadlock. The
-        // service scheduler is skipped by its condition until its certificate is installed.
+        // service scheduler is ordered after the master.
         run_tool(
             "systemctl",
             &["start", "--no-block", MASTER_UNIT, SERVICES_UNIT],

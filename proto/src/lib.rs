@@ -6,6 +6,7 @@
 //! and keep their logic to themselves.
 
 pub mod arg_values;
+pub mod artifact;
 pub mod backoff;
 pub mod bounded;
 pub mod codec;
@@ -21,6 +22,7 @@ pub mod image_transfer;
 pub mod logging;
 pub mod memory;
 pub mod messages;
+pub mod proc_net;
 pub mod queue;
 pub mod resources;
 pub mod rng;

@@ -96,6 +96,14 @@ pub enum AgentToMaster {
         request: u64,
         result: Result<ImageAck, String>,
     },
+    /// Read a file of the master's artifacts directory from `offset` (an artifact
+    /// `master:NAME` a task fetches, `bramble_proto::artifact`); answered with
+    /// `MasterToAgent::ArtifactData`, the next request only after the answer.
+    ArtifactRead {
+        request: u64,
+        name: String,
+        offset: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +159,22 @@ pub enum MasterToAgent {
         request: u64,
         piece: ImagePiece,
     },
+    /// Answer to `AgentToMaster::ArtifactRead`.
+    ArtifactData {
+        request: u64,
+        result: Result<ArtifactChunk, String>,
+    },
+}
+
+/// A piece of a file of the master's artifacts directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactChunk {
+    /// The whole file's size when this piece was read (a file that changes size while it is
+    /// fetched fails the fetch).
+    pub size: u64,
+    /// At most [`crate::image_transfer::CHUNK_BYTES`] from the requested offset; empty at the
+    /// end of the file.
+    pub data: Vec<u8>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 //! The transition table lives here, in one function, because the agent (which produces updates)
 //! and the master (which mirrors them) must agree on it exactly.
 
+pub use crate::artifact::Artifact;
 use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,12 @@ pub struct TaskInfo {
     /// agents advertising [`CONTAINERS_ATTRIBUTE`] can run it.
     #[serde(default)]
     pub image: Option<String>,
+    /// Files the agent fetches into the task's sandbox before the task starts (Mesos's
+    /// `CommandInfo.uris`); a fetch that fails fails the task. Appended last: the master's
+    /// store and the agent's update log read the encodings written before it (postcard is
+    /// positional; so no `skip_serializing_if` either).
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
 }
 
 /// The agent attribute saying it can run tasks in container images; its value names the OCI

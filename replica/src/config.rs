@@ -28,15 +28,20 @@ pub struct ReplicaConfig {
     pub id: NodeId,
     /// Every voter's address, this node's included (it listens on its own).
     pub peers: BTreeMap<NodeId, SocketAddr>,
-    /// On a fresh store, form the group from `peers` (every initial member may do so: the
-    /// same membership proposed twice is harmless). A node that joins an existing group later
-    /// (`add_learner`) or is rebuilt from a leader starts with `false`.
+    /// Form a new group from `peers` on a fresh store: only for the very first start of a new
+    /// group (every initial member may do so: the same membership proposed twice is
+    /// harmless), an explicit operator step. Otherwise (`false`, what [`Self::from_peers`]
+    /// gives) a node with an empty store — a new one, or one whose directory was wiped —
+    /// initializes nothing and waits to be added as a learner (`add_learner`, then promoted):
+    /// a wiped node bootstrapping again would rejoin as a voter with an empty log, and two of
+    /// them could outvote the node that holds acknowledged writes.
     pub bootstrap: bool,
     pub tuning: Tuning,
 }
 
 impl ReplicaConfig {
-    /// A config from `[ha]`-style peers, `["1=HOST:PORT", ...]`.
+    /// A config from `[ha]`-style peers, `["1=HOST:PORT", ...]`, not bootstrapping (see
+    /// [`Self::bootstrap`]).
     pub fn from_peers(id: NodeId, peers: &[String]) -> Result<Self, ConfigError> {
         let mut map = BTreeMap::new();
         for p in peers {
@@ -48,7 +53,7 @@ impl ReplicaConfig {
         let config = Self {
             id,
             peers: map,
-            bootstrap: true,
+            bootstrap: false,
             tuning: Tuning::default(),
         };
         config.validate()?;
@@ -166,6 +171,8 @@ mod tests {
             ReplicaConfig::from_peers(2, &["1=127.0.0.1:7001".into(), "2=127.0.0.1:7002".into()])
                 .unwrap();
         assert_eq!(c.listen(), Some("127.0.0.1:7002".parse().unwrap()));
+        // Forming a group is an explicit step, never what a config from peers does.
+        assert!(!c.bootstrap);
         assert_eq!(
             ReplicaConfig::from_peers(3, &["1=127.0.0.1:7001".into()]),
             Err(ConfigError::SelfMissing(3))

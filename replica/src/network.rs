@@ -109,6 +109,17 @@ pub enum CallError {
     Timeout { addr: String, after: Duration },
     #[error("this replica is isolated (fault injection)")]
     Isolated,
+    /// The request went out (all or part of it) and no answer came back: the peer may have
+    /// carried it out. A forwarded write's outcome is unknown.
+    #[error("peer {addr} got the request but no answer came back: {reason}")]
+    NoAnswer { addr: String, reason: String },
+}
+
+impl CallError {
+    /// Whether the peer may have received and carried out the request.
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(self, CallError::NoAnswer { .. })
+    }
 }
 
 /// What the client side and the server share: the endpoint, connections to peers (live or
@@ -311,12 +322,26 @@ impl Net {
         if self.is_isolated() {
             return Err(CallError::Isolated);
         }
-        let result = tokio::time::timeout(ttl, self.call_inner(addr, req)).await;
+        // Set once the first byte of the request may have left: from then on a failure
+        // cannot tell whether the peer acted on it.
+        let sent = AtomicBool::new(false);
+        let result = tokio::time::timeout(ttl, self.call_inner(addr, req, &sent)).await;
+        let no_answer = |reason: String| CallError::NoAnswer {
+            addr: addr.to_string(),
+            reason,
+        };
         match result {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => {
                 self.forget(addr);
-                Err(e)
+                if sent.load(Ordering::SeqCst) {
+                    Err(no_answer(e.to_string()))
+                } else {
+                    Err(e)
+                }
+            }
+            Err(_) if sent.load(Ordering::SeqCst) => {
+                Err(no_answer(format!("no answer within {ttl:?}")))
             }
             Err(_) => Err(CallError::Timeout {
                 addr: addr.to_string(),
@@ -325,7 +350,12 @@ impl Net {
         }
     }
 
-    async fn call_inner(&self, addr: &str, req: &Request) -> Result<Reply, CallError> {
+    async fn call_inner(
+        &self,
+        addr: &str,
+        req: &Request,
+        sent: &AtomicBool,
+    ) -> Result<Reply, CallError> {
         let conn = self.connection(addr).await?;
         let failed = |reason: String| CallError::Failed {
             addr: addr.to_string(),
@@ -333,6 +363,7 @@ impl Net {
         };
         let (send, recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
         let mut writer = FrameWriter::with_limit(send, MAX_FRAME_BYTES);
+        sent.store(true, Ordering::SeqCst);
         writer.send(req).await.map_err(|e| failed(e.to_string()))?;
         let mut send = writer.into_inner();
         send.finish().map_err(|e| failed(e.to_string()))?;
@@ -341,11 +372,11 @@ impl Net {
     }
 
     /// The accept loop: every connection from a cluster node, every stream one request,
-    /// answered by `handler`.
+    /// answered by `handler`; a request the handler refuses (`None`) gets its stream reset.
     pub async fn serve<H, F>(self, handler: H)
     where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
-        F: std::future::Future<Output = Reply> + Send + 'static,
+        F: std::future::Future<Output = Option<Reply>> + Send + 'static,
     {
         while let Some(incoming) = self.endpoint.accept().await {
             if self.is_isolated() {
@@ -377,7 +408,7 @@ impl Net {
     async fn serve_connection<H, F>(&self, conn: quinn::Connection, remote: SocketAddr, handler: H)
     where
         H: Fn(Request) -> F + Clone + Send + Sync + 'static,
-        F: std::future::Future<Output = Reply> + Send + 'static,
+        F: std::future::Future<Output = Option<Reply>> + Send + 'static,
     {
         loop {
             let (send, recv) = match conn.accept_bi().await {
@@ -406,7 +437,11 @@ impl Net {
                         return;
                     }
                 };
-                let reply = handler(req).await;
+                let Some(reply) = handler(req).await else {
+                    let mut send = send;
+                    let _ = send.reset(quinn::VarInt::from_u32(4));
+                    return;
+                };
                 let mut writer = FrameWriter::with_limit(send, MAX_FRAME_BYTES);
                 if let Err(e) = writer.send(&reply).await {
                     tracing::debug!(%remote, error = %e, "replica: could not answer a peer");

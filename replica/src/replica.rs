@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::{ConfigError, ReplicaConfig, Tuning};
 use crate::network::{CallError, Net, Network, Refusal, Reply, Request};
-use crate::store::{self, LogStore, StateMachine, StoreError};
+use crate::store::{self, Joined, LogStore, StateMachine, StoreError};
 use crate::types::{
     Command, NodeId, Response, Role, Row, TypeConfig, Versioned, MAX_COMMAND_BYTES,
 };
@@ -37,12 +37,32 @@ pub enum ReplicaError {
     Store(#[from] StoreError),
     #[error("replication endpoint: {0}")]
     Transport(#[from] TransportError),
+    /// Forwarding to the leader failed before the request left: nothing was done.
     #[error("forwarding to the leader: {0}")]
     Forward(#[from] CallError),
+    /// A forwarded request reached (or may have reached) the leader, and no answer came
+    /// back: a write may have committed, or may still commit. Callers re-read (or make the
+    /// write a compare-and-set) to learn which; [`ReplicaError::Timeout`] means the same.
+    #[error(
+        "forwarded to the leader, no answer (the outcome is unknown: it may have committed): {0}"
+    )]
+    OutcomeUnknown(CallError),
     #[error("raft: {0}")]
     Raft(String),
     #[error("this replica is shut down")]
     Stopped,
+}
+
+impl ReplicaError {
+    /// A write that failed with this may nevertheless have committed (or still commit):
+    /// [`ReplicaError::Timeout`] and [`ReplicaError::OutcomeUnknown`]. Every other error
+    /// means the write was not made.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ReplicaError::Timeout(_) | ReplicaError::OutcomeUnknown(_)
+        )
+    }
 }
 
 /// One node of the replicated group. Clones share it; [`Replica::shutdown`] stops it for all.
@@ -63,6 +83,8 @@ struct Inner {
     leader_contact: Mutex<Option<Instant>>,
     /// A campaign [`stand_if_better`] started is under way.
     standing: Arc<AtomicBool>,
+    /// The snapshot being received, and how many bytes of it (see [`admit_chunk`]).
+    receiving: Mutex<Option<(String, u64)>>,
 }
 
 impl Inner {
@@ -136,16 +158,25 @@ impl Replica {
             .is_initialized()
             .await
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        let mut joined = log.joined().await?;
         if fresh && config.bootstrap {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .peers
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
                 .collect();
-            // Another initial member may have formed the group first: that is fine.
-            if let Err(e) = raft.initialize(members).await {
-                tracing::debug!(error = %e, "replica: not initializing");
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    log.set_joined(Joined::Bootstrapped).await?;
+                    joined = Some(Joined::Bootstrapped);
+                }
+                Err(e) => tracing::debug!(error = %e, "replica: not initializing"),
             }
+        } else if fresh {
+            tracing::info!(
+                id = config.id,
+                "replica: empty store and not bootstrapping: waiting to be added as a learner"
+            );
         }
         let inner = Arc::new(Inner {
             id: config.id,
@@ -156,6 +187,7 @@ impl Replica {
             server: Mutex::new(None),
             leader_contact: Mutex::new(None),
             standing: Arc::default(),
+            receiving: Mutex::default(),
         });
         let handler = {
             let inner = inner.clone();
@@ -166,7 +198,10 @@ impl Replica {
         };
         *lock(&inner.server) = Some(tokio::spawn(net.serve(handler)));
         tokio::spawn(election_watchdog(Arc::downgrade(&inner)));
-        tracing::info!(id = config.id, %listen, fresh, "replica: started");
+        if fresh && joined.is_none() {
+            tokio::spawn(record_added(Arc::downgrade(&inner)));
+        }
+        tracing::info!(id = config.id, %listen, fresh, ?joined, "replica: started");
         Ok(Replica { inner })
     }
 
@@ -204,14 +239,7 @@ impl Replica {
     /// Commits `cmd` (on the leader; a follower forwards it there) and answers what applying
     /// it said. Acknowledged only once a majority has the entry.
     pub async fn write(&self, cmd: Command) -> Result<Response, ReplicaError> {
-        cmd.validate().map_err(ReplicaError::Invalid)?;
-        let size = bramble_proto::codec::payload_size(&cmd)
-            .map_err(|e| ReplicaError::Invalid(e.to_string()))?;
-        if size > MAX_COMMAND_BYTES {
-            return Err(ReplicaError::Invalid(format!(
-                "a command of {size} bytes is over the {MAX_COMMAND_BYTES}-byte limit"
-            )));
-        }
+        admit(&cmd).map_err(ReplicaError::Invalid)?;
         match write_local(&self.inner.raft, &self.inner.tuning, cmd.clone()).await {
             Err(Refusal::NotLeader {
                 leader: Some((id, addr)),
@@ -281,6 +309,12 @@ impl Replica {
         Ok(self.inner.sm()?.list(table, prefix).await?)
     }
 
+    /// How this node's store joined its group: formed it (`bootstrap`), added by a leader,
+    /// or `None` (not yet: an empty store waiting to be added).
+    pub async fn joined(&self) -> Result<Option<Joined>, ReplicaError> {
+        Ok(self.inner.log()?.joined().await?)
+    }
+
     /// The first and last log index this node still holds (`None`: all purged).
     pub async fn log_range(&self) -> Result<Option<(u64, u64)>, ReplicaError> {
         Ok(self.inner.log()?.index_range().await?)
@@ -289,7 +323,11 @@ impl Replica {
     async fn forward(&self, addr: &str, req: Request) -> Result<Reply, ReplicaError> {
         // The leader has its own request timeout; allow it plus a round trip.
         let ttl = self.inner.tuning.request_timeout + Duration::from_secs(1);
-        Ok(self.inner.net.call(addr, &req, ttl).await?)
+        match self.inner.net.call(addr, &req, ttl).await {
+            Ok(reply) => Ok(reply),
+            Err(e) if e.maybe_delivered() => Err(ReplicaError::OutcomeUnknown(e)),
+            Err(e) => Err(ReplicaError::Forward(e)),
+        }
     }
 
     /// Adds a node that receives the log but does not vote, and waits until it has caught
@@ -355,15 +393,29 @@ fn client_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>)
     }
 }
 
+/// What the state machine could not refuse once committed: [`Command::validate`], and the
+/// encoded size against [`MAX_COMMAND_BYTES`].
+fn admit(cmd: &Command) -> Result<(), String> {
+    cmd.validate()?;
+    let size = bramble_proto::codec::payload_size(cmd).map_err(|e| e.to_string())?;
+    if size > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "a command of {size} bytes is over the {MAX_COMMAND_BYTES}-byte limit"
+        ));
+    }
+    Ok(())
+}
+
 /// A write made here, never forwarded.
 async fn write_local(
     raft: &Raft<TypeConfig>,
     tuning: &Tuning,
     cmd: Command,
 ) -> Result<Response, Refusal> {
-    if let Err(e) = cmd.validate() {
-        return Err(Refusal::Invalid(e));
-    }
+    // Here too, not only in `Replica::write`: a peer's forwarded write arrives here, and an
+    // entry over the limit would make an AppendEntries frame no follower accepts, resent
+    // forever.
+    admit(&cmd).map_err(Refusal::Invalid)?;
     match tokio::time::timeout(tuning.request_timeout, raft.client_write(cmd)).await {
         Err(_) => Err(Refusal::Timeout(tuning.request_timeout)),
         Ok(Ok(r)) => Ok(r.data),
@@ -392,8 +444,102 @@ async fn ensure_linearizable(raft: &Raft<TypeConfig>, tuning: &Tuning) -> Result
     }
 }
 
-/// Answers one request from a peer.
-async fn handle(inner: &Inner, req: Request) -> Reply {
+/// The largest snapshot a node accepts: snapshots are held in memory, and the master's
+/// state is megabytes.
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
+
+/// How far above our term a peer's may be. Terms grow by one an election (a few a second
+/// at most, even for a node cut off and standing alone: centuries to cover this); a term
+/// beyond it is hostile, and near `u64::MAX` openraft's `term + 1` would overflow.
+const MAX_TERM_AHEAD: u64 = 1 << 32;
+
+/// Checks a Raft RPC's sender before openraft sees it: the leader or candidate it names must
+/// be a member (of the effective or the committed membership, so a leader committing its own
+/// removal is still heard; a node with no membership yet, waiting to be added, hears
+/// anyone), and its term not absurdly ahead. A partial defence: any node certificate may
+/// claim any node id (certificates carry none yet; see ARCHITECTURE.md).
+async fn admit_sender(
+    inner: &Inner,
+    vote: &openraft::Vote<NodeId>,
+    empty_ok: bool,
+) -> Result<(), String> {
+    let term = vote.leader_id().term;
+    let ours = inner.raft.metrics().borrow().current_term;
+    if term > ours.saturating_add(MAX_TERM_AHEAD) {
+        return Err(format!(
+            "term {term} is absurdly far ahead of ours ({ours})"
+        ));
+    }
+    let Some(id) = vote.leader_id().voted_for() else {
+        return Err("no node named".into());
+    };
+    let member = inner
+        .raft
+        .with_raft_state(move |st| {
+            let ms = &st.membership_state;
+            let (eff, com) = (ms.effective().membership(), ms.committed().membership());
+            (empty_ok && eff.nodes().next().is_none())
+                || eff.get_node(&id).is_some()
+                || com.get_node(&id).is_some()
+        })
+        .await
+        .unwrap_or(false);
+    if member {
+        Ok(())
+    } else {
+        Err(format!("node {id} is not a member"))
+    }
+}
+
+/// Checks a snapshot chunk: its offset must be within what this node has received of that
+/// snapshot (a resent chunk is fine; a gap is not: openraft would grow its buffer to the
+/// offset), and the total under [`MAX_SNAPSHOT_BYTES`].
+fn admit_chunk(
+    inner: &Inner,
+    rpc: &openraft::raft::InstallSnapshotRequest<TypeConfig>,
+) -> Result<(), String> {
+    let id = &rpc.meta.snapshot_id;
+    let mut receiving = lock(&inner.receiving);
+    let received = match &*receiving {
+        _ if rpc.offset == 0 => 0,
+        Some((rid, n)) if rid == id => *n,
+        _ => return Err(format!("chunk at {} of a snapshot not begun", rpc.offset)),
+    };
+    if rpc.offset > received {
+        return Err(format!(
+            "chunk at {} while {received} bytes were received",
+            rpc.offset
+        ));
+    }
+    let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+    if end > MAX_SNAPSHOT_BYTES {
+        return Err(format!(
+            "a snapshot over the {MAX_SNAPSHOT_BYTES}-byte limit"
+        ));
+    }
+    *receiving = Some((id.clone(), received.max(end)));
+    Ok(())
+}
+
+/// Answers one request from a peer; `None`: refused (the stream is reset, a warning logged).
+async fn handle(inner: &Inner, req: Request) -> Option<Reply> {
+    let check = match &req {
+        Request::AppendEntries(rpc) => admit_sender(inner, &rpc.vote, true).await,
+        Request::InstallSnapshot(rpc) => match admit_sender(inner, &rpc.vote, true).await {
+            Ok(()) => admit_chunk(inner, rpc),
+            e => e,
+        },
+        Request::Vote(rpc) => admit_sender(inner, &rpc.vote, false).await,
+        _ => Ok(()),
+    };
+    if let Err(reason) = check {
+        tracing::warn!(id = inner.id, %reason, "replica: refusing a peer's request");
+        return None;
+    }
+    Some(answer(inner, req).await)
+}
+
+async fn answer(inner: &Inner, req: Request) -> Reply {
     let raft = &inner.raft;
     let tuning = &inner.tuning;
     let stopped = || Refusal::Failed("the replica is shutting down".into());
@@ -506,17 +652,16 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
     let Some(mut metrics) = inner.upgrade().map(|i| i.raft.metrics()) else {
         return;
     };
-    let mut seen = (openraft::ServerState::Learner, None);
+    // The spread is drawn once per timer period (at start, on a reset, after standing), not
+    // on every metrics change: redrawing on each would bias the timer towards its minimum.
+    let mut spread = inner
+        .upgrade()
+        .map_or(Duration::ZERO, |i| draw_spread(&i.tuning));
+    let (mut leading, mut leader) = (false, None);
     loop {
         let (due, wait) = {
             let Some(inner) = inner.upgrade() else { return };
             let t = &inner.tuning;
-            let range = t
-                .election_max
-                .saturating_sub(t.election_min)
-                .as_millis()
-                .max(1) as u64;
-            let spread = Duration::from_millis(random() % range);
             let contact = *lock(&inner.leader_contact);
             let (since, wait) = match contact {
                 _ if stood => (contact.unwrap_or(started), t.election_min + spread),
@@ -531,16 +676,21 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
                 if changed.is_err() {
                     return;
                 }
-                // Leading, or a new leader known (a leader stepping down, a follower told
-                // of a new one): the timer starts again from now.
-                let now = {
+                // The timer starts again only when this node becomes leader or a leader
+                // (another one, or one newly elected) becomes known: not when this node
+                // turns candidate or loses an election, or a candidate retrying would wait
+                // out the whole lease again.
+                let (now_leading, now_leader) = {
                     let m = metrics.borrow();
-                    (m.state, m.current_leader)
+                    (m.state == openraft::ServerState::Leader, m.current_leader)
                 };
-                if now != seen {
-                    seen = now;
+                let became_leader = now_leading && !leading;
+                let new_leader = now_leader.is_some() && now_leader != leader;
+                (leading, leader) = (now_leading, now_leader);
+                if became_leader || new_leader {
                     if let Some(inner) = inner.upgrade() {
                         *lock(&inner.leader_contact) = Some(Instant::now());
+                        spread = draw_spread(&inner.tuning);
                     }
                     stood = false;
                 }
@@ -551,6 +701,7 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
         if lock(&inner.store).is_none() {
             return;
         }
+        spread = draw_spread(&inner.tuning);
         let contact = *lock(&inner.leader_contact);
         if contact.is_some_and(|at| at.elapsed() < wait) {
             stood = false;
@@ -577,6 +728,37 @@ async fn election_watchdog(inner: std::sync::Weak<Inner>) {
         }
         *lock(&inner.leader_contact) = Some(Instant::now());
         stood = true;
+    }
+}
+
+/// The election timer's random part, below `election_max - election_min`.
+fn draw_spread(t: &Tuning) -> Duration {
+    let range = t
+        .election_max
+        .saturating_sub(t.election_min)
+        .as_millis()
+        .max(1) as u64;
+    Duration::from_millis(random() % range)
+}
+
+/// Records [`Joined::Added`] once a fresh store that did not bootstrap receives its first
+/// membership from a leader. Holds the replica weakly: shutdown must release the store.
+async fn record_added(inner: std::sync::Weak<Inner>) {
+    let Some(mut metrics) = inner.upgrade().map(|i| i.raft.metrics()) else {
+        return;
+    };
+    let member = metrics
+        .wait_for(|m| m.membership_config.membership().nodes().next().is_some())
+        .await
+        .is_ok();
+    let Some(inner) = inner.upgrade() else { return };
+    if !member {
+        return;
+    }
+    let Ok(log) = inner.log() else { return };
+    match log.set_joined(Joined::Added).await {
+        Ok(()) => tracing::info!(id = inner.id, "replica: added to the group by its leader"),
+        Err(e) => tracing::warn!(id = inner.id, error = %e, "replica: recording the join"),
     }
 }
 

@@ -63,6 +63,7 @@ impl Scheduler for Shell {
                     data: self.args.command.clone().into_bytes(),
                     mesos: None,
                     image: None,
+                    artifacts: Vec::new(),
                 });
             }
             let _ = driver.launch_tasks(vec![offer.id], tasks, Filters::default());

@@ -140,6 +140,7 @@ mod tests {
             data: vec![],
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         };
         let s = status(&task, TaskState::Running).reason(TaskReason::CommandExited);
         assert_eq!(s.task_id, TaskId::from("t"));

@@ -544,6 +544,7 @@ pub fn task(id: &str, data: Vec<u8>) -> TaskInfo {
         data,
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }
 

@@ -132,6 +132,7 @@ fn task(id: &str, data: &[u8]) -> TaskInfo {
         data: data.to_vec(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }
 

@@ -270,6 +270,7 @@ pub fn shell_task(offer: &Offer, id: &str, cpus: f64, mem_mib: u64, line: &str) 
         data: Vec::new(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }
 
@@ -307,6 +308,7 @@ impl TestExecutor {
             data: data.as_bytes().to_vec(),
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         }
     }
 }

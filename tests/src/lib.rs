@@ -112,6 +112,7 @@ pub fn agent_options(
         // Several test agents share this host: each takes a free port.
         mesos_listen: Some(([127, 0, 0, 1], 0).into()),
         containers: None,
+        fetch: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn mesos_task_with(
             shutdown_grace_ms: 200,
         })),
         image: None,
+        artifacts: Vec::new(),
     }
 }
 

@@ -853,3 +853,103 @@ async fn read_only_endpoints_answer_in_mesos_shape() {
     );
     c.shutdown().await;
 }
+
+/// Serves `body` at `/hello.txt` over HTTP/1.1 on loopback for the rest of the test (404 for
+/// any other path): where a Mesos command task's uris point.
+fn serve_hello(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let reply = if String::from_utf8_lossy(&head).starts_with("GET /hello.txt ") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+            };
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn command_uris_are_fetched_into_the_sandbox_or_fail_the_task_saying_why() {
+    let base = serve_hello("hello from a uri\n");
+    let artifacts = std::env::temp_dir().join(format!("bramble-mesos-artifacts-{}", uuid_like()));
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    std::fs::write(artifacts.join("greet.sh"), "echo greeted\n").expect("greet.sh");
+    let dir = artifacts.clone();
+    let c = InProcessCluster::start(
+        move |cfg| cfg.artifacts_dir = Some(dir),
+        &["mesos-fetch"],
+        Resources::new(2.0, 512),
+        false,
+    )
+    .await;
+    let addr = c.master.http_addr.expect("the master serves HTTP");
+    let mut s = subscribe(addr, &framework_info("fetching", None), None).await;
+    let offers = s.until("OFFERS", |_| true).await;
+    let offer = &offers["offers"]["offers"][0];
+    let task = |id: &str, command: Value| {
+        json!({"name": id, "task_id": {"value": id},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}],
+            "command": command})
+    };
+    let accept = json!({"type": "ACCEPT", "accept": {
+    "offer_ids": [offer["id"]],
+    "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+        task("fetched", json!({
+            "value": "grep -q 'from a uri' hello.txt && test -x greet.sh && ./greet.sh",
+            "uris": [{"value": format!("{base}/hello.txt")},
+                     {"value": "master:greet.sh", "executable": true}]})),
+        task("missing", json!({"value": "true",
+            "uris": [{"value": format!("{base}/missing.tgz")}]})),
+        task("hdfs", json!({"value": "true", "uris": [{"value": "hdfs://nn/app.jar"}]})),
+    ]}}]}});
+    assert_eq!(s.call(accept).await.status, StatusCode::ACCEPTED);
+    let mut ended = std::collections::BTreeMap::new();
+    while ended.len() < 3 {
+        let u = s.until("UPDATE", |_| true).await;
+        let st = &u["update"]["status"];
+        if let Some(uuid) = st.get("uuid") {
+            let ack = json!({"type": "ACKNOWLEDGE", "acknowledge": {
+                "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid}});
+            assert_eq!(s.call(ack).await.status, StatusCode::ACCEPTED);
+        }
+        let state = st["state"].as_str().unwrap_or_default().to_string();
+        if !["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"].contains(&state.as_str()) {
+            let id = st["task_id"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let message = st["message"].as_str().unwrap_or_default().to_string();
+            ended.insert(id, (state, message));
+        }
+    }
+    assert_eq!(ended["fetched"].0, "TASK_FINISHED", "{ended:?}");
+    let (state, message) = &ended["missing"];
+    assert_eq!(state, "TASK_FAILED", "{ended:?}");
+    assert!(
+        message.contains(&format!("fetching {base}/missing.tgz: HTTP 404")),
+        "{message}"
+    );
+    let (state, message) = &ended["hdfs"];
+    assert_eq!(state, "TASK_ERROR", "{ended:?}");
+    assert!(message.contains("hdfs://nn/app.jar"), "{message}");
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(artifacts);
+}

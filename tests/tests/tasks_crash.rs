@@ -230,6 +230,7 @@ impl Scheduler for Tiny {
                     .to_bytes(),
                     mesos: None,
                     image: None,
+                    artifacts: Vec::new(),
                 });
             }
             if tasks.is_empty() {

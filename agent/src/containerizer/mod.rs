@@ -54,6 +54,7 @@ mod user;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::{info, warn};
 
@@ -107,6 +108,8 @@ pub struct LaunchSpec {
     /// Run `program args` inside this container image, through the OCI runtime (`oci.rs`);
     /// needs the exit-status supervisor (a command task).
     pub image: Option<String>,
+    /// Fetched into the sandbox before the program starts (`fetcher/`).
+    pub artifacts: Vec<bramble_proto::task::Artifact>,
 }
 
 /// A container left running by a previous agent process, as checkpointed at its launch.
@@ -167,6 +170,13 @@ pub enum ContainerError {
     /// The task's image cannot run here: none, not on this agent, another architecture.
     #[error("container {id}: {reason}")]
     Image { id: String, reason: String },
+    /// An artifact could not be fetched into the sandbox: says which, and why.
+    #[error("{source}")]
+    Fetch {
+        id: String,
+        #[source]
+        source: crate::fetcher::FetchError,
+    },
     #[error("container {id}: starting {}: {source}", .program.display())]
     Spawn {
         id: String,
@@ -188,6 +198,8 @@ pub struct Containerizer {
     orphan: Option<OrphanWatch>,
     /// The OCI runtime and image store, when the agent has one (`oci.rs`).
     images: Option<ImageRuntime>,
+    /// Fetches tasks' artifacts into their sandboxes; `None`: a launch with artifacts fails.
+    fetcher: Option<Arc<crate::fetcher::Fetcher>>,
 }
 
 impl Containerizer {
@@ -216,6 +228,7 @@ impl Containerizer {
             pids_max: DEFAULT_PIDS_MAX,
             orphan: None,
             images: None,
+            fetcher: None,
         }
     }
 
@@ -229,6 +242,7 @@ impl Containerizer {
             pids_max: DEFAULT_PIDS_MAX,
             orphan: None,
             images: None,
+            fetcher: None,
         }
     }
 
@@ -248,6 +262,12 @@ impl Containerizer {
     /// Runs tasks that name an image through `runtime` (see `oci.rs`).
     pub fn with_images(mut self, runtime: Option<ImageRuntime>) -> Containerizer {
         self.images = runtime;
+        self
+    }
+
+    /// Fetches launches' artifacts through `fetcher` (see `fetcher/`).
+    pub fn with_fetcher(mut self, fetcher: Arc<crate::fetcher::Fetcher>) -> Containerizer {
+        self.fetcher = Some(fetcher);
         self
     }
 
@@ -274,6 +294,34 @@ impl Containerizer {
 
     /// Starts an executor. Returns once the process runs (or failed to exec); everything
     /// made for it (cgroup) is undone on failure. Needs a tokio runtime.
+    /// Fetches `artifacts` into `sandbox` and hands them to the task's `user`.
+    async fn fetch(
+        &self,
+        id: &str,
+        sandbox: &Path,
+        artifacts: &[bramble_proto::task::Artifact],
+        user: Option<&TaskUser>,
+    ) -> Result<(), ContainerError> {
+        let fail = |source| ContainerError::Fetch {
+            id: id.to_string(),
+            source,
+        };
+        let Some(fetcher) = &self.fetcher else {
+            return Err(fail(crate::fetcher::FetchError {
+                uri: artifacts.first().map(|a| a.uri.clone()).unwrap_or_default(),
+                cause: "this agent fetches no artifacts".into(),
+            }));
+        };
+        let owner = user.map(|u| crate::fetcher::Owner {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        });
+        fetcher
+            .fetch_all(sandbox, artifacts, owner)
+            .await
+            .map_err(fail)
+    }
+
     pub async fn launch(&self, spec: LaunchSpec) -> Result<Container, ContainerError> {
         let id = spec.container_id.as_str();
         validate_id(id).map_err(|reason| ContainerError::InvalidId {
@@ -315,6 +363,10 @@ impl Containerizer {
         let sandbox = tokio::fs::canonicalize(&spec.sandbox)
             .await
             .map_err(io_err("resolving sandbox", &spec.sandbox))?;
+        if !spec.artifacts.is_empty() {
+            self.fetch(id, &sandbox, &spec.artifacts, user.as_ref())
+                .await?;
+        }
         if let Some(user) = &user {
             user::prepare_sandbox(&sandbox, user)
                 .map_err(io_err("handing to the task user", &sandbox))

@@ -34,6 +34,7 @@ fn spec(id: &str, sandbox: &Path, program: &str, args: &[&str]) -> LaunchSpec {
         limits: Limits::default(),
         exit_status_file: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }
 

@@ -540,6 +540,10 @@ impl Agent {
             MasterToAgent::Image { request, .. } => {
                 debug!(request, "image piece reached the core; ignored")
             }
+            // The master link hands artifact pieces to the fetcher (`fetcher/master.rs`).
+            MasterToAgent::ArtifactData { request, .. } => {
+                debug!(request, "artifact piece reached the core; ignored")
+            }
         }
     }
 
@@ -609,5 +613,6 @@ fn as_registered(info: &TaskInfo) -> TaskInfo {
         data: Vec::new(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }

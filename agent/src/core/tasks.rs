@@ -131,6 +131,7 @@ impl Agent {
         let limits = super::limits::limits_of(&task.resources);
         let mut spec = self.launch_spec(fw, &key, &sandbox, &cmd, env_vars, limits);
         spec.image = task.image.clone();
+        spec.artifacts = task.artifacts.clone();
         let mut run = self.new_run(fw, executor_id, Kind::Command, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
         run.cpus = limits.cpus;
@@ -189,7 +190,9 @@ impl Agent {
         ];
         // Its own share and its first task's; resized as tasks come and go (`limits.rs`).
         let limits = executor_limits(&exec, &task);
-        let spec = self.launch_spec(fw, &key, &sandbox, &exec.command, env_vars, limits);
+        let mut spec = self.launch_spec(fw, &key, &sandbox, &exec.command, env_vars, limits);
+        // The task that starts an executor brings the executor's artifacts.
+        spec.artifacts = task.artifacts.clone();
         let executor_id = exec.executor_id.clone();
         let kind = Kind::Custom {
             info: exec,
@@ -256,6 +259,8 @@ impl Agent {
             limits,
         );
         spec.env.extend(exec.command.environment.clone());
+        // The executor's uris (Mesos's `ExecutorInfo.command.uris`), carried by its first task.
+        spec.artifacts = task.artifacts.clone();
         let id = (fw.clone(), exec.executor_id.clone());
         let executor_id = exec.executor_id.clone();
         let kind = Kind::Custom {
@@ -297,6 +302,7 @@ impl Agent {
             limits,
             exit_status_file: None,
             image: None,
+            artifacts: Vec::new(),
         }
     }
 

@@ -8,9 +8,9 @@
 //! among `/proc/<pid>/fd/*` links (`socket:[inode]`), and the session is field 6 of that
 //! process's `/proc/<pid>/stat`. Blocking file reads: run it off the async workers.
 
+use bramble_proto::proc_net;
 use std::fs;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// The session of the process holding the client end of the connection `peer` → `local`.
 pub fn session_of_peer(local: SocketAddr, peer: SocketAddr) -> Result<u32, String> {
@@ -23,60 +23,13 @@ pub fn session_of_peer(local: SocketAddr, peer: SocketAddr) -> Result<u32, Strin
 
 /// The inode of the socket whose local address is `peer` and remote address is `local`.
 pub fn client_socket_inode(local: SocketAddr, peer: SocketAddr) -> Result<Option<u64>, String> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match fs::read_to_string(table) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("reading {table}: {e}")),
-        };
-        if let Some(inode) = find_inode(&text, local, peer) {
-            return Ok(Some(inode));
-        }
-    }
-    Ok(None)
-}
-
-/// Scans one `/proc/net/tcp{,6}` table.
-fn find_inode(table: &str, local: SocketAddr, peer: SocketAddr) -> Option<u64> {
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (row_local, row_remote) = (parse_addr(fields.get(1)?)?, parse_addr(fields.get(2)?)?);
-        let inode: u64 = fields.get(9)?.parse().ok()?;
-        let remote_is_us = row_remote.port() == local.port()
-            && (local.ip().is_unspecified() || canonical(row_remote.ip()) == canonical(local.ip()));
-        (inode != 0 && same(row_local, peer) && remote_is_us).then_some(inode)
-    })
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn same(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
-}
-
-/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit word in the
-/// kernel's (host, here little-endian) byte order, the port in plain hex.
-fn parse_addr(text: &str) -> Option<SocketAddr> {
-    let (ip, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::to_le_bytes);
-    let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(ip)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(&ip[i * 8..i * 8 + 8])?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
+    let rows = proc_net::read_tables(&proc_net::TCP_TABLES)?;
+    Ok(rows.iter().find_map(|row| {
+        let remote_is_us = row.remote.port() == local.port()
+            && (local.ip().is_unspecified()
+                || proc_net::canonical(row.remote.ip()) == proc_net::canonical(local.ip()));
+        (row.inode != 0 && proc_net::same(row.local, peer) && remote_is_us).then_some(row.inode)
+    }))
 }
 
 /// A process with `socket:[inode]` among its open files.
@@ -118,19 +71,6 @@ pub fn session_of(pid: u32) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_proc_net_tcp_addresses() {
-        assert_eq!(
-            parse_addr("0100007F:1F90"),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr("00000000000000000000000001000000:0050"),
-            Some("[::1]:80".parse().unwrap())
-        );
-        assert_eq!(parse_addr("junk"), None);
-    }
 
     #[test]
     fn finds_the_session_of_our_own_connection() {

@@ -25,6 +25,7 @@
 //! every record that verifies. A checksum is what makes a stray match essentially impossible
 //! (2⁻³² per offset, and the payload must still decode).
 
+use super::before_artifacts::LoggedTaskV2;
 use crate::checkpoint::{LoggedTask, TaskChange};
 use bramble_proto::{FrameworkId, TaskId, TaskStatus, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
@@ -65,10 +66,11 @@ pub(super) enum Record<'a> {
     // it does around damage, and moves the segment aside.
     /// The log holds this run's task list from here on.
     RunLogged { container: Cow<'a, str> },
-    /// A task joined the run (or changed): replaces an entry with the same task id.
-    TaskAdded {
+    /// A `TaskAdded` as agents wrote it before tasks had artifacts: read (and turned into a
+    /// `TaskAdded` by the scan), never written (`before_artifacts.rs`).
+    TaskAddedBeforeArtifacts {
         container: Cow<'a, str>,
-        task: Cow<'a, LoggedTask>,
+        task: LoggedTaskV2,
     },
     TaskRemoved {
         container: Cow<'a, str>,
@@ -76,6 +78,12 @@ pub(super) enum Record<'a> {
     },
     /// The run and every task of it are forgotten.
     RunRemoved { container: Cow<'a, str> },
+    /// A task joined the run (or changed): replaces an entry with the same task id. Appended
+    /// when `TaskInfo` gained `artifacts`, so the older encoding keeps its index.
+    TaskAdded {
+        container: Cow<'a, str>,
+        task: Cow<'a, LoggedTask>,
+    },
 }
 
 impl<'a> Record<'a> {
@@ -196,6 +204,10 @@ fn decode(bytes: &[u8]) -> Option<(Record<'static>, usize)> {
         return None;
     }
     match postcard::take_from_bytes::<Record<'static>>(payload) {
+        Ok((Record::TaskAddedBeforeArtifacts { container, task }, [])) => {
+            let task = Cow::Owned(task.into());
+            Some((Record::TaskAdded { container, task }, FRAME_HEAD + len))
+        }
         Ok((record, [])) => Some((record, FRAME_HEAD + len)),
         _ => None,
     }
@@ -360,6 +372,39 @@ mod tests {
         };
         encode(&forget, &mut buf).unwrap();
         assert_eq!(&buf[FRAME_HEAD..], &[2, 2, b'f', b'w']);
+    }
+
+    #[test]
+    fn task_added_records_of_agents_before_artifacts_still_read() {
+        let task = crate::status_updates::tests::logged_task("t1");
+        let old = Record::TaskAddedBeforeArtifacts {
+            container: Cow::Owned("c1".into()),
+            task: LoggedTaskV2::of(&task),
+        };
+        let mut buf = Vec::new();
+        encode(&old, &mut buf).unwrap();
+        // The variant index older agents wrote (the fifth record kind).
+        assert_eq!(buf[FRAME_HEAD], 4);
+        let scan = scan(&buf, 0);
+        assert!(scan.torn_tail.is_none() && scan.damaged.is_empty());
+        let expected = Record::TaskAdded {
+            container: Cow::Owned("c1".into()),
+            task: Cow::Owned(task.clone()),
+        };
+        assert_eq!(decoded(&scan), vec![expected]);
+        // Today's records carry artifacts and read back with them.
+        let mut with = task;
+        with.info.artifacts = vec![bramble_proto::task::Artifact::new("http://h/a.tgz")];
+        let new = Record::TaskAdded {
+            container: Cow::Owned("c1".into()),
+            task: Cow::Owned(with),
+        };
+        let (buf, _) = frames(std::slice::from_ref(&new));
+        assert_eq!(decoded(&scan_all(&buf)), vec![new]);
+    }
+
+    fn scan_all(buf: &[u8]) -> Scan {
+        scan(buf, 0)
     }
 
     #[test]

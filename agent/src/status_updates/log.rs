@@ -702,6 +702,14 @@ impl Replay {
                 };
                 self.members.apply(change, len);
             }
+            // The scan turns these into `TaskAdded` already; read the same if one gets here.
+            Record::TaskAddedBeforeArtifacts { container, task } => {
+                let change = TaskChange::TaskAdded {
+                    container: container.into_owned(),
+                    task: task.into(),
+                };
+                self.members.apply(change, len);
+            }
             Record::TaskRemoved { container, task_id } => {
                 let change = TaskChange::TaskRemoved {
                     container: container.into_owned(),

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+mod before_artifacts;
 mod frame;
 mod legacy;
 mod log;

@@ -28,6 +28,7 @@ pub(super) fn logged_task(task: &str) -> crate::checkpoint::LoggedTask {
             data: vec![1, 2, 3],
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         },
         handed: false,
         state: TaskState::Staging,

@@ -116,6 +116,7 @@ impl Tiny {
             data,
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         }
     }
 

@@ -6,22 +6,20 @@ use super::{print_json, Target};
 use bramble::run::Output;
 use bramble_proto::Resources;
 
-/// Runs `command` (joined with spaces, for `/bin/sh -c`; in an image, as program and
-/// arguments) and returns the exit code to leave
+/// Runs `what` (a command joined with spaces, for `/bin/sh -c`; in an image, as program and
+/// arguments; after fetching its artifacts) and returns the exit code to leave
 /// with: the command's own when it failed with one, 1 for any other unhappy end.
 pub async fn run(
     target: &Target<'_>,
     cpus: f64,
     mem: u64,
-    image: Option<String>,
-    command: Vec<String>,
+    what: bramble::run::What,
     json: bool,
 ) -> anyhow::Result<i32> {
     anyhow::ensure!(
         cpus > 0.0 && cpus.is_finite(),
         "--cpus must be a positive number"
     );
-    let what = bramble::run::What::new(command, image);
     let outcome = bramble::run::run(
         target.cluster,
         target.principal,

@@ -630,6 +630,9 @@ async fn scheduler(
             "no place for the scheduler's state: set XDG_STATE_HOME or HOME, or pass --state-dir",
         )?,
     };
+    if node_certificate && target.principal.is_some() {
+        bail!("--node-certificate and --principal name two certificates to present; pick one");
+    }
     let config = if node_certificate {
         bramble_sdk::SchedulerConfig::new(
             target.master,

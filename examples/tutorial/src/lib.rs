@@ -48,5 +48,6 @@ pub fn hello_task(offer: &Offer) -> TaskInfo {
         data: Vec::new(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }

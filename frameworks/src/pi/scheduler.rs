@@ -378,6 +378,7 @@ impl PiScheduler {
                 data: chunk.to_bytes(),
                 mesos: None,
                 image: None,
+                artifacts: Vec::new(),
             });
         }
         if tasks.is_empty() {

@@ -63,6 +63,7 @@ pub fn task_info(
         data,
         mesos: None,
         image: spec.image.clone(),
+        artifacts: spec.task_artifacts(),
     }
 }
 
@@ -144,5 +145,26 @@ mod tests {
         assert!(t.image.is_none());
         // The agent and the master take it as a valid id.
         bramble_proto::check_id("executor", e.executor_id.as_str()).expect("a valid executor id");
+    }
+
+    #[test]
+    fn both_kinds_of_instance_carry_the_spec_artifacts() {
+        let artifacts = "[[artifacts]]\nuri = \"master:site.tgz\"\n";
+        for kind in [
+            "cmd = \"exec ./run\"\n",
+            "[executor]\ncmd = \"exec ./serve\"\n",
+        ] {
+            let text = if kind.starts_with('[') {
+                format!("{BASE}{artifacts}{kind}")
+            } else {
+                format!("{kind}{BASE}{artifacts}")
+            };
+            let spec = Spec::parse("web.toml", &text).unwrap();
+            let taken = spec.footprint().with_ports([PortRange::new(31000, 31001)]);
+            let t = task_info(&spec, &offer(), &"web.1".into(), taken, &[31000, 31001]);
+            assert_eq!(t.artifacts.len(), 1, "{kind}");
+            assert_eq!(t.artifacts[0].uri, "master:site.tgz");
+            assert!(t.artifacts[0].extract, "an archive is unpacked by default");
+        }
     }
 }

@@ -31,6 +31,16 @@
 //! mem = 32                      #   (MiB);
 //! data = "anything"             #   handed to each task as its data (UTF-8)
 //!
+//! [[artifacts]]                 # any number of files fetched into each instance's sandbox
+//! uri = "https://example.org/app-1.2.tgz"   # before it starts: http(s):// or master:NAME
+//!                               #   (a file of the master's artifacts directory)
+//! extract = true                #   unpack .tar, .tar.gz, .tgz into the sandbox (default true)
+//! executable = false            #   chmod 0755 once fetched (default false)
+//! sha256 = "9f86d0…"            #   optional: a different download fails the instance
+//! cache = true                  #   keep it in the agent's fetch cache (default false)
+//! output = "app.tgz"            #   optional: the name in the sandbox (default: the uri's last
+//!                               #   segment)
+//!
 //! [[health]]                    # any number of checks, run by the scheduler:
 //! protocol = "http"             #   "http" (GET path, expect status), "tcp" (port connects)
 //! path = "/healthz"             #   or "command" (exits 0; HOST and PORT0… in its env)
@@ -56,6 +66,7 @@
 //! Errors name the file and the key: `web.toml: key "constraints.max_per_agent": must be at
 //! least 1`.
 
+use bramble_proto::task::Artifact;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,6 +77,8 @@ pub const MAX_NAME_LEN: usize = 40;
 pub const MAX_INSTANCES: u32 = 1000;
 /// Most ports one instance may take.
 pub const MAX_PORTS: u32 = 16;
+/// Most artifacts one service may fetch into each instance's sandbox.
+pub const MAX_ARTIFACTS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +120,50 @@ pub struct Spec {
     /// A custom executor each instance runs under, instead of `cmd`; `None`: a command task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<ExecutorSpec>,
+    /// Files fetched into each instance's sandbox before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactSpec>,
+}
+
+/// A file fetched into each instance's sandbox before it starts (`[[artifacts]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    /// `http://…`, `https://…` or `master:NAME` (a file of the master's artifacts directory).
+    pub uri: String,
+    /// Unpack `.tar`, `.tar.gz` and `.tgz` files into the sandbox.
+    #[serde(default = "default_extract")]
+    pub extract: bool,
+    /// `chmod 0755` once fetched.
+    #[serde(default)]
+    pub executable: bool,
+    /// The expected SHA-256 (hex); a different download fails the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Keep it in the agent's fetch cache, keyed by uri and sha256.
+    #[serde(default)]
+    pub cache: bool,
+    /// The file's name in the sandbox; `None`: the uri's last segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+fn default_extract() -> bool {
+    true
+}
+
+impl ArtifactSpec {
+    /// What the task carries.
+    pub fn to_artifact(&self) -> Artifact {
+        Artifact {
+            uri: self.uri.clone(),
+            executable: self.executable,
+            extract: self.extract,
+            cache: self.cache,
+            sha256: self.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+            output_file: self.output.clone(),
+        }
+    }
 }
 
 /// A service's custom executor (`[executor]`): one started per instance, in the instance's
@@ -442,6 +499,14 @@ impl Spec {
         format!("{:08x}", crc32fast::hash(body.to_toml().as_bytes()))
     }
 
+    /// The artifacts every instance's task fetches (`[[artifacts]]`).
+    pub fn task_artifacts(&self) -> Vec<Artifact> {
+        self.artifacts
+            .iter()
+            .map(ArtifactSpec::to_artifact)
+            .collect()
+    }
+
     fn check(&self) -> Result<(), (&'static str, String)> {
         check_name(&self.name).map_err(|m| ("name", m))?;
         if self.instances > MAX_INSTANCES {
@@ -543,6 +608,34 @@ impl Spec {
         }
         for check in &self.health {
             check.check(self.ports)?;
+        }
+        if self.artifacts.len() > MAX_ARTIFACTS {
+            return Err((
+                "artifacts",
+                format!("at most {MAX_ARTIFACTS} artifacts per service"),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for artifact in &self.artifacts {
+            let task = artifact.to_artifact();
+            task.check().map_err(|e| {
+                let key = match e.field {
+                    "sha256" => "artifacts.sha256",
+                    "output_file" => "artifacts.output",
+                    _ => "artifacts.uri",
+                };
+                (key, e.message)
+            })?;
+            // Checked above: a name can be derived.
+            let name = task.file_name().unwrap_or_default();
+            if task.unpacks().ok().flatten().is_none() && !names.insert(name.clone()) {
+                return Err((
+                    "artifacts.output",
+                    format!(
+                        "two artifacts would both be saved as {name:?}: give one an output name"
+                    ),
+                ));
+            }
         }
         let ro = &self.rollout;
         if let MinHealthy::Fraction(f) = ro.min_healthy {
@@ -848,6 +941,68 @@ backoff_secs = 0.5
         let text = include_str!("../../../examples/services/served.toml");
         let spec = Spec::parse("examples/services/served.toml", text).expect("valid example");
         assert!(spec.executor.is_some() && spec.cmd.is_empty());
+    }
+
+    #[test]
+    fn artifacts_read_with_mesos_defaults_and_are_checked() {
+        let base = "name = \"web\"\ninstances = 1\ncmd = \"./run.sh\"\ncpus = 0.1\nmem = 16\n";
+        let ok = format!(
+            "{base}[[artifacts]]\nuri = \"http://10.0.0.1/app.tgz\"\n[[artifacts]]\nuri = \"master:tools/run.sh\"\nexecutable = true\ncache = true\nsha256 = \"{}\"\n",
+            "AB".repeat(32)
+        );
+        let spec = Spec::parse("web.toml", &ok).expect("valid");
+        let tasks = spec.task_artifacts();
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks[0].extract && !tasks[0].executable && !tasks[0].cache);
+        assert!(tasks[1].executable && tasks[1].cache);
+        assert_eq!(
+            tasks[1].sha256.as_deref(),
+            Some("ab".repeat(32).as_str()),
+            "stored lowercase, as digests are compared"
+        );
+        assert_eq!(
+            Spec::parse("again", &spec.to_toml()).expect("round trip"),
+            spec
+        );
+        let mut changed = spec.clone();
+        changed.artifacts[0].uri = "http://10.0.0.1/app-2.tgz".into();
+        assert_ne!(
+            changed.fingerprint(),
+            spec.fingerprint(),
+            "other artifacts are another version"
+        );
+        let cases = [
+            ("uri = \"file:///etc/passwd\"\n", "artifacts.uri"),
+            ("uri = \"master:../secret\"\n", "artifacts.uri"),
+            ("uri = \"http://h/\"\n", "artifacts.uri"),
+            (
+                "uri = \"http://h/x\"\nsha256 = \"12\"\n",
+                "artifacts.sha256",
+            ),
+            (
+                "uri = \"http://h/x\"\noutput = \"../x\"\n",
+                "artifacts.output",
+            ),
+            (
+                "uri = \"http://h/x\"\n[[artifacts]]\nuri = \"http://g/x\"\n",
+                "artifacts.output",
+            ),
+        ];
+        for (extra, key) in cases {
+            let text = format!("{base}[[artifacts]]\n{extra}");
+            let e = Spec::parse("web.toml", &text).expect_err(key);
+            assert_eq!(e.key, key, "{e}");
+            assert!(
+                e.to_string().starts_with("web.toml: key \"artifacts."),
+                "{e}"
+            );
+        }
+        let e = Spec::parse(
+            "web.toml",
+            &format!("{base}[[artifacts]]\nuri = \"http://h/x\"\nunpack = true\n"),
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("unpack"), "{e}");
     }
 
     #[test]

@@ -89,6 +89,10 @@ impl Master {
             (AgentToMaster::ImageReply { request, result }, Some(Bound::Agent(id))) => {
                 self.image_answer(&id, request, result)
             }
+            // Answered at the edge (`server.rs`, `artifacts.rs`): the state never reads files.
+            (AgentToMaster::ArtifactRead { request, .. }, Some(Bound::Agent(id))) => {
+                tracing::debug!(agent = %id, request, "artifact read reached the state; ignored")
+            }
             (
                 AgentToMaster::ExecutorExited {
                     framework_id,

@@ -159,6 +159,7 @@ pub(super) fn task_info(id: &str) -> TaskInfo {
         data: Vec::new(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }
 

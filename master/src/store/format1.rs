@@ -55,6 +55,7 @@ impl From<TaskRecordV1> for TaskRecord {
                 data: i.data,
                 mesos: i.mesos,
                 image: None,
+                artifacts: Vec::new(),
             },
             state: old.state,
             message: old.message,
@@ -69,9 +70,13 @@ impl From<TaskRecordV1> for TaskRecord {
 }
 
 impl Store {
-    /// Rewrites every task record in today's encoding and marks the store current; all or
-    /// nothing (one redb transaction). Returns how many records were rewritten.
-    pub(super) fn upgrade_from_format1(&self) -> Result<usize, StoreError> {
+    /// Rewrites every task record, decoded as `Old` (an older format's `TaskRecord`), in
+    /// today's encoding and marks the store current; all or nothing (one redb transaction).
+    /// Returns how many records were rewritten.
+    pub(super) fn upgrade_tasks<Old>(&self, what: &'static str) -> Result<usize, StoreError>
+    where
+        Old: serde::de::DeserializeOwned + Into<TaskRecord>,
+    {
         let txn = self.db.begin_write().map_err(self.redb("upgrading"))?;
         let mut rewritten = 0;
         {
@@ -80,11 +85,11 @@ impl Store {
             for row in tasks.iter().map_err(self.redb("upgrading"))? {
                 let (k, v) = row.map_err(self.redb("upgrading"))?;
                 let (fw, task) = k.value();
-                let old: TaskRecordV1 =
-                    self.decode("format-1 task", &format!("{fw}/{task}"), v.value())?;
-                records.push(((fw.to_string(), task.to_string()), TaskRecord::from(old)));
+                let old: Old = self.decode(what, &format!("{fw}/{task}"), v.value())?;
+                records.push(((fw.to_string(), task.to_string()), old.into()));
             }
             for ((fw, task), record) in records {
+                let record: TaskRecord = record;
                 tasks
                     .insert((fw.as_str(), task.as_str()), encode(&record).as_slice())
                     .map_err(self.redb("upgrading"))?;
@@ -96,6 +101,10 @@ impl Store {
         }
         txn.commit().map_err(self.redb("upgrading"))?;
         Ok(rewritten)
+    }
+
+    pub(super) fn upgrade_from_format1(&self) -> Result<usize, StoreError> {
+        self.upgrade_tasks::<TaskRecordV1>("format-1 task")
     }
 }
 
@@ -171,6 +180,7 @@ mod tests {
                 data: vec![7, 7],
                 mesos: None,
                 image: None,
+                artifacts: Vec::new(),
             },
             state: TaskState::Running,
             message: "running".into(),

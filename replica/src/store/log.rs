@@ -20,6 +20,17 @@ const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
+const JOINED: &str = "joined";
+
+/// How this node's store became part of a group, recorded once (see
+/// [`crate::ReplicaConfig::bootstrap`]). Postcard: append variants only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Joined {
+    /// It formed the group (`bootstrap` on a fresh store).
+    Bootstrapped,
+    /// A leader added it (its first membership came from the log).
+    Added,
+}
 
 /// The log half of a node's store. Cloning shares the database (the reader openraft asks for
 /// is a clone).
@@ -96,6 +107,19 @@ impl LogStore {
             None => None,
         };
         Ok(last)
+    }
+
+    /// How this store joined its group (`None`: it has not, or predates the record).
+    pub async fn joined(&self) -> Result<Option<Joined>, StoreError> {
+        blocking(&self.db, |db| Self::meta(db, JOINED, "joined")).await
+    }
+
+    /// Records how this store joined its group.
+    pub async fn set_joined(&self, how: Joined) -> Result<(), StoreError> {
+        blocking(&self.db, move |db| {
+            Self::put_meta(db, JOINED, "joined", &how)
+        })
+        .await
     }
 
     /// The first and last index held (tests check the log is purged).

@@ -14,7 +14,7 @@
 mod log;
 mod state;
 
-pub use log::LogStore;
+pub use log::{Joined, LogStore};
 pub use state::{SnapshotBody, StateMachine};
 
 use openraft::{AnyError, StorageError, StorageIOError};

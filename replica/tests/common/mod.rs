@@ -72,7 +72,7 @@ impl Cluster {
         for id in 1..=n {
             cluster.start_node(id, true).await;
         }
-        cluster.wait_leader(Duration::from_secs(5)).await;
+        cluster.wait_leader(Duration::from_secs(10)).await;
         cluster
     }
 

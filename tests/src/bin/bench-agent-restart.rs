@@ -110,6 +110,7 @@ async fn main() {
             data: b"sleep".to_vec(),
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         })
         .collect();
     fw.launch(&offer, tasks);

@@ -54,6 +54,7 @@ fn task(id: &str) -> TaskInfo {
         data: Vec::new(),
         mesos: None,
         image: None,
+        artifacts: Vec::new(),
     }
 }
 

@@ -636,6 +636,7 @@ mod tests {
             data: ms.to_le_bytes().to_vec(),
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         }
     }
 

@@ -387,6 +387,7 @@ impl Launcher {
             data: ms.to_le_bytes().to_vec(),
             mesos: None,
             image: None,
+            artifacts: Vec::new(),
         }
     }
 }
