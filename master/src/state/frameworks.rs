@@ -40,6 +40,9 @@ pub(super) struct FrameworkEntry {
     pub(super) conn: Option<ConnId>,
     pub(super) disconnected_at: Option<Instant>,
     pub(super) tasks: HashMap<TaskId, TaskEntry>,
+    /// The fencing epoch (`election.rs`): raised each time an instance becomes the active
+    /// scheduler; 0 until the first subscription under this master's store.
+    pub(super) epoch: u64,
 }
 
 /// The longest web UI URL a framework may publish; a longer one is dropped.
@@ -164,17 +167,28 @@ impl Master {
                     }
                 }
             }
-            SchedulerCall::WriteState(write) => {
-                if let Err(why) = self.write_framework_state(&fw, write) {
-                    self.send_framework(
-                        &fw,
-                        MasterEvent::Error {
-                            message: format!("state write refused: {why}"),
-                            fatal: false,
-                        },
-                    );
-                }
+            SchedulerCall::WriteState(write) => self.scheduler_state_write(&fw, write, None),
+            SchedulerCall::WriteStateFenced { write, fence } => {
+                self.scheduler_state_write(&fw, write, Some(fence))
             }
+        }
+    }
+
+    /// A state write from `fw`'s scheduler: a refusal is told to it, the connection stays.
+    fn scheduler_state_write(
+        &mut self,
+        fw: &FrameworkId,
+        write: bramble_proto::framework_state::StateWrite,
+        fence: Option<u64>,
+    ) {
+        if let Err(why) = self.write_framework_state(fw, write, fence) {
+            self.send_framework(
+                fw,
+                MasterEvent::Error {
+                    message: format!("state write refused: {why}"),
+                    fatal: false,
+                },
+            );
         }
     }
 
@@ -280,10 +294,17 @@ impl Master {
                 conn: None,
                 disconnected_at: None,
                 tasks: HashMap::new(),
+                epoch: 0,
             });
         entry.info = info.clone();
         entry.conn = Some(conn);
         entry.disconnected_at = None;
+        // A new active scheduler: a new fencing epoch, above any this master ever gave, so
+        // whatever the previous instance still sends with its token is refused.
+        self.fence_high += 1;
+        entry.epoch = self.fence_high;
+        let epoch = entry.epoch;
+        self.fence_high_dirty = true;
         self.dirty_frameworks.insert(id.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.bound = Some(Bound::Framework(id.clone()));
@@ -292,7 +313,7 @@ impl Master {
             self.allocator.add_framework(id.clone(), 1.0);
         }
         self.allocator.activate_framework(&id);
-        info!(framework = %id, name = %info.name, role = %info.role,
+        info!(framework = %id, name = %info.name, role = %info.role, fencing_token = epoch,
             "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
         self.feed.counters().framework(
             &id,
@@ -311,6 +332,7 @@ impl Master {
             MasterEvent::Subscribed {
                 framework_id: id.clone(),
                 heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
+                fencing_token: epoch,
             },
         );
         let state = self.framework_state_event(&id);
@@ -548,6 +570,8 @@ mod tests {
                 tasks: Vec::new(),
                 framework_state: Vec::new(),
                 draining: Vec::new(),
+                fences: Vec::new(),
+                fence_high: 0,
             },
             now,
         );
