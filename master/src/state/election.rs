@@ -8,8 +8,14 @@
 //! The fence is the connection: a scheduler's calls act on the framework its connection
 //! subscribed as, a standby's connection is bound to no framework (any call from it closes
 //! it), and a deposed one's is unbound by the failover, so no call of an instance that is not
-//! the leader ever reaches the framework. (A fencing token for what a framework writes
-//! outside Bramble would need a durable term; not done.)
+//! the leader ever reaches the framework.
+//!
+//! The fencing token is the framework's epoch (`FrameworkEntry::epoch`), raised by
+//! `subscribe` — so on every subscription, failover and takeover here — to one above the
+//! highest this master or its store ever gave (`Master::fence_high`), durable in the store's
+//! `fences` table and told in `Subscribed`. A state write carrying a token that is not the
+//! current epoch (`SchedulerCall::WriteStateFenced`) is refused (`framework_state.rs`); the
+//! scheduler may hand the token to outside systems to fence them too.
 
 use super::peers::Bound;
 use super::ConnId;
