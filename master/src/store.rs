@@ -49,6 +49,15 @@ const FRAMEWORK_STATE: TableDefinition<(&str, &str), &[u8]> =
 /// the record (an agent unplugged for maintenance is removed, and still drained when back).
 const DRAINING: TableDefinition<&str, ()> = TableDefinition::new("draining");
 
+/// Framework id → its fencing epoch (u64 little-endian), and under the empty key (no
+/// framework id is empty) the highest epoch ever given, so a framework removed and registered
+/// again under its id still never sees an epoch repeat. Added like `framework_state`, without a
+/// format bump and not as a field of the framework's record (postcard is positional): a store
+/// without it has every framework at epoch 0, raised at its next subscription.
+const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
+/// The `FENCES` key of the highest epoch given.
+const FENCE_HIGH: &str = "";
+
 const META_CLUSTER_ID: &str = "cluster_id";
 const META_FORMAT: &str = "format";
 
@@ -165,6 +174,10 @@ pub struct Batch {
     pub framework_state: Vec<((FrameworkId, String), Option<StateEntry>)>,
     /// Agents drained (`true`) or undrained.
     pub draining: Vec<(AgentId, bool)>,
+    /// Frameworks' fencing epochs (`None`: the framework is gone).
+    pub fences: Vec<(FrameworkId, Option<u64>)>,
+    /// The highest fencing epoch given, when it rose.
+    pub fence_high: Option<u64>,
 }
 
 impl Batch {
@@ -178,6 +191,8 @@ impl Batch {
             + self.tasks.len()
             + self.framework_state.len()
             + self.draining.len()
+            + self.fences.len()
+            + usize::from(self.fence_high.is_some())
     }
 }
 
@@ -189,6 +204,10 @@ pub struct Recovered {
     pub tasks: Vec<TaskRecord>,
     pub framework_state: Vec<(FrameworkId, StateEntry)>,
     pub draining: Vec<AgentId>,
+    /// Frameworks' fencing epochs.
+    pub fences: Vec<(FrameworkId, u64)>,
+    /// The highest fencing epoch ever given (0 in a store from before fencing).
+    pub fence_high: u64,
 }
 
 impl Recovered {
@@ -198,6 +217,8 @@ impl Recovered {
             && self.tasks.is_empty()
             && self.framework_state.is_empty()
             && self.draining.is_empty()
+            && self.fences.is_empty()
+            && self.fence_high == 0
     }
 }
 
@@ -401,6 +422,25 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(self.redb("reading")(e)),
         }
+        match read.open_table(FENCES) {
+            Ok(fences) => {
+                for row in fences.iter().map_err(self.redb("reading"))? {
+                    let (k, v) = row.map_err(self.redb("reading"))?;
+                    match k.value() {
+                        FENCE_HIGH => out.fence_high = v.value(),
+                        fw => out.fences.push((FrameworkId(fw.to_string()), v.value())),
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.redb("reading")(e)),
+        }
+        // Never below an epoch a framework holds, whatever the high mark says.
+        out.fence_high = out
+            .fences
+            .iter()
+            .map(|(_, e)| *e)
+            .fold(out.fence_high, u64::max);
         Ok(out)
     }
 
@@ -472,6 +512,21 @@ impl Store {
                         draining.remove(id.as_str())
                     }
                     .map_err(self.redb("writing a drain"))?;
+                }
+            }
+            if !batch.fences.is_empty() || batch.fence_high.is_some() {
+                let mut fences = txn.open_table(FENCES).map_err(self.redb("committing"))?;
+                for (id, epoch) in &batch.fences {
+                    match epoch {
+                        Some(e) => fences.insert(id.as_str(), *e).map(|_| ()),
+                        None => fences.remove(id.as_str()).map(|_| ()),
+                    }
+                    .map_err(self.redb("writing a fencing epoch"))?;
+                }
+                if let Some(high) = batch.fence_high {
+                    fences
+                        .insert(FENCE_HIGH, high)
+                        .map_err(self.redb("writing a fencing epoch"))?;
                 }
             }
         }
@@ -664,6 +719,43 @@ mod tests {
         drop(store);
         let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
         assert_eq!(again.draining, vec![a2]);
+    }
+
+    #[test]
+    fn fencing_epochs_round_trip_and_a_store_without_their_table_has_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        // A store written before fencing (frameworks and all, but no fences table) loads,
+        // every framework at epoch 0.
+        store
+            .commit(&Batch {
+                frameworks: vec![(FrameworkId("fw1".into()), Some(framework("fw1")))],
+                ..Batch::default()
+            })
+            .expect("commit");
+        let old = store.load().expect("load");
+        assert_eq!(old.frameworks, vec![framework("fw1")]);
+        assert!(old.fences.is_empty());
+        assert_eq!(old.fence_high, 0);
+        let (fw1, fw2) = (FrameworkId("fw1".into()), FrameworkId("fw2".into()));
+        store
+            .commit(&Batch {
+                fences: vec![(fw1.clone(), Some(3)), (fw2.clone(), Some(5))],
+                fence_high: Some(5),
+                ..Batch::default()
+            })
+            .expect("commit");
+        store
+            .commit(&Batch {
+                fences: vec![(fw2, None), (fw1.clone(), Some(6))],
+                fence_high: Some(6),
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(again.fences, vec![(fw1, 6)]);
+        assert_eq!(again.fence_high, 6);
     }
 
     #[test]

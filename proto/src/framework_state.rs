@@ -78,6 +78,20 @@ pub enum StateRefusal {
         expected: u64,
         found: u64,
     },
+    /// The writer's fencing token is not the framework's current epoch: another instance
+    /// became the active scheduler since the writer did, so the write is stale.
+    #[error("fenced: this write carries fencing token {held}, but the framework's active scheduler holds {current} (another instance took over since; this one is no longer the leader)")]
+    Fenced { held: u64, current: u64 },
+}
+
+/// Whether a write carrying `held` (if any) may land on a framework whose epoch is `current`:
+/// a write without a token always may (operators, schedulers that do not fence); one with a
+/// token only if it is the current epoch.
+pub fn check_fence(held: Option<u64>, current: u64) -> Result<(), StateRefusal> {
+    match held {
+        Some(held) if held != current => Err(StateRefusal::Fenced { held, current }),
+        _ => Ok(()),
+    }
 }
 
 /// Keys are printable text without control characters, so they read well in the CLI and
@@ -310,6 +324,23 @@ mod tests {
             Err(StateRefusal::TooManyKeys { .. })
         ));
         assert!(s.apply(put("k00000", b"x", None)).is_ok());
+    }
+
+    #[test]
+    fn only_the_current_fencing_token_or_none_passes() {
+        assert_eq!(check_fence(None, 7), Ok(()));
+        assert_eq!(check_fence(Some(7), 7), Ok(()));
+        let stale = check_fence(Some(6), 7).expect_err("stale");
+        assert_eq!(
+            stale,
+            StateRefusal::Fenced {
+                held: 6,
+                current: 7
+            }
+        );
+        assert!(stale.to_string().contains("6") && stale.to_string().contains("7"));
+        // A token the master never gave this framework (a previous life's, or made up).
+        assert!(check_fence(Some(8), 7).is_err());
     }
 
     #[test]

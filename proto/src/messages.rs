@@ -301,6 +301,12 @@ pub enum SchedulerCall {
     /// the `framework_id` given): the master makes one the active scheduler (`Subscribed`)
     /// and answers the others `Standby` until the active one goes away.
     Campaign(FrameworkInfo),
+    /// `WriteState` fenced: refused (`StateRefusal::Fenced`) unless `fence` is the
+    /// framework's current epoch, the fencing token its active scheduler got in `Subscribed`.
+    WriteStateFenced {
+        write: StateWrite,
+        fence: u64,
+    },
 }
 
 /// How far a framework's job has got, in the framework's own units.
@@ -332,6 +338,11 @@ pub enum MasterEvent {
     Subscribed {
         framework_id: FrameworkId,
         heartbeat_interval_ms: u64,
+        /// The fencing token: the framework's epoch, raised each time an instance becomes its
+        /// active scheduler (subscription, failover, a standby's takeover) and durable in the
+        /// master's store, so a deposed instance's token is always older. Appended last: an
+        /// older SDK decoding this frame stops before it (postcard leaves trailing bytes).
+        fencing_token: u64,
     },
     Offers(Vec<Offer>),
     Rescind {
@@ -749,4 +760,37 @@ pub struct ImagePushResult {
     pub agent_id: AgentId,
     pub hostname: String,
     pub result: Result<ImageSummary, String>,
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    /// `MasterEvent` as SDKs before fencing tokens knew its first variant.
+    #[derive(Debug, Deserialize)]
+    enum OldMasterEvent {
+        Subscribed {
+            framework_id: FrameworkId,
+            heartbeat_interval_ms: u64,
+        },
+    }
+
+    #[test]
+    fn an_older_sdk_still_reads_subscribed_with_the_fencing_token_appended() {
+        let event = MasterEvent::Subscribed {
+            framework_id: FrameworkId("fw-1".into()),
+            heartbeat_interval_ms: 1500,
+            fencing_token: 42,
+        };
+        let bytes = postcard::to_allocvec(&event).expect("encode");
+        let old: OldMasterEvent = crate::codec::decode_payload(&bytes).expect("old decode");
+        let OldMasterEvent::Subscribed {
+            framework_id,
+            heartbeat_interval_ms,
+        } = old;
+        assert_eq!(framework_id.as_str(), "fw-1");
+        assert_eq!(heartbeat_interval_ms, 1500);
+        let new: MasterEvent = crate::codec::decode_payload(&bytes).expect("new decode");
+        assert_eq!(new, event);
+    }
 }

@@ -38,7 +38,7 @@ pub use scheduler::{
 
 pub use async_trait::async_trait;
 pub use bramble_proto as proto;
-pub use bramble_proto::framework_state::StateEntry;
+pub use bramble_proto::framework_state::{StateEntry, StateWrite};
 pub use bramble_proto::identity::{Credentials, Role};
 pub use bramble_proto::messages::{Filters, FrameworkInfo, JobProgress, Offer};
 pub use bramble_proto::task::{CommandInfo, ExecutorInfo, TaskInfo, UpdateSource};

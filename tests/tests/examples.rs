@@ -766,6 +766,43 @@ async fn the_tutorial_step4_elects_one_instance_and_a_standby_takes_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("standby took over in {took:?}");
+
+    // Fencing: the new leader's token is above the old one's, and a write stamped with the
+    // deposed leader's token is refused while one with the current token lands. Both go on one
+    // connection, in order, so once the second is there the first was decided.
+    let old_token = leader
+        .fencing_token()
+        .expect("the first leader had a token");
+    let token = standby.fencing_token().expect("the new leader has a token");
+    assert!(token > old_token, "{token} > {old_token}");
+    let put = |key: &str| bramble_sdk::StateWrite::Put {
+        key: key.into(),
+        value: b"x".to_vec(),
+        expected_version: None,
+    };
+    standby
+        .write_state_fenced(put("fence/stale"), old_token)
+        .expect("queued");
+    standby
+        .write_state_fenced(put("fence/current"), token)
+        .expect("queued");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let entries = operator
+            .read_framework_state(&framework, "fence/")
+            .await
+            .expect("read state");
+        let keys: Vec<String> = entries.into_iter().map(|e| e.key).collect();
+        if keys.iter().any(|k| k == "fence/current") {
+            break keys;
+        }
+        poll_again("the current token's write landing", deadline).await;
+    };
+    assert_eq!(
+        keys,
+        ["fence/current"],
+        "the stale token's write was refused"
+    );
     standby.stop(false);
     standby_run.await.expect("join").expect("standby ran");
     c.shutdown().await;

@@ -53,8 +53,19 @@ impl Master {
                     conn: None,
                     disconnected_at: Some(now),
                     tasks: HashMap::new(),
+                    epoch: 0,
                 },
             );
+        }
+        self.fence_high = self.fence_high.max(recovered.fence_high);
+        for (fw, epoch) in recovered.fences {
+            match self.frameworks.get_mut(&fw) {
+                Some(f) => f.epoch = epoch,
+                // A framework the store no longer holds: its row goes.
+                None => {
+                    self.dirty_frameworks.insert(fw);
+                }
+            }
         }
         let mut orphans = Vec::new();
         let task_count = recovered.tasks.len();
@@ -106,7 +117,13 @@ impl Master {
                 id: id.clone(),
                 info: f.info.clone(),
             });
+            // The fencing epoch is written with the record (a u64 beside it; see the store).
+            let epoch = self.frameworks.get(&id).map(|f| f.epoch);
+            batch.fences.push((id.clone(), epoch));
             batch.frameworks.push((id, record));
+        }
+        if std::mem::take(&mut self.fence_high_dirty) {
+            batch.fence_high = Some(self.fence_high);
         }
         for id in std::mem::take(&mut self.dirty_agents) {
             let record = self.agents.get(&id).map(|a| AgentRecord {

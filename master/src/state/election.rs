@@ -8,8 +8,14 @@
 //! The fence is the connection: a scheduler's calls act on the framework its connection
 //! subscribed as, a standby's connection is bound to no framework (any call from it closes
 //! it), and a deposed one's is unbound by the failover, so no call of an instance that is not
-//! the leader ever reaches the framework. (A fencing token for what a framework writes
-//! outside Bramble would need a durable term; not done.)
+//! the leader ever reaches the framework.
+//!
+//! The fencing token is the framework's epoch (`FrameworkEntry::epoch`), raised by
+//! `subscribe` — so on every subscription, failover and takeover here — to one above the
+//! highest this master or its store ever gave (`Master::fence_high`), durable in the store's
+//! `fences` table and told in `Subscribed`. A state write carrying a token that is not the
+//! current epoch (`SchedulerCall::WriteStateFenced`) is refused (`framework_state.rs`); the
+//! scheduler may hand the token to outside systems to fence them too.
 
 use super::peers::Bound;
 use super::ConnId;
@@ -149,15 +155,30 @@ impl Master {
 mod tests {
     use crate::state::testing::*;
     use crate::state::{Input, Master, PeerTx};
+    use crate::store::Store;
+    use bramble_proto::framework_state::StateWrite;
     use bramble_proto::identity::Role;
     use bramble_proto::messages::{FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall};
     use bramble_proto::queue::{self, QueueRx};
+    use bramble_proto::FrameworkId;
     use bramble_proto::TaskState;
     use std::time::Instant;
 
     /// An instance of framework "fw" (no id: found by principal and name) campaigning on
     /// `conn` as `principal`; settled.
     fn campaign(
+        m: &mut Master,
+        conn: u64,
+        principal: Option<&str>,
+        now: Instant,
+    ) -> QueueRx<MasterEvent> {
+        let rx = campaign_unsettled(m, conn, principal, now);
+        settle(m, now);
+        rx
+    }
+
+    /// [`campaign`] leaving the burst open, for a test that commits it.
+    fn campaign_unsettled(
         m: &mut Master,
         conn: u64,
         principal: Option<&str>,
@@ -179,7 +200,6 @@ mod tests {
             ..framework_info(None)
         };
         call(m, conn, SchedulerCall::Campaign(info), now);
-        settle(m, now);
         rx
     }
 
@@ -316,6 +336,170 @@ mod tests {
         disconnect(&mut m, 10, now);
         settle(&mut m, now);
         assert_eq!(subscribed_as(&drain(&mut rx)), None);
+    }
+
+    fn token_of(events: &[MasterEvent]) -> Option<u64> {
+        events.iter().find_map(|e| match e {
+            MasterEvent::Subscribed { fencing_token, .. } => Some(*fencing_token),
+            _ => None,
+        })
+    }
+
+    fn fenced_put(key: &str, value: &str, fence: u64) -> SchedulerCall {
+        SchedulerCall::WriteStateFenced {
+            write: StateWrite::Put {
+                key: key.into(),
+                value: value.as_bytes().to_vec(),
+                expected_version: None,
+            },
+            fence,
+        }
+    }
+
+    /// Ends the burst like the server does: commits its batch to `store`, then releases the
+    /// outbox.
+    fn commit(m: &mut Master, store: &mut Store, now: Instant) {
+        m.end_burst(now);
+        store.commit(&m.take_writes()).expect("commit");
+        m.flush_outbox();
+    }
+
+    #[test]
+    fn every_new_active_scheduler_gets_a_higher_fencing_token_and_a_deposed_ones_writes_are_refused(
+    ) {
+        let now = Instant::now();
+        let mut m = master(now);
+        let mut first = campaign(&mut m, 10, Some("alice"), now);
+        let events = drain(&mut first);
+        let fw = subscribed_as(&events).expect("leads");
+        let t1 = token_of(&events).expect("a token");
+        let mut second = campaign(&mut m, 11, Some("alice"), now);
+        assert_eq!(
+            token_of(&drain(&mut second)),
+            None,
+            "a standby holds no token"
+        );
+
+        // The leader writes with its token: accepted.
+        call(&mut m, 10, fenced_put("k", "from-first", t1), now);
+        settle(&mut m, now);
+        assert!(drain(&mut first)
+            .iter()
+            .any(|e| matches!(e, MasterEvent::StateChanged { key, .. } if key == "k")));
+
+        // Standby takeover: a new epoch.
+        disconnect(&mut m, 10, now);
+        settle(&mut m, now);
+        let events = drain(&mut second);
+        assert_eq!(subscribed_as(&events), Some(fw.clone()));
+        let t2 = token_of(&events).expect("a token");
+        assert!(t2 > t1, "{t2} > {t1}");
+
+        // A write stamped with the deposed leader's token is refused, by name, and changes
+        // nothing; the current token's is accepted.
+        call(&mut m, 11, fenced_put("k", "stale", t1), now);
+        settle(&mut m, now);
+        let events = drain(&mut second);
+        assert!(
+            events.iter().any(|e| matches!(e, MasterEvent::Error { message, fatal: false }
+                if message.contains("fenced") && message.contains(&t1.to_string()) && message.contains(&t2.to_string()))),
+            "{events:?}"
+        );
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, MasterEvent::StateChanged { .. })));
+        let value = |m: &Master| {
+            m.read_framework_state(&FrameworkId(fw.clone()), "k")
+                .expect("known")
+                .first()
+                .map(|e| e.value.clone())
+        };
+        assert_eq!(value(&m), Some(b"from-first".to_vec()));
+        call(&mut m, 11, fenced_put("k", "from-second", t2), now);
+        settle(&mut m, now);
+        assert_eq!(value(&m), Some(b"from-second".to_vec()));
+        // An unfenced write (a scheduler that does not fence) is not checked.
+        call(
+            &mut m,
+            11,
+            SchedulerCall::WriteState(StateWrite::Delete {
+                key: "k".into(),
+                expected_version: None,
+            }),
+            now,
+        );
+        settle(&mut m, now);
+        assert_eq!(value(&m), None);
+
+        // A plain failover (Subscribe under the id) deposes too.
+        let (tx, mut third) = queue::channel(64, 64 << 20);
+        m.handle(
+            Input::Connected {
+                conn: 12,
+                identity: identity_of(Role::Framework, Some("alice")),
+                tx: PeerTx::Scheduler(tx),
+                handle: None,
+            },
+            now,
+        );
+        let info = FrameworkInfo {
+            principal: Some("alice".into()),
+            ..framework_info(Some(&fw))
+        };
+        call(&mut m, 12, SchedulerCall::Subscribe(info), now);
+        settle(&mut m, now);
+        let t3 = token_of(&drain(&mut third)).expect("a token");
+        assert!(t3 > t2, "{t3} > {t2}");
+        call(&mut m, 12, fenced_put("k", "stale", t2), now);
+        settle(&mut m, now);
+        assert_eq!(value(&m), None);
+    }
+
+    #[test]
+    fn fencing_epochs_survive_a_master_restart_and_keep_rising() {
+        let now = Instant::now();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), "c").expect("open");
+        let mut m = master(now);
+        let mut first = campaign_unsettled(&mut m, 10, Some("alice"), now);
+        commit(&mut m, &mut store, now);
+        let events = drain(&mut first);
+        let fw = subscribed_as(&events).expect("leads");
+        let t1 = token_of(&events).expect("a token");
+        // Another framework's subscriptions raise the master-wide mark too.
+        let _other = connect_framework(&mut m, 20, Some("other"), now);
+        assert_eq!(m.fence_high, t1 + 1);
+        commit(&mut m, &mut store, now);
+        drop(m);
+        drop(store);
+
+        // A restarted master: the framework's epoch is back, and the next leader's is higher
+        // than any given before the restart.
+        let (mut store, recovered) = Store::open(dir.path(), "c").expect("reopen");
+        let mut m = master(now);
+        m.recover(recovered, now);
+        assert!(
+            m.take_writes().is_empty(),
+            "recovering epochs writes nothing"
+        );
+        let mut again = campaign_unsettled(&mut m, 30, Some("alice"), now);
+        commit(&mut m, &mut store, now);
+        let events = drain(&mut again);
+        assert_eq!(subscribed_as(&events), Some(fw.clone()));
+        let t2 = token_of(&events).expect("a token");
+        assert!(
+            t2 > t1 + 1,
+            "{t2} is above both tokens given before the restart"
+        );
+        call(&mut m, 30, fenced_put("k", "stale", t1), now);
+        call(&mut m, 30, fenced_put("k", "current", t2), now);
+        commit(&mut m, &mut store, now);
+        let state = m
+            .read_framework_state(&FrameworkId(fw.clone()), "")
+            .expect("known");
+        assert_eq!(state.len(), 1);
+        assert_eq!(state[0].value, b"current".to_vec());
+        assert_eq!(state[0].version, 1, "the stale write never landed");
     }
 
     #[test]

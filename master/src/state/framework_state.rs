@@ -8,21 +8,30 @@
 //! Both leave through the outbox, so neither is seen before the write is on disk.
 
 use super::Master;
-use bramble_proto::framework_state::{FrameworkState, StateEntry, StateRefusal, StateWrite};
+use bramble_proto::framework_state::{
+    check_fence, FrameworkState, StateEntry, StateRefusal, StateWrite,
+};
 use bramble_proto::messages::MasterEvent;
 use bramble_proto::FrameworkId;
 use tracing::info;
 
 impl Master {
     /// Applies `write` to `fw`'s state: the entry as it is now, or why not. The framework
-    /// must be known (connected or within its failover timeout).
+    /// must be known (connected or within its failover timeout). With a `fence` (a fencing
+    /// token from `Subscribed`), only if it is the framework's current epoch: a write made by
+    /// an instance that has since been deposed is refused (`StateRefusal::Fenced`).
     pub(super) fn write_framework_state(
         &mut self,
         fw: &FrameworkId,
         write: StateWrite,
+        fence: Option<u64>,
     ) -> Result<Option<StateEntry>, String> {
-        if !self.frameworks.contains_key(fw) {
+        let Some(epoch) = self.frameworks.get(fw).map(|f| f.epoch) else {
             return Err(format!("no framework {fw} is known to this master"));
+        };
+        if let Err(refusal) = check_fence(fence, epoch) {
+            info!(framework = %fw, key = %write.key(), "refusing a fenced state write: {refusal}");
+            return Err(refusal.to_string());
         }
         let key = write.key().to_string();
         let result = self

@@ -198,6 +198,10 @@ pub struct Master {
     dirty_agents: HashSet<AgentId>,
     dirty_draining: HashSet<AgentId>,
     dirty_tasks: HashSet<(FrameworkId, TaskId)>,
+    /// The highest fencing epoch this master (or its store) ever gave a framework; the next
+    /// active scheduler of any framework gets one more (`election.rs`).
+    fence_high: u64,
+    fence_high_dirty: bool,
     /// Each framework's own key/value state (only frameworks that wrote some have an entry).
     framework_state: HashMap<FrameworkId, FrameworkState>,
     dirty_state: HashSet<(FrameworkId, String)>,
@@ -253,6 +257,8 @@ impl Master {
             dirty_agents: HashSet::new(),
             dirty_draining: HashSet::new(),
             dirty_tasks: HashSet::new(),
+            fence_high: 0,
+            fence_high_dirty: false,
             framework_state: HashMap::new(),
             dirty_state: HashSet::new(),
             service_records: HashMap::new(),

@@ -66,7 +66,7 @@ impl Master {
             OperatorCall::WriteFrameworkState {
                 framework_id,
                 write,
-            } => match self.write_framework_state(&framework_id, write) {
+            } => match self.write_framework_state(&framework_id, write, None) {
                 Ok(entry) => OperatorReply::StateWritten(entry),
                 Err(message) => OperatorReply::Error { message },
             },

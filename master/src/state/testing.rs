@@ -203,6 +203,8 @@ pub(super) fn recovered(tasks: &[&str]) -> Recovered {
             .collect(),
         framework_state: Vec::new(),
         draining: Vec::new(),
+        fences: Vec::new(),
+        fence_high: 0,
     }
 }
 

@@ -25,6 +25,8 @@ struct Inner {
     stop: watch::Sender<Option<bool>>,
     status: Mutex<DriverStatus>,
     implicit_acknowledgements: bool,
+    /// Whether `put_state`/`delete_state` carry the fencing token (leader election on).
+    fence_writes: bool,
     /// Taken by `run`.
     parts: Mutex<Option<RunParts>>,
 }
@@ -34,6 +36,8 @@ struct DriverStatus {
     framework_id: Option<FrameworkId>,
     connected: bool,
     stopped: bool,
+    /// From the latest `Subscribed`.
+    fencing_token: Option<u64>,
 }
 
 struct RunParts {
@@ -53,6 +57,7 @@ impl SchedulerDriver {
         let (driver, calls, stop) = Self::unattached(
             config.framework.framework_id.clone(),
             config.implicit_acknowledgements,
+            config.leader_election,
         );
         *lock(&driver.inner.parts) = Some(RunParts {
             config,
@@ -69,7 +74,7 @@ impl SchedulerDriver {
         framework_id: Option<FrameworkId>,
         implicit_acknowledgements: bool,
     ) -> (Self, mpsc::UnboundedReceiver<SchedulerCall>) {
-        let (driver, calls, _) = Self::unattached(framework_id, implicit_acknowledgements);
+        let (driver, calls, _) = Self::unattached(framework_id, implicit_acknowledgements, false);
         (driver, calls)
     }
 
@@ -77,6 +82,7 @@ impl SchedulerDriver {
     fn unattached(
         framework_id: Option<FrameworkId>,
         implicit_acknowledgements: bool,
+        fence_writes: bool,
     ) -> (
         Self,
         mpsc::UnboundedReceiver<SchedulerCall>,
@@ -93,6 +99,7 @@ impl SchedulerDriver {
                     ..DriverStatus::default()
                 }),
                 implicit_acknowledgements,
+                fence_writes,
                 parts: Mutex::new(None),
             }),
         };
@@ -235,18 +242,46 @@ impl SchedulerDriver {
     /// scheduler's restarts (limits in `bramble_proto::framework_state`). With
     /// `expected_version`, only if the entry is at that version now (`Some(0)`: only if it does
     /// not exist). The outcome arrives as `Scheduler::state_changed`, or a refusal through
-    /// `Scheduler::error`.
+    /// `Scheduler::error`. With [`SchedulerConfig::leader_election`] the write carries this
+    /// instance's [`fencing_token`](Self::fencing_token), so it is refused if another
+    /// instance has become the active scheduler since.
     pub fn put_state(
         &self,
         key: impl Into<String>,
         value: Vec<u8>,
         expected_version: Option<u64>,
     ) -> Result<(), SdkError> {
-        self.call(SchedulerCall::WriteState(StateWrite::Put {
+        self.write_state(StateWrite::Put {
             key: key.into(),
             value,
             expected_version,
-        }))
+        })
+    }
+
+    /// The fencing token of this instance's latest subscription (`None` before the first):
+    /// the framework's epoch, which the master raises each time an instance becomes the
+    /// active scheduler (subscription, failover, a standby taking over) and keeps across its
+    /// own restarts. A token older than the framework's current one belongs to a deposed
+    /// leader. Hand it to what acts on the scheduler's behalf and check it there, or pass it to
+    /// [`write_state_fenced`](Self::write_state_fenced).
+    pub fn fencing_token(&self) -> Option<u64> {
+        lock(&self.inner.status).fencing_token
+    }
+
+    /// Writes the framework's state only if `fence` is still the framework's current fencing
+    /// token; otherwise the master refuses it (through `Scheduler::error`, a "fenced" message
+    /// naming both tokens) and nothing changes. For work begun under one subscription and
+    /// finished later, possibly after this instance lost and regained the lead.
+    pub fn write_state_fenced(&self, write: StateWrite, fence: u64) -> Result<(), SdkError> {
+        self.call(SchedulerCall::WriteStateFenced { write, fence })
+    }
+
+    /// A write fenced with the current token when leader election is on, else unfenced.
+    fn write_state(&self, write: StateWrite) -> Result<(), SdkError> {
+        match self.fencing_token().filter(|_| self.inner.fence_writes) {
+            Some(fence) => self.write_state_fenced(write, fence),
+            None => self.call(SchedulerCall::WriteState(write)),
+        }
     }
 
     /// Deletes `key` from the framework's state (see [`SchedulerDriver::put_state`]).
@@ -255,10 +290,10 @@ impl SchedulerDriver {
         key: impl Into<String>,
         expected_version: Option<u64>,
     ) -> Result<(), SdkError> {
-        self.call(SchedulerCall::WriteState(StateWrite::Delete {
+        self.write_state(StateWrite::Delete {
             key: key.into(),
             expected_version,
-        }))
+        })
     }
 
     /// Stops the driver; its run returns once this is done. `failover = false`: the framework
@@ -305,6 +340,10 @@ impl SchedulerDriver {
 
     pub(crate) fn acknowledges_implicitly(&self) -> bool {
         self.inner.implicit_acknowledgements
+    }
+
+    pub(crate) fn set_fencing_token(&self, token: u64) {
+        lock(&self.inner.status).fencing_token = Some(token);
     }
 
     pub(crate) fn set_connected(&self, framework_id: Option<FrameworkId>, connected: bool) {

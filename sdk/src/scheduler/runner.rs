@@ -34,6 +34,8 @@ pub(super) struct Session {
     pub(super) writer: FrameWriter<quinn::SendStream>,
     pub(super) framework_id: FrameworkId,
     pub(super) heartbeat: Duration,
+    /// The fencing token the master gave this subscription.
+    pub(super) fencing_token: u64,
 }
 
 /// A campaigning instance's connection while another instance is the active scheduler.
@@ -109,6 +111,7 @@ impl Runner {
             let id = session.framework_id.clone();
             self.info.framework_id = Some(id.clone());
             self.driver.set_connected(Some(id.clone()), true);
+            self.driver.set_fencing_token(session.fencing_token);
             let stop_requested = *self.stop.borrow();
             if let Some(failover) = stop_requested {
                 // stop() was called while reconnecting: finish what it asked for.
@@ -256,12 +259,14 @@ impl Runner {
                 Ok(MasterEvent::Subscribed {
                     framework_id,
                     heartbeat_interval_ms,
+                    fencing_token,
                 }) => {
                     return Ok(Attempt::Subscribed(session(
                         conn,
                         ctl,
                         framework_id,
                         heartbeat_interval_ms,
+                        fencing_token,
                     )))
                 }
                 Ok(MasterEvent::Standby {
@@ -306,9 +311,9 @@ impl Runner {
             tokio::select! {
                 Ok(()) = self.stop.changed() => {}
                 event = ctl.recv::<MasterEvent>() => match event {
-                    Ok(MasterEvent::Subscribed { framework_id, heartbeat_interval_ms }) => {
-                        info!(framework = %framework_id, "taking over as the framework's active scheduler");
-                        return StandbyEnd::Promoted(session(conn, ctl, framework_id, heartbeat_interval_ms));
+                    Ok(MasterEvent::Subscribed { framework_id, heartbeat_interval_ms, fencing_token }) => {
+                        info!(framework = %framework_id, fencing_token, "taking over as the framework's active scheduler");
+                        return StandbyEnd::Promoted(session(conn, ctl, framework_id, heartbeat_interval_ms, fencing_token));
                     }
                     Ok(MasterEvent::Error { message, fatal: true }) => {
                         return StandbyEnd::Fatal(SdkError::Fatal(message));
@@ -327,6 +332,7 @@ fn session(
     ctl: ControlStream,
     framework_id: FrameworkId,
     heartbeat_interval_ms: u64,
+    fencing_token: u64,
 ) -> Session {
     let heartbeat = match heartbeat_interval_ms {
         0 => FALLBACK_HEARTBEAT,
@@ -339,6 +345,7 @@ fn session(
         writer,
         framework_id,
         heartbeat,
+        fencing_token,
     }
 }
 

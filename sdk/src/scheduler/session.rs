@@ -366,6 +366,7 @@ fn call_name(call: &SchedulerCall) -> &'static str {
         SchedulerCall::PublishProgress(_) => "PublishProgress",
         SchedulerCall::SetWebuiUrl(_) => "SetWebuiUrl",
         SchedulerCall::WriteState(_) => "WriteState",
+        SchedulerCall::WriteStateFenced { .. } => "WriteStateFenced",
         SchedulerCall::Campaign(_) => "Campaign",
     }
 }

@@ -32,6 +32,9 @@ pub(super) struct FrameworkEntry {
     pub(super) conn: Option<ConnId>,
     pub(super) disconnected_at: Option<Instant>,
     pub(super) tasks: HashMap<TaskId, TaskEntry>,
+    /// The fencing epoch (`election.rs`): raised each time an instance becomes the active
+    /// scheduler; 0 until the first subscription under this master's store.
+    pub(super) epoch: u64,
 }
 
 /// The longest web UI URL a framework may publish; a longer one is dropped.
@@ -156,17 +159,28 @@ impl Master {
                     }
                 }
             }
-            SchedulerCall::WriteState(write) => {
-                if let Err(why) = self.write_framework_state(&fw, write) {
-                    self.send_framework(
-                        &fw,
-                        MasterEvent::Error {
-                            message: format!("state write refused: {why}"),
-                            fatal: false,
-                        },
-                    );
-                }
+            SchedulerCall::WriteState(write) => self.scheduler_state_write(&fw, write, None),
+            SchedulerCall::WriteStateFenced { write, fence } => {
+                self.scheduler_state_write(&fw, write, Some(fence))
             }
+        }
+    }
+
+    /// A state write from `fw`'s scheduler: a refusal is told to it, the connection stays.
+    fn scheduler_state_write(
+        &mut self,
+        fw: &FrameworkId,
+        write: bramble_proto::framework_state::StateWrite,
+        fence: Option<u64>,
+    ) {
+        if let Err(why) = self.write_framework_state(fw, write, fence) {
+            self.send_framework(
+                fw,
+                MasterEvent::Error {
+                    message: format!("state write refused: {why}"),
+                    fatal: false,
+                },
+            );
         }
     }
 

@@ -91,10 +91,17 @@ impl Master {
                 conn: None,
                 disconnected_at: None,
                 tasks: HashMap::new(),
+                epoch: 0,
             });
         entry.info = info.clone();
         entry.conn = Some(conn);
         entry.disconnected_at = None;
+        // A new active scheduler: a new fencing epoch, above any this master ever gave, so
+        // whatever the previous instance still sends with its token is refused.
+        self.fence_high += 1;
+        entry.epoch = self.fence_high;
+        let epoch = entry.epoch;
+        self.fence_high_dirty = true;
         self.dirty_frameworks.insert(id.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.bound = Some(Bound::Framework(id.clone()));
@@ -103,7 +110,7 @@ impl Master {
             self.allocator.add_framework(id.clone(), 1.0);
         }
         self.allocator.activate_framework(&id);
-        info!(framework = %id, name = %info.name, role = %info.role,
+        info!(framework = %id, name = %info.name, role = %info.role, fencing_token = epoch,
             "framework {}", if failover { "re-subscribed (failover)" } else { "subscribed" });
         self.feed.counters().framework(
             &id,
@@ -122,6 +129,7 @@ impl Master {
             MasterEvent::Subscribed {
                 framework_id: id.clone(),
                 heartbeat_interval_ms: self.timeouts.heartbeat_interval.as_millis() as u64,
+                fencing_token: epoch,
             },
         );
         let state = self.framework_state_event(&id);

@@ -50,6 +50,8 @@ fn a_framework_web_ui_is_kept_durably_replaced_when_published_and_dropped_when_h
             tasks: Vec::new(),
             framework_state: Vec::new(),
             draining: Vec::new(),
+            fences: Vec::new(),
+            fence_high: 0,
         },
         now,
     );
