@@ -770,7 +770,9 @@ async fn the_tutorial_step4_elects_one_instance_and_a_standby_takes_over() {
     // Fencing: the new leader's token is above the old one's, and a write stamped with the
     // deposed leader's token is refused while one with the current token lands. Both go on one
     // connection, in order, so once the second is there the first was decided.
-    let old_token = leader.fencing_token().expect("the first leader had a token");
+    let old_token = leader
+        .fencing_token()
+        .expect("the first leader had a token");
     let token = standby.fencing_token().expect("the new leader has a token");
     assert!(token > old_token, "{token} > {old_token}");
     let put = |key: &str| bramble_sdk::StateWrite::Put {
@@ -796,7 +798,11 @@ async fn the_tutorial_step4_elects_one_instance_and_a_standby_takes_over() {
         }
         poll_again("the current token's write landing", deadline).await;
     };
-    assert_eq!(keys, ["fence/current"], "the stale token's write was refused");
+    assert_eq!(
+        keys,
+        ["fence/current"],
+        "the stale token's write was refused"
+    );
     standby.stop(false);
     standby_run.await.expect("join").expect("standby ran");
     c.shutdown().await;
