@@ -61,7 +61,14 @@ impl Cache {
         let src = self.dir.join(key);
         let dest = dest.to_path_buf();
         let copied = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let size = std::fs::copy(&src, &dest)?;
+            // A new file, never through whatever an earlier artifact left under this name.
+            let _ = std::fs::remove_file(&dest);
+            let mut from = std::fs::File::open(&src)?;
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dest)?;
+            let size = std::io::copy(&mut from, &mut to)?;
             // Used now: the last to go.
             let _ = std::fs::File::open(&src).and_then(|f| f.set_modified(SystemTime::now()));
             Ok(size)

@@ -172,8 +172,17 @@ impl Fetcher {
         let sandbox = sandbox.to_path_buf();
         let max_unpacked = self.opts.max_bytes.saturating_mul(4);
         let executable = artifact.executable;
+        let deadline = std::time::Instant::now() + self.opts.timeout;
         tokio::task::spawn_blocking(move || {
-            let placed = place(&sandbox, &part, &name, unpack, executable, max_unpacked);
+            let placed = place(
+                &sandbox,
+                &part,
+                &name,
+                unpack,
+                executable,
+                max_unpacked,
+                deadline,
+            );
             let _ = std::fs::remove_file(&part);
             placed
         })
@@ -219,10 +228,11 @@ pub(crate) struct Sink {
 
 impl Sink {
     async fn create(path: &Path, limit: u64) -> Result<Sink, String> {
+        // A new file, never through whatever an earlier artifact left under this name.
+        let _ = tokio::fs::remove_file(path).await;
         let file = tokio::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(path)
             .await
             .map_err(|e| format!("creating {}: {e}", path.display()))?;
@@ -289,10 +299,11 @@ fn place(
     unpack: Option<bramble_proto::artifact::ArchiveKind>,
     executable: bool,
     max_unpacked: u64,
+    deadline: std::time::Instant,
 ) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(kind) = unpack {
-        extract::unpack(part, kind, sandbox, max_unpacked)
+        extract::unpack(part, kind, sandbox, max_unpacked, deadline)
             .map_err(|e| format!("unpacking {name}: {e}"))?;
         return Ok(());
     }

@@ -314,6 +314,7 @@ fn unpack_tar(archive: Vec<u8>) -> (tempfile::TempDir, Result<u64, String>) {
         bramble_proto::artifact::ArchiveKind::Tar,
         &sandbox,
         1 << 20,
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
     );
     (dir, r)
 }
@@ -321,7 +322,7 @@ fn unpack_tar(archive: Vec<u8>) -> (tempfile::TempDir, Result<u64, String>) {
 #[test]
 fn archive_entries_never_leave_the_sandbox() {
     use tar::EntryType::{Directory, Fifo, Link, Regular, Symlink};
-    let hostile: [(&str, Vec<Entry>); 8] = [
+    let hostile: [(&str, Vec<Entry>); 11] = [
         ("dot-dot", vec![("../escaped", Regular, b"x")]),
         ("nested dot-dot", vec![("a/../../escaped", Regular, b"x")]),
         (
@@ -335,6 +336,19 @@ fn archive_entries_never_leave_the_sandbox() {
             vec![("d", Directory, b""), ("d/up", Symlink, b"../../x")],
         ),
         ("hard link", vec![("shadow", Link, b"/etc/shadow")]),
+        // Lexically inside, but `p` is the sandbox itself: the kernel climbs out.
+        (
+            "a chain through a link",
+            vec![
+                ("p", Symlink, b"."),
+                ("stdout", Symlink, b"p/p/p/../../../etc/passwd"),
+            ],
+        ),
+        (
+            "a link whose directory is a link",
+            vec![("p", Symlink, b"."), ("p/p/p/x", Symlink, b"../../../etc")],
+        ),
+        ("dot-dot after a name", vec![("x", Symlink, b"a/../../etc")]),
         ("fifo", vec![("pipe", Fifo, b"")]),
     ];
     for (what, entries) in hostile {
@@ -372,6 +386,7 @@ fn an_archive_bigger_unpacked_than_allowed_is_refused() {
         bramble_proto::artifact::ArchiveKind::TarGz,
         &sandbox,
         1 << 20,
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
     )
     .unwrap_err();
     assert!(e.contains("unpacks to more than"), "{e}");
@@ -411,4 +426,32 @@ async fn fetched_files_go_to_the_task_user_links_untouched() {
         assert_eq!((m.uid(), m.gid()), (70123, 70123), "{p}");
     }
     assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+}
+
+/// The tar crate reads a GNU long name whole into memory: a huge one (which gzip would make
+/// tiny) is cut off at the allowance between two entries, and so is an unpack past its
+/// deadline.
+#[test]
+fn headers_between_entries_and_the_time_taken_are_bounded() {
+    let long_name = vec![b'a'; 2 << 20];
+    let (_dir, r) = unpack_tar(tar_of(&[
+        ("././@LongLink", tar::EntryType::GNULongName, &long_name),
+        ("x", tar::EntryType::Regular, b"x"),
+    ]));
+    let e = r.unwrap_err();
+    assert!(e.contains("of headers between two entries"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.tar");
+    std::fs::write(&path, tar_of(&[("x", tar::EntryType::Regular, b"x")])).unwrap();
+    let sandbox = sandbox(dir.path());
+    let e = extract::unpack(
+        &path,
+        bramble_proto::artifact::ArchiveKind::Tar,
+        &sandbox,
+        1 << 20,
+        std::time::Instant::now() - std::time::Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert!(e.contains("took longer"), "{e}");
 }
