@@ -713,7 +713,7 @@ where
         inputs,
     } = peer;
     let (tx, mut rx) = queue::channel::<Out>(PEER_QUEUE, PEER_QUEUE_BYTES);
-    let edge_tx = tx.clone();
+    let mut at_edge = In::at_edge(edge, &tx);
     let connected = Input::Connected {
         conn: conn_id,
         identity,
@@ -742,7 +742,7 @@ where
     let reason = loop {
         match reader.recv::<In>().await {
             Ok(msg) => {
-                let Some(msg) = msg.answer_here(edge, &edge_tx) else {
+                let Some(msg) = msg.answer_here(&mut at_edge) else {
                     continue;
                 };
                 if inputs.send(wrap(conn_id, msg)).await.is_err() {
@@ -771,19 +771,26 @@ type Wiring<In, Out> = (fn(QueueTx<Out>) -> PeerTx, fn(ConnId, In) -> Input);
 
 /// Messages a peer's connection answers itself, before (instead of) the state task.
 trait AtTheEdge<Out>: Sized {
-    /// `None`: answered here on `tx`; `Some`: for the state task.
-    fn answer_here(self, edge: &Edge, tx: &QueueTx<Out>) -> Option<Self>;
+    /// What one connection keeps to answer them (dropped with the connection).
+    type Here;
+    fn at_edge(edge: &Edge, tx: &QueueTx<Out>) -> Self::Here;
+    /// `None`: answered here; `Some`: for the state task.
+    fn answer_here(self, here: &mut Self::Here) -> Option<Self>;
 }
 
 impl AtTheEdge<MasterToAgent> for AgentToMaster {
-    fn answer_here(self, edge: &Edge, tx: &QueueTx<MasterToAgent>) -> Option<Self> {
+    type Here = crate::artifacts::AgentReads;
+    fn at_edge(edge: &Edge, tx: &QueueTx<MasterToAgent>) -> Self::Here {
+        crate::artifacts::AgentReads::new(edge.artifacts.clone(), tx.clone())
+    }
+    fn answer_here(self, reads: &mut Self::Here) -> Option<Self> {
         match self {
             AgentToMaster::ArtifactRead {
                 request,
                 name,
                 offset,
             } => {
-                edge.artifacts.answer(request, name, offset, tx.clone());
+                reads.read(request, name, offset);
                 None
             }
             other => Some(other),
@@ -792,7 +799,9 @@ impl AtTheEdge<MasterToAgent> for AgentToMaster {
 }
 
 impl AtTheEdge<MasterEvent> for SchedulerCall {
-    fn answer_here(self, _: &Edge, _: &QueueTx<MasterEvent>) -> Option<Self> {
+    type Here = ();
+    fn at_edge(_: &Edge, _: &QueueTx<MasterEvent>) {}
+    fn answer_here(self, _: &mut ()) -> Option<Self> {
         Some(self)
     }
 }

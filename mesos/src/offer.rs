@@ -273,8 +273,8 @@ struct MesosUri {
     output_file: Option<String>,
 }
 
-/// Most uris one command may fetch.
-const MAX_URIS: usize = 64;
+/// Most uris one command may fetch (the master's limit on a task's artifacts).
+const MAX_URIS: usize = bramble_proto::artifact::MAX_ARTIFACTS;
 
 /// A command's `uris` as the artifacts the agent fetches; a uri the agent cannot fetch
 /// (`file://`, `hdfs://`…) refuses the task, naming it, rather than starting it without it.

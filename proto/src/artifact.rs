@@ -118,6 +118,28 @@ pub enum Source {
     Master { name: String },
 }
 
+/// Most artifacts one task may name (Mesos's edge allows as many `uris` per command).
+pub const MAX_ARTIFACTS: usize = 64;
+
+/// A task's artifacts: at most [`MAX_ARTIFACTS`], each passing [`Artifact::check`]. The
+/// master checks every task with this before it reaches an agent.
+pub fn check_artifacts(artifacts: &[Artifact]) -> Result<(), String> {
+    if artifacts.len() > MAX_ARTIFACTS {
+        return Err(format!(
+            "{} artifacts: a task may fetch at most {MAX_ARTIFACTS}",
+            artifacts.len()
+        ));
+    }
+    for a in artifacts {
+        a.check().map_err(|e| match e.field {
+            // The message names the uri already.
+            "uri" => format!("artifact: {}", e.message),
+            field => format!("artifact {:?}: {field}: {}", a.uri, e.message),
+        })?;
+    }
+    Ok(())
+}
+
 /// Longest uri an artifact may have.
 pub const MAX_URI_LEN: usize = 4096;
 
@@ -228,6 +250,28 @@ impl ArchiveKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_may_name_up_to_max_artifacts_each_checked() {
+        let many = |n: usize| -> Vec<Artifact> {
+            (0..n)
+                .map(|i| Artifact::new(format!("master:f{i}")))
+                .collect()
+        };
+        assert_eq!(check_artifacts(&[]), Ok(()));
+        assert_eq!(check_artifacts(&many(MAX_ARTIFACTS)), Ok(()));
+        let e = check_artifacts(&many(MAX_ARTIFACTS + 1)).unwrap_err();
+        assert!(e.contains(&format!("at most {MAX_ARTIFACTS}")), "{e}");
+        let mut bad = many(2);
+        bad[1].uri = "file:///etc/passwd".into();
+        assert!(check_artifacts(&bad)
+            .unwrap_err()
+            .contains("file:///etc/passwd"));
+        bad[1] = Artifact::new("https://example.org/a.tgz");
+        bad[1].sha256 = Some("nope".into());
+        let e = check_artifacts(&bad).unwrap_err();
+        assert!(e.contains("sha256") && e.contains("example.org"), "{e}");
+    }
 
     #[test]
     fn uris_name_their_source() {

@@ -168,6 +168,9 @@ struct Run {
     recovered: bool,
     /// Where its task list is durable (`membership.rs`).
     task_list: TaskList,
+    /// A custom executor's artifacts, fetched into its sandbox when it started (with its
+    /// first task); `None`: not known (recovered: see `tasks.rs` `artifacts_not_fetched`).
+    fetched: Option<Vec<bramble_proto::artifact::Artifact>>,
 }
 
 impl Run {

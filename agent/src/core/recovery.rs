@@ -102,6 +102,7 @@ impl Agent {
                 cpus: 0.0,
                 recovered: true,
                 task_list,
+                fetched: None,
             };
             if let Some(why) = &reboot {
                 summary.tasks_gone += self.lose_run(&key, run, why);

@@ -157,6 +157,11 @@ impl Agent {
                 .get(&key)
                 .is_some_and(|r| !r.exited && !r.shutting_down);
             if usable {
+                if let Some(why) = self.artifacts_not_fetched(&key, &task) {
+                    warn!(framework = %fw, task = %task.task_id, executor = %exec.executor_id,
+                        "refusing a task for a running executor: {why}");
+                    return self.refuse_task(fw, &task.task_id, &why);
+                }
                 self.give_task_to_executor(&key, task);
                 return;
             }
@@ -201,6 +206,7 @@ impl Agent {
         let mut run = self.new_run(fw, executor_id, kind, sandbox, token);
         run.memory_limit_mib = limits.mem_mib;
         run.cpus = limits.cpus;
+        run.fetched = Some(task.artifacts.clone());
         run.queued.push(task);
         self.active.insert(id, key.clone());
         self.launch(key, run, spec, false);
@@ -270,6 +276,7 @@ impl Agent {
         let mut run = self.new_run(fw, executor_id, kind, sandbox, String::new());
         run.memory_limit_mib = limits.mem_mib;
         run.cpus = limits.cpus;
+        run.fetched = Some(task.artifacts.clone());
         run.queued.push(task);
         self.active.insert(id, key.clone());
         self.launch(key, run, spec, false);
@@ -334,6 +341,7 @@ impl Agent {
             cpus: 0.0,
             recovered: false,
             task_list: super::TaskList::Unwritten,
+            fetched: None,
         }
     }
 
@@ -451,6 +459,37 @@ impl Agent {
         if matches!(e, ContainerError::DiskFull { .. }) {
             self.effects.push(Effect::SweepGcNow);
         }
+    }
+
+    /// Why `task` cannot go to the running executor of `key`: it names artifacts other than
+    /// those fetched into the executor's sandbox when it started (artifacts are fetched only
+    /// then, as Mesos fetches `ExecutorInfo.command.uris`); `None` if it may. A later task
+    /// repeating its executor's artifacts (a Mesos scheduler resends the whole ExecutorInfo,
+    /// a service's instances carry the spec's) is fine: they are there already.
+    fn artifacts_not_fetched(&self, key: &ContainerKey, task: &TaskInfo) -> Option<String> {
+        if task.artifacts.is_empty() {
+            return None;
+        }
+        let run = self.runs.get(key)?;
+        let fetched = match &run.fetched {
+            Some(fetched) => fetched == &task.artifacts,
+            // Recovered: what its tasks brought (each was checked against the first).
+            None => run
+                .tasks
+                .values()
+                .map(|t| &t.info)
+                .chain(&run.queued)
+                .any(|t| t.artifacts == task.artifacts),
+        };
+        (!fetched).then(|| {
+            format!(
+                "the task names {} artifact(s) for executor {} which is running already: \
+                 artifacts are fetched only when an executor starts, with its first task; \
+                 start another executor for them",
+                task.artifacts.len(),
+                run.executor_id
+            )
+        })
     }
 
     fn give_task_to_executor(&mut self, key: &ContainerKey, task: TaskInfo) {

@@ -238,6 +238,10 @@ impl Master {
         if let Some(image) = &task.image {
             self.check_image_task(agent, task, image)?;
         }
+        // How many, and each one's uri, name and digest: refused here with the reason rather
+        // than failing on the agent.
+        bramble_proto::artifact::check_artifacts(&task.artifacts)
+            .map_err(|why| (TaskReason::InvalidTask, why))?;
         if &task.agent_id != agent {
             return Err((
                 TaskReason::InvalidOffer,
@@ -604,6 +608,41 @@ mod tests {
         assert_eq!(refused.reason, Some(TaskReason::InvalidTask));
         assert!(refused.message.contains("mem > 0"), "{}", refused.message);
         assert!(drain(&mut agent).is_empty(), "nothing reaches the agent");
+    }
+
+    #[test]
+    fn a_task_with_too_many_or_bad_artifacts_is_refused_and_nothing_is_launched() {
+        use bramble_proto::artifact::{Artifact, MAX_ARTIFACTS};
+        let now = Instant::now();
+        let mut m = master(now);
+        let (mut agent, mut fw) = agent_and_framework(&mut m, now);
+        drain(&mut agent);
+        let offer = offers(&drain(&mut fw)).remove(0);
+        let mut many = task_info("many");
+        many.resources = Resources::new(0.1, 8);
+        many.artifacts = (0..=MAX_ARTIFACTS)
+            .map(|i| Artifact::new(format!("master:f{i}")))
+            .collect();
+        let mut bad = task_info("bad");
+        bad.resources = Resources::new(0.1, 8);
+        bad.artifacts = vec![Artifact::new("master:../master.redb")];
+        let mut fine = task_info("fine");
+        fine.resources = Resources::new(0.1, 8);
+        fine.artifacts = (0..MAX_ARTIFACTS)
+            .map(|i| Artifact::new(format!("master:f{i}")))
+            .collect();
+        accept(&mut m, &offer, vec![many, bad, fine], now);
+        let refused = refusals(drain(&mut fw));
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(refused[0].0, "many");
+        assert_eq!(refused[0].1, TaskState::Error);
+        assert!(refused[0].2.contains(&format!("at most {MAX_ARTIFACTS}")));
+        assert_eq!(refused[1].0, "bad");
+        assert!(refused[1].2.contains(".."), "{}", refused[1].2);
+        assert_eq!(
+            run_tasks_ids(&drain(&mut agent)),
+            vec![vec!["fine".to_string()]]
+        );
     }
 
     #[test]

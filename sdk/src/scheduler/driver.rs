@@ -276,12 +276,20 @@ impl SchedulerDriver {
         self.call(SchedulerCall::WriteStateFenced { write, fence })
     }
 
-    /// A write fenced with the current token when leader election is on, else unfenced.
+    /// A write fenced with the current token when leader election is on, else unfenced. The
+    /// token is read with the connection's state, under one lock: a write sent on a session
+    /// carries that session's token (`set_subscribed` sets both at once).
     fn write_state(&self, write: StateWrite) -> Result<(), SdkError> {
-        match self.fencing_token().filter(|_| self.inner.fence_writes) {
-            Some(fence) => self.write_state_fenced(write, fence),
-            None => self.call(SchedulerCall::WriteState(write)),
-        }
+        let fence = {
+            let st = lock(&self.inner.status);
+            Self::open(&st)?;
+            st.fencing_token.filter(|_| self.inner.fence_writes)
+        };
+        let call = match fence {
+            Some(fence) => SchedulerCall::WriteStateFenced { write, fence },
+            None => SchedulerCall::WriteState(write),
+        };
+        self.send(call)
     }
 
     /// Deletes `key` from the framework's state (see [`SchedulerDriver::put_state`]).
@@ -324,15 +332,22 @@ impl SchedulerDriver {
     }
 
     fn call(&self, call: SchedulerCall) -> Result<(), SdkError> {
-        {
-            let st = lock(&self.inner.status);
-            if st.stopped {
-                return Err(SdkError::Stopped);
-            }
-            if !st.connected {
-                return Err(SdkError::Disconnected);
-            }
+        Self::open(&lock(&self.inner.status))?;
+        self.send(call)
+    }
+
+    /// Whether calls may be made now.
+    fn open(st: &DriverStatus) -> Result<(), SdkError> {
+        if st.stopped {
+            return Err(SdkError::Stopped);
         }
+        if !st.connected {
+            return Err(SdkError::Disconnected);
+        }
+        Ok(())
+    }
+
+    fn send(&self, call: SchedulerCall) -> Result<(), SdkError> {
         // Refused here, to the caller: the master would close a connection that sent it.
         SdkError::check_size("the call", &call)?;
         self.inner.calls.send(call).map_err(|_| SdkError::Stopped)
@@ -342,8 +357,13 @@ impl SchedulerDriver {
         self.inner.implicit_acknowledgements
     }
 
-    pub(crate) fn set_fencing_token(&self, token: u64) {
-        lock(&self.inner.status).fencing_token = Some(token);
+    /// A new session: its framework id and fencing token, and connected, all at once (a write
+    /// from another thread never sees the new session with the previous one's token).
+    pub(crate) fn set_subscribed(&self, framework_id: FrameworkId, fencing_token: u64) {
+        let mut st = lock(&self.inner.status);
+        st.framework_id = Some(framework_id);
+        st.fencing_token = Some(fencing_token);
+        st.connected = true;
     }
 
     pub(crate) fn set_connected(&self, framework_id: Option<FrameworkId>, connected: bool) {
@@ -378,6 +398,29 @@ mod tests {
     use super::*;
     use bramble_proto::task::UpdateSource;
     use bramble_proto::TaskState;
+
+    #[test]
+    fn state_writes_carry_the_token_of_the_session_they_are_sent_on() {
+        let (driver, mut calls, _stop) = SchedulerDriver::unattached(None, true, true);
+        let fenced = |calls: &mut mpsc::UnboundedReceiver<SchedulerCall>| match calls.try_recv() {
+            Ok(SchedulerCall::WriteStateFenced { fence, .. }) => fence,
+            other => panic!("expected a fenced write, got {other:?}"),
+        };
+        assert!(matches!(
+            driver.put_state("k", b"v".to_vec(), None),
+            Err(SdkError::Disconnected)
+        ));
+        driver.set_subscribed("fw".into(), 1);
+        driver.put_state("k", b"v".to_vec(), None).unwrap();
+        assert_eq!(fenced(&mut calls), 1);
+        driver.set_connected(None, false);
+        assert!(driver.delete_state("k", None).is_err());
+        driver.set_subscribed("fw".into(), 2);
+        assert!(driver.is_connected());
+        assert_eq!(driver.framework_id(), Some("fw".into()));
+        driver.delete_state("k", None).unwrap();
+        assert_eq!(fenced(&mut calls), 2);
+    }
 
     #[test]
     fn only_updates_with_a_uuid_are_acknowledged() {

@@ -110,8 +110,10 @@ impl Runner {
             let reregistered = self.info.framework_id.is_some();
             let id = session.framework_id.clone();
             self.info.framework_id = Some(id.clone());
-            self.driver.set_connected(Some(id.clone()), true);
-            self.driver.set_fencing_token(session.fencing_token);
+            // Token and connected at once: no write goes out on this session with the last
+            // one's token.
+            self.driver
+                .set_subscribed(id.clone(), session.fencing_token);
             let stop_requested = *self.stop.borrow();
             if let Some(failover) = stop_requested {
                 // stop() was called while reconnecting: finish what it asked for.

@@ -94,6 +94,60 @@ fn a_second_task_for_a_registered_executor_goes_straight_to_it() {
 }
 
 #[test]
+fn a_task_naming_artifacts_its_running_executor_did_not_start_with_is_refused() {
+    use bramble_proto::artifact::Artifact;
+    let with = |id: &str, uris: &[&str]| TaskInfo {
+        artifacts: uris.iter().map(|u| Artifact::new(*u)).collect(),
+        ..executor_task(id)
+    };
+    let mut agent = connected_agent();
+    let (key, spec, _) = launch_and_start(
+        &mut agent,
+        vec![with("t1", &["master:exec.tgz"])],
+        300,
+        Instant::now(),
+    );
+    assert_eq!(spec.artifacts, vec![Artifact::new("master:exec.tgz")]);
+    agent.handle(connect(1, &token_of(&spec)), Instant::now());
+    commit(&mut agent);
+
+    // The executor's own artifacts again (a Mesos scheduler resends its ExecutorInfo): there.
+    let effects = agent.handle(
+        run_tasks(vec![with("t2", &["master:exec.tgz"])]),
+        Instant::now(),
+    );
+    assert!(matches!(sent_to_executor(&effects, 1).as_slice(),
+        [AgentToExecutor::LaunchTask(t)] if t.task_id == tid("t2")));
+    commit(&mut agent);
+
+    // Others would never be fetched: refused, not run without its files.
+    for (id, uris) in [
+        ("t3", &["master:other.sh"][..]),
+        ("t4", &["master:exec.tgz", "master:other.sh"][..]),
+    ] {
+        let effects = agent.handle(run_tasks(vec![with(id, uris)]), Instant::now());
+        assert!(
+            sent_to_executor(&effects, 1).is_empty(),
+            "{id}: {effects:?}"
+        );
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Launch { .. })));
+        let (writes, _) = commit(&mut agent);
+        assert_eq!(states(&writes), vec![(tid(id), TaskState::Error)]);
+        assert_eq!(writes.updates[0].reason, Some(TaskReason::InvalidTask));
+        let message = &writes.updates[0].message;
+        assert!(
+            message.contains("fetched only when an executor starts"),
+            "{message}"
+        );
+    }
+    assert!(agent.runs.get(&key).is_some_and(|r| r.tasks.len() == 2));
+
+    // A task without artifacts still goes to it.
+    let effects = agent.handle(run_tasks(vec![executor_task("t5")]), Instant::now());
+    assert_eq!(sent_to_executor(&effects, 1).len(), 1);
+}
+
+#[test]
 fn an_executor_update_is_acknowledged_only_once_it_is_durable() {
     let mut agent = connected_agent();
     let key = registered_executor(&mut agent, &["t1"], 1);
