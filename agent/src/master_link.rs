@@ -374,6 +374,7 @@ async fn registered_session(
         HandshakeError::Open(e) => LinkError::Connection(e),
         HandshakeError::Send(e) | HandshakeError::Reply(e) => LinkError::Codec(e),
         HandshakeError::Refused(reason) => LinkError::Refused(reason),
+        e @ HandshakeError::NotLeader(_) => LinkError::Dial(e.to_string()),
     })?;
     let (reg_tx, reg_rx) = oneshot::channel();
     inputs

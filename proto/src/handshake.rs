@@ -9,7 +9,7 @@
 //! master's admission) that want to look at a refusal as a value.
 
 use crate::codec::CodecError;
-use crate::messages::{Hello, HelloReply, PeerKind};
+use crate::messages::{Hello, HelloReply, LeaderHint, PeerKind};
 use crate::transport::ControlStream;
 use crate::{PROTOCOL_VERSION, SOFTWARE_VERSION};
 
@@ -34,6 +34,16 @@ pub enum HandshakeError {
     /// The master answered `Refused`; the reason is the master's.
     #[error("the master refused this peer: {0}")]
     Refused(String),
+    /// The master is a standby of a replicated group; `leader` is where to go, if it knows.
+    #[error("this master is not the leader{}", leader_suffix(.0))]
+    NotLeader(Option<LeaderHint>),
+}
+
+fn leader_suffix(leader: &Option<LeaderHint>) -> String {
+    match leader {
+        Some(l) => format!(" (the leader is master {} at {})", l.id, l.address),
+        None => " (no leader elected yet)".to_string(),
+    }
 }
 
 /// The hello this software sends as `kind`.
@@ -78,6 +88,7 @@ pub async fn say_hello(
             },
         )),
         HelloReply::Refused { reason } => Err(HandshakeError::Refused(reason)),
+        HelloReply::NotLeader { leader } => Err(HandshakeError::NotLeader(leader)),
     }
 }
 
@@ -155,5 +166,29 @@ mod tests {
         conn.close(quinn::VarInt::from_u32(0), b"done");
         let (sent, _conn) = master.await.expect("master");
         assert_eq!(sent.kind, PeerKind::Scheduler);
+    }
+
+    #[tokio::test]
+    async fn a_standby_master_names_the_leader() {
+        let leader = LeaderHint {
+            id: 2,
+            address: "10.0.0.2:5050".into(),
+            http: Some("10.0.0.2:5051".into()),
+            term: 7,
+        };
+        let (addr, _master, dir) = answer_once(HelloReply::NotLeader {
+            leader: Some(leader.clone()),
+        })
+        .await;
+        let (_endpoint, conn) = dial(dir.path(), addr).await;
+        match say_hello(&conn, PeerKind::Agent).await {
+            Err(e @ HandshakeError::NotLeader(_)) => {
+                assert!(e.to_string().contains("master 2 at 10.0.0.2:5050"), "{e}");
+                let HandshakeError::NotLeader(got) = e else { unreachable!() };
+                assert_eq!(got, Some(leader));
+            }
+            Err(other) => panic!("expected NotLeader, got {other}"),
+            Ok(_) => panic!("expected NotLeader, got a welcome"),
+        }
     }
 }

@@ -41,6 +41,26 @@ pub enum HelloReply {
     Refused {
         reason: String,
     },
+    /// This master is a follower (or a candidate) of a replicated group: it serves no one.
+    /// `leader` is where the elected leader listens, if this master knows one; a dialer
+    /// reconnects there (or, with no leader known yet, retries its master list after a pause).
+    /// Appended: older peers never see it from a single master.
+    NotLeader {
+        leader: Option<LeaderHint>,
+    },
+}
+
+/// Where a replicated group's leader serves, as a follower knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    /// The leader's `[ha] id`.
+    pub id: u64,
+    /// The leader's QUIC address (`HOST:PORT`) for agents, schedulers and operators.
+    pub address: String,
+    /// The leader's HTTP address (`HOST:PORT`), if it serves HTTP.
+    pub http: Option<String>,
+    /// The Raft term the leader was elected in.
+    pub term: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
