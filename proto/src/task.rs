@@ -82,6 +82,63 @@ pub struct TaskInfo {
     pub artifacts: Vec<Artifact>,
 }
 
+/// [`TaskInfo`] as it was encoded before `artifacts` was appended (the master's store format 2,
+/// the agent's `TaskAddedBeforeArtifacts` update-log records): postcard is positional, so such
+/// an encoding decodes only as this, field for field in that order. Both readers turn it into
+/// today's shape with `From` (no artifacts); `TryFrom<TaskInfo>` writes one back, for their
+/// tests (a task with artifacts has no older form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfoV2 {
+    pub task_id: TaskId,
+    pub name: String,
+    pub agent_id: AgentId,
+    pub resources: Resources,
+    pub command: Option<CommandInfo>,
+    pub executor: Option<ExecutorInfo>,
+    pub data: Vec<u8>,
+    pub mesos: Option<Box<MesosTask>>,
+    pub image: Option<String>,
+}
+
+impl From<TaskInfoV2> for TaskInfo {
+    fn from(old: TaskInfoV2) -> TaskInfo {
+        TaskInfo {
+            task_id: old.task_id,
+            name: old.name,
+            agent_id: old.agent_id,
+            resources: old.resources,
+            command: old.command,
+            executor: old.executor,
+            data: old.data,
+            mesos: old.mesos,
+            image: old.image,
+            artifacts: Vec::new(),
+        }
+    }
+}
+
+impl TryFrom<TaskInfo> for TaskInfoV2 {
+    /// The task, given back: it has artifacts, which the older form cannot hold.
+    type Error = TaskInfo;
+
+    fn try_from(info: TaskInfo) -> Result<TaskInfoV2, TaskInfo> {
+        if !info.artifacts.is_empty() {
+            return Err(info);
+        }
+        Ok(TaskInfoV2 {
+            task_id: info.task_id,
+            name: info.name,
+            agent_id: info.agent_id,
+            resources: info.resources,
+            command: info.command,
+            executor: info.executor,
+            data: info.data,
+            mesos: info.mesos,
+            image: info.image,
+        })
+    }
+}
+
 /// The agent attribute saying it can run tasks in container images; its value names the OCI
 /// runtime (`crun`). The master refuses an image task on an agent without it.
 pub const CONTAINERS_ATTRIBUTE: &str = "containers";
@@ -266,6 +323,30 @@ impl TaskStatus {
 #[cfg(test)]
 mod tests {
     use super::TaskState::{self, *};
+    use super::{Artifact, CommandInfo, TaskInfo, TaskInfoV2};
+
+    #[test]
+    fn a_task_encoded_before_artifacts_reads_back_as_todays_without_any() {
+        let today = TaskInfo {
+            task_id: "t1".into(),
+            name: "sleeper".into(),
+            agent_id: "a1".into(),
+            resources: crate::Resources::new(0.5, 64),
+            command: Some(CommandInfo::shell("sleep 100")),
+            executor: None,
+            data: vec![7, 7],
+            mesos: None,
+            image: Some("busybox".into()),
+            artifacts: Vec::new(),
+        };
+        let old = TaskInfoV2::try_from(today.clone()).expect("no artifacts: an older form");
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        let read: TaskInfoV2 = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(TaskInfo::from(read), today);
+        let mut with = today;
+        with.artifacts = vec![Artifact::new("http://h/a.tgz")];
+        assert_eq!(TaskInfoV2::try_from(with.clone()), Err(with));
+    }
 
     #[test]
     fn terminal_states_never_move() {

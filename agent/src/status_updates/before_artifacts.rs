@@ -2,28 +2,15 @@
 //! (`TaskInfo.artifacts`): postcard is positional, so such a record's task cannot be decoded as
 //! today's `LoggedTask`. They keep their variant index in `frame::Record`
 //! (`TaskAddedBeforeArtifacts`) and are read into today's shape as they are scanned; new
-//! `TaskAdded` records are written under a variant appended after all the others.
+//! `TaskAdded` records are written under a variant appended after all the others. The task
+//! itself is `bramble-proto`'s [`TaskInfoV2`], which the master's store reads too.
 
 use crate::checkpoint::LoggedTask;
-use bramble_proto::task::{CommandInfo, ExecutorInfo, MesosTask, TaskInfo};
-use bramble_proto::{AgentId, FrameworkId, Resources, TaskId, TaskState};
+use bramble_proto::task::TaskInfoV2;
+use bramble_proto::{FrameworkId, TaskState};
 use serde::{Deserialize, Serialize};
 
-/// `TaskInfo` before `artifacts` (field order matters).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct TaskInfoV2 {
-    task_id: TaskId,
-    name: String,
-    agent_id: AgentId,
-    resources: Resources,
-    command: Option<CommandInfo>,
-    executor: Option<ExecutorInfo>,
-    data: Vec<u8>,
-    mesos: Option<Box<MesosTask>>,
-    image: Option<String>,
-}
-
-/// `LoggedTask` holding a [`TaskInfoV2`].
+/// `LoggedTask` holding a [`TaskInfoV2`] (field order matters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct LoggedTaskV2 {
     framework_id: FrameworkId,
@@ -34,21 +21,9 @@ pub(super) struct LoggedTaskV2 {
 
 impl From<LoggedTaskV2> for LoggedTask {
     fn from(old: LoggedTaskV2) -> LoggedTask {
-        let i = old.info;
         LoggedTask {
             framework_id: old.framework_id,
-            info: TaskInfo {
-                task_id: i.task_id,
-                name: i.name,
-                agent_id: i.agent_id,
-                resources: i.resources,
-                command: i.command,
-                executor: i.executor,
-                data: i.data,
-                mesos: i.mesos,
-                image: i.image,
-                artifacts: Vec::new(),
-            },
+            info: old.info.into(),
             handed: old.handed,
             state: old.state,
         }
@@ -59,21 +34,9 @@ impl From<LoggedTaskV2> for LoggedTask {
 impl LoggedTaskV2 {
     /// How an older agent held `task` (which has no artifacts).
     pub(super) fn of(task: &LoggedTask) -> LoggedTaskV2 {
-        let i = task.info.clone();
-        assert!(i.artifacts.is_empty(), "older agents had no artifacts");
         LoggedTaskV2 {
             framework_id: task.framework_id.clone(),
-            info: TaskInfoV2 {
-                task_id: i.task_id,
-                name: i.name,
-                agent_id: i.agent_id,
-                resources: i.resources,
-                command: i.command,
-                executor: i.executor,
-                data: i.data,
-                mesos: i.mesos,
-                image: i.image,
-            },
+            info: TaskInfoV2::try_from(task.info.clone()).expect("older agents had no artifacts"),
             handed: task.handed,
             state: task.state,
         }

@@ -4,7 +4,7 @@
 //! format: a master upgraded on a card with running tasks keeps them.
 
 use super::{encode, Store, StoreError, TaskRecord, META, META_FORMAT, TASKS};
-use bramble_proto::task::{CommandInfo, ExecutorInfo, MesosTask, TaskInfo};
+use bramble_proto::task::{CommandInfo, ExecutorInfo, MesosTask, TaskInfoV2};
 use bramble_proto::{AgentId, FrameworkId, Resources, TaskId, TaskReason, TaskState, TaskStatus};
 use redb::ReadableTable;
 use serde::Deserialize;
@@ -45,7 +45,7 @@ impl From<TaskRecordV1> for TaskRecord {
         let i = old.info;
         TaskRecord {
             framework_id: old.framework_id,
-            info: TaskInfo {
+            info: TaskInfoV2 {
                 task_id: i.task_id,
                 name: i.name,
                 agent_id: i.agent_id,
@@ -55,8 +55,8 @@ impl From<TaskRecordV1> for TaskRecord {
                 data: i.data,
                 mesos: i.mesos,
                 image: None,
-                artifacts: Vec::new(),
-            },
+            }
+            .into(),
             state: old.state,
             message: old.message,
             reason: old.reason,
@@ -109,7 +109,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde::Serialize;
 
@@ -165,12 +165,11 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_format1_store_opens_with_its_running_tasks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let running = TaskRecord {
+    /// A running task's record as today's store keeps it, in container `image` or none.
+    pub(in crate::store) fn running(image: Option<&str>) -> TaskRecord {
+        TaskRecord {
             framework_id: FrameworkId("fw".into()),
-            info: TaskInfo {
+            info: bramble_proto::task::TaskInfo {
                 task_id: TaskId("t1".into()),
                 name: "sleeper".into(),
                 agent_id: AgentId("a1".into()),
@@ -179,7 +178,7 @@ mod tests {
                 executor: None,
                 data: vec![7, 7],
                 mesos: None,
-                image: None,
+                image: image.map(str::to_string),
                 artifacts: Vec::new(),
             },
             state: TaskState::Running,
@@ -190,27 +189,37 @@ mod tests {
             ended_at: None,
             terminal: None,
             resend_by_master: false,
-        };
+        }
+    }
+
+    /// Writes a store as a format-`format` master left it (its meta says `format`, its one
+    /// task record is `old`, `running`'s older encoding), then checks that it opens with
+    /// `running`, and once upgraded opens again as a current store.
+    pub(in crate::store) fn an_old_store_opens_with(format: u64, old: &[u8], running: TaskRecord) {
+        let dir = tempfile::tempdir().expect("tempdir");
         {
-            // A store as a format-1 master left it: its meta says 1, its task is old-shaped.
             let (store, _) = Store::open(dir.path(), "cluster").expect("open");
             let txn = store.db.begin_write().expect("txn");
             {
                 let mut tasks = txn.open_table(TASKS).expect("tasks");
-                tasks
-                    .insert(("fw", "t1"), as_format1(&running).as_slice())
-                    .expect("insert");
+                tasks.insert(("fw", "t1"), old).expect("insert");
                 let mut meta = txn.open_table(META).expect("meta");
-                meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())
+                meta.insert(META_FORMAT, format.to_le_bytes().as_slice())
                     .expect("meta");
             }
             txn.commit().expect("commit");
         }
-        let (_store, recovered) = Store::open(dir.path(), "cluster").expect("reopen");
+        let (store, recovered) = Store::open(dir.path(), "cluster").expect("reopen");
         assert_eq!(recovered.tasks, vec![running.clone()]);
         // Upgraded once: the next open reads it as a current store.
-        drop(_store);
+        drop(store);
         let (_store, again) = Store::open(dir.path(), "cluster").expect("third open");
         assert_eq!(again.tasks, vec![running]);
+    }
+
+    #[test]
+    fn a_format1_store_opens_with_its_running_tasks() {
+        let running = running(None);
+        an_old_store_opens_with(FORMAT, &as_format1(&running), running);
     }
 }

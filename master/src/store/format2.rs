@@ -4,26 +4,12 @@
 //! transaction (`format1.rs`'s `upgrade_tasks`), and bumps the format.
 
 use super::{Store, StoreError, TaskRecord};
-use bramble_proto::task::{CommandInfo, ExecutorInfo, MesosTask, TaskInfo};
-use bramble_proto::{AgentId, FrameworkId, Resources, TaskId, TaskReason, TaskState, TaskStatus};
+use bramble_proto::task::TaskInfoV2;
+use bramble_proto::{FrameworkId, TaskReason, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// The store format this module reads.
 pub(super) const FORMAT: u64 = 2;
-
-/// `TaskInfo` as format 2 wrote it (field order matters: postcard is positional).
-#[derive(Serialize, Deserialize)]
-struct TaskInfoV2 {
-    task_id: TaskId,
-    name: String,
-    agent_id: AgentId,
-    resources: Resources,
-    command: Option<CommandInfo>,
-    executor: Option<ExecutorInfo>,
-    data: Vec<u8>,
-    mesos: Option<Box<MesosTask>>,
-    image: Option<String>,
-}
 
 /// `TaskRecord` as format 2 wrote it.
 #[derive(Serialize, Deserialize)]
@@ -42,21 +28,9 @@ struct TaskRecordV2 {
 
 impl From<TaskRecordV2> for TaskRecord {
     fn from(old: TaskRecordV2) -> TaskRecord {
-        let i = old.info;
         TaskRecord {
             framework_id: old.framework_id,
-            info: TaskInfo {
-                task_id: i.task_id,
-                name: i.name,
-                agent_id: i.agent_id,
-                resources: i.resources,
-                command: i.command,
-                executor: i.executor,
-                data: i.data,
-                mesos: i.mesos,
-                image: i.image,
-                artifacts: Vec::new(),
-            },
+            info: old.info.into(),
             state: old.state,
             message: old.message,
             reason: old.reason,
@@ -77,25 +51,14 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{encode, META, META_FORMAT, TASKS};
+    use super::super::encode;
+    use super::super::format1::tests::{an_old_store_opens_with, running};
     use super::*;
 
     fn as_format2(r: &TaskRecord) -> Vec<u8> {
-        let i = r.info.clone();
-        assert!(i.artifacts.is_empty(), "format 2 had no artifacts");
         encode(&TaskRecordV2 {
             framework_id: r.framework_id.clone(),
-            info: TaskInfoV2 {
-                task_id: i.task_id,
-                name: i.name,
-                agent_id: i.agent_id,
-                resources: i.resources,
-                command: i.command,
-                executor: i.executor,
-                data: i.data,
-                mesos: i.mesos,
-                image: i.image,
-            },
+            info: TaskInfoV2::try_from(r.info.clone()).expect("format 2 had no artifacts"),
             state: r.state,
             message: r.message.clone(),
             reason: r.reason,
@@ -109,50 +72,8 @@ mod tests {
 
     #[test]
     fn a_format2_store_opens_with_its_running_tasks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let running = TaskRecord {
-            framework_id: FrameworkId("fw".into()),
-            info: TaskInfo {
-                task_id: TaskId("t1".into()),
-                name: "sleeper".into(),
-                agent_id: AgentId("a1".into()),
-                resources: Resources::new(0.5, 64),
-                command: Some(CommandInfo::shell("sleep 100")),
-                executor: None,
-                data: vec![7, 7],
-                mesos: None,
-                image: Some("busybox".into()),
-                artifacts: Vec::new(),
-            },
-            state: TaskState::Running,
-            message: "running".into(),
-            reason: None,
-            launched_at: 1.5,
-            started_at: Some(2.5),
-            ended_at: None,
-            terminal: None,
-            resend_by_master: false,
-        };
-        {
-            // A store as a format-2 master left it: its meta says 2, its task lacks artifacts.
-            let (store, _) = Store::open(dir.path(), "cluster").expect("open");
-            let txn = store.db.begin_write().expect("txn");
-            {
-                let mut tasks = txn.open_table(TASKS).expect("tasks");
-                tasks
-                    .insert(("fw", "t1"), as_format2(&running).as_slice())
-                    .expect("insert");
-                let mut meta = txn.open_table(META).expect("meta");
-                meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())
-                    .expect("meta");
-            }
-            txn.commit().expect("commit");
-        }
-        let (store, recovered) = Store::open(dir.path(), "cluster").expect("reopen");
-        assert_eq!(recovered.tasks, vec![running.clone()]);
-        // Upgraded once: the next open reads it as a current store.
-        drop(store);
-        let (_store, again) = Store::open(dir.path(), "cluster").expect("third open");
-        assert_eq!(again.tasks, vec![running]);
+        // Its task lacks artifacts.
+        let running = running(Some("busybox"));
+        an_old_store_opens_with(FORMAT, &as_format2(&running), running);
     }
 }
