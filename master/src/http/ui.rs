@@ -51,33 +51,28 @@ mod tests {
         &APP_JS[from..from + len]
     }
 
-    /// Framework web UI URLs are the framework's word, so hostile: run the page's own
-    /// `webuiLink` (with its `esc`) in node on a few and check what would reach the DOM.
-    #[test]
-    fn framework_web_ui_urls_become_links_only_when_http_and_are_always_escaped() {
+    /// Runs the page's `esc` and the code between `start` and `end` in node, maps `function`
+    /// over `inputs` there and returns what it made of each; `None` (after a SKIP line naming
+    /// `test`) when there is no node.
+    fn run_in_node(
+        test: &str,
+        (start, end): (&str, &str),
+        function: &str,
+        inputs: &impl serde::Serialize,
+    ) -> Option<Vec<String>> {
         if std::process::Command::new("node")
             .arg("--version")
             .output()
             .is_err()
         {
-            println!("SKIP framework_web_ui_urls_become_links_only_when_http: node not found");
-            return;
+            println!("SKIP {test}: node not found");
+            return None;
         }
-        let cases = [
-            "http://pi-a:31000/",
-            "https://pi-b/ui?x=1&y=2",
-            "javascript:alert(1)",
-            " JavaScript:alert(1)",
-            "data:text/html,<script>alert(1)</script>",
-            "https://x/\"><img src=x onerror=alert(1)>",
-            "not a url <b>",
-            "",
-        ];
         let script = format!(
-            "{}\n{}\nconsole.log(JSON.stringify({}.map(webuiLink)));",
+            "{}\n{}\nconsole.log(JSON.stringify({}.map({function})));",
             js_between("const esc =", "}[c]));"),
-            js_between("// webuiLink-begin", "// webuiLink-end"),
-            serde_json::to_string(&cases).expect("json"),
+            js_between(start, end),
+            serde_json::to_string(inputs).expect("json"),
         );
         let out = std::process::Command::new("node")
             .arg("-e")
@@ -89,7 +84,31 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let html: Vec<String> = serde_json::from_slice(&out.stdout).expect("node's answer");
+        Some(serde_json::from_slice(&out.stdout).expect("node's answer"))
+    }
+
+    /// Framework web UI URLs are the framework's word, so hostile: run the page's own
+    /// `webuiLink` (with its `esc`) in node on a few and check what would reach the DOM.
+    #[test]
+    fn framework_web_ui_urls_become_links_only_when_http_and_are_always_escaped() {
+        let cases = [
+            "http://pi-a:31000/",
+            "https://pi-b/ui?x=1&y=2",
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "https://x/\"><img src=x onerror=alert(1)>",
+            "not a url <b>",
+            "",
+        ];
+        let Some(html) = run_in_node(
+            "framework_web_ui_urls_become_links_only_when_http",
+            ("// webuiLink-begin", "// webuiLink-end"),
+            "webuiLink",
+            &cases,
+        ) else {
+            return;
+        };
         assert_eq!(
             html[0],
             r#"<a class="mono" href="http://pi-a:31000/" target="_blank" rel="noopener noreferrer">http://pi-a:31000/</a>"#
@@ -114,14 +133,6 @@ mod tests {
     /// once nothing is; an agent not drained gets none. Run in node from the page's own code.
     #[test]
     fn drained_agents_get_a_draining_or_drained_chip() {
-        if std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            println!("SKIP drained_agents_get_a_draining_or_drained_chip: node not found");
-            return;
-        }
         let agent = |draining: bool, cpus_milli: u64| {
             serde_json::json!({
                 "hostname": "pi-a",
@@ -130,23 +141,14 @@ mod tests {
             })
         };
         let agents = [agent(false, 500), agent(true, 500), agent(true, 0)];
-        let script = format!(
-            "{}\n{}\nconsole.log(JSON.stringify({}.map(drain)));",
-            js_between("const esc =", "}[c]));"),
-            js_between("function drain(a) {", "\n}\n"),
-            serde_json::to_string(&agents).expect("json"),
-        );
-        let out = std::process::Command::new("node")
-            .arg("-e")
-            .arg(&script)
-            .output()
-            .expect("running node");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let html: Vec<String> = serde_json::from_slice(&out.stdout).expect("node's answer");
+        let Some(html) = run_in_node(
+            "drained_agents_get_a_draining_or_drained_chip",
+            ("function drain(a) {", "\n}\n"),
+            "drain",
+            &agents,
+        ) else {
+            return;
+        };
         assert_eq!(html[0], "", "not drained: no chip");
         assert!(html[1].contains(r#"data-drain="draining""#), "{}", html[1]);
         assert!(html[1].contains(">draining</span>"), "{}", html[1]);
