@@ -154,12 +154,12 @@ impl Master {
 #[cfg(test)]
 mod tests {
     use crate::state::testing::*;
-    use crate::state::{Input, Master, PeerTx};
+    use crate::state::Master;
     use crate::store::Store;
     use bramble_proto::framework_state::StateWrite;
     use bramble_proto::identity::Role;
     use bramble_proto::messages::{FrameworkInfo, MasterEvent, MasterToAgent, SchedulerCall};
-    use bramble_proto::queue::{self, QueueRx};
+    use bramble_proto::queue::QueueRx;
     use bramble_proto::FrameworkId;
     use bramble_proto::TaskState;
     use std::time::Instant;
@@ -184,23 +184,12 @@ mod tests {
         principal: Option<&str>,
         now: Instant,
     ) -> QueueRx<MasterEvent> {
-        let (tx, rx) = queue::channel(64, 64 << 20);
-        let identity = identity_of(Role::Framework, principal);
-        m.handle(
-            Input::Connected {
-                conn,
-                identity,
-                tx: PeerTx::Scheduler(tx),
-                handle: None,
-            },
-            now,
-        );
         let info = FrameworkInfo {
             principal: principal.map(str::to_string),
             ..framework_info(None)
         };
-        call(m, conn, SchedulerCall::Campaign(info), now);
-        rx
+        let identity = identity_of(Role::Framework, principal);
+        connect_scheduler_calling(m, conn, identity, SchedulerCall::Campaign(info), now)
     }
 
     fn subscribed_as(events: &[MasterEvent]) -> Option<String> {
@@ -309,21 +298,13 @@ mod tests {
         let mut alice = campaign(&mut m, 10, Some("alice"), now);
         let fw = subscribed_as(&drain(&mut alice)).expect("leads");
         // Mallory names alice's framework id.
-        let (tx, mut rx) = queue::channel(64, 64 << 20);
-        m.handle(
-            Input::Connected {
-                conn: 11,
-                identity: identity_of(Role::Framework, Some("mallory")),
-                tx: PeerTx::Scheduler(tx),
-                handle: None,
-            },
-            now,
-        );
         let info = FrameworkInfo {
             principal: Some("alice".into()),
             ..framework_info(Some(&fw))
         };
-        call(&mut m, 11, SchedulerCall::Campaign(info), now);
+        let mallory = identity_of(Role::Framework, Some("mallory"));
+        let mut rx =
+            connect_scheduler_calling(&mut m, 11, mallory, SchedulerCall::Campaign(info), now);
         settle(&mut m, now);
         let told = drain(&mut rx);
         assert!(
@@ -432,21 +413,12 @@ mod tests {
         assert_eq!(value(&m), None);
 
         // A plain failover (Subscribe under the id) deposes too.
-        let (tx, mut third) = queue::channel(64, 64 << 20);
-        m.handle(
-            Input::Connected {
-                conn: 12,
-                identity: identity_of(Role::Framework, Some("alice")),
-                tx: PeerTx::Scheduler(tx),
-                handle: None,
-            },
-            now,
-        );
         let info = FrameworkInfo {
             principal: Some("alice".into()),
             ..framework_info(Some(&fw))
         };
-        call(&mut m, 12, SchedulerCall::Subscribe(info), now);
+        let alice = identity_of(Role::Framework, Some("alice"));
+        let mut third = connect_scheduler(&mut m, 12, alice, info, now);
         settle(&mut m, now);
         let t3 = token_of(&drain(&mut third)).expect("a token");
         assert!(t3 > t2, "{t3} > {t2}");

@@ -106,6 +106,17 @@ pub(super) fn connect_scheduler(
     info: FrameworkInfo,
     now: Instant,
 ) -> QueueRx<MasterEvent> {
+    connect_scheduler_calling(m, conn, identity, SchedulerCall::Subscribe(info), now)
+}
+
+/// [`connect_scheduler`] with another first call than `Subscribe` (a `Campaign`).
+pub(super) fn connect_scheduler_calling(
+    m: &mut Master,
+    conn: ConnId,
+    identity: PeerIdentity,
+    first: SchedulerCall,
+    now: Instant,
+) -> QueueRx<MasterEvent> {
     let (tx, rx) = queue::channel(64, 64 << 20);
     m.handle(
         Input::Connected {
@@ -116,13 +127,7 @@ pub(super) fn connect_scheduler(
         },
         now,
     );
-    m.handle(
-        Input::FromScheduler {
-            conn,
-            call: SchedulerCall::Subscribe(info),
-        },
-        now,
-    );
+    m.handle(Input::FromScheduler { conn, call: first }, now);
     rx
 }
 
