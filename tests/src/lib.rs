@@ -5,6 +5,7 @@
 //! deadline and fails with a description of what never came true.
 
 pub mod busybox;
+pub mod file_server;
 pub mod framework;
 pub mod netns;
 pub mod processes;

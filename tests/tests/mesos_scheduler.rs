@@ -11,7 +11,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -854,40 +854,12 @@ async fn read_only_endpoints_answer_in_mesos_shape() {
     c.shutdown().await;
 }
 
-/// Serves `body` at `/hello.txt` over HTTP/1.1 on loopback for the rest of the test (404 for
-/// any other path): where a Mesos command task's uris point.
-fn serve_hello(body: &'static str) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let reply = if String::from_utf8_lossy(&head).starts_with("GET /hello.txt ") {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = stream.write_all(reply.as_bytes());
-        }
-    });
-    base
-}
-
 #[tokio::test]
 async fn command_uris_are_fetched_into_the_sandbox_or_fail_the_task_saying_why() {
-    let base = serve_hello("hello from a uri\n");
+    let base = bramble_tests::file_server::serve_files(HashMap::from([(
+        "/hello.txt".to_string(),
+        b"hello from a uri\n".to_vec(),
+    )]));
     let artifacts = std::env::temp_dir().join(format!("bramble-mesos-artifacts-{}", uuid_like()));
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     std::fs::write(artifacts.join("greet.sh"), "echo greeted\n").expect("greet.sh");

@@ -4,49 +4,11 @@
 //! a start script from the master's artifacts directory; `bramble run --fetch`; and a fetch
 //! that fails, ending the task TASK_FAILED with the uri and the cause.
 
+use bramble_tests::file_server::serve_files;
 use bramble_tests::processes::*;
 use bramble_tests::services::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::Command;
-
-/// Serves `files` (path → body) over HTTP/1.1 on loopback for the rest of the test; 404
-/// for anything else. Real sockets, one thread.
-fn serve(files: HashMap<String, Vec<u8>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let text = String::from_utf8_lossy(&head);
-            let path = text.split(' ').nth(1).unwrap_or("/");
-            let reply = match files.get(path) {
-                Some(body) => {
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    r.extend_from_slice(body);
-                    r
-                }
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
-            };
-            let _ = stream.write_all(&reply);
-        }
-    });
-    base
-}
 
 /// `site.tgz` holding `site/ok` and `site/index.html`, made by the system's tar.
 fn site_archive(dir: &std::path::Path) -> Vec<u8> {
@@ -86,7 +48,7 @@ async fn a_service_runs_a_script_from_the_master_serving_a_site_from_a_url() {
     std::fs::write(net.test.path("site.tgz"), &archive).expect("site.tgz");
     let (sha, _) =
         bramble_proto::image_transfer::file_digest(&net.test.path("site.tgz")).expect("digest");
-    let base = serve(HashMap::from([("/site.tgz".to_string(), archive)]));
+    let base = serve_files(HashMap::from([("/site.tgz".to_string(), archive)]));
 
     let _master = net.start_master("master", &MasterCmd::default());
     let agent = net.start_agent(
