@@ -169,6 +169,9 @@ enum LinkError {
     Codec(#[from] CodecError),
     #[error("master refused this agent: {0}")]
     Refused(String),
+    /// The master is admitting others and gave an appointment: come back then.
+    #[error("the master is busy admitting other agents; retrying in {0:?}")]
+    Busy(Duration),
     /// The master and this agent are not of one cluster: the message says which side and
     /// what to do. Retrying soon cannot help.
     #[error("{0}")]
@@ -245,6 +248,7 @@ pub async fn run(
                 }
                 CLUSTER_MISMATCH_RETRY
             }
+            Err(LinkError::Busy(after)) => busy_delay(&mut backoff, after),
             Err(LinkError::Refused(reason)) => {
                 // Retrying quickly will not change the master's mind: log loudly, retry slowly.
                 warn!("master refused this agent: {reason}");
@@ -268,6 +272,14 @@ pub async fn run(
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// The master answered busy with an appointment: honour it, with jitter, and say so quietly
+/// (a master shedding a reconnect storm tells thousands of agents this at once).
+fn busy_delay(backoff: &mut Backoff, after: Duration) -> Duration {
+    let delay = backoff.busy(after);
+    info!("the master is busy admitting other agents; dialling again in {delay:?}");
+    delay
 }
 
 /// Where what the master sends goes: the runtime's inputs, image transfers, and the
@@ -375,6 +387,7 @@ async fn registered_session(
         HandshakeError::Send(e) | HandshakeError::Reply(e) => LinkError::Codec(e),
         HandshakeError::Refused(reason) => LinkError::Refused(reason),
         e @ HandshakeError::NotLeader(_) => LinkError::Dial(e.to_string()),
+        HandshakeError::Busy(after) => LinkError::Busy(after),
     })?;
     let (reg_tx, reg_rx) = oneshot::channel();
     inputs
