@@ -257,6 +257,9 @@ enum LinkError {
         from: SocketAddr,
         leader: Option<LeaderHint>,
     },
+    /// The master is admitting others and gave an appointment: come back then.
+    #[error("the master is busy admitting other agents; retrying in {0:?}")]
+    Busy(Duration),
     /// The master and this agent are not of one cluster: the message says which side and
     /// what to do. Retrying soon cannot help.
     #[error("{0}")]
@@ -346,6 +349,9 @@ pub async fn run(
                     Wait::Backoff
                 }
             },
+            // A busy master is the right one, shedding a reconnect storm: keep the
+            // appointment with it rather than moving on (a standby would only send us back).
+            Err(LinkError::Busy(_)) => Wait::Backoff,
             Err(LinkError::NotLeader { from, leader: None }) => {
                 info!("master {from} is a standby and no leader is elected yet; trying the next master");
                 resolver.failed()
@@ -370,6 +376,7 @@ pub async fn run(
                 }
                 CLUSTER_MISMATCH_RETRY
             }
+            (_, Err(LinkError::Busy(after))) => busy_delay(&mut backoff, after),
             (_, Err(LinkError::Refused(reason))) => {
                 // Retrying quickly will not change the master's mind: log loudly, retry slowly.
                 warn!("master refused this agent: {reason}");
@@ -415,6 +422,14 @@ pub async fn run(
 struct Reached {
     welcomed: bool,
     registered: bool,
+}
+
+/// The master answered busy with an appointment: honour it, with jitter, and say so quietly
+/// (a master shedding a reconnect storm tells thousands of agents this at once).
+fn busy_delay(backoff: &mut Backoff, after: Duration) -> Duration {
+    let delay = backoff.busy(after);
+    info!("the master is busy admitting other agents; dialling again in {delay:?}");
+    delay
 }
 
 /// Where what the master sends goes: the runtime's inputs, image transfers, and the
@@ -527,6 +542,7 @@ async fn registered_session(
         HandshakeError::Send(e) | HandshakeError::Reply(e) => LinkError::Codec(e),
         HandshakeError::Refused(reason) => LinkError::Refused(reason),
         HandshakeError::NotLeader(leader) => LinkError::NotLeader { from: addr, leader },
+        HandshakeError::Busy(after) => LinkError::Busy(after),
     })?;
     reached.welcomed = true;
     let (reg_tx, reg_rx) = oneshot::channel();

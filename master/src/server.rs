@@ -20,7 +20,7 @@
 use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
-use crate::handshakes::{Budget, Slot, Verdict};
+use crate::handshakes::{Admission, Admissions, Budget, Slot, Ticket, Verdict};
 use crate::local_scheduler;
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
@@ -427,6 +427,7 @@ async fn accept_loop(
     let next_id = Arc::new(AtomicU64::new(1));
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let handshakes = Budget::default();
+    let admissions = Admissions::from_env();
     let mut refusals = Refusals::default();
     loop {
         let incoming = tokio::select! {
@@ -459,6 +460,7 @@ async fn accept_loop(
         let edge = edge.clone();
         let checks = checks.clone();
         let limit = limit.clone();
+        let admissions = admissions.clone();
         tokio::spawn(async move {
             let Some(conn) = handshake(incoming, slot).await else {
                 return;
@@ -469,7 +471,7 @@ async fn accept_loop(
                 conn.close(quinn::VarInt::from_u32(1), b"too many connections");
                 return;
             };
-            serve_connection(conn, conn_id, inputs, cluster_id, edge, checks).await;
+            serve_connection(conn, conn_id, inputs, cluster_id, edge, checks, admissions).await;
             drop(permit);
         });
     }
@@ -525,6 +527,7 @@ async fn serve_connection(
     cluster_id: String,
     edge: Edge,
     checks: Arc<CertificateChecks>,
+    admissions: Admissions,
 ) {
     let remote = conn.remote_address();
     let identity = match peer_identity(&conn) {
@@ -547,9 +550,14 @@ async fn serve_connection(
             return;
         }
     };
-    let (kind, ctl) = match admit(&conn, &identity, &cluster_id).await {
+    let (kind, ctl, admission) = match admit(&conn, &identity, &cluster_id, &admissions).await {
         Ok(admitted) => admitted,
-        Err(reason) => {
+        // Told when to come back (`handshakes.rs` logs the busy answers, once a second).
+        Err(NotAdmitted::Busy) => {
+            conn.close(quinn::VarInt::from_u32(0), b"busy");
+            return;
+        }
+        Err(NotAdmitted::Refused(reason)) => {
             warn!(peer = %remote, subject = %identity.subject, role = %identity.role, "refusing peer: {reason}");
             conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
             return;
@@ -569,6 +577,7 @@ async fn serve_connection(
         conn_id,
         identity: identity.clone(),
         inputs: &inputs,
+        admission,
     };
     let reason = match kind {
         PeerKind::Agent => {
@@ -623,13 +632,28 @@ async fn serve_connection(
     }
 }
 
+/// Why a peer's hello was not welcomed.
+enum NotAdmitted {
+    Refused(String),
+    /// Answered `Busy` with an appointment.
+    Busy,
+}
+
+impl From<String> for NotAdmitted {
+    fn from(reason: String) -> Self {
+        NotAdmitted::Refused(reason)
+    }
+}
+
 /// Accepts the control stream and answers the hello: the peer is admitted only once this
-/// returns.
+/// returns. Agents are admitted a bounded number at a time (`admissions`, see
+/// `handshakes.rs`): the ticket is held until the agent's registration is with the state task.
 async fn admit(
     conn: &quinn::Connection,
     identity: &PeerIdentity,
     cluster_id: &str,
-) -> Result<(PeerKind, ControlStream), String> {
+    admissions: &Admissions,
+) -> Result<(PeerKind, ControlStream, Option<Ticket>), NotAdmitted> {
     // One deadline for the stream and the hello on it: a peer that connects and says nothing
     // (or part of a hello) is dropped when it passes.
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
@@ -672,8 +696,24 @@ async fn admit(
         if send.finish().is_ok() {
             let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
         }
-        return Err(reason);
+        return Err(NotAdmitted::Refused(reason));
     }
+    let ticket = match hello.kind {
+        PeerKind::Agent => match admissions.admit(Instant::now()) {
+            Admission::Admitted(ticket) => Some(ticket),
+            Admission::Busy(after) => {
+                let retry_after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+                let _ = ctl.send(&HelloReply::Busy { retry_after_ms }).await;
+                let send = ctl.writer.get_mut();
+                if send.finish().is_ok() {
+                    let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+                }
+                return Err(NotAdmitted::Busy);
+            }
+        },
+        // Schedulers and operators are few, and an operator looking at a storm gets in.
+        PeerKind::Scheduler | PeerKind::Operator => None,
+    };
     ctl.send(&HelloReply::Welcome {
         protocol_version: PROTOCOL_VERSION,
         software_version: SOFTWARE_VERSION.to_string(),
@@ -681,7 +721,7 @@ async fn admit(
     })
     .await
     .map_err(|e| format!("sending welcome: {e}"))?;
-    Ok((hello.kind, ctl))
+    Ok((hello.kind, ctl, ticket))
 }
 
 /// An admitted agent or scheduler connection, and where its inputs go.
@@ -690,6 +730,9 @@ struct Peer<'a> {
     conn_id: ConnId,
     identity: PeerIdentity,
     inputs: &'a mpsc::Sender<Input>,
+    /// An agent's admission, given back once its first message (the registration) is with
+    /// the state task.
+    admission: Option<Ticket>,
 }
 
 /// Runs an admitted agent or scheduler: a writer task drains its queue (made into a
@@ -711,6 +754,7 @@ where
         conn_id,
         identity,
         inputs,
+        mut admission,
     } = peer;
     let (tx, mut rx) = queue::channel::<Out>(PEER_QUEUE, PEER_QUEUE_BYTES);
     let mut at_edge = In::at_edge(edge, &tx);
@@ -748,6 +792,7 @@ where
                 if inputs.send(wrap(conn_id, msg)).await.is_err() {
                     break CodecError::Closed;
                 }
+                drop(admission.take());
             }
             Err(e) => break e,
         }
