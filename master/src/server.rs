@@ -17,28 +17,26 @@
 //! Once a large burst is over, the state task gives the memory it freed back to the OS
 //! (`bramble_proto::memory`), so the master's RSS falls back towards its working set.
 
+use crate::admission;
 use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
 use crate::handshakes::{Budget, Slot, Verdict};
-use crate::local_scheduler;
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{
     CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
 };
-use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::identity::Credentials;
 use bramble_proto::memory;
 use bramble_proto::messages::{
-    AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
-    OperatorReply, PeerKind, SchedulerCall,
+    AgentToMaster, ClusterState, MasterEvent, MasterToAgent, OperatorCall, OperatorReply, PeerKind,
+    SchedulerCall,
 };
 use bramble_proto::queue::{self, QueueTx};
-use bramble_proto::transport::{
-    peer_certificate, peer_identity, server_endpoint, ControlStream, PeerIdentity,
-};
-use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
+use bramble_proto::transport::{peer_certificate, peer_identity, server_endpoint, PeerIdentity};
+use bramble_proto::SOFTWARE_VERSION;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -52,13 +50,6 @@ use tracing::{debug, error, info, warn};
 /// How long a TLS/QUIC handshake may take: a stalled one holds a handshake slot (see
 /// `handshakes.rs`) no longer than this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer may take from handshake to hello; one that connects and says nothing is
-/// dropped then, with one log line.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest frame accepted before a peer is admitted: a hello is a few dozen bytes.
-const HELLO_MAX_BYTES: usize = 4 * 1024;
-/// How long a refused peer gets to receive the reason before its connection is closed.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Outbound messages queued per peer before it counts as too slow...
 const PEER_QUEUE: usize = 4096;
 /// ...and bytes: a few frames' worth, or a peer that stops reading makes the master hold
@@ -547,7 +538,7 @@ async fn serve_connection(
             return;
         }
     };
-    let (kind, ctl) = match admit(&conn, &identity, &cluster_id).await {
+    let (kind, ctl) = match admission::admit(&conn, &identity, &cluster_id).await {
         Ok(admitted) => admitted,
         Err(reason) => {
             warn!(peer = %remote, subject = %identity.subject, role = %identity.role, "refusing peer: {reason}");
@@ -621,67 +612,6 @@ async fn serve_connection(
             })
             .await;
     }
-}
-
-/// Accepts the control stream and answers the hello: the peer is admitted only once this
-/// returns.
-async fn admit(
-    conn: &quinn::Connection,
-    identity: &PeerIdentity,
-    cluster_id: &str,
-) -> Result<(PeerKind, ControlStream), String> {
-    // One deadline for the stream and the hello on it: a peer that connects and says nothing
-    // (or part of a hello) is dropped when it passes.
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
-        .await
-        .map_err(|_| format!("no control stream within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("connection lost before hello: {e}"))?;
-    ctl.reader.set_limit(HELLO_MAX_BYTES);
-    let hello: Hello = tokio::time::timeout_at(deadline, ctl.recv())
-        .await
-        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("bad hello: {e}"))?;
-    let refusal = if hello.protocol_version != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
-            hello.protocol_version, hello.software_version
-        ))
-    } else if let Err(why) = Master::admits(hello.kind, identity.role, identity.address.ip()) {
-        Some(why)
-    } else if hello.kind == PeerKind::Scheduler && identity.role == Role::Node {
-        // Loopback alone does not make it the master node's own service scheduler.
-        let peer = identity.address;
-        match tokio::task::spawn_blocking(move || local_scheduler::check(peer)).await {
-            Ok(verdict) => verdict.err(),
-            Err(e) => Some(format!("checking the local scheduler's socket: {e}")),
-        }
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        // Best effort: tell the peer why before closing.
-        let _ = ctl
-            .send(&HelloReply::Refused {
-                reason: reason.clone(),
-            })
-            .await;
-        // Closing the connection at once would discard the refusal in flight: wait (briefly)
-        // until the peer has it.
-        let send = ctl.writer.get_mut();
-        if send.finish().is_ok() {
-            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-        }
-        return Err(reason);
-    }
-    ctl.send(&HelloReply::Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        software_version: SOFTWARE_VERSION.to_string(),
-        cluster_id: cluster_id.to_string(),
-    })
-    .await
-    .map_err(|e| format!("sending welcome: {e}"))?;
-    Ok((hello.kind, ctl))
 }
 
 /// An admitted agent or scheduler connection, and where its inputs go.
