@@ -17,28 +17,27 @@
 //! Once a large burst is over, the state task gives the memory it freed back to the OS
 //! (`bramble_proto::memory`), so the master's RSS falls back towards its working set.
 
+use crate::admission;
+use crate::admission::NotAdmitted;
 use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
-use crate::handshakes::{Admission, Admissions, Budget, Slot, Ticket, Verdict};
-use crate::local_scheduler;
+use crate::handshakes::{Admissions, Budget, Slot, Ticket, Verdict};
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{
     CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
 };
-use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::identity::Credentials;
 use bramble_proto::memory;
 use bramble_proto::messages::{
-    AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
-    OperatorReply, PeerKind, SchedulerCall,
+    AgentToMaster, ClusterState, MasterEvent, MasterToAgent, OperatorCall, OperatorReply, PeerKind,
+    SchedulerCall,
 };
 use bramble_proto::queue::{self, QueueTx};
-use bramble_proto::transport::{
-    peer_certificate, peer_identity, server_endpoint, ControlStream, PeerIdentity,
-};
-use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
+use bramble_proto::transport::{peer_certificate, peer_identity, server_endpoint, PeerIdentity};
+use bramble_proto::SOFTWARE_VERSION;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -52,13 +51,6 @@ use tracing::{debug, error, info, warn};
 /// How long a TLS/QUIC handshake may take: a stalled one holds a handshake slot (see
 /// `handshakes.rs`) no longer than this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer may take from handshake to hello; one that connects and says nothing is
-/// dropped then, with one log line.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest frame accepted before a peer is admitted: a hello is a few dozen bytes.
-const HELLO_MAX_BYTES: usize = 4 * 1024;
-/// How long a refused peer gets to receive the reason before its connection is closed.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Outbound messages queued per peer before it counts as too slow...
 const PEER_QUEUE: usize = 4096;
 /// ...and bytes: a few frames' worth, or a peer that stops reading makes the master hold
@@ -550,7 +542,9 @@ async fn serve_connection(
             return;
         }
     };
-    let (kind, ctl, admission) = match admit(&conn, &identity, &cluster_id, &admissions).await {
+    let (kind, ctl, admission) = match admission::admit(&conn, &identity, &cluster_id, &admissions)
+        .await
+    {
         Ok(admitted) => admitted,
         // Told when to come back (`handshakes.rs` logs the busy answers, once a second).
         Err(NotAdmitted::Busy) => {
@@ -630,98 +624,6 @@ async fn serve_connection(
             })
             .await;
     }
-}
-
-/// Why a peer's hello was not welcomed.
-enum NotAdmitted {
-    Refused(String),
-    /// Answered `Busy` with an appointment.
-    Busy,
-}
-
-impl From<String> for NotAdmitted {
-    fn from(reason: String) -> Self {
-        NotAdmitted::Refused(reason)
-    }
-}
-
-/// Accepts the control stream and answers the hello: the peer is admitted only once this
-/// returns. Agents are admitted a bounded number at a time (`admissions`, see
-/// `handshakes.rs`): the ticket is held until the agent's registration is with the state task.
-async fn admit(
-    conn: &quinn::Connection,
-    identity: &PeerIdentity,
-    cluster_id: &str,
-    admissions: &Admissions,
-) -> Result<(PeerKind, ControlStream, Option<Ticket>), NotAdmitted> {
-    // One deadline for the stream and the hello on it: a peer that connects and says nothing
-    // (or part of a hello) is dropped when it passes.
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
-        .await
-        .map_err(|_| format!("no control stream within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("connection lost before hello: {e}"))?;
-    ctl.reader.set_limit(HELLO_MAX_BYTES);
-    let hello: Hello = tokio::time::timeout_at(deadline, ctl.recv())
-        .await
-        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("bad hello: {e}"))?;
-    let refusal = if hello.protocol_version != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
-            hello.protocol_version, hello.software_version
-        ))
-    } else if let Err(why) = Master::admits(hello.kind, identity.role, identity.address.ip()) {
-        Some(why)
-    } else if hello.kind == PeerKind::Scheduler && identity.role == Role::Node {
-        // Loopback alone does not make it the master node's own service scheduler.
-        let peer = identity.address;
-        match tokio::task::spawn_blocking(move || local_scheduler::check(peer)).await {
-            Ok(verdict) => verdict.err(),
-            Err(e) => Some(format!("checking the local scheduler's socket: {e}")),
-        }
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        // Best effort: tell the peer why before closing.
-        let _ = ctl
-            .send(&HelloReply::Refused {
-                reason: reason.clone(),
-            })
-            .await;
-        // Closing the connection at once would discard the refusal in flight: wait (briefly)
-        // until the peer has it.
-        let send = ctl.writer.get_mut();
-        if send.finish().is_ok() {
-            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-        }
-        return Err(NotAdmitted::Refused(reason));
-    }
-    let ticket = match hello.kind {
-        PeerKind::Agent => match admissions.admit(Instant::now()) {
-            Admission::Admitted(ticket) => Some(ticket),
-            Admission::Busy(after) => {
-                let retry_after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
-                let _ = ctl.send(&HelloReply::Busy { retry_after_ms }).await;
-                let send = ctl.writer.get_mut();
-                if send.finish().is_ok() {
-                    let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-                }
-                return Err(NotAdmitted::Busy);
-            }
-        },
-        // Schedulers and operators are few, and an operator looking at a storm gets in.
-        PeerKind::Scheduler | PeerKind::Operator => None,
-    };
-    ctl.send(&HelloReply::Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        software_version: SOFTWARE_VERSION.to_string(),
-        cluster_id: cluster_id.to_string(),
-    })
-    .await
-    .map_err(|e| format!("sending welcome: {e}"))?;
-    Ok((hello.kind, ctl, ticket))
 }
 
 /// An admitted agent or scheduler connection, and where its inputs go.
