@@ -260,6 +260,32 @@ pub struct Ticket {
     since: Instant,
 }
 
+/// How long an admitted agent keeps its place before its registration reaches the state task.
+/// A welcomed agent that then says nothing (hostile, or stuck) gives the place back then and
+/// keeps its connection; without this, as many silent agents as [`MAX_ADMITTING`] would have
+/// every other agent told busy for as long as they stayed connected.
+pub const REGISTRATION_HOLD: Duration = Duration::from_secs(10);
+
+impl Ticket {
+    /// This ticket, given back when the returned guard is dropped or after `at_most`,
+    /// whichever comes first.
+    pub fn held_at_most(self, at_most: Duration) -> HeldTicket {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            // Ends when the guard is dropped (the sender with it) or the hold is over.
+            let _ = tokio::time::timeout(at_most, released).await;
+            drop(self);
+        });
+        HeldTicket { _release: release }
+    }
+}
+
+/// A [`Ticket`] held at most [`REGISTRATION_HOLD`]: dropping it gives the place back at once.
+#[derive(Debug)]
+pub struct HeldTicket {
+    _release: tokio::sync::oneshot::Sender<()>,
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admissions.done(self.since.elapsed());
@@ -362,5 +388,42 @@ mod tests {
         assert!(matches!(budget.admit(ip(250), true), Verdict::Refuse(_)));
         drop(held);
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    /// A welcomed agent that never registers holds its place only for the hold, so the next
+    /// agent gets in (the review's finding: one silent connection per place starved everyone).
+    #[tokio::test]
+    async fn a_silent_agent_gives_its_place_back_after_the_hold() {
+        let admissions = Admissions::new(1);
+        let silent =
+            ticket(admissions.admit(Instant::now())).held_at_most(Duration::from_millis(50));
+        busy(admissions.admit(Instant::now()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let next = loop {
+            match admissions.admit(Instant::now()) {
+                Admission::Admitted(t) => break t,
+                Admission::Busy(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Admission::Busy(_) => panic!("the silent agent's place never came back"),
+            }
+        };
+        assert_eq!(admissions.in_progress(), 1);
+        drop(next);
+        drop(silent);
+        assert_eq!(admissions.in_progress(), 0);
+    }
+
+    /// Dropping the guard (the registration arrived) gives the place back at once.
+    #[tokio::test]
+    async fn a_registered_agent_gives_its_place_back_at_once() {
+        let admissions = Admissions::new(1);
+        let held = ticket(admissions.admit(Instant::now())).held_at_most(Duration::from_secs(3600));
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while admissions.in_progress() != 0 {
+            assert!(Instant::now() < deadline, "the place was not given back");
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::admission::NotAdmitted;
 use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
-use crate::handshakes::{Admissions, Budget, Slot, Ticket, Verdict};
+use crate::handshakes::{Admissions, Budget, HeldTicket, Slot, Verdict, REGISTRATION_HOLD};
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
@@ -571,7 +571,7 @@ async fn serve_connection(
         conn_id,
         identity: identity.clone(),
         inputs: &inputs,
-        admission,
+        admission: admission.map(|ticket| ticket.held_at_most(REGISTRATION_HOLD)),
     };
     let reason = match kind {
         PeerKind::Agent => {
@@ -634,7 +634,7 @@ struct Peer<'a> {
     inputs: &'a mpsc::Sender<Input>,
     /// An agent's admission, given back once its first message (the registration) is with
     /// the state task.
-    admission: Option<Ticket>,
+    admission: Option<HeldTicket>,
 }
 
 /// Runs an admitted agent or scheduler: a writer task drains its queue (made into a
