@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The ceiling never grows past this.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest a busy master's appointment is kept (the master hands out at most 30 s).
+pub const MAX_BUSY_WAIT: Duration = Duration::from_secs(30);
 
 /// Reconnect delays: uniform in `[0, ceiling]`, the ceiling [`MIN_BACKOFF`] doubling to
 /// [`MAX_BACKOFF`].
@@ -69,9 +71,12 @@ impl Backoff {
 
     /// The master answered busy with an appointment `retry_after`: the delay to honour it,
     /// with up to a quarter more drawn at random (peers told the same instant draw apart). The
-    /// ceiling starts again from the lowest: the master is there and answering.
+    /// ceiling starts again from the lowest: the master is there and answering. The
+    /// appointment is the peer's word: it is held to [`MAX_BUSY_WAIT`] (a confused or hostile
+    /// master could otherwise park us for weeks).
     pub fn busy(&mut self, retry_after: Duration) -> Duration {
         self.reset();
+        let retry_after = retry_after.min(MAX_BUSY_WAIT);
         let spread = (retry_after / 4).as_micros() as u64;
         retry_after + Duration::from_micros(self.rng.below(spread + 1))
     }
@@ -85,6 +90,16 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_answer_beyond_the_longest_wait_is_held_to_it() {
+        let mut b = Backoff::with_seed(7);
+        let d = b.busy(Duration::from_millis(u32::MAX as u64));
+        assert!(
+            d >= MAX_BUSY_WAIT && d <= MAX_BUSY_WAIT + MAX_BUSY_WAIT / 4,
+            "{d:?}"
+        );
+    }
 
     #[test]
     fn a_busy_answer_is_honoured_with_some_jitter() {
