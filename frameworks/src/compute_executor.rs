@@ -75,10 +75,13 @@ impl<W: Computation> Executor for ComputeExecutor<W> {
             let quick = match tokio::time::timeout(RUNNING_WITHIN, &mut computation).await {
                 Ok(computed) => Some(computed),
                 Err(_) => {
-                    if lock(&killed).remove(&task.task_id) {
+                    // Under the lock, so RUNNING cannot follow a KILLED sent meanwhile.
+                    let mut killed = lock(&killed);
+                    if killed.remove(&task.task_id) {
                         return; // KILLED went out instead
                     }
                     let _ = driver.send_status_update(running.clone());
+                    drop(killed);
                     None
                 }
             };
