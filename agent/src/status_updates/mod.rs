@@ -3,18 +3,23 @@
 //!
 //! Shape, as in Mesos:
 //! * one **stream** per `(framework, task)`: updates of one task go out in the order they were
-//!   recorded. Unlike Mesos (one in flight, the next only once the head is acknowledged),
-//!   updates recorded while earlier ones are in flight follow them at once, in order, over
-//!   the same connection: a short task's FINISHED does not wait for its RUNNING's
-//!   acknowledgement (a master commit and three hops). An acknowledgement settles its update
-//!   and every earlier one of the task (one update superseded by a later one the framework
-//!   saw needs no answer of its own);
+//!   recorded, never an older one after a newer one;
+//! * an update is **supersedable** when it carries no data and does not end the task (a plain
+//!   STAGING, STARTING or RUNNING): a later update of the task tells everything it did. The
+//!   first update that is not (it carries data, or it is the terminal one) is the stream's
+//!   **barrier**: it and the supersedable updates before it may be in flight together, so a
+//!   short task's RUNNING and FINISHED leave at once and FINISHED does not wait for RUNNING's
+//!   acknowledgement (a master commit and three hops); nothing behind the barrier leaves
+//!   before the barrier is acknowledged (Mesos's one-in-flight, for updates whose content
+//!   matters). With no barrier, the newest update is the limit;
+//! * an acknowledgement settles its update and the (supersedable) ones before it;
 //! * unacknowledged updates are resent with exponential backoff ([`INITIAL_BACKOFF`],
 //!   doubling, capped at [`MAX_BACKOFF`]), so sends happen at t = 0, 1, 3, 7, 15, 31, 61, 91 s…;
 //!   [`StatusUpdateManager::resend_all_now`] short-cuts the wait after reconnecting to a master.
-//!   A resend of a stream whose terminal update has gone out before (or may have: recovered
-//!   from disk) is that terminal update alone: resending the earlier ones could show the
-//!   framework a RUNNING after its FINISHED;
+//!   A resend starts at the newest update already sent (the framework may have seen it: an
+//!   older one after it would go backwards; the supersedable ones before it are told by it)
+//!   and runs to the barrier. Updates recovered from disk count as sent (the previous process
+//!   may have sent them) — which only ever skips supersedable ones;
 //! * once a task's terminal update is queued, further updates for it are refused with
 //!   [`StatusUpdateError::AfterTerminal`] (a typed error rather than a silent `Ok`, because it
 //!   means the producer has a bug or lost track of the task and the caller should log it). An
@@ -118,7 +123,14 @@ impl Due {
     }
 }
 
-/// One task's queue: its first `in_flight` updates are sent and wait for an acknowledgement.
+/// Whether a later update of the same task tells everything this one does (see the module
+/// header): no data, and not the task's end.
+fn supersedable(status: &TaskStatus) -> bool {
+    status.data.is_empty() && !status.state.is_terminal()
+}
+
+/// One task's queue. Updates up to the barrier may be in flight; each knows whether it went
+/// out since the stream's last reset.
 #[derive(Debug)]
 struct Stream {
     queue: VecDeque<Pending>,
@@ -126,8 +138,6 @@ struct Stream {
     due: Due,
     /// The wait after the latest (re)send; `None` until the queue is first sent.
     backoff: Option<Duration>,
-    /// How many of the queue's first updates went out since the last reset.
-    in_flight: usize,
 }
 
 impl Stream {
@@ -136,25 +146,55 @@ impl Stream {
             queue: VecDeque::new(),
             due: Due::Now,
             backoff: None,
-            in_flight: 0,
         }
     }
 
     fn reset(&mut self) {
         self.due = Due::Now;
         self.backoff = None;
-        self.in_flight = 0;
     }
 
-    /// What a (re)send of the whole stream sends: everything queued, in order; or, when its
-    /// terminal update (always last) went out before, that update alone.
-    fn to_send(&self) -> std::ops::Range<usize> {
-        match self.queue.back() {
-            Some(last) if last.sent && last.status.state.is_terminal() => {
-                self.queue.len() - 1..self.queue.len()
-            }
-            _ => 0..self.queue.len(),
+    /// The last update that may be in flight: the first one that is not supersedable, else
+    /// the newest. `None` for an empty queue.
+    fn barrier(&self) -> Option<usize> {
+        let last = self.queue.len().checked_sub(1)?;
+        Some(
+            self.queue
+                .iter()
+                .position(|p| !supersedable(&p.status))
+                .unwrap_or(last),
+        )
+    }
+
+    /// The newest update up to the barrier that went out (or may have: recovered).
+    fn newest_sent(&self, barrier: usize) -> Option<usize> {
+        self.queue.range(..=barrier).rposition(|p| p.sent)
+    }
+
+    /// What a (re)send sends: from the newest update sent (or the first, if none was) to the
+    /// barrier, in order.
+    fn to_resend(&self) -> std::ops::Range<usize> {
+        match self.barrier() {
+            Some(b) => self.newest_sent(b).unwrap_or(0)..b + 1,
+            None => 0..0,
         }
+    }
+
+    /// What follows updates in flight without waiting for a resend: the ones recorded after
+    /// the newest sent, up to the barrier. Nothing when nothing is in flight (the stream is
+    /// due then).
+    fn to_follow(&self) -> std::ops::Range<usize> {
+        match self.barrier() {
+            Some(b) => match self.newest_sent(b) {
+                Some(s) => s + 1..b + 1,
+                None => 0..0,
+            },
+            None => 0..0,
+        }
+    }
+
+    fn any_sent(&self) -> bool {
+        self.queue.iter().any(|p| p.sent)
     }
 }
 
@@ -332,8 +372,10 @@ impl StatusUpdateManager {
         let Some(at) = stream.queue.iter().position(|p| p.uuid == uuid) else {
             return Ok(false);
         };
-        // The head, or an update that went out (from this process or the one before).
-        if at > 0 && !stream.queue[at].sent {
+        // The head, or an update that went out (from this process or the one before) no
+        // further than the barrier: only supersedable updates are settled by a later one.
+        let barrier = stream.barrier().unwrap_or(0);
+        if at > 0 && (!stream.queue[at].sent || at > barrier) {
             warn!(task = %task_id, %uuid, "acknowledgement for an update not yet sent; ignored");
             return Ok(false);
         }
@@ -342,20 +384,19 @@ impl StatusUpdateManager {
             self.log
                 .ack(framework_id, task_id, settled.uuid, settled.frame_len);
         }
-        stream.in_flight = stream.in_flight.saturating_sub(at + 1);
         if stream.queue.is_empty() {
             self.streams.remove(&key);
-        } else if stream.in_flight == 0 {
+        } else if !stream.any_sent() {
             // The next update is due at once.
             stream.reset();
         }
         Ok(true)
     }
 
-    /// The updates to send at `now`, each task's in order: a stream's whole queue when its
-    /// (re)send is due (see the module header for a resend after a terminal update), and
-    /// otherwise the updates recorded behind ones already in flight. A (re)send schedules the
-    /// next: `now + 1 s` after the first send, then doubling to 30 s.
+    /// The updates to send at `now`, each task's in order: when a stream's (re)send is due,
+    /// from its newest update sent to its barrier (see the module header); otherwise the
+    /// updates recorded behind ones already in flight, up to the barrier. A (re)send schedules
+    /// the next: `now + 1 s` after the first send, then doubling to 30 s.
     pub fn due(&mut self, now: Instant) -> Vec<TaskStatus> {
         let mut out = Vec::new();
         for stream in self.streams.values_mut() {
@@ -366,23 +407,21 @@ impl StatusUpdateManager {
                 };
                 stream.backoff = Some(backoff);
                 stream.due = Due::At(now + backoff);
-                stream.to_send()
-            } else if stream.in_flight > 0 {
-                stream.in_flight..stream.queue.len()
+                stream.to_resend()
             } else {
-                continue;
+                stream.to_follow()
             };
             for p in stream.queue.range_mut(range) {
                 p.sent = true;
                 out.push(p.status.clone());
             }
-            stream.in_flight = stream.queue.len();
         }
         out
     }
 
-    /// Makes every queue head due immediately with its backoff reset (after (re)connecting to
-    /// a master, when whatever was in flight may have been lost).
+    /// Makes every stream due immediately with its backoff reset (after (re)connecting to a
+    /// master, when whatever was in flight may have been lost). What went out stays marked
+    /// sent: the resend starts at the newest of it.
     pub fn resend_all_now(&mut self) {
         self.streams.values_mut().for_each(Stream::reset);
     }
