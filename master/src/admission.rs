@@ -6,7 +6,7 @@ use crate::handshakes::{Admission, Admissions, Ticket};
 use crate::local_scheduler;
 use crate::state::Master;
 use bramble_proto::identity::Role;
-use bramble_proto::messages::{Hello, HelloReply, PeerKind};
+use bramble_proto::messages::{Hello, HelloReply, LeaderHint, PeerKind};
 use bramble_proto::transport::{ControlStream, PeerIdentity};
 use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
 use std::time::{Duration, Instant};
@@ -109,4 +109,31 @@ pub(crate) async fn admit(
     .await
     .map_err(|e| format!("sending welcome: {e}"))?;
     Ok((hello.kind, ctl, ticket))
+}
+
+/// A standby master's answer to any peer: reads its hello and replies `NotLeader` naming the
+/// leader (`None`: an election is under way), then closes. Returns what the peer asked to be.
+pub(crate) async fn refer(
+    conn: &quinn::Connection,
+    leader: Option<LeaderHint>,
+) -> Result<PeerKind, String> {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
+        .await
+        .map_err(|_| format!("no control stream within {HELLO_TIMEOUT:?} of the handshake"))?
+        .map_err(|e| format!("connection lost before hello: {e}"))?;
+    ctl.reader.set_limit(HELLO_MAX_BYTES);
+    let hello: Hello = tokio::time::timeout_at(deadline, ctl.recv())
+        .await
+        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
+        .map_err(|e| format!("bad hello: {e}"))?;
+    ctl.send(&HelloReply::NotLeader { leader })
+        .await
+        .map_err(|e| format!("sending not-leader: {e}"))?;
+    let send = ctl.writer.get_mut();
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+    }
+    conn.close(quinn::VarInt::from_u32(0), b"not the leader");
+    Ok(hello.kind)
 }

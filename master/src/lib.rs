@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod certificates;
 pub mod config;
 pub mod display;
+pub mod ha;
 pub mod handshakes;
 pub mod http;
 pub mod images;

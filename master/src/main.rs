@@ -69,6 +69,9 @@ fn main() -> anyhow::Result<()> {
 
     let creds = startup::credentials(&cfg.cluster, Role::Node)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    if let Some(ha) = cfg.ha.clone() {
+        return runtime.block_on(run_replicated(creds, cfg, ha));
+    }
     runtime.block_on(async move {
         let master = server::start(&creds, &cfg).await?;
         let advert = MasterAdvert {
@@ -126,4 +129,22 @@ fn main() -> anyhow::Result<()> {
             None => Ok(()),
         }
     })
+}
+
+/// `[ha]`: one master of a replicated group, serving while elected and standing by
+/// otherwise, until SIGINT/SIGTERM. (The mDNS advert and the front panel are not run here yet:
+/// they would follow `HaMaster::status`.)
+async fn run_replicated(
+    creds: bramble_proto::identity::Credentials,
+    cfg: bramble_master::config::MasterConfig,
+    ha: bramble_master::config::HaConfig,
+) -> anyhow::Result<()> {
+    let master = bramble_master::ha::start(std::sync::Arc::new(creds), &cfg, &ha)
+        .await
+        .context("starting the replicated master")?;
+    tracing::info!(id = ha.id, listen = %cfg.listen, http = %cfg.http, name = %cfg.name, "bramble-master ready (replicated)");
+    bramble_proto::logging::wait_for_shutdown_signal().await;
+    tracing::info!("shutting down");
+    master.shutdown().await;
+    Ok(())
 }

@@ -25,7 +25,8 @@ use crate::display::PanelFeed;
 use crate::handshakes::{Admissions, Budget, HeldTicket, Slot, Verdict, REGISTRATION_HOLD};
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::replicated::Replicated;
+use crate::store::{Batch, Recovered, Store, StoreError};
 use bramble_proto::codec::{
     CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
 };
@@ -110,8 +111,15 @@ pub struct MasterHandle {
 /// milliseconds, and a master restarted in the same process must not find the directory
 /// still locked.
 struct OpenStore {
-    store: Store,
+    store: Backend,
     _closed: oneshot::Sender<()>,
+}
+
+/// Where a burst's batch is made durable: the local redb file (a single master), or the
+/// replicated log (`[ha]`: durable meaning a majority of masters has it).
+pub enum Backend {
+    Local(Store),
+    Replicated(Replicated),
 }
 
 impl MasterHandle {
@@ -211,11 +219,24 @@ impl MasterHandle {
 
 /// Starts a master: binds its QUIC endpoint and spawns the state task and the accept loop.
 pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHandle, ServerError> {
-    let cluster_id = creds.cluster_id.clone();
     // The store first: a state dir of another cluster, or one in use, stops us before we bind.
-    let (store, recovered) = Store::open(&cfg.state_dir, &cluster_id)?;
+    let (store, recovered) = Store::open(&cfg.state_dir, &creds.cluster_id)?;
     info!(store = %store.path().display(), frameworks = recovered.frameworks.len(),
         agents = recovered.agents.len(), tasks = recovered.tasks.len(), "master store opened");
+    start_with(creds, cfg, Backend::Local(store), recovered, None).await
+}
+
+/// Starts a master on an open store and what it held: the single master's (`start`), or the
+/// replicated one of a master that just became leader (`ha/`), which also gives its
+/// group's picture for `/api/v1/state`.
+pub async fn start_with(
+    creds: &Credentials,
+    cfg: &MasterConfig,
+    store: Backend,
+    recovered: Recovered,
+    ha: Option<watch::Receiver<crate::ha::HaStatus>>,
+) -> Result<MasterHandle, ServerError> {
+    let cluster_id = creds.cluster_id.clone();
     // A credentials file that does not read stops the master: running open by mistake would
     // let any client register frameworks.
     let mesos_credentials = match &cfg.mesos.credentials {
@@ -253,6 +274,7 @@ pub async fn start(creds: &Credentials, cfg: &MasterConfig) -> Result<MasterHand
         shutdown: shutdown_rx.clone(),
         mesos_credentials,
         certificates: checks.clone(),
+        ha,
     };
     // Like mDNS, the web side is a convenience: a master that cannot bind it still runs the
     // cluster, and says why loudly.
@@ -384,27 +406,47 @@ async fn run_state(
     debug!("master state task stopped");
 }
 
-/// Writes one burst's changes, off the async threads (a commit waits for fsync).
+/// Writes one burst's changes: to the local file off the async threads (a commit waits for
+/// fsync), or through the replicated log.
 async fn commit(mut open: OpenStore, batch: Batch) -> Result<OpenStore, String> {
     let started = Instant::now();
     let records = batch.len();
-    let done = tokio::task::spawn_blocking(move || {
-        let result = open.store.commit(&batch);
-        (open, result)
-    })
-    .await;
+    let done = match open.store {
+        Backend::Local(_) => tokio::task::spawn_blocking(move || {
+            let result = match &mut open.store {
+                Backend::Local(store) => store.commit(&batch).map_err(|e| e.to_string()),
+                Backend::Replicated(_) => Ok(()),
+            };
+            (open, result)
+        })
+        .await
+        .map_err(|e| format!("the master store's commit task failed: {e}")),
+        Backend::Replicated(ref store) => {
+            let result = store.commit(&batch).await.map_err(|e| e.to_string());
+            Ok((open, result))
+        }
+    };
     match done {
         Ok((open, Ok(()))) => {
             let took = started.elapsed();
             if took > SLOW_COMMIT {
-                warn!(?took, records, store = %open.store.path().display(), "slow commit to the master store (failing storage?)");
+                warn!(?took, records, store = %open.store.describe(), "slow commit to the master store (failing storage?)");
             } else {
                 debug!(?took, records, "committed");
             }
             Ok(open)
         }
-        Ok((_, Err(e))) => Err(e.to_string()),
-        Err(e) => Err(format!("the master store's commit task failed: {e}")),
+        Ok((_, Err(e))) => Err(e),
+        Err(e) => Err(e),
+    }
+}
+
+impl Backend {
+    fn describe(&self) -> String {
+        match self {
+            Backend::Local(store) => store.path().display().to_string(),
+            Backend::Replicated(_) => "replicated".into(),
+        }
     }
 }
 

@@ -262,6 +262,61 @@ impl MasterCmd {
     }
 }
 
+/// The loopback ports of a replicated group of masters (`[ha]`): each one's QUIC, HTTP and
+/// replication port, free when the group was made. Masters are numbered from 1.
+#[derive(Debug, Clone)]
+pub struct HaGroup {
+    ports: Vec<(u16, u16, u16)>,
+}
+
+impl HaGroup {
+    pub fn new(masters: usize) -> Self {
+        let mut ports = Vec::new();
+        while ports.len() < masters {
+            let (q, r) = (free_udp_port(), free_udp_port());
+            let h = free_tcp_port();
+            let taken = ports
+                .iter()
+                .any(|&(a, _, c)| [a, c].contains(&q) || [a, c].contains(&r));
+            if q != r && !taken {
+                ports.push((q, h, r));
+            }
+        }
+        Self { ports }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// Master `id`'s QUIC address (agents, frameworks, operators).
+    pub fn quic(&self, id: usize) -> SocketAddr {
+        addr(self.ports[id - 1].0)
+    }
+
+    /// Master `id`'s HTTP address.
+    pub fn http(&self, id: usize) -> SocketAddr {
+        addr(self.ports[id - 1].1)
+    }
+
+    /// Master `id`'s replication address.
+    pub fn replication(&self, id: usize) -> SocketAddr {
+        addr(self.ports[id - 1].2)
+    }
+
+    /// `[ha] peers` for master.toml.
+    fn peers(&self) -> String {
+        (1..=self.ports.len())
+            .map(|id| format!("\"{id}={}\"", self.replication(id)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Settings of a `bramble-agent` process: its work dir (a directory under the cluster's temp
 /// dir, with its config file `<work>.toml` beside it), the resources it offers (by default
 /// 1 cpu and 256 MiB), heartbeats every 200 ms, a 1 s kill grace, no cgroups.
@@ -275,6 +330,7 @@ pub struct AgentCmd {
     env: Vec<(String, OsString)>,
     cluster: Option<PathBuf>,
     masters: Option<Vec<String>>,
+    master: Option<SocketAddr>,
 }
 
 impl AgentCmd {
@@ -288,6 +344,7 @@ impl AgentCmd {
             env: Vec::new(),
             cluster: None,
             masters: None,
+            master: None,
         }
     }
 
@@ -295,6 +352,12 @@ impl AgentCmd {
     /// naming the cluster's master (the masters of a replicated group).
     pub fn masters(mut self, masters: &[SocketAddr]) -> Self {
         self.masters = Some(masters.iter().map(|m| m.to_string()).collect());
+        self
+    }
+
+    /// Another master address than the cluster's own (one master of a replicated group).
+    pub fn master(mut self, addr: SocketAddr) -> Self {
+        self.master = Some(addr);
         self
     }
 
@@ -400,6 +463,35 @@ impl LoopbackCluster {
         Proc::spawn(name, "bramble-master", &args, &self.logs)
     }
 
+    /// Starts master `id` (1-based) of the replicated group `group` with `cmd`'s settings and
+    /// `[ha]`; its log is `<name>.log`, its state dir `master-state-<id>` (the same across
+    /// restarts). Every master bootstraps the group on its first start (an empty store).
+    pub fn start_ha_master(&self, name: &str, cmd: &MasterCmd, group: &HaGroup, id: usize) -> Proc {
+        let config = self.test.path(&format!("master-{id}.toml"));
+        let text = format!(
+            "{}\n[ha]\nid = {id}\npeers = [{}]\nbootstrap = true\n",
+            cmd.config_text(),
+            group.peers()
+        );
+        std::fs::write(&config, text).expect("master config");
+        let args = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--cluster".into(),
+            self.test.cluster_dir().display().to_string(),
+            "--listen".into(),
+            group.quic(id).to_string(),
+            "--http".into(),
+            group.http(id).to_string(),
+            "--state-dir".into(),
+            self.test
+                .path(&format!("master-state-{id}"))
+                .display()
+                .to_string(),
+        ];
+        Proc::spawn(name, "bramble-master", &args, &self.logs)
+    }
+
     /// Where an agent started with `cmd` keeps its sandboxes and checkpoints.
     pub fn work_dir(&self, cmd: &AgentCmd) -> PathBuf {
         self.test.path(&cmd.work)
@@ -427,7 +519,8 @@ impl LoopbackCluster {
             cmd.mem_mib.to_string(),
         ];
         if cmd.masters.is_none() {
-            args.extend(["--master".into(), self.master_addr().to_string()]);
+            let master = cmd.master.unwrap_or_else(|| self.master_addr());
+            args.extend(["--master".into(), master.to_string()]);
         }
         if let Some(disk) = cmd.disk_mib {
             args.extend(["--disk".into(), disk.to_string()]);

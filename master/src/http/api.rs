@@ -64,13 +64,22 @@ struct StateView {
     state: ClusterState,
     completed_tasks_count: usize,
     completed_tasks_url: &'static str,
+    /// With `[ha]`: every master of the group (`{id, address, role, term}`) and the leader's
+    /// id; absent on a single master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masters: Option<Vec<crate::ha::MasterView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<u64>,
 }
 
 pub async fn state(State(app): State<AppState>) -> Response {
     match app.api.call(OperatorCall::GetState).await {
         Ok(OperatorReply::State(mut state)) => {
             let completed = std::mem::take(&mut state.completed_tasks);
+            let ha = app.api.ha.as_ref().map(|h| h.borrow().clone());
             let view = StateView {
+                masters: ha.as_ref().map(|h| h.masters.clone()),
+                leader: ha.as_ref().and_then(|h| h.leader.as_ref().map(|l| l.id)),
                 name: app.api.name.clone(),
                 version: SOFTWARE_VERSION,
                 now: bramble_proto::unix_now(),

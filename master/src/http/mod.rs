@@ -59,6 +59,8 @@ pub struct MasterApi {
     pub(crate) mesos_credentials: Option<mesos::Credentials>,
     /// Certificates close to expiry, for `/health`.
     pub(crate) certificates: std::sync::Arc<crate::certificates::CertificateChecks>,
+    /// With `[ha]`: the masters of the group, for `/api/v1/state`.
+    pub(crate) ha: Option<watch::Receiver<crate::ha::HaStatus>>,
 }
 
 /// Why an operator call got no answer.

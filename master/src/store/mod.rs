@@ -15,6 +15,7 @@ mod fences;
 mod format1;
 mod format2;
 mod recovery;
+pub mod replicated;
 mod tables;
 
 pub use tables::{AgentRecord, Batch, FrameworkRecord, Recovered, TaskRecord};

@@ -1,0 +1,419 @@
+//! Replicated masters (`[ha]` in master.toml): every master process runs a [`Replica`] of the
+//! group's map (`bramble-replica`); the one the group elects leader serves, the others stand by.
+//!
+//! - **Leader**: once Raft makes this node leader, it waits until it has applied everything
+//!   committed (a read barrier), records where it serves clients (`masters/<id>`), loads the
+//!   records from the map (`store/replicated.rs`) and runs the ordinary master service
+//!   (`server::start_with`: state, QUIC, HTTP) exactly as a restarted single master does:
+//!   agents re-register, frameworks fail over, nothing is killed. Each burst's batch is one
+//!   log entry written as leader only (never forwarded), so nothing is acknowledged before a
+//!   majority holds it.
+//! - **Stepping down**: when the metrics say it no longer leads (or its term changed), or a
+//!   write failed (deposed, no majority, outcome unknown), the service is stopped at once (as
+//!   a killed master: nothing more is sent) and the master stands by.
+//! - **Standby** (`standby.rs`): its QUIC endpoint answers every hello with
+//!   `HelloReply::NotLeader` naming the leader's client addresses; its HTTP side redirects API
+//!   calls to the leader (307), serves Mesos's `/master/redirect`, and answers
+//!   `/api/v1/state` itself with the group's picture.
+//!
+//! [`HaMaster::status`] publishes this master's role, term and the leader on a watch (for the
+//! mDNS advert and the front panel to follow).
+
+mod standby;
+
+use crate::config::{HaConfig, MasterConfig};
+use crate::server::{self, Backend, MasterHandle};
+use crate::store::replicated::{MasterAddress, Replicated};
+use bramble_proto::dir_lock::DirLock;
+use bramble_proto::identity::Credentials;
+use bramble_proto::messages::LeaderHint;
+use bramble_replica::{Replica, Role};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+/// How long a new leader keeps trying to bind the client ports its standby side just left.
+const REBIND_DEADLINE: Duration = Duration::from_secs(5);
+/// After a take-over that failed (no majority for the read barrier), before trying again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often the status is refreshed besides the replica's own changes (the masters table).
+const STATUS_REFRESH: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("[ha]: {0}")]
+    Config(String),
+    #[error("{0} (bramble-master --state-dir DIR, or state_dir in master.toml)")]
+    Locked(bramble_proto::dir_lock::DirLockError),
+    #[error("starting the replica: {0}")]
+    Replica(#[from] bramble_replica::ReplicaError),
+}
+
+/// One master of the group as this one sees it (`/api/v1/state`'s `masters`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MasterView {
+    pub id: u64,
+    /// Its QUIC address for agents, frameworks and operators, once it has recorded it.
+    pub address: Option<String>,
+    /// Its HTTP address, once recorded.
+    pub http: Option<String>,
+    /// `leader`, `follower`, `candidate`, `learner` (this master's own role exactly; the
+    /// others' as far as this one knows: the leader it follows, the rest followers).
+    pub role: String,
+    /// The Raft term as this master knows it.
+    pub term: u64,
+}
+
+/// This master's place in the group, published on [`HaMaster::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaStatus {
+    pub id: u64,
+    pub role: Role,
+    pub term: u64,
+    /// Where the leader serves, once known (and recorded).
+    pub leader: Option<LeaderHint>,
+    /// Whether this master runs the master service now (leading, caught up).
+    pub serving: bool,
+    pub masters: Vec<MasterView>,
+}
+
+/// A master of a replicated group: its replica, and whichever side (leader or standby) it
+/// runs now. Dropping it does not stop it; call [`HaMaster::shutdown`].
+pub struct HaMaster {
+    replica: Replica,
+    status: watch::Receiver<HaStatus>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _lock: DirLock,
+}
+
+impl HaMaster {
+    /// Role, term, leader and whether this master serves, as they change.
+    pub fn status(&self) -> watch::Receiver<HaStatus> {
+        self.status.clone()
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Stops serving (leader or standby) and the replica.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.replica.shutdown().await {
+            warn!("stopping the replica: {e}");
+        }
+    }
+}
+
+/// Where clients reach `listen` from other machines: an unspecified address (`0.0.0.0`) is
+/// named by this master's replication address, which its peers reach.
+fn reachable(listen: SocketAddr, replication: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new(replication.ip(), listen.port()).to_string()
+    } else {
+        listen.to_string()
+    }
+}
+
+/// Starts this master's replica and its standby side; it serves once elected.
+pub async fn start(
+    creds: Arc<Credentials>,
+    cfg: &MasterConfig,
+    ha: &HaConfig,
+) -> Result<HaMaster, HaError> {
+    let replica_config = ha
+        .replica_config()
+        .map_err(|(key, why)| HaError::Config(format!("{key}: {why}")))?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| HaError::Config(format!("the state dir {}: {e}", cfg.state_dir.display())))?;
+    let lock = DirLock::acquire(&cfg.state_dir, "bramble-master").map_err(HaError::Locked)?;
+    let replication = replica_config
+        .listen()
+        .ok_or_else(|| HaError::Config(format!("ha.id {} is not among ha.peers", ha.id)))?;
+    let replica = Replica::start(replica_config, &cfg.state_dir.join("replica"), &creds).await?;
+    let me = MasterAddress {
+        quic: reachable(cfg.listen, replication),
+        http: Some(reachable(cfg.http, replication)),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let (serving_tx, serving_rx) = watch::channel(false);
+    let (status_tx, status) = watch::channel(HaStatus {
+        id: replica.id(),
+        role: Role::Follower,
+        term: 0,
+        leader: None,
+        serving: false,
+        masters: Vec::new(),
+    });
+    let tasks = vec![
+        tokio::spawn(publish_address(
+            replica.clone(),
+            me.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(keep_status(
+            replica.clone(),
+            status_tx,
+            serving_rx,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(run(
+            creds,
+            cfg.clone(),
+            replica.clone(),
+            me,
+            status.clone(),
+            serving_tx,
+            stop_rx,
+        )),
+    ];
+    info!(id = replica.id(), %replication, "replicated master started (standing by until elected)");
+    Ok(HaMaster {
+        replica,
+        status,
+        stop,
+        tasks,
+        _lock: lock,
+    })
+}
+
+/// Records this master's client addresses in the group (through the leader), retrying until
+/// a leader takes it.
+async fn publish_address(replica: Replica, me: MasterAddress, mut stop: watch::Receiver<bool>) {
+    loop {
+        match Replicated::publish_address(&replica, &me).await {
+            Ok(()) => {
+                info!(quic = %me.quic, http = ?me.http, "recorded this master's client addresses in the group");
+                return;
+            }
+            Err(e) => tracing::debug!("recording this master's addresses: {e} (retrying)"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Keeps `tx` up to date with the replica's metrics and the masters table.
+async fn keep_status(
+    replica: Replica,
+    tx: watch::Sender<HaStatus>,
+    mut serving: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut metrics = replica.metrics();
+    let mut tick = tokio::time::interval(STATUS_REFRESH);
+    loop {
+        let serving_now = *serving.borrow_and_update();
+        let now = status_now(&replica, serving_now).await;
+        tx.send_if_modified(|s| {
+            if *s == now {
+                false
+            } else {
+                *s = now;
+                true
+            }
+        });
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = metrics.changed() => if r.is_err() { return },
+            _ = serving.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
+    let addresses = Replicated::addresses(replica).await;
+    let (role, term, leader_id, members) = {
+        let m = replica.metrics();
+        let m = m.borrow();
+        let members: Vec<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        (
+            Role::from(m.state),
+            m.current_term,
+            m.current_leader,
+            members,
+        )
+    };
+    let me = replica.id();
+    let address_of = |id: u64| addresses.iter().find(|(i, _)| *i == id).map(|(_, a)| a);
+    let masters = members
+        .iter()
+        .map(|&id| MasterView {
+            id,
+            address: address_of(id).map(|a| a.quic.clone()),
+            http: address_of(id).and_then(|a| a.http.clone()),
+            role: if id == me {
+                role.to_string()
+            } else if Some(id) == leader_id {
+                Role::Leader.to_string()
+            } else {
+                Role::Follower.to_string()
+            },
+            term,
+        })
+        .collect();
+    let leader = leader_id.and_then(|id| {
+        let a = address_of(id)?;
+        Some(LeaderHint {
+            id,
+            address: a.quic.clone(),
+            http: a.http.clone(),
+            term,
+        })
+    });
+    HaStatus {
+        id: me,
+        role,
+        term,
+        leader,
+        serving,
+        masters,
+    }
+}
+
+/// Returns the term once this node leads.
+async fn elected(replica: &Replica) -> u64 {
+    let mut m = replica.metrics();
+    loop {
+        {
+            let now = m.borrow_and_update();
+            if Role::from(now.state) == Role::Leader && now.current_leader == Some(replica.id()) {
+                return now.current_term;
+            }
+        }
+        if m.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Returns once this node no longer leads in `term`.
+async fn deposed(replica: &Replica, term: u64) {
+    let mut m = replica.metrics();
+    loop {
+        {
+            let now = m.borrow_and_update();
+            if Role::from(now.state) != Role::Leader || now.current_term != term {
+                return;
+            }
+        }
+        if m.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Standby until elected, leader until deposed, and again, until stopped.
+async fn run(
+    creds: Arc<Credentials>,
+    cfg: MasterConfig,
+    replica: Replica,
+    me: MasterAddress,
+    status: watch::Receiver<HaStatus>,
+    serving: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let standby = standby::start(&creds, &cfg, status.clone()).await;
+        let term = tokio::select! {
+            term = elected(&replica) => term,
+            _ = stop.changed() => {
+                standby.stop().await;
+                return;
+            }
+        };
+        let elected_at = Instant::now();
+        standby.stop().await;
+        let master = match take_over(&creds, &cfg, &replica, &me, status.clone()).await {
+            Ok(m) => m,
+            Err(e) => {
+                error!(term, "not serving as leader: {e}; standing by");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
+                continue;
+            }
+        };
+        let _ = serving.send(true);
+        info!(term, took = ?elected_at.elapsed(), quic = %master.addr, "elected leader: serving as the master");
+        let why = tokio::select! {
+            _ = deposed(&replica, term) => "no longer the leader".to_string(),
+            reason = master.failed() => reason,
+            _ = stop.changed() => {
+                let _ = serving.send(false);
+                master.shutdown().await;
+                return;
+            }
+        };
+        warn!(
+            term,
+            "stepping down to standby: {why}; stopping the master service at once"
+        );
+        let _ = serving.send(false);
+        master.kill().await;
+    }
+}
+
+/// Becomes the serving master: catches up, records its addresses, loads the records and runs
+/// the master service on them.
+async fn take_over(
+    creds: &Credentials,
+    cfg: &MasterConfig,
+    replica: &Replica,
+    me: &MasterAddress,
+    status: watch::Receiver<HaStatus>,
+) -> Result<MasterHandle, String> {
+    let (store, recovered) = Replicated::open(replica.clone(), &creds.cluster_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .record_address(me)
+        .await
+        .map_err(|e| format!("recording this master's addresses: {e}"))?;
+    info!(
+        frameworks = recovered.frameworks.len(),
+        agents = recovered.agents.len(),
+        tasks = recovered.tasks.len(),
+        "loaded the replicated master store"
+    );
+    // The standby side just let go of the ports: its sockets may take a moment to close.
+    let deadline = Instant::now() + REBIND_DEADLINE;
+    let mut recovered = Some(recovered);
+    loop {
+        let r = recovered.take().unwrap_or_default();
+        match server::start_with(
+            creds,
+            cfg,
+            Backend::Replicated(store.clone()),
+            r,
+            Some(status.clone()),
+        )
+        .await
+        {
+            Ok(m) => return Ok(m),
+            Err(server::ServerError::Transport(e)) if Instant::now() < deadline => {
+                tracing::debug!("binding the master's endpoint: {e} (retrying)");
+                recovered = Some(store.load().await.map_err(|e| e.to_string())?);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! A standby master's client side: on its QUIC port every hello is answered with
+//! `HelloReply::NotLeader` naming the leader; on its HTTP port `/api/v1/state` is answered
+//! here (the group's picture: `masters`, `leader`), `/master/redirect` (`/redirect`) is Mesos's
+//! 307 to the leader, and every other request is a 307 to the same path on the leader's HTTP
+//! address (503 while no leader is known).
+
+use super::HaStatus;
+use crate::config::MasterConfig;
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bramble_proto::identity::Credentials;
+use bramble_proto::transport::server_endpoint;
+use bramble_proto::SOFTWARE_VERSION;
+use serde_json::json;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// How long a standby's endpoint gets to say its last words when it stops.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// How long a TLS/QUIC handshake with a standby may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The standby side while it runs; [`Standby::stop`] frees its ports for the leader side.
+pub(super) struct Standby {
+    endpoint: Option<quinn::Endpoint>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds the client ports and answers there as a standby. A port that cannot be bound is
+/// logged and left unserved (the replica still runs; the master may yet lead).
+pub(super) async fn start(
+    creds: &Credentials,
+    cfg: &MasterConfig,
+    status: watch::Receiver<HaStatus>,
+) -> Standby {
+    let mut tasks = Vec::new();
+    let endpoint = match server_endpoint(creds, cfg.listen) {
+        Ok(endpoint) => {
+            tasks.push(tokio::spawn(accept_loop(endpoint.clone(), status.clone())));
+            Some(endpoint)
+        }
+        Err(e) => {
+            warn!(listen = %cfg.listen, "standby: not answering on QUIC: {e}");
+            None
+        }
+    };
+    match tokio::net::TcpListener::bind(cfg.http).await {
+        Ok(listener) => {
+            let app = Router::new()
+                .route("/api/v1/state", get(state))
+                .route("/master/redirect", get(mesos_redirect))
+                .route("/redirect", get(mesos_redirect))
+                .fallback(redirect)
+                .with_state(status);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).into_future().await {
+                    warn!("standby HTTP stopped: {e}");
+                }
+            }));
+        }
+        Err(e) => warn!(http = %cfg.http, "standby: not answering on HTTP: {e}"),
+    }
+    info!(listen = %cfg.listen, http = %cfg.http, "standing by: answering clients with the leader's address");
+    Standby { endpoint, tasks }
+}
+
+impl Standby {
+    /// Stops answering and lets go of both ports.
+    pub(super) async fn stop(mut self) {
+        if let Some(endpoint) = self.endpoint.take() {
+            let listen = endpoint.local_addr().ok();
+            // Off the listen socket first (as `MasterHandle::kill` does): quinn keeps reading
+            // the old socket until traffic reaches the new one, so rebind twice.
+            if let Some(listen) = listen {
+                for _ in 0..2 {
+                    let throwaway = std::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0));
+                    if let Err(e) = throwaway.and_then(|s| endpoint.rebind(s)) {
+                        warn!("standby: moving off {listen}: {e}");
+                    }
+                }
+            }
+            endpoint.close(quinn::VarInt::from_u32(0), b"standby stopping");
+            let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, status: watch::Receiver<HaStatus>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let status = status.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    debug!(peer = %remote, "standby: handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let leader = status.borrow().leader.clone();
+            match crate::admission::refer(&conn, leader.clone()).await {
+                Ok(kind) => {
+                    debug!(peer = %remote, ?kind, leader = ?leader.map(|l| l.address), "standby: told a peer where the leader is")
+                }
+                Err(e) => debug!(peer = %remote, "standby: {e}"),
+            }
+        });
+    }
+}
+
+/// `GET /api/v1/state` on a standby: who it is and the group, no cluster state (the leader has
+/// it: `leader`).
+async fn state(State(status): State<watch::Receiver<HaStatus>>) -> Response {
+    let s = status.borrow().clone();
+    Json(json!({
+        "version": SOFTWARE_VERSION,
+        "now": bramble_proto::unix_now(),
+        "standby": true,
+        "id": s.id,
+        "role": s.role.to_string(),
+        "term": s.term,
+        "masters": s.masters,
+        "leader": s.leader.as_ref().map(|l| l.id),
+        "leader_address": s.leader.as_ref().map(|l| l.address.clone()),
+        "leader_http": s.leader.as_ref().and_then(|l| l.http.clone()),
+    }))
+    .into_response()
+}
+
+fn leader_http(status: &watch::Receiver<HaStatus>) -> Option<String> {
+    status.borrow().leader.as_ref().and_then(|l| l.http.clone())
+}
+
+fn no_leader() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no leading master is known yet (an election is under way); try again shortly\n",
+    )
+        .into_response()
+}
+
+/// Mesos's `/master/redirect`: always a 307 to the leader (`http://HOST:PORT`, the form both
+/// pymesos and mesoshttp follow), 503 while none is known.
+async fn mesos_redirect(State(status): State<watch::Receiver<HaStatus>>) -> Response {
+    match leader_http(&status) {
+        Some(http) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, format!("http://{http}"))],
+        )
+            .into_response(),
+        None => no_leader(),
+    }
+}
+
+/// Everything else: the same request at the leader (307 keeps the method and body).
+async fn redirect(State(status): State<watch::Receiver<HaStatus>>, uri: Uri) -> Response {
+    match leader_http(&status) {
+        Some(http) => {
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, format!("http://{http}{path}"))],
+            )
+                .into_response()
+        }
+        None => no_leader(),
+    }
+}
