@@ -29,8 +29,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/bramble/agent.toml";
 pub struct AgentConfig {
     /// Directory holding the cluster CA certificate and this node's certificate and key.
     pub cluster: PathBuf,
-    /// The master's `host:port`; absent means find it by mDNS.
+    /// The master's `host:port` (or several, comma-separated: the masters of a replicated
+    /// group); absent, with `masters` empty, means find it by mDNS.
     pub master: Option<String>,
+    /// The masters of a replicated group, `["a:5050", "b:5050", "c:5050"]`: the agent dials
+    /// them in turn and follows a standby's redirect to the leader. Give this or `master`.
+    pub masters: Vec<String>,
     /// Sandboxes, checkpoints and unacknowledged status updates live here.
     pub work_dir: PathBuf,
     /// CPUs to offer instead of the detected count.
@@ -176,6 +180,7 @@ impl Default for AgentConfig {
         Self {
             cluster: PathBuf::from("/etc/bramble/cluster"),
             master: None,
+            masters: Vec::new(),
             work_dir: PathBuf::from("/var/lib/bramble/agent"),
             cpus: None,
             mem: None,
@@ -215,7 +220,19 @@ impl AgentConfig {
             parse_ports(ports).map_err(|e| ("ports", e))?;
         }
         if let Some(master) = &self.master {
-            check_host_port(master).map_err(|e| ("master", e))?;
+            if !self.masters.is_empty() {
+                return Err(("masters", "give master or masters, not both".to_owned()));
+            }
+            let list = bramble_proto::masters::split_list(master);
+            if list.is_empty() {
+                return Err(("master", format!("{master:?} names no master")));
+            }
+            for m in &list {
+                check_host_port(m).map_err(|e| ("master", e))?;
+            }
+        }
+        for m in &self.masters {
+            check_host_port(m).map_err(|e| ("masters", e))?;
         }
         self.mesos.listen_addr().map_err(|e| ("mesos.listen", e))?;
         if self.heartbeat_interval_ms == 0 {
@@ -247,6 +264,15 @@ impl AgentConfig {
                 .map_err(|e| ("log", format!("not a tracing filter: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The masters to dial, in order (`masters`, or `master` split at commas); empty: find
+    /// the master by mDNS.
+    pub fn master_list(&self) -> Vec<String> {
+        match &self.master {
+            Some(master) => bramble_proto::masters::split_list(master),
+            None => self.masters.clone(),
+        }
     }
 
     /// The resource overrides this config asks for.
@@ -604,6 +630,46 @@ rack = "shelf-2"
         assert!(err.contains(r#"key "heartbeat_interval_ms""#), "{err}");
         let err = parse_err("log = \"info,=[\"\n");
         assert!(err.contains(r#"key "log""#), "{err}");
+    }
+
+    #[test]
+    fn several_masters_are_a_list_or_a_comma_separated_master() {
+        assert!(AgentConfig::default().master_list().is_empty());
+        let c = parse(Path::new(PATH), "master = \"m:5050\"\n").unwrap();
+        assert_eq!(c.master_list(), ["m:5050"]);
+        let c = parse(
+            Path::new(PATH),
+            "masters = [\"a:5050\", \"b:5050\", \"[fd00::3]:5050\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.master_list(), ["a:5050", "b:5050", "[fd00::3]:5050"]);
+        let c = parse(Path::new(PATH), "master = \"a:5050, b:5050\"\n").unwrap();
+        assert_eq!(c.master_list(), ["a:5050", "b:5050"]);
+    }
+
+    #[test]
+    fn a_bad_master_list_names_the_file_line_and_key() {
+        assert_eq!(
+            parse_err("\nmasters = [\"a:5050\", \"b\"]\n"),
+            r#"/etc/bramble/agent.toml: line 2: key "masters": "b" is not host:port"#
+        );
+        let err = parse_err("master = \"a:5050\"\nmasters = [\"b:5050\"]\n");
+        assert!(
+            err.contains(r#"line 2: key "masters": give master or masters, not both"#),
+            "{err}"
+        );
+        let err = parse_err("master = \" , \"\n");
+        assert!(
+            err.contains(r#"line 1: key "master": " , " names no master"#),
+            "{err}"
+        );
+        let err = parse_err("master = \"a:5050,b\"\n");
+        assert!(
+            err.contains(r#"key "master": "b" is not host:port"#),
+            "{err}"
+        );
+        let err = parse_err("masters = \"a:5050\"\n");
+        assert!(err.contains(r#"key "masters": invalid type"#), "{err}");
     }
 
     #[test]

@@ -24,7 +24,8 @@ struct Args {
     /// Cluster directory (CA certificate, node certificate and key).
     #[arg(long)]
     cluster: Option<PathBuf>,
-    /// The master's host:port (skips mDNS discovery).
+    /// The master's host:port (skips mDNS discovery); several, comma-separated, for the
+    /// masters of a replicated group (replaces `master`/`masters` of the config file).
     #[arg(long)]
     master: Option<String>,
     /// Where sandboxes and checkpoints live.
@@ -122,6 +123,7 @@ fn apply_flags(cfg: &mut AgentConfig, args: &Args) {
     }
     if let Some(v) = &args.master {
         cfg.master = Some(v.clone());
+        cfg.masters.clear();
     }
     if let Some(v) = &args.work_dir {
         cfg.work_dir = v.clone();
@@ -152,12 +154,14 @@ fn options(
     let resources = resources::detect(&cfg.work_dir, &overrides).context("detecting resources")?;
     let mut attributes = resources::attributes(Path::new("/"));
     attributes.extend(cfg.attributes.clone());
-    let master = match cfg.master.clone() {
-        Some(hostport) => MasterLocator::Static(hostport),
-        None => MasterLocator::Discover {
+    let mut masters = cfg.master_list();
+    let master = match masters.len() {
+        0 => MasterLocator::Discover {
             cluster_id: cluster_id.to_string(),
             interfaces: cfg.discovery.interfaces.clone(),
         },
+        1 => MasterLocator::Static(masters.remove(0)),
+        _ => MasterLocator::Several(masters),
     };
     Ok(AgentOptions {
         work_dir: cfg.work_dir.clone(),

@@ -20,7 +20,8 @@ use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::{CodecError, MAX_BATCH};
 use bramble_proto::discovery::{self, Browser};
 use bramble_proto::handshake::{self, HandshakeError};
-use bramble_proto::messages::{AgentToMaster, MasterToAgent, PeerKind};
+use bramble_proto::masters::{MasterList, Wait, MAX_REDIRECTS};
+use bramble_proto::messages::{AgentToMaster, LeaderHint, MasterToAgent, PeerKind};
 use bramble_proto::transport;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,6 +48,9 @@ const MISMATCH_FIX: &str = "reflash the card or copy the cluster dir (ca.pem, no
 pub enum MasterLocator {
     /// A configured `host:port`, resolved again on every attempt (DNS may change).
     Static(String),
+    /// The configured masters of a replicated group (`host:port` each), dialled in turn; a
+    /// standby's redirect to the leader is followed (see `bramble_proto::masters`).
+    Several(Vec<String>),
     /// Browse mDNS for a master advertising this cluster id, on these interfaces (empty: every
     /// up, multicast-capable, non-loopback one).
     Discover {
@@ -65,18 +69,30 @@ struct Target {
 
 /// The locator at run time: the mDNS browser lives as long as the link.
 enum Resolver {
-    Static(String),
+    /// Configured masters (one or several) and where the agent stands among them.
+    Static(MasterList<String>),
     Mdns {
         cluster_id: String,
         interfaces: Vec<String>,
         browser: Option<Browser>,
+        /// A leader a standby named: dialled next instead of asking the browser.
+        follow: Option<String>,
+        /// Redirects followed in a row.
+        redirects: u32,
     },
 }
 
 impl Resolver {
     fn new(locator: MasterLocator) -> Self {
+        let list = |masters: Vec<String>| {
+            // The config refuses an empty list; an empty one here would be a caller's bug,
+            // dialled as a name that says so.
+            MasterList::new(masters)
+                .unwrap_or_else(|| MasterList::single("no-master-configured:0".into()))
+        };
         match locator {
-            MasterLocator::Static(hostport) => Resolver::Static(hostport),
+            MasterLocator::Static(hostport) => Resolver::Static(list(vec![hostport])),
+            MasterLocator::Several(masters) => Resolver::Static(list(masters)),
             MasterLocator::Discover {
                 cluster_id,
                 interfaces,
@@ -84,31 +100,33 @@ impl Resolver {
                 cluster_id,
                 interfaces,
                 browser: None,
+                follow: None,
+                redirects: 0,
             },
         }
     }
 
     async fn resolve(&mut self) -> Result<Target, String> {
         match self {
-            Resolver::Static(hostport) => {
-                let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hostport.as_str())
-                    .await
-                    .map_err(|e| format!("resolving {hostport}: {e}"))?
-                    .collect();
-                if addrs.is_empty() {
-                    return Err(format!("{hostport} resolves to no address"));
-                }
-                Ok(Target {
-                    instance: None,
-                    addrs,
-                    dial_timeout: HANDSHAKE_TIMEOUT,
-                })
+            Resolver::Static(masters) => {
+                // A dead master of several is given less time: the next one may be the leader.
+                let dial_timeout = if masters.several() {
+                    DISCOVERED_DIAL_TIMEOUT
+                } else {
+                    HANDSHAKE_TIMEOUT
+                };
+                resolve_hostport(masters.current(), dial_timeout).await
             }
             Resolver::Mdns {
                 cluster_id,
                 interfaces,
                 browser,
+                follow,
+                ..
             } => {
+                if let Some(leader) = follow.take() {
+                    return resolve_hostport(&leader, DISCOVERED_DIAL_TIMEOUT).await;
+                }
                 let browser = match browser {
                     Some(b) => b,
                     None => {
@@ -155,6 +173,66 @@ impl Resolver {
             }
         }
     }
+
+    /// The master dialled welcomed us.
+    fn welcomed(&mut self) {
+        match self {
+            Resolver::Static(masters) => masters.welcomed(),
+            Resolver::Mdns { redirects, .. } => *redirects = 0,
+        }
+    }
+
+    /// The master dialled is a standby naming `leader`: `Some(Wait::Now)` when the redirect
+    /// is followed, `None` after too many in a row (then the backoff, and the next master).
+    fn redirected(&mut self, leader: &LeaderHint) -> Option<Wait> {
+        match self {
+            Resolver::Static(masters) => masters.redirected(leader.address.clone()),
+            Resolver::Mdns {
+                follow, redirects, ..
+            } => {
+                if *redirects >= MAX_REDIRECTS {
+                    *redirects = 0;
+                    *follow = None;
+                    return None;
+                }
+                *redirects += 1;
+                *follow = Some(leader.address.clone());
+                Some(Wait::Now)
+            }
+        }
+    }
+
+    /// The master dialled did not take us in (no answer, no leader elected yet, refused):
+    /// how long to wait before the next one.
+    fn failed(&mut self) -> Wait {
+        match self {
+            Resolver::Static(masters) => masters.failed(),
+            Resolver::Mdns { .. } => Wait::Backoff,
+        }
+    }
+
+    /// The link to the master that had welcomed us ended: try it first again.
+    fn lost(&mut self) {
+        if let Resolver::Static(masters) = self {
+            masters.lost();
+        }
+    }
+}
+
+/// A configured or redirected-to `host:port`, resolved now (DNS may change).
+async fn resolve_hostport(hostport: &str, dial_timeout: Duration) -> Result<Target, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| format!("resolving {hostport}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{hostport} resolves to no address"));
+    }
+    Ok(Target {
+        instance: None,
+        addrs,
+        dial_timeout,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +247,19 @@ enum LinkError {
     Codec(#[from] CodecError),
     #[error("master refused this agent: {0}")]
     Refused(String),
+    /// The master dialled (at `from`) is a standby of a replicated group; `leader` is where
+    /// it says the leader is, if one is elected.
+    #[error("master {from} is a standby{}", match leader {
+        Some(l) => format!(" (the leader is master {} at {})", l.id, l.address),
+        None => " and no leader is elected yet".to_string(),
+    })]
+    NotLeader {
+        from: SocketAddr,
+        leader: Option<LeaderHint>,
+    },
+    /// The master is admitting others and gave an appointment: come back then.
+    #[error("the master is busy admitting other agents; retrying in {0:?}")]
+    Busy(Duration),
     /// The master and this agent are not of one cluster: the message says which side and
     /// what to do. Retrying soon cannot help.
     #[error("{0}")]
@@ -207,7 +298,7 @@ pub async fn run(
     // The mismatch last logged: said once at warn, then quietly until it changes.
     let mut mismatch_said: Option<String> = None;
     loop {
-        let mut registered = false;
+        let mut reached = Reached::default();
         let attempt = session(
             &endpoint,
             &mut resolver,
@@ -218,11 +309,15 @@ pub async fn run(
             },
             heartbeat,
             &mut shutdown,
-            &mut registered,
+            &mut reached,
             own_certificate_ok,
         );
         let started = Instant::now();
         let result = attempt.await;
+        let Reached {
+            welcomed,
+            registered,
+        } = reached;
         // Fetches waiting on this connection's answers fail now rather than time out.
         artifacts.connected(None);
         if inputs.send(Input::MasterDisconnected).await.is_err() {
@@ -231,9 +326,45 @@ pub async fn run(
         if !matches!(result, Err(LinkError::ClusterMismatch(_))) {
             mismatch_said = None;
         }
-        let delay = match result {
+        // Which master to dial next: the leader again after a lost link, the one a standby
+        // named, or the next configured one.
+        let next = match &result {
             Err(LinkError::Shutdown) => return,
-            Err(LinkError::ClusterMismatch(why)) => {
+            Err(LinkError::NotLeader {
+                from,
+                leader: Some(leader),
+            }) => match resolver.redirected(leader) {
+                Some(wait) => {
+                    info!(
+                        "master {from} is a standby; following leader {} at {}",
+                        leader.id, leader.address
+                    );
+                    wait
+                }
+                None => {
+                    warn!(
+                        "master {from} is a standby naming leader {} at {}, but {MAX_REDIRECTS} redirects in a row reached no leader; trying the next master",
+                        leader.id, leader.address
+                    );
+                    Wait::Backoff
+                }
+            },
+            // A busy master is the right one, shedding a reconnect storm: keep the
+            // appointment with it rather than moving on (a standby would only send us back).
+            Err(LinkError::Busy(_)) => Wait::Backoff,
+            Err(LinkError::NotLeader { from, leader: None }) => {
+                info!("master {from} is a standby and no leader is elected yet; trying the next master");
+                resolver.failed()
+            }
+            _ if welcomed => {
+                resolver.welcomed();
+                resolver.lost();
+                Wait::Backoff
+            }
+            _ => resolver.failed(),
+        };
+        let delay = match (next, result) {
+            (_, Err(LinkError::ClusterMismatch(why))) => {
                 if mismatch_said.as_deref() != Some(why.as_str()) {
                     warn!(
                         "{why}; retrying every {}s",
@@ -245,13 +376,26 @@ pub async fn run(
                 }
                 CLUSTER_MISMATCH_RETRY
             }
-            Err(LinkError::Refused(reason)) => {
+            (_, Err(LinkError::Busy(after))) => busy_delay(&mut backoff, after),
+            (_, Err(LinkError::Refused(reason))) => {
                 // Retrying quickly will not change the master's mind: log loudly, retry slowly.
                 warn!("master refused this agent: {reason}");
                 backoff.slowest();
                 backoff.next_delay()
             }
-            Err(e) => {
+            (Wait::Now, _) => Duration::ZERO,
+            (Wait::Pause(pause), Err(e)) => {
+                if !matches!(e, LinkError::NotLeader { .. }) {
+                    warn!("master link down: {e}; trying the next master in {pause:?}");
+                }
+                pause
+            }
+            (_, Err(e @ LinkError::NotLeader { .. })) => {
+                let delay = backoff.next_delay();
+                debug!("{e}; retrying in {delay:?}");
+                delay
+            }
+            (_, Err(e)) => {
                 // The link had been healthy for a while, or the master had taken us in (a
                 // restarted master is back at once: find it without a grown backoff).
                 if registered || started.elapsed() > Duration::from_secs(10) {
@@ -261,13 +405,31 @@ pub async fn run(
                 warn!("master link down: {e}; retrying in {delay:?}");
                 delay
             }
-            Ok(()) => backoff.next_delay(),
+            (_, Ok(())) => backoff.next_delay(),
         };
+        if delay.is_zero() {
+            continue;
+        }
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// How far one attempt got: welcomed by the master (it is the leader), registered with it.
+#[derive(Default)]
+struct Reached {
+    welcomed: bool,
+    registered: bool,
+}
+
+/// The master answered busy with an appointment: honour it, with jitter, and say so quietly
+/// (a master shedding a reconnect storm tells thousands of agents this at once).
+fn busy_delay(backoff: &mut Backoff, after: Duration) -> Duration {
+    let delay = backoff.busy(after);
+    info!("the master is busy admitting other agents; dialling again in {delay:?}");
+    delay
 }
 
 /// Where what the master sends goes: the runtime's inputs, image transfers, and the
@@ -285,7 +447,7 @@ async fn session(
     sinks: Sinks<'_>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
-    registered: &mut bool,
+    reached: &mut Reached,
     own_certificate_ok: bool,
 ) -> Result<(), LinkError> {
     let target = tokio::select! {
@@ -310,21 +472,26 @@ async fn session(
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
-    let result = registered_session(&conn, addr, sinks, heartbeat, shutdown, registered).await;
+    let result = registered_session(&conn, addr, sinks, heartbeat, shutdown, reached).await;
     let result = match (result, conn.close_reason()) {
         // The master's end of the handshake refused our certificate: the TLS alert says so.
-        (Err(e), Some(closed)) if !*registered => match transport::refused_certificate(&closed) {
-            Some(alert) => Err(LinkError::ClusterMismatch(certificate_refused(
-                addr,
-                alert,
-                own_certificate_ok,
-            ))),
-            None => Err(e),
-        },
+        (Err(e), Some(closed)) if !reached.registered => {
+            match transport::refused_certificate(&closed) {
+                Some(alert) => Err(LinkError::ClusterMismatch(certificate_refused(
+                    addr,
+                    alert,
+                    own_certificate_ok,
+                ))),
+                None => Err(e),
+            }
+        }
         (result, _) => result,
     };
-    if !matches!(result, Err(LinkError::Shutdown)) {
-        resolver.report(&target.instance, false);
+    match &result {
+        Err(LinkError::Shutdown) => {}
+        // A standby that knows no leader: prefer the other masters mDNS knows.
+        Err(LinkError::NotLeader { leader: None, .. }) => resolver.report(&target.instance, true),
+        _ => resolver.report(&target.instance, false),
     }
     let why = match &result {
         Err(LinkError::Shutdown) => "agent shutting down".to_string(),
@@ -362,7 +529,7 @@ async fn registered_session(
     }: Sinks<'_>,
     heartbeat: Duration,
     shutdown: &mut watch::Receiver<bool>,
-    registered: &mut bool,
+    reached: &mut Reached,
 ) -> Result<(), LinkError> {
     let (mut ctl, _) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -374,8 +541,10 @@ async fn registered_session(
         HandshakeError::Open(e) => LinkError::Connection(e),
         HandshakeError::Send(e) | HandshakeError::Reply(e) => LinkError::Codec(e),
         HandshakeError::Refused(reason) => LinkError::Refused(reason),
-        e @ HandshakeError::NotLeader(_) => LinkError::Dial(e.to_string()),
+        HandshakeError::NotLeader(leader) => LinkError::NotLeader { from: addr, leader },
+        HandshakeError::Busy(after) => LinkError::Busy(after),
     })?;
+    reached.welcomed = true;
     let (reg_tx, reg_rx) = oneshot::channel();
     inputs
         .send(Input::BuildRegistration(reg_tx))
@@ -402,7 +571,7 @@ async fn registered_session(
         interval
     };
     info!(master = %addr, agent = %agent_id, "registered with master");
-    *registered = true;
+    reached.registered = true;
 
     let (tx, mut outbound) = mpsc::channel::<AgentToMaster>(4096);
     // Image pieces go to the image service, which answers on this link itself: the core

@@ -772,3 +772,7 @@ pub async fn run(
         info!("agent stopped");
     }
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "bramble", version)]
 struct Cli {
-    /// The master's host:port (default: $BRAMBLE_MASTER, else found by mDNS).
+    /// The master's host:port (default: $BRAMBLE_MASTER, else found by mDNS); several,
+    /// comma-separated, for a replicated group's masters (the leader is found).
     #[arg(long, global = true, env = "BRAMBLE_MASTER")]
     master: Option<String>,
     /// Cluster directory with the certificates to use.

@@ -78,6 +78,19 @@ pub enum ClientError {
     Hello(HandshakeError),
     #[error("the master refused this operator: {0}")]
     Refused(String),
+    /// The master is a standby of a replicated group and did not lead us to the leader: it
+    /// knows none (an election is under way), or redirects went round in circles.
+    #[error("the master at {addr} is a standby{}", match leader {
+        Some(l) => format!(" naming {l} as the leader, but the redirects reached no leader"),
+        None => " and no leader is elected yet: try again in a moment, or name the other masters (--master a,b,c)".to_string(),
+    })]
+    NotLeader {
+        addr: SocketAddr,
+        /// The leader it named, as `master ID at HOST:PORT`.
+        leader: Option<String>,
+    },
+    #[error("no master to dial")]
+    NoMaster,
 
     // Calls.
     #[error(transparent)]

@@ -12,5 +12,5 @@ mod operator;
 mod paging;
 
 pub use error::ClientError;
-pub use locate::{locate_master, DISCOVERY_TIMEOUT};
-pub use operator::{owner_of, OperatorClient, Panel, STATE_PAGE};
+pub use locate::{find_leader, locate_master, locate_masters, DISCOVERY_TIMEOUT};
+pub use operator::{owner_of, OperatorClient, Panel, SEVERAL_CONNECT_TIMEOUT, STATE_PAGE};

@@ -7,6 +7,7 @@ use bramble_proto::framework_state::{StateEntry, StateWrite};
 use bramble_proto::handshake::{say_hello, HandshakeError};
 use bramble_proto::identity::{Credentials, Role};
 use bramble_proto::image_transfer::{file_digest, CHUNK_BYTES};
+use bramble_proto::masters::MAX_REDIRECTS;
 use bramble_proto::messages::{
     ClusterState, ImageFormat, ImagePushResult, ImageSpec, ImageUpload, OperatorCall,
     OperatorReply, PeerKind, SandboxChunk, SandboxRead, StateCursor, StatePage, MAX_SANDBOX_READ,
@@ -19,16 +20,105 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use tracing::info;
 
 /// How long a dial waits for the master's handshake: QUIC's idle timeout, so a master that is
 /// there but slow is not cut short, and a wrong address is said in about ten seconds.
 pub const CONNECT_TIMEOUT: Duration = bramble_proto::transport::IDLE_TIMEOUT;
+
+/// How long each dial waits when there are several masters to try: a dead one should not
+/// hold up the next, which may be the leader.
+pub const SEVERAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a followed sandbox file is read again once its end is reached.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 /// Items per page when [`OperatorClient::state`] fetches the whole state.
 pub const STATE_PAGE: u32 = 1000;
+
+/// Dials `master` and says hello as `kind`, following a standby's redirect to the leader (at
+/// most [`MAX_REDIRECTS`] in a row); the leader's connection and control stream once it has
+/// welcomed us.
+pub(crate) async fn hello_following(
+    creds: &Credentials,
+    kind: PeerKind,
+    master: SocketAddr,
+    timeout: Duration,
+) -> Result<(quinn::Endpoint, quinn::Connection, ControlStream), ClientError> {
+    let mut master = master;
+    let mut redirects = 0;
+    loop {
+        let (endpoint, conn) = dial(creds, master, timeout).await?;
+        match say_hello(&conn, kind).await {
+            Ok((ctl, _)) => return Ok((endpoint, conn, ctl)),
+            Err(HandshakeError::Refused(reason)) => return Err(ClientError::Refused(reason)),
+            Err(HandshakeError::NotLeader(Some(leader))) if redirects < MAX_REDIRECTS => {
+                conn.close(quinn::VarInt::from_u32(0), b"following the leader");
+                redirects += 1;
+                info!(
+                    "master {master} is a standby; following leader {} at {}",
+                    leader.id, leader.address
+                );
+                master = resolve_leader(&leader.address, master).await?;
+            }
+            Err(HandshakeError::NotLeader(leader)) => {
+                conn.close(quinn::VarInt::from_u32(0), b"no leader");
+                return Err(ClientError::NotLeader {
+                    addr: master,
+                    leader: leader.map(|l| format!("master {} at {}", l.id, l.address)),
+                });
+            }
+            Err(other) => return Err(ClientError::Hello(other)),
+        }
+    }
+}
+
+/// Dials `master` with `creds` on an endpoint of its address family.
+async fn dial(
+    creds: &Credentials,
+    master: SocketAddr,
+    timeout: Duration,
+) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
+    let endpoint =
+        client_endpoint(creds, unspecified_for(master)).map_err(ClientError::Endpoint)?;
+    let no_answer = ClientError::NoAnswer {
+        addr: master,
+        waited: timeout,
+    };
+    match tokio::time::timeout(timeout, connect(&endpoint, master)).await {
+        Err(_) => Err(no_answer),
+        Ok(Err(TransportError::Connection {
+            source: quinn::ConnectionError::TimedOut,
+            ..
+        })) => Err(no_answer),
+        Ok(Err(source)) => Err(ClientError::Connect {
+            addr: master,
+            source,
+        }),
+        Ok(Ok(conn)) => Ok((endpoint, conn)),
+    }
+}
+
+/// The leader's address as a standby named it (`HOST:PORT`), resolved now; of the same
+/// address family as `from` when it has one.
+pub(crate) async fn resolve_leader(
+    hostport: &str,
+    from: SocketAddr,
+) -> Result<SocketAddr, ClientError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|source| ClientError::Resolve {
+            hostport: hostport.to_owned(),
+            source,
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4() == from.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| ClientError::NoAddress(hostport.to_owned()))
+}
 
 /// What the master's front panel shows.
 #[derive(Debug, Clone)]
@@ -63,7 +153,8 @@ impl OperatorClient {
     }
 
     /// [`OperatorClient::connect_as`], giving up with [`ClientError::NoAnswer`] when the
-    /// handshake has not completed within `timeout`.
+    /// handshake has not completed within `timeout`. A standby master's redirect to the
+    /// leader is followed (at most [`MAX_REDIRECTS`] in a row).
     async fn connect_within(
         cluster: &Path,
         principal: Option<&str>,
@@ -76,37 +167,18 @@ impl OperatorClient {
                 source,
             }
         })?;
-        let endpoint =
-            client_endpoint(&creds, unspecified_for(master)).map_err(ClientError::Endpoint)?;
-        let no_answer = ClientError::NoAnswer {
-            addr: master,
-            waited: timeout,
-        };
-        let conn = match tokio::time::timeout(timeout, connect(&endpoint, master)).await {
-            Err(_) => return Err(no_answer),
-            Ok(Err(TransportError::Connection {
-                source: quinn::ConnectionError::TimedOut,
-                ..
-            })) => return Err(no_answer),
-            Ok(Err(source)) => {
-                return Err(ClientError::Connect {
-                    addr: master,
-                    source,
-                })
-            }
-            Ok(Ok(conn)) => conn,
-        };
-        let (ctl, _) = say_hello(&conn, PeerKind::Operator)
-            .await
-            .map_err(|e| match e {
-                HandshakeError::Refused(reason) => ClientError::Refused(reason),
-                other => ClientError::Hello(other),
-            })?;
+        let (endpoint, conn, ctl) =
+            hello_following(&creds, PeerKind::Operator, master, timeout).await?;
         Ok(Self {
             conn,
             ctl,
             _endpoint: endpoint,
         })
+    }
+
+    /// The master this client is connected to (the leader, after any redirect).
+    pub fn master(&self) -> SocketAddr {
+        self.conn.remote_address()
     }
 
     /// One call, its reply as the master sent it.

@@ -13,8 +13,8 @@ use bramble_sdk::{
 };
 use std::collections::HashSet;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// One task's work: how it is read from the task's data, computed, and reported.
@@ -63,18 +63,33 @@ impl<W: Computation> Executor for ComputeExecutor<W> {
                 return;
             }
         };
-        let _ = driver.send_status_update(status(&task, TaskState::Running));
+        let running = status(&task, TaskState::Running);
         let driver = driver.clone();
         let killed = self.killed.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let computing = work.clone();
-            let computed = tokio::task::spawn_blocking(move || computing.compute()).await;
-            let was_killed = killed
-                .lock()
-                .map(|mut k| k.remove(&task.task_id))
-                .unwrap_or(false);
-            if was_killed {
+            let mut computation = tokio::task::spawn_blocking(move || computing.compute());
+            // A computation over within RUNNING_WITHIN reports RUNNING with its end, in one
+            // write (one commit on the agent); a longer one reports RUNNING now.
+            let quick = match tokio::time::timeout(RUNNING_WITHIN, &mut computation).await {
+                Ok(computed) => Some(computed),
+                Err(_) => {
+                    if lock(&killed).remove(&task.task_id) {
+                        return; // KILLED went out instead
+                    }
+                    let _ = driver.send_status_update(running.clone());
+                    None
+                }
+            };
+            let together = quick.is_some();
+            let computed = match quick {
+                Some(computed) => computed,
+                None => computation.await,
+            };
+            // Under the lock: a kill from now on finds the task's end already sent.
+            let mut killed = lock(&killed);
+            if killed.remove(&task.task_id) {
                 return;
             }
             let update = match computed {
@@ -91,18 +106,31 @@ impl<W: Computation> Executor for ComputeExecutor<W> {
                     status(&task, TaskState::Failed).message(message)
                 }
             };
-            let _ = driver.send_status_update(update);
+            if together {
+                let _ = driver.send_status_updates(vec![running, update]);
+            } else {
+                let _ = driver.send_status_update(update);
+            }
+            drop(killed);
         });
     }
 
     async fn kill_task(&mut self, driver: &ExecutorDriver, task_id: &TaskId) {
-        if let Ok(mut k) = self.killed.lock() {
-            k.insert(task_id.clone());
-        }
+        // Under the lock, so a task's RUNNING or end is never sent after its KILLED.
+        let mut killed = lock(&self.killed);
+        killed.insert(task_id.clone());
         let _ = driver.send_status_update(
             status(task_id, TaskState::Killed)
                 .reason(TaskReason::KilledByRequest)
                 .message(W::ABANDONED),
         );
     }
+}
+
+/// How long a task's computation may take and still report RUNNING together with its end.
+pub const RUNNING_WITHIN: Duration = Duration::from_millis(2);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data; a panic elsewhere cannot leave it half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -63,6 +63,50 @@ pub struct MasterConfig {
     pub display: bramble_firmware::DisplayConfig,
     /// `[mesos]`: the Mesos v1 scheduler API on the HTTP port.
     pub mesos: MesosConfig,
+    /// `[ha]`: one of several replicated masters (absent: the single master, its store in
+    /// `state_dir`).
+    pub ha: Option<HaConfig>,
+}
+
+/// `[ha]` in master.toml: this master is one of a replicated group (`ha/`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// This master's id in the group, one of `peers`.
+    pub id: u64,
+    /// Every master's replication address, `"ID=HOST:PORT"` (this one's included: it listens
+    /// there, UDP, ALPN `bramble-raft/1`).
+    pub peers: Vec<String>,
+    /// Form the group from `peers` on this first start (an empty replica store). Only for the
+    /// very first start of a new group: a master whose replica directory was wiped must be
+    /// added back (`bramble masters add`), never bootstrap again.
+    #[serde(default)]
+    pub bootstrap: bool,
+}
+
+impl HaConfig {
+    /// The replica's configuration, or which key is wrong and why.
+    pub fn replica_config(&self) -> Result<bramble_replica::ReplicaConfig, (&'static str, String)> {
+        if self.id == 0 {
+            return Err(("ha.id", "must be > 0".into()));
+        }
+        if self.peers.is_empty() {
+            return Err((
+                "ha.peers",
+                "must list every master as \"ID=HOST:PORT\", this one's included".into(),
+            ));
+        }
+        let mut config = bramble_replica::ReplicaConfig::from_peers(self.id, &self.peers)
+            .map_err(|e| match e {
+                bramble_replica::ConfigError::SelfMissing(id) => (
+                    "ha.id",
+                    format!("{id} is not among ha.peers (this master's own address is taken from there)"),
+                ),
+                e => ("ha.peers", e.to_string()),
+            })?;
+        config.bootstrap = self.bootstrap;
+        Ok(config)
+    }
 }
 
 /// `[mesos]` in master.toml.
@@ -98,6 +142,7 @@ impl Default for MasterConfig {
             discovery: DiscoveryConfig::default(),
             display: bramble_firmware::DisplayConfig::default(),
             mesos: MesosConfig::default(),
+            ha: None,
         }
     }
 }
@@ -167,6 +212,10 @@ impl MasterConfig {
         }
         if let Err((key, message)) = self.discovery.validate() {
             return Err(ConfigError::invalid(path, text, key, message));
+        }
+        if let Some(ha) = &self.ha {
+            ha.replica_config()
+                .map_err(|(key, message)| ConfigError::invalid(path, text, key, message))?;
         }
         Ok(())
     }
@@ -257,6 +306,48 @@ mod tests {
             .expect_err("typo")
             .to_string();
         assert!(msg.contains("interface"), "{msg}");
+    }
+
+    #[test]
+    fn ha_is_read_and_bad_values_name_the_file_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(
+            &path,
+            "[ha]\nid = 2\npeers = [\"1=127.0.0.1:7001\", \"2=127.0.0.1:7002\", \"3=127.0.0.1:7003\"]\n",
+        )
+        .expect("write");
+        let cfg = MasterConfig::load(&path, true).expect("valid");
+        let ha = cfg.ha.expect("[ha]");
+        let replica = ha.replica_config().expect("replica config");
+        assert_eq!(replica.id, 2);
+        assert_eq!(replica.peers.len(), 3);
+        assert!(!replica.bootstrap);
+        for (toml, key) in [
+            ("[ha]\nid = 4\npeers = [\"1=127.0.0.1:7001\"]\n", "ha.id"),
+            ("[ha]\nid = 0\npeers = [\"0=127.0.0.1:7001\"]\n", "ha.id"),
+            ("[ha]\nid = 1\npeers = [\"1:127.0.0.1:7001\"]\n", "ha.peers"),
+            (
+                "[ha]\nid = 1\npeers = [\"1=127.0.0.1:7001\", \"1=127.0.0.1:7002\"]\n",
+                "ha.peers",
+            ),
+            ("[ha]\nid = 1\npeers = []\n", "ha.peers"),
+        ] {
+            std::fs::write(&path, toml).expect("write");
+            let msg = MasterConfig::load(&path, true).expect_err(toml).to_string();
+            assert!(
+                msg.contains("master.toml") && msg.contains(key),
+                "{toml}: {msg}"
+            );
+        }
+        std::fs::write(&path, "[ha]\nid = 1\npeer = []\n").expect("write");
+        let msg = MasterConfig::load(&path, true)
+            .expect_err("typo")
+            .to_string();
+        assert!(msg.contains("peer"), "{msg}");
+        // Absent: the single master.
+        std::fs::write(&path, "name = \"x\"\n").expect("write");
+        assert!(MasterConfig::load(&path, true).expect("valid").ha.is_none());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! launches what frameworks accept and relays status updates until they are acknowledged.
 //!
 //! Where to start reading: `server.rs` (connections in, messages out), then `state/` (the
-//! single-owner state machine), then `allocator.rs` (pure policy) and `store.rs` (the
+//! single-owner state machine), then `allocator.rs` (pure policy) and `store/` (the
 //! redb file a restarted master recovers from).
 
+mod admission;
 pub mod allocator;
 pub mod artifacts;
 pub mod certificates;

@@ -17,28 +17,27 @@
 //! Once a large burst is over, the state task gives the memory it freed back to the OS
 //! (`bramble_proto::memory`), so the master's RSS falls back towards its working set.
 
+use crate::admission;
+use crate::admission::NotAdmitted;
 use crate::certificates::{self, CertificateChecks};
 use crate::config::MasterConfig;
 use crate::display::PanelFeed;
-use crate::handshakes::{Budget, Slot, Verdict};
-use crate::local_scheduler;
+use crate::handshakes::{Admissions, Budget, Slot, Ticket, Verdict};
 use crate::state::feed::Feed;
 use crate::state::{ConnId, Input, Master, PeerHandle, PeerTx, Timeouts};
 use crate::store::{Batch, Store, StoreError};
 use bramble_proto::codec::{
     CodecError, FrameReader, FrameWriter, MAX_BATCH, MAX_FRAME_BYTES, MAX_INPUT_BYTES,
 };
-use bramble_proto::identity::{Credentials, Role};
+use bramble_proto::identity::Credentials;
 use bramble_proto::memory;
 use bramble_proto::messages::{
-    AgentToMaster, ClusterState, Hello, HelloReply, MasterEvent, MasterToAgent, OperatorCall,
-    OperatorReply, PeerKind, SchedulerCall,
+    AgentToMaster, ClusterState, MasterEvent, MasterToAgent, OperatorCall, OperatorReply, PeerKind,
+    SchedulerCall,
 };
 use bramble_proto::queue::{self, QueueTx};
-use bramble_proto::transport::{
-    peer_certificate, peer_identity, server_endpoint, ControlStream, PeerIdentity,
-};
-use bramble_proto::{PROTOCOL_VERSION, SOFTWARE_VERSION};
+use bramble_proto::transport::{peer_certificate, peer_identity, server_endpoint, PeerIdentity};
+use bramble_proto::SOFTWARE_VERSION;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -52,13 +51,6 @@ use tracing::{debug, error, info, warn};
 /// How long a TLS/QUIC handshake may take: a stalled one holds a handshake slot (see
 /// `handshakes.rs`) no longer than this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer may take from handshake to hello; one that connects and says nothing is
-/// dropped then, with one log line.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest frame accepted before a peer is admitted: a hello is a few dozen bytes.
-const HELLO_MAX_BYTES: usize = 4 * 1024;
-/// How long a refused peer gets to receive the reason before its connection is closed.
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// Outbound messages queued per peer before it counts as too slow...
 const PEER_QUEUE: usize = 4096;
 /// ...and bytes: a few frames' worth, or a peer that stops reading makes the master hold
@@ -427,6 +419,7 @@ async fn accept_loop(
     let next_id = Arc::new(AtomicU64::new(1));
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let handshakes = Budget::default();
+    let admissions = Admissions::from_env();
     let mut refusals = Refusals::default();
     loop {
         let incoming = tokio::select! {
@@ -459,6 +452,7 @@ async fn accept_loop(
         let edge = edge.clone();
         let checks = checks.clone();
         let limit = limit.clone();
+        let admissions = admissions.clone();
         tokio::spawn(async move {
             let Some(conn) = handshake(incoming, slot).await else {
                 return;
@@ -469,7 +463,7 @@ async fn accept_loop(
                 conn.close(quinn::VarInt::from_u32(1), b"too many connections");
                 return;
             };
-            serve_connection(conn, conn_id, inputs, cluster_id, edge, checks).await;
+            serve_connection(conn, conn_id, inputs, cluster_id, edge, checks, admissions).await;
             drop(permit);
         });
     }
@@ -525,6 +519,7 @@ async fn serve_connection(
     cluster_id: String,
     edge: Edge,
     checks: Arc<CertificateChecks>,
+    admissions: Admissions,
 ) {
     let remote = conn.remote_address();
     let identity = match peer_identity(&conn) {
@@ -547,9 +542,16 @@ async fn serve_connection(
             return;
         }
     };
-    let (kind, ctl) = match admit(&conn, &identity, &cluster_id).await {
+    let (kind, ctl, admission) = match admission::admit(&conn, &identity, &cluster_id, &admissions)
+        .await
+    {
         Ok(admitted) => admitted,
-        Err(reason) => {
+        // Told when to come back (`handshakes.rs` logs the busy answers, once a second).
+        Err(NotAdmitted::Busy) => {
+            conn.close(quinn::VarInt::from_u32(0), b"busy");
+            return;
+        }
+        Err(NotAdmitted::Refused(reason)) => {
             warn!(peer = %remote, subject = %identity.subject, role = %identity.role, "refusing peer: {reason}");
             conn.close(quinn::VarInt::from_u32(1), reason.as_bytes());
             return;
@@ -569,6 +571,7 @@ async fn serve_connection(
         conn_id,
         identity: identity.clone(),
         inputs: &inputs,
+        admission,
     };
     let reason = match kind {
         PeerKind::Agent => {
@@ -623,73 +626,15 @@ async fn serve_connection(
     }
 }
 
-/// Accepts the control stream and answers the hello: the peer is admitted only once this
-/// returns.
-async fn admit(
-    conn: &quinn::Connection,
-    identity: &PeerIdentity,
-    cluster_id: &str,
-) -> Result<(PeerKind, ControlStream), String> {
-    // One deadline for the stream and the hello on it: a peer that connects and says nothing
-    // (or part of a hello) is dropped when it passes.
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
-        .await
-        .map_err(|_| format!("no control stream within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("connection lost before hello: {e}"))?;
-    ctl.reader.set_limit(HELLO_MAX_BYTES);
-    let hello: Hello = tokio::time::timeout_at(deadline, ctl.recv())
-        .await
-        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("bad hello: {e}"))?;
-    let refusal = if hello.protocol_version != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
-            hello.protocol_version, hello.software_version
-        ))
-    } else if let Err(why) = Master::admits(hello.kind, identity.role, identity.address.ip()) {
-        Some(why)
-    } else if hello.kind == PeerKind::Scheduler && identity.role == Role::Node {
-        // Loopback alone does not make it the master node's own service scheduler.
-        let peer = identity.address;
-        match tokio::task::spawn_blocking(move || local_scheduler::check(peer)).await {
-            Ok(verdict) => verdict.err(),
-            Err(e) => Some(format!("checking the local scheduler's socket: {e}")),
-        }
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        // Best effort: tell the peer why before closing.
-        let _ = ctl
-            .send(&HelloReply::Refused {
-                reason: reason.clone(),
-            })
-            .await;
-        // Closing the connection at once would discard the refusal in flight: wait (briefly)
-        // until the peer has it.
-        let send = ctl.writer.get_mut();
-        if send.finish().is_ok() {
-            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-        }
-        return Err(reason);
-    }
-    ctl.send(&HelloReply::Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        software_version: SOFTWARE_VERSION.to_string(),
-        cluster_id: cluster_id.to_string(),
-    })
-    .await
-    .map_err(|e| format!("sending welcome: {e}"))?;
-    Ok((hello.kind, ctl))
-}
-
 /// An admitted agent or scheduler connection, and where its inputs go.
 struct Peer<'a> {
     conn: &'a quinn::Connection,
     conn_id: ConnId,
     identity: PeerIdentity,
     inputs: &'a mpsc::Sender<Input>,
+    /// An agent's admission, given back once its first message (the registration) is with
+    /// the state task.
+    admission: Option<Ticket>,
 }
 
 /// Runs an admitted agent or scheduler: a writer task drains its queue (made into a
@@ -711,6 +656,7 @@ where
         conn_id,
         identity,
         inputs,
+        mut admission,
     } = peer;
     let (tx, mut rx) = queue::channel::<Out>(PEER_QUEUE, PEER_QUEUE_BYTES);
     let mut at_edge = In::at_edge(edge, &tx);
@@ -748,6 +694,7 @@ where
                 if inputs.send(wrap(conn_id, msg)).await.is_err() {
                     break CodecError::Closed;
                 }
+                drop(admission.take());
             }
             Err(e) => break e,
         }

@@ -67,6 +67,15 @@ impl Backoff {
         self.ceiling = MIN_BACKOFF;
     }
 
+    /// The master answered busy with an appointment `retry_after`: the delay to honour it,
+    /// with up to a quarter more drawn at random (peers told the same instant draw apart). The
+    /// ceiling starts again from the lowest: the master is there and answering.
+    pub fn busy(&mut self, retry_after: Duration) -> Duration {
+        self.reset();
+        let spread = (retry_after / 4).as_micros() as u64;
+        retry_after + Duration::from_micros(self.rng.below(spread + 1))
+    }
+
     /// Draw under the highest ceiling from now on (retrying soon will not help).
     pub fn slowest(&mut self) {
         self.ceiling = MAX_BACKOFF;
@@ -76,6 +85,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_answer_is_honoured_with_some_jitter() {
+        let mut b = Backoff::with_seed(7);
+        b.slowest();
+        let hint = Duration::from_millis(800);
+        let delays: Vec<Duration> = (0..200).map(|_| b.busy(hint)).collect();
+        assert!(delays.iter().all(|d| *d >= hint && *d <= hint + hint / 4));
+        assert!(delays.iter().any(|d| *d != delays[0]), "drawn apart");
+        assert_eq!(b.ceiling(), MIN_BACKOFF);
+    }
 
     #[test]
     fn the_ceiling_doubles_from_100ms_to_5s_and_delays_stay_below_it() {

@@ -37,6 +37,9 @@ pub enum HandshakeError {
     /// The master is a standby of a replicated group; `leader` is where to go, if it knows.
     #[error("this master is not the leader{}", leader_suffix(.0))]
     NotLeader(Option<LeaderHint>),
+    /// The master is busy admitting others: dial again after this (plus some jitter).
+    #[error("the master is busy admitting other peers; retry in {} ms", .0.as_millis())]
+    Busy(std::time::Duration),
 }
 
 fn leader_suffix(leader: &Option<LeaderHint>) -> String {
@@ -89,6 +92,9 @@ pub async fn say_hello(
         )),
         HelloReply::Refused { reason } => Err(HandshakeError::Refused(reason)),
         HelloReply::NotLeader { leader } => Err(HandshakeError::NotLeader(leader)),
+        HelloReply::Busy { retry_after_ms } => Err(HandshakeError::Busy(
+            std::time::Duration::from_millis(retry_after_ms.into()),
+        )),
     }
 }
 
@@ -152,6 +158,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn busy_is_an_error_carrying_when_to_retry() {
+        let (addr, master, dir) = answer_once(HelloReply::Busy {
+            retry_after_ms: 1_250,
+        })
+        .await;
+        let (_endpoint, conn) = dial(dir.path(), addr).await;
+        match say_hello(&conn, PeerKind::Agent).await {
+            Err(HandshakeError::Busy(after)) => {
+                assert_eq!(after, std::time::Duration::from_millis(1_250))
+            }
+            Err(other) => panic!("expected busy, got {other}"),
+            Ok(_) => panic!("expected busy, got a welcome"),
+        }
+        conn.close(quinn::VarInt::from_u32(0), b"done");
+        master.await.expect("master");
+    }
+
+    #[tokio::test]
     async fn a_refusal_is_an_error_carrying_the_masters_reason() {
         let (addr, master, dir) = answer_once(HelloReply::Refused {
             reason: "not today".into(),
@@ -184,7 +208,9 @@ mod tests {
         match say_hello(&conn, PeerKind::Agent).await {
             Err(e @ HandshakeError::NotLeader(_)) => {
                 assert!(e.to_string().contains("master 2 at 10.0.0.2:5050"), "{e}");
-                let HandshakeError::NotLeader(got) = e else { unreachable!() };
+                let HandshakeError::NotLeader(got) = e else {
+                    unreachable!()
+                };
                 assert_eq!(got, Some(leader));
             }
             Err(other) => panic!("expected NotLeader, got {other}"),

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod ids;
 pub mod image_transfer;
 pub mod logging;
+pub mod masters;
 pub mod memory;
 pub mod messages;
 pub mod proc_net;

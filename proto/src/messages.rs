@@ -48,6 +48,13 @@ pub enum HelloReply {
     NotLeader {
         leader: Option<LeaderHint>,
     },
+    /// The master is admitting as many peers as it can at once: dial again in
+    /// `retry_after_ms` (an appointment the master spreads, so returning peers arrive at the
+    /// pace it admits them; add a little jitter). Nothing is wrong with the peer. Appended:
+    /// older peers read it as an unknown reply and retry with their backoff.
+    Busy {
+        retry_after_ms: u32,
+    },
 }
 
 /// Where a replicated group's leader serves, as a follower knows it.

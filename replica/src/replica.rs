@@ -254,6 +254,23 @@ impl Replica {
         }
     }
 
+    /// Commits `cmd` only if this node leads: never forwarded. A master serving as leader
+    /// writes through this, so a master deposed meanwhile gets `NotLeader` (and stops serving)
+    /// instead of having its writes land on the new leader's state.
+    pub async fn write_as_leader(&self, cmd: Command) -> Result<Response, ReplicaError> {
+        write_local(&self.inner.raft, &self.inner.tuning, cmd)
+            .await
+            .map_err(refused)
+    }
+
+    /// Returns once this node leads and has applied everything committed before (a heartbeat
+    /// round confirms it still leads): what a new leader waits for before reading its state.
+    pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
+        ensure_linearizable(&self.inner.raft, &self.inner.tuning)
+            .await
+            .map_err(refused)
+    }
+
     /// `key` of `table` as of now: the leader confirms it still leads (a heartbeat round) and
     /// has applied everything committed before answering. A follower asks the leader.
     pub async fn read(&self, table: &str, key: &str) -> Result<Option<Versioned>, ReplicaError> {

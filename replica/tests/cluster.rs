@@ -83,6 +83,38 @@ async fn three_nodes_elect_one_leader_and_replicate_writes() {
         }
         other => panic!("expected NotLeader, got {other:?}"),
     }
+    // A write as leader is never forwarded: on a follower it is refused and nothing is written.
+    match c
+        .node(follower)
+        .write_as_leader(put("t", "as-leader", b"v"))
+        .await
+    {
+        Err(ReplicaError::NotLeader {
+            leader: Some((id, _)),
+        }) => assert_eq!(id, leader),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert!(matches!(
+        c.node(follower).read_barrier().await,
+        Err(ReplicaError::NotLeader { .. })
+    ));
+    c.node(leader).read_barrier().await.unwrap();
+    assert!(c
+        .node(leader)
+        .read_local("t", "as-leader")
+        .await
+        .unwrap()
+        .is_none());
+    c.node(leader)
+        .write_as_leader(put("t", "as-leader", b"v"))
+        .await
+        .unwrap();
+    assert!(c
+        .node(leader)
+        .read("t", "as-leader")
+        .await
+        .unwrap()
+        .is_some());
     for id in c.alive() {
         c.node(id).shutdown().await.unwrap();
     }

@@ -419,6 +419,8 @@ struct Pending {
 
 pub(crate) enum Outbound {
     Frame(ExecutorToAgent),
+    /// Frames that leave in the same write (`send_status_updates`).
+    Frames(Vec<ExecutorToAgent>),
     /// Answered once every frame queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -486,8 +488,53 @@ impl ExecutorDriver {
     /// a fresh v4 uuid when none is set. Returns the uuid; the update stays in
     /// [`ExecutorDriver::pending_updates`] until the agent acknowledges it. An update over the
     /// cluster's input limit (`data` near 1 MiB) is [`SdkError::TooLarge`] and is not sent.
-    pub fn send_status_update(&self, mut status: TaskStatus) -> Result<Uuid, SdkError> {
+    pub fn send_status_update(&self, status: TaskStatus) -> Result<Uuid, SdkError> {
         self.check_running()?;
+        let (status, update) = self.prepare(status)?;
+        let uuid = status.uuid.unwrap_or_default();
+        // Queue while holding the lock so that pending order is wire order.
+        let mut pending = lock(&self.inner.pending);
+        self.send(update)?;
+        pending.push(Pending {
+            status,
+            sent_at: Instant::now(),
+        });
+        Ok(uuid)
+    }
+
+    /// Sends several status updates in one write, in order, each as
+    /// [`send_status_update`](Self::send_status_update) would. For a task that ended before
+    /// its RUNNING went out: its RUNNING and its terminal update reach the agent together, and
+    /// the agent records both in one commit (one fsync instead of two) before relaying either.
+    /// Nothing is sent if any of them is refused (too large).
+    pub fn send_status_updates(&self, statuses: Vec<TaskStatus>) -> Result<Vec<Uuid>, SdkError> {
+        self.check_running()?;
+        let prepared = statuses
+            .into_iter()
+            .map(|s| self.prepare(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let uuids = prepared
+            .iter()
+            .map(|(s, _)| s.uuid.unwrap_or_default())
+            .collect();
+        let (statuses, frames): (Vec<TaskStatus>, Vec<ExecutorToAgent>) =
+            prepared.into_iter().unzip();
+        let mut pending = lock(&self.inner.pending);
+        self.inner
+            .out
+            .send(Outbound::Frames(frames))
+            .map_err(|_| SdkError::Agent("the connection to the agent is closed".into()))?;
+        let now = Instant::now();
+        pending.extend(statuses.into_iter().map(|status| Pending {
+            status,
+            sent_at: now,
+        }));
+        Ok(uuids)
+    }
+
+    /// Fills in what the driver sets on every update and checks its size: the update to keep
+    /// pending and the frame to send.
+    fn prepare(&self, mut status: TaskStatus) -> Result<(TaskStatus, ExecutorToAgent), SdkError> {
         let uuid = *status.uuid.get_or_insert_with(Uuid::new_v4);
         status.source = UpdateSource::Executor;
         status.framework_id = self.inner.framework_id.clone();
@@ -500,14 +547,7 @@ impl ExecutorDriver {
         debug!(task = %status.task_id, state = %status.state, %uuid, "sending status update");
         let update = ExecutorToAgent::Update(status.clone());
         SdkError::check_size("the status update", &update)?;
-        // Queue while holding the lock so that pending order is wire order.
-        let mut pending = lock(&self.inner.pending);
-        self.send(update)?;
-        pending.push(Pending {
-            status,
-            sent_at: Instant::now(),
-        });
-        Ok(uuid)
+        Ok((status, update))
     }
 
     /// Sends bytes to the scheduler (best effort: not checkpointed, not resent).
@@ -661,6 +701,7 @@ async fn write_frames(
                 for item in items.drain(..) {
                     match item {
                         Outbound::Frame(msg) => frames.push(msg),
+                        Outbound::Frames(msgs) => frames.extend(msgs),
                         Outbound::Flush(done) => {
                             write_batch(&mut writer, &mut frames).await;
                             let _ = done.send(());
@@ -720,5 +761,72 @@ fn message_name(msg: &AgentToExecutor) -> &'static str {
         AgentToExecutor::UpdateAck(_) => "UpdateAck",
         AgentToExecutor::Message(_) => "Message",
         AgentToExecutor::Shutdown => "Shutdown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_proto::task::TaskState;
+
+    fn driver() -> (ExecutorDriver, mpsc::UnboundedReceiver<Outbound>) {
+        let (driver, out, _stop) = ExecutorDriver::new(
+            FrameworkId::from("fw"),
+            ExecutorId::from("exec"),
+            AgentId::from("agent"),
+        );
+        (driver, out)
+    }
+
+    fn update(task: &str, state: TaskState) -> TaskStatus {
+        crate::status(&TaskId::from(task), state)
+    }
+
+    #[test]
+    fn updates_sent_together_are_one_item_for_the_writer_in_order_and_pending() {
+        let (driver, mut out) = driver();
+        let uuids = driver
+            .send_status_updates(vec![
+                update("t1", TaskState::Running),
+                update("t1", TaskState::Finished),
+            ])
+            .unwrap();
+        let Ok(Outbound::Frames(frames)) = out.try_recv() else {
+            panic!("one item holding both frames");
+        };
+        assert!(out.try_recv().is_err(), "nothing else queued");
+        let sent: Vec<_> = frames
+            .iter()
+            .map(|f| match f {
+                ExecutorToAgent::Update(s) => (s.state, s.uuid),
+                other => panic!("not an update: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                (TaskState::Running, Some(uuids[0])),
+                (TaskState::Finished, Some(uuids[1]))
+            ]
+        );
+        let pending: Vec<_> = driver.pending_updates().iter().map(|s| s.uuid).collect();
+        assert_eq!(pending, vec![Some(uuids[0]), Some(uuids[1])]);
+        // Acknowledged one by one, like any update.
+        driver.settle(uuids[0]);
+        driver.settle(uuids[1]);
+        assert!(driver.pending_updates().is_empty());
+    }
+
+    #[test]
+    fn updates_sent_together_are_all_or_nothing() {
+        let (driver, mut out) = driver();
+        let mut huge = update("t1", TaskState::Finished);
+        huge.data = vec![0; bramble_proto::codec::MAX_FRAME_BYTES + 1];
+        let err = driver
+            .send_status_updates(vec![update("t1", TaskState::Running), huge])
+            .unwrap_err();
+        assert!(matches!(err, SdkError::TooLarge { .. }), "{err}");
+        assert!(out.try_recv().is_err(), "nothing sent");
+        assert!(driver.pending_updates().is_empty());
     }
 }

@@ -508,6 +508,12 @@ impl<E: Executor> ExecutorTest<E> {
     fn record(&mut self, out: Outbound) {
         let frame = match out {
             Outbound::Frame(frame) => frame,
+            Outbound::Frames(frames) => {
+                for frame in frames {
+                    self.record(Outbound::Frame(frame));
+                }
+                return;
+            }
             // Nothing is buffered between the driver and the kit: flushed at once.
             Outbound::Flush(done) => {
                 let _ = done.send(());

@@ -10,6 +10,7 @@ pub mod framework;
 pub mod netns;
 pub mod processes;
 pub mod services;
+pub mod standby;
 pub mod users;
 
 use bramble_agent::master_link::MasterLocator;

@@ -157,6 +157,12 @@ impl Net {
         net
     }
 
+    /// The root namespace's port on the bridge (address `.254`): where a test process's own
+    /// mDNS daemons can speak to the hosts, and to each other.
+    pub fn uplink(&self) -> &str {
+        &self.uplink
+    }
+
     /// The IPv4 address `.last` in this net's /24.
     pub fn ipv4(&self, last: u8) -> Ipv4Addr {
         Ipv4Addr::new(198, self.subnet.0, self.subnet.1, last)

@@ -274,6 +274,7 @@ pub struct AgentCmd {
     extra: String,
     env: Vec<(String, OsString)>,
     cluster: Option<PathBuf>,
+    masters: Option<Vec<String>>,
 }
 
 impl AgentCmd {
@@ -286,7 +287,15 @@ impl AgentCmd {
             extra: String::new(),
             env: Vec::new(),
             cluster: None,
+            masters: None,
         }
+    }
+
+    /// The masters to dial, as `masters = [...]` in the config file, instead of `--master`
+    /// naming the cluster's master (the masters of a replicated group).
+    pub fn masters(mut self, masters: &[SocketAddr]) -> Self {
+        self.masters = Some(masters.iter().map(|m| m.to_string()).collect());
+        self
     }
 
     /// Another cluster directory than the cluster's own (a card flashed for another cluster).
@@ -324,9 +333,13 @@ impl AgentCmd {
     }
 
     fn config_text(&self) -> String {
+        let masters = match &self.masters {
+            Some(list) => format!("masters = {list:?}\n"),
+            None => String::new(),
+        };
         format!(
             // Several agents share this host: the Mesos executor API takes a free port each.
-            "heartbeat_interval_ms = 200\nkill_grace_secs = 1\nmesos.listen = \"127.0.0.1:0\"\n{}",
+            "{masters}heartbeat_interval_ms = 200\nkill_grace_secs = 1\nmesos.listen = \"127.0.0.1:0\"\n{}",
             self.extra
         )
     }
@@ -406,8 +419,6 @@ impl LoopbackCluster {
                 .unwrap_or_else(|| self.test.cluster_dir())
                 .display()
                 .to_string(),
-            "--master".into(),
-            self.master_addr().to_string(),
             "--work-dir".into(),
             self.work_dir(cmd).display().to_string(),
             "--cpus".into(),
@@ -415,6 +426,9 @@ impl LoopbackCluster {
             "--mem".into(),
             cmd.mem_mib.to_string(),
         ];
+        if cmd.masters.is_none() {
+            args.extend(["--master".into(), self.master_addr().to_string()]);
+        }
         if let Some(disk) = cmd.disk_mib {
             args.extend(["--disk".into(), disk.to_string()]);
         }

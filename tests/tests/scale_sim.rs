@@ -45,3 +45,31 @@ async fn two_hundred_agents_register_run_tasks_and_come_back_after_a_master_kill
         "every task launched finished: {json}"
     );
 }
+
+/// The master's answer to more agents than it admits at once (issue 17): with room for one
+/// admission at a time, agents dialling together are told "busy, retry in N ms", come back
+/// at their appointments, and all get in — none gives up, none times out waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_admitting_one_at_a_time_answers_busy_and_everyone_gets_in() {
+    let mut opts = ScaleOptions::new(150, bin_dir().join("bramble-master"));
+    opts.master_env = vec![("BRAMBLE_MASTER_MAX_ADMITTING".into(), "1".into())];
+    opts.frameworks = 1;
+    opts.task_rate = 10.0;
+    opts.duration = Duration::from_secs(1);
+    opts.idle = Duration::from_millis(500);
+    opts.mean_task = Duration::from_millis(500);
+    opts.restart = false;
+    opts.register_deadline = Duration::from_secs(60);
+    let report = tokio::time::timeout(Duration::from_secs(120), scale(opts))
+        .await
+        .expect("the run finished within its deadline")
+        .expect("the run succeeded: every agent registered");
+    let json = serde_json::to_string_pretty(&report).expect("report as JSON");
+    eprintln!("{json}");
+    assert_eq!(report.operator_state_idle.agents, 150, "{json}");
+    assert!(
+        report.registration.busy > 0,
+        "150 agents dialling at once into one admission slot: some were told busy: {json}"
+    );
+    assert_eq!(report.tasks.lost, 0, "{json}");
+}

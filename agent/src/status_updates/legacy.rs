@@ -93,5 +93,6 @@ fn load_file(path: &Path, name: &str) -> Result<Pending, String> {
         uuid,
         status,
         frame_len: 0,
+        sent: true,
     })
 }

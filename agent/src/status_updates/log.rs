@@ -672,6 +672,8 @@ impl Replay {
                     uuid,
                     status,
                     frame_len: len,
+                    // The previous process may have sent it.
+                    sent: true,
                 });
             }
             Record::Ack {

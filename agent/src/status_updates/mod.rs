@@ -3,10 +3,18 @@
 //!
 //! Shape, as in Mesos:
 //! * one **stream** per `(framework, task)`: updates of one task go out in the order they were
-//!   recorded, one in flight at a time; the next is sent only once the head is acknowledged;
-//! * a head that is not acknowledged is resent with exponential backoff ([`INITIAL_BACKOFF`],
+//!   recorded. Unlike Mesos (one in flight, the next only once the head is acknowledged),
+//!   updates recorded while earlier ones are in flight follow them at once, in order, over
+//!   the same connection: a short task's FINISHED does not wait for its RUNNING's
+//!   acknowledgement (a master commit and three hops). An acknowledgement settles its update
+//!   and every earlier one of the task (one update superseded by a later one the framework
+//!   saw needs no answer of its own);
+//! * unacknowledged updates are resent with exponential backoff ([`INITIAL_BACKOFF`],
 //!   doubling, capped at [`MAX_BACKOFF`]), so sends happen at t = 0, 1, 3, 7, 15, 31, 61, 91 s…;
-//!   [`StatusUpdateManager::resend_all_now`] short-cuts the wait after reconnecting to a master;
+//!   [`StatusUpdateManager::resend_all_now`] short-cuts the wait after reconnecting to a master.
+//!   A resend of a stream whose terminal update has gone out before (or may have: recovered
+//!   from disk) is that terminal update alone: resending the earlier ones could show the
+//!   framework a RUNNING after its FINISHED;
 //! * once a task's terminal update is queued, further updates for it are refused with
 //!   [`StatusUpdateError::AfterTerminal`] (a typed error rather than a silent `Ok`, because it
 //!   means the producer has a bug or lost track of the task and the caller should log it). An
@@ -91,6 +99,8 @@ struct Pending {
     status: TaskStatus,
     /// Bytes of its record in the log, for compaction's accounting.
     frame_len: usize,
+    /// Sent at least once (or recovered from disk: maybe sent by the previous process).
+    sent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,14 +118,16 @@ impl Due {
     }
 }
 
-/// One task's queue. Only the head is ever in flight.
+/// One task's queue: its first `in_flight` updates are sent and wait for an acknowledgement.
 #[derive(Debug)]
 struct Stream {
     queue: VecDeque<Pending>,
-    /// When the head is next to be (re)sent.
+    /// When the queue is next to be (re)sent.
     due: Due,
-    /// The wait after the head's latest send; `None` until the head is first sent.
+    /// The wait after the latest (re)send; `None` until the queue is first sent.
     backoff: Option<Duration>,
+    /// How many of the queue's first updates went out since the last reset.
+    in_flight: usize,
 }
 
 impl Stream {
@@ -124,12 +136,25 @@ impl Stream {
             queue: VecDeque::new(),
             due: Due::Now,
             backoff: None,
+            in_flight: 0,
         }
     }
 
     fn reset(&mut self) {
         self.due = Due::Now;
         self.backoff = None;
+        self.in_flight = 0;
+    }
+
+    /// What a (re)send of the whole stream sends: everything queued, in order; or, when its
+    /// terminal update (always last) went out before, that update alone.
+    fn to_send(&self) -> std::ops::Range<usize> {
+        match self.queue.back() {
+            Some(last) if last.sent && last.status.state.is_terminal() => {
+                self.queue.len() - 1..self.queue.len()
+            }
+            _ => 0..self.queue.len(),
+        }
     }
 }
 
@@ -267,6 +292,7 @@ impl StatusUpdateManager {
                 uuid,
                 status,
                 frame_len: 0,
+                sent: false,
             });
         }
         if fresh.is_empty() && changes.is_empty() {
@@ -287,10 +313,11 @@ impl StatusUpdateManager {
         Ok(uuids)
     }
 
-    /// The framework acknowledged `uuid` for this task: dequeues it, logs the acknowledgement
-    /// (buffered, see `log.rs`), and makes the task's next update (if any) due now. `Ok(false)`
-    /// for a uuid that is not the head of that task's queue (unknown, or already
-    /// acknowledged): harmless. Never fails today: a failed log write is repaired by the next
+    /// The framework acknowledged `uuid` for this task: dequeues it and the task's earlier
+    /// updates, logs the acknowledgements (buffered, see `log.rs`), and makes the task's next
+    /// update (if any, and not in flight already) due now. `Ok(false)` for a uuid that is not
+    /// queued for the task (unknown, or already acknowledged), or neither its head nor ever
+    /// sent: harmless. Never fails today: a failed log write is repaired by the next
     /// durable write.
     pub fn acknowledge(
         &mut self,
@@ -302,44 +329,54 @@ impl StatusUpdateManager {
         let Some(stream) = self.streams.get_mut(&key) else {
             return Ok(false);
         };
-        match stream.queue.front() {
-            Some(head) if head.uuid == uuid => {
-                self.log.ack(framework_id, task_id, uuid, head.frame_len);
-            }
-            _ => {
-                if stream.queue.iter().any(|p| p.uuid == uuid) {
-                    warn!(task = %task_id, %uuid, "acknowledgement for an update not yet sent; ignored");
-                }
-                return Ok(false);
-            }
+        let Some(at) = stream.queue.iter().position(|p| p.uuid == uuid) else {
+            return Ok(false);
+        };
+        // The head, or an update that went out (from this process or the one before).
+        if at > 0 && !stream.queue[at].sent {
+            warn!(task = %task_id, %uuid, "acknowledgement for an update not yet sent; ignored");
+            return Ok(false);
         }
-        stream.queue.pop_front();
+        // It and every earlier update of the task: the framework saw this one after them.
+        for settled in stream.queue.drain(..=at) {
+            self.log
+                .ack(framework_id, task_id, settled.uuid, settled.frame_len);
+        }
+        stream.in_flight = stream.in_flight.saturating_sub(at + 1);
         if stream.queue.is_empty() {
             self.streams.remove(&key);
-        } else {
+        } else if stream.in_flight == 0 {
+            // The next update is due at once.
             stream.reset();
         }
         Ok(true)
     }
 
-    /// The queue heads whose (re)send is due at `now`. Each returned head is marked sent and
-    /// its next resend scheduled: `now + 1 s` after the first send, then doubling to 30 s.
+    /// The updates to send at `now`, each task's in order: a stream's whole queue when its
+    /// (re)send is due (see the module header for a resend after a terminal update), and
+    /// otherwise the updates recorded behind ones already in flight. A (re)send schedules the
+    /// next: `now + 1 s` after the first send, then doubling to 30 s.
     pub fn due(&mut self, now: Instant) -> Vec<TaskStatus> {
         let mut out = Vec::new();
         for stream in self.streams.values_mut() {
-            let Some(head) = stream.queue.front() else {
+            let range = if stream.due.reached(now) {
+                let backoff = match stream.backoff {
+                    None => INITIAL_BACKOFF,
+                    Some(b) => (b * 2).min(MAX_BACKOFF),
+                };
+                stream.backoff = Some(backoff);
+                stream.due = Due::At(now + backoff);
+                stream.to_send()
+            } else if stream.in_flight > 0 {
+                stream.in_flight..stream.queue.len()
+            } else {
                 continue;
             };
-            if !stream.due.reached(now) {
-                continue;
+            for p in stream.queue.range_mut(range) {
+                p.sent = true;
+                out.push(p.status.clone());
             }
-            out.push(head.status.clone());
-            let backoff = match stream.backoff {
-                None => INITIAL_BACKOFF,
-                Some(b) => (b * 2).min(MAX_BACKOFF),
-            };
-            stream.backoff = Some(backoff);
-            stream.due = Due::At(now + backoff);
+            stream.in_flight = stream.queue.len();
         }
         out
     }

@@ -62,7 +62,7 @@ fn states(updates: &[TaskStatus]) -> Vec<TaskState> {
 }
 
 #[test]
-fn record_due_ack_then_next_is_due() {
+fn updates_recorded_together_go_out_together_in_order() {
     let (_dir, mut m) = fresh();
     let t0 = Instant::now();
     let running = m.record(update("fw", "t1", TaskState::Running)).unwrap();
@@ -70,20 +70,49 @@ fn record_due_ack_then_next_is_due() {
     assert_eq!(m.pending(), 2);
 
     let sent = m.due(t0);
-    assert_eq!(sent.len(), 1, "one update in flight per task");
-    assert_eq!(sent[0].uuid, Some(running));
-    assert!(m.due(t0).is_empty(), "not resent before its backoff");
+    assert_eq!(
+        sent.iter().map(|s| s.uuid).collect::<Vec<_>>(),
+        vec![Some(running), Some(finished)],
+        "both, in order, without waiting for RUNNING's acknowledgement"
+    );
+    assert!(m.due(t0).is_empty(), "not resent before their backoff");
 
     assert!(m.acknowledge(&"fw".into(), &"t1".into(), running).unwrap());
-    let sent = m.due(t0);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].uuid, Some(finished));
-    assert_eq!(sent[0].state, TaskState::Finished);
-
+    assert!(m.due(t0).is_empty(), "FINISHED is in flight already");
     assert!(m.acknowledge(&"fw".into(), &"t1".into(), finished).unwrap());
     assert_eq!(m.pending(), 0);
     assert_eq!(m.next_deadline(), None);
     assert!(m.due(t0 + Duration::from_secs(100)).is_empty());
+}
+
+#[test]
+fn an_update_recorded_behind_one_in_flight_follows_it_at_once() {
+    let (_dir, mut m) = fresh();
+    let t0 = Instant::now();
+    let running = m.record(update("fw", "t1", TaskState::Running)).unwrap();
+    assert_eq!(m.due(t0).len(), 1);
+    let finished = m.record(update("fw", "t1", TaskState::Finished)).unwrap();
+    let sent = m.due(t0);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].uuid, Some(finished));
+    assert_eq!(
+        m.next_deadline(),
+        Some(t0 + INITIAL_BACKOFF),
+        "RUNNING's resend"
+    );
+
+    // Unacknowledged: the resend is FINISHED alone (RUNNING after it would go backwards).
+    let resent = m.due(t0 + INITIAL_BACKOFF);
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].uuid, Some(finished));
+    m.resend_all_now();
+    let resent = m.due(t0 + INITIAL_BACKOFF);
+    assert_eq!(states(&resent), vec![TaskState::Finished]);
+
+    // FINISHED's acknowledgement settles RUNNING too; a late one for RUNNING is harmless.
+    assert!(m.acknowledge(&"fw".into(), &"t1".into(), finished).unwrap());
+    assert_eq!(m.pending(), 0);
+    assert!(!m.acknowledge(&"fw".into(), &"t1".into(), running).unwrap());
 }
 
 #[test]
@@ -151,20 +180,30 @@ fn order_per_task_survives_restart() {
             ("t2".into(), TaskState::Running)
         ]
     );
+    // The previous process may have sent them all: t1 resends its end alone, t2 (no end
+    // yet) everything in order.
     let t0 = Instant::now();
-    let mut got = Vec::new();
-    loop {
-        let sent: Vec<_> = m
-            .due(t0)
-            .into_iter()
-            .filter(|s| s.task_id.as_str() == "t1")
-            .collect();
-        let Some(head) = sent.first() else { break };
-        got.push(head.uuid.unwrap());
-        m.acknowledge(&"fw".into(), &"t1".into(), head.uuid.unwrap())
-            .unwrap();
-    }
-    assert_eq!(got, expected);
+    let sent: Vec<_> = m
+        .due(t0)
+        .into_iter()
+        .map(|s| (s.task_id, s.state))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            ("t1".into(), TaskState::Failed),
+            ("t2".into(), TaskState::Staging),
+            ("t2".into(), TaskState::Starting),
+            ("t2".into(), TaskState::Running),
+        ]
+    );
+    let failed = *expected.last().unwrap();
+    assert!(m.acknowledge(&"fw".into(), &"t1".into(), failed).unwrap());
+    assert_eq!(m.pending(), 3, "t1's end settles its earlier updates");
+    drop(m);
+    let mut m = StatusUpdateManager::open(dir.path()).unwrap();
+    assert_eq!(m.pending(), 3);
+    assert!(m.latest().all(|s| s.task_id.as_str() == "t2"));
 
     // New updates after the restart sort after the recovered ones.
     let seqs = |m: &StatusUpdateManager| -> Vec<u64> {
@@ -292,13 +331,14 @@ fn batch_is_all_or_nothing_and_keeps_order() {
     assert_eq!(on_disk(dir.path()), 3);
     assert!(m.log.len() > empty);
     let t0 = Instant::now();
+    let sent: Vec<_> = m.due(t0).iter().map(|s| s.uuid.unwrap()).collect();
     assert_eq!(
-        states(&m.due(t0)),
-        vec![TaskState::Running, TaskState::Lost]
+        sent,
+        vec![uuids[0], uuids[2], uuids[1]],
+        "t1's in order, then t2's"
     );
     m.acknowledge(&"fw".into(), &"t1".into(), uuids[0]).unwrap();
-    let next = m.due(t0);
-    assert_eq!(next[0].uuid, Some(uuids[2]));
+    assert!(m.due(t0).is_empty());
 }
 
 #[test]

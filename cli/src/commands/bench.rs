@@ -85,6 +85,11 @@ pub enum BenchKind {
         /// where every Pi dials from its own address.
         #[arg(long, default_value_t = 16)]
         agents_per_address: usize,
+        /// Simulated agents between dial and registration at once (0: no limit): the
+        /// simulator shares the cores with the master, and pacing its dials keeps both from
+        /// starving into handshake timeouts.
+        #[arg(long, default_value_t = 256)]
+        dials_in_flight: usize,
         /// Keep the run's directory (the master's log and store) and print where.
         #[arg(long)]
         keep: bool,
@@ -160,6 +165,7 @@ pub fn run(
             mean_task,
             seed,
             agents_per_address,
+            dials_in_flight,
             no_restart,
             master_bin,
             keep,
@@ -188,6 +194,7 @@ pub fn run(
             opts.mean_task = seconds("mean-task", mean_task)?;
             opts.seed = seed;
             opts.agents_per_address = agents_per_address;
+            opts.dials_in_flight = dials_in_flight;
             opts.restart = !no_restart;
             opts.keep = keep;
             let runtime = tokio::runtime::Runtime::new()?;

@@ -28,7 +28,10 @@ use std::path::Path;
 
 /// The running cluster a command talks to: its master and our certificates for it.
 pub struct Target<'a> {
+    /// The master to dial: the only one, or the leader of the masters given.
     pub master: SocketAddr,
+    /// Every master given (`--master a,b,c`), in order; `[master]` for one.
+    pub masters: Vec<SocketAddr>,
     /// The cluster directory with the certificates to present.
     pub cluster: &'a Path,
     /// Whose certificate to present (`--principal`); `None`: the shared role certificate.
@@ -36,14 +39,18 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// Finds the master (`--master`/`$BRAMBLE_MASTER`, else mDNS) for the cluster in `cluster`.
+    /// Finds the master (`--master`/`$BRAMBLE_MASTER`, else mDNS) for the cluster in `cluster`;
+    /// of several given, the leader.
     pub async fn find<'a>(
         master: Option<&str>,
         cluster: &'a Path,
         principal: Option<&'a str>,
     ) -> anyhow::Result<Target<'a>> {
+        let masters = bramble_client::locate_masters(master, cluster).await?;
+        let master = bramble_client::find_leader(cluster, principal, &masters).await?;
         Ok(Target {
-            master: bramble_client::locate_master(master, cluster).await?,
+            master,
+            masters,
             cluster,
             principal,
         })
@@ -59,11 +66,19 @@ impl Target<'_> {
 
     /// How the framework `name` subscribes to this cluster's master.
     pub fn scheduler_config(&self, name: &str) -> anyhow::Result<SchedulerConfig> {
-        Ok(SchedulerConfig::new(
+        Ok(self.follows(SchedulerConfig::new(
             self.master,
             self.framework_creds()?,
             framework_info(name),
-        ))
+        )))
+    }
+
+    /// `config` dialling the leader first, then the other masters given (a long-running
+    /// framework outlives a leader).
+    pub fn follows(&self, config: SchedulerConfig) -> SchedulerConfig {
+        let mut masters = vec![self.master];
+        masters.extend(self.masters.iter().filter(|m| **m != self.master));
+        config.with_masters(&masters)
     }
 }
 

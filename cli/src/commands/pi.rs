@@ -90,7 +90,7 @@ pub async fn run(cmd: PiCommand, target: &Target<'_>) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(initial_progress(&job));
     let bar = tokio::spawn(bramble::progress::follow(rx, cmd.json));
     let running = run_pi_durable(
-        SchedulerConfig::new(target.master, creds, info),
+        target.follows(SchedulerConfig::new(target.master, creds, info)),
         job,
         Some(Durable { journal, recovered }),
         tx,

@@ -634,11 +634,11 @@ async fn scheduler(
         bail!("--node-certificate and --principal name two certificates to present; pick one");
     }
     let config = if node_certificate {
-        bramble_sdk::SchedulerConfig::new(
+        target.follows(bramble_sdk::SchedulerConfig::new(
             target.master,
             bramble_proto::startup::credentials(target.cluster, bramble_sdk::Role::Node)?,
             bramble_sdk::framework_info(FRAMEWORK_NAME),
-        )
+        ))
     } else {
         target.scheduler_config(FRAMEWORK_NAME)?
     };

@@ -2,7 +2,10 @@
 //! is bound, logging the name actually used (mdns-sd renames on a clash), and saying goodbye
 //! on stop. Also the names it advertises under.
 
-use super::{daemon, describe, DiscoveryError, TXT_CLUSTER_ID, TXT_HTTP, TXT_QUIC, TXT_VERSION};
+use super::{
+    daemon, describe, DiscoveryError, MasterRole, TXT_CLUSTER_ID, TXT_HTTP, TXT_QUIC, TXT_ROLE,
+    TXT_TERM, TXT_VERSION,
+};
 use crate::{MDNS_SERVICE_TYPE, PROTOCOL_VERSION};
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo};
 use std::net::SocketAddr;
@@ -25,7 +28,18 @@ pub struct MasterAdvert {
 }
 
 impl MasterAdvert {
-    /// The TXT record: cluster id, protocol version, QUIC port, and the HTTP port if served.
+    /// The TXT record: cluster id, protocol version, QUIC port, the HTTP port if served, and
+    /// a replicated master's role and term (nothing for a single master: as before roles).
+    fn txt_as(&self, role: MasterRole, term: u64) -> Vec<(&'static str, String)> {
+        let mut txt = self.txt();
+        if let Some(name) = role.txt() {
+            txt.push((TXT_ROLE, name.to_string()));
+            txt.push((TXT_TERM, term.to_string()));
+        }
+        txt
+    }
+
+    /// The TXT record of a single master.
     fn txt(&self) -> Vec<(&'static str, String)> {
         let mut txt = vec![
             (TXT_CLUSTER_ID, self.cluster_id.clone()),
@@ -44,49 +58,37 @@ pub struct Advertiser {
     daemon: ServiceDaemon,
     fullname: String,
     monitor: JoinHandle<()>,
+    /// What was advertised, to re-announce it with another role.
+    advert: MasterAdvert,
 }
 
 impl Advertiser {
-    /// Registers the service. Must run inside a tokio runtime (a task logs renames).
+    /// Registers the service as a single master. Must run inside a tokio runtime (a task
+    /// logs renames).
     pub fn start(ad: &MasterAdvert, interfaces: &[String]) -> Result<Self, DiscoveryError> {
+        Self::start_as(ad, interfaces, MasterRole::Single, 0)
+    }
+
+    /// Registers the service as a master in `role` of a replicated group, in Raft term
+    /// `term` (ignored for [`MasterRole::Single`]).
+    pub fn start_as(
+        ad: &MasterAdvert,
+        interfaces: &[String],
+        role: MasterRole,
+        term: u64,
+    ) -> Result<Self, DiscoveryError> {
         let daemon = daemon(interfaces)?;
-        let instance = ad.instance.replace('.', "-");
-        let host = format!("{}-bramble.local.", dns_label(&ad.instance));
-        let txt = ad.txt();
-        let ip = ad.quic.ip();
-        let mut info = if ip.is_unspecified() {
-            let info = ServiceInfo::new(
-                MDNS_SERVICE_TYPE,
-                &instance,
-                &host,
-                "",
-                ad.quic.port(),
-                &txt[..],
-            )?
-            .enable_addr_auto();
-            if ip.is_ipv4() {
-                // Bound to 0.0.0.0: an IPv6 address would only waste an agent's attempt.
-                daemon.disable_interface(IfKind::IPv6)?;
-            }
-            info
-        } else {
-            ServiceInfo::new(
-                MDNS_SERVICE_TYPE,
-                &instance,
-                &host,
-                ip,
-                ad.quic.port(),
-                &txt[..],
-            )?
-        };
-        if !ip.is_unspecified() {
-            info.set_interfaces(vec![IfKind::Addr(ip)]);
+        let info = service_info(ad, role, term)?;
+        if ad.quic.ip().is_unspecified() && ad.quic.is_ipv4() {
+            // Bound to 0.0.0.0: an IPv6 address would only waste an agent's attempt.
+            daemon.disable_interface(IfKind::IPv6)?;
         }
         let fullname = info.get_fullname().to_string();
         let events = daemon.monitor()?;
         daemon.register(info)?;
         info!(
             name = %fullname, cluster_id = %ad.cluster_id, quic = ad.quic.port(), http = ?ad.http_port,
+            role = role.txt().unwrap_or("single"), term,
             interfaces = %describe(interfaces), "advertising the master on mDNS"
         );
         let monitor = tokio::spawn(async move {
@@ -105,7 +107,19 @@ impl Advertiser {
             daemon,
             fullname,
             monitor,
+            advert: ad.clone(),
         })
+    }
+
+    /// Re-announces the advertisement with this master's new `role` and `term` (a standby
+    /// elected leader, a leader stepping down): browsers see the change at once, without
+    /// a goodbye in between.
+    pub fn set_role(&self, role: MasterRole, term: u64) -> Result<(), DiscoveryError> {
+        let info = service_info(&self.advert, role, term)?;
+        self.daemon.register(info)?;
+        info!(name = %self.fullname, role = role.txt().unwrap_or("single"), term,
+            "mDNS advertisement updated");
+        Ok(())
     }
 
     /// The full name registered (before any rename on a clash, which is logged).
@@ -119,6 +133,7 @@ impl Advertiser {
             daemon,
             fullname,
             monitor,
+            ..
         } = self;
         let done = tokio::task::spawn_blocking(move || {
             if let Ok(status) = daemon.unregister(&fullname) {
@@ -135,6 +150,41 @@ impl Advertiser {
             info!(name = %fullname, "mDNS advertisement withdrawn");
         }
     }
+}
+
+/// The service record for `ad` as a master in `role`, in `term`.
+fn service_info(
+    ad: &MasterAdvert,
+    role: MasterRole,
+    term: u64,
+) -> Result<ServiceInfo, DiscoveryError> {
+    let instance = ad.instance.replace('.', "-");
+    let host = format!("{}-bramble.local.", dns_label(&ad.instance));
+    let txt = ad.txt_as(role, term);
+    let ip = ad.quic.ip();
+    let info = if ip.is_unspecified() {
+        ServiceInfo::new(
+            MDNS_SERVICE_TYPE,
+            &instance,
+            &host,
+            "",
+            ad.quic.port(),
+            &txt[..],
+        )?
+        .enable_addr_auto()
+    } else {
+        let mut info = ServiceInfo::new(
+            MDNS_SERVICE_TYPE,
+            &instance,
+            &host,
+            ip,
+            ad.quic.port(),
+            &txt[..],
+        )?;
+        info.set_interfaces(vec![IfKind::Addr(ip)]);
+        info
+    };
+    Ok(info)
 }
 
 /// This machine's host name (for the instance name), without a domain.
@@ -180,6 +230,24 @@ mod txt_tests {
         let txt = advert(Some(5050)).txt();
         assert!(txt.contains(&(TXT_HTTP, "5050".to_string())), "{txt:?}");
         assert!(txt.contains(&(TXT_QUIC, "5051".to_string())), "{txt:?}");
+    }
+
+    #[test]
+    fn a_single_master_advertises_no_role_and_a_replicated_one_its_role_and_term() {
+        let single = advert(None).txt_as(MasterRole::Single, 9);
+        assert_eq!(single, advert(None).txt());
+        assert!(single.iter().all(|(k, _)| *k != TXT_ROLE && *k != TXT_TERM));
+        let leader = advert(None).txt_as(MasterRole::Leader, 7);
+        assert!(
+            leader.contains(&(TXT_ROLE, "leader".to_string())),
+            "{leader:?}"
+        );
+        assert!(leader.contains(&(TXT_TERM, "7".to_string())), "{leader:?}");
+        let standby = advert(None).txt_as(MasterRole::Standby, 7);
+        assert!(
+            standby.contains(&(TXT_ROLE, "standby".to_string())),
+            "{standby:?}"
+        );
     }
 
     #[test]

@@ -202,14 +202,23 @@ fn handle_event(table: &watch::Sender<MasterTable>, event: ServiceEvent) {
             let sighting = Sighting::from_resolved(&service);
             let name = sighting.fullname.clone();
             let addrs = sighting.addrs.clone();
+            let (role, term) = (sighting.role, sighting.term);
+            let role_name = role.txt().unwrap_or("single");
             let mut verdict = Verdict::Incomplete;
+            let mut before = None;
             table.send_if_modified(|t| {
+                before = t.role(&name);
                 verdict = t.resolved(sighting);
                 matches!(verdict, Verdict::Ours { changed: true, .. })
             });
             match verdict {
                 Verdict::Ours { new: true, .. } => {
-                    info!(master = %name, addrs = ?addrs, "found a master of this cluster on mDNS")
+                    info!(master = %name, addrs = ?addrs, role = role_name, term,
+                        "found a master of this cluster on mDNS")
+                }
+                Verdict::Ours { changed: true, .. } if before.is_some_and(|b| b != (role, term)) => {
+                    info!(master = %name, addrs = ?addrs, role = role_name, term,
+                        "master's role changed on mDNS")
                 }
                 Verdict::Ours { changed: true, .. } => {
                     info!(master = %name, addrs = ?addrs, "master's addresses changed on mDNS")

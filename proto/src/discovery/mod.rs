@@ -50,6 +50,42 @@ pub const TXT_VERSION: &str = "version";
 pub const TXT_QUIC: &str = "quic";
 /// TXT key: the master's HTTP (TCP) port.
 pub const TXT_HTTP: &str = "http";
+/// TXT key: a replicated master's role, `leader` or `standby` (absent: a single master).
+pub const TXT_ROLE: &str = "role";
+/// TXT key: the Raft term the role is of (with `role`).
+pub const TXT_TERM: &str = "term";
+
+/// What a master advertises itself as (TXT `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MasterRole {
+    /// The only master: no `[ha]`, or an older master that advertises no role.
+    Single,
+    /// The elected leader of a replicated group: the one that serves.
+    Leader,
+    /// A replicated group's standby: it answers hellos with the leader's address.
+    Standby,
+}
+
+impl MasterRole {
+    /// The TXT value; `None` for a single master, which advertises no role.
+    pub fn txt(self) -> Option<&'static str> {
+        match self {
+            MasterRole::Single => None,
+            MasterRole::Leader => Some("leader"),
+            MasterRole::Standby => Some("standby"),
+        }
+    }
+
+    /// A TXT value read: absent or `single` is a single master; an unknown role (a newer
+    /// master's) counts as a standby, dialled only when nothing better is known.
+    pub fn from_txt(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            None | Some("") | Some("single") => MasterRole::Single,
+            Some("leader") => MasterRole::Leader,
+            Some(_) => MasterRole::Standby,
+        }
+    }
+}
 
 /// How long a record that failed us may go unconfirmed before mdns-sd flushes it.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -2,7 +2,7 @@
 //! [`MasterTable`] that decides which masters are ours, which are strangers (noted once each),
 //! and which to dial first. No I/O, so every rule is unit-tested without a network.
 
-use super::{TXT_CLUSTER_ID, TXT_QUIC, TXT_VERSION};
+use super::{MasterRole, TXT_CLUSTER_ID, TXT_QUIC, TXT_ROLE, TXT_TERM, TXT_VERSION};
 use crate::PROTOCOL_VERSION;
 use mdns_sd::{ResolvedService, ScopedIp};
 use std::collections::{BTreeMap, HashSet};
@@ -17,6 +17,10 @@ pub struct Sighting {
     pub version: Option<u32>,
     /// Every address of the instance with the QUIC port, IPv6 link-local ones scoped.
     pub addrs: Vec<SocketAddr>,
+    /// TXT `role`: [`MasterRole::Single`] when absent (older masters, no `[ha]`).
+    pub role: MasterRole,
+    /// TXT `term`: the Raft term of the role; 0 when absent or unreadable.
+    pub term: u64,
 }
 
 impl Sighting {
@@ -44,6 +48,11 @@ impl Sighting {
                 .get_property_val_str(TXT_VERSION)
                 .and_then(|v| v.parse().ok()),
             addrs,
+            role: MasterRole::from_txt(service.get_property_val_str(TXT_ROLE)),
+            term: service
+                .get_property_val_str(TXT_TERM)
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -86,6 +95,8 @@ struct Entry {
     failed: Option<u64>,
     /// Seen again since the last [`MasterTable::begin_sync`].
     confirmed: bool,
+    role: MasterRole,
+    term: u64,
 }
 
 /// The masters mDNS told us about, for one cluster. Pure: see the module header.
@@ -140,18 +151,22 @@ impl MasterTable {
         match self.ours.get_mut(&s.fullname) {
             // The same answer again (a cache replay, a periodic refresh) is not news: it
             // must not make an answer that just failed look fresh.
-            Some(e) if same_set(&e.addrs, &s.addrs) => {
+            Some(e) if same_set(&e.addrs, &s.addrs) && (e.role, e.term) == (s.role, s.term) => {
                 e.confirmed = true;
                 Verdict::Ours {
                     new: false,
                     changed: false,
                 }
             }
+            // New addresses, or a new role or term (a standby elected leader): news, and
+            // a failure before it no longer counts.
             Some(e) => {
                 e.addrs = s.addrs;
                 e.changed = now;
                 e.failed = None;
                 e.confirmed = true;
+                e.role = s.role;
+                e.term = s.term;
                 Verdict::Ours {
                     new: false,
                     changed: true,
@@ -165,6 +180,8 @@ impl MasterTable {
                         changed: now,
                         failed: None,
                         confirmed: true,
+                        role: s.role,
+                        term: s.term,
                     },
                 );
                 Verdict::Ours {
@@ -173,6 +190,11 @@ impl MasterTable {
                 }
             }
         }
+    }
+
+    /// The role and term `fullname` advertises, if it is a master of ours.
+    pub fn role(&self, fullname: &str) -> Option<(MasterRole, u64)> {
+        self.ours.get(fullname).map(|e| (e.role, e.term))
     }
 
     /// The instance said goodbye, or its records expired or failed verification.
@@ -213,13 +235,24 @@ impl MasterTable {
         }
     }
 
-    /// Masters of ours, best first: those that have not failed since they last changed,
-    /// most recently changed first; then the ones that failed, least recently failed first.
+    /// Masters of ours, best first: a replicated group's advertised leaders, highest term
+    /// first (an old leader that has not said goodbye yet advertises a lower term); then
+    /// single masters; then standbys, so a standby is never the best while a leader is
+    /// known. Within each: those that have not failed since they last changed, most recently
+    /// changed first; then the ones that failed, least recently failed first.
     pub fn candidates(&self) -> Vec<(String, Vec<SocketAddr>)> {
         let mut v: Vec<(&String, &Entry)> = self.ours.iter().collect();
-        v.sort_by_key(|(_, e)| match e.failed {
-            None => (0, u64::MAX - e.changed),
-            Some(f) => (1, f),
+        v.sort_by_key(|(_, e)| {
+            let (rank, term) = match e.role {
+                MasterRole::Leader => (0, u64::MAX - e.term),
+                MasterRole::Single => (1, 0),
+                MasterRole::Standby => (2, 0),
+            };
+            let freshness = match e.failed {
+                None => (0, u64::MAX - e.changed),
+                Some(f) => (1, f),
+            };
+            (rank, term, freshness)
         });
         v.into_iter()
             .map(|(name, e)| (name.clone(), e.addrs.clone()))

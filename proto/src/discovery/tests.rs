@@ -20,6 +20,17 @@ fn sighting(name: &str, cluster: Option<&str>, addrs: &[&str]) -> Sighting {
         cluster_id: cluster.map(str::to_string),
         version: Some(PROTOCOL_VERSION),
         addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        role: MasterRole::Single,
+        term: 0,
+    }
+}
+
+/// A master of ours at `addr` advertising `role` in `term`.
+fn replicated(name: &str, addr: &str, role: MasterRole, term: u64) -> Sighting {
+    Sighting {
+        role,
+        term,
+        ..sighting(name, Some(OURS), &[addr])
     }
 }
 
@@ -170,4 +181,104 @@ fn labels_and_hostnames_are_usable_in_dns() {
     assert_eq!(dns_label("my_pi.lan"), "my-pi-lan");
     assert_eq!(dns_label("__"), "bramble");
     assert!(!local_hostname().is_empty());
+}
+
+#[test]
+fn the_advertised_leader_comes_before_singles_and_standbys_whatever_their_freshness() {
+    let mut t = MasterTable::new(OURS);
+    t.resolved(replicated("leader", "10.0.0.1:5050", MasterRole::Leader, 3));
+    t.resolved(sighting("single", Some(OURS), &["10.0.0.2:5050"]));
+    t.resolved(replicated(
+        "standby",
+        "10.0.0.3:5050",
+        MasterRole::Standby,
+        3,
+    ));
+    let order: Vec<String> = t.candidates().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(order, [full("leader"), full("single"), full("standby")]);
+}
+
+#[test]
+fn of_two_leaders_the_higher_term_wins_even_when_older_news() {
+    let mut t = MasterTable::new(OURS);
+    t.resolved(replicated("new", "10.0.0.2:5050", MasterRole::Leader, 8));
+    // The deposed leader has not said goodbye yet and re-announces its old term.
+    t.resolved(replicated("old", "10.0.0.1:5050", MasterRole::Leader, 7));
+    assert_eq!(t.best().unwrap().0, full("new"));
+}
+
+#[test]
+fn a_standby_is_never_best_while_a_leader_is_known_even_a_failed_one() {
+    let mut t = MasterTable::new(OURS);
+    t.resolved(replicated("a", "10.0.0.1:5050", MasterRole::Leader, 2));
+    t.resolved(replicated("b", "10.0.0.2:5050", MasterRole::Standby, 2));
+    t.failed(&full("a"));
+    assert_eq!(t.best().unwrap().0, full("a"));
+    // Only standbys known: one of them, to be redirected by.
+    let mut only = MasterTable::new(OURS);
+    only.resolved(replicated("b", "10.0.0.2:5050", MasterRole::Standby, 2));
+    assert_eq!(only.best().unwrap().0, full("b"));
+}
+
+#[test]
+fn a_standby_elected_leader_is_news_and_takes_the_lead() {
+    let mut t = MasterTable::new(OURS);
+    t.resolved(replicated("a", "10.0.0.1:5050", MasterRole::Leader, 2));
+    t.resolved(replicated("b", "10.0.0.2:5050", MasterRole::Standby, 2));
+    t.failed(&full("b"));
+    // Same addresses, new role and term: not a cache replay.
+    assert_eq!(
+        t.resolved(replicated("b", "10.0.0.2:5050", MasterRole::Leader, 3)),
+        KNOWN_MASTER_MOVED
+    );
+    assert_eq!(t.role(&full("b")), Some((MasterRole::Leader, 3)));
+    assert_eq!(t.best().unwrap().0, full("b"));
+    // The same again is a replay.
+    assert_eq!(
+        t.resolved(replicated("b", "10.0.0.2:5050", MasterRole::Leader, 3)),
+        KNOWN_MASTER_UNCHANGED
+    );
+}
+
+#[test]
+fn roles_read_from_txt_keep_older_and_newer_masters_usable() {
+    assert_eq!(MasterRole::from_txt(None), MasterRole::Single);
+    assert_eq!(MasterRole::from_txt(Some("single")), MasterRole::Single);
+    assert_eq!(MasterRole::from_txt(Some("leader")), MasterRole::Leader);
+    assert_eq!(MasterRole::from_txt(Some("standby")), MasterRole::Standby);
+    // A role this version does not know: dialled last, never preferred.
+    assert_eq!(MasterRole::from_txt(Some("learner")), MasterRole::Standby);
+    for role in [MasterRole::Leader, MasterRole::Standby] {
+        assert_eq!(MasterRole::from_txt(role.txt()), role);
+    }
+    assert_eq!(MasterRole::Single.txt(), None);
+}
+
+#[test]
+fn a_resolved_service_carries_role_and_term_and_an_old_one_neither() {
+    use mdns_sd::ServiceInfo;
+    let service = |txt: &[(&str, &str)]| {
+        let mut props = vec![
+            (TXT_CLUSTER_ID, OURS),
+            (TXT_VERSION, "1"),
+            (TXT_QUIC, "5050"),
+        ];
+        props.extend_from_slice(txt);
+        ServiceInfo::new(
+            crate::MDNS_SERVICE_TYPE,
+            "pi",
+            "pi-bramble.local.",
+            "10.0.0.1",
+            5050,
+            &props[..],
+        )
+        .expect("service info")
+        .as_resolved_service()
+    };
+    let old = Sighting::from_resolved(&service(&[]));
+    assert_eq!((old.role, old.term), (MasterRole::Single, 0));
+    let leader = Sighting::from_resolved(&service(&[(TXT_ROLE, "leader"), (TXT_TERM, "12")]));
+    assert_eq!((leader.role, leader.term), (MasterRole::Leader, 12));
+    let junk = Sighting::from_resolved(&service(&[(TXT_ROLE, "standby"), (TXT_TERM, "x")]));
+    assert_eq!((junk.role, junk.term), (MasterRole::Standby, 0));
 }

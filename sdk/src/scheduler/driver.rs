@@ -6,6 +6,7 @@ use super::runner::Runner;
 use super::{Scheduler, SchedulerConfig};
 use crate::error::SdkError;
 use bramble_proto::framework_state::StateWrite;
+use bramble_proto::masters::MasterList;
 use bramble_proto::messages::{Filters, JobProgress, SchedulerCall};
 use bramble_proto::task::TaskInfo;
 use bramble_proto::{AgentId, ExecutorId, FrameworkId, OfferId, TaskId, TaskStatus};
@@ -117,9 +118,14 @@ impl SchedulerDriver {
         let parts = lock(&self.inner.parts)
             .take()
             .ok_or(SdkError::AlreadyRunning)?;
+        let mut masters = vec![parts.config.master];
+        masters.extend(parts.config.other_masters.iter().copied());
+        let masters =
+            MasterList::new(masters).unwrap_or_else(|| MasterList::single(parts.config.master));
         let mut runner = Runner {
             driver: self.clone(),
             addr: parts.config.master,
+            masters,
             info: parts.config.framework.clone(),
             config: parts.config,
             calls: parts.calls,

@@ -153,6 +153,10 @@ pub trait Scheduler: Send {
 pub struct SchedulerConfig {
     /// The master's QUIC address.
     pub master: SocketAddr,
+    /// The other masters of a replicated group, tried in turn after `master` (empty: one
+    /// master). Wherever the driver dials, a standby's redirect to the leader is followed,
+    /// and after a lost connection the last leader is tried first.
+    pub other_masters: Vec<SocketAddr>,
     /// A framework or operator certificate of the cluster (`Credentials::load(dir,
     /// Role::Framework)`, or a principal's: [`SchedulerConfig::as_principal`]). The master
     /// binds the framework to the principal it names, never to `framework.principal`.
@@ -175,6 +179,7 @@ impl SchedulerConfig {
     pub fn new(master: SocketAddr, credentials: Credentials, framework: FrameworkInfo) -> Self {
         Self {
             master,
+            other_masters: Vec::new(),
             credentials,
             framework,
             implicit_acknowledgements: true,
@@ -184,6 +189,16 @@ impl SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// This config dialling `masters` in turn (the first is `master`); the masters of a
+    /// replicated group. An empty list leaves the config as it is.
+    pub fn with_masters(mut self, masters: &[SocketAddr]) -> Self {
+        if let Some((first, rest)) = masters.split_first() {
+            self.master = *first;
+            self.other_masters = rest.to_vec();
+        }
+        self
+    }
+
     /// A config presenting principal `principal`'s certificate from the cluster directory
     /// `cluster` (`bramble cluster add-principal`; `None`: the shared framework certificate).
     /// Frameworks it registers belong to that principal: no other may fail them over, kill

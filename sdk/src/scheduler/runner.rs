@@ -10,7 +10,8 @@ use crate::error::SdkError;
 use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::{FrameReader, FrameWriter};
 use bramble_proto::handshake::{self, HandshakeError};
-use bramble_proto::messages::{FrameworkInfo, MasterEvent, PeerKind, SchedulerCall};
+use bramble_proto::masters::{MasterList, Wait, MAX_REDIRECTS};
+use bramble_proto::messages::{FrameworkInfo, LeaderHint, MasterEvent, PeerKind, SchedulerCall};
 use bramble_proto::transport::{self, ControlStream, TransportError};
 use bramble_proto::FrameworkId;
 use std::net::SocketAddr;
@@ -20,6 +21,9 @@ use tracing::{debug, error, info, warn};
 
 /// Upper bound for one connect + hello + subscribe attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for one attempt when there are several masters: a dead one should not keep
+/// the driver from the next, which may be the leader.
+const SEVERAL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lower bound for a reconnect attempt even when little failover time is left.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Used when the master announces a zero heartbeat interval.
@@ -65,12 +69,17 @@ enum AttemptError {
     /// Retrying cannot help.
     Fatal(SdkError),
     Retry(String),
+    /// The master is a standby of a replicated group, naming the leader if one is elected.
+    NotLeader(Option<LeaderHint>),
 }
 
 pub(super) struct Runner {
     pub(super) driver: SchedulerDriver,
     pub(super) config: SchedulerConfig,
+    /// The master dialled now: [`Runner::masters`]' current one.
     pub(super) addr: SocketAddr,
+    /// The configured masters (one, or a replicated group's) and where the driver stands.
+    pub(super) masters: MasterList<SocketAddr>,
     /// What the next Subscribe sends: carries the framework id once assigned.
     pub(super) info: FrameworkInfo,
     pub(super) calls: mpsc::UnboundedReceiver<SchedulerCall>,
@@ -126,6 +135,9 @@ impl Runner {
                 SessionEnd::Stopped => return Ok(()),
                 SessionEnd::Fatal(message) => return Err(SdkError::Fatal(message)),
                 SessionEnd::Lost(reason) => {
+                    // The leader is tried first again, then the other masters.
+                    self.masters.lost();
+                    self.addr = *self.masters.current();
                     self.driver.set_connected(None, false);
                     warn!(framework = %id, master = %self.addr, "disconnected from the master: {reason}; reconnecting");
                     scheduler.disconnected(&self.driver).await;
@@ -155,42 +167,89 @@ impl Runner {
                 return Ok(None);
             }
             attempts += 1;
+            self.addr = *self.masters.current();
             let remaining = failover_timeout.saturating_sub(down_since.elapsed());
-            let attempt_timeout = if first {
-                ATTEMPT_TIMEOUT
+            let cap = if self.masters.several() {
+                SEVERAL_ATTEMPT_TIMEOUT
             } else {
-                remaining.clamp(MIN_ATTEMPT_TIMEOUT, ATTEMPT_TIMEOUT)
+                ATTEMPT_TIMEOUT
             };
-            let last_error =
-                match tokio::time::timeout(attempt_timeout, self.attempt(endpoint)).await {
-                    Ok(Ok(Attempt::Subscribed(session))) => return Ok(Some(session)),
-                    Ok(Ok(Attempt::Standby(standby))) => {
-                        scheduler
-                            .standing_by(&self.driver, &standby.framework_id, &standby.leader)
-                            .await;
-                        match self.stand_by(standby).await {
-                            StandbyEnd::Promoted(session) => return Ok(Some(session)),
-                            StandbyEnd::Stopped => return Ok(None),
-                            StandbyEnd::Fatal(e) => {
-                                error!(master = %self.addr, "standing by ended: {e}");
-                                return Err(e);
-                            }
-                            StandbyEnd::Lost(why) => {
-                                // Waiting as a standby is not being down: the failover
-                                // clock starts when the standby connection is lost.
-                                down_since = Instant::now();
-                                backoff = Backoff::new();
-                                why
-                            }
+            let attempt_timeout = if first {
+                cap
+            } else {
+                remaining.clamp(MIN_ATTEMPT_TIMEOUT, cap)
+            };
+            // How long to wait before the next attempt: `None` is the backoff.
+            let mut pause = None;
+            let last_error = match tokio::time::timeout(attempt_timeout, self.attempt(endpoint))
+                .await
+            {
+                Ok(Ok(Attempt::Subscribed(session))) => {
+                    self.masters.welcomed();
+                    return Ok(Some(session));
+                }
+                Ok(Ok(Attempt::Standby(standby))) => {
+                    self.masters.welcomed();
+                    scheduler
+                        .standing_by(&self.driver, &standby.framework_id, &standby.leader)
+                        .await;
+                    match self.stand_by(standby).await {
+                        StandbyEnd::Promoted(session) => return Ok(Some(session)),
+                        StandbyEnd::Stopped => return Ok(None),
+                        StandbyEnd::Fatal(e) => {
+                            error!(master = %self.addr, "standing by ended: {e}");
+                            return Err(e);
+                        }
+                        StandbyEnd::Lost(why) => {
+                            // Waiting as a standby is not being down: the failover
+                            // clock starts when the standby connection is lost.
+                            down_since = Instant::now();
+                            backoff = Backoff::new();
+                            self.masters.lost();
+                            why
                         }
                     }
-                    Ok(Err(AttemptError::Fatal(e))) => {
-                        error!(master = %self.addr, "cannot subscribe: {e}");
-                        return Err(e);
-                    }
-                    Ok(Err(AttemptError::Retry(why))) => why,
-                    Err(_) => format!("no answer within {attempt_timeout:?}"),
-                };
+                }
+                Ok(Err(AttemptError::Fatal(e))) => {
+                    error!(master = %self.addr, "cannot subscribe: {e}");
+                    return Err(e);
+                }
+                Ok(Err(AttemptError::NotLeader(Some(leader)))) => {
+                    let from = self.addr;
+                    match self.follow(&leader).await {
+                            Ok(Some(Wait::Now)) => {
+                                info!(
+                                    "master {from} is a standby; following leader {} at {}",
+                                    leader.id, leader.address
+                                );
+                                continue;
+                            }
+                            Ok(_) => format!(
+                                "master {from} is a standby naming leader {} at {}, but {MAX_REDIRECTS} redirects in a row reached no leader",
+                                leader.id, leader.address
+                            ),
+                            Err(why) => {
+                                pause = wait_of(self.masters.failed());
+                                format!("master {from} is a standby naming leader {} at {}: {why}", leader.id, leader.address)
+                            }
+                        }
+                }
+                Ok(Err(AttemptError::NotLeader(None))) => {
+                    pause = wait_of(self.masters.failed());
+                    format!(
+                        "master {} is a standby and no leader is elected yet",
+                        self.addr
+                    )
+                }
+                Ok(Err(AttemptError::Retry(why))) => {
+                    pause = wait_of(self.masters.failed());
+                    why
+                }
+                Err(_) => {
+                    pause = wait_of(self.masters.failed());
+                    format!("no answer within {attempt_timeout:?}")
+                }
+            };
             if stop_requested == Some(false) {
                 return Err(SdkError::TeardownNotDelivered {
                     addr: self.addr,
@@ -209,16 +268,39 @@ impl Runner {
                 error!("giving up: {e}");
                 return Err(e);
             }
-            let delay = backoff
-                .next_delay()
+            let delay = pause
+                .unwrap_or_else(|| backoff.next_delay())
                 .min(failover_timeout.saturating_sub(waited));
-            warn!(master = %self.addr, attempt = attempts, "subscribing failed: {last_error}; retrying in {delay:?}");
+            let tried = self.addr;
+            let next = *self.masters.current();
+            if next == tried {
+                warn!(master = %tried, attempt = attempts, "subscribing failed: {last_error}; retrying in {delay:?}");
+            } else {
+                warn!(master = %tried, attempt = attempts, "subscribing failed: {last_error}; trying {next} in {delay:?}");
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 // stop() interrupts the wait; the loop head decides what it means.
                 Ok(()) = self.stop.changed() => {}
             }
         }
+    }
+
+    /// Resolves the address a standby named and makes it the next master to dial (`None`:
+    /// too many redirects in a row, the next configured master instead).
+    async fn follow(&mut self, leader: &LeaderHint) -> Result<Option<Wait>, String> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(leader.address.as_str())
+            .await
+            .map_err(|e| format!("resolving {}: {e}", leader.address))?
+            .collect();
+        // The endpoint is bound for one address family: prefer an address of it.
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4() == self.addr.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| format!("{} resolves to no address", leader.address))?;
+        Ok(self.masters.redirected(addr))
     }
 
     /// One connect + hello + subscribe.
@@ -244,6 +326,10 @@ impl Runner {
             }
             Err(HandshakeError::Refused(reason)) => {
                 return Err(AttemptError::Fatal(SdkError::Refused(reason)))
+            }
+            Err(HandshakeError::NotLeader(leader)) => {
+                conn.close(quinn::VarInt::from_u32(CLOSE_OK), b"following the leader");
+                return Err(AttemptError::NotLeader(leader));
             }
             Err(e) => return Err(refusal_or_retry(&conn, e.to_string())),
         };
@@ -363,5 +449,14 @@ fn refusal_or_retry(conn: &quinn::Connection, what: String) -> AttemptError {
             ))
         }
         _ => AttemptError::Retry(what),
+    }
+}
+
+/// A pause the master list asks for; `None`: the caller's backoff.
+fn wait_of(wait: Wait) -> Option<Duration> {
+    match wait {
+        Wait::Now => Some(Duration::ZERO),
+        Wait::Pause(pause) => Some(pause),
+        Wait::Backoff => None,
     }
 }

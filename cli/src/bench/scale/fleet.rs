@@ -12,7 +12,13 @@
 //! Agents are spread over several client endpoints, each bound to its own loopback address
 //! (127.16.x.y), as agents on a LAN dial from their own addresses: the master's per-address
 //! handshake budget then sees what it would see in a real cluster. Reconnects use the same
-//! jittered backoff as `bramble-agent` (`bramble_proto::backoff`).
+//! jittered backoff as `bramble-agent` (`bramble_proto::backoff`), and honour the master's
+//! "busy, retry in N ms" answer the same way.
+//!
+//! Dials are paced: at most `dials_in_flight` agents are between their dial and their
+//! registration at once (the others wait their turn in this process, not on the wire). The
+//! simulator shares the machine's cores with the master it measures; without this, 10,000
+//! simultaneous TLS handshakes starve both sides and time out, and the work is thrown away.
 
 use bramble_proto::backoff::Backoff;
 use bramble_proto::codec::{CodecError, MAX_BATCH};
@@ -28,7 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -55,6 +61,8 @@ pub struct FleetConfig {
     pub per_endpoint: usize,
     /// What each agent offers (a Pi 4: 4 CPUs, 4 GiB).
     pub resources: Resources,
+    /// Agents between dial and registration at once (0: no limit).
+    pub dials_in_flight: usize,
 }
 
 /// Counters every simulated agent adds to.
@@ -65,8 +73,10 @@ pub struct Shared {
     pub dials: AtomicU64,
     /// Dials or hellos that failed (refused by the handshake budget, reset, timed out).
     pub failed_attempts: AtomicU64,
-    /// Connections closed with a reason from the master (e.g. "busy …").
+    /// Connections closed with a reason from the master, or hellos it refused.
     pub refusals: AtomicU64,
+    /// Hellos the master answered busy (with an appointment, honoured).
+    pub busy: AtomicU64,
     /// Re-registrations answered with an id other than the one claimed: the master forgot the
     /// agent (it gave up on it, or lost its store).
     pub id_changes: AtomicU64,
@@ -106,6 +116,7 @@ impl Fleet {
             dials: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
             id_changes: AtomicU64::new(0),
             registered_now: AtomicUsize::new(0),
             tasks_started: AtomicU64::new(0),
@@ -113,6 +124,10 @@ impl Fleet {
             updates_sent: AtomicU64::new(0),
             updates_resent: AtomicU64::new(0),
         });
+        let pace = Arc::new(Semaphore::new(match config.dials_in_flight {
+            0 => Semaphore::MAX_PERMITS,
+            n => n,
+        }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let agents = (0..config.agents)
             .map(|i| {
@@ -122,6 +137,7 @@ impl Fleet {
                     endpoints[i / per_endpoint].clone(),
                     config.master,
                     shared.clone(),
+                    pace.clone(),
                     shutdown_rx.clone(),
                 ))
             })
@@ -154,13 +170,27 @@ impl Fleet {
     }
 
     /// Waits until every agent registered at or after `since_ms`, polling; `None` past
-    /// `deadline`.
+    /// `deadline`. Says how far it got on stderr every few seconds.
     pub async fn wait_registered(&self, since_ms: u64, deadline: Duration) -> Option<Duration> {
         let started = Instant::now();
         let all = self.shared.registered_at.len();
+        let mut said = Instant::now();
         loop {
-            if self.registered_since(since_ms) == all {
+            let registered = self.registered_since(since_ms);
+            if registered == all {
                 return Some(started.elapsed());
+            }
+            if said.elapsed() >= Duration::from_secs(5) {
+                let s = &self.shared;
+                eprintln!(
+                    "scale: {:>6.1} s: {registered}/{all} registered; dials {}, failed {}, busy {}, refused {}",
+                    started.elapsed().as_secs_f64(),
+                    s.dials.load(Ordering::Relaxed),
+                    s.failed_attempts.load(Ordering::Relaxed),
+                    s.busy.load(Ordering::Relaxed),
+                    s.refusals.load(Ordering::Relaxed),
+                );
+                said = Instant::now();
             }
             if started.elapsed() > deadline {
                 return None;
@@ -196,6 +226,8 @@ enum LinkError {
     Failed(String),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("busy: retry in {0:?}")]
+    Busy(Duration),
 }
 
 impl From<CodecError> for LinkError {
@@ -210,11 +242,18 @@ async fn run(
     endpoint: quinn::Endpoint,
     master: SocketAddr,
     shared: Arc<Shared>,
+    pace: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new();
     loop {
         let mut registered = false;
+        let mut delay = None;
+        // Wait for a turn to dial; the turn is given back once registered or failed.
+        let turn = tokio::select! {
+            _ = shutdown.changed() => return,
+            turn = pace.clone().acquire_owned() => turn.ok(),
+        };
         let started = Instant::now();
         shared.dials.fetch_add(1, Ordering::Relaxed);
         let result = session(
@@ -224,10 +263,15 @@ async fn run(
             &shared,
             &mut shutdown,
             &mut registered,
+            turn,
         )
         .await;
         match result {
             Err(LinkError::Shutdown) => return,
+            Err(LinkError::Busy(after)) => {
+                shared.busy.fetch_add(1, Ordering::Relaxed);
+                delay = Some(backoff.busy(after));
+            }
             Err(LinkError::Refused(_)) => {
                 shared.refusals.fetch_add(1, Ordering::Relaxed);
                 backoff.slowest();
@@ -241,7 +285,7 @@ async fn run(
                 }
             }
         }
-        let delay = backoff.next_delay();
+        let delay = delay.unwrap_or_else(|| backoff.next_delay());
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -265,6 +309,7 @@ async fn session(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(), LinkError> {
     let conn = tokio::select! {
         _ = shutdown.changed() => return Err(LinkError::Shutdown),
@@ -272,7 +317,7 @@ async fn session(
             .map_err(|_| LinkError::Failed("dial timed out".into()))?
             .map_err(|e| LinkError::Failed(e.to_string()))?,
     };
-    let result = registered_session(agent, &conn, shared, shutdown, registered).await;
+    let result = registered_session(agent, &conn, shared, shutdown, registered, turn).await;
     // A connection the master closed with a reason is a refusal worth backing off for (the
     // hello's own `Refused` is one too).
     let result = match (result, conn.close_reason()) {
@@ -295,6 +340,7 @@ async fn registered_session(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
     registered: &mut bool,
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(), LinkError> {
     let (mut ctl, _) =
         tokio::time::timeout(STEP_TIMEOUT, handshake::say_hello(conn, PeerKind::Agent))
@@ -302,6 +348,7 @@ async fn registered_session(
             .map_err(|_| LinkError::Failed("no welcome in time".into()))?
             .map_err(|e| match e {
                 HandshakeError::Refused(reason) => LinkError::Refused(reason),
+                HandshakeError::Busy(after) => LinkError::Busy(after),
                 e => LinkError::Failed(e.to_string()),
             })?;
     agent.fire_due(Instant::now());
@@ -326,6 +373,7 @@ async fn registered_session(
     shared.registered_now.fetch_add(1, Ordering::Relaxed);
     let _registered = Registered(shared);
     *registered = true;
+    drop(turn);
 
     // Reads in their own task: a frame read is not cancel-safe inside select!.
     let (mut reader, mut writer) = ctl.split();
@@ -616,6 +664,7 @@ mod tests {
             dials: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
             id_changes: AtomicU64::new(0),
             registered_now: AtomicUsize::new(0),
             tasks_started: AtomicU64::new(0),

@@ -22,11 +22,12 @@ pub struct MasterProcess {
     pub quic: SocketAddr,
     pub http: SocketAddr,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl MasterProcess {
     /// Writes the master's config under `dir` (cluster identity in `dir/cluster`) and starts it.
-    pub async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(bin: &Path, dir: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
         let quic = free_udp()?;
         let http = free_tcp()?;
         let config = dir.join("master.toml");
@@ -44,6 +45,7 @@ impl MasterProcess {
             quic,
             http,
             child: None,
+            env: env.to_vec(),
         };
         master.spawn().await?;
         Ok(master)
@@ -59,6 +61,7 @@ impl MasterProcess {
         let child = Command::new(&self.bin)
             .arg("--config")
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

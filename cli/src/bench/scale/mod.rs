@@ -51,6 +51,10 @@ pub struct ScaleOptions {
     pub register_deadline: Duration,
     /// Keep the run's directory (the master's log and store) and say where.
     pub keep: bool,
+    /// Simulated agents between dial and registration at once (0: no limit).
+    pub dials_in_flight: usize,
+    /// Extra environment for the master process (e.g. `BRAMBLE_MASTER_MAX_ADMITTING`).
+    pub master_env: Vec<(String, String)>,
 }
 
 impl ScaleOptions {
@@ -69,6 +73,8 @@ impl ScaleOptions {
             master_bin,
             register_deadline: Duration::from_secs(300),
             keep: false,
+            dials_in_flight: 256,
+            master_env: Vec::new(),
         }
     }
 }
@@ -119,6 +125,10 @@ pub struct Registration {
     pub failed_attempts: u64,
     /// Connections the master closed with a reason, or hellos it refused.
     pub refusals: u64,
+    /// Hellos the master answered "busy, retry in N ms" (the agents came back then).
+    pub busy: u64,
+    /// Agents between dial and registration at once (the simulator's pacing; 0: no limit).
+    pub dials_in_flight: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,6 +181,9 @@ pub struct Restart {
     /// Tasks running (launched, not ended) when the master was killed; launches paused half a
     /// second before.
     pub tasks_live_at_kill: usize,
+    /// Busy answers and failed attempts while the agents came back.
+    pub busy: u64,
+    pub failed_attempts: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,7 +211,7 @@ pub async fn scale(opts: ScaleOptions) -> anyhow::Result<ScaleReport> {
     init_cluster(&cluster, "scale")?;
     let node = Credentials::load(&cluster, Role::Node)?;
     let mut machine = Machine::now();
-    let mut master = MasterProcess::start(&opts.master_bin, dir.path()).await?;
+    let mut master = MasterProcess::start(&opts.master_bin, dir.path(), &opts.master_env).await?;
     let master_log = master.log_path().display().to_string();
     let result = run_phases(&opts, &mut master, &node, &cluster).await;
     master.kill();
@@ -236,6 +249,7 @@ async fn run_phases(
             master: master.quic,
             per_endpoint: opts.agents_per_address,
             resources: resources.clone(),
+            dials_in_flight: opts.dials_in_flight,
         },
         node,
     )?;
@@ -253,6 +267,8 @@ async fn run_phases(
         dials: shared.dials.load(Ordering::Relaxed),
         failed_attempts: shared.failed_attempts.load(Ordering::Relaxed),
         refusals: shared.refusals.load(Ordering::Relaxed),
+        busy: shared.busy.load(Ordering::Relaxed),
+        dials_in_flight: opts.dials_in_flight,
     };
 
     // Idle: every agent heartbeating at the default interval, nothing else. The first second
@@ -321,6 +337,8 @@ async fn run_phases(
         let tasks_live_at_kill = load.live();
         let killed = Instant::now();
         let killed_ms = fleet.now_ms();
+        let busy_before = shared.busy.load(Ordering::Relaxed);
+        let failed_before = shared.failed_attempts.load(Ordering::Relaxed);
         master.kill();
         master.spawn().await?;
         let back = killed.elapsed();
@@ -341,6 +359,8 @@ async fn run_phases(
             from_kill_s: killed.elapsed().as_secs_f64(),
             agents_forgotten: shared.id_changes.load(Ordering::Relaxed),
             tasks_live_at_kill,
+            busy: shared.busy.load(Ordering::Relaxed) - busy_before,
+            failed_attempts: shared.failed_attempts.load(Ordering::Relaxed) - failed_before,
         })
     } else {
         None

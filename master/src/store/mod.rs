@@ -11,22 +11,21 @@
 //! cluster id (CA fingerprint) the store was written for, so a state dir from another cluster
 //! is refused instead of being merged into this one.
 
+mod fences;
 mod format1;
 mod format2;
+mod recovery;
+mod tables;
+
+pub use tables::{AgentRecord, Batch, FrameworkRecord, Recovered, TaskRecord};
 
 use bramble_proto::dir_lock::DirLock;
-use bramble_proto::framework_state::StateEntry;
-use bramble_proto::messages::FrameworkInfo;
-use bramble_proto::task::TaskInfo;
-use bramble_proto::{
-    AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskReason, TaskState, TaskStatus,
-};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use redb::Database;
 use std::path::{Path, PathBuf};
+// Names the format upgrades (`format1.rs`, `format2.rs`) reach through `super::`.
+#[allow(unused_imports)]
+use tables::{encode, META, META_FORMAT, TASKS};
+use tables::{AGENTS, DRAINING, FRAMEWORKS, FRAMEWORK_STATE};
 
 /// The store's file name inside the master's state dir.
 pub const FILE_NAME: &str = "master.redb";
@@ -34,32 +33,6 @@ pub const FILE_NAME: &str = "master.redb";
 pub const FORMAT: u64 = 3;
 /// redb's page cache; the store is small and the master may run on a 1 GiB Pi.
 const CACHE_BYTES: usize = 16 << 20;
-
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const FRAMEWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("frameworks");
-const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
-const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
-/// (framework id, key) → entry. Added after format 1 without a format bump: a store written
-/// before it simply lacks the table, read as empty and created by the first write.
-const FRAMEWORK_STATE: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("framework_state");
-/// Agent id → nothing: the agents an operator drained. Added like `framework_state`, without
-/// a format bump (a store without it has no drained agent). Not a field of the agent's
-/// record: postcard is positional, so older records would not decode, and a drain outlives
-/// the record (an agent unplugged for maintenance is removed, and still drained when back).
-const DRAINING: TableDefinition<&str, ()> = TableDefinition::new("draining");
-
-/// Framework id → its fencing epoch (u64 little-endian), and under the empty key (no
-/// framework id is empty) the highest epoch ever given, so a framework removed and registered
-/// again under its id still never sees an epoch repeat. Added like `framework_state`, without a
-/// format bump and not as a field of the framework's record (postcard is positional): a store
-/// without it has every framework at epoch 0, raised at its next subscription.
-const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
-/// The `FENCES` key of the highest epoch given.
-const FENCE_HIGH: &str = "";
-
-const META_CLUSTER_ID: &str = "cluster_id";
-const META_FORMAT: &str = "format";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -125,100 +98,6 @@ fn state_dir_hint(err: &std::io::Error) -> &'static str {
         }
         (_, Some(ENOSPC)) => "the disk is full: free space, or pass --state-dir DIR on another disk",
         _ => "pass --state-dir DIR to use another directory",
-    }
-}
-
-/// A framework the master has admitted (its info carries its id).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FrameworkRecord {
-    pub id: FrameworkId,
-    pub info: FrameworkInfo,
-}
-
-/// An agent the master has admitted, as it last registered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub id: AgentId,
-    pub hostname: String,
-    pub address: SocketAddr,
-    pub total: Resources,
-    pub attributes: BTreeMap<String, String>,
-    /// Custom executors launched there, with the resources charged for them.
-    pub executors: Vec<(FrameworkId, ExecutorId, Resources)>,
-}
-
-/// A task that is not yet terminal-and-acknowledged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub framework_id: FrameworkId,
-    pub info: TaskInfo,
-    pub state: TaskState,
-    pub message: String,
-    pub reason: Option<TaskReason>,
-    pub launched_at: f64,
-    pub started_at: Option<f64>,
-    pub ended_at: Option<f64>,
-    /// The terminal update forwarded to the framework, until it is acknowledged.
-    pub terminal: Option<TaskStatus>,
-    /// Whether the master (not the agent) resends `terminal` until it is acknowledged: LOST
-    /// updates the master made itself, and those of an agent that was removed.
-    pub resend_by_master: bool,
-}
-
-/// What changed during one burst of inputs: `Some` puts a record, `None` deletes it.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub frameworks: Vec<(FrameworkId, Option<FrameworkRecord>)>,
-    pub agents: Vec<(AgentId, Option<AgentRecord>)>,
-    pub tasks: Vec<((FrameworkId, TaskId), Option<TaskRecord>)>,
-    pub framework_state: Vec<((FrameworkId, String), Option<StateEntry>)>,
-    /// Agents drained (`true`) or undrained.
-    pub draining: Vec<(AgentId, bool)>,
-    /// Frameworks' fencing epochs (`None`: the framework is gone).
-    pub fences: Vec<(FrameworkId, Option<u64>)>,
-    /// The highest fencing epoch given, when it rose.
-    pub fence_high: Option<u64>,
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn len(&self) -> usize {
-        self.frameworks.len()
-            + self.agents.len()
-            + self.tasks.len()
-            + self.framework_state.len()
-            + self.draining.len()
-            + self.fences.len()
-            + usize::from(self.fence_high.is_some())
-    }
-}
-
-/// Everything the store held when it was opened.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    pub frameworks: Vec<FrameworkRecord>,
-    pub agents: Vec<AgentRecord>,
-    pub tasks: Vec<TaskRecord>,
-    pub framework_state: Vec<(FrameworkId, StateEntry)>,
-    pub draining: Vec<AgentId>,
-    /// Frameworks' fencing epochs.
-    pub fences: Vec<(FrameworkId, u64)>,
-    /// The highest fencing epoch ever given (0 in a store from before fencing).
-    pub fence_high: u64,
-}
-
-impl Recovered {
-    pub fn is_empty(&self) -> bool {
-        self.frameworks.is_empty()
-            && self.agents.is_empty()
-            && self.tasks.is_empty()
-            && self.framework_state.is_empty()
-            && self.draining.is_empty()
-            && self.fences.is_empty()
-            && self.fence_high == 0
     }
 }
 
@@ -288,176 +167,6 @@ impl Store {
         }
     }
 
-    /// A new store gets its meta (and empty tables); an existing one must be ours.
-    fn check_or_init_meta(&self, cluster_id: &str) -> Result<(), StoreError> {
-        let read = self.db.begin_read().map_err(self.redb("reading"))?;
-        let meta = match read.open_table(META) {
-            Ok(t) => Some(t),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(redb::TableError::TableTypeMismatch { .. }) => {
-                return Err(StoreError::NotAStore {
-                    path: self.path.clone(),
-                    detail: "its meta table has other types".into(),
-                })
-            }
-            Err(e) => return Err(self.redb("opening the meta table")(e)),
-        };
-        let Some(meta) = meta else {
-            let tables: Vec<String> = read
-                .list_tables()
-                .map_err(self.redb("listing tables"))?
-                .map(|t| t.name().to_string())
-                .collect();
-            drop(read);
-            if !tables.is_empty() {
-                return Err(StoreError::NotAStore {
-                    path: self.path.clone(),
-                    detail: format!("no meta table, but tables {tables:?}"),
-                });
-            }
-            return self.init(cluster_id);
-        };
-        let get = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(meta
-                .get(key)
-                .map_err(self.redb("reading meta"))?
-                .map(|v| v.value().to_vec()))
-        };
-        let format = get(META_FORMAT)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_le_bytes);
-        let found_cluster = get(META_CLUSTER_ID)?.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let (Some(format), Some(found_cluster)) = (format, found_cluster) else {
-            return Err(StoreError::NotAStore {
-                path: self.path.clone(),
-                detail: "its meta table lacks the format or the cluster id".into(),
-            });
-        };
-        if found_cluster != cluster_id {
-            return Err(StoreError::OtherCluster {
-                path: self.path.clone(),
-                found: found_cluster,
-                expected: cluster_id.to_string(),
-            });
-        }
-        if format == format1::FORMAT {
-            let rewritten = self.upgrade_from_format1()?;
-            tracing::info!(store = %self.path.display(), tasks = rewritten, "upgraded the master store from format 1 (tasks gained a container image)");
-            return Ok(());
-        }
-        if format == format2::FORMAT {
-            let rewritten = self.upgrade_from_format2()?;
-            tracing::info!(store = %self.path.display(), tasks = rewritten, "upgraded the master store from format 2 (tasks gained fetched artifacts)");
-            return Ok(());
-        }
-        if format != FORMAT {
-            return Err(StoreError::Format {
-                path: self.path.clone(),
-                found: format,
-                expected: FORMAT,
-            });
-        }
-        Ok(())
-    }
-
-    fn init(&self, cluster_id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(self.redb("initialising"))?;
-        {
-            let mut meta = txn.open_table(META).map_err(self.redb("initialising"))?;
-            meta.insert(META_FORMAT, FORMAT.to_le_bytes().as_slice())
-                .map_err(self.redb("initialising"))?;
-            meta.insert(META_CLUSTER_ID, cluster_id.as_bytes())
-                .map_err(self.redb("initialising"))?;
-            txn.open_table(FRAMEWORKS)
-                .map_err(self.redb("initialising"))?;
-            txn.open_table(AGENTS).map_err(self.redb("initialising"))?;
-            txn.open_table(TASKS).map_err(self.redb("initialising"))?;
-        }
-        txn.commit().map_err(self.redb("initialising"))
-    }
-
-    /// Reads every record.
-    pub fn load(&self) -> Result<Recovered, StoreError> {
-        let read = self.db.begin_read().map_err(self.redb("reading"))?;
-        let mut out = Recovered::default();
-        let frameworks = read.open_table(FRAMEWORKS).map_err(self.redb("reading"))?;
-        for row in frameworks.iter().map_err(self.redb("reading"))? {
-            let (k, v) = row.map_err(self.redb("reading"))?;
-            out.frameworks
-                .push(self.decode("framework", k.value(), v.value())?);
-        }
-        let agents = read.open_table(AGENTS).map_err(self.redb("reading"))?;
-        for row in agents.iter().map_err(self.redb("reading"))? {
-            let (k, v) = row.map_err(self.redb("reading"))?;
-            out.agents.push(self.decode("agent", k.value(), v.value())?);
-        }
-        let tasks = read.open_table(TASKS).map_err(self.redb("reading"))?;
-        for row in tasks.iter().map_err(self.redb("reading"))? {
-            let (k, v) = row.map_err(self.redb("reading"))?;
-            let (fw, task) = k.value();
-            out.tasks
-                .push(self.decode("task", &format!("{fw}/{task}"), v.value())?);
-        }
-        match read.open_table(FRAMEWORK_STATE) {
-            Ok(state) => {
-                for row in state.iter().map_err(self.redb("reading"))? {
-                    let (k, v) = row.map_err(self.redb("reading"))?;
-                    let (fw, key) = k.value();
-                    let entry =
-                        self.decode("framework state", &format!("{fw}/{key}"), v.value())?;
-                    out.framework_state
-                        .push((FrameworkId(fw.to_string()), entry));
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(self.redb("reading")(e)),
-        }
-        match read.open_table(DRAINING) {
-            Ok(draining) => {
-                for row in draining.iter().map_err(self.redb("reading"))? {
-                    let (k, _) = row.map_err(self.redb("reading"))?;
-                    out.draining.push(AgentId(k.value().to_string()));
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(self.redb("reading")(e)),
-        }
-        match read.open_table(FENCES) {
-            Ok(fences) => {
-                for row in fences.iter().map_err(self.redb("reading"))? {
-                    let (k, v) = row.map_err(self.redb("reading"))?;
-                    match k.value() {
-                        FENCE_HIGH => out.fence_high = v.value(),
-                        fw => out.fences.push((FrameworkId(fw.to_string()), v.value())),
-                    }
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(self.redb("reading")(e)),
-        }
-        // Never below an epoch a framework holds, whatever the high mark says.
-        out.fence_high = out
-            .fences
-            .iter()
-            .map(|(_, e)| *e)
-            .fold(out.fence_high, u64::max);
-        Ok(out)
-    }
-
-    fn decode<T: DeserializeOwned>(
-        &self,
-        what: &'static str,
-        key: &str,
-        bytes: &[u8],
-    ) -> Result<T, StoreError> {
-        postcard::from_bytes(bytes).map_err(|e| StoreError::Decode {
-            path: self.path.clone(),
-            what,
-            key: key.to_string(),
-            reason: e.to_string(),
-        })
-    }
-
     /// Writes `batch` in one transaction, durable (fsync'd) when this returns.
     pub fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
@@ -514,36 +223,22 @@ impl Store {
                     .map_err(self.redb("writing a drain"))?;
                 }
             }
-            if !batch.fences.is_empty() || batch.fence_high.is_some() {
-                let mut fences = txn.open_table(FENCES).map_err(self.redb("committing"))?;
-                for (id, epoch) in &batch.fences {
-                    match epoch {
-                        Some(e) => fences.insert(id.as_str(), *e).map(|_| ()),
-                        None => fences.remove(id.as_str()).map(|_| ()),
-                    }
-                    .map_err(self.redb("writing a fencing epoch"))?;
-                }
-                if let Some(high) = batch.fence_high {
-                    fences
-                        .insert(FENCE_HIGH, high)
-                        .map_err(self.redb("writing a fencing epoch"))?;
-                }
-            }
+            self.write_fences(&txn, batch)?;
         }
         txn.commit().map_err(self.redb("committing"))
     }
 }
 
-fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    // Encoding plain data into a Vec cannot fail: postcard errors only on unsupported serde
-    // features (none of our types use them) or a full fixed-size buffer (not used here).
-    postcard::to_allocvec(record).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_proto::task::{CommandInfo, UpdateSource};
+    use bramble_proto::framework_state::StateEntry;
+    use bramble_proto::messages::FrameworkInfo;
+    use bramble_proto::task::{CommandInfo, TaskInfo, UpdateSource};
+    use bramble_proto::{
+        AgentId, ExecutorId, FrameworkId, Resources, TaskId, TaskState, TaskStatus,
+    };
+    use redb::TableDefinition;
 
     const CLUSTER: &str = "cluster-a";
 
