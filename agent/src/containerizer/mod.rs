@@ -48,6 +48,7 @@ pub mod oci;
 mod process;
 mod recover;
 mod report;
+mod sandbox_files;
 #[cfg(test)]
 mod tests;
 mod user;

@@ -37,6 +37,7 @@ use super::ContainerError;
 use crate::images::{Image, ImageStore};
 use serde_json::{json, Value};
 use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -136,11 +137,17 @@ impl ImageRuntime {
                 source,
             }
         };
-        std::fs::create_dir_all(&bundle).map_err(io("creating the bundle", &bundle))?;
+        // Root writing into the task's sandbox: by fd, following no symlink, in a directory
+        // the agent made (`sandbox_files.rs`).
+        let sandbox = super::sandbox_files::open_dir(task.sandbox)
+            .map_err(io("opening the sandbox", task.sandbox))?;
+        let bundle_dir = super::sandbox_files::make_own_dir(sandbox.as_fd(), BUNDLE_DIR)
+            .map_err(io("creating the bundle", &bundle))?;
         let config = config(&image, task);
         let path = bundle.join("config.json");
         let text = serde_json::to_vec(&config).unwrap_or_default();
-        std::fs::write(&path, text).map_err(io("writing", &path))?;
+        super::sandbox_files::write_new(bundle_dir.as_fd(), "config.json", &text)
+            .map_err(io("writing", &path))?;
         let args = vec![
             "--root".to_string(),
             bundle.join("state").to_string_lossy().into_owned(),

@@ -31,9 +31,9 @@
 //! microseconds between the leader being reaped and the group being killed; the cgroup path
 //! (`cgroup.kill` on v2) has no such window.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -152,8 +152,14 @@ fn spawn_child(
     };
     let stdout_path = p.sandbox.join(crate::paths::STDOUT);
     let stderr_path = p.sandbox.join(crate::paths::STDERR);
-    let stdout = open_log(&stdout_path).map_err(io_err("opening", stdout_path.clone()))?;
-    let stderr = open_log(&stderr_path).map_err(io_err("opening", stderr_path.clone()))?;
+    // Root opening files a task may have named: by fd, following no symlink
+    // (`sandbox_files.rs`).
+    let sandbox = super::sandbox_files::open_dir(p.sandbox)
+        .map_err(io_err("opening", p.sandbox.to_path_buf()))?;
+    let owner = p.user.as_ref().map(super::user::Ids::uid);
+    let open_log = |name| super::sandbox_files::open_log(sandbox.as_fd(), name, owner);
+    let stdout = open_log(crate::paths::STDOUT).map_err(io_err("opening", stdout_path.clone()))?;
+    let stderr = open_log(crate::paths::STDERR).map_err(io_err("opening", stderr_path.clone()))?;
     let procs: Vec<File> = match cgroup {
         Some(cg) => cg.open_procs().map_err(|e| ContainerError::Cgroup {
             id: p.id.to_string(),
@@ -235,10 +241,6 @@ fn hide(mount: &std::ffi::CStr) -> io::Result<()> {
     )?;
     umount2(mount, MntFlags::MNT_DETACH)?;
     Ok(())
-}
-
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 fn shared(

@@ -100,6 +100,34 @@ async fn stdout_and_stderr_are_appended_to_sandbox_files() {
     assert_eq!(read(sandbox.join("stderr")), "err1\nerr2\n");
 }
 
+/// A sandbox whose `stdout` is already a symlink to a file outside it: the launch fails,
+/// naming the link, and nothing of the task's reaches the file it names.
+#[tokio::test]
+async fn a_log_that_is_a_symlink_fails_the_launch_and_nothing_is_written_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, "untouched\n").unwrap();
+    let sandbox = dir.path().join("sandbox");
+    std::fs::create_dir(&sandbox).unwrap();
+    std::os::unix::fs::symlink(&outside, sandbox.join("stdout")).unwrap();
+    let cz = Containerizer::without_cgroups();
+    let launched = cz
+        .launch(sh(
+            &unique("link"),
+            &sandbox,
+            "echo written-through-the-link",
+        ))
+        .await;
+    match launched {
+        Err(e) => assert!(e.to_string().contains("stdout is a symbolic link"), "{e}"),
+        Ok(c) => {
+            wait_for_exit(&c).await;
+            panic!("launched through a symlinked stdout: {:?}", read(&outside));
+        }
+    }
+    assert_eq!(read(&outside), "untouched\n");
+}
+
 #[tokio::test]
 async fn exit_code_is_reported() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,7 @@ use crate::paths::WorkDir;
 use nix::unistd::{Gid, Uid, User};
 use std::ffi::CString;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
@@ -232,18 +233,16 @@ impl Switch {
 /// Hands the sandbox and its log files to the task user (before the process starts), and
 /// closes the sandbox to everyone else (0700: root, the agent, still reads it).
 pub(super) fn prepare_sandbox(sandbox: &Path, user: &TaskUser) -> io::Result<()> {
-    let chown = |path: &Path| {
-        nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(io::Error::from)
+    // By fd, never by path: nothing in the sandbox is followed (see `sandbox_files.rs`).
+    let chown = |file: &std::fs::File| {
+        std::os::unix::fs::fchown(file, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
     };
-    chown(sandbox)?;
-    std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o700))?;
+    let dir = super::sandbox_files::open_dir(sandbox)?;
+    chown(&dir)?;
+    dir.set_permissions(std::fs::Permissions::from_mode(0o700))?;
     for log in [crate::paths::STDOUT, crate::paths::STDERR] {
-        let path = sandbox.join(log);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
-        chown(&path)?;
+        let file = super::sandbox_files::open_log(dir.as_fd(), log, Some(user.uid.as_raw()))?;
+        chown(&file)?;
     }
     Ok(())
 }
@@ -270,6 +269,11 @@ impl Ids {
         }
     }
 
+    /// The uid switched to.
+    pub(super) fn uid(&self) -> u32 {
+        self.uid.as_raw()
+    }
+
     /// The same switch made by `setpriv` in front of the program (see `recover.rs`).
     pub(super) fn as_setpriv(&self) -> super::recover::SwitchTo<'_> {
         super::recover::SwitchTo {
@@ -292,6 +296,83 @@ impl Ids {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// Someone who owns nothing here and is in none of its groups.
+    fn stranger() -> TaskUser {
+        TaskUser {
+            name: "stranger".into(),
+            uid: Uid::from_raw(54_321),
+            gid: Gid::from_raw(54_321),
+            groups: vec![Gid::from_raw(54_321)],
+        }
+    }
+
+    /// A sandbox whose log is already a symlink out of it (left by an earlier run's task, a
+    /// task of the same framework's uid, an artifact): handing the sandbox to the task user
+    /// must neither chown nor create through it. It fails naming the link, and leaves the
+    /// link, and the file it names, as they were.
+    #[test]
+    fn a_log_that_is_a_symlink_out_of_the_sandbox_is_refused_not_followed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP a_log_that_is_a_symlink_out_of_the_sandbox_is_refused_not_followed: needs root (chown)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        // `stdout` naming a file of root's; `stderr` naming one that does not exist yet.
+        let shadow = tmp.path().join("shadow");
+        std::fs::write(&shadow, "root's\n").unwrap();
+        let missing = tmp.path().join("made-by-root");
+        for (log, target) in [("stdout", &shadow), ("stderr", &missing)] {
+            let sandbox = tmp.path().join(format!("sandbox-{log}"));
+            std::fs::create_dir(&sandbox).unwrap();
+            std::os::unix::fs::symlink(target, sandbox.join(log)).unwrap();
+            let err = prepare_sandbox(&sandbox, &stranger()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("{log} is a symbolic link")),
+                "{err}"
+            );
+            assert!(std::fs::symlink_metadata(sandbox.join(log))
+                .unwrap()
+                .file_type()
+                .is_symlink());
+        }
+        let meta = std::fs::metadata(&shadow).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "chowned through the link");
+        assert_eq!(std::fs::read_to_string(&shadow).unwrap(), "root's\n");
+        assert!(!missing.exists(), "created through the link");
+    }
+
+    /// A FIFO named `stdout` would park the root agent in `open` until a reader came: refused
+    /// at once instead.
+    #[test]
+    fn a_log_that_is_a_fifo_is_refused_without_waiting() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP a_log_that_is_a_fifo_is_refused_without_waiting: needs root (chown)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let sandbox = tmp.path().join("sandbox");
+        std::fs::create_dir(&sandbox).unwrap();
+        nix::unistd::mkfifo(
+            &sandbox.join("stdout"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = sandbox.clone();
+        std::thread::spawn(move || tx.send(prepare_sandbox(&dir, &stranger())));
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("prepare_sandbox still waiting on the FIFO after 10 s");
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(std::fs::symlink_metadata(sandbox.join("stdout"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
 
     #[test]
     fn root_resolves_and_unknown_users_are_named() {
@@ -313,13 +394,7 @@ mod tests {
         std::fs::create_dir_all(&work).unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-        // Someone who owns none of it and is in none of its groups.
-        let stranger = TaskUser {
-            name: "stranger".into(),
-            uid: Uid::from_raw(54_321),
-            gid: Gid::from_raw(54_321),
-            groups: vec![Gid::from_raw(54_321)],
-        };
+        let stranger = stranger();
         let err = stranger.check_can_reach(&work).unwrap_err();
         assert!(err.contains("is mode 0700"), "{err}");
         assert!(err.contains(&private.display().to_string()), "{err}");

@@ -408,6 +408,9 @@ async fn fetched_files_go_to_the_task_user_links_untouched() {
     ]);
     let (base, _) = serve(HashMap::from([("/a.tar".to_string(), archive)]));
     let sandbox = sandbox(dir.path());
+    // A link out of the sandbox, as an earlier run's task could leave (an archive cannot
+    // hold one): handing the sandbox over must change the link, not the file it names.
+    std::os::unix::fs::symlink(&outside, sandbox.join("out")).unwrap();
     let owner = Owner {
         uid: 70123,
         gid: 70123,
@@ -421,11 +424,12 @@ async fn fetched_files_go_to_the_task_user_links_untouched() {
         .await
         .unwrap();
     use std::os::unix::fs::MetadataExt;
-    for p in ["d", "d/f", "d/l"] {
+    for p in ["d", "d/f", "d/l", "out"] {
         let m = std::fs::symlink_metadata(sandbox.join(p)).unwrap();
         assert_eq!((m.uid(), m.gid()), (70123, 70123), "{p}");
     }
-    assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+    let m = std::fs::metadata(&outside).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0), "chowned through the link");
 }
 
 /// The tar crate reads a GNU long name whole into memory: a huge one (which gzip would make
