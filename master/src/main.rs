@@ -132,19 +132,70 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `[ha]`: one master of a replicated group, serving while elected and standing by
-/// otherwise, until SIGINT/SIGTERM. (The mDNS advert and the front panel are not run here yet:
-/// they would follow `HaMaster::status`.)
+/// otherwise, until SIGINT/SIGTERM. Its mDNS advert carries its role and term, re-announced
+/// as they change, so agents and clients browsing for the cluster go to the leader. (The
+/// front panel is not run here yet.)
 async fn run_replicated(
     creds: bramble_proto::identity::Credentials,
     cfg: bramble_master::config::MasterConfig,
     ha: bramble_master::config::HaConfig,
 ) -> anyhow::Result<()> {
+    let cluster_id = creds.cluster_id.clone();
     let master = bramble_master::ha::start(std::sync::Arc::new(creds), &cfg, &ha)
         .await
         .context("starting the replicated master")?;
     tracing::info!(id = ha.id, listen = %cfg.listen, http = %cfg.http, name = %cfg.name, "bramble-master ready (replicated)");
+    let advert = MasterAdvert {
+        instance: discovery::local_hostname(),
+        cluster_id,
+        quic: cfg.listen,
+        http_port: Some(cfg.http.port()),
+    };
+    let advertising = tokio::spawn(advertise_role(
+        advert,
+        cfg.discovery.interfaces.clone(),
+        master.status(),
+    ));
     bramble_proto::logging::wait_for_shutdown_signal().await;
     tracing::info!("shutting down");
+    advertising.abort();
+    let _ = advertising.await;
     master.shutdown().await;
     Ok(())
+}
+
+/// Advertises this replicated master on mDNS as leader or standby (with its term) and
+/// re-announces whenever the role or the term changes, until aborted.
+async fn advertise_role(
+    advert: MasterAdvert,
+    interfaces: Vec<String>,
+    mut status: tokio::sync::watch::Receiver<bramble_master::ha::HaStatus>,
+) {
+    let role_of = |s: &bramble_master::ha::HaStatus| {
+        let role = if s.serving {
+            discovery::MasterRole::Leader
+        } else {
+            discovery::MasterRole::Standby
+        };
+        (role, s.term)
+    };
+    let mut said = role_of(&status.borrow_and_update());
+    let advertiser = match Advertiser::start_as(&advert, &interfaces, said.0, said.1) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(
+                "not advertising on mDNS, agents must be given the masters' addresses: {e}"
+            );
+            return;
+        }
+    };
+    while status.changed().await.is_ok() {
+        let now = role_of(&status.borrow_and_update());
+        if now != said {
+            if let Err(e) = advertiser.set_role(now.0, now.1) {
+                tracing::warn!("re-announcing this master's role on mDNS: {e}");
+            }
+            said = now;
+        }
+    }
 }
