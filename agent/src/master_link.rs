@@ -174,6 +174,14 @@ impl Resolver {
         }
     }
 
+    /// Whether there are other masters to try (several configured, or mDNS).
+    fn several(&self) -> bool {
+        match self {
+            Resolver::Static(masters) => masters.several(),
+            Resolver::Mdns { .. } => true,
+        }
+    }
+
     /// The master dialled welcomed us.
     fn welcomed(&mut self) {
         match self {
@@ -353,7 +361,12 @@ pub async fn run(
             // appointment with it rather than moving on (a standby would only send us back).
             Err(LinkError::Busy(_)) => Wait::Backoff,
             Err(LinkError::NotLeader { from, leader: None }) => {
-                info!("master {from} is a standby and no leader is elected yet; trying the next master");
+                let then = if resolver.several() {
+                    "trying the next master"
+                } else {
+                    "retrying"
+                };
+                info!("master {from} is a standby and no leader is elected yet; {then}");
                 resolver.failed()
             }
             _ if welcomed => {
