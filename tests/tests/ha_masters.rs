@@ -314,3 +314,75 @@ async fn one_master_leads_standbys_redirect_and_a_killed_leader_is_replaced_from
     kill_group(pid);
     drop(fw);
 }
+
+/// Agents given every master follow the leader by themselves: after each SIGKILL of the
+/// leader the same agent process (never restarted) re-registers with the new leader, its task
+/// still RUNNING and its process never killed. Kill → agent back with the new leader is
+/// printed per kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_given_every_master_follows_each_new_leader_by_itself() {
+    let net = LoopbackCluster::new();
+    let group = HaGroup::new(3);
+    let cmd = MasterCmd::default().agent_timeout_secs(5.0);
+    let mut masters: Vec<Option<Proc>> = (1..=3)
+        .map(|id| Some(net.start_ha_master(&format!("m{id}"), &cmd, &group, id)))
+        .collect();
+    let mut leader = one_leader(&group, &[1, 2, 3]).await;
+    let all: Vec<SocketAddr> = (1..=3).map(|id| group.quic(id)).collect();
+    let _agent = net.start_agent("agent", &AgentCmd::new("agent1").masters(&all));
+    let agent_id = eventually("the agent finds the leader among three", WAIT, || async {
+        let s = operator_state(&net.test, group.quic(leader)).await.ok()?;
+        s.agents.iter().find(|a| a.connected).map(|a| a.id.clone())
+    })
+    .await;
+    let mut fw = bramble_tests::framework::TestFramework::start(
+        group.quic(leader),
+        net.test.credentials(Role::Framework),
+        "ha-follow",
+    )
+    .await;
+    let offer = fw.first_offer().await;
+    let pid = pid_of(
+        &fw.launch_one(
+            &offer,
+            shell_task(&offer, "sleeper", 0.5, 32, "exec sleep 600"),
+        )
+        .await,
+    );
+
+    let mut agent_back = Vec::new();
+    for round in 0..2 {
+        let survivors: Vec<usize> = (1..=3).filter(|&i| i != leader).collect();
+        let mut proc = masters[leader - 1].take().expect("leader process");
+        let killed = Instant::now();
+        let (next, _) = kill_and_time(&net, &group, &mut proc, &survivors).await;
+        eventually(
+            "the agent re-registers with the new leader by itself, its task RUNNING",
+            WAIT,
+            || async {
+                let s = operator_state(&net.test, group.quic(next)).await.ok()?;
+                let back = s.agents.iter().any(|a| a.id == agent_id && a.connected);
+                let running = s
+                    .tasks
+                    .iter()
+                    .any(|t| t.id.as_str() == "sleeper" && t.state == TaskState::Running);
+                (back && running).then_some(())
+            },
+        )
+        .await;
+        agent_back.push(killed.elapsed());
+        assert!(alive(pid), "the task's process {pid} was killed");
+        // The killed master comes back, as a standby.
+        masters[leader - 1] =
+            Some(net.start_ha_master(&format!("m{leader}-again{round}"), &cmd, &group, leader));
+        drop(proc);
+        leader = next;
+        assert_eq!(one_leader(&group, &[1, 2, 3]).await, leader);
+    }
+    eprintln!(
+        "leader SIGKILL → the same agent registered with the new leader: {agent_back:?} (loadavg {})",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    kill_group(pid);
+    drop(fw);
+}
