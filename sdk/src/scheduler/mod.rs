@@ -155,7 +155,7 @@ pub struct SchedulerConfig {
     pub master: SocketAddr,
     /// The other masters of a replicated group, tried in turn after `master` (empty: one
     /// master). Wherever the driver dials, a standby's redirect to the leader is followed,
-    /// and after a lost connection the last leader is tried first.
+    /// and after a lost connection the other masters are tried before the lost leader.
     pub other_masters: Vec<SocketAddr>,
     /// A framework or operator certificate of the cluster (`Credentials::load(dir,
     /// Role::Framework)`, or a principal's: [`SchedulerConfig::as_principal`]). The master

@@ -135,7 +135,7 @@ impl Runner {
                 SessionEnd::Stopped => return Ok(()),
                 SessionEnd::Fatal(message) => return Err(SdkError::Fatal(message)),
                 SessionEnd::Lost(reason) => {
-                    // The leader is tried first again, then the other masters.
+                    // The other masters first (they name the new leader), the lost one last.
                     self.masters.lost();
                     self.addr = *self.masters.current();
                     self.driver.set_connected(None, false);
