@@ -348,6 +348,8 @@ pub fn server_endpoint(
     config.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL_BYTES);
     let bind = |source| TransportError::Bind { addr, source };
     let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+    let granted = grow_receive_buffer(&socket, SERVER_RECEIVE_BUFFER);
+    tracing::debug!(granted, "the QUIC socket's receive buffer");
     quinn::Endpoint::new(
         endpoint_config(creds),
         Some(config),
@@ -355,6 +357,74 @@ pub fn server_endpoint(
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(bind)
+}
+
+/// What the master's one UDP socket may hold unread. Every agent's packets arrive on it: the
+/// kernel's default (~208 KiB, a few hundred packets) overflows whenever the master is off the
+/// CPU for a moment with thousands of agents connected, and every packet dropped there is a
+/// QUIC retransmission, a handshake or heartbeat late, at worst a connection lost
+/// (`bench/scale.sh` at 10,000 agents on a loaded machine: a quarter of all datagrams dropped,
+/// `RcvbufErrors` in `/proc/net/snmp`).
+const SERVER_RECEIVE_BUFFER: usize = 16 << 20;
+
+/// Asks for `bytes` of receive buffer on `socket`: past `net.core.rmem_max` when privileged
+/// (`SO_RCVBUFFORCE`), else up to it. Returns what the kernel granted (0 if unknown).
+fn grow_receive_buffer(socket: &std::net::UdpSocket, bytes: usize) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::libc;
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let set = |opt| {
+            // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&want as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                ) == 0
+            }
+        };
+        if !set(libc::SO_RCVBUFFORCE) {
+            // Unprivileged: the kernel caps this at rmem_max, which is still more.
+            let _ = set(libc::SO_RCVBUF);
+        }
+    }
+    receive_buffer(socket)
+}
+
+/// What the kernel reports as `socket`'s receive buffer (0 if unknown).
+fn receive_buffer(socket: &std::net::UdpSocket) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::libc;
+        use std::os::fd::AsRawFd;
+        let mut got: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a c_int we own, with its size.
+        let ok = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut got as *mut libc::c_int).cast(),
+                &mut len,
+            ) == 0
+        };
+        if ok {
+            usize::try_from(got).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        0
+    }
 }
 
 /// The endpoint settings of a listening endpoint: stateless resets keyed by our private key
@@ -537,6 +607,16 @@ impl ControlStream {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_servers_socket_gets_a_bigger_receive_buffer_than_the_default() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let default = receive_buffer(&socket);
+        let granted = grow_receive_buffer(&socket, SERVER_RECEIVE_BUFFER);
+        assert!(default > 0);
+        assert!(granted > default, "granted {granted}, default {default}");
+    }
+
     use super::*;
     use crate::identity::init_cluster;
 
