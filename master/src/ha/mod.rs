@@ -303,8 +303,16 @@ async fn elected(replica: &Replica) -> u64 {
     }
 }
 
-/// Returns once this node no longer leads in `term`.
+/// Returns once this node no longer leads in `term`, or can no longer show that it does.
 async fn deposed(replica: &Replica, term: u64) {
+    tokio::select! {
+        _ = role_changed(replica, term) => {}
+        _ = quorum_lost(replica) => {}
+    }
+}
+
+/// Returns once the metrics show another role or term.
+async fn role_changed(replica: &Replica, term: u64) {
     let mut m = replica.metrics();
     loop {
         {
@@ -316,6 +324,42 @@ async fn deposed(replica: &Replica, term: u64) {
         if m.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// How often a serving leader confirms with a heartbeat round that a majority still follows it.
+const QUORUM_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a serving leader goes on without a majority confirming it before it stops serving.
+/// openraft never steps a leader down by itself when it is cut off from the others: its
+/// writes fail, but bursts that write nothing (heartbeats, offers, relayed updates) would go
+/// on while the majority elects another leader, which then marks this one's agents' tasks
+/// LOST. The others elect no one before their lease (`election_max`) plus `election_min` has
+/// passed since the last heartbeat they got, 700 ms by default, and a new leader then still
+/// catches up and loads before it serves: stopping 500 ms after the last confirmation keeps
+/// the two from ever serving at once, and leaves a loaded machine's slow round room before a
+/// healthy leader would stop for nothing.
+const QUORUM_LEASE: Duration = Duration::from_millis(500);
+
+/// Returns once no heartbeat round has confirmed this node's leadership for
+/// [`QUORUM_LEASE`].
+async fn quorum_lost(replica: &Replica) {
+    let mut confirmed = Instant::now();
+    loop {
+        // A round may take what is left of the lease, no more.
+        let left = QUORUM_LEASE.saturating_sub(confirmed.elapsed());
+        let round = tokio::time::timeout(left, replica.read_barrier()).await;
+        if matches!(round, Ok(Ok(()))) {
+            confirmed = Instant::now();
+        }
+        let since = confirmed.elapsed();
+        if since >= QUORUM_LEASE {
+            warn!(
+                ?since,
+                "no majority of the masters has confirmed this leader"
+            );
+            return;
+        }
+        tokio::time::sleep(QUORUM_CHECK_EVERY).await;
     }
 }
 
