@@ -26,8 +26,8 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,6 +129,10 @@ pub struct Net {
     endpoint: quinn::Endpoint,
     conns: Arc<Mutex<HashMap<String, Slot>>>,
     isolated: Arc<AtomicBool>,
+    /// The addresses connections are accepted from (`None`: any). A node certificate is no
+    /// proof of being a master — every card holds one — so a replica takes connections only
+    /// from its group's members' addresses ([`Net::admit_only`], [`Net::admit`]).
+    admitted: Arc<Mutex<Option<HashSet<IpAddr>>>>,
 }
 
 type Dialed = Option<Result<quinn::Connection, String>>;
@@ -201,7 +205,32 @@ impl Net {
             endpoint,
             conns: Arc::default(),
             isolated: Arc::default(),
+            admitted: Arc::default(),
         })
+    }
+
+    /// From now on, connections are accepted only from `ips` (and what [`Net::admit`] adds).
+    pub fn admit_only(&self, ips: impl IntoIterator<Item = IpAddr>) {
+        let set = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        *self.lock_admitted() = Some(set);
+    }
+
+    /// Accepts connections from `ip` too (a member added to the group).
+    pub fn admit(&self, ip: IpAddr) {
+        if let Some(set) = self.lock_admitted().as_mut() {
+            set.insert(ip.to_canonical());
+        }
+    }
+
+    fn admits(&self, ip: IpAddr) -> bool {
+        self.lock_admitted()
+            .as_ref()
+            .is_none_or(|set| set.contains(&ip.to_canonical()))
+    }
+
+    fn lock_admitted(&self) -> std::sync::MutexGuard<'_, Option<HashSet<IpAddr>>> {
+        // A set of addresses: a panic elsewhere cannot leave it half-updated.
+        self.admitted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -380,6 +409,12 @@ impl Net {
     {
         while let Some(incoming) = self.endpoint.accept().await {
             if self.is_isolated() {
+                incoming.refuse();
+                continue;
+            }
+            let remote = incoming.remote_address();
+            if !self.admits(remote.ip()) {
+                tracing::warn!(%remote, "replica: refusing a connection from an address that is no member of this group");
                 incoming.refuse();
                 continue;
             }

@@ -140,6 +140,8 @@ impl Replica {
         let log = LogStore::new(db.clone());
         let sm = StateMachine::new(db);
         let net = Net::bind(tls, listen).await?;
+        // Only the group's members may connect: every card holds a node certificate.
+        net.admit_only(config.peers.values().map(|a| a.ip()));
         let raft_config = config
             .tuning
             .openraft(CLUSTER)
@@ -196,7 +198,8 @@ impl Replica {
                 async move { handle(&inner, req).await }
             }
         };
-        *lock(&inner.server) = Some(tokio::spawn(net.serve(handler)));
+        *lock(&inner.server) = Some(tokio::spawn(net.clone().serve(handler)));
+        tokio::spawn(admit_members(Arc::downgrade(&inner)));
         tokio::spawn(election_watchdog(Arc::downgrade(&inner)));
         if fresh && joined.is_none() {
             tokio::spawn(record_added(Arc::downgrade(&inner)));
@@ -350,6 +353,10 @@ impl Replica {
     /// Adds a node that receives the log but does not vote, and waits until it has caught
     /// up. On the leader only.
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ReplicaError> {
+        // Members are known by `IP:PORT` (a config's names are resolved when it is read).
+        if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+            self.inner.net.admit(a.ip());
+        }
         self.inner
             .raft
             .add_learner(id, BasicNode::new(addr), true)
@@ -539,6 +546,35 @@ fn admit_chunk(
 }
 
 /// Answers one request from a peer; `None`: refused (the stream is reset, a warning logged).
+/// Keeps the network admitting every member of the group's membership as it changes (a
+/// member added elsewhere, then elected, must reach this node), for as long as the replica
+/// lives.
+async fn admit_members(inner: std::sync::Weak<Inner>) {
+    let mut metrics = match inner.upgrade() {
+        Some(i) => i.raft.metrics(),
+        None => return,
+    };
+    loop {
+        let addrs: Vec<String> = metrics
+            .borrow_and_update()
+            .membership_config
+            .nodes()
+            .map(|(_, node)| node.addr.clone())
+            .collect();
+        {
+            let Some(inner) = inner.upgrade() else { return };
+            for addr in addrs {
+                if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+                    inner.net.admit(a.ip());
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn handle(inner: &Inner, req: Request) -> Option<Reply> {
     let check = match &req {
         Request::AppendEntries(rpc) => admit_sender(inner, &rpc.vote, true).await,

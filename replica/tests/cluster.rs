@@ -744,3 +744,40 @@ async fn membership_grows_and_shrinks_without_downtime() {
         c.node(id).shutdown().await.unwrap();
     }
 }
+
+/// A node certificate is no proof of being a master (every card holds one): a replica takes
+/// connections only from its group's members' addresses. A listener admitting only another
+/// address refuses a caller on loopback that holds a node certificate; admitted, it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_groups_addresses_may_connect() {
+    let c = Cluster::start(1, test_tuning()).await;
+    let creds = c.creds(Role::Node);
+    let listener = Net::bind(&creds, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.admit_only(["10.9.9.9".parse().unwrap()]);
+    tokio::spawn(listener.clone().serve(|_req: Request| async {
+        Some(Reply::Write(Err(Refusal::Failed("answered".into()))))
+    }));
+    let caller = Net::bind(&creds, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let request = Request::Write(put("t", "k", b"v"));
+    let call = || caller.call(&addr, &request, Duration::from_secs(3));
+    assert!(
+        call().await.is_err(),
+        "a caller from an address of no member was answered"
+    );
+    listener.admit("127.0.0.1".parse().unwrap());
+    let reply = call().await.expect("an admitted caller is answered");
+    assert!(
+        matches!(reply, Reply::Write(Err(Refusal::Failed(ref why))) if why == "answered"),
+        "{reply:?}"
+    );
+    caller.close();
+    listener.close();
+    for id in c.alive() {
+        c.node(id).shutdown().await.unwrap();
+    }
+}
