@@ -41,18 +41,7 @@ pub(crate) async fn admit(
     cluster_id: &str,
     admissions: &Admissions,
 ) -> Result<(PeerKind, ControlStream, Option<Ticket>), NotAdmitted> {
-    // One deadline for the stream and the hello on it: a peer that connects and says nothing
-    // (or part of a hello) is dropped when it passes.
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
-        .await
-        .map_err(|_| format!("no control stream within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("connection lost before hello: {e}"))?;
-    ctl.reader.set_limit(HELLO_MAX_BYTES);
-    let hello: Hello = tokio::time::timeout_at(deadline, ctl.recv())
-        .await
-        .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
-        .map_err(|e| format!("bad hello: {e}"))?;
+    let (mut ctl, hello) = read_hello(conn).await?;
     let refusal = if hello.protocol_version != PROTOCOL_VERSION {
         Some(format!(
             "protocol version {} is not supported: this master (Bramble {SOFTWARE_VERSION}) speaks version {PROTOCOL_VERSION}; upgrade the peer (it runs {})",
@@ -77,12 +66,7 @@ pub(crate) async fn admit(
                 reason: reason.clone(),
             })
             .await;
-        // Closing the connection at once would discard the refusal in flight: wait (briefly)
-        // until the peer has it.
-        let send = ctl.writer.get_mut();
-        if send.finish().is_ok() {
-            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-        }
+        linger(&mut ctl).await;
         return Err(NotAdmitted::Refused(reason));
     }
     let ticket = match hello.kind {
@@ -91,10 +75,7 @@ pub(crate) async fn admit(
             Admission::Busy(after) => {
                 let retry_after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
                 let _ = ctl.send(&HelloReply::Busy { retry_after_ms }).await;
-                let send = ctl.writer.get_mut();
-                if send.finish().is_ok() {
-                    let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
-                }
+                linger(&mut ctl).await;
                 return Err(NotAdmitted::Busy);
             }
         },
@@ -117,6 +98,18 @@ pub(crate) async fn refer(
     conn: &quinn::Connection,
     leader: Option<LeaderHint>,
 ) -> Result<PeerKind, String> {
+    let (mut ctl, hello) = read_hello(conn).await?;
+    ctl.send(&HelloReply::NotLeader { leader })
+        .await
+        .map_err(|e| format!("sending not-leader: {e}"))?;
+    linger(&mut ctl).await;
+    conn.close(quinn::VarInt::from_u32(0), b"not the leader");
+    Ok(hello.kind)
+}
+
+/// Accepts the control stream and reads the hello on it. One deadline for both: a peer that
+/// connects and says nothing (or part of a hello) is dropped when it passes.
+async fn read_hello(conn: &quinn::Connection) -> Result<(ControlStream, Hello), String> {
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     let mut ctl = tokio::time::timeout_at(deadline, ControlStream::accept(conn))
         .await
@@ -127,13 +120,14 @@ pub(crate) async fn refer(
         .await
         .map_err(|_| format!("no hello within {HELLO_TIMEOUT:?} of the handshake"))?
         .map_err(|e| format!("bad hello: {e}"))?;
-    ctl.send(&HelloReply::NotLeader { leader })
-        .await
-        .map_err(|e| format!("sending not-leader: {e}"))?;
+    Ok((ctl, hello))
+}
+
+/// Finishes our side after a last answer (a refusal, busy, not-leader) and waits, briefly,
+/// until the peer has it: closing the connection at once would discard it in flight.
+async fn linger(ctl: &mut ControlStream) {
     let send = ctl.writer.get_mut();
     if send.finish().is_ok() {
         let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
     }
-    conn.close(quinn::VarInt::from_u32(0), b"not the leader");
-    Ok(hello.kind)
 }
