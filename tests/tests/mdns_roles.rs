@@ -35,6 +35,21 @@ async fn best_is(browser: &Browser, instance: &str, role: MasterRole, term: u64)
     .await
 }
 
+/// Waits until the browser knows `instance` advertising `role` in `term`, best or not.
+async fn seen_as(browser: &Browser, instance: &str, role: MasterRole, term: u64) {
+    let what = format!("{instance} seen as {role:?} in term {term}");
+    eventually(&what, DEADLINE, || {
+        let table = browser.table();
+        let found = table
+            .candidates()
+            .into_iter()
+            .find(|(name, _)| name.starts_with(&format!("{instance}.")))
+            .and_then(|(name, _)| (table.role(&name) == Some((role, term))).then_some(()));
+        async move { found }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_prefers_the_advertised_leader_and_follows_a_role_change() {
     if netns::skip("the_browser_prefers_the_advertised_leader_and_follows_a_role_change") {
@@ -49,15 +64,15 @@ async fn the_browser_prefers_the_advertised_leader_and_follows_a_role_change() {
     let b = Advertiser::start_as(&advert("mb", ip, 5051), &interfaces, MasterRole::Leader, 2)
         .expect("advertising mb");
     let browser = Browser::start(CLUSTER, &interfaces).expect("browsing");
-    best_is(&browser, "mb", MasterRole::Leader, 2).await;
-    let table = browser.table();
-    let a_name = table
-        .candidates()
-        .into_iter()
-        .map(|(name, _)| name)
-        .find(|name| name.starts_with("ma."))
-        .expect("the standby is seen too");
-    assert_eq!(table.role(&a_name), Some((MasterRole::Standby, 2)));
+    // Both must be known before "prefers" means anything: the leader's records may well
+    // arrive first, and a browser that has seen only it would pass trivially.
+    seen_as(&browser, "ma", MasterRole::Standby, 2).await;
+    seen_as(&browser, "mb", MasterRole::Leader, 2).await;
+    let best = browser.best().map(|(name, _)| name);
+    assert!(
+        best.as_deref().is_some_and(|n| n.starts_with("mb.")),
+        "the leader is preferred over the standby, got {best:?}"
+    );
 
     // An election: ma leads in term 3, mb stands by.
     a.set_role(MasterRole::Leader, 3).expect("re-announcing ma");
