@@ -12,7 +12,7 @@ use bramble_proto::handshake::HandshakeError;
 use bramble_proto::identity::Role;
 use bramble_proto::messages::{LeaderHint, PeerKind};
 use bramble_proto::transport::{client_endpoint, connect, unspecified_for};
-use bramble_proto::TaskState;
+use bramble_proto::{AgentId, TaskState};
 use bramble_tests::framework::{pid_of, shell_task};
 use bramble_tests::processes::*;
 use bramble_tests::*;
@@ -147,6 +147,27 @@ async fn kill_and_time(
     (new_leader, killed.elapsed())
 }
 
+/// Waits until the master at `addr` has agent `agent_id` connected and the task `task`
+/// RUNNING (after a failover: the agent is back with the new leader, its task kept).
+async fn agent_back_with_task_running(
+    net: &LoopbackCluster,
+    addr: SocketAddr,
+    agent_id: &AgentId,
+    task: &str,
+    what: &str,
+) {
+    eventually(what, WAIT, || async {
+        let s = operator_state(&net.test, addr).await.ok()?;
+        let back = s.agents.iter().any(|a| &a.id == agent_id && a.connected);
+        let running = s
+            .tasks
+            .iter()
+            .any(|t| t.id.as_str() == task && t.state == TaskState::Running);
+        (back && running).then_some(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_master_leads_standbys_redirect_and_a_killed_leader_is_replaced_from_the_replicated_records(
 ) {
@@ -255,20 +276,12 @@ async fn one_master_leads_standbys_redirect_and_a_killed_leader_is_replaced_from
         "agent-again",
         &AgentCmd::new("agent1").master(group.quic(new_leader)),
     );
-    eventually(
+    agent_back_with_task_running(
+        &net,
+        group.quic(new_leader),
+        &agent_id,
+        "sleeper",
         "the agent re-registers with the new leader, its task RUNNING",
-        WAIT,
-        || async {
-            let s = operator_state(&net.test, group.quic(new_leader))
-                .await
-                .ok()?;
-            let back = s.agents.iter().any(|a| a.id == agent_id && a.connected);
-            let running = s
-                .tasks
-                .iter()
-                .any(|t| t.id.as_str() == "sleeper" && t.state == TaskState::Running);
-            (back && running).then_some(())
-        },
     )
     .await;
     assert!(alive(pid), "the task's process {pid} was killed");
@@ -356,18 +369,12 @@ async fn an_agent_given_every_master_follows_each_new_leader_by_itself() {
         let mut proc = masters[leader - 1].take().expect("leader process");
         let killed = Instant::now();
         let (next, _) = kill_and_time(&net, &group, &mut proc, &survivors).await;
-        eventually(
+        agent_back_with_task_running(
+            &net,
+            group.quic(next),
+            &agent_id,
+            "sleeper",
             "the agent re-registers with the new leader by itself, its task RUNNING",
-            WAIT,
-            || async {
-                let s = operator_state(&net.test, group.quic(next)).await.ok()?;
-                let back = s.agents.iter().any(|a| a.id == agent_id && a.connected);
-                let running = s
-                    .tasks
-                    .iter()
-                    .any(|t| t.id.as_str() == "sleeper" && t.state == TaskState::Running);
-                (back && running).then_some(())
-            },
         )
         .await;
         agent_back.push(killed.elapsed());
