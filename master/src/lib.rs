@@ -2,7 +2,7 @@
 //! QUIC with mutual TLS, offers agents' resources to frameworks by Dominant Resource Fairness,
 //! launches what frameworks accept and relays status updates until they are acknowledged.
 //!
-//! Where to start reading: `server.rs` (connections in, messages out), then `state/` (the
+//! Where to start reading: `server/` (connections in, messages out), then `state/` (the
 //! single-owner state machine), then `allocator.rs` (pure policy) and `store/` (the
 //! redb file a restarted master recovers from).
 

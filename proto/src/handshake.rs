@@ -2,7 +2,7 @@
 //! (agent, scheduler driver, operator client, tests).
 //!
 //! A peer counts as admitted only after the master answers its `Hello` with `Welcome` (see
-//! `transport.rs`: a QUIC connect can succeed for a peer the master then refuses). So every
+//! `transport/`: a QUIC connect can succeed for a peer the master then refuses). So every
 //! dialer does the same three steps on a fresh connection: open the control stream, send
 //! `Hello{version, kind}`, read the `HelloReply`. [`say_hello`] does them and turns a refusal
 //! into an error; [`exchange_hello`] stops at the raw reply for callers (tests of the

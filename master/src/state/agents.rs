@@ -89,7 +89,7 @@ impl Master {
             (AgentToMaster::ImageReply { request, result }, Some(Bound::Agent(id))) => {
                 self.image_answer(&id, request, result)
             }
-            // Answered at the edge (`server.rs`, `artifacts.rs`): the state never reads files.
+            // Answered at the edge (`server/connections.rs`, `artifacts.rs`): the state never reads files.
             (AgentToMaster::ArtifactRead { request, .. }, Some(Bound::Agent(id))) => {
                 tracing::debug!(agent = %id, request, "artifact read reached the state; ignored")
             }

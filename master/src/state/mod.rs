@@ -1,6 +1,6 @@
 //! The master's brain: agents, frameworks, offers and tasks, driven one event at a time.
 //!
-//! Everything the master knows lives in [`Master`], owned by a single task (see `server.rs`),
+//! Everything the master knows lives in [`Master`], owned by a single task (see `server/burst.rs`),
 //! so there are no locks and every decision sees one consistent picture. Connections feed it
 //! [`Input`]s; what it says back goes into an outbox, not onto the wire; what it wants the
 //! world to see (change events, a summary for the front panel) goes into its [`feed::Feed`].

@@ -26,7 +26,7 @@ pub(super) const STREAM_RECEIVE_WINDOW: u32 = 256 * 1024;
 /// The whole connection's receive window: the one stream plus a little slack.
 const CONNECTION_RECEIVE_WINDOW: u32 = 320 * 1024;
 /// What we buffer towards a slow peer before our writer waits (it then drops the peer if
-/// its queue fills; see `master/src/server.rs`).
+/// its queue fills; see `master/src/server/connections.rs`).
 const SEND_WINDOW: u64 = 1024 * 1024;
 /// Unvalidated connection attempts kept waiting for the accept loop, and what each may buffer.
 const MAX_PENDING_INCOMING: usize = 1024;
