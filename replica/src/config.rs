@@ -101,7 +101,7 @@ pub fn parse_peer(s: &str) -> Result<(NodeId, SocketAddr), ConfigError> {
 /// election timeout of 300–400 ms. A follower stands once the leader's lease
 /// (`election_max`: voters refuse to elect anyone else before it ends) plus `election_min`
 /// plus a random spread have passed without a heartbeat (`election_watchdog` in
-/// replica.rs), so a dead leader is replaced after 0.7–0.9 s, ~1.5 s when two candidates
+/// replica/election.rs), so a dead leader is replaced after 0.7–0.9 s, ~1.5 s when two candidates
 /// collide: inside the 2 s the masters promise. Wider ranges cost failover time directly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tuning {
@@ -154,7 +154,7 @@ impl Tuning {
             max_in_snapshot_log_to_keep: self.keep_logs,
             snapshot_max_chunk_size: crate::types::SNAPSHOT_CHUNK_BYTES as u64,
             install_snapshot_timeout: 2000,
-            // Our election timer stands instead (see `election_watchdog` in replica.rs).
+            // Our election timer stands instead (see `election_watchdog` in replica/election.rs).
             enable_elect: false,
             ..Default::default()
         }

@@ -9,7 +9,8 @@
 //!   machine, the latest snapshot.
 //! - `network.rs`: openraft's network over QUIC, and the server side; followers forward
 //!   writes and reads to the leader.
-//! - `replica.rs`: [`Replica`], the API the master will use.
+//! - `replica/`: [`Replica`], the API the master uses (`mod.rs`); peers' requests checked
+//!   and answered (`requests.rs`); our election timer (`election.rs`).
 //! - `config.rs`: [`ReplicaConfig`] (id, peers) and [`Tuning`] (timeouts for Pis on a LAN).
 //!
 //! Not yet wired into the master: see ARCHITECTURE.md, "Replicated masters".
