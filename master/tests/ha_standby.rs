@@ -82,6 +82,7 @@ async fn group(dir: &std::path::Path, token: Option<&str>) -> (Vec<HaMaster>, Ve
             id: i as u64 + 1,
             peers: peers.clone(),
             bootstrap: true,
+            ..HaConfig::default()
         };
         masters.push(
             ha::start(creds.clone(), &cfg, &ha)
@@ -149,6 +150,93 @@ async fn without_a_token_a_standbys_state_stays_open() {
     let (status, body) = get(configs[standby].http, "/api/v1/state", "").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"standby\":true"), "{body}");
+    for m in masters {
+        m.shutdown().await;
+    }
+}
+
+/// The panel of a replicated master (`ha/panel.rs`): a standby's glass says "standby", its
+/// term and the leader, checked on the real SSD1306 byte stream (a recording I2C bus decoded
+/// by the controller model); the leader's panel is the usual cluster picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standbys_panel_says_standby_with_its_term_and_the_leader() {
+    use bramble_firmware::testing::{RecordingI2c, Ssd1306Decoder};
+    use bramble_firmware::{compose, DisplayConfig, DisplayDriver, Enabled, Phase, Screen};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (masters, _configs) = group(dir.path(), None).await;
+    let standby = a_standby(&masters).await;
+    let leader = masters
+        .iter()
+        .position(|m| m.status().borrow().serving)
+        .expect("a leader");
+    let status = masters[standby].status().borrow().clone();
+    let hint = status.leader.clone().expect("the standby knows the leader");
+    let state = ha::panel::standby_picture("shelf", &status, None);
+    let host = hint.address.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+    assert_eq!(
+        state.phase,
+        Phase::Standby {
+            term: status.term,
+            leader: Some(format!("{} {host}", hint.id)),
+        }
+    );
+
+    // On the glass: the bytes the driver sends, decoded, are the standby screen's picture.
+    let rec = RecordingI2c::new();
+    let config = DisplayConfig::default();
+    let mut driver = DisplayDriver::with_i2c(rec.clone(), config.clone());
+    driver.update(&state, Instant::now());
+    assert_eq!(driver.current_screen(), Some(Screen::Standby));
+    let glass = Ssd1306Decoder::replay(config.address, &rec.transactions())
+        .expect("a valid SSD1306 byte stream")
+        .picture();
+    let size = config.size;
+    let origin = Default::default();
+    let expected = compose(&state, &Screen::Standby, size, origin);
+    assert_eq!(
+        glass.diff_count(&expected),
+        0,
+        "the glass shows the standby screen"
+    );
+    // The term and the leader are on it: another term, or another leader, is another picture.
+    let mut other_term = status.clone();
+    other_term.term += 1;
+    let other = compose(
+        &ha::panel::standby_picture("shelf", &other_term, None),
+        &Screen::Standby,
+        size,
+        origin,
+    );
+    assert!(glass.diff_count(&other) > 0, "the term is drawn");
+    let mut no_leader = status.clone();
+    no_leader.leader = None;
+    let election = compose(
+        &ha::panel::standby_picture("shelf", &no_leader, None),
+        &Screen::Standby,
+        size,
+        origin,
+    );
+    assert!(glass.diff_count(&election) > 0, "the leader is named");
+
+    // The running panels: the leader's shows the cluster (its operators' GetPanel reads it).
+    let off = DisplayConfig {
+        enabled: Enabled::Off,
+        ..DisplayConfig::default()
+    };
+    let panels: Vec<_> = masters
+        .iter()
+        .map(|m| ha::panel::start(m, off.clone(), "shelf".into()))
+        .collect();
+    let leading = masters[leader].leading().borrow().clone().expect("leading");
+    let drawn = eventually("the leader's panel drew the cluster", WAIT, || {
+        let (_, json) = leading.panel.snapshot()?;
+        json.contains("Running").then_some(json)
+    })
+    .await;
+    assert!(!drawn.contains("Standby"), "{drawn}");
+    for p in panels {
+        p.stop().await;
+    }
     for m in masters {
         m.shutdown().await;
     }
