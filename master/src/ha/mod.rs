@@ -199,8 +199,7 @@ pub async fn start(
             replica.clone(),
             me,
             status.clone(),
-            serving_tx,
-            leading_tx,
+            (serving_tx, leading_tx),
             stop_rx,
         )),
     ];
@@ -477,8 +476,7 @@ async fn run(
     replica: Replica,
     me: MasterAddress,
     status: watch::Receiver<HaStatus>,
-    serving: watch::Sender<bool>,
-    leading: watch::Sender<Option<Leading>>,
+    (serving, leading): (watch::Sender<bool>, watch::Sender<Option<Leading>>),
     mut stop: watch::Receiver<bool>,
 ) {
     loop {

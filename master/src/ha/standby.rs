@@ -141,7 +141,7 @@ struct Side {
 /// it: `leader`). Behind the token when one is set.
 async fn state(State(side): State<Side>, req: Request) -> Response {
     if let Some(auth) = &side.auth {
-        if let Err(refused) = auth.admit(&req) {
+        if let Some(refused) = auth.refusal(&req) {
             return refused;
         }
     }

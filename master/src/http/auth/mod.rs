@@ -228,18 +228,18 @@ pub(super) async fn require_token(
     let Some(auth) = &app.auth else {
         return next.run(req).await;
     };
-    match auth.admit(&req) {
-        Ok(()) => next.run(req).await,
-        Err(refused) => refused,
+    match auth.refusal(&req) {
+        None => next.run(req).await,
+        Some(refused) => refused,
     }
 }
 
 impl Auth {
-    /// Whether `req` carries a live session cookie or the right `Authorization: Bearer`
+    /// `None` when `req` carries a live session cookie or the right `Authorization: Bearer`
     /// token; the refusal (401, or 429 after too many wrong tokens) otherwise. Also what a
     /// standby master (`ha/standby.rs`) checks: it answers with the same token the leader
     /// requires.
-    pub(crate) fn admit(&self, req: &Request) -> Result<(), Response> {
+    pub(crate) fn refusal(&self, req: &Request) -> Option<Response> {
         let now = Instant::now();
         let verdict = if self.session_valid(req.headers(), now) {
             Ok(())
@@ -249,9 +249,9 @@ impl Auth {
             Err(TokenRefused::Wrong)
         };
         match verdict {
-            Ok(()) => Ok(()),
-            Err(TokenRefused::Wrong) => Err(unauthorized()),
-            Err(TokenRefused::TooMany(wait)) => Err(too_many(wait)),
+            Ok(()) => None,
+            Err(TokenRefused::Wrong) => Some(unauthorized()),
+            Err(TokenRefused::TooMany(wait)) => Some(too_many(wait)),
         }
     }
 }
