@@ -35,6 +35,12 @@ pub enum Phase {
     Running,
     /// The master hit something the operator must see; the text is shown as is.
     Error(String),
+    /// A replicated master standing by (`[ha]`): the Raft term it knows and who leads, as
+    /// short as the panel can show it (the leader's id and address; `None` in an election).
+    Standby {
+        term: u64,
+        leader: Option<String>,
+    },
 }
 
 /// One agent's share of the cluster, drawn as a mini bar.

@@ -67,6 +67,8 @@ pub enum Screen {
     MasterStarting,
     /// The master's `Phase::Error` text.
     Error,
+    /// A replicated master standing by: "standby", its term and the leader.
+    Standby,
 }
 
 impl Screen {
@@ -78,6 +80,7 @@ impl Screen {
             Screen::NoJob => "no_job",
             Screen::MasterStarting => "master_starting",
             Screen::Error => "error",
+            Screen::Standby => "standby",
         }
     }
 }
@@ -90,6 +93,7 @@ pub fn select_screens(state: &PanelState) -> Vec<Screen> {
     match &state.phase {
         Phase::Starting => vec![Screen::MasterStarting],
         Phase::Error(_) => vec![Screen::Error],
+        Phase::Standby { .. } => vec![Screen::Standby],
         Phase::Running => {
             let overview = if state.agents_up == 0 {
                 Screen::WaitingForAgents
@@ -144,6 +148,12 @@ where
             },
             compact,
         ),
+        Screen::Standby => match &state.phase {
+            Phase::Standby { term, leader } => {
+                draw_standby(&mut d, *term, leader.as_deref(), compact)
+            }
+            _ => draw_error(&mut d, "not standing by", compact),
+        },
         Screen::Error => {
             let msg = match &state.phase {
                 Phase::Error(m) => m.as_str(),
@@ -541,6 +551,27 @@ fn draw_plain<D: Canvas>(d: &mut D, p: &Plain, compact: bool) -> Result<(), D::E
     Ok(())
 }
 
+/// A standby master: the word, its term, and who leads (or that an election is on).
+fn draw_standby<D: Canvas>(
+    d: &mut D,
+    term: u64,
+    leader: Option<&str>,
+    compact: bool,
+) -> Result<(), D::Error> {
+    let leader = match leader {
+        Some(l) => format!("leader {l}"),
+        None => "electing a leader".to_string(),
+    };
+    if compact {
+        text_center(d, "standby", &FONT_7X13_BOLD, 1)?;
+        text_center(d, &format!("term {term}"), &FONT_6X10, 14)?;
+        return text_center(d, &leader, &FONT_6X10, 23);
+    }
+    text_center(d, "standby", &FONT_10X20, 4)?;
+    text_center(d, &format!("term {term}"), &FONT_6X10, 30)?;
+    text_center(d, &leader, &FONT_6X10, 44)
+}
+
 fn draw_error<D: Canvas>(d: &mut D, msg: &str, compact: bool) -> Result<(), D::Error> {
     let per_line = ((RIGHT + 1) / char_w(&FONT_6X10)) as usize;
     if compact {
@@ -784,5 +815,11 @@ mod tests {
         let mut err = running(true, 2);
         err.phase = Phase::Error("boom".into());
         assert_eq!(select_screens(&err), vec![Screen::Error]);
+        let mut standby = running(true, 2);
+        standby.phase = Phase::Standby {
+            term: 4,
+            leader: Some("2 10.0.0.2".into()),
+        };
+        assert_eq!(select_screens(&standby), vec![Screen::Standby]);
     }
 }

@@ -72,21 +72,109 @@ pub struct MasterConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HaConfig {
-    /// This master's id in the group, one of `peers`.
+    /// This master's id in the group, one of `peers`. With `peers = "mdns"` it may be left out
+    /// (0): it is then derived once from the card (`/etc/machine-id`) and kept in the state dir.
+    #[serde(default)]
     pub id: u64,
     /// Every master's replication address, `"ID=HOST:PORT"` (this one's included: it listens
-    /// there, UDP, ALPN `bramble-raft/1`).
+    /// there, UDP, ALPN `bramble-raft/1`); or `"mdns"` (held as `[HA_MDNS]`): the masters
+    /// find each other on mDNS (`ha/mdns.rs`).
+    #[serde(deserialize_with = "peers_or_mdns")]
     pub peers: Vec<String>,
     /// Form the group from `peers` on this first start (an empty replica store). Only for the
     /// very first start of a new group: a master whose replica directory was wiped must be
-    /// added back (`bramble masters add`), never bootstrap again.
+    /// added back (`bramble masters add`), never bootstrap again. Not with `peers = "mdns"`,
+    /// where the group is formed by the rule in `ha/mdns.rs`.
     #[serde(default)]
     pub bootstrap: bool,
+    /// `peers = "mdns"`: how many candidates form the group (default 3; at most 5). The
+    /// lowest id of the first `expect` seen forms it with exactly those; later ones are added.
+    #[serde(default)]
+    pub expect: Option<usize>,
+    /// `peers = "mdns"`: the UDP port this master replicates on (default 5052).
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// `peers = "mdns"` as held in [`HaConfig::peers`].
+pub const HA_MDNS: &str = "mdns";
+/// Default `[ha] expect` with `peers = "mdns"`.
+pub const HA_DEFAULT_EXPECT: usize = 3;
+/// The most voters an mDNS group forms or grows to.
+pub const HA_MAX_VOTERS: usize = 5;
+/// Default `[ha] port` with `peers = "mdns"`.
+pub const HA_DEFAULT_PORT: u16 = 5052;
+
+/// `peers`: a list of `ID=HOST:PORT`, or the string `"mdns"`.
+fn peers_or_mdns<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Peers {
+        List(Vec<String>),
+        Word(String),
+    }
+    match Peers::deserialize(d)? {
+        Peers::List(list) => Ok(list),
+        Peers::Word(w) if w == HA_MDNS => Ok(vec![HA_MDNS.to_string()]),
+        Peers::Word(w) => Err(serde::de::Error::custom(format!(
+            "{w:?}: use a list of \"ID=HOST:PORT\" or \"mdns\""
+        ))),
+    }
 }
 
 impl HaConfig {
-    /// The replica's configuration, or which key is wrong and why.
+    /// `peers = "mdns"`: the masters find each other on mDNS.
+    pub fn mdns(&self) -> bool {
+        self.peers.len() == 1 && self.peers[0] == HA_MDNS
+    }
+
+    /// With `peers = "mdns"`: the group size to form.
+    pub fn expect(&self) -> usize {
+        self.expect.unwrap_or(HA_DEFAULT_EXPECT)
+    }
+
+    /// With `peers = "mdns"`: the replication port.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(HA_DEFAULT_PORT)
+    }
+
+    /// Checks `[ha]`: which key is wrong and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.mdns() {
+            if self.expect.is_some() || self.port.is_some() {
+                return Err((
+                    "ha.expect",
+                    "expect and port are for peers = \"mdns\" only".into(),
+                ));
+            }
+            return self.replica_config().map(|_| ());
+        }
+        if self.bootstrap {
+            return Err((
+                "ha.bootstrap",
+                "not with peers = \"mdns\": the candidates seen decide who forms the group".into(),
+            ));
+        }
+        if !(1..=HA_MAX_VOTERS).contains(&self.expect()) {
+            return Err((
+                "ha.expect",
+                format!("must be 1..={HA_MAX_VOTERS} (3 or 5 tolerate one or two failures)"),
+            ));
+        }
+        if self.port() == 0 {
+            return Err(("ha.port", "must be a port, not 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The replica's configuration for configured peers, or which key is wrong and why.
     pub fn replica_config(&self) -> Result<bramble_replica::ReplicaConfig, (&'static str, String)> {
+        if self.mdns() {
+            return Err((
+                "ha.peers",
+                "\"mdns\": the peers are found at run time, not configured".into(),
+            ));
+        }
         if self.id == 0 {
             return Err(("ha.id", "must be > 0".into()));
         }
@@ -214,7 +302,7 @@ impl MasterConfig {
             return Err(ConfigError::invalid(path, text, key, message));
         }
         if let Some(ha) = &self.ha {
-            ha.replica_config()
+            ha.validate()
                 .map_err(|(key, message)| ConfigError::invalid(path, text, key, message))?;
         }
         Ok(())
@@ -348,6 +436,44 @@ mod tests {
         // Absent: the single master.
         std::fs::write(&path, "name = \"x\"\n").expect("write");
         assert!(MasterConfig::load(&path, true).expect("valid").ha.is_none());
+    }
+
+    #[test]
+    fn ha_peers_mdns_needs_no_addresses_and_its_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("master.toml");
+        std::fs::write(&path, "[ha]\npeers = \"mdns\"\n").expect("write");
+        let ha = MasterConfig::load(&path, true)
+            .expect("valid")
+            .ha
+            .expect("[ha]");
+        assert!(ha.mdns());
+        assert_eq!((ha.id, ha.expect(), ha.port()), (0, 3, HA_DEFAULT_PORT));
+        std::fs::write(
+            &path,
+            "[ha]\npeers = \"mdns\"\nid = 7\nexpect = 5\nport = 6000\n",
+        )
+        .expect("write");
+        let ha = MasterConfig::load(&path, true)
+            .expect("valid")
+            .ha
+            .expect("[ha]");
+        assert_eq!((ha.id, ha.expect(), ha.port()), (7, 5, 6000));
+        for (toml, key) in [
+            ("[ha]\npeers = \"mdns\"\nexpect = 0\n", "ha.expect"),
+            ("[ha]\npeers = \"mdns\"\nexpect = 6\n", "ha.expect"),
+            ("[ha]\npeers = \"mdns\"\nport = 0\n", "ha.port"),
+            ("[ha]\npeers = \"mdns\"\nbootstrap = true\n", "ha.bootstrap"),
+            ("[ha]\npeers = \"dns\"\n", "mdns"),
+            (
+                "[ha]\nid = 1\npeers = [\"1=127.0.0.1:7001\"]\nexpect = 3\n",
+                "ha.expect",
+            ),
+        ] {
+            std::fs::write(&path, toml).expect("write");
+            let msg = MasterConfig::load(&path, true).expect_err(toml).to_string();
+            assert!(msg.contains(key), "{toml}: {msg}");
+        }
     }
 
     #[test]

@@ -179,30 +179,72 @@ pub fn start_with_notices(
             tx.send_replace(state);
         }
     });
-    let thread_stop = stop.clone();
-    let thread = std::thread::Builder::new()
+    let (_keep, target) = watch::channel(feed);
+    let thread = spawn_driver(rx, target, config, stop.clone());
+    DisplayHandle {
+        stop,
+        sampler,
+        thread,
+    }
+}
+
+/// The picture of a replicated master standing by (`[ha]`): "standby", the term it knows,
+/// and the leader (`None` while an election is on).
+pub fn standby_state(
+    name: &str,
+    term: u64,
+    leader: Option<String>,
+    temperature_c: Option<f32>,
+) -> PanelState {
+    let mut state = PanelState::starting(name);
+    state.phase = Phase::Standby { term, leader };
+    state.temperature_c = temperature_c;
+    state
+}
+
+/// Runs a panel drawing whatever `states` holds newest, each composed picture left in the
+/// [`PanelFeed`] `target` names now (a replicated master's changes with each term it leads:
+/// see `ha/panel.rs`). `sampler` is the task filling `states`, stopped with the panel.
+pub fn start_from(
+    states: watch::Receiver<PanelState>,
+    target: watch::Receiver<PanelFeed>,
+    config: DisplayConfig,
+    sampler: tokio::task::JoinHandle<()>,
+) -> DisplayHandle {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = spawn_driver(states, target, config, stop.clone());
+    DisplayHandle {
+        stop,
+        sampler,
+        thread,
+    }
+}
+
+/// The thread that owns the display driver (its I2C calls block).
+fn spawn_driver(
+    rx: watch::Receiver<PanelState>,
+    target: watch::Receiver<PanelFeed>,
+    config: DisplayConfig,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
         .name("display".into())
         .spawn(move || {
             let mut driver = LinuxDisplayDriver::open(config);
-            while !thread_stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let state = rx.borrow().clone();
                 let outcome = driver.update(&state, Instant::now());
                 // A throttled update composed nothing: its frame is still an older state's,
                 // and the feed must pair each picture with the state it was drawn from.
                 let composed = outcome != UpdateOutcome::Throttled;
                 if let Some(frame) = driver.frame().filter(|_| composed) {
-                    feed.publish(&state, frame);
+                    target.borrow().publish(&state, frame);
                 }
                 debug!(?outcome, "display update");
                 std::thread::sleep(DRAW_EVERY);
             }
         })
-        .ok();
-    DisplayHandle {
-        stop,
-        sampler,
-        thread,
-    }
+        .ok()
 }
 
 #[cfg(test)]

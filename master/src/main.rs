@@ -133,8 +133,8 @@ fn main() -> anyhow::Result<()> {
 
 /// `[ha]`: one master of a replicated group, serving while elected and standing by
 /// otherwise, until SIGINT/SIGTERM. Its mDNS advert carries its role and term, re-announced
-/// as they change, so agents and clients browsing for the cluster go to the leader. (The
-/// front panel is not run here yet.)
+/// as they change, so agents and clients browsing for the cluster go to the leader. The front
+/// panel shows the cluster while it leads and "standby", its term and the leader otherwise.
 async fn run_replicated(
     creds: bramble_proto::identity::Credentials,
     cfg: bramble_master::config::MasterConfig,
@@ -144,9 +144,10 @@ async fn run_replicated(
     let master = bramble_master::ha::start(std::sync::Arc::new(creds), &cfg, &ha)
         .await
         .context("starting the replicated master")?;
-    tracing::info!(id = ha.id, listen = %cfg.listen, http = %cfg.http, name = %cfg.name, "bramble-master ready (replicated)");
+    tracing::info!(id = master.replica().id(), listen = %cfg.listen, http = %cfg.http, name = %cfg.name, "bramble-master ready (replicated)");
+    // The id in the name: masters on cards that share a host name never clash on mDNS.
     let advert = MasterAdvert {
-        instance: discovery::local_hostname(),
+        instance: format!("{}-{}", discovery::local_hostname(), master.replica().id()),
         cluster_id,
         quic: cfg.listen,
         http_port: Some(cfg.http.port()),
@@ -156,8 +157,11 @@ async fn run_replicated(
         cfg.discovery.interfaces.clone(),
         master.status(),
     ));
+    // The front panel: the cluster while leading, "standby", the term and the leader otherwise.
+    let panel = bramble_master::ha::panel::start(&master, cfg.display.clone(), cfg.name.clone());
     bramble_proto::logging::wait_for_shutdown_signal().await;
     tracing::info!("shutting down");
+    panel.stop().await;
     advertising.abort();
     let _ = advertising.await;
     master.shutdown().await;

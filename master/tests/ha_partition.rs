@@ -72,6 +72,7 @@ async fn a_leader_cut_off_from_the_majority_stops_serving_and_another_serves() {
             id: i as u64 + 1,
             peers: peers.clone(),
             bootstrap: true,
+            ..HaConfig::default()
         };
         masters.push(
             ha::start(creds.clone(), &cfg, &ha)

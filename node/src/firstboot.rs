@@ -251,6 +251,69 @@ pub fn probe_panel_on_bus(display: &DisplayConfig) -> bool {
 mod tests {
     use super::*;
 
+    /// First boot on a scratch root (not live) with this `bramble.toml`; `None` when the
+    /// machine lacks systemd-sysusers (first boot creates users with it).
+    fn first_boot_with(settings: &str, panel: bool) -> Option<(tempfile::TempDir, String)> {
+        if std::process::Command::new("systemd-sysusers")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: systemd-sysusers is not installed (first boot creates users with it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("boot/firmware")).expect("boot dir");
+        std::fs::create_dir_all(root.join("etc")).expect("etc");
+        std::fs::write(
+            root.join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .expect("machine-id");
+        std::fs::write(root.join("boot/firmware/bramble.toml"), settings).expect("settings");
+        let opts = FirstbootOptions::for_root(root);
+        let report = firstboot(&opts, &mut |_| panel)
+            .expect("first boot")
+            .expect("not done before");
+        let master =
+            std::fs::read_to_string(root.join("etc/bramble/master.toml")).unwrap_or_default();
+        assert_eq!(report.role == "master", !master.is_empty());
+        Some((dir, master))
+    }
+
+    #[test]
+    fn master_cards_of_a_replicated_cluster_get_ha_on_mdns_and_a_single_master_none() {
+        let Some((_d, single)) = first_boot_with("role = \"master\"\n", false) else {
+            return;
+        };
+        let single: toml::Table = toml::from_str(&single).expect("master.toml");
+        assert!(
+            single.get("ha").is_none(),
+            "the default stays one master: {single:?}"
+        );
+
+        for (settings, panel) in [
+            ("role = \"master\"\nmasters = 3\n", false),
+            // auto: a card with a panel is a master candidate too.
+            ("role = \"auto\"\nmasters = 3\n", true),
+        ] {
+            let (_d, text) = first_boot_with(settings, panel).expect("sysusers found above");
+            let master: toml::Table = toml::from_str(&text).expect("master.toml");
+            let ha = master["ha"].as_table().expect("[ha]");
+            assert_eq!(ha["peers"].as_str(), Some("mdns"), "{settings}");
+            assert_eq!(ha["expect"].as_integer(), Some(3), "{settings}");
+            assert!(
+                ha.get("id").is_none() && ha.get("bootstrap").is_none(),
+                "{ha:?}"
+            );
+        }
+        // An agent card of a replicated cluster has no master.toml at all.
+        let (_d, agent) =
+            first_boot_with("role = \"auto\"\nmasters = 3\n", false).expect("sysusers");
+        assert!(agent.is_empty());
+    }
+
     #[test]
     fn hosts_line_is_replaced_or_added_once() {
         let pi = "127.0.0.1\tlocalhost\n::1\t\tlocalhost\n\n127.0.1.1\t\traspberrypi\n";

@@ -56,7 +56,16 @@ pub struct NodeSettings {
     pub hostname: String,
     /// The master's front panel; also where `auto` looks for it.
     pub display: DisplayConfig,
+    /// How many replicated masters the cluster has: 1 (the default) is the single master,
+    /// unchanged; 3 or 5 make every master card (`role = "master"`, or `auto` with a panel)
+    /// a candidate of a replicated group found on mDNS (`[ha] peers = "mdns"` in its
+    /// master.toml), formed once that many are seen.
+    pub masters: usize,
 }
+
+/// The replicated group sizes `masters` accepts besides 1: an even count tolerates no more
+/// failures than one fewer, and more than five voters only slow every write.
+pub const REPLICATED_MASTERS: [usize; 2] = [3, 5];
 
 impl Default for NodeSettings {
     fn default() -> Self {
@@ -65,6 +74,7 @@ impl Default for NodeSettings {
             cluster_name: "bramble".into(),
             hostname: String::new(),
             display: DisplayConfig::default(),
+            masters: 1,
         }
     }
 }
@@ -86,6 +96,11 @@ cluster_name = {cluster_name}
 
 # Empty: bramble-XXXX from the board's serial number.
 hostname = "{hostname}"
+
+# How many masters: 1 (one master card). 3 or 5: replicated masters with a leader elected
+# among them; put role = "master" on that many cards (or more: the extra ones wait as
+# spares). They find each other on the network by themselves: no addresses to type.
+masters = 1
 
 # The master's front panel (SSD1306 OLED on the I2C header).
 [display]
@@ -117,6 +132,18 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<NodeSettings, NodeError
             text,
             "cluster_name",
             "must not be empty",
+        )
+        .into());
+    }
+    if settings.masters != 1 && !REPLICATED_MASTERS.contains(&settings.masters) {
+        return Err(bramble_proto::config::ConfigError::invalid(
+            path,
+            text,
+            "masters",
+            format!(
+                "{} is not a group size: use 1 (one master), 3 or 5 (replicated masters)",
+                settings.masters
+            ),
         )
         .into());
     }
@@ -154,6 +181,28 @@ mod tests {
         assert_eq!(s.cluster_name, "a \"quoted\" name");
         assert_eq!(s.role, RoleSetting::Master);
         assert_eq!(s.hostname, "node-7");
+    }
+
+    #[test]
+    fn masters_is_one_by_default_and_only_a_sensible_group_size() {
+        let s = parse_settings(Path::new("bramble.toml"), "").unwrap();
+        assert_eq!(s.masters, 1);
+        let s = parse_settings(Path::new("bramble.toml"), "masters = 5\n").unwrap();
+        assert_eq!(s.masters, 5);
+        for bad in [
+            "masters = 0\n",
+            "masters = 2\n",
+            "masters = 4\n",
+            "masters = 7\n",
+        ] {
+            let err = parse_settings(Path::new("bramble.toml"), bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("masters") && err.contains("line 1"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -19,9 +19,19 @@ pub fn master_toml(settings: &NodeSettings) -> String {
         display: &settings.display,
     })
     .unwrap_or_default();
-    format!(
+    let mut text = format!(
         "# Written by bramble-firstboot from bramble.toml; edit freely, it is not rewritten.\n{body}"
-    )
+    );
+    if settings.masters > 1 {
+        // No addresses: the candidates find each other on mDNS; the id is derived from
+        // this card's machine id by the master itself.
+        text.push_str(&format!(
+            "\n# One of {n} replicated masters (bramble.toml masters = {n}), found on mDNS.\n\
+             [ha]\npeers = \"mdns\"\nexpect = {n}\n",
+            n = settings.masters
+        ));
+    }
+    text
 }
 
 /// `/etc/bramble/agent.toml`: each framework's tasks run as its own unprivileged uid, never as
@@ -55,5 +65,24 @@ mod tests {
         assert!(agent.get("task_user").is_none());
         // That the master accepts what first boot writes for it is checked where the master
         // is a dependency: tests/tests/node_configs.rs.
+        assert!(master.get("ha").is_none(), "one master by default: no [ha]");
+    }
+
+    #[test]
+    fn replicated_masters_get_ha_on_mdns_with_no_addresses() {
+        let s = NodeSettings {
+            masters: 3,
+            ..NodeSettings::default()
+        };
+        let master: toml::Table = toml::from_str(&master_toml(&s)).unwrap();
+        let ha = master["ha"].as_table().expect("[ha]");
+        assert_eq!(ha["peers"].as_str(), Some("mdns"));
+        assert_eq!(ha["expect"].as_integer(), Some(3));
+        assert!(
+            ha.get("id").is_none(),
+            "the master derives its id from the card"
+        );
+        assert_eq!(ha.len(), 2, "nothing else to type: {ha:?}");
+        assert_eq!(master["name"].as_str(), Some("bramble"));
     }
 }

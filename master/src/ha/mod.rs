@@ -16,9 +16,14 @@
 //!   calls to the leader (307), serves Mesos's `/master/redirect`, and answers
 //!   `/api/v1/state` itself with the group's picture.
 //!
+//! - **Found on mDNS** (`peers = "mdns"`, `mdns.rs`): no addresses configured; the candidates
+//!   of the cluster find each other and form exactly one group (the rule is there).
+//!
 //! [`HaMaster::status`] publishes this master's role, term and the leader on a watch (for the
 //! mDNS advert and the front panel to follow).
 
+pub mod mdns;
+pub mod panel;
 mod standby;
 
 use crate::config::{HaConfig, MasterConfig};
@@ -86,12 +91,26 @@ pub struct HaStatus {
 pub struct HaMaster {
     replica: Replica,
     status: watch::Receiver<HaStatus>,
+    leading: watch::Receiver<Option<Leading>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _lock: DirLock,
 }
 
+/// The master service while this master leads: its summaries and its panel's picture (what
+/// its operators' `GetPanel` and `/api/v1/panel.png` read).
+#[derive(Clone)]
+pub struct Leading {
+    pub feed: crate::state::feed::Feed,
+    pub panel: crate::display::PanelFeed,
+}
+
 impl HaMaster {
+    /// The serving side's feeds while this master leads, `None` while it stands by.
+    pub fn leading(&self) -> watch::Receiver<Option<Leading>> {
+        self.leading.clone()
+    }
+
     /// Role, term, leader and whether this master serves, as they change.
     pub fn status(&self) -> watch::Receiver<HaStatus> {
         self.status.clone()
@@ -129,22 +148,31 @@ pub async fn start(
     cfg: &MasterConfig,
     ha: &HaConfig,
 ) -> Result<HaMaster, HaError> {
-    let replica_config = ha
-        .replica_config()
-        .map_err(|(key, why)| HaError::Config(format!("{key}: {why}")))?;
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| HaError::Config(format!("the state dir {}: {e}", cfg.state_dir.display())))?;
     let lock = DirLock::acquire(&cfg.state_dir, "bramble-master").map_err(HaError::Locked)?;
-    let replication = replica_config
-        .listen()
-        .ok_or_else(|| HaError::Config(format!("ha.id {} is not among ha.peers", ha.id)))?;
-    let replica = Replica::start(replica_config, &cfg.state_dir.join("replica"), &creds).await?;
+    let (replica, replication, discovery) = if ha.mdns() {
+        let (replica, replication, found) = start_found(&creds, cfg, ha).await?;
+        (replica, replication, Some(found))
+    } else {
+        let replica_config = ha
+            .replica_config()
+            .map_err(|(key, why)| HaError::Config(format!("{key}: {why}")))?;
+        let replication = replica_config
+            .listen()
+            .ok_or_else(|| HaError::Config(format!("ha.id {} is not among ha.peers", ha.id)))?;
+        let replica =
+            Replica::start(replica_config, &cfg.state_dir.join("replica"), &creds).await?;
+        (replica, replication, None)
+    };
     let me = MasterAddress {
         quic: reachable(cfg.listen, replication),
         http: Some(reachable(cfg.http, replication)),
     };
     let (stop, stop_rx) = watch::channel(false);
+    let stop_rx_mdns = stop_rx.clone();
     let (serving_tx, serving_rx) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(None);
     let (status_tx, status) = watch::channel(HaStatus {
         id: replica.id(),
         role: Role::Follower,
@@ -153,7 +181,7 @@ pub async fn start(
         serving: false,
         masters: Vec::new(),
     });
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(publish_address(
             replica.clone(),
             me.clone(),
@@ -171,18 +199,96 @@ pub async fn start(
             replica.clone(),
             me,
             status.clone(),
-            serving_tx,
+            (serving_tx, leading_tx),
             stop_rx,
         )),
     ];
+    if let Some((advert, browser)) = discovery {
+        tasks.push(tokio::spawn(mdns::run(
+            replica.clone(),
+            advert,
+            browser,
+            ha.expect(),
+            status.clone(),
+            stop_rx_mdns,
+        )));
+    }
     info!(id = replica.id(), %replication, "replicated master started (standing by until elected)");
     Ok(HaMaster {
         replica,
         status,
+        leading,
         stop,
         tasks,
         _lock: lock,
     })
+}
+
+/// How long a candidate waits to see its own mDNS advert (which tells it its own address).
+const OWN_ADVERT_DEADLINE: Duration = Duration::from_secs(30);
+
+type Found = (
+    bramble_proto::discovery::CandidateAdvert,
+    bramble_proto::discovery::CandidateBrowser,
+);
+
+/// `peers = "mdns"`: this card's id, its replica on the replication port of every address,
+/// its candidate advert and the browse for the others; returns once its own advert is seen
+/// (the address the others reach it at).
+async fn start_found(
+    creds: &Credentials,
+    cfg: &MasterConfig,
+    ha: &HaConfig,
+) -> Result<(Replica, SocketAddr, Found), HaError> {
+    use bramble_proto::discovery::{CandidateAdvert, CandidateBrowser};
+    let id = if ha.id > 0 {
+        ha.id
+    } else {
+        mdns::card_id(&cfg.state_dir, std::path::Path::new(mdns::MACHINE_ID))
+            .map_err(HaError::Config)?
+    };
+    let bind = SocketAddr::from(([0, 0, 0, 0], ha.port()));
+    let config = bramble_replica::ReplicaConfig {
+        id,
+        peers: [(id, bind)].into_iter().collect(),
+        bootstrap: false,
+        tuning: bramble_replica::Tuning::default(),
+    };
+    let replica = Replica::start(config, &cfg.state_dir.join("replica"), creds).await?;
+    let member = replica.joined().await?.is_some();
+    let mdns_err = |e: bramble_proto::discovery::DiscoveryError| {
+        HaError::Config(format!("peers = \"mdns\": {e}"))
+    };
+    let interfaces = &cfg.discovery.interfaces;
+    let browser = CandidateBrowser::start(&creds.cluster_id, interfaces).map_err(mdns_err)?;
+    let advert = CandidateAdvert::start(
+        &bramble_proto::discovery::local_hostname(),
+        &creds.cluster_id,
+        id,
+        ha.port(),
+        member,
+        interfaces,
+    )
+    .map_err(mdns_err)?;
+    let mut seen = browser.watch();
+    let own = match tokio::time::timeout(
+        OWN_ADVERT_DEADLINE,
+        seen.wait_for(|s| s.values().any(|c| c.id == id && c.addr().is_some())),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s.values().find(|c| c.id == id).and_then(|c| c.addr()),
+        _ => None,
+    };
+    let Some(own) = own else {
+        let _ = replica.shutdown().await;
+        return Err(HaError::Config(format!(
+            "peers = \"mdns\": this master's own advert was not seen on mDNS within {OWN_ADVERT_DEADLINE:?} (is multicast possible on {}?)",
+            if interfaces.is_empty() { "any interface".to_string() } else { interfaces.join(", ") }
+        )));
+    };
+    info!(id, replication = %own, member, "master candidate on mDNS (peers = \"mdns\")");
+    Ok((replica, own, (advert, browser)))
 }
 
 /// Records this master's client addresses in the group (through the leader), retrying until
@@ -370,7 +476,7 @@ async fn run(
     replica: Replica,
     me: MasterAddress,
     status: watch::Receiver<HaStatus>,
-    serving: watch::Sender<bool>,
+    (serving, leading): (watch::Sender<bool>, watch::Sender<Option<Leading>>),
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -396,12 +502,17 @@ async fn run(
             }
         };
         let _ = serving.send(true);
+        leading.send_replace(Some(Leading {
+            feed: master.feed(),
+            panel: master.panel_feed(),
+        }));
         info!(term, took = ?elected_at.elapsed(), quic = %master.addr, "elected leader: serving as the master");
         let why = tokio::select! {
             _ = deposed(&replica, term) => "no longer the leader".to_string(),
             reason = master.failed() => reason,
             _ = stop.changed() => {
                 let _ = serving.send(false);
+                leading.send_replace(None);
                 master.shutdown().await;
                 return;
             }
@@ -411,6 +522,7 @@ async fn run(
             "stepping down to standby: {why}; stopping the master service at once"
         );
         let _ = serving.send(false);
+        leading.send_replace(None);
         master.kill().await;
     }
 }

@@ -3,10 +3,16 @@
 //! here (the group's picture: `masters`, `leader`), `/master/redirect` (`/redirect`) is Mesos's
 //! 307 to the leader, and every other request is a 307 to the same path on the leader's HTTP
 //! address (503 while no leader is known).
+//!
+//! With `http_token` set, `/api/v1/state` needs it as on the leader (`Authorization: Bearer`;
+//! a standby holds no login sessions): the group's picture names every master's addresses.
+//! The redirects carry nothing and stay open, as the leader's `/master/redirect` is.
 
 use super::HaStatus;
 use crate::config::MasterConfig;
-use axum::extract::State;
+use crate::http::auth::Auth;
+use crate::http::AccessConfig;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +23,7 @@ use bramble_proto::SOFTWARE_VERSION;
 use serde_json::json;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,12 +60,14 @@ pub(super) async fn start(
     };
     match tokio::net::TcpListener::bind(cfg.http).await {
         Ok(listener) => {
+            let auth = AccessConfig::from_config(cfg).map(|a| Arc::new(Auth::new(a)));
             let app = Router::new()
                 .route("/api/v1/state", get(state))
                 .route("/master/redirect", get(mesos_redirect))
                 .route("/redirect", get(mesos_redirect))
                 .fallback(redirect)
-                .with_state(status);
+                .with_state(Side { status, auth });
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).into_future().await {
                     warn!("standby HTTP stopped: {e}");
@@ -120,10 +129,23 @@ async fn accept_loop(endpoint: quinn::Endpoint, status: watch::Receiver<HaStatus
     }
 }
 
+/// What the standby's HTTP handlers share.
+#[derive(Clone)]
+struct Side {
+    status: watch::Receiver<HaStatus>,
+    /// `None` without `http_token`: open, as the leader's API is then.
+    auth: Option<Arc<Auth>>,
+}
+
 /// `GET /api/v1/state` on a standby: who it is and the group, no cluster state (the leader has
-/// it: `leader`).
-async fn state(State(status): State<watch::Receiver<HaStatus>>) -> Response {
-    let s = status.borrow().clone();
+/// it: `leader`). Behind the token when one is set.
+async fn state(State(side): State<Side>, req: Request) -> Response {
+    if let Some(auth) = &side.auth {
+        if let Some(refused) = auth.refusal(&req) {
+            return refused;
+        }
+    }
+    let s = side.status.borrow().clone();
     Json(json!({
         "version": SOFTWARE_VERSION,
         "now": bramble_proto::unix_now(),
@@ -153,8 +175,8 @@ fn no_leader() -> Response {
 
 /// Mesos's `/master/redirect`: always a 307 to the leader (`http://HOST:PORT`, the form both
 /// pymesos and mesoshttp follow), 503 while none is known.
-async fn mesos_redirect(State(status): State<watch::Receiver<HaStatus>>) -> Response {
-    match leader_http(&status) {
+async fn mesos_redirect(State(side): State<Side>) -> Response {
+    match leader_http(&side.status) {
         Some(http) => (
             StatusCode::TEMPORARY_REDIRECT,
             [(header::LOCATION, format!("http://{http}"))],
@@ -165,8 +187,8 @@ async fn mesos_redirect(State(status): State<watch::Receiver<HaStatus>>) -> Resp
 }
 
 /// Everything else: the same request at the leader (307 keeps the method and body).
-async fn redirect(State(status): State<watch::Receiver<HaStatus>>, uri: Uri) -> Response {
-    match leader_http(&status) {
+async fn redirect(State(side): State<Side>, uri: Uri) -> Response {
+    match leader_http(&side.status) {
         Some(http) => {
             let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             (

@@ -16,7 +16,7 @@
 //! same signal and ends, so graceful shutdown is not held open by a browser tab.
 
 pub mod api;
-mod auth;
+pub(crate) mod auth;
 pub mod events;
 pub mod mesos;
 mod metrics;

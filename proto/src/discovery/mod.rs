@@ -25,15 +25,20 @@
 //!
 //! Files: `table.rs` (the pure core), `browser.rs` (its edge), `advertiser.rs` (the master's
 //! side), `services.rs` (the master advertising the service framework's healthy instances,
-//! `NAME._http._tcp.local.`); this one holds the config, the shared daemon setup and the dialing helpers.
+//! `NAME._http._tcp.local.`), `candidates.rs` (replicated masters' candidates finding each other,
+//! `[ha] peers = "mdns"`); this one holds the config, the shared daemon setup and the dialing helpers.
 
 mod advertiser;
 mod browser;
+mod candidates;
 mod services;
 mod table;
 
 pub use advertiser::{local_hostname, Advertiser, MasterAdvert};
 pub use browser::Browser;
+pub use candidates::{
+    Candidate, CandidateAdvert, CandidateBrowser, CANDIDATE_SERVICE_TYPE, TXT_HA_ID, TXT_MEMBER,
+};
 pub use services::{ServiceAdvert, ServiceAdverts};
 pub use table::{MasterTable, Sighting, Verdict};
 

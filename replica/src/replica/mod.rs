@@ -380,6 +380,44 @@ impl Replica {
         Ok(())
     }
 
+    /// Forms a new group of exactly `members` on this node's fresh store: what
+    /// [`ReplicaConfig::bootstrap`] does at start, for a node that learnt its peers only after
+    /// it started (`[ha] peers = "mdns"`). Refused (`Raft` error) once the store holds a
+    /// membership: a group is formed once.
+    pub async fn bootstrap(
+        &self,
+        members: BTreeMap<NodeId, std::net::SocketAddr>,
+    ) -> Result<(), ReplicaError> {
+        let log = self.inner.log()?;
+        if log.joined().await?.is_some() {
+            return Err(ReplicaError::Raft(
+                "this node already belongs to a group".into(),
+            ));
+        }
+        for addr in members.values() {
+            self.inner.net.admit(addr.ip());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
+            .collect();
+        self.inner
+            .raft
+            .initialize(nodes)
+            .await
+            .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        log.set_joined(Joined::Bootstrapped).await?;
+        tracing::info!(id = self.inner.id, members = ?members, "replica: formed a new group");
+        Ok(())
+    }
+
+    /// Accepts replication connections from `ip` too: a node that is not yet a member hears
+    /// the group's leader only from an address it admits (`[ha] peers = "mdns"`: the
+    /// candidates seen).
+    pub fn admit(&self, ip: std::net::IpAddr) {
+        self.inner.net.admit(ip);
+    }
+
     /// Test hook, a network partition: while set, this node neither sends nor accepts any
     /// replication traffic (its Raft keeps running, alone).
     pub fn isolate(&self, isolated: bool) {

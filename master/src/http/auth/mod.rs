@@ -228,18 +228,31 @@ pub(super) async fn require_token(
     let Some(auth) = &app.auth else {
         return next.run(req).await;
     };
-    let now = Instant::now();
-    let verdict = if auth.session_valid(req.headers(), now) {
-        Ok(())
-    } else if let Some(token) = bearer(req.headers()) {
-        auth.check_token(client_of(&req), token, now)
-    } else {
-        Err(TokenRefused::Wrong)
-    };
-    match verdict {
-        Ok(()) => next.run(req).await,
-        Err(TokenRefused::Wrong) => unauthorized(),
-        Err(TokenRefused::TooMany(wait)) => too_many(wait),
+    match auth.refusal(&req) {
+        None => next.run(req).await,
+        Some(refused) => refused,
+    }
+}
+
+impl Auth {
+    /// `None` when `req` carries a live session cookie or the right `Authorization: Bearer`
+    /// token; the refusal (401, or 429 after too many wrong tokens) otherwise. Also what a
+    /// standby master (`ha/standby.rs`) checks: it answers with the same token the leader
+    /// requires.
+    pub(crate) fn refusal(&self, req: &Request) -> Option<Response> {
+        let now = Instant::now();
+        let verdict = if self.session_valid(req.headers(), now) {
+            Ok(())
+        } else if let Some(token) = bearer(req.headers()) {
+            self.check_token(client_of(req), token, now)
+        } else {
+            Err(TokenRefused::Wrong)
+        };
+        match verdict {
+            Ok(()) => None,
+            Err(TokenRefused::Wrong) => Some(unauthorized()),
+            Err(TokenRefused::TooMany(wait)) => Some(too_many(wait)),
+        }
     }
 }
 
