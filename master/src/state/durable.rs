@@ -91,6 +91,22 @@ impl Master {
             self.recover_state_entry(fw, entry);
         }
         self.draining.extend(recovered.draining);
+        for (fw, task) in recovered.kills {
+            let entry = self
+                .frameworks
+                .get_mut(&fw)
+                .and_then(|f| f.tasks.get_mut(&task))
+                .filter(|t| !t.state.is_terminal());
+            match entry {
+                // Sent again when its agent re-registers still running it.
+                Some(t) => t.kill_requested = true,
+                // Ended or gone: the row goes with the next commit.
+                None => {
+                    self.dirty_kills.insert((fw.clone(), task.clone()));
+                }
+            }
+            self.stored_kills.insert((fw, task));
+        }
         for (fw, task) in orphans {
             self.master_terminal_update(
                 &fw,
@@ -146,7 +162,26 @@ impl Master {
                 .get(&fw)
                 .and_then(|f| f.tasks.get(&task))
                 .map(|t| t.record(&fw));
+            if self.stored_kills.contains(&(fw.clone(), task.clone())) {
+                // It may have ended or gone: its pending kill with it.
+                self.dirty_kills.insert((fw.clone(), task.clone()));
+            }
             batch.tasks.push(((fw, task), record));
+        }
+        for key in std::mem::take(&mut self.dirty_kills) {
+            let pending = self
+                .frameworks
+                .get(&key.0)
+                .and_then(|f| f.tasks.get(&key.1))
+                .is_some_and(|t| t.kill_requested && !t.state.is_terminal());
+            let stored = if pending {
+                !self.stored_kills.insert(key.clone())
+            } else {
+                self.stored_kills.remove(&key)
+            };
+            if pending != stored {
+                batch.kills.push((key, pending));
+            }
         }
         batch.framework_state = self.take_state_writes();
         batch.draining = std::mem::take(&mut self.dirty_draining)
@@ -254,6 +289,88 @@ mod tests {
         // The agent never made that update, so it is not told about its acknowledgement.
         assert!(drain(&mut agent).is_empty());
         assert!(m.snapshot().tasks.iter().any(|t| t.id.as_str() == "kept"));
+    }
+
+    fn kills_sent(agent: &mut bramble_proto::queue::QueueRx<MasterToAgent>) -> Vec<String> {
+        drain(agent)
+            .into_iter()
+            .filter_map(|msg| match msg {
+                MasterToAgent::KillTask { task_id, .. } => Some(task_id.as_str().to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_requested_kill_is_stored_resent_by_a_restarted_master_and_dropped_once_the_task_ends() {
+        let now = Instant::now();
+        let mut m = master(now);
+        m.recover(recovered(&["sleeper", "other"]), now);
+        let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        m.take_writes();
+        // Asked for while the agent is away: the kill is written, once.
+        for _ in 0..2 {
+            m.handle(
+                Input::FromScheduler {
+                    conn: 2,
+                    call: SchedulerCall::Kill {
+                        task_id: TaskId("sleeper".into()),
+                    },
+                },
+                now,
+            );
+        }
+        let batch = m.take_writes();
+        let kill = (FrameworkId("fw1".into()), TaskId("sleeper".into()));
+        assert_eq!(batch.kills, vec![(kill.clone(), true)]);
+
+        // A master restarted from the store (the kill and a stale one of an ended task) sends
+        // it when the agent re-registers still running the task, and only it.
+        let mut stored = recovered(&["sleeper", "other"]);
+        stored.kills = vec![
+            kill.clone(),
+            (FrameworkId("fw1".into()), TaskId("long-gone".into())),
+        ];
+        let mut m = master(now);
+        m.recover(stored, now);
+        let batch = m.take_writes();
+        assert_eq!(
+            batch.kills,
+            vec![(
+                (FrameworkId("fw1".into()), TaskId("long-gone".into())),
+                false
+            )],
+            "the stale kill is deleted"
+        );
+        let _fw = connect_framework(&mut m, 2, Some("fw1"), now);
+        let mut agent = join(
+            &mut m,
+            1,
+            "a1",
+            vec![running("sleeper"), running("other")],
+            now,
+        );
+        assert_eq!(kills_sent(&mut agent), vec!["sleeper".to_string()]);
+        m.take_writes();
+
+        // The task ends: its kill is deleted with its record.
+        let mut killed = bramble_proto::TaskStatus::new(
+            FrameworkId("fw1".into()),
+            TaskId("sleeper".into()),
+            TaskState::Killed,
+            bramble_proto::task::UpdateSource::Agent,
+        );
+        killed.uuid = Some(uuid::Uuid::new_v4());
+        m.handle(
+            Input::FromAgent {
+                conn: 1,
+                msg: bramble_proto::messages::AgentToMaster::StatusUpdate(killed),
+            },
+            now,
+        );
+        let batch = m.take_writes();
+        assert_eq!(batch.kills, vec![(kill, false)]);
+        assert!(m.take_writes().kills.is_empty(), "deleted once");
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub struct Master {
     dirty_agents: HashSet<AgentId>,
     dirty_draining: HashSet<AgentId>,
     dirty_tasks: HashSet<(FrameworkId, TaskId)>,
+    /// Tasks whose kill was asked for since the last `take_writes`.
+    dirty_kills: HashSet<(FrameworkId, TaskId)>,
+    /// Tasks whose pending kill the store holds (`durable.rs` deletes it once they end).
+    stored_kills: HashSet<(FrameworkId, TaskId)>,
     /// The highest fencing epoch this master (or its store) ever gave a framework; the next
     /// active scheduler of any framework gets one more (`election.rs`).
     fence_high: u64,
@@ -257,6 +261,8 @@ impl Master {
             dirty_agents: HashSet::new(),
             dirty_draining: HashSet::new(),
             dirty_tasks: HashSet::new(),
+            dirty_kills: HashSet::new(),
+            stored_kills: HashSet::new(),
             fence_high: 0,
             fence_high_dirty: false,
             framework_state: HashMap::new(),

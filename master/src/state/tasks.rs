@@ -23,8 +23,9 @@ pub(super) struct TaskEntry {
     /// master made itself, or the unacknowledged end of a task whose agent was removed.
     pub(super) resend_by_master: bool,
     /// A kill was asked for: resent whenever the agent (re-)registers still running the task,
-    /// since a KillTask sent while its link was dropping is lost with the connection. In
-    /// memory only: a master restart forgets it (the store's format is unchanged).
+    /// since a KillTask sent while its link was dropping is lost with the connection. Kept in
+    /// the store's `kills` table until the task ends, so a restarted master or the next
+    /// leader resends it too.
     pub(super) kill_requested: bool,
     pub(super) reason: Option<TaskReason>,
     /// Unix times, for operators: launched by the master, RUNNING and terminal on the agent.
@@ -235,11 +236,18 @@ impl Master {
             .get_mut(fw)
             .and_then(|f| f.tasks.get_mut(task_id))
             .map(|t| {
+                let newly = !t.state.is_terminal() && !t.kill_requested;
                 if !t.state.is_terminal() {
                     t.kill_requested = true;
                 }
-                (t.info.agent_id.clone(), t.state)
+                (t.info.agent_id.clone(), t.state, newly)
             });
+        let target = target.map(|(agent, state, newly)| {
+            if newly {
+                self.dirty_kills.insert((fw.clone(), task_id.clone()));
+            }
+            (agent, state)
+        });
         match target {
             Some((agent, state)) if !state.is_terminal() => {
                 info!(framework = %fw, task = %task_id, agent = %agent, "killing task");

@@ -210,6 +210,7 @@ pub(super) fn recovered(tasks: &[&str]) -> Recovered {
         draining: Vec::new(),
         fences: Vec::new(),
         fence_high: 0,
+        kills: Vec::new(),
     }
 }
 

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 // Names the format upgrades (`format1.rs`, `format2.rs`) reach through `super::`.
 #[allow(unused_imports)]
 use tables::{encode, META, META_FORMAT, TASKS};
-use tables::{AGENTS, DRAINING, FRAMEWORKS, FRAMEWORK_STATE};
+use tables::{AGENTS, DRAINING, FRAMEWORKS, FRAMEWORK_STATE, KILLS};
 
 /// The store's file name inside the master's state dir.
 pub const FILE_NAME: &str = "master.redb";
@@ -225,6 +225,18 @@ impl Store {
                 }
             }
             self.write_fences(&txn, batch)?;
+            if !batch.kills.is_empty() {
+                let mut kills = txn.open_table(KILLS).map_err(self.redb("committing"))?;
+                for ((fw, task), pending) in &batch.kills {
+                    let key = (fw.as_str(), task.as_str());
+                    if *pending {
+                        kills.insert(key, ())
+                    } else {
+                        kills.remove(key)
+                    }
+                    .map_err(self.redb("writing a kill"))?;
+                }
+            }
         }
         txn.commit().map_err(self.redb("committing"))
     }
@@ -452,6 +464,45 @@ mod tests {
         let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
         assert_eq!(again.fences, vec![(fw1, 6)]);
         assert_eq!(again.fence_high, 6);
+    }
+
+    #[test]
+    fn kills_round_trip_and_a_store_without_their_table_has_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = Store::open(dir.path(), CLUSTER).expect("open");
+        // A store written before kills were kept (tasks and all, no kills table) loads.
+        let running = task("fw1", "t1", TaskState::Running);
+        store
+            .commit(&Batch {
+                frameworks: vec![(FrameworkId("fw1".into()), Some(framework("fw1")))],
+                tasks: vec![(key(&running), Some(running.clone()))],
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        let (mut store, old) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(old.tasks, vec![running.clone()]);
+        assert!(old.kills.is_empty());
+        let (k1, k2) = (
+            key(&running),
+            (FrameworkId("fw1".into()), TaskId("t2".into())),
+        );
+        store
+            .commit(&Batch {
+                kills: vec![(k1.clone(), true), (k2.clone(), true)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        store
+            .commit(&Batch {
+                kills: vec![(k2, false)],
+                ..Batch::default()
+            })
+            .expect("commit");
+        drop(store);
+        let (_store, again) = Store::open(dir.path(), CLUSTER).expect("reopen");
+        assert_eq!(again.kills, vec![k1]);
+        assert_eq!(again.tasks, vec![running]);
     }
 
     #[test]

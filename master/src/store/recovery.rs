@@ -2,10 +2,10 @@
 //! (older formats are upgraded, `format1.rs`, `format2.rs`), then every record is read back.
 
 use super::tables::{
-    AGENTS, DRAINING, FRAMEWORKS, FRAMEWORK_STATE, META, META_CLUSTER_ID, META_FORMAT, TASKS,
+    AGENTS, DRAINING, FRAMEWORKS, FRAMEWORK_STATE, KILLS, META, META_CLUSTER_ID, META_FORMAT, TASKS,
 };
 use super::{format1, format2, Recovered, Store, StoreError, FORMAT};
-use bramble_proto::{AgentId, FrameworkId};
+use bramble_proto::{AgentId, FrameworkId, TaskId};
 use redb::{ReadableDatabase, ReadableTable, TableHandle};
 use serde::de::DeserializeOwned;
 
@@ -139,6 +139,18 @@ impl Store {
                 for row in draining.iter().map_err(self.redb("reading"))? {
                     let (k, _) = row.map_err(self.redb("reading"))?;
                     out.draining.push(AgentId(k.value().to_string()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.redb("reading")(e)),
+        }
+        match read.open_table(KILLS) {
+            Ok(kills) => {
+                for row in kills.iter().map_err(self.redb("reading"))? {
+                    let (k, _) = row.map_err(self.redb("reading"))?;
+                    let (fw, task) = k.value();
+                    out.kills
+                        .push((FrameworkId(fw.to_string()), TaskId(task.to_string())));
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}

@@ -5,7 +5,8 @@
 //! Tables (keys are strings): `frameworks` (framework id), `agents` (agent id), `tasks`
 //! (`<framework id>/<task id>`), `framework_state` (`<framework id>/<key>`), `draining` (agent
 //! id, empty value), `fences` (framework id, and `""` for the highest epoch given; u64
-//! little-endian), `meta` (`cluster_id`, `format`). Values are the records' postcard encoding,
+//! little-endian), `kills` (`<framework id>/<task id>`, empty value), `meta` (`cluster_id`,
+//! `format`). Values are the records' postcard encoding,
 //! as in the local file. `masters` (master id → [`MasterAddress`]) says where each master
 //! serves clients, for standbys' redirects.
 //!
@@ -14,6 +15,19 @@
 //! deposed leader's write fails instead of being forwarded. A batch larger than one log entry
 //! may hold is split into several entries, written in order, each acknowledged before the
 //! next; the burst's messages still wait for the last.
+//!
+//! Large rows: the replica holds at most `MAX_VALUE_BYTES` (256 KiB) a value and
+//! `MAX_COMMAND_BYTES` (512 KiB) an entry, while a single master's redb file holds a task
+//! record of any size (its TaskInfo data and its last update's data, up to a frame each). A
+//! row whose encoding is over [`CHUNK_BYTES`] is kept in pieces: `chunks` holds them
+//! (`TABLE/KEY/GENERATION/INDEX`, generation and index in fixed-width hex, parsed from the
+//! right), `chunked` the row's manifest (`TABLE/KEY` → generation, pieces, length), and the
+//! row's own table nothing under its key. The pieces go first, in entries of their own; the
+//! manifest, with the deletion of the row's plain value and of the previous generation's
+//! pieces, goes in the batch's last entries, in one command batch: a leader dying in between
+//! leaves the previous value whole and pieces no manifest names, which the next leader deletes
+//! when it opens the store. Overwriting a row with a small value or deleting it deletes its
+//! manifest and pieces in the same command batch. The tables and `load` never see pieces.
 
 use super::tables::encode;
 use super::{Batch, Recovered, FORMAT};
@@ -21,6 +35,8 @@ use bramble_replica::types::MAX_COMMAND_BYTES;
 use bramble_replica::{Command, Replica, ReplicaError, Response, Row};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 pub const FRAMEWORKS: &str = "frameworks";
 pub const AGENTS: &str = "agents";
@@ -29,8 +45,17 @@ pub const FRAMEWORK_STATE: &str = "framework_state";
 pub const DRAINING: &str = "draining";
 pub const FENCES: &str = "fences";
 pub const META: &str = "meta";
+/// `FRAMEWORK/TASK` → nothing: a kill asked for and not yet seen to end.
+pub const KILLS: &str = "kills";
 /// Master id → where it serves agents, frameworks and operators.
 pub const MASTERS: &str = "masters";
+/// `TABLE/KEY` → the [`Manifest`] of a row kept in pieces.
+pub const CHUNKED: &str = "chunked";
+/// `TABLE/KEY/GENERATION/INDEX` → one piece of a large row.
+pub const CHUNKS: &str = "chunks";
+/// Rows encoded larger than this are kept in pieces of at most this size: under the replica's
+/// value limit, and two pieces with their keys fit one log entry.
+pub const CHUNK_BYTES: usize = 200 * 1024;
 
 const META_CLUSTER_ID: &str = "cluster_id";
 const META_FORMAT: &str = "format";
@@ -57,6 +82,29 @@ pub enum ReplicatedError {
     },
     #[error("the replicated master store: a write conflicted ({0:?})")]
     Conflict(Response),
+    #[error("the replicated master store: an earlier write failed, so what it holds is not known here; the master must reopen it")]
+    Poisoned,
+}
+
+/// What `chunked` says of a row kept in pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    generation: u64,
+    pieces: u32,
+    len: u64,
+}
+
+/// The leader's picture of the rows kept in pieces, from `load` and kept by every commit.
+#[derive(Debug, Default, Clone)]
+struct Chunking {
+    /// `TABLE/KEY` → its manifest.
+    chunked: HashMap<String, Manifest>,
+    /// The generation the next large write takes: above every one ever seen.
+    next_generation: u64,
+    /// A commit failed: its outcome is unknown, so this picture may be wrong.
+    poisoned: bool,
+    /// Pieces no manifest names (a leader died writing them), found by `load`.
+    orphans: Vec<String>,
 }
 
 /// Where a master serves clients: what a standby names in its redirects.
@@ -72,6 +120,7 @@ pub struct MasterAddress {
 #[derive(Clone)]
 pub struct Replicated {
     replica: Replica,
+    chunking: Arc<Mutex<Chunking>>,
 }
 
 impl std::fmt::Debug for Replicated {
@@ -97,10 +146,41 @@ impl Replicated {
             .read_barrier()
             .await
             .map_err(failed("waiting to catch up"))?;
-        let store = Replicated { replica };
+        let store = Replicated {
+            replica,
+            chunking: Arc::default(),
+        };
         store.check_or_init_meta(cluster_id).await?;
         let recovered = store.load().await?;
+        store.delete_orphans().await?;
         Ok((store, recovered))
+    }
+
+    fn chunking(&self) -> std::sync::MutexGuard<'_, Chunking> {
+        self.chunking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes the pieces `load` found no manifest naming.
+    async fn delete_orphans(&self) -> Result<(), ReplicatedError> {
+        let orphans = std::mem::take(&mut self.chunking().orphans);
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            pieces = orphans.len(),
+            "deleting pieces of large rows a previous leader wrote but never completed"
+        );
+        let groups = orphans
+            .into_iter()
+            .map(|key| vec![delete(CHUNKS, key)])
+            .collect();
+        for entry in pack(groups) {
+            self.replica
+                .write_as_leader(entry)
+                .await
+                .map_err(failed("deleting unfinished pieces"))?;
+        }
+        Ok(())
     }
 
     async fn check_or_init_meta(&self, cluster_id: &str) -> Result<(), ReplicatedError> {
@@ -158,7 +238,7 @@ impl Replicated {
         }
     }
 
-    async fn rows(&self, table: &'static str) -> Result<Vec<Row>, ReplicatedError> {
+    async fn list(&self, table: &'static str) -> Result<Vec<Row>, ReplicatedError> {
         // After `open`'s read barrier this node's applied state is the committed state.
         self.replica
             .list_local(table, "")
@@ -166,19 +246,101 @@ impl Replicated {
             .map_err(failed("reading"))
     }
 
+    /// `table`'s rows, those kept in pieces (`large`, by table) put together, in key order.
+    async fn rows(
+        &self,
+        table: &'static str,
+        large: &mut HashMap<String, Vec<Row>>,
+    ) -> Result<Vec<Row>, ReplicatedError> {
+        let mut rows = self.list(table).await?;
+        if let Some(more) = large.remove(table) {
+            rows.extend(more);
+            rows.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        Ok(rows)
+    }
+
+    /// Puts the rows kept in pieces together (by table) and rebuilds the leader's picture of
+    /// them; pieces no manifest names are noted for deletion.
+    async fn large_rows(&self) -> Result<HashMap<String, Vec<Row>>, ReplicatedError> {
+        let mut pieces: HashMap<(String, u64), BTreeMap<u32, Vec<u8>>> = HashMap::new();
+        let mut next_generation = 0;
+        let mut unparsed = Vec::new();
+        for row in self.list(CHUNKS).await? {
+            match parse_chunk_key(&row.key) {
+                Some((head, generation, index)) => {
+                    next_generation = next_generation.max(generation + 1);
+                    pieces
+                        .entry((head.to_string(), generation))
+                        .or_default()
+                        .insert(index, row.value);
+                }
+                None => unparsed.push(row.key),
+            }
+        }
+        let mut chunking = Chunking::default();
+        let mut out: HashMap<String, Vec<Row>> = HashMap::new();
+        for row in self.list(CHUNKED).await? {
+            let bad = |reason: String| ReplicatedError::Decode {
+                table: CHUNKED,
+                key: row.key.clone(),
+                reason,
+            };
+            let manifest: Manifest = decode(CHUNKED, &row)?;
+            let (table, key) = row
+                .key
+                .split_once('/')
+                .ok_or_else(|| bad("not TABLE/KEY".into()))?;
+            next_generation = next_generation.max(manifest.generation + 1);
+            let mut found = pieces
+                .remove(&(row.key.clone(), manifest.generation))
+                .unwrap_or_default();
+            let mut value = Vec::with_capacity(manifest.len as usize);
+            for i in 0..manifest.pieces {
+                let piece = found
+                    .remove(&i)
+                    .ok_or_else(|| bad(format!("piece {i} of {} is missing", manifest.pieces)))?;
+                value.extend_from_slice(&piece);
+            }
+            if value.len() as u64 != manifest.len {
+                return Err(bad(format!(
+                    "its pieces hold {} bytes, not {}",
+                    value.len(),
+                    manifest.len
+                )));
+            }
+            chunking.chunked.insert(row.key.clone(), manifest);
+            out.entry(table.to_string()).or_default().push(Row {
+                key: key.to_string(),
+                version: row.version,
+                value,
+            });
+        }
+        for ((head, generation), rest) in pieces {
+            for index in rest.into_keys() {
+                chunking.orphans.push(chunk_key(&head, generation, index));
+            }
+        }
+        chunking.orphans.extend(unparsed);
+        chunking.next_generation = next_generation;
+        *self.chunking() = chunking;
+        Ok(out)
+    }
+
     /// Reads every record (what [`super::Store::load`] reads from the local file).
     pub async fn load(&self) -> Result<Recovered, ReplicatedError> {
         let mut out = Recovered::default();
-        for row in self.rows(FRAMEWORKS).await? {
+        let mut large = self.large_rows().await?;
+        for row in self.rows(FRAMEWORKS, &mut large).await? {
             out.frameworks.push(decode(FRAMEWORKS, &row)?);
         }
-        for row in self.rows(AGENTS).await? {
+        for row in self.rows(AGENTS, &mut large).await? {
             out.agents.push(decode(AGENTS, &row)?);
         }
-        for row in self.rows(TASKS).await? {
+        for row in self.rows(TASKS, &mut large).await? {
             out.tasks.push(decode(TASKS, &row)?);
         }
-        for row in self.rows(FRAMEWORK_STATE).await? {
+        for row in self.rows(FRAMEWORK_STATE, &mut large).await? {
             let (fw, _) = split_key(&row.key).ok_or_else(|| ReplicatedError::Decode {
                 table: FRAMEWORK_STATE,
                 key: row.key.clone(),
@@ -188,10 +350,10 @@ impl Replicated {
             out.framework_state
                 .push((bramble_proto::FrameworkId(fw), entry));
         }
-        for row in self.rows(DRAINING).await? {
+        for row in self.rows(DRAINING, &mut large).await? {
             out.draining.push(bramble_proto::AgentId(row.key));
         }
-        for row in self.rows(FENCES).await? {
+        for row in self.rows(FENCES, &mut large).await? {
             let epoch = <[u8; 8]>::try_from(row.value.as_slice())
                 .map(u64::from_le_bytes)
                 .map_err(|_| ReplicatedError::Decode {
@@ -211,17 +373,38 @@ impl Replicated {
             .iter()
             .map(|(_, e)| *e)
             .fold(out.fence_high, u64::max);
+        for row in self.rows(KILLS, &mut large).await? {
+            let (fw, task) = split_key(&row.key).ok_or_else(|| ReplicatedError::Decode {
+                table: KILLS,
+                key: row.key.clone(),
+                reason: "not FRAMEWORK/TASK".into(),
+            })?;
+            out.kills.push((
+                bramble_proto::FrameworkId(fw),
+                bramble_proto::TaskId(task.to_string()),
+            ));
+        }
         Ok(out)
     }
 
     /// Writes `batch` through the log: done once a majority holds it.
     pub async fn commit(&self, batch: &Batch) -> Result<(), ReplicatedError> {
-        for entry in entries(batch) {
-            match self.replica.write_as_leader(entry).await {
-                Ok(_) => {}
-                Err(e) => return Err(failed("committing")(e)),
+        let (entries, after) = {
+            let chunking = self.chunking();
+            if chunking.poisoned {
+                return Err(ReplicatedError::Poisoned);
+            }
+            let mut after = chunking.clone();
+            (entries(batch, &mut after), after)
+        };
+        for entry in entries {
+            if let Err(e) = self.replica.write_as_leader(entry).await {
+                // What committed is not known: no later commit may trust the picture.
+                self.chunking().poisoned = true;
+                return Err(failed("committing")(e));
             }
         }
+        *self.chunking() = after;
         Ok(())
     }
 
@@ -300,66 +483,131 @@ fn delete(table: &str, key: String) -> Command {
     }
 }
 
-/// The batch as commands, in as few log entries as fit.
-pub(crate) fn entries(batch: &Batch) -> Vec<Command> {
-    let mut commands = Vec::with_capacity(batch.len());
+/// One row written (`Some`) or deleted.
+type RowWrite = (&'static str, String, Option<Vec<u8>>);
+
+/// The batch's rows, in order.
+fn row_writes(batch: &Batch) -> Vec<RowWrite> {
+    let mut rows: Vec<RowWrite> = Vec::with_capacity(batch.len());
     for (id, r) in &batch.frameworks {
-        let key = id.as_str().to_string();
-        commands.push(match r {
-            Some(r) => put(FRAMEWORKS, key, encode(r)),
-            None => delete(FRAMEWORKS, key),
-        });
+        rows.push((FRAMEWORKS, id.as_str().to_string(), r.as_ref().map(encode)));
     }
     for (id, r) in &batch.agents {
-        let key = id.as_str().to_string();
-        commands.push(match r {
-            Some(r) => put(AGENTS, key, encode(r)),
-            None => delete(AGENTS, key),
-        });
+        rows.push((AGENTS, id.as_str().to_string(), r.as_ref().map(encode)));
     }
     for ((fw, task), r) in &batch.tasks {
         let key = format!("{}/{}", escape(fw.as_str()), task.as_str());
-        commands.push(match r {
-            Some(r) => put(TASKS, key, encode(r)),
-            None => delete(TASKS, key),
-        });
+        rows.push((TASKS, key, r.as_ref().map(encode)));
     }
     for ((fw, k), e) in &batch.framework_state {
         let key = format!("{}/{k}", escape(fw.as_str()));
-        commands.push(match e {
-            Some(e) => put(FRAMEWORK_STATE, key, encode(e)),
-            None => delete(FRAMEWORK_STATE, key),
-        });
+        rows.push((FRAMEWORK_STATE, key, e.as_ref().map(encode)));
     }
     for (id, drained) in &batch.draining {
-        let key = id.as_str().to_string();
-        commands.push(if *drained {
-            put(DRAINING, key, Vec::new())
-        } else {
-            delete(DRAINING, key)
-        });
+        let value = drained.then(Vec::new);
+        rows.push((DRAINING, id.as_str().to_string(), value));
     }
     for (id, epoch) in &batch.fences {
-        let key = id.as_str().to_string();
-        commands.push(match epoch {
-            Some(e) => put(FENCES, key, e.to_le_bytes().to_vec()),
-            None => delete(FENCES, key),
-        });
+        let value = epoch.map(|e| e.to_le_bytes().to_vec());
+        rows.push((FENCES, id.as_str().to_string(), value));
     }
     if let Some(high) = batch.fence_high {
-        commands.push(put(FENCES, String::new(), high.to_le_bytes().to_vec()));
+        rows.push((FENCES, String::new(), Some(high.to_le_bytes().to_vec())));
     }
+    for ((fw, task), pending) in &batch.kills {
+        let key = format!("{}/{}", escape(fw.as_str()), task.as_str());
+        rows.push((KILLS, key, pending.then(Vec::new)));
+    }
+    rows
+}
+
+/// `TABLE/KEY/GENERATION/INDEX`: fixed-width hex, so the key parses from the right whatever
+/// `/` the row's key holds.
+fn chunk_key(head: &str, generation: u64, index: u32) -> String {
+    format!("{head}/{generation:016x}/{index:08x}")
+}
+
+/// A piece's key back into `TABLE/KEY`, generation and index.
+fn parse_chunk_key(key: &str) -> Option<(&str, u64, u32)> {
+    let (rest, index) = key.rsplit_once('/')?;
+    let (head, generation) = rest.rsplit_once('/')?;
+    if index.len() != 8 || generation.len() != 16 || !head.contains('/') {
+        return None;
+    }
+    Some((
+        head,
+        u64::from_str_radix(generation, 16).ok()?,
+        u32::from_str_radix(index, 16).ok()?,
+    ))
+}
+
+/// The batch as commands, in as few log entries as fit, with `chunking` as it will be once
+/// they are all written: the pieces of large rows first, then each row's commands as a group
+/// no entry boundary splits.
+fn entries(batch: &Batch, chunking: &mut Chunking) -> Vec<Command> {
+    let mut pieces = Vec::new();
+    let mut groups = Vec::new();
+    for (table, key, value) in row_writes(batch) {
+        let head = format!("{table}/{key}");
+        let mut group = Vec::with_capacity(2);
+        let previous = chunking.chunked.remove(&head);
+        match value {
+            Some(value) if value.len() > CHUNK_BYTES => {
+                let manifest = Manifest {
+                    generation: chunking.next_generation,
+                    pieces: value.len().div_ceil(CHUNK_BYTES) as u32,
+                    len: value.len() as u64,
+                };
+                chunking.next_generation += 1;
+                for (i, piece) in value.chunks(CHUNK_BYTES).enumerate() {
+                    let piece_key = chunk_key(&head, manifest.generation, i as u32);
+                    pieces.push(vec![put(CHUNKS, piece_key, piece.to_vec())]);
+                }
+                group.push(put(CHUNKED, head.clone(), encode(&manifest)));
+                group.push(delete(table, key));
+                chunking.chunked.insert(head.clone(), manifest);
+            }
+            Some(value) => {
+                group.push(put(table, key, value));
+                if previous.is_some() {
+                    group.push(delete(CHUNKED, head.clone()));
+                }
+            }
+            None => {
+                group.push(delete(table, key));
+                if previous.is_some() {
+                    group.push(delete(CHUNKED, head.clone()));
+                }
+            }
+        }
+        if let Some(old) = previous {
+            for i in 0..old.pieces {
+                group.push(delete(CHUNKS, chunk_key(&head, old.generation, i)));
+            }
+        }
+        groups.push(group);
+    }
+    pieces.extend(groups);
+    pack(pieces)
+}
+
+/// Groups of commands as batches of at most one log entry each, in order; a group is never
+/// split (every group fits an entry).
+fn pack(groups: Vec<Vec<Command>>) -> Vec<Command> {
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;
-    for c in commands {
-        let len = postcard::to_allocvec(&c).map(|v| v.len()).unwrap_or(0);
+    for group in groups {
+        let len: usize = group
+            .iter()
+            .map(|c| postcard::to_allocvec(c).map(|v| v.len()).unwrap_or(0))
+            .sum();
         if !current.is_empty() && size + len > MAX_COMMAND_BYTES - ENTRY_SLACK {
             out.push(Command::Batch(std::mem::take(&mut current)));
             size = 0;
         }
         size += len;
-        current.push(c);
+        current.extend(group);
     }
     if !current.is_empty() {
         out.push(Command::Batch(current));
@@ -370,8 +618,302 @@ pub(crate) fn entries(batch: &Batch) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AgentRecord, FrameworkRecord};
-    use bramble_proto::{AgentId, FrameworkId, Resources};
+    use crate::store::{AgentRecord, FrameworkRecord, TaskRecord};
+    use bramble_proto::identity::{init_cluster, Credentials, Role as CertRole};
+    use bramble_proto::task::{CommandInfo, TaskInfo, UpdateSource};
+    use bramble_proto::{AgentId, FrameworkId, Resources, TaskId, TaskState, TaskStatus};
+    use bramble_replica::{ReplicaConfig, Role, Tuning};
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    const CLUSTER: &str = "cluster-a";
+
+    /// A group of one on loopback, leading; `dir` keeps its store across starts.
+    async fn one_node(dir: &Path, listen: SocketAddr) -> Replica {
+        let cluster = dir.join("cluster");
+        if !cluster.exists() {
+            init_cluster(&cluster, "replicated-store").expect("cluster");
+        }
+        let creds = Credentials::load(&cluster, CertRole::Node).expect("node credentials");
+        let config = ReplicaConfig {
+            id: 1,
+            peers: BTreeMap::from([(1, listen)]),
+            bootstrap: true,
+            tuning: Tuning::default(),
+        };
+        let replica = Replica::start(config, &dir.join("replica"), &creds)
+            .await
+            .expect("replica");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while replica.role() != Role::Leader {
+            assert!(Instant::now() < deadline, "the single node never led");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replica
+    }
+
+    fn free_udp() -> SocketAddr {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp port");
+        s.local_addr().expect("addr")
+    }
+
+    /// A task whose record is about `data` bytes (its TaskInfo data) plus `update` bytes (its
+    /// terminal update's data), the bytes varied so misplaced pieces show.
+    fn task(id: &str, data: usize, update: usize) -> TaskRecord {
+        let fw = FrameworkId("fw/1".into());
+        let bytes = |n: usize, seed: usize| (0..n).map(|i| ((i * 7 + seed) % 251) as u8).collect();
+        let mut terminal = TaskStatus::new(
+            fw.clone(),
+            TaskId(id.into()),
+            TaskState::Finished,
+            UpdateSource::Executor,
+        );
+        terminal.data = bytes(update, 3);
+        TaskRecord {
+            framework_id: fw,
+            info: TaskInfo {
+                task_id: TaskId(id.into()),
+                name: id.into(),
+                agent_id: AgentId("a1".into()),
+                resources: Resources::new(0.5, 64),
+                command: Some(CommandInfo::shell("true")),
+                executor: None,
+                data: bytes(data, 1),
+                mesos: None,
+                image: None,
+                artifacts: Vec::new(),
+            },
+            state: TaskState::Finished,
+            message: String::new(),
+            reason: None,
+            launched_at: 1.0,
+            started_at: Some(2.0),
+            ended_at: Some(3.0),
+            terminal: Some(terminal),
+            resend_by_master: false,
+        }
+    }
+
+    fn write(r: &TaskRecord) -> Batch {
+        Batch {
+            tasks: vec![(
+                (r.framework_id.clone(), r.info.task_id.clone()),
+                Some(r.clone()),
+            )],
+            ..Batch::default()
+        }
+    }
+
+    fn remove(r: &TaskRecord) -> Batch {
+        Batch {
+            tasks: vec![((r.framework_id.clone(), r.info.task_id.clone()), None)],
+            ..Batch::default()
+        }
+    }
+
+    /// How many pieces and manifests the map holds.
+    async fn chunk_rows(replica: &Replica) -> (usize, usize) {
+        let pieces = replica.list_local(CHUNKS, "").await.expect("list");
+        let manifests = replica.list_local(CHUNKED, "").await.expect("list");
+        (pieces.len(), manifests.len())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_row_round_trips_is_overwritten_deleted_and_loaded_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = free_udp();
+        let replica = one_node(dir.path(), listen).await;
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+            .await
+            .expect("open");
+        assert!(recovered.is_empty());
+
+        // 1 MiB of task data plus 300 KiB of update data: over a value and an entry.
+        let big = task("t1", 1 << 20, 300 * 1024);
+        let small = task("t2", 10, 10);
+        let mut batch = write(&big);
+        batch.tasks.extend(write(&small).tasks);
+        store.commit(&batch).await.expect("commit a large row");
+        assert_eq!(
+            store.load().await.expect("load").tasks,
+            vec![big.clone(), small.clone()]
+        );
+        let len = encode(&big).len();
+        assert_eq!(chunk_rows(&replica).await, (len.div_ceil(CHUNK_BYTES), 1));
+        // Only the manifest is under the row's table's name, not in the table.
+        assert_eq!(replica.list_local(TASKS, "").await.expect("list").len(), 1);
+
+        // Overwritten by a larger one: the old pieces go.
+        let bigger = task("t1", 1 << 20, 600 * 1024);
+        store.commit(&write(&bigger)).await.expect("commit");
+        let len = encode(&bigger).len();
+        assert_eq!(chunk_rows(&replica).await, (len.div_ceil(CHUNK_BYTES), 1));
+        assert_eq!(
+            store.load().await.expect("load").tasks,
+            vec![bigger.clone(), small.clone()]
+        );
+
+        // Overwritten by a small one: no piece or manifest is left.
+        let shrunk = task("t1", 100, 100);
+        store.commit(&write(&shrunk)).await.expect("commit");
+        assert_eq!(chunk_rows(&replica).await, (0, 0));
+        assert_eq!(
+            store.load().await.expect("load").tasks,
+            vec![shrunk.clone(), small.clone()]
+        );
+
+        // Large again, then deleted: nothing is left.
+        store.commit(&write(&big)).await.expect("commit");
+        store.commit(&remove(&big)).await.expect("commit");
+        assert_eq!(chunk_rows(&replica).await, (0, 0));
+        assert_eq!(store.load().await.expect("load").tasks, vec![small.clone()]);
+
+        // Large once more, then the node restarts: the next leader loads it whole.
+        store.commit(&write(&bigger)).await.expect("commit");
+        drop(store);
+        replica.shutdown().await.expect("shutdown");
+        drop(replica);
+        let replica = one_node(dir.path(), listen).await;
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+            .await
+            .expect("reopen");
+        assert_eq!(recovered.tasks, vec![bigger.clone(), small.clone()]);
+        // And keeps it: deleting it after the restart removes its pieces.
+        store.commit(&remove(&bigger)).await.expect("commit");
+        assert_eq!(chunk_rows(&replica).await, (0, 0));
+        replica.shutdown().await.expect("shutdown");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pieces_of_a_write_a_leader_never_finished_are_deleted_and_never_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = one_node(dir.path(), free_udp()).await;
+        let (store, _) = Replicated::open(replica.clone(), CLUSTER)
+            .await
+            .expect("open");
+        let old = task("t1", 1 << 20, 0);
+        store.commit(&write(&old)).await.expect("commit");
+        // A leader that died after writing a newer version's pieces, before its manifest:
+        // every entry but the last one(s), which hold the manifest.
+        let newer = task("t1", 900 * 1024, 0);
+        let mut after = store.chunking().clone();
+        let entries = entries(&write(&newer), &mut after);
+        let unfinished: Vec<Command> = entries
+            .into_iter()
+            .filter(|e| {
+                let Command::Batch(cmds) = e else {
+                    return true;
+                };
+                cmds.iter()
+                    .all(|c| matches!(c, Command::Put { table, .. } if table == CHUNKS))
+            })
+            .collect();
+        assert!(!unfinished.is_empty());
+        for e in unfinished {
+            replica.write_as_leader(e).await.expect("write pieces");
+        }
+        let (pieces_before, _) = chunk_rows(&replica).await;
+        drop(store);
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+            .await
+            .expect("reopen");
+        // The previous value, whole; the unfinished pieces gone.
+        assert_eq!(recovered.tasks, vec![old.clone()]);
+        let len = encode(&old).len();
+        assert!(pieces_before > len.div_ceil(CHUNK_BYTES));
+        assert_eq!(chunk_rows(&replica).await, (len.div_ceil(CHUNK_BYTES), 1));
+        // A new generation never reuses an unfinished one's keys.
+        store.commit(&write(&newer)).await.expect("commit");
+        assert_eq!(store.load().await.expect("load").tasks, vec![newer]);
+        replica.shutdown().await.expect("shutdown");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kills_round_trip_under_escaped_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = one_node(dir.path(), free_udp()).await;
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+            .await
+            .expect("open");
+        // A group written before kills were kept has none.
+        assert!(recovered.kills.is_empty());
+        let k1 = (FrameworkId("fw/1".into()), TaskId("t/1".into()));
+        let k2 = (FrameworkId("fw".into()), TaskId("1/t/1".into()));
+        store
+            .commit(&Batch {
+                kills: vec![(k1.clone(), true), (k2.clone(), true)],
+                ..Batch::default()
+            })
+            .await
+            .expect("commit");
+        let mut kills = store.load().await.expect("load").kills;
+        kills.sort();
+        assert_eq!(kills, vec![k2.clone(), k1.clone()]);
+        store
+            .commit(&Batch {
+                kills: vec![(k1, false)],
+                ..Batch::default()
+            })
+            .await
+            .expect("commit");
+        assert_eq!(store.load().await.expect("load").kills, vec![k2]);
+        replica.shutdown().await.expect("shutdown");
+    }
+
+    #[test]
+    fn piece_keys_parse_from_the_right_whatever_the_row_key_holds() {
+        let head = format!(
+            "{TASKS}/{}/{}",
+            escape("fw/1"),
+            "a/0000000000000001/00000002"
+        );
+        let key = chunk_key(&head, 5, 7);
+        assert_eq!(parse_chunk_key(&key), Some((head.as_str(), 5, 7)));
+        assert_eq!(parse_chunk_key("tasks/x/5/7"), None);
+        assert_eq!(parse_chunk_key("nonsense"), None);
+    }
+
+    #[test]
+    fn a_small_batch_stays_one_entry_and_a_large_row_comes_after_its_pieces() {
+        let mut chunking = Chunking::default();
+        let small = task("s", 10, 10);
+        let e = entries(&write(&small), &mut chunking);
+        assert_eq!(e.len(), 1);
+        let big = task("b", 1 << 20, 0);
+        let mut batch = write(&small);
+        batch.tasks.extend(write(&big).tasks);
+        let e = entries(&batch, &mut chunking);
+        assert!(e.len() > 1);
+        for entry in &e {
+            assert!(entry.validate().is_ok());
+            let bytes = postcard::to_allocvec(entry).expect("encode");
+            assert!(bytes.len() <= MAX_COMMAND_BYTES, "{}", bytes.len());
+        }
+        // The manifest comes after every piece, in the last entry.
+        let commands: Vec<&Command> = e
+            .iter()
+            .flat_map(|entry| match entry {
+                Command::Batch(cmds) => cmds.iter().collect(),
+                other => vec![other],
+            })
+            .collect();
+        let is_put = |c: &Command, t: &str| matches!(c, Command::Put { table, .. } if table == t);
+        let manifest = commands
+            .iter()
+            .position(|c| is_put(c, CHUNKED))
+            .expect("a manifest");
+        let last_piece = commands
+            .iter()
+            .rposition(|c| is_put(c, CHUNKS))
+            .expect("pieces");
+        assert!(last_piece < manifest);
+        let Some(Command::Batch(last)) = e.last() else {
+            panic!("{e:?}")
+        };
+        assert!(last.iter().any(|c| is_put(c, CHUNKED)));
+        assert_eq!(chunking.chunked.len(), 1);
+    }
 
     #[test]
     fn framework_ids_with_slashes_make_distinct_keys() {
@@ -400,7 +942,7 @@ mod tests {
             fence_high: Some(3),
             ..Batch::default()
         };
-        let e = entries(&small);
+        let e = entries(&small, &mut Chunking::default());
         assert_eq!(e.len(), 1);
         let Command::Batch(cmds) = &e[0] else {
             panic!("{e:?}")
@@ -413,7 +955,7 @@ mod tests {
             frameworks: vec![(FrameworkId("fw".into()), None::<FrameworkRecord>)],
             ..Batch::default()
         };
-        let e = entries(&big);
+        let e = entries(&big, &mut Chunking::default());
         assert!(e.len() > 1, "{}", e.len());
         let mut n = 0;
         for entry in &e {

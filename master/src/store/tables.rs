@@ -25,6 +25,12 @@ pub(super) const FRAMEWORK_STATE: TableDefinition<(&str, &str), &[u8]> =
 /// record: postcard is positional, so older records would not decode, and a drain outlives
 /// the record (an agent unplugged for maintenance is removed, and still drained when back).
 pub(super) const DRAINING: TableDefinition<&str, ()> = TableDefinition::new("draining");
+/// (framework id, task id) → nothing: tasks whose kill was asked for and that have not ended,
+/// so a restarted master (or the next leader) sends the kill again when the agent
+/// re-registers still running them. Added like `draining`, without a format bump (a store
+/// without it has no kill pending); not a field of the task's record, which would not decode
+/// in older stores and would rewrite a whole (possibly large) record for a kill.
+pub(super) const KILLS: TableDefinition<(&str, &str), ()> = TableDefinition::new("kills");
 
 pub(super) const META_CLUSTER_ID: &str = "cluster_id";
 pub(super) const META_FORMAT: &str = "format";
@@ -79,6 +85,8 @@ pub struct Batch {
     pub fences: Vec<(FrameworkId, Option<u64>)>,
     /// The highest fencing epoch given, when it rose.
     pub fence_high: Option<u64>,
+    /// Kills asked for (`true`), or no longer pending (the task ended or is gone).
+    pub kills: Vec<((FrameworkId, TaskId), bool)>,
 }
 
 impl Batch {
@@ -94,6 +102,7 @@ impl Batch {
             + self.draining.len()
             + self.fences.len()
             + usize::from(self.fence_high.is_some())
+            + self.kills.len()
     }
 }
 
@@ -109,6 +118,8 @@ pub struct Recovered {
     pub fences: Vec<(FrameworkId, u64)>,
     /// The highest fencing epoch ever given (0 in a store from before fencing).
     pub fence_high: u64,
+    /// Tasks whose kill was asked for and not yet seen to end.
+    pub kills: Vec<(FrameworkId, TaskId)>,
 }
 
 impl Recovered {
@@ -120,6 +131,7 @@ impl Recovered {
             && self.draining.is_empty()
             && self.fences.is_empty()
             && self.fence_high == 0
+            && self.kills.is_empty()
     }
 }
 

@@ -2,7 +2,8 @@
 //! `sleep` runs until killed, `echo:TEXT` finishes with TEXT as its result, `fail` fails,
 //! `wait:PATH` finishes once the file PATH exists (reporting first, then removing the file, so
 //! a test that sees the file gone knows the update was produced), `big:N` tries to finish with
-//! N bytes of result and, if the SDK refuses that, fails saying why.
+//! N bytes of result and, if the SDK refuses that, fails saying why (`big:N;ANYTHING` too: the
+//! rest only makes the task's own data large).
 //! Framework messages are echoed back prefixed with `echo:` (`big:N` is answered with N bytes,
 //! or with why the SDK refused them). RUNNING updates carry the
 //! executor's pid so tests can see that tasks share one executor process.
@@ -34,8 +35,10 @@ impl Executor for TestExecutor {
             });
             return;
         }
+        // `big:N;PADDING`: the padding only makes the task's own data large.
         if let Some(n) = what
             .strip_prefix("big:")
+            .and_then(|n| n.split(';').next())
             .and_then(|n| n.parse::<usize>().ok())
         {
             let big = status(&task, TaskState::Finished).data(vec![7; n]);

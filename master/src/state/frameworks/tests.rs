@@ -52,6 +52,7 @@ fn a_framework_web_ui_is_kept_durably_replaced_when_published_and_dropped_when_h
             draining: Vec::new(),
             fences: Vec::new(),
             fence_high: 0,
+            kills: Vec::new(),
         },
         now,
     );
