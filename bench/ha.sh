@@ -8,7 +8,7 @@
 # debug build).
 # Usage: bench/ha.sh [--short | --debug] [KILLS] [AGENTS]   (default 20 kills, 2 agents)
 #   --debug: the debug binaries the tests use.
-#   --short: debug binaries, 3 kills: keeps the script working (about 20 s).
+#   --short: debug binaries, 3 kills: keeps the script working.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=(--release)
