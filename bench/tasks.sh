@@ -14,6 +14,11 @@
 # The throughput and round-trip runs alternate (tp, rtt, tp, rtt) and each figure is the
 # median of the repeats, so drift on this shared machine hits both. Status updates stay
 # durable (fsync'd before they are sent) throughout.
+# The cost of replication (issue 18): the same throughput and round-trip runs again with
+# `--masters 3` (a replicated group of three masters on loopback in the bench process, every
+# store write on a majority before anything it covers leaves), interleaved with the single
+# master's (tp, tp3, rtt, rtt3 each repeat); `replicated_3_masters` holds its figures and the
+# ratios to the single master's.
 #
 # Usage: bench/tasks.sh [--short] [N tiny tasks, default 10000] [M round trips, default 200]
 #                       [K command tasks, default 1000]
@@ -39,9 +44,10 @@ import json, os, statistics, subprocess, sys, tempfile, time
 bramble, count, trips, cmds, repeats, short = sys.argv[1], *map(int, sys.argv[2:6]), sys.argv[6] == "1"
 AGENTS, CPUS = "2", "1"
 
-def bench(*args):
+def bench(*args, masters=1):
     out = subprocess.run([bramble, "bench", "tasks", "--agents", AGENTS, "--cpus-per-agent", CPUS,
-                          *args], capture_output=True, text=True, timeout=900)
+                          "--masters", str(masters), *args],
+                         capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"bramble bench tasks {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -61,10 +67,13 @@ def fsync_control(n):
     return {"p50_ms": times[round((n - 1) * 0.5)], "p99_ms": times[round((n - 1) * 0.99)]}
 
 tp_runs, rtt_runs, fsyncs = [], [], []
+tp3_runs, rtt3_runs = [], []
 for _ in range(repeats):
     fsyncs.append(fsync_control(max(trips, 20)))
     tp_runs.append(bench("--path", "executor", "--count", str(count)))
+    tp3_runs.append(bench("--path", "executor", "--count", str(count), masters=3))
     rtt_runs.append(bench("--path", "executor", "--rtt", str(trips)))
+    rtt3_runs.append(bench("--path", "executor", "--rtt", str(trips), masters=3))
 cmd = bench("--path", "command", "--count", str(cmds))
 
 def med(runs, *path):
@@ -102,21 +111,43 @@ rtt["target"] = {"latency_p50_ms": "<= 1", "latency_p99_ms": "<= 3"}
 rtt["met"] = {"latency_p50_ms": rtt["latency_p50_ms"] <= 1,
               "latency_p99_ms": rtt["latency_p99_ms"] <= 3}
 met = [*tiny["met"].values(), *rtt["met"].values()]
-failed = sum(r["failed"] for r in tp_runs + rtt_runs + [cmd])
+failed = sum(r["failed"] for r in tp_runs + rtt_runs + tp3_runs + rtt3_runs + [cmd])
+replicated = {
+    "masters": 3,
+    "tasks_per_s": med(tp3_runs, "tasks_per_s"),
+    "latency_p50_ms": med(tp3_runs, "latency_p50_ms"),
+    "latency_p99_ms": med(tp3_runs, "latency_p99_ms"),
+    "rtt_latency_p50_ms": med(rtt3_runs, "latency_p50_ms"),
+    "rtt_latency_p99_ms": med(rtt3_runs, "latency_p99_ms"),
+}
+def ratio(a, b):
+    return round(a / b, 3) if b else None
+replicated["vs_single_master"] = {
+    "what": "3 replicated masters / 1 master, same run, interleaved",
+    "tasks_per_s": ratio(replicated["tasks_per_s"], tiny["tasks_per_s"]),
+    "latency_p50_ms": ratio(replicated["latency_p50_ms"], tiny["latency_p50_ms"]),
+    "latency_p99_ms": ratio(replicated["latency_p99_ms"], tiny["latency_p99_ms"]),
+    "rtt_latency_p50_ms": ratio(replicated["rtt_latency_p50_ms"], rtt["latency_p50_ms"]),
+    "rtt_latency_p99_ms": ratio(replicated["rtt_latency_p99_ms"], rtt["latency_p99_ms"]),
+}
 print(json.dumps({
     "build": "debug (--short)" if short else "release",
-    "cluster": "throwaway: master + 2 agents of 1 CPU in the bench process, real executors",
+    "cluster": "throwaway: master (or 3 replicated masters) + 2 agents of 1 CPU in the bench "
+               "process, real executors",
     "aggregate": f"median of {repeats} repeat(s), interleaved: tp, rtt, tp, rtt",
     "tiny_executor_tasks": tiny,
     "round_trip_one_at_a_time": rtt,
     "command_tasks": cmd,
+    "replicated_3_masters": replicated,
     "fsync_control": {
         "what": "128 B appended + fdatasync in the temp dir the cluster uses, before each "
                 "repeat: the floor under each durable step of the path",
         "n": max(trips, 20), "p50_ms": med(fsyncs, "p50_ms"), "p99_ms": med(fsyncs, "p99_ms")},
     "all_met": all(met),
     "failed_tasks": failed,
-    "runs": {"tiny_executor_tasks": tp_runs, "round_trip_one_at_a_time": rtt_runs},
+    "runs": {"tiny_executor_tasks": tp_runs, "round_trip_one_at_a_time": rtt_runs,
+             "tiny_executor_tasks_3_masters": tp3_runs,
+             "round_trip_one_at_a_time_3_masters": rtt3_runs},
 }, indent=1))
 sys.exit(1 if failed else 0)
 PY

@@ -50,45 +50,155 @@ fn cpus_per_agent(agents: usize) -> f64 {
     (cores / agents.max(1)).max(1) as f64
 }
 
-/// A cluster on loopback that lives in a temp dir and vanishes with it: a master and agents in
-/// this process, their executors real processes.
+/// A cluster on loopback that lives in a temp dir and vanishes with it: a master (or a
+/// replicated group of masters) and agents in this process, their executors real processes.
 pub struct Throwaway {
     dir: tempfile::TempDir,
-    pub master: bramble_master::server::MasterHandle,
+    masters: Masters,
+    /// Every master's QUIC address, the serving one first.
+    addrs: Vec<SocketAddr>,
     agents: Vec<bramble_agent::AgentHandle>,
+}
+
+/// The throwaway cluster's master side.
+enum Masters {
+    One(Box<bramble_master::server::MasterHandle>),
+    /// A replicated group (`[ha]` on loopback): one serves, the others stand by.
+    Group(Vec<bramble_master::ha::HaMaster>),
+}
+
+/// How long the throwaway cluster may take to come up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The demo's master settings: loopback, test-sized heartbeats and allocation.
+fn master_config(cluster: &std::path::Path, state_dir: std::path::PathBuf) -> MasterConfig {
+    MasterConfig {
+        cluster: cluster.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir,
+        name: "demo".into(),
+        heartbeat_interval_ms: 500,
+        agent_timeout_secs: 5.0,
+        allocation_interval_ms: 250,
+        ..MasterConfig::default()
+    }
+}
+
+/// `n` distinct loopback ports free right now (UDP, or TCP with `tcp`), each held until all
+/// are picked so none comes twice.
+fn free_ports(n: usize, tcp: bool) -> anyhow::Result<Vec<u16>> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    if tcp {
+        let held = (0..n)
+            .map(|_| std::net::TcpListener::bind(any))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(held
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?)
+    } else {
+        let held = (0..n)
+            .map(|_| std::net::UdpSocket::bind(any))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(held
+            .iter()
+            .map(|s| s.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// Starts `n` replicated masters on loopback (`[ha]`, a new group bootstrapped from all of
+/// them) and waits until one serves; returns them and their QUIC addresses, the serving one
+/// first.
+async fn start_group(
+    dir: &std::path::Path,
+    cluster: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<(Vec<bramble_master::ha::HaMaster>, Vec<SocketAddr>)> {
+    let udp = free_ports(2 * n, false)?;
+    let http = free_ports(n, true)?;
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let peers: Vec<String> = (0..n)
+        .map(|i| format!("{}={}", i + 1, at(udp[n + i])))
+        .collect();
+    let node = std::sync::Arc::new(Credentials::load(cluster, Role::Node)?);
+    let mut group = Vec::new();
+    for i in 0..n {
+        let mut cfg = master_config(cluster, dir.join(format!("master-{}", i + 1)));
+        cfg.listen = at(udp[i]);
+        cfg.http = at(http[i]);
+        let ha = bramble_master::config::HaConfig {
+            id: i as u64 + 1,
+            peers: peers.clone(),
+            bootstrap: true,
+        };
+        let master = bramble_master::ha::start(std::sync::Arc::clone(&node), &cfg, &ha)
+            .await
+            .with_context(|| format!("starting demo master {}", i + 1))?;
+        group.push(master);
+    }
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    let leader = loop {
+        if let Some(i) = group.iter().position(|m| m.status().borrow().serving) {
+            break i;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no demo master was elected and serving within {STARTUP_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut addrs: Vec<SocketAddr> = (0..n).map(|i| at(udp[i])).collect();
+    addrs.swap(0, leader);
+    Ok((group, addrs))
 }
 
 impl Throwaway {
     /// Starts a master and `agents` agents offering `cpus` and `mem_mib` each, and waits until
     /// every agent is registered.
     pub async fn start(agents: usize, cpus: f64, mem_mib: u64) -> anyhow::Result<Throwaway> {
+        Self::start_with_masters(1, agents, cpus, mem_mib).await
+    }
+
+    /// Like [`Throwaway::start`] with `masters` masters: 1 is the single master; more is a
+    /// replicated group on loopback (`[ha]`, every store write acknowledged by a majority),
+    /// with agents and frameworks given every master.
+    pub async fn start_with_masters(
+        masters: usize,
+        agents: usize,
+        cpus: f64,
+        mem_mib: u64,
+    ) -> anyhow::Result<Throwaway> {
+        anyhow::ensure!(masters >= 1, "at least one master");
         let dir = tempfile::Builder::new()
             .prefix("bramble-demo-")
             .tempdir()
             .context("creating the demo's temp dir")?;
         let cluster = dir.path().join("cluster");
         init_cluster(&cluster, "demo")?;
-        let master_cfg = MasterConfig {
-            cluster: cluster.clone(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http: SocketAddr::from(([127, 0, 0, 1], 0)),
-            state_dir: dir.path().join("master"),
-            name: "demo".into(),
-            heartbeat_interval_ms: 500,
-            agent_timeout_secs: 5.0,
-            allocation_interval_ms: 250,
-            ..MasterConfig::default()
-        };
         let node = Credentials::load(&cluster, Role::Node)?;
-        let master = bramble_master::server::start(&node, &master_cfg)
-            .await
-            .context("starting the demo master")?;
+        let (masters, addrs) = if masters == 1 {
+            let master_cfg = master_config(&cluster, dir.path().join("master"));
+            let master = bramble_master::server::start(&node, &master_cfg)
+                .await
+                .context("starting the demo master")?;
+            let addr = master.addr;
+            (Masters::One(Box::new(master)), vec![addr])
+        } else {
+            let (group, addrs) = start_group(dir.path(), &cluster, masters).await?;
+            (Masters::Group(group), addrs)
+        };
+        let locator = match addrs.as_slice() {
+            [one] => MasterLocator::Static(one.to_string()),
+            several => MasterLocator::Several(several.iter().map(ToString::to_string).collect()),
+        };
         let mut handles = Vec::new();
         for i in 1..=agents {
             let name = format!("demo-agent-{i}");
             let agent_opts = AgentOptions {
                 work_dir: dir.path().join(&name),
-                master: MasterLocator::Static(master.addr.to_string()),
+                master: locator.clone(),
                 resources: Resources::new(cpus, mem_mib),
                 attributes: [("arch".to_string(), std::env::consts::ARCH.to_string())].into(),
                 hostname: name,
@@ -107,40 +217,55 @@ impl Throwaway {
             };
             handles.push(bramble_agent::start(&node, agent_opts).await?);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // Poll the master (cheap, in-process) until every agent is in, with a deadline.
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        // Poll the agents (cheap, in-process) until every one says it is registered.
         loop {
-            let state = master.state().await?;
-            if state.agents.iter().filter(|a| a.connected).count() == agents {
+            let mut registered = 0;
+            for a in &handles {
+                if a.view().await.is_some_and(|v| v.connected) {
+                    registered += 1;
+                }
+            }
+            if registered == agents {
                 break;
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "demo agents did not register within 30 s"
+                "demo agents did not register within {STARTUP_DEADLINE:?}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(Throwaway {
             dir,
-            master,
+            masters,
+            addrs,
             agents: handles,
         })
     }
 
     pub fn scheduler_config(&self, name: &str) -> anyhow::Result<SchedulerConfig> {
         Ok(SchedulerConfig::new(
-            self.master.addr,
+            self.addrs[0],
             Credentials::load(&self.dir.path().join("cluster"), Role::Framework)?,
             framework_info(name),
-        ))
+        )
+        .with_masters(&self.addrs))
     }
 
-    /// Stops everything: agents kill their executors, then the master stops; the temp dir goes.
+    /// Stops everything: agents kill their executors, then the master(s) stop; the temp dir
+    /// goes.
     pub async fn stop(self) {
         for a in self.agents {
             a.shutdown().await;
         }
-        self.master.shutdown().await;
+        match self.masters {
+            Masters::One(master) => master.shutdown().await,
+            Masters::Group(group) => {
+                for m in group {
+                    m.shutdown().await;
+                }
+            }
+        }
         drop(self.dir);
     }
 }

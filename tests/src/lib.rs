@@ -7,6 +7,7 @@
 pub mod busybox;
 pub mod file_server;
 pub mod framework;
+pub mod ha;
 pub mod netns;
 pub mod processes;
 pub mod services;

@@ -30,9 +30,14 @@ pub enum TaskPath {
 
 /// Where the tiny tasks run.
 pub enum BenchCluster {
-    /// A throwaway in-process cluster (`crate::demo::Throwaway`): this many agents, each
-    /// offering `cpus` and 4 GiB. Its executors are real processes.
-    Throwaway { agents: usize, cpus: f64 },
+    /// A throwaway in-process cluster (`crate::demo::Throwaway`): `masters` masters (1, or a
+    /// replicated group on loopback) and this many agents, each offering `cpus` and 4 GiB.
+    /// Its executors are real processes.
+    Throwaway {
+        masters: usize,
+        agents: usize,
+        cpus: f64,
+    },
     /// A running cluster, subscribed to as this framework (`bench/mesos.sh` and
     /// `bench/footprint.sh` run it against real processes).
     Existing(Box<bramble_sdk::SchedulerConfig>),
@@ -44,6 +49,9 @@ pub struct TasksReport {
     /// `rtt` (one task at a time: `--rtt N` or `--in-flight 1`) or `throughput`.
     pub mode: &'static str,
     pub tasks: u64,
+    /// Masters of the throwaway cluster (1: a single master; 3: a replicated group, every
+    /// store write on a majority before it is acknowledged); 0 on an existing cluster.
+    pub masters: usize,
     /// Agents of the throwaway cluster; 0 on an existing cluster.
     pub agents: usize,
     /// CPUs each throwaway agent offers; `None` on an existing cluster.
@@ -247,13 +255,17 @@ pub async fn tasks(
     cluster: BenchCluster,
     executor: CommandInfo,
 ) -> anyhow::Result<TasksReport> {
-    let (throwaway, config, agents, cpus_per_agent) = match cluster {
-        BenchCluster::Throwaway { agents, cpus } => {
-            let c = crate::demo::Throwaway::start(agents, cpus, 4096).await?;
+    let (throwaway, config, masters, agents, cpus_per_agent) = match cluster {
+        BenchCluster::Throwaway {
+            masters,
+            agents,
+            cpus,
+        } => {
+            let c = crate::demo::Throwaway::start_with_masters(masters, agents, cpus, 4096).await?;
             let config = c.scheduler_config("bench")?;
-            (Some(c), config, agents, Some(cpus))
+            (Some(c), config, masters, agents, Some(cpus))
         }
-        BenchCluster::Existing(config) => (None, *config, 0, None),
+        BenchCluster::Existing(config) => (None, *config, 0, 0, None),
     };
     let scheduler = Tiny {
         path,
@@ -290,6 +302,7 @@ pub async fn tasks(
         path,
         mode: if rtt { "rtt" } else { "throughput" },
         tasks: count,
+        masters,
         agents,
         cpus_per_agent,
         in_flight,

@@ -36,6 +36,11 @@ pub enum BenchKind {
         /// Throwaway agents to run them on.
         #[arg(long, default_value_t = 1)]
         agents: usize,
+        /// Throwaway masters: 1 (a single master) or 3 or 5 (a replicated group on loopback,
+        /// `[ha]`: every store write on a majority before it is acknowledged; the cost of
+        /// replication).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+        masters: u8,
         /// CPUs each throwaway agent offers. 1 keeps a 2-agent run honest on a 2-core machine
         /// (master, agents, executors and the bench all share the cores); tasks need 0.01 each,
         /// so this also caps the tasks in flight per agent (100 at 1 CPU).
@@ -123,6 +128,7 @@ pub fn run(
             count,
             path,
             agents,
+            masters,
             cpus_per_agent,
             in_flight,
             rtt,
@@ -148,6 +154,7 @@ pub fn run(
                     BenchCluster::Existing(Box::new(target.scheduler_config("bench")?))
                 } else {
                     BenchCluster::Throwaway {
+                        masters: usize::from(masters),
                         agents,
                         cpus: cpus_per_agent,
                     }
