@@ -291,6 +291,10 @@ pub async fn start_with(
             (None, None)
         }
     };
+    let masters = match &store {
+        Backend::Replicated(r) => Some(crate::ha::Membership::new(r.replica().clone())),
+        Backend::Local(_) => None,
+    };
     let (closed_tx, store_closed) = oneshot::channel();
     let store = OpenStore {
         store,
@@ -314,6 +318,7 @@ pub async fn start_with(
             panel: panel.clone(),
             uploads: crate::images::Uploads::new(&cfg.state_dir),
             artifacts: crate::artifacts::ArtifactsDir::new(&cfg.artifacts_dir()),
+            masters,
         },
         checks,
         shutdown_rx,
@@ -752,6 +757,8 @@ struct Edge {
     panel: PanelFeed,
     uploads: crate::images::Uploads,
     artifacts: crate::artifacts::ArtifactsDir,
+    /// A replicated leader's `bramble masters` calls (`None`: a single master).
+    masters: Option<crate::ha::Membership>,
 }
 
 /// How a peer's queue and messages are wired to the state task: its queue made into a
@@ -814,6 +821,11 @@ async fn serve_operator(
             OperatorCall::GetPanel => edge.panel.reply(),
             OperatorCall::ImageUpload(piece) => {
                 crate::images::handle(&edge.uploads, &mut upload, piece, inputs).await
+            }
+            call @ (OperatorCall::GetMasters
+            | OperatorCall::AddMaster { .. }
+            | OperatorCall::RemoveMaster { .. }) => {
+                crate::ha::Membership::answer(edge.masters.as_ref(), call).await
             }
             call => {
                 let (reply, rx) = oneshot::channel();

@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+mod membership;
+
+pub use membership::Member;
+
 use crate::config::{ConfigError, ReplicaConfig, Tuning};
 use crate::network::{CallError, Net, Network, Refusal, Reply, Request};
 use crate::store::{self, Joined, LogStore, StateMachine, StoreError};
@@ -51,6 +55,10 @@ pub enum ReplicaError {
     Raft(String),
     #[error("this replica is shut down")]
     Stopped,
+    /// A membership change refused before anything was changed (the reason says why and
+    /// what to do instead).
+    #[error("{0}")]
+    Membership(String),
 }
 
 impl ReplicaError {
@@ -85,6 +93,10 @@ struct Inner {
     standing: Arc<AtomicBool>,
     /// The snapshot being received, and how many bytes of it (see [`admit_chunk`]).
     receiving: Mutex<Option<(String, u64)>>,
+    /// The configured peers' addresses: always admitted (see [`admit_members`]).
+    configured: Vec<std::net::IpAddr>,
+    /// Addresses of learners being added, admitted until the membership names them.
+    adding: Mutex<std::collections::HashSet<std::net::IpAddr>>,
 }
 
 impl Inner {
@@ -190,6 +202,8 @@ impl Replica {
             leader_contact: Mutex::new(None),
             standing: Arc::default(),
             receiving: Mutex::default(),
+            configured: config.peers.values().map(|a| a.ip()).collect(),
+            adding: Mutex::default(),
         });
         let handler = {
             let inner = inner.clone();
@@ -355,6 +369,7 @@ impl Replica {
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ReplicaError> {
         // Members are known by `IP:PORT` (a config's names are resolved when it is read).
         if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+            lock(&self.inner.adding).insert(a.ip());
             self.inner.net.admit(a.ip());
         }
         self.inner
@@ -545,7 +560,6 @@ fn admit_chunk(
     Ok(())
 }
 
-/// Answers one request from a peer; `None`: refused (the stream is reset, a warning logged).
 /// Keeps the network admitting every member of the group's membership as it changes (a
 /// member added elsewhere, then elected, must reach this node), for as long as the replica
 /// lives.
@@ -555,19 +569,28 @@ async fn admit_members(inner: std::sync::Weak<Inner>) {
         None => return,
     };
     loop {
-        let addrs: Vec<String> = metrics
+        let members: Vec<std::net::IpAddr> = metrics
             .borrow_and_update()
             .membership_config
             .nodes()
-            .map(|(_, node)| node.addr.clone())
+            .filter_map(|(_, node)| node.addr.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
             .collect();
         {
             let Some(inner) = inner.upgrade() else { return };
-            for addr in addrs {
-                if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
-                    inner.net.admit(a.ip());
-                }
-            }
+            // The configured peers, the membership as it is now (a member removed is no
+            // longer admitted, unless configured), and learners still being added.
+            let mut adding = lock(&inner.adding);
+            adding.retain(|ip| !members.contains(ip));
+            let admitted: Vec<std::net::IpAddr> = inner
+                .configured
+                .iter()
+                .chain(&members)
+                .chain(adding.iter())
+                .copied()
+                .collect();
+            drop(adding);
+            inner.net.admit_only(admitted);
         }
         if metrics.changed().await.is_err() {
             return;
@@ -575,6 +598,7 @@ async fn admit_members(inner: std::sync::Weak<Inner>) {
     }
 }
 
+/// Answers one request from a peer; `None`: refused (the stream is reset, a warning logged).
 async fn handle(inner: &Inner, req: Request) -> Option<Reply> {
     let check = match &req {
         Request::AppendEntries(rpc) => admit_sender(inner, &rpc.vote, true).await,

@@ -19,7 +19,10 @@
 //! [`HaMaster::status`] publishes this master's role, term and the leader on a watch (for the
 //! mDNS advert and the front panel to follow).
 
+pub mod membership;
 mod standby;
+
+pub use membership::Membership;
 
 use crate::config::{HaConfig, MasterConfig};
 use crate::server::{self, Backend, MasterHandle};
@@ -234,20 +237,18 @@ async fn keep_status(
 
 async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
     let addresses = Replicated::addresses(replica).await;
-    let (role, term, leader_id, members) = {
+    let (role, term, leader_id, members, voters) = {
         let m = replica.metrics();
         let m = m.borrow();
-        let members: Vec<u64> = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
+        let membership = m.membership_config.membership();
+        let members: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+        let voters: Vec<u64> = membership.voter_ids().collect();
         (
             Role::from(m.state),
             m.current_term,
             m.current_leader,
             members,
+            voters,
         )
     };
     let me = replica.id();
@@ -262,6 +263,8 @@ async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
                 role.to_string()
             } else if Some(id) == leader_id {
                 Role::Leader.to_string()
+            } else if !voters.contains(&id) {
+                Role::Learner.to_string()
             } else {
                 Role::Follower.to_string()
             },
