@@ -78,13 +78,13 @@ impl Replica {
         let mut metrics = self.inner.raft.metrics();
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let now = has_it(&*metrics.borrow_and_update());
+            let now = has_it(&metrics.borrow_and_update());
             if now.is_superset(&all) {
                 return Ok(now);
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return Ok(has_it(&*metrics.borrow())),
+                _ => return Ok(has_it(&metrics.borrow())),
             }
         }
     }
