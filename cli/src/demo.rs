@@ -132,6 +132,7 @@ async fn start_group(
             id: i as u64 + 1,
             peers: peers.clone(),
             bootstrap: true,
+            ..Default::default()
         };
         let master = bramble_master::ha::start(std::sync::Arc::clone(&node), &cfg, &ha)
             .await

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod demo;
 pub mod display;
+pub mod masters;
 pub mod new_framework;
 pub mod node;
 pub mod ops;

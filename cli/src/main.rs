@@ -8,6 +8,7 @@ use commands::bench::BenchKind;
 use commands::cluster::ClusterCommand;
 use commands::executor::ExecutorKind;
 use commands::kv::KvCommand;
+use commands::masters::MastersCommand;
 use commands::service::ServiceCommand;
 use commands::state::View;
 use commands::Target;
@@ -119,6 +120,15 @@ enum Command {
     /// Agents, resources used/total, frameworks and jobs in flight.
     Status {
         /// Print the master's whole picture as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A replicated group's masters (id, role, term, addresses, how far each one's log is);
+    /// `add` and `remove` change the group without downtime.
+    Masters {
+        #[command(subcommand)]
+        command: Option<MastersCommand>,
+        /// Print the group as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -339,6 +349,7 @@ async fn cluster_command(cli: Cli) -> anyhow::Result<i32> {
     let target = &target;
     match cli.command {
         Command::Status { json } => commands::state::show(target, View::Status, json).await?,
+        Command::Masters { command, json } => commands::masters::run(target, command, json).await?,
         Command::Agents { json, all } => {
             let view = if all { View::AllAgents } else { View::Agents };
             commands::state::show(target, view, json).await?

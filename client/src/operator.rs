@@ -9,7 +9,7 @@ use bramble_proto::identity::{Credentials, Role};
 use bramble_proto::image_transfer::{file_digest, CHUNK_BYTES};
 use bramble_proto::masters::MAX_REDIRECTS;
 use bramble_proto::messages::{
-    ClusterState, ImageFormat, ImagePushResult, ImageSpec, ImageUpload, OperatorCall,
+    ClusterState, ImageFormat, ImagePushResult, ImageSpec, ImageUpload, MastersView, OperatorCall,
     OperatorReply, PeerKind, SandboxChunk, SandboxRead, StateCursor, StatePage, MAX_SANDBOX_READ,
 };
 use bramble_proto::transport::{
@@ -293,6 +293,36 @@ impl OperatorClient {
             .await?
         {
             OperatorReply::Done => Ok(()),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// The replicated group's masters as the leader sees them (a single master answers with
+    /// an error saying it is not replicated).
+    pub async fn masters(&mut self) -> Result<MastersView, ClientError> {
+        match self.call(OperatorCall::GetMasters).await? {
+            OperatorReply::Masters(view) => Ok(view),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Adds master `id` at replication address `address` (`HOST:PORT`): the leader answers
+    /// once it has caught up and votes (which may take a while: a snapshot to send).
+    pub async fn add_master(
+        &mut self,
+        id: u64,
+        address: String,
+    ) -> Result<MastersView, ClientError> {
+        match self.call(OperatorCall::AddMaster { id, address }).await? {
+            OperatorReply::Masters(view) => Ok(view),
+            other => Err(not_the_answer(other)),
+        }
+    }
+
+    /// Removes master `id` from the group.
+    pub async fn remove_master(&mut self, id: u64) -> Result<MastersView, ClientError> {
+        match self.call(OperatorCall::RemoveMaster { id }).await? {
+            OperatorReply::Masters(view) => Ok(view),
             other => Err(not_the_answer(other)),
         }
     }

@@ -22,5 +22,5 @@ pub mod store;
 pub mod types;
 
 pub use config::{ConfigError, ReplicaConfig, Tuning};
-pub use replica::{Replica, ReplicaError};
+pub use replica::{Member, Replica, ReplicaError};
 pub use types::{Command, NodeId, Response, Role, Row, TypeConfig, Versioned};

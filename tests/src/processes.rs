@@ -308,10 +308,10 @@ impl HaGroup {
         addr(self.ports[id - 1].2)
     }
 
-    /// `[ha] peers` for master.toml.
-    fn peers(&self) -> String {
-        (1..=self.ports.len())
-            .map(|id| format!("\"{id}={}\"", self.replication(id)))
+    /// `[ha] peers` for master.toml, naming masters `ids`.
+    fn peers_of(&self, ids: &[usize]) -> String {
+        ids.iter()
+            .map(|&id| format!("\"{id}={}\"", self.replication(id)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -467,11 +467,27 @@ impl LoopbackCluster {
     /// `[ha]`; its log is `<name>.log`, its state dir `master-state-<id>` (the same across
     /// restarts). Every master bootstraps the group on its first start (an empty store).
     pub fn start_ha_master(&self, name: &str, cmd: &MasterCmd, group: &HaGroup, id: usize) -> Proc {
+        let all: Vec<usize> = (1..=group.len()).collect();
+        self.start_ha_master_as(name, cmd, group, id, &all, true)
+    }
+
+    /// [`Self::start_ha_master`] with `[ha] peers` naming only masters `peers` of `group`,
+    /// and `bootstrap` only if asked: a master started without it on an empty store waits to
+    /// be added (`bramble masters add`).
+    pub fn start_ha_master_as(
+        &self,
+        name: &str,
+        cmd: &MasterCmd,
+        group: &HaGroup,
+        id: usize,
+        peers: &[usize],
+        bootstrap: bool,
+    ) -> Proc {
         let config = self.test.path(&format!("master-{id}.toml"));
         let text = format!(
-            "{}\n[ha]\nid = {id}\npeers = [{}]\nbootstrap = true\n",
+            "{}\n[ha]\nid = {id}\npeers = [{}]\nbootstrap = {bootstrap}\n",
             cmd.config_text(),
-            group.peers()
+            group.peers_of(peers)
         );
         std::fs::write(&config, text).expect("master config");
         let args = vec![

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod frameworks;
 pub mod images;
 pub mod kv;
+pub mod masters;
 pub mod pi;
 pub mod run;
 pub mod service;

@@ -32,9 +32,15 @@ pub async fn show(target: &Target<'_>, view: View, json: bool) -> anyhow::Result
     match (view, json) {
         (View::Status, false) => {
             let page = op.state_page(None, 0).await?;
+            // A replicated group's masters; a single master answers that it has none (and
+            // prints as before).
+            let group = op.masters().await.ok();
             op.close();
             let head = head(page.head)?;
             print!("{}", summary::status_text(&page.counts, &head));
+            if let Some(group) = group {
+                print!("{}", bramble::masters::status_lines(&group));
+            }
             return Ok(());
         }
         (View::Agents, false) => {

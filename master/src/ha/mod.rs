@@ -23,8 +23,11 @@
 //! mDNS advert and the front panel to follow).
 
 pub mod mdns;
+pub mod membership;
 pub mod panel;
 mod standby;
+
+pub use membership::Membership;
 
 use crate::config::{HaConfig, MasterConfig};
 use crate::server::{self, Backend, MasterHandle};
@@ -340,20 +343,18 @@ async fn keep_status(
 
 async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
     let addresses = Replicated::addresses(replica).await;
-    let (role, term, leader_id, members) = {
+    let (role, term, leader_id, members, voters) = {
         let m = replica.metrics();
         let m = m.borrow();
-        let members: Vec<u64> = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
+        let membership = m.membership_config.membership();
+        let members: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+        let voters: Vec<u64> = membership.voter_ids().collect();
         (
             Role::from(m.state),
             m.current_term,
             m.current_leader,
             members,
+            voters,
         )
     };
     let me = replica.id();
@@ -368,6 +369,8 @@ async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
                 role.to_string()
             } else if Some(id) == leader_id {
                 Role::Leader.to_string()
+            } else if !voters.contains(&id) {
+                Role::Learner.to_string()
             } else {
                 Role::Follower.to_string()
             },

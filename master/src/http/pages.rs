@@ -91,7 +91,7 @@ pub async fn summary(State(app): State<AppState>) -> Response {
             "the first page had no head",
         );
     };
-    Json(json!({
+    let mut summary = json!({
         "name": app.api.name,
         "version": SOFTWARE_VERSION,
         "now": bramble_proto::unix_now(),
@@ -101,8 +101,15 @@ pub async fn summary(State(app): State<AppState>) -> Response {
         "jobs": head.jobs,
         // Bounded (the master keeps the last 1,000), so the summary stays small at any size.
         "completed_tasks": head.completed_tasks,
-    }))
-    .into_response()
+    });
+    // With `[ha]`, the group's masters and the leader (the web UI's Masters card), as in
+    // `/api/v1/state`; absent on a single master.
+    if let (Some(ha), Some(fields)) = (app.api.ha.as_ref(), summary.as_object_mut()) {
+        let ha = ha.borrow().clone();
+        fields.insert("masters".into(), json!(ha.masters));
+        fields.insert("leader".into(), json!(ha.leader.map(|l| l.id)));
+    }
+    Json(summary).into_response()
 }
 
 /// `GET /api/v1/agents?after=ID&limit=N`: agents by id.

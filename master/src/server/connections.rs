@@ -342,6 +342,8 @@ pub(super) struct Edge {
     pub(super) panel: PanelFeed,
     pub(super) uploads: crate::images::Uploads,
     pub(super) artifacts: crate::artifacts::ArtifactsDir,
+    /// A replicated leader's `bramble masters` calls (`None`: a single master).
+    pub(super) masters: Option<crate::ha::Membership>,
 }
 
 /// How a peer's queue and messages are wired to the state task: its queue made into a
@@ -404,6 +406,11 @@ async fn serve_operator(
             OperatorCall::GetPanel => edge.panel.reply(),
             OperatorCall::ImageUpload(piece) => {
                 crate::images::handle(&edge.uploads, &mut upload, piece, inputs).await
+            }
+            call @ (OperatorCall::GetMasters
+            | OperatorCall::AddMaster { .. }
+            | OperatorCall::RemoveMaster { .. }) => {
+                crate::ha::Membership::answer(edge.masters.as_ref(), call).await
             }
             call => {
                 let (reply, rx) = oneshot::channel();

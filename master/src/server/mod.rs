@@ -264,6 +264,10 @@ pub async fn start_with(
             (None, None)
         }
     };
+    let masters = match &store {
+        Backend::Replicated(r) => Some(crate::ha::Membership::new(r.replica().clone())),
+        Backend::Local(_) => None,
+    };
     let (closed_tx, store_closed) = oneshot::channel();
     let store = OpenStore {
         store,
@@ -287,6 +291,7 @@ pub async fn start_with(
             panel: panel.clone(),
             uploads: crate::images::Uploads::new(&cfg.state_dir),
             artifacts: crate::artifacts::ArtifactsDir::new(&cfg.artifacts_dir()),
+            masters,
         },
         checks,
         shutdown_rx,

@@ -91,6 +91,14 @@ impl Master {
                 OperatorReply::StatePage(Box::new(self.state_page(after, limit)))
             }
             OperatorCall::GetTasks(query) => OperatorReply::Tasks(Box::new(self.task_list(&query))),
+            // Membership is answered at the operator connection's edge, with the replica
+            // (`crate::ha::membership`).
+            OperatorCall::GetMasters
+            | OperatorCall::AddMaster { .. }
+            | OperatorCall::RemoveMaster { .. } => OperatorReply::Error {
+                message: "the group's masters are answered by the leader's operator connection"
+                    .into(),
+            },
         };
         self.reply(reply, answer);
     }

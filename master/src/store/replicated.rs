@@ -136,6 +136,11 @@ fn failed(op: &'static str) -> impl FnOnce(ReplicaError) -> ReplicatedError {
 }
 
 impl Replicated {
+    /// The replica under the store (membership calls at the leader's edge).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
     /// On the leader: waits until it has applied everything committed (a read barrier), checks
     /// (or, on a new group, writes) the cluster id, and reads every record back.
     pub async fn open(

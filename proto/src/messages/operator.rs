@@ -49,6 +49,23 @@ pub enum OperatorCall {
         agent_id: AgentId,
         drain: bool,
     },
+    /// The replicated group's masters (`bramble masters`): answered with `Masters`, or an
+    /// error from a single master. Appended: an older master does not decode it.
+    GetMasters,
+    /// Adds master `id` at its replication address `address` (`HOST:PORT`) to the group: the
+    /// leader adds it as a learner, waits until it has caught up, then makes it a voter.
+    /// Refused while `id` is still a voter (a wiped master rejoins through `RemoveMaster`
+    /// first). Answered with `Masters` once it votes. Operators only; appended.
+    AddMaster {
+        id: u64,
+        address: String,
+    },
+    /// Removes master `id` from the group (a voter or a learner). Refused for the last voter,
+    /// and when the masters left voting would not have a majority alive. Answered with
+    /// `Masters`. Operators only; appended.
+    RemoveMaster {
+        id: u64,
+    },
 }
 
 /// A byte range of a file in a task's sandbox. The agent refuses paths that leave the sandbox.
@@ -129,6 +146,40 @@ pub enum OperatorReply {
     ImagePushed(Vec<ImagePushResult>),
     /// The answer to `GetTasks`.
     Tasks(Box<TaskList>),
+    /// The replicated group as its leader sees it (`GetMasters`, `AddMaster`,
+    /// `RemoveMaster`). Appended.
+    Masters(MastersView),
+}
+
+/// A replicated group of masters as its leader sees it (`OperatorReply::Masters`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MastersView {
+    /// The leader's `[ha] id` (the master that answered).
+    pub leader: u64,
+    /// The leader's Raft term.
+    pub term: u64,
+    /// The leader's last log index (`None`: an empty log).
+    pub last_log: Option<u64>,
+    /// Every member, voters and learners, by id.
+    pub masters: Vec<MasterMember>,
+}
+
+/// One member of a replicated group of masters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterMember {
+    pub id: u64,
+    /// Its replication address (`[ha] peers`' `HOST:PORT`).
+    pub replication: String,
+    /// Its QUIC address for agents, frameworks and operators, once it has recorded it.
+    pub address: Option<String>,
+    /// Its HTTP address, once recorded.
+    pub http: Option<String>,
+    /// `leader`, `follower` or `learner` (a member that does not vote, e.g. one being added).
+    pub role: String,
+    /// Votes (a learner does not).
+    pub voter: bool,
+    /// The last log index the leader knows it holds (the leader: its own last index).
+    pub matched: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

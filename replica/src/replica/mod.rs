@@ -16,6 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+mod membership;
+
+pub use membership::Member;
+
 use crate::config::{ConfigError, ReplicaConfig, Tuning};
 use crate::network::{CallError, Net, Network, Refusal, Reply, Request};
 use crate::store::{self, Joined, LogStore, StateMachine, StoreError};
@@ -55,6 +59,10 @@ pub enum ReplicaError {
     Raft(String),
     #[error("this replica is shut down")]
     Stopped,
+    /// A membership change refused before anything was changed (the reason says why and
+    /// what to do instead).
+    #[error("{0}")]
+    Membership(String),
 }
 
 impl ReplicaError {
@@ -89,6 +97,10 @@ struct Inner {
     standing: Arc<AtomicBool>,
     /// The snapshot being received, and how many bytes of it (see [`admit_chunk`]).
     receiving: Mutex<Option<(String, u64)>>,
+    /// The configured peers' addresses: always admitted (see [`admit_members`]).
+    configured: Vec<std::net::IpAddr>,
+    /// Addresses of learners being added, admitted until the membership names them.
+    adding: Mutex<std::collections::HashSet<std::net::IpAddr>>,
 }
 
 impl Inner {
@@ -194,6 +206,8 @@ impl Replica {
             leader_contact: Mutex::new(None),
             standing: Arc::default(),
             receiving: Mutex::default(),
+            configured: config.peers.values().map(|a| a.ip()).collect(),
+            adding: Mutex::default(),
         });
         let handler = {
             let inner = inner.clone();
@@ -359,6 +373,7 @@ impl Replica {
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ReplicaError> {
         // Members are known by `IP:PORT` (a config's names are resolved when it is read).
         if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
+            lock(&self.inner.adding).insert(a.ip());
             self.inner.net.admit(a.ip());
         }
         self.inner
@@ -415,6 +430,8 @@ impl Replica {
     /// the group's leader only from an address it admits (`[ha] peers = "mdns"`: the
     /// candidates seen).
     pub fn admit(&self, ip: std::net::IpAddr) {
+        // Kept admitted until the membership names it (see `admit_members`).
+        lock(&self.inner.adding).insert(ip);
         self.inner.net.admit(ip);
     }
 

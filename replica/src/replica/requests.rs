@@ -97,19 +97,28 @@ pub(super) async fn admit_members(inner: std::sync::Weak<Inner>) {
         None => return,
     };
     loop {
-        let addrs: Vec<String> = metrics
+        let members: Vec<std::net::IpAddr> = metrics
             .borrow_and_update()
             .membership_config
             .nodes()
-            .map(|(_, node)| node.addr.clone())
+            .filter_map(|(_, node)| node.addr.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
             .collect();
         {
             let Some(inner) = inner.upgrade() else { return };
-            for addr in addrs {
-                if let Ok(a) = addr.parse::<std::net::SocketAddr>() {
-                    inner.net.admit(a.ip());
-                }
-            }
+            // The configured peers, the membership as it is now (a member removed is no
+            // longer admitted, unless configured), and learners still being added.
+            let mut adding = lock(&inner.adding);
+            adding.retain(|ip| !members.contains(ip));
+            let admitted: Vec<std::net::IpAddr> = inner
+                .configured
+                .iter()
+                .chain(&members)
+                .chain(adding.iter())
+                .copied()
+                .collect();
+            drop(adding);
+            inner.net.admit_only(admitted);
         }
         if metrics.changed().await.is_err() {
             return;

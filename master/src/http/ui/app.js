@@ -283,6 +283,17 @@ function agentRows(list) {
   </tr>`).join("");
 }
 
+// A replicated group's masters (`[ha]`; absent on a single master): each one's role and term,
+// the leader marked.
+function mastersCard(s) {
+  if (!Array.isArray(s.masters) || s.masters.length === 0) return "";
+  const rows = s.masters.map((m) => `<tr data-master="${esc(String(m.id))}" data-role="${esc(m.role)}">
+    <td><strong>${esc(String(m.id))}</strong>${m.id === s.leader ? ' <span class="chip st-Running" title="serves agents, frameworks and operators">leader</span>' : ""}</td>
+    <td>${esc(m.role)}</td><td>term ${esc(String(m.term))}</td>
+    <td class="mono hide-sm">${esc(m.address || "")}</td></tr>`).join("");
+  return `<div class="card"><h2>Masters</h2><table id="masters"><tbody>${rows}</tbody></table></div>`;
+}
+
 function overview() {
   const s = app.state;
   const t = totals();
@@ -296,6 +307,7 @@ function overview() {
       ${bar(t.used.mem_mib, t.total.mem_mib, "mem", `mem ${mem(t.used.mem_mib)} / ${mem(t.total.mem_mib)}`)}</div>
     <div class="card"><h2>Tasks</h2>${STATES.filter((st) => byState[st]).map((st) => `<a href="#/tasks?state=${st}">${chip(st, byState[st])}</a>`).join("") || '<span class="muted">none yet</span>'}</div>
   </div>
+  ${mastersCard(s)}
   ${s.jobs.map(jobCard).join("")}
   <div class="card"><h2>Agents</h2><table id="agents"><tbody>${agentRows(s.agents) || '<tr><td class="muted">No agents yet: power on a Pi.</td></tr>'}</tbody></table>${pagerHtml("agents", s.agents.length)}</div>`;
 }
