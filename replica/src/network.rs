@@ -24,7 +24,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -517,6 +517,39 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// The client towards one peer.
+/// An append carries at most this many bytes of entries (but always one entry). Openraft
+/// gives every append one heartbeat interval to come back; sent megabytes at once (a big
+/// task record kept in 200 KiB chunks, up to 32 entries an append) a follower on a busy Pi
+/// cannot answer in time, and the leader would resend the same too-big append forever while
+/// its followers, hearing no heartbeat, elect someone else who then does the same.
+const APPEND_BUDGET_BYTES: usize = 256 * 1024;
+
+/// Drops the entries of `rpc` past `budget` bytes (keeping at least the first) and says up
+/// to which log id the shortened append reaches, or `None` when nothing was dropped. A
+/// follower commits no further than the last entry it was sent, so a shortened append is
+/// safe; the leader sends the rest next.
+fn trim_to_budget(
+    rpc: &mut AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> Option<LogId<NodeId>> {
+    let mut total = 0usize;
+    let mut keep = 0usize;
+    for entry in &rpc.entries {
+        // An entry that cannot be sized is counted as over the budget: it goes alone.
+        let size = bramble_proto::codec::payload_size(entry).unwrap_or(budget);
+        if keep > 0 && total + size > budget {
+            break;
+        }
+        total += size;
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    rpc.entries.last().map(|e| e.log_id)
+}
+
 pub struct Peer {
     target: NodeId,
     addr: String,
@@ -551,15 +584,19 @@ impl Peer {
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let sent_up_to = trim_to_budget(&mut rpc, APPEND_BUDGET_BYTES);
         let reply = self
             .net
             .call(&self.addr, &Request::AppendEntries(rpc), option.hard_ttl())
             .await
             .map_err(to_rpc)?;
         match reply {
+            Reply::AppendEntries(Ok(AppendEntriesResponse::Success)) if sent_up_to.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_up_to))
+            }
             Reply::AppendEntries(r) => r.map_err(|e| self.remote(e)),
             _ => Err(unexpected("append entries")),
         }
@@ -605,5 +642,60 @@ impl RaftNetwork<TypeConfig> for Peer {
         // An unreachable peer is retried often enough that a restarted master rejoins
         // within a heartbeat or two.
         Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
+
+    fn put(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::Put {
+                table: "t".into(),
+                key: format!("k{index}"),
+                value: vec![7; bytes],
+            }),
+        }
+    }
+
+    fn append(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| put(i as u64 + 1, b))
+                .collect(),
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn a_small_append_is_sent_whole() {
+        let mut rpc = append(&[10, 20, 30]);
+        assert_eq!(trim_to_budget(&mut rpc, 1024), None);
+        assert_eq!(rpc.entries.len(), 3);
+        let mut empty = append(&[]);
+        assert_eq!(trim_to_budget(&mut empty, 1024), None);
+    }
+
+    #[test]
+    fn a_big_append_is_cut_at_the_budget_and_names_its_last_entry() {
+        let mut rpc = append(&[400, 400, 400, 400]);
+        let last = trim_to_budget(&mut rpc, 1000).expect("cut");
+        assert_eq!(rpc.entries.len(), 2);
+        assert_eq!(last.index, 2);
+    }
+
+    #[test]
+    fn an_entry_over_the_budget_still_goes_alone() {
+        let mut rpc = append(&[5000, 10]);
+        let last = trim_to_budget(&mut rpc, 1000).expect("cut");
+        assert_eq!(rpc.entries.len(), 1);
+        assert_eq!(last.index, 1);
     }
 }

@@ -28,7 +28,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A cluster identity in a temporary directory, removed on drop.
+/// A cluster identity in a temporary directory, removed on drop unless `BRAMBLE_TEST_KEEP` is
+/// set (then its path, with every process's log, is printed for a post-mortem).
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub cluster_id: String,
@@ -36,7 +37,14 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let keep = std::env::var_os("BRAMBLE_TEST_KEEP").is_some();
+        let dir = tempfile::Builder::new()
+            .disable_cleanup(keep)
+            .tempdir()
+            .expect("tempdir");
+        if keep {
+            eprintln!("BRAMBLE_TEST_KEEP: logs stay in {}", dir.path().display());
+        }
         let cluster_id = init_cluster(&dir.path().join("cluster"), "test").expect("init cluster");
         Self { dir, cluster_id }
     }
