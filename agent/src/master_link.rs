@@ -219,7 +219,16 @@ impl Resolver {
         }
     }
 
-    /// The link to the master that had welcomed us ended: try it first again.
+    /// The master dialled is a standby that knows no leader yet: an election is under way.
+    fn no_leader_yet(&mut self) -> Wait {
+        match self {
+            Resolver::Static(masters) => masters.no_leader_yet(),
+            Resolver::Mdns { .. } => Wait::Backoff,
+        }
+    }
+
+    /// The link to the master that had welcomed us ended: the other masters first, it last
+    /// ([`MasterList::lost`]).
     fn lost(&mut self) {
         if let Resolver::Static(masters) = self {
             masters.lost();
@@ -367,7 +376,7 @@ pub async fn run(
                     "retrying"
                 };
                 info!("master {from} is a standby and no leader is elected yet; {then}");
-                resolver.failed()
+                resolver.no_leader_yet()
             }
             _ if welcomed => {
                 resolver.welcomed();

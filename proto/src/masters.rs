@@ -9,6 +9,11 @@
 //! - Naming none (no leader elected yet), or not answering at all, the next configured
 //!   master is tried: after a short jittered pause ([`STANDBY_PAUSE`]) while this round
 //!   through the list is not over, then under the caller's backoff.
+//! - While masters answer that no leader is elected yet, an election is under way among
+//!   them: a master that did not answer (a dead leader most often) is passed over, up to
+//!   [`SILENT_SKIPS`] times, and the answering ones asked again after the short pause
+//!   ([`MasterList::no_leader_yet`]). Dialling it would cost a whole connect timeout, seconds
+//!   after the new leader was elected.
 //! - When the link to the leader drops, the other masters are tried first and the lost leader
 //!   last ([`MasterList::lost`]): a leader that went away is most often dead, and dialling a
 //!   dead address costs a whole connect timeout, while a standby answers at once — naming the
@@ -26,6 +31,9 @@ pub const MAX_REDIRECTS: u32 = 3;
 pub const STANDBY_PAUSE: Duration = Duration::from_millis(300);
 /// The floor of that pause.
 const STANDBY_PAUSE_MIN: Duration = Duration::from_millis(50);
+/// How many "no leader yet" answers silent masters are passed over for: about a second of
+/// short pauses, longer than an election takes.
+pub const SILENT_SKIPS: u32 = 6;
 
 /// How long to wait before dialling [`MasterList::current`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,10 @@ pub struct MasterList<A> {
     redirects: u32,
     /// Attempts that got no leader since the last welcome.
     misses: usize,
+    /// Masters that did not answer since the last welcome (a lost leader counts as one).
+    silent: Vec<A>,
+    /// "No leader yet" answers that passed silent masters over since the last welcome.
+    skips: u32,
     rng: XorShift64Star,
 }
 
@@ -76,6 +88,8 @@ impl<A: Clone + PartialEq + std::fmt::Debug> MasterList<A> {
             leader: None,
             redirects: 0,
             misses: 0,
+            silent: Vec::new(),
+            skips: 0,
             rng: XorShift64Star::new(u64::from_le_bytes(seed) | 1),
         })
     }
@@ -113,6 +127,8 @@ impl<A: Clone + PartialEq + std::fmt::Debug> MasterList<A> {
         self.leader = Some(self.current.clone());
         self.redirects = 0;
         self.misses = 0;
+        self.silent.clear();
+        self.skips = 0;
     }
 
     /// [`MasterList::current`] is a standby naming `leader` as the leader. `Some(Wait::Now)`
@@ -123,7 +139,7 @@ impl<A: Clone + PartialEq + std::fmt::Debug> MasterList<A> {
         if self.redirects >= MAX_REDIRECTS {
             self.redirects = 0;
             self.misses += 1;
-            self.advance();
+            self.advance(false);
             return None;
         }
         self.redirects += 1;
@@ -131,12 +147,36 @@ impl<A: Clone + PartialEq + std::fmt::Debug> MasterList<A> {
         Some(Wait::Now)
     }
 
-    /// [`MasterList::current`] is a standby that knows no leader, or did not answer, or the
-    /// link to it ended before it welcomed us: on to the next configured master.
+    /// [`MasterList::current`] did not answer, or the link to it ended before it welcomed
+    /// us: on to the next configured master.
     pub fn failed(&mut self) -> Wait {
+        if self.several() && !self.silent.contains(&self.current) {
+            self.silent.push(self.current.clone());
+        }
         self.misses += 1;
-        self.advance();
-        if self.misses < self.list.len() {
+        self.advance(false);
+        self.wait(false)
+    }
+
+    /// [`MasterList::current`] is a standby that knows no leader yet: on to the next master
+    /// that answers, passing over silent ones while [`SILENT_SKIPS`] lasts.
+    pub fn no_leader_yet(&mut self) -> Wait {
+        let answered = self.current.clone();
+        self.silent.retain(|a| *a != answered);
+        self.misses += 1;
+        // Standbys are asked again at the short pace while silent masters are passed over.
+        let passing_over = !self.silent.is_empty() && self.skips < SILENT_SKIPS;
+        if passing_over {
+            self.skips += 1;
+        }
+        self.advance(passing_over);
+        self.wait(passing_over)
+    }
+
+    /// A short pause while this round through the list lasts (or while silent masters are
+    /// passed over), else the caller's backoff.
+    fn wait(&mut self, passing_over: bool) -> Wait {
+        if self.misses < self.list.len() || passing_over {
             let (lo, hi) = (
                 STANDBY_PAUSE_MIN.as_micros() as u64,
                 STANDBY_PAUSE.as_micros() as u64,
@@ -154,23 +194,36 @@ impl<A: Clone + PartialEq + std::fmt::Debug> MasterList<A> {
         self.next = 0;
         self.misses = 0;
         self.redirects = 0;
+        self.skips = 0;
         self.current = self.leader.clone().unwrap_or_else(|| self.list[0].clone());
+        self.silent.clear();
         if self.several() {
-            self.advance();
+            // Most often dead: passed over while the others elect its successor.
+            self.silent.push(self.current.clone());
+            self.advance(false);
         }
     }
 
     /// `current` becomes the next configured master in rotation, not the one just tried
-    /// when there is another.
-    fn advance(&mut self) {
+    /// when there is another; with `pass_over_silent`, not a silent one when another answers.
+    fn advance(&mut self, pass_over_silent: bool) {
         let tried = self.current.clone();
-        for _ in 0..self.list.len() {
+        let len = self.list.len();
+        let another_answers = self
+            .list
+            .iter()
+            .any(|a| *a != tried && !self.silent.contains(a));
+        for _ in 0..len {
             let candidate = self.list[self.next].clone();
-            self.next = (self.next + 1) % self.list.len();
-            if candidate != tried || self.list.len() == 1 {
-                self.current = candidate;
-                return;
+            self.next = (self.next + 1) % len;
+            if candidate == tried && len > 1 {
+                continue;
             }
+            if pass_over_silent && another_answers && self.silent.contains(&candidate) {
+                continue;
+            }
+            self.current = candidate;
+            return;
         }
     }
 }
@@ -277,6 +330,53 @@ mod tests {
         assert!(matches!(m.failed(), Wait::Pause(_)));
         assert_eq!(*m.current(), "c", "the lost leader last");
         assert_eq!(m.failed(), Wait::Backoff);
+    }
+
+    #[test]
+    fn while_standbys_elect_a_silent_lost_leader_is_passed_over_for_a_while() {
+        let mut m = list(&["a", "b", "c"]);
+        m.failed();
+        m.failed();
+        m.welcomed(); // c leads, then dies
+        m.lost();
+        let mut dialled = vec![*m.current()];
+        let mut waits = Vec::new();
+        // a and b answer "no leader yet" until c has been passed over SILENT_SKIPS times.
+        while *m.current() != "c" {
+            waits.push(m.no_leader_yet());
+            dialled.push(*m.current());
+            assert!(dialled.len() < 50, "c is tried in the end: {dialled:?}");
+        }
+        // a and b alternate at the short pace for SILENT_SKIPS answers, then c's turn
+        // comes in the plain rotation (after the backoff once a round is over).
+        let skips = SILENT_SKIPS as usize;
+        assert!(
+            waits[..skips].iter().all(|w| matches!(w, Wait::Pause(_))),
+            "{waits:?}"
+        );
+        assert!(dialled.len() > skips + 1, "{dialled:?}");
+        assert!(dialled.len() <= skips + 3, "{dialled:?}");
+        // A welcome forgets who was silent.
+        m.welcomed();
+        m.lost();
+        assert_eq!(*m.current(), "a");
+    }
+
+    #[test]
+    fn a_master_that_stops_answering_is_passed_over_but_all_silent_goes_round() {
+        let mut m = list(&["a", "b", "c"]);
+        assert!(matches!(m.failed(), Wait::Pause(_))); // a silent
+        assert_eq!(*m.current(), "b");
+        assert!(matches!(m.no_leader_yet(), Wait::Pause(_)));
+        assert_eq!(*m.current(), "c", "c has not been silent");
+        assert!(matches!(m.no_leader_yet(), Wait::Pause(_)));
+        assert_eq!(*m.current(), "b", "a is passed over");
+        // Everyone silent: plain rotation, and the backoff once a round is over.
+        let mut all = list(&["a", "b"]);
+        all.failed();
+        assert_eq!(*all.current(), "b");
+        assert_eq!(all.failed(), Wait::Backoff);
+        assert_eq!(*all.current(), "a");
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Runner {
                         }
                 }
                 Ok(Err(AttemptError::NotLeader(None))) => {
-                    pause = wait_of(self.masters.failed());
+                    pause = wait_of(self.masters.no_leader_yet());
                     format!(
                         "master {} is a standby and no leader is elected yet",
                         self.addr
