@@ -4,13 +4,16 @@
 //!
 //! Here: the kernel control (the pi job's chunks on plain threads). `tasks` times tiny tasks
 //! through a cluster; `stats` turns its per-task records into the reported figures; `scale`
-//! runs a real master against thousands of simulated agents.
+//! runs a real master against thousands of simulated agents; `state` times a framework's
+//! key/value state writes.
 
 pub mod scale;
+mod state;
 mod stats;
 mod tasks;
 
 pub use scale::{scale, ScaleOptions, ScaleReport};
+pub use state::{state, StateReport};
 pub use stats::{Spread, Stages, Warmup};
 pub use tasks::{tasks, BenchCluster, TaskPath, TasksReport};
 

@@ -1,4 +1,4 @@
-//! `bramble bench kernel|tasks|scale`: the measurements behind `bench/` (`bramble::bench`),
+//! `bramble bench kernel|tasks|scale|state`: the measurements behind `bench/` (`bramble::bench`),
 //! each printed as one JSON object.
 
 use super::{print_json, self_executor, Target};
@@ -59,6 +59,22 @@ pub enum BenchKind {
         /// Run on the cluster of `--master`/`--cluster` instead of a throwaway one.
         #[arg(long)]
         existing: bool,
+    },
+    /// A framework's key/value state on a throwaway cluster: write latency (call →
+    /// confirmation, the write committed) of plain puts and compare-and-sets, one at a time.
+    State {
+        /// Writes to time.
+        #[arg(long, default_value = "1000", value_parser = crate::parse_count)]
+        writes: u64,
+        /// Bytes per value (at most 64 KiB).
+        #[arg(long, default_value_t = 128)]
+        bytes: usize,
+        /// Throwaway masters: 1 (a single master) or 3 or 5 (a replicated group on loopback).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+        masters: u8,
+        /// Accepted for symmetry with the other commands; the output is always JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// A real `bramble-master` process against N simulated agents (each its own QUIC
     /// connection) and F frameworks: registration, memory, CPU, allocation cycle, launch
@@ -161,6 +177,18 @@ pub fn run(
                 };
                 bramble::bench::tasks(path, count, in_flight, cluster, self_executor("pi")?).await
             })?;
+            print_json(&report)
+        }
+        BenchKind::State {
+            writes,
+            bytes,
+            masters,
+            ..
+        } => {
+            anyhow::ensure!(writes > 0, "--writes: at least one");
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report =
+                runtime.block_on(bramble::bench::state(usize::from(masters), writes, bytes))?;
             print_json(&report)
         }
         BenchKind::Scale {
