@@ -159,13 +159,25 @@ async fn run_replicated(
     ));
     // The front panel: the cluster while leading, "standby", the term and the leader otherwise.
     let panel = bramble_master::ha::panel::start(&master, cfg.display.clone(), cfg.name.clone());
-    bramble_proto::logging::wait_for_shutdown_signal().await;
-    tracing::info!("shutting down");
+    // A replica whose store failed (a full disk, a damaged file) stops for good: this master
+    // could neither vote nor take entries again. Exit non-zero, so the service manager
+    // restarts it; a restarted master reopens its store and catches up from the leader.
+    let failed = tokio::select! {
+        _ = bramble_proto::logging::wait_for_shutdown_signal() => None,
+        why = master.replica().core_stopped() => Some(why),
+    };
+    match &failed {
+        None => tracing::info!("shutting down"),
+        Some(why) => tracing::error!("the replicated store stopped: {why}; exiting for a restart"),
+    }
     panel.stop().await;
     advertising.abort();
     let _ = advertising.await;
     master.shutdown().await;
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(why) => anyhow::bail!("the replicated store stopped: {why}"),
+    }
 }
 
 /// Advertises this replicated master on mDNS as leader or standby (with its term) and

@@ -235,6 +235,19 @@ impl Replica {
         self.inner.raft.metrics()
     }
 
+    /// Waits until the consensus core stops on its own and says why: a storage failure (a
+    /// full disk, a damaged store) stops it for good, and this node then neither votes nor
+    /// takes entries until it is restarted. Never returns while the core runs (nor after
+    /// [`Replica::shutdown`], which the caller knows about).
+    pub async fn core_stopped(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        while metrics.changed().await.is_ok() {}
+        match self.inner.raft.with_raft_state(|_| ()).await {
+            Err(fatal) => fatal.to_string(),
+            Ok(()) => "the consensus core stopped".to_string(),
+        }
+    }
+
     /// The underlying Raft, for what this API does not cover (tests wait on `wait()`).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft

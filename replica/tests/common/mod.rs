@@ -99,6 +99,16 @@ impl Cluster {
         }
     }
 
+    /// Like [`Cluster::kill`], for a node whose store may have failed: a shutdown error is
+    /// printed, not a panic.
+    pub async fn kill_quietly(&mut self, id: NodeId) {
+        if let Some(r) = self.nodes.remove(&id) {
+            if let Err(e) = r.shutdown().await {
+                eprintln!("node {id} shut down with an error: {e}");
+            }
+        }
+    }
+
     /// Starts shutting `id` down and returns at once: a kill's failover is timed from here,
     /// not from the end of the shutdown's drain.
     pub fn kill_async(&mut self, id: NodeId) -> tokio::task::JoinHandle<()> {
