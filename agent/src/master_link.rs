@@ -210,8 +210,8 @@ impl Resolver {
         }
     }
 
-    /// The master dialled did not take us in (no answer, no leader elected yet, refused):
-    /// how long to wait before the next one.
+    /// The master dialled did not take us in (no answer, the link ended, refused): how long
+    /// to wait before the next one.
     fn failed(&mut self) -> Wait {
         match self {
             Resolver::Static(masters) => masters.failed(),

@@ -32,7 +32,8 @@ pub const STANDBY_PAUSE: Duration = Duration::from_millis(300);
 /// The floor of that pause.
 const STANDBY_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// How many "no leader yet" answers silent masters are passed over for: about a second of
-/// short pauses, longer than an election takes.
+/// short pauses on average (0.3–1.8 s), as long as an election usually takes; a longer one
+/// costs a dial of the silent master, then the rotation goes on.
 pub const SILENT_SKIPS: u32 = 6;
 
 /// How long to wait before dialling [`MasterList::current`].

@@ -237,8 +237,9 @@ impl Replica {
 
     /// Waits until the consensus core stops on its own and says why: a storage failure (a
     /// full disk, a damaged store) stops it for good, and this node then neither votes nor
-    /// takes entries until it is restarted. Never returns while the core runs (nor after
-    /// [`Replica::shutdown`], which the caller knows about).
+    /// takes entries until it is restarted. Never returns while the core runs; after
+    /// [`Replica::shutdown`] it returns too (the core stopped), so race it against what
+    /// would shut down instead.
     pub async fn core_stopped(&self) -> String {
         let mut metrics = self.inner.raft.metrics();
         while metrics.changed().await.is_ok() {}

@@ -229,7 +229,8 @@ impl Runner {
                                 leader.id, leader.address
                             ),
                             Err(why) => {
-                                pause = wait_of(self.masters.failed());
+                                // The standby answered; the leader it named is unusable.
+                                pause = wait_of(self.masters.no_leader_yet());
                                 format!("master {from} is a standby naming leader {} at {}: {why}", leader.id, leader.address)
                             }
                         }
