@@ -37,13 +37,12 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// The address peers use: the first IPv4 one, else the first.
+    /// The address peers use: the first IPv4 one; `None` until one is known. A candidate's
+    /// replica listens on `0.0.0.0` (IPv4 only), and mDNS resolves a host's addresses one by
+    /// one: a record seen with only its IPv6 addresses so far must not be added to the group
+    /// under one of them (it could never be dialled, and the group would wait on it forever).
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or_else(|| self.addrs.first())
-            .copied()
+        self.addrs.iter().find(|a| a.is_ipv4()).copied()
     }
 }
 
@@ -258,5 +257,30 @@ fn handle(tx: &watch::Sender<BTreeMap<String, Candidate>>, cluster: &str, event:
             tx.send_if_modified(|seen| seen.remove(&name).is_some());
         }
         other => debug!("mDNS (master candidates): {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(addrs: &[&str]) -> Candidate {
+        Candidate {
+            fullname: "pi-2._bramble-ha._udp.local.".into(),
+            id: 2,
+            addrs: addrs
+                .iter()
+                .map(|a| a.parse().expect("an address"))
+                .collect(),
+            member: false,
+        }
+    }
+
+    #[test]
+    fn a_candidate_is_dialled_on_ipv4_only_once_that_is_known() {
+        let v6_so_far = candidate(&["[fd42::c]:5052", "[fe80::1]:5052"]);
+        assert_eq!(v6_so_far.addr(), None);
+        let both = candidate(&["[fd42::c]:5052", "198.19.2.12:5052"]);
+        assert_eq!(both.addr(), Some("198.19.2.12:5052".parse().unwrap()));
     }
 }
