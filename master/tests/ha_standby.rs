@@ -37,9 +37,18 @@ async fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Opti
 
 /// `GET path` with these extra header lines; the status code and the body.
 async fn get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connecting to the standby's HTTP port");
+    // A master's HTTP port is briefly closed while it changes sides; wait that out.
+    let deadline = Instant::now() + WAIT;
+    let mut s = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connecting to {addr}: {e} (retrying)");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connecting to the standby's HTTP port {addr}: {e}"),
+        }
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("request");
     let mut answer = String::new();
@@ -100,7 +109,11 @@ async fn a_standby(masters: &[HaMaster]) -> usize {
         let serving = masters.iter().position(|m| m.status().borrow().serving)?;
         masters.iter().enumerate().find_map(|(i, m)| {
             let s = m.status().borrow().clone();
-            (i != serving && s.leader.is_some()).then_some(i)
+            // A follower that names the serving master as leader: not one that has just been
+            // elected and is between its standby and leader sides.
+            let follows = s.role == bramble_replica::Role::Follower
+                && s.leader.as_ref().map(|l| l.id) == Some(masters[serving].status().borrow().id);
+            (i != serving && follows).then_some(i)
         })
     })
     .await

@@ -31,6 +31,8 @@ use tracing::{debug, info, warn};
 
 /// How long a standby's endpoint gets to say its last words when it stops.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// How long a standby waits before trying again to bind an HTTP port still held.
+const HTTP_REBIND_PAUSE: Duration = Duration::from_millis(100);
 /// How long a TLS/QUIC handshake with a standby may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,8 +42,9 @@ pub(super) struct Standby {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Binds the client ports and answers there as a standby. A port that cannot be bound is
-/// logged and left unserved (the replica still runs; the master may yet lead).
+/// Binds the client ports and answers there as a standby. A QUIC port that cannot be bound
+/// is logged and left unserved (the replica still runs; the master may yet lead); the HTTP
+/// port is retried until bound.
 pub(super) async fn start(
     creds: &Credentials,
     cfg: &MasterConfig,
@@ -58,26 +61,43 @@ pub(super) async fn start(
             None
         }
     };
-    match tokio::net::TcpListener::bind(cfg.http).await {
-        Ok(listener) => {
-            let auth = AccessConfig::from_config(cfg).map(|a| Arc::new(Auth::new(a)));
-            let app = Router::new()
-                .route("/api/v1/state", get(state))
-                .route("/master/redirect", get(mesos_redirect))
-                .route("/redirect", get(mesos_redirect))
-                .fallback(redirect)
-                .with_state(Side { status, auth });
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).into_future().await {
-                    warn!("standby HTTP stopped: {e}");
-                }
-            }));
-        }
-        Err(e) => warn!(http = %cfg.http, "standby: not answering on HTTP: {e}"),
-    }
+    let auth = AccessConfig::from_config(cfg).map(|a| Arc::new(Auth::new(a)));
+    let app = Router::new()
+        .route("/api/v1/state", get(state))
+        .route("/master/redirect", get(mesos_redirect))
+        .route("/redirect", get(mesos_redirect))
+        .fallback(redirect)
+        .with_state(Side { status, auth });
+    tasks.push(tokio::spawn(serve_http(cfg.http, app)));
     info!(listen = %cfg.listen, http = %cfg.http, "standing by: answering clients with the leader's address");
     Standby { endpoint, tasks }
+}
+
+/// Binds `addr` and serves `app` there. The port may still be held for a moment by the leader
+/// side this master just stepped down from, so a refused bind is retried (logged once) until
+/// it succeeds or the standby stops: a standby deaf on HTTP until the next election would send
+/// its operators nowhere.
+async fn serve_http(addr: SocketAddr, app: Router) {
+    let mut logged = false;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                if !logged {
+                    warn!(http = %addr, "standby: cannot bind HTTP yet: {e} (retrying)");
+                    logged = true;
+                }
+                tokio::time::sleep(HTTP_REBIND_PAUSE).await;
+            }
+        }
+    };
+    if logged {
+        info!(http = %addr, "standby: answering on HTTP");
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).into_future().await {
+        warn!("standby HTTP stopped: {e}");
+    }
 }
 
 impl Standby {
