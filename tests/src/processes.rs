@@ -218,10 +218,11 @@ pub fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Settings of a `bramble-master` process: heartbeats every 200 ms and test-sized timeouts
+/// Settings of a `bramble-master` process: heartbeats every 200 ms (unless set) and test-sized timeouts
 /// (by default a 2 s agent timeout and an allocation round every 200 ms).
 #[derive(Debug, Clone)]
 pub struct MasterCmd {
+    heartbeat_interval_ms: u64,
     agent_timeout_secs: f64,
     allocation_interval_ms: u64,
     extra: String,
@@ -230,6 +231,7 @@ pub struct MasterCmd {
 impl Default for MasterCmd {
     fn default() -> Self {
         Self {
+            heartbeat_interval_ms: 200,
             agent_timeout_secs: 2.0,
             allocation_interval_ms: 200,
             extra: String::new(),
@@ -238,6 +240,13 @@ impl Default for MasterCmd {
 }
 
 impl MasterCmd {
+    /// Heartbeats at this interval instead of the tests' 200 ms (the shipped default is
+    /// 1000 ms).
+    pub fn heartbeat_interval_ms(mut self, ms: u64) -> Self {
+        self.heartbeat_interval_ms = ms;
+        self
+    }
+
     pub fn agent_timeout_secs(mut self, secs: f64) -> Self {
         self.agent_timeout_secs = secs;
         self
@@ -256,8 +265,11 @@ impl MasterCmd {
 
     fn config_text(&self) -> String {
         format!(
-            "heartbeat_interval_ms = 200\nagent_timeout_secs = {}\nallocation_interval_ms = {}\n{}",
-            self.agent_timeout_secs, self.allocation_interval_ms, self.extra
+            "heartbeat_interval_ms = {}\nagent_timeout_secs = {}\nallocation_interval_ms = {}\n{}",
+            self.heartbeat_interval_ms,
+            self.agent_timeout_secs,
+            self.allocation_interval_ms,
+            self.extra
         )
     }
 }

@@ -13,6 +13,8 @@
 //! which verifies it and browses afresh, so a master that moved or was replaced is found by its
 //! new announcement rather than by its stale record.
 
+mod leader_probe;
+
 use crate::fetcher::MasterFetch;
 use crate::image_service;
 use crate::runtime::Input;
@@ -23,6 +25,7 @@ use bramble_proto::handshake::{self, HandshakeError};
 use bramble_proto::masters::{MasterList, Wait, MAX_REDIRECTS};
 use bramble_proto::messages::{AgentToMaster, LeaderHint, MasterToAgent, PeerKind};
 use bramble_proto::transport;
+use leader_probe::OtherMaster;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -190,11 +193,36 @@ impl Resolver {
         }
     }
 
-    /// The master dialled is a standby naming `leader`: `Some(Wait::Now)` when the redirect
-    /// is followed, `None` after too many in a row (then the backoff, and the next master).
-    fn redirected(&mut self, leader: &LeaderHint) -> Option<Wait> {
+    /// The other masters of a replicated group, to ask who leads when ours goes quiet
+    /// (`leader_probe`): the configured ones, or those mDNS has seen. Empty for one master.
+    fn others(&self) -> Vec<OtherMaster> {
         match self {
-            Resolver::Static(masters) => masters.redirected(leader.address.clone()),
+            Resolver::Static(masters) if masters.several() => masters
+                .configured()
+                .iter()
+                .cloned()
+                .map(OtherMaster::Configured)
+                .collect(),
+            Resolver::Static(_) => Vec::new(),
+            Resolver::Mdns {
+                browser: Some(b), ..
+            } => b
+                .table()
+                .candidates()
+                .into_iter()
+                .map(|(_, addrs)| OtherMaster::Seen(addrs))
+                .collect(),
+            Resolver::Mdns { browser: None, .. } => Vec::new(),
+        }
+    }
+
+    /// The master dialled is a standby naming the leader at `leader` (`HOST:PORT`), or the
+    /// leader moved there: `Some(Wait::Now)` when the redirect is followed, `None` after too
+    /// many in a row (then the backoff, and the next master).
+    fn redirected(&mut self, leader: &str) -> Option<Wait> {
+        let leader = leader.to_string();
+        match self {
+            Resolver::Static(masters) => masters.redirected(leader),
             Resolver::Mdns {
                 follow, redirects, ..
             } => {
@@ -204,7 +232,7 @@ impl Resolver {
                     return None;
                 }
                 *redirects += 1;
-                *follow = Some(leader.address.clone());
+                *follow = Some(leader);
                 Some(Wait::Now)
             }
         }
@@ -274,6 +302,10 @@ enum LinkError {
         from: SocketAddr,
         leader: Option<LeaderHint>,
     },
+    /// The master we were linked to went quiet, and another master says the leader is now
+    /// at `leader` (`HOST:PORT`).
+    #[error("master {from} went quiet; the leader is now at {leader}")]
+    LeaderMoved { from: SocketAddr, leader: String },
     /// The master is admitting others and gave an appointment: come back then.
     #[error("the master is busy admitting other agents; retrying in {0:?}")]
     Busy(Duration),
@@ -350,7 +382,7 @@ pub async fn run(
             Err(LinkError::NotLeader {
                 from,
                 leader: Some(leader),
-            }) => match resolver.redirected(leader) {
+            }) => match resolver.redirected(&leader.address) {
                 Some(wait) => {
                     info!(
                         "master {from} is a standby; following leader {} at {}",
@@ -366,6 +398,22 @@ pub async fn run(
                     Wait::Backoff
                 }
             },
+            // Our leader went quiet and another master says the leader is now elsewhere.
+            Err(LinkError::LeaderMoved { from, leader }) => {
+                resolver.welcomed();
+                match resolver.redirected(leader) {
+                    Some(wait) => {
+                        warn!(
+                            "master {from} stopped answering heartbeats and another master says the leader is now at {leader}; following it"
+                        );
+                        wait
+                    }
+                    None => {
+                        resolver.lost();
+                        Wait::Backoff
+                    }
+                }
+            }
             // A busy master is the right one, shedding a reconnect storm: keep the
             // appointment with it rather than moving on (a standby would only send us back).
             Err(LinkError::Busy(_)) => Wait::Backoff,
@@ -494,7 +542,12 @@ async fn session(
             return Err(LinkError::Dial(format!("dialling {what}: {e}")));
         }
     };
-    let result = registered_session(&conn, addr, sinks, heartbeat, shutdown, reached).await;
+    let others = resolver.others();
+    let probe = (!others.is_empty()).then(|| Probe {
+        endpoint: endpoint.clone(),
+        others,
+    });
+    let result = registered_session(&conn, addr, sinks, heartbeat, probe, shutdown, reached).await;
     let result = match (result, conn.close_reason()) {
         // The master's end of the handshake refused our certificate: the TLS alert says so.
         (Err(e), Some(closed)) if !reached.registered => {
@@ -541,6 +594,12 @@ fn certificate_refused(addr: SocketAddr, alert: &str, own_certificate_ok: bool) 
     format!("the master at {addr} refused this agent's certificate (TLS alert {alert}): {why}")
 }
 
+/// Asking the other masters of a replicated group who leads (see `leader_probe`).
+struct Probe {
+    endpoint: quinn::Endpoint,
+    others: Vec<OtherMaster>,
+}
+
 async fn registered_session(
     conn: &quinn::Connection,
     addr: SocketAddr,
@@ -550,6 +609,7 @@ async fn registered_session(
         artifacts,
     }: Sinks<'_>,
     heartbeat: Duration,
+    probe: Option<Probe>,
     shutdown: &mut watch::Receiver<bool>,
     reached: &mut Reached,
 ) -> Result<(), LinkError> {
@@ -651,7 +711,25 @@ async fn registered_session(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ack = Instant::now();
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The oldest heartbeat still unacknowledged, when the other masters are next asked who
+    // leads, and that question while it is out (see `leader_probe`).
+    let mut unacked_since: Option<Instant> = None;
+    let mut ask_at: Option<Instant> = None;
+    let mut asking: Option<tokio::task::JoinHandle<Option<String>>> = None;
+    let grace = leader_probe::ack_grace(interval);
     let result = loop {
+        let ask_due = async {
+            match ask_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let answered = async {
+            match asking.as_mut() {
+                Some(task) => task.await.ok().flatten(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => break Err(LinkError::Shutdown),
             read_end = &mut reader_task => {
@@ -660,7 +738,33 @@ async fn registered_session(
                     Err(_) => LinkError::Codec(CodecError::Closed),
                 });
             }
-            Some(()) = acks.recv() => last_ack = Instant::now(),
+            Some(()) = acks.recv() => {
+                last_ack = Instant::now();
+                unacked_since = None;
+                ask_at = None;
+            }
+            _ = ask_due => {
+                ask_at = None;
+                if let Some(p) = &probe {
+                    let (endpoint, others) = (p.endpoint.clone(), p.others.clone());
+                    asking = Some(tokio::spawn(async move {
+                        leader_probe::who_leads(&endpoint, &others, addr).await
+                    }));
+                }
+            }
+            leader = answered => {
+                asking = None;
+                // Acknowledgements came back meanwhile: our master answers, whatever a
+                // standby thinks.
+                let Some(since) = unacked_since else { continue };
+                match leader {
+                    Some(leader) => {
+                        debug!(master = %addr, unacked = ?since.elapsed(), %leader, "heartbeats unanswered; another master names a new leader");
+                        break Err(LinkError::LeaderMoved { from: addr, leader });
+                    }
+                    None => ask_at = Some(Instant::now() + leader_probe::PROBE_EVERY),
+                }
+            }
             // A committed burst's messages leave in one write (see `codec`).
             n = outbound.recv_many(&mut batch, MAX_BATCH) => {
                 if n == 0 {
@@ -675,9 +779,17 @@ async fn registered_session(
                     break Err(LinkError::Timeout("heartbeat acknowledgements"));
                 }
                 writer.send(&AgentToMaster::Heartbeat).await?;
+                if probe.is_some() && unacked_since.is_none() {
+                    let now = Instant::now();
+                    unacked_since = Some(now);
+                    ask_at = Some(now + grace);
+                }
             }
         }
     };
     reader_task.abort();
+    if let Some(task) = asking {
+        task.abort();
+    }
     result
 }
