@@ -6,7 +6,9 @@
 # SIGKILL → every agent registered again with the new leader (target: 2000 ms). One JSON
 # object. Release binaries; the CI form is tests/tests/ha_pi.rs (5 kills during a pi job,
 # debug build).
-# Usage: bench/ha.sh [--short | --debug] [KILLS] [AGENTS]   (default 20 kills, 2 agents)
+# Masters heartbeat at HEARTBEAT_MS (default 1000, the shipped default; the tests use 200).
+# Usage: bench/ha.sh [--short | --debug] [KILLS] [AGENTS] [HEARTBEAT_MS]
+#   (default 20 kills, 2 agents, 1000 ms)
 #   --debug: the debug binaries the tests use.
 #   --short: debug binaries, 3 kills: keeps the script working.
 set -euo pipefail
@@ -18,4 +20,4 @@ case "${1:-}" in
   --debug) profile=(); shift ;;
 esac
 exec cargo run --quiet --locked "${profile[@]}" -p bramble-tests --bin bench-ha -- \
-  "${1:-$kills}" "${2:-2}"
+  "${1:-$kills}" "${2:-2}" "${3:-1000}"
