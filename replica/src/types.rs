@@ -61,11 +61,19 @@ pub enum Command {
     /// checked against the state before the batch, and if any fails nothing is written.
     /// Batches do not nest.
     Batch(Vec<Command>),
+    /// `command` (a batch or a single command), applied only if its log entry was proposed
+    /// by the leader of `term`; otherwise nothing is written and the answer is
+    /// [`Response::Fenced`]. A master serving as the leader of one term writes through this
+    /// (`Replica::write_in_term`): once it has lost that term, none of its writes lands, even
+    /// if it is elected again (its records were loaded in the old term; another leader may
+    /// have written in between). Decided by the log entry itself, so every replica agrees.
+    /// Appended; does not nest, and is not allowed inside a batch.
+    InTerm { term: u64, command: Box<Command> },
 }
 
 impl Command {
     /// Checks what the state machine cannot refuse later (it must apply whatever is
-    /// committed): sizes, and no batch inside a batch.
+    /// committed): sizes, no batch inside a batch, no term fence inside anything.
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Command::Put { value, .. }
@@ -77,13 +85,18 @@ impl Command {
             )),
             Command::Batch(commands) => {
                 for c in commands {
-                    if matches!(c, Command::Batch(_)) {
-                        return Err("a batch inside a batch".into());
+                    match c {
+                        Command::Batch(_) => return Err("a batch inside a batch".into()),
+                        Command::InTerm { .. } => return Err("a term fence inside a batch".into()),
+                        c => c.validate()?,
                     }
-                    c.validate()?;
                 }
                 Ok(())
             }
+            Command::InTerm { command, .. } => match **command {
+                Command::InTerm { .. } => Err("a term fence inside a term fence".into()),
+                ref c => c.validate(),
+            },
             _ => Ok(()),
         }
     }
@@ -101,6 +114,9 @@ pub enum Response {
     /// A batch's responses, one per command; if any is `Conflict` nothing was written and the
     /// others are `None`.
     Batch(Vec<Response>),
+    /// A [`Command::InTerm`] whose entry was proposed in another term (`term`, the entry's):
+    /// nothing was written. Appended.
+    Fenced { term: u64 },
 }
 
 /// A value and the version (log index) that wrote it.

@@ -781,3 +781,94 @@ async fn only_the_groups_addresses_may_connect() {
         c.node(id).shutdown().await.unwrap();
     }
 }
+
+/// Makes `id` the leader by a fresh election (its log is as complete as anyone's: it just
+/// followed); returns the term it leads in.
+async fn elect(c: &Cluster, id: u64) -> u64 {
+    for _ in 0..20 {
+        let _ = c.node(id).raft().trigger().elect().await;
+        let led = c
+            .node(id)
+            .raft()
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(|m| m.state == openraft::ServerState::Leader, "leading")
+            .await;
+        if let Ok(m) = led {
+            return m.current_term;
+        }
+    }
+    panic!("node {id} never won an election");
+}
+
+/// A leader's writes fenced to the term it loaded its state in (`Replica::write_in_term`):
+/// deposed and elected again, it writes nothing under the old term, on any replica, while
+/// a plain `write_as_leader` would have gone through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fenced_to_a_term_land_only_in_that_term() {
+    let c = Cluster::start(3, test_tuning()).await;
+    let (first, _) = c.wait_leader(FAILOVER_LIVENESS).await;
+    let loaded_in = c.node(first).term();
+    c.node(first)
+        .write_in_term(loaded_in, put("t", "in-term", b"1"))
+        .await
+        .expect("a write in the leader's own term");
+
+    // Another leads for a while and writes; then `first` is elected again.
+    let other = c
+        .alive()
+        .into_iter()
+        .find(|id| *id != first)
+        .expect("a peer");
+    elect(&c, other).await;
+    c.node(other)
+        .write_as_leader(put("t", "between", b"2"))
+        .await
+        .expect("the other leader writes");
+    let again = elect(&c, first).await;
+    assert!(again > loaded_in, "{again} > {loaded_in}");
+
+    let fenced = c
+        .node(first)
+        .write_in_term(loaded_in, put("t", "stale", b"3"))
+        .await;
+    match fenced {
+        Err(ReplicaError::Fenced { expected, now }) => {
+            assert_eq!((expected, now), (loaded_in, again));
+        }
+        other => panic!("a write fenced to term {loaded_in} in term {again}: {other:?}"),
+    }
+    // What the fence closes: the same node, leading again, writes unfenced.
+    c.node(first)
+        .write_as_leader(put("t", "unfenced", b"4"))
+        .await
+        .expect("an unfenced write");
+    c.node(first)
+        .write_in_term(again, put("t", "new-term", b"5"))
+        .await
+        .expect("a write fenced to the current term");
+    c.wait_applied(first, Duration::from_secs(10)).await;
+    for r in c.nodes.values() {
+        let keys: Vec<String> = r
+            .list_local("t", "")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|row| row.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["between", "in-term", "new-term", "unfenced"],
+            "node {}",
+            r.id()
+        );
+    }
+    // A fence is refused where it cannot be decided: inside a batch, inside a fence.
+    let nested = Command::Batch(vec![Command::InTerm {
+        term: again,
+        command: Box::new(put("t", "x", b"6")),
+    }]);
+    assert!(c.node(first).write_as_leader(nested).await.is_err());
+    for id in c.alive() {
+        c.node(id).shutdown().await.unwrap();
+    }
+}

@@ -493,7 +493,7 @@ async fn run(
         };
         let elected_at = Instant::now();
         standby.stop().await;
-        let master = match take_over(&creds, &cfg, &replica, &me, status.clone()).await {
+        let master = match take_over(&creds, &cfg, &replica, term, &me, status.clone()).await {
             Ok(m) => m,
             Err(e) => {
                 error!(term, "not serving as leader: {e}; standing by");
@@ -530,16 +530,17 @@ async fn run(
     }
 }
 
-/// Becomes the serving master: catches up, records its addresses, loads the records and runs
-/// the master service on them.
+/// Becomes the serving master of `term`: catches up, records its addresses, loads the
+/// records and runs the master service on them, every write fenced to `term`.
 async fn take_over(
     creds: &Credentials,
     cfg: &MasterConfig,
     replica: &Replica,
+    term: u64,
     me: &MasterAddress,
     status: watch::Receiver<HaStatus>,
 ) -> Result<MasterHandle, String> {
-    let (store, recovered) = Replicated::open(replica.clone(), &creds.cluster_id)
+    let (store, recovered) = Replicated::open(replica.clone(), &creds.cluster_id, term)
         .await
         .map_err(|e| e.to_string())?;
     store

@@ -11,8 +11,10 @@
 //! serves clients, for standbys' redirects.
 //!
 //! A burst's [`Batch`] is written as one `Command::Batch` through
-//! [`Replica::write_as_leader`], so nothing is acknowledged before a majority holds it and a
-//! deposed leader's write fails instead of being forwarded. A batch larger than one log entry
+//! [`Replica::write_in_term`], fenced to the term this master was elected in: nothing is
+//! acknowledged before a majority holds it, and a write made after that term ended (the
+//! master deposed, even if elected again since: its records were loaded in the old term)
+//! writes nothing and fails, instead of being forwarded or landing on a newer leader's state. A batch larger than one log entry
 //! may hold is split into several entries, written in order, each acknowledged before the
 //! next; the burst's messages still wait for the last.
 //!
@@ -120,6 +122,8 @@ pub struct MasterAddress {
 #[derive(Clone)]
 pub struct Replicated {
     replica: Replica,
+    /// The term this master leads in: every write is fenced to it.
+    term: u64,
     chunking: Arc<Mutex<Chunking>>,
 }
 
@@ -127,6 +131,7 @@ impl std::fmt::Debug for Replicated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replicated")
             .field("id", &self.replica.id())
+            .field("term", &self.term)
             .finish()
     }
 }
@@ -141,11 +146,13 @@ impl Replicated {
         &self.replica
     }
 
-    /// On the leader: waits until it has applied everything committed (a read barrier), checks
-    /// (or, on a new group, writes) the cluster id, and reads every record back.
+    /// On the leader elected in `term`: waits until it has applied everything committed (a
+    /// read barrier), checks (or, on a new group, writes) the cluster id, and reads every
+    /// record back. Every write is then fenced to `term`.
     pub async fn open(
         replica: Replica,
         cluster_id: &str,
+        term: u64,
     ) -> Result<(Replicated, Recovered), ReplicatedError> {
         replica
             .read_barrier()
@@ -153,12 +160,18 @@ impl Replicated {
             .map_err(failed("waiting to catch up"))?;
         let store = Replicated {
             replica,
+            term,
             chunking: Arc::default(),
         };
         store.check_or_init_meta(cluster_id).await?;
         let recovered = store.load().await?;
         store.delete_orphans().await?;
         Ok((store, recovered))
+    }
+
+    /// Commits `cmd` if this master still leads in the term it opened the store in.
+    async fn write(&self, cmd: Command) -> Result<Response, ReplicaError> {
+        self.replica.write_in_term(self.term, cmd).await
     }
 
     fn chunking(&self) -> std::sync::MutexGuard<'_, Chunking> {
@@ -180,8 +193,7 @@ impl Replicated {
             .map(|key| vec![delete(CHUNKS, key)])
             .collect();
         for entry in pack(groups) {
-            self.replica
-                .write_as_leader(entry)
+            self.write(entry)
                 .await
                 .map_err(failed("deleting unfinished pieces"))?;
         }
@@ -230,7 +242,7 @@ impl Replicated {
                         value: FORMAT.to_le_bytes().to_vec(),
                     },
                 ]);
-                match self.replica.write_as_leader(cmd).await {
+                match self.write(cmd).await {
                     Ok(Response::Batch(r))
                         if !r.iter().any(|r| matches!(r, Response::Conflict { .. })) =>
                     {
@@ -403,7 +415,7 @@ impl Replicated {
             (entries(batch, &mut after), after)
         };
         for entry in entries {
-            if let Err(e) = self.replica.write_as_leader(entry).await {
+            if let Err(e) = self.write(entry).await {
                 // What committed is not known: no later commit may trust the picture.
                 self.chunking().poisoned = true;
                 return Err(failed("committing")(e));
@@ -430,14 +442,13 @@ impl Replicated {
 
     /// Records where this (leading) master serves clients.
     pub async fn record_address(&self, address: &MasterAddress) -> Result<(), ReplicaError> {
-        self.replica
-            .write_as_leader(Command::Put {
-                table: MASTERS.into(),
-                key: self.replica.id().to_string(),
-                value: encode(address),
-            })
-            .await
-            .map(|_| ())
+        self.write(Command::Put {
+            table: MASTERS.into(),
+            key: self.replica.id().to_string(),
+            value: encode(address),
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Every master's client addresses as this node has applied them (possibly stale).
@@ -724,12 +735,49 @@ mod tests {
         (pieces.len(), manifests.len())
     }
 
+    /// A master's store is fenced to the term it was opened in: a store of an ended term (a
+    /// master deposed, perhaps elected again since) commits nothing. The replica's own test
+    /// (`replica/tests/cluster.rs`) goes through real elections; here the store is opened with
+    /// the term before the current one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_of_an_ended_term_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = one_node(dir.path(), free_udp()).await;
+        let now = replica.term();
+        let (store, _) = Replicated::open(replica.clone(), CLUSTER, now)
+            .await
+            .expect("open");
+        let before = task("before", 10, 10);
+        store
+            .commit(&write(&before))
+            .await
+            .expect("a commit in the term");
+
+        let (stale, recovered) = Replicated::open(replica.clone(), CLUSTER, now - 1)
+            .await
+            .expect("opening reads only");
+        assert_eq!(recovered.tasks, vec![before.clone()]);
+        let refused = stale.commit(&write(&task("after", 10, 10))).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ReplicatedError::Replica {
+                    source: ReplicaError::Fenced { .. },
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(store.load().await.expect("load").tasks, vec![before]);
+        replica.shutdown().await.expect("shutdown");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_row_round_trips_is_overwritten_deleted_and_loaded_after_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = free_udp();
         let replica = one_node(dir.path(), listen).await;
-        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER, replica.term())
             .await
             .expect("open");
         assert!(recovered.is_empty());
@@ -780,7 +828,7 @@ mod tests {
         replica.shutdown().await.expect("shutdown");
         drop(replica);
         let replica = one_node(dir.path(), listen).await;
-        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER, replica.term())
             .await
             .expect("reopen");
         assert_eq!(recovered.tasks, vec![bigger.clone(), small.clone()]);
@@ -794,7 +842,7 @@ mod tests {
     async fn pieces_of_a_write_a_leader_never_finished_are_deleted_and_never_loaded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = one_node(dir.path(), free_udp()).await;
-        let (store, _) = Replicated::open(replica.clone(), CLUSTER)
+        let (store, _) = Replicated::open(replica.clone(), CLUSTER, replica.term())
             .await
             .expect("open");
         let old = task("t1", 1 << 20, 0);
@@ -820,7 +868,7 @@ mod tests {
         }
         let (pieces_before, _) = chunk_rows(&replica).await;
         drop(store);
-        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER, replica.term())
             .await
             .expect("reopen");
         // The previous value, whole; the unfinished pieces gone.
@@ -838,7 +886,7 @@ mod tests {
     async fn kills_round_trip_under_escaped_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = one_node(dir.path(), free_udp()).await;
-        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER)
+        let (store, recovered) = Replicated::open(replica.clone(), CLUSTER, replica.term())
             .await
             .expect("open");
         // A group written before kills were kept has none.

@@ -55,6 +55,10 @@ pub enum ReplicaError {
         "forwarded to the leader, no answer (the outcome is unknown: it may have committed): {0}"
     )]
     OutcomeUnknown(CallError),
+    /// A [`Replica::write_in_term`] made after this node's term `expected` ended (the entry
+    /// went into term `now`): nothing was written.
+    #[error("the term {expected} this master leads in is over (the write went into term {now}); nothing was written")]
+    Fenced { expected: u64, now: u64 },
     #[error("raft: {0}")]
     Raft(String),
     #[error("this replica is shut down")]
@@ -296,6 +300,25 @@ impl Replica {
         write_local(&self.inner.raft, &self.inner.tuning, cmd)
             .await
             .map_err(refused)
+    }
+
+    /// Commits `cmd` only if this node leads *in `term`*: as [`Replica::write_as_leader`],
+    /// and in a [`Command::InTerm`] fence, so a write proposed after `term` ended (this node
+    /// deposed, perhaps elected again since) writes nothing and fails with
+    /// [`ReplicaError::Fenced`]. The master serving as leader writes through this with the
+    /// term it was elected and loaded its records in.
+    pub async fn write_in_term(&self, term: u64, cmd: Command) -> Result<Response, ReplicaError> {
+        let fenced = Command::InTerm {
+            term,
+            command: Box::new(cmd),
+        };
+        match self.write_as_leader(fenced).await? {
+            Response::Fenced { term: now } => Err(ReplicaError::Fenced {
+                expected: term,
+                now,
+            }),
+            r => Ok(r),
+        }
     }
 
     /// Returns once this node leads and has applied everything committed before (a heartbeat

@@ -132,12 +132,27 @@ impl StateMachine {
     }
 
     /// Applies one command at log index `index` inside `txn`.
+    /// Applies `cmd` of the entry at `index`, proposed by the leader of `term`.
     fn apply_command(
         kv: &mut redb::Table<(&str, &str), &[u8]>,
         index: u64,
+        term: u64,
         cmd: &Command,
     ) -> Result<Response, StoreError> {
         match cmd {
+            Command::InTerm {
+                term: fence,
+                command,
+            } => {
+                if *fence != term {
+                    return Ok(Response::Fenced { term });
+                }
+                match **command {
+                    // Validated at the door; from a newer peer, answered, not applied.
+                    Command::InTerm { .. } => Ok(Response::None),
+                    ref c => Self::apply_command(kv, index, term, c),
+                }
+            }
             Command::Put { table, key, value } => {
                 Self::set(kv, index, table, key, Some(value))?;
                 Ok(Response::Written {
@@ -192,9 +207,9 @@ impl StateMachine {
                 let mut out = Vec::with_capacity(commands.len());
                 for c in commands {
                     out.push(match c {
-                        // Validated at the door; a nested batch from a newer peer is
-                        // answered, not applied.
-                        Command::Batch(_) => Response::None,
+                        // Validated at the door; a nested batch or fence from a newer
+                        // peer is answered, not applied.
+                        Command::Batch(_) | Command::InTerm { .. } => Response::None,
                         Command::CompareAndSet {
                             table, key, value, ..
                         } => {
@@ -203,7 +218,7 @@ impl StateMachine {
                                 version: value.as_ref().map(|_| index),
                             }
                         }
-                        c => Self::apply_command(kv, index, c)?,
+                        c => Self::apply_command(kv, index, term, c)?,
                     });
                 }
                 Ok(Response::Batch(out))
@@ -409,7 +424,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     responses.push(match &entry.payload {
                         EntryPayload::Blank => Response::None,
                         EntryPayload::Normal(cmd) => {
-                            Self::apply_command(&mut kv, entry.log_id.index, cmd)?
+                            let id = entry.log_id;
+                            Self::apply_command(&mut kv, id.index, id.leader_id.term, cmd)?
                         }
                         EntryPayload::Membership(m) => {
                             membership = Some(Membership::new(Some(entry.log_id), m.clone()));
