@@ -359,20 +359,39 @@ trait AtTheEdge<Out>: Sized {
     fn answer_here(self, here: &mut Self::Here) -> Option<Self>;
 }
 
+/// What an agent's connection answers itself: its artifact reads, and its heartbeats.
+pub(super) struct AgentEdge {
+    reads: crate::artifacts::AgentReads,
+    tx: QueueTx<MasterToAgent>,
+}
+
 impl AtTheEdge<MasterToAgent> for AgentToMaster {
-    type Here = crate::artifacts::AgentReads;
+    type Here = AgentEdge;
     fn at_edge(edge: &Edge, tx: &QueueTx<MasterToAgent>) -> Self::Here {
-        crate::artifacts::AgentReads::new(edge.artifacts.clone(), tx.clone())
+        AgentEdge {
+            reads: crate::artifacts::AgentReads::new(edge.artifacts.clone(), tx.clone()),
+            tx: tx.clone(),
+        }
     }
-    fn answer_here(self, reads: &mut Self::Here) -> Option<Self> {
+    fn answer_here(self, here: &mut Self::Here) -> Option<Self> {
         match self {
             AgentToMaster::ArtifactRead {
                 request,
                 name,
                 offset,
             } => {
-                reads.read(request, name, offset);
+                here.reads.read(request, name, offset);
                 None
+            }
+            // Acknowledged here, at once: the agent's heartbeat asks whether this master is
+            // alive, and a state task busy with a long commit (a large task record through
+            // the replicated log, a slow SD card) is alive. Acknowledged after the commit,
+            // such a stall made agents drop a healthy link and re-register, and a task
+            // launched in that commit was declared lost. The state still hears the
+            // heartbeat, for the agent's timeout. A full queue: the state drops the peer.
+            AgentToMaster::Heartbeat => {
+                let _ = here.tx.try_send(MasterToAgent::HeartbeatAck);
+                Some(AgentToMaster::Heartbeat)
             }
             other => Some(other),
         }
@@ -380,10 +399,19 @@ impl AtTheEdge<MasterToAgent> for AgentToMaster {
 }
 
 impl AtTheEdge<MasterEvent> for SchedulerCall {
-    type Here = ();
-    fn at_edge(_: &Edge, _: &QueueTx<MasterEvent>) {}
-    fn answer_here(self, _: &mut ()) -> Option<Self> {
-        Some(self)
+    type Here = QueueTx<MasterEvent>;
+    fn at_edge(_: &Edge, tx: &QueueTx<MasterEvent>) -> Self::Here {
+        tx.clone()
+    }
+    fn answer_here(self, tx: &mut Self::Here) -> Option<Self> {
+        match self {
+            // As an agent's (above): the scheduler asks whether this master is alive.
+            SchedulerCall::Heartbeat => {
+                let _ = tx.try_send(MasterEvent::HeartbeatAck);
+                None
+            }
+            other => Some(other),
+        }
     }
 }
 

@@ -51,11 +51,12 @@ impl Master {
             (_, None) | (_, Some(Bound::Framework(_) | Bound::Standby(_))) => {
                 self.close_conn(conn, "agent message before registration")
             }
+            // Acknowledged at the connection (`server/connections.rs`), before the state
+            // task sees it: here it only keeps the agent from timing out.
             (AgentToMaster::Heartbeat, Some(Bound::Agent(id))) => {
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.last_seen = now;
                 }
-                self.send_conn_agent(conn, MasterToAgent::HeartbeatAck);
             }
             (AgentToMaster::StatusUpdate(status), Some(Bound::Agent(id))) => {
                 if let Some(a) = self.agents.get_mut(&id) {
