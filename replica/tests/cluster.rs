@@ -832,8 +832,10 @@ async fn writes_fenced_to_a_term_land_only_in_that_term() {
         .write_in_term(loaded_in, put("t", "stale", b"3"))
         .await;
     match fenced {
+        // `now` is `again`, or later if an election happened by itself meanwhile.
         Err(ReplicaError::Fenced { expected, now }) => {
-            assert_eq!((expected, now), (loaded_in, again));
+            assert_eq!(expected, loaded_in);
+            assert!(now >= again, "{now} >= {again}");
         }
         other => panic!("a write fenced to term {loaded_in} in term {again}: {other:?}"),
     }

@@ -400,7 +400,10 @@ pub async fn run(
             },
             // Our leader went quiet and another master says the leader is now elsewhere.
             Err(LinkError::LeaderMoved { from, leader }) => {
+                // As a lost link (the quiet master goes last in the rotation), then the
+                // redirect to the leader named.
                 resolver.welcomed();
+                resolver.lost();
                 match resolver.redirected(leader) {
                     Some(wait) => {
                         warn!(
@@ -408,10 +411,7 @@ pub async fn run(
                         );
                         wait
                     }
-                    None => {
-                        resolver.lost();
-                        Wait::Backoff
-                    }
+                    None => Wait::Backoff,
                 }
             }
             // A busy master is the right one, shedding a reconnect storm: keep the
@@ -742,10 +742,15 @@ async fn registered_session(
                 last_ack = Instant::now();
                 unacked_since = None;
                 ask_at = None;
+                // Our master answers: a question asked during the silence is moot.
+                if let Some(task) = asking.take() {
+                    task.abort();
+                }
             }
             _ = ask_due => {
                 ask_at = None;
-                if let Some(p) = &probe {
+                // One question at a time (an answer can take a second per master).
+                if let (Some(p), None) = (&probe, &asking) {
                     let (endpoint, others) = (p.endpoint.clone(), p.others.clone());
                     asking = Some(tokio::spawn(async move {
                         leader_probe::who_leads(&endpoint, &others, addr).await
@@ -754,8 +759,14 @@ async fn registered_session(
             }
             leader = answered => {
                 asking = None;
-                // Acknowledgements came back meanwhile: our master answers, whatever a
-                // standby thinks.
+                // An acknowledgement that arrived with the answer wins: our master answers,
+                // whatever a standby thinks.
+                if acks.try_recv().is_ok() {
+                    last_ack = Instant::now();
+                    unacked_since = None;
+                    ask_at = None;
+                    continue;
+                }
                 let Some(since) = unacked_since else { continue };
                 match leader {
                     Some(leader) => {

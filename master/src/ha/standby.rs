@@ -33,6 +33,8 @@ use tracing::{debug, info, warn};
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// How long a standby waits before trying again to bind an HTTP port still held.
 const HTTP_REBIND_PAUSE: Duration = Duration::from_millis(100);
+/// How often a standby that still cannot bind its HTTP port says so.
+const HTTP_REBIND_SAY_EVERY: Duration = Duration::from_secs(30);
 /// How long a TLS/QUIC handshake with a standby may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,20 +80,22 @@ pub(super) async fn start(
 /// it succeeds or the standby stops: a standby deaf on HTTP until the next election would send
 /// its operators nowhere.
 async fn serve_http(addr: SocketAddr, app: Router) {
-    let mut logged = false;
+    // Said at once, then every half minute: a port that never frees (another program on
+    // it, a wrong address) should not fill the log, nor go unmentioned.
+    let mut said: Option<std::time::Instant> = None;
     let listener = loop {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => break listener,
             Err(e) => {
-                if !logged {
+                if said.is_none_or(|t| t.elapsed() >= HTTP_REBIND_SAY_EVERY) {
                     warn!(http = %addr, "standby: cannot bind HTTP yet: {e} (retrying)");
-                    logged = true;
+                    said = Some(std::time::Instant::now());
                 }
                 tokio::time::sleep(HTTP_REBIND_PAUSE).await;
             }
         }
     };
-    if logged {
+    if said.is_some() {
         info!(http = %addr, "standby: answering on HTTP");
     }
     let app = app.into_make_service_with_connect_info::<SocketAddr>();

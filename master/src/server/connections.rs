@@ -323,7 +323,13 @@ where
                 let Some(msg) = msg.answer_here(&mut at_edge) else {
                     continue;
                 };
-                if inputs.send(wrap(conn_id, msg)).await.is_err() {
+                if msg.may_be_dropped() {
+                    if let Err(mpsc::error::TrySendError::Closed(_)) =
+                        inputs.try_send(wrap(conn_id, msg))
+                    {
+                        break CodecError::Closed;
+                    }
+                } else if inputs.send(wrap(conn_id, msg)).await.is_err() {
                     break CodecError::Closed;
                 }
                 drop(admission.take());
@@ -357,6 +363,11 @@ trait AtTheEdge<Out>: Sized {
     fn at_edge(edge: &Edge, tx: &QueueTx<Out>) -> Self::Here;
     /// `None`: answered here; `Some`: for the state task.
     fn answer_here(self, here: &mut Self::Here) -> Option<Self>;
+    /// Whether the state task may miss this message when its inputs are full, rather than
+    /// the connection stop reading (and answering) until they drain.
+    fn may_be_dropped(&self) -> bool {
+        false
+    }
 }
 
 /// What an agent's connection answers itself: its artifact reads, and its heartbeats.
@@ -395,6 +406,11 @@ impl AtTheEdge<MasterToAgent> for AgentToMaster {
             }
             other => Some(other),
         }
+    }
+    // A heartbeat only refreshes the agent's timeout, and the next one does that as well:
+    // blocking on a full input queue would stop this connection's acknowledgements too.
+    fn may_be_dropped(&self) -> bool {
+        matches!(self, AgentToMaster::Heartbeat)
     }
 }
 
