@@ -141,7 +141,8 @@ impl Master {
                 info!(framework = %fw, "framework tore itself down");
                 self.remove_framework(&fw, "framework teardown");
             }
-            SchedulerCall::Heartbeat => self.send_conn_scheduler(conn, MasterEvent::HeartbeatAck),
+            // Acknowledged at the connection (`server/connections.rs`); nothing to do here.
+            SchedulerCall::Heartbeat => {}
             SchedulerCall::PublishProgress(progress) => {
                 self.feed.emit(|| ClusterEvent::Progress {
                     framework_id: fw.clone(),
