@@ -266,6 +266,40 @@ impl HaCluster {
         }
     }
 
+    /// SIGKILLs follower `id` and leaves it down: its address stays in every agent's list, a
+    /// dead master that finding the leader must get past.
+    pub fn kill_for_good(&mut self, id: usize) {
+        self.masters[id - 1]
+            .take()
+            .expect("the master is running")
+            .kill_hard();
+    }
+
+    /// Starts one more agent (`name`), given `masters` in that order; returns once it has
+    /// registered, with the time from its start.
+    pub async fn add_agent(
+        &mut self,
+        name: &str,
+        cmd: AgentCmd,
+        masters: &[SocketAddr],
+    ) -> Duration {
+        let cmd = cmd.masters(masters);
+        let started = Instant::now();
+        let p = self.net.start_agent(name, &cmd);
+        let until = started + self.deadline;
+        while registrations(&p) == 0 {
+            assert!(
+                Instant::now() < until,
+                "agent {name} did not register within {:?}",
+                self.deadline
+            );
+            tokio::time::sleep(LOG_POLL).await;
+        }
+        self.agent_cmds.push(cmd);
+        self.agents.push(p);
+        started.elapsed()
+    }
+
     /// Every process of the cluster (for "nothing else left running" checks).
     pub fn pids(&self) -> Vec<i32> {
         self.masters

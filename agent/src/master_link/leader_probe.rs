@@ -63,7 +63,7 @@ pub enum Verdict {
     Follow(String),
     /// The master we are linked to still leads, as far as this one knows.
     StillCurrent,
-    /// Ask the next one.
+    /// Nothing learnt from this one.
     AskOn,
 }
 
@@ -72,47 +72,60 @@ pub enum Verdict {
 pub fn verdict(
     answer: &Answer,
     asked: &str,
-    current: SocketAddr,
+    current: Option<SocketAddr>,
     resolved: &[SocketAddr],
 ) -> Verdict {
     match answer {
         Answer::Leads => Verdict::Follow(asked.to_string()),
-        Answer::Names(_) if resolved.contains(&current) => Verdict::StillCurrent,
+        Answer::Names(_) if current.is_some_and(|c| resolved.contains(&c)) => Verdict::StillCurrent,
         Answer::Names(_) if resolved.is_empty() => Verdict::AskOn,
         Answer::Names(leader) => Verdict::Follow(leader.clone()),
         Answer::Unknown => Verdict::AskOn,
     }
 }
 
-/// Asks the other masters in turn who leads; `Some(HOST:PORT)` of a leader that is not
-/// `current`, `None` when none of them names one (or they name `current`).
+/// Asks the masters at once who leads; `Some(HOST:PORT)` of a leader that is not `current`,
+/// `None` when none of them names one (or they name `current`). All are asked together, so a
+/// dead master (its dial takes [`ASK_TIMEOUT`]) delays nobody: the first master that leads, or
+/// names a leader elsewhere, decides. A standby naming `current` does not end the round while
+/// another may know of a newer election. `current` is `None` when the agent has no master yet
+/// (then any leader found is followed).
 pub async fn who_leads(
     endpoint: &quinn::Endpoint,
-    others: &[OtherMaster],
-    current: SocketAddr,
+    masters: &[OtherMaster],
+    current: Option<SocketAddr>,
 ) -> Option<String> {
-    for other in others {
-        let (asked, addrs) = match other {
-            OtherMaster::Configured(hostport) => (hostport.clone(), resolve(hostport).await),
-            OtherMaster::Seen(addrs) => match addrs.first() {
-                Some(a) => (a.to_string(), addrs.clone()),
-                None => continue,
-            },
-        };
-        // Ourselves, under another name: its answer would be about us.
-        if addrs.is_empty() || addrs.contains(&current) {
-            continue;
-        }
-        let answer = ask(endpoint, &addrs).await;
-        let resolved = match &answer {
-            Answer::Names(leader) => resolve(leader).await,
-            _ => Vec::new(),
-        };
-        debug!(%asked, ?answer, "asked another master who leads");
-        match verdict(&answer, &asked, current, &resolved) {
-            Verdict::Follow(leader) => return Some(leader),
-            Verdict::StillCurrent => return None,
-            Verdict::AskOn => {}
+    let mut asks = tokio::task::JoinSet::new();
+    for master in masters.iter().cloned() {
+        let endpoint = endpoint.clone();
+        asks.spawn(async move {
+            let (asked, addrs) = match master {
+                OtherMaster::Configured(hostport) => {
+                    let addrs = resolve(&hostport).await;
+                    (hostport, addrs)
+                }
+                OtherMaster::Seen(addrs) => (addrs.first()?.to_string(), addrs),
+            };
+            // Ourselves, under another name: its answer would be about us.
+            if addrs.is_empty() || current.is_some_and(|c| addrs.contains(&c)) {
+                return None;
+            }
+            let answer = ask(&endpoint, &addrs).await;
+            let resolved = match &answer {
+                Answer::Names(leader) => resolve(leader).await,
+                _ => Vec::new(),
+            };
+            debug!(%asked, ?answer, "asked a master who leads");
+            match verdict(&answer, &asked, current, &resolved) {
+                Verdict::Follow(leader) => Some(leader),
+                Verdict::StillCurrent | Verdict::AskOn => None,
+            }
+        });
+    }
+    // Dropping the set aborts the questions still out.
+    while let Some(answer) = asks.join_next().await {
+        if let Ok(Some(leader)) = answer {
+            return Some(leader);
         }
     }
     None
@@ -159,7 +172,12 @@ mod tests {
 
     #[test]
     fn a_master_that_welcomes_us_is_followed() {
-        let v = verdict(&Answer::Leads, "10.0.0.2:5050", a("10.0.0.1:5050"), &[]);
+        let v = verdict(
+            &Answer::Leads,
+            "10.0.0.2:5050",
+            Some(a("10.0.0.1:5050")),
+            &[],
+        );
         assert_eq!(v, Verdict::Follow("10.0.0.2:5050".into()));
     }
 
@@ -168,7 +186,7 @@ mod tests {
         let v = verdict(
             &Answer::Names("pi3:5050".into()),
             "10.0.0.2:5050",
-            a("10.0.0.1:5050"),
+            Some(a("10.0.0.1:5050")),
             &[a("10.0.0.3:5050")],
         );
         assert_eq!(v, Verdict::Follow("pi3:5050".into()));
@@ -179,7 +197,7 @@ mod tests {
         let v = verdict(
             &Answer::Names("pi1:5050".into()),
             "10.0.0.2:5050",
-            a("10.0.0.1:5050"),
+            Some(a("10.0.0.1:5050")),
             &[a("10.0.0.1:5050")],
         );
         assert_eq!(v, Verdict::StillCurrent);
@@ -187,7 +205,7 @@ mod tests {
 
     #[test]
     fn no_leader_known_or_an_unresolvable_name_asks_on() {
-        let current = a("10.0.0.1:5050");
+        let current = Some(a("10.0.0.1:5050"));
         assert_eq!(
             verdict(&Answer::Unknown, "x:1", current, &[]),
             Verdict::AskOn
@@ -196,6 +214,17 @@ mod tests {
             verdict(&Answer::Names("gone:5050".into()), "x:1", current, &[]),
             Verdict::AskOn
         );
+    }
+
+    #[test]
+    fn with_no_master_yet_any_named_leader_is_followed() {
+        let v = verdict(
+            &Answer::Names("pi1:5050".into()),
+            "10.0.0.2:5050",
+            None,
+            &[a("10.0.0.1:5050")],
+        );
+        assert_eq!(v, Verdict::Follow("pi1:5050".into()));
     }
 
     #[test]

@@ -39,6 +39,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DISCOVERED_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often "still looking" is logged while no master of this cluster is on mDNS.
 const STILL_LOOKING_EVERY: Duration = Duration::from_secs(30);
+/// Rounds of asking every master who leads, while none names one, before the masters are
+/// dialled in turn anyway (each round takes at most a second: `leader_probe`).
+const LEADERLESS_ASKS: u32 = 3;
 /// Heartbeats that may go unanswered before the master counts as gone.
 const MISSED_HEARTBEATS: u32 = 4;
 /// How long an agent waits between attempts on a master of another cluster: only someone
@@ -128,9 +131,30 @@ pub async fn run(
 ) {
     let mut resolver = Resolver::new(locator);
     let mut backoff = Backoff::new();
+    // Whether the next attempt first asks every master who leads (see `leader_probe`): not
+    // when it follows a leader just named, nor after an answer that asking cannot change.
+    let mut ask_first = true;
+    // Rounds in a row in which no master named a leader (an election under way).
+    let mut leaderless_asks = 0;
     // The mismatch last logged: said once at warn, then quietly until it changes.
     let mut mismatch_said: Option<String> = None;
     loop {
+        if ask_first {
+            match ask_who_leads(&endpoint, &mut resolver, &mut shutdown).await {
+                Asked::ShuttingDown => return,
+                // Asking again beats dialling a master in turn, which may be the dead one
+                // (a whole connect timeout): an election ends within a round or two.
+                Asked::NoLeader if leaderless_asks < LEADERLESS_ASKS => {
+                    leaderless_asks += 1;
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(leader_probe::PROBE_EVERY) => {}
+                    }
+                    continue;
+                }
+                Asked::NoLeader | Asked::Found | Asked::Nobody => leaderless_asks = 0,
+            }
+        }
         let mut reached = Reached::default();
         let attempt = session(
             &endpoint,
@@ -217,6 +241,11 @@ pub async fn run(
             }
             _ => resolver.failed(),
         };
+        ask_first = next != Wait::Now
+            && !matches!(
+                result,
+                Err(LinkError::Busy(_) | LinkError::ClusterMismatch(_) | LinkError::Refused(_))
+            );
         let delay = match (next, result) {
             (_, Err(LinkError::ClusterMismatch(why))) => {
                 if mismatch_said.as_deref() != Some(why.as_str()) {
@@ -267,6 +296,46 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// What asking every master who leads came to.
+enum Asked {
+    /// A leader was named: the resolver points at it.
+    Found,
+    /// Masters were asked and none named a leader.
+    NoLeader,
+    /// One master or none to ask.
+    Nobody,
+    ShuttingDown,
+}
+
+/// Asks every master at once who leads, and points the resolver at the leader if one is
+/// named (see `leader_probe`).
+async fn ask_who_leads(
+    endpoint: &quinn::Endpoint,
+    resolver: &mut Resolver,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Asked {
+    // One master (configured, or alone on mDNS) has nothing to choose between.
+    let masters = resolver.others();
+    if masters.len() < 2 {
+        return Asked::Nobody;
+    }
+    let found = tokio::select! {
+        _ = shutdown.changed() => return Asked::ShuttingDown,
+        found = leader_probe::who_leads(endpoint, &masters, None) => found,
+    };
+    match found {
+        Some(leader) => {
+            info!(%leader, "asked the masters who leads; dialling the leader");
+            resolver.leader_found(&leader);
+            Asked::Found
+        }
+        None => {
+            debug!("asked the masters who leads; none named a leader");
+            Asked::NoLeader
         }
     }
 }
@@ -533,11 +602,11 @@ async fn registered_session(
             }
             _ = ask_due => {
                 ask_at = None;
-                // One question at a time (an answer can take a second per master).
+                // One round at a time (a dead master's answer takes a second).
                 if let (Some(p), None) = (&probe, &asking) {
                     let (endpoint, others) = (p.endpoint.clone(), p.others.clone());
                     asking = Some(tokio::spawn(async move {
-                        leader_probe::who_leads(&endpoint, &others, addr).await
+                        leader_probe::who_leads(&endpoint, &others, Some(addr)).await
                     }));
                 }
             }

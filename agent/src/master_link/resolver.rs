@@ -142,8 +142,9 @@ impl Resolver {
         }
     }
 
-    /// The other masters of a replicated group, to ask who leads when ours goes quiet
-    /// (`leader_probe`): the configured ones, or those mDNS has seen. Empty for one master.
+    /// The masters of a replicated group, to ask who leads when ours goes quiet or before
+    /// dialling (`leader_probe`): the configured ones, or those mDNS has seen. Empty for one
+    /// master.
     pub(super) fn others(&self) -> Vec<OtherMaster> {
         match self {
             Resolver::Static(masters) if masters.several() => masters
@@ -193,6 +194,17 @@ impl Resolver {
         match self {
             Resolver::Static(masters) => masters.failed(),
             Resolver::Mdns { .. } => Wait::Backoff,
+        }
+    }
+
+    /// Asking the masters found the leader at `leader` (`HOST:PORT`): dial it next. Counted as
+    /// a redirect, so masters naming each other in a loop still end in the rotation.
+    pub(super) fn leader_found(&mut self, leader: &str) {
+        match self {
+            Resolver::Static(masters) => {
+                let _ = masters.redirected(leader.to_string());
+            }
+            Resolver::Mdns { follow, .. } => *follow = Some(leader.to_string()),
         }
     }
 
