@@ -46,32 +46,44 @@ async fn agents_find_the_leader_through_a_standby_or_past_one_that_knows_none() 
     let standby = FakeStandby::start(&node, Some(FakeStandby::hint(1, real, 4)));
     let electing = FakeStandby::start(&node, None);
 
-    // The standby first, the leader second: the redirect is followed.
+    // The standby first, the leader second: asked all at once, the leader is dialled.
     let first = net.start_agent("standby-first", &agent("a1", &[standby.addr, real]));
     // Only the standby: the redirect is all the agent has.
     let only = net.start_agent("standby-only", &agent("a2", &[standby.addr]));
-    // A standby that knows no leader yet, then the leader: the agent moves on.
+    // A standby that knows no leader yet, then the leader: the leader is dialled.
     let past = net.start_agent("past-electing", &agent("a3", &[electing.addr, real]));
+    // Two standbys that know no leader: after a few rounds of asking, dialled in turn.
+    let electing2 = FakeStandby::start(&node, None);
+    let waiting = net.start_agent(
+        "electing-only",
+        &agent("a4", &[electing.addr, electing2.addr]),
+    );
 
     connected_agents(&net, 3).await;
-    let followed = format!(
-        "master {} is a standby; following leader 1 at {real}",
-        standby.addr
-    );
-    first.logged(&followed, DEADLINE).await;
-    only.logged(&followed, DEADLINE).await;
-    past.logged(
+    let asked = format!("asked the masters who leads; dialling the leader leader={real}");
+    first.logged(&asked, DEADLINE).await;
+    past.logged(&asked, DEADLINE).await;
+    only.logged(
         &format!(
-            "master {} is a standby and no leader is elected yet; trying the next master",
-            electing.addr
+            "master {} is a standby; following leader 1 at {real}",
+            standby.addr
         ),
         DEADLINE,
     )
     .await;
+    waiting
+        .logged(
+            &format!(
+                "master {} is a standby and no leader is elected yet; trying the next master",
+                electing.addr
+            ),
+            DEADLINE,
+        )
+        .await;
     for p in [&first, &only, &past] {
         p.logged("registered with master", DEADLINE).await;
     }
-    for s in [&standby, &electing] {
+    for s in [&standby, &electing, &electing2] {
         let hellos = s.hellos();
         assert!(!hellos.is_empty(), "the standby was never asked");
         assert!(hellos.iter().all(|k| *k == PeerKind::Agent), "{hellos:?}");
