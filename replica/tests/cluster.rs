@@ -874,3 +874,55 @@ async fn writes_fenced_to_a_term_land_only_in_that_term() {
         c.node(id).shutdown().await.unwrap();
     }
 }
+
+/// Polls until a leader every node follows is none of `not`, in a term after `after`.
+async fn leader_other_than(c: &Cluster, not: &[u64], after: u64) -> u64 {
+    let deadline = Instant::now() + FAILOVER_LIVENESS;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (leader, _) = c.wait_leader(left.max(Duration::from_millis(1))).await;
+        if !not.contains(&leader) && c.node(leader).term() > after {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still led by {leader} (term {}) {FAILOVER_LIVENESS:?} after abdicating",
+            c.node(leader).term()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A leader that cannot do its job hands the leadership away (`Replica::abdicate`): another
+/// node is elected in a later term and commits; the node that abdicated stands for no
+/// election while held, so when the second leader abdicates too, the third node leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abdicating_leader_is_replaced_and_holds_back() {
+    let c = Cluster::start(3, test_tuning()).await;
+    let (first, _) = c.wait_leader(FAILOVER_LIVENESS).await;
+    let term = c.node(first).term();
+    let hold = Duration::from_secs(30);
+    let at = Instant::now();
+    c.node(first).abdicate(hold);
+    let second = leader_other_than(&c, &[first], term).await;
+    eprintln!(
+        "leader {first} abdicated; {second} leads after {:?}",
+        at.elapsed()
+    );
+    c.node(second)
+        .write_as_leader(put("t", "after", b"1"))
+        .await
+        .expect("the new leader commits");
+
+    let term = c.node(second).term();
+    c.node(second).abdicate(hold);
+    let third = leader_other_than(&c, &[first, second], term).await;
+    eprintln!("then {second} abdicated; {third} leads");
+    c.node(third)
+        .write_as_leader(put("t", "third", b"2"))
+        .await
+        .expect("the third leader commits");
+    for id in c.alive() {
+        c.node(id).shutdown().await.unwrap();
+    }
+}

@@ -393,3 +393,44 @@ async fn an_agent_given_every_master_follows_each_new_leader_by_itself() {
     kill_group(pid);
     drop(fw);
 }
+
+/// An elected master that cannot serve (another program holds its QUIC port) hands the
+/// leadership on (`Replica::abdicate`) instead of holding it unserved, with every standby
+/// naming it and no master serving. Master 3 is the one blocked: same-term elections go to
+/// the higher id, so killing the serving leaders soon gets it elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elected_master_that_cannot_serve_hands_the_leadership_on() {
+    let net = LoopbackCluster::new();
+    let group = HaGroup::new(3);
+    let blocked = 3;
+    let squatter = std::net::UdpSocket::bind(group.quic(blocked)).expect("taking master 3's port");
+    let cmd = MasterCmd::default();
+    let all = [1, 2, 3];
+    let mut masters: Vec<Proc> = all
+        .iter()
+        .map(|&id| net.start_ha_master(&format!("master-{id}"), &cmd, &group, id))
+        .collect();
+    const HANDED: &str = "handing the leadership to another master";
+    let mut rounds = 0;
+    let leader = loop {
+        let leader = one_leader(&group, &all).await;
+        assert_ne!(leader, blocked, "master {blocked} serves without its port");
+        if masters[blocked - 1].log_text().contains(HANDED) {
+            break leader;
+        }
+        rounds += 1;
+        assert!(
+            rounds <= 12,
+            "master {blocked} was never elected in {rounds} kills"
+        );
+        masters[leader - 1].kill_hard();
+        masters[leader - 1] = net.start_ha_master(
+            &format!("master-{leader}-again{rounds}"),
+            &cmd,
+            &group,
+            leader,
+        );
+    };
+    eprintln!("master {blocked} was elected, could not serve and handed over; {leader} serves");
+    drop(squatter);
+}

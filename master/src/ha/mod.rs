@@ -46,8 +46,9 @@ use tracing::{error, info, warn};
 
 /// How long a new leader keeps trying to bind the client ports its standby side just left.
 const REBIND_DEADLINE: Duration = Duration::from_secs(5);
-/// After a take-over that failed (no majority for the read barrier), before trying again.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How long a master that could not serve as leader leaves the leadership to the others
+/// before it may stand again (an election takes about a second).
+const HAND_OVER_HOLD: Duration = Duration::from_secs(5);
 /// How often the status is refreshed besides the replica's own changes (the masters table).
 const STATUS_REFRESH: Duration = Duration::from_millis(500);
 
@@ -377,7 +378,9 @@ async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
             term,
         })
         .collect();
-    let leader = leader_id.and_then(|id| {
+    // This master leading but not serving (taking over, or handing the leadership away)
+    // names no leader: sending clients to itself would only send them round.
+    let leader = leader_id.filter(|&id| id != me || serving).and_then(|id| {
         let a = address_of(id)?;
         Some(LeaderHint {
             id,
@@ -396,18 +399,26 @@ async fn status_now(replica: &Replica, serving: bool) -> HaStatus {
     }
 }
 
-/// Returns the term once this node leads.
+/// Returns the term once this node leads (and is not handing the leadership over).
 async fn elected(replica: &Replica) -> u64 {
     let mut m = replica.metrics();
     loop {
-        {
+        let term = {
             let now = m.borrow_and_update();
-            if Role::from(now.state) == Role::Leader && now.current_leader == Some(replica.id()) {
-                return now.current_term;
+            (Role::from(now.state) == Role::Leader && now.current_leader == Some(replica.id()))
+                .then_some(now.current_term)
+        };
+        match (term, replica.holding_back()) {
+            (Some(term), None) => return term,
+            // Handing over: woken by another's election, or by the hold's end.
+            (Some(_), Some(left)) => {
+                let _ = tokio::time::timeout(left, m.changed()).await;
             }
-        }
-        if m.changed().await.is_err() {
-            std::future::pending::<()>().await;
+            (None, _) => {
+                if m.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
 }
@@ -496,11 +507,13 @@ async fn run(
         let master = match take_over(&creds, &cfg, &replica, term, &me, status.clone()).await {
             Ok(m) => m,
             Err(e) => {
-                error!(term, "not serving as leader: {e}; standing by");
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                }
+                // Still the Raft leader, it would be named by every standby while serving
+                // no one: clients would go round between them. Another master takes over.
+                error!(
+                    term,
+                    "not serving as leader: {e}; handing the leadership to another master"
+                );
+                hand_over(&replica, term);
                 continue;
             }
         };
@@ -527,6 +540,24 @@ async fn run(
         let _ = serving.send(false);
         leading.send_replace(None);
         master.kill().await;
+        // Still leading (its service failed, not its election): another master takes over.
+        hand_over(&replica, term);
+    }
+}
+
+/// Hands the leadership of `term` to another master ([`Replica::abdicate`]) if this one
+/// still holds it; [`elected`] then waits until it is gone, or until [`HAND_OVER_HOLD`] has
+/// passed and no other could be elected (this one tries again). Already deposed (a take-over
+/// fails so when an election interrupts it), there is nothing to hand over, and holding
+/// back from the next election would only slow it.
+fn hand_over(replica: &Replica, term: u64) {
+    let leading = {
+        let m = replica.metrics();
+        let m = m.borrow();
+        Role::from(m.state) == Role::Leader && m.current_term == term
+    };
+    if leading {
+        replica.abdicate(HAND_OVER_HOLD);
     }
 }
 

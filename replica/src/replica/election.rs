@@ -29,7 +29,7 @@ pub(super) fn stand_if_better(
         None => true,
     };
     let leading = inner.raft.metrics().borrow().state == openraft::ServerState::Leader;
-    if !quiet || leading || inner.standing.swap(true, Ordering::SeqCst) {
+    if !quiet || leading || held(inner) || inner.standing.swap(true, Ordering::SeqCst) {
         return;
     }
     let raft = inner.raft.clone();
@@ -90,7 +90,12 @@ pub(super) async fn election_watchdog(inner: std::sync::Weak<Inner>) {
                 Some(at) => (at, t.election_max + t.election_min + spread),
                 None => (started, 2 * t.election_max + t.election_min + spread),
             };
-            (since + wait, wait)
+            // A node that handed its leadership away stands for nothing until its hold ends.
+            let due = match *lock(&inner.hold_until) {
+                Some(until) if until > since + wait => until,
+                _ => since + wait,
+            };
+            (due, wait)
         };
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {}
@@ -135,6 +140,9 @@ pub(super) async fn election_watchdog(inner: std::sync::Weak<Inner>) {
             .membership()
             .voter_ids()
             .any(|v| v == inner.id);
+        if held(&inner) {
+            continue;
+        }
         if m.state == openraft::ServerState::Leader || !voter {
             *lock(&inner.leader_contact) = Some(Instant::now());
             stood = false;
@@ -151,6 +159,11 @@ pub(super) async fn election_watchdog(inner: std::sync::Weak<Inner>) {
         *lock(&inner.leader_contact) = Some(Instant::now());
         stood = true;
     }
+}
+
+/// Whether this node is holding back from elections ([`super::Replica::abdicate`]).
+fn held(inner: &Inner) -> bool {
+    lock(&inner.hold_until).is_some_and(|until| until > Instant::now())
 }
 
 /// The election timer's random part, below `election_max - election_min`.

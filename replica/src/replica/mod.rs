@@ -99,6 +99,8 @@ struct Inner {
     leader_contact: Mutex<Option<Instant>>,
     /// A campaign [`stand_if_better`] started is under way.
     standing: Arc<AtomicBool>,
+    /// Until when this node does not stand for election ([`Replica::abdicate`]).
+    hold_until: Mutex<Option<Instant>>,
     /// The snapshot being received, and how many bytes of it (see [`admit_chunk`]).
     receiving: Mutex<Option<(String, u64)>>,
     /// The configured peers' addresses: always admitted (see [`admit_members`]).
@@ -209,6 +211,7 @@ impl Replica {
             server: Mutex::new(None),
             leader_contact: Mutex::new(None),
             standing: Arc::default(),
+            hold_until: Mutex::new(None),
             receiving: Mutex::default(),
             configured: config.peers.values().map(|a| a.ip()).collect(),
             adding: Mutex::default(),
@@ -251,6 +254,55 @@ impl Replica {
             Err(fatal) => fatal.to_string(),
             Ok(()) => "the consensus core stopped".to_string(),
         }
+    }
+
+    /// Hands the leadership to another node, for a leader that cannot do its job (its master
+    /// service failed to start, or stopped on a failed write): it stops sending heartbeats, so
+    /// the others elect one of themselves once the lease runs out (about a second), and this
+    /// node stands for no election for `hold`. Heartbeats resume once another leads, or after
+    /// `hold` if none could be elected (this node then leads on). openraft 0.9 has no
+    /// leadership transfer; this is the same hand-over through the election timers. Not
+    /// leading, this node only holds back for `hold`.
+    pub fn abdicate(&self, hold: Duration) {
+        let until = Instant::now() + hold;
+        *lock(&self.inner.hold_until) = Some(until);
+        let (leading, term) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            (m.state == openraft::ServerState::Leader, m.current_term)
+        };
+        if !leading {
+            return;
+        }
+        tracing::warn!(
+            id = self.inner.id,
+            term,
+            ?hold,
+            "replica: handing the leadership to another node (heartbeats stopped)"
+        );
+        let raft = self.inner.raft.clone();
+        raft.runtime_config().heartbeat(false);
+        tokio::spawn(async move {
+            let handed = raft
+                .wait(Some(hold))
+                .metrics(
+                    |m| m.state != openraft::ServerState::Leader || m.current_term != term,
+                    "another leader elected",
+                )
+                .await;
+            if handed.is_err() {
+                tracing::warn!(term, "replica: no other node was elected; leading on");
+            }
+            raft.runtime_config().heartbeat(true);
+        });
+    }
+
+    /// How much longer this node holds back from elections after [`Replica::abdicate`];
+    /// `None` when it does not.
+    pub fn holding_back(&self) -> Option<Duration> {
+        lock(&self.inner.hold_until)
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
     }
 
     /// The underlying Raft, for what this API does not cover (tests wait on `wait()`).
