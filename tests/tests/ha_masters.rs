@@ -423,7 +423,11 @@ async fn an_elected_master_that_cannot_serve_hands_the_leadership_on() {
             rounds <= 12,
             "master {blocked} was never elected in {rounds} kills"
         );
+        // Restarted only once a survivor serves: a master restarted at once may resume the
+        // leadership of its term before anyone else stands.
         masters[leader - 1].kill_hard();
+        let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+        one_leader(&group, &survivors).await;
         masters[leader - 1] = net.start_ha_master(
             &format!("master-{leader}-again{rounds}"),
             &cmd,
