@@ -394,6 +394,14 @@ impl AgentCmd {
         self
     }
 
+    /// Offers the 25 ports of block `index` from `first` (`first + 25 × index` and the 24
+    /// after it): tests with several agents give each its own block, and each test its own
+    /// `first`, so no two agents anywhere offer the same port.
+    pub fn port_block(self, first: usize, index: usize) -> Self {
+        let base = first + 25 * index;
+        self.config(&format!("ports = \"{base}-{}\"\n", base + 24))
+    }
+
     /// More lines for the agent's config file, after the defaults (top-level keys first, then
     /// tables).
     pub fn config(mut self, toml: &str) -> Self {

@@ -43,10 +43,9 @@ const AGENTS_MEDIAN_MS: f64 = 8_000.0;
 const AGENTS_MAX_MS: f64 = 15_000.0;
 
 fn agent(i: usize) -> AgentCmd {
-    let base = 34100 + 25 * i;
     AgentCmd::new(&format!("agent{i}"))
         .mem_mib(512)
-        .config(&format!("ports = \"{base}-{}\"\n", base + 24))
+        .port_block(34100, i)
 }
 
 /// The fault-free answer: the pi kernel over the same chunks, combined in chunk order —

@@ -32,10 +32,7 @@ async fn agents_leave_a_killed_leader_before_their_heartbeat_timeout() {
     let cmd = MasterCmd::default()
         .heartbeat_interval_ms(HEARTBEAT_MS)
         .agent_timeout_secs(10.0);
-    let agent = |i: usize| {
-        let base = 34400 + 25 * i;
-        AgentCmd::new(&format!("agent{i}")).config(&format!("ports = \"{base}-{}\"\n", base + 24))
-    };
+    let agent = |i: usize| AgentCmd::new(&format!("agent{i}")).port_block(34400, i);
     let mut c = HaCluster::start(3, cmd, 2, agent, WAIT).await;
     let mut leader = c.leader().await;
     let mut times = Vec::new();
@@ -69,8 +66,7 @@ async fn a_dead_master_in_the_list_costs_the_agents_nothing() {
     let cmd = MasterCmd::default()
         .heartbeat_interval_ms(HEARTBEAT_MS)
         .agent_timeout_secs(10.0);
-    let ports = |base: usize| format!("ports = \"{base}-{}\"\n", base + 24);
-    let agent = |_: usize| AgentCmd::new("agent0").config(&ports(34450));
+    let agent = |_: usize| AgentCmd::new("agent0").port_block(34450, 0);
     let mut c = HaCluster::start(5, cmd, 1, agent, WAIT).await;
     let leader = c.leader().await;
     let dead = (1..=5).find(|&id| id != leader).expect("a follower");
@@ -86,7 +82,7 @@ async fn a_dead_master_in_the_list_costs_the_agents_nothing() {
     let took = c
         .add_agent(
             "agent1",
-            AgentCmd::new("agent1").config(&ports(34475)),
+            AgentCmd::new("agent1").port_block(34450, 1),
             &order,
         )
         .await;

@@ -54,10 +54,7 @@ async fn main() {
     let cmd = MasterCmd::default()
         .heartbeat_interval_ms(heartbeat_ms as u64)
         .agent_timeout_secs(10.0);
-    let agent = |i: usize| {
-        let base = 34200 + 25 * i;
-        AgentCmd::new(&format!("agent{i}")).config(&format!("ports = \"{base}-{}\"\n", base + 24))
-    };
+    let agent = |i: usize| AgentCmd::new(&format!("agent{i}")).port_block(34200, i);
     let mut c = HaCluster::start(3, cmd, agents, agent, DEADLINE).await;
     let mut leader = c.leader().await;
     let mut runs = Vec::new();
