@@ -894,10 +894,11 @@ async fn leader_other_than(c: &Cluster, not: &[u64], after: u64) -> u64 {
 }
 
 /// A leader that cannot do its job hands the leadership away (`Replica::abdicate`): another
-/// node is elected in a later term and commits; the node that abdicated stands for no
-/// election while held, so when the second leader abdicates too, the third node leads.
+/// node is elected in a later term and commits. The hold ends with the hand-over: the new
+/// leader abdicating in turn is replaced too, and the first node, no longer held back, may
+/// lead again. A node that does not lead has nothing to hand over and is not held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abdicating_leader_is_replaced_and_holds_back() {
+async fn an_abdicating_leader_is_replaced_and_the_hold_ends_with_the_hand_over() {
     let c = Cluster::start(3, test_tuning()).await;
     let (first, _) = c.wait_leader(FAILOVER_LIVENESS).await;
     let term = c.node(first).term();
@@ -914,14 +915,27 @@ async fn an_abdicating_leader_is_replaced_and_holds_back() {
         .await
         .expect("the new leader commits");
 
+    // Cleared by the hand-over task once node `first` sees the new term.
+    let until = Instant::now() + FAILOVER_LIVENESS;
+    while c.node(first).holding_back().is_some() {
+        assert!(
+            Instant::now() < until,
+            "{first} still held back after the hand-over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     let term = c.node(second).term();
     c.node(second).abdicate(hold);
-    let third = leader_other_than(&c, &[first, second], term).await;
+    let third = leader_other_than(&c, &[second], term).await;
     eprintln!("then {second} abdicated; {third} leads");
     c.node(third)
         .write_as_leader(put("t", "third", b"2"))
         .await
         .expect("the third leader commits");
+    // A follower asked to abdicate: nothing to hand over, nothing held back.
+    c.node(second).abdicate(hold);
+    assert_eq!(c.node(second).holding_back(), None);
     for id in c.alive() {
         c.node(id).shutdown().await.unwrap();
     }

@@ -99,7 +99,8 @@ struct Inner {
     leader_contact: Mutex<Option<Instant>>,
     /// A campaign [`stand_if_better`] started is under way.
     standing: Arc<AtomicBool>,
-    /// Until when this node does not stand for election ([`Replica::abdicate`]).
+    /// Until when this node does not stand for election: set while it hands its leadership
+    /// over ([`Replica::abdicate`]), cleared once another leads.
     hold_until: Mutex<Option<Instant>>,
     /// The snapshot being received, and how many bytes of it (see [`admit_chunk`]).
     receiving: Mutex<Option<(String, u64)>>,
@@ -259,13 +260,12 @@ impl Replica {
     /// Hands the leadership to another node, for a leader that cannot do its job (its master
     /// service failed to start, or stopped on a failed write): it stops sending heartbeats, so
     /// the others elect one of themselves once the lease runs out (about a second), and this
-    /// node stands for no election for `hold`. Heartbeats resume once another leads, or after
-    /// `hold` if none could be elected (this node then leads on). openraft 0.9 has no
-    /// leadership transfer; this is the same hand-over through the election timers. Not
-    /// leading, this node only holds back for `hold`.
+    /// node stands for no election meanwhile. Once another leads (or the term moves on), the
+    /// heartbeats and the election timer are back to normal; if none could be elected within
+    /// `hold`, this node leads on. openraft 0.9 has no leadership transfer; this is the same
+    /// hand-over through the election timers. A node that does not lead does nothing: holding
+    /// it back from the next election would only slow that election.
     pub fn abdicate(&self, hold: Duration) {
-        let until = Instant::now() + hold;
-        *lock(&self.inner.hold_until) = Some(until);
         let (leading, term) = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
@@ -274,16 +274,18 @@ impl Replica {
         if !leading {
             return;
         }
+        *lock(&self.inner.hold_until) = Some(Instant::now() + hold);
         tracing::warn!(
             id = self.inner.id,
             term,
             ?hold,
             "replica: handing the leadership to another node (heartbeats stopped)"
         );
-        let raft = self.inner.raft.clone();
-        raft.runtime_config().heartbeat(false);
+        self.inner.raft.runtime_config().heartbeat(false);
+        let inner = self.inner.clone();
         tokio::spawn(async move {
-            let handed = raft
+            let handed = inner
+                .raft
                 .wait(Some(hold))
                 .metrics(
                     |m| m.state != openraft::ServerState::Leader || m.current_term != term,
@@ -293,7 +295,8 @@ impl Replica {
             if handed.is_err() {
                 tracing::warn!(term, "replica: no other node was elected; leading on");
             }
-            raft.runtime_config().heartbeat(true);
+            *lock(&inner.hold_until) = None;
+            inner.raft.runtime_config().heartbeat(true);
         });
     }
 
