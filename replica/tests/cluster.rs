@@ -904,7 +904,7 @@ async fn an_abdicating_leader_is_replaced_and_the_hold_ends_with_the_hand_over()
     let term = c.node(first).term();
     let hold = Duration::from_secs(30);
     let at = Instant::now();
-    c.node(first).abdicate(hold);
+    c.node(first).abdicate(term, hold);
     let second = leader_other_than(&c, &[first], term).await;
     eprintln!(
         "leader {first} abdicated; {second} leads after {:?}",
@@ -926,7 +926,7 @@ async fn an_abdicating_leader_is_replaced_and_the_hold_ends_with_the_hand_over()
     }
 
     let term = c.node(second).term();
-    c.node(second).abdicate(hold);
+    c.node(second).abdicate(term, hold);
     let third = leader_other_than(&c, &[second], term).await;
     eprintln!("then {second} abdicated; {third} leads");
     c.node(third)
@@ -934,7 +934,7 @@ async fn an_abdicating_leader_is_replaced_and_the_hold_ends_with_the_hand_over()
         .await
         .expect("the third leader commits");
     // A follower asked to abdicate: nothing to hand over, nothing held back.
-    c.node(second).abdicate(hold);
+    c.node(second).abdicate(c.node(second).term(), hold);
     assert_eq!(c.node(second).holding_back(), None);
     for id in c.alive() {
         c.node(id).shutdown().await.unwrap();

@@ -27,6 +27,9 @@ use tracing::debug;
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// One dial and hello to another master: a live one on the LAN answers in milliseconds.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Everything about one master in a round: resolving its name, asking it, resolving the
+/// leader it names.
+const ONE_MASTER: Duration = Duration::from_secs(2);
 
 /// How long a heartbeat may go unacknowledged before the other masters are asked: half an
 /// interval (a live master answers in a round trip), at least 250 ms so a busy one is not
@@ -98,19 +101,22 @@ pub async fn who_leads(
     let mut asks = tokio::task::JoinSet::new();
     for master in masters.iter().cloned() {
         let endpoint = endpoint.clone();
-        asks.spawn(async move {
-            let (asked, addrs) = match master {
+        let one = async move {
+            let (configured, addrs) = match master {
                 OtherMaster::Configured(hostport) => {
                     let addrs = resolve(&hostport).await;
-                    (hostport, addrs)
+                    (Some(hostport), addrs)
                 }
-                OtherMaster::Seen(addrs) => (addrs.first()?.to_string(), addrs),
+                OtherMaster::Seen(addrs) => (None, addrs),
             };
             // Ourselves, under another name: its answer would be about us.
             if addrs.is_empty() || current.is_some_and(|c| addrs.contains(&c)) {
                 return None;
             }
-            let answer = ask(&endpoint, &addrs).await;
+            let (answer, reached) = ask(&endpoint, &addrs).await;
+            // A configured name is followed as configured (DNS may move it); a master seen
+            // on mDNS at the address that answered (its others may be unreachable from here).
+            let asked = configured.or_else(|| reached.map(|a| a.to_string()))?;
             let resolved = match &answer {
                 Answer::Names(leader) => resolve(leader).await,
                 _ => Vec::new(),
@@ -120,7 +126,9 @@ pub async fn who_leads(
                 Verdict::Follow(leader) => Some(leader),
                 Verdict::StillCurrent | Verdict::AskOn => None,
             }
-        });
+        };
+        // Name lookups included: a `.local` name of a dead Pi can take seconds to fail.
+        asks.spawn(async move { tokio::time::timeout(ONE_MASTER, one).await.ok().flatten() });
     }
     // Dropping the set aborts the questions still out.
     while let Some(answer) = asks.join_next().await {
@@ -131,10 +139,11 @@ pub async fn who_leads(
     None
 }
 
-/// One dial and hello to the master at `addrs`, closed again at once.
-async fn ask(endpoint: &quinn::Endpoint, addrs: &[SocketAddr]) -> Answer {
+/// One dial and hello to the master at `addrs`, closed again at once; the answer, and the
+/// address that answered.
+async fn ask(endpoint: &quinn::Endpoint, addrs: &[SocketAddr]) -> (Answer, Option<SocketAddr>) {
     let attempt = async {
-        let (conn, _) = discovery::connect_first(endpoint, addrs, ASK_TIMEOUT)
+        let (conn, reached) = discovery::connect_first(endpoint, addrs, ASK_TIMEOUT)
             .await
             .ok()?;
         let answer = match handshake::say_hello(&conn, PeerKind::Agent).await {
@@ -143,13 +152,12 @@ async fn ask(endpoint: &quinn::Endpoint, addrs: &[SocketAddr]) -> Answer {
             Err(_) => Answer::Unknown,
         };
         conn.close(quinn::VarInt::from_u32(0), b"asked who leads");
-        Some(answer)
+        Some((answer, reached))
     };
-    tokio::time::timeout(ASK_TIMEOUT, attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(Answer::Unknown)
+    match tokio::time::timeout(ASK_TIMEOUT, attempt).await {
+        Ok(Some((answer, reached))) => (answer, Some(reached)),
+        _ => (Answer::Unknown, None),
+    }
 }
 
 async fn resolve(hostport: &str) -> Vec<SocketAddr> {

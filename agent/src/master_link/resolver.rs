@@ -197,8 +197,9 @@ impl Resolver {
         }
     }
 
-    /// Asking the masters found the leader at `leader` (`HOST:PORT`): dial it next. Counted as
-    /// a redirect, so masters naming each other in a loop still end in the rotation.
+    /// Asking the masters found the leader at `leader` (`HOST:PORT`): dial it next. Configured
+    /// masters count it as a redirect, so masters naming each other in a loop still end in the
+    /// rotation; with mDNS it is followed once and the browser is asked after.
     pub(super) fn leader_found(&mut self, leader: &str) {
         match self {
             Resolver::Static(masters) => {

@@ -513,7 +513,7 @@ async fn run(
                     term,
                     "not serving as leader: {e}; handing the leadership to another master"
                 );
-                hand_over(&replica);
+                hand_over(&replica, term);
                 continue;
             }
         };
@@ -541,16 +541,16 @@ async fn run(
         leading.send_replace(None);
         master.kill().await;
         // Still leading (its service failed, not its election): another master takes over.
-        hand_over(&replica);
+        hand_over(&replica, term);
     }
 }
 
-/// Hands the leadership to another master ([`Replica::abdicate`]) if this one still holds
-/// it; [`elected`] then waits until it is gone, or until [`HAND_OVER_HOLD`] has passed and no
+/// Hands the leadership of `term` to another master ([`Replica::abdicate`]) if this one
+/// still holds it; [`elected`] then waits until it is gone, or until [`HAND_OVER_HOLD`] has passed and no
 /// other could be elected (this one tries again). Already deposed (a take-over fails so when
 /// an election interrupts it), there is nothing to hand over and nothing is held back.
-fn hand_over(replica: &Replica) {
-    replica.abdicate(HAND_OVER_HOLD);
+fn hand_over(replica: &Replica, term: u64) {
+    replica.abdicate(term, HAND_OVER_HOLD);
 }
 
 /// Becomes the serving master of `term`: catches up, records its addresses, loads the

@@ -257,7 +257,7 @@ impl Replica {
         }
     }
 
-    /// Hands the leadership to another node, for a leader that cannot do its job (its master
+    /// Hands the leadership of `term` to another node, for a leader that cannot do its job (its master
     /// service failed to start, or stopped on a failed write): it stops sending heartbeats, so
     /// the others elect one of themselves once the lease runs out (about a second), and this
     /// node stands for no election meanwhile. Once another leads (or the term moves on), the
@@ -265,16 +265,19 @@ impl Replica {
     /// `hold`, this node leads on. openraft 0.9 has no leadership transfer; this is the same
     /// hand-over through the election timers. A node that does not lead does nothing: holding
     /// it back from the next election would only slow that election.
-    pub fn abdicate(&self, hold: Duration) {
-        let (leading, term) = {
+    pub fn abdicate(&self, term: u64, hold: Duration) {
+        let leading = {
             let m = self.inner.raft.metrics();
             let m = m.borrow();
-            (m.state == openraft::ServerState::Leader, m.current_term)
+            m.state == openraft::ServerState::Leader && m.current_term == term
         };
+        // Not leading in `term` (deposed, or already leading again in a newer one, which is
+        // not the leadership that failed): nothing to hand over.
         if !leading {
             return;
         }
-        *lock(&self.inner.hold_until) = Some(Instant::now() + hold);
+        let until = Instant::now() + hold;
+        *lock(&self.inner.hold_until) = Some(until);
         tracing::warn!(
             id = self.inner.id,
             term,
@@ -295,8 +298,14 @@ impl Replica {
             if handed.is_err() {
                 tracing::warn!(term, "replica: no other node was elected; leading on");
             }
-            *lock(&inner.hold_until) = None;
-            inner.raft.runtime_config().heartbeat(true);
+            // Only this hand-over's hold: a newer one (abdicating again once this hold ran
+            // out) keeps the heartbeats off and clears its own.
+            let mut held = lock(&inner.hold_until);
+            if *held == Some(until) {
+                *held = None;
+                drop(held);
+                inner.raft.runtime_config().heartbeat(true);
+            }
         });
     }
 
