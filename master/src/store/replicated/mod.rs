@@ -358,11 +358,7 @@ impl Replicated {
             out.tasks.push(decode(TASKS, &row)?);
         }
         for row in self.rows(FRAMEWORK_STATE, &mut large).await? {
-            let (fw, _) = split_key(&row.key).ok_or_else(|| ReplicatedError::Decode {
-                table: FRAMEWORK_STATE,
-                key: row.key.clone(),
-                reason: "not FRAMEWORK/KEY".into(),
-            })?;
+            let (fw, _) = split_row_key(FRAMEWORK_STATE, &row.key, "FRAMEWORK/KEY")?;
             let entry = decode(FRAMEWORK_STATE, &row)?;
             out.framework_state
                 .push((bramble_proto::FrameworkId(fw), entry));
@@ -391,11 +387,7 @@ impl Replicated {
             .map(|(_, e)| *e)
             .fold(out.fence_high, u64::max);
         for row in self.rows(KILLS, &mut large).await? {
-            let (fw, task) = split_key(&row.key).ok_or_else(|| ReplicatedError::Decode {
-                table: KILLS,
-                key: row.key.clone(),
-                reason: "not FRAMEWORK/TASK".into(),
-            })?;
+            let (fw, task) = split_row_key(KILLS, &row.key, "FRAMEWORK/TASK")?;
             out.kills.push((
                 bramble_proto::FrameworkId(fw),
                 bramble_proto::TaskId(task.to_string()),
@@ -482,6 +474,20 @@ fn escape(fw: &str) -> String {
 fn split_key(key: &str) -> Option<(String, &str)> {
     let (fw, rest) = key.split_once('/')?;
     Some((fw.replace("%2F", "/").replace("%25", "%"), rest))
+}
+
+/// [`split_key`] for a row of `table` whose key must read `shape`: a key that does not is a
+/// decode error naming the table, the key and the shape expected.
+fn split_row_key<'k>(
+    table: &'static str,
+    key: &'k str,
+    shape: &str,
+) -> Result<(String, &'k str), ReplicatedError> {
+    split_key(key).ok_or_else(|| ReplicatedError::Decode {
+        table,
+        key: key.to_string(),
+        reason: format!("not {shape}"),
+    })
 }
 
 fn put(table: &str, key: String, value: Vec<u8>) -> Command {
